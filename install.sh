@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Sets Carapace up on a fresh Debian 12 machine, then runs the main job.
+#
+#   ./install.sh               system packages, npm ci, build, `carapace` on PATH, then the main job
+#   ./install.sh --no-onboard  the same without the main job (what CI runs)
+#
+# Idempotent: packages already present are not reinstalled, the PATH link is replaced.
+# Runs as root, or as a user with sudo for the two steps that need it (apt-get, /usr/local/bin).
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "$0")")"
+
+run_main_job=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-onboard) run_main_job=0 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install.sh: unknown option '$arg' (known: --no-onboard)" >&2; exit 2 ;;
+  esac
+done
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# bubblewrap: the sandbox; gcc/libc6-dev/make: native/carapace-init; the rest is what agents and
+# the test-suite run inside sandboxes (git, curl, python3) and what the proxy tests need (openssl).
+packages=(bubblewrap gcc libc6-dev make git curl python3 ca-certificates openssl iproute2 procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "install.sh: Node.js >= 20 is required (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+npm ci --no-audit --no-fund
+npm run build
+
+chmod +x dist/src/cli/main.js
+as_root ln -sfn "$PWD/dist/src/cli/main.js" /usr/local/bin/carapace
+echo "install.sh: carapace $(carapace --version) is at /usr/local/bin/carapace"
+
+if [ "$run_main_job" -eq 1 ]; then
+  carapace doctor
+fi

@@ -1,0 +1,30 @@
+import type { Command } from 'commander';
+import { probeHost, type Capability } from '../sandbox/host-capabilities.js';
+import { stateDirs } from '../sandbox/state-dirs.js';
+
+const MARK: Record<Capability['status'], string> = { ok: 'ok  ', degraded: 'warn', missing: 'FAIL' };
+
+/** Capabilities without which no sandbox can start: doctor exits non-zero when one is missing. */
+const REQUIRED = new Set(['bwrap', 'userns', 'seccomp']);
+
+export function registerDoctor(program: Command): void {
+  program
+    .command('doctor')
+    .description("report this host's sandbox capabilities and how to fix what is missing")
+    .option('--json', 'print the report as JSON')
+    .action((opts: { json?: boolean }) => {
+      const report = probeHost(stateDirs().state);
+      if (opts.json) {
+        process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      } else {
+        const width = Math.max(...report.capabilities.map((c) => c.title.length));
+        for (const c of report.capabilities) {
+          process.stdout.write(`${MARK[c.status]}  ${c.title.padEnd(width)}  ${c.detail}\n`);
+          if (c.impact) process.stdout.write(`      ${''.padEnd(width)}  breaks: ${c.impact}\n`);
+          if (c.fix) process.stdout.write(`      ${''.padEnd(width)}  fix:    ${c.fix}\n`);
+        }
+      }
+      const fatal = report.capabilities.filter((c) => c.status === 'missing' && REQUIRED.has(c.id));
+      if (fatal.length > 0) process.exitCode = 1;
+    });
+}

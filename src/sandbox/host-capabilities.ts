@@ -1,0 +1,277 @@
+/**
+ * What this host can enforce. `carapace doctor` prints it; the sandbox consults it before a start.
+ *
+ * Every probe runs the real thing where it can (bwrap is executed, a user namespace is created as an
+ * unprivileged uid) rather than trusting a sysctl, because distributions gate these features in
+ * several places (sysctls, AppArmor, setuid bits) and only a real attempt shows the sum of them.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
+import { nativeBinary } from './native-paths.js';
+
+export type CapabilityStatus = 'ok' | 'degraded' | 'missing';
+
+export interface Capability {
+  /** Short stable identifier, e.g. `bwrap`, `landlock`. */
+  id: string;
+  title: string;
+  status: CapabilityStatus;
+  /** What was found, e.g. `bubblewrap 0.8.0` or `ABI 7`. */
+  detail: string;
+  /** When not ok: what breaks and how to fix it. */
+  impact?: string;
+  fix?: string;
+}
+
+export interface HostCapabilities {
+  capabilities: Capability[];
+  landlockAbi: number;
+  bwrapVersion: string | null;
+  cgroup: CgroupLayout;
+}
+
+export interface CgroupLayout {
+  /** Mount point of the unified (v2) hierarchy, if any. */
+  v2Mount: string | null;
+  /** Controllers enabled for children in the v2 hierarchy (`cgroup.subtree_control` of its root). */
+  v2Controllers: string[];
+  /** v1 controller name → mount point. */
+  v1Mounts: Record<string, string>;
+}
+
+const LIMIT_CONTROLLERS = ['memory', 'pids', 'cpu'] as const;
+
+export function readCgroupLayout(mountsText = readFileSync('/proc/self/mounts', 'utf8')): CgroupLayout {
+  let v2Mount: string | null = null;
+  const v1Mounts: Record<string, string> = {};
+  for (const line of mountsText.split('\n')) {
+    const [, mountPoint, fsType, options] = line.split(' ');
+    if (!mountPoint || !options) continue;
+    const path = unescapeMountPath(mountPoint);
+    if (fsType === 'cgroup2') {
+      v2Mount ??= path;
+    } else if (fsType === 'cgroup') {
+      for (const opt of options.split(',')) {
+        if (opt.startsWith('name=')) continue;
+        if (['rw', 'ro', 'relatime', 'nosuid', 'nodev', 'noexec', 'noatime'].includes(opt)) continue;
+        v1Mounts[opt] ??= path;
+      }
+    }
+  }
+  let v2Controllers: string[] = [];
+  if (v2Mount) {
+    // Controllers available at the root can be enabled (as root) for a subtree we create, so
+    // availability, not the current subtree_control, is what decides whether a limit can apply.
+    v2Controllers = readWords(`${v2Mount}/cgroup.controllers`);
+  }
+  return { v2Mount, v2Controllers, v1Mounts };
+}
+
+function readWords(path: string): string[] {
+  try {
+    return readFileSync(path, 'utf8').split(/\s+/).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+function unescapeMountPath(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+function probeBwrap(): { version: string | null; error?: string } {
+  const r = spawnSync('bwrap', ['--version'], { encoding: 'utf8' });
+  if (r.error) return { version: null, error: r.error.message };
+  if (r.status !== 0) return { version: null, error: r.stderr.trim() };
+  return { version: r.stdout.trim() };
+}
+
+/** Creates a real user+net+pid namespace with bwrap, as an unprivileged uid when we are root. */
+function probeUserNamespaces(): { ok: boolean; detail: string } {
+  const args = [
+    '--unshare-all',
+    '--unshare-user',
+    '--disable-userns',
+    '--ro-bind',
+    '/usr',
+    '/usr',
+    '--symlink',
+    'usr/lib',
+    '/lib',
+    '--symlink',
+    'usr/lib64',
+    '/lib64',
+    '--symlink',
+    'usr/bin',
+    '/bin',
+    '--proc',
+    '/proc',
+    '--dev',
+    '/dev',
+    '--cap-drop',
+    'ALL',
+    '--',
+    '/usr/bin/true',
+  ];
+  const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+  const r = spawnSync('bwrap', args, { encoding: 'utf8', ...asNobody, timeout: 10_000 });
+  if (r.error) return { ok: false, detail: r.error.message };
+  if (r.status !== 0) return { ok: false, detail: r.stderr.trim() || `exit ${r.status}` };
+  return { ok: true, detail: 'an unprivileged uid created user, pid, net, ipc, uts and cgroup namespaces' };
+}
+
+interface NativeProbe {
+  landlock_abi: number;
+  seccomp_filter: boolean;
+}
+
+function probeNative(): NativeProbe | { error: string } {
+  const init = nativeBinary();
+  if (!existsSync(init)) return { error: `${init} is not built (run: npm run build)` };
+  const r = spawnSync(init, ['--probe'], { encoding: 'utf8', timeout: 5_000 });
+  if (r.status !== 0) return { error: (r.stderr || r.error?.message || `exit ${r.status}`).trim() };
+  try {
+    return JSON.parse(r.stdout) as NativeProbe;
+  } catch {
+    return { error: `unexpected output from ${init} --probe: ${r.stdout.slice(0, 80)}` };
+  }
+}
+
+export function probeHost(stateDir: string): HostCapabilities {
+  const caps: Capability[] = [];
+
+  const bwrap = probeBwrap();
+  caps.push(
+    bwrap.version
+      ? { id: 'bwrap', title: 'bubblewrap', status: 'ok', detail: bwrap.version }
+      : {
+          id: 'bwrap',
+          title: 'bubblewrap',
+          status: 'missing',
+          detail: bwrap.error ?? 'not found',
+          impact: 'no sandbox can start',
+          fix: 'apt-get install bubblewrap (or re-run ./install.sh)',
+        },
+  );
+
+  if (bwrap.version) {
+    const userns = probeUserNamespaces();
+    caps.push(
+      userns.ok
+        ? { id: 'userns', title: 'unprivileged user namespaces', status: 'ok', detail: userns.detail }
+        : {
+            id: 'userns',
+            title: 'unprivileged user namespaces',
+            status: 'missing',
+            detail: userns.detail,
+            impact: 'bwrap cannot create the sandbox namespaces; no sandbox can start',
+            fix:
+              'sysctl -w kernel.unprivileged_userns_clone=1 (Debian) or ' +
+              'kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu), and user.max_user_namespaces > 0',
+          },
+    );
+  }
+
+  const native = probeNative();
+  let landlockAbi = 0;
+  if ('error' in native) {
+    caps.push({
+      id: 'landlock',
+      title: 'Landlock',
+      status: 'missing',
+      detail: native.error,
+      impact: 'cannot tell what the kernel enforces; sandboxes will not start',
+      fix: 'run ./install.sh (it builds native/carapace-init)',
+    });
+  } else {
+    landlockAbi = native.landlock_abi;
+    caps.push(landlockCapability(landlockAbi));
+    caps.push(
+      native.seccomp_filter
+        ? { id: 'seccomp', title: 'seccomp filters', status: 'ok', detail: 'SECCOMP_MODE_FILTER available' }
+        : {
+            id: 'seccomp',
+            title: 'seccomp filters',
+            status: 'missing',
+            detail: 'SECCOMP_MODE_FILTER unavailable',
+            impact:
+              'dangerous syscalls (ptrace, bpf, mount, io_uring…) cannot be blocked; sandboxes refuse to start',
+            fix: 'use a kernel built with CONFIG_SECCOMP_FILTER=y',
+          },
+    );
+  }
+
+  const cgroup = readCgroupLayout();
+  caps.push(cgroupCapability(cgroup));
+  caps.push(diskCapability(stateDir));
+
+  return { capabilities: caps, landlockAbi, bwrapVersion: bwrap.version, cgroup };
+}
+
+function landlockCapability(abi: number): Capability {
+  const base = { id: 'landlock', title: 'Landlock' };
+  if (abi <= 0) {
+    return {
+      ...base,
+      status: 'missing',
+      detail: 'not enabled in this kernel',
+      impact: 'the filesystem allowlist rests on mounts alone; hard_requirement policies refuse to start',
+      fix: 'boot with lsm=landlock,… (kernel ≥ 5.13 with CONFIG_SECURITY_LANDLOCK=y)',
+    };
+  }
+  if (abi < 6) {
+    const missing = [
+      abi < 3 && 'truncate',
+      abi < 4 && 'TCP port rules',
+      abi < 5 && 'ioctl',
+      'signal and abstract socket scoping',
+    ];
+    return {
+      ...base,
+      status: 'degraded',
+      detail: `ABI ${abi}`,
+      impact: `missing: ${missing.filter(Boolean).join(', ')}; best_effort policies run with less, hard_requirement policies refuse`,
+      fix: 'use a kernel ≥ 6.12 for Landlock ABI 6',
+    };
+  }
+  return { ...base, status: 'ok', detail: `ABI ${abi}` };
+}
+
+function cgroupCapability(layout: CgroupLayout): Capability {
+  const v2 = LIMIT_CONTROLLERS.filter((c) => layout.v2Controllers.includes(c));
+  const v1 = LIMIT_CONTROLLERS.filter((c) => layout.v1Mounts[c] !== undefined);
+  const usable = new Set([...v2, ...v1]);
+  const parts: string[] = [];
+  if (layout.v2Mount)
+    parts.push(`v2 at ${layout.v2Mount} [${layout.v2Controllers.join(' ') || 'no controllers'}]`);
+  if (Object.keys(layout.v1Mounts).length) parts.push(`v1 [${Object.keys(layout.v1Mounts).join(' ')}]`);
+  const detail = parts.join('; ') || 'no cgroup hierarchy mounted';
+  const missing = LIMIT_CONTROLLERS.filter((c) => !usable.has(c));
+  if (missing.length === 0) return { id: 'cgroup', title: 'cgroups', status: 'ok', detail };
+  return {
+    id: 'cgroup',
+    title: 'cgroups',
+    status: 'degraded',
+    detail,
+    impact: `policy limits on ${missing.join(', ')} cannot be applied (the start fails unless --best-effort-limits)`,
+    fix: 'mount cgroup2 with those controllers enabled, or the matching cgroup v1 controllers',
+  };
+}
+
+function diskCapability(stateDir: string): Capability {
+  let dir = stateDir;
+  while (!existsSync(dir) && dir !== '/') dir = dir.replace(/\/[^/]*$/, '') || '/';
+  const s = statfsSync(dir);
+  const freeBytes = s.bavail * s.bsize;
+  const freeGiB = freeBytes / 2 ** 30;
+  const detail = `${freeGiB.toFixed(1)} GiB free at ${dir}`;
+  if (freeGiB >= 2) return { id: 'disk', title: 'free disk', status: 'ok', detail };
+  return {
+    id: 'disk',
+    title: 'free disk',
+    status: 'degraded',
+    detail,
+    impact: 'agent installs and workspaces may fail with ENOSPC',
+    fix: `free space under ${dir} or point CARAPACE_HOME at a larger disk`,
+  };
+}

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { readCgroupLayout } from '../src/sandbox/host-capabilities.js';
+import { carapace } from './helpers/cli.js';
+
+describe('carapace doctor', () => {
+  it('reports every capability of this host, and exits 0 when the sandbox can run', () => {
+    const r = carapace(['doctor', '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const report = JSON.parse(r.stdout) as {
+      capabilities: { id: string; status: string }[];
+      landlockAbi: number;
+    };
+    expect(report.capabilities.map((c) => c.id)).toEqual([
+      'bwrap',
+      'userns',
+      'landlock',
+      'seccomp',
+      'cgroup',
+      'disk',
+    ]);
+    expect(report.landlockAbi).toBeGreaterThanOrEqual(1);
+    expect(report.capabilities.find((c) => c.id === 'bwrap')?.status).toBe('ok');
+  });
+
+  it('says what breaks and how to fix it when bwrap is missing', () => {
+    const r = carapace(['doctor'], { env: { PATH: '/nonexistent' } });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(/FAIL\s+bubblewrap/);
+    expect(r.stdout).toMatch(/fix:\s+apt-get install bubblewrap/);
+  });
+});
+
+describe('cgroup layout', () => {
+  it('finds v1 controllers and the v2 mount from /proc/self/mounts', () => {
+    const layout = readCgroupLayout(
+      [
+        'cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0',
+        'cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,cpu,cpuacct 0 0',
+        'cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0',
+        'cgroup2 /nonexistent/unified cgroup2 rw 0 0',
+      ].join('\n'),
+    );
+    expect(layout.v1Mounts).toEqual({
+      memory: '/sys/fs/cgroup/memory',
+      cpu: '/sys/fs/cgroup/cpu,cpuacct',
+      cpuacct: '/sys/fs/cgroup/cpu,cpuacct',
+    });
+    expect(layout.v2Mount).toBe('/nonexistent/unified');
+    expect(layout.v2Controllers).toEqual([]);
+  });
+});

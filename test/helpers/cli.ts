@@ -1,0 +1,29 @@
+/** Runs the built `carapace` CLI (dist/) as a real process, as a user would. */
+import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const REPO = resolve(import.meta.dirname, '..', '..');
+export const CLI = join(REPO, 'dist', 'src', 'cli', 'main.js');
+
+export interface CliResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function freshHome(): string {
+  return mkdtempSync(join(tmpdir(), 'carapace-test-'));
+}
+
+export function carapace(args: string[], opts: SpawnSyncOptions & { home?: string } = {}): CliResult {
+  const home = opts.home ?? freshHome();
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    ...opts,
+    env: { ...process.env, CARAPACE_HOME: home, ...opts.env },
+  });
+  return { status: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
