@@ -1,0 +1,2 @@
+export * from './ocsf.js';
+export * from './audit-log.js';

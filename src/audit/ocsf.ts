@@ -1,0 +1,231 @@
+/**
+ * Audit events in OCSF (Open Cybersecurity Schema Framework) shape, one JSON object per line.
+ *
+ * Classes used: 4001 Network Activity (a connection decision), 4002 HTTP Activity (an L7 decision),
+ * 2004 Detection Finding (something suspicious, e.g. SNI ≠ CONNECT host), 6002 Application
+ * Lifecycle (a sandbox started/stopped and what it enforced), 5019 Device Config State Change (a policy
+ * change), 6003 API Activity (an inference call).
+ *
+ * Security assumption: builders take only what may be logged. There is no parameter for a query
+ * string, a header value or a credential, so a caller cannot leak one by accident.
+ */
+
+export const OCSF_VERSION = '1.3.0';
+
+export type Disposition = 'allowed' | 'blocked' | 'audited';
+
+/** Carapace's own fields, kept in OCSF's `unmapped` object. */
+export interface CarapaceContext {
+  sandbox: string;
+  policy?: string | undefined;
+  reason?: string | undefined;
+  enforcement?: 'enforce' | 'audit' | undefined;
+  generation?: number | undefined;
+}
+
+export interface Actor {
+  pid?: number | undefined;
+  binary?: string | undefined;
+}
+
+export interface OcsfEvent {
+  class_uid: number;
+  category_uid: number;
+  activity_id: number;
+  type_uid: number;
+  severity_id: number;
+  time: number;
+  message: string;
+  metadata: { version: string; product: { name: string; vendor_name: string } };
+  unmapped: CarapaceContext & Record<string, unknown>;
+  [field: string]: unknown;
+}
+
+const SEVERITY = { informational: 1, low: 2, medium: 3, high: 4 } as const;
+type Severity = keyof typeof SEVERITY;
+
+function base(
+  classUid: number,
+  activityId: number,
+  severity: Severity,
+  message: string,
+  ctx: CarapaceContext,
+): OcsfEvent {
+  return {
+    class_uid: classUid,
+    category_uid: Math.floor(classUid / 1000),
+    activity_id: activityId,
+    type_uid: classUid * 100 + activityId,
+    severity_id: SEVERITY[severity],
+    time: Date.now(),
+    message,
+    metadata: { version: OCSF_VERSION, product: { name: 'Carapace', vendor_name: 'Carapace' } },
+    unmapped: { ...ctx },
+  };
+}
+
+function dispositionFields(d: Disposition): {
+  disposition_id: number;
+  disposition: string;
+  status_id: number;
+} {
+  // OCSF disposition_id: 1 Allowed, 2 Blocked, 17 Logged (audit mode: allowed, but only logged).
+  if (d === 'allowed') return { disposition_id: 1, disposition: 'Allowed', status_id: 1 };
+  if (d === 'audited') return { disposition_id: 17, disposition: 'Logged', status_id: 1 };
+  return { disposition_id: 2, disposition: 'Blocked', status_id: 2 };
+}
+
+function actorFields(actor: Actor | undefined): Record<string, unknown> {
+  if (!actor || (actor.pid === undefined && actor.binary === undefined)) return {};
+  return { actor: { process: { pid: actor.pid, file: actor.binary ? { path: actor.binary } : undefined } } };
+}
+
+export interface NetworkDecisionEvent extends CarapaceContext {
+  disposition: Disposition;
+  host: string;
+  port: number;
+  ip?: string | undefined;
+  srcPort?: number | undefined;
+  actor?: Actor | undefined;
+}
+
+/** 4001: one per connection decision. Activity 1 Open when allowed, 5 Refuse when blocked. */
+export function networkActivity(e: NetworkDecisionEvent): OcsfEvent {
+  const activity = e.disposition === 'blocked' ? 5 : 1;
+  const verb =
+    e.disposition === 'blocked' ? 'refused' : e.disposition === 'audited' ? 'allowed (audit)' : 'allowed';
+  const ev = base(
+    4001,
+    activity,
+    e.disposition === 'blocked' ? 'medium' : 'informational',
+    `connect ${e.host}:${e.port} ${verb}${e.reason ? `: ${e.reason}` : ''}`,
+    pickContext(e),
+  );
+  return {
+    ...ev,
+    ...dispositionFields(e.disposition),
+    ...actorFields(e.actor),
+    dst_endpoint: { hostname: e.host, port: e.port, ip: e.ip },
+    src_endpoint: e.srcPort === undefined ? undefined : { port: e.srcPort },
+  };
+}
+
+/** Close of a tunnel that policy no longer allows (hot reload): 4001 activity 2 Close. */
+export function networkClose(e: NetworkDecisionEvent): OcsfEvent {
+  const ev = base(
+    4001,
+    2,
+    'low',
+    `closed ${e.host}:${e.port}${e.reason ? `: ${e.reason}` : ''}`,
+    pickContext(e),
+  );
+  return {
+    ...ev,
+    ...dispositionFields(e.disposition),
+    ...actorFields(e.actor),
+    dst_endpoint: { hostname: e.host, port: e.port },
+  };
+}
+
+const HTTP_ACTIVITY: Record<string, number> = {
+  CONNECT: 1,
+  DELETE: 2,
+  GET: 3,
+  HEAD: 4,
+  OPTIONS: 5,
+  POST: 6,
+  PUT: 7,
+  TRACE: 8,
+  PATCH: 9,
+};
+
+export interface HttpDecisionEvent extends CarapaceContext {
+  disposition: Disposition;
+  method: string;
+  host: string;
+  port: number;
+  /** The path only. Never the query string: it often carries tokens. */
+  path: string;
+  actor?: Actor | undefined;
+  status?: number | undefined;
+}
+
+/** 4002: one per L7 request decision. */
+export function httpActivity(e: HttpDecisionEvent): OcsfEvent {
+  const activity = HTTP_ACTIVITY[e.method.toUpperCase()] ?? 99;
+  const verb =
+    e.disposition === 'blocked' ? 'refused' : e.disposition === 'audited' ? 'allowed (audit)' : 'allowed';
+  const ev = base(
+    4002,
+    activity,
+    e.disposition === 'blocked' ? 'medium' : 'informational',
+    `${e.method} ${e.host}${e.path} ${verb}${e.reason ? `: ${e.reason}` : ''}`,
+    pickContext(e),
+  );
+  return {
+    ...ev,
+    ...dispositionFields(e.disposition),
+    ...actorFields(e.actor),
+    http_request: { http_method: e.method, url: { hostname: e.host, port: e.port, path: e.path } },
+    http_response: e.status === undefined ? undefined : { code: e.status },
+  };
+}
+
+export interface FindingEvent extends CarapaceContext {
+  /** Stable identifier, e.g. `sni-mismatch`, `unbound-credential`, `landlock-feature-missing`. */
+  kind: string;
+  title: string;
+  severity?: Severity;
+  host?: string | undefined;
+  port?: number | undefined;
+  actor?: Actor | undefined;
+  details?: Record<string, unknown>;
+}
+
+/** 2004: a detection finding. */
+export function finding(e: FindingEvent): OcsfEvent {
+  const ev = base(2004, 1, e.severity ?? 'medium', e.title, pickContext(e));
+  return {
+    ...ev,
+    ...actorFields(e.actor),
+    finding_info: { uid: e.kind, title: e.title, types: [e.kind] },
+    dst_endpoint: e.host === undefined ? undefined : { hostname: e.host, port: e.port },
+    unmapped: { ...ev.unmapped, ...e.details },
+  };
+}
+
+export type LifecycleActivity = 'start' | 'stop' | 'update';
+const LIFECYCLE: Record<LifecycleActivity, number> = { start: 3, stop: 4, update: 8 };
+
+export interface LifecycleEvent extends CarapaceContext {
+  activity: LifecycleActivity;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+/** 6002: the sandbox started (with what it enforced) or stopped (with its exit status). */
+export function lifecycle(e: LifecycleEvent): OcsfEvent {
+  const ev = base(6002, LIFECYCLE[e.activity], 'informational', e.message, pickContext(e));
+  return { ...ev, app: { name: e.sandbox }, unmapped: { ...ev.unmapped, ...e.details } };
+}
+
+export interface ConfigChangeEvent extends CarapaceContext {
+  accepted: boolean;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+/** 5019: a policy change applied to (or refused for) a running sandbox. */
+export function configChange(e: ConfigChangeEvent): OcsfEvent {
+  const ev = base(5019, e.accepted ? 1 : 99, e.accepted ? 'informational' : 'low', e.message, pickContext(e));
+  return { ...ev, status_id: e.accepted ? 1 : 2, unmapped: { ...ev.unmapped, ...e.details } };
+}
+
+function pickContext(c: CarapaceContext): CarapaceContext {
+  const ctx: CarapaceContext = { sandbox: c.sandbox };
+  if (c.policy !== undefined) ctx.policy = c.policy;
+  if (c.reason !== undefined) ctx.reason = c.reason;
+  if (c.enforcement !== undefined) ctx.enforcement = c.enforcement;
+  if (c.generation !== undefined) ctx.generation = c.generation;
+  return ctx;
+}

@@ -1,0 +1,63 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { finding, httpActivity, JsonlAuditLog, lifecycle, networkActivity } from '../../src/audit/index.js';
+
+describe('OCSF audit events', () => {
+  it('gives each class its uid, type and disposition', () => {
+    const refused = networkActivity({
+      sandbox: 's1',
+      disposition: 'blocked',
+      host: 'evil.com',
+      port: 443,
+      reason: 'no policy',
+    });
+    expect(refused).toMatchObject({
+      class_uid: 4001,
+      category_uid: 4,
+      activity_id: 5,
+      type_uid: 400105,
+      disposition_id: 2,
+    });
+    expect(refused.unmapped).toEqual({ sandbox: 's1', reason: 'no policy' });
+
+    const get = httpActivity({
+      sandbox: 's1',
+      disposition: 'audited',
+      method: 'GET',
+      host: 'a.com',
+      port: 443,
+      path: '/x',
+    });
+    expect(get).toMatchObject({ class_uid: 4002, activity_id: 3, type_uid: 400203, disposition_id: 17 });
+    expect(get.http_request).toEqual({
+      http_method: 'GET',
+      url: { hostname: 'a.com', port: 443, path: '/x' },
+    });
+
+    const f = finding({ sandbox: 's1', kind: 'sni-mismatch', title: 'SNI b.com differs from CONNECT a.com' });
+    expect(f).toMatchObject({ class_uid: 2004, finding_info: { uid: 'sni-mismatch' } });
+
+    expect(lifecycle({ sandbox: 's1', activity: 'stop', message: 'exited 0' })).toMatchObject({
+      class_uid: 6002,
+      activity_id: 4,
+    });
+  });
+
+  it('appends one JSON object per line to the audit file', () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'carapace-audit-')), 'sub', 'audit.jsonl');
+    const log = new JsonlAuditLog(path);
+    const seen: number[] = [];
+    log.subscribe((e) => seen.push(e.class_uid));
+    log.emit(networkActivity({ sandbox: 's', disposition: 'allowed', host: 'a.com', port: 443 }));
+    log.emit(lifecycle({ sandbox: 's', activity: 'start', message: 'started' }));
+    log.close();
+    const lines = readFileSync(path, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { class_uid: number });
+    expect(lines.map((l) => l.class_uid)).toEqual([4001, 6002]);
+    expect(seen).toEqual([4001, 6002]);
+  });
+});
