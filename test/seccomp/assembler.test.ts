@@ -109,14 +109,14 @@ describe('BPF assembler', () => {
     expect(() => new BpfAssembler().load(0).jeq(1, 'nowhere').ret(0).assemble()).toThrow(
       /undefined label "nowhere"/,
     );
-    expect(() => new BpfAssembler().label('top').load(0).jeq(1, 'top').ret(0).assemble()).toThrow(
-      /backward/,
-    );
+    expect(() => new BpfAssembler().label('top').load(0).jeq(1, 'top').ret(0).assemble()).toThrow(/backward/);
     expect(() => new BpfAssembler().load(0).assemble()).toThrow(/end with a return/);
     expect(() => new BpfAssembler().label('a').label('a').ret(0).assemble()).toThrow(/defined twice/);
     expect(() => new BpfAssembler().load(3)).toThrow(/aligned/);
     expect(() => new BpfAssembler().jeq(2 ** 32, NEXT)).toThrow(/32-bit/);
-    expect(() => new BpfAssembler().load(0).jeq(0, 'end').ret(0).label('end').assemble()).toThrow(/marks no instruction/);
+    expect(() => new BpfAssembler().load(0).jeq(0, 'end').ret(0).label('end').assemble()).toThrow(
+      /marks no instruction/,
+    );
     expect(() => branchy(0).assemble(0)).toThrow(BpfAssemblyError);
     const huge = new BpfAssembler();
     for (let i = 0; i < 4096; i++) huge.load(0);
@@ -124,7 +124,13 @@ describe('BPF assembler', () => {
   });
 
   it('encodes struct sock_filter little-endian, and decodes and disassembles it back', () => {
-    const prog = new BpfAssembler().load(4).jeq(0xc000003e, NEXT, 'kill').ret(0x7fff0000).label('kill').ret(0x80000000).assemble();
+    const prog = new BpfAssembler()
+      .load(4)
+      .jeq(0xc000003e, NEXT, 'kill')
+      .ret(0x7fff0000)
+      .label('kill')
+      .ret(0x80000000)
+      .assemble();
     const bytes = encodeProgram(prog);
     expect(bytes.toString('hex')).toBe(
       [

@@ -34,7 +34,10 @@ describe.runIf(process.arch === 'x64')('the seccomp program in a real sandbox', 
   let filtered: ProbeResult[] = [];
 
   beforeAll(async () => {
-    [baseline, filtered] = await Promise.all([runProbes(null, DENIED_PROBES), runProbes(program, DENIED_PROBES)]);
+    [baseline, filtered] = await Promise.all([
+      runProbes(null, DENIED_PROBES),
+      runProbes(program, DENIED_PROBES),
+    ]);
   });
 
   it('probes every syscall the x86_64 program denies', () => {
@@ -76,7 +79,7 @@ describe.runIf(process.arch === 'x64')('the seccomp program in a real sandbox', 
       't = threading.Thread(target=lambda: out.append(os.getpid()))',
       't.start(); t.join()',
       "p = subprocess.run(['/bin/sh', '-c', 'echo hello | tr a-z A-Z | cat'], capture_output=True, text=True)",
-      "print(len(out), p.returncode, p.stdout.strip())",
+      'print(len(out), p.returncode, p.stdout.strip())',
     ].join('\n');
     const r = await runInSandbox(program, ['/usr/bin/python3', '-c', script]);
     expect(r.stderr).toBe('');
@@ -116,7 +119,13 @@ describe.runIf(process.arch === 'x64')('the seccomp program in a real sandbox', 
         console.log(JSON.stringify({ piped, child, fromWorker, read, echoed, interfaces, seccomp }));
       })().catch((e) => { console.error(e); process.exit(1); });
     `;
-    const r = await runInSandbox(program, ['/usr/bin/env', `UV_USE_IO_URING=${uring}`, '/usr/bin/node', '-e', script]);
+    const r = await runInSandbox(program, [
+      '/usr/bin/env',
+      `UV_USE_IO_URING=${uring}`,
+      '/usr/bin/node',
+      '-e',
+      script,
+    ]);
     expect(r.stderr).toBe('');
     expect(JSON.parse(r.stdout)).toEqual({
       piped: 'NODE',
@@ -131,7 +140,9 @@ describe.runIf(process.arch === 'x64')('the seccomp program in a real sandbox', 
   });
 
   it('behaves the same with trampolines on every branch', async () => {
-    const tight = encodeProgram(compileDenylist(SYSCALL_TABLES.x86_64, DENYLIST, { maxCondOffset: 1 }).program);
+    const tight = encodeProgram(
+      compileDenylist(SYSCALL_TABLES.x86_64, DENYLIST, { maxCondOffset: 1 }).program,
+    );
     const results = await runProbes(tight, DENIED_PROBES);
     expect(results.map((r, i) => outcome(DENIED_PROBES[i]!, r))).toEqual(DENIED_PROBES.map(expected));
     const allowed = await runProbes(tight, ALLOWED_PROBES);

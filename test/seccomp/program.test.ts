@@ -88,7 +88,8 @@ describe.each(['x86_64', 'aarch64'] as const)('the %s program', (arch: SeccompAr
       ['prctl', [21n /* PR_GET_SECCOMP */]],
       ['prctl', [38n /* PR_SET_NO_NEW_PRIVS */]],
     ];
-    for (const [name, args] of cases) expect({ name, args, got: run(name, args) }).toEqual({ name, args, got: ALLOW });
+    for (const [name, args] of cases)
+      expect({ name, args, got: run(name, args) }).toEqual({ name, args, got: ALLOW });
     for (const nr of [0, 1, 2, 39, 59, 60, 63, 64, 93, 94, 172, 221, 260, 500]) {
       if (Object.values(table.numbers).includes(nr)) continue;
       expect(run(nr)).toBe(ALLOW);
@@ -120,7 +121,8 @@ describe.each(['x86_64', 'aarch64'] as const)('the %s program', (arch: SeccompAr
   } else {
     it('has no x32 check and skips the calls arm64 never had', () => {
       expect(run(0x40000000 | 39)).toBe(ALLOW);
-      for (const name of ['iopl', 'ioperm', 'uselib', '_sysctl']) expect(built.deniedSyscalls).not.toContain(name);
+      for (const name of ['iopl', 'ioperm', 'uselib', '_sysctl'])
+        expect(built.deniedSyscalls).not.toContain(name);
     });
   }
 
@@ -128,7 +130,9 @@ describe.each(['x86_64', 'aarch64'] as const)('the %s program', (arch: SeccompAr
     expect(built.instructions).toBe(program.length);
     expect(built.bytes.length).toBe(8 * built.instructions);
     expect(built.instructions).toBeLessThan(400);
-    expect(built.deniedSyscalls).toEqual(expect.arrayContaining(['ptrace', 'bpf', 'clone3', 'socket', 'ioctl']));
+    expect(built.deniedSyscalls).toEqual(
+      expect.arrayContaining(['ptrace', 'bpf', 'clone3', 'socket', 'ioctl']),
+    );
     expect(new Set(built.deniedSyscalls).size).toBe(built.deniedSyscalls.length);
     expect(disassemble(program).at(-1)).toMatch(/ret #0x80000000/);
   });
@@ -142,7 +146,9 @@ describe.each(['x86_64', 'aarch64'] as const)('the %s program', (arch: SeccompAr
       expect(runFilter(tight, data)).toBe(runFilter(program, data));
       expect(runFilter(tight, { ...data, args: [] })).toBe(runFilter(program, { ...data, args: [] }));
     }
-    expect(runFilter(tight, { nr: 0x40000027, arch: table.auditArch })).toBe(arch === 'x86_64' ? KILL : ALLOW);
+    expect(runFilter(tight, { nr: 0x40000027, arch: table.auditArch })).toBe(
+      arch === 'x86_64' ? KILL : ALLOW,
+    );
     expect(runFilter(tight, { nr: 39, arch: 0 })).toBe(KILL);
   });
 });
@@ -154,13 +160,17 @@ describe('buildSeccompProgram', () => {
   });
 
   it('is deterministic', () => {
-    expect(buildSeccompProgram({ arch: 'aarch64' }).bytes).toEqual(buildSeccompProgram({ arch: 'aarch64' }).bytes);
+    expect(buildSeccompProgram({ arch: 'aarch64' }).bytes).toEqual(
+      buildSeccompProgram({ arch: 'aarch64' }).bytes,
+    );
   });
 
   it('refuses an unknown architecture and a rule naming a call the table does not have', () => {
     expect(() => buildSeccompProgram({ arch: 'riscv64' as SeccompArch })).toThrow(SeccompPolicyError);
     const typo: DenyRule = { syscall: 'ptrase', errno: 'EPERM', why: 'typo' };
-    expect(() => compileDenylist(SYSCALL_TABLES.x86_64, [typo])).toThrow(/"ptrase" is not in the x86_64 table/);
+    expect(() => compileDenylist(SYSCALL_TABLES.x86_64, [typo])).toThrow(
+      /"ptrase" is not in the x86_64 table/,
+    );
     const mixed: DenyRule[] = [
       { syscall: 'ioctl', errno: 'EPERM', why: 'all' },
       { syscall: 'ioctl', when: [{ arg: 1, equals: 1 }], errno: 'EPERM', why: 'some' },

@@ -37,7 +37,9 @@ describe.each(['x86_64', 'aarch64'] as const)('%s syscall table', (arch) => {
     const numbers = Object.values(table.numbers);
     expect(new Set(numbers).size).toBe(numbers.length);
     for (const rule of DENYLIST) {
-      expect(table.numbers[rule.syscall] !== undefined || table.absent.has(rule.syscall), rule.syscall).toBe(true);
+      expect(table.numbers[rule.syscall] !== undefined || table.absent.has(rule.syscall), rule.syscall).toBe(
+        true,
+      );
     }
   });
 });

@@ -145,7 +145,8 @@ export class BpfAssembler {
       const at = labelAt.get(t);
       if (at === undefined) throw new BpfAssemblyError(`jump to undefined label "${t}"`);
       if (at >= instrs.length) throw new BpfAssemblyError(`label "${t}" marks no instruction`);
-      if (at <= from) throw new BpfAssemblyError(`jump to "${t}" goes backward; BPF allows only forward jumps`);
+      if (at <= from)
+        throw new BpfAssemblyError(`jump to "${t}" goes backward; BPF allows only forward jumps`);
       return at;
     };
     const targets = instrs.map((ins, i) =>
@@ -220,7 +221,9 @@ export class BpfAssembler {
       }
     }
     if (out.length > BPF_MAXINSNS) {
-      throw new BpfAssemblyError(`program has ${out.length} instructions; the kernel accepts ${BPF_MAXINSNS}`);
+      throw new BpfAssemblyError(
+        `program has ${out.length} instructions; the kernel accepts ${BPF_MAXINSNS}`,
+      );
     }
     return out;
   }

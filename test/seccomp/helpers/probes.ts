@@ -87,7 +87,10 @@ export const DENIED_PROBES: DeniedProbe[] = [
   d('unshare', [CLONE.NEWNET | 0x1], { name: 'unshare(CLONE_NEWNET|bad bit)' }),
   d('unshare', [CLONE.NEWTIME | 0x1], { name: 'unshare(CLONE_NEWTIME|bad bit)' }),
   d('unshare', [CLONE.NEWNS | 0x1], { name: 'unshare(CLONE_NEWNS|bad bit)' }),
-  d('clone', [CLONE.NEWUSER | SIGCHLD, NULL, NULL, NULL, NULL], { name: 'clone(CLONE_NEWUSER)', kind: 'fork' }),
+  d('clone', [CLONE.NEWUSER | SIGCHLD, NULL, NULL, NULL, NULL], {
+    name: 'clone(CLONE_NEWUSER)',
+    kind: 'fork',
+  }),
   d('clone', [CLONE.NEWNET | SIGCHLD, NULL, NULL, NULL, NULL], {
     name: 'clone(CLONE_NEWNET)',
     kind: 'fork',
@@ -153,7 +156,12 @@ export interface AllowedProbe extends Probe {
   ok: 'nonnegative' | 'exec' | 'ENOSYS';
 }
 
-function a(name: string, syscall: string, args: Probe['args'], extra: Partial<AllowedProbe> = {}): AllowedProbe {
+function a(
+  name: string,
+  syscall: string,
+  args: Probe['args'],
+  extra: Partial<AllowedProbe> = {},
+): AllowedProbe {
   return { name, nr: nr(syscall), args, ok: 'nonnegative', ...extra };
 }
 
@@ -168,9 +176,14 @@ export const ALLOWED_PROBES: AllowedProbe[] = [
   a('socket(AF_NETLINK, NETLINK_ROUTE)', 'socket', [AF.NETLINK, SOCK.RAW, NETLINK.ROUTE]),
   a('socket(AF_NETLINK, ROUTE + high bits)', 'socket', [AF.NETLINK, SOCK.RAW, HIGH]),
   a('socketpair(AF_UNIX)', 'socketpair', [AF.UNIX, SOCK.STREAM, 0, { buf: 8 }]),
-  a('execveat(path, no AT_EMPTY_PATH)', 'execveat', [AT_FDCWD, { str: '/usr/bin/true' }, { argv: ['true'] }, { argv: [] }, 0], {
-    ok: 'exec',
-  }),
+  a(
+    'execveat(path, no AT_EMPTY_PATH)',
+    'execveat',
+    [AT_FDCWD, { str: '/usr/bin/true' }, { argv: ['true'] }, { argv: [] }, 0],
+    {
+      ok: 'exec',
+    },
+  ),
   a('personality(query)', 'personality', [0xffffffff]),
   a('personality(PER_LINUX)', 'personality', [0]),
   a('seccomp(GET_ACTION_AVAIL)', 'seccomp', [2, 0, { buf: 4 }]),

@@ -83,12 +83,7 @@ export interface Probe {
 }
 
 export type ProbeArg =
-  | number
-  | bigint
-  | { str: string }
-  | { buf: number }
-  | { fd: string }
-  | { argv: readonly string[] };
+  number | bigint | { str: string } | { buf: number } | { fd: string } | { argv: readonly string[] };
 
 export interface ProbeResult {
   name: string;
@@ -103,7 +98,9 @@ const PROBE_SCRIPT = readFileSync(join(import.meta.dirname, 'probe.py'), 'utf8')
 
 /** Runs each probe in its own forked process inside one sandbox. */
 export async function runProbes(program: Buffer | null, probes: readonly Probe[]): Promise<ProbeResult[]> {
-  const spec = JSON.stringify(probes, (_k, v: unknown) => (typeof v === 'bigint' ? { u64: v.toString() } : v));
+  const spec = JSON.stringify(probes, (_k, v: unknown) =>
+    typeof v === 'bigint' ? { u64: v.toString() } : v,
+  );
   const r = await runInSandbox(program, ['/usr/bin/python3', '-c', PROBE_SCRIPT, spec]);
   if (r.status !== 0) {
     throw new Error(`probe run failed (status ${r.status}, signal ${r.signal}): ${r.stderr}`);
