@@ -87,6 +87,8 @@ describe.each(['x86_64', 'aarch64'] as const)('the %s program', (arch: SeccompAr
       ['seccomp', [2n /* GET_ACTION_AVAIL */]],
       ['prctl', [21n /* PR_GET_SECCOMP */]],
       ['prctl', [38n /* PR_SET_NO_NEW_PRIVS */]],
+      ['prctl', [22n, 1n /* PR_SET_SECCOMP, SECCOMP_MODE_STRICT */]],
+      ['seccomp', [0n /* SECCOMP_SET_MODE_STRICT */]],
     ];
     for (const [name, args] of cases)
       expect({ name, args, got: run(name, args) }).toEqual({ name, args, got: ALLOW });

@@ -85,6 +85,7 @@ const TIOCLINUX = 0x541c;
 const TIOCSETD = 0x5423;
 const SECCOMP_SET_MODE_FILTER = 1;
 const PR_SET_SECCOMP = 22;
+const SECCOMP_MODE_FILTER = 2;
 /** PER_LINUX, PER_LINUX32, UNAME26, UNAME26|PER_LINUX32, and 0xffffffff (query, changes nothing). */
 const SAFE_PERSONALITIES = [0x0, 0x8, 0x20000, 0x20008, 0xffffffff] as const;
 
@@ -200,9 +201,12 @@ export const DENYLIST: readonly DenyRule[] = [
   },
   {
     syscall: 'prctl',
-    when: [{ arg: 0, equals: PR_SET_SECCOMP }],
+    when: [
+      { arg: 0, equals: PR_SET_SECCOMP },
+      { arg: 1, equals: SECCOMP_MODE_FILTER },
+    ],
     errno: 'EPERM',
-    why: 'the prctl path to the same seccomp(2) operations',
+    why: 'the prctl path to the same operation',
   },
   {
     syscall: 'socket',

@@ -13,8 +13,7 @@
  *     ret ALLOW
  *   sys:clone:                          ; each rule: its conditions, each failing to the next rule
  *     ld  args[0].low
- *     jset CLONE_NEW* → eperm
- *     ret ALLOW
+ *     jset CLONE_NEW*, eperm, allow
  *   eperm:  ret ERRNO|EPERM
  *   enosys: ret ERRNO|ENOSYS
  *   kill:   ret KILL_PROCESS
@@ -23,7 +22,7 @@
  * evaluates the filter once per syscall number, and caches "allow" for every number whose answer does
  * not depend on arguments, so read/write/mmap never run the filter at all.
  */
-import { BpfAssembler, MAX_COND_OFFSET, NEXT, type SockFilter } from './assembler.js';
+import { BpfAssembler, MAX_COND_OFFSET, NEXT, type SockFilter, type Target } from './assembler.js';
 import { ERRNO, SECCOMP_DATA, SECCOMP_RET, X32_SYSCALL_BIT, retErrno } from './bpf.js';
 import type { ArgCondition, DenyErrno, DenyRule } from './denylist.js';
 import type { SyscallTable } from './syscall-tables.js';
@@ -76,8 +75,11 @@ export function compileDenylist(
     rules.forEach((rule, i) => {
       const fail = i + 1 < rules.length ? `sys:${name}:${i + 1}` : 'allow';
       if (i > 0) asm.label(`sys:${name}:${i}`);
-      for (const cond of rule.when ?? []) emitCondition(asm, cond, fail);
-      asm.jump(RET_LABEL[rule.errno]);
+      const conds = rule.when ?? [];
+      conds.forEach((cond, c) => {
+        const pass = c + 1 < conds.length ? NEXT : RET_LABEL[rule.errno];
+        emitCondition(asm, cond, pass, fail);
+      });
     });
   }
 
@@ -93,20 +95,20 @@ export function compileDenylist(
   };
 }
 
-/** Falls through when the condition holds; jumps to `fail` when it does not. */
-function emitCondition(asm: BpfAssembler, cond: ArgCondition, fail: string): void {
+/** Goes to `pass` when the condition holds and to `fail` when it does not. */
+function emitCondition(asm: BpfAssembler, cond: ArgCondition, pass: Target, fail: string): void {
   if (!Number.isInteger(cond.arg) || cond.arg < 0 || cond.arg > 5) {
     throw new SeccompPolicyError(`argument index ${cond.arg} is not 0..5`);
   }
   asm.load(SECCOMP_DATA.argLow(cond.arg));
   if ('anyBits' in cond) {
-    asm.jset(cond.anyBits, NEXT, fail);
+    asm.jset(cond.anyBits, pass, fail);
   } else if ('equals' in cond) {
-    asm.jeq(cond.equals, NEXT, fail);
+    asm.jeq(cond.equals, pass, fail);
   } else if ('notEquals' in cond) {
-    asm.jeq(cond.notEquals, fail, NEXT);
+    asm.jeq(cond.notEquals, fail, pass);
   } else {
-    for (const k of cond.noneOf) asm.jeq(k, fail, NEXT);
+    cond.noneOf.forEach((k, i) => asm.jeq(k, fail, i + 1 < cond.noneOf.length ? NEXT : pass));
   }
 }
 
