@@ -17,7 +17,7 @@ import { runInSandbox, runProbes, type ProbeResult } from './helpers/sandbox.js'
 const ERRNO_OF = { EPERM: 1, ENOSYS: 38 } as const;
 const SIGSYS = 31;
 
-function outcome(probe: DeniedProbe, r: ProbeResult): string {
+function outcome(r: ProbeResult): string {
   if (r.signal !== null) return `signal ${r.signal}`;
   if (r.ret === 'exec') return 'exec';
   if (typeof r.ret === 'number' && r.ret >= 0) return 'ok';
@@ -47,13 +47,15 @@ describe.runIf(process.arch === 'x64')('the seccomp program in a real sandbox', 
 
   it.each(DENIED_PROBES.map((p, i) => [p.name, i] as const))('refuses %s', (_name, i) => {
     const probe = DENIED_PROBES[i]!;
-    const without = outcome(probe, baseline[i]!);
-    const withFilter = outcome(probe, filtered[i]!);
+    const without = outcome(baseline[i]!);
+    const withFilter = outcome(filtered[i]!);
     expect({ probe: probe.name, withFilter }).toEqual({ probe: probe.name, withFilter: expected(probe) });
-    // Without the filter the kernel answers differently, so the answer above is the filter's. For
-    // the few calls the kernel refuses on privilege before looking at any argument, it cannot.
-    if (probe.gated) expect(without).toBe(expected(probe));
-    else expect(without).not.toBe(expected(probe));
+    // Without the filter the kernel answers differently, so the answer above is the filter's. The
+    // few calls the kernel refuses on privilege before it reads any argument (`gated`) cannot show
+    // that here; program.test.ts shows the program denies them.
+    if (!probe.gated) {
+      expect({ probe: probe.name, without }).not.toEqual({ probe: probe.name, without: expected(probe) });
+    }
   });
 
   it('lets ordinary calls through: fork, sockets of allowed families, exec, harmless flags', async () => {
@@ -144,7 +146,7 @@ describe.runIf(process.arch === 'x64')('the seccomp program in a real sandbox', 
       compileDenylist(SYSCALL_TABLES.x86_64, DENYLIST, { maxCondOffset: 1 }).program,
     );
     const results = await runProbes(tight, DENIED_PROBES);
-    expect(results.map((r, i) => outcome(DENIED_PROBES[i]!, r))).toEqual(DENIED_PROBES.map(expected));
+    expect(results.map((r) => outcome(r))).toEqual(DENIED_PROBES.map(expected));
     const allowed = await runProbes(tight, ALLOWED_PROBES);
     expect(allowed.map((r) => r.signal ?? r.errno)).toEqual(
       ALLOWED_PROBES.map((p) => (p.ok === 'ENOSYS' ? 38 : 0)),

@@ -139,7 +139,7 @@ export class BpfAssembler {
     if (!last || last.op !== 'ret') {
       throw new BpfAssemblyError('a filter must end with a return');
     }
-    // index of source instruction → where `NEXT` and labels point, in source indices
+    // Targets as indices of source instructions; NEXT is the one that follows.
     const resolve = (t: Target, from: number): number => {
       if (t === NEXT) return from + 1;
       const at = labelAt.get(t);
