@@ -1,0 +1,45 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { DENYLIST } from '../../src/sandbox/seccomp/denylist.js';
+import { SYSCALL_TABLES } from '../../src/sandbox/seccomp/syscall-tables.js';
+
+/** The UAPI headers of the host (Debian package linux-libc-dev); older than the newest calls. */
+const HEADERS = {
+  x86_64: '/usr/include/x86_64-linux-gnu/asm/unistd_64.h',
+  aarch64: '/usr/include/asm-generic/unistd.h',
+} as const;
+
+function readHeader(path: string): Map<string, number> {
+  const numbers = new Map<string, number>();
+  for (const m of readFileSync(path, 'utf8').matchAll(/#define __NR_(\w+)\s+(\d+)\b/g)) {
+    numbers.set(m[1]!, Number(m[2]));
+  }
+  return numbers;
+}
+
+describe.each(['x86_64', 'aarch64'] as const)('%s syscall table', (arch) => {
+  const table = SYSCALL_TABLES[arch];
+
+  it.runIf(existsSync(HEADERS[arch]))('agrees with the kernel headers for every call they define', () => {
+    const header = readHeader(HEADERS[arch]);
+    const checked: string[] = [];
+    for (const [name, nr] of Object.entries(table.numbers)) {
+      const expected = header.get(name);
+      if (expected === undefined) continue; // newer than the headers (open_tree_attr: Linux 6.15)
+      expect({ name, nr }).toEqual({ name, nr: expected });
+      checked.push(name);
+    }
+    expect(checked.length).toBeGreaterThan(Object.keys(table.numbers).length - 3);
+    for (const name of table.absent) expect(header.has(name)).toBe(false);
+  });
+
+  it('has one number per name, and names every call of the denylist or says it is absent', () => {
+    const numbers = Object.values(table.numbers);
+    expect(new Set(numbers).size).toBe(numbers.length);
+    for (const rule of DENYLIST) {
+      expect(table.numbers[rule.syscall] !== undefined || table.absent.has(rule.syscall), rule.syscall).toBe(
+        true,
+      );
+    }
+  });
+});
