@@ -18,35 +18,43 @@ export const FIRST_EXTRA_FD = 5;
 
 let initCopy: string | undefined;
 
+const temporary: string[] = [];
+process.on('exit', () => {
+  for (const dir of temporary) rmSync(dir, { recursive: true, force: true });
+});
+
+function temporaryDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  temporary.push(dir);
+  return dir;
+}
+
 /** The built init, copied where SANDBOX_UID can execute it. */
 export function initBinary(): string {
   if (initCopy) return initCopy;
-  const dir = mkdtempSync(join(tmpdir(), 'carapace-init-'));
+  const dir = temporaryDir('carapace-init-');
   chmodSync(dir, 0o755);
   initCopy = join(dir, 'carapace-init');
   copyFileSync(join(REPO, 'native', 'carapace-init'), initCopy);
   chmodSync(initCopy, 0o755);
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   return initCopy;
 }
 
 /** A host directory of files the sandbox sees read-only at /w (bind it with `workDir`). */
 export function workDir(files: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'carapace-work-'));
+  const dir = temporaryDir('carapace-work-');
   chmodSync(dir, 0o755);
   for (const [name, text] of Object.entries(files)) {
     writeFileSync(join(dir, name), text, { mode: 0o644 });
   }
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
 /** A host directory only SANDBOX_UID can enter: where a test's host proxy socket lives. */
 export function sandboxOwnedDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'carapace-relay-'));
+  const dir = temporaryDir('carapace-relay-');
   chownSync(dir, SANDBOX_UID, SANDBOX_UID);
   chmodSync(dir, 0o700);
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
