@@ -2,14 +2,14 @@
  * The agent: PID 1's one child, restricted and then replaced by the agent's command.
  *
  * In the child, in this order - each step needs the one before, and each narrows what follows:
- *   1. the signal mask and SIGPIPE back to what a fresh process expects;
- *   2. rlimits (RLIMIT_CORE 0, --nofile, --nproc);
- *   3. no_new_privs: the kernel requires it before Landlock and seccomp for a process without
+ *   1. rlimits (RLIMIT_CORE 0, --nofile, --nproc);
+ *   2. no_new_privs: the kernel requires it before Landlock and seccomp for a process without
  *      CAP_SYS_ADMIN, and it makes setuid binaries inert (bwrap sets it too; we do not rely on it);
- *   4. Landlock (the ruleset PID 1 prepared);
- *   5. seccomp, last, so that our own remaining system calls need not be allowed by it beyond
- *      write (the status line), execve and exit;
- *   6. {"event":"exec"} on the status fd, then execve. The status fd is close-on-exec: the
+ *   3. Landlock (the ruleset PID 1 prepared);
+ *   4. seccomp, last, so that our own remaining system calls need not be allowed by it beyond
+ *      write (the status line), rt_sigprocmask, rt_sigaction, execve and exit;
+ *   5. {"event":"exec"} on the status fd, the signal mask and SIGPIPE back to what a fresh
+ *      process expects, then execve. The status fd is close-on-exec: the
  *      successful execve closes it. If execve fails, the error line follows the exec line.
  *
  * Dumpability: PID 1 is not dumpable, and neither is this child until its execve, which resets
@@ -38,6 +38,8 @@ extern char **environ;
 
 static noreturn void exec_failed(const char *what, int err)
 {
+	/* Report with SIGPIPE ignored again, so a status fd nobody reads gives EPIPE, not death. */
+	signal(SIGPIPE, SIG_IGN);
 	die_with(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_INVOKE, "exec", err, "%s", what);
 }
 
@@ -97,11 +99,6 @@ static noreturn void exec_command(char **argv)
 static noreturn void agent_exec(const struct init_config *cfg, const struct landlock_plan *landlock,
 				const struct seccomp_program *seccomp)
 {
-	if (sigprocmask(SIG_SETMASK, pid1_agent_signal_mask(), NULL) < 0)
-		die("agent", errno, "restore the signal mask");
-	if (signal(SIGPIPE, SIG_DFL) == SIG_ERR)
-		die("agent", errno, "restore SIGPIPE");
-
 	const char *failed = "";
 	if (rlimits_apply(cfg, &failed) < 0)
 		die("rlimits", errno, "setrlimit %s", failed);
@@ -118,6 +115,13 @@ static noreturn void agent_exec(const struct init_config *cfg, const struct land
 	struct status_line line;
 	line_begin(&line, "exec");
 	line_send(&line);
+
+	/* Last, as signal dispositions and the mask survive execve: the agent starts with the mask
+	 * init was started with and SIGPIPE at its default, as any program expects. */
+	if (sigprocmask(SIG_SETMASK, pid1_agent_signal_mask(), NULL) < 0)
+		die("agent", errno, "restore the signal mask");
+	if (signal(SIGPIPE, SIG_DFL) == SIG_ERR)
+		die("agent", errno, "restore SIGPIPE");
 
 	exec_command(cfg->command);
 }

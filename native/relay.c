@@ -111,6 +111,10 @@ static void check_upstream(const struct init_config *cfg, const struct relay *re
 		die(RELAY_STEP, errno, "the host socket %s", relay->upstream.sun_path);
 	if (!S_ISSOCK(st.st_mode))
 		die(RELAY_STEP, ENOTSOCK, "the host socket %s", relay->upstream.sun_path);
+	/* The path we connect through goes by /proc's magic link to the directory. */
+	if (stat(relay->upstream.sun_path, &st) < 0)
+		die(RELAY_STEP, errno, "reach the host socket through %s (is /proc mounted?)",
+		    relay->upstream.sun_path);
 }
 
 struct relay *relay_start(const struct init_config *cfg)

@@ -33,7 +33,11 @@ describe('carapace-init failures', () => {
     const r = await runSandbox({ init: USUAL_PATHS, command: ['/etc/passwd'] });
     expect(r.code).toBe(126);
     expect(r.stderr).toBe('carapace-init: exec: /etc/passwd: Permission denied\n');
-    expect(onlyError(r)).toMatchObject({ step: 'exec', errno: 13, message: '/etc/passwd: Permission denied' });
+    expect(onlyError(r)).toMatchObject({
+      step: 'exec',
+      errno: 13,
+      message: '/etc/passwd: Permission denied',
+    });
   });
 
   it('126 when Landlock does not allow executing the command', async () => {
@@ -75,7 +79,10 @@ describe('carapace-init failures', () => {
   });
 
   it('refuses to run as anything but PID 1', async () => {
-    const r = await runSandbox({ init: [...USUAL_PATHS, '--ro', '/.carapace'], command: ['/.carapace/init', '--', 'true'] });
+    const r = await runSandbox({
+      init: [...USUAL_PATHS, '--ro', '/.carapace'],
+      command: ['/.carapace/init', '--', 'true'],
+    });
     expect(r.code).toBe(125);
     expect(r.stderr).toContain('carapace-init: pid1: must run as PID 1 of a new pid namespace');
   });
@@ -92,7 +99,10 @@ describe('carapace-init failures', () => {
 
 describe('carapace-init --probe', () => {
   it('prints what the kernel can enforce', async () => {
-    const r = await runSandbox({ init: [...USUAL_PATHS, '--ro', '/.carapace'], command: ['/.carapace/init', '--probe'] });
+    const r = await runSandbox({
+      init: [...USUAL_PATHS, '--ro', '/.carapace'],
+      command: ['/.carapace/init', '--probe'],
+    });
     expect(r.code).toBe(0);
     const probe = JSON.parse(r.stdout) as { landlock_abi: number; seccomp_filter: boolean };
     expect(probe.landlock_abi).toBeGreaterThanOrEqual(1);

@@ -104,28 +104,58 @@ export function bwrapArguments(opts: SandboxOptions): string[] {
     '--unshare-all',
     '--unshare-user',
     '--disable-userns',
-    '--uid', '1000',
-    '--gid', '1000',
+    '--uid',
+    '1000',
+    '--gid',
+    '1000',
     '--as-pid-1',
     '--die-with-parent',
     '--new-session',
-    '--cap-drop', 'ALL',
-    '--ro-bind', '/usr', '/usr',
-    '--symlink', 'usr/lib', '/lib',
-    '--symlink', 'usr/lib64', '/lib64',
-    '--symlink', 'usr/bin', '/bin',
-    '--ro-bind', '/etc', '/etc',
-    '--proc', '/proc',
-    '--dev', '/dev',
-    '--tmpfs', '/tmp',
-    '--chdir', '/tmp',
-    '--setenv', 'PATH', '/usr/bin:/bin',
-    '--info-fd', '4',
-    '--ro-bind', initBinary(), '/.carapace/init',
+    '--cap-drop',
+    'ALL',
+    '--ro-bind',
+    '/usr',
+    '/usr',
+    '--symlink',
+    'usr/lib',
+    '/lib',
+    '--symlink',
+    'usr/lib64',
+    '/lib64',
+    '--symlink',
+    'usr/bin',
+    '/bin',
+    '--ro-bind',
+    '/etc',
+    '/etc',
+    '--proc',
+    '/proc',
+    '--dev',
+    '/dev',
+    '--tmpfs',
+    '/tmp',
+    '--chdir',
+    '/tmp',
+    '--setenv',
+    'PATH',
+    '/usr/bin:/bin',
+    '--info-fd',
+    '4',
+    '--ro-bind',
+    initBinary(),
+    '/.carapace/init',
   ];
   if (opts.work) args.push('--ro-bind', opts.work, '/w');
   args.push(...(opts.bwrap ?? []));
-  args.push('--', '/.carapace/init', '--status-fd', String(STATUS_FD), ...(opts.init ?? []), '--', ...opts.command);
+  args.push(
+    '--',
+    '/.carapace/init',
+    '--status-fd',
+    String(STATUS_FD),
+    ...(opts.init ?? []),
+    '--',
+    ...opts.command,
+  );
   return args;
 }
 
@@ -151,7 +181,9 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
     }
   });
   const waitForStdout = (text: string): Promise<void> =>
-    stdout.includes(text) ? Promise.resolve() : new Promise((resolve) => stdoutWaiters.push({ text, resolve }));
+    stdout.includes(text)
+      ? Promise.resolve()
+      : new Promise((resolve) => stdoutWaiters.push({ text, resolve }));
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream;
   const info = child.stdio[4] as NodeJS.ReadableStream;

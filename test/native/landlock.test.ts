@@ -12,7 +12,10 @@ const ECONNREFUSED = 111;
 
 /** Runs a python snippet that prints one JSON object; returns it. */
 async function probe(opts: Omit<SandboxOptions, 'command'>, code: string): Promise<Record<string, unknown>> {
-  const r = await runSandbox({ ...opts, command: python(`import json, os, socket, errno\nout = {}\n${code}\nprint(json.dumps(out))`) });
+  const r = await runSandbox({
+    ...opts,
+    command: python(`import json, os, socket, errno\nout = {}\n${code}\nprint(json.dumps(out))`),
+  });
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
   return JSON.parse(r.stdout) as Record<string, unknown>;
@@ -27,7 +30,8 @@ describe('Landlock filesystem rules', () => {
   it('denies reading a path that was not allowed, and allows the ones that were', async () => {
     const out = await probe(
       { init: ['--ro', '/usr', '--ro', '/proc', '--rw', '/tmp'] },
-      attempt('etc', "open('/etc/hostname').read()") + attempt('usr', "open('/usr/bin/env', 'rb').read(1)") +
+      attempt('etc', "open('/etc/hostname').read()") +
+        attempt('usr', "open('/usr/bin/env', 'rb').read(1)") +
         attempt('list_etc', "os.listdir('/etc')"),
     );
     expect(out).toEqual({ etc: EACCES, usr: 'ok', list_etc: EACCES });
@@ -73,13 +77,18 @@ describe('Landlock filesystem rules', () => {
   });
 
   it('skips a path that does not exist, and says so', async () => {
-    const r = await runSandbox({ init: [...USUAL_PATHS, '--ro', '/no/such/path', '--rw', '/nor/this'], command: ['true'] });
+    const r = await runSandbox({
+      init: [...USUAL_PATHS, '--ro', '/no/such/path', '--rw', '/nor/this'],
+      command: ['true'],
+    });
     expect(r.code).toBe(0);
     expect(events(r, 'landlock')[0]).toMatchObject({ skipped: ['/no/such/path', '/nor/this'] });
   });
 
   it('denies device ioctls beneath an --ro path (ABI 5), allows them beneath --rw', async () => {
-    const code = "import fcntl, termios\nfd = os.open('/dev/null', os.O_RDONLY)\n" + attempt('ioctl', 'fcntl.ioctl(fd, termios.TCGETS, bytes(64))');
+    const code =
+      "import fcntl, termios\nfd = os.open('/dev/null', os.O_RDONLY)\n" +
+      attempt('ioctl', 'fcntl.ioctl(fd, termios.TCGETS, bytes(64))');
     const ro = await probe({ init: ['--ro', '/usr', '--ro', '/dev'] }, code);
     const rw = await probe({ init: ['--ro', '/usr', '--rw', '/dev'] }, code);
     expect(ro).toEqual({ ioctl: EACCES });
@@ -111,16 +120,23 @@ describe('Landlock filesystem rules', () => {
 describe('Landlock network rules (ABI 4)', () => {
   const connect = (port: number): string =>
     attempt(`connect_${port}`, `socket.create_connection(('127.0.0.1', ${port}), timeout=5)`);
-  const bind = (port: number): string => attempt(`bind_${port}`, `socket.socket().bind(('127.0.0.1', ${port}))`);
+  const bind = (port: number): string =>
+    attempt(`bind_${port}`, `socket.socket().bind(('127.0.0.1', ${port}))`);
 
   it('allows TCP connect to the relay port only', async () => {
     // No relay runs here, so the allowed connect reaches the kernel and is refused by it.
-    const out = await probe({ init: [...USUAL_PATHS, '--relay-port', '3128'] }, connect(3128) + connect(8080) + connect(443));
+    const out = await probe(
+      { init: [...USUAL_PATHS, '--relay-port', '3128'] },
+      connect(3128) + connect(8080) + connect(443),
+    );
     expect(out).toEqual({ connect_3128: ECONNREFUSED, connect_8080: EACCES, connect_443: EACCES });
   });
 
   it('allows TCP bind on --bind-port ports only', async () => {
-    const out = await probe({ init: [...USUAL_PATHS, '--bind-port', '8000'] }, bind(8000) + bind(8001) + bind(0));
+    const out = await probe(
+      { init: [...USUAL_PATHS, '--bind-port', '8000'] },
+      bind(8000) + bind(8001) + bind(0),
+    );
     expect(out).toEqual({ bind_8000: 'ok', bind_8001: EACCES, bind_0: EACCES });
   });
 });
@@ -140,7 +156,13 @@ describe('Landlock scoping (ABI 6)', () => {
 });
 
 describe('Landlock compatibility modes', () => {
-  const missingBelow4 = ['tcp_bind', 'tcp_connect', 'ioctl_dev', 'scope_abstract_unix_socket', 'scope_signal'];
+  const missingBelow4 = [
+    'tcp_bind',
+    'tcp_connect',
+    'ioctl_dev',
+    'scope_abstract_unix_socket',
+    'scope_signal',
+  ];
 
   it('hard_requirement refuses to start when the usable ABI lacks part of the ruleset', async () => {
     const r = await runSandbox({
@@ -157,7 +179,10 @@ describe('Landlock compatibility modes', () => {
   });
 
   it('hard_requirement runs when the kernel has everything', async () => {
-    const r = await runSandbox({ init: [...USUAL_PATHS, '--landlock', 'hard_requirement'], command: ['true'] });
+    const r = await runSandbox({
+      init: [...USUAL_PATHS, '--landlock', 'hard_requirement'],
+      command: ['true'],
+    });
     expect(r.code).toBe(0);
     expect(events(r, 'landlock')[0]).toMatchObject({ mode: 'hard_requirement', abi: 7, missing: [] });
   });
@@ -190,6 +215,6 @@ describe('Landlock compatibility modes', () => {
     const r = await runSandbox({ init: ['--landlock-abi-max', '0'], command: ['cat', '/etc/hostname'] });
     expect(r.code).toBe(0);
     expect(events(r, 'landlock')[0]).toMatchObject({ abi: 0, handled_fs: '0x0', rules: 0 });
-    expect((events(r, 'landlock')[0] as { missing: string[] }).missing).toHaveLength(8);
+    expect(events(r, 'landlock')[0]?.missing).toHaveLength(8);
   });
 });

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { events, python, runSandbox, startSandbox, USUAL_PATHS } from './harness.js';
 
 describe('carapace-init as PID 1', () => {
-  it('exits with the agent\'s exit status', async () => {
+  it("exits with the agent's exit status", async () => {
     const r = await runSandbox({ init: USUAL_PATHS, command: ['sh', '-c', 'echo hello; exit 7'] });
     expect(r.stdout).toBe('hello\n');
     expect(r.code).toBe(7);
@@ -39,8 +39,14 @@ describe('carapace-init as PID 1', () => {
   });
 
   it('forwards SIGINT and SIGHUP, and an agent that does not catch them dies of them', async () => {
-    for (const [signal, number] of [['SIGINT', 2], ['SIGHUP', 1]] as const) {
-      const sandbox = startSandbox({ init: USUAL_PATHS, command: python('import time\nprint("ready", flush=True)\ntime.sleep(60)') });
+    for (const [signal, number] of [
+      ['SIGINT', 2],
+      ['SIGHUP', 1],
+    ] as const) {
+      const sandbox = startSandbox({
+        init: USUAL_PATHS,
+        command: python('import time\nprint("ready", flush=True)\ntime.sleep(60)'),
+      });
       await sandbox.waitForStdout('ready');
       process.kill(await sandbox.initPid, signal);
       const r = await sandbox.result;
@@ -91,7 +97,7 @@ print('zombies', zombies)
     expect(left).not.toContain(marker);
   });
 
-  it('keeps PID 1 out of the agent\'s reach: not traceable, /proc/1/fd closed, no inherited fds', async () => {
+  it("keeps PID 1 out of the agent's reach: not traceable, /proc/1/fd closed, no inherited fds", async () => {
     const script = `
 import os, json
 out = {}
@@ -120,7 +126,7 @@ print(json.dumps(out))
     const status = await sandbox.started;
     expect(status.at(-1)).toEqual({ event: 'exec' });
     // The status stream ends while the agent still runs.
-    const stream = sandbox.child.stdio[3] as NodeJS.ReadableStream;
+    const stream = sandbox.child.stdio[3] as import('node:stream').Readable;
     await new Promise<void>((resolve) => (stream.readableEnded ? resolve() : stream.on('end', resolve)));
     expect(sandbox.child.exitCode).toBeNull();
     process.kill(await sandbox.initPid, 'SIGTERM');

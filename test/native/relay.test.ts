@@ -5,7 +5,15 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startHostProxy, readAll, type HostProxy, type RelayedConnection } from './host-proxy.js';
-import { events, FIRST_EXTRA_FD, runSandbox, sandboxOwnedDir, USUAL_PATHS, workDir, type SandboxResult } from './harness.js';
+import {
+  events,
+  FIRST_EXTRA_FD,
+  runSandbox,
+  sandboxOwnedDir,
+  USUAL_PATHS,
+  workDir,
+  type SandboxResult,
+} from './harness.js';
 import { openSync, closeSync, constants } from 'node:fs';
 
 const RELAY = ['--relay-dir-fd', String(FIRST_EXTRA_FD)];
@@ -32,7 +40,7 @@ function echoHeader(c: RelayedConnection): void {
 }
 
 describe('relay', () => {
-  it('carries bytes both ways, after a PROXY line with the client\'s address and port (IPv4 and IPv6)', async () => {
+  it("carries bytes both ways, after a PROXY line with the client's address and port (IPv4 and IPv6)", async () => {
     proxy = await startHostProxy(echoHeader);
     const script = `
 import json, socket
@@ -77,7 +85,11 @@ print(json.dumps(out))
     const r = await runSandbox({
       init: [...USUAL_PATHS, ...RELAY],
       fds: [proxy.dirFd],
-      command: ['sh', '-c', 'curl -sS -x http://127.0.0.1:3128 http://example.test/a && curl -sS -x http://[::1]:3128 http://example.test/b'],
+      command: [
+        'sh',
+        '-c',
+        'curl -sS -x http://127.0.0.1:3128 http://example.test/a && curl -sS -x http://[::1]:3128 http://example.test/b',
+      ],
     });
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('from the hostfrom the host');
@@ -135,11 +147,19 @@ print(json.dumps({'sent': sent.hexdigest(), 'host_saw': line.decode(), 'received
 `;
     const r = await runClient(proxy, script);
     expect(r.stderr).toBe('');
-    const out = JSON.parse(r.stdout) as { sent: string; host_saw: string; received: number; received_hash: string; seconds: number };
+    const out = JSON.parse(r.stdout) as {
+      sent: string;
+      host_saw: string;
+      received: number;
+      received_hash: string;
+      seconds: number;
+    };
     expect(out.host_saw).toBe(`${size} ${out.sent}`);
     expect(out.received).toBe(size);
     expect(out.received_hash).toBe(downloadHash);
-    console.log(`relay: 64 MiB up + 64 MiB down in ${out.seconds.toFixed(2)} s (${((128 / out.seconds) | 0)} MiB/s, python client)`);
+    console.log(
+      `relay: 64 MiB up + 64 MiB down in ${out.seconds.toFixed(2)} s (${(128 / out.seconds) | 0} MiB/s, python client)`,
+    );
   });
 
   it('propagates a half-close from the host: the client reads EOF and can still send', async () => {
@@ -210,7 +230,7 @@ print('second:', s.recv(200).decode().split('|')[1])
     expect(r.stdout).toMatch(/^first: (b''|reset)\nsecond: second\n$/);
   });
 
-  it('keeps the host socket out of the agent\'s reach', async () => {
+  it("keeps the host socket out of the agent's reach", async () => {
     proxy = await startHostProxy(echoHeader);
     const script = `
 import json, os, socket
@@ -243,7 +263,9 @@ print(json.dumps(out))
     try {
       const r = await runSandbox({ init: [...USUAL_PATHS, ...RELAY], fds: [fd], command: ['true'] });
       expect(r.code).toBe(125);
-      expect(r.stderr).toBe('carapace-init: relay: the host socket /proc/self/fd/5/proxy.sock: No such file or directory\n');
+      expect(r.stderr).toBe(
+        'carapace-init: relay: the host socket /proc/self/fd/5/proxy.sock: No such file or directory\n',
+      );
       expect(events(r, 'error')).toMatchObject([{ step: 'relay', errno: 2 }]);
     } finally {
       closeSync(fd);

@@ -90,11 +90,16 @@ describe('seccomp program from --seccomp-fd', () => {
   it('refuses an empty program', async () => {
     const r = await withProgram(Buffer.alloc(0), ['true']);
     expect(r.code).toBe(125);
-    expect(r.stderr).toBe('carapace-init: seccomp: the program on --seccomp-fd 5 is empty: Invalid argument\n');
+    expect(r.stderr).toBe(
+      'carapace-init: seccomp: the program on --seccomp-fd 5 is empty: Invalid argument\n',
+    );
   });
 
   it('refuses a program longer than BPF_MAXINSNS', async () => {
-    const r = await withProgram(Buffer.concat(Array(4097).fill(instruction(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))), ['true']);
+    const r = await withProgram(
+      Buffer.concat(Array(4097).fill(instruction(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))),
+      ['true'],
+    );
     expect(r.code).toBe(125);
     expect(r.stderr).toBe(
       'carapace-init: seccomp: the program on --seccomp-fd 5 is longer than 4096 instructions: Argument list too long\n',
@@ -103,7 +108,10 @@ describe('seccomp program from --seccomp-fd', () => {
 
   it('reports a program the kernel rejects, before the agent runs', async () => {
     // A jump past the end of the program.
-    const bad = Buffer.concat([instruction(BPF_JMP_JEQ_K, 5, 5, 0), instruction(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]);
+    const bad = Buffer.concat([
+      instruction(BPF_JMP_JEQ_K, 5, 5, 0),
+      instruction(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]);
     const r = await withProgram(bad, ['true']);
     expect(r.code).toBe(125);
     expect(r.stderr).toBe('carapace-init: seccomp: install the filter of 2 instructions: Invalid argument\n');
