@@ -30,7 +30,10 @@ export async function startHostProxy(handle: (c: RelayedConnection) => void): Pr
   const dir = sandboxOwnedDir();
   const path = join(dir, 'proxy.sock');
   const headers: string[] = [];
+  const open = new Set<Socket>();
   const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
     let buffered = Buffer.alloc(0);
     const onData = (d: Buffer): void => {
       buffered = Buffer.concat([buffered, d]);
@@ -57,6 +60,7 @@ export async function startHostProxy(handle: (c: RelayedConnection) => void): Pr
     close: () =>
       new Promise<void>((resolve) => {
         closeSync(dirFd);
+        for (const socket of open) socket.destroy();
         server.close(() => resolve());
       }),
   };

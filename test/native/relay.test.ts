@@ -10,11 +10,12 @@ import {
   FIRST_EXTRA_FD,
   runSandbox,
   sandboxOwnedDir,
+  startSandbox,
   USUAL_PATHS,
   workDir,
   type SandboxResult,
 } from './harness.js';
-import { openSync, closeSync, constants } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 
 const RELAY = ['--relay-dir-fd', String(FIRST_EXTRA_FD)];
 
@@ -186,6 +187,85 @@ s.close()
     expect((await hostReceived).toString()).toBe('client still talking');
   });
 
+  it('does not stall when both directions are saturated at once (full duplex)', async () => {
+    proxy = await startHostProxy((c) => {
+      c.socket.write(c.rest);
+      c.socket.pipe(c.socket); // echo as it arrives, ending when the client ends
+    });
+    const script = `
+import hashlib, socket, threading
+block = bytes(range(256)) * 4096  # 1 MiB
+s = socket.create_connection(('127.0.0.1', 3128))
+received = hashlib.sha256()
+count = 0
+def read():
+    global count
+    while chunk := s.recv(1 << 20):
+        received.update(chunk)
+        count += len(chunk)
+reader = threading.Thread(target=read)
+reader.start()
+sent = hashlib.sha256()
+for _ in range(64):
+    s.sendall(block)
+    sent.update(block)
+s.shutdown(socket.SHUT_WR)
+reader.join()
+print(count, received.hexdigest() == sent.hexdigest())
+`;
+    const r = await runClient(proxy, script);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${64 * 1024 * 1024} True\n`);
+  });
+
+  it('does not spin on idle half-closed connections', async () => {
+    const held: RelayedConnection[] = [];
+    proxy = await startHostProxy((c) => {
+      held.push(c);
+      let seen = c.rest.toString();
+      const check = (): void => {
+        if (seen === 'host ends') c.socket.end();
+      };
+      c.socket.on('data', (d: Buffer) => {
+        seen += d.toString();
+        check();
+      });
+      check();
+    });
+    const script = `
+import socket, time
+a = socket.create_connection(('127.0.0.1', 3128))
+a.sendall(b'client ends')
+a.shutdown(socket.SHUT_WR)               # client half-closed, host silent
+b = socket.create_connection(('127.0.0.1', 3128))
+b.sendall(b'host ends')
+assert b.recv(10) == b''                  # host half-closed, client silent
+c = socket.create_connection(('127.0.0.1', 3128))
+c.sendall(b'x')
+c.close()                                 # client gone, host silent
+print('idle', flush=True)
+time.sleep(1.5)
+print('done', flush=True)
+time.sleep(0.5)
+`;
+    const sandbox = startSandbox({
+      init: [...USUAL_PATHS, '--ro', '/w', ...RELAY],
+      fds: [proxy.dirFd],
+      work: workDir({ 'client.py': script }),
+      command: ['python3', '/w/client.py'],
+    });
+    const pid = await sandbox.initPid;
+    await sandbox.waitForStdout('idle');
+    const before = cpuTicks(pid);
+    await sandbox.waitForStdout('done');
+    const spent = cpuTicks(pid) - before;
+    const r = await sandbox.result;
+    expect(r.stderr).toBe('');
+    expect(held).toHaveLength(3);
+    // A busy loop would burn ~150 ticks in 1.5 s; an idle PID 1 burns none.
+    expect(spent).toBeLessThan(15);
+  });
+
   it('serves many connections at once, each with its own header', async () => {
     proxy = await startHostProxy(echoHeader);
     const script = `
@@ -210,7 +290,7 @@ print(good)
 
   it('survives a host that drops a connection, and serves the next one', async () => {
     proxy = await startHostProxy((c) => {
-      if (c.rest.toString() === 'drop me') c.socket.destroy();
+      if (proxy?.headers.length === 1) c.socket.destroy(); // the first connection
       else echoHeader(c);
     });
     const script = `
@@ -288,3 +368,9 @@ except OSError as e:
     expect(r.stdout).toMatch(/^PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ 4000\|\n13\n$/);
   });
 });
+
+/** utime + stime of a host process, in clock ticks. */
+function cpuTicks(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return Number(fields[11]) + Number(fields[12]);
+}
