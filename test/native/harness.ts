@@ -85,7 +85,8 @@ export interface SandboxOptions {
   bwrap?: string[];
   /** Host fds handed to the sandbox as fd 5, 6, ... */
   fds?: number[];
-  stdin?: string;
+  /** What the agent reads on stdin (then end of file); null leaves stdin open for the test. */
+  stdin?: string | null;
 }
 
 export interface Sandbox {
@@ -166,7 +167,7 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
     env: { PATH: '/usr/bin:/bin' },
     stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe', ...(opts.fds ?? [])],
   });
-  child.stdin?.end(opts.stdin ?? '');
+  if (opts.stdin !== null) child.stdin?.end(opts.stdin ?? '');
 
   let stdout = '';
   let stderr = '';

@@ -290,7 +290,8 @@ print(good)
 
   it('survives a host that drops a connection, and serves the next one', async () => {
     proxy = await startHostProxy((c) => {
-      if (proxy?.headers.length === 1) c.socket.destroy(); // the first connection
+      if (proxy?.headers.length === 1)
+        c.socket.destroy(); // the first connection
       else echoHeader(c);
     });
     const script = `
