@@ -1,0 +1,146 @@
+/*
+ * carapace-init: declarations shared by the files of PID 1.
+ *
+ * The program is split along its seams, each file readable on its own:
+ *   main.c        the order of events, top to bottom, and --probe
+ *   options.c     the command line (docs/architecture.md, "carapace-init")
+ *   report.c      the status fd (JSON lines) and the one-line stderr failure messages
+ *   pid1.c        signals, reaping, the event loop, shutdown
+ *   agent.c       the agent child: rlimits, no_new_privs, Landlock, seccomp, execve
+ *   rlimits.c     resource limits
+ *   landlock.c    the Landlock ruleset (landlock-abi.h mirrors the kernel UAPI)
+ *   seccomp.c     reading and installing the BPF program the host generated
+ *   relay.c       the network relay's listeners and its connections to the host socket
+ *   relay-pump.c  copying bytes both ways with splice, half-close included
+ */
+#ifndef CARAPACE_INIT_H
+#define CARAPACE_INIT_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdnoreturn.h>
+#include <sys/types.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* Exit codes, as env(1) uses them. */
+#define EXIT_INIT_FAILED 125
+#define EXIT_CANNOT_INVOKE 126
+#define EXIT_NOT_FOUND 127
+
+/* ---- options.c ---------------------------------------------------------------------------- */
+
+enum landlock_mode { LANDLOCK_BEST_EFFORT, LANDLOCK_HARD_REQUIREMENT };
+
+struct init_config {
+	int status_fd;  /* -1: none */
+	int seccomp_fd; /* -1: no seccomp program */
+	enum landlock_mode landlock_mode;
+	int landlock_abi_max; /* -1: no cap */
+	const char **ro_paths;
+	size_t ro_count;
+	const char **rw_paths;
+	size_t rw_count;
+	unsigned *bind_ports;
+	size_t bind_count;
+	long nofile; /* -1: inherit */
+	long nproc;  /* -1: inherit */
+	int relay_dir_fd; /* -1: no relay */
+	const char *relay_socket;
+	unsigned relay_port;
+	char **command; /* NULL-terminated argv of the agent */
+};
+
+void options_parse(int argc, char **argv, struct init_config *cfg);
+
+/* ---- report.c ----------------------------------------------------------------------------- */
+
+/* One JSON object being built for the status fd. Keys are literals; values are escaped. */
+struct status_line {
+	char *text;
+	size_t len, cap;
+	bool out_of_memory;
+};
+
+void report_set_status_fd(int fd);
+void report_close_status_fd(void);
+
+void line_begin(struct status_line *line, const char *event);
+void line_string(struct status_line *line, const char *key, const char *value);
+void line_number(struct status_line *line, const char *key, long long value);
+void line_hex(struct status_line *line, const char *key, unsigned long long value);
+void line_bool(struct status_line *line, const char *key, bool value);
+void line_null(struct status_line *line, const char *key);
+void line_strings(struct status_line *line, const char *key, const char *const *values, size_t count);
+void line_numbers(struct status_line *line, const char *key, const unsigned *values, size_t count);
+void line_send(struct status_line *line);
+
+/* A failure: "carapace-init: <step>: <what>: <strerror(err)>" on stderr and an error event on the
+ * status fd. err 0 means the failure is not a system call's, and the strerror part is left out. */
+void report_failure(const char *step, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same on stderr only, for what goes wrong after the agent started (the status fd is closed). */
+void report_warning(const char *step, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* report_failure, then _exit(exit_code). */
+noreturn void die_with(int exit_code, const char *step, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+#define die(...) die_with(EXIT_INIT_FAILED, __VA_ARGS__)
+
+/* ---- pid1.c ------------------------------------------------------------------------------- */
+
+/* Something the event loop watches: handle() runs when its fd is ready. */
+struct watch {
+	void (*handle)(struct watch *self, uint32_t events);
+};
+
+struct relay;
+
+void pid1_prepare(void);
+const sigset_t *pid1_agent_signal_mask(void);
+int loop_watch(int fd, struct watch *watch, uint32_t events);
+int loop_change(int fd, struct watch *watch, uint32_t events);
+int loop_unwatch(int fd);
+noreturn void pid1_run(pid_t agent, struct relay *relay);
+
+/* ---- rlimits.c ---------------------------------------------------------------------------- */
+
+void rlimits_raise_for_pid1(void);
+void rlimits_report(const struct init_config *cfg);
+int rlimits_apply(const struct init_config *cfg, const char **failed);
+
+/* ---- landlock.c --------------------------------------------------------------------------- */
+
+struct landlock_plan {
+	int kernel_abi; /* what the kernel offers, 0 when Landlock is off */
+	int abi;        /* what we use: min(kernel, highest we know, --landlock-abi-max) */
+	int ruleset_fd; /* -1: nothing to enforce */
+};
+
+int landlock_kernel_abi(void);
+void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan);
+int landlock_enforce(const struct landlock_plan *plan);
+
+/* ---- seccomp.c ---------------------------------------------------------------------------- */
+
+struct sock_filter;
+struct seccomp_program {
+	struct sock_filter *filter;
+	unsigned short count; /* 0: no program */
+};
+
+bool seccomp_filter_available(void);
+void seccomp_read_program(int fd, struct seccomp_program *program);
+int seccomp_install(const struct seccomp_program *program);
+
+/* ---- agent.c ------------------------------------------------------------------------------ */
+
+pid_t agent_start(const struct init_config *cfg, const struct landlock_plan *landlock,
+		  const struct seccomp_program *seccomp);
+
+/* ---- relay.c ------------------------------------------------------------------------------ */
+
+struct relay *relay_start(const struct init_config *cfg);
+void relay_collect_closed(struct relay *relay);
+
+#endif
