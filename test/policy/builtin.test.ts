@@ -27,9 +27,18 @@ describe('built-in policies', () => {
     const p = loadPolicyFile(join(POLICIES, 'openclaw.yaml'));
     const g = compilePolicy(p);
     const node = '/usr/local/bin/node';
-    expect(g.decideRequest({ host: 'clawhub.com', port: 443, binary: node, method: 'POST', path: '/api/x' }).allowed).toBe(true);
-    expect(g.decideRequest({ host: 'docs.openclaw.ai', port: 443, binary: node, method: 'GET', path: '/' }).allowed).toBe(true);
-    expect(g.decideRequest({ host: 'docs.openclaw.ai', port: 443, binary: node, method: 'POST', path: '/' }).allowed).toBe(false);
+    expect(
+      g.decideRequest({ host: 'clawhub.com', port: 443, binary: node, method: 'POST', path: '/api/x' })
+        .allowed,
+    ).toBe(true);
+    expect(
+      g.decideRequest({ host: 'docs.openclaw.ai', port: 443, binary: node, method: 'GET', path: '/' })
+        .allowed,
+    ).toBe(true);
+    expect(
+      g.decideRequest({ host: 'docs.openclaw.ai', port: 443, binary: node, method: 'POST', path: '/' })
+        .allowed,
+    ).toBe(false);
     expect(g.decideConnect({ host: 'registry.npmjs.org', port: 443, binary: node }).allowed).toBe(true);
     expect(g.decideConnect({ host: 'github.com', port: 443, binary: '/usr/bin/git' }).allowed).toBe(true);
     expect(g.decideConnect({ host: 'github.com', port: 443, binary: node }).allowed).toBe(false);
@@ -66,7 +75,16 @@ describe('built-in policies', () => {
     expect(r.ok ? r.kind : r.diagnostics).toBe('policy');
     if (!r.ok || r.kind !== 'policy') return;
     const keys = new Set(Object.keys(r.policy));
-    for (const k of ['version', 'filesystem_policy', 'landlock', 'process', 'network_policies', 'limits', 'inference', 'listen_ports']) {
+    for (const k of [
+      'version',
+      'filesystem_policy',
+      'landlock',
+      'process',
+      'network_policies',
+      'limits',
+      'inference',
+      'listen_ports',
+    ]) {
       expect(keys.has(k), k).toBe(true);
     }
     const g = compilePolicy(r.policy);
@@ -84,6 +102,11 @@ describe('built-in policies', () => {
       query: 'name=x.tar.gz&label=linux-amd64',
     });
     expect(upload).toMatchObject({ allowed: true, verdict: 'allow', enforcement: 'audit' });
-    expect(resolveLimits(r.policy)).toEqual({ memoryBytes: 512 * 2 ** 20, pids: 256, cpuMillis: 500, openFiles: 1024 });
+    expect(resolveLimits(r.policy)).toEqual({
+      memoryBytes: 512 * 2 ** 20,
+      pids: 256,
+      cpuMillis: 500,
+      openFiles: 1024,
+    });
   });
 });
