@@ -177,6 +177,12 @@ function denialReason(host: string, q: ConnectQuery, misses: Misses): string {
   return `no policy allows ${host}:${q.port}`;
 }
 
+function describeBinaryMatch(b: BinaryMatch): string {
+  if (b.pattern === null) return 'any program';
+  const who = b.viaAncestor ? `a child of "${b.path}"` : `"${b.path}"`;
+  return b.pattern === b.path ? who : `${who} (matches "${b.pattern}")`;
+}
+
 function union(matches: Match[], pick: (v: EndpointView) => readonly string[]): readonly string[] {
   if (matches.length === 1) return pick((matches[0] as Match).entry.view);
   return Object.freeze([...new Set(matches.flatMap((m) => pick(m.entry.view)))]);
@@ -229,10 +235,7 @@ class Generation implements PolicyGeneration {
       };
     }
     const v = first.entry.view;
-    const via =
-      first.binary.pattern === null
-        ? 'any program'
-        : `"${first.binary.pattern}"${first.binary.viaAncestor ? ` (ancestor "${first.binary.path}")` : ''}`;
+    const via = describeBinaryMatch(first.binary);
     return {
       allowed: true,
       verdict: 'allow',

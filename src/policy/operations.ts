@@ -6,7 +6,7 @@
  * an operation can never leave an invalid policy behind — and compared with the original for a
  * readable diff.
  */
-import type { Document, YAMLMap } from 'yaml';
+import { isMap, type Document, type YAMLMap } from 'yaml';
 import { PolicyError, policyErrorAt } from './diagnostics.js';
 import { diffPolicies, formatChanges, type PolicyChange } from './diff.js';
 import { normalizeHost } from './host-pattern.js';
@@ -54,6 +54,9 @@ function ensurePolicies(doc: Document): void {
   const node = doc.get('network_policies', true);
   if (node === undefined || node === null || (node as { value?: unknown }).value === null) {
     doc.set('network_policies', doc.createNode({}));
+  } else if (isMap(node) && node.flow === true && node.items.length === 0) {
+    // `network_policies: {}` grows into a block map, not one long flow line.
+    node.flow = false;
   }
 }
 

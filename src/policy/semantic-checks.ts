@@ -13,7 +13,9 @@ import { parseCpuMillis, parseMemoryBytes } from './limits.js';
 import { checkEndpointInspection } from './endpoint-mode.js';
 import { z } from 'zod';
 import {
+  AllowRuleSchema,
   BinarySchema,
+  DenyRuleSchema,
   EndpointSchema,
   FilesystemPolicySchema,
   ProcessSchema,
@@ -73,8 +75,7 @@ export function checkNetworkPolicyData(
     if (!isRecord(entry)) continue;
     if (Array.isArray(entry.endpoints)) {
       entry.endpoints.forEach((raw, i) => {
-        const ep = EndpointSchema.safeParse(raw);
-        if (ep.success) checkEndpoint(ep.data, [...path, 'endpoints', i], issues);
+        if (isRecord(raw)) checkEndpointData(raw, [...path, 'endpoints', i], issues);
       });
     }
     if (Array.isArray(entry.binaries)) {
@@ -140,7 +141,50 @@ function checkBinaryPath(p: string, path: PolicyPath, issues: PolicyIssue[]): vo
   }
 }
 
-function checkEndpoint(ep: Endpoint, path: PolicyPath, issues: PolicyIssue[]): void {
+/** The string items of a list, with their index; other items are the schema's to report. */
+function stringItems(value: unknown): [string, number][] {
+  if (!Array.isArray(value)) return [];
+  return value.flatMap((v, i): [string, number][] => (typeof v === 'string' ? [[v, i]] : []));
+}
+
+/**
+ * Field checks run on whatever fields have the right type, so a bad port does not hide a bad
+ * host; checks that combine fields run only when the whole endpoint has the right shape.
+ */
+function checkEndpointData(raw: Record<string, unknown>, path: PolicyPath, issues: PolicyIssue[]): void {
+  if (typeof raw.host === 'string') {
+    const parsed = parseHostPattern(raw.host);
+    if ('error' in parsed) issues.push({ path: [...path, 'host'], message: parsed.error });
+  }
+  for (const [ip, i] of stringItems(raw.allowed_ips)) {
+    const problem = allowedIpProblem(ip);
+    if (problem !== null) issues.push({ path: [...path, 'allowed_ips', i], message: problem });
+  }
+  for (const [name, i] of stringItems(raw.credentials)) {
+    if (!CREDENTIAL_NAME.test(name)) {
+      issues.push({
+        path: [...path, 'credentials', i],
+        message: `credential name "${name}" must be letters, digits and "_" (e.g. GITHUB_TOKEN)`,
+      });
+    }
+  }
+  if (Array.isArray(raw.rules)) {
+    raw.rules.forEach((r, i) => {
+      const rule = AllowRuleSchema.safeParse(r);
+      if (rule.success) checkHttpMatch(rule.data.allow, [...path, 'rules', i, 'allow'], issues);
+    });
+  }
+  if (Array.isArray(raw.deny_rules)) {
+    raw.deny_rules.forEach((r, i) => {
+      const rule = DenyRuleSchema.safeParse(r);
+      if (rule.success) checkHttpMatch(rule.data, [...path, 'deny_rules', i], issues);
+    });
+  }
+  const parsed = EndpointSchema.safeParse(raw);
+  if (parsed.success) checkEndpointShape(parsed.data, path, issues);
+}
+
+function checkEndpointShape(ep: Endpoint, path: PolicyPath, issues: PolicyIssue[]): void {
   if (ep.host === undefined) {
     if ((ep.allowed_ips ?? []).length === 0) {
       issues.push({
@@ -150,9 +194,6 @@ function checkEndpoint(ep: Endpoint, path: PolicyPath, issues: PolicyIssue[]): v
     } else if (ep.protocol === 'tcp') {
       issues.push({ path, message: 'a "protocol: tcp" endpoint needs a "host"' });
     }
-  } else {
-    const parsed = parseHostPattern(ep.host);
-    if ('error' in parsed) issues.push({ path: [...path, 'host'], message: parsed.error });
   }
   if (ep.port === undefined && ep.ports === undefined) {
     issues.push({ path, message: 'endpoint has no "port"; add "port: 443" (or "ports: [80, 443]")' });
@@ -166,20 +207,6 @@ function checkEndpoint(ep: Endpoint, path: PolicyPath, issues: PolicyIssue[]): v
   }
   if (ep.ports !== undefined) checkUniquePorts(ep.ports, [...path, 'ports'], 'port', issues);
   issues.push(...checkEndpointInspection(ep, path));
-  ep.rules?.forEach((r, i) => checkHttpMatch(r.allow, [...path, 'rules', i, 'allow'], issues));
-  ep.deny_rules?.forEach((r, i) => checkHttpMatch(r, [...path, 'deny_rules', i], issues));
-  ep.allowed_ips?.forEach((ip, i) => {
-    const problem = allowedIpProblem(ip);
-    if (problem !== null) issues.push({ path: [...path, 'allowed_ips', i], message: problem });
-  });
-  ep.credentials?.forEach((name, i) => {
-    if (!CREDENTIAL_NAME.test(name)) {
-      issues.push({
-        path: [...path, 'credentials', i],
-        message: `credential name "${name}" must be letters, digits and "_" (e.g. GITHUB_TOKEN)`,
-      });
-    }
-  });
 }
 
 function checkHttpMatch(

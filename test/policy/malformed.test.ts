@@ -336,7 +336,7 @@ describe('all problems in one run', () => {
     expect(r.ok).toBe(false);
     if (r.ok) return;
     const got = r.diagnostics.map((d) => `${d.line}:${d.col}`);
-    expect(got).toEqual(['3:15', '4:16', '9:15', '10:9', '13:23', '15:9']);
+    expect(got).toEqual(['3:15', '4:16', '8:15', '9:15', '10:9', '13:23', '15:9']);
     expect(r.diagnostics.every((d) => d.file === 'many.yaml')).toBe(true);
   });
 
