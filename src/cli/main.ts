@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { registerDoctor } from './doctor-command.js';
 import { registerPolicy } from './policy-command.js';
+import { registerRun } from './run-command.js';
 import { exitCodeFor, messageFor } from './errors.js';
 
 function version(): string {
@@ -21,10 +22,12 @@ export function buildProgram(): Command {
     .description('A secure, sandboxed runtime for always-on AI agents.')
     .version(version(), '-V, --version', 'print the version')
     .showSuggestionAfterError(true)
+    .enablePositionalOptions()
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
   registerDoctor(program);
   registerPolicy(program);
+  registerRun(program);
   return program;
 }
 

@@ -1,0 +1,35 @@
+import type { Command } from 'commander';
+import { runOneOff } from '../gateway/one-off-run.js';
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description("run one command in a one-off sandbox (no gateway); its exit code is the command's")
+    .usage('[options] -- CMD [ARGS…]')
+    .argument('<command...>', 'the command to run inside the sandbox, after --')
+    .option('--policy <file>', 'policy YAML (default: the restrictive built-in policy: no network)')
+    .option(
+      '--workspace <dir>',
+      'host directory mounted at /sandbox, kept after the run (default: a temporary one)',
+    )
+    .option('--env <name=value>', 'set a variable in the sandbox (repeatable)', collect, [])
+    .option('--mount <host:path[:ro]>', 'map a host path into the sandbox (repeatable)', collect, [])
+    .option('--name <name>', 'sandbox name: hostname, and keeps its host uid between runs')
+    .option('--audit <file>', 'append OCSF JSON lines of what was enforced to FILE')
+    .option('--best-effort-limits', 'start even when a policy limit cannot be applied on this host')
+    .passThroughOptions()
+    .action(async (command: string[], opts: Record<string, unknown>) => {
+      process.exitCode = await runOneOff({
+        policy: opts.policy as string | undefined,
+        workspace: opts.workspace as string | undefined,
+        env: opts.env as string[],
+        mounts: opts.mount as string[],
+        name: opts.name as string | undefined,
+        audit: opts.audit as string | undefined,
+        bestEffortLimits: Boolean(opts.bestEffortLimits),
+        command,
+      });
+    });
+}

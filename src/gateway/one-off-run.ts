@@ -1,0 +1,140 @@
+/**
+ * `carapace run`: one sandbox for one command, with no gateway. The same machinery the gateway
+ * uses, embedded in this process; nothing outlives it (processes, cgroups, temporary workspace).
+ */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { FanoutAuditSink, finding, JsonlAuditLog, lifecycle, type AuditSink } from '../audit/index.js';
+import { loadPolicyFile, type Policy } from '../policy/index.js';
+import type { InitEvent } from '../sandbox/launch.js';
+import { packageRoot } from '../sandbox/native-paths.js';
+import { newSandboxName, sandboxPaths, startSandbox } from '../sandbox/sandbox.js';
+import { assertSandboxName } from '../sandbox/identity.js';
+import { stateDirs } from '../sandbox/state-dirs.js';
+import { parseMount, RunInputError, specFromPolicy } from './sandbox-spec-from-policy.js';
+
+export interface RunOptions {
+  policy?: string | undefined;
+  workspace?: string | undefined;
+  env: string[];
+  mounts: string[];
+  name?: string | undefined;
+  audit?: string | undefined;
+  bestEffortLimits: boolean;
+  command: string[];
+}
+
+export function defaultPolicyPath(): string {
+  return join(packageRoot(), 'policies', 'default.yaml');
+}
+
+export async function runOneOff(opts: RunOptions): Promise<number> {
+  if (opts.command.length === 0)
+    throw new RunInputError('missing command: carapace run [options] -- CMD [ARGS…]');
+  if (opts.name !== undefined) assertSandboxName(opts.name);
+  for (const m of opts.mounts) {
+    const { host } = parseMount(m);
+    if (!existsSync(host)) throw new RunInputError(`--mount "${m}": ${host} does not exist`);
+  }
+  const policy: Policy = loadPolicyFile(opts.policy ?? defaultPolicyPath());
+  const dirs = stateDirs();
+  const name = opts.name ?? newSandboxName();
+  const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
+  const spec = specFromPolicy(policy, {
+    name,
+    workspace,
+    env: opts.env,
+    mounts: opts.mounts,
+    command: opts.command,
+  });
+
+  const sinks: AuditSink[] = [];
+  const auditLog = opts.audit ? new JsonlAuditLog(resolve(opts.audit)) : null;
+  if (auditLog) sinks.push(auditLog);
+  const audit = new FanoutAuditSink(sinks);
+
+  const abiOverride = process.env.CARAPACE_LANDLOCK_ABI_MAX;
+  const started = await startSandbox(spec, {
+    dirs,
+    ephemeral: opts.name === undefined,
+    removeWorkspace: opts.workspace === undefined,
+    bestEffortLimits: opts.bestEffortLimits,
+    stdio: 'inherit',
+    term: process.env.TERM,
+    landlockAbiMax: abiOverride ? Number(abiOverride) : undefined,
+  });
+  const forward = (sig: NodeJS.Signals) => () => started.process.signal(sig);
+  const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
+    const h = forward(sig);
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  try {
+    audit.emit(
+      lifecycle({
+        sandbox: name,
+        activity: 'start',
+        message: `sandbox ${name} started: ${spec.command.join(' ')}`,
+        details: {
+          uid: started.identity.uid,
+          limits: started.cgroup?.report,
+          missing_paths: started.plan.missing,
+        },
+      }),
+    );
+    const { code } = await started.process.exited;
+    reportEnforcement(name, started.process.events, audit);
+    const oom = started.cgroup?.oomKills() ?? 0;
+    audit.emit(
+      lifecycle({
+        sandbox: name,
+        activity: 'stop',
+        message: `sandbox ${name} exited with status ${code}`,
+        details: { exit_code: code, oom_kills: oom },
+      }),
+    );
+    return code;
+  } finally {
+    for (const [sig, h] of handlers) process.off(sig, h);
+    started.cleanup();
+    auditLog?.close();
+  }
+}
+
+/** Turns the init's status lines into audit events: what was enforced, and what the kernel lacked. */
+function reportEnforcement(sandbox: string, events: InitEvent[], audit: AuditSink): void {
+  for (const e of events) {
+    if (e.event === 'landlock' || e.event === 'seccomp' || e.event === 'rlimits' || e.event === 'relay') {
+      const { event, ...details } = e;
+      audit.emit(
+        lifecycle({
+          sandbox,
+          activity: 'update',
+          message: `${event} applied`,
+          details: { [event]: details },
+        }),
+      );
+    }
+    if (e.event === 'landlock' && Array.isArray(e.missing) && e.missing.length > 0) {
+      audit.emit(
+        finding({
+          sandbox,
+          kind: 'landlock-feature-missing',
+          title: `Landlock features the kernel lacks: ${e.missing.join(', ')}`,
+          severity: 'low',
+          details: { missing: e.missing, abi: e.abi },
+        }),
+      );
+    }
+    if (e.event === 'error') {
+      audit.emit(
+        finding({
+          sandbox,
+          kind: 'sandbox-start-failed',
+          title: `sandbox start failed at ${String(e.step)}: ${String(e.message)}`,
+          details: { step: e.step, errno: e.errno },
+        }),
+      );
+    }
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * Starts one sandbox: bwrap → carapace-init (PID 1) → the agent.
+ *
+ * Order of events, and why:
+ * 1. bwrap creates every namespace, mounts the plan and runs the init, which blocks on
+ *    --block-fd before it does anything else (bwrap reads that fd before exec'ing it).
+ * 2. bwrap reports the init's host pid on --info-fd; we move that pid into the sandbox's cgroups,
+ *    so that every process the sandbox will ever have is born inside them.
+ * 3. We release --block-fd; the init starts the relay, forks the agent, and in the agent's process
+ *    applies rlimits, Landlock, no_new_privs and the seccomp program (read from its own fd), then
+ *    reports each step on the status fd and exec's the command.
+ * When Carapace runs as root, bwrap itself runs as the sandbox's unprivileged host uid, so nothing
+ * in the sandbox is ever host root, even before the init has dropped anything.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { constants as osConstants } from 'node:os';
+import type { Readable, Writable } from 'node:stream';
+import type { SandboxCgroup } from './cgroup.js';
+import type { SandboxIdentity } from './identity.js';
+import { SANDBOX_UID_INSIDE } from './identity.js';
+import { mountArgs, type MountPlan } from './mount-plan.js';
+import { INIT_PATH, WORKSPACE_PATH } from './spec.js';
+
+export class SandboxStartError extends Error {
+  override name = 'SandboxStartError';
+  constructor(
+    message: string,
+    readonly exitCode = 125,
+  ) {
+    super(message);
+  }
+}
+
+/** One JSON object the init wrote on its status fd. */
+export interface InitEvent {
+  event: string;
+  [key: string]: unknown;
+}
+
+export interface LaunchRequest {
+  name: string;
+  identity: SandboxIdentity;
+  plan: MountPlan;
+  /** Host path of carapace-init, reachable by the sandbox's uid. */
+  initBinary: string;
+  env: Record<string, string>;
+  command: string[];
+  landlock: 'best_effort' | 'hard_requirement';
+  landlockAbiMax?: number | undefined;
+  listenPorts: number[];
+  openFiles?: number | undefined;
+  nproc?: number | undefined;
+  seccomp: Buffer;
+  /** Host directory holding the sandbox's proxy socket; enables the relay. */
+  relay?: { dir: number; socketName: string } | undefined;
+  cgroup: SandboxCgroup | null;
+  stdio: 'inherit' | 'pipe';
+}
+
+export interface SandboxExit {
+  /** The agent's exit code, 128+signal when it was killed, 125-127 when the start failed. */
+  code: number;
+}
+
+export class RunningSandbox {
+  readonly events: InitEvent[] = [];
+  readonly exited: Promise<SandboxExit>;
+
+  constructor(
+    readonly child: ChildProcess,
+    readonly initPid: number,
+    exited: Promise<SandboxExit>,
+  ) {
+    this.exited = exited;
+  }
+
+  get stdout(): Readable | null {
+    return this.child.stdout;
+  }
+  get stderr(): Readable | null {
+    return this.child.stderr;
+  }
+  get stdin(): Writable | null {
+    return this.child.stdin;
+  }
+
+  /** Sends a signal to the init (PID 1 inside), which forwards SIGTERM/SIGINT/SIGHUP to the agent. */
+  signal(sig: NodeJS.Signals): void {
+    try {
+      process.kill(this.initPid, sig);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+const FD_INFO = 3;
+const FD_BLOCK = 4;
+const FD_STATUS = 5;
+const FD_SECCOMP = 6;
+const FD_RELAY = 7;
+
+export function bwrapArgs(req: LaunchRequest): string[] {
+  const args = [
+    '--unshare-all',
+    '--unshare-user',
+    '--disable-userns',
+    '--uid',
+    String(SANDBOX_UID_INSIDE),
+    '--gid',
+    String(SANDBOX_UID_INSIDE),
+    '--hostname',
+    req.name,
+    '--cap-drop',
+    'ALL',
+    '--die-with-parent',
+    '--new-session',
+    '--as-pid-1',
+    '--info-fd',
+    String(FD_INFO),
+    '--block-fd',
+    String(FD_BLOCK),
+    ...mountArgs(req.plan),
+    '--ro-bind',
+    req.initBinary,
+    INIT_PATH,
+    '--chdir',
+    WORKSPACE_PATH,
+    '--',
+    INIT_PATH,
+    ...initArgs(req),
+    '--',
+    ...req.command,
+  ];
+  return args;
+}
+
+export function initArgs(req: LaunchRequest): string[] {
+  const args = [
+    '--status-fd',
+    String(FD_STATUS),
+    '--seccomp-fd',
+    String(FD_SECCOMP),
+    '--landlock',
+    req.landlock,
+  ];
+  if (req.landlockAbiMax !== undefined) args.push('--landlock-abi-max', String(req.landlockAbiMax));
+  for (const p of req.plan.landlockReadOnly) args.push('--ro', p);
+  for (const p of req.plan.landlockReadWrite) args.push('--rw', p);
+  for (const p of req.listenPorts) args.push('--bind-port', String(p));
+  if (req.openFiles !== undefined) args.push('--nofile', String(req.openFiles));
+  if (req.nproc !== undefined) args.push('--nproc', String(req.nproc));
+  if (req.relay) args.push('--relay-dir-fd', String(FD_RELAY), '--relay-socket', req.relay.socketName);
+  return args;
+}
+
+export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox> {
+  const io = req.stdio === 'inherit' ? 'inherit' : 'pipe';
+  const stdio: (string | number)[] = [io, io, io, 'pipe', 'pipe', 'pipe', 'pipe'];
+  if (req.relay) stdio.push(req.relay.dir);
+  const identity = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
+  const child = spawn('bwrap', bwrapArgs(req), {
+    stdio: stdio as ('pipe' | 'inherit' | number)[],
+    env: req.env,
+    ...identity,
+  });
+  const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const spawnError = new Promise<never>((_, reject) =>
+    child.once('error', (err) =>
+      reject(new SandboxStartError(`cannot run bwrap: ${err.message} (run carapace doctor)`)),
+    ),
+  );
+  const pipes = child.stdio as unknown as (Readable & Writable)[];
+  const seccompPipe = pipes[FD_SECCOMP] as Writable;
+  seccompPipe.on('error', () => {});
+  seccompPipe.end(req.seccomp);
+
+  const info = await Promise.race([
+    readInfo(pipes[FD_INFO] as Readable),
+    spawnError,
+    exitedRaw.then(() => null),
+  ]);
+  if (info === null) {
+    const r = await exitedRaw;
+    throw new SandboxStartError(`bwrap failed before the sandbox started (exit ${r.code ?? r.signal})`, 125);
+  }
+  const initPid = info['child-pid'];
+  if (typeof initPid !== 'number') throw new SandboxStartError('bwrap did not report the sandbox pid');
+  try {
+    req.cgroup?.enter(initPid);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new SandboxStartError(`cannot move the sandbox into its cgroup: ${(err as Error).message}`);
+  }
+  const block = pipes[FD_BLOCK] as Writable;
+  block.on('error', () => {});
+  block.end('1');
+
+  const exited = exitedRaw.then(({ code, signal }) => ({
+    code: code ?? 128 + (signal ? signalNumber(signal) : 0),
+  }));
+  const sandbox = new RunningSandbox(child, initPid, exited);
+  collectStatus(pipes[FD_STATUS] as Readable, sandbox.events);
+  return sandbox;
+}
+
+/** Resolves when the init has exec'd the agent (true) or failed before it could (false). */
+export async function agentStarted(sandbox: RunningSandbox): Promise<boolean> {
+  const status = (sandbox.child.stdio as unknown as Readable[])[FD_STATUS] as Readable;
+  if (!status.readableEnded) await once(status, 'close').catch(() => {});
+  return sandbox.events.some((e) => e.event === 'exec');
+}
+
+async function readInfo(stream: Readable): Promise<Record<string, unknown> | null> {
+  let text = '';
+  for await (const chunk of stream) {
+    text += String(chunk);
+    // bwrap writes one JSON object, then keeps the fd open until the sandbox ends.
+    try {
+      return JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      // incomplete: wait for more
+    }
+  }
+  return text ? (JSON.parse(text) as Record<string, unknown>) : null;
+}
+
+function collectStatus(stream: Readable, into: InitEvent[]): void {
+  let buffered = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    buffered += chunk;
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl).trim();
+      buffered = buffered.slice(nl + 1);
+      if (!line) continue;
+      try {
+        into.push(JSON.parse(line) as InitEvent);
+      } catch {
+        into.push({ event: 'unparsed', line });
+      }
+    }
+  });
+  stream.on('error', () => {});
+}
+
+function signalNumber(sig: NodeJS.Signals): number {
+  return osConstants.signals[sig] ?? 0;
+}

@@ -1,0 +1,251 @@
+/**
+ * A sandbox's whole life on the host: identity, directories, cgroup, launch, and a cleanup that
+ * leaves nothing behind (processes, cgroups, temporary workspace, runtime files).
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+import { SandboxCgroup } from './cgroup.js';
+import { IdentityRegistry, type SandboxIdentity } from './identity.js';
+import { launchSandbox, SandboxStartError, type RunningSandbox } from './launch.js';
+import { planMounts, type MountPlan } from './mount-plan.js';
+import { nativeBinary } from './native-paths.js';
+import { buildSeccompProgram } from './seccomp/index.js';
+import { baseEnvironment, type SandboxSpec } from './spec.js';
+import type { StateDirs } from './state-dirs.js';
+import { SandboxLock } from './sandbox-lock.js';
+
+export interface StartOptions {
+  dirs: StateDirs;
+  /** Remove the identity and storage when the sandbox stops (a one-off run without --name). */
+  ephemeral: boolean;
+  /** Remove the workspace when the sandbox stops (no --workspace was given). */
+  removeWorkspace: boolean;
+  bestEffortLimits: boolean;
+  stdio: 'inherit' | 'pipe';
+  term?: string | undefined;
+  /** Cap on the Landlock ABI (simulates an older kernel). */
+  landlockAbiMax?: number | undefined;
+  /** Open directory fd holding the proxy socket, when the sandbox has a network. */
+  relay?: { dir: number; socketName: string } | undefined;
+}
+
+export interface StartedSandbox {
+  spec: SandboxSpec;
+  identity: SandboxIdentity;
+  plan: MountPlan;
+  process: RunningSandbox;
+  cgroup: SandboxCgroup | null;
+  /** Stops everything left and removes what was temporary. Safe to call twice. */
+  cleanup(): void;
+}
+
+export function newSandboxName(): string {
+  return `run-${randomBytes(4).toString('hex')}`;
+}
+
+/** Directories of a sandbox: runtime (generated files) and storage (read-write paths). */
+export function sandboxPaths(dirs: StateDirs, name: string) {
+  return {
+    runtime: join(dirs.run, 'sandboxes', name),
+    storage: join(dirs.state, 'sandboxes', name),
+    defaultWorkspace: join(dirs.state, 'sandboxes', name, 'workspace'),
+  };
+}
+
+export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promise<StartedSandbox> {
+  const paths = sandboxPaths(opts.dirs, spec.name);
+  prepareStateDirs(opts.dirs);
+  const lock = SandboxLock.acquire(join(opts.dirs.run, 'sandboxes'), spec.name);
+  const registry = new IdentityRegistry(opts.dirs.state);
+  let identity: SandboxIdentity | null = null;
+  let cgroup: SandboxCgroup | null = null;
+  const undo = () => {
+    cgroup?.destroy();
+    rmSync(paths.runtime, { recursive: true, force: true });
+    if (opts.removeWorkspace) rmSync(spec.workspace, { recursive: true, force: true });
+    if (opts.ephemeral) {
+      rmSync(paths.storage, { recursive: true, force: true });
+      registry.release(spec.name);
+    }
+    lock.release();
+  };
+  try {
+    identity = registry.acquire(spec.name);
+    mkdirSync(paths.storage, { recursive: true, mode: 0o700 });
+    if (!identity.rootless) chownSync(paths.storage, identity.uid, identity.gid);
+    prepareWorkspace(spec.workspace, identity);
+    const files = writeRuntimeFiles(paths.runtime, spec);
+    const plan = planMounts(
+      {
+        readOnly: spec.readOnly,
+        readWrite: spec.readWrite,
+        workspace: spec.workspace,
+        storage: paths.storage,
+        mounts: spec.mounts,
+        files,
+      },
+      join(paths.runtime, 'masked'),
+    );
+    for (const d of plan.ensureDirs) ensureOwnedDir(d, identity);
+    cgroup = SandboxCgroup.create(spec.name, spec.limits, opts.bestEffortLimits);
+    const seccomp = buildSeccompProgram();
+    const process = await launchSandbox({
+      name: spec.name,
+      identity,
+      plan,
+      initBinary: installInit(opts.dirs.run),
+      env: baseEnvironment(spec, opts.term),
+      command: spec.command,
+      landlock: spec.landlock,
+      landlockAbiMax: opts.landlockAbiMax,
+      listenPorts: spec.listenPorts,
+      openFiles: spec.limits.openFiles,
+      nproc: spec.limits.pids,
+      seccomp: seccomp.bytes,
+      relay: opts.relay,
+      cgroup,
+      stdio: opts.stdio,
+    });
+    let cleaned = false;
+    return {
+      spec,
+      identity,
+      plan,
+      process,
+      cgroup,
+      cleanup: () => {
+        if (cleaned) return;
+        cleaned = true;
+        undo();
+      },
+    };
+  } catch (err) {
+    undo();
+    throw err;
+  }
+}
+
+function prepareStateDirs(dirs: StateDirs): void {
+  // Sandbox uids must traverse these to reach their own workspace and runtime files; they cannot
+  // list them (0711), and each sandbox's own directory below is 0700 and owned by its uid.
+  for (const d of [dirs.state, dirs.run, join(dirs.state, 'sandboxes'), join(dirs.run, 'sandboxes')]) {
+    mkdirSync(d, { recursive: true, mode: 0o711 });
+    chmodSync(d, 0o711);
+  }
+  const home = process.env.CARAPACE_HOME;
+  if (home && dirname(dirs.state) === home) chmodSync(home, statSync(home).mode | 0o111);
+}
+
+function prepareWorkspace(workspace: string, identity: SandboxIdentity): void {
+  if (existsSync(workspace) && !statSync(workspace).isDirectory()) {
+    throw new SandboxStartError(
+      `workspace ${workspace} is not a directory: give a directory (or a path to create)`,
+      2,
+    );
+  }
+  mkdirSync(workspace, { recursive: true, mode: 0o700 });
+  if (identity.rootless) return;
+  assertReachable(workspace, identity);
+  if (statSync(workspace).uid !== identity.uid) chownTree(workspace, identity);
+  chmodSync(workspace, 0o700);
+}
+
+/** bwrap runs as the sandbox's uid, so every directory above a bound host path must let it pass. */
+function assertReachable(path: string, identity: SandboxIdentity): void {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const st = statSync(dir);
+    const passes = (st.mode & 0o001) !== 0 || (st.uid === identity.uid && (st.mode & 0o100) !== 0);
+    if (!passes) {
+      throw new SandboxStartError(
+        `the sandbox's uid ${identity.uid} cannot reach ${path}: ${dir} is not searchable by others ` +
+          `(chmod o+x ${dir}, or use a workspace elsewhere)`,
+        2,
+      );
+    }
+    if (dir === '/') return;
+  }
+}
+
+/**
+ * Hands a workspace to the sandbox's uid. Symlinks are never followed (lchown), and a file with
+ * several hard links is left alone: it may be a host file (say /etc/shadow on the same filesystem)
+ * linked into the workspace, and chowning it would give it to the sandbox.
+ */
+function chownTree(dir: string, identity: SandboxIdentity): void {
+  lchownSync(dir, identity.uid, identity.gid);
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name);
+    if (entry.isDirectory()) chownTree(p, identity);
+    else if (entry.isSymbolicLink() || lstatSync(p).nlink === 1) lchownSync(p, identity.uid, identity.gid);
+  }
+}
+
+function ensureOwnedDir(dir: string, identity: SandboxIdentity): void {
+  if (existsSync(dir)) {
+    if (!lstatSync(dir).isDirectory()) throw new SandboxStartError(`${dir} must be a directory`, 2);
+    return;
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (!identity.rootless) chownSync(dir, identity.uid, identity.gid);
+}
+
+function writeRuntimeFiles(runtime: string, spec: SandboxSpec): Map<string, string> {
+  rmSync(runtime, { recursive: true, force: true });
+  mkdirSync(runtime, { recursive: true, mode: 0o711 });
+  chmodSync(runtime, 0o711);
+  const files = new Map<string, string>();
+  const write = (inside: string, content: string, mode = 0o644) => {
+    const host = join(runtime, inside.replace(/\//g, '_'));
+    writeFileSync(host, content, { mode });
+    chmodSync(host, mode);
+    files.set(inside, host);
+  };
+  write(
+    '/etc/passwd',
+    'root:x:0:0:root:/root:/usr/sbin/nologin\n' +
+      'sandbox:x:1000:1000:Carapace sandbox:/sandbox:/bin/sh\n' +
+      'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n',
+  );
+  write('/etc/group', 'root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n');
+  write('/etc/hostname', `${spec.name}\n`);
+  write('/etc/hosts', `127.0.0.1\tlocalhost ${spec.name}\n::1\tlocalhost ip6-localhost ${spec.name}\n`);
+  for (const f of spec.files) write(f.path, f.content);
+  writeFileSync(join(runtime, 'masked'), '', { mode: 0 });
+  chmodSync(join(runtime, 'masked'), 0);
+  return files;
+}
+
+/**
+ * Copies carapace-init next to the runtime files: the package may live where a sandbox uid cannot
+ * reach it (e.g. under /root), and bwrap, running as that uid, must be able to bind it.
+ */
+function installInit(runDir: string): string {
+  const source = nativeBinary();
+  if (!existsSync(source))
+    throw new SandboxStartError(`${source} is missing: run ./install.sh (or npm run build)`);
+  const target = join(runDir, 'carapace-init');
+  const s = statSync(source);
+  const t = existsSync(target) ? statSync(target) : null;
+  if (!t || t.size !== s.size || t.mtimeMs < s.mtimeMs) {
+    const tmp = `${target}.${process.pid}`;
+    copyFileSync(source, tmp);
+    chmodSync(tmp, 0o755);
+    // rename is atomic: a concurrent start never executes a half-written init.
+    renameSync(tmp, target);
+  }
+  return target;
+}
