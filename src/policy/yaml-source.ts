@@ -84,7 +84,10 @@ export function structuralIssues(source: SourceDocument): Diagnostic[] {
       }
     } else if (isScalar(node) && node.type === 'PLAIN' && typeof node.value === 'string' && node.range) {
       const raw = source.text.slice(node.range[0], node.range[1]);
-      if (raw.includes('\n')) {
+      // List items of a policy are paths, hosts and ports, never prose: one folded over several
+      // lines is a misindented item. In a map value, fold only flags text that looks like YAML.
+      const inList = typeof path[path.length - 1] === 'number';
+      if (raw.includes('\n') && (inList || /(^|\s)-\s|:\s/.test(node.value))) {
         out.push(
           at(
             source,
