@@ -48,7 +48,11 @@ export function parseSource(text: string, file: string): { source: SourceDocumen
   const document = parseDocument(text, { lineCounter, uniqueKeys: false, prettyErrors: false });
   const source: SourceDocument = { file, text, document, lineCounter };
   const errors: Diagnostic[] = [];
+  const seen = new Set<number>();
   for (const err of document.errors) {
+    // The parser often reports one mistake several ways at one place; the first is the clearest.
+    if (seen.has(err.pos[0])) continue;
+    seen.add(err.pos[0]);
     const hint = SYNTAX_HINTS[err.code];
     const detail = err.message.split('\n')[0] ?? '';
     const message = hint === undefined ? `YAML syntax error: ${detail}` : `${hint} (${detail})`;
