@@ -86,6 +86,8 @@ describe('host patterns', () => {
     'a..b',
     '-a.com',
     'a b.com',
+    '*.0.0.1',
+    '**.168.1.1',
   ])('rejects %s', (host) => {
     expect('error' in parseHostPattern(host)).toBe(true);
   });
