@@ -178,6 +178,8 @@ describe('request paths', () => {
     ['/%61%62c', '/abc'],
     ['/@scope%2fname', '/@scope%2Fname'],
     ['/', '/'],
+    ['/.well-known/x', '/.well-known/x'],
+    ['/a/b/', '/a/b/'],
   ])('%s → %s', (raw, canonical) => {
     expect(canonicalRequestPath(raw)).toBe(canonical);
   });
