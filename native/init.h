@@ -141,6 +141,7 @@ pid_t agent_start(const struct init_config *cfg, const struct landlock_plan *lan
 /* ---- relay.c ------------------------------------------------------------------------------ */
 
 struct relay *relay_start(const struct init_config *cfg);
-void relay_collect_closed(struct relay *relay);
+int relay_wait_timeout(const struct relay *relay);
+void relay_after_round(struct relay *relay);
 
 #endif

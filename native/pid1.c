@@ -196,7 +196,7 @@ noreturn void pid1_run(pid_t agent, struct relay *relay)
 	 * signalfd and the first round reaps it. */
 	while (agent_running) {
 		struct epoll_event events[64];
-		int n = epoll_wait(epoll_fd, events, 64, -1);
+		int n = epoll_wait(epoll_fd, events, 64, relay ? relay_wait_timeout(relay) : -1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -206,10 +206,8 @@ noreturn void pid1_run(pid_t agent, struct relay *relay)
 			struct watch *watch = events[i].data.ptr;
 			watch->handle(watch, events[i].events);
 		}
-		/* Connections closed during this round are freed only now, so that a later event of
-		 * the same round never points to freed memory. */
 		if (relay)
-			relay_collect_closed(relay);
+			relay_after_round(relay);
 	}
 	kill_everything_left();
 	_exit(agent_exit_code);

@@ -25,7 +25,7 @@
 #include "relay.h"
 
 #define PIPE_CHUNK (64 * 1024)
-#define ROUNDS_PER_EVENT 16 /* up to 1 MiB per flow per wake-up, then others get a turn */
+#define FILLS_PER_WAKEUP 16 /* up to 16 pipe-fulls (1 MiB) per flow per wake-up, then others get a turn */
 
 struct side {
 	struct watch watch;
@@ -60,7 +60,8 @@ static void close_connection(struct connection *c)
 	c->closed = true;
 	for (int i = 0; i < 2; i++) {
 		/* Closing an fd also removes it from the epoll set; the explicit call keeps our
-		 * bookkeeping exact. */
+		 * bookkeeping exact. Errors here are ignored on purpose: the fds are released either
+		 * way, and there is nobody left to tell. */
 		if (c->sides[i].watched)
 			loop_unwatch(c->sides[i].fd);
 		close(c->sides[i].fd);
@@ -73,6 +74,8 @@ static void close_connection(struct connection *c)
 	relay_connection_closed(c->relay);
 }
 
+/* Connections closed during a round of events are freed only after it, so that a later event
+ * of the same round never points to freed memory. */
 void relay_collect_closed(struct relay *relay)
 {
 	while (relay->closed) {
@@ -89,7 +92,8 @@ static int pump(struct connection *c, int i)
 	int source = c->sides[i].fd, destination = c->sides[1 - i].fd;
 	flow->wants_input = flow->wants_output = false;
 
-	for (int round = 0; !flow->done; round++) {
+	int fills = 0;
+	while (!flow->done) {
 		if (flow->pending > 0) {
 			ssize_t n = splice(flow->pipe[0], NULL, destination, NULL, flow->pending,
 					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -111,7 +115,7 @@ static int pump(struct connection *c, int i)
 			flow->done = true;
 			break;
 		}
-		if (round >= ROUNDS_PER_EVENT) {
+		if (fills == FILLS_PER_WAKEUP) {
 			flow->wants_input = true; /* level-triggered: we come back if there is more */
 			return 0;
 		}
@@ -128,6 +132,7 @@ static int pump(struct connection *c, int i)
 		if (n == 0)
 			flow->source_eof = true;
 		flow->pending = (size_t)n;
+		fills++;
 	}
 	return 0;
 }
@@ -202,28 +207,50 @@ static void on_side(struct watch *self, uint32_t events)
 	advance(c);
 }
 
-void connection_start(struct relay *relay, int client_fd, int upstream_fd)
+struct connection *connection_prepare(struct relay *relay)
 {
 	struct connection *c = calloc(1, sizeof *c);
-	if (!c) {
-		report_warning(RELAY_STEP, ENOMEM, "allocate a connection");
-		close(client_fd);
-		close(upstream_fd);
-		relay->open_connections--;
-		return;
-	}
+	if (!c)
+		return NULL;
 	c->relay = relay;
-	int fds[2] = { client_fd, upstream_fd };
 	for (int i = 0; i < 2; i++) {
-		c->sides[i] = (struct side){ .watch.handle = on_side, .fd = fds[i], .connection = c };
+		c->sides[i] = (struct side){ .watch.handle = on_side, .fd = -1, .connection = c };
 		c->flows[i].pipe[0] = c->flows[i].pipe[1] = -1;
 	}
 	for (int i = 0; i < 2; i++) {
-		if (pipe2(c->flows[i].pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-			report_warning(RELAY_STEP, errno, "pipe2 for a relayed connection");
-			close_connection(c);
-			return;
-		}
+		if (pipe2(c->flows[i].pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+			goto fail;
 	}
+	c->sides[1].fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->sides[1].fd < 0)
+		goto fail;
+	return c;
+fail:;
+	int err = errno;
+	connection_discard(c);
+	errno = err;
+	return NULL;
+}
+
+int connection_upstream_fd(const struct connection *c)
+{
+	return c->sides[1].fd;
+}
+
+void connection_discard(struct connection *c)
+{
+	for (int i = 0; i < 2; i++) {
+		if (c->sides[i].fd >= 0)
+			close(c->sides[i].fd);
+		for (int end = 0; end < 2; end++)
+			if (c->flows[i].pipe[end] >= 0)
+				close(c->flows[i].pipe[end]);
+	}
+	free(c);
+}
+
+void connection_start(struct connection *c, int client_fd)
+{
+	c->sides[0].fd = client_fd;
 	advance(c);
 }

@@ -220,8 +220,8 @@ static int proxy_header(int client_fd, const struct sockaddr_storage *peer, char
 			source, destination, source_port, destination_port);
 }
 
-/* Connects to the host and sends the header. Returns the upstream fd, or -1 after a warning. */
-static int open_upstream(struct relay *relay, int client_fd, const struct sockaddr_storage *peer)
+/* Connects the prepared socket to the host and sends the header. Returns -1 after a warning. */
+static int open_upstream(struct relay *relay, int upstream_fd, int client_fd, const struct sockaddr_storage *peer)
 {
 	char header[128];
 	int header_len = proxy_header(client_fd, peer, header, sizeof header);
@@ -229,27 +229,25 @@ static int open_upstream(struct relay *relay, int client_fd, const struct sockad
 		report_warning(RELAY_STEP, errno, "getsockname of an accepted connection");
 		return -1;
 	}
-
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		report_warning(RELAY_STEP, errno, "socket(AF_UNIX)");
-		return -1;
-	}
 	/* A Unix stream connect completes at once or fails; EAGAIN means the host's backlog is
 	 * full, and the client is refused rather than PID 1 blocked. */
-	if (connect(fd, (struct sockaddr *)&relay->upstream, relay->upstream_len) < 0) {
+	if (connect(upstream_fd, (struct sockaddr *)&relay->upstream, relay->upstream_len) < 0) {
 		report_warning(RELAY_STEP, errno, "connect to the host socket %s", relay->upstream.sun_path);
-		close(fd);
 		return -1;
 	}
 	/* A fresh socket's buffer is empty, so the short line goes out whole. */
-	ssize_t sent = send(fd, header, (size_t)header_len, MSG_NOSIGNAL);
+	ssize_t sent = send(upstream_fd, header, (size_t)header_len, MSG_NOSIGNAL);
 	if (sent != header_len) {
 		report_warning(RELAY_STEP, sent < 0 ? errno : EIO, "send the PROXY line to the host");
-		close(fd);
 		return -1;
 	}
-	return fd;
+	return 0;
+}
+
+static void pause_accepting(struct relay *relay, int err, const char *what)
+{
+	report_warning(RELAY_STEP, err, "%s (pausing until a connection closes)", what);
+	set_accepting(relay, false);
 }
 
 static void on_listener(struct watch *self, uint32_t events)
@@ -259,26 +257,47 @@ static void on_listener(struct watch *self, uint32_t events)
 	struct relay *relay = listener->relay;
 
 	for (int i = 0; i < ACCEPTS_PER_ROUND && relay->accepting; i++) {
+		if (!relay->spare) {
+			relay->spare = connection_prepare(relay);
+			if (!relay->spare) {
+				pause_accepting(relay, errno, "prepare a connection");
+				return;
+			}
+		}
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof peer;
 		int client = accept4(listener->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (client < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				report_warning(RELAY_STEP, errno, "accept (pausing until a connection closes)");
-				set_accepting(relay, false);
-				return;
-			}
-			report_warning(RELAY_STEP, errno, "accept");
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				pause_accepting(relay, errno, "accept");
+			else
+				report_warning(RELAY_STEP, errno, "accept");
 			return;
 		}
-		int upstream = open_upstream(relay, client, &peer);
-		if (upstream < 0) {
+		struct connection *connection = relay->spare;
+		relay->spare = NULL;
+		if (open_upstream(relay, connection_upstream_fd(connection), client, &peer) < 0) {
 			close(client);
+			connection_discard(connection);
 			continue;
 		}
 		relay->open_connections++;
-		connection_start(relay, client, upstream);
+		connection_start(connection, client);
 	}
+}
+
+/* Paused with nothing open, no connection will close to resume us (the fds went elsewhere, or
+ * the limit was lowered): try again every second. */
+int relay_wait_timeout(const struct relay *relay)
+{
+	return !relay->accepting && relay->open_connections == 0 ? 1000 : -1;
+}
+
+void relay_after_round(struct relay *relay)
+{
+	relay_collect_closed(relay);
+	if (!relay->accepting && relay->open_connections == 0)
+		set_accepting(relay, true);
 }

@@ -85,6 +85,8 @@ export interface SandboxOptions {
   bwrap?: string[];
   /** Host fds handed to the sandbox as fd 5, 6, ... */
   fds?: number[];
+  /** Start bwrap (and so init) with this hard and soft RLIMIT_NOFILE. */
+  nofileLimit?: number;
   /** What the agent reads on stdin (then end of file); null leaves stdin open for the test. */
   stdin?: string | null;
 }
@@ -161,7 +163,13 @@ export function bwrapArguments(opts: SandboxOptions): string[] {
 }
 
 export function startSandbox(opts: SandboxOptions): Sandbox {
-  const child = spawn('bwrap', bwrapArguments(opts), {
+  const [program, args] = opts.nofileLimit
+    ? [
+        'prlimit',
+        [`--nofile=${opts.nofileLimit}:${opts.nofileLimit}`, '--', 'bwrap', ...bwrapArguments(opts)],
+      ]
+    : ['bwrap', bwrapArguments(opts)];
+  const child = spawn(program, args, {
     uid: SANDBOX_UID,
     gid: SANDBOX_UID,
     env: { PATH: '/usr/bin:/bin' },

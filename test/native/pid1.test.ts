@@ -45,7 +45,9 @@ describe('carapace-init as PID 1', () => {
     ] as const) {
       const sandbox = startSandbox({
         init: USUAL_PATHS,
-        command: python('import time\nprint("ready", flush=True)\ntime.sleep(60)'),
+        // Short sleeps: CPython checks for a caught signal only between calls, so a signal that
+        // lands just before one long sleep would wait for its end.
+        command: python('import time\nprint("ready", flush=True)\nwhile True: time.sleep(0.05)'),
       });
       await sandbox.waitForStdout('ready');
       process.kill(await sandbox.initPid, signal);

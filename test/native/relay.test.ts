@@ -288,6 +288,49 @@ print(good)
     expect(r.stdout).toBe('100\n');
   });
 
+  it('pauses accepting when PID 1 runs out of fds, and resumes as connections close', async () => {
+    // With 64 fds PID 1 holds about nine relayed connections (six fds each). The host keeps the
+    // first eight open until all eight have arrived, so PID 1 must run out whatever the timing.
+    const held = 8;
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    proxy = await startHostProxy((c) => {
+      const data = readAll(c);
+      if (proxy?.headers.length === held) release();
+      void gate.then(() => data).then((d) => c.socket.end(`${c.header}|${d.toString()}`));
+    });
+    const script = `
+import socket
+sockets = [socket.create_connection(('127.0.0.1', 3128)) for _ in range(40)]
+for i, s in enumerate(sockets):
+    s.sendall(f'connection {i}'.encode())
+    s.shutdown(socket.SHUT_WR)
+good = 0
+for i, s in enumerate(sockets):
+    reply = b''
+    while chunk := s.recv(4096):
+        reply += chunk
+    good += reply.decode().endswith(f'|connection {i}')
+print(good)
+`;
+    const r = await runSandbox({
+      init: [...USUAL_PATHS, '--ro', '/w', ...RELAY],
+      fds: [proxy.dirFd],
+      work: workDir({ 'client.py': script }),
+      command: ['python3', '/w/client.py'],
+      nofileLimit: 64,
+    });
+    expect(r.stdout).toBe('40\n');
+    // Each pause is said once on stderr, and nothing else went wrong.
+    const lines = r.stderr.trim().split('\n');
+    expect(lines.length).toBeGreaterThan(0);
+    for (const line of lines) {
+      expect(line).toMatch(
+        /^carapace-init: relay: (prepare a connection|accept) \(pausing until a connection closes\): Too many open files$/,
+      );
+    }
+  });
+
   it('survives a host that drops a connection, and serves the next one', async () => {
     proxy = await startHostProxy((c) => {
       if (proxy?.headers.length === 1)
