@@ -11,7 +11,14 @@ const children: ChildProcess[] = [];
 const servers: net.Server[] = [];
 const accepted: net.Socket[] = [];
 afterEach(() => {
-  for (const c of children.splice(0)) c.kill('SIGKILL');
+  for (const c of children.splice(0)) {
+    // Each child leads its own process group: forked grandchildren go with it.
+    try {
+      process.kill(-(c.pid as number), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
   for (const s of accepted.splice(0)) s.destroy();
   for (const s of servers.splice(0)) s.close();
 });
@@ -41,7 +48,7 @@ async function holdingServer(host = '127.0.0.1'): Promise<{ port: number; next: 
 }
 
 function run(cmd: string, args: string[]): ChildProcess {
-  const c = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const c = spawn(cmd, args, { stdio: 'ignore', detached: true });
   children.push(c);
   return c;
 }
@@ -167,7 +174,7 @@ describe('ProcCallerResolver on host processes', () => {
         '--symlink', 'usr/bin', '/bin', '--ro-bind', '/etc', '/etc', '--bind', ws, '/sandbox', '--proc', '/proc',
         '--dev', '/dev', '--unshare-pid', '--unshare-ipc', '--die-with-parent', '--info-fd', '3',
         '/bin/sh', '-c', `/sandbox/fetch -s http://127.0.0.1:${srv.port}/`],
-      { stdio: ['ignore', 'ignore', 'inherit', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], detached: true },
     );
     children.push(b);
     let info = '';
