@@ -1,0 +1,242 @@
+/**
+ * Checks that need more than one field, or knowledge the schema cannot express. Each returns
+ * issues with the data path of the offending node, so the loader can point at it.
+ *
+ * These are security checks as much as hygiene: a relative or `..` path, `/` writable, a host
+ * wildcard over a whole TLD, or an `allowed_ips` range that covers loopback would each quietly
+ * grant much more than the author meant.
+ */
+import type { PolicyIssue, PolicyPath } from './diagnostics.js';
+import { parseHostPattern } from './host-pattern.js';
+import { allowedIpProblem } from './ip-ranges.js';
+import { parseCpuMillis, parseMemoryBytes } from './limits.js';
+import { checkEndpointInspection } from './endpoint-mode.js';
+import { z } from 'zod';
+import { BinarySchema, EndpointSchema, FilesystemPolicySchema, ProcessSchema, type Endpoint } from './schema.js';
+import { InferenceSchema, LimitsSchema, type Inference, type Limits } from './schema-extensions.js';
+
+const CREDENTIAL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const METHOD = /^(\*|[A-Za-z_]+)$/;
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Runs every check on each section (and each network policy entry and endpoint) that has the
+ * right shape, so that one run reports the semantic problems next to the schema problems of the
+ * parts that are malformed.
+ */
+export function checkPolicyData(data: unknown): PolicyIssue[] {
+  const issues: PolicyIssue[] = [];
+  if (!isRecord(data)) return issues;
+  const fs = FilesystemPolicySchema.optional().safeParse(data.filesystem_policy);
+  if (fs.success && fs.data !== undefined) {
+    fs.data.read_only?.forEach((p, i) => checkFsPath(p, ['filesystem_policy', 'read_only', i], false, issues));
+    fs.data.read_write?.forEach((p, i) => checkFsPath(p, ['filesystem_policy', 'read_write', i], true, issues));
+  }
+  const proc = ProcessSchema.optional().safeParse(data.process);
+  for (const field of ['run_as_user', 'run_as_group'] as const) {
+    const value = proc.success ? proc.data?.[field] : undefined;
+    if (value !== undefined) checkIdentity(value, ['process', field], issues);
+  }
+  if (isRecord(data.network_policies)) checkNetworkPolicyData(data.network_policies, ['network_policies'], issues);
+  const limits = LimitsSchema.optional().safeParse(data.limits);
+  if (limits.success && limits.data !== undefined) checkLimits(limits.data, issues);
+  const ports = z.array(z.number()).optional().safeParse(data.listen_ports);
+  if (ports.success) checkUniquePorts(ports.data ?? [], ['listen_ports'], 'listen port', issues);
+  const inference = InferenceSchema.optional().safeParse(data.inference);
+  if (inference.success && inference.data !== undefined) checkInference(inference.data, issues);
+  return issues;
+}
+
+export function checkNetworkPolicyData(
+  policies: Record<string, unknown>,
+  base: PolicyPath,
+  issues: PolicyIssue[],
+): void {
+  for (const [key, entry] of Object.entries(policies)) {
+    const path = [...base, key];
+    if (key.trim() === '') issues.push({ path, at: 'key', message: 'a network policy key must not be empty' });
+    if (!isRecord(entry)) continue;
+    if (Array.isArray(entry.endpoints)) {
+      entry.endpoints.forEach((raw, i) => {
+        const ep = EndpointSchema.safeParse(raw);
+        if (ep.success) checkEndpoint(ep.data, [...path, 'endpoints', i], issues);
+      });
+    }
+    if (Array.isArray(entry.binaries)) {
+      if (entry.binaries.length === 0) {
+        issues.push({
+          path: [...path, 'binaries'],
+          message:
+            '"binaries" is an empty list, which would allow no program; remove the key to allow any program, or list the programs',
+        });
+      }
+      entry.binaries.forEach((raw, i) => {
+        const b = BinarySchema.safeParse(raw);
+        if (b.success) checkBinaryPath(b.data.path, [...path, 'binaries', i, 'path'], issues);
+      });
+    }
+  }
+}
+
+function checkFsPath(p: string, path: PolicyPath, writable: boolean, issues: PolicyIssue[]): void {
+  if (!p.startsWith('/')) {
+    issues.push({ path, message: `path "${p}" is relative; filesystem paths must be absolute (start with "/")` });
+    return;
+  }
+  if (p.split('/').includes('..')) {
+    issues.push({ path, message: `path "${p}" contains "..": write the path it leads to instead` });
+  }
+  if (p.includes('\0')) issues.push({ path, message: 'path contains a NUL character' });
+  if (writable && /^\/+$/.test(p)) {
+    issues.push({
+      path,
+      message: '"/" cannot be read-write: it would let the agent change the whole filesystem; list the directories it needs',
+    });
+  }
+}
+
+function checkIdentity(value: string | number, path: PolicyPath, issues: PolicyIssue[]): void {
+  const text = String(value);
+  if (text === 'root' || text === '0') {
+    issues.push({ path, message: `"${text}" is root; the agent never runs as root — use "sandbox" or a non-zero id` });
+  } else if (/^\d+$/.test(text)) {
+    if (Number(text) > 4294967294) issues.push({ path, message: `id ${text} is out of range (1–4294967294)` });
+  } else if (!/^[a-z_][a-z0-9_-]{0,31}\$?$/.test(text)) {
+    issues.push({ path, message: `"${text}" is not a valid user or group name` });
+  }
+}
+
+function checkBinaryPath(p: string, path: PolicyPath, issues: PolicyIssue[]): void {
+  if (!p.startsWith('/')) {
+    issues.push({
+      path,
+      message: `binary "${p}" must be an absolute path or a glob starting with "/" (e.g. /usr/bin/git, /usr/bin/python3*)`,
+    });
+  } else if (p.split('/').includes('..')) {
+    issues.push({ path, message: `binary "${p}" contains "..": write the path it leads to instead` });
+  }
+}
+
+function checkEndpoint(ep: Endpoint, path: PolicyPath, issues: PolicyIssue[]): void {
+  if (ep.host === undefined) {
+    if ((ep.allowed_ips ?? []).length === 0) {
+      issues.push({ path, message: 'endpoint has no "host"; add one (a host may be left out only with allowed_ips)' });
+    } else if (ep.protocol === 'tcp') {
+      issues.push({ path, message: 'a "protocol: tcp" endpoint needs a "host"' });
+    }
+  } else {
+    const parsed = parseHostPattern(ep.host);
+    if ('error' in parsed) issues.push({ path: [...path, 'host'], message: parsed.error });
+  }
+  if (ep.port === undefined && ep.ports === undefined) {
+    issues.push({ path, message: 'endpoint has no "port"; add "port: 443" (or "ports: [80, 443]")' });
+  }
+  if (ep.port !== undefined && ep.ports !== undefined) {
+    issues.push({
+      path: [...path, 'ports'],
+      at: 'key',
+      message: 'endpoint has both "port" and "ports"; use one of them (put every port in "ports")',
+    });
+  }
+  if (ep.ports !== undefined) checkUniquePorts(ep.ports, [...path, 'ports'], 'port', issues);
+  issues.push(...checkEndpointInspection(ep, path));
+  ep.rules?.forEach((r, i) => checkHttpMatch(r.allow, [...path, 'rules', i, 'allow'], issues));
+  ep.deny_rules?.forEach((r, i) => checkHttpMatch(r, [...path, 'deny_rules', i], issues));
+  ep.allowed_ips?.forEach((ip, i) => {
+    const problem = allowedIpProblem(ip);
+    if (problem !== null) issues.push({ path: [...path, 'allowed_ips', i], message: problem });
+  });
+  ep.credentials?.forEach((name, i) => {
+    if (!CREDENTIAL_NAME.test(name)) {
+      issues.push({
+        path: [...path, 'credentials', i],
+        message: `credential name "${name}" must be letters, digits and "_" (e.g. GITHUB_TOKEN)`,
+      });
+    }
+  });
+}
+
+function checkHttpMatch(
+  m: { method: string; path: string; query?: Record<string, unknown> | undefined },
+  path: PolicyPath,
+  issues: PolicyIssue[],
+): void {
+  if (!METHOD.test(m.method)) {
+    issues.push({ path: [...path, 'method'], message: `method "${m.method}" must be an HTTP method such as GET, or "*"` });
+  }
+  if (!(m.path.startsWith('/') || m.path === '**' || m.path.startsWith('**/'))) {
+    issues.push({ path: [...path, 'path'], message: `path "${m.path}" must start with "/" (e.g. "/repos/**"), or be "**"` });
+  }
+  for (const key of Object.keys(m.query ?? {})) {
+    if (key === '') issues.push({ path: [...path, 'query'], message: 'a query parameter name must not be empty' });
+  }
+}
+
+function checkUniquePorts(ports: number[], path: PolicyPath, what: string, issues: PolicyIssue[]): void {
+  const seen = new Set<number>();
+  ports.forEach((p, i) => {
+    if (seen.has(p)) issues.push({ path: [...path, i], message: `${what} ${p} is listed twice; remove one` });
+    seen.add(p);
+  });
+}
+
+function checkLimits(limits: Limits, issues: PolicyIssue[]): void {
+  if (limits.memory !== undefined) {
+    const r = parseMemoryBytes(limits.memory);
+    if (typeof r !== 'number') issues.push({ path: ['limits', 'memory'], message: r.error });
+  }
+  if (limits.cpu !== undefined) {
+    const r = parseCpuMillis(limits.cpu);
+    if (typeof r !== 'number') issues.push({ path: ['limits', 'cpu'], message: r.error });
+  }
+}
+
+function checkInference(inf: Inference, issues: PolicyIssue[]): void {
+  const routes = Object.keys(inf.routes);
+  const ref = (name: string | undefined, path: PolicyPath): void => {
+    if (name !== undefined && !routes.includes(name)) {
+      const known = routes.length > 0 ? routes.join(', ') : 'none defined';
+      issues.push({ path, message: `route "${name}" is not defined in inference.routes (routes: ${known})` });
+    }
+  };
+  for (const [name, route] of Object.entries(inf.routes)) {
+    const base = ['inference', 'routes', name];
+    let url: URL | null = null;
+    try {
+      url = new URL(route.endpoint);
+    } catch {
+      url = null;
+    }
+    if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      issues.push({
+        path: [...base, 'endpoint'],
+        message: `endpoint "${route.endpoint}" must be an http(s) URL, e.g. https://api.example.com/v1`,
+      });
+    }
+    if (route.credential_env !== undefined && !CREDENTIAL_NAME.test(route.credential_env)) {
+      issues.push({ path: [...base, 'credential_env'], message: `"${route.credential_env}" is not a valid variable name` });
+    }
+  }
+  ref(inf.default, ['inference', 'default']);
+  ref(inf.fallback, ['inference', 'fallback']);
+  if (inf.on_unavailable === 'fallback' && inf.fallback === undefined) {
+    issues.push({
+      path: ['inference', 'on_unavailable'],
+      message: 'on_unavailable is "fallback" but no "fallback" route is named; add "fallback: <route>"',
+    });
+  }
+  inf.privacy?.forEach((rule, i) => {
+    ref(rule.route, ['inference', 'privacy', i, 'route']);
+    try {
+      new RegExp(rule.match, 'u');
+    } catch (err) {
+      issues.push({
+        path: ['inference', 'privacy', i, 'match'],
+        message: `"match" is not a valid regular expression: ${(err as Error).message}`,
+      });
+    }
+  });
+}
