@@ -12,9 +12,9 @@
  *   unless the operator trusts that exact ip:port (`allowLocal`);
  * - RFC 1918, CGNAT (100.64/10), ULA (fc00::/7) and other non-internet ranges are refused unless the
  *   endpoint's `allowed_ips` covers them;
- * - an endpoint with `allowed_ips` may reach only addresses inside them, public ones included
- *   (OpenShell's semantics), and `allowed_ips` can never unlock loopback or link-local: only the
- *   operator's `allowLocal` can;
+ * - an endpoint with `allowed_ips` may reach only addresses inside them, public ones and
+ *   operator-trusted ones included (OpenShell's semantics: the list narrows), and `allowed_ips` can
+ *   never unlock loopback or link-local: only the operator's `allowLocal` can;
  * - IPv4-mapped, IPv4-compatible and NAT64 (64:ff9b::/96) IPv6 addresses are judged as the IPv4
  *   address they carry;
  * - the operator's hosts map (`resolve: {host: ip}`) replaces DNS for that name, and its answer is
@@ -153,16 +153,24 @@ export class AddressGuard {
     return { ok: true, addresses: out };
   }
 
+  /** Re-check one connected address (after a reload): null when still allowed, else the reason. */
+  checkAddress(address: string, port: number, allowedIps: readonly string[]): string | null {
+    const ip = parseIp(address);
+    if (!ip) return `invalid address ${address}`;
+    return this.check(ip, port, allowedIps.map((c) => parseCidr(c)));
+  }
+
   /** null when allowed, else the reason. */
   private check(ip: ParsedIp, port: number, ranges: readonly Cidr[]): string | null {
-    if (this.isTrustedLocal(ip, port)) return null;
     const kind = classifyIp(ip);
     const text = formatIp(effectiveIp(ip));
+    const covered = ranges.some((r) => cidrContains(r, ip));
+    // allowed_ips restricts even operator-trusted addresses: the policy author narrowed the endpoint.
+    if (ranges.length > 0 && !covered) return `address ${text} is outside the endpoint's allowed_ips`;
+    if (this.isTrustedLocal(ip, port)) return null;
     if (ALWAYS_REFUSED.has(kind)) {
       return `address ${text} is ${kind} (refused unless the operator allows ${text}:${port} as local)`;
     }
-    const covered = ranges.some((r) => cidrContains(r, ip));
-    if (ranges.length > 0 && !covered) return `address ${text} is outside the endpoint's allowed_ips`;
     if (kind !== 'public' && !covered) return `address ${text} is ${kind} (refused unless allowed_ips covers it)`;
     return null;
   }

@@ -51,7 +51,6 @@ export function canonicalHost(raw: string, bracketedV6 = true): CanonicalHost {
     return { host: formatIp({ family: 6, bytes: v6 }), kind: 'ipv6' };
   }
   if (raw.length > 254) throw new HostNameError('host name too long');
-  // eslint-disable-next-line no-control-regex
   if (/[^\x21-\x7e]/.test(raw)) throw new HostNameError('non-ASCII or control character in host (use punycode)');
   let host = raw.toLowerCase();
   if (host.endsWith('.')) host = host.slice(0, -1);

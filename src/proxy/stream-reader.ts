@@ -40,6 +40,25 @@ export class StreamReader {
     stream.on('error', this.onError);
   }
 
+  /** The stream can still deliver bytes (it has not ended, failed or been destroyed). */
+  get open(): boolean {
+    return !this.ended && !this.failure && !this.stream.destroyed && !this.stream.readableEnded;
+  }
+
+  /** Bytes that a read would return without waiting. */
+  get buffered(): number {
+    return (this.pending?.length ?? 0) + this.stream.readableLength;
+  }
+
+  /** Resolves once a read would not wait: bytes are buffered, or the stream ended or failed. */
+  async waitData(): Promise<void> {
+    while (!this.pending && this.stream.readableLength === 0 && this.open) {
+      await new Promise<void>((resolve) => {
+        this.waiter = resolve;
+      });
+    }
+  }
+
   /** Next bytes (pending first); null at end of stream. */
   async read(): Promise<Buffer | null> {
     if (this.pending) {
