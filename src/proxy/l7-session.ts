@@ -75,7 +75,8 @@ export class L7Session {
         const upstream = await this.upstreamFor(verdict);
         if (!upstream) return { kind: 'done' };
         const outcome = await this.exchange(head, verdict, upstream);
-        if (outcome === 'upgraded' || outcome === 'close') return this.finish();
+        if (outcome === 'upgraded') return { kind: 'done' };
+        if (outcome === 'close') return this.finish();
       }
     } catch (err) {
       if (err instanceof HttpHeadError && !this.client.destroyed) {
@@ -186,7 +187,12 @@ export class L7Session {
   private async exchange(head: RequestHead, a: Approval, up: UpstreamSlot): Promise<'keep' | 'close' | 'upgraded'> {
     await writeAll(up.socket, a.wire);
     const body = forwardBody(this.reader, up.socket, head.body);
-    body.catch(() => undefined);
+    // A bad body frame (or a vanished peer) poisons both streams: close them, which also ends the
+    // wait for a response below.
+    body.catch(() => {
+      this.client.destroy();
+      up.socket.destroy();
+    });
     let sentAny = false;
     try {
       for (;;) {
