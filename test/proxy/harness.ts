@@ -206,7 +206,8 @@ export class HttpReader {
       },
     });
     await forwardBody(this.reader, sink, head.body);
-    const body = Buffer.concat(chunks);
+    const raw = Buffer.concat(chunks);
+    const body = head.body.kind === 'chunked' ? dechunk(raw) : raw;
     return { status: head.status, head: bytes.toString('latin1'), body, json: <T>() => JSON.parse(body.toString('utf8')) as T };
   }
 
@@ -221,6 +222,19 @@ export class HttpReader {
       })().catch(() => true),
       new Promise<boolean>((r) => setTimeout(() => r(false), ms)),
     ]);
+  }
+}
+
+/** The payload of a complete chunked body (as forwarded verbatim by forwardBody). */
+function dechunk(raw: Buffer): Buffer {
+  const out: Buffer[] = [];
+  let off = 0;
+  for (;;) {
+    const eol = raw.indexOf('\r\n', off);
+    const size = parseInt(raw.subarray(off, eol).toString('latin1'), 16);
+    if (size === 0) return Buffer.concat(out);
+    out.push(raw.subarray(eol + 2, eol + 2 + size));
+    off = eol + 2 + size + 2;
   }
 }
 
