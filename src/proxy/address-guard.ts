@@ -41,8 +41,7 @@ export interface CheckedAddress {
 }
 
 export type GuardResult =
-  | { ok: true; addresses: CheckedAddress[] }
-  | { ok: false; reason: string; address?: string };
+  { ok: true; addresses: CheckedAddress[] } | { ok: false; reason: string; address?: string };
 
 export type Resolver = (host: string) => Promise<{ address: string; family: number }[]>;
 
@@ -82,7 +81,9 @@ function parseIpPort(text: string): { ip: ParsedIp; port: number } {
   const ip = m ? parseIp(m[1] as string) : null;
   const port = m ? Number(m[2]) : 0;
   if (!m || !ip || port < 1 || port > 65535) {
-    throw new AddressGuardConfigError(`allowLocal entry must be IP:PORT or [IPv6]:PORT, got ${JSON.stringify(text)}`);
+    throw new AddressGuardConfigError(
+      `allowLocal entry must be IP:PORT or [IPv6]:PORT, got ${JSON.stringify(text)}`,
+    );
   }
   return { ip, port };
 }
@@ -95,7 +96,8 @@ export class AddressGuard {
   constructor(options: AddressGuardOptions = {}) {
     for (const [name, ip] of Object.entries(options.hosts ?? {})) {
       const parsed = parseIp(ip);
-      if (!parsed) throw new AddressGuardConfigError(`hosts map: ${name} → ${JSON.stringify(ip)} is not an IP address`);
+      if (!parsed)
+        throw new AddressGuardConfigError(`hosts map: ${name} → ${JSON.stringify(ip)} is not an IP address`);
       let key = name.toLowerCase();
       if (key.endsWith('.')) key = key.slice(0, -1);
       this.hosts.set(key, parsed);
@@ -157,7 +159,11 @@ export class AddressGuard {
   checkAddress(address: string, port: number, allowedIps: readonly string[]): string | null {
     const ip = parseIp(address);
     if (!ip) return `invalid address ${address}`;
-    return this.check(ip, port, allowedIps.map((c) => parseCidr(c)));
+    return this.check(
+      ip,
+      port,
+      allowedIps.map((c) => parseCidr(c)),
+    );
   }
 
   /** null when allowed, else the reason. */
@@ -171,7 +177,8 @@ export class AddressGuard {
     if (ALWAYS_REFUSED.has(kind)) {
       return `address ${text} is ${kind} (refused unless the operator allows ${text}:${port} as local)`;
     }
-    if (kind !== 'public' && !covered) return `address ${text} is ${kind} (refused unless allowed_ips covers it)`;
+    if (kind !== 'public' && !covered)
+      return `address ${text} is ${kind} (refused unless allowed_ips covers it)`;
     return null;
   }
 }

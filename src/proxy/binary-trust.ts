@@ -12,7 +12,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 
-export type TrustVerdict = { ok: true; sha256: string } | { ok: false; reason: string; expected: string; actual: string };
+export type TrustVerdict =
+  { ok: true; sha256: string } | { ok: false; reason: string; expected: string; actual: string };
 
 export class BinaryTrust {
   /** path → first-seen sha256 */

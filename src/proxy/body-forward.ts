@@ -11,7 +11,8 @@ import type { Writable } from 'node:stream';
 import { HttpHeadError, parseHeaderLines } from './http-fields.js';
 import { StreamClosedError, type StreamReader, writeAll } from './stream-reader.js';
 
-export type Framing = { kind: 'none' } | { kind: 'length'; length: number } | { kind: 'chunked' } | { kind: 'close' };
+export type Framing =
+  { kind: 'none' } | { kind: 'length'; length: number } | { kind: 'chunked' } | { kind: 'close' };
 
 const MAX_CHUNK_LINE = 4096;
 const MAX_TRAILER_BYTES = 8192;

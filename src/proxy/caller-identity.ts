@@ -79,7 +79,9 @@ const LITTLE = endianness() === 'LE';
 function procHex(bytes: Uint8Array): string {
   let out = '';
   for (let w = 0; w < bytes.length; w += 4) {
-    const word = LITTLE ? [bytes[w + 3], bytes[w + 2], bytes[w + 1], bytes[w]] : [bytes[w], bytes[w + 1], bytes[w + 2], bytes[w + 3]];
+    const word = LITTLE
+      ? [bytes[w + 3], bytes[w + 2], bytes[w + 1], bytes[w]]
+      : [bytes[w], bytes[w + 1], bytes[w + 2], bytes[w + 3]];
     for (const b of word) out += (b as number).toString(16).padStart(2, '0');
   }
   return out.toUpperCase();
@@ -155,7 +157,8 @@ export class ProcCallerResolver implements CallerResolver {
   async resolve(query: CallerQuery): Promise<CallerResult> {
     const net = `${this.hostProc}/${this.options.netPid}/net`;
     const inode = findSocketInode(readOr(`${net}/tcp`), readOr(`${net}/tcp6`), query);
-    if (inode === null) return { ok: false, reason: `no socket for source port ${query.srcPort} in the sandbox` };
+    if (inode === null)
+      return { ok: false, reason: `no socket for source port ${query.srcPort} in the sandbox` };
 
     const { proc, rootPid, candidates } = this.scope();
     const link = `socket:[${inode}]`;
@@ -221,7 +224,11 @@ export class ProcCallerResolver implements CallerResolver {
   private scope(): { proc: string; rootPid: number; candidates: number[] } {
     const sandboxProc = this.options.sandboxProc;
     if (sandboxProc && isProcfs(sandboxProc)) {
-      return { proc: sandboxProc, rootPid: this.options.sandboxRootPid ?? 1, candidates: pidsIn(sandboxProc) };
+      return {
+        proc: sandboxProc,
+        rootPid: this.options.sandboxRootPid ?? 1,
+        candidates: pidsIn(sandboxProc),
+      };
     }
     let netns: string;
     try {

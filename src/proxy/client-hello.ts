@@ -12,9 +12,7 @@
 export const MAX_CLIENT_HELLO = 32 * 1024;
 
 export type HelloParse =
-  | { status: 'incomplete' }
-  | { status: 'done'; sni: string | null }
-  | { status: 'error'; reason: string };
+  { status: 'incomplete' } | { status: 'done'; sni: string | null } | { status: 'error'; reason: string };
 
 /** True when the first byte says a TLS handshake record follows. */
 export function looksLikeTls(first: number): boolean {

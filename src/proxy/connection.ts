@@ -61,7 +61,12 @@ export async function handleConnection(sb: SandboxContext, socket: net.Socket): 
       header = parseProxyHeader(line);
     } catch (err) {
       if (!(err instanceof ProxyHeaderError)) throw err;
-      sb.audit.finding({ kind: 'bad-relay-header', title: `bad relay header: ${err.reason}`, caller: {}, reason: err.reason });
+      sb.audit.finding({
+        kind: 'bad-relay-header',
+        title: `bad relay header: ${err.reason}`,
+        caller: {},
+        reason: err.reason,
+      });
       return void socket.destroy();
     }
     const identity = sb.callerResolver.resolve({
@@ -79,16 +84,35 @@ export async function handleConnection(sb: SandboxContext, socket: net.Socket): 
       head = parseRequestHead(headBytes, 'proxy');
     } catch (err) {
       if (!(err instanceof HttpHeadError)) throw err;
-      sb.audit.connect({ disposition: 'blocked', host: '(unknown)', port: 0, caller: {}, reason: `malformed request: ${err.reason}`, generation, srcPort: header.srcPort });
+      sb.audit.connect({
+        disposition: 'blocked',
+        host: '(unknown)',
+        port: 0,
+        caller: {},
+        reason: `malformed request: ${err.reason}`,
+        generation,
+        srcPort: header.srcPort,
+      });
       return void socket.end(badRequest(err.reason, err.status));
     }
     const who = await identity;
     if (!who.ok) {
       const { host, port } = destinationOf(head);
       const caller = { pid: who.pid, binary: who.binary };
-      if (who.finding) sb.audit.finding({ kind: who.finding, title: who.reason, caller, host, port, reason: who.reason });
-      sb.audit.connect({ disposition: 'blocked', host, port, caller, reason: who.reason, generation, srcPort: header.srcPort });
-      return void socket.end(forbidden({ host, port, binary: who.binary ?? UNKNOWN_BINARY, reason: who.reason, sandbox: sb.name }));
+      if (who.finding)
+        sb.audit.finding({ kind: who.finding, title: who.reason, caller, host, port, reason: who.reason });
+      sb.audit.connect({
+        disposition: 'blocked',
+        host,
+        port,
+        caller,
+        reason: who.reason,
+        generation,
+        srcPort: header.srcPort,
+      });
+      return void socket.end(
+        forbidden({ host, port, binary: who.binary ?? UNKNOWN_BINARY, reason: who.reason, sandbox: sb.name }),
+      );
     }
     const conn: ClientConnection = { sb, socket, reader, srcPort: header.srcPort, caller: who.caller };
     if (head.method === 'CONNECT') return await handleConnect(conn, head);

@@ -67,7 +67,8 @@ function replaceAll(
 }
 
 /** Header text is handled as latin1 (one char per byte): a UTF-8 secret goes in as its bytes. */
-const headerSafe = (s: string): string | null => (/[\r\n\0]/.test(s) ? null : Buffer.from(s, 'utf8').toString('latin1'));
+const headerSafe = (s: string): string | null =>
+  /[\r\n\0]/.test(s) ? null : Buffer.from(s, 'utf8').toString('latin1');
 
 /** Replace placeholders in a header value; `Basic <base64>` is decoded, rewritten and re-encoded. */
 export function substituteHeader(value: string, scope: CredentialScope): Substitution {
@@ -77,7 +78,11 @@ export function substituteHeader(value: string, scope: CredentialScope): Substit
     if (mentionsPlaceholder(decoded)) {
       const inner = replaceAll(decoded, RAW, scope, (s) => s);
       if (!inner.ok) return inner;
-      return { ok: true, value: `${basic[1]}${Buffer.from(inner.value, 'utf8').toString('base64')}`, used: inner.used };
+      return {
+        ok: true,
+        value: `${basic[1]}${Buffer.from(inner.value, 'utf8').toString('base64')}`,
+        used: inner.used,
+      };
     }
   }
   if (!mentionsPlaceholder(value)) return { ok: true, value, used: [] };

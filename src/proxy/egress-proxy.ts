@@ -65,7 +65,11 @@ export class EgressProxy {
   private readonly attached = new Map<string, SandboxProxy>();
 
   constructor(private readonly options: EgressProxyOptions) {
-    this.guard = new AddressGuard({ hosts: options.hosts, allowLocal: options.allowLocal, resolver: options.resolver });
+    this.guard = new AddressGuard({
+      hosts: options.hosts,
+      allowLocal: options.allowLocal,
+      resolver: options.resolver,
+    });
     this.upstreamTls = upstreamContext(options.upstreamCaFile);
   }
 
@@ -158,7 +162,8 @@ export class SandboxProxy {
       });
     });
     chmodSync(this.socketPath, 0o600);
-    if (this.options.socketOwner) chownSync(this.socketPath, this.options.socketOwner.uid, this.options.socketOwner.gid);
+    if (this.options.socketOwner)
+      chownSync(this.socketPath, this.options.socketOwner.uid, this.options.socketOwner.gid);
   }
 
   /** The generation number now in force (1 at attach). */
@@ -201,7 +206,12 @@ export class SandboxProxy {
 
   /** null when the tunnel may stay open under `policy`, else why not. */
   private stillAllowed(t: OpenTunnel, policy: ProxyPolicy): string | null {
-    const v = policy.decideConnect({ host: t.host, port: t.port, binary: t.caller.binary, ancestors: t.caller.ancestors });
+    const v = policy.decideConnect({
+      host: t.host,
+      port: t.port,
+      binary: t.caller.binary,
+      ancestors: t.caller.ancestors,
+    });
     if (!v.allowed) return v.reason;
     if (v.endpoint?.inspect && !t.inspected) return 'the endpoint now requires inspection';
     const problem = this.shared.guard.checkAddress(t.address, t.port, v.endpoint?.allowedIps ?? []);

@@ -51,7 +51,8 @@ export function canonicalHost(raw: string, bracketedV6 = true): CanonicalHost {
     return { host: formatIp({ family: 6, bytes: v6 }), kind: 'ipv6' };
   }
   if (raw.length > 254) throw new HostNameError('host name too long');
-  if (/[^\x21-\x7e]/.test(raw)) throw new HostNameError('non-ASCII or control character in host (use punycode)');
+  if (/[^\x21-\x7e]/.test(raw))
+    throw new HostNameError('non-ASCII or control character in host (use punycode)');
   let host = raw.toLowerCase();
   if (host.endsWith('.')) host = host.slice(0, -1);
   if (host.length === 0 || host.length > 253) throw new HostNameError('invalid host name length');

@@ -163,7 +163,8 @@ export function isChunkedOnly(headers: readonly HeaderField[]): boolean {
   const codings = listValues(headers, 'transfer-encoding').map((c) => c.toLowerCase());
   if (codings.length === 1 && codings[0] === 'chunked') return true;
   if (codings.length === 0) throw new HttpHeadError('empty Transfer-Encoding');
-  if (codings[codings.length - 1] !== 'chunked') throw new HttpHeadError('Transfer-Encoding does not end in chunked');
+  if (codings[codings.length - 1] !== 'chunked')
+    throw new HttpHeadError('Transfer-Encoding does not end in chunked');
   throw new HttpHeadError('unsupported Transfer-Encoding (only "chunked" is accepted)', 501);
 }
 

@@ -58,10 +58,14 @@ export interface RequestHead {
   headBytes: number;
 }
 
-function parseRequestLine(line: string, context: HeadContext): Pick<RequestHead, 'method' | 'target' | 'targetForm' | 'version'> {
+function parseRequestLine(
+  line: string,
+  context: HeadContext,
+): Pick<RequestHead, 'method' | 'target' | 'targetForm' | 'version'> {
   const sp1 = line.indexOf(' ');
   const sp2 = sp1 < 0 ? -1 : line.indexOf(' ', sp1 + 1);
-  if (sp1 <= 0 || sp2 < 0 || line.indexOf(' ', sp2 + 1) >= 0) throw new HttpHeadError('malformed request line');
+  if (sp1 <= 0 || sp2 < 0 || line.indexOf(' ', sp2 + 1) >= 0)
+    throw new HttpHeadError('malformed request line');
   const method = line.slice(0, sp1);
   const target = line.slice(sp1 + 1, sp2);
   const versionText = line.slice(sp2 + 1);
@@ -79,10 +83,12 @@ function parseRequestLine(line: string, context: HeadContext): Pick<RequestHead,
   let targetForm: TargetForm;
   if (method === 'CONNECT') {
     if (context !== 'proxy') throw new HttpHeadError('CONNECT inside a tunnel');
-    if (target.startsWith('/') || target.includes('/')) throw new HttpHeadError('CONNECT target must be host:port');
+    if (target.startsWith('/') || target.includes('/'))
+      throw new HttpHeadError('CONNECT target must be host:port');
     targetForm = 'authority';
   } else if (target.startsWith('/')) {
-    if (context === 'proxy') throw new HttpHeadError('origin-form request sent to the proxy (use absolute-form)');
+    if (context === 'proxy')
+      throw new HttpHeadError('origin-form request sent to the proxy (use absolute-form)');
     targetForm = 'origin';
   } else if (/^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//.test(target)) {
     targetForm = 'absolute';
@@ -125,7 +131,8 @@ export function parseRequestHead(bytes: Buffer, context: HeadContext = 'proxy'):
   const conn = connectionTokens(headers);
   const close = conn.has('close') || (line.version === '1.0' && !conn.has('keep-alive'));
   const upgrade = conn.has('upgrade') ? listValues(headers, 'upgrade').map((u) => u.toLowerCase()) : [];
-  if (conn.has('upgrade') && upgrade.length === 0) throw new HttpHeadError('Connection: upgrade without Upgrade');
+  if (conn.has('upgrade') && upgrade.length === 0)
+    throw new HttpHeadError('Connection: upgrade without Upgrade');
 
   return { ...line, headers, host, body, close, upgrade, headBytes: bytes.length };
 }

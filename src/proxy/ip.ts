@@ -87,11 +87,12 @@ export function parseIp(text: string): ParsedIp | null {
 export function formatIp(ip: ParsedIp): string {
   if (ip.family === 4) return Array.from(ip.bytes).join('.');
   const groups: number[] = [];
-  for (let i = 0; i < 8; i++) groups.push(((ip.bytes[i * 2] as number) << 8) | (ip.bytes[i * 2 + 1] as number));
+  for (let i = 0; i < 8; i++)
+    groups.push(((ip.bytes[i * 2] as number) << 8) | (ip.bytes[i * 2 + 1] as number));
   // RFC 5952: compress the longest run (≥ 2) of zero groups, the first one on a tie.
   let bestStart = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;

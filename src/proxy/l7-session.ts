@@ -121,10 +121,27 @@ export class L7Session {
 
   private async refuse(r: Refusal): Promise<SessionEnd> {
     const { sb, caller } = this.conn;
-    const base = { host: r.host, port: r.port, caller, policy: r.policy, reason: r.reason, generation: r.generation };
-    if (r.finding) sb.audit.finding({ ...r.finding, caller, host: r.host, port: r.port, policy: r.policy, reason: r.reason });
-    if (r.level === 'connect') sb.audit.connect({ ...base, disposition: 'blocked', srcPort: this.conn.srcPort });
-    else sb.audit.request({ ...base, disposition: 'blocked', method: r.method, path: r.path, status: r.status });
+    const base = {
+      host: r.host,
+      port: r.port,
+      caller,
+      policy: r.policy,
+      reason: r.reason,
+      generation: r.generation,
+    };
+    if (r.finding)
+      sb.audit.finding({
+        ...r.finding,
+        caller,
+        host: r.host,
+        port: r.port,
+        policy: r.policy,
+        reason: r.reason,
+      });
+    if (r.level === 'connect')
+      sb.audit.connect({ ...base, disposition: 'blocked', srcPort: this.conn.srcPort });
+    else
+      sb.audit.request({ ...base, disposition: 'blocked', method: r.method, path: r.path, status: r.status });
     const body =
       r.status === 403
         ? forbidden({ host: r.host, port: r.port, binary: caller.binary, reason: r.reason, sandbox: sb.name })
@@ -164,15 +181,31 @@ export class L7Session {
     this.dropUpstream();
     const { sb, caller } = this.conn;
     const guarded = await sb.guard.resolve(a.host, a.port, a.treatment.allowedIps);
-    const base = { host: a.host.host, port: a.port, caller, policy: a.policy, generation: a.generation, srcPort: this.conn.srcPort };
+    const base = {
+      host: a.host.host,
+      port: a.port,
+      caller,
+      policy: a.policy,
+      generation: a.generation,
+      srcPort: this.conn.srcPort,
+    };
     if (!guarded.ok) {
       sb.audit.connect({ ...base, disposition: 'blocked', reason: guarded.reason, ip: guarded.address });
-      await this.answerAndClose(forbidden({ host: a.host.host, port: a.port, binary: caller.binary, reason: guarded.reason, sandbox: sb.name }));
+      await this.answerAndClose(
+        forbidden({
+          host: a.host.host,
+          port: a.port,
+          binary: caller.binary,
+          reason: guarded.reason,
+          sandbox: sb.name,
+        }),
+      );
       return null;
     }
     try {
       const { socket, address } = await connectChecked(guarded.addresses, a.port);
-      if (this.mode.kind === 'forward') sb.audit.connect({ ...base, disposition: 'allowed', ip: address.address });
+      if (this.mode.kind === 'forward')
+        sb.audit.connect({ ...base, disposition: 'allowed', ip: address.address });
       const s = tls ? await startTls(socket, a.host, sb.upstreamTls) : socket;
       this.upstream = { key, socket: s, reader: new StreamReader(s), address: address.address };
       return this.upstream;
@@ -184,7 +217,11 @@ export class L7Session {
   }
 
   /** Send one request and relay its response. */
-  private async exchange(head: RequestHead, a: Approval, up: UpstreamSlot): Promise<'keep' | 'close' | 'upgraded'> {
+  private async exchange(
+    head: RequestHead,
+    a: Approval,
+    up: UpstreamSlot,
+  ): Promise<'keep' | 'close' | 'upgraded'> {
     await writeAll(up.socket, a.wire);
     const body = forwardBody(this.reader, up.socket, head.body);
     // A bad body frame (or a vanished peer) poisons both streams: close them, which also ends the
@@ -215,7 +252,8 @@ export class L7Session {
       }
     } catch (err) {
       if (!sentAny && !this.client.destroyed) {
-        const reason = err instanceof UpstreamError || err instanceof HttpHeadError ? err.reason : 'upstream error';
+        const reason =
+          err instanceof UpstreamError || err instanceof HttpHeadError ? err.reason : 'upstream error';
         await this.answerAndClose(badGateway(a.host.host, a.port, reason));
         return 'close';
       }

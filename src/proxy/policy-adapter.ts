@@ -10,12 +10,23 @@
  * not allowed with enforcement `audit`, so the proxy records it as `audited` and forwards it.
  */
 import type { PolicyGeneration } from '../policy/index.js';
-import type { ConnectQuery, ConnectVerdict, ProxyPolicy, RequestQuery, RequestVerdict } from './policy-port.js';
+import type {
+  ConnectQuery,
+  ConnectVerdict,
+  ProxyPolicy,
+  RequestQuery,
+  RequestVerdict,
+} from './policy-port.js';
 
 export function proxyPolicyOf(generation: PolicyGeneration): ProxyPolicy {
   return {
     decideConnect(q: ConnectQuery): ConnectVerdict {
-      const d = generation.decideConnect({ host: q.host, port: q.port, binary: q.binary, ancestors: q.ancestors });
+      const d = generation.decideConnect({
+        host: q.host,
+        port: q.port,
+        binary: q.binary,
+        ancestors: q.ancestors,
+      });
       const websocket = d.endpoints.some((e) => e.protocol === 'websocket');
       return {
         allowed: d.allowed,
@@ -43,7 +54,12 @@ export function proxyPolicyOf(generation: PolicyGeneration): ProxyPolicy {
         path: q.path,
         query: q.query,
       });
-      return { allowed: d.verdict === 'allow', policy: d.policy ?? undefined, reason: d.reason, enforcement: d.enforcement };
+      return {
+        allowed: d.verdict === 'allow',
+        policy: d.policy ?? undefined,
+        reason: d.reason,
+        enforcement: d.enforcement,
+      };
     },
   };
 }

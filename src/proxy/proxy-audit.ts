@@ -4,7 +4,14 @@
  * canonical hosts, canonical paths (no query) and credential NAMES only; nothing here accepts a
  * query string, a header value or a secret.
  */
-import { type AuditSink, type Disposition, finding, httpActivity, networkActivity, networkClose } from '../audit/index.js';
+import {
+  type AuditSink,
+  type Disposition,
+  finding,
+  httpActivity,
+  networkActivity,
+  networkClose,
+} from '../audit/index.js';
 
 export type ProxyFindingKind =
   | 'sni-mismatch'
@@ -37,7 +44,9 @@ export class ProxyAudit {
     readonly sandbox: string,
   ) {}
 
-  connect(e: DecisionBase & { disposition: Disposition; ip?: string | undefined; srcPort?: number | undefined }): void {
+  connect(
+    e: DecisionBase & { disposition: Disposition; ip?: string | undefined; srcPort?: number | undefined },
+  ): void {
     this.sink.emit(
       networkActivity({
         sandbox: this.sandbox,
@@ -70,7 +79,9 @@ export class ProxyAudit {
     );
   }
 
-  request(e: DecisionBase & { disposition: Disposition; method: string; path: string; status?: number }): void {
+  request(
+    e: DecisionBase & { disposition: Disposition; method: string; path: string; status?: number },
+  ): void {
     this.sink.emit(
       httpActivity({
         sandbox: this.sandbox,

@@ -42,7 +42,8 @@ function port(text: string): number {
 export function findProxyHeaderEnd(buf: Buffer): number {
   const prefix = 'PROXY ';
   for (let i = 0; i < Math.min(buf.length, prefix.length); i++) {
-    if (buf[i] !== prefix.charCodeAt(i)) throw new ProxyHeaderError('connection does not start with a relay header');
+    if (buf[i] !== prefix.charCodeAt(i))
+      throw new ProxyHeaderError('connection does not start with a relay header');
   }
   const lf = buf.indexOf(0x0a);
   if (lf < 0 || lf >= MAX_PROXY_LINE) {
@@ -60,10 +61,12 @@ export function parseProxyHeader(line: Buffer): ProxyHeader {
   const [, proto, src, dst, sport, dport] = parts as [string, string, string, string, string, string];
   let family: 4 | 6;
   if (proto === 'TCP4') {
-    if (!parseIpv4(src) || !parseIpv4(dst)) throw new ProxyHeaderError('invalid IPv4 address in relay header');
+    if (!parseIpv4(src) || !parseIpv4(dst))
+      throw new ProxyHeaderError('invalid IPv4 address in relay header');
     family = 4;
   } else if (proto === 'TCP6') {
-    if (!parseIpv6(src) || !parseIpv6(dst)) throw new ProxyHeaderError('invalid IPv6 address in relay header');
+    if (!parseIpv6(src) || !parseIpv6(dst))
+      throw new ProxyHeaderError('invalid IPv6 address in relay header');
     family = 6;
   } else {
     throw new ProxyHeaderError('unsupported protocol in relay header');

@@ -58,9 +58,23 @@ export interface Approval {
   wire: Buffer;
 }
 
-const DEFAULT_TREATMENT: EndpointTreatment = { inspect: false, protocol: 'tcp', tls: 'terminate', allowedIps: [], credentials: [] };
+const DEFAULT_TREATMENT: EndpointTreatment = {
+  inspect: false,
+  protocol: 'tcp',
+  tls: 'terminate',
+  allowedIps: [],
+  credentials: [],
+};
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'upgrade']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'upgrade',
+]);
 const NEVER_STRIPPED = new Set(['host', 'content-length', 'transfer-encoding']);
 
 interface Target {
@@ -71,10 +85,12 @@ interface Target {
 
 function locate(head: RequestHead, mode: SessionMode): Target | { reason: string; status: 400 | 403 } {
   if (mode.kind === 'tunnel') {
-    if (head.targetForm !== 'origin') return { status: 400, reason: 'request inside a tunnel must use origin-form (/path)' };
+    if (head.targetForm !== 'origin')
+      return { status: 400, reason: 'request inside a tunnel must use origin-form (/path)' };
     return { host: mode.host, port: mode.port, pathAndQuery: head.target };
   }
-  if (head.targetForm !== 'absolute') return { status: 400, reason: 'forward requests must use absolute-form (http://host/path)' };
+  if (head.targetForm !== 'absolute')
+    return { status: 400, reason: 'forward requests must use absolute-form (http://host/path)' };
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/([^/?#]*)(.*)$/.exec(head.target);
   if (!m || (m[1] as string).toLowerCase() !== 'http') {
     return { status: 400, reason: 'only http:// URLs can be forwarded; use CONNECT for https' };
@@ -94,11 +110,20 @@ function hostHeaderMatches(head: RequestHead, host: CanonicalHost): boolean {
   }
 }
 
-export function judgeRequest(conn: ClientConnection, head: RequestHead, mode: SessionMode): Refusal | Approval {
+export function judgeRequest(
+  conn: ClientConnection,
+  head: RequestHead,
+  mode: SessionMode,
+): Refusal | Approval {
   const { sb, caller } = conn;
   const pinned = sb.current();
   const generation = pinned.generation;
-  const refuse = (r: Omit<Refusal, 'ok' | 'generation' | 'method'>): Refusal => ({ ok: false, generation, method: head.method, ...r });
+  const refuse = (r: Omit<Refusal, 'ok' | 'generation' | 'method'>): Refusal => ({
+    ok: false,
+    generation,
+    method: head.method,
+    ...r,
+  });
   const fallbackHost = mode.kind === 'tunnel' ? mode.host.host : '(unknown)';
   const fallbackPort = mode.kind === 'tunnel' ? mode.port : 0;
 
@@ -107,9 +132,17 @@ export function judgeRequest(conn: ClientConnection, head: RequestHead, mode: Se
     target = locate(head, mode);
   } catch (err) {
     const reason = err instanceof HostNameError ? err.reason : 'invalid request target';
-    return refuse({ status: 400, reason, host: fallbackHost, port: fallbackPort, level: 'request', path: '/' });
+    return refuse({
+      status: 400,
+      reason,
+      host: fallbackHost,
+      port: fallbackPort,
+      level: 'request',
+      path: '/',
+    });
   }
-  if ('reason' in target) return refuse({ ...target, host: fallbackHost, port: fallbackPort, level: 'request', path: '/' });
+  if ('reason' in target)
+    return refuse({ ...target, host: fallbackHost, port: fallbackPort, level: 'request', path: '/' });
   const host = target.host.host;
   const port = target.port;
   if (!hostHeaderMatches(head, target.host)) {
@@ -124,13 +157,27 @@ export function judgeRequest(conn: ClientConnection, head: RequestHead, mode: Se
     });
   }
   const canon = canonicalTarget(target.pathAndQuery);
-  if (!canon.ok) return refuse({ status: 403, reason: canon.reason, host, port, level: 'request', path: '/' });
+  if (!canon.ok)
+    return refuse({ status: 403, reason: canon.reason, host, port, level: 'request', path: '/' });
   const { path, query } = canon;
 
-  const connect = pinned.policy.decideConnect({ host, port, binary: caller.binary, ancestors: caller.ancestors });
+  const connect = pinned.policy.decideConnect({
+    host,
+    port,
+    binary: caller.binary,
+    ancestors: caller.ancestors,
+  });
   if (!connect.allowed) {
     const reason = mode.kind === 'tunnel' ? `no longer allowed: ${connect.reason}` : connect.reason;
-    return refuse({ status: 403, reason, host, port, level: mode.kind === 'tunnel' ? 'request' : 'connect', path, policy: connect.policy });
+    return refuse({
+      status: 403,
+      reason,
+      host,
+      port,
+      level: mode.kind === 'tunnel' ? 'request' : 'connect',
+      path,
+      policy: connect.policy,
+    });
   }
   const treatment = connect.endpoint ?? DEFAULT_TREATMENT;
   let policy = connect.policy;
@@ -142,12 +189,28 @@ export function judgeRequest(conn: ClientConnection, head: RequestHead, mode: Se
   if (head.upgrade.length > 0) {
     const permitted = websocket && (treatment.protocol === 'websocket' || !treatment.inspect);
     if (!permitted) {
-      return refuse({ status: 403, reason: `protocol upgrade to ${head.upgrade.join(', ')} not allowed on this endpoint`, host, port, level: 'request', path, policy });
+      return refuse({
+        status: 403,
+        reason: `protocol upgrade to ${head.upgrade.join(', ')} not allowed on this endpoint`,
+        host,
+        port,
+        level: 'request',
+        path,
+        policy,
+      });
     }
   }
 
   if (treatment.inspect) {
-    const verdict = pinned.policy.decideRequest({ host, port, binary: caller.binary, ancestors: caller.ancestors, method: head.method, path, query });
+    const verdict = pinned.policy.decideRequest({
+      host,
+      port,
+      binary: caller.binary,
+      ancestors: caller.ancestors,
+      method: head.method,
+      path,
+      query,
+    });
     policy = verdict.policy ?? policy;
     enforcement = verdict.enforcement;
     if (!verdict.allowed) {
@@ -164,7 +227,10 @@ export function judgeRequest(conn: ClientConnection, head: RequestHead, mode: Se
   const credentialRefusal = (name: string, problem: string): Refusal =>
     refuse({
       status: 403,
-      reason: problem === 'unbound' ? `credential ${name} is not bound to ${host}` : `credential ${name} has no value`,
+      reason:
+        problem === 'unbound'
+          ? `credential ${name} is not bound to ${host}`
+          : `credential ${name} has no value`,
       host,
       port,
       level: 'request',
@@ -182,7 +248,9 @@ export function judgeRequest(conn: ClientConnection, head: RequestHead, mode: Se
   if (!q.ok) return credentialRefusal(q.name, q.problem);
 
   const connTokens = new Set(
-    head.headers.filter((h) => h.lname === 'connection').flatMap((h) => h.value.split(',').map((t) => t.trim().toLowerCase())),
+    head.headers
+      .filter((h) => h.lname === 'connection')
+      .flatMap((h) => h.value.split(',').map((t) => t.trim().toLowerCase())),
   );
   const hasQuery = target.pathAndQuery.includes('?');
   let wire = `${head.method} ${p.value}${hasQuery ? '?' + q.value : ''} HTTP/${head.version}\r\n`;

@@ -39,7 +39,14 @@ export function sandboxProxyEnv(options: SandboxEnvOptions = {}): Record<string,
   env.no_proxy = noProxy;
   env.NODE_USE_ENV_PROXY = '1';
   env.NODE_EXTRA_CA_CERTS = ca;
-  for (const name of ['SSL_CERT_FILE', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'GIT_SSL_CAINFO', 'PIP_CERT', 'DENO_CERT']) {
+  for (const name of [
+    'SSL_CERT_FILE',
+    'REQUESTS_CA_BUNDLE',
+    'CURL_CA_BUNDLE',
+    'GIT_SSL_CAINFO',
+    'PIP_CERT',
+    'DENO_CERT',
+  ]) {
     env[name] = bundle;
   }
   return env;
@@ -63,7 +70,11 @@ export interface TrustFiles {
 }
 
 /** Write `ca.pem` and `ca-bundle.pem` (mode 0644, public material) under `dir` on the host. */
-export function writeTrustFiles(dir: string, caPem: string, systemBundlePath = DEFAULT_SYSTEM_BUNDLE): TrustFiles {
+export function writeTrustFiles(
+  dir: string,
+  caPem: string,
+  systemBundlePath = DEFAULT_SYSTEM_BUNDLE,
+): TrustFiles {
   mkdirSync(dir, { recursive: true });
   const caFile = join(dir, 'ca.pem');
   const bundleFile = join(dir, 'ca-bundle.pem');

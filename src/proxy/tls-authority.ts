@@ -10,7 +10,13 @@
  *   valid 30 days, cached in an LRU of TLS contexts; all leaves share one P-256 key held the same way;
  * - the CA is constrained to pathLen 0: it can issue leaves, not intermediate CAs.
  */
-import { type KeyObject, X509Certificate, createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import {
+  type KeyObject,
+  X509Certificate,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+} from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type SecureContext, createSecureContext } from 'node:tls';
@@ -77,7 +83,11 @@ export class TlsAuthority {
       const certPath = join(dir, 'ca.pem');
       const keyPath = join(dir, 'ca-key.pem');
       if (existsSync(certPath) && existsSync(keyPath)) {
-        return new TlsAuthority(readFileSync(certPath, 'utf8'), createPrivateKey(readFileSync(keyPath)), options);
+        return new TlsAuthority(
+          readFileSync(certPath, 'utf8'),
+          createPrivateKey(readFileSync(keyPath)),
+          options,
+        );
       }
     }
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });

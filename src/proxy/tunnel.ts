@@ -28,7 +28,13 @@ import type { ClientConnection } from './sandbox-context.js';
 import { StreamReader, writeAll } from './stream-reader.js';
 import { UpstreamError, connectChecked, startTls } from './upstream.js';
 
-const DEFAULT_TREATMENT: EndpointTreatment = { inspect: false, protocol: 'tcp', tls: 'terminate', allowedIps: [], credentials: [] };
+const DEFAULT_TREATMENT: EndpointTreatment = {
+  inspect: false,
+  protocol: 'tcp',
+  tls: 'terminate',
+  allowedIps: [],
+  credentials: [],
+};
 const HTTP_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20} /;
 
 async function answer(conn: ClientConnection, text: string): Promise<void> {
@@ -46,13 +52,34 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
     }
   } catch (err) {
     const reason = err instanceof HostNameError ? err.reason : 'invalid CONNECT target';
-    sb.audit.connect({ disposition: 'blocked', host: '(invalid)', port: 0, caller, reason, generation: sb.current().generation, srcPort: conn.srcPort });
+    sb.audit.connect({
+      disposition: 'blocked',
+      host: '(invalid)',
+      port: 0,
+      caller,
+      reason,
+      generation: sb.current().generation,
+      srcPort: conn.srcPort,
+    });
     return answer(conn, badRequest(reason));
   }
   const { host, port } = target;
   const pinned = sb.current();
-  const verdict: ConnectVerdict = pinned.policy.decideConnect({ host, port, binary: caller.binary, ancestors: caller.ancestors });
-  const base = { host, port, caller, policy: verdict.policy, enforcement: verdict.enforcement, generation: pinned.generation, srcPort: conn.srcPort };
+  const verdict: ConnectVerdict = pinned.policy.decideConnect({
+    host,
+    port,
+    binary: caller.binary,
+    ancestors: caller.ancestors,
+  });
+  const base = {
+    host,
+    port,
+    caller,
+    policy: verdict.policy,
+    enforcement: verdict.enforcement,
+    generation: pinned.generation,
+    srcPort: conn.srcPort,
+  };
   const deny = async (reason: string, ip?: string): Promise<void> => {
     sb.audit.connect({ ...base, disposition: 'blocked', reason, ip });
     await answer(conn, forbidden({ host, port, binary: caller.binary, reason, sandbox: sb.name }));
@@ -106,15 +133,27 @@ async function rawTunnel(conn: ClientConnection, up: UpstreamSlot, target: Autho
   if (first === undefined) return relay(conn, up, target, false);
   if (looksLikeTls(first)) {
     const hello = await readHello(conn.reader);
-    const finding = (kind: 'sni-mismatch' | 'sni-missing', title: string, details: Record<string, unknown>): void => {
+    const finding = (
+      kind: 'sni-mismatch' | 'sni-missing',
+      title: string,
+      details: Record<string, unknown>,
+    ): void => {
       sb.audit.finding({ kind, title, caller, host: target.host, port: target.port, reason: title, details });
-      sb.audit.closed({ host: target.host, port: target.port, caller, reason: title, generation: sb.current().generation });
+      sb.audit.closed({
+        host: target.host,
+        port: target.port,
+        caller,
+        reason: title,
+        generation: sb.current().generation,
+      });
       closeBoth(conn, up);
     };
-    if (hello.status === 'error') return finding('sni-mismatch', `unreadable ClientHello: ${hello.reason}`, {});
+    if (hello.status === 'error')
+      return finding('sni-mismatch', `unreadable ClientHello: ${hello.reason}`, {});
     if (hello.status === 'done') {
       if (hello.sni === null) {
-        if (target.kind === 'dns') return finding('sni-missing', `ClientHello without SNI for ${target.host}`, {});
+        if (target.kind === 'dns')
+          return finding('sni-missing', `ClientHello without SNI for ${target.host}`, {});
       } else {
         let sni: string | null = null;
         try {
@@ -123,14 +162,22 @@ async function rawTunnel(conn: ClientConnection, up: UpstreamSlot, target: Autho
           sni = null;
         }
         if (sni !== target.host) {
-          return finding('sni-mismatch', `SNI differs from the CONNECT host ${target.host}`, { sni: hello.sni.slice(0, 253) });
+          return finding('sni-mismatch', `SNI differs from the CONNECT host ${target.host}`, {
+            sni: hello.sni.slice(0, 253),
+          });
         }
       }
     }
     return relay(conn, up, target, false);
   }
   if (await startsWithHttp(conn.reader)) {
-    const session = new L7Session(conn, conn.socket, conn.reader, { kind: 'tunnel', host: target, port: target.port, tls: false }, { ...up, key: `p|${target.host}|${target.port}` });
+    const session = new L7Session(
+      conn,
+      conn.socket,
+      conn.reader,
+      { kind: 'tunnel', host: target, port: target.port, tls: false },
+      { ...up, key: `p|${target.host}|${target.port}` },
+    );
     await session.run();
     return;
   }
@@ -174,17 +221,35 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
   if (first === undefined) return closeBoth(conn, up);
   if (!looksLikeTls(first)) {
     if (await startsWithHttp(conn.reader)) {
-      const session = new L7Session(conn, conn.socket, conn.reader, { kind: 'tunnel', host: target, port: target.port, tls: false }, { ...up, key: `p|${target.host}|${target.port}` });
+      const session = new L7Session(
+        conn,
+        conn.socket,
+        conn.reader,
+        { kind: 'tunnel', host: target, port: target.port, tls: false },
+        { ...up, key: `p|${target.host}|${target.port}` },
+      );
       await session.run();
       return;
     }
-    sb.audit.closed({ host: target.host, port: target.port, caller, reason: 'neither TLS nor HTTP on an inspected endpoint', generation: sb.current().generation });
+    sb.audit.closed({
+      host: target.host,
+      port: target.port,
+      caller,
+      reason: 'neither TLS nor HTTP on an inspected endpoint',
+      generation: sb.current().generation,
+    });
     return closeBoth(conn, up);
   }
   try {
     upstreamTls = await startTls(up.socket as import('node:net').Socket, target, sb.upstreamTls);
   } catch (err) {
-    sb.audit.closed({ host: target.host, port: target.port, caller, reason: err instanceof UpstreamError ? err.reason : 'upstream TLS failed', generation: sb.current().generation });
+    sb.audit.closed({
+      host: target.host,
+      port: target.port,
+      caller,
+      reason: err instanceof UpstreamError ? err.reason : 'upstream TLS failed',
+      generation: sb.current().generation,
+    });
     return closeBoth(conn, up);
   }
   up.reader.detach();
@@ -207,12 +272,30 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
   if (client.destroyed) return void upstreamTls.destroy();
   const sni = (client as unknown as { servername?: string | false }).servername;
   if (sni && sni.toLowerCase().replace(/\.$/, '') !== target.host) {
-    sb.audit.finding({ kind: 'sni-mismatch', title: `SNI differs from the CONNECT host ${target.host}`, caller, host: target.host, port: target.port, details: { sni: sni.slice(0, 253) } });
+    sb.audit.finding({
+      kind: 'sni-mismatch',
+      title: `SNI differs from the CONNECT host ${target.host}`,
+      caller,
+      host: target.host,
+      port: target.port,
+      details: { sni: sni.slice(0, 253) },
+    });
     client.destroy();
     upstreamTls.destroy();
     return;
   }
-  const slot: UpstreamSlot = { key: `s|${target.host}|${target.port}`, socket: upstreamTls, reader: new StreamReader(upstreamTls), address: up.address };
-  const session = new L7Session(conn, client, new StreamReader(client), { kind: 'tunnel', host: target, port: target.port, tls: true }, slot);
+  const slot: UpstreamSlot = {
+    key: `s|${target.host}|${target.port}`,
+    socket: upstreamTls,
+    reader: new StreamReader(upstreamTls),
+    address: up.address,
+  };
+  const session = new L7Session(
+    conn,
+    client,
+    new StreamReader(client),
+    { kind: 'tunnel', host: target, port: target.port, tls: true },
+    slot,
+  );
   await session.run();
 }

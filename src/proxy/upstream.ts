@@ -74,7 +74,11 @@ export async function connectChecked(
 }
 
 /** TLS client over an established socket, verified for `host`. */
-export function startTls(socket: net.Socket, host: CanonicalHost, context: tls.SecureContext): Promise<tls.TLSSocket> {
+export function startTls(
+  socket: net.Socket,
+  host: CanonicalHost,
+  context: tls.SecureContext,
+): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const options: tls.ConnectionOptions = {
       socket,

@@ -162,7 +162,9 @@ export function buildCertificate(spec: CertificateSpec): Buffer {
     exts.push(extension(OID.subjectAltName, false, seq(...names)));
   }
   exts.push(extension(OID.subjectKeyIdentifier, false, octets(keyIdentifier(spec.subjectPublicKey))));
-  exts.push(extension(OID.authorityKeyIdentifier, false, seq(tlv(0x80, keyIdentifier(spec.issuerPublicKey)))));
+  exts.push(
+    extension(OID.authorityKeyIdentifier, false, seq(tlv(0x80, keyIdentifier(spec.issuerPublicKey)))),
+  );
 
   const tbs = seq(
     explicit(0, integer(Buffer.from([2]))),
@@ -179,6 +181,9 @@ export function buildCertificate(spec: CertificateSpec): Buffer {
 }
 
 export function derToPem(der: Buffer, label = 'CERTIFICATE'): string {
-  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  const b64 = der
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '');
   return `-----BEGIN ${label}-----\n${b64}\n-----END ${label}-----\n`;
 }

@@ -39,11 +39,12 @@ async function holdingServer(host = '127.0.0.1'): Promise<{ port: number; next: 
   const port = (server.address() as net.AddressInfo).port;
   return {
     port,
-    next: () => new Promise((resolve) => {
-      const s = queue.shift();
-      if (s) resolve(s);
-      else waiters.push(resolve);
-    }),
+    next: () =>
+      new Promise((resolve) => {
+        const s = queue.shift();
+        if (s) resolve(s);
+        else waiters.push(resolve);
+      }),
   };
 }
 
@@ -170,10 +171,38 @@ describe('ProcCallerResolver on host processes', () => {
     // bwrap: own pid and mount namespaces, the host network (so it can reach our server).
     const b = spawn(
       'bwrap',
-      ['--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',
-        '--symlink', 'usr/bin', '/bin', '--ro-bind', '/etc', '/etc', '--bind', ws, '/sandbox', '--proc', '/proc',
-        '--dev', '/dev', '--unshare-pid', '--unshare-ipc', '--die-with-parent', '--info-fd', '3',
-        '/bin/sh', '-c', `/sandbox/fetch -s http://127.0.0.1:${srv.port}/`],
+      [
+        '--ro-bind',
+        '/usr',
+        '/usr',
+        '--symlink',
+        'usr/lib',
+        '/lib',
+        '--symlink',
+        'usr/lib64',
+        '/lib64',
+        '--symlink',
+        'usr/bin',
+        '/bin',
+        '--ro-bind',
+        '/etc',
+        '/etc',
+        '--bind',
+        ws,
+        '/sandbox',
+        '--proc',
+        '/proc',
+        '--dev',
+        '/dev',
+        '--unshare-pid',
+        '--unshare-ipc',
+        '--die-with-parent',
+        '--info-fd',
+        '3',
+        '/bin/sh',
+        '-c',
+        `/sandbox/fetch -s http://127.0.0.1:${srv.port}/`,
+      ],
       { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], detached: true },
     );
     children.push(b);
@@ -197,7 +226,13 @@ describe('ProcCallerResolver on host processes', () => {
       '   1: 0100007F:D431 0100007F:0C38 01 00000000:00000000 00:00000000 00000000     0        0 222 1',
       '   2: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 333 1',
     ].join('\n');
-    const q = { family: 4 as const, srcAddress: '127.0.0.1', srcPort: 0xd431, dstAddress: '127.0.0.1', dstPort: 3128 };
+    const q = {
+      family: 4 as const,
+      srcAddress: '127.0.0.1',
+      srcPort: 0xd431,
+      dstAddress: '127.0.0.1',
+      dstPort: 3128,
+    };
     expect(findSocketInode(tcp, '', q)).toBe(222);
     expect(findSocketInode(tcp, '', { ...q, dstPort: 8080 })).toBe(333);
     expect(findSocketInode(tcp, '', { ...q, srcPort: 1 })).toBeNull();

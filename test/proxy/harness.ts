@@ -27,7 +27,11 @@ export function compile(yaml: string): PolicyGeneration {
   return compilePolicy(r.policy);
 }
 
-export function fixedCaller(binary = '/usr/bin/curl', ancestors: string[] = ['/usr/bin/bash'], pid = 4242): CallerResolver {
+export function fixedCaller(
+  binary = '/usr/bin/curl',
+  ancestors: string[] = ['/usr/bin/bash'],
+  pid = 4242,
+): CallerResolver {
   const caller: CallerIdentity = { pid, binary, ancestors };
   return { resolve: async () => ({ ok: true, caller }) };
 }
@@ -68,7 +72,13 @@ function handler(seen: Upstreams['seen']): http.RequestListener {
       size += d.length;
     });
     req.on('end', () => {
-      const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, size, sha256: hash.digest('hex') });
+      const body = JSON.stringify({
+        method: req.method,
+        url: req.url,
+        headers: req.headers,
+        size,
+        sha256: hash.digest('hex'),
+      });
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     });
@@ -135,10 +145,17 @@ export interface RigOptions {
 export async function startRig(o: RigOptions): Promise<Rig> {
   const up = o.up ?? (await startUpstreams());
   const audit = new MemoryAuditLog();
-  const allowLocal = o.allowLocal === undefined || o.allowLocal === 'upstreams' ? [`127.0.0.1:${up.httpPort}`, `127.0.0.1:${up.httpsPort}`] : o.allowLocal;
+  const allowLocal =
+    o.allowLocal === undefined || o.allowLocal === 'upstreams'
+      ? [`127.0.0.1:${up.httpPort}`, `127.0.0.1:${up.httpsPort}`]
+      : o.allowLocal;
   const proxy = new EgressProxy({
     audit,
-    hosts: o.hosts ?? { 'api.example.test': '127.0.0.1', 'other.example.test': '127.0.0.1', 'raw.example.test': '127.0.0.1' },
+    hosts: o.hosts ?? {
+      'api.example.test': '127.0.0.1',
+      'other.example.test': '127.0.0.1',
+      'raw.example.test': '127.0.0.1',
+    },
     allowLocal,
     upstreamCaFile: up.caFile,
     onError: (err) => {
@@ -208,7 +225,12 @@ export class HttpReader {
     await forwardBody(this.reader, sink, head.body);
     const raw = Buffer.concat(chunks);
     const body = head.body.kind === 'chunked' ? dechunk(raw) : raw;
-    return { status: head.status, head: bytes.toString('latin1'), body, json: <T>() => JSON.parse(body.toString('utf8')) as T };
+    return {
+      status: head.status,
+      head: bytes.toString('latin1'),
+      body,
+      json: <T>() => JSON.parse(body.toString('utf8')) as T,
+    };
   }
 
   /** Resolves true when the peer closes (end of stream) within `ms`. */
@@ -245,7 +267,11 @@ export async function send(r: HttpReader, text: string, method = 'GET'): Promise
 }
 
 /** CONNECT through the relay socket; returns the socket and the proxy's answer to CONNECT. */
-export async function connectTunnel(socketPath: string, authority: string, extraHeaders = ''): Promise<{ socket: net.Socket; reader: HttpReader; status: number; response: Response }> {
+export async function connectTunnel(
+  socketPath: string,
+  authority: string,
+  extraHeaders = '',
+): Promise<{ socket: net.Socket; reader: HttpReader; status: number; response: Response }> {
   const socket = await relayConnect(socketPath);
   const reader = new HttpReader(socket);
   socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n${extraHeaders}\r\n`);
@@ -254,7 +280,11 @@ export async function connectTunnel(socketPath: string, authority: string, extra
 }
 
 /** TLS over an established tunnel, trusting only `ca`; leftover bytes from the reader are replayed. */
-export async function tlsOverTunnel(t: { socket: net.Socket; reader: HttpReader }, servername: string, ca: string): Promise<tls.TLSSocket> {
+export async function tlsOverTunnel(
+  t: { socket: net.Socket; reader: HttpReader },
+  servername: string,
+  ca: string,
+): Promise<tls.TLSSocket> {
   const rest = t.reader.reader.detach();
   if (rest.length) t.socket.unshift(rest);
   const s = tls.connect({ socket: t.socket, servername, ca, ALPNProtocols: ['http/1.1'] });

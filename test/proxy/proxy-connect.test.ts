@@ -48,13 +48,20 @@ describe('connection decisions', () => {
     expect(ev.disposition).toBe('Allowed');
     expect(ev.unmapped).toMatchObject({ sandbox: 'sb1', policy: 'api' });
     expect(ev.actor).toEqual({ process: { pid: 4242, file: { path: '/usr/bin/curl' } } });
-    expect(ev.dst_endpoint).toMatchObject({ hostname: 'api.example.test', port: up.httpsPort, ip: '127.0.0.1' });
+    expect(ev.dst_endpoint).toMatchObject({
+      hostname: 'api.example.test',
+      port: up.httpsPort,
+      ip: '127.0.0.1',
+    });
     t.socket.destroy();
   });
 
   it('allows a listed host through a forward request', async () => {
     const s = await relayConnect(rig.socketPath);
-    const res = await send(new HttpReader(s), `GET http://api.example.test:${up.httpPort}/x HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\n\r\n`);
+    const res = await send(
+      new HttpReader(s),
+      `GET http://api.example.test:${up.httpPort}/x HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\n\r\n`,
+    );
     expect(res.status).toBe(200);
     expect(res.json()).toMatchObject({ method: 'GET', url: '/x' });
     s.destroy();
@@ -66,7 +73,13 @@ describe('connection decisions', () => {
     expect(t.response.head).toMatch(/Content-Type: application\/json/);
     expect(t.response.head).toMatch(/Connection: close/);
     const body = t.response.json();
-    expect(body).toMatchObject({ error: 'policy_denied', host: 'evil.example.test', port: 443, binary: '/usr/bin/curl', hint: 'carapace rules pending sb1' });
+    expect(body).toMatchObject({
+      error: 'policy_denied',
+      host: 'evil.example.test',
+      port: 443,
+      binary: '/usr/bin/curl',
+      hint: 'carapace rules pending sb1',
+    });
     expect(typeof body.reason).toBe('string');
     const ev = lastEvent(rig.audit, 4001);
     expect(ev.disposition).toBe('Blocked');
@@ -76,7 +89,10 @@ describe('connection decisions', () => {
 
   it('refuses a forward request to a host outside the policy', async () => {
     const s = await relayConnect(rig.socketPath);
-    const res = await send(new HttpReader(s), 'GET http://evil.example.test/ HTTP/1.1\r\nHost: evil.example.test\r\n\r\n');
+    const res = await send(
+      new HttpReader(s),
+      'GET http://evil.example.test/ HTTP/1.1\r\nHost: evil.example.test\r\n\r\n',
+    );
     expect(res.status).toBe(403);
     expect(res.json()).toMatchObject({ error: 'policy_denied', host: 'evil.example.test', port: 80 });
     expect(lastEvent(rig.audit, 4001).disposition).toBe('Blocked');
@@ -94,14 +110,20 @@ describe('connection decisions', () => {
       const t = await connectTunnel(other.socketPath, `api.example.test:${up.httpsPort}`);
       expect(t.status).toBe(403);
       expect(t.response.json()).toMatchObject({ binary: '/usr/bin/wget' });
-      expect(lastEvent(other.audit, 4001).actor).toMatchObject({ process: { file: { path: '/usr/bin/wget' } } });
+      expect(lastEvent(other.audit, 4001).actor).toMatchObject({
+        process: { file: { path: '/usr/bin/wget' } },
+      });
     } finally {
       await other.close();
     }
   });
 
   it('counts ancestors: a child of a listed binary is allowed', async () => {
-    const other = await startRig({ up, policy: policy(up), caller: fixedCaller('/usr/bin/ssh', ['/usr/bin/curl', '/usr/bin/bash']) });
+    const other = await startRig({
+      up,
+      policy: policy(up),
+      caller: fixedCaller('/usr/bin/ssh', ['/usr/bin/curl', '/usr/bin/bash']),
+    });
     try {
       const t = await connectTunnel(other.socketPath, `api.example.test:${up.httpsPort}`);
       expect(t.status).toBe(200);
@@ -202,10 +224,17 @@ network_policies:
   });
 
   it('refuses the metadata address 169.254.169.254 without connecting', async () => {
-    const r = await startRig({ up, policy: pol(up), hosts: { 'meta.example.test': '169.254.169.254', 'api.example.test': '127.0.0.1' } });
+    const r = await startRig({
+      up,
+      policy: pol(up),
+      hosts: { 'meta.example.test': '169.254.169.254', 'api.example.test': '127.0.0.1' },
+    });
     try {
       const s = await relayConnect(r.socketPath);
-      const res = await send(new HttpReader(s), 'GET http://meta.example.test/latest/meta-data HTTP/1.1\r\nHost: meta.example.test\r\n\r\n');
+      const res = await send(
+        new HttpReader(s),
+        'GET http://meta.example.test/latest/meta-data HTTP/1.1\r\nHost: meta.example.test\r\n\r\n',
+      );
       expect(res.status).toBe(403);
       expect(res.json<{ reason: string }>().reason).toMatch(/169\.254\.169\.254 is link-local/);
     } finally {

@@ -63,7 +63,9 @@ describe('credential placeholders', () => {
     expect(res.status).toBe(200);
     const seen = res.json<{ url: string; headers: Record<string, string> }>();
     expect(seen.headers.authorization).toBe(`Bearer ${SECRET}`);
-    expect(Buffer.from((seen.headers['x-basic'] as string).slice(6), 'base64').toString()).toBe(`x-access-token:${SECRET}`);
+    expect(Buffer.from((seen.headers['x-basic'] as string).slice(6), 'base64').toString()).toBe(
+      `x-access-token:${SECRET}`,
+    );
     expect(seen.url).toBe(`/user?token=${encodeURIComponent(SECRET)}&x=${encodeURIComponent(SECRET)}`);
     r.socket.destroy();
   });
@@ -82,7 +84,10 @@ describe('credential placeholders', () => {
   it('refuses a placeholder sent to a host it is not bound to (403 + finding), forwarding nothing', async () => {
     const before = up.seen.length;
     const r = await tunnel('other.example.test');
-    const res = await send(r, 'GET /steal HTTP/1.1\r\nHost: other.example.test\r\nAuthorization: Bearer carapace:cred:GITHUB_TOKEN\r\n\r\n');
+    const res = await send(
+      r,
+      'GET /steal HTTP/1.1\r\nHost: other.example.test\r\nAuthorization: Bearer carapace:cred:GITHUB_TOKEN\r\n\r\n',
+    );
     expect(res.status).toBe(403);
     expect(res.json<{ reason: string }>().reason).toMatch(/GITHUB_TOKEN is not bound/);
     expect(up.seen.length).toBe(before);
@@ -94,7 +99,10 @@ describe('credential placeholders', () => {
 
   it('refuses a placeholder in the path or query of an unbound host', async () => {
     const r = await tunnel('other.example.test');
-    const res = await send(r, 'GET /x?t=carapace%3Acred%3AGITHUB_TOKEN HTTP/1.1\r\nHost: other.example.test\r\n\r\n');
+    const res = await send(
+      r,
+      'GET /x?t=carapace%3Acred%3AGITHUB_TOKEN HTTP/1.1\r\nHost: other.example.test\r\n\r\n',
+    );
     expect(res.status).toBe(403);
   });
 
@@ -116,14 +124,29 @@ describe('credential placeholders', () => {
   it('keeps the secret out of a JSONL audit file on disk', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'carapace-audit-'));
     const log = new JsonlAuditLog(join(dir, 'audit.jsonl'));
-    const proxy = new EgressProxy({ audit: log, hosts: { 'api.example.test': '127.0.0.1', 'other.example.test': '127.0.0.1' }, allowLocal: [`127.0.0.1:${up.httpsPort}`], upstreamCaFile: up.caFile });
+    const proxy = new EgressProxy({
+      audit: log,
+      hosts: { 'api.example.test': '127.0.0.1', 'other.example.test': '127.0.0.1' },
+      allowLocal: [`127.0.0.1:${up.httpsPort}`],
+      upstreamCaFile: up.caFile,
+    });
     const authority = TlsAuthority.create({ sandbox: 'sb2', stateDir: join(dir, 'ca') });
     const socketPath = join(dir, 'proxy.sock');
-    await proxy.attachSandbox({ name: 'sb2', socketPath, generation: compile(policy(up)), callerResolver: fixedCaller(), credentials: new Map([['GITHUB_TOKEN', SECRET]]), authority });
+    await proxy.attachSandbox({
+      name: 'sb2',
+      socketPath,
+      generation: compile(policy(up)),
+      callerResolver: fixedCaller(),
+      credentials: new Map([['GITHUB_TOKEN', SECRET]]),
+      authority,
+    });
     for (const host of ['api.example.test', 'other.example.test']) {
       const t = await connectTunnel(socketPath, `${host}:${up.httpsPort}`);
       const r = new HttpReader(await tlsOverTunnel(t, host, authority.caPem));
-      await send(r, `GET /x?q=carapace:cred:GITHUB_TOKEN HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer carapace:cred:GITHUB_TOKEN\r\n\r\n`);
+      await send(
+        r,
+        `GET /x?q=carapace:cred:GITHUB_TOKEN HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer carapace:cred:GITHUB_TOKEN\r\n\r\n`,
+      );
       r.socket.destroy();
     }
     await proxy.close();

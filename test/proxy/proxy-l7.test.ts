@@ -59,7 +59,8 @@ async function inspected(host = 'api.example.test'): Promise<{ s: tls.TLSSocket;
   return { s, r: new HttpReader(s) };
 }
 
-const get = (path: string, host = 'api.example.test', extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`;
+const get = (path: string, host = 'api.example.test', extra = ''): string =>
+  `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`;
 
 describe('rules inside a terminated tunnel', () => {
   it('allows GET /repos/** on a kept-alive connection and refuses /admin; each decision is a 4002', async () => {
@@ -71,10 +72,17 @@ describe('rules inside a terminated tunnel', () => {
     expect(ok2.status).toBe(200);
     const allowed = lastEvent(rig.audit, 4002);
     expect(allowed.disposition).toBe('Allowed');
-    expect(allowed.http_request).toMatchObject({ http_method: 'GET', url: { hostname: 'api.example.test', path: '/repos/c' } });
+    expect(allowed.http_request).toMatchObject({
+      http_method: 'GET',
+      url: { hostname: 'api.example.test', path: '/repos/c' },
+    });
     const no = await send(r, get('/admin'));
     expect(no.status).toBe(403);
-    expect(no.json()).toMatchObject({ error: 'policy_denied', host: 'api.example.test', binary: '/usr/bin/curl' });
+    expect(no.json()).toMatchObject({
+      error: 'policy_denied',
+      host: 'api.example.test',
+      binary: '/usr/bin/curl',
+    });
     expect(lastEvent(rig.audit, 4002).disposition).toBe('Blocked');
     expect(await r.closed()).toBe(true);
     s.destroy();
@@ -99,7 +107,12 @@ describe('rules inside a terminated tunnel', () => {
   });
 
   it('refuses dot segments above the root and encoded slashes, and forwards the canonical path', async () => {
-    for (const path of ['/a/../../etc/passwd', '/repos%2F..%2Fadmin', '/repos/%2e%2e/%2e%2e/admin', '/repos\\admin']) {
+    for (const path of [
+      '/a/../../etc/passwd',
+      '/repos%2F..%2Fadmin',
+      '/repos/%2e%2e/%2e%2e/admin',
+      '/repos\\admin',
+    ]) {
       const { s, r } = await inspected();
       const res = await send(r, get(path));
       expect(res.status, path).toBe(403);
@@ -114,7 +127,11 @@ describe('rules inside a terminated tunnel', () => {
 
   it('enforcement: audit forwards a refused request and records it as Logged', async () => {
     const { s, r } = await inspected('other.example.test');
-    const res = await send(r, `POST /anything HTTP/1.1\r\nHost: other.example.test\r\nContent-Length: 2\r\n\r\nhi`, 'POST');
+    const res = await send(
+      r,
+      `POST /anything HTTP/1.1\r\nHost: other.example.test\r\nContent-Length: 2\r\n\r\nhi`,
+      'POST',
+    );
     expect(res.status).toBe(200);
     expect(res.json()).toMatchObject({ method: 'POST', size: 2 });
     const ev = lastEvent(rig.audit, 4002);
@@ -129,8 +146,14 @@ describe('forward requests', () => {
     const sock = await relayConnect(rig.socketPath);
     const r = new HttpReader(sock);
     const base = `http://api.example.test:${up.httpPort}`;
-    expect((await send(r, `GET ${base}/x HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\n\r\n`)).status).toBe(200);
-    const res = await send(r, `POST ${base}/x HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\nContent-Length: 1\r\n\r\nx`, 'POST');
+    expect(
+      (await send(r, `GET ${base}/x HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\n\r\n`)).status,
+    ).toBe(200);
+    const res = await send(
+      r,
+      `POST ${base}/x HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\nContent-Length: 1\r\n\r\nx`,
+      'POST',
+    );
     expect(res.status).toBe(403);
     expect(res.json<{ reason: string }>().reason).toMatch(/POST/);
     sock.destroy();
@@ -138,22 +161,34 @@ describe('forward requests', () => {
 
   it('refuses a Host header that differs from the URL', async () => {
     const sock = await relayConnect(rig.socketPath);
-    const res = await send(new HttpReader(sock), `GET http://api.example.test:${up.httpPort}/x HTTP/1.1\r\nHost: evil.example.test\r\n\r\n`);
+    const res = await send(
+      new HttpReader(sock),
+      `GET http://api.example.test:${up.httpPort}/x HTTP/1.1\r\nHost: evil.example.test\r\n\r\n`,
+    );
     expect(res.status).toBe(403);
   });
 
   it('refuses https:// in absolute-form (CONNECT is the way)', async () => {
     const sock = await relayConnect(rig.socketPath);
-    const res = await send(new HttpReader(sock), `GET https://api.example.test/x HTTP/1.1\r\nHost: api.example.test\r\n\r\n`);
+    const res = await send(
+      new HttpReader(sock),
+      `GET https://api.example.test/x HTTP/1.1\r\nHost: api.example.test\r\n\r\n`,
+    );
     expect(res.status).toBe(400);
   });
 });
 
 describe('smuggling and malformed heads', () => {
   const cases: [string, string][] = [
-    ['CL + TE', 'POST {U}/x HTTP/1.1\r\nHost: {H}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
+    [
+      'CL + TE',
+      'POST {U}/x HTTP/1.1\r\nHost: {H}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    ],
     ['obs-fold', 'GET {U}/x HTTP/1.1\r\nHost: {H}\r\nX-A: 1\r\n  folded\r\n\r\n'],
-    ['duplicate differing CL', 'POST {U}/x HTTP/1.1\r\nHost: {H}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx'],
+    [
+      'duplicate differing CL',
+      'POST {U}/x HTTP/1.1\r\nHost: {H}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx',
+    ],
     ['two Host fields', 'GET {U}/x HTTP/1.1\r\nHost: {H}\r\nHost: evil.example.test\r\n\r\n'],
     ['TE gzip', 'POST {U}/x HTTP/1.1\r\nHost: {H}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n'],
     ['space before colon', 'GET {U}/x HTTP/1.1\r\nHost : {H}\r\n\r\n'],
@@ -175,7 +210,9 @@ describe('smuggling and malformed heads', () => {
 
   it('refuses a malformed chunked body inside a tunnel by closing the connection', async () => {
     const { s, r } = await inspected();
-    s.write('POST /upload HTTP/1.1\r\nHost: api.example.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n');
+    s.write(
+      'POST /upload HTTP/1.1\r\nHost: api.example.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n',
+    );
     expect(await r.closed()).toBe(true);
   });
 });
@@ -199,7 +236,10 @@ describe('WebSocket upgrades', () => {
 
   it('refuses an upgrade on a rest endpoint', async () => {
     const { s, r } = await inspected();
-    const res = await send(r, get('/repos/ws', 'api.example.test', 'Connection: Upgrade\r\nUpgrade: websocket\r\n'));
+    const res = await send(
+      r,
+      get('/repos/ws', 'api.example.test', 'Connection: Upgrade\r\nUpgrade: websocket\r\n'),
+    );
     expect(res.status).toBe(403);
     expect(res.json<{ reason: string }>().reason).toMatch(/upgrade/);
     s.destroy();

@@ -125,11 +125,16 @@ describe('streaming bodies', () => {
     const s = await relayConnect(rig.socketPath);
     const r = new HttpReader(s);
     const size = 24 * MiB;
-    s.write(`POST http://api.example.test:${up.httpPort}/up HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\nContent-Length: ${size}\r\n\r\n`);
+    s.write(
+      `POST http://api.example.test:${up.httpPort}/up HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\nContent-Length: ${size}\r\n\r\n`,
+    );
     const block = Buffer.alloc(MiB, 7);
     for (let i = 0; i < 24; i++) if (!s.write(block)) await new Promise((d) => s.once('drain', d));
     const res = await r.response('POST');
-    expect(res.json()).toMatchObject({ size, sha256: createHash('sha256').update(Buffer.alloc(size, 7)).digest('hex') });
+    expect(res.json()).toMatchObject({
+      size,
+      sha256: createHash('sha256').update(Buffer.alloc(size, 7)).digest('hex'),
+    });
     s.destroy();
   });
 
@@ -143,7 +148,10 @@ describe('streaming bodies', () => {
     expect((await send(r, 'GET /after HTTP/1.1\r\nHost: api.example.test\r\n\r\n')).status).toBe(200);
     r.socket.destroy();
     const s = await relayConnect(rig.socketPath);
-    const res2 = await send(new HttpReader(s), `GET http://api.example.test:${up.httpPort}/bytes/${size} HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\n\r\n`);
+    const res2 = await send(
+      new HttpReader(s),
+      `GET http://api.example.test:${up.httpPort}/bytes/${size} HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\n\r\n`,
+    );
     expect(res2.body.length).toBe(size);
     s.destroy();
   });

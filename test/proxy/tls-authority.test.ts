@@ -64,13 +64,21 @@ describe('TlsAuthority', () => {
     );
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as { port: number }).port;
-    const got = await new Promise<{ authorized: boolean; alpn: string | false; data: string }>((resolve, reject) => {
-      const c = tls.connect({ port, host: '127.0.0.1', servername: 'api.example.test', ca: a.caPem, ALPNProtocols: ['http/1.1'] });
-      let data = '';
-      c.on('data', (d) => (data += d));
-      c.on('end', () => resolve({ authorized: c.authorized, alpn: c.alpnProtocol ?? false, data }));
-      c.on('error', reject);
-    });
+    const got = await new Promise<{ authorized: boolean; alpn: string | false; data: string }>(
+      (resolve, reject) => {
+        const c = tls.connect({
+          port,
+          host: '127.0.0.1',
+          servername: 'api.example.test',
+          ca: a.caPem,
+          ALPNProtocols: ['http/1.1'],
+        });
+        let data = '';
+        c.on('data', (d) => (data += d));
+        c.on('end', () => resolve({ authorized: c.authorized, alpn: c.alpnProtocol ?? false, data }));
+        c.on('error', reject);
+      },
+    );
     server.close();
     expect(got).toEqual({ authorized: true, alpn: 'http/1.1', data: 'hello' });
   });
@@ -85,7 +93,14 @@ describe('sandbox trust and environment', () => {
     expect(env.NO_PROXY).toBe('localhost,127.0.0.1,::1');
     expect(env.NODE_USE_ENV_PROXY).toBe('1');
     expect(env.NODE_EXTRA_CA_CERTS).toBe('/c/ca.pem');
-    for (const n of ['SSL_CERT_FILE', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'GIT_SSL_CAINFO', 'PIP_CERT', 'DENO_CERT']) {
+    for (const n of [
+      'SSL_CERT_FILE',
+      'REQUESTS_CA_BUNDLE',
+      'CURL_CA_BUNDLE',
+      'GIT_SSL_CAINFO',
+      'PIP_CERT',
+      'DENO_CERT',
+    ]) {
       expect(env[n]).toBe('/c/bundle.pem');
     }
   });
