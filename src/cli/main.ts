@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { registerDoctor } from './doctor-command.js';
+import { registerPolicy } from './policy-command.js';
 import { exitCodeFor, messageFor } from './errors.js';
 
 function version(): string {
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
   registerDoctor(program);
+  registerPolicy(program);
   return program;
 }
 

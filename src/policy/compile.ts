@@ -18,11 +18,23 @@
  * reported, as in OpenShell.
  */
 import { compileBinaryMatcher, type BinaryMatch, type BinaryMatcher } from './binary-matcher.js';
-import type { ConnectDecision, ConnectQuery, EndpointView, PolicyGeneration, RequestDecision, RequestQuery } from './decisions.js';
+import type {
+  ConnectDecision,
+  ConnectQuery,
+  EndpointView,
+  PolicyGeneration,
+  RequestDecision,
+  RequestQuery,
+} from './decisions.js';
 import { endpointMode } from './endpoint-mode.js';
 import { normalizeHost, parseHostPattern } from './host-pattern.js';
 import { validatePolicy } from './loader.js';
-import { canonicalRequestPath, compileEndpointRules, queryValues, type EndpointRules } from './request-rules.js';
+import {
+  canonicalRequestPath,
+  compileEndpointRules,
+  queryValues,
+  type EndpointRules,
+} from './request-rules.js';
 import type { Endpoint, Policy } from './schema.js';
 
 interface Entry {
@@ -149,7 +161,8 @@ function gather(index: Index, host: string, q: ConnectQuery, misses: Misses): Ma
 
 function describeCaller(q: ConnectQuery): string {
   const who = q.binary === undefined || q.binary === '' ? 'an unidentified program' : `"${q.binary}"`;
-  const chain = q.ancestors !== undefined && q.ancestors.length > 0 ? ` (ancestors: ${q.ancestors.join(' → ')})` : '';
+  const chain =
+    q.ancestors !== undefined && q.ancestors.length > 0 ? ` (ancestors: ${q.ancestors.join(' → ')})` : '';
   return `${who}${chain}`;
 }
 
@@ -162,6 +175,12 @@ function denialReason(host: string, q: ConnectQuery, misses: Misses): string {
     return `no policy allows ${host}:${q.port}; ${host} is allowed on port ${[...misses.hostPorts].sort((a, b) => a - b).join(', ')}`;
   }
   return `no policy allows ${host}:${q.port}`;
+}
+
+function describeBinaryMatch(b: BinaryMatch): string {
+  if (b.pattern === null) return 'any program';
+  const who = b.viaAncestor ? `a child of "${b.path}"` : `"${b.path}"`;
+  return b.pattern === b.path ? who : `${who} (matches "${b.pattern}")`;
 }
 
 function union(matches: Match[], pick: (v: EndpointView) => readonly string[]): readonly string[] {
@@ -216,7 +235,7 @@ class Generation implements PolicyGeneration {
       };
     }
     const v = first.entry.view;
-    const via = first.binary.pattern === null ? 'any program' : `"${first.binary.pattern}"${first.binary.viaAncestor ? ` (ancestor "${first.binary.path}")` : ''}`;
+    const via = describeBinaryMatch(first.binary);
     return {
       allowed: true,
       verdict: 'allow',
@@ -257,7 +276,10 @@ class Generation implements PolicyGeneration {
     }
     const path = canonicalRequestPath(rawPath);
     if (path === null) {
-      return deny(`${method} ${rawPath}: the path cannot be read unambiguously (bad escape, NUL or ".." above the root)`, first.entry.view);
+      return deny(
+        `${method} ${rawPath}: the path cannot be read unambiguously (bad escape, NUL or ".." above the root)`,
+        first.entry.view,
+      );
     }
     const query = queryValues(rawQuery);
     const request = `${method} ${path}`;

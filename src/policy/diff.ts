@@ -107,12 +107,44 @@ export function formatValue(value: unknown): string {
   return stringify(value, { collectionStyle: 'flow', lineWidth: 0 }).trim();
 }
 
+function summarizeEndpoint(ep: Record<string, unknown>): string {
+  const parts = [endpointId(ep) ?? '?'];
+  if (typeof ep.protocol === 'string') parts.push(ep.protocol);
+  if (typeof ep.access === 'string') parts.push(`access ${ep.access}`);
+  const list = (rules: unknown, pick: (r: unknown) => unknown): string =>
+    (Array.isArray(rules) ? rules : []).map((r) => httpId(pick(r)) ?? '?').join(', ');
+  if (Array.isArray(ep.rules)) parts.push(`allow ${list(ep.rules, (r) => (isRecord(r) ? r.allow : null))}`);
+  if (Array.isArray(ep.deny_rules)) parts.push(`deny ${list(ep.deny_rules, (r) => r)}`);
+  if (ep.enforcement === 'audit') parts.push('audit');
+  return parts.join(' ');
+}
+
+/**
+ * Network policy entries and endpoints are summarized (`slack.com:443 rest allow GET /**, POST /**`)
+ * rather than dumped, so an added preset reads as a list of what it allows.
+ */
+function summarize(path: string, value: unknown): string {
+  if (
+    isRecord(value) &&
+    /^network_policies(\.[\w-]+|\["[^"]*"\])$/.test(path) &&
+    Array.isArray(value.endpoints)
+  ) {
+    const endpoints = value.endpoints.map((e) => (isRecord(e) ? summarizeEndpoint(e) : '?')).join('; ');
+    const binaries = Array.isArray(value.binaries)
+      ? value.binaries.map((b) => (isRecord(b) ? String(b.path) : '?')).join(', ')
+      : 'any program';
+    return `${endpoints} — for ${binaries}`;
+  }
+  if (isRecord(value) && /\.endpoints\[[^\]]*\]$/.test(path)) return summarizeEndpoint(value);
+  return formatValue(value);
+}
+
 /** One line per change: `+ path: value`, `- path: value`, `~ path: before → after`. */
 export function formatChanges(changes: readonly PolicyChange[]): string[] {
   return changes.map((c) => {
     const path = c.path === '' ? '(whole document)' : c.path;
-    if (c.kind === 'added') return `+ ${path}: ${formatValue(c.after)}`;
-    if (c.kind === 'removed') return `- ${path}: ${formatValue(c.before)}`;
+    if (c.kind === 'added') return `+ ${path}: ${summarize(c.path, c.after)}`;
+    if (c.kind === 'removed') return `- ${path}: ${summarize(c.path, c.before)}`;
     return `~ ${path}: ${formatValue(c.before)} → ${formatValue(c.after)}`;
   });
 }

@@ -26,7 +26,9 @@ export function endpointMode(ep: Endpoint): EndpointMode {
   if (ep.protocol === 'rest' || ep.protocol === 'websocket') return { inspect: true, protocol: ep.protocol };
   if (ep.protocol === 'tcp') return { inspect: false, protocol: 'tcp' };
   const narrows =
-    ep.rules !== undefined || ep.deny_rules !== undefined || (ep.access !== undefined && ep.access !== 'full');
+    ep.rules !== undefined ||
+    ep.deny_rules !== undefined ||
+    (ep.access !== undefined && ep.access !== 'full');
   return narrows ? { inspect: true, protocol: 'rest' } : { inspect: false, protocol: 'tcp' };
 }
 
@@ -43,17 +45,22 @@ export function checkEndpointInspection(ep: Endpoint, path: PolicyPath): PolicyI
     issues.push({
       path: [...path, 'rules'],
       at: 'key',
-      message: '"access" and "rules" cannot both be set; keep "access" for a preset or "rules" for exact requests',
+      message:
+        '"access" and "rules" cannot both be set; keep "access" for a preset or "rules" for exact requests',
     });
   }
   if (ep.rules !== undefined && ep.rules.length === 0) {
     issues.push({
       path: [...path, 'rules'],
-      message: '"rules" is an empty list, which would allow no request; add allow rules, use "access: full", or remove it',
+      message:
+        '"rules" is an empty list, which would allow no request; add allow rules, use "access: full", or remove it',
     });
   }
   if (ep.deny_rules !== undefined && ep.deny_rules.length === 0) {
-    issues.push({ path: [...path, 'deny_rules'], message: '"deny_rules" is an empty list; remove it or add deny rules' });
+    issues.push({
+      path: [...path, 'deny_rules'],
+      message: '"deny_rules" is an empty list; remove it or add deny rules',
+    });
   }
   if (ep.protocol === 'tcp') {
     for (const key of ['access', 'rules', 'deny_rules', 'credentials'] as const) {
@@ -67,7 +74,11 @@ export function checkEndpointInspection(ep: Endpoint, path: PolicyPath): PolicyI
     }
     return issues;
   }
-  if ((ep.protocol === 'rest' || ep.protocol === 'websocket') && ep.rules === undefined && ep.access === undefined) {
+  if (
+    (ep.protocol === 'rest' || ep.protocol === 'websocket') &&
+    ep.rules === undefined &&
+    ep.access === undefined
+  ) {
     issues.push({
       path: [...path, 'protocol'],
       message: `"protocol: ${ep.protocol}" needs "rules" or "access" to say which requests are allowed (e.g. access: read-only)`,
@@ -84,14 +95,16 @@ export function checkEndpointInspection(ep: Endpoint, path: PolicyPath): PolicyI
   if (mode.inspect && ep.tls === 'skip') {
     issues.push({
       path: [...path, 'tls'],
-      message: '"tls: skip" stops the proxy from reading requests, so the rules of this endpoint cannot be enforced; remove it',
+      message:
+        '"tls: skip" stops the proxy from reading requests, so the rules of this endpoint cannot be enforced; remove it',
     });
   }
   if (!mode.inspect && ep.credentials !== undefined) {
     issues.push({
       path: [...path, 'credentials'],
       at: 'key',
-      message: 'credentials are added to inspected requests only; add "protocol: rest" (and rules or access) to this endpoint',
+      message:
+        'credentials are added to inspected requests only; add "protocol: rest" (and rules or access) to this endpoint',
     });
   }
   return issues;

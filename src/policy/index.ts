@@ -9,6 +9,7 @@ export {
   parsePolicyOrPreset,
   loadPolicyFile,
   loadPresetFile,
+  readPolicyText,
   validatePolicy,
   type ParseResult,
   type PresetParseResult,

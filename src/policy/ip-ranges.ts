@@ -77,7 +77,7 @@ export function formatRange(range: IpRange): string {
   for (let s = 112n; s >= 0n; s -= 16n) groups.push(((range.network >> s) & 0xffffn).toString(16));
   let best = -1;
   let bestLength = 1;
-  for (let i = 0; i < groups.length; ) {
+  for (let i = 0; i < groups.length;) {
     let j = i;
     while (j < groups.length && groups[j] === '0') j++;
     if (j - i > bestLength) [best, bestLength] = [i, j - i];

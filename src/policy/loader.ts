@@ -4,16 +4,23 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Document } from 'yaml';
-import { PolicyError, formatPath, policyErrorAt, sortDiagnostics, type Diagnostic, type PolicyIssue } from './diagnostics.js';
+import {
+  PolicyError,
+  formatPath,
+  policyErrorAt,
+  sortDiagnostics,
+  type Diagnostic,
+  type PolicyIssue,
+} from './diagnostics.js';
 import { PolicySchema, PresetSchema, type Policy, type Preset } from './schema.js';
 import { issuesFromZod } from './schema-issues.js';
 import { checkNetworkPolicyData, checkPolicyData } from './semantic-checks.js';
 import { issueToDiagnostic, parseSource, structuralIssues, type SourceDocument } from './yaml-source.js';
 
-export type ParseResult = { ok: true; policy: Policy; document: Document } | { ok: false; diagnostics: Diagnostic[] };
+export type ParseResult =
+  { ok: true; policy: Policy; document: Document } | { ok: false; diagnostics: Diagnostic[] };
 export type PresetParseResult =
-  | { ok: true; preset: Preset; document: Document }
-  | { ok: false; diagnostics: Diagnostic[] };
+  { ok: true; preset: Preset; document: Document } | { ok: false; diagnostics: Diagnostic[] };
 export type AnyParseResult =
   | { ok: true; kind: 'policy'; policy: Policy; document: Document }
   | { ok: true; kind: 'preset'; preset: Preset; document: Document }
@@ -35,7 +42,8 @@ function validateSource(
   const fatal = source.document.errors.length > 0;
   const data: unknown = fatal ? undefined : source.document.toJS({ maxAliasCount: 100 });
   if (!fatal) {
-    for (const issue of schemaAndSemanticIssues(data, kind)) diagnostics.push(issueToDiagnostic(source, issue));
+    for (const issue of schemaAndSemanticIssues(data, kind))
+      diagnostics.push(issueToDiagnostic(source, issue));
   }
   return { data, diagnostics: dedupe(sortDiagnostics(diagnostics)) };
 }
@@ -52,10 +60,18 @@ function schemaAndSemanticIssues(data: unknown, kind: Kind): PolicyIssue[] {
       },
     ];
   }
-  if (!isRecord(data)) return [{ path: [], message: `the file must be a map of keys (${kind === 'policy' ? 'version, network_policies, …' : 'preset, network_policies'})` }];
+  if (!isRecord(data))
+    return [
+      {
+        path: [],
+        message: `the file must be a map of keys (${kind === 'policy' ? 'version, network_policies, …' : 'preset, network_policies'})`,
+      },
+    ];
   const schema = kind === 'policy' ? PolicySchema : PresetSchema;
   const result = schema.safeParse(data);
-  const issues: PolicyIssue[] = result.success ? [] : result.error.issues.flatMap((i) => issuesFromZod(i, data, schema));
+  const issues: PolicyIssue[] = result.success
+    ? []
+    : result.error.issues.flatMap((i) => issuesFromZod(i, data, schema));
   if (kind === 'policy') {
     issues.push(...checkPolicyData(data));
   } else if (isRecord(data.network_policies)) {
@@ -109,7 +125,8 @@ export function readPolicyText(path: string): string {
     return readFileSync(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : (err as Error).message;
+    const why =
+      code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : (err as Error).message;
     throw policyErrorAt(path, `cannot read the policy file: ${why}`);
   }
 }

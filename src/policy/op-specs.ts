@@ -37,11 +37,18 @@ function parsePort(flag: string, spec: string, raw: string | undefined): number 
   const text = (raw ?? '').trim();
   if (!/^\d+$/.test(text)) throw policyErrorAt(flag, `"${spec}": the port must be a number, got "${text}"`);
   const port = Number(text);
-  if (port < 1 || port > 65535) throw policyErrorAt(flag, `"${spec}": port ${port} is out of range; a TCP port is 1–65535`);
+  if (port < 1 || port > 65535)
+    throw policyErrorAt(flag, `"${spec}": port ${port} is out of range; a TCP port is 1–65535`);
   return port;
 }
 
-function oneOf<T extends string>(flag: string, spec: string, what: string, value: string, allowed: readonly T[]): T {
+function oneOf<T extends string>(
+  flag: string,
+  spec: string,
+  what: string,
+  value: string,
+  allowed: readonly T[],
+): T {
   if ((allowed as readonly string[]).includes(value)) return value as T;
   throw policyErrorAt(flag, `"${spec}": ${what} must be one of ${allowed.join(', ')}, got "${value}"`);
 }
@@ -53,10 +60,14 @@ export function parseEndpointSpec(spec: string, flag = '--add-endpoint'): Endpoi
   }
   const [host = '', port, access = '', protocol = '', enforcement = ''] = parts.map((p) => p.trim());
   const out: EndpointSpec = { host: parseHost(flag, spec, host), port: parsePort(flag, spec, port) };
-  if (parts.length === 3 && access === '') throw policyErrorAt(flag, `"${spec}" ends with an empty access; remove the ":"`);
-  if (access !== '') out.access = oneOf(flag, spec, 'access', access, ['read-only', 'read-write', 'full'] as const);
-  if (protocol !== '') out.protocol = oneOf(flag, spec, 'protocol', protocol, ['rest', 'websocket', 'tcp'] as const);
-  if (enforcement !== '') out.enforcement = oneOf(flag, spec, 'enforcement', enforcement, ['enforce', 'audit'] as const);
+  if (parts.length === 3 && access === '')
+    throw policyErrorAt(flag, `"${spec}" ends with an empty access; remove the ":"`);
+  if (access !== '')
+    out.access = oneOf(flag, spec, 'access', access, ['read-only', 'read-write', 'full'] as const);
+  if (protocol !== '')
+    out.protocol = oneOf(flag, spec, 'protocol', protocol, ['rest', 'websocket', 'tcp'] as const);
+  if (enforcement !== '')
+    out.enforcement = oneOf(flag, spec, 'enforcement', enforcement, ['enforce', 'audit'] as const);
   return out;
 }
 
@@ -71,7 +82,9 @@ export function parseRuleSpec(spec: string, flag = '--add-rule'): RuleSpec {
   if (parts.length < 4) throw policyErrorAt(flag, `expects host:port:METHOD:path, got "${spec}"`);
   const method = (parts[2] ?? '').trim().toUpperCase();
   const path = parts.slice(3).join(':').trim();
-  if (!/^(\*|[A-Z_]+)$/.test(method)) throw policyErrorAt(flag, `"${spec}": "${method}" is not an HTTP method (or "*")`);
-  if (!(path.startsWith('/') || path === '**')) throw policyErrorAt(flag, `"${spec}": the path must start with "/"`);
+  if (!/^(\*|[A-Z_]+)$/.test(method))
+    throw policyErrorAt(flag, `"${spec}": "${method}" is not an HTTP method (or "*")`);
+  if (!(path.startsWith('/') || path === '**'))
+    throw policyErrorAt(flag, `"${spec}": the path must start with "/"`);
   return { host: parseHost(flag, spec, parts[0] ?? ''), port: parsePort(flag, spec, parts[1]), method, path };
 }

@@ -6,7 +6,7 @@
  * an operation can never leave an invalid policy behind — and compared with the original for a
  * readable diff.
  */
-import type { Document, YAMLMap } from 'yaml';
+import { isMap, type Document, type YAMLMap } from 'yaml';
 import { PolicyError, policyErrorAt } from './diagnostics.js';
 import { diffPolicies, formatChanges, type PolicyChange } from './diff.js';
 import { normalizeHost } from './host-pattern.js';
@@ -54,6 +54,9 @@ function ensurePolicies(doc: Document): void {
   const node = doc.get('network_policies', true);
   if (node === undefined || node === null || (node as { value?: unknown }).value === null) {
     doc.set('network_policies', doc.createNode({}));
+  } else if (isMap(node) && node.flow === true && node.items.length === 0) {
+    // `network_policies: {}` grows into a block map, not one long flow line.
+    node.flow = false;
   }
 }
 
@@ -63,7 +66,11 @@ function endpointCovers(ep: Endpoint, target: HostPortSpec): boolean {
 }
 
 /** Every (key, index) whose endpoint is exactly host:port, in the given entry or all of them. */
-function findEndpoints(policies: Policies, target: HostPortSpec, key?: string): { key: string; index: number }[] {
+function findEndpoints(
+  policies: Policies,
+  target: HostPortSpec,
+  key?: string,
+): { key: string; index: number }[] {
   const out: { key: string; index: number }[] = [];
   for (const [k, np] of Object.entries(policies)) {
     if (key !== undefined && k !== key) continue;
@@ -114,7 +121,8 @@ function addEndpoint(doc: Document, op: Extract<PolicyOperation, { op: 'add-endp
 function removeEndpoint(doc: Document, op: Extract<PolicyOperation, { op: 'remove-endpoint' }>): void {
   const policies = policiesOf(doc);
   const found = findEndpoints(policies, op.endpoint, op.policyKey);
-  if (found.length === 0) throw policyErrorAt('--remove-endpoint', `no endpoint ${describe(op.endpoint)} in the policy`);
+  if (found.length === 0)
+    throw policyErrorAt('--remove-endpoint', `no endpoint ${describe(op.endpoint)} in the policy`);
   // Highest index first, so earlier indices stay valid while deleting.
   for (const { key, index } of found.sort((a, b) => b.index - a.index)) {
     const ep = policies[key]?.endpoints[index];
@@ -138,10 +146,14 @@ function sameRule(m: { method: string; path: string }, r: RuleSpec): boolean {
 function targetEndpoint(doc: Document, op: { rule: RuleSpec; policyKey?: string | undefined }, flag: string) {
   const policies = policiesOf(doc);
   const found = findEndpoints(policies, op.rule, op.policyKey);
-  if (found.length === 0) throw policyErrorAt(flag, `no endpoint ${describe(op.rule)} in the policy; add it first`);
+  if (found.length === 0)
+    throw policyErrorAt(flag, `no endpoint ${describe(op.rule)} in the policy; add it first`);
   if (found.length > 1) {
     const keys = found.map((f) => `"${f.key}"`).join(', ');
-    throw policyErrorAt(flag, `${describe(op.rule)} is in several network policies (${keys}); name one with --policy-key`);
+    throw policyErrorAt(
+      flag,
+      `${describe(op.rule)} is in several network policies (${keys}); name one with --policy-key`,
+    );
   }
   const { key, index } = found[0] as { key: string; index: number };
   const ep = policies[key]?.endpoints[index] as Endpoint;
@@ -160,7 +172,8 @@ function addRule(doc: Document, op: Extract<PolicyOperation, { op: 'add-rule' }>
   const { method, path: p } = op.rule;
   if (op.kind === 'deny') {
     if ((ep.deny_rules ?? []).some((d) => sameRule(d, op.rule))) return;
-    if (ep.deny_rules === undefined) doc.setIn([...path, 'deny_rules'], doc.createNode([{ method, path: p }]));
+    if (ep.deny_rules === undefined)
+      doc.setIn([...path, 'deny_rules'], doc.createNode([{ method, path: p }]));
     else doc.addIn([...path, 'deny_rules'], doc.createNode({ method, path: p }));
     return;
   }
@@ -186,7 +199,10 @@ function removeRule(doc: Document, op: Extract<PolicyOperation, { op: 'remove-ru
   const field = op.kind === 'allow' ? 'rules' : 'deny_rules';
   if (list.length === 1) {
     if (op.kind === 'allow') {
-      throw policyErrorAt(flag, `${what} is the last allow rule of ${describe(op.rule)}; remove the endpoint instead`);
+      throw policyErrorAt(
+        flag,
+        `${what} is the last allow rule of ${describe(op.rule)}; remove the endpoint instead`,
+      );
     }
     (doc.getIn(path, true) as YAMLMap).delete(field);
     return;
@@ -194,11 +210,16 @@ function removeRule(doc: Document, op: Extract<PolicyOperation, { op: 'remove-ru
   doc.deleteIn([...path, field, index]);
 }
 
-function applyPreset(doc: Document, op: Extract<PolicyOperation, { op: 'add-preset' | 'remove-preset' }>): void {
+function applyPreset(
+  doc: Document,
+  op: Extract<PolicyOperation, { op: 'add-preset' | 'remove-preset' }>,
+): void {
   const policies = policiesOf(doc);
   if (op.op === 'add-preset') {
     ensurePolicies(doc);
-    for (const { key, action } of planPresetMerge(policies, op.preset, { onConflict: op.onConflict ?? 'error' })) {
+    for (const { key, action } of planPresetMerge(policies, op.preset, {
+      onConflict: op.onConflict ?? 'error',
+    })) {
       if (action === 'add' || action === 'replace') {
         doc.setIn(['network_policies', key], doc.createNode(op.preset.network_policies[key]));
       }
@@ -230,7 +251,11 @@ function applyOne(doc: Document, op: PolicyOperation): void {
  * Applies the operations in order to the policy in `text` and returns the result; throws
  * PolicyError when the input is invalid, an operation cannot apply, or the result would be invalid.
  */
-export function applyPolicyOperations(text: string, file: string, ops: readonly PolicyOperation[]): PolicyEditResult {
+export function applyPolicyOperations(
+  text: string,
+  file: string,
+  ops: readonly PolicyOperation[],
+): PolicyEditResult {
   const before = parsePolicy(text, file);
   if (!before.ok) throw new PolicyError(before.diagnostics);
   const document = before.document.clone();

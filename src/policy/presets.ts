@@ -90,7 +90,7 @@ export function planPresetMerge(
     throw policyErrorAt(
       preset.preset.name,
       `preset "${preset.preset.name}" conflicts with the policy: network policy ${conflicts.map((k) => `"${k}"`).join(', ')} ` +
-        'already exists with different content; edit or remove it first, or replace it with the preset\'s version',
+        "already exists with different content; edit or remove it first, or replace it with the preset's version",
     );
   }
   return plan;

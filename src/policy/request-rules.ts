@@ -86,13 +86,15 @@ export function compileEndpointRules(
         return presetMethods === null || presetMethods?.includes(method) ? presetView : null;
       }
       for (const a of allows) {
-        if (methodMatches(a.method, method) && a.path.test(path) && allowQueryMatches(a.query, query)) return a.view;
+        if (methodMatches(a.method, method) && a.path.test(path) && allowQueryMatches(a.query, query))
+          return a.view;
       }
       return null;
     },
     denying(method, path, query) {
       for (const d of denies) {
-        if (methodMatches(d.method, method) && d.path.test(path) && denyQueryMatches(d.query, query)) return d.view;
+        if (methodMatches(d.method, method) && d.path.test(path) && denyQueryMatches(d.query, query))
+          return d.view;
       }
       return null;
     },
@@ -129,7 +131,8 @@ export function queryValues(input: QueryInput | undefined): QueryValues {
     else list.push(v);
   };
   if (typeof input === 'string' || input instanceof URLSearchParams) {
-    const params = typeof input === 'string' ? new URLSearchParams(input.startsWith('?') ? input.slice(1) : input) : input;
+    const params =
+      typeof input === 'string' ? new URLSearchParams(input.startsWith('?') ? input.slice(1) : input) : input;
     for (const [k, v] of params) add(k, v);
   } else {
     for (const [k, v] of Object.entries(input)) {

@@ -50,9 +50,7 @@ export const PrivacyRuleSchema = z
 
 export const InferenceSchema = z
   .strictObject({
-    routes: z
-      .record(z.string(), InferenceRouteSchema)
-      .describe('Inference routes by name.'),
+    routes: z.record(z.string(), InferenceRouteSchema).describe('Inference routes by name.'),
     default: z.string().optional().describe('The route used when no privacy rule applies.'),
     privacy: z.array(PrivacyRuleSchema).optional().describe('Privacy rules, tried in order.'),
     on_unavailable: z

@@ -150,7 +150,8 @@ function typeName(value: unknown): string {
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a map';
   if (typeof value === 'string') return `the string "${value}"`;
-  if (typeof value === 'number') return Number.isInteger(value) ? `the number ${value}` : `the number ${value}`;
+  if (typeof value === 'number')
+    return Number.isInteger(value) ? `the number ${value}` : `the number ${value}`;
   return `${typeof value} ${String(value)}`;
 }
 
@@ -189,19 +190,21 @@ function fieldName(path: PolicyPath): string {
 export function issuesFromZod(issue: z.core.$ZodIssue, data: unknown, root: AnySchema): PolicyIssue[] {
   const path = issue.path as (string | number)[];
   const value = valueAt(data, path);
+  if (path.length > 0 && issue.code !== 'unrecognized_keys' && !hasKey(data, path)) {
+    const parent = path.slice(0, -1);
+    const example = path[path.length - 1] === 'version' ? ' ("version: 1")' : '';
+    return [
+      {
+        path: parent,
+        at: parent.length > 0 ? 'key' : 'value',
+        message: `${describeContext(parent)} is missing ${fieldName(path)}; add it${example}`,
+      },
+    ];
+  }
   switch (issue.code) {
     case 'unrecognized_keys':
       return issue.keys.map((key) => unknownKey(root, path, key));
     case 'invalid_type': {
-      if (!hasKey(data, path)) {
-        return [
-          {
-            path: path.slice(0, -1),
-            at: path.length > 1 ? 'key' : 'value',
-            message: `${describeContext(path.slice(0, -1))} is missing ${fieldName(path)}; add it`,
-          },
-        ];
-      }
       const expected = EXPECTED[issue.expected] ?? issue.expected;
       if (value === null) {
         return [
@@ -236,7 +239,11 @@ function unknownKey(root: AnySchema, path: PolicyPath, key: string): PolicyIssue
   const context = describeContext(path);
   const guess = closest(key, known);
   if (guess !== null) {
-    return { path: keyPath, at: 'key', message: `unknown key "${key}" in ${context} (did you mean "${guess}"?)` };
+    return {
+      path: keyPath,
+      at: 'key',
+      message: `unknown key "${key}" in ${context} (did you mean "${guess}"?)`,
+    };
   }
   const elsewhere = placesWithKey(root, key);
   if (elsewhere.length > 0) {
@@ -250,7 +257,11 @@ function unknownKey(root: AnySchema, path: PolicyPath, key: string): PolicyIssue
   return { path: keyPath, at: 'key', message: `unknown key "${key}" in ${context}${list}` };
 }
 
-function sizeMessage(issue: z.core.$ZodIssueTooSmall | z.core.$ZodIssueTooBig, path: PolicyPath, value: unknown): string {
+function sizeMessage(
+  issue: z.core.$ZodIssueTooSmall | z.core.$ZodIssueTooBig,
+  path: PolicyPath,
+  value: unknown,
+): string {
   const name = fieldName(path);
   if (Array.isArray(value)) {
     return issue.code === 'too_small'
@@ -271,8 +282,10 @@ function unionMessage(path: PolicyPath, value: unknown): string {
   if (parent === 'query' || last === 'query') {
     return `query matcher must be a glob string or { any: [globs] }, not ${typeName(value)}`;
   }
-  if (last === 'memory') return `"memory" must be bytes (an integer) or a string such as 512Mi or 2G, not ${typeName(value)}`;
-  if (last === 'cpu') return `"cpu" must be cores (a number such as 0.5) or millicores such as "500m", not ${typeName(value)}`;
+  if (last === 'memory')
+    return `"memory" must be bytes (an integer) or a string such as 512Mi or 2G, not ${typeName(value)}`;
+  if (last === 'cpu')
+    return `"cpu" must be cores (a number such as 0.5) or millicores such as "500m", not ${typeName(value)}`;
   if (last === 'run_as_user' || last === 'run_as_group') {
     return `"${String(last)}" must be a name or a numeric id, not ${typeName(value)}`;
   }

@@ -8,7 +8,13 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Policy } from './schema.js';
 
-export const STATIC_SECTIONS = ['filesystem_policy', 'landlock', 'process', 'limits', 'listen_ports'] as const;
+export const STATIC_SECTIONS = [
+  'filesystem_policy',
+  'landlock',
+  'process',
+  'limits',
+  'listen_ports',
+] as const;
 export const DYNAMIC_SECTIONS = ['network_policies', 'inference'] as const;
 
 export type StaticSection = (typeof STATIC_SECTIONS)[number];
@@ -32,7 +38,8 @@ function normalized(value: unknown): unknown {
 }
 
 export function changedSections(before: Policy, after: Policy): SectionChanges {
-  const differs = (k: keyof Policy): boolean => !isDeepStrictEqual(normalized(before[k]), normalized(after[k]));
+  const differs = (k: keyof Policy): boolean =>
+    !isDeepStrictEqual(normalized(before[k]), normalized(after[k]));
   const staticChanged = STATIC_SECTIONS.filter(differs);
   const dynamicChanged = DYNAMIC_SECTIONS.filter(differs);
   const versionChanged = before.version !== after.version;

@@ -12,7 +12,15 @@ import { allowedIpProblem } from './ip-ranges.js';
 import { parseCpuMillis, parseMemoryBytes } from './limits.js';
 import { checkEndpointInspection } from './endpoint-mode.js';
 import { z } from 'zod';
-import { BinarySchema, EndpointSchema, FilesystemPolicySchema, ProcessSchema, type Endpoint } from './schema.js';
+import {
+  AllowRuleSchema,
+  BinarySchema,
+  DenyRuleSchema,
+  EndpointSchema,
+  FilesystemPolicySchema,
+  ProcessSchema,
+  type Endpoint,
+} from './schema.js';
 import { InferenceSchema, LimitsSchema, type Inference, type Limits } from './schema-extensions.js';
 
 const CREDENTIAL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -32,15 +40,20 @@ export function checkPolicyData(data: unknown): PolicyIssue[] {
   if (!isRecord(data)) return issues;
   const fs = FilesystemPolicySchema.optional().safeParse(data.filesystem_policy);
   if (fs.success && fs.data !== undefined) {
-    fs.data.read_only?.forEach((p, i) => checkFsPath(p, ['filesystem_policy', 'read_only', i], false, issues));
-    fs.data.read_write?.forEach((p, i) => checkFsPath(p, ['filesystem_policy', 'read_write', i], true, issues));
+    fs.data.read_only?.forEach((p, i) =>
+      checkFsPath(p, ['filesystem_policy', 'read_only', i], false, issues),
+    );
+    fs.data.read_write?.forEach((p, i) =>
+      checkFsPath(p, ['filesystem_policy', 'read_write', i], true, issues),
+    );
   }
   const proc = ProcessSchema.optional().safeParse(data.process);
   for (const field of ['run_as_user', 'run_as_group'] as const) {
     const value = proc.success ? proc.data?.[field] : undefined;
     if (value !== undefined) checkIdentity(value, ['process', field], issues);
   }
-  if (isRecord(data.network_policies)) checkNetworkPolicyData(data.network_policies, ['network_policies'], issues);
+  if (isRecord(data.network_policies))
+    checkNetworkPolicyData(data.network_policies, ['network_policies'], issues);
   const limits = LimitsSchema.optional().safeParse(data.limits);
   if (limits.success && limits.data !== undefined) checkLimits(limits.data, issues);
   const ports = z.array(z.number()).optional().safeParse(data.listen_ports);
@@ -57,12 +70,12 @@ export function checkNetworkPolicyData(
 ): void {
   for (const [key, entry] of Object.entries(policies)) {
     const path = [...base, key];
-    if (key.trim() === '') issues.push({ path, at: 'key', message: 'a network policy key must not be empty' });
+    if (key.trim() === '')
+      issues.push({ path, at: 'key', message: 'a network policy key must not be empty' });
     if (!isRecord(entry)) continue;
     if (Array.isArray(entry.endpoints)) {
       entry.endpoints.forEach((raw, i) => {
-        const ep = EndpointSchema.safeParse(raw);
-        if (ep.success) checkEndpoint(ep.data, [...path, 'endpoints', i], issues);
+        if (isRecord(raw)) checkEndpointData(raw, [...path, 'endpoints', i], issues);
       });
     }
     if (Array.isArray(entry.binaries)) {
@@ -83,7 +96,10 @@ export function checkNetworkPolicyData(
 
 function checkFsPath(p: string, path: PolicyPath, writable: boolean, issues: PolicyIssue[]): void {
   if (!p.startsWith('/')) {
-    issues.push({ path, message: `path "${p}" is relative; filesystem paths must be absolute (start with "/")` });
+    issues.push({
+      path,
+      message: `path "${p}" is relative; filesystem paths must be absolute (start with "/")`,
+    });
     return;
   }
   if (p.split('/').includes('..')) {
@@ -93,7 +109,8 @@ function checkFsPath(p: string, path: PolicyPath, writable: boolean, issues: Pol
   if (writable && /^\/+$/.test(p)) {
     issues.push({
       path,
-      message: '"/" cannot be read-write: it would let the agent change the whole filesystem; list the directories it needs',
+      message:
+        '"/" cannot be read-write: it would let the agent change the whole filesystem; list the directories it needs',
     });
   }
 }
@@ -101,9 +118,13 @@ function checkFsPath(p: string, path: PolicyPath, writable: boolean, issues: Pol
 function checkIdentity(value: string | number, path: PolicyPath, issues: PolicyIssue[]): void {
   const text = String(value);
   if (text === 'root' || text === '0') {
-    issues.push({ path, message: `"${text}" is root; the agent never runs as root — use "sandbox" or a non-zero id` });
+    issues.push({
+      path,
+      message: `"${text}" is root; the agent never runs as root — use "sandbox" or a non-zero id`,
+    });
   } else if (/^\d+$/.test(text)) {
-    if (Number(text) > 4294967294) issues.push({ path, message: `id ${text} is out of range (1–4294967294)` });
+    if (Number(text) > 4294967294)
+      issues.push({ path, message: `id ${text} is out of range (1–4294967294)` });
   } else if (!/^[a-z_][a-z0-9_-]{0,31}\$?$/.test(text)) {
     issues.push({ path, message: `"${text}" is not a valid user or group name` });
   }
@@ -120,16 +141,59 @@ function checkBinaryPath(p: string, path: PolicyPath, issues: PolicyIssue[]): vo
   }
 }
 
-function checkEndpoint(ep: Endpoint, path: PolicyPath, issues: PolicyIssue[]): void {
+/** The string items of a list, with their index; other items are the schema's to report. */
+function stringItems(value: unknown): [string, number][] {
+  if (!Array.isArray(value)) return [];
+  return value.flatMap((v, i): [string, number][] => (typeof v === 'string' ? [[v, i]] : []));
+}
+
+/**
+ * Field checks run on whatever fields have the right type, so a bad port does not hide a bad
+ * host; checks that combine fields run only when the whole endpoint has the right shape.
+ */
+function checkEndpointData(raw: Record<string, unknown>, path: PolicyPath, issues: PolicyIssue[]): void {
+  if (typeof raw.host === 'string') {
+    const parsed = parseHostPattern(raw.host);
+    if ('error' in parsed) issues.push({ path: [...path, 'host'], message: parsed.error });
+  }
+  for (const [ip, i] of stringItems(raw.allowed_ips)) {
+    const problem = allowedIpProblem(ip);
+    if (problem !== null) issues.push({ path: [...path, 'allowed_ips', i], message: problem });
+  }
+  for (const [name, i] of stringItems(raw.credentials)) {
+    if (!CREDENTIAL_NAME.test(name)) {
+      issues.push({
+        path: [...path, 'credentials', i],
+        message: `credential name "${name}" must be letters, digits and "_" (e.g. GITHUB_TOKEN)`,
+      });
+    }
+  }
+  if (Array.isArray(raw.rules)) {
+    raw.rules.forEach((r, i) => {
+      const rule = AllowRuleSchema.safeParse(r);
+      if (rule.success) checkHttpMatch(rule.data.allow, [...path, 'rules', i, 'allow'], issues);
+    });
+  }
+  if (Array.isArray(raw.deny_rules)) {
+    raw.deny_rules.forEach((r, i) => {
+      const rule = DenyRuleSchema.safeParse(r);
+      if (rule.success) checkHttpMatch(rule.data, [...path, 'deny_rules', i], issues);
+    });
+  }
+  const parsed = EndpointSchema.safeParse(raw);
+  if (parsed.success) checkEndpointShape(parsed.data, path, issues);
+}
+
+function checkEndpointShape(ep: Endpoint, path: PolicyPath, issues: PolicyIssue[]): void {
   if (ep.host === undefined) {
     if ((ep.allowed_ips ?? []).length === 0) {
-      issues.push({ path, message: 'endpoint has no "host"; add one (a host may be left out only with allowed_ips)' });
+      issues.push({
+        path,
+        message: 'endpoint has no "host"; add one (a host may be left out only with allowed_ips)',
+      });
     } else if (ep.protocol === 'tcp') {
       issues.push({ path, message: 'a "protocol: tcp" endpoint needs a "host"' });
     }
-  } else {
-    const parsed = parseHostPattern(ep.host);
-    if ('error' in parsed) issues.push({ path: [...path, 'host'], message: parsed.error });
   }
   if (ep.port === undefined && ep.ports === undefined) {
     issues.push({ path, message: 'endpoint has no "port"; add "port: 443" (or "ports: [80, 443]")' });
@@ -143,20 +207,6 @@ function checkEndpoint(ep: Endpoint, path: PolicyPath, issues: PolicyIssue[]): v
   }
   if (ep.ports !== undefined) checkUniquePorts(ep.ports, [...path, 'ports'], 'port', issues);
   issues.push(...checkEndpointInspection(ep, path));
-  ep.rules?.forEach((r, i) => checkHttpMatch(r.allow, [...path, 'rules', i, 'allow'], issues));
-  ep.deny_rules?.forEach((r, i) => checkHttpMatch(r, [...path, 'deny_rules', i], issues));
-  ep.allowed_ips?.forEach((ip, i) => {
-    const problem = allowedIpProblem(ip);
-    if (problem !== null) issues.push({ path: [...path, 'allowed_ips', i], message: problem });
-  });
-  ep.credentials?.forEach((name, i) => {
-    if (!CREDENTIAL_NAME.test(name)) {
-      issues.push({
-        path: [...path, 'credentials', i],
-        message: `credential name "${name}" must be letters, digits and "_" (e.g. GITHUB_TOKEN)`,
-      });
-    }
-  });
 }
 
 function checkHttpMatch(
@@ -165,13 +215,20 @@ function checkHttpMatch(
   issues: PolicyIssue[],
 ): void {
   if (!METHOD.test(m.method)) {
-    issues.push({ path: [...path, 'method'], message: `method "${m.method}" must be an HTTP method such as GET, or "*"` });
+    issues.push({
+      path: [...path, 'method'],
+      message: `method "${m.method}" must be an HTTP method such as GET, or "*"`,
+    });
   }
   if (!(m.path.startsWith('/') || m.path === '**' || m.path.startsWith('**/'))) {
-    issues.push({ path: [...path, 'path'], message: `path "${m.path}" must start with "/" (e.g. "/repos/**"), or be "**"` });
+    issues.push({
+      path: [...path, 'path'],
+      message: `path "${m.path}" must start with "/" (e.g. "/repos/**"), or be "**"`,
+    });
   }
   for (const key of Object.keys(m.query ?? {})) {
-    if (key === '') issues.push({ path: [...path, 'query'], message: 'a query parameter name must not be empty' });
+    if (key === '')
+      issues.push({ path: [...path, 'query'], message: 'a query parameter name must not be empty' });
   }
 }
 
@@ -217,7 +274,10 @@ function checkInference(inf: Inference, issues: PolicyIssue[]): void {
       });
     }
     if (route.credential_env !== undefined && !CREDENTIAL_NAME.test(route.credential_env)) {
-      issues.push({ path: [...base, 'credential_env'], message: `"${route.credential_env}" is not a valid variable name` });
+      issues.push({
+        path: [...base, 'credential_env'],
+        message: `"${route.credential_env}" is not a valid variable name`,
+      });
     }
   }
   ref(inf.default, ['inference', 'default']);

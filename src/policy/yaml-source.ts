@@ -158,7 +158,8 @@ function findPair(map: YAMLMap, key: string): Pair | null {
 export function offsetOf(source: SourceDocument, path: PolicyPath, part: 'key' | 'value' = 'value'): number {
   const { node, pair, exact } = nodeAt(source.document, path);
   if (exact && part === 'key' && pair !== null && isNodeLike(pair.key)) return rangeStart(pair.key);
-  if (exact && (node === null || node === undefined) && pair !== null && isNodeLike(pair.key)) {
+  const empty = node === null || node === undefined || (isScalar(node) && node.value === null);
+  if (exact && empty && pair !== null && isNodeLike(pair.key)) {
     // `key:` with nothing after it: point at the key.
     return rangeStart(pair.key);
   }

@@ -72,26 +72,84 @@ const gen = compilePolicy(policyOf(POLICY));
 type ConnectCase = [string, ConnectQuery, boolean, string | null, string?];
 
 const connectCases: ConnectCase[] = [
-  ['exact host, listed binary', { host: 'api.github.com', port: 443, binary: '/usr/bin/git' }, true, 'github'],
-  ['upper case and trailing dot', { host: 'API.GitHub.COM.', port: 443, binary: '/usr/bin/gh' }, true, 'github'],
-  ['binary not listed', { host: 'api.github.com', port: 443, binary: '/usr/bin/curl' }, false, null, 'only for other programs'],
+  [
+    'exact host, listed binary',
+    { host: 'api.github.com', port: 443, binary: '/usr/bin/git' },
+    true,
+    'github',
+  ],
+  [
+    'upper case and trailing dot',
+    { host: 'API.GitHub.COM.', port: 443, binary: '/usr/bin/gh' },
+    true,
+    'github',
+  ],
+  [
+    'binary not listed',
+    { host: 'api.github.com', port: 443, binary: '/usr/bin/curl' },
+    false,
+    null,
+    'only for other programs',
+  ],
   ['unknown binary', { host: 'api.github.com', port: 443 }, false, null, 'unidentified program'],
-  ['child of a listed binary (ancestor)', { host: 'github.com', port: 443, binary: '/usr/bin/ssh', ancestors: ['/usr/bin/git', '/bin/bash'] }, true, 'github'],
-  ['wrong port', { host: 'api.github.com', port: 80, binary: '/usr/bin/git' }, false, null, 'allowed on port 443'],
+  [
+    'child of a listed binary (ancestor)',
+    { host: 'github.com', port: 443, binary: '/usr/bin/ssh', ancestors: ['/usr/bin/git', '/bin/bash'] },
+    true,
+    'github',
+  ],
+  [
+    'wrong port',
+    { host: 'api.github.com', port: 80, binary: '/usr/bin/git' },
+    false,
+    null,
+    'allowed on port 443',
+  ],
   ['one-label wildcard: subdomain', { host: 'a.example.com', port: 443 }, true, 'cdn'],
-  ['one-label wildcard: apex', { host: 'example.com', port: 443 }, false, null, 'no policy allows example.com:443'],
+  [
+    'one-label wildcard: apex',
+    { host: 'example.com', port: 443 },
+    false,
+    null,
+    'no policy allows example.com:443',
+  ],
   ['one-label wildcard: two labels deep', { host: 'a.b.example.com', port: 443 }, false, null],
   ['any-depth wildcard: one label', { host: 'x.deep.example.org', port: 80 }, true, 'cdn'],
   ['any-depth wildcard: three labels, port list', { host: 'a.b.c.deep.example.org', port: 443 }, true, 'cdn'],
   ['any-depth wildcard: apex', { host: 'deep.example.org', port: 443 }, false, null],
   ['any-depth wildcard: port not listed', { host: 'x.deep.example.org', port: 8080 }, false, null],
   ['suffix is not a label boundary', { host: 'evilexample.com', port: 443 }, false, null],
-  ['binary glob /usr/bin/python3*', { host: 'pypi.org', port: 443, binary: '/usr/bin/python3.11' }, true, 'python'],
-  ['binary glob ** any depth', { host: 'pypi.org', port: 443, binary: '/sandbox/.uv/python/cpython-3.12/bin/python3.12' }, true, 'python'],
-  ['binary glob * stays in one segment', { host: 'pypi.org', port: 443, binary: '/usr/bin/python3/x' }, false, null],
+  [
+    'binary glob /usr/bin/python3*',
+    { host: 'pypi.org', port: 443, binary: '/usr/bin/python3.11' },
+    true,
+    'python',
+  ],
+  [
+    'binary glob ** any depth',
+    { host: 'pypi.org', port: 443, binary: '/sandbox/.uv/python/cpython-3.12/bin/python3.12' },
+    true,
+    'python',
+  ],
+  [
+    'binary glob * stays in one segment',
+    { host: 'pypi.org', port: 443, binary: '/usr/bin/python3/x' },
+    false,
+    null,
+  ],
   ['binary glob no match', { host: 'pypi.org', port: 443, binary: '/usr/bin/python2' }, false, null],
-  ['absent binaries admit any program', { host: 'api.telegram.org', port: 443, binary: '/usr/bin/anything' }, true, 'telegram'],
-  ['absent binaries admit an unidentified program', { host: 'api.telegram.org', port: 443 }, true, 'telegram'],
+  [
+    'absent binaries admit any program',
+    { host: 'api.telegram.org', port: 443, binary: '/usr/bin/anything' },
+    true,
+    'telegram',
+  ],
+  [
+    'absent binaries admit an unidentified program',
+    { host: 'api.telegram.org', port: 443 },
+    true,
+    'telegram',
+  ],
   ['hostless allowed_ips endpoint', { host: 'db.internal', port: 5432 }, true, 'internal_db'],
   ['unknown host', { host: 'unknown.com', port: 443 }, false, null, 'no policy allows unknown.com:443'],
   ['several entries: the first key decides', { host: 'both.com', port: 443 }, true, 'both_a'],
@@ -111,7 +169,12 @@ describe('decideConnect', () => {
   it('reports the display name, enforcement and what the proxy needs', () => {
     const d = gen.decideConnect({ host: 'api.github.com', port: 443, binary: '/usr/bin/git' });
     expect(d).toMatchObject({ name: 'GitHub access', enforcement: 'enforce', inspect: true });
-    expect(d.endpoint).toMatchObject({ protocol: 'rest', tls: 'auto', access: 'read-only', host: 'api.github.com' });
+    expect(d.endpoint).toMatchObject({
+      protocol: 'rest',
+      tls: 'auto',
+      access: 'read-only',
+      host: 'api.github.com',
+    });
     expect(d.binary).toMatchObject({ pattern: '/usr/bin/git', viaAncestor: false });
     const l4 = gen.decideConnect({ host: 'github.com', port: 443, binary: '/usr/bin/git' });
     expect(l4.inspect).toBe(false);
@@ -119,7 +182,12 @@ describe('decideConnect', () => {
   });
 
   it('reports the ancestor that admitted a child process', () => {
-    const d = gen.decideConnect({ host: 'github.com', port: 443, binary: '/usr/bin/ssh', ancestors: ['/usr/bin/git'] });
+    const d = gen.decideConnect({
+      host: 'github.com',
+      port: 443,
+      binary: '/usr/bin/ssh',
+      ancestors: ['/usr/bin/git'],
+    });
     expect(d.binary).toEqual({ pattern: '/usr/bin/git', path: '/usr/bin/git', viaAncestor: true });
   });
 
@@ -146,35 +214,96 @@ const requestCases: RequestCase[] = [
   ['read-only allows GET', R('api.github.com', 'GET', '/repos/a/b', git), true, 'access: read-only'],
   ['read-only allows HEAD', R('api.github.com', 'HEAD', '/repos/a/b', git), true],
   ['read-only allows OPTIONS', R('api.github.com', 'OPTIONS', '/', git), true],
-  ['read-only refuses POST', R('api.github.com', 'POST', '/repos/a/b/issues', git), false, 'matches no allow rule'],
+  [
+    'read-only refuses POST',
+    R('api.github.com', 'POST', '/repos/a/b/issues', git),
+    false,
+    'matches no allow rule',
+  ],
   ['method is case-insensitive', R('api.github.com', 'get', '/x', git), true],
-  ['L4 endpoint passes every request', R('github.com', 'POST', '/a/b.git/git-upload-pack', git), true, 'not inspected'],
-  ['binary still counts for requests', R('api.github.com', 'GET', '/x', { binary: '/usr/bin/curl' }), false, 'only for other programs'],
-  ['/bot*/** allows a bot path', R('api.telegram.org', 'GET', '/bot123:abc/getUpdates'), true, 'allow GET /bot*/**'],
+  [
+    'L4 endpoint passes every request',
+    R('github.com', 'POST', '/a/b.git/git-upload-pack', git),
+    true,
+    'not inspected',
+  ],
+  [
+    'binary still counts for requests',
+    R('api.github.com', 'GET', '/x', { binary: '/usr/bin/curl' }),
+    false,
+    'only for other programs',
+  ],
+  [
+    '/bot*/** allows a bot path',
+    R('api.telegram.org', 'GET', '/bot123:abc/getUpdates'),
+    true,
+    'allow GET /bot*/**',
+  ],
   ['/bot*/** allows deeper paths', R('api.telegram.org', 'GET', '/bot1/a/b/c'), true],
   ['/bot*/** does not allow other first segments', R('api.telegram.org', 'GET', '/notbot/getMe'), false],
   ['POST only to sendMessage', R('api.telegram.org', 'POST', '/bot1/sendMessage'), true],
   ['POST elsewhere refused', R('api.telegram.org', 'POST', '/bot1/deleteWebhook'), false],
   ['GET rule covers HEAD', R('api.telegram.org', 'HEAD', '/bot1/getMe'), true],
-  ['query: all configured params match', R('api.search.com', 'GET', '/search', { query: 'q=hello&lang=en' }), true],
+  [
+    'query: all configured params match',
+    R('api.search.com', 'GET', '/search', { query: 'q=hello&lang=en' }),
+    true,
+  ],
   ['query: any-of matcher', R('api.search.com', 'GET', '/search?q=hi&lang=de'), true],
   ['query: value outside any-of', R('api.search.com', 'GET', '/search', { query: 'q=hi&lang=fr' }), false],
   ['query: missing param', R('api.search.com', 'GET', '/search', { query: 'q=hi' }), false],
-  ['query: every value must match', R('api.search.com', 'GET', '/search', { query: 'q=a&lang=en&lang=fr' }), false],
-  ['query: record input', R('api.search.com', 'GET', '/search', { query: { q: 'x', lang: ['en', 'de'] } }), true],
-  ['deny rule with query wins over allow', R('api.search.com', 'GET', '/search', { query: 'q=secret-plans&lang=en' }), false, 'denied by "deny GET /search ?q"'],
+  [
+    'query: every value must match',
+    R('api.search.com', 'GET', '/search', { query: 'q=a&lang=en&lang=fr' }),
+    false,
+  ],
+  [
+    'query: record input',
+    R('api.search.com', 'GET', '/search', { query: { q: 'x', lang: ['en', 'de'] } }),
+    true,
+  ],
+  [
+    'deny rule with query wins over allow',
+    R('api.search.com', 'GET', '/search', { query: 'q=secret-plans&lang=en' }),
+    false,
+    'denied by "deny GET /search ?q"',
+  ],
   ['* matches one segment', R('api.search.com', 'GET', '/repos/foo/issues'), true],
   ['* does not cross a segment', R('api.search.com', 'GET', '/repos/foo/bar/issues'), false],
   ['read-write allows POST', R('rw.com', 'POST', '/items'), true],
   ['read-write allows PATCH', R('rw.com', 'PATCH', '/items/1'), true],
   ['read-write refuses DELETE', R('rw.com', 'DELETE', '/items/1'), false],
-  ['deny rule wins over the access preset', R('rw.com', 'POST', '/admin/users'), false, 'deny POST /admin/**'],
-  ['deny of one entry wins over another entry that allows all', R('both.com', 'DELETE', '/x'), false, 'policy "both_b"'],
+  [
+    'deny rule wins over the access preset',
+    R('rw.com', 'POST', '/admin/users'),
+    false,
+    'deny POST /admin/**',
+  ],
+  [
+    'deny of one entry wins over another entry that allows all',
+    R('both.com', 'DELETE', '/x'),
+    false,
+    'policy "both_b"',
+  ],
   ['the other entry still allows the rest', R('both.com', 'PUT', '/x'), true],
   ['dot segments are resolved before matching', R('api.telegram.org', 'GET', '/other/../bot1/getMe'), true],
-  ['encoded dot segments are resolved too', R('api.telegram.org', 'POST', '/bot1/x/%2e%2e/sendMessage'), true],
-  ['.. above the root is refused', R('api.telegram.org', 'GET', '/bot1/%2e%2e/%2e%2e/etc'), false, 'cannot be read unambiguously'],
-  ['a bad escape is refused', R('api.telegram.org', 'GET', '/bot1/%zz'), false, 'cannot be read unambiguously'],
+  [
+    'encoded dot segments are resolved too',
+    R('api.telegram.org', 'POST', '/bot1/x/%2e%2e/sendMessage'),
+    true,
+  ],
+  [
+    '.. above the root is refused',
+    R('api.telegram.org', 'GET', '/bot1/%2e%2e/%2e%2e/etc'),
+    false,
+    'cannot be read unambiguously',
+  ],
+  [
+    'a bad escape is refused',
+    R('api.telegram.org', 'GET', '/bot1/%zz'),
+    false,
+    'cannot be read unambiguously',
+  ],
   ['unknown host', R('nope.com', 'GET', '/'), false, 'no policy allows nope.com:443'],
 ];
 
@@ -223,7 +352,9 @@ describe('generations', () => {
   });
 
   it('do not change when the source policy object is mutated afterwards', () => {
-    const policy = policyOf('version: 1\nnetwork_policies:\n  a:\n    endpoints: [{ host: a.com, port: 443 }]\n');
+    const policy = policyOf(
+      'version: 1\nnetwork_policies:\n  a:\n    endpoints: [{ host: a.com, port: 443 }]\n',
+    );
     const g = compilePolicy(policy);
     const np = policy.network_policies?.a;
     if (np?.endpoints[0] !== undefined) np.endpoints[0].host = 'b.com';
@@ -232,9 +363,9 @@ describe('generations', () => {
   });
 
   it('refuse to compile an invalid policy', () => {
-    expect(() => compilePolicy({ version: 1, network_policies: { a: { endpoints: [{ host: '*', port: 443 }] } } })).toThrow(
-      /network_policies\.a\.endpoints\[0\]\.host: host "\*" would allow every host/,
-    );
+    expect(() =>
+      compilePolicy({ version: 1, network_policies: { a: { endpoints: [{ host: '*', port: 443 }] } } }),
+    ).toThrow(/network_policies\.a\.endpoints\[0\]\.host: host "\*" would allow every host/);
   });
 
   it('deny everything when there are no network policies', () => {

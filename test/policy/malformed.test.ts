@@ -13,8 +13,7 @@ interface Case {
   message: string | RegExp;
 }
 
-const EP = (lines: string): string =>
-  `version: 1\nnetwork_policies:\n  gh:\n    endpoints:\n${lines}`;
+const EP = (lines: string): string => `version: 1\nnetwork_policies:\n  gh:\n    endpoints:\n${lines}`;
 
 const cases: Case[] = [
   {
@@ -145,7 +144,9 @@ const cases: Case[] = [
   },
   {
     name: 'both access and rules',
-    yaml: EP('      - host: a.com\n        port: 443\n        access: full\n        rules:\n          - allow: { method: GET, path: /** }\n'),
+    yaml: EP(
+      '      - host: a.com\n        port: 443\n        access: full\n        rules:\n          - allow: { method: GET, path: /** }\n',
+    ),
     line: 8,
     col: 9,
     message: '"access" and "rules" cannot both be set',
@@ -243,7 +244,9 @@ const cases: Case[] = [
   },
   {
     name: 'rule path without a leading slash',
-    yaml: EP('      - host: a.com\n        port: 443\n        rules:\n          - allow: { method: GET, path: "repos/**" }\n'),
+    yaml: EP(
+      '      - host: a.com\n        port: 443\n        rules:\n          - allow: { method: GET, path: "repos/**" }\n',
+    ),
     line: 8,
     col: 41,
     message: 'must start with "/"',
@@ -300,7 +303,11 @@ describe('malformed policies give file:line:col messages', () => {
         typeof c.message === 'string' ? d.message.includes(c.message) : c.message.test(d.message),
       );
       expect(found, all.join('\n')).toBeDefined();
-      expect({ file: found?.file, line: found?.line, col: found?.col }).toEqual({ file: 'bad.yaml', line: c.line, col: c.col });
+      expect({ file: found?.file, line: found?.line, col: found?.col }).toEqual({
+        file: 'bad.yaml',
+        line: c.line,
+        col: c.col,
+      });
     });
   }
 });
@@ -329,7 +336,7 @@ describe('all problems in one run', () => {
     expect(r.ok).toBe(false);
     if (r.ok) return;
     const got = r.diagnostics.map((d) => `${d.line}:${d.col}`);
-    expect(got).toEqual(['3:15', '4:16', '9:15', '10:9', '13:23', '15:9']);
+    expect(got).toEqual(['3:15', '4:16', '8:15', '9:15', '10:9', '13:23', '15:9']);
     expect(r.diagnostics.every((d) => d.file === 'many.yaml')).toBe(true);
   });
 

@@ -1,0 +1,67 @@
+/**
+ * `npm run bench`: runs every bench module in order, prints one markdown table and writes it, with
+ * the machine it ran on, to docs/benchmarks.md. Exits 1 when a row misses its target.
+ *
+ * To add benchmarks: write a module that returns BenchRow[] (see framework.ts) and add it to
+ * MODULES. `node dist/bench/run.js NAME…` runs only the named modules; `--no-write` leaves
+ * docs/benchmarks.md alone.
+ */
+import { writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
+import { policyDecisionBench } from './policy-decisions.js';
+
+const MODULES: BenchModule[] = [policyDecisionBench];
+
+/** The repository root, from dist/bench/run.js or bench/run.ts. */
+function repoRoot(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  return here.includes(`${join('dist', 'bench')}`) ? resolve(here, '..', '..') : resolve(here, '..');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const write = !argv.includes('--no-write');
+  const only = argv.filter((a) => !a.startsWith('--'));
+  const modules = only.length === 0 ? MODULES : MODULES.filter((m) => only.includes(m.name));
+  if (modules.length === 0) {
+    process.stderr.write(
+      `bench: no module named ${only.join(', ')}; modules: ${MODULES.map((m) => m.name).join(', ')}\n`,
+    );
+    return 2;
+  }
+  const rows: { module: string; row: BenchRow }[] = [];
+  for (const m of modules) {
+    process.stderr.write(`bench: running ${m.name}…\n`);
+    for (const row of await m.run()) rows.push({ module: m.name, row });
+  }
+  const table = renderTable(rows);
+  process.stdout.write(`${table.join('\n')}\n`);
+  if (write) {
+    const doc = [
+      '# Benchmarks',
+      '',
+      'Written by `npm run bench` (bench/run.ts); do not edit by hand. Each value is a percentile over',
+      'many samples; the baseline is measured in the same run on the same machine.',
+      '',
+      '## Machine',
+      '',
+      ...machineDescription(),
+      '',
+      '## Results',
+      '',
+      ...table,
+      '',
+    ];
+    writeFileSync(join(repoRoot(), 'docs', 'benchmarks.md'), doc.join('\n'));
+  }
+  return rows.some(({ row }) => passes(row) === false) ? 1 : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
