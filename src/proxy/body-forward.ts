@@ -18,33 +18,55 @@ const MAX_CHUNK_LINE = 4096;
 const MAX_TRAILER_BYTES = 8192;
 const CHUNK_SIZE = /^([0-9a-fA-F]{1,15})[ \t]*(?:;[\x21-\x7e \t]*)?$/;
 
-export async function forwardLength(reader: StreamReader, dest: Writable, length: number): Promise<void> {
+/**
+ * Writes to `dest`, putting `prefix` (a message head) in front of the first write so that a head and
+ * a small body leave in one write (one TLS record, one syscall).
+ */
+class Out {
+  constructor(
+    private readonly dest: Writable,
+    private prefix: Buffer | null,
+  ) {}
+  async write(buf: Buffer): Promise<void> {
+    if (this.prefix) {
+      const p = this.prefix;
+      this.prefix = null;
+      return writeAll(this.dest, buf.length ? Buffer.concat([p, buf]) : p);
+    }
+    if (buf.length) await writeAll(this.dest, buf);
+  }
+  async flush(): Promise<void> {
+    await this.write(Buffer.alloc(0));
+  }
+}
+
+async function copyLength(reader: StreamReader, out: Out, length: number): Promise<void> {
   let left = length;
   while (left > 0) {
     const chunk = await reader.read();
     if (chunk === null) throw new StreamClosedError('connection closed inside a body');
     if (chunk.length > left) {
       reader.unshift(chunk.subarray(left));
-      await writeAll(dest, chunk.subarray(0, left));
+      await out.write(chunk.subarray(0, left));
       return;
     }
     left -= chunk.length;
-    await writeAll(dest, chunk);
+    await out.write(chunk);
   }
 }
 
-export async function forwardChunked(reader: StreamReader, dest: Writable): Promise<void> {
+async function copyChunked(reader: StreamReader, out: Out): Promise<void> {
   for (;;) {
     const line = await reader.readLine(MAX_CHUNK_LINE);
     const m = CHUNK_SIZE.exec(line.toString('latin1'));
     if (!m) throw new HttpHeadError('malformed chunk size line');
     const size = parseInt(m[1] as string, 16);
-    await writeAll(dest, Buffer.concat([line, CRLF]));
+    await out.write(Buffer.concat([line, CRLF]));
     if (size === 0) break;
-    await forwardLength(reader, dest, size);
+    await copyLength(reader, out, size);
     const end = await reader.readLine(2);
     if (end.length !== 0) throw new HttpHeadError('chunk data not followed by CRLF');
-    await writeAll(dest, CRLF);
+    await out.write(CRLF);
   }
   // Trailer section: header fields until an empty line.
   let total = 0;
@@ -57,28 +79,48 @@ export async function forwardChunked(reader: StreamReader, dest: Writable): Prom
     trailers.push(line.toString('latin1'));
   }
   parseHeaderLines(trailers);
-  await writeAll(dest, trailers.length ? trailers.join('\r\n') + '\r\n\r\n' : '\r\n');
+  await out.write(Buffer.from(trailers.length ? trailers.join('\r\n') + '\r\n\r\n' : '\r\n', 'latin1'));
 }
 
-export async function forwardUntilClose(reader: StreamReader, dest: Writable): Promise<void> {
+async function copyUntilClose(reader: StreamReader, out: Out): Promise<void> {
   for (;;) {
     const chunk = await reader.read();
     if (chunk === null) return;
-    await writeAll(dest, chunk);
+    await out.write(chunk);
   }
 }
 
-export async function forwardBody(reader: StreamReader, dest: Writable, framing: Framing): Promise<void> {
+/**
+ * Forward one body by its framing. `prefix` (the message head, already judged) is written together
+ * with the first body bytes when they are already buffered, else on its own at once.
+ */
+export async function forwardBody(
+  reader: StreamReader,
+  dest: Writable,
+  framing: Framing,
+  prefix: Buffer | null = null,
+): Promise<void> {
+  let head = prefix;
+  if (head && framing.kind !== 'none' && reader.buffered === 0) {
+    // No body bytes yet (Expect: 100-continue, a server-sent event stream): the head must not wait.
+    await writeAll(dest, head);
+    head = null;
+  }
+  const out = new Out(dest, head);
   switch (framing.kind) {
     case 'none':
-      return;
+      break;
     case 'length':
-      return forwardLength(reader, dest, framing.length);
+      await copyLength(reader, out, framing.length);
+      break;
     case 'chunked':
-      return forwardChunked(reader, dest);
+      await copyChunked(reader, out);
+      break;
     case 'close':
-      return forwardUntilClose(reader, dest);
+      await copyUntilClose(reader, out);
+      break;
   }
+  await out.flush();
 }
 
 const CRLF = Buffer.from('\r\n');

@@ -101,16 +101,26 @@ function endpointKeys(address: string, port: number): { v4: string | null; v6: s
   return { v4: null, v6: `${procHex(ip.bytes)}:${p}` };
 }
 
-/** The socket inode for the tuple, or null. Exported for tests. */
+/**
+ * The socket inode for the tuple, or null. Exported for tests. The table can hold thousands of rows
+ * (TIME_WAIT included), so the row is found by searching for its exact `local remote` text rather
+ * than by splitting every line.
+ */
 export function findSocketInode(tcp: string, tcp6: string, query: CallerQuery): number | null {
   const local = endpointKeys(query.srcAddress, query.srcPort);
   const remote = endpointKeys(query.dstAddress, query.dstPort);
   const scan = (table: string, l: string | null, r: string | null): number | null => {
     if (!l || !r) return null;
-    for (const line of table.split('\n')) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10 || f[1] !== l || f[2] !== r || f[3] === '0A') continue;
-      const inode = Number(f[9]);
+    const needle = ` ${l} ${r} `;
+    for (let at = table.indexOf(needle); at >= 0; at = table.indexOf(needle, at + 1)) {
+      const eol = table.indexOf('\n', at);
+      const f = table
+        .slice(at, eol < 0 ? undefined : eol)
+        .trim()
+        .split(/\s+/);
+      // f: local remote st tx:rx tr:when retrnsmt uid timeout inode …
+      if (f[2] === '0A') continue;
+      const inode = Number(f[8]);
       if (Number.isSafeInteger(inode) && inode > 0) return inode;
     }
     return null;
@@ -156,7 +166,11 @@ export class ProcCallerResolver implements CallerResolver {
 
   async resolve(query: CallerQuery): Promise<CallerResult> {
     const net = `${this.hostProc}/${this.options.netPid}/net`;
-    const inode = findSocketInode(readOr(`${net}/tcp`), readOr(`${net}/tcp6`), query);
+    // Reading a table makes the kernel walk every TCP socket of the host, so read tcp6 only when the
+    // IPv4 table did not have the connection.
+    const inode =
+      (query.family === 4 ? findSocketInode(readOr(`${net}/tcp`), '', query) : null) ??
+      findSocketInode('', readOr(`${net}/tcp6`), query);
     if (inode === null)
       return { ok: false, reason: `no socket for source port ${query.srcPort} in the sandbox` };
 

@@ -114,7 +114,8 @@ export function parseAuthority(text: string, defaultPort?: number): Authority {
   } else {
     port = parsePort(portPart);
   }
-  return { ...canonicalHost(hostPart), port };
+  const c = canonicalHost(hostPart);
+  return { host: c.host, kind: c.kind, port };
 }
 
 /** `host:port` with IPv6 bracketed, for messages and Host comparisons. */

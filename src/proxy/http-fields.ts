@@ -95,6 +95,15 @@ function valueIsClean(v: string): boolean {
 
 export const MAX_HEADER_FIELDS = 128;
 
+/** Remove optional whitespace (SP, HTAB) at both ends. */
+function trimOws(v: string): string {
+  let a = 0;
+  let b = v.length;
+  while (a < b && (v.charCodeAt(a) === 0x20 || v.charCodeAt(a) === 0x09)) a++;
+  while (b > a && (v.charCodeAt(b - 1) === 0x20 || v.charCodeAt(b - 1) === 0x09)) b--;
+  return a === 0 && b === v.length ? v : v.slice(a, b);
+}
+
 export function parseHeaderLines(lines: readonly string[]): HeaderField[] {
   if (lines.length > MAX_HEADER_FIELDS) throw new HttpHeadError('too many header fields', 431);
   const out: HeaderField[] = [];
@@ -107,7 +116,7 @@ export function parseHeaderLines(lines: readonly string[]): HeaderField[] {
     if (!isToken(name)) throw new HttpHeadError('invalid character in header field name');
     const raw = line.slice(colon + 1);
     if (!valueIsClean(raw)) throw new HttpHeadError('control character in header field value');
-    out.push({ name, lname: name.toLowerCase(), value: raw.replace(/^[ \t]+|[ \t]+$/g, '') });
+    out.push({ name, lname: name.toLowerCase(), value: trimOws(raw) });
   }
   return out;
 }

@@ -18,7 +18,6 @@ import {
   HttpHeadError,
   connectionTokens,
   contentLengthOf,
-  fieldsNamed,
   findHeadEnd,
   isChunkedOnly,
   isToken,
@@ -31,6 +30,7 @@ export { HttpHeadError, findHeadEnd } from './http-fields.js';
 export type { HeaderField } from './http-fields.js';
 
 export const MAX_HEAD_BYTES = 16 * 1024;
+const NO_TOKENS: ReadonlySet<string> = new Set();
 export const MAX_CONNECT_HEAD_BYTES = 8 * 1024;
 export const MAX_TARGET_BYTES = 8 * 1024;
 
@@ -113,14 +113,35 @@ export function parseRequestHead(bytes: Buffer, context: HeadContext = 'proxy'):
   }
   const headers = parseHeaderLines(lines.slice(1));
 
-  const hosts = fieldsNamed(headers, 'host');
-  if (hosts.length > 1) throw new HttpHeadError('several Host header fields');
-  const host = hosts[0]?.value ?? null;
+  // One pass to find the fields that matter; the strict helpers run only when a field is present.
+  let hostCount = 0;
+  let host: string | null = null;
+  let hasCl = false;
+  let hasTe = false;
+  let hasConnection = false;
+  for (const h of headers) {
+    switch (h.lname) {
+      case 'host':
+        hostCount++;
+        host = h.value;
+        break;
+      case 'content-length':
+        hasCl = true;
+        break;
+      case 'transfer-encoding':
+        hasTe = true;
+        break;
+      case 'connection':
+        hasConnection = true;
+        break;
+    }
+  }
+  if (hostCount > 1) throw new HttpHeadError('several Host header fields');
   if (host === '' || (host !== null && host.includes(','))) throw new HttpHeadError('invalid Host header');
   if (line.version === '1.1' && host === null) throw new HttpHeadError('missing Host header');
 
-  const contentLength = contentLengthOf(headers);
-  const chunked = isChunkedOnly(headers);
+  const contentLength = hasCl ? contentLengthOf(headers) : null;
+  const chunked = hasTe ? isChunkedOnly(headers) : false;
   if (chunked && contentLength !== null) throw new HttpHeadError('both Content-Length and Transfer-Encoding');
   if (chunked && line.version === '1.0') throw new HttpHeadError('Transfer-Encoding on HTTP/1.0');
   let body: RequestHead['body'] = { kind: 'none' };
@@ -128,13 +149,25 @@ export function parseRequestHead(bytes: Buffer, context: HeadContext = 'proxy'):
   else if (contentLength !== null && contentLength > 0) body = { kind: 'length', length: contentLength };
   if (line.method === 'CONNECT' && body.kind !== 'none') throw new HttpHeadError('CONNECT with a body');
 
-  const conn = connectionTokens(headers);
+  const conn = hasConnection ? connectionTokens(headers) : NO_TOKENS;
   const close = conn.has('close') || (line.version === '1.0' && !conn.has('keep-alive'));
   const upgrade = conn.has('upgrade') ? listValues(headers, 'upgrade').map((u) => u.toLowerCase()) : [];
   if (conn.has('upgrade') && upgrade.length === 0)
     throw new HttpHeadError('Connection: upgrade without Upgrade');
 
-  return { ...line, headers, host, body, close, upgrade, headBytes: bytes.length };
+  // Built field by field: an object spread here costs microseconds on Node 20 (measured).
+  return {
+    method: line.method,
+    target: line.target,
+    targetForm: line.targetForm,
+    version: line.version,
+    headers,
+    host,
+    body,
+    close,
+    upgrade,
+    headBytes: bytes.length,
+  };
 }
 
 /** Convenience for tests and the fuzzer: find the head in `buf` and parse it; null if incomplete. */

@@ -222,8 +222,7 @@ export class L7Session {
     a: Approval,
     up: UpstreamSlot,
   ): Promise<'keep' | 'close' | 'upgraded'> {
-    await writeAll(up.socket, a.wire);
-    const body = forwardBody(this.reader, up.socket, head.body);
+    const body = forwardBody(this.reader, up.socket, head.body, a.wire);
     // A bad body frame (or a vanished peer) poisons both streams: close them, which also ends the
     // wait for a response below.
     body.catch(() => {
@@ -237,15 +236,18 @@ export class L7Session {
         if (bytes === null) throw new UpstreamError('upstream closed before responding');
         const res = parseResponseHead(bytes, head.method);
         sentAny = true;
-        await writeAll(this.client, bytes);
         if (res.status === 101) {
           if (!a.websocket) throw new UpstreamError('unrequested protocol switch');
+          await writeAll(this.client, bytes);
           await body;
           this.startRawRelay(a, up);
           return 'upgraded';
         }
-        if (res.status < 200) continue;
-        await forwardBody(up.reader, this.client, res.body);
+        if (res.status < 200) {
+          await writeAll(this.client, bytes);
+          continue;
+        }
+        await forwardBody(up.reader, this.client, res.body, bytes);
         await body;
         if (res.close) this.dropUpstream();
         return head.close || res.body.kind === 'close' ? 'close' : 'keep';

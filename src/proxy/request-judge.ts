@@ -103,6 +103,16 @@ function locate(head: RequestHead, mode: SessionMode): Target | { reason: string
 
 function hostHeaderMatches(head: RequestHead, host: CanonicalHost): boolean {
   if (head.host === null) return true;
+  // Fast path: the common exact forms (`host`, `host:port`) of an already canonical name.
+  const v = head.host;
+  if (
+    v === host.host ||
+    (v.startsWith(host.host) &&
+      v.charCodeAt(host.host.length) === 0x3a &&
+      /^:[0-9]{1,5}$/.test(v.slice(host.host.length)))
+  ) {
+    return host.kind !== 'ipv6';
+  }
   try {
     return parseAuthority(head.host, 1).host === host.host;
   } catch {

@@ -71,17 +71,21 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
     binary: caller.binary,
     ancestors: caller.ancestors,
   });
-  const base = {
-    host,
-    port,
-    caller,
-    policy: verdict.policy,
-    enforcement: verdict.enforcement,
-    generation: pinned.generation,
-    srcPort: conn.srcPort,
-  };
+  const record = (disposition: 'allowed' | 'blocked', reason: string, ip?: string): void =>
+    sb.audit.connect({
+      disposition,
+      host,
+      port,
+      caller,
+      policy: verdict.policy,
+      enforcement: verdict.enforcement,
+      generation: pinned.generation,
+      srcPort: conn.srcPort,
+      reason,
+      ip,
+    });
   const deny = async (reason: string, ip?: string): Promise<void> => {
-    sb.audit.connect({ ...base, disposition: 'blocked', reason, ip });
+    record('blocked', reason, ip);
     await answer(conn, forbidden({ host, port, binary: caller.binary, reason, sandbox: sb.name }));
   };
   if (!verdict.allowed) return deny(verdict.reason);
@@ -93,7 +97,7 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   let upstream: UpstreamSlot;
   try {
     const { socket, address } = await connectChecked(guarded.addresses, port);
-    sb.audit.connect({ ...base, disposition: 'allowed', reason: verdict.reason, ip: address.address });
+    record('allowed', verdict.reason, address.address);
     upstream = { key: '', socket, reader: new StreamReader(socket), address: address.address };
   } catch (err) {
     return answer(conn, badGateway(host, port, err instanceof UpstreamError ? err.reason : 'connect failed'));
