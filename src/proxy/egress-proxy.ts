@@ -50,6 +50,8 @@ export interface AttachOptions {
   /** Credential values by name (the sandbox sees only `carapace:cred:NAME`). */
   credentials?: ReadonlyMap<string, string> | undefined;
   authority: TlsAuthority;
+  /** Simultaneous connections from this sandbox; more are closed at once (default 1024). */
+  maxConnections?: number | undefined;
 }
 
 export class ProxyError extends Error {
@@ -149,6 +151,8 @@ export class SandboxProxy {
       socket.once('close', () => this.sockets.delete(socket));
       void handleConnection(this.context, socket);
     });
+    // One sandbox opening connections without end must not exhaust the proxy's descriptors for all.
+    this.server.maxConnections = options.maxConnections ?? 1024;
   }
 
   /** @internal Create the socket file and start accepting. */

@@ -140,6 +140,7 @@ export interface RigOptions {
   hosts?: Record<string, string>;
   allowLocal?: string[] | 'upstreams';
   up?: Upstreams;
+  maxConnections?: number;
 }
 
 export async function startRig(o: RigOptions): Promise<Rig> {
@@ -171,6 +172,7 @@ export async function startRig(o: RigOptions): Promise<Rig> {
     callerResolver: o.caller ?? fixedCaller(),
     credentials: o.credentials,
     authority,
+    maxConnections: o.maxConnections,
   });
   return {
     proxy,

@@ -254,3 +254,20 @@ describe('relay header', () => {
     expect(f[0]?.finding_info).toMatchObject({ uid: 'bad-relay-header' });
   });
 });
+
+describe('resource limits', () => {
+  it('closes connections beyond the per-sandbox limit at once', async () => {
+    const small = await startRig({ up, policy: policy(up), maxConnections: 2 });
+    try {
+      const a = await connectTunnel(small.socketPath, `api.example.test:${up.httpsPort}`);
+      const b = await connectTunnel(small.socketPath, `api.example.test:${up.httpsPort}`);
+      expect([a.status, b.status]).toEqual([200, 200]);
+      const c = await relayConnect(small.socketPath);
+      expect(await new HttpReader(c).closed()).toBe(true);
+      a.socket.destroy();
+      b.socket.destroy();
+    } finally {
+      await small.close();
+    }
+  });
+});

@@ -26,7 +26,9 @@ let caFile: string;
 function startRelay(socketPath: string): Promise<net.Server> {
   const server = net.createServer((client) => {
     const upstream = net.connect(socketPath);
-    upstream.write(`PROXY TCP4 ${client.remoteAddress} ${client.localAddress} ${client.remotePort} ${client.localPort}\r\n`);
+    upstream.write(
+      `PROXY TCP4 ${client.remoteAddress} ${client.localAddress} ${client.remotePort} ${client.localPort}\r\n`,
+    );
     client.pipe(upstream).pipe(client);
     client.on('error', () => upstream.destroy());
     upstream.on('error', () => client.destroy());
@@ -65,7 +67,16 @@ afterAll(async () => {
 });
 
 async function curl(args: string[]): Promise<{ code: string; body: string }> {
-  const { stdout } = await run(CURL, ['-s', '-x', `http://127.0.0.1:${relayPort}`, '--cacert', caFile, '-w', '\n%{http_code}', ...args]);
+  const { stdout } = await run(CURL, [
+    '-s',
+    '-x',
+    `http://127.0.0.1:${relayPort}`,
+    '--cacert',
+    caFile,
+    '-w',
+    '\n%{http_code}',
+    ...args,
+  ]);
   const i = stdout.lastIndexOf('\n');
   return { body: stdout.slice(0, i), code: stdout.slice(i + 1) };
 }
@@ -92,9 +103,13 @@ describe('real clients through a relay', () => {
   });
 
   it('wget, which the policy does not list, is refused', async () => {
-    const out = await run('/usr/bin/wget', ['-q', '-S', '-O', '-', `http://api.example.test:${up.httpPort}/x`], {
-      env: { ...process.env, http_proxy: `http://127.0.0.1:${relayPort}` },
-    }).then(
+    const out = await run(
+      '/usr/bin/wget',
+      ['-q', '-S', '-O', '-', `http://api.example.test:${up.httpPort}/x`],
+      {
+        env: { ...process.env, http_proxy: `http://127.0.0.1:${relayPort}` },
+      },
+    ).then(
       () => 'ok',
       (e: { stderr?: string }) => e.stderr ?? '',
     );

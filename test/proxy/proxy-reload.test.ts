@@ -156,3 +156,24 @@ describe('streaming bodies', () => {
     s.destroy();
   });
 });
+
+describe('detach', () => {
+  it('closes the sandbox connections and removes its socket; other sandboxes keep working', async () => {
+    const { existsSync } = await import('node:fs');
+    const other = await startRig({ up, policy: full(up) });
+    const t = await connectTunnel(other.socketPath, `raw.example.test:${up.httpsPort}`);
+    const r = new HttpReader(await tlsOverTunnel(t, 'raw.example.test', up.ca.caPem));
+    await other.sb.detach();
+    expect(await r.closed()).toBe(true);
+    expect(existsSync(other.socketPath)).toBe(false);
+    expect(other.proxy.sandboxes).toEqual([]);
+    const s = await relayConnect(rig.socketPath);
+    const res = await send(
+      new HttpReader(s),
+      `GET http://api.example.test:${up.httpPort}/x HTTP/1.1\r\nHost: api.example.test:${up.httpPort}\r\n\r\n`,
+    );
+    expect(res.status).toBe(200);
+    s.destroy();
+    await other.close();
+  });
+});

@@ -117,3 +117,42 @@ describe('sandbox trust and environment', () => {
     expect(buildCaBundle(a.caPem, join(dir, 'missing.crt'))).toContain(a.caPem);
   });
 });
+
+describe('certificates read by an independent implementation', () => {
+  it('openssl verifies a leaf against the sandbox CA and reads its SAN', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const a = TlsAuthority.create({ sandbox: 'ossl' });
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-ossl-'));
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(join(dir, 'ca.pem'), a.caPem);
+    writeFileSync(join(dir, 'leaf.pem'), a.certificateFor({ host: 'api.example.test', kind: 'dns' }));
+    const verify = execFileSync('openssl', [
+      'verify',
+      '-CAfile',
+      join(dir, 'ca.pem'),
+      '-purpose',
+      'sslserver',
+      join(dir, 'leaf.pem'),
+    ]).toString();
+    expect(verify).toMatch(/leaf\.pem: OK/);
+    const text = execFileSync('openssl', [
+      'x509',
+      '-in',
+      join(dir, 'leaf.pem'),
+      '-noout',
+      '-text',
+    ]).toString();
+    expect(text).toMatch(/DNS:api\.example\.test/);
+    expect(text).toMatch(/ecdsa-with-SHA256/);
+    expect(text).toMatch(/CA:FALSE/);
+    const caText = execFileSync('openssl', [
+      'x509',
+      '-in',
+      join(dir, 'ca.pem'),
+      '-noout',
+      '-text',
+    ]).toString();
+    expect(caText).toMatch(/CA:TRUE, pathlen:0/);
+    expect(caText).toMatch(/prime256v1|P-256/);
+  });
+});
