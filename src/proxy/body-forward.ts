@@ -1,0 +1,126 @@
+/**
+ * Streams a message body from one connection to another by its framing, forwarding the bytes as
+ * received and never buffering a whole body.
+ *
+ * Threat: request smuggling through the chunked coding (a chunk-size both sides read differently, a
+ * chunk without its CRLF, a trailer that is really a second request). The chunk-size line must be
+ * 1–16 hex digits, optionally followed by `;` extensions of visible characters; the data must be
+ * followed by exactly CRLF; trailers are limited in number and size and parsed as header fields.
+ */
+import type { Writable } from 'node:stream';
+import { HttpHeadError, parseHeaderLines } from './http-fields.js';
+import { StreamClosedError, type StreamReader, writeAll } from './stream-reader.js';
+
+export type Framing =
+  { kind: 'none' } | { kind: 'length'; length: number } | { kind: 'chunked' } | { kind: 'close' };
+
+const MAX_CHUNK_LINE = 4096;
+const MAX_TRAILER_BYTES = 8192;
+const CHUNK_SIZE = /^([0-9a-fA-F]{1,15})[ \t]*(?:;[\x21-\x7e \t]*)?$/;
+
+/**
+ * Writes to `dest`, putting `prefix` (a message head) in front of the first write so that a head and
+ * a small body leave in one write (one TLS record, one syscall).
+ */
+class Out {
+  constructor(
+    private readonly dest: Writable,
+    private prefix: Buffer | null,
+  ) {}
+  async write(buf: Buffer): Promise<void> {
+    if (this.prefix) {
+      const p = this.prefix;
+      this.prefix = null;
+      return writeAll(this.dest, buf.length ? Buffer.concat([p, buf]) : p);
+    }
+    if (buf.length) await writeAll(this.dest, buf);
+  }
+  async flush(): Promise<void> {
+    await this.write(Buffer.alloc(0));
+  }
+}
+
+async function copyLength(reader: StreamReader, out: Out, length: number): Promise<void> {
+  let left = length;
+  while (left > 0) {
+    const chunk = await reader.read();
+    if (chunk === null) throw new StreamClosedError('connection closed inside a body');
+    if (chunk.length > left) {
+      reader.unshift(chunk.subarray(left));
+      await out.write(chunk.subarray(0, left));
+      return;
+    }
+    left -= chunk.length;
+    await out.write(chunk);
+  }
+}
+
+async function copyChunked(reader: StreamReader, out: Out): Promise<void> {
+  for (;;) {
+    const line = await reader.readLine(MAX_CHUNK_LINE);
+    const m = CHUNK_SIZE.exec(line.toString('latin1'));
+    if (!m) throw new HttpHeadError('malformed chunk size line');
+    const size = parseInt(m[1] as string, 16);
+    await out.write(Buffer.concat([line, CRLF]));
+    if (size === 0) break;
+    await copyLength(reader, out, size);
+    const end = await reader.readLine(2);
+    if (end.length !== 0) throw new HttpHeadError('chunk data not followed by CRLF');
+    await out.write(CRLF);
+  }
+  // Trailer section: header fields until an empty line.
+  let total = 0;
+  const trailers: string[] = [];
+  for (;;) {
+    const line = await reader.readLine(MAX_TRAILER_BYTES);
+    total += line.length + 2;
+    if (total > MAX_TRAILER_BYTES) throw new HttpHeadError('chunked trailer section too large');
+    if (line.length === 0) break;
+    trailers.push(line.toString('latin1'));
+  }
+  parseHeaderLines(trailers);
+  await out.write(Buffer.from(trailers.length ? trailers.join('\r\n') + '\r\n\r\n' : '\r\n', 'latin1'));
+}
+
+async function copyUntilClose(reader: StreamReader, out: Out): Promise<void> {
+  for (;;) {
+    const chunk = await reader.read();
+    if (chunk === null) return;
+    await out.write(chunk);
+  }
+}
+
+/**
+ * Forward one body by its framing. `prefix` (the message head, already judged) is written together
+ * with the first body bytes when they are already buffered, else on its own at once.
+ */
+export async function forwardBody(
+  reader: StreamReader,
+  dest: Writable,
+  framing: Framing,
+  prefix: Buffer | null = null,
+): Promise<void> {
+  let head = prefix;
+  if (head && framing.kind !== 'none' && reader.buffered === 0) {
+    // No body bytes yet (Expect: 100-continue, a server-sent event stream): the head must not wait.
+    await writeAll(dest, head);
+    head = null;
+  }
+  const out = new Out(dest, head);
+  switch (framing.kind) {
+    case 'none':
+      break;
+    case 'length':
+      await copyLength(reader, out, framing.length);
+      break;
+    case 'chunked':
+      await copyChunked(reader, out);
+      break;
+    case 'close':
+      await copyUntilClose(reader, out);
+      break;
+  }
+  await out.flush();
+}
+
+const CRLF = Buffer.from('\r\n');

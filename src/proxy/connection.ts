@@ -1,0 +1,128 @@
+/**
+ * One connection on a sandbox's Unix socket: the relay header, the caller's identity, the first request
+ * head, then CONNECT (tunnel.ts) or forward requests (l7-session.ts).
+ *
+ * Threat: anything that is not exactly what the relay sends. Assumptions: only the relay can connect
+ * (the socket's directory is reachable only through the init's descriptor), so a bad header means a
+ * bug or a breach: the connection is closed without an answer and a finding is recorded. The caller's
+ * identity is resolved while the head is being read (both are needed for the first decision); an
+ * identity that cannot be established refuses the request with a 403 naming the reason.
+ */
+import type net from 'node:net';
+import { parseAuthority } from './host-name.js';
+import { HttpHeadError } from './http-fields.js';
+import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.js';
+import { L7Session } from './l7-session.js';
+import { MAX_PROXY_LINE, ProxyHeaderError, findProxyHeaderEnd, parseProxyHeader } from './proxy-protocol.js';
+import { badRequest, forbidden } from './responses.js';
+import { type ClientConnection, type SandboxContext, UNKNOWN_BINARY } from './sandbox-context.js';
+import { StreamClosedError, StreamReader } from './stream-reader.js';
+import { handleConnect } from './tunnel.js';
+
+/** Idle time after which a client connection that is not a raw tunnel is closed. */
+export const CLIENT_IDLE_MS = 120_000;
+
+async function readProxyLine(reader: StreamReader): Promise<Buffer | null> {
+  let buf = Buffer.alloc(0);
+  for (;;) {
+    const chunk = await reader.read();
+    if (chunk === null) return null;
+    buf = Buffer.concat([buf, chunk]);
+    const end = findProxyHeaderEnd(buf.subarray(0, Math.max(MAX_PROXY_LINE, 6)));
+    if (end >= 0) {
+      reader.unshift(buf.subarray(end));
+      return buf.subarray(0, end);
+    }
+  }
+}
+
+/** Host and port a request is for, for messages only (never the path or query). */
+function destinationOf(head: RequestHead): { host: string; port: number } {
+  try {
+    if (head.method === 'CONNECT') return parseAuthority(head.target);
+    const m = /^http:\/\/([^/?#]*)/i.exec(head.target);
+    if (m) return parseAuthority(m[1] as string, 80);
+  } catch {
+    // fall through
+  }
+  return { host: '(unknown)', port: 0 };
+}
+
+export async function handleConnection(sb: SandboxContext, socket: net.Socket): Promise<void> {
+  socket.setTimeout(CLIENT_IDLE_MS, () => socket.destroy());
+  socket.on('error', () => socket.destroy());
+  const reader = new StreamReader(socket);
+  const generation = sb.current().generation;
+  try {
+    let header;
+    try {
+      const line = await readProxyLine(reader);
+      if (line === null) return void socket.destroy();
+      header = parseProxyHeader(line);
+    } catch (err) {
+      if (!(err instanceof ProxyHeaderError)) throw err;
+      sb.audit.finding({
+        kind: 'bad-relay-header',
+        title: `bad relay header: ${err.reason}`,
+        caller: {},
+        reason: err.reason,
+      });
+      return void socket.destroy();
+    }
+    const identity = sb.callerResolver.resolve({
+      family: header.family,
+      srcAddress: header.srcAddress,
+      srcPort: header.srcPort,
+      dstAddress: header.dstAddress,
+      dstPort: header.dstPort,
+    });
+    identity.catch(() => undefined);
+    const headBytes = await reader.readHead(MAX_HEAD_BYTES);
+    if (headBytes === null) return void socket.destroy();
+    let head;
+    try {
+      head = parseRequestHead(headBytes, 'proxy');
+    } catch (err) {
+      if (!(err instanceof HttpHeadError)) throw err;
+      sb.audit.connect({
+        disposition: 'blocked',
+        host: '(unknown)',
+        port: 0,
+        caller: {},
+        reason: `malformed request: ${err.reason}`,
+        generation,
+        srcPort: header.srcPort,
+      });
+      return void socket.end(badRequest(err.reason, err.status));
+    }
+    const who = await identity;
+    if (!who.ok) {
+      const { host, port } = destinationOf(head);
+      const caller = { pid: who.pid, binary: who.binary };
+      if (who.finding)
+        sb.audit.finding({ kind: who.finding, title: who.reason, caller, host, port, reason: who.reason });
+      sb.audit.connect({
+        disposition: 'blocked',
+        host,
+        port,
+        caller,
+        reason: who.reason,
+        generation,
+        srcPort: header.srcPort,
+      });
+      return void socket.end(
+        forbidden({ host, port, binary: who.binary ?? UNKNOWN_BINARY, reason: who.reason, sandbox: sb.name }),
+      );
+    }
+    const conn: ClientConnection = { sb, socket, reader, srcPort: header.srcPort, caller: who.caller };
+    if (head.method === 'CONNECT') return await handleConnect(conn, head);
+    // Forward requests; a CONNECT later on the same connection is handed to the tunnel code.
+    const end = await new L7Session(conn, socket, reader, { kind: 'forward' }).run(headBytes);
+    if (end.kind === 'connect') await handleConnect(conn, end.head);
+  } catch (err) {
+    // A peer that vanished or sent a bad frame ends only its own connection; anything else is a bug
+    // worth reporting, but still must not take the proxy (and every other sandbox) down.
+    if (!(err instanceof StreamClosedError) && !(err instanceof HttpHeadError)) sb.internalError(err);
+    socket.destroy();
+  }
+}

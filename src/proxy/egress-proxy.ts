@@ -1,0 +1,249 @@
+/**
+ * The host-side egress proxy: one Node process, one Unix socket per sandbox.
+ *
+ * Threat: a sandboxed agent uses the network to leak data or spend credentials; one sandbox reaches
+ * another's socket or policy. Assumptions:
+ * - each sandbox has its own socket, policy generation, CA, credentials and caller resolver; nothing
+ *   is shared between sandboxes except the operator's settings (hosts map, allowLocal, upstream CA);
+ * - the socket is created mode 0600 (chowned to `socketOwner` when given) inside a directory the
+ *   launcher keeps private; only the sandbox's relay can reach it;
+ * - a policy swap (`setGeneration`) is one assignment: each decision reads the current generation,
+ *   so a connection or request is judged by exactly one generation; raw tunnels, which no later
+ *   request will re-judge, are re-judged at the swap and closed when no longer allowed.
+ */
+import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import type tls from 'node:tls';
+import { type AuditSink, configChange } from '../audit/index.js';
+import { AddressGuard, type Resolver } from './address-guard.js';
+import type { CallerResolver } from './caller-identity.js';
+import { handleConnection } from './connection.js';
+import type { PolicyGeneration } from '../policy/index.js';
+import { proxyPolicyOf } from './policy-adapter.js';
+import type { ProxyPolicy } from './policy-port.js';
+import { ProxyAudit } from './proxy-audit.js';
+import type { OpenTunnel, PinnedGeneration, SandboxContext } from './sandbox-context.js';
+import type { TlsAuthority } from './tls-authority.js';
+import { upstreamContext } from './upstream.js';
+
+export interface EgressProxyOptions {
+  audit: AuditSink;
+  /** Operator hosts map (name → IP), replacing DNS for those names. */
+  hosts?: Record<string, string> | undefined;
+  /** Operator-trusted host-local upstreams, `IP:PORT` / `[IPv6]:PORT`. */
+  allowLocal?: readonly string[] | undefined;
+  /** PEM file of extra CAs trusted for upstream TLS (besides the system roots). */
+  upstreamCaFile?: string | undefined;
+  /** DNS replacement (tests). */
+  resolver?: Resolver | undefined;
+  /** Unexpected errors inside connection handlers (the connection is closed, the proxy goes on). */
+  onError?: ((err: unknown, sandbox: string) => void) | undefined;
+}
+
+export interface AttachOptions {
+  name: string;
+  socketPath: string;
+  socketOwner?: { uid: number; gid: number } | undefined;
+  /** The compiled network policy (`compilePolicy(policy)` from src/policy). */
+  generation: PolicyGeneration;
+  callerResolver: CallerResolver;
+  /** Credential values by name (the sandbox sees only `carapace:cred:NAME`). */
+  credentials?: ReadonlyMap<string, string> | undefined;
+  authority: TlsAuthority;
+  /** Simultaneous connections from this sandbox; more are closed at once (default 1024). */
+  maxConnections?: number | undefined;
+}
+
+export class ProxyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProxyError';
+  }
+}
+
+export class EgressProxy {
+  readonly guard: AddressGuard;
+  private readonly upstreamTls: tls.SecureContext;
+  private readonly attached = new Map<string, SandboxProxy>();
+
+  constructor(private readonly options: EgressProxyOptions) {
+    this.guard = new AddressGuard({
+      hosts: options.hosts,
+      allowLocal: options.allowLocal,
+      resolver: options.resolver,
+    });
+    this.upstreamTls = upstreamContext(options.upstreamCaFile);
+  }
+
+  async attachSandbox(options: AttachOptions): Promise<SandboxProxy> {
+    if (this.attached.has(options.name)) throw new ProxyError(`sandbox ${options.name} is already attached`);
+    const sb = new SandboxProxy(options, {
+      audit: this.options.audit,
+      guard: this.guard,
+      upstreamTls: this.upstreamTls,
+      onError: this.options.onError,
+      onDetach: () => this.attached.delete(options.name),
+    });
+    this.attached.set(options.name, sb);
+    try {
+      await sb.listen();
+    } catch (err) {
+      this.attached.delete(options.name);
+      throw err;
+    }
+    return sb;
+  }
+
+  get sandboxes(): string[] {
+    return [...this.attached.keys()];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.attached.values()].map((s) => s.detach()));
+  }
+}
+
+interface Shared {
+  audit: AuditSink;
+  guard: AddressGuard;
+  upstreamTls: tls.SecureContext;
+  onError: ((err: unknown, sandbox: string) => void) | undefined;
+  onDetach: () => void;
+}
+
+export class SandboxProxy {
+  readonly name: string;
+  readonly socketPath: string;
+  private pinned: PinnedGeneration;
+  private secrets: ReadonlyMap<string, string>;
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  private readonly tunnels = new Set<OpenTunnel>();
+  private readonly audit: ProxyAudit;
+  private readonly context: SandboxContext;
+
+  constructor(
+    private readonly options: AttachOptions,
+    private readonly shared: Shared,
+  ) {
+    this.name = options.name;
+    this.socketPath = options.socketPath;
+    this.pinned = { policy: proxyPolicyOf(options.generation), generation: 1 };
+    this.secrets = options.credentials ?? new Map();
+    this.audit = new ProxyAudit(shared.audit, options.name);
+    this.context = {
+      name: options.name,
+      audit: this.audit,
+      guard: shared.guard,
+      upstreamTls: shared.upstreamTls,
+      authority: options.authority,
+      callerResolver: options.callerResolver,
+      current: () => this.pinned,
+      credentials: () => this.secrets,
+      internalError: (err) => shared.onError?.(err, options.name),
+      track: (t) => {
+        this.tunnels.add(t);
+        return () => this.tunnels.delete(t);
+      },
+    };
+    this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      void handleConnection(this.context, socket);
+    });
+    // One sandbox opening connections without end must not exhaust the proxy's descriptors for all.
+    this.server.maxConnections = options.maxConnections ?? 1024;
+  }
+
+  /** @internal Create the socket file and start accepting. */
+  async listen(): Promise<void> {
+    removeStaleSocket(this.socketPath);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.socketPath, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    chmodSync(this.socketPath, 0o600);
+    if (this.options.socketOwner)
+      chownSync(this.socketPath, this.options.socketOwner.uid, this.options.socketOwner.gid);
+  }
+
+  /** The generation number now in force (1 at attach). */
+  get generation(): number {
+    return this.pinned.generation;
+  }
+
+  /** Raw tunnels open right now. */
+  get openTunnels(): number {
+    return this.tunnels.size;
+  }
+
+  /**
+   * Swap in a new policy generation. New connections and the next request on every kept-alive
+   * connection use it at once; open raw tunnels it no longer allows are closed (4001 Close).
+   * Returns how many tunnels were closed.
+   */
+  setGeneration(next: PolicyGeneration): number {
+    const policy = proxyPolicyOf(next);
+    this.pinned = { policy, generation: this.pinned.generation + 1 };
+    let closed = 0;
+    for (const t of [...this.tunnels]) {
+      const reason = this.stillAllowed(t, policy);
+      if (reason !== null) {
+        closed++;
+        t.close(`policy reload: ${reason}`);
+      }
+    }
+    this.shared.audit.emit(
+      configChange({
+        sandbox: this.name,
+        accepted: true,
+        message: `network policy generation ${this.pinned.generation} in force`,
+        generation: this.pinned.generation,
+        details: { closed_tunnels: closed },
+      }),
+    );
+    return closed;
+  }
+
+  /** null when the tunnel may stay open under `policy`, else why not. */
+  private stillAllowed(t: OpenTunnel, policy: ProxyPolicy): string | null {
+    const v = policy.decideConnect({
+      host: t.host,
+      port: t.port,
+      binary: t.caller.binary,
+      ancestors: t.caller.ancestors,
+    });
+    if (!v.allowed) return v.reason;
+    if (v.endpoint?.inspect && !t.inspected) return 'the endpoint now requires inspection';
+    const problem = this.shared.guard.checkAddress(t.address, t.port, v.endpoint?.allowedIps ?? []);
+    return problem;
+  }
+
+  /** Replace the credential values (names bound by the policy are unchanged). */
+  setCredentials(credentials: ReadonlyMap<string, string>): void {
+    this.secrets = credentials;
+  }
+
+  /** Stop accepting, close every connection of this sandbox and remove the socket file. */
+  async detach(): Promise<void> {
+    const closing = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sockets) s.destroy();
+    for (const t of [...this.tunnels]) t.close('sandbox detached');
+    await closing;
+    removeStaleSocket(this.socketPath);
+    this.shared.onDetach();
+  }
+}
+
+function removeStaleSocket(path: string): void {
+  try {
+    const st = lstatSync(path);
+    if (!st.isSocket()) throw new ProxyError(`${path} exists and is not a socket`);
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}

@@ -1,0 +1,28 @@
+/** The egress proxy: the only entry point other folders import (docs/architecture.md, docs/proxy.md). */
+export {
+  EgressProxy,
+  SandboxProxy,
+  ProxyError,
+  type EgressProxyOptions,
+  type AttachOptions,
+} from './egress-proxy.js';
+export { TlsAuthority, TlsAuthorityError, type TlsAuthorityOptions } from './tls-authority.js';
+export {
+  sandboxProxyEnv,
+  buildCaBundle,
+  writeTrustFiles,
+  DEFAULT_SYSTEM_BUNDLE,
+  type SandboxEnvOptions,
+  type TrustFiles,
+} from './sandbox-env.js';
+export {
+  ProcCallerResolver,
+  type CallerResolver,
+  type CallerQuery,
+  type CallerIdentity,
+  type CallerResult,
+  type ProcCallerResolverOptions,
+} from './caller-identity.js';
+export { BinaryTrust } from './binary-trust.js';
+export { AddressGuardConfigError } from './address-guard.js';
+export { PLACEHOLDER_PREFIX } from './credentials.js';

@@ -1,0 +1,281 @@
+/**
+ * An HTTP/1.1 session between the agent and upstream servers, request by request: forward-proxy
+ * requests (absolute-form, any allowed host) or requests inside a CONNECT tunnel (terminated TLS, or
+ * plain HTTP through a tunnel). Every request is judged (request-judge.ts) against the current policy
+ * generation; bodies stream both ways with backpressure; a `101` for an allowed WebSocket upgrade turns
+ * the connection into a raw tunnel that reloads re-judge.
+ *
+ * Threat: desynchronisation between what we judged and what the upstream executes. Assumptions: the
+ * request head is parsed strictly and re-serialised (never forwarded verbatim); the body is forwarded
+ * by the framing we parsed; a response is relayed by the framing the upstream declared; after any
+ * refusal or framing error the client connection is closed, not resynchronised.
+ */
+import type { Duplex } from 'node:stream';
+import { forwardBody } from './body-forward.js';
+import { HttpHeadError } from './http-fields.js';
+import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.js';
+import { parseResponseHead } from './http-response.js';
+import { type Approval, type Refusal, judgeRequest } from './request-judge.js';
+import { badGateway, badRequest, forbidden } from './responses.js';
+import type { ClientConnection, SessionMode } from './sandbox-context.js';
+import { StreamReader, writeAll } from './stream-reader.js';
+import { UpstreamError, connectChecked, startTls } from './upstream.js';
+import { spliceRaw } from './raw-relay.js';
+
+const MAX_RESPONSE_HEAD = 64 * 1024;
+
+export interface UpstreamSlot {
+  key: string;
+  socket: Duplex;
+  reader: StreamReader;
+  address: string;
+}
+
+export type SessionEnd = { kind: 'done' } | { kind: 'connect'; head: RequestHead };
+
+function slotKey(host: string, port: number, tls: boolean): string {
+  return `${tls ? 's' : 'p'}|${host}|${port}`;
+}
+
+export class L7Session {
+  private upstream: UpstreamSlot | null;
+
+  constructor(
+    private readonly conn: ClientConnection,
+    private readonly client: Duplex,
+    private readonly reader: StreamReader,
+    private readonly mode: SessionMode,
+    initialUpstream: UpstreamSlot | null = null,
+  ) {
+    this.upstream = initialUpstream;
+  }
+
+  /** Serve requests until the client closes, a refusal, or (forward mode) a CONNECT to hand back. */
+  async run(firstHead: Buffer | null = null): Promise<SessionEnd> {
+    let pending = firstHead;
+    try {
+      for (;;) {
+        const bytes = pending ?? (await this.reader.readHead(MAX_HEAD_BYTES));
+        pending = null;
+        if (bytes === null) return this.finish();
+        let head: RequestHead;
+        try {
+          head = parseRequestHead(bytes, this.mode.kind === 'tunnel' ? 'tunnel' : 'proxy');
+        } catch (err) {
+          if (err instanceof HttpHeadError) return await this.refuseMalformed(err);
+          throw err;
+        }
+        if (head.method === 'CONNECT') {
+          this.dropUpstream();
+          return { kind: 'connect', head };
+        }
+        const verdict = judgeRequest(this.conn, head, this.mode);
+        if (!verdict.ok) return await this.refuse(verdict);
+        this.auditApproval(verdict);
+        const upstream = await this.upstreamFor(verdict);
+        if (!upstream) return { kind: 'done' };
+        const outcome = await this.exchange(head, verdict, upstream);
+        if (outcome === 'upgraded') return { kind: 'done' };
+        if (outcome === 'close') return this.finish();
+      }
+    } catch (err) {
+      if (err instanceof HttpHeadError && !this.client.destroyed) {
+        // A framing error inside a body: the stream can no longer be trusted.
+        this.client.destroy();
+      }
+      this.client.destroy();
+      this.dropUpstream();
+      return { kind: 'done' };
+    }
+  }
+
+  private finish(): SessionEnd {
+    this.dropUpstream();
+    this.client.end();
+    return { kind: 'done' };
+  }
+
+  private dropUpstream(): void {
+    this.upstream?.socket.destroy();
+    this.upstream = null;
+  }
+
+  private async refuseMalformed(err: HttpHeadError): Promise<SessionEnd> {
+    const { sb, caller } = this.conn;
+    const host = this.mode.kind === 'tunnel' ? this.mode.host.host : '(unknown)';
+    const port = this.mode.kind === 'tunnel' ? this.mode.port : 0;
+    sb.audit.request({
+      disposition: 'blocked',
+      method: 'UNKNOWN',
+      host,
+      port,
+      path: '/',
+      caller,
+      reason: `malformed request: ${err.reason}`,
+      generation: sb.current().generation,
+      status: err.status,
+    });
+    await this.answerAndClose(badRequest(err.reason, err.status));
+    return { kind: 'done' };
+  }
+
+  private async refuse(r: Refusal): Promise<SessionEnd> {
+    const { sb, caller } = this.conn;
+    const base = {
+      host: r.host,
+      port: r.port,
+      caller,
+      policy: r.policy,
+      reason: r.reason,
+      generation: r.generation,
+    };
+    if (r.finding)
+      sb.audit.finding({
+        ...r.finding,
+        caller,
+        host: r.host,
+        port: r.port,
+        policy: r.policy,
+        reason: r.reason,
+      });
+    if (r.level === 'connect')
+      sb.audit.connect({ ...base, disposition: 'blocked', srcPort: this.conn.srcPort });
+    else
+      sb.audit.request({ ...base, disposition: 'blocked', method: r.method, path: r.path, status: r.status });
+    const body =
+      r.status === 403
+        ? forbidden({ host: r.host, port: r.port, binary: caller.binary, reason: r.reason, sandbox: sb.name })
+        : badRequest(r.reason);
+    await this.answerAndClose(body);
+    return { kind: 'done' };
+  }
+
+  private auditApproval(a: Approval): void {
+    const { sb, caller } = this.conn;
+    if (!a.treatment.inspect && a.disposition === 'allowed') return;
+    sb.audit.request({
+      disposition: a.disposition,
+      method: a.method,
+      host: a.host.host,
+      port: a.port,
+      path: a.path,
+      caller,
+      policy: a.policy,
+      reason: a.reason,
+      enforcement: a.enforcement,
+      generation: a.generation,
+    });
+  }
+
+  private async answerAndClose(text: string): Promise<void> {
+    this.dropUpstream();
+    if (this.client.destroyed || this.client.writableEnded) return;
+    await new Promise<void>((resolve) => this.client.end(text, resolve));
+  }
+
+  /** The upstream for this request: the open one if it goes to the same place, else a new one. */
+  private async upstreamFor(a: Approval): Promise<UpstreamSlot | null> {
+    const tls = this.mode.kind === 'tunnel' && this.mode.tls;
+    const key = slotKey(a.host.host, a.port, tls);
+    if (this.upstream && this.upstream.key === key && this.upstream.reader.open) return this.upstream;
+    this.dropUpstream();
+    const { sb, caller } = this.conn;
+    const guarded = await sb.guard.resolve(a.host, a.port, a.treatment.allowedIps);
+    const base = {
+      host: a.host.host,
+      port: a.port,
+      caller,
+      policy: a.policy,
+      generation: a.generation,
+      srcPort: this.conn.srcPort,
+    };
+    if (!guarded.ok) {
+      sb.audit.connect({ ...base, disposition: 'blocked', reason: guarded.reason, ip: guarded.address });
+      await this.answerAndClose(
+        forbidden({
+          host: a.host.host,
+          port: a.port,
+          binary: caller.binary,
+          reason: guarded.reason,
+          sandbox: sb.name,
+        }),
+      );
+      return null;
+    }
+    try {
+      const { socket, address } = await connectChecked(guarded.addresses, a.port);
+      if (this.mode.kind === 'forward')
+        sb.audit.connect({ ...base, disposition: 'allowed', ip: address.address });
+      const s = tls ? await startTls(socket, a.host, sb.upstreamTls) : socket;
+      this.upstream = { key, socket: s, reader: new StreamReader(s), address: address.address };
+      return this.upstream;
+    } catch (err) {
+      const reason = err instanceof UpstreamError ? err.reason : 'upstream connection failed';
+      await this.answerAndClose(badGateway(a.host.host, a.port, reason));
+      return null;
+    }
+  }
+
+  /** Send one request and relay its response. */
+  private async exchange(
+    head: RequestHead,
+    a: Approval,
+    up: UpstreamSlot,
+  ): Promise<'keep' | 'close' | 'upgraded'> {
+    const body = forwardBody(this.reader, up.socket, head.body, a.wire);
+    // A bad body frame (or a vanished peer) poisons both streams: close them, which also ends the
+    // wait for a response below.
+    body.catch(() => {
+      this.client.destroy();
+      up.socket.destroy();
+    });
+    let sentAny = false;
+    try {
+      for (;;) {
+        const bytes = await up.reader.readHead(MAX_RESPONSE_HEAD);
+        if (bytes === null) throw new UpstreamError('upstream closed before responding');
+        const res = parseResponseHead(bytes, head.method);
+        sentAny = true;
+        if (res.status === 101) {
+          if (!a.websocket) throw new UpstreamError('unrequested protocol switch');
+          await writeAll(this.client, bytes);
+          await body;
+          this.startRawRelay(a, up);
+          return 'upgraded';
+        }
+        if (res.status < 200) {
+          await writeAll(this.client, bytes);
+          continue;
+        }
+        await forwardBody(up.reader, this.client, res.body, bytes);
+        await body;
+        if (res.close) this.dropUpstream();
+        return head.close || res.body.kind === 'close' ? 'close' : 'keep';
+      }
+    } catch (err) {
+      if (!sentAny && !this.client.destroyed) {
+        const reason =
+          err instanceof UpstreamError || err instanceof HttpHeadError ? err.reason : 'upstream error';
+        await this.answerAndClose(badGateway(a.host.host, a.port, reason));
+        return 'close';
+      }
+      throw err;
+    }
+  }
+
+  private startRawRelay(a: Approval, up: UpstreamSlot): void {
+    const clientRest = this.reader.detach();
+    const upstreamRest = up.reader.detach();
+    this.upstream = null;
+    spliceRaw(this.conn, {
+      client: this.client,
+      upstream: up.socket,
+      clientRest,
+      upstreamRest,
+      host: a.host.host,
+      port: a.port,
+      address: up.address,
+      inspected: a.treatment.inspect,
+    });
+  }
+}

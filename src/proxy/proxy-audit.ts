@@ -1,0 +1,128 @@
+/**
+ * The proxy's audit vocabulary on top of src/audit: every event carries the sandbox, the caller
+ * (pid, binary), host, port, policy entry, reason and generation. Security assumption: callers pass
+ * canonical hosts, canonical paths (no query) and credential NAMES only; nothing here accepts a
+ * query string, a header value or a secret.
+ */
+import {
+  type AuditSink,
+  type Disposition,
+  finding,
+  httpActivity,
+  networkActivity,
+  networkClose,
+} from '../audit/index.js';
+
+export type ProxyFindingKind =
+  | 'sni-mismatch'
+  | 'sni-missing'
+  | 'unbound-credential'
+  | 'unresolved-credential'
+  | 'ambiguous-identity'
+  | 'binary-replaced'
+  | 'bad-relay-header'
+  | 'host-mismatch';
+
+export interface CallerRef {
+  pid?: number | undefined;
+  binary?: string | undefined;
+}
+
+export interface DecisionBase {
+  host: string;
+  port: number;
+  caller: CallerRef;
+  policy?: string | undefined;
+  reason?: string | undefined;
+  enforcement?: 'enforce' | 'audit' | undefined;
+  generation?: number | undefined;
+}
+
+export class ProxyAudit {
+  constructor(
+    private readonly sink: AuditSink,
+    readonly sandbox: string,
+  ) {}
+
+  connect(
+    e: DecisionBase & { disposition: Disposition; ip?: string | undefined; srcPort?: number | undefined },
+  ): void {
+    this.sink.emit(
+      networkActivity({
+        sandbox: this.sandbox,
+        disposition: e.disposition,
+        host: e.host,
+        port: e.port,
+        ip: e.ip,
+        srcPort: e.srcPort,
+        actor: e.caller,
+        policy: e.policy,
+        reason: e.reason,
+        enforcement: e.enforcement,
+        generation: e.generation,
+      }),
+    );
+  }
+
+  closed(e: DecisionBase): void {
+    this.sink.emit(
+      networkClose({
+        sandbox: this.sandbox,
+        disposition: 'blocked',
+        host: e.host,
+        port: e.port,
+        actor: e.caller,
+        policy: e.policy,
+        reason: e.reason,
+        generation: e.generation,
+      }),
+    );
+  }
+
+  request(
+    e: DecisionBase & { disposition: Disposition; method: string; path: string; status?: number },
+  ): void {
+    this.sink.emit(
+      httpActivity({
+        sandbox: this.sandbox,
+        disposition: e.disposition,
+        method: e.method,
+        host: e.host,
+        port: e.port,
+        path: e.path,
+        actor: e.caller,
+        policy: e.policy,
+        reason: e.reason,
+        enforcement: e.enforcement,
+        generation: e.generation,
+        status: e.status,
+      }),
+    );
+  }
+
+  finding(e: {
+    kind: ProxyFindingKind;
+    title: string;
+    caller: CallerRef;
+    host?: string | undefined;
+    port?: number | undefined;
+    policy?: string | undefined;
+    reason?: string | undefined;
+    details?: Record<string, unknown>;
+  }): void {
+    this.sink.emit(
+      finding({
+        sandbox: this.sandbox,
+        kind: e.kind,
+        title: e.title,
+        host: e.host,
+        port: e.port,
+        actor: e.caller,
+        policy: e.policy,
+        reason: e.reason,
+        severity: 'high',
+        details: e.details ?? {},
+      }),
+    );
+  }
+}

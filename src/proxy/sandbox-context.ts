@@ -1,0 +1,63 @@
+/**
+ * What every connection handler of one sandbox shares: its name, audit, SSRF guard, TLS material,
+ * caller resolver, the CURRENT policy generation (read at each decision, never cached by a
+ * connection) and the registry of raw tunnels that a reload must re-judge.
+ */
+import type net from 'node:net';
+import type tls from 'node:tls';
+import type { AddressGuard } from './address-guard.js';
+import type { CallerIdentity, CallerResolver } from './caller-identity.js';
+import type { ProxyPolicy } from './policy-port.js';
+import type { ProxyAudit } from './proxy-audit.js';
+import type { StreamReader } from './stream-reader.js';
+import type { TlsAuthority } from './tls-authority.js';
+
+export interface PinnedGeneration {
+  policy: ProxyPolicy;
+  /** 1 for the policy given at attach, +1 for each setGeneration. */
+  generation: number;
+}
+
+/** A tunnel whose bytes pass uninspected; re-judged at every reload. */
+export interface OpenTunnel {
+  host: string;
+  port: number;
+  caller: CallerIdentity;
+  /** The upstream address actually connected. */
+  address: string;
+  /** Allowed as an inspected endpoint (a WebSocket after its judged upgrade); a raw tunnel is not, so
+   * a reload that turns inspection on for its endpoint closes it. */
+  inspected: boolean;
+  close(reason: string): void;
+}
+
+export interface SandboxContext {
+  readonly name: string;
+  readonly audit: ProxyAudit;
+  readonly guard: AddressGuard;
+  readonly upstreamTls: tls.SecureContext;
+  readonly authority: TlsAuthority;
+  readonly callerResolver: CallerResolver;
+  current(): PinnedGeneration;
+  credentials(): ReadonlyMap<string, string>;
+  /** An unexpected error in a connection handler (the connection is closed; the proxy goes on). */
+  internalError(err: unknown): void;
+  /** Register a raw tunnel; returns the function that unregisters it. */
+  track(tunnel: OpenTunnel): () => void;
+}
+
+/** One client connection on the sandbox's socket, after the relay header. */
+export interface ClientConnection {
+  sb: SandboxContext;
+  socket: net.Socket;
+  reader: StreamReader;
+  srcPort: number;
+  caller: CallerIdentity;
+}
+
+/** Where an L7 session sends its requests. */
+export type SessionMode =
+  | { kind: 'forward' }
+  | { kind: 'tunnel'; host: import('./host-name.js').CanonicalHost; port: number; tls: boolean };
+
+export const UNKNOWN_BINARY = '(unknown)';

@@ -1,0 +1,305 @@
+/**
+ * CONNECT: decide (host, port, binary), check the resolved addresses, connect, answer 200, then either
+ * terminate TLS and inspect every request, or relay raw bytes after checking the ClientHello.
+ *
+ * Threat: a tunnel to an allowed name used to reach something else — domain fronting through SNI, a
+ * different virtual host in plain HTTP, or a removed permission kept alive by a long tunnel.
+ * Decisions (documented in docs/proxy.md):
+ * - TLS is terminated when the endpoint is inspected or has a bound credential, unless `tls: skip`;
+ * - raw tunnels: the first client bytes decide. A TLS ClientHello must carry an SNI equal to the CONNECT
+ *   host (mismatch → close + finding); a ClientHello WITHOUT SNI is refused for a DNS host (every
+ *   mainstream stack sends SNI for a name, so its absence is a crafted hello) and expected for an IP
+ *   literal (RFC 6066 forbids IPs in SNI). Plain HTTP is served request by request (Host checked).
+ *   Anything else is relayed as the L4 decision allowed it. If the server speaks first (SMTP, SSH
+ *   banners) the bytes are relayed raw at once;
+ * - terminated tunnels: a plain-HTTP client is inspected the same way; bytes that are neither TLS nor
+ *   HTTP cannot be inspected and close the tunnel;
+ * - `tls: skip` relays raw from the first byte, without any check.
+ */
+import tls from 'node:tls';
+import { looksLikeTls, parseClientHello } from './client-hello.js';
+import { type Authority, HostNameError, canonicalHost, parseAuthority } from './host-name.js';
+import type { RequestHead } from './http-head.js';
+import { L7Session, type UpstreamSlot } from './l7-session.js';
+import type { ConnectVerdict, EndpointTreatment } from './policy-port.js';
+import { spliceRaw } from './raw-relay.js';
+import { CONNECT_ESTABLISHED, badGateway, badRequest, forbidden } from './responses.js';
+import type { ClientConnection } from './sandbox-context.js';
+import { StreamReader, writeAll } from './stream-reader.js';
+import { UpstreamError, connectChecked, startTls } from './upstream.js';
+
+const DEFAULT_TREATMENT: EndpointTreatment = {
+  inspect: false,
+  protocol: 'tcp',
+  tls: 'terminate',
+  allowedIps: [],
+  credentials: [],
+};
+const HTTP_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20} /;
+
+async function answer(conn: ClientConnection, text: string): Promise<void> {
+  if (conn.socket.destroyed) return;
+  await new Promise<void>((resolve) => conn.socket.end(text, resolve));
+}
+
+export async function handleConnect(conn: ClientConnection, head: RequestHead): Promise<void> {
+  const { sb, caller } = conn;
+  let target: Authority;
+  try {
+    target = parseAuthority(head.target);
+    if (head.host !== null && parseAuthority(head.host, target.port).host !== target.host) {
+      throw new HostNameError('Host header differs from the CONNECT target');
+    }
+  } catch (err) {
+    const reason = err instanceof HostNameError ? err.reason : 'invalid CONNECT target';
+    sb.audit.connect({
+      disposition: 'blocked',
+      host: '(invalid)',
+      port: 0,
+      caller,
+      reason,
+      generation: sb.current().generation,
+      srcPort: conn.srcPort,
+    });
+    return answer(conn, badRequest(reason));
+  }
+  const { host, port } = target;
+  const pinned = sb.current();
+  const verdict: ConnectVerdict = pinned.policy.decideConnect({
+    host,
+    port,
+    binary: caller.binary,
+    ancestors: caller.ancestors,
+  });
+  const record = (disposition: 'allowed' | 'blocked', reason: string, ip?: string): void =>
+    sb.audit.connect({
+      disposition,
+      host,
+      port,
+      caller,
+      policy: verdict.policy,
+      enforcement: verdict.enforcement,
+      generation: pinned.generation,
+      srcPort: conn.srcPort,
+      reason,
+      ip,
+    });
+  const deny = async (reason: string, ip?: string): Promise<void> => {
+    record('blocked', reason, ip);
+    await answer(conn, forbidden({ host, port, binary: caller.binary, reason, sandbox: sb.name }));
+  };
+  if (!verdict.allowed) return deny(verdict.reason);
+  const treatment = verdict.endpoint ?? DEFAULT_TREATMENT;
+  const guarded = await sb.guard.resolve(target, port, treatment.allowedIps);
+  if (!guarded.ok) return deny(guarded.reason, guarded.address);
+
+  const terminate = treatment.tls !== 'skip' && (treatment.inspect || treatment.credentials.length > 0);
+  let upstream: UpstreamSlot;
+  try {
+    const { socket, address } = await connectChecked(guarded.addresses, port);
+    record('allowed', verdict.reason, address.address);
+    upstream = { key: '', socket, reader: new StreamReader(socket), address: address.address };
+  } catch (err) {
+    return answer(conn, badGateway(host, port, err instanceof UpstreamError ? err.reason : 'connect failed'));
+  }
+  await writeAll(conn.socket, CONNECT_ESTABLISHED);
+  if (treatment.tls === 'skip') {
+    return relay(conn, upstream, target, false);
+  }
+  if (terminate) return terminateTunnel(conn, upstream, target);
+  return rawTunnel(conn, upstream, target);
+}
+
+function relay(conn: ClientConnection, up: UpstreamSlot, target: Authority, inspected: boolean): void {
+  spliceRaw(conn, {
+    client: conn.socket,
+    upstream: up.socket,
+    clientRest: conn.reader.detach(),
+    upstreamRest: up.reader.detach(),
+    host: target.host,
+    port: target.port,
+    address: up.address,
+    inspected,
+  });
+}
+
+function closeBoth(conn: ClientConnection, up: UpstreamSlot): void {
+  conn.socket.destroy();
+  up.socket.destroy();
+}
+
+async function rawTunnel(conn: ClientConnection, up: UpstreamSlot, target: Authority): Promise<void> {
+  const { sb, caller } = conn;
+  await Promise.race([conn.reader.waitData(), up.reader.waitData()]);
+  // The server spoke first, or the client ended: relay whatever comes.
+  if (conn.reader.buffered === 0) return relay(conn, up, target, false);
+  const first = (await peek(conn.reader))?.[0];
+  if (first === undefined) return relay(conn, up, target, false);
+  if (looksLikeTls(first)) {
+    const hello = await readHello(conn.reader);
+    const finding = (
+      kind: 'sni-mismatch' | 'sni-missing',
+      title: string,
+      details: Record<string, unknown>,
+    ): void => {
+      sb.audit.finding({ kind, title, caller, host: target.host, port: target.port, reason: title, details });
+      sb.audit.closed({
+        host: target.host,
+        port: target.port,
+        caller,
+        reason: title,
+        generation: sb.current().generation,
+      });
+      closeBoth(conn, up);
+    };
+    if (hello.status === 'error')
+      return finding('sni-mismatch', `unreadable ClientHello: ${hello.reason}`, {});
+    if (hello.status === 'done') {
+      if (hello.sni === null) {
+        if (target.kind === 'dns')
+          return finding('sni-missing', `ClientHello without SNI for ${target.host}`, {});
+      } else {
+        let sni: string | null = null;
+        try {
+          sni = canonicalHost(hello.sni, false).host;
+        } catch {
+          sni = null;
+        }
+        if (sni !== target.host) {
+          return finding('sni-mismatch', `SNI differs from the CONNECT host ${target.host}`, {
+            sni: hello.sni.slice(0, 253),
+          });
+        }
+      }
+    }
+    return relay(conn, up, target, false);
+  }
+  if (await startsWithHttp(conn.reader)) {
+    const session = new L7Session(
+      conn,
+      conn.socket,
+      conn.reader,
+      { kind: 'tunnel', host: target, port: target.port, tls: false },
+      { ...up, key: `p|${target.host}|${target.port}` },
+    );
+    await session.run();
+    return;
+  }
+  return relay(conn, up, target, false);
+}
+
+/** Look at the next client bytes without consuming them; null at end of stream. */
+async function peek(reader: StreamReader): Promise<Buffer | null> {
+  const chunk = await reader.read();
+  if (chunk) reader.unshift(chunk);
+  return chunk;
+}
+
+/** Accumulate the ClientHello (it may span several reads), keeping all bytes for the upstream. */
+async function readHello(reader: StreamReader): Promise<ReturnType<typeof parseClientHello>> {
+  let buf = Buffer.alloc(0);
+  for (;;) {
+    const chunk = await reader.read();
+    if (chunk === null) {
+      reader.unshift(buf);
+      return { status: 'error', reason: 'connection closed inside the ClientHello' };
+    }
+    buf = Buffer.concat([buf, chunk]);
+    const parsed = parseClientHello(buf);
+    if (parsed.status !== 'incomplete') {
+      reader.unshift(buf);
+      return parsed;
+    }
+  }
+}
+
+async function startsWithHttp(reader: StreamReader): Promise<boolean> {
+  const chunk = await peek(reader);
+  return chunk !== null && HTTP_START.test(chunk.subarray(0, 24).toString('latin1'));
+}
+
+async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target: Authority): Promise<void> {
+  const { sb, caller } = conn;
+  let upstreamTls: tls.TLSSocket;
+  const first = (await peek(conn.reader))?.[0];
+  if (first === undefined) return closeBoth(conn, up);
+  if (!looksLikeTls(first)) {
+    if (await startsWithHttp(conn.reader)) {
+      const session = new L7Session(
+        conn,
+        conn.socket,
+        conn.reader,
+        { kind: 'tunnel', host: target, port: target.port, tls: false },
+        { ...up, key: `p|${target.host}|${target.port}` },
+      );
+      await session.run();
+      return;
+    }
+    sb.audit.closed({
+      host: target.host,
+      port: target.port,
+      caller,
+      reason: 'neither TLS nor HTTP on an inspected endpoint',
+      generation: sb.current().generation,
+    });
+    return closeBoth(conn, up);
+  }
+  try {
+    upstreamTls = await startTls(up.socket as import('node:net').Socket, target, sb.upstreamTls);
+  } catch (err) {
+    sb.audit.closed({
+      host: target.host,
+      port: target.port,
+      caller,
+      reason: err instanceof UpstreamError ? err.reason : 'upstream TLS failed',
+      generation: sb.current().generation,
+    });
+    return closeBoth(conn, up);
+  }
+  up.reader.detach();
+  // Hand the bytes already read back to the socket so the TLS server sees the whole ClientHello.
+  const rest = conn.reader.detach();
+  if (rest.length > 0) conn.socket.unshift(rest);
+  const client = new tls.TLSSocket(conn.socket, {
+    isServer: true,
+    secureContext: sb.authority.contextFor(target),
+    ALPNProtocols: ['http/1.1'],
+  });
+  client.on('error', () => {
+    client.destroy();
+    upstreamTls.destroy();
+  });
+  await new Promise<void>((resolve) => {
+    client.once('secure', resolve);
+    client.once('close', resolve);
+  });
+  if (client.destroyed) return void upstreamTls.destroy();
+  const sni = (client as unknown as { servername?: string | false }).servername;
+  if (sni && sni.toLowerCase().replace(/\.$/, '') !== target.host) {
+    sb.audit.finding({
+      kind: 'sni-mismatch',
+      title: `SNI differs from the CONNECT host ${target.host}`,
+      caller,
+      host: target.host,
+      port: target.port,
+      details: { sni: sni.slice(0, 253) },
+    });
+    client.destroy();
+    upstreamTls.destroy();
+    return;
+  }
+  const slot: UpstreamSlot = {
+    key: `s|${target.host}|${target.port}`,
+    socket: upstreamTls,
+    reader: new StreamReader(upstreamTls),
+    address: up.address,
+  };
+  const session = new L7Session(
+    conn,
+    client,
+    new StreamReader(client),
+    { kind: 'tunnel', host: target, port: target.port, tls: true },
+    slot,
+  );
+  await session.run();
+}

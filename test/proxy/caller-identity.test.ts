@@ -1,0 +1,240 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { copyFileSync, mkdtempSync, realpathSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BinaryTrust } from '../../src/proxy/binary-trust.js';
+import { type CallerQuery, ProcCallerResolver, findSocketInode } from '../../src/proxy/caller-identity.js';
+
+const children: ChildProcess[] = [];
+const servers: net.Server[] = [];
+const accepted: net.Socket[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) {
+    // Each child leads its own process group: forked grandchildren go with it.
+    try {
+      process.kill(-(c.pid as number), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  for (const s of accepted.splice(0)) s.destroy();
+  for (const s of servers.splice(0)) s.close();
+});
+
+/** A TCP server on loopback that holds every connection open and reports its peer port. */
+async function holdingServer(host = '127.0.0.1'): Promise<{ port: number; next: () => Promise<net.Socket> }> {
+  const queue: net.Socket[] = [];
+  const waiters: ((s: net.Socket) => void)[] = [];
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    accepted.push(s);
+    const w = waiters.shift();
+    if (w) w(s);
+    else queue.push(s);
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, host, r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    next: () =>
+      new Promise((resolve) => {
+        const s = queue.shift();
+        if (s) resolve(s);
+        else waiters.push(resolve);
+      }),
+  };
+}
+
+function run(cmd: string, args: string[]): ChildProcess {
+  const c = spawn(cmd, args, { stdio: 'ignore', detached: true });
+  children.push(c);
+  return c;
+}
+
+function queryFor(sock: net.Socket, family: 4 | 6 = 4): CallerQuery {
+  return {
+    family,
+    srcAddress: sock.remoteAddress as string,
+    srcPort: sock.remotePort as number,
+    dstAddress: sock.localAddress as string,
+    dstPort: sock.localPort as number,
+  };
+}
+
+const CURL = realpathSync('/usr/bin/curl');
+const SH = realpathSync('/bin/sh');
+const PYTHON = 'python3';
+
+describe('ProcCallerResolver on host processes', () => {
+  it('finds the binary and its ancestors of a real TCP client through /proc/<pid>/net/tcp', async () => {
+    const srv = await holdingServer();
+    run('/bin/sh', ['-c', `${CURL} -s http://127.0.0.1:${srv.port}/ ; sleep 0`]);
+    const sock = await srv.next();
+    const r = new ProcCallerResolver({ netPid: process.pid, rootPid: process.pid });
+    const res = await r.resolve(queryFor(sock));
+    expect(res.ok).toBe(true);
+    if (!res.ok) return;
+    expect(res.caller.binary).toBe(CURL);
+    expect(res.caller.ancestors).toEqual([SH]);
+  });
+
+  it('resolves an IPv6 client through tcp6', async () => {
+    const srv = await holdingServer('::1');
+    run(CURL, ['-s', '-g', `http://[::1]:${srv.port}/`]);
+    const sock = await srv.next();
+    const res = await new ProcCallerResolver({ netPid: process.pid }).resolve(queryFor(sock, 6));
+    expect(res.ok && res.caller.binary).toBe(CURL);
+  });
+
+  it('refuses a socket shared by processes with different executables (ambiguous)', async () => {
+    const srv = await holdingServer();
+    // Python connects, then forks; the child execs sleep with the socket inherited.
+    const code = [
+      'import os, socket, sys',
+      `s = socket.create_connection(("127.0.0.1", ${srv.port}))`,
+      's.set_inheritable(True)',
+      'pid = os.fork()',
+      'if pid == 0: os.execv("/bin/sleep", ["sleep", "30"])',
+      'import time; time.sleep(30)',
+    ].join('\n');
+    run(PYTHON, ['-c', code]);
+    const sock = await srv.next();
+    const r = new ProcCallerResolver({ netPid: process.pid });
+    let res = await r.resolve(queryFor(sock));
+    for (let i = 0; i < 50 && res.ok; i++) {
+      await new Promise((d) => setTimeout(d, 50)); // until the child has exec'd
+      res = await r.resolve(queryFor(sock));
+    }
+    expect(res.ok).toBe(false);
+    if (res.ok) return;
+    expect(res.finding).toBe('ambiguous-identity');
+  });
+
+  it('accepts a socket shared by forked processes running the same executable', async () => {
+    const srv = await holdingServer();
+    const code = [
+      'import os, socket, time',
+      `s = socket.create_connection(("127.0.0.1", ${srv.port}))`,
+      'os.fork()',
+      'time.sleep(30)',
+    ].join('\n');
+    run(PYTHON, ['-c', code]);
+    const sock = await srv.next();
+    await new Promise((d) => setTimeout(d, 200));
+    const res = await new ProcCallerResolver({ netPid: process.pid }).resolve(queryFor(sock));
+    expect(res.ok).toBe(true);
+    if (res.ok) expect(res.caller.binary).toMatch(/python/);
+  });
+
+  it('refuses when no process holds the socket any more', async () => {
+    const srv = await holdingServer();
+    const c = run(CURL, ['-s', '--max-time', '1', `http://127.0.0.1:${srv.port}/`]);
+    const sock = await srv.next();
+    const q = queryFor(sock);
+    c.kill('SIGKILL');
+    await new Promise((d) => c.once('exit', d));
+    const res = await new ProcCallerResolver({ netPid: process.pid }).resolve(q);
+    expect(res.ok).toBe(false);
+  });
+
+  it('trust on first use: the same path with other content is refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-tofu-'));
+    const tool = join(dir, 'tool');
+    copyFileSync(CURL, tool);
+    const trust = new BinaryTrust();
+    const r = new ProcCallerResolver({ netPid: process.pid, binaryTrust: trust });
+    const srv = await holdingServer();
+    const first = run(tool, ['-s', `http://127.0.0.1:${srv.port}/`]);
+    const res1 = await r.resolve(queryFor(await srv.next()));
+    expect(res1.ok).toBe(true);
+    expect(trust.snapshot()[tool]).toMatch(/^[0-9a-f]{64}$/);
+    first.kill('SIGKILL');
+    await new Promise((d) => first.once('exit', d));
+    // Replace the file at that path with another program that also connects.
+    copyFileSync('/usr/bin/wget', tool);
+    run(tool, ['-q', '-O', '/dev/null', `http://127.0.0.1:${srv.port}/`]);
+    const res2 = await r.resolve(queryFor(await srv.next()));
+    expect(res2.ok).toBe(false);
+    if (!res2.ok) {
+      expect(res2.finding).toBe('binary-replaced');
+      expect(res2.binary).toBe(tool);
+    }
+  });
+
+  it('scopes to a sandbox procfs and reads in-sandbox executable paths', async () => {
+    const srv = await holdingServer();
+    const ws = mkdtempSync(join(tmpdir(), 'carapace-ws-'));
+    copyFileSync(CURL, join(ws, 'fetch'));
+    // bwrap: own pid and mount namespaces, the host network (so it can reach our server).
+    const b = spawn(
+      'bwrap',
+      [
+        '--ro-bind',
+        '/usr',
+        '/usr',
+        '--symlink',
+        'usr/lib',
+        '/lib',
+        '--symlink',
+        'usr/lib64',
+        '/lib64',
+        '--symlink',
+        'usr/bin',
+        '/bin',
+        '--ro-bind',
+        '/etc',
+        '/etc',
+        '--bind',
+        ws,
+        '/sandbox',
+        '--proc',
+        '/proc',
+        '--dev',
+        '/dev',
+        '--unshare-pid',
+        '--unshare-ipc',
+        '--die-with-parent',
+        '--info-fd',
+        '3',
+        '/bin/sh',
+        '-c',
+        `/sandbox/fetch -s http://127.0.0.1:${srv.port}/`,
+      ],
+      { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], detached: true },
+    );
+    children.push(b);
+    let info = '';
+    (b.stdio[3] as NodeJS.ReadableStream).on('data', (d) => (info += d));
+    const sock = await srv.next();
+    const childPid = (JSON.parse(info) as { 'child-pid': number })['child-pid'];
+    const r = new ProcCallerResolver({ netPid: process.pid, sandboxProc: `/proc/${childPid}/root/proc` });
+    const res = await r.resolve(queryFor(sock));
+    expect(res.ok).toBe(true);
+    if (!res.ok) return;
+    expect(res.caller.binary).toBe('/sandbox/fetch');
+    // The walk stops at the sandbox's pid 1 (here bwrap's init): the shell is pid 1's child or pid 1.
+    expect(res.caller.ancestors.every((a) => a !== '/sandbox/fetch')).toBe(true);
+  });
+
+  it('matches /proc/net/tcp rows by the full tuple', () => {
+    const tcp = [
+      '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+      '   0: 0100007F:0C38 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1',
+      '   1: 0100007F:D431 0100007F:0C38 01 00000000:00000000 00:00000000 00000000     0        0 222 1',
+      '   2: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 333 1',
+    ].join('\n');
+    const q = {
+      family: 4 as const,
+      srcAddress: '127.0.0.1',
+      srcPort: 0xd431,
+      dstAddress: '127.0.0.1',
+      dstPort: 3128,
+    };
+    expect(findSocketInode(tcp, '', q)).toBe(222);
+    expect(findSocketInode(tcp, '', { ...q, dstPort: 8080 })).toBe(333);
+    expect(findSocketInode(tcp, '', { ...q, srcPort: 1 })).toBeNull();
+  });
+});

@@ -1,0 +1,126 @@
+/** Host names, IP literals, request paths and the relay header in their canonical forms. */
+import { describe, expect, it } from 'vitest';
+import { HostNameError, canonicalHost, parseAuthority } from '../../src/proxy/host-name.js';
+import { canonicalTarget } from '../../src/proxy/path-canon.js';
+import { ProxyHeaderError, findProxyHeaderEnd, parseProxyHeader } from '../../src/proxy/proxy-protocol.js';
+
+describe('canonicalHost', () => {
+  it('lower-cases names and drops one trailing dot', () => {
+    expect(canonicalHost('API.GitHub.com.')).toEqual({ host: 'api.github.com', kind: 'dns' });
+    expect(canonicalHost('xn--nxasmq6b.example')).toEqual({ host: 'xn--nxasmq6b.example', kind: 'dns' });
+  });
+  it('accepts only the dotted-quad IPv4 form', () => {
+    expect(canonicalHost('10.1.2.3')).toEqual({ host: '10.1.2.3', kind: 'ipv4' });
+    for (const h of [
+      '2130706433',
+      '0177.0.0.1',
+      '0x7f.0.0.1',
+      '0x7f000001',
+      '127.1',
+      '127.0.1',
+      '1.2.3.04',
+      '256.0.0.1',
+      '1.2.3.4.',
+      'a.0x10',
+    ]) {
+      expect(() => canonicalHost(h), h).toThrow(/non-canonical IPv4|invalid/);
+    }
+  });
+  it('reduces bracketed IPv6 to RFC 5952 form and refuses zones', () => {
+    expect(canonicalHost('[0:0:0:0:0:0:0:1]')).toEqual({ host: '::1', kind: 'ipv6' });
+    expect(canonicalHost('[::FFFF:127.0.0.1]')).toEqual({ host: '::ffff:7f00:1', kind: 'ipv6' });
+    expect(() => canonicalHost('[fe80::1%25eth0]')).toThrow(/zone/);
+    expect(() => canonicalHost('[::1')).toThrow(HostNameError);
+  });
+  it('refuses non-ASCII, percent signs, empty and over-long labels', () => {
+    for (const h of ['exämple.com', 'a%2eb.com', 'a..b', '-a.com', `${'a'.repeat(64)}.com`, '', 'a b']) {
+      expect(() => canonicalHost(h), h).toThrow(HostNameError);
+    }
+  });
+});
+
+describe('parseAuthority', () => {
+  it('parses host:port and [v6]:port, with an optional default port', () => {
+    expect(parseAuthority('Example.COM:443')).toEqual({ host: 'example.com', kind: 'dns', port: 443 });
+    expect(parseAuthority('[::1]:8443')).toEqual({ host: '::1', kind: 'ipv6', port: 8443 });
+    expect(parseAuthority('a.test', 80).port).toBe(80);
+  });
+  it('refuses a missing or bad port, userinfo and unbracketed IPv6', () => {
+    for (const a of [
+      'a.test',
+      'a.test:0',
+      'a.test:65536',
+      'a.test:+1',
+      'user@a.test:443',
+      '::1:443',
+      'a.test:',
+    ]) {
+      expect(() => parseAuthority(a), a).toThrow(HostNameError);
+    }
+  });
+});
+
+describe('canonicalTarget', () => {
+  const ok = (t: string) => {
+    const r = canonicalTarget(t);
+    if (!r.ok) throw new Error(r.reason);
+    return r;
+  };
+  const no = (t: string) => {
+    const r = canonicalTarget(t);
+    return r.ok ? 'accepted' : r.reason;
+  };
+  it('removes dot segments and decodes only unreserved escapes', () => {
+    expect(ok('/a/./b/../c')).toEqual({ ok: true, path: '/a/c', query: '' });
+    expect(ok('/%7Euser/%41%2e/x%20y%3a?q=%2F')).toEqual({
+      ok: true,
+      path: '/~user/A./x%20y%3A',
+      query: 'q=%2F',
+    });
+    expect(ok('/a/%2e%2e/b').path).toBe('/b');
+    expect(ok('/a/b/..').path).toBe('/a/');
+    expect(ok('/a//b').path).toBe('/a//b');
+  });
+  it('refuses climbing above the root, encoded slashes, backslashes, NUL, bad escapes and fragments', () => {
+    expect(no('/a/../../etc')).toMatch(/above the root/);
+    expect(no('/%2e%2e/x')).toMatch(/above the root/);
+    expect(no('/a%2Fb')).toMatch(/%2F/);
+    expect(no('/a%5cb')).toMatch(/%5C/);
+    expect(no('/a\\b')).toMatch(/backslash/);
+    expect(no('/a%00')).toMatch(/NUL/);
+    expect(no('/a%zz')).toMatch(/malformed/);
+    expect(no('/a#frag')).toMatch(/fragment/);
+    expect(no('/a?x=%g1')).toMatch(/query/);
+    expect(no('a/b')).toMatch(/start with/);
+  });
+});
+
+describe('relay header', () => {
+  it('parses TCP4 and TCP6 lines', () => {
+    expect(parseProxyHeader(Buffer.from('PROXY TCP4 127.0.0.1 127.0.0.1 40123 3128\r\n'))).toEqual({
+      family: 4,
+      srcAddress: '127.0.0.1',
+      dstAddress: '127.0.0.1',
+      srcPort: 40123,
+      dstPort: 3128,
+    });
+    expect(parseProxyHeader(Buffer.from('PROXY TCP6 ::1 ::1 5 3128\r\n'))).toMatchObject({
+      family: 6,
+      srcPort: 5,
+    });
+  });
+  it('refuses anything else', () => {
+    for (const l of [
+      'PROXY UNKNOWN\r\n',
+      'PROXY TCP4 127.0.0.1 127.0.0.1 0400 3128\r\n',
+      'PROXY TCP4 ::1 ::1 1 2\r\n',
+      'PROXY TCP4 127.0.0.1 127.0.0.1 1 2\n',
+      'PROXY TCP4 127.0.0.1 127.0.0.1 1 99999\r\n',
+    ]) {
+      expect(() => parseProxyHeader(Buffer.from(l)), l).toThrow(ProxyHeaderError);
+    }
+    expect(() => findProxyHeaderEnd(Buffer.from('GET / HTTP/1.1\r\n'))).toThrow(ProxyHeaderError);
+    expect(() => findProxyHeaderEnd(Buffer.from(`PROXY ${'1'.repeat(120)}`))).toThrow(/too long/);
+    expect(findProxyHeaderEnd(Buffer.from('PROX'))).toBe(-1);
+  });
+});
