@@ -2,16 +2,20 @@
  * `carapace run`: one sandbox for one command, with no gateway. The same machinery the gateway
  * uses, embedded in this process; nothing outlives it (processes, cgroups, temporary workspace).
  */
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { FanoutAuditSink, finding, JsonlAuditLog, lifecycle, type AuditSink } from '../audit/index.js';
-import { loadPolicyFile, type Policy } from '../policy/index.js';
-import type { InitEvent } from '../sandbox/launch.js';
+import { compilePolicy, loadPolicyFile, type Policy } from '../policy/index.js';
+import { EgressProxy, type SandboxProxy } from '../proxy/index.js';
+import { agentStarted, type InitEvent } from '../sandbox/launch.js';
 import { packageRoot } from '../sandbox/native-paths.js';
-import { newSandboxName, sandboxPaths, startSandbox } from '../sandbox/sandbox.js';
+import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import { assertSandboxName } from '../sandbox/identity.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
+import { PolicyWatch } from './policy-watch.js';
 import { parseMount, RunInputError, specFromPolicy } from './sandbox-spec-from-policy.js';
+import { egressNetwork } from './sandbox-network.js';
 
 export interface RunOptions {
   policy?: string | undefined;
@@ -22,6 +26,13 @@ export interface RunOptions {
   audit?: string | undefined;
   bestEffortLimits: boolean;
   command: string[];
+  /** Operator hosts map entries, `HOST=IP`. */
+  resolve: string[];
+  /** Operator-trusted host-local upstreams, `IP:PORT`. */
+  allowLocal: string[];
+  upstreamCa?: string | undefined;
+  /** Names of credentials to take from this process's environment and bind per the policy. */
+  credentials: string[];
 }
 
 export function defaultPolicyPath(): string {
@@ -29,6 +40,7 @@ export function defaultPolicyPath(): string {
 }
 
 export async function runOneOff(opts: RunOptions): Promise<number> {
+  // Every input is checked before anything is created, so bad input leaves nothing behind.
   if (opts.command.length === 0)
     throw new RunInputError('missing command: carapace run [options] -- CMD [ARGS…]');
   if (opts.name !== undefined) assertSandboxName(opts.name);
@@ -36,7 +48,11 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     const { host } = parseMount(m);
     if (!existsSync(host)) throw new RunInputError(`--mount "${m}": ${host} does not exist`);
   }
+  const hosts = parseResolve(opts.resolve);
+  const credentials = credentialValues(opts.credentials);
+  const upstreamCaFile = opts.upstreamCa ? readableFile(opts.upstreamCa, '--upstream-ca') : undefined;
   const policy: Policy = loadPolicyFile(opts.policy ?? defaultPolicyPath());
+  const generation = compilePolicy(policy);
   const dirs = stateDirs();
   const name = opts.name ?? newSandboxName();
   const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
@@ -48,27 +64,49 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     command: opts.command,
   });
 
-  const sinks: AuditSink[] = [];
   const auditLog = opts.audit ? new JsonlAuditLog(resolve(opts.audit)) : null;
-  if (auditLog) sinks.push(auditLog);
-  const audit = new FanoutAuditSink(sinks);
+  const audit = new FanoutAuditSink(auditLog ? [auditLog] : []);
+  const proxy = new EgressProxy({ audit, hosts, allowLocal: opts.allowLocal, upstreamCaFile });
+  let attached: SandboxProxy | null = null;
+  let started: StartedSandbox;
+  try {
+    const abiOverride = process.env.CARAPACE_LANDLOCK_ABI_MAX;
+    started = await startSandbox(spec, {
+      dirs,
+      ephemeral: opts.name === undefined,
+      removeWorkspace: opts.workspace === undefined,
+      bestEffortLimits: opts.bestEffortLimits,
+      stdio: 'inherit',
+      term: process.env.TERM,
+      landlockAbiMax: abiOverride ? Number(abiOverride) : undefined,
+      network: egressNetwork({
+        proxy,
+        runDir: dirs.run,
+        generation,
+        credentials,
+        onAttached: (sb) => (attached = sb),
+      }),
+    });
+  } catch (err) {
+    await proxy.close();
+    auditLog?.close();
+    throw err;
+  }
 
-  const abiOverride = process.env.CARAPACE_LANDLOCK_ABI_MAX;
-  const started = await startSandbox(spec, {
-    dirs,
-    ephemeral: opts.name === undefined,
-    removeWorkspace: opts.workspace === undefined,
-    bestEffortLimits: opts.bestEffortLimits,
-    stdio: 'inherit',
-    term: process.env.TERM,
-    landlockAbiMax: abiOverride ? Number(abiOverride) : undefined,
-  });
   const forward = (sig: NodeJS.Signals) => () => started.process.signal(sig);
-  const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
-    const h = forward(sig);
-    process.on(sig, h);
-    return [sig, h] as const;
-  });
+  const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, forward(sig)] as const);
+  for (const [sig, h] of handlers) process.on(sig, h);
+  const watcher =
+    opts.policy === undefined
+      ? null
+      : new PolicyWatch({
+          file: resolve(opts.policy),
+          sandbox: name,
+          initial: policy,
+          audit,
+          apply: (next) => attached?.setGeneration(next) ?? 0,
+          warn: (line) => process.stderr.write(`carapace: ${line}\n`),
+        });
   try {
     audit.emit(
       lifecycle({
@@ -82,23 +120,70 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
         },
       }),
     );
-    const { code } = await started.process.exited;
+    await agentStarted(started.process);
     reportEnforcement(name, started.process.events, audit);
-    const oom = started.cgroup?.oomKills() ?? 0;
+    const { code } = await started.process.exited;
     audit.emit(
       lifecycle({
         sandbox: name,
         activity: 'stop',
         message: `sandbox ${name} exited with status ${code}`,
-        details: { exit_code: code, oom_kills: oom },
+        details: { exit_code: code, oom_kills: started.cgroup?.oomKills() ?? 0 },
       }),
     );
     return code;
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
-    started.cleanup();
+    watcher?.close();
+    await started.cleanup();
+    await proxy.close();
     auditLog?.close();
   }
+}
+
+/** `--resolve HOST=IP` entries as the proxy's hosts map. */
+export function parseResolve(entries: string[]): Record<string, string> {
+  const hosts: Record<string, string> = {};
+  for (const entry of entries) {
+    const eq = entry.indexOf('=');
+    const host = entry.slice(0, eq).trim().toLowerCase().replace(/\.$/, '');
+    const ip = entry
+      .slice(eq + 1)
+      .trim()
+      .replace(/^\[(.*)\]$/, '$1');
+    if (eq <= 0 || !host || isIP(ip) === 0) {
+      throw new RunInputError(`--resolve "${entry}": expected HOST=IP, e.g. api.example.com=127.0.0.1`);
+    }
+    hosts[host] = ip;
+  }
+  return hosts;
+}
+
+/** Credential values from this process's environment; the sandbox only ever sees placeholders. */
+function credentialValues(names: string[]): Map<string, string> {
+  const values = new Map<string, string>();
+  for (const name of names) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      throw new RunInputError(`--credential "${name}": expected the name of an environment variable`);
+    }
+    const value = process.env[name];
+    if (value === undefined || value === '') {
+      throw new RunInputError(
+        `--credential ${name}: the environment variable ${name} is not set (export it first)`,
+      );
+    }
+    values.set(name, value);
+  }
+  return values;
+}
+
+function readableFile(path: string, option: string): string {
+  try {
+    accessSync(path, constants.R_OK);
+  } catch {
+    throw new RunInputError(`${option} ${path}: cannot read that file`);
+  }
+  return resolve(path);
 }
 
 /** Turns the init's status lines into audit events: what was enforced, and what the kernel lacked. */

@@ -39,9 +39,25 @@ export interface StartOptions {
   term?: string | undefined;
   /** Cap on the Landlock ABI (simulates an older kernel). */
   landlockAbiMax?: number | undefined;
-  /** Open directory fd holding the proxy socket, when the sandbox has a network. */
-  relay?: { dir: number; socketName: string } | undefined;
+  /** Connects the sandbox to an egress proxy; without it the sandbox has no network at all. */
+  network?: NetworkProvider | undefined;
 }
+
+/** What the egress side gives a sandbox: the relay's way out, and the agent's proxy settings. */
+export interface NetworkAttachment {
+  /** An open (O_PATH) fd of the host directory holding the proxy socket; the init inherits it. */
+  relayDir: number;
+  socketName: string;
+  /** Proxy and CA variables for the agent. */
+  env: Record<string, string>;
+  /** Files bound read-only inside (the CA and bundle). */
+  files: { path: string; content: string }[];
+  /** Called with the init's host pid once the sandbox runs (to find callers by their socket). */
+  started(initPid: number): void;
+  close(): Promise<void>;
+}
+
+export type NetworkProvider = (name: string, identity: SandboxIdentity) => Promise<NetworkAttachment>;
 
 export interface StartedSandbox {
   spec: SandboxSpec;
@@ -50,7 +66,7 @@ export interface StartedSandbox {
   process: RunningSandbox;
   cgroup: SandboxCgroup | null;
   /** Stops everything left and removes what was temporary. Safe to call twice. */
-  cleanup(): void;
+  cleanup(): Promise<void>;
 }
 
 export function newSandboxName(): string {
@@ -73,8 +89,10 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   const registry = new IdentityRegistry(opts.dirs.state);
   let identity: SandboxIdentity | null = null;
   let cgroup: SandboxCgroup | null = null;
-  const undo = () => {
+  let network: NetworkAttachment | null = null;
+  const undo = async () => {
     cgroup?.destroy();
+    await network?.close();
     rmSync(paths.runtime, { recursive: true, force: true });
     if (opts.removeWorkspace) rmSync(spec.workspace, { recursive: true, force: true });
     if (opts.ephemeral) {
@@ -88,7 +106,8 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     mkdirSync(paths.storage, { recursive: true, mode: 0o700 });
     if (!identity.rootless) chownSync(paths.storage, identity.uid, identity.gid);
     prepareWorkspace(spec.workspace, identity);
-    const files = writeRuntimeFiles(paths.runtime, spec);
+    if (opts.network) network = await opts.network(spec.name, identity);
+    const files = writeRuntimeFiles(paths.runtime, spec, network?.files ?? []);
     const plan = planMounts(
       {
         readOnly: spec.readOnly,
@@ -108,7 +127,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       identity,
       plan,
       initBinary: installInit(opts.dirs.run),
-      env: baseEnvironment(spec, opts.term),
+      env: { ...baseEnvironment(spec, opts.term), ...network?.env },
       command: spec.command,
       landlock: spec.landlock,
       landlockAbiMax: opts.landlockAbiMax,
@@ -116,10 +135,11 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       openFiles: spec.limits.openFiles,
       nproc: spec.limits.pids,
       seccomp: seccomp.bytes,
-      relay: opts.relay,
+      relay: network ? { dir: network.relayDir, socketName: network.socketName } : undefined,
       cgroup,
       stdio: opts.stdio,
     });
+    network?.started(process.initPid);
     let cleaned = false;
     return {
       spec,
@@ -127,14 +147,14 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       plan,
       process,
       cgroup,
-      cleanup: () => {
+      cleanup: async () => {
         if (cleaned) return;
         cleaned = true;
-        undo();
+        await undo();
       },
     };
   } catch (err) {
-    undo();
+    await undo();
     throw err;
   }
 }
@@ -203,7 +223,11 @@ function ensureOwnedDir(dir: string, identity: SandboxIdentity): void {
   if (!identity.rootless) chownSync(dir, identity.uid, identity.gid);
 }
 
-function writeRuntimeFiles(runtime: string, spec: SandboxSpec): Map<string, string> {
+function writeRuntimeFiles(
+  runtime: string,
+  spec: SandboxSpec,
+  extra: { path: string; content: string }[],
+): Map<string, string> {
   rmSync(runtime, { recursive: true, force: true });
   mkdirSync(runtime, { recursive: true, mode: 0o711 });
   chmodSync(runtime, 0o711);
@@ -223,7 +247,7 @@ function writeRuntimeFiles(runtime: string, spec: SandboxSpec): Map<string, stri
   write('/etc/group', 'root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n');
   write('/etc/hostname', `${spec.name}\n`);
   write('/etc/hosts', `127.0.0.1\tlocalhost ${spec.name}\n::1\tlocalhost ip6-localhost ${spec.name}\n`);
-  for (const f of spec.files) write(f.path, f.content);
+  for (const f of [...spec.files, ...extra]) write(f.path, f.content);
   writeFileSync(join(runtime, 'masked'), '', { mode: 0 });
   chmodSync(join(runtime, 'masked'), 0);
   return files;

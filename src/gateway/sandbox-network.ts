@@ -1,0 +1,98 @@
+/**
+ * Connects a sandbox to the egress proxy: a Unix socket per sandbox that only its relay can reach,
+ * a CA of its own, and the agent's proxy settings.
+ *
+ * Security assumptions: the socket's directory is owned by the sandbox's uid (mode 0700) and is
+ * never mounted inside; the relay reaches it only through the directory fd the init inherits and
+ * closes before the agent runs. The CA key stays in this process. Credentials reach the sandbox
+ * only as `carapace:cred:NAME` placeholders; the proxy swaps in the value on bound endpoints.
+ */
+import { chownSync, closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { PolicyGeneration } from '../policy/index.js';
+import {
+  buildCaBundle,
+  PLACEHOLDER_PREFIX,
+  ProcCallerResolver,
+  sandboxProxyEnv,
+  TlsAuthority,
+  type CallerQuery,
+  type CallerResolver,
+  type CallerResult,
+  type EgressProxy,
+  type SandboxProxy,
+} from '../proxy/index.js';
+import type { SandboxIdentity } from '../sandbox/identity.js';
+import type { NetworkAttachment } from '../sandbox/sandbox.js';
+
+const O_PATH = 0o10000000;
+const O_DIRECTORY = 0o200000;
+const SOCKET_NAME = 'proxy.sock';
+const CA_PATH = '/.carapace/ca.pem';
+const BUNDLE_PATH = '/.carapace/ca-bundle.pem';
+
+/** Answers "which process made this connection" once the sandbox's init pid is known. */
+class SandboxCallerResolver implements CallerResolver {
+  private inner: CallerResolver | null = null;
+
+  bind(initPid: number): void {
+    // The sandbox's own procfs, seen from the host, shows executables by their in-sandbox paths.
+    this.inner = new ProcCallerResolver({ netPid: initPid, sandboxProc: `/proc/${initPid}/root/proc` });
+  }
+
+  resolve(query: CallerQuery): Promise<CallerResult> {
+    if (!this.inner) return Promise.resolve({ ok: false, reason: 'the sandbox has not started' });
+    return this.inner.resolve(query);
+  }
+}
+
+export interface SandboxNetworkOptions {
+  proxy: EgressProxy;
+  /** Directory for the sandbox's socket directory (one subdirectory per sandbox). */
+  runDir: string;
+  generation: PolicyGeneration;
+  /** Credential values by name; the agent sees placeholders. */
+  credentials: ReadonlyMap<string, string>;
+  /** Receives the attached proxy, e.g. to hot-reload its policy. */
+  onAttached?: (sandbox: SandboxProxy) => void;
+}
+
+/** A NetworkProvider (see sandbox.ts) backed by an in-process egress proxy. */
+export function egressNetwork(opts: SandboxNetworkOptions) {
+  return async (name: string, identity: SandboxIdentity): Promise<NetworkAttachment> => {
+    const dir = join(opts.runDir, 'net', name);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!identity.rootless) chownSync(dir, identity.uid, identity.gid);
+    const authority = TlsAuthority.create({ sandbox: name });
+    const resolver = new SandboxCallerResolver();
+    const attached = await opts.proxy.attachSandbox({
+      name,
+      socketPath: join(dir, SOCKET_NAME),
+      socketOwner: identity.rootless ? undefined : { uid: identity.uid, gid: identity.gid },
+      generation: opts.generation,
+      callerResolver: resolver,
+      credentials: opts.credentials,
+      authority,
+    });
+    opts.onAttached?.(attached);
+    const relayDir = openSync(dir, O_PATH | O_DIRECTORY);
+    const env: Record<string, string> = sandboxProxyEnv({ caPath: CA_PATH, bundlePath: BUNDLE_PATH });
+    for (const credential of opts.credentials.keys()) env[credential] = `${PLACEHOLDER_PREFIX}${credential}`;
+    return {
+      relayDir,
+      socketName: SOCKET_NAME,
+      env,
+      files: [
+        { path: CA_PATH, content: authority.caPem },
+        { path: BUNDLE_PATH, content: buildCaBundle(authority.caPem) },
+      ],
+      started: (initPid) => resolver.bind(initPid),
+      close: async () => {
+        closeSync(relayDir);
+        await attached.detach();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  };
+}
