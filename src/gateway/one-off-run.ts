@@ -104,7 +104,7 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
           sandbox: name,
           initial: policy,
           audit,
-          apply: (next) => attached?.setGeneration(next) ?? 0,
+          apply: (next) => attached?.setGeneration(next),
           warn: (line) => process.stderr.write(`carapace: ${line}\n`),
         });
   try {

@@ -24,8 +24,8 @@ export interface PolicyWatchOptions {
   sandbox: string;
   initial: Policy;
   audit: AuditSink;
-  /** Applies a new compiled generation; returns how many raw tunnels it closed. */
-  apply: (generation: PolicyGeneration) => number;
+  /** Applies a new compiled generation (and audits it). */
+  apply: (generation: PolicyGeneration) => void;
   /** One line for the user (a refused change). */
   warn: (line: string) => void;
 }
@@ -93,17 +93,9 @@ export class PolicyWatch {
       return;
     }
     if (sections.dynamic.length === 0) return;
-    const generation = compilePolicy(parsed.policy);
-    const closed = this.opts.apply(generation);
+    // The proxy audits the swap itself (5019, with the tunnels it closed).
+    this.opts.apply(compilePolicy(parsed.policy));
     this.current = parsed.policy;
-    audit.emit(
-      configChange({
-        sandbox,
-        accepted: true,
-        message: `policy reloaded: ${sections.dynamic.join(', ')} changed`,
-        details: { sections: sections.dynamic, tunnels_closed: closed },
-      }),
-    );
   }
 
   close(): void {
