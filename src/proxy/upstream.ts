@@ -47,6 +47,8 @@ function connectOne(address: CheckedAddress, port: number, timeoutMs: number): P
     sock.once('connect', () => {
       clearTimeout(timer);
       sock.setNoDelay(true);
+      // A persistent handler: whoever reads the socket later may detach its own.
+      sock.on('error', () => sock.destroy());
       resolve(sock);
     });
     sock.once('error', (err: NodeJS.ErrnoException) => {
@@ -95,6 +97,7 @@ export function startTls(
     }, CONNECT_TIMEOUT_MS);
     t.once('secureConnect', () => {
       clearTimeout(timer);
+      t.on('error', () => t.destroy());
       resolve(t);
     });
     t.once('error', (err: NodeJS.ErrnoException) => {
