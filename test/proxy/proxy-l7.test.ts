@@ -266,7 +266,11 @@ describe('terminated tunnels and SNI', () => {
     const rest = t.reader.reader.detach();
     if (rest.length) t.socket.unshift(rest);
     // A client that ignores certificate errors, to get past the handshake with the wrong name.
-    const s = tlsMod.connect({ socket: t.socket, servername: 'other.example.test', rejectUnauthorized: false });
+    const s = tlsMod.connect({
+      socket: t.socket,
+      servername: 'other.example.test',
+      rejectUnauthorized: false,
+    });
     s.on('error', () => undefined);
     await new Promise<void>((r) => s.once('close', () => r()));
     const f = eventsOf(rig.audit, 2004).slice(before);
