@@ -15,7 +15,7 @@ import {
   type Policy,
   type RequestQuery,
 } from '../src/policy/index.js';
-import { timeEach, type BenchModule, type BenchRow } from './framework.js';
+import { percentiles, timeEach, type BenchModule, type BenchRow } from './framework.js';
 
 const SIZES = [10, 1_000, 5_000];
 const SAMPLES = 200_000;
@@ -99,9 +99,15 @@ function requestQueries(n: number, count: number): RequestQuery[] {
 
 function measure(n: number): BenchRow[] {
   const policy = syntheticPolicy(n);
-  const t0 = process.hrtime.bigint();
-  const gen = compilePolicy(policy);
-  const compileMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  // Compiling is slow next to a decision: the median of a few runs, not one.
+  const compileRuns = new Float64Array(5);
+  let gen = compilePolicy(policy);
+  for (let r = 0; r < compileRuns.length; r++) {
+    const t0 = process.hrtime.bigint();
+    gen = compilePolicy(policy);
+    compileRuns[r] = Number(process.hrtime.bigint() - t0) / 1e6;
+  }
+  const compileMs = percentiles(compileRuns).p50;
   const QN = 8192;
   const connects = connectQueries(n, QN);
   const requests = requestQueries(n, QN);
@@ -131,7 +137,7 @@ function measure(n: number): BenchRow[] {
       ...base,
       target: { max: TARGET_P99_US },
     },
-    { name: `compilePolicy, ${size} endpoints`, value: compileMs, unit: 'ms' },
+    { name: `compilePolicy p50 of 5, ${size} endpoints`, value: compileMs, unit: 'ms' },
   ];
 }
 

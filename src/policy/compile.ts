@@ -17,6 +17,7 @@
  * entry allows. Several admitting entries → the lexicographically first key decides and is
  * reported, as in OpenShell.
  */
+import { isIP } from 'node:net';
 import { compileBinaryMatcher, type BinaryMatch, type BinaryMatcher } from './binary-matcher.js';
 import type {
   ConnectDecision,
@@ -143,7 +144,8 @@ function consider(list: Entry[] | undefined, q: ConnectQuery, out: Match[], miss
 function gather(index: Index, host: string, q: ConnectQuery, misses: Misses): Match[] {
   const out: Match[] = [];
   consider(index.exact.get(host), q, out, misses);
-  if (index.oneLabel.size > 0 || index.anyDepth.size > 0) {
+  // A wildcard names domains; it never matches an IP literal, however it is spelt.
+  if ((index.oneLabel.size > 0 || index.anyDepth.size > 0) && isIP(host) === 0) {
     let dot = host.indexOf('.');
     let parent = true;
     while (dot >= 0) {

@@ -70,6 +70,11 @@ export function parseHostPattern(raw: string): HostPattern | { error: string } {
   }
   const why = validName(suffix);
   if (why !== null) return { error: `host "${raw}": the domain after the wildcard ${why}` };
+  if (/^\d+$/.test(suffix.slice(suffix.lastIndexOf('.') + 1))) {
+    return {
+      error: `host "${raw}" puts a wildcard over numbers, which would match IP addresses; list the addresses`,
+    };
+  }
   return first === '*' ? { kind: 'one-label', suffix } : { kind: 'any-depth', suffix };
 }
 

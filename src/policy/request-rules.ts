@@ -146,6 +146,8 @@ export function queryValues(input: QueryInput | undefined): QueryValues {
 /** The canonical form of a request path, or null when it has none (the request is then denied). */
 export function canonicalRequestPath(raw: string): string | null {
   if (!raw.startsWith('/')) return null;
+  // Fast path: no escapes, no empty segments, no segment that starts with a dot.
+  if (!/%|\/\/|\/\.|\0/.test(raw)) return raw;
   const segments: string[] = [];
   const parts = raw.split('/');
   const trailingSlash = parts.length > 2 && parts[parts.length - 1] === '';

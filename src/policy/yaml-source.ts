@@ -48,7 +48,11 @@ export function parseSource(text: string, file: string): { source: SourceDocumen
   const document = parseDocument(text, { lineCounter, uniqueKeys: false, prettyErrors: false });
   const source: SourceDocument = { file, text, document, lineCounter };
   const errors: Diagnostic[] = [];
+  const seen = new Set<number>();
   for (const err of document.errors) {
+    // The parser often reports one mistake several ways at one place; the first is the clearest.
+    if (seen.has(err.pos[0])) continue;
+    seen.add(err.pos[0]);
     const hint = SYNTAX_HINTS[err.code];
     const detail = err.message.split('\n')[0] ?? '';
     const message = hint === undefined ? `YAML syntax error: ${detail}` : `${hint} (${detail})`;
@@ -84,7 +88,10 @@ export function structuralIssues(source: SourceDocument): Diagnostic[] {
       }
     } else if (isScalar(node) && node.type === 'PLAIN' && typeof node.value === 'string' && node.range) {
       const raw = source.text.slice(node.range[0], node.range[1]);
-      if (raw.includes('\n')) {
+      // List items of a policy are paths, hosts and ports, never prose: one folded over several
+      // lines is a misindented item. In a map value, fold only flags text that looks like YAML.
+      const inList = typeof path[path.length - 1] === 'number';
+      if (raw.includes('\n') && (inList || /(^|\s)-\s|:\s/.test(node.value))) {
         out.push(
           at(
             source,

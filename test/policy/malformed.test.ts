@@ -346,6 +346,19 @@ describe('all problems in one run', () => {
     if (!r.ok) expect(r.diagnostics.length).toBeGreaterThanOrEqual(2);
   });
 
+  it('accepts prose folded over several lines, but not a folded key', () => {
+    const prose = parsePreset(
+      'preset:\n  name: x\n  description: Discord API,\n    gateway and CDN\nnetwork_policies: {}\n',
+      'p.yaml',
+    );
+    expect(prose.ok).toBe(true);
+    const folded = parsePolicy(
+      'version: 1\nprocess:\n  run_as_user: sandbox\n    run_as_group: sandbox\n',
+      'p.yaml',
+    );
+    expect(folded.ok).toBe(false);
+  });
+
   it('reports preset problems with positions', () => {
     const r = parsePreset('preset:\n  name: x\n  descripton: y\nnetwork_policies: {}\n', 'p.yaml');
     expect(r.ok).toBe(false);

@@ -86,6 +86,8 @@ describe('host patterns', () => {
     'a..b',
     '-a.com',
     'a b.com',
+    '*.0.0.1',
+    '**.168.1.1',
   ])('rejects %s', (host) => {
     expect('error' in parseHostPattern(host)).toBe(true);
   });
@@ -176,6 +178,8 @@ describe('request paths', () => {
     ['/%61%62c', '/abc'],
     ['/@scope%2fname', '/@scope%2Fname'],
     ['/', '/'],
+    ['/.well-known/x', '/.well-known/x'],
+    ['/a/b/', '/a/b/'],
   ])('%s → %s', (raw, canonical) => {
     expect(canonicalRequestPath(raw)).toBe(canonical);
   });
