@@ -277,3 +277,14 @@ describe('terminated tunnels and SNI', () => {
     expect(f.map((e) => (e.finding_info as { uid: string }).uid)).toContain('sni-mismatch');
   });
 });
+
+describe('pipelining', () => {
+  it('answers pipelined requests in order, each judged on its own', async () => {
+    const { s, r } = await inspected();
+    s.write(get('/repos/one') + get('/repos/two') + get('/admin'));
+    expect((await r.response()).json()).toMatchObject({ url: '/repos/one' });
+    expect((await r.response()).json()).toMatchObject({ url: '/repos/two' });
+    expect((await r.response()).status).toBe(403);
+    s.destroy();
+  });
+});
