@@ -23,7 +23,7 @@
  *   processes and is cheaper — it is used only while it really is a procfs mount (statfs magic), so a
  *   sandbox cannot feed us a forged /proc.
  */
-import { readFileSync, readdirSync, readlinkSync, statfsSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statfsSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { BinaryTrust } from './binary-trust.js';
 import { parseIp } from './ip.js';
@@ -101,31 +101,66 @@ function endpointKeys(address: string, port: number): { v4: string | null; v6: s
   return { v4: null, v6: `${procHex(ip.bytes)}:${p}` };
 }
 
-/**
- * The socket inode for the tuple, or null. Exported for tests. The table can hold thousands of rows
- * (TIME_WAIT included), so the row is found by searching for its exact `local remote` text rather
- * than by splitting every line.
- */
-export function findSocketInode(tcp: string, tcp6: string, query: CallerQuery): number | null {
+/** The inode in the first non-listening row of `text` that contains `needle` (` local remote `). */
+function inodeInRows(text: string, needle: string): number | null {
+  for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + 1)) {
+    const eol = text.indexOf('\n', at);
+    const f = text
+      .slice(at, eol < 0 ? undefined : eol)
+      .trim()
+      .split(/\s+/);
+    // f: local remote st tx:rx tr:when retrnsmt uid timeout inode …
+    if (f[2] === '0A') continue;
+    const inode = Number(f[8]);
+    if (Number.isSafeInteger(inode) && inode > 0) return inode;
+  }
+  return null;
+}
+
+function needles(query: CallerQuery): { v4: string | null; v6: string | null } {
   const local = endpointKeys(query.srcAddress, query.srcPort);
   const remote = endpointKeys(query.dstAddress, query.dstPort);
-  const scan = (table: string, l: string | null, r: string | null): number | null => {
-    if (!l || !r) return null;
-    const needle = ` ${l} ${r} `;
-    for (let at = table.indexOf(needle); at >= 0; at = table.indexOf(needle, at + 1)) {
-      const eol = table.indexOf('\n', at);
-      const f = table
-        .slice(at, eol < 0 ? undefined : eol)
-        .trim()
-        .split(/\s+/);
-      // f: local remote st tx:rx tr:when retrnsmt uid timeout inode …
-      if (f[2] === '0A') continue;
-      const inode = Number(f[8]);
-      if (Number.isSafeInteger(inode) && inode > 0) return inode;
-    }
-    return null;
+  return {
+    v4: local.v4 && remote.v4 ? ` ${local.v4} ${remote.v4} ` : null,
+    v6: local.v6 && remote.v6 ? ` ${local.v6} ${remote.v6} ` : null,
   };
-  return scan(tcp, local.v4, remote.v4) ?? scan(tcp6, local.v6, remote.v6);
+}
+
+/** The socket inode for the tuple in the text of a tcp and a tcp6 table, or null (tests). */
+export function findSocketInode(tcp: string, tcp6: string, query: CallerQuery): number | null {
+  const n = needles(query);
+  return (n.v4 ? inodeInRows(tcp, n.v4) : null) ?? (n.v6 ? inodeInRows(tcp6, n.v6) : null);
+}
+
+/**
+ * Search a /proc TCP table while reading it, and stop at the row: the kernel generates the table as
+ * it is read, walking every TCP socket of the host (TIME_WAIT included), so stopping early halves
+ * the cost on average.
+ */
+function scanTable(path: string, needle: string): number | null {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    let carry = '';
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) return inodeInRows(carry, needle);
+      const text = carry + buf.toString('latin1', 0, n);
+      const lastEol = text.lastIndexOf('\n');
+      const found = inodeInRows(text.slice(0, lastEol + 1), needle);
+      if (found !== null) return found;
+      carry = text.slice(lastEol + 1);
+    }
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function readOr(path: string): string {
@@ -168,9 +203,9 @@ export class ProcCallerResolver implements CallerResolver {
     const net = `${this.hostProc}/${this.options.netPid}/net`;
     // Reading a table makes the kernel walk every TCP socket of the host, so read tcp6 only when the
     // IPv4 table did not have the connection.
+    const n = needles(query);
     const inode =
-      (query.family === 4 ? findSocketInode(readOr(`${net}/tcp`), '', query) : null) ??
-      findSocketInode('', readOr(`${net}/tcp6`), query);
+      (n.v4 ? scanTable(`${net}/tcp`, n.v4) : null) ?? (n.v6 ? scanTable(`${net}/tcp6`, n.v6) : null);
     if (inode === null)
       return { ok: false, reason: `no socket for source port ${query.srcPort} in the sandbox` };
 

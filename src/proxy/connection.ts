@@ -9,6 +9,7 @@
  * identity that cannot be established refuses the request with a 403 naming the reason.
  */
 import type net from 'node:net';
+import type { CallerResult } from './caller-identity.js';
 import { parseAuthority } from './host-name.js';
 import { HttpHeadError } from './http-fields.js';
 import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.js';
@@ -69,14 +70,18 @@ export async function handleConnection(sb: SandboxContext, socket: net.Socket): 
       });
       return void socket.destroy();
     }
-    const identity = sb.callerResolver.resolve({
-      family: header.family,
-      srcAddress: header.srcAddress,
-      srcPort: header.srcPort,
-      dstAddress: header.dstAddress,
-      dstPort: header.dstPort,
-    });
-    identity.catch(() => undefined);
+    const identity: Promise<CallerResult> = sb.callerResolver
+      .resolve({
+        family: header.family,
+        srcAddress: header.srcAddress,
+        srcPort: header.srcPort,
+        dstAddress: header.dstAddress,
+        dstPort: header.dstPort,
+      })
+      .catch((err: unknown) => {
+        sb.internalError(err);
+        return { ok: false, reason: 'the calling process could not be identified' };
+      });
     const headBytes = await reader.readHead(MAX_HEAD_BYTES);
     if (headBytes === null) return void socket.destroy();
     let head;

@@ -36,11 +36,17 @@ export function parseResponseHead(bytes: Buffer, requestMethod: string): Respons
   const status = Number(m[2]);
   if (status < 100) throw new HttpHeadError('invalid status code');
   const headers = parseHeaderLines(lines.slice(1));
-  const conn = connectionTokens(headers);
-  let close = conn.has('close') || (version === '1.0' && !conn.has('keep-alive'));
+  let te = false;
+  let hasConnection = false;
+  for (const h of headers) {
+    if (h.lname === 'transfer-encoding') te = true;
+    else if (h.lname === 'connection') hasConnection = true;
+  }
+  const conn = hasConnection ? connectionTokens(headers) : null;
+  let close =
+    conn !== null ? conn.has('close') || (version === '1.0' && !conn.has('keep-alive')) : version === '1.0';
 
   let body: ResponseHead['body'];
-  const te = fieldsNamed(headers, 'transfer-encoding').length > 0;
   if (requestMethod === 'HEAD' || (status >= 100 && status < 200) || status === 204 || status === 304) {
     body = { kind: 'none' };
   } else if (requestMethod === 'CONNECT' && status >= 200 && status < 300) {

@@ -18,7 +18,7 @@ import { parseResponseHead } from './http-response.js';
 import { type Approval, type Refusal, judgeRequest } from './request-judge.js';
 import { badGateway, badRequest, forbidden } from './responses.js';
 import type { ClientConnection, SessionMode } from './sandbox-context.js';
-import { StreamReader, writeAll } from './stream-reader.js';
+import { StreamClosedError, StreamReader, writeAll } from './stream-reader.js';
 import { UpstreamError, connectChecked, startTls } from './upstream.js';
 import { spliceRaw } from './raw-relay.js';
 
@@ -79,9 +79,14 @@ export class L7Session {
         if (outcome === 'close') return this.finish();
       }
     } catch (err) {
-      if (err instanceof HttpHeadError && !this.client.destroyed) {
-        // A framing error inside a body: the stream can no longer be trusted.
-        this.client.destroy();
+      // A framing error inside a body, a peer that vanished, an upstream that broke mid-response:
+      // the stream can no longer be trusted, so both sides are closed. Anything else is a bug.
+      if (
+        !(err instanceof HttpHeadError) &&
+        !(err instanceof StreamClosedError) &&
+        !(err instanceof UpstreamError)
+      ) {
+        if ((err as NodeJS.ErrnoException).code === undefined) this.conn.sb.internalError(err);
       }
       this.client.destroy();
       this.dropUpstream();

@@ -55,16 +55,17 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
     ends++;
     if (ends === 2) teardown();
   };
-  client.once('error', teardown);
-  upstream.once('error', teardown);
+  // `on`, not `once`: a destroyed socket can report more than one error, and an 'error' without a
+  // listener would take the whole proxy down.
+  client.on('error', teardown);
+  upstream.on('error', teardown);
   client.once('close', teardown);
   upstream.once('close', teardown);
-  client.once('end', onEnd);
-  upstream.once('end', onEnd);
+  if (client.destroyed || upstream.destroyed) return teardown();
   if (spec.clientRest.length > 0) upstream.write(spec.clientRest);
   if (spec.upstreamRest.length > 0) client.write(spec.upstreamRest);
-  forward(client, upstream);
-  forward(upstream, client);
+  forward(client, upstream, onEnd);
+  forward(upstream, client, onEnd);
 }
 
 /** Bytes a destination may hold in its write buffer before the source is paused. */
@@ -75,12 +76,18 @@ const WRITE_BUDGET = 1024 * 1024;
  * WRITE_BUDGET: with the sockets' default 16 KiB mark every 64 KiB read would stop and restart the
  * source (two epoll changes per chunk), which halves bulk throughput.
  */
-function forward(src: Duplex, dst: Duplex): void {
+function forward(src: Duplex, dst: Duplex, onEnd: () => void): void {
+  const ended = (): void => {
+    dst.end();
+    onEnd();
+  };
+  // The source may have ended before the relay started (a server that closed at once).
+  if (src.readableEnded) return ended();
   src.on('data', (chunk: Buffer) => {
     dst.write(chunk);
     if (dst.writableLength > WRITE_BUDGET) src.pause();
   });
   dst.on('drain', () => src.resume());
-  src.once('end', () => dst.end());
+  src.once('end', ended);
   src.resume();
 }

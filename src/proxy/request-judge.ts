@@ -76,6 +76,7 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 const NEVER_STRIPPED = new Set(['host', 'content-length', 'transfer-encoding']);
+const NO_TOKENS: ReadonlySet<string> = new Set();
 
 interface Target {
   host: CanonicalHost;
@@ -257,11 +258,13 @@ export function judgeRequest(
   const q = substituteUrlPart(query, scope);
   if (!q.ok) return credentialRefusal(q.name, q.problem);
 
-  const connTokens = new Set(
-    head.headers
-      .filter((h) => h.lname === 'connection')
-      .flatMap((h) => h.value.split(',').map((t) => t.trim().toLowerCase())),
-  );
+  const connTokens = head.headers.some((h) => h.lname === 'connection')
+    ? new Set(
+        head.headers
+          .filter((h) => h.lname === 'connection')
+          .flatMap((h) => h.value.split(',').map((t) => t.trim().toLowerCase())),
+      )
+    : NO_TOKENS;
   const hasQuery = target.pathAndQuery.includes('?');
   let wire = `${head.method} ${p.value}${hasQuery ? '?' + q.value : ''} HTTP/${head.version}\r\n`;
   if (head.host === null) wire += `Host: ${formatAuthority(host, port)}\r\n`;

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import type { CanonicalHost } from './host-name.js';
 import { parseIp } from './ip.js';
-import { type AltName, buildCertificate, derToPem } from './x509.js';
+import { type AltName, buildCertificate, derToPem, subjectNameOf } from './x509.js';
 
 const HOUR = 3600_000;
 const DAY = 24 * HOUR;
@@ -55,7 +55,8 @@ export class TlsAuthority {
   readonly caPem: string;
   private readonly caKey: KeyObject;
   private readonly caSpki: Buffer;
-  private readonly caSubject: { commonName: string; organization: string };
+  /** The CA certificate's subject, DER, used verbatim as the issuer of every leaf. */
+  private readonly caSubject: Buffer;
   private readonly leafKeyPem: string;
   private readonly leafSpki: Buffer;
   private readonly cache = new Map<string, CachedLeaf>();
@@ -67,8 +68,8 @@ export class TlsAuthority {
     this.caPem = caPem;
     this.caKey = caKey;
     this.caSpki = createPublicKey(caKey).export({ type: 'spki', format: 'der' });
-    this.caSubject = { commonName: `Carapace sandbox CA (${options.sandbox})`, organization: 'Carapace' };
     const cert = new X509Certificate(caPem);
+    this.caSubject = subjectNameOf(cert.raw);
     if (!cert.checkPrivateKey(caKey)) throw new TlsAuthorityError('CA certificate does not match its key');
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     this.leafKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -92,7 +93,11 @@ export class TlsAuthority {
     }
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const spki = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
-    const subject = { commonName: `Carapace sandbox CA (${options.sandbox})`, organization: 'Carapace' };
+    // X.509 bounds a common name to 64 characters.
+    const subject = {
+      commonName: `Carapace sandbox CA (${options.sandbox.slice(0, 40)})`,
+      organization: 'Carapace',
+    };
     const now = Date.now();
     const der = buildCertificate({
       subject,

@@ -102,12 +102,16 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   } catch (err) {
     return answer(conn, badGateway(host, port, err instanceof UpstreamError ? err.reason : 'connect failed'));
   }
-  await writeAll(conn.socket, CONNECT_ESTABLISHED);
-  if (treatment.tls === 'skip') {
-    return relay(conn, upstream, target, false);
+  try {
+    await writeAll(conn.socket, CONNECT_ESTABLISHED);
+    if (treatment.tls === 'skip') return relay(conn, upstream, target, false);
+    if (terminate) return await terminateTunnel(conn, upstream, target);
+    return await rawTunnel(conn, upstream, target);
+  } catch (err) {
+    // The client vanished or sent a bad frame before the tunnel was set up: the upstream goes too.
+    upstream.socket.destroy();
+    throw err;
   }
-  if (terminate) return terminateTunnel(conn, upstream, target);
-  return rawTunnel(conn, upstream, target);
 }
 
 function relay(conn: ClientConnection, up: UpstreamSlot, target: Authority, inspected: boolean): void {

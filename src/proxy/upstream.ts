@@ -44,14 +44,18 @@ function connectOne(address: CheckedAddress, port: number, timeoutMs: number): P
       sock.destroy();
       reject(new UpstreamError(`connect to ${address.address}:${port} timed out`));
     }, timeoutMs);
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      sock.setNoDelay(true);
-      resolve(sock);
-    });
-    sock.once('error', (err: NodeJS.ErrnoException) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
       reject(new UpstreamError(`connect to ${address.address}:${port} failed (${err.code ?? err.message})`));
+    };
+    sock.once('error', onError);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.off('error', onError);
+      sock.setNoDelay(true);
+      // A persistent handler: whoever reads the socket later may detach its own.
+      sock.on('error', () => sock.destroy());
+      resolve(sock);
     });
   });
 }
@@ -62,7 +66,8 @@ export async function connectChecked(
   port: number,
   timeoutMs = CONNECT_TIMEOUT_MS,
 ): Promise<{ socket: net.Socket; address: CheckedAddress }> {
-  let last: UpstreamError = new UpstreamError('no address to connect to');
+  // Errors capture a stack: create one only when something failed.
+  let last: UpstreamError | null = null;
   for (const address of addresses) {
     try {
       return { socket: await connectOne(address, port, timeoutMs), address };
@@ -70,7 +75,7 @@ export async function connectChecked(
       last = err instanceof UpstreamError ? err : new UpstreamError(String(err));
     }
   }
-  throw last;
+  throw last ?? new UpstreamError('no address to connect to');
 }
 
 /** TLS client over an established socket, verified for `host`. */
@@ -93,14 +98,17 @@ export function startTls(
       t.destroy();
       reject(new UpstreamError(`TLS handshake with ${host.host} timed out`));
     }, CONNECT_TIMEOUT_MS);
-    t.once('secureConnect', () => {
-      clearTimeout(timer);
-      resolve(t);
-    });
-    t.once('error', (err: NodeJS.ErrnoException) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
       socket.destroy();
       reject(new UpstreamError(`TLS to ${host.host} failed (${err.code ?? err.message})`));
+    };
+    t.once('error', onError);
+    t.once('secureConnect', () => {
+      clearTimeout(timer);
+      t.off('error', onError);
+      t.on('error', () => t.destroy());
+      resolve(t);
     });
   });
 }

@@ -9,6 +9,13 @@
  */
 import { type KeyObject, createHash, randomBytes, sign } from 'node:crypto';
 
+export class X509Error extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'X509Error';
+  }
+}
+
 // --- DER primitives ---------------------------------------------------------------------------
 
 function length(n: number): Buffer {
@@ -93,7 +100,8 @@ export type AltName = { dns: string } | { ip: Buffer };
 
 export interface CertificateSpec {
   subject: DistinguishedName;
-  issuer: DistinguishedName;
+  /** The issuer's Name: a DistinguishedName to encode, or the DER of its certificate's subject. */
+  issuer: DistinguishedName | Buffer;
   /** DER SubjectPublicKeyInfo of the certified key. */
   subjectPublicKey: Buffer;
   /** DER SubjectPublicKeyInfo of the issuer (for the authority key identifier). */
@@ -112,33 +120,47 @@ export function keyIdentifier(spki: Buffer): Buffer {
   return createHash('sha1').update(bits.subarray(1)).digest();
 }
 
-function lastTlvContent(der: Buffer): Buffer {
-  // Walk the outer SEQUENCE's children and return the content of the last one.
-  let off = 1;
-  let len = der[off] as number;
-  off++;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + (der[off + i] as number);
-    off += n;
-  }
-  let last: Buffer = Buffer.alloc(0);
-  const end = off + len;
-  while (off < end) {
-    off++; // tag
-    let l = der[off] as number;
-    off++;
-    if (l & 0x80) {
-      const n = l & 0x7f;
-      l = 0;
-      for (let i = 0; i < n; i++) l = l * 256 + (der[off + i] as number);
-      off += n;
+interface Tlv {
+  /** The whole element (tag, length, content). */
+  raw: Buffer;
+  content: Buffer;
+}
+
+/** The child elements of a constructed DER element (`der` starts with its tag). */
+function children(der: Buffer): Tlv[] {
+  const header = (at: number): { len: number; start: number } => {
+    let len = der[at + 1] as number;
+    let start = at + 2;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      len = 0;
+      for (let i = 0; i < n; i++) len = len * 256 + (der[at + 2 + i] as number);
+      start += n;
     }
-    last = der.subarray(off, off + l);
-    off += l;
+    return { len, start };
+  };
+  const outer = header(0);
+  const out: Tlv[] = [];
+  for (let off = outer.start; off < outer.start + outer.len;) {
+    const { len, start } = header(off);
+    out.push({ raw: der.subarray(off, start + len), content: der.subarray(start, start + len) });
+    off = start + len;
   }
-  return last;
+  return out;
+}
+
+function lastTlvContent(der: Buffer): Buffer {
+  const list = children(der);
+  return list[list.length - 1]?.content ?? Buffer.alloc(0);
+}
+
+/** The DER of a certificate's subject Name (to use verbatim as the issuer of what it signs). */
+export function subjectNameOf(certDer: Buffer): Buffer {
+  const tbs = children(certDer)[0];
+  // TBSCertificate: [0] version, serial, signature, issuer, validity, subject, …
+  const subject = tbs ? children(tbs.raw)[5] : undefined;
+  if (!subject) throw new X509Error('not a v3 certificate');
+  return subject.raw;
 }
 
 export function buildCertificate(spec: CertificateSpec): Buffer {
@@ -170,7 +192,7 @@ export function buildCertificate(spec: CertificateSpec): Buffer {
     explicit(0, integer(Buffer.from([2]))),
     integer(serial),
     sigAlg,
-    name(spec.issuer),
+    Buffer.isBuffer(spec.issuer) ? spec.issuer : name(spec.issuer),
     seq(time(spec.notBefore), time(spec.notAfter)),
     name(spec.subject),
     spec.subjectPublicKey,

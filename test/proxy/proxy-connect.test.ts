@@ -271,3 +271,40 @@ describe('resource limits', () => {
     }
   });
 });
+
+describe('server-first protocols', () => {
+  it('relays a banner the server sends before the client speaks, then both ways', async () => {
+    const net = await import('node:net');
+    const server = net.createServer((s) => {
+      s.write('220 banner ready\r\n');
+      s.on('data', (d) => s.end(`250 got ${d.toString().trim()}\r\n`));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    const r = await startRig({
+      up,
+      policy: `
+version: 1
+network_policies:
+  smtp:
+    endpoints:
+      - { host: mail.example.test, port: ${port} }
+`,
+      hosts: { 'mail.example.test': '127.0.0.1' },
+      allowLocal: [`127.0.0.1:${port}`],
+    });
+    try {
+      const t = await connectTunnel(r.socketPath, `mail.example.test:${port}`);
+      expect(t.status).toBe(200);
+      const banner = await t.reader.reader.read();
+      expect(banner?.toString()).toBe('220 banner ready\r\n');
+      t.socket.write('HELO sandbox\r\n');
+      const reply = await t.reader.reader.read();
+      expect(reply?.toString()).toBe('250 got HELO sandbox\r\n');
+      expect(await t.reader.closed()).toBe(true);
+    } finally {
+      await r.close();
+      server.close();
+    }
+  });
+});

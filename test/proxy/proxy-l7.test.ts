@@ -257,3 +257,34 @@ describe('audit hygiene', () => {
     expect(eventsOf(rig.audit, 4002).length).toBeGreaterThan(0);
   });
 });
+
+describe('terminated tunnels and SNI', () => {
+  it('closes a terminated tunnel whose ClientHello names another host, with a finding', async () => {
+    const { default: tlsMod } = await import('node:tls');
+    const before = eventsOf(rig.audit, 2004).length;
+    const t = await connectTunnel(rig.socketPath, `api.example.test:${up.httpsPort}`);
+    const rest = t.reader.reader.detach();
+    if (rest.length) t.socket.unshift(rest);
+    // A client that ignores certificate errors, to get past the handshake with the wrong name.
+    const s = tlsMod.connect({
+      socket: t.socket,
+      servername: 'other.example.test',
+      rejectUnauthorized: false,
+    });
+    s.on('error', () => undefined);
+    await new Promise<void>((r) => s.once('close', () => r()));
+    const f = eventsOf(rig.audit, 2004).slice(before);
+    expect(f.map((e) => (e.finding_info as { uid: string }).uid)).toContain('sni-mismatch');
+  });
+});
+
+describe('pipelining', () => {
+  it('answers pipelined requests in order, each judged on its own', async () => {
+    const { s, r } = await inspected();
+    s.write(get('/repos/one') + get('/repos/two') + get('/admin'));
+    expect((await r.response()).json()).toMatchObject({ url: '/repos/one' });
+    expect((await r.response()).json()).toMatchObject({ url: '/repos/two' });
+    expect((await r.response()).status).toBe(403);
+    s.destroy();
+  });
+});

@@ -51,6 +51,10 @@ describe('TlsAuthority', () => {
     expect(b.caPem).toBe(a.caPem);
     const leaf = new X509Certificate(b.certificateFor({ host: 'x.test', kind: 'dns' }));
     expect(leaf.verify(new X509Certificate(a.caPem).publicKey)).toBe(true);
+    // Loaded under another name, the leaves still name the stored CA as their issuer.
+    const c = TlsAuthority.create({ sandbox: 'renamed', stateDir: dir });
+    const leaf2 = new X509Certificate(c.certificateFor({ host: 'y.test', kind: 'dns' }));
+    expect(leaf2.checkIssued(new X509Certificate(a.caPem))).toBe(true);
   });
 
   it('serves a real TLS handshake that a client trusting only the CA accepts, with ALPN http/1.1', async () => {
