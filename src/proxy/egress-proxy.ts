@@ -143,6 +143,10 @@ export class SandboxProxy {
       internalError: (err) => shared.onError?.(err, options.name),
       track: (t) => {
         this.tunnels.add(t);
+        // A reload between this tunnel's CONNECT decision and now (while its ClientHello was awaited,
+        // say) did not see it: judge it by the generation in force.
+        const reason = this.stillAllowed(t, this.pinned.policy);
+        if (reason !== null) queueMicrotask(() => t.close(`policy reload: ${reason}`));
         return () => this.tunnels.delete(t);
       },
     };

@@ -37,6 +37,14 @@ const DEFAULT_TREATMENT: EndpointTreatment = {
 };
 const HTTP_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20} /;
 
+/**
+ * A CONNECT's Host header names either the target or, as Node's http client and others send it, the
+ * proxy itself (the relay on the sandbox's loopback). Anything else is a confused or forged request.
+ */
+function namesTargetOrProxy(host: string, target: string): boolean {
+  return host === target || host === '127.0.0.1' || host === '::1' || host === 'localhost';
+}
+
 async function answer(conn: ClientConnection, text: string): Promise<void> {
   if (conn.socket.destroyed) return;
   await new Promise<void>((resolve) => conn.socket.end(text, resolve));
@@ -47,7 +55,7 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   let target: Authority;
   try {
     target = parseAuthority(head.target);
-    if (head.host !== null && parseAuthority(head.host, target.port).host !== target.host) {
+    if (head.host !== null && !namesTargetOrProxy(parseAuthority(head.host, target.port).host, target.host)) {
       throw new HostNameError('Host header differs from the CONNECT target');
     }
   } catch (err) {

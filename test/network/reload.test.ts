@@ -59,8 +59,16 @@ describe('hot reload of the network policy', () => {
       'import ssl',
       'ctx = ssl.create_default_context(cafile="/opt/upstream-ca.pem")',
       't = ctx.wrap_socket(t, server_hostname="raw.test")',
+      // A second tunnel, accepted but still waiting for its ClientHello when the policy changes.
+      'p = socket.create_connection(("127.0.0.1", 3128))',
+      `p.sendall(b"CONNECT raw.test:${up.httpsPort} HTTP/1.1\\r\\nHost: raw.test:${up.httpsPort}\\r\\n\\r\\n")`,
+      'p.recv(4096)',
       'open("/sandbox/ready", "w").close()',
       'while not os.path.exists("/sandbox/go"): time.sleep(0.02)',
+      'try:',
+      '    ctx.wrap_socket(p, server_hostname="raw.test").recv(1); print("pending tunnel open")',
+      'except (ssl.SSLError, OSError):',
+      '    print("pending tunnel closed")',
       `c.request("GET", "http://keep.test:${up.httpPort}/two"); r = c.getresponse(); r.read(); print(r.status, flush=True)`,
       't.settimeout(20)',
       'try:',
@@ -97,6 +105,7 @@ describe('hot reload of the network policy', () => {
     expect(r.stdout.trim().split('\n')).toEqual([
       '200',
       'HTTP/1.1 200 Connection Established',
+      'pending tunnel closed',
       '403',
       'tunnel closed',
     ]);
