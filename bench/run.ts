@@ -11,8 +11,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
 import { policyDecisionBench } from './policy-decisions.js';
+import { proxyBench } from './proxy.js';
 
-const MODULES: BenchModule[] = [policyDecisionBench];
+const MODULES: BenchModule[] = [policyDecisionBench, proxyBench];
 
 /** The repository root, from dist/bench/run.js or bench/run.ts. */
 function repoRoot(): string {
