@@ -9,7 +9,7 @@ import { FanoutAuditSink, finding, JsonlAuditLog, lifecycle, type AuditSink } fr
 import { compilePolicy, loadPolicyFile, type Policy } from '../policy/index.js';
 import { EgressProxy, type SandboxProxy } from '../proxy/index.js';
 import { agentStarted, type InitEvent } from '../sandbox/launch.js';
-import { packageRoot } from '../sandbox/native-paths.js';
+import { nativeSplicePump, packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import { assertSandboxName } from '../sandbox/identity.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
@@ -66,7 +66,13 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
 
   const auditLog = opts.audit ? new JsonlAuditLog(resolve(opts.audit)) : null;
   const audit = new FanoutAuditSink(auditLog ? [auditLog] : []);
-  const proxy = new EgressProxy({ audit, hosts, allowLocal: opts.allowLocal, upstreamCaFile });
+  const proxy = new EgressProxy({
+    audit,
+    hosts,
+    allowLocal: opts.allowLocal,
+    upstreamCaFile,
+    splicePump: nativeSplicePump(),
+  });
   let attached: SandboxProxy | null = null;
   let started: StartedSandbox;
   try {

@@ -38,6 +38,11 @@ export interface EgressProxyOptions {
   resolver?: Resolver | undefined;
   /** Unexpected errors inside connection handlers (the connection is closed, the proxy goes on). */
   onError?: ((err: unknown, sandbox: string) => void) | undefined;
+  /**
+   * Path of native/carapace-splice: bulk raw tunnels are handed to it so their bytes move inside
+   * the kernel (splice) instead of through this process. Without it every byte goes through Node.
+   */
+  splicePump?: string | undefined;
 }
 
 export interface AttachOptions {
@@ -83,6 +88,7 @@ export class EgressProxy {
       upstreamTls: this.upstreamTls,
       onError: this.options.onError,
       onDetach: () => this.attached.delete(options.name),
+      splicePump: this.options.splicePump ?? null,
     });
     this.attached.set(options.name, sb);
     try {
@@ -109,6 +115,7 @@ interface Shared {
   upstreamTls: tls.SecureContext;
   onError: ((err: unknown, sandbox: string) => void) | undefined;
   onDetach: () => void;
+  splicePump: string | null;
 }
 
 export class SandboxProxy {
@@ -141,6 +148,7 @@ export class SandboxProxy {
       current: () => this.pinned,
       credentials: () => this.secrets,
       internalError: (err) => shared.onError?.(err, options.name),
+      splicePump: shared.splicePump,
       track: (t) => {
         this.tunnels.add(t);
         // A reload between this tunnel's CONNECT decision and now (while its ClientHello was awaited,

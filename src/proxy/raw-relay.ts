@@ -7,7 +7,10 @@
  * both directions have ended or either side fails. Backpressure pauses a source once its destination
  * buffers 1 MiB, so memory per tunnel is bounded by about 2 MiB.
  */
-import type { Duplex } from 'node:stream';
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import type { Duplex, Writable } from 'node:stream';
+import tls from 'node:tls';
 import type { ClientConnection } from './sandbox-context.js';
 
 export interface RawRelaySpec {
@@ -31,6 +34,7 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
   conn.socket.setTimeout(0);
   let closed = false;
   let ends = 0;
+  let pump: ChildProcess | null = null;
   const untrack = sb.track({
     host: spec.host,
     port: spec.port,
@@ -48,6 +52,7 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
     if (closed) return;
     closed = true;
     untrack();
+    pump?.kill('SIGKILL');
     client.destroy();
     upstream.destroy();
   };
@@ -64,19 +69,41 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
   if (client.destroyed || upstream.destroyed) return teardown();
   if (spec.clientRest.length > 0) upstream.write(spec.clientRest);
   if (spec.upstreamRest.length > 0) client.write(spec.upstreamRest);
-  forward(client, upstream, onEnd);
-  forward(upstream, client, onEnd);
+
+  let moved = 0;
+  let promoting = false;
+  const counted = (n: number): void => {
+    moved += n;
+    if (promoting || moved < PROMOTE_AFTER || ends > 0 || !sb.splicePump) return;
+    if (!isPlainSocket(client) || !isPlainSocket(upstream)) return;
+    promoting = true;
+    void handToKernel(sb.splicePump, client, upstream, () => closed || ends > 0).then((child) => {
+      if (!child) return;
+      pump = child;
+      // The pump exits when both directions have ended (0) or a side failed (1): either way, done.
+      child.once('exit', teardown);
+    }, teardown);
+  };
+  forward(client, upstream, onEnd, counted);
+  forward(upstream, client, onEnd, counted);
 }
 
 /** Bytes a destination may hold in its write buffer before the source is paused. */
 const WRITE_BUDGET = 1024 * 1024;
 
 /**
+ * Bytes through one raw tunnel after which it is handed to native/carapace-splice. Small tunnels
+ * (most HTTPS requests) stay here, where starting a process would cost more than it saves; bulk
+ * ones (downloads, uploads, git clones) then move inside the kernel at close to loopback speed.
+ */
+const PROMOTE_AFTER = 4 * 1024 * 1024;
+
+/**
  * Like `src.pipe(dst)`, but pausing the source only when the destination holds more than
  * WRITE_BUDGET: with the sockets' default 16 KiB mark every 64 KiB read would stop and restart the
  * source (two epoll changes per chunk), which halves bulk throughput.
  */
-function forward(src: Duplex, dst: Duplex, onEnd: () => void): void {
+function forward(src: Duplex, dst: Duplex, onEnd: () => void, counted: (n: number) => void): void {
   const ended = (): void => {
     dst.end();
     onEnd();
@@ -86,8 +113,115 @@ function forward(src: Duplex, dst: Duplex, onEnd: () => void): void {
   src.on('data', (chunk: Buffer) => {
     dst.write(chunk);
     if (dst.writableLength > WRITE_BUDGET) src.pause();
+    counted(chunk.length);
   });
   dst.on('drain', () => src.resume());
   src.once('end', ended);
   src.resume();
+}
+
+function isPlainSocket(s: Duplex): s is net.Socket {
+  return s instanceof net.Socket && !(s instanceof tls.TLSSocket);
+}
+
+/**
+ * Hands both sockets to carapace-splice: stops reading them here, lets what this process already
+ * read reach its destination, then starts the pump with the sockets as its fds 3 and 4. Returns the
+ * pump, or null when the tunnel ended meanwhile or the pump could not start (the caller resumes).
+ *
+ * Correctness rests on one rule: once the pump runs, this process never reads either socket again,
+ * or bytes could reach their destination out of order. `pause()` alone does not stop a net.Socket
+ * from reading (it keeps filling its buffer up to the high-water mark, and draining that buffer
+ * starts reading again), so the reads are stopped at the libuv handle and the stream's `_read` is
+ * disarmed while the buffered bytes are taken out.
+ */
+async function handToKernel(
+  pumpPath: string,
+  client: net.Socket,
+  upstream: net.Socket,
+  gone: () => boolean,
+): Promise<ChildProcess | null> {
+  const fromClient = stopReading(client);
+  const fromUpstream = stopReading(upstream);
+  if (!fromClient || !fromUpstream || gone() || fromClient.ended || fromUpstream.ended) {
+    fromClient?.restart();
+    fromUpstream?.restart();
+    return null;
+  }
+  // What this process read but had not delivered joins the queues it already has for each side.
+  for (const chunk of fromClient.buffered) upstream.write(chunk);
+  for (const chunk of fromUpstream.buffered) client.write(chunk);
+  const child = await new Promise<ChildProcess | null>((resolve) => {
+    let started: ChildProcess;
+    try {
+      // fds 3 and 4, not 0 and 1: libuv makes a child's fds 0-2 blocking, which would also make
+      // these shared sockets blocking in this process.
+      started = spawn(pumpPath, [], { stdio: ['ignore', 'ignore', 'ignore', client, upstream, 'pipe'] });
+    } catch {
+      return resolve(null);
+    }
+    started.once('spawn', () => resolve(started));
+    started.once('error', () => resolve(null));
+  });
+  if (!child) {
+    fromClient.restart();
+    fromUpstream.restart();
+    return null;
+  }
+  // The pump holds each direction's bytes until this process's queued writes on that side are out
+  // (see native/carapace-splice.c); waiting for them here, before starting it, could deadlock: the
+  // upstream may not read until someone reads what it sends.
+  const control = (child.stdio as unknown as Writable[])[5] as Writable;
+  control.on('error', () => {});
+  void Promise.all([
+    flushed(upstream).then(() => control.write('u')),
+    flushed(client).then(() => control.write('c')),
+  ]).then(() => control.end());
+  return child;
+}
+
+interface Stopped {
+  /** What the stream had read but not yet delivered. */
+  buffered: Buffer[];
+  /** The stream reached end of file while being drained. */
+  ended: boolean;
+  /** Reading resumes (the pump did not start). */
+  restart(): void;
+}
+
+interface ReadableHandle {
+  reading: boolean;
+  readStop(): number;
+}
+
+/** Stops a socket's reads at the libuv handle; null when it has no handle to stop. */
+function stopReading(socket: net.Socket): Stopped | null {
+  const internal = socket as unknown as { _handle?: ReadableHandle | null; _read: (n: number) => void };
+  const handle = internal._handle;
+  if (!handle || typeof handle.readStop !== 'function') return null;
+  socket.pause();
+  internal._read = () => {}; // an own property: the prototype's _read would start reading again
+  handle.reading = false;
+  handle.readStop();
+  const buffered: Buffer[] = [];
+  let chunk: Buffer | null;
+  while ((chunk = socket.read() as Buffer | null) !== null) buffered.push(chunk);
+  return {
+    buffered,
+    ended: socket.readableEnded,
+    restart: () => {
+      delete (internal as { _read?: unknown })._read;
+      socket.resume();
+    },
+  };
+}
+
+/** Resolves once everything queued on `s` so far has reached the kernel (or `s` is gone). */
+function flushed(s: net.Socket): Promise<void> {
+  if (s.writableLength === 0 || s.destroyed) return Promise.resolve();
+  // 'drain' only follows a write that returned false; a write's callback always comes, in order.
+  return new Promise((resolve) => {
+    s.write(Buffer.alloc(0), () => resolve());
+    s.once('close', () => resolve());
+  });
 }

@@ -21,3 +21,8 @@ export function packageRoot(): string {
 export function nativeBinary(): string {
   return process.env.CARAPACE_INIT ?? join(packageRoot(), 'native', 'carapace-init');
 }
+
+/** The splice pump the egress proxy hands bulk raw tunnels to (built by `npm run build`). */
+export function nativeSplicePump(): string {
+  return join(packageRoot(), 'native', 'carapace-splice');
+}

@@ -141,6 +141,8 @@ export interface RigOptions {
   allowLocal?: string[] | 'upstreams';
   up?: Upstreams;
   maxConnections?: number;
+  /** native/carapace-splice (or a wrapper): bulk raw tunnels are handed to it. */
+  splicePump?: string;
 }
 
 export async function startRig(o: RigOptions): Promise<Rig> {
@@ -159,6 +161,7 @@ export async function startRig(o: RigOptions): Promise<Rig> {
     },
     allowLocal,
     upstreamCaFile: up.caFile,
+    splicePump: o.splicePump,
     onError: (err) => {
       throw err;
     },

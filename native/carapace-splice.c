@@ -1,0 +1,162 @@
+/*
+ * carapace-splice: moves a raw tunnel's bytes between two sockets without copying them through
+ * user space. The egress proxy hands a bulk raw tunnel (one that no policy will inspect again) to
+ * this program as fd 3 (the sandbox side) and fd 4 (the upstream), and stops reading them itself;
+ * the bytes then flow socket → pipe → socket inside the kernel, with splice(2).
+ *
+ * The sockets are not fds 0-2 on purpose: a spawning libuv makes those blocking, and the file
+ * description is shared with the proxy, whose event loop must never block on them. Both stay
+ * non-blocking; this program waits in poll(2).
+ *
+ * fd 5 is a control pipe from the proxy. The proxy may still hold bytes it had read before the
+ * hand-over, queued for writing to either socket; until it sends 'c' (its writes to the sandbox side
+ * are done) or 'u' (to the upstream), this program reads that direction's source but does not write
+ * its destination, so no byte can overtake one queued before it. End of file on fd 5 releases both.
+ *
+ * Each direction alternates: fill its pipe from the source, drain the pipe into the destination.
+ * End of file on a source becomes shutdown(SHUT_WR) on the destination once its pipe is empty, so
+ * half-close travels through. The program exits 0 when both directions have ended, 1 on a socket
+ * error (a reset: the proxy then closes both sides), 2 on misuse. It parses nothing it receives.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PIPE_SIZE (1024 * 1024)
+#define SANDBOX_FD 3
+#define UPSTREAM_FD 4
+#define CONTROL_FD 5
+
+struct flow {
+	int src, dst;
+	int pipe[2];
+	size_t pending;  /* bytes in the pipe */
+	bool may_write;  /* the proxy's own queued writes to dst are done */
+	bool eof;        /* the source has ended */
+	bool done;       /* ...and everything reached the destination, which was shut for writing */
+};
+
+static int fail(const char *step)
+{
+	fprintf(stderr, "carapace-splice: %s: %s\n", step, strerror(errno));
+	return 1;
+}
+
+/* Advances a flow as far as it can without blocking. Returns -1 on a socket error, else 0, and
+ * says what it waits for. */
+static int advance(struct flow *f, bool *wait_in, bool *wait_out)
+{
+	*wait_in = *wait_out = false;
+	while (!f->done) {
+		if (f->pending > 0) {
+			if (!f->may_write)
+				return 0; /* held until the control pipe releases dst */
+			ssize_t n = splice(f->pipe[0], NULL, f->dst, NULL, f->pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n < 0 && errno == EAGAIN) {
+				*wait_out = true;
+				return 0;
+			}
+			if (n < 0)
+				return errno == EINTR ? 0 : -1;
+			f->pending -= (size_t)n;
+			continue;
+		}
+		if (f->eof) {
+			if (!f->may_write)
+				return 0; /* the proxy may still have bytes queued before the end */
+			if (shutdown(f->dst, SHUT_WR) < 0 && errno != ENOTCONN)
+				return -1;
+			f->done = true;
+			return 0;
+		}
+		ssize_t n = splice(f->src, NULL, f->pipe[1], NULL, PIPE_SIZE, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n < 0 && errno == EAGAIN) {
+			*wait_in = true;
+			return 0;
+		}
+		if (n < 0)
+			return errno == EINTR ? 0 : -1;
+		if (n == 0)
+			f->eof = true;
+		f->pending += (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads the control pipe: 'u' releases writes to the upstream, 'c' to the sandbox side. */
+static int read_control(int *control, struct flow flows[2])
+{
+	char buf[16];
+	ssize_t n = read(*control, buf, sizeof buf);
+	if (n < 0)
+		return (errno == EINTR || errno == EAGAIN) ? 0 : -1;
+	for (ssize_t k = 0; k < n; k++) {
+		if (buf[k] == 'u')
+			flows[0].may_write = true;
+		else if (buf[k] == 'c')
+			flows[1].may_write = true;
+	}
+	if (n == 0) {
+		flows[0].may_write = flows[1].may_write = true;
+		close(*control);
+		*control = -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1) {
+		fprintf(stderr, "carapace-splice: usage: carapace-splice 3<>sandbox-socket 4<>upstream-socket 5<control\n");
+		return 2;
+	}
+	struct flow flows[2] = { { .src = SANDBOX_FD, .dst = UPSTREAM_FD }, { .src = UPSTREAM_FD, .dst = SANDBOX_FD } };
+	int control = CONTROL_FD;
+	if (fcntl(control, F_GETFD) < 0) {
+		flows[0].may_write = flows[1].may_write = true; /* no control pipe: nothing is queued */
+		control = -1;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (pipe2(flows[i].pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+			return fail("pipe2");
+		/* Larger pipes mean fewer system calls per megabyte; the default (64 KiB) still works. */
+		(void)fcntl(flows[i].pipe[1], F_SETPIPE_SZ, PIPE_SIZE);
+	}
+	while (!flows[0].done || !flows[1].done) {
+		/* fds[0]: the sandbox side, fds[1]: the upstream, fds[2]: the control pipe. */
+		struct pollfd fds[3] = { { .fd = SANDBOX_FD }, { .fd = UPSTREAM_FD }, { .fd = control, .events = POLLIN } };
+		for (int i = 0; i < 2; i++) {
+			bool wait_in, wait_out;
+			if (advance(&flows[i], &wait_in, &wait_out) < 0)
+				return fail("splice");
+			/* flow 0 reads the sandbox side (fds[0]) and writes the upstream (fds[1]); flow 1 the reverse */
+			if (wait_in)
+				fds[i].events |= POLLIN;
+			if (wait_out)
+				fds[1 - i].events |= POLLOUT;
+		}
+		if (flows[0].done && flows[1].done)
+			break;
+		/* A side nobody waits on is left out: its POLLHUP would otherwise wake us forever. */
+		for (int i = 0; i < 2; i++)
+			if (fds[i].events == 0)
+				fds[i].fd = -1;
+		if (poll(fds, control >= 0 ? 3 : 2, -1) < 0 && errno != EINTR)
+			return fail("poll");
+		for (int i = 0; i < 2; i++) {
+			if ((fds[i].revents & POLLERR) != 0) {
+				errno = ECONNRESET;
+				return fail("socket");
+			}
+		}
+		if (control >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) != 0 && read_control(&control, flows) < 0)
+			return fail("control");
+	}
+	return 0;
+}
