@@ -76,13 +76,28 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
     moved += n;
     if (promoting || moved < PROMOTE_AFTER || ends > 0 || !sb.splicePump) return;
     if (!isPlainSocket(client) || !isPlainSocket(upstream)) return;
+    const running = pumpsRunning.get(sb) ?? 0;
+    if (running >= MAX_PUMPS_PER_SANDBOX) return; // more bulk tunnels stay here, slower but bounded
     promoting = true;
-    void handToKernel(sb.splicePump, client, upstream, () => closed || ends > 0).then((child) => {
-      if (!child) return;
-      pump = child;
-      // The pump exits when both directions have ended (0) or a side failed (1): either way, done.
-      child.once('exit', teardown);
-    }, teardown);
+    pumpsRunning.set(sb, running + 1);
+    const released = (): void => {
+      pumpsRunning.set(sb, (pumpsRunning.get(sb) ?? 1) - 1);
+    };
+    void handToKernel(sb.splicePump, client, upstream, () => closed || ends > 0).then(
+      (child) => {
+        if (!child) return released();
+        pump = child;
+        // The pump exits when both directions have ended (0) or a side failed (1): either way, done.
+        child.once('exit', () => {
+          released();
+          teardown();
+        });
+      },
+      () => {
+        released();
+        teardown();
+      },
+    );
   };
   forward(client, upstream, onEnd, counted);
   forward(upstream, client, onEnd, counted);
@@ -97,6 +112,10 @@ const WRITE_BUDGET = 1024 * 1024;
  * ones (downloads, uploads, git clones) then move inside the kernel at close to loopback speed.
  */
 const PROMOTE_AFTER = 4 * 1024 * 1024;
+
+/** Each pump is a host process: a sandbox gets at most this many at once. */
+const MAX_PUMPS_PER_SANDBOX = 32;
+const pumpsRunning = new WeakMap<object, number>();
 
 /**
  * Like `src.pipe(dst)`, but pausing the source only when the destination holds more than
