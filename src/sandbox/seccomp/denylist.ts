@@ -194,6 +194,12 @@ export const DENYLIST: readonly DenyRule[] = [
     why: 'execution domains that weaken exploit mitigations (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, MMAP_PAGE_ZERO)',
   },
   {
+    syscall: 'prlimit64',
+    when: [{ arg: 0, notEquals: 0 }],
+    errno: 'EPERM',
+    why: "changes another process's limits: the agent shares its uid with PID 1, whose relay it could starve (setrlimit and prlimit on oneself pass pid 0)",
+  },
+  {
     syscall: 'seccomp',
     when: [{ arg: 0, equals: SECCOMP_SET_MODE_FILTER }],
     errno: 'EPERM',

@@ -53,6 +53,7 @@ function d(syscall: string, args: Probe['args'], extra: Partial<DeniedProbe> = {
 
 export const DENIED_PROBES: DeniedProbe[] = [
   d('ptrace', [2 /* PTRACE_PEEKDATA */, 999999, NULL, NULL]),
+  d('prlimit64', [999999, 7 /* RLIMIT_NOFILE */, NULL, NULL]),
   d('process_vm_readv', [999999, NULL, 1, NULL, 1, 0]),
   d('process_vm_writev', [999999, NULL, 1, NULL, 1, 0]),
   d('pidfd_open', [999999, 0]),
@@ -184,6 +185,7 @@ export const ALLOWED_PROBES: AllowedProbe[] = [
       ok: 'exec',
     },
   ),
+  a('prlimit64(0: itself)', 'prlimit64', [0, 7 /* RLIMIT_NOFILE */, NULL, { buf: 16 }]),
   a('personality(query)', 'personality', [0xffffffff]),
   a('personality(PER_LINUX)', 'personality', [0]),
   a('seccomp(GET_ACTION_AVAIL)', 'seccomp', [2, 0, { buf: 4 }]),
