@@ -90,6 +90,33 @@ describe('what works inside', () => {
   });
 });
 
+describe('--audit', () => {
+  it('records what was enforced, and a finding for each Landlock feature the kernel lacks', () => {
+    const audit = join(sharedTempDir(), 'audit.jsonl');
+    const r = carapace(['run', '--audit', audit, '--', 'true'], { env: { CARAPACE_LANDLOCK_ABI_MAX: '5' } });
+    expect(r.status).toBe(0);
+    const events = readFileSync(audit, 'utf8')
+      .trim()
+      .split('\n')
+      .map(
+        (l) => JSON.parse(l) as { class_uid: number; activity_id: number; unmapped: Record<string, unknown> },
+      );
+    const lifecycle = events.filter((e) => e.class_uid === 6002).map((e) => e.activity_id);
+    expect(lifecycle[0]).toBe(3); // start
+    expect(lifecycle.at(-1)).toBe(4); // stop
+    const landlock = events.find((e) => e.unmapped.landlock !== undefined)?.unmapped.landlock as {
+      abi: number;
+    };
+    expect(landlock.abi).toBe(5);
+    const seccomp = events.find((e) => e.unmapped.seccomp !== undefined)?.unmapped.seccomp as {
+      installed: boolean;
+    };
+    expect(seccomp.installed).toBe(true);
+    const missing = events.find((e) => e.class_uid === 2004)?.unmapped.missing as string[];
+    expect(missing).toEqual(['scope_abstract_unix_socket', 'scope_signal']);
+  });
+});
+
 describe('limits', () => {
   it('stops a fork bomb at the pids limit, and the host stays responsive', () => {
     const home = freshHome();
