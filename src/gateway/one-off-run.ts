@@ -8,7 +8,7 @@ import { FanoutAuditSink, finding, JsonlAuditLog, lifecycle, type AuditSink } fr
 import { loadPolicyFile, type Policy } from '../policy/index.js';
 import type { InitEvent } from '../sandbox/launch.js';
 import { packageRoot } from '../sandbox/native-paths.js';
-import { newSandboxName, sandboxPaths, startSandbox } from '../sandbox/sandbox.js';
+import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import { assertSandboxName } from '../sandbox/identity.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
 import { parseMount, RunInputError, specFromPolicy } from './sandbox-spec-from-policy.js';
@@ -54,15 +54,30 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   const audit = new FanoutAuditSink(sinks);
 
   const abiOverride = process.env.CARAPACE_LANDLOCK_ABI_MAX;
-  const started = await startSandbox(spec, {
-    dirs,
-    ephemeral: opts.name === undefined,
-    removeWorkspace: opts.workspace === undefined,
-    bestEffortLimits: opts.bestEffortLimits,
-    stdio: 'inherit',
-    term: process.env.TERM,
-    landlockAbiMax: abiOverride ? Number(abiOverride) : undefined,
-  });
+  let started: StartedSandbox;
+  try {
+    started = await startSandbox(spec, {
+      dirs,
+      ephemeral: opts.name === undefined,
+      removeWorkspace: opts.workspace === undefined,
+      bestEffortLimits: opts.bestEffortLimits,
+      stdio: 'inherit',
+      term: process.env.TERM,
+      landlockAbiMax: abiOverride ? Number(abiOverride) : undefined,
+    });
+  } catch (err) {
+    // A start Carapace refused (a planted symlink, a limit it cannot apply, …) is on the record too.
+    audit.emit(
+      finding({
+        sandbox: name,
+        kind: 'sandbox-start-refused',
+        title: `sandbox ${name} not started: ${err instanceof Error ? err.message : String(err)}`,
+        details: { workspace },
+      }),
+    );
+    auditLog?.close();
+    throw err;
+  }
   const forward = (sig: NodeJS.Signals) => () => started.process.signal(sig);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
     const h = forward(sig);

@@ -6,18 +6,20 @@ import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
+  closeSync,
+  constants,
   copyFileSync,
   existsSync,
-  lchownSync,
-  lstatSync,
+  fchmodSync,
+  fstatSync,
   mkdirSync,
-  readdirSync,
+  openSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { SandboxCgroup } from './cgroup.js';
 import { IdentityRegistry, type SandboxIdentity } from './identity.js';
 import { launchSandbox, SandboxStartError, type RunningSandbox } from './launch.js';
@@ -27,6 +29,7 @@ import { buildSeccompProgram } from './seccomp/index.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
+import { handOverTree, openBeneath, type TreeOwner } from './untrusted-tree.js';
 
 export interface StartOptions {
   dirs: StateDirs;
@@ -100,7 +103,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       },
       join(paths.runtime, 'masked'),
     );
-    for (const d of plan.ensureDirs) ensureOwnedDir(d, identity);
+    checkTreePaths(plan, { workspace: spec.workspace, storage: paths.storage }, identity);
     cgroup = SandboxCgroup.create(spec.name, spec.limits, opts.bestEffortLimits);
     const seccomp = buildSeccompProgram();
     const process = await launchSandbox({
@@ -160,8 +163,14 @@ function prepareWorkspace(workspace: string, identity: SandboxIdentity): void {
   mkdirSync(workspace, { recursive: true, mode: 0o700 });
   if (identity.rootless) return;
   assertReachable(workspace, identity);
-  if (statSync(workspace).uid !== identity.uid) chownTree(workspace, identity);
-  chmodSync(workspace, 0o700);
+  // One fd for the whole hand-over: what is checked, walked and chmod'ed is the same directory.
+  const fd = openSync(workspace, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    if (fstatSync(fd).uid !== identity.uid) handOverTree(fd, identity);
+    fchmodSync(fd, 0o700);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** bwrap runs as the sandbox's uid, so every directory above a bound host path must let it pass. */
@@ -180,27 +189,33 @@ function assertReachable(path: string, identity: SandboxIdentity): void {
   }
 }
 
-/**
- * Hands a workspace to the sandbox's uid. Symlinks are never followed (lchown), and a file with
- * several hard links is left alone: it may be a host file (say /etc/shadow on the same filesystem)
- * linked into the workspace, and chowning it would give it to the sandbox.
- */
-function chownTree(dir: string, identity: SandboxIdentity): void {
-  lchownSync(dir, identity.uid, identity.gid);
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, entry.name);
-    if (entry.isDirectory()) chownTree(p, identity);
-    else if (entry.isSymbolicLink() || lstatSync(p).nlink === 1) lchownSync(p, identity.uid, identity.gid);
-  }
-}
+const within = (p: string, root: string) => {
+  const rel = relative(root, p);
+  return rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
+};
 
-function ensureOwnedDir(dir: string, identity: SandboxIdentity): void {
-  if (existsSync(dir)) {
-    if (!lstatSync(dir).isDirectory()) throw new SandboxStartError(`${dir} must be a directory`, 2);
-    return;
+/**
+ * The paths of the plan inside trees the sandbox writes (its workspace, its storage), checked and
+ * made without following a symlink anything in the sandbox may have planted there: the read_write
+ * sub-paths are created (owned by the sandbox), the read_only ones must not be reached through a
+ * symlink, or bwrap would bind whatever host path the symlink names (see untrusted-tree.ts).
+ */
+function checkTreePaths(
+  plan: MountPlan,
+  trees: { workspace: string; storage: string },
+  identity: SandboxIdentity,
+): void {
+  const owner: TreeOwner | null = identity.rootless ? null : identity;
+  const rootOf = (p: string) => (within(p, trees.workspace) ? trees.workspace : trees.storage);
+  for (const dir of plan.ensureDirs) {
+    const fd = openBeneath(rootOf(dir), dir, { create: owner });
+    if (fd !== null) closeSync(fd);
   }
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (!identity.rootless) chownSync(dir, identity.uid, identity.gid);
+  for (const op of plan.ops) {
+    if (op.kind !== 'ro-bind' || op.host === trees.workspace || !within(op.host, trees.workspace)) continue;
+    const fd = openBeneath(trees.workspace, op.host, { lastMayBeFile: true });
+    if (fd !== null) closeSync(fd);
+  }
 }
 
 function writeRuntimeFiles(runtime: string, spec: SandboxSpec): Map<string, string> {
