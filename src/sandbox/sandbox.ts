@@ -23,7 +23,7 @@ import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { SandboxCgroup } from './cgroup.js';
 import { IdentityRegistry, type SandboxIdentity } from './identity.js';
 import { launchSandbox, SandboxStartError, type RunningSandbox } from './launch.js';
-import { planMounts, type MountPlan } from './mount-plan.js';
+import { planMounts, tmpSizeBytes, type MountPlan } from './mount-plan.js';
 import { nativeBinary } from './native-paths.js';
 import { buildSeccompProgram } from './seccomp/index.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
@@ -100,6 +100,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
         storage: paths.storage,
         mounts: spec.mounts,
         files,
+        tmpBytes: tmpSizeBytes(spec.limits.memoryBytes),
       },
       join(paths.runtime, 'masked'),
     );
