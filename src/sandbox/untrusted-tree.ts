@@ -12,7 +12,8 @@
  * directory (the magic link is not re-resolved by path) and follows exactly one component, which
  * is never followed when it is a symlink. A file is chowned through an O_PATH|O_NOFOLLOW fd of it,
  * after fstat on that same fd: a rename between the check and the chown cannot slip another inode
- * in. A file with several hard links is left alone: it may be a host file linked into the tree.
+ * in. A file with several hard links is left alone: it may be a host file linked into the tree;
+ * so is a device node.
  *
  * The root of a tree is trusted: the user named it (--workspace) or Carapace made it.
  */
@@ -76,6 +77,9 @@ function chownEntry(dirFd: number, name: string, owner: TreeOwner): void {
     const st = fstatSync(fd);
     if (st.isDirectory()) return; // swapped for a directory since the listing: leave it
     if (!st.isSymbolicLink() && st.nlink !== 1) return;
+    // Only root can have made a device node here; given to the sandbox's uid, it would be that
+    // uid's raw device on the host (inside, the workspace is mounted nodev anyway).
+    if (st.isBlockDevice() || st.isCharacterDevice()) return;
     // Through the magic link of the O_PATH fd: this inode, even when it is a symlink (a symlink
     // reached this way is not followed again).
     chownSync(at(fd), owner.uid, owner.gid);
