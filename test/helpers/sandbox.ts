@@ -42,7 +42,7 @@ export function runOnHost(command: string[], uid = HOST_NOBODY, cwd = sharedTemp
     encoding: 'utf8',
     timeout: 60_000,
     cwd,
-    env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', HOME: cwd },
+    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', HOME: cwd },
     ...(asRoot && uid !== 0 ? { uid, gid: uid } : {}),
   });
   return { status: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
