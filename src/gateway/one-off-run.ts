@@ -5,13 +5,13 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FanoutAuditSink, finding, JsonlAuditLog, lifecycle, type AuditSink } from '../audit/index.js';
-import { loadPolicyFile, type Policy } from '../policy/index.js';
 import type { InitEvent } from '../sandbox/launch.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import { assertSandboxName } from '../sandbox/identity.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
-import { parseMount, RunInputError, specFromPolicy } from './sandbox-spec-from-policy.js';
+import { loadSandboxSettings } from './policy-settings.js';
+import { parseMount, RunInputError, specFromSettings } from './sandbox-spec-from-policy.js';
 
 export interface RunOptions {
   policy?: string | undefined;
@@ -36,11 +36,11 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     const { host } = parseMount(m);
     if (!existsSync(host)) throw new RunInputError(`--mount "${m}": ${host} does not exist`);
   }
-  const policy: Policy = loadPolicyFile(opts.policy ?? defaultPolicyPath());
   const dirs = stateDirs();
+  const settings = await loadSandboxSettings(opts.policy ?? defaultPolicyPath(), dirs.state);
   const name = opts.name ?? newSandboxName();
   const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
-  const spec = specFromPolicy(policy, {
+  const spec = specFromSettings(settings, {
     name,
     workspace,
     env: opts.env,

@@ -5,9 +5,10 @@
  */
 import { once } from 'node:events';
 import { chmodSync } from 'node:fs';
-import { loadPolicyFile } from '../../src/policy/index.js';
+import { loadPolicyFile, resolveLimits } from '../../src/policy/index.js';
 import { defaultPolicyPath } from '../../src/gateway/one-off-run.js';
-import { specFromPolicy } from '../../src/gateway/sandbox-spec-from-policy.js';
+import { settingsFromPolicy } from '../../src/gateway/policy-settings.js';
+import { specFromSettings } from '../../src/gateway/sandbox-spec-from-policy.js';
 import {
   newSandboxName,
   sandboxPaths,
@@ -38,7 +39,8 @@ export async function startLibrarySandbox(
   chmodSync(home, 0o711);
   const dirs = stateDirs({ CARAPACE_HOME: home });
   const name = newSandboxName();
-  const spec = specFromPolicy(loadPolicyFile(opts.policy ?? defaultPolicyPath()), {
+  const policy = loadPolicyFile(opts.policy ?? defaultPolicyPath());
+  const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
     name,
     workspace: sandboxPaths(dirs, name).defaultWorkspace,
     env: [],
