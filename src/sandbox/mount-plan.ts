@@ -93,7 +93,7 @@ export function planMounts(input: MountPlanInput, maskFile: string): MountPlan {
   };
   const rw = new Set(input.readWrite);
   const all = [...new Set([...input.readOnly, ...input.readWrite])].sort(
-    (a, b) => depth(a) - depth(b) || a.localeCompare(b),
+    (a, b) => depth(a) - depth(b) || (a < b ? -1 : a > b ? 1 : 0),
   );
 
   plan.ops.push({ kind: 'proc', path: '/proc' }, { kind: 'dev', path: '/dev' });

@@ -2,7 +2,7 @@
  * A sandbox's whole life on the host: identity, directories, cgroup, launch, and a cleanup that
  * leaves nothing behind (processes, cgroups, temporary workspace, runtime files).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
@@ -56,6 +56,14 @@ export interface StartedSandbox {
   cleanup(): void;
 }
 
+let program: Buffer | undefined;
+
+/** The seccomp program is the same for every sandbox of this host: built once per process. */
+function seccompProgram(): Buffer {
+  program ??= buildSeccompProgram().bytes;
+  return program;
+}
+
 export function newSandboxName(): string {
   return `run-${randomBytes(4).toString('hex')}`;
 }
@@ -91,7 +99,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     mkdirSync(paths.storage, { recursive: true, mode: 0o700 });
     if (!identity.rootless) chownSync(paths.storage, identity.uid, identity.gid);
     prepareWorkspace(spec.workspace, identity);
-    const files = writeRuntimeFiles(paths.runtime, spec);
+    const { files, mask } = writeRuntimeFiles(opts.dirs.run, paths.runtime, spec);
     const plan = planMounts(
       {
         readOnly: spec.readOnly,
@@ -102,11 +110,11 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
         files,
         tmpBytes: tmpSizeBytes(spec.limits.memoryBytes),
       },
-      join(paths.runtime, 'masked'),
+      mask,
     );
     checkTreePaths(plan, { workspace: spec.workspace, storage: paths.storage }, identity);
     cgroup = SandboxCgroup.create(spec.name, spec.limits, opts.bestEffortLimits);
-    const seccomp = buildSeccompProgram();
+    const seccomp = seccompProgram();
     const process = await launchSandbox({
       name: spec.name,
       identity,
@@ -119,7 +127,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       listenPorts: spec.listenPorts,
       openFiles: spec.limits.openFiles,
       nproc: spec.limits.pids,
-      seccomp: seccomp.bytes,
+      seccomp,
       relay: opts.relay,
       cgroup,
       stdio: opts.stdio,
@@ -219,30 +227,53 @@ function checkTreePaths(
   }
 }
 
-function writeRuntimeFiles(runtime: string, spec: SandboxSpec): Map<string, string> {
+const PASSWD =
+  'root:x:0:0:root:/root:/usr/sbin/nologin\n' +
+  'sandbox:x:1000:1000:Carapace sandbox:/sandbox:/bin/sh\n' +
+  'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n';
+const GROUP = 'root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n';
+
+/**
+ * A file every sandbox gets the same (passwd, group, the empty unreadable mask): written once in
+ * `<run>/shared/`, under a name that carries its content's digest (so a changed content is a new
+ * file, never an edited one), and bound read-only by every sandbox.
+ */
+function sharedFile(runDir: string, name: string, content: string, mode: number): string {
+  const digest = createHash('sha256').update(`${mode}:${content}`).digest('hex').slice(0, 16);
+  const path = join(runDir, 'shared', `${name}-${digest}`);
+  if (existsSync(path)) return path;
+  mkdirSync(dirname(path), { recursive: true, mode: 0o711 });
+  chmodSync(dirname(path), 0o711);
+  const tmp = `${path}.${process.pid}`;
+  writeFileSync(tmp, content, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path); // atomic: a concurrent start never binds a half-written file
+  return path;
+}
+
+/** The synthesized files a sandbox binds, and the mask: in-sandbox path → host file. */
+function writeRuntimeFiles(
+  runDir: string,
+  runtime: string,
+  spec: SandboxSpec,
+): { files: Map<string, string>; mask: string } {
   rmSync(runtime, { recursive: true, force: true });
   mkdirSync(runtime, { recursive: true, mode: 0o711 });
   chmodSync(runtime, 0o711);
-  const files = new Map<string, string>();
+  const files = new Map<string, string>([
+    ['/etc/passwd', sharedFile(runDir, 'etc_passwd', PASSWD, 0o644)],
+    ['/etc/group', sharedFile(runDir, 'etc_group', GROUP, 0o644)],
+  ]);
   const write = (inside: string, content: string, mode = 0o644) => {
     const host = join(runtime, inside.replace(/\//g, '_'));
     writeFileSync(host, content, { mode });
     chmodSync(host, mode);
     files.set(inside, host);
   };
-  write(
-    '/etc/passwd',
-    'root:x:0:0:root:/root:/usr/sbin/nologin\n' +
-      'sandbox:x:1000:1000:Carapace sandbox:/sandbox:/bin/sh\n' +
-      'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n',
-  );
-  write('/etc/group', 'root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n');
   write('/etc/hostname', `${spec.name}\n`);
   write('/etc/hosts', `127.0.0.1\tlocalhost ${spec.name}\n::1\tlocalhost ip6-localhost ${spec.name}\n`);
   for (const f of spec.files) write(f.path, f.content);
-  writeFileSync(join(runtime, 'masked'), '', { mode: 0 });
-  chmodSync(join(runtime, 'masked'), 0);
-  return files;
+  return { files, mask: sharedFile(runDir, 'masked', '', 0) };
 }
 
 /**
