@@ -4,7 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { FanoutAuditSink, finding, JsonlAuditLog, lifecycle, type AuditSink } from '../audit/index.js';
+import type { OcsfEvent } from '../audit/index.js';
 import type { InitEvent } from '../sandbox/launch.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
@@ -22,6 +22,21 @@ export interface RunOptions {
   audit?: string | undefined;
   bestEffortLimits: boolean;
   command: string[];
+}
+
+type AuditModule = typeof import('../audit/index.js');
+
+/** Where a run's audit events go: to --audit's file, or nowhere (the audit module stays unloaded). */
+interface RunAudit {
+  emit(make: (audit: AuditModule) => OcsfEvent): void;
+  close(): void;
+}
+
+async function openRunAudit(path: string | undefined): Promise<RunAudit> {
+  if (path === undefined) return { emit: () => {}, close: () => {} };
+  const audit = await import('../audit/index.js');
+  const log = new audit.JsonlAuditLog(resolve(path));
+  return { emit: (make) => log.emit(make(audit)), close: () => log.close() };
 }
 
 export function defaultPolicyPath(): string {
@@ -48,10 +63,7 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     command: opts.command,
   });
 
-  const sinks: AuditSink[] = [];
-  const auditLog = opts.audit ? new JsonlAuditLog(resolve(opts.audit)) : null;
-  if (auditLog) sinks.push(auditLog);
-  const audit = new FanoutAuditSink(sinks);
+  const audit = await openRunAudit(opts.audit);
 
   const abiOverride = process.env.CARAPACE_LANDLOCK_ABI_MAX;
   let started: StartedSandbox;
@@ -67,15 +79,15 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     });
   } catch (err) {
     // A start Carapace refused (a planted symlink, a limit it cannot apply, …) is on the record too.
-    audit.emit(
-      finding({
+    audit.emit((a) =>
+      a.finding({
         sandbox: name,
         kind: 'sandbox-start-refused',
         title: `sandbox ${name} not started: ${err instanceof Error ? err.message : String(err)}`,
         details: { workspace },
       }),
     );
-    auditLog?.close();
+    audit.close();
     throw err;
   }
   const forward = (sig: NodeJS.Signals) => () => started.process.signal(sig);
@@ -85,8 +97,8 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     return [sig, h] as const;
   });
   try {
-    audit.emit(
-      lifecycle({
+    audit.emit((a) =>
+      a.lifecycle({
         sandbox: name,
         activity: 'start',
         message: `sandbox ${name} started: ${spec.command.join(' ')}`,
@@ -100,8 +112,8 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     const { code } = await started.process.exited;
     reportEnforcement(name, started.process.events, audit);
     const oom = started.cgroup?.oomKills() ?? 0;
-    audit.emit(
-      lifecycle({
+    audit.emit((a) =>
+      a.lifecycle({
         sandbox: name,
         activity: 'stop',
         message: `sandbox ${name} exited with status ${code}`,
@@ -112,17 +124,17 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
     started.cleanup();
-    auditLog?.close();
+    audit.close();
   }
 }
 
 /** Turns the init's status lines into audit events: what was enforced, and what the kernel lacked. */
-function reportEnforcement(sandbox: string, events: InitEvent[], audit: AuditSink): void {
+function reportEnforcement(sandbox: string, events: InitEvent[], audit: RunAudit): void {
   for (const e of events) {
     if (e.event === 'landlock' || e.event === 'seccomp' || e.event === 'rlimits' || e.event === 'relay') {
       const { event, ...details } = e;
-      audit.emit(
-        lifecycle({
+      audit.emit((a) =>
+        a.lifecycle({
           sandbox,
           activity: 'update',
           message: `${event} applied`,
@@ -130,20 +142,21 @@ function reportEnforcement(sandbox: string, events: InitEvent[], audit: AuditSin
         }),
       );
     }
-    if (e.event === 'landlock' && Array.isArray(e.missing) && e.missing.length > 0) {
-      audit.emit(
-        finding({
+    const missing = e.missing;
+    if (e.event === 'landlock' && Array.isArray(missing) && missing.length > 0) {
+      audit.emit((a) =>
+        a.finding({
           sandbox,
           kind: 'landlock-feature-missing',
-          title: `Landlock features the kernel lacks: ${e.missing.join(', ')}`,
+          title: `Landlock features the kernel lacks: ${missing.join(', ')}`,
           severity: 'low',
-          details: { missing: e.missing, abi: e.abi },
+          details: { missing, abi: e.abi },
         }),
       );
     }
     if (e.event === 'error') {
-      audit.emit(
-        finding({
+      audit.emit((a) =>
+        a.finding({
           sandbox,
           kind: 'sandbox-start-failed',
           title: `sandbox start failed at ${String(e.step)}: ${String(e.message)}`,

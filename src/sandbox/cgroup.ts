@@ -11,7 +11,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readCgroupLayout, type CgroupLayout } from './host-capabilities.js';
+import { readCgroupLayout, type CgroupLayout } from './cgroup-layout.js';
 
 export interface ResourceLimits {
   memoryBytes?: number | undefined;

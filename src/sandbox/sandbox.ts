@@ -2,7 +2,7 @@
  * A sandbox's whole life on the host: identity, directories, cgroup, launch, and a cleanup that
  * leaves nothing behind (processes, cgroups, temporary workspace, runtime files).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
@@ -25,10 +25,10 @@ import { IdentityRegistry, type SandboxIdentity } from './identity.js';
 import { launchSandbox, SandboxStartError, type RunningSandbox } from './launch.js';
 import { planMounts, tmpSizeBytes, type MountPlan } from './mount-plan.js';
 import { nativeBinary } from './native-paths.js';
-import { buildSeccompProgram } from './seccomp/index.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
+import { seccompProgram, sharedFile } from './shared-files.js';
 import { handOverTree, openBeneath, type TreeOwner } from './untrusted-tree.js';
 
 export interface StartOptions {
@@ -54,14 +54,6 @@ export interface StartedSandbox {
   cgroup: SandboxCgroup | null;
   /** Stops everything left and removes what was temporary. Safe to call twice. */
   cleanup(): void;
-}
-
-let program: Buffer | undefined;
-
-/** The seccomp program is the same for every sandbox of this host: built once per process. */
-function seccompProgram(): Buffer {
-  program ??= buildSeccompProgram().bytes;
-  return program;
 }
 
 export function newSandboxName(): string {
@@ -114,7 +106,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     );
     checkTreePaths(plan, { workspace: spec.workspace, storage: paths.storage }, identity);
     cgroup = SandboxCgroup.create(spec.name, spec.limits, opts.bestEffortLimits);
-    const seccomp = seccompProgram();
+    const seccomp = await seccompProgram(opts.dirs.run);
     const process = await launchSandbox({
       name: spec.name,
       identity,
@@ -232,24 +224,6 @@ const PASSWD =
   'sandbox:x:1000:1000:Carapace sandbox:/sandbox:/bin/sh\n' +
   'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n';
 const GROUP = 'root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n';
-
-/**
- * A file every sandbox gets the same (passwd, group, the empty unreadable mask): written once in
- * `<run>/shared/`, under a name that carries its content's digest (so a changed content is a new
- * file, never an edited one), and bound read-only by every sandbox.
- */
-function sharedFile(runDir: string, name: string, content: string, mode: number): string {
-  const digest = createHash('sha256').update(`${mode}:${content}`).digest('hex').slice(0, 16);
-  const path = join(runDir, 'shared', `${name}-${digest}`);
-  if (existsSync(path)) return path;
-  mkdirSync(dirname(path), { recursive: true, mode: 0o711 });
-  chmodSync(dirname(path), 0o711);
-  const tmp = `${path}.${process.pid}`;
-  writeFileSync(tmp, content, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path); // atomic: a concurrent start never binds a half-written file
-  return path;
-}
 
 /** The synthesized files a sandbox binds, and the mask: in-sandbox path → host file. */
 function writeRuntimeFiles(
