@@ -159,4 +159,34 @@ print(len(held), failure, flush=True)
     expect(host.connections.length).toBeLessThanOrEqual(64);
     expect(host.connections.length).toBe(Number(count));
   });
+
+  // A known gap (docs/security.md): the agent runs as PID 1's uid, so the kernel lets it lower
+  // PID 1's limits. This pins down that the damage stays inside: only its own relay suffers.
+  it('lowering PID 1’s open-files limit starves only the sandbox’s own relay', async () => {
+    host = await hostSocket();
+    const code = `
+import ctypes, errno, socket
+libc = ctypes.CDLL(None, use_errno=True)
+class Limit(ctypes.Structure): _fields_ = [('cur', ctypes.c_uint64), ('max', ctypes.c_uint64)]
+print(libc.prlimit(1, 7, ctypes.byref(Limit(4, 4)), None), flush=True)  # RLIMIT_NOFILE of the init
+s = socket.create_connection(('127.0.0.1', 3128), timeout=5)
+s.settimeout(5)
+try:
+    print('relayed' if s.recv(1) == b'+' else 'closed', flush=True)
+except OSError as e:
+    print(errno.errorcode.get(e.errno, 'timeout'), flush=True)
+`;
+    const { result } = await startLibrarySandbox(py(code), {
+      relay: { dir: host.dirFd, socketName: 'proxy.sock' },
+    });
+    const r = await result;
+    expect(r.code).toBe(0);
+    // The kernel accepts the connection on the relay's listening socket; the relay, out of fds,
+    // cannot take it, so it is never relayed. The host socket sees nothing.
+    expect(r.stdout.trim().split('\n')).toEqual([
+      '0',
+      expect.stringMatching(/^(closed|timeout|ECONNRESET)$/),
+    ]);
+    expect(host.connections).toEqual([]);
+  });
 });
