@@ -12,8 +12,17 @@ import { fileURLToPath } from 'node:url';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
 import { policyDecisionBench } from './policy-decisions.js';
 import { proxyBench } from './proxy.js';
+import { sandboxMemoryBench } from './sandbox-memory.js';
+import { sandboxOneShotBench } from './sandbox-oneshot.js';
+import { sandboxStartBench } from './sandbox-start.js';
 
-const MODULES: BenchModule[] = [policyDecisionBench, proxyBench];
+const MODULES: BenchModule[] = [
+  policyDecisionBench,
+  sandboxStartBench,
+  sandboxOneShotBench,
+  sandboxMemoryBench,
+  proxyBench,
+];
 
 /** The repository root, from dist/bench/run.js or bench/run.ts. */
 function repoRoot(): string {

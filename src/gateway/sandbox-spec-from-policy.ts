@@ -1,12 +1,25 @@
-/** Turns a parsed policy plus the command line into a SandboxSpec. */
+/**
+ * Turns a policy's sandbox settings plus the command line into a SandboxSpec. The settings are
+ * plain data (policy-settings.ts makes them from a policy, or reads them back from its cache), so
+ * this file does not load the policy engine.
+ */
 import { isAbsolute, resolve } from 'node:path';
-import { resolveLimits, type Policy } from '../policy/index.js';
+import type { ResourceLimits } from '../sandbox/cgroup.js';
 import type { HostMount, SandboxSpec } from '../sandbox/spec.js';
-import { WORKSPACE_PATH } from '../sandbox/spec.js';
 
 export class RunInputError extends Error {
   override name = 'RunInputError';
   readonly exitCode = 2;
+}
+
+/** What a policy's static sections say about a sandbox, in the sandbox layer's terms. */
+export interface SandboxSettings {
+  /** filesystem_policy, with include_workdir applied and /sandbox always present. */
+  readOnly: string[];
+  readWrite: string[];
+  landlock: 'best_effort' | 'hard_requirement';
+  limits: ResourceLimits;
+  listenPorts: number[];
 }
 
 export interface SpecInput {
@@ -19,21 +32,15 @@ export interface SpecInput {
   extraEnv?: Record<string, string>;
 }
 
-export function specFromPolicy(policy: Policy, input: SpecInput): SandboxSpec {
-  const fs = policy.filesystem_policy ?? {};
-  const readWrite = [...(fs.read_write ?? [])];
-  if (fs.include_workdir && !readWrite.includes(WORKSPACE_PATH)) readWrite.push(WORKSPACE_PATH);
-  const readOnly = (fs.read_only ?? []).filter((p) => !readWrite.includes(p));
-  if (!readWrite.includes(WORKSPACE_PATH) && !readOnly.includes(WORKSPACE_PATH))
-    readOnly.push(WORKSPACE_PATH);
+export function specFromSettings(settings: SandboxSettings, input: SpecInput): SandboxSpec {
   return {
     name: input.name,
     workspace: input.workspace,
-    readOnly,
-    readWrite,
-    landlock: policy.landlock?.compatibility ?? 'best_effort',
-    limits: resolveLimits(policy),
-    listenPorts: policy.listen_ports ?? [],
+    readOnly: [...settings.readOnly],
+    readWrite: [...settings.readWrite],
+    landlock: settings.landlock,
+    limits: { ...settings.limits },
+    listenPorts: [...settings.listenPorts],
     mounts: input.mounts.map(parseMount),
     env: { ...parseEnv(input.env), ...input.extraEnv },
     files: input.files ?? [],

@@ -15,7 +15,14 @@ import {
 import { PolicySchema, PresetSchema, type Policy, type Preset } from './schema.js';
 import { issuesFromZod } from './schema-issues.js';
 import { checkNetworkPolicyData, checkPolicyData } from './semantic-checks.js';
-import { issueToDiagnostic, parseSource, structuralIssues, type SourceDocument } from './yaml-source.js';
+import {
+  conversionFailure,
+  conversionIssues,
+  issueToDiagnostic,
+  parseSource,
+  structuralIssues,
+  type SourceDocument,
+} from './yaml-source.js';
 
 export type ParseResult =
   { ok: true; policy: Policy; document: Document } | { ok: false; diagnostics: Diagnostic[] };
@@ -37,10 +44,19 @@ function validateSource(
   syntax: Diagnostic[],
   kind: Kind,
 ): { data: unknown; diagnostics: Diagnostic[] } {
-  const diagnostics = [...syntax, ...structuralIssues(source)];
+  const blocking = conversionIssues(source);
+  const diagnostics = [...syntax, ...blocking, ...structuralIssues(source)];
   // A document the parser could not make sense of would only produce echoes of the syntax errors.
-  const fatal = source.document.errors.length > 0;
-  const data: unknown = fatal ? undefined : source.document.toJS({ maxAliasCount: 100 });
+  let fatal = source.document.errors.length > 0 || blocking.length > 0;
+  let data: unknown;
+  if (!fatal) {
+    try {
+      data = source.document.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      diagnostics.push(conversionFailure(source, err)); // an alias bomb
+      fatal = true;
+    }
+  }
   if (!fatal) {
     for (const issue of schemaAndSemanticIssues(data, kind))
       diagnostics.push(issueToDiagnostic(source, issue));

@@ -8,12 +8,15 @@
  * item or key, which YAML would otherwise fold silently into the previous value.
  */
 import {
+  isCollection,
   isMap,
   isPair,
   isScalar,
   isSeq,
   LineCounter,
   parseDocument,
+  visit,
+  type Alias,
   type Document,
   type Node,
   type Pair,
@@ -45,7 +48,14 @@ const SYNTAX_HINTS: Record<string, string> = {
 
 export function parseSource(text: string, file: string): { source: SourceDocument; errors: Diagnostic[] } {
   const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, uniqueKeys: false, prettyErrors: false });
+  // logLevel 'error': the yaml package would otherwise print warnings (e.g. about a list used as a
+  // key) on stderr while converting; such keys are reported as diagnostics by structuralIssues.
+  const document = parseDocument(text, {
+    lineCounter,
+    uniqueKeys: false,
+    prettyErrors: false,
+    logLevel: 'error',
+  });
   const source: SourceDocument = { file, text, document, lineCounter };
   const errors: Diagnostic[] = [];
   const seen = new Set<number>();
@@ -61,6 +71,61 @@ export function parseSource(text: string, file: string): { source: SourceDocumen
   return { source, errors };
 }
 
+/** Every alias of the document (`*name`), keys included. */
+function aliases(document: Document): Alias[] {
+  const found: Alias[] = [];
+  visit(document, { Alias: (_key, node) => void found.push(node) });
+  return found;
+}
+
+/**
+ * Where converting the document to data failed (the yaml package throws for an alias whose anchor
+ * is not defined before it, and for aliases that expand past the limit, an alias bomb).
+ */
+export function conversionFailure(source: SourceDocument, err: unknown): Diagnostic {
+  const all = aliases(source.document);
+  const first = all[0];
+  const message =
+    /alias count/i.test(String((err as Error)?.message)) && first !== undefined
+      ? `the aliases (*${first.source} and others) expand to too much data; write the values out instead`
+      : `this document cannot be read as data: ${(err as Error)?.message ?? String(err)}`;
+  return at(source, first === undefined ? 0 : rangeStart(first), message);
+}
+
+/**
+ * Problems that leave the document without meaningful data, reported instead of what the schema
+ * would say about it: an alias whose anchor is not defined before it (converting would throw), and
+ * a list or a map used as a key (it would become a string such as "[ /usr, /tmp ]").
+ */
+export function conversionIssues(source: SourceDocument): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  for (const alias of aliases(source.document)) {
+    if (alias.resolve(source.document) === undefined) {
+      out.push(
+        at(
+          source,
+          rangeStart(alias),
+          `unknown alias *${alias.source}; define the anchor (&${alias.source}) before using it`,
+        ),
+      );
+    }
+  }
+  visit(source.document, {
+    Pair: (_key, pair) => {
+      if (isCollection(pair.key)) {
+        out.push(
+          at(
+            source,
+            rangeStart(pair.key),
+            'a list or a map is used as a key; a key is a single name: check the indentation and the ":"',
+          ),
+        );
+      }
+    },
+  });
+  return out;
+}
+
 /** Duplicate keys and multi-line plain scalars, as issues at their node. */
 export function structuralIssues(source: SourceDocument): Diagnostic[] {
   const out: Diagnostic[] = [];
@@ -68,6 +133,16 @@ export function structuralIssues(source: SourceDocument): Diagnostic[] {
     if (isMap(node)) {
       const seen = new Map<string, Pair>();
       for (const pair of node.items) {
+        if (isCollection(pair.key)) {
+          out.push(
+            at(
+              source,
+              rangeStart(pair.key),
+              'a list or a map is used as a key; a key is a single name: check the indentation and the ":"',
+            ),
+          );
+          continue;
+        }
         const key = keyText(pair);
         if (key === null) continue;
         const first = seen.get(key);

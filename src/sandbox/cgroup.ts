@@ -11,7 +11,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readCgroupLayout, type CgroupLayout } from './host-capabilities.js';
+import { readCgroupLayout, type CgroupLayout } from './cgroup-layout.js';
 
 export interface ResourceLimits {
   memoryBytes?: number | undefined;
@@ -49,12 +49,7 @@ export class SandboxCgroup {
    * Creates the cgroups for `name` and writes the limits. With `bestEffort`, a controller that is
    * unavailable is recorded in `report.skipped` instead of failing.
    */
-  static create(
-    name: string,
-    limits: ResourceLimits,
-    bestEffort: boolean,
-    layout: CgroupLayout = readCgroupLayout(),
-  ) {
+  static create(name: string, limits: ResourceLimits, bestEffort: boolean, givenLayout?: CgroupLayout) {
     const wanted: Controller[] = [];
     if (limits.memoryBytes !== undefined) wanted.push('memory');
     if (limits.pids !== undefined) wanted.push('pids');
@@ -62,9 +57,11 @@ export class SandboxCgroup {
     const dirs: string[] = [];
     const report: AppliedLimits = { dirs, applied: [], skipped: [] };
     const created: string[] = [];
+    // Read only when a limit needs it: the mount table is not free to parse.
+    const layout = wanted.length === 0 ? null : (givenLayout ?? readCgroupLayout());
     try {
       for (const controller of wanted) {
-        const dir = controllerDir(controller, name, layout);
+        const dir = controllerDir(controller, name, layout!);
         if (!dir) {
           const msg = `${controller}: no cgroup hierarchy offers this controller`;
           if (!bestEffort)

@@ -6,8 +6,11 @@
  * several places (sysctls, AppArmor, setuid bits) and only a real attempt shows the sum of them.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statfsSync } from 'node:fs';
+import { existsSync, statfsSync } from 'node:fs';
+import { LIMIT_CONTROLLERS, readCgroupLayout, type CgroupLayout } from './cgroup-layout.js';
 import { nativeBinary } from './native-paths.js';
+
+export { readCgroupLayout, type CgroupLayout };
 
 export type CapabilityStatus = 'ok' | 'degraded' | 'missing';
 
@@ -28,55 +31,6 @@ export interface HostCapabilities {
   landlockAbi: number;
   bwrapVersion: string | null;
   cgroup: CgroupLayout;
-}
-
-export interface CgroupLayout {
-  /** Mount point of the unified (v2) hierarchy, if any. */
-  v2Mount: string | null;
-  /** Controllers enabled for children in the v2 hierarchy (`cgroup.subtree_control` of its root). */
-  v2Controllers: string[];
-  /** v1 controller name → mount point. */
-  v1Mounts: Record<string, string>;
-}
-
-const LIMIT_CONTROLLERS = ['memory', 'pids', 'cpu'] as const;
-
-export function readCgroupLayout(mountsText = readFileSync('/proc/self/mounts', 'utf8')): CgroupLayout {
-  let v2Mount: string | null = null;
-  const v1Mounts: Record<string, string> = {};
-  for (const line of mountsText.split('\n')) {
-    const [, mountPoint, fsType, options] = line.split(' ');
-    if (!mountPoint || !options) continue;
-    const path = unescapeMountPath(mountPoint);
-    if (fsType === 'cgroup2') {
-      v2Mount ??= path;
-    } else if (fsType === 'cgroup') {
-      for (const opt of options.split(',')) {
-        if (opt.startsWith('name=')) continue;
-        if (['rw', 'ro', 'relatime', 'nosuid', 'nodev', 'noexec', 'noatime'].includes(opt)) continue;
-        v1Mounts[opt] ??= path;
-      }
-    }
-  }
-  let v2Controllers: string[] = [];
-  if (v2Mount) {
-    // Controllers available at the root can be enabled (as root) for a subtree we create, so
-    // availability, not the current subtree_control, is what decides whether a limit can apply.
-    v2Controllers = readWords(`${v2Mount}/cgroup.controllers`);
-  }
-  return { v2Mount, v2Controllers, v1Mounts };
-}
-
-function readWords(path: string): string[] {
-  try {
-    return readFileSync(path, 'utf8').split(/\s+/).filter(Boolean);
-  } catch {
-    return [];
-  }
-}
-
-function unescapeMountPath(p: string): string {
-  return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
 function probeBwrap(): { version: string | null; error?: string } {

@@ -125,6 +125,9 @@ export function bwrapArgs(req: LaunchRequest): string[] {
     '--ro-bind',
     req.initBinary,
     INIT_PATH,
+    // Last: bwrap's root tmpfs (where the mount points live) becomes read-only and unfillable.
+    '--remount-ro',
+    '/',
     '--chdir',
     WORKSPACE_PATH,
     '--',

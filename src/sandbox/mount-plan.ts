@@ -9,6 +9,11 @@
  *   private tmpfs, /dev a minimal devtmpfs made by bwrap, anything else a directory of the sandbox's
  *   own storage. Only an explicit --mount maps a host directory writable.
  * - /proc is always a fresh procfs of the sandbox's pid namespace; it shows only sandbox processes.
+ * - Memory-backed filesystems are bounded, or an agent could fill the host's memory through them
+ *   whatever its cgroup (tmpfs pages outlive the process that wrote them): /tmp gets a size
+ *   (tmpSizeBytes), /dev/shm its own 64 MiB tmpfs, and bwrap's /dev and root tmpfs are remounted
+ *   read-only once everything is in place - without Landlock (an old kernel, best_effort) they
+ *   would otherwise be writable and unbounded.
  * - Secrets in /etc are masked by an unreadable empty file even though the user namespace already
  *   hides their owner; /etc/passwd and /etc/group are synthesized with the `sandbox` user.
  * - A read-only path nested in a read-write one (e.g. /sandbox/.openclaw in /sandbox) is enforced by
@@ -22,7 +27,7 @@ import { WORKSPACE_PATH } from './spec.js';
 export type MountOp =
   | { kind: 'ro-bind' | 'bind'; host: string; path: string }
   | { kind: 'symlink'; target: string; path: string }
-  | { kind: 'tmpfs'; path: string; readOnly: boolean }
+  | { kind: 'tmpfs'; path: string; readOnly: boolean; sizeBytes?: number }
   | { kind: 'proc' | 'dev'; path: string }
   | { kind: 'dir'; path: string };
 
@@ -46,6 +51,22 @@ export interface MountPlanInput {
   mounts: HostMount[];
   /** Synthesized files: in-sandbox path → host file (passwd, group, hosts, CA bundle, masks). */
   files: Map<string, string>;
+  /** Size of the /tmp tmpfs (see tmpSizeBytes). */
+  tmpBytes: number;
+}
+
+/** /dev/shm's own tmpfs (POSIX shared memory, semaphores): Docker's default size. */
+export const DEV_SHM_BYTES = 64 * 2 ** 20;
+/** /tmp's size when the policy sets no memory limit. */
+export const DEFAULT_TMP_BYTES = 2 ** 30;
+
+/**
+ * /tmp's size: half the memory limit (its pages count against the sandbox's memory cgroup, and the
+ * agent needs the other half to run), or DEFAULT_TMP_BYTES when there is no limit. Larger data
+ * belongs in /sandbox, which is on disk.
+ */
+export function tmpSizeBytes(memoryBytes: number | undefined): number {
+  return memoryBytes === undefined ? DEFAULT_TMP_BYTES : Math.floor(memoryBytes / 2);
 }
 
 /** Paths masked in /etc by an unreadable empty file (only those that exist on the host). */
@@ -72,7 +93,7 @@ export function planMounts(input: MountPlanInput, maskFile: string): MountPlan {
   };
   const rw = new Set(input.readWrite);
   const all = [...new Set([...input.readOnly, ...input.readWrite])].sort(
-    (a, b) => depth(a) - depth(b) || a.localeCompare(b),
+    (a, b) => depth(a) - depth(b) || (a < b ? -1 : a > b ? 1 : 0),
   );
 
   plan.ops.push({ kind: 'proc', path: '/proc' }, { kind: 'dev', path: '/dev' });
@@ -83,7 +104,7 @@ export function planMounts(input: MountPlanInput, maskFile: string): MountPlan {
     if (within(path, '/proc') || within(path, '/dev')) continue; // always present, fresh
     const writable = rw.has(path);
     if (path === '/tmp' && writable) {
-      plan.ops.push({ kind: 'tmpfs', path, readOnly: false });
+      plan.ops.push({ kind: 'tmpfs', path, readOnly: false, sizeBytes: input.tmpBytes });
       plan.landlockReadWrite.push(path);
     } else if (within(path, WORKSPACE_PATH)) {
       const host = join(input.workspace, path.slice(WORKSPACE_PATH.length));
@@ -173,6 +194,7 @@ export function mountArgs(plan: MountPlan): string[] {
         args.push('--symlink', op.target, op.path);
         break;
       case 'tmpfs':
+        if (op.sizeBytes !== undefined) args.push('--size', String(op.sizeBytes));
         args.push('--tmpfs', op.path);
         if (op.readOnly) args.push('--remount-ro', op.path);
         break;
@@ -180,7 +202,10 @@ export function mountArgs(plan: MountPlan): string[] {
         args.push('--proc', op.path);
         break;
       case 'dev':
+        // bwrap's /dev is a tmpfs the sandbox owns: read-only, with a bounded tmpfs of its own for
+        // shared memory. The device nodes are bind mounts, which stay writable.
         args.push('--dev', op.path);
+        args.push('--size', String(DEV_SHM_BYTES), '--tmpfs', `${op.path}/shm`, '--remount-ro', op.path);
         break;
       case 'dir':
         args.push('--dir', op.path);

@@ -6,27 +6,30 @@ import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
+  closeSync,
+  constants,
   copyFileSync,
   existsSync,
-  lchownSync,
-  lstatSync,
+  fchmodSync,
+  fstatSync,
   mkdirSync,
-  readdirSync,
+  openSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { SandboxCgroup } from './cgroup.js';
 import { IdentityRegistry, type SandboxIdentity } from './identity.js';
 import { launchSandbox, SandboxStartError, type RunningSandbox } from './launch.js';
-import { planMounts, type MountPlan } from './mount-plan.js';
+import { planMounts, tmpSizeBytes, type MountPlan } from './mount-plan.js';
 import { nativeBinary } from './native-paths.js';
-import { buildSeccompProgram } from './seccomp/index.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
+import { seccompProgram, sharedFile } from './shared-files.js';
+import { handOverTree, openBeneath, type TreeOwner } from './untrusted-tree.js';
 
 export interface StartOptions {
   dirs: StateDirs;
@@ -58,6 +61,22 @@ export interface NetworkAttachment {
 }
 
 export type NetworkProvider = (name: string, identity: SandboxIdentity) => Promise<NetworkAttachment>;
+
+/**
+ * A network of only the relay, to a proxy socket someone else serves in `dir` (an open directory
+ * fd): no proxy variables, no CA. For tests and benchmarks of the relay itself.
+ */
+export function relayOnly(dir: number, socketName: string): NetworkProvider {
+  return () =>
+    Promise.resolve({
+      relayDir: dir,
+      socketName,
+      env: {},
+      files: [],
+      started: () => {},
+      close: async () => {},
+    });
+}
 
 export interface StartedSandbox {
   spec: SandboxSpec;
@@ -107,7 +126,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     if (!identity.rootless) chownSync(paths.storage, identity.uid, identity.gid);
     prepareWorkspace(spec.workspace, identity);
     if (opts.network) network = await opts.network(spec.name, identity);
-    const files = writeRuntimeFiles(paths.runtime, spec, network?.files ?? []);
+    const { files, mask } = writeRuntimeFiles(opts.dirs.run, paths.runtime, spec, network?.files ?? []);
     const plan = planMounts(
       {
         readOnly: spec.readOnly,
@@ -116,12 +135,13 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
         storage: paths.storage,
         mounts: spec.mounts,
         files,
+        tmpBytes: tmpSizeBytes(spec.limits.memoryBytes),
       },
-      join(paths.runtime, 'masked'),
+      mask,
     );
-    for (const d of plan.ensureDirs) ensureOwnedDir(d, identity);
+    checkTreePaths(plan, { workspace: spec.workspace, storage: paths.storage }, identity);
     cgroup = SandboxCgroup.create(spec.name, spec.limits, opts.bestEffortLimits);
-    const seccomp = buildSeccompProgram();
+    const seccomp = await seccompProgram(opts.dirs.run);
     const process = await launchSandbox({
       name: spec.name,
       identity,
@@ -134,7 +154,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       listenPorts: spec.listenPorts,
       openFiles: spec.limits.openFiles,
       nproc: spec.limits.pids,
-      seccomp: seccomp.bytes,
+      seccomp,
       relay: network ? { dir: network.relayDir, socketName: network.socketName } : undefined,
       cgroup,
       stdio: opts.stdio,
@@ -180,8 +200,14 @@ function prepareWorkspace(workspace: string, identity: SandboxIdentity): void {
   mkdirSync(workspace, { recursive: true, mode: 0o700 });
   if (identity.rootless) return;
   assertReachable(workspace, identity);
-  if (statSync(workspace).uid !== identity.uid) chownTree(workspace, identity);
-  chmodSync(workspace, 0o700);
+  // One fd for the whole hand-over: what is checked, walked and chmod'ed is the same directory.
+  const fd = openSync(workspace, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    if (fstatSync(fd).uid !== identity.uid) handOverTree(fd, identity);
+    fchmodSync(fd, 0o700);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** bwrap runs as the sandbox's uid, so every directory above a bound host path must let it pass. */
@@ -200,57 +226,65 @@ function assertReachable(path: string, identity: SandboxIdentity): void {
   }
 }
 
+const within = (p: string, root: string) => {
+  const rel = relative(root, p);
+  return rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
+};
+
 /**
- * Hands a workspace to the sandbox's uid. Symlinks are never followed (lchown), and a file with
- * several hard links is left alone: it may be a host file (say /etc/shadow on the same filesystem)
- * linked into the workspace, and chowning it would give it to the sandbox.
+ * The paths of the plan inside trees the sandbox writes (its workspace, its storage), checked and
+ * made without following a symlink anything in the sandbox may have planted there: the read_write
+ * sub-paths are created (owned by the sandbox), the read_only ones must not be reached through a
+ * symlink, or bwrap would bind whatever host path the symlink names (see untrusted-tree.ts).
  */
-function chownTree(dir: string, identity: SandboxIdentity): void {
-  lchownSync(dir, identity.uid, identity.gid);
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, entry.name);
-    if (entry.isDirectory()) chownTree(p, identity);
-    else if (entry.isSymbolicLink() || lstatSync(p).nlink === 1) lchownSync(p, identity.uid, identity.gid);
+function checkTreePaths(
+  plan: MountPlan,
+  trees: { workspace: string; storage: string },
+  identity: SandboxIdentity,
+): void {
+  const owner: TreeOwner | null = identity.rootless ? null : identity;
+  const rootOf = (p: string) => (within(p, trees.workspace) ? trees.workspace : trees.storage);
+  for (const dir of plan.ensureDirs) {
+    const fd = openBeneath(rootOf(dir), dir, { create: owner });
+    if (fd !== null) closeSync(fd);
+  }
+  for (const op of plan.ops) {
+    if (op.kind !== 'ro-bind' || op.host === trees.workspace || !within(op.host, trees.workspace)) continue;
+    const fd = openBeneath(trees.workspace, op.host, { lastMayBeFile: true });
+    if (fd !== null) closeSync(fd);
   }
 }
 
-function ensureOwnedDir(dir: string, identity: SandboxIdentity): void {
-  if (existsSync(dir)) {
-    if (!lstatSync(dir).isDirectory()) throw new SandboxStartError(`${dir} must be a directory`, 2);
-    return;
-  }
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (!identity.rootless) chownSync(dir, identity.uid, identity.gid);
-}
+const PASSWD =
+  'root:x:0:0:root:/root:/usr/sbin/nologin\n' +
+  'sandbox:x:1000:1000:Carapace sandbox:/sandbox:/bin/sh\n' +
+  'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n';
+const GROUP = 'root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n';
 
+/** The synthesized files a sandbox binds, and the mask: in-sandbox path → host file. */
 function writeRuntimeFiles(
+  runDir: string,
   runtime: string,
   spec: SandboxSpec,
   extra: { path: string; content: string }[],
-): Map<string, string> {
+): { files: Map<string, string>; mask: string } {
   rmSync(runtime, { recursive: true, force: true });
   mkdirSync(runtime, { recursive: true, mode: 0o711 });
   chmodSync(runtime, 0o711);
-  const files = new Map<string, string>();
+  const files = new Map<string, string>([
+    ['/etc/passwd', sharedFile(runDir, 'etc_passwd', PASSWD, 0o644)],
+    ['/etc/group', sharedFile(runDir, 'etc_group', GROUP, 0o644)],
+  ]);
   const write = (inside: string, content: string, mode = 0o644) => {
     const host = join(runtime, inside.replace(/\//g, '_'));
     writeFileSync(host, content, { mode });
     chmodSync(host, mode);
     files.set(inside, host);
   };
-  write(
-    '/etc/passwd',
-    'root:x:0:0:root:/root:/usr/sbin/nologin\n' +
-      'sandbox:x:1000:1000:Carapace sandbox:/sandbox:/bin/sh\n' +
-      'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n',
-  );
-  write('/etc/group', 'root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n');
   write('/etc/hostname', `${spec.name}\n`);
   write('/etc/hosts', `127.0.0.1\tlocalhost ${spec.name}\n::1\tlocalhost ip6-localhost ${spec.name}\n`);
   for (const f of [...spec.files, ...extra]) write(f.path, f.content);
-  writeFileSync(join(runtime, 'masked'), '', { mode: 0 });
-  chmodSync(join(runtime, 'masked'), 0);
-  return files;
+  return { files, mask: sharedFile(runDir, 'masked', '', 0) };
 }
 
 /**

@@ -1,5 +1,5 @@
 /** Runs the built `carapace` CLI (dist/) as a real process, as a user would. */
-import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -28,25 +28,46 @@ export function carapace(args: string[], opts: SpawnSyncOptions & { home?: strin
   return { status: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
-/**
- * Runs the CLI without blocking this process's event loop: needed whenever the test itself serves
- * something the sandbox talks to (an upstream behind the proxy).
- */
+/** A CLI process that runs while the test goes on (its event loop stays free for host servers). */
+export interface RunningCli {
+  child: ChildProcess;
+  result: Promise<CliResult>;
+  /** Resolves once stdout so far contains `text` (rejects if the process ends first). */
+  waitForStdout(text: string): Promise<void>;
+}
+
 export function carapaceAsync(
   args: string[],
-  opts: { home?: string; env?: NodeJS.ProcessEnv } = {},
-): Promise<CliResult> {
+  opts: { home?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): RunningCli {
   const home = opts.home ?? freshHome();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, CARAPACE_HOME: home, ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, CARAPACE_HOME: home, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: opts.timeoutMs ?? 120_000,
   });
+  let stdout = '';
+  let stderr = '';
+  const waiters: { text: string; resolve: () => void; reject: (e: Error) => void }[] = [];
+  child.stdout?.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    for (const w of waiters.filter((w) => stdout.includes(w.text))) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve();
+    }
+  });
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const result = new Promise<CliResult>((resolveResult, reject) => {
+    child.on('error', reject);
+    child.on('close', (status) => {
+      for (const w of waiters.splice(0))
+        w.reject(new Error(`carapace exited (${status}) before printing "${w.text}": ${stderr}`));
+      resolveResult({ status, stdout, stderr });
+    });
+  });
+  const waitForStdout = (text: string): Promise<void> =>
+    stdout.includes(text)
+      ? Promise.resolve()
+      : new Promise((resolveWait, reject) => waiters.push({ text, resolve: resolveWait, reject }));
+  return { child, result, waitForStdout };
 }

@@ -1,6 +1,7 @@
 /** Policies, audit reading and run options for end-to-end network tests through `carapace run`. */
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { carapaceAsync, type CliResult } from './cli.js';
 import { sharedTempDir } from './sandbox.js';
 
 export const FS_POLICY = `version: 1
@@ -43,4 +44,12 @@ export function upstreamOptions(names: string[], ports: number[], caFile: string
     '--upstream-ca',
     caFile,
   ];
+}
+
+/** `carapace …` in the background, resolved with its result (the test's servers keep running). */
+export function runCli(
+  args: string[],
+  opts: { home?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<CliResult> {
+  return carapaceAsync(args, opts).result;
 }

@@ -1,8 +1,9 @@
-/** Runs commands in real sandboxes through the built CLI. */
-import { chmodSync, mkdtempSync } from 'node:fs';
+/** Runs commands in real sandboxes through the built CLI, and the same commands outside for baselines. */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { carapace, freshHome, type CliResult } from './cli.js';
+import { carapace, carapaceAsync, freshHome, type CliResult, type RunningCli } from './cli.js';
 
 /**
  * A temporary directory the sandbox uids may traverse (mkdtemp makes 0700 dirs; bwrap runs as the
@@ -16,6 +17,58 @@ export function sharedTempDir(prefix = 'carapace-test-'): string {
 
 export function runInSandbox(command: string[], options: string[] = [], home = freshHome()): CliResult {
   return carapace(['run', ...options, '--', ...command], { home });
+}
+
+/** `carapace run` in the background: for attacks that need the host to act while the sandbox runs. */
+export function startInSandbox(
+  command: string[],
+  options: string[] = [],
+  home = freshHome(),
+  env: NodeJS.ProcessEnv = {},
+): RunningCli {
+  return carapaceAsync(['run', ...options, '--', ...command], { home, env });
+}
+
+/** The unprivileged host uid a baseline runs as (outside any sandbox) when the tests run as root. */
+export const HOST_NOBODY = 65534;
+
+/**
+ * Runs `command` on the host, outside any sandbox, as `uid` (default: nobody when we are root): the
+ * baseline that shows an attack works where Carapace is not in the way.
+ */
+export function runOnHost(command: string[], uid = HOST_NOBODY, cwd = sharedTempDir()): CliResult {
+  const asRoot = process.getuid?.() === 0;
+  const r = spawnSync(command[0]!, command.slice(1), {
+    encoding: 'utf8',
+    timeout: 60_000,
+    cwd,
+    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', HOME: cwd },
+    ...(asRoot && uid !== 0 ? { uid, gid: uid } : {}),
+  });
+  return { status: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/** A policy file (readable by every sandbox uid) with this YAML. */
+export function policyFile(yaml: string): string {
+  const path = join(sharedTempDir(), 'policy.yaml');
+  writeFileSync(path, yaml, { mode: 0o644 });
+  return path;
+}
+
+/** One OCSF event of an --audit file. */
+export interface AuditEvent {
+  class_uid: number;
+  activity_id: number;
+  message: string;
+  unmapped: Record<string, unknown>;
+  [field: string]: unknown;
+}
+
+export function readAudit(file: string): AuditEvent[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as AuditEvent);
 }
 
 /**
@@ -32,12 +85,12 @@ export function pySyscall(body: string): string[] {
       'libc = ctypes.CDLL(None, use_errno=True)',
       'def report(r):',
       '    e = ctypes.get_errno()',
-      '    print("ok" if r >= 0 else errno.errorcode.get(e, str(e)))',
+      '    print("ok" if r >= 0 else errno.errorcode.get(e, str(e)), flush=True)',
       'def attempt(f):',
       '    try:',
-      '        f(); print("ok")',
+      '        f(); print("ok", flush=True)',
       '    except OSError as e:',
-      '        print(errno.errorcode.get(e.errno, str(e.errno)))',
+      '        print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)',
       body,
     ].join('\n'),
   ];

@@ -5,8 +5,8 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startUpstreams, type Upstreams } from '../proxy/harness.js';
-import { carapaceAsync } from '../helpers/cli.js';
-import { networkPolicy, readAudit, upstreamOptions, type AuditLine } from '../helpers/network.js';
+
+import { networkPolicy, readAudit, upstreamOptions, type AuditLine, runCli } from '../helpers/network.js';
 import { sharedTempDir } from '../helpers/sandbox.js';
 
 let up: Upstreams;
@@ -52,7 +52,7 @@ interface Outcome {
 
 async function inside(script: string[]): Promise<Outcome> {
   const audit = join(sharedTempDir(), 'audit.jsonl');
-  const r = await carapaceAsync([
+  const r = await runCli([
     'run',
     '--policy',
     policy(),

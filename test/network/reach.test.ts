@@ -6,8 +6,8 @@ import { copyFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startUpstreams, type Upstreams } from '../proxy/harness.js';
-import { carapaceAsync } from '../helpers/cli.js';
-import { networkPolicy, readAudit, upstreamOptions } from '../helpers/network.js';
+
+import { networkPolicy, readAudit, upstreamOptions, runCli } from '../helpers/network.js';
 import { sharedTempDir } from '../helpers/sandbox.js';
 
 let up: Upstreams;
@@ -37,7 +37,7 @@ function policy(): string {
 }
 
 function run(audit: string, cmd: string[]) {
-  return carapaceAsync([
+  return runCli([
     'run',
     '--policy',
     policy(),

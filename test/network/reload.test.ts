@@ -7,8 +7,8 @@ import { chmodSync, copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startUpstreams, type Upstreams } from '../proxy/harness.js';
-import { carapaceAsync } from '../helpers/cli.js';
-import { FS_POLICY, readAudit, upstreamOptions } from '../helpers/network.js';
+
+import { FS_POLICY, readAudit, upstreamOptions, runCli } from '../helpers/network.js';
 import { sharedTempDir } from '../helpers/sandbox.js';
 
 let up: Upstreams;
@@ -78,7 +78,7 @@ describe('hot reload of the network policy', () => {
       'except (ssl.SSLError, OSError):',
       '    print("tunnel closed")',
     ].join('\n');
-    const run = carapaceAsync([
+    const run = runCli([
       'run',
       '--policy',
       policy,
@@ -134,7 +134,7 @@ describe('hot reload of the network policy', () => {
       'while not os.path.exists("/sandbox/go"): time.sleep(0.02)',
       'print(get())',
     ].join('\n');
-    const run = carapaceAsync([
+    const run = runCli([
       'run',
       '--policy',
       policy,

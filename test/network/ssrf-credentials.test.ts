@@ -8,8 +8,8 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startUpstreams, type Upstreams } from '../proxy/harness.js';
-import { carapaceAsync, freshHome } from '../helpers/cli.js';
-import { networkPolicy, readAudit } from '../helpers/network.js';
+import { freshHome } from '../helpers/cli.js';
+import { networkPolicy, readAudit, runCli } from '../helpers/network.js';
 import { sharedTempDir } from '../helpers/sandbox.js';
 
 let up: Upstreams;
@@ -46,7 +46,7 @@ describe('SSRF: what an allowed name resolves to is checked', () => {
         '; ',
       ),
     ];
-    const refused = await carapaceAsync(['run', ...common, '--', ...script]);
+    const refused = await runCli(['run', ...common, '--', ...script]);
     expect(refused.stdout.trim().split('\n')).toEqual(['403', '403']);
     const reasons = readAudit(audit)
       .filter((e) => e.class_uid === 4001 && e.disposition_id === 2)
@@ -55,7 +55,7 @@ describe('SSRF: what an allowed name resolves to is checked', () => {
     expect(reasons[1]).toMatch(/169\.254\.169\.254/);
     expect(up.seen.some((s) => s.url === '/a')).toBe(false);
 
-    const trusted = await carapaceAsync([
+    const trusted = await runCli([
       'run',
       ...common,
       '--allow-local',
@@ -97,7 +97,7 @@ describe('SSRF: what an allowed name resolves to is checked', () => {
       - { host: intranet.test, port: 8080, access: full${extra} }
 `);
       const run = (policy: string) =>
-        carapaceAsync([
+        runCli([
           'run',
           '--policy',
           policy,
@@ -132,7 +132,7 @@ describe('credentials', () => {
       - { host: api.github.test, port: ${up.httpsPort}, protocol: rest, access: full, credentials: [GITHUB_TOKEN] }
       - { host: other.test, port: ${up.httpsPort}, protocol: rest, access: full }
 `);
-    const r = await carapaceAsync(
+    const r = await runCli(
       [
         'run',
         '--policy',

@@ -1,0 +1,161 @@
+/**
+ * What the sandbox benches share: a scratch CARAPACE_HOME, sandboxes started through the library
+ * (src/sandbox/sandbox.ts, as the gateway does, so Node's own start-up is not counted), a bare
+ * bwrap to compare with, and process memory from /proc.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { defaultPolicyPath } from '../src/gateway/one-off-run.js';
+import { loadSandboxSettings } from '../src/gateway/policy-settings.js';
+import { specFromSettings, type SandboxSettings } from '../src/gateway/sandbox-spec-from-policy.js';
+import { agentStarted } from '../src/sandbox/launch.js';
+import {
+  newSandboxName,
+  sandboxPaths,
+  startSandbox,
+  type StartedSandbox,
+  type StartOptions,
+} from '../src/sandbox/sandbox.js';
+import { stateDirs, type StateDirs } from '../src/sandbox/state-dirs.js';
+
+/** The unprivileged uid bare bwrap runs as when the bench runs as root (sandboxes get their own). */
+export const BARE_UID = 65534;
+
+export interface BenchHome {
+  dir: string;
+  dirs: StateDirs;
+  /** The default policy's settings, and a policy with the same paths and no limits (no cgroup). */
+  defaultPolicy: SandboxSettings;
+  noLimits: SandboxSettings;
+  remove(): void;
+}
+
+export async function benchHome(): Promise<BenchHome> {
+  const dir = mkdtempSync(join(tmpdir(), 'carapace-bench-'));
+  chmodSync(dir, 0o711); // sandbox uids pass through it to their runtime files
+  const dirs = stateDirs({ CARAPACE_HOME: dir });
+  const noLimitsFile = join(dir, 'no-limits.yaml');
+  writeFileSync(
+    noLimitsFile,
+    'version: 1\nfilesystem_policy:\n  read_only: [/usr, /lib, /lib64, /bin, /sbin, /etc]\n  read_write: [/sandbox, /tmp]\n',
+  );
+  return {
+    dir,
+    dirs,
+    defaultPolicy: await loadSandboxSettings(defaultPolicyPath(), dirs.state),
+    noLimits: await loadSandboxSettings(noLimitsFile, dirs.state),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+export async function startIn(
+  home: BenchHome,
+  settings: SandboxSettings,
+  command: string[],
+  opts: Partial<StartOptions> = {},
+): Promise<StartedSandbox> {
+  const name = newSandboxName();
+  const spec = specFromSettings(settings, {
+    name,
+    workspace: sandboxPaths(home.dirs, name).defaultWorkspace,
+    env: [],
+    mounts: [],
+    command,
+  });
+  const started = await startSandbox(spec, {
+    dirs: home.dirs,
+    ephemeral: true,
+    removeWorkspace: true,
+    bestEffortLimits: false,
+    stdio: 'pipe',
+    ...opts,
+  });
+  started.process.stdin?.end();
+  return started;
+}
+
+/** Milliseconds from startSandbox() to the agent's execve (its status fd closes then). */
+export async function timeStart(home: BenchHome, settings: SandboxSettings): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  // stdio as carapace run has it (inherited): only the sandbox's own pipes are made.
+  const started = await startIn(home, settings, ['/bin/true'], { stdio: 'inherit' });
+  const ok = await agentStarted(started.process);
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  await started.process.exited;
+  started.cleanup();
+  if (!ok) throw new Error(`the sandbox did not start: ${JSON.stringify(started.process.events)}`);
+  return ms;
+}
+
+/** The same namespaces, flags and a minimal root as a Carapace sandbox, running /bin/true. */
+export const BARE_BWRAP = [
+  '--unshare-all',
+  '--unshare-user',
+  '--disable-userns',
+  '--die-with-parent',
+  '--new-session',
+  '--cap-drop',
+  'ALL',
+  '--ro-bind',
+  '/usr',
+  '/usr',
+  '--symlink',
+  'usr/bin',
+  '/bin',
+  '--symlink',
+  'usr/lib',
+  '/lib',
+  '--symlink',
+  'usr/lib64',
+  '/lib64',
+  '--proc',
+  '/proc',
+  '--dev',
+  '/dev',
+  '--',
+  '/bin/true',
+];
+
+/** Milliseconds from spawn to exit of a process (as `uid` when we are root). */
+export async function timeSpawn(
+  file: string,
+  args: string[],
+  uid?: number,
+  env?: NodeJS.ProcessEnv,
+): Promise<number> {
+  const asRoot = process.getuid?.() === 0;
+  const t0 = process.hrtime.bigint();
+  const child = spawn(file, args, {
+    stdio: 'ignore',
+    ...(env ? { env } : {}),
+    ...(asRoot && uid !== undefined ? { uid, gid: uid } : {}),
+  });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`${file} ${args.join(' ')} exited ${code}`);
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
+/** A field of /proc/<pid>/status in KiB (VmRSS, RssAnon, …). */
+export function statusKiB(pid: number, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** The first child of `pid` (the agent, for a sandbox's init). */
+export function firstChild(pid: number): number {
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/);
+  return Number(children[0]);
+}
+
+/** Whether bwrap is here at all: the sandbox benches need it. */
+export function haveBwrap(): boolean {
+  return spawnSync('bwrap', ['--version']).status === 0;
+}

@@ -1,0 +1,188 @@
+/**
+ * Resource exhaustion from inside a sandbox: processes, memory, memory-backed filesystems, open
+ * files. Each attack must stop at the sandbox's own bound while the host stays responsive (a
+ * trivial spawn still completes). Limits come from the policy (cgroups, rlimits) or are fixed by
+ * the sandbox (tmpfs sizes, read-only bwrap tmpfs).
+ *
+ * Not covered here, by design: the workspace (/sandbox) is the host's disk and has no quota; see
+ * docs/security.md ("Known gaps").
+ */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { carapace, freshHome } from '../helpers/cli.js';
+import { policyFile, readAudit, runInSandbox, sharedTempDir } from '../helpers/sandbox.js';
+
+const MiB = 2 ** 20;
+
+const LIMITED = (limits: string) =>
+  policyFile(`version: 1
+filesystem_policy:
+  read_only: [/usr, /lib, /lib64, /bin, /etc]
+  read_write: [/sandbox, /tmp]
+limits: { ${limits} }
+`);
+
+/** Writes 1 MiB blocks to `path` until an error; prints "<MiB written> <errno name>". */
+const FILL = (path: string) => [
+  'python3',
+  '-c',
+  [
+    'import errno, os',
+    'block = b"x" * (1 << 20)',
+    'n = 0',
+    'try:',
+    `    fd = os.open(${JSON.stringify(path)}, os.O_WRONLY | os.O_CREAT, 0o600)`,
+    '    while n < 4096:',
+    '        os.write(fd, block); n += 1',
+    '    print(n, "none")',
+    'except OSError as e:',
+    '    print(n, errno.errorcode[e.errno])',
+  ].join('\n'),
+];
+
+function hostResponsive(): void {
+  expect(spawnSync('true').status).toBe(0);
+}
+
+describe('processes', () => {
+  it('a fork bomb under the default policy stops at its pids limit (4096), and the host lives on', () => {
+    // Each child execs sleep at once, so the bomb costs the host little memory while it lasts.
+    const bomb = [
+      'python3',
+      '-c',
+      [
+        'import errno, os',
+        'n = 0',
+        'try:',
+        '    while n < 100000:',
+        '        if os.fork() == 0:',
+        '            os.execv("/bin/sleep", ["sleep", "60"])',
+        '        n += 1',
+        'except OSError as e:',
+        '    print(n, errno.errorcode[e.errno])',
+      ].join('\n'),
+    ];
+    const r = runInSandbox(bomb);
+    expect(r.stderr).toBe('');
+    const [count, err] = r.stdout.trim().split(' ');
+    expect(err).toBe('EAGAIN');
+    expect(Number(count)).toBeGreaterThan(100);
+    expect(Number(count)).toBeLessThan(4096);
+    hostResponsive();
+  });
+});
+
+describe('memory', () => {
+  it('a memory hog spread over many processes is killed at the memory limit, and the stop is audited', () => {
+    const home = freshHome();
+    const audit = join(sharedTempDir(), 'audit.jsonl');
+    const hog = [
+      'python3',
+      '-c',
+      [
+        'import os, time',
+        'for _ in range(16):',
+        '    if os.fork() == 0:',
+        '        b = []',
+        '        while True: b.append(bytearray(4 << 20)); time.sleep(0.001)',
+        'killed = 0',
+        'for _ in range(16):',
+        '    _, status = os.wait()',
+        '    killed += os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9',
+        'print("killed", killed)',
+      ].join('\n'),
+    ];
+    const r = runInSandbox(hog, ['--policy', LIMITED('memory: 128Mi'), '--audit', audit], home);
+    // The OOM killer takes the biggest process of the sandbox's cgroup, each time it is full: every
+    // hog dies of SIGKILL, the small parent lives on, and nothing outside the cgroup is touched.
+    expect(r.stdout.trim()).toBe('killed 16');
+    const stop = readAudit(audit).find((e) => e.class_uid === 6002 && e.activity_id === 4);
+    expect(stop?.unmapped.oom_kills).toBeGreaterThan(0);
+    hostResponsive();
+  });
+
+  it('filling /tmp stops at its size, half the memory limit, without killing the agent', () => {
+    const r = runInSandbox(FILL('/tmp/fill'), ['--policy', LIMITED('memory: 256Mi')]);
+    expect(r.status).toBe(0);
+    const [mib, err] = r.stdout.trim().split(' ');
+    expect(err).toBe('ENOSPC');
+    expect(Number(mib)).toBeLessThanOrEqual(128);
+    expect(Number(mib)).toBeGreaterThan(100);
+  });
+
+  it('without a memory limit, /tmp is 1 GiB, not half the host memory', () => {
+    const r = runInSandbox([
+      'python3',
+      '-c',
+      'import os; s = os.statvfs("/tmp"); print(s.f_blocks * s.f_frsize)',
+    ]);
+    expect(r.status).toBe(0);
+    expect(Number(r.stdout.trim())).toBe(1024 * MiB);
+  });
+
+  it('filling /dev/shm stops at 64 MiB', () => {
+    const r = runInSandbox(FILL('/dev/shm/fill'));
+    expect(r.status).toBe(0);
+    const [mib, err] = r.stdout.trim().split(' ');
+    expect(err).toBe('ENOSPC');
+    expect(Number(mib)).toBeLessThanOrEqual(64);
+  });
+
+  // bwrap makes / and /dev tmpfs owned by the sandbox; with Landlock off (an old kernel under
+  // best_effort) nothing else would stop a write there, and no size bounds them.
+  it.each([
+    ['with Landlock', '7'],
+    ['without Landlock (ABI 0)', '0'],
+  ])('cannot write into bwrap’s own / and /dev tmpfs (%s)', (_what, abi) => {
+    const body = [
+      'for p in ["/evil", "/dev/evil", "/dev/pts/evil"]:',
+      '    try:',
+      '        os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600)); print("ok")',
+      '    except OSError as e:',
+      '        print(errno.errorcode[e.errno])',
+      'try:',
+      '    os.mkdir("/evil"); print("ok")',
+      'except OSError as e:',
+      '    print(errno.errorcode[e.errno])',
+      'os.write(os.open("/dev/null", os.O_WRONLY), b"x"); print("null ok")',
+    ].join('\n');
+    const r = carapace(['run', '--', 'python3', '-c', `import errno, os\n${body}`], {
+      env: { CARAPACE_LANDLOCK_ABI_MAX: abi },
+    });
+    expect(r.stderr).toBe('');
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toBe('EROFS');
+    expect(lines[1]).toBe('EROFS');
+    expect(['EACCES', 'EROFS']).toContain(lines[2]); // devpts refuses regular files itself
+    expect(lines[3]).toBe('EROFS');
+    expect(lines[4]).toBe('null ok');
+  });
+});
+
+describe('open files', () => {
+  it('opening files and sockets stops at open_files (default 4096), and the hard limit cannot be raised', () => {
+    const body = [
+      'import errno, os, resource, socket',
+      'held = []',
+      'try:',
+      '    while len(held) < 100000:',
+      '        a, b = socket.socketpair(); held += [a, b]',
+      'except OSError as e:',
+      '    print(len(held), errno.errorcode[e.errno])',
+      'try:',
+      '    resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20)); print("raised")',
+      'except (OSError, ValueError) as e:',
+      '    print("EPERM" if isinstance(e, ValueError) else errno.errorcode[e.errno])',
+    ].join('\n');
+    const r = runInSandbox(['python3', '-c', body]);
+    expect(r.stderr).toBe('');
+    const [first, second] = r.stdout.trim().split('\n');
+    const [count, err] = (first ?? '').split(' ');
+    expect(err).toBe('EMFILE');
+    expect(Number(count)).toBeLessThanOrEqual(4096);
+    expect(Number(count)).toBeGreaterThan(4000);
+    expect(second).toBe('EPERM');
+    hostResponsive();
+  });
+});
