@@ -6,7 +6,7 @@
  * MODULES. `node dist/bench/run.js NAME…` runs only the named modules; `--no-write` leaves
  * docs/benchmarks.md alone.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
@@ -28,6 +28,12 @@ const MODULES: BenchModule[] = [
 function repoRoot(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   return here.includes(`${join('dist', 'bench')}`) ? resolve(here, '..', '..') : resolve(here, '..');
+}
+
+/** The hand-written reading of the results (bench/notes.md), kept with the table it explains. */
+function notes(): string[] {
+  const file = join(repoRoot(), 'bench', 'notes.md');
+  return existsSync(file) ? [readFileSync(file, 'utf8').trimEnd(), ''] : [];
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -62,6 +68,7 @@ async function main(argv: string[]): Promise<number> {
       '',
       ...table,
       '',
+      ...notes(),
     ];
     writeFileSync(join(repoRoot(), 'docs', 'benchmarks.md'), doc.join('\n'));
   }
