@@ -5,6 +5,7 @@
  * next request in a stream it has stopped trusting. Bodies never contain request bytes, query strings
  * or secrets: only the canonical host, port, binary and a fixed reason.
  */
+import { STATUS_CODES } from 'node:http';
 
 export interface Denial {
   host: string;
@@ -39,15 +40,7 @@ export function forbidden(d: Denial): string {
 }
 
 export function badRequest(reason: string, status = 400): string {
-  const text: Record<number, string> = {
-    400: 'Bad Request',
-    413: 'Content Too Large',
-    414: 'URI Too Long',
-    431: 'Request Header Fields Too Large',
-    501: 'Not Implemented',
-    505: 'HTTP Version Not Supported',
-  };
-  return respond(status, text[status] ?? 'Bad Request', { error: 'bad_request', reason });
+  return respond(status, STATUS_CODES[status] ?? 'Bad Request', { error: 'bad_request', reason });
 }
 
 export function badGateway(host: string, port: number, reason: string): string {
