@@ -62,6 +62,17 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   // The built-in default policy has no network: its settings come from the policy cache and the
   // proxy is never loaded. A policy file may allow hosts, now or after a save: it gets the proxy.
   const withNetwork = opts.policy !== undefined;
+  const networkOption = [
+    ['--resolve', opts.resolve.length > 0],
+    ['--allow-local', opts.allowLocal.length > 0],
+    ['--upstream-ca', opts.upstreamCa !== undefined],
+    ['--credential', opts.credentials.length > 0],
+  ].find(([, given]) => given)?.[0];
+  if (!withNetwork && networkOption) {
+    throw new RunInputError(
+      `${networkOption} needs --policy: the built-in default policy has no network (give a policy that allows hosts)`,
+    );
+  }
   const networkInput = withNetwork ? (await import('./run-network.js')).checkNetworkInput(opts) : null;
   const policy = withNetwork ? (await import('../policy/index.js')).loadPolicyFile(opts.policy!) : null;
   const settings = policy

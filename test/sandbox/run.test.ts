@@ -194,10 +194,38 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     ['a bad --env', ['run', '--env', 'NOEQUALS', '--', 'true'], /--env "NOEQUALS": expected NAME=VALUE/],
     ['a bad --mount', ['run', '--mount', 'relative', '--', 'true'], /--mount "relative": expected HOST:PATH/],
     ['a bad --name', ['run', '--name', 'Bad Name', '--', 'true'], /invalid sandbox name "Bad Name"/],
+    [
+      'a network option without --policy',
+      ['run', '--resolve', 'a.test=127.0.0.1', '--', 'true'],
+      /--resolve needs --policy/,
+    ],
   ])('%s', (_what, args, message) => {
     const home = freshHome();
     const r = carapace(args, { home });
     expect(r.status).not.toBe(0);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(message);
+    expectNothingLeft(home);
+  });
+
+  it.each([
+    ['--resolve', ['--resolve', 'no-equals-sign'], /--resolve "no-equals-sign": expected HOST=IP/],
+    [
+      '--credential',
+      ['--credential', 'CARAPACE_TEST_UNSET_VAR'],
+      /environment variable CARAPACE_TEST_UNSET_VAR is not set/,
+    ],
+    [
+      '--upstream-ca',
+      ['--upstream-ca', '/nonexistent/ca.pem'],
+      /--upstream-ca \/nonexistent\/ca\.pem: cannot read/,
+    ],
+  ])('a bad %s', (_what, args, message) => {
+    const home = freshHome();
+    const r = carapace(['run', '--policy', policyFile(LIMITED('pids: 100')), ...args, '--', 'true'], {
+      home,
+    });
+    expect(r.status).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(message);
     expectNothingLeft(home);
