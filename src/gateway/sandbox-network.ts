@@ -14,6 +14,8 @@ import {
   buildCaBundle,
   PLACEHOLDER_PREFIX,
   ProcCallerResolver,
+  SANDBOX_BUNDLE_PATH,
+  SANDBOX_CA_PATH,
   sandboxProxyEnv,
   TlsAuthority,
   type CallerQuery,
@@ -28,8 +30,6 @@ import type { NetworkAttachment } from '../sandbox/sandbox.js';
 const O_PATH = 0o10000000;
 const O_DIRECTORY = 0o200000;
 const SOCKET_NAME = 'proxy.sock';
-const CA_PATH = '/.carapace/ca.pem';
-const BUNDLE_PATH = '/.carapace/ca-bundle.pem';
 
 /** Answers "which process made this connection" once the sandbox's init pid is known. */
 class SandboxCallerResolver implements CallerResolver {
@@ -77,15 +77,15 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
     });
     opts.onAttached?.(attached);
     const relayDir = openSync(dir, O_PATH | O_DIRECTORY);
-    const env: Record<string, string> = sandboxProxyEnv({ caPath: CA_PATH, bundlePath: BUNDLE_PATH });
+    const env: Record<string, string> = sandboxProxyEnv();
     for (const credential of opts.credentials.keys()) env[credential] = `${PLACEHOLDER_PREFIX}${credential}`;
     return {
       relayDir,
       socketName: SOCKET_NAME,
       env,
       files: [
-        { path: CA_PATH, content: authority.caPem },
-        { path: BUNDLE_PATH, content: buildCaBundle(authority.caPem) },
+        { path: SANDBOX_CA_PATH, content: authority.caPem },
+        { path: SANDBOX_BUNDLE_PATH, content: buildCaBundle(authority.caPem) },
       ],
       started: (initPid) => resolver.bind(initPid),
       close: async () => {

@@ -12,6 +12,8 @@ export {
   buildCaBundle,
   writeTrustFiles,
   DEFAULT_SYSTEM_BUNDLE,
+  SANDBOX_CA_PATH,
+  SANDBOX_BUNDLE_PATH,
   type SandboxEnvOptions,
   type TrustFiles,
 } from './sandbox-env.js';

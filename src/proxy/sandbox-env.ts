@@ -13,12 +13,19 @@ import { join } from 'node:path';
 
 export const DEFAULT_SYSTEM_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
+/**
+ * Where the sandbox's trust files are bound inside. Not under /etc: a read-only /etc bound from
+ * the host has no /etc/carapace to mount onto, and bwrap cannot create one in it.
+ */
+export const SANDBOX_CA_PATH = '/.carapace/ca.pem';
+export const SANDBOX_BUNDLE_PATH = '/.carapace/ca-bundle.pem';
+
 export interface SandboxEnvOptions {
   /** The relay inside the sandbox (default http://127.0.0.1:3128). */
   proxyUrl?: string;
-  /** In-sandbox path of the sandbox CA alone (default /etc/carapace/ca.pem). */
+  /** In-sandbox path of the sandbox CA alone (default SANDBOX_CA_PATH). */
   caPath?: string;
-  /** In-sandbox path of the combined bundle (default /etc/carapace/ca-bundle.pem). */
+  /** In-sandbox path of the combined bundle (default SANDBOX_BUNDLE_PATH). */
   bundlePath?: string;
   /** Hosts that bypass the proxy (default: the sandbox's own loopback). */
   noProxy?: string;
@@ -27,8 +34,8 @@ export interface SandboxEnvOptions {
 /** The environment variables to give the agent. */
 export function sandboxProxyEnv(options: SandboxEnvOptions = {}): Record<string, string> {
   const proxy = options.proxyUrl ?? 'http://127.0.0.1:3128';
-  const ca = options.caPath ?? '/etc/carapace/ca.pem';
-  const bundle = options.bundlePath ?? '/etc/carapace/ca-bundle.pem';
+  const ca = options.caPath ?? SANDBOX_CA_PATH;
+  const bundle = options.bundlePath ?? SANDBOX_BUNDLE_PATH;
   const noProxy = options.noProxy ?? 'localhost,127.0.0.1,::1';
   const env: Record<string, string> = {};
   for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'GRPC_PROXY']) {
