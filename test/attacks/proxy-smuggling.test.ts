@@ -151,6 +151,25 @@ describe('requests that ride behind or inside another', () => {
     expect(refused.map((e) => e.message)).toEqual([expect.stringMatching(/GET api\.test\/admin/)]);
   });
 
+  it('inside a terminated TLS tunnel: a bare LF or an oversized head after an allowed request is answered and audited', async () => {
+    const ok = 'GET /repos/before HTTP/1.1\r\nHost: api.test\r\n\r\n';
+    const o = await inside(
+      [
+        `for label, bad in (('lf', ${py('GET /repos/lf HTTP/1.1\nHost: api.test\r\n\r\n')}), ('big', ${py(`GET /repos/big HTTP/1.1\r\nHost: api.test\r\nX-Pad: ${'a'.repeat(20 * 1024)}\r\n\r\n`)})):`,
+        `    converse(over_tls(tunnel('api.test:${up.httpsPort}'), 'api.test'), [${py(ok)} + bad], label)`,
+      ].join('\n'),
+    );
+    expect(o.results.map((r) => r.responses.map((x) => x.status))).toEqual([
+      [200, 400],
+      [200, 431],
+    ]);
+    expect(refusals(o.audit, 4002).map(reasonOf)).toEqual([
+      'malformed request: bare LF in message head',
+      'malformed request: message head too large',
+    ]);
+    expect(seen('/repos/lf') || seen('/repos/big')).toBe(false);
+  });
+
   it('a request hidden in a Content-Length body stays body: the upstream sees one POST', async () => {
     const hidden = `GET /hidden-in-body HTTP/1.1\r\nHost: api.test\r\n\r\n`;
     const o = await inside(
