@@ -95,6 +95,7 @@ export const utf8Wire = (s: string): string => Buffer.from(s, 'utf8').toString('
  * A Python prelude for inside the sandbox:
  * - `exchange(chunks, label)`: a new connection to the relay, each chunk sent as latin-1 bytes,
  *   then everything read until the proxy closes; prints one JSON line (an Exchange);
+ * - `probe_connect(authority, label)`: a CONNECT whose answer alone is reported (a 200 is not kept);
  * - `tunnel(authority)`: a connection after a CONNECT the proxy answered 200 (else None, printed);
  * - `over_tls(sock, sni)`: TLS on a tunnel, trusting the sandbox's CA bundle (SSL_CERT_FILE), with
  *   the given SNI (None: no SNI) and without checking the name, so a mismatch gets past the client;
@@ -162,6 +163,22 @@ def tunnel(authority, label=None):
         print(json.dumps(out), flush=True)
         return None
     return s
+
+def probe_connect(authority, label=None):
+    """CONNECT and report only the proxy's answer: a 200 is not waited past, a refusal is read to
+    its end (the proxy closes after it)."""
+    s = socket.create_connection(('127.0.0.1', 3128))
+    port = s.getsockname()[1]
+    s.sendall(('CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' % (authority, authority)).encode('latin-1'))
+    head = b''
+    while b'\r\n\r\n' not in head:
+        d = s.recv(1)
+        if not d:
+            break
+        head += d
+    rest, end = (b'', 'closed') if head.startswith(b'HTTP/1.1 200') else _read_all(s)
+    s.close()
+    print(json.dumps(dict(label=label, port=port, responses=_responses(head + rest), end=end)), flush=True)
 
 def over_tls(s, sni):
     ctx = ssl.create_default_context()
