@@ -93,6 +93,9 @@ describe('the relay, the proxy and other loopback ports', () => {
         ...targets.map((t) => connect(t, `connect ${t}`)),
         ...targets.map((t) => get(t, '/', `get ${t}`)),
         connect(`api.test:${up.httpPort}`, 'baseline'),
+        // The relay's IPv6 listener leads to the same proxy and the same decisions.
+        `converse(socket.create_connection(('::1', 3128)), [${py('CONNECT 127.0.0.1:3128 HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n')}], 'relay v6')`,
+        `converse(socket.create_connection(('::1', 3128)), [${py(`GET http://api.test:${up.httpPort}/via-v6-relay HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n`)}], 'baseline v6')`,
       ].join('\n'),
     );
     for (const t of targets) {
@@ -106,7 +109,9 @@ describe('the relay, the proxy and other loopback ports', () => {
         expect(reasonOf(refusalFrom(o.audit, r?.port)), `${kind} ${t}`).toMatch(/^no policy allows/);
       }
     }
-    expect(o.results.find((x) => x.label === 'baseline')?.responses.map((x) => x.status)).toEqual([200]);
+    expect(statuses(o)).toMatchObject({ baseline: [200], 'relay v6': [403], 'baseline v6': [200] });
+    const v6 = o.results.find((x) => x.label === 'relay v6');
+    expect(reasonOf(refusalFrom(o.audit, v6?.port))).toMatch(/^no policy allows 127\.0\.0\.1:3128/);
     expect(serviceHits).toBe(0);
   });
 
