@@ -82,18 +82,24 @@ export async function handleConnection(sb: SandboxContext, socket: net.Socket): 
         sb.internalError(err);
         return { ok: false, reason: 'the calling process could not be identified' };
       });
-    const headBytes = await reader.readHead(MAX_HEAD_BYTES);
-    if (headBytes === null) return void socket.destroy();
+    let headBytes: Buffer | null;
     let head;
     try {
+      // Reading the head already refuses some of it (a bare CR or LF, a head over the limit): those
+      // get the same answer and audit event as a head the parser refuses.
+      headBytes = await reader.readHead(MAX_HEAD_BYTES);
+      if (headBytes === null) return void socket.destroy();
       head = parseRequestHead(headBytes, 'proxy');
     } catch (err) {
       if (!(err instanceof HttpHeadError)) throw err;
+      const who = await identity;
       sb.audit.connect({
         disposition: 'blocked',
         host: '(unknown)',
         port: 0,
-        caller: {},
+        caller: who.ok
+          ? { pid: who.caller.pid, binary: who.caller.binary }
+          : { pid: who.pid, binary: who.binary },
         reason: `malformed request: ${err.reason}`,
         generation,
         srcPort: header.srcPort,

@@ -126,6 +126,8 @@ export class SandboxProxy {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private readonly tunnels = new Set<OpenTunnel>();
+  /** The connection limit was reached and has not been left well behind since (see 'drop'). */
+  private saturated = false;
   private readonly audit: ProxyAudit;
   private readonly context: SandboxContext;
 
@@ -158,13 +160,33 @@ export class SandboxProxy {
         return () => this.tunnels.delete(t);
       },
     };
+    const limit = options.maxConnections ?? 1024;
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
       this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
+      socket.once('close', () => {
+        this.sockets.delete(socket);
+        // Well below the limit again: the next time it is reached is worth another event.
+        if (this.sockets.size <= Math.floor(limit * 0.9)) this.saturated = false;
+      });
       void handleConnection(this.context, socket);
     });
     // One sandbox opening connections without end must not exhaust the proxy's descriptors for all.
-    this.server.maxConnections = options.maxConnections ?? 1024;
+    // Node closes every connection beyond the limit at once ('drop'). One event records each time
+    // the limit is reached, not each connection dropped: a flood would otherwise turn into as many
+    // audit lines as the agent cares to make.
+    this.server.maxConnections = limit;
+    this.server.on('drop', () => {
+      if (this.saturated) return;
+      this.saturated = true;
+      this.audit.connect({
+        disposition: 'blocked',
+        host: '(unknown)',
+        port: 0,
+        caller: {},
+        reason: `connection limit reached: ${limit} connections open; new ones are closed until some end`,
+        generation: this.pinned.generation,
+      });
+    });
   }
 
   /** @internal Create the socket file and start accepting. */

@@ -55,11 +55,13 @@ export class L7Session {
     let pending = firstHead;
     try {
       for (;;) {
-        const bytes = pending ?? (await this.reader.readHead(MAX_HEAD_BYTES));
-        pending = null;
-        if (bytes === null) return this.finish();
         let head: RequestHead;
         try {
+          // A bare CR or LF, or a head over the limit, is refused while reading: answered and
+          // audited like a head the parser refuses.
+          const bytes = pending ?? (await this.reader.readHead(MAX_HEAD_BYTES));
+          pending = null;
+          if (bytes === null) return this.finish();
           head = parseRequestHead(bytes, this.mode.kind === 'tunnel' ? 'tunnel' : 'proxy');
         } catch (err) {
           if (err instanceof HttpHeadError) return await this.refuseMalformed(err);
