@@ -1,6 +1,6 @@
 /**
- * Network escapes with no proxy in the way (what exists before the egress proxy is wired to
- * `carapace run`): direct TCP to the host over IPv4 and IPv6, UDP, raw and packet sockets, DNS,
+ * Network escapes that do not go through the proxy at all (the default policy's sandbox has no
+ * relay; a --policy sandbox has one, and these bypass it): direct TCP to the host over IPv4 and IPv6, UDP, raw and packet sockets, DNS,
  * and abstract unix sockets of host services. Everything here stays on loopback or inside a
  * network namespace: the only listeners are the test's own, on 127.0.0.1 / ::1 / abstract names.
  *

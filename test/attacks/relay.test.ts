@@ -1,11 +1,10 @@
 /**
  * The relay, the sandbox's one way out: attacks on it that need no proxy behind it. The sandbox is
- * started through the library with a relay to a host socket (as the gateway will do; `carapace run`
- * gets a relay once the egress proxy is merged), and the host side here is a bare socket server
- * that records the PROXY line each connection starts with.
+ * started through the library with a relay to a host socket, and the host side here is a bare
+ * socket server that records the PROXY line each connection starts with.
  *
- * Left for the proxy round: CONNECT to the proxy itself, forged headers as seen by the proxy's
- * caller identification, and everything about HTTP.
+ * What the proxy behind the relay refuses (CONNECT to the proxy itself, forged headers, HTTP) is
+ * in proxy-*.test.ts.
  */
 import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
