@@ -9,9 +9,15 @@ import { agentStarted, type InitEvent } from '../sandbox/launch.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import { assertSandboxName } from '../sandbox/identity.js';
-import { stateDirs } from '../sandbox/state-dirs.js';
+import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
+import type { RunNetwork } from './run-network.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
-import { parseMount, RunInputError, specFromSettings } from './sandbox-spec-from-policy.js';
+import {
+  parseMount,
+  RunInputError,
+  specFromSettings,
+  type SandboxSettings,
+} from './sandbox-spec-from-policy.js';
 
 export interface RunOptions {
   policy?: string | undefined;
@@ -50,6 +56,38 @@ export function defaultPolicyPath(): string {
   return join(packageRoot(), 'policies', 'default.yaml');
 }
 
+/**
+ * The run's sandbox settings, and its network when it has one. The built-in default policy has no
+ * network: its settings come from the policy cache and neither the policy engine nor the proxy is
+ * loaded. A policy file may allow hosts, now or after a save: it is loaded whole and gets the proxy.
+ */
+async function loadRunPolicy(
+  opts: RunOptions,
+  dirs: StateDirs,
+): Promise<{ settings: SandboxSettings; network?: (audit: AuditSink) => RunNetwork }> {
+  const networkOption = [
+    ['--resolve', opts.resolve.length > 0],
+    ['--allow-local', opts.allowLocal.length > 0],
+    ['--upstream-ca', opts.upstreamCa !== undefined],
+    ['--credential', opts.credentials.length > 0],
+  ].find(([, given]) => given)?.[0];
+  if (opts.policy === undefined) {
+    if (networkOption) {
+      throw new RunInputError(
+        `${networkOption} needs --policy: the built-in default policy has no network (give a policy that allows hosts)`,
+      );
+    }
+    return { settings: await loadSandboxSettings(defaultPolicyPath(), dirs.state) };
+  }
+  const [engine, runNetwork] = await Promise.all([import('../policy/index.js'), import('./run-network.js')]);
+  const input = runNetwork.checkNetworkInput(opts);
+  const policy = engine.loadPolicyFile(opts.policy);
+  return {
+    settings: settingsFromPolicy(policy, engine.resolveLimits(policy)),
+    network: (audit) => new runNetwork.RunNetwork(input, policy, audit, dirs.run),
+  };
+}
+
 export async function runOneOff(opts: RunOptions): Promise<number> {
   if (opts.command.length === 0)
     throw new RunInputError('missing command: carapace run [options] -- CMD [ARGS…]');
@@ -59,25 +97,7 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     if (!existsSync(host)) throw new RunInputError(`--mount "${m}": ${host} does not exist`);
   }
   const dirs = stateDirs();
-  // The built-in default policy has no network: its settings come from the policy cache and the
-  // proxy is never loaded. A policy file may allow hosts, now or after a save: it gets the proxy.
-  const withNetwork = opts.policy !== undefined;
-  const networkOption = [
-    ['--resolve', opts.resolve.length > 0],
-    ['--allow-local', opts.allowLocal.length > 0],
-    ['--upstream-ca', opts.upstreamCa !== undefined],
-    ['--credential', opts.credentials.length > 0],
-  ].find(([, given]) => given)?.[0];
-  if (!withNetwork && networkOption) {
-    throw new RunInputError(
-      `${networkOption} needs --policy: the built-in default policy has no network (give a policy that allows hosts)`,
-    );
-  }
-  const networkInput = withNetwork ? (await import('./run-network.js')).checkNetworkInput(opts) : null;
-  const policy = withNetwork ? (await import('../policy/index.js')).loadPolicyFile(opts.policy!) : null;
-  const settings = policy
-    ? settingsFromPolicy(policy, (await import('../policy/index.js')).resolveLimits(policy))
-    : await loadSandboxSettings(defaultPolicyPath(), dirs.state);
+  const { settings, network: makeNetwork } = await loadRunPolicy(opts, dirs);
   const name = opts.name ?? newSandboxName();
   const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
   const spec = specFromSettings(settings, {
@@ -90,10 +110,7 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
 
   const audit = await openRunAudit(opts.audit);
 
-  const network =
-    policy && networkInput
-      ? new (await import('./run-network.js')).RunNetwork(networkInput, policy, audit.sink, dirs.run)
-      : null;
+  const network = makeNetwork?.(audit.sink) ?? null;
   const abiOverride = process.env.CARAPACE_LANDLOCK_ABI_MAX;
   let started: StartedSandbox;
   try {
