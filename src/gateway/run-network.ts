@@ -12,7 +12,7 @@ import { EgressProxy, type SandboxProxy } from '../proxy/index.js';
 import { nativeSplicePump } from '../sandbox/native-paths.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
 import { PolicyWatch } from './policy-watch.js';
-import { RunInputError } from './sandbox-spec-from-policy.js';
+import { ENV_NAME, RunInputError } from './sandbox-spec-from-policy.js';
 import { egressNetwork } from './sandbox-network.js';
 
 export interface RunNetworkOptions {
@@ -112,7 +112,7 @@ export function parseResolve(entries: string[]): Record<string, string> {
 function credentialValues(names: string[]): Map<string, string> {
   const values = new Map<string, string>();
   for (const name of names) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+    if (!ENV_NAME.test(name)) {
       throw new RunInputError(`--credential "${name}": expected the name of an environment variable`);
     }
     const value = process.env[name];

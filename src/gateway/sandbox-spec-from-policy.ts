@@ -48,7 +48,7 @@ export function specFromSettings(settings: SandboxSettings, input: SpecInput): S
   };
 }
 
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export function parseEnv(pairs: string[]): Record<string, string> {
   const env: Record<string, string> = {};
