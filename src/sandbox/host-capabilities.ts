@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, statfsSync } from 'node:fs';
 import { LIMIT_CONTROLLERS, readCgroupLayout, type CgroupLayout } from './cgroup-layout.js';
 import { nativeBinary } from './native-paths.js';
+import { MERGED_USR_ROOT } from './bwrap-minimal.js';
 
 export { readCgroupLayout, type CgroupLayout };
 
@@ -46,18 +47,7 @@ function probeUserNamespaces(): { ok: boolean; detail: string } {
     '--unshare-all',
     '--unshare-user',
     '--disable-userns',
-    '--ro-bind',
-    '/usr',
-    '/usr',
-    '--symlink',
-    'usr/lib',
-    '/lib',
-    '--symlink',
-    'usr/lib64',
-    '/lib64',
-    '--symlink',
-    'usr/bin',
-    '/bin',
+    ...MERGED_USR_ROOT,
     '--proc',
     '/proc',
     '--dev',

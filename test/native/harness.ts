@@ -11,6 +11,7 @@ import { chmodSync, chownSync, copyFileSync, mkdtempSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from '../helpers/cli.js';
+import { MERGED_USR_ROOT } from '../../src/sandbox/bwrap-minimal.js';
 
 export const SANDBOX_UID = 200_000;
 export const STATUS_FD = 3;
@@ -116,18 +117,7 @@ export function bwrapArguments(opts: SandboxOptions): string[] {
     '--new-session',
     '--cap-drop',
     'ALL',
-    '--ro-bind',
-    '/usr',
-    '/usr',
-    '--symlink',
-    'usr/lib',
-    '/lib',
-    '--symlink',
-    'usr/lib64',
-    '/lib64',
-    '--symlink',
-    'usr/bin',
-    '/bin',
+    ...MERGED_USR_ROOT,
     '--ro-bind',
     '/etc',
     '/etc',

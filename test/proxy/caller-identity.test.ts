@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BinaryTrust } from '../../src/proxy/binary-trust.js';
 import { type CallerQuery, ProcCallerResolver, findSocketInode } from '../../src/proxy/caller-identity.js';
+import { MERGED_USR_ROOT } from '../../src/sandbox/bwrap-minimal.js';
 
 const children: ChildProcess[] = [];
 const servers: net.Server[] = [];
@@ -172,18 +173,7 @@ describe('ProcCallerResolver on host processes', () => {
     const b = spawn(
       'bwrap',
       [
-        '--ro-bind',
-        '/usr',
-        '/usr',
-        '--symlink',
-        'usr/lib',
-        '/lib',
-        '--symlink',
-        'usr/lib64',
-        '/lib64',
-        '--symlink',
-        'usr/bin',
-        '/bin',
+        ...MERGED_USR_ROOT,
         '--ro-bind',
         '/etc',
         '/etc',

@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { MERGED_USR_ROOT } from '../../../src/sandbox/bwrap-minimal.js';
 
 export interface SandboxResult {
   status: number | null;
@@ -23,18 +24,7 @@ const BWRAP_ARGS = [
   '--disable-userns',
   '--die-with-parent',
   '--new-session',
-  '--ro-bind',
-  '/usr',
-  '/usr',
-  '--symlink',
-  'usr/lib',
-  '/lib',
-  '--symlink',
-  'usr/lib64',
-  '/lib64',
-  '--symlink',
-  'usr/bin',
-  '/bin',
+  ...MERGED_USR_ROOT,
   '--proc',
   '/proc',
   '--dev',
