@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readCgroupLayout } from '../src/sandbox/host-capabilities.js';
+import { readCgroupLayout } from '../src/sandbox/cgroup-layout.js';
 import { carapace } from './helpers/cli.js';
 
 describe('carapace doctor', () => {

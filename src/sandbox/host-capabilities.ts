@@ -11,8 +11,6 @@ import { LIMIT_CONTROLLERS, readCgroupLayout, type CgroupLayout } from './cgroup
 import { nativeBinary } from './native-paths.js';
 import { MERGED_USR_ROOT } from './bwrap-minimal.js';
 
-export { readCgroupLayout, type CgroupLayout };
-
 export type CapabilityStatus = 'ok' | 'degraded' | 'missing';
 
 export interface Capability {
