@@ -17,6 +17,7 @@ describe('carapace doctor', () => {
       'landlock',
       'seccomp',
       'cgroup',
+      'cgroup-migration',
       'disk',
     ]);
     expect(report.landlockAbi).toBeGreaterThanOrEqual(1);
@@ -48,5 +49,17 @@ describe('cgroup layout', () => {
     });
     expect(layout.v2Mount).toBe('/nonexistent/unified');
     expect(layout.v2Controllers).toEqual([]);
+    expect(layout.favorDynmods).toBe(false);
+  });
+
+  it('sees favordynmods on any hierarchy, and does not take v1 options for controllers', () => {
+    const layout = readCgroupLayout(
+      [
+        'cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids,clone_children,xattr 0 0',
+        'cgroup2 /nonexistent/unified cgroup2 rw,relatime,favordynmods 0 0',
+      ].join('\n'),
+    );
+    expect(layout.v1Mounts).toEqual({ pids: '/sys/fs/cgroup/pids' });
+    expect(layout.favorDynmods).toBe(true);
   });
 });
