@@ -88,13 +88,12 @@ print('zombies', zombies)
 
   it('kills what the agent left behind when the agent exits', async () => {
     const marker = `carapace-leftover-${process.pid}-${Date.now()}`;
-    const started = Date.now();
+    // Had the init waited for the leftover, this would take 300 s and hit the test's timeout.
     const r = await runSandbox({
       init: USUAL_PATHS,
       command: ['sh', '-c', `setsid sh -c 'exec -a ${marker} sleep 300' & sleep 0.2; exit 3`],
     });
     expect(r.code).toBe(3);
-    expect(Date.now() - started).toBeLessThan(30_000);
     const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
     expect(left).not.toContain(marker);
   });

@@ -207,10 +207,10 @@ describe('totality (bounded fuzz, fixed seed)', () => {
     '..',
   ];
 
-  it('10,000 mutated heads: each is accepted or refused with HttpHeadError, quickly', () => {
+  // A hang (catastrophic backtracking, a loop on some input) fails on the test's timeout.
+  it('10,000 mutated heads: each is accepted or refused with HttpHeadError', () => {
     const rand = rng(0xc0ffee);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
-    const started = Date.now();
     let accepted = 0;
     for (let i = 0; i < 10_000; i++) {
       let s = pick(seeds);
@@ -242,6 +242,5 @@ describe('totality (bounded fuzz, fixed seed)', () => {
       }
     }
     expect(accepted).toBeGreaterThan(100);
-    expect(Date.now() - started).toBeLessThan(20_000);
-  });
+  }, 60_000);
 });
