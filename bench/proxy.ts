@@ -22,7 +22,7 @@ import { compilePolicy, parsePolicy, type PolicyGeneration } from '../src/policy
 import { ProcCallerResolver } from '../src/proxy/caller-identity.js';
 import { EgressProxy } from '../src/proxy/egress-proxy.js';
 import { TlsAuthority } from '../src/proxy/tls-authority.js';
-import { nativeSplicePump } from '../src/sandbox/native-paths.js';
+import { nativeTunnelPump } from '../src/sandbox/native-paths.js';
 import { percentiles, type BenchModule, type BenchRow } from './framework.js';
 import type { ClientTask, PeerRole, UpstreamInfo } from './proxy-peer.js';
 
@@ -116,7 +116,7 @@ async function run(): Promise<BenchRow[]> {
     hosts: { 'api.bench.test': '127.0.0.1', 'raw.bench.test': '127.0.0.1' },
     allowLocal: [info.echoPort, info.sinkPort, info.httpsPort].map((p) => `127.0.0.1:${p}`),
     upstreamCaFile: info.caFile,
-    splicePump: nativeSplicePump(),
+    tunnelPump: nativeTunnelPump(),
   });
   const authority = TlsAuthority.create({ sandbox: 'bench' });
   const socketPath = join(mkdtempSync(join(tmpdir(), 'carapace-bench-sock-')), 'proxy.sock');

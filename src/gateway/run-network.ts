@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import type { AuditSink } from '../audit/index.js';
 import { compilePolicy, type Policy } from '../policy/index.js';
 import { EgressProxy, type SandboxProxy } from '../proxy/index.js';
-import { nativeSplicePump } from '../sandbox/native-paths.js';
+import { nativeTunnelPump } from '../sandbox/native-paths.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
 import { PolicyWatch } from './policy-watch.js';
 import { ENV_NAME, RunInputError } from './sandbox-spec-from-policy.js';
@@ -61,7 +61,7 @@ export class RunNetwork {
       hosts: input.hosts,
       allowLocal: input.allowLocal,
       upstreamCaFile: input.upstreamCaFile,
-      splicePump: nativeSplicePump(),
+      tunnelPump: nativeTunnelPump(),
     });
     this.provider = egressNetwork({
       proxy: this.proxy,

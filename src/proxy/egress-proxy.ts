@@ -39,10 +39,10 @@ export interface EgressProxyOptions {
   /** Unexpected errors inside connection handlers (the connection is closed, the proxy goes on). */
   onError?: ((err: unknown, sandbox: string) => void) | undefined;
   /**
-   * Path of native/carapace-splice: bulk raw tunnels are handed to it so their bytes move inside
-   * the kernel (splice) instead of through this process. Without it every byte goes through Node.
+   * Path of native/carapace-pump: bulk raw tunnels are handed to it so their bytes move in a small
+   * C process instead of this event loop. Without it every byte goes through Node.
    */
-  splicePump?: string | undefined;
+  tunnelPump?: string | undefined;
 }
 
 export interface AttachOptions {
@@ -88,7 +88,7 @@ export class EgressProxy {
       upstreamTls: this.upstreamTls,
       onError: this.options.onError,
       onDetach: () => this.attached.delete(options.name),
-      splicePump: this.options.splicePump ?? null,
+      tunnelPump: this.options.tunnelPump ?? null,
     });
     this.attached.set(options.name, sb);
     try {
@@ -115,7 +115,7 @@ interface Shared {
   upstreamTls: tls.SecureContext;
   onError: ((err: unknown, sandbox: string) => void) | undefined;
   onDetach: () => void;
-  splicePump: string | null;
+  tunnelPump: string | null;
 }
 
 export class SandboxProxy {
@@ -150,7 +150,7 @@ export class SandboxProxy {
       current: () => this.pinned,
       credentials: () => this.secrets,
       internalError: (err) => shared.onError?.(err, options.name),
-      splicePump: shared.splicePump,
+      tunnelPump: shared.tunnelPump,
       track: (t) => {
         this.tunnels.add(t);
         // A reload between this tunnel's CONNECT decision and now (while its ClientHello was awaited,

@@ -74,7 +74,7 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
   let promoting = false;
   const counted = (n: number): void => {
     moved += n;
-    if (promoting || moved < PROMOTE_AFTER || ends > 0 || !sb.splicePump) return;
+    if (promoting || moved < PROMOTE_AFTER || ends > 0 || !sb.tunnelPump) return;
     if (!isPlainSocket(client) || !isPlainSocket(upstream)) return;
     const running = pumpsRunning.get(sb) ?? 0;
     if (running >= MAX_PUMPS_PER_SANDBOX) return; // more bulk tunnels stay here, slower but bounded
@@ -83,7 +83,7 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
     const released = (): void => {
       pumpsRunning.set(sb, (pumpsRunning.get(sb) ?? 1) - 1);
     };
-    void handToKernel(sb.splicePump, client, upstream, () => closed || ends > 0).then(
+    void handToKernel(sb.tunnelPump, client, upstream, () => closed || ends > 0).then(
       (child) => {
         if (!child) return released();
         pump = child;
@@ -107,7 +107,7 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
 const WRITE_BUDGET = 1024 * 1024;
 
 /**
- * Bytes through one raw tunnel after which it is handed to native/carapace-splice. Small tunnels
+ * Bytes through one raw tunnel after which it is handed to native/carapace-pump. Small tunnels
  * (most HTTPS requests) stay here, where starting a process would cost more than it saves; bulk
  * ones (downloads, uploads, git clones) then move inside the kernel at close to loopback speed.
  */
@@ -144,7 +144,7 @@ function isPlainSocket(s: Duplex): s is net.Socket {
 }
 
 /**
- * Hands both sockets to carapace-splice: stops reading them here, lets what this process already
+ * Hands both sockets to carapace-pump: stops reading them here, lets what this process already
  * read reach its destination, then starts the pump with the sockets as its fds 3 and 4. Returns the
  * pump, or null when the tunnel ended meanwhile or the pump could not start (the caller resumes).
  *
@@ -188,7 +188,7 @@ async function handToKernel(
     return null;
   }
   // The pump holds each direction's bytes until this process's queued writes on that side are out
-  // (see native/carapace-splice.c); waiting for them here, before starting it, could deadlock: the
+  // (see native/carapace-pump.c); waiting for them here, before starting it, could deadlock: the
   // upstream may not read until someone reads what it sends.
   const control = (child.stdio as unknown as Writable[])[5] as Writable;
   control.on('error', () => {});

@@ -42,8 +42,8 @@ export interface SandboxContext {
   credentials(): ReadonlyMap<string, string>;
   /** An unexpected error in a connection handler (the connection is closed; the proxy goes on). */
   internalError(err: unknown): void;
-  /** native/carapace-splice, to which bulk raw tunnels are handed (null: keep them in Node). */
-  readonly splicePump: string | null;
+  /** native/carapace-pump, to which bulk raw tunnels are handed (null: keep them in Node). */
+  readonly tunnelPump: string | null;
   /** Register a raw tunnel; returns the function that unregisters it. */
   track(tunnel: OpenTunnel): () => void;
 }

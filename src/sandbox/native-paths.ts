@@ -22,7 +22,7 @@ export function nativeBinary(): string {
   return process.env.CARAPACE_INIT ?? join(packageRoot(), 'native', 'carapace-init');
 }
 
-/** The splice pump the egress proxy hands bulk raw tunnels to (built by `npm run build`). */
-export function nativeSplicePump(): string {
-  return join(packageRoot(), 'native', 'carapace-splice');
+/** The pump the egress proxy hands bulk raw tunnels to (built by `npm run build`). */
+export function nativeTunnelPump(): string {
+  return join(packageRoot(), 'native', 'carapace-pump');
 }

@@ -141,8 +141,8 @@ export interface RigOptions {
   allowLocal?: string[] | 'upstreams';
   up?: Upstreams;
   maxConnections?: number;
-  /** native/carapace-splice (or a wrapper): bulk raw tunnels are handed to it. */
-  splicePump?: string;
+  /** native/carapace-pump (or a wrapper): bulk raw tunnels are handed to it. */
+  tunnelPump?: string;
 }
 
 export async function startRig(o: RigOptions): Promise<Rig> {
@@ -161,7 +161,7 @@ export async function startRig(o: RigOptions): Promise<Rig> {
     },
     allowLocal,
     upstreamCaFile: up.caFile,
-    splicePump: o.splicePump,
+    tunnelPump: o.tunnelPump,
     onError: (err) => {
       throw err;
     },

@@ -1,8 +1,12 @@
 /*
- * carapace-splice: moves a raw tunnel's bytes between two sockets without copying them through
- * user space. The egress proxy hands a bulk raw tunnel (one that no policy will inspect again) to
- * this program as fd 3 (the sandbox side) and fd 4 (the upstream), and stops reading them itself;
- * the bytes then flow socket → pipe → socket inside the kernel, with splice(2).
+ * carapace-pump: moves a raw tunnel's bytes between two sockets outside the proxy's event loop.
+ * The egress proxy hands a bulk raw tunnel (one that no policy will inspect again) to this program
+ * as fd 3 (the sandbox side) and fd 4 (the upstream), and stops reading them itself.
+ *
+ * Why plain recv/send with a 1 MiB buffer per direction and not splice(2) through a pipe: measured
+ * on the bench's Unix-socket → TCP path, the copy moved 25–30% more bytes per second. A Unix
+ * socket's data is not in pages that splice can pass on, so splice copies it once anyway, and then
+ * pays two system calls and the pipe's bookkeeping per chunk on top.
  *
  * The sockets are not fds 0-2 on purpose: a spawning libuv makes those blocking, and the file
  * description is shared with the proxy, whose event loop must never block on them. Both stay
@@ -13,10 +17,10 @@
  * are done) or 'u' (to the upstream), this program reads that direction's source but does not write
  * its destination, so no byte can overtake one queued before it. End of file on fd 5 releases both.
  *
- * Each direction alternates: fill its pipe from the source, drain the pipe into the destination.
- * End of file on a source becomes shutdown(SHUT_WR) on the destination once its pipe is empty, so
- * half-close travels through. The program exits 0 when both directions have ended, 1 on a socket
- * error (a reset: the proxy then closes both sides), 2 on misuse. It parses nothing it receives.
+ * Each direction alternates: read a chunk from the source, write it all to the destination. End of
+ * file on a source becomes shutdown(SHUT_WR) on the destination once its chunk is out, so half-close
+ * travels through. The program exits 0 when both directions have ended, 1 on a socket error (a
+ * reset: the proxy then closes both sides), 2 on misuse. It parses nothing it receives.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,23 +31,26 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define PIPE_SIZE (1024 * 1024)
+#define CHUNK (1024 * 1024)
+#define READS_PER_WAKEUP 8 /* then the other direction gets a turn */
 #define SANDBOX_FD 3
 #define UPSTREAM_FD 4
 #define CONTROL_FD 5
 
 struct flow {
 	int src, dst;
-	int pipe[2];
-	size_t pending;  /* bytes in the pipe */
-	bool may_write;  /* the proxy's own queued writes to dst are done */
-	bool eof;        /* the source has ended */
-	bool done;       /* ...and everything reached the destination, which was shut for writing */
+	char *buf;
+	size_t len, off;  /* buf[off..len) is still to be written */
+	bool may_write;   /* the proxy's own queued writes to dst are done */
+	bool eof;         /* the source has ended */
+	bool done;        /* ...and everything reached the destination, which was shut for writing */
 };
+
+static char buffers[2][CHUNK];
 
 static int fail(const char *step)
 {
-	fprintf(stderr, "carapace-splice: %s: %s\n", step, strerror(errno));
+	fprintf(stderr, "carapace-pump: %s: %s\n", step, strerror(errno));
 	return 1;
 }
 
@@ -52,18 +59,20 @@ static int fail(const char *step)
 static int advance(struct flow *f, bool *wait_in, bool *wait_out)
 {
 	*wait_in = *wait_out = false;
+	int reads = 0;
 	while (!f->done) {
-		if (f->pending > 0) {
+		if (f->off < f->len) {
 			if (!f->may_write)
 				return 0; /* held until the control pipe releases dst */
-			ssize_t n = splice(f->pipe[0], NULL, f->dst, NULL, f->pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			/* MSG_NOSIGNAL: a peer that went away is an error to report, not a SIGPIPE. */
+			ssize_t n = send(f->dst, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL);
 			if (n < 0 && errno == EAGAIN) {
 				*wait_out = true;
 				return 0;
 			}
 			if (n < 0)
 				return errno == EINTR ? 0 : -1;
-			f->pending -= (size_t)n;
+			f->off += (size_t)n;
 			continue;
 		}
 		if (f->eof) {
@@ -74,16 +83,22 @@ static int advance(struct flow *f, bool *wait_in, bool *wait_out)
 			f->done = true;
 			return 0;
 		}
-		ssize_t n = splice(f->src, NULL, f->pipe[1], NULL, PIPE_SIZE, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (reads == READS_PER_WAKEUP) {
+			*wait_in = true; /* level-triggered: poll returns at once if there is more */
+			return 0;
+		}
+		ssize_t n = recv(f->src, f->buf, CHUNK, 0);
 		if (n < 0 && errno == EAGAIN) {
 			*wait_in = true;
 			return 0;
 		}
 		if (n < 0)
 			return errno == EINTR ? 0 : -1;
+		reads++;
 		if (n == 0)
 			f->eof = true;
-		f->pending += (size_t)n;
+		f->len = (size_t)n;
+		f->off = 0;
 	}
 	return 0;
 }
@@ -113,20 +128,17 @@ int main(int argc, char **argv)
 {
 	(void)argv;
 	if (argc != 1) {
-		fprintf(stderr, "carapace-splice: usage: carapace-splice 3<>sandbox-socket 4<>upstream-socket 5<control\n");
+		fprintf(stderr, "carapace-pump: usage: carapace-pump 3<>sandbox-socket 4<>upstream-socket 5<control\n");
 		return 2;
 	}
-	struct flow flows[2] = { { .src = SANDBOX_FD, .dst = UPSTREAM_FD }, { .src = UPSTREAM_FD, .dst = SANDBOX_FD } };
+	struct flow flows[2] = {
+		{ .src = SANDBOX_FD, .dst = UPSTREAM_FD, .buf = buffers[0] },
+		{ .src = UPSTREAM_FD, .dst = SANDBOX_FD, .buf = buffers[1] },
+	};
 	int control = CONTROL_FD;
 	if (fcntl(control, F_GETFD) < 0) {
 		flows[0].may_write = flows[1].may_write = true; /* no control pipe: nothing is queued */
 		control = -1;
-	}
-	for (int i = 0; i < 2; i++) {
-		if (pipe2(flows[i].pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-			return fail("pipe2");
-		/* Larger pipes mean fewer system calls per megabyte; the default (64 KiB) still works. */
-		(void)fcntl(flows[i].pipe[1], F_SETPIPE_SZ, PIPE_SIZE);
 	}
 	while (!flows[0].done || !flows[1].done) {
 		/* fds[0]: the sandbox side, fds[1]: the upstream, fds[2]: the control pipe. */
@@ -134,7 +146,7 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 2; i++) {
 			bool wait_in, wait_out;
 			if (advance(&flows[i], &wait_in, &wait_out) < 0)
-				return fail("splice");
+				return fail("socket");
 			/* flow 0 reads the sandbox side (fds[0]) and writes the upstream (fds[1]); flow 1 the reverse */
 			if (wait_in)
 				fds[i].events |= POLLIN;

@@ -1,5 +1,5 @@
 /**
- * Bulk raw tunnels are handed to native/carapace-splice after a few MiB: the bytes must arrive
+ * Bulk raw tunnels are handed to native/carapace-pump after a few MiB: the bytes must arrive
  * complete and in order both ways, half-close must travel through, and a reload must still close
  * a tunnel the pump carries.
  */
@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compile, relayConnect, startRig, type Rig } from './harness.js';
 
-const PUMP = resolve(import.meta.dirname, '..', '..', 'native', 'carapace-splice');
+const PUMP = resolve(import.meta.dirname, '..', '..', 'native', 'carapace-pump');
 const MiB = 1024 * 1024;
 
 let echo: net.Server;
@@ -40,7 +40,7 @@ beforeAll(async () => {
   rig = await startRig({
     policy: policy(echoPort),
     allowLocal: [`127.0.0.1:${echoPort}`],
-    splicePump: wrapper,
+    tunnelPump: wrapper,
   });
 });
 afterAll(async () => {
@@ -58,7 +58,7 @@ async function tunnel(): Promise<net.Socket> {
 
 const starts = () => (existsSync(marker) ? readFileSync(marker, 'utf8').trim().split('\n').length : 0);
 
-describe('bulk raw tunnels move to carapace-splice', () => {
+describe('bulk raw tunnels move to carapace-pump', () => {
   it('carries 64 MiB through the echo intact, in order, with half-close', async () => {
     const before = starts();
     const s = await tunnel();
