@@ -15,6 +15,7 @@ import { proxyBench } from './proxy.js';
 import { sandboxMemoryBench } from './sandbox-memory.js';
 import { sandboxOneShotBench } from './sandbox-oneshot.js';
 import { sandboxStartBench } from './sandbox-start.js';
+import { sandboxTunnelBench } from './sandbox-tunnel.js';
 
 const MODULES: BenchModule[] = [
   policyDecisionBench,
@@ -22,6 +23,7 @@ const MODULES: BenchModule[] = [
   sandboxOneShotBench,
   sandboxMemoryBench,
   proxyBench,
+  sandboxTunnelBench,
 ];
 
 /** The repository root, from dist/bench/run.js or bench/run.ts. */

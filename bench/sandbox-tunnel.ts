@@ -1,0 +1,140 @@
+/**
+ * Bulk upload through the whole egress path a sandboxed agent uses: python3 inside `carapace run`
+ * connects to the relay (127.0.0.1:3128 in the sandbox), which carries the bytes over the sandbox's
+ * Unix socket to the proxy in the carapace process, which hands the raw tunnel to the pump after
+ * 4 MiB; the upstream is a loopback sink in a worker thread of this process. The baseline is the
+ * same python3 script on the host, connected straight to the sink, in the same run.
+ *
+ * The proxy row (bench/proxy.ts) measures the proxy alone; this one adds the relay, a second hop,
+ * so it shows what an agent gets. The script times its own transfers, so the sandbox's start and
+ * the CLI's do not count. No target: the issue's target is on the proxy row.
+ */
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { packageRoot } from '../src/sandbox/native-paths.js';
+import type { BenchModule, BenchRow } from './framework.js';
+import type { UpstreamInfo } from './proxy-peer.js';
+import { benchHome, median } from './sandbox-harness.js';
+
+const MiB = 1024 * 1024;
+const BULK_BYTES = 512 * MiB;
+const ROUNDS = 5;
+const HOST = 'sink.bench.test';
+
+/** Sends 64 MiB to warm up, then `bytes`; prints MiB/s of the second transfer. */
+const CLIENT = `
+import socket, struct, sys, time
+mode, host, port, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+block = b'\\x5a' * (1 << 20)
+def transfer(n):
+    if mode == 'proxy':
+        s = socket.create_connection(('127.0.0.1', 3128))
+        s.sendall(f'CONNECT {host}:{port} HTTP/1.1\\r\\nHost: {host}:{port}\\r\\n\\r\\n'.encode())
+        head = b''
+        while b'\\r\\n\\r\\n' not in head:
+            chunk = s.recv(4096)
+            if not chunk: sys.exit('proxy closed the tunnel: ' + repr(head))
+            head += chunk
+        if not head.startswith(b'HTTP/1.1 200'): sys.exit('proxy refused: ' + repr(head))
+    else:
+        s = socket.create_connection(('127.0.0.1', port))
+    t0 = time.perf_counter()
+    s.sendall(struct.pack('>Q', n))
+    left = n
+    while left > 0:
+        k = min(left, len(block))
+        s.sendall(block if k == len(block) else block[:k])
+        left -= k
+    if s.recv(1) != b'!': sys.exit('the sink did not confirm')
+    s.close()
+    return n / (1 << 20) / (time.perf_counter() - t0)
+transfer(64 << 20)
+print(transfer(total))
+`;
+
+function output(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += String(d)));
+    child.stderr.on('data', (d: Buffer) => (err += String(d)));
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`${command} exited ${code}: ${err.trim()}`)),
+    );
+  });
+}
+
+async function run(): Promise<BenchRow[]> {
+  const home = await benchHome();
+  const sinkThread = new Worker(new URL('./proxy-peer.js', import.meta.url), {
+    workerData: { role: 'upstream' },
+  });
+  try {
+    const info = await new Promise<UpstreamInfo>((resolve, reject) => {
+      sinkThread.once('message', resolve);
+      sinkThread.once('error', reject);
+    });
+    const policy = join(home.dir, 'tunnel.yaml');
+    writeFileSync(
+      policy,
+      [
+        'version: 1',
+        'filesystem_policy:',
+        '  read_only: [/usr, /lib, /lib64, /bin, /sbin, /etc]',
+        '  read_write: [/sandbox, /tmp]',
+        'network_policies:',
+        '  sink:',
+        `    endpoints: [{ host: ${HOST}, port: ${info.sinkPort} }]`,
+        '',
+      ].join('\n'),
+    );
+    const cli = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+    const env = { ...process.env, CARAPACE_HOME: home.dir };
+    const args = [String(info.sinkPort), String(BULK_BYTES)];
+    const sandboxed: number[] = [];
+    const direct: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const inside = await output(
+        process.execPath,
+        [
+          cli,
+          'run',
+          '--policy',
+          policy,
+          '--resolve',
+          `${HOST}=127.0.0.1`,
+          '--allow-local',
+          `127.0.0.1:${info.sinkPort}`,
+          '--',
+          'python3',
+          '-c',
+          CLIENT,
+          'proxy',
+          HOST,
+          ...args,
+        ],
+        env,
+      );
+      sandboxed.push(Number(inside.trim()));
+      direct.push(Number((await output('python3', ['-c', CLIENT, 'direct', HOST, ...args], env)).trim()));
+    }
+    return [
+      {
+        name: `upload through a sandbox's relay and the proxy (python3, ${BULK_BYTES / MiB} MiB), median of ${ROUNDS}`,
+        value: median(sandboxed),
+        unit: 'MiB/s',
+        baseline: median(direct),
+        baselineName: 'python3 on the host, direct',
+      },
+    ];
+  } finally {
+    await sinkThread.terminate();
+    home.remove();
+  }
+}
+
+export const sandboxTunnelBench: BenchModule = { name: 'sandbox-tunnel', run };
