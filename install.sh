@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Sets Carapace up on a fresh Debian 12 machine, then runs the main job.
 #
-#   ./install.sh               system packages, npm ci, build, `carapace` on PATH, then the main job
+#   ./install.sh               system packages, npm ci, build, two kernel settings (as root),
+#                              `carapace` on PATH, then the main job
 #   ./install.sh --no-onboard  the same without the main job (what CI runs)
 #
-# Idempotent: packages already present are not reinstalled, the PATH link is replaced.
-# Runs as root, or as a user with sudo for the two steps that need it (apt-get, /usr/local/bin).
+# Idempotent: packages already present are not reinstalled, settings already made are left, the
+# PATH link is replaced. Runs as root, or as a user with sudo for the two steps that need it
+# (apt-get, /usr/local/bin); the kernel settings are made only as root (carapace doctor reports them).
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")"
@@ -14,7 +16,7 @@ run_main_job=1
 for arg in "$@"; do
   case "$arg" in
     --no-onboard) run_main_job=0 ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option '$arg' (known: --no-onboard)" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +62,18 @@ if [ "$(id -u)" -eq 0 ] && command -v findmnt >/dev/null; then
       echo "install.sh: warning: could not remount $cgroup2 with favordynmods; sandbox starts with limits stay slower (see carapace doctor)" >&2
     fi
   fi
+fi
+
+# Each sandbox's network namespace gets a TCP hash table of its own, so that the proxy's caller
+# lookup (reading the sandbox's /proc/<pid>/net/tcp) walks the sandbox's sockets, not every TCP
+# socket of the host (about 1 ms per connection otherwise). Applies to namespaces created after it;
+# kept across reboots in /etc/sysctl.d.
+ehash=/proc/sys/net/ipv4/tcp_child_ehash_entries
+if [ "$(id -u)" -eq 0 ] && [ -w "$ehash" ] && [ "$(cat "$ehash")" = 0 ]; then
+  mkdir -p /etc/sysctl.d
+  echo 'net.ipv4.tcp_child_ehash_entries = 1024' > /etc/sysctl.d/60-carapace.conf
+  echo 1024 > "$ehash"
+  echo "install.sh: each sandbox gets its own TCP hash table (net.ipv4.tcp_child_ehash_entries, /etc/sysctl.d/60-carapace.conf)"
 fi
 
 chmod +x dist/src/cli/main.js

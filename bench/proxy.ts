@@ -242,7 +242,7 @@ async function run(): Promise<BenchRow[]> {
 
     // 5. Caller identity through /proc (host network namespace, real socket).
     rows.push({
-      name: 'caller lookup via /proc (netns scan), p50',
+      name: "caller lookup via /proc in the host's namespace (all host processes scanned), p50",
       value: await procLookupMicros(),
       unit: 'µs',
     });

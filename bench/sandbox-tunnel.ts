@@ -10,9 +10,10 @@
  * the CLI's do not count. No target: the issue's target is on the proxy row.
  */
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { TCP_CHILD_EHASH } from '../src/sandbox/host-capabilities.js';
 import { packageRoot } from '../src/sandbox/native-paths.js';
 import type { BenchModule, BenchRow } from './framework.js';
 import type { UpstreamInfo } from './proxy-peer.js';
@@ -21,6 +22,7 @@ import { benchHome, median } from './sandbox-harness.js';
 const MiB = 1024 * 1024;
 const BULK_BYTES = 512 * MiB;
 const ROUNDS = 5;
+const LATENCY_SAMPLES = 500;
 const HOST = 'sink.bench.test';
 
 /** Sends 64 MiB to warm up, then `bytes`; prints MiB/s of the second transfer. */
@@ -54,6 +56,32 @@ transfer(64 << 20)
 print(transfer(total))
 `;
 
+/** Opens `n` tunnels to the echo (CONNECT, one byte there and back); prints each in ms. */
+const LATENCY = `
+import socket, sys, time
+mode, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def once():
+    t0 = time.perf_counter()
+    if mode == 'proxy':
+        s = socket.create_connection(('127.0.0.1', 3128))
+        s.sendall(f'CONNECT {host}:{port} HTTP/1.1\\r\\nHost: {host}:{port}\\r\\n\\r\\n'.encode())
+        head = b''
+        while b'\\r\\n\\r\\n' not in head:
+            chunk = s.recv(4096)
+            if not chunk: sys.exit('proxy closed the tunnel: ' + repr(head))
+            head += chunk
+        if not head.startswith(b'HTTP/1.1 200'): sys.exit('proxy refused: ' + repr(head))
+    else:
+        s = socket.create_connection(('127.0.0.1', port))
+    s.sendall(b'x')
+    if s.recv(1) != b'x': sys.exit('the echo did not answer')
+    ms = (time.perf_counter() - t0) * 1000
+    s.close()
+    return ms
+for _ in range(20): once()
+print(' '.join(f'{once():.4f}' for _ in range(n)))
+`;
+
 function output(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -70,13 +98,13 @@ function output(command: string, args: string[], env: NodeJS.ProcessEnv): Promis
 
 async function run(): Promise<BenchRow[]> {
   const home = await benchHome();
-  const sinkThread = new Worker(new URL('./proxy-peer.js', import.meta.url), {
+  const upstreamThread = new Worker(new URL('./proxy-peer.js', import.meta.url), {
     workerData: { role: 'upstream' },
   });
   try {
     const info = await new Promise<UpstreamInfo>((resolve, reject) => {
-      sinkThread.once('message', resolve);
-      sinkThread.once('error', reject);
+      upstreamThread.once('message', resolve);
+      upstreamThread.once('error', reject);
     });
     const policy = join(home.dir, 'tunnel.yaml');
     writeFileSync(
@@ -87,52 +115,65 @@ async function run(): Promise<BenchRow[]> {
         '  read_only: [/usr, /lib, /lib64, /bin, /sbin, /etc]',
         '  read_write: [/sandbox, /tmp]',
         'network_policies:',
-        '  sink:',
-        `    endpoints: [{ host: ${HOST}, port: ${info.sinkPort} }]`,
+        '  bench:',
+        '    endpoints:',
+        `      - { host: ${HOST}, port: ${info.sinkPort} }`,
+        `      - { host: ${HOST}, port: ${info.echoPort} }`,
         '',
       ].join('\n'),
     );
     const cli = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
     const env = { ...process.env, CARAPACE_HOME: home.dir };
-    const args = [String(info.sinkPort), String(BULK_BYTES)];
-    const sandboxed: number[] = [];
-    const direct: number[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      const inside = await output(
+    const network = [
+      '--policy',
+      policy,
+      '--resolve',
+      `${HOST}=127.0.0.1`,
+      ...[info.sinkPort, info.echoPort].flatMap((p) => ['--allow-local', `127.0.0.1:${p}`]),
+    ];
+    const inSandbox = (script: string, args: string[]) =>
+      output(
         process.execPath,
-        [
-          cli,
-          'run',
-          '--policy',
-          policy,
-          '--resolve',
-          `${HOST}=127.0.0.1`,
-          '--allow-local',
-          `127.0.0.1:${info.sinkPort}`,
-          '--',
-          'python3',
-          '-c',
-          CLIENT,
-          'proxy',
-          HOST,
-          ...args,
-        ],
+        [cli, 'run', ...network, '--', 'python3', '-c', script, 'proxy', HOST, ...args],
         env,
       );
-      sandboxed.push(Number(inside.trim()));
-      direct.push(Number((await output('python3', ['-c', CLIENT, 'direct', HOST, ...args], env)).trim()));
+    const onHost = (script: string, args: string[]) =>
+      output('python3', ['-c', script, 'direct', HOST, ...args], env);
+    const numbers = (text: string) => text.trim().split(/\s+/).map(Number);
+
+    const latencyArgs = [String(info.echoPort), String(LATENCY_SAMPLES / ROUNDS)];
+    const bulkArgs = [String(info.sinkPort), String(BULK_BYTES)];
+    const setupSandboxed: number[] = [];
+    const setupDirect: number[] = [];
+    const bulkSandboxed: number[] = [];
+    const bulkDirect: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      setupSandboxed.push(...numbers(await inSandbox(LATENCY, latencyArgs)));
+      setupDirect.push(...numbers(await onHost(LATENCY, latencyArgs)));
+      bulkSandboxed.push(...numbers(await inSandbox(CLIENT, bulkArgs)));
+      bulkDirect.push(...numbers(await onHost(CLIENT, bulkArgs)));
     }
+    const setupBaseline = median(setupDirect);
+    const ownTable = readFileSync(TCP_CHILD_EHASH, 'utf8').trim() !== '0';
     return [
       {
+        name: `tunnel set-up through a sandbox's relay and the proxy, caller lookup (${ownTable ? 'own' : 'shared'} TCP table), p50 of ${setupSandboxed.length}`,
+        value: median(setupSandboxed),
+        unit: 'ms',
+        baseline: setupBaseline,
+        baselineName: 'python3 on the host, direct',
+        target: { max: setupBaseline + 0.5 },
+      },
+      {
         name: `upload through a sandbox's relay and the proxy (python3, ${BULK_BYTES / MiB} MiB), median of ${ROUNDS}`,
-        value: median(sandboxed),
+        value: median(bulkSandboxed),
         unit: 'MiB/s',
-        baseline: median(direct),
+        baseline: median(bulkDirect),
         baselineName: 'python3 on the host, direct',
       },
     ];
   } finally {
-    await sinkThread.terminate();
+    await upstreamThread.terminate();
     home.remove();
   }
 }

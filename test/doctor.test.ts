@@ -18,6 +18,7 @@ describe('carapace doctor', () => {
       'seccomp',
       'cgroup',
       'cgroup-migration',
+      'tcp-hash',
       'disk',
     ]);
     expect(report.landlockAbi).toBeGreaterThanOrEqual(1);
