@@ -80,7 +80,8 @@ async function procLookupMicros(): Promise<number> {
   const port = (server.address() as net.AddressInfo).port;
   const client = net.connect(port, '127.0.0.1');
   await new Promise<void>((r) => client.once('connect', r));
-  const resolver = new ProcCallerResolver({ netPid: process.pid });
+  // rootPid 1: the scan skips its root's descriptors (a sandbox's init), and the owner here is this process.
+  const resolver = new ProcCallerResolver({ netPid: process.pid, rootPid: 1 });
   const query = {
     family: 4 as const,
     srcAddress: '127.0.0.1',

@@ -56,9 +56,14 @@ transfer(64 << 20)
 print(transfer(total))
 `;
 
-/** Opens `n` tunnels to the echo (CONNECT, one byte there and back); prints each in ms. */
+/**
+ * Opens `n` tunnels to the echo (CONNECT, one byte there and back); prints each in ms. The first
+ * WARMUP are not counted: each round is a fresh `carapace run`, and a proxy that has served a few
+ * hundred connections (as a running agent's has) is past Node's compiler tiers.
+ */
 const LATENCY = `
 import socket, sys, time
+WARMUP = 300
 mode, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 def once():
     t0 = time.perf_counter()
@@ -78,7 +83,7 @@ def once():
     ms = (time.perf_counter() - t0) * 1000
     s.close()
     return ms
-for _ in range(20): once()
+for _ in range(WARMUP): once()
 print(' '.join(f'{once():.4f}' for _ in range(n)))
 `;
 

@@ -25,6 +25,8 @@ struct relay {
 	socklen_t upstream_len;
 	unsigned port;
 	struct listener listeners[2]; /* 127.0.0.1, then ::1 when IPv6 is there */
+	int diag_fd; /* NETLINK_SOCK_DIAG, to name each client's socket in the header; -1 without */
+	unsigned diag_seq;
 	size_t listener_count;
 	bool accepting;
 	unsigned open_connections;

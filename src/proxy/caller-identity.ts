@@ -4,9 +4,11 @@
  *
  * Threat: the policy says which BINARY may reach a host, so an agent would like to be taken for an
  * allowed one. Assumptions and rules:
- * - the relay header is trusted for the source address and port (only the relay holds the socket);
- * - `/proc/<net pid>/net/tcp{,6}` is read in the sandbox's network namespace; the socket is the one
- *   whose local end is the client's address and port and whose remote end is the relay's;
+ * - the relay header is trusted for the source address and port, and for the client socket's inode
+ *   when it carries one (only the relay holds the socket; it found the inode with sock_diag);
+ * - without an inode, `/proc/<net pid>/net/tcp{,6}` is read in the sandbox's network namespace; the
+ *   socket is the one whose local end is the client's address and port and whose remote end is the
+ *   relay's;
  * - owners are every process (in the scanned scope) holding `socket:[inode]` in its fd table. Several
  *   owners with different executables (a socket passed over SCM_RIGHTS or inherited across fork+exec)
  *   are ambiguous and refused; several owners with the same executable are that executable;
@@ -34,6 +36,8 @@ export interface CallerQuery {
   srcPort: number;
   dstAddress: string;
   dstPort: number;
+  /** The client socket's inode, when the relay looked it up; else it is found in the TCP table. */
+  socketInode?: number | null | undefined;
 }
 
 export interface CallerIdentity {
@@ -200,12 +204,7 @@ export class ProcCallerResolver implements CallerResolver {
   }
 
   async resolve(query: CallerQuery): Promise<CallerResult> {
-    const net = `${this.hostProc}/${this.options.netPid}/net`;
-    // Reading a table makes the kernel walk every TCP socket of the host, so read tcp6 only when the
-    // IPv4 table did not have the connection.
-    const n = needles(query);
-    const inode =
-      (n.v4 ? scanTable(`${net}/tcp`, n.v4) : null) ?? (n.v6 ? scanTable(`${net}/tcp6`, n.v6) : null);
+    const inode = query.socketInode ?? this.inodeFromTable(query);
     if (inode === null)
       return { ok: false, reason: `no socket for source port ${query.srcPort} in the sandbox` };
 
@@ -213,6 +212,9 @@ export class ProcCallerResolver implements CallerResolver {
     const link = `socket:[${inode}]`;
     const owners: number[] = [];
     for (const pid of candidates) {
+      // The init holds the relay's ends of every connection, never a client's: skipping its fds
+      // (two sockets and four pipes per open connection) is most of the scan saved.
+      if (pid === rootPid) continue;
       let fds: string[];
       try {
         fds = readdirSync(`${proc}/${pid}/fd`);
@@ -267,6 +269,15 @@ export class ProcCallerResolver implements CallerResolver {
       sha256 = verdict.sha256;
     }
     return { ok: true, caller: { pid, binary, ancestors, sha256 } };
+  }
+
+  /** The client socket's inode from the sandbox's TCP table (the relay did not send it). */
+  private inodeFromTable(query: CallerQuery): number | null {
+    const net = `${this.hostProc}/${this.options.netPid}/net`;
+    // Reading a table makes the kernel walk the namespace's TCP hash table, so read tcp6 only when
+    // the IPv4 table did not have the connection.
+    const n = needles(query);
+    return (n.v4 ? scanTable(`${net}/tcp`, n.v4) : null) ?? (n.v6 ? scanTable(`${net}/tcp6`, n.v6) : null);
   }
 
   /** Which procfs to scan and which pids in it are candidates. */

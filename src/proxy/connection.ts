@@ -77,6 +77,7 @@ export async function handleConnection(sb: SandboxContext, socket: net.Socket): 
         srcPort: header.srcPort,
         dstAddress: header.dstAddress,
         dstPort: header.dstPort,
+        socketInode: header.socketInode,
       })
       .catch((err: unknown) => {
         sb.internalError(err);

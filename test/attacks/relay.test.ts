@@ -105,10 +105,11 @@ print(json.dumps(out))
   it("a forged PROXY line is only payload after the relay's own, which names the real client port", async () => {
     host = await hostSocket();
     const code = `
-import socket
+import os, socket
 s = socket.create_connection(('127.0.0.1', 3128))
-s.sendall(b'PROXY TCP4 203.0.113.9 10.0.0.1 4444 443\\r\\nCONNECT api.example.com:443 HTTP/1.1\\r\\n\\r\\n')
-print(s.getsockname()[1], flush=True)
+# A forged port and a forged socket inode (1: not this client's socket).
+s.sendall(b'PROXY TCP4 203.0.113.9 10.0.0.1 4444 443 1\\r\\nCONNECT api.example.com:443 HTTP/1.1\\r\\n\\r\\n')
+print(s.getsockname()[1], os.fstat(s.fileno()).st_ino, flush=True)
 s.settimeout(2)
 try:
     s.recv(2)
@@ -120,9 +121,9 @@ except OSError:
     });
     const r = await result;
     expect(r.code).toBe(0);
-    const port = r.stdout.trim();
+    const [port, inode] = r.stdout.trim().split(' ');
     expect(host.connections).toHaveLength(1);
-    expect(host.connections[0]?.header).toBe(`PROXY TCP4 127.0.0.1 127.0.0.1 ${port} 3128`);
+    expect(host.connections[0]?.header).toBe(`PROXY TCP4 127.0.0.1 127.0.0.1 ${port} 3128 ${inode}`);
     expect(host.connections[0]?.rest.startsWith('PROXY TCP4 203.0.113.9 ')).toBe(true);
   });
 

@@ -41,10 +41,10 @@ function echoHeader(c: RelayedConnection): void {
 }
 
 describe('relay', () => {
-  it("carries bytes both ways, after a PROXY line with the client's address and port (IPv4 and IPv6)", async () => {
+  it("carries bytes both ways, after a PROXY line with the client's address, port and socket (IPv4 and IPv6)", async () => {
     proxy = await startHostProxy(echoHeader);
     const script = `
-import json, socket
+import json, os, socket
 out = []
 for family, host in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):
     s = socket.socket(family)
@@ -54,17 +54,29 @@ for family, host in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):
     reply = b''
     while chunk := s.recv(65536):
         reply += chunk
-    out.append({'port': s.getsockname()[1], 'reply': reply.decode()})
+    out.append({'port': s.getsockname()[1], 'inode': os.fstat(s.fileno()).st_ino, 'reply': reply.decode()})
 print(json.dumps(out))
 `;
     const r = await runClient(proxy, script);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    const [v4, v6] = JSON.parse(r.stdout) as { port: number; reply: string }[];
-    expect(v4?.reply).toBe(`PROXY TCP4 127.0.0.1 127.0.0.1 ${v4?.port} 3128|hello from 127.0.0.1`);
-    expect(v6?.reply).toBe(`PROXY TCP6 ::1 ::1 ${v6?.port} 3128|hello from ::1`);
+    const [v4, v6] = JSON.parse(r.stdout) as { port: number; inode: number; reply: string }[];
+    // The last field is the inode of the client's own socket, as fstat shows it to the client.
+    expect(v4?.inode).toBeGreaterThan(0);
+    expect(v4?.reply).toBe(
+      `PROXY TCP4 127.0.0.1 127.0.0.1 ${v4?.port} 3128 ${v4?.inode}|hello from 127.0.0.1`,
+    );
+    expect(v6?.reply).toBe(`PROXY TCP6 ::1 ::1 ${v6?.port} 3128 ${v6?.inode}|hello from ::1`);
     expect(events(r, 'relay')).toEqual([
-      { event: 'relay', enabled: true, port: 3128, socket: 'proxy.sock', ipv4: true, ipv6: true },
+      {
+        event: 'relay',
+        enabled: true,
+        port: 3128,
+        socket: 'proxy.sock',
+        ipv4: true,
+        ipv6: true,
+        socket_inodes: true,
+      },
     ]);
   });
 
@@ -95,8 +107,8 @@ print(json.dumps(out))
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('from the hostfrom the host');
     expect(requests).toEqual(['GET http://example.test/a HTTP/1.1', 'GET http://example.test/b HTTP/1.1']);
-    expect(proxy.headers[0]).toMatch(/^PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ 3128$/);
-    expect(proxy.headers[1]).toMatch(/^PROXY TCP6 ::1 ::1 \d+ 3128$/);
+    expect(proxy.headers[0]).toMatch(/^PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ 3128 [1-9]\d*$/);
+    expect(proxy.headers[1]).toMatch(/^PROXY TCP6 ::1 ::1 \d+ 3128 [1-9]\d*$/);
   });
 
   it('moves 64 MiB each way intact', async () => {
@@ -269,7 +281,7 @@ time.sleep(0.5)
   it('serves many connections at once, each with its own header', async () => {
     proxy = await startHostProxy(echoHeader);
     const script = `
-import json, socket
+import json, os, socket
 sockets = [socket.create_connection(('127.0.0.1', 3128)) for _ in range(100)]
 for i, s in enumerate(sockets):
     s.sendall(f'connection {i}'.encode())
@@ -279,7 +291,8 @@ for i, s in enumerate(sockets):
     reply = b''
     while chunk := s.recv(4096):
         reply += chunk
-    if reply.decode() == f'PROXY TCP4 127.0.0.1 127.0.0.1 {s.getsockname()[1]} 3128|connection {i}':
+    inode = os.fstat(s.fileno()).st_ino
+    if reply.decode() == f'PROXY TCP4 127.0.0.1 127.0.0.1 {s.getsockname()[1]} 3128 {inode}|connection {i}':
         good += 1
 print(good)
 `;
@@ -409,7 +422,7 @@ except OSError as e:
     print(e.errno)
 `;
     const r = await runClient(proxy, script, ['--relay-port', '4000']);
-    expect(r.stdout).toMatch(/^PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ 4000\|\n13\n$/);
+    expect(r.stdout).toMatch(/^PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ 4000 [1-9]\d*\|\n13\n$/);
   });
 });
 

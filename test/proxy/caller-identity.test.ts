@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, realpathSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, realpathSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,6 +128,26 @@ describe('ProcCallerResolver on host processes', () => {
     const res = await new ProcCallerResolver({ netPid: process.pid }).resolve(queryFor(sock));
     expect(res.ok).toBe(true);
     if (res.ok) expect(res.caller.binary).toMatch(/python/);
+  });
+
+  it("takes the client socket's inode from the relay header instead of the TCP table", async () => {
+    const srv = await holdingServer();
+    run(CURL, ['-s', '--max-time', '5', `http://127.0.0.1:${srv.port}/`]);
+    const sock = await srv.next();
+    const q = queryFor(sock);
+    const inode = findSocketInode(
+      readFileSync('/proc/self/net/tcp', 'latin1'),
+      readFileSync('/proc/self/net/tcp6', 'latin1'),
+      q,
+    );
+    expect(inode).not.toBeNull();
+    const r = new ProcCallerResolver({ netPid: process.pid });
+    // A source port that is in no table: only the inode can find the socket.
+    const res = await r.resolve({ ...q, srcPort: 1, socketInode: inode });
+    expect(res.ok && res.caller.binary).toBe(CURL);
+    // An inode nobody holds finds nobody; it is never looked up in the table instead.
+    const none = await r.resolve({ ...q, socketInode: 1 });
+    expect(none.ok).toBe(false);
   });
 
   it('refuses when no process holds the socket any more', async () => {

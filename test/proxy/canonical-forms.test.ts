@@ -103,11 +103,27 @@ describe('relay header', () => {
       dstAddress: '127.0.0.1',
       srcPort: 40123,
       dstPort: 3128,
+      socketInode: null,
     });
     expect(parseProxyHeader(Buffer.from('PROXY TCP6 ::1 ::1 5 3128\r\n'))).toMatchObject({
       family: 6,
       srcPort: 5,
     });
+  });
+  it("reads the relay's seventh field, the client socket's inode (0: unknown)", () => {
+    const full = 'PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff';
+    expect(parseProxyHeader(Buffer.from(`${full} 65535 65535 4294967295\r\n`))).toMatchObject({
+      srcPort: 65535,
+      socketInode: 4294967295,
+    });
+    // The longest line the relay can write fits under the limit.
+    expect(findProxyHeaderEnd(Buffer.from(`${full} 65535 65535 4294967295\r\n`))).toBeGreaterThan(0);
+    expect(
+      parseProxyHeader(Buffer.from('PROXY TCP4 127.0.0.1 127.0.0.1 40123 3128 2529632\r\n')).socketInode,
+    ).toBe(2529632);
+    expect(parseProxyHeader(Buffer.from('PROXY TCP4 127.0.0.1 127.0.0.1 40123 3128 0\r\n')).socketInode).toBe(
+      null,
+    );
   });
   it('refuses anything else', () => {
     for (const l of [
@@ -116,11 +132,16 @@ describe('relay header', () => {
       'PROXY TCP4 ::1 ::1 1 2\r\n',
       'PROXY TCP4 127.0.0.1 127.0.0.1 1 2\n',
       'PROXY TCP4 127.0.0.1 127.0.0.1 1 99999\r\n',
+      'PROXY TCP4 127.0.0.1 127.0.0.1 1 2 -1\r\n',
+      'PROXY TCP4 127.0.0.1 127.0.0.1 1 2 012\r\n',
+      'PROXY TCP4 127.0.0.1 127.0.0.1 1 2 1e5\r\n',
+      'PROXY TCP4 127.0.0.1 127.0.0.1 1 2 3 4\r\n',
+      'PROXY TCP4 127.0.0.1 127.0.0.1 1 2 99999999999999999999\r\n',
     ]) {
       expect(() => parseProxyHeader(Buffer.from(l)), l).toThrow(ProxyHeaderError);
     }
     expect(() => findProxyHeaderEnd(Buffer.from('GET / HTTP/1.1\r\n'))).toThrow(ProxyHeaderError);
-    expect(() => findProxyHeaderEnd(Buffer.from(`PROXY ${'1'.repeat(120)}`))).toThrow(/too long/);
+    expect(() => findProxyHeaderEnd(Buffer.from(`PROXY ${'1'.repeat(130)}`))).toThrow(/too long/);
     expect(findProxyHeaderEnd(Buffer.from('PROX'))).toBe(-1);
   });
 });
