@@ -22,8 +22,8 @@ export interface UpstreamInfo {
 }
 
 export type ClientTask =
-  | { cmd: 'latency'; socketPath: string | null; host: string; port: number; samples: number }
-  | { cmd: 'throughput'; socketPath: string | null; host: string; port: number; bytes: number }
+  | ({ cmd: 'latency'; samples: number } & Route)
+  | ({ cmd: 'throughput'; bytes: number } & Route)
   | {
       cmd: 'l7';
       socketPath: string | null;
@@ -86,18 +86,35 @@ async function upstream(): Promise<UpstreamInfo> {
   return info;
 }
 
-/** A stream to the upstream: direct TCP, or through the sandbox socket with CONNECT. */
-async function open(task: { socketPath: string | null; host: string; port: number }): Promise<net.Socket> {
-  if (task.socketPath === null) {
-    const s = net.connect({ host: '127.0.0.1', port: task.port });
+/**
+ * How a client reaches the upstream: directly over TCP (`socketPath` null, no `proxyPort`), through
+ * a Carapace sandbox socket (`socketPath`: the relay's PROXY line, then CONNECT), or through an HTTP
+ * proxy listening on loopback TCP (`proxyPort`: CONNECT; srt's proxy).
+ */
+export interface Route {
+  socketPath: string | null;
+  proxyPort?: number | undefined;
+  host: string;
+  port: number;
+}
+
+/** A stream to the upstream along `task`'s route. */
+async function open(task: Route): Promise<net.Socket> {
+  const connect = `CONNECT ${task.host}:${task.port} HTTP/1.1\r\nHost: ${task.host}:${task.port}\r\n\r\n`;
+  let s: net.Socket;
+  if (task.socketPath !== null) {
+    s = net.connect(task.socketPath);
+    s.write(`PROXY TCP4 127.0.0.1 127.0.0.1 40000 3128\r\n${connect}`);
+  } else if (task.proxyPort !== undefined) {
+    s = net.connect({ host: '127.0.0.1', port: task.proxyPort });
+    s.setNoDelay(true);
+    s.write(connect);
+  } else {
+    s = net.connect({ host: '127.0.0.1', port: task.port });
     s.setNoDelay(true);
     await new Promise<void>((r) => s.once('connect', r));
     return s;
   }
-  const s = net.connect(task.socketPath);
-  s.write(
-    `PROXY TCP4 127.0.0.1 127.0.0.1 40000 3128\r\nCONNECT ${task.host}:${task.port} HTTP/1.1\r\nHost: ${task.host}:${task.port}\r\n\r\n`,
-  );
   let buf = Buffer.alloc(0);
   await new Promise<void>((resolve, reject) => {
     const onData = (d: Buffer): void => {

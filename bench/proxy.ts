@@ -1,8 +1,10 @@
 /**
  * Egress proxy bench: tunnel set-up latency (p50), bulk throughput through a raw CONNECT tunnel,
  * keep-alive request rate through a terminated (inspected) tunnel, each against a direct connection
- * to the same loopback upstream measured in the same run; reload → effect time; and the cost of
- * finding the caller through /proc.
+ * to the same loopback upstream measured in the same run; set-up and throughput also through the
+ * proxy Anthropic's sandbox-runtime (srt 0.0.78, the devDependency) runs on the host, in this same
+ * process, allowing every host; reload → effect time; and the cost of finding the caller through
+ * /proc.
  *
  * Layout: the proxy runs here; the upstream servers and the client run in worker threads (one each
  * with three cores or more; one shared thread on smaller machines, so that the proxy keeps a core of
@@ -17,6 +19,7 @@ import net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { createHttpProxyServer } from '@anthropic-ai/sandbox-runtime/dist/sandbox/http-proxy.js';
 import { JsonlAuditLog } from '../src/audit/index.js';
 import { compilePolicy, parsePolicy, type PolicyGeneration } from '../src/policy/index.js';
 import { ProcCallerResolver } from '../src/proxy/caller-identity.js';
@@ -72,6 +75,20 @@ async function ask<T>(w: Worker, task: ClientTask): Promise<T> {
 }
 
 const median = (xs: number[]): number => percentiles(Float64Array.from(xs)).p50;
+
+/** srt's host proxy as `srt` starts it, with a filter that allows every host. */
+async function startSrtProxy(): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = createHttpProxyServer({ filter: () => true });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
 
 /** p50 of the /proc caller lookup for a real loopback connection of this process. */
 async function procLookupMicros(): Promise<number> {
@@ -129,26 +146,26 @@ async function run(): Promise<BenchRow[]> {
     callerResolver: { resolve: async () => ({ ok: true, caller }) },
     authority,
   });
+  const srt = await startSrtProxy();
   const rows: BenchRow[] = [];
   try {
     // 1. Set-up latency: connect + CONNECT + upstream connect + one byte echoed.
     const raw = { host: 'raw.bench.test', port: info.echoPort };
+    // srt has no hosts map: its clients name the upstream by address.
+    const srtRaw = { socketPath: null, proxyPort: srt.port, host: '127.0.0.1', port: info.echoPort };
     await ask(cl, { cmd: 'latency', socketPath, ...raw, samples: 300 });
     await ask(cl, { cmd: 'latency', socketPath: null, ...raw, samples: 300 });
+    await ask(cl, { cmd: 'latency', ...srtRaw, samples: 300 });
     const proxied: number[] = [];
     const direct: number[] = [];
+    const viaSrt: number[] = [];
+    const quarter = LATENCY_SAMPLES / 4;
     for (let round = 0; round < 4; round++) {
-      proxied.push(
-        ...(await ask<number[]>(cl, { cmd: 'latency', socketPath, ...raw, samples: LATENCY_SAMPLES / 4 })),
-      );
+      proxied.push(...(await ask<number[]>(cl, { cmd: 'latency', socketPath, ...raw, samples: quarter })));
       direct.push(
-        ...(await ask<number[]>(cl, {
-          cmd: 'latency',
-          socketPath: null,
-          ...raw,
-          samples: LATENCY_SAMPLES / 4,
-        })),
+        ...(await ask<number[]>(cl, { cmd: 'latency', socketPath: null, ...raw, samples: quarter })),
       );
+      viaSrt.push(...(await ask<number[]>(cl, { cmd: 'latency', ...srtRaw, samples: quarter })));
     }
     const pLat = median(proxied);
     const dLat = median(direct);
@@ -160,22 +177,34 @@ async function run(): Promise<BenchRow[]> {
       baselineName: 'direct',
       target: { max: dLat + 0.5 },
     });
+    rows.push({
+      name: 'tunnel set-up, p50, beside srt 0.0.78’s proxy (allowing every host)',
+      value: pLat,
+      unit: 'ms',
+      baseline: median(viaSrt),
+      baselineName: "srt's proxy",
+    });
 
     // 2. Bulk throughput through a raw tunnel (upload of BULK_BYTES).
     const sink = { host: 'raw.bench.test', port: info.sinkPort };
     const mibs = (ms: number): number => BULK_BYTES / MiB / (ms / 1000);
+    const srtSink = { socketPath: null, proxyPort: srt.port, host: '127.0.0.1', port: info.sinkPort };
     await ask(cl, { cmd: 'throughput', socketPath, ...sink, bytes: 128 * MiB });
     await ask(cl, { cmd: 'throughput', socketPath: null, ...sink, bytes: 128 * MiB });
+    await ask(cl, { cmd: 'throughput', ...srtSink, bytes: 128 * MiB });
     const tp: number[] = [];
     const td: number[] = [];
+    const ts: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       tp.push(mibs(await ask<number>(cl, { cmd: 'throughput', socketPath, ...sink, bytes: BULK_BYTES })));
       td.push(
         mibs(await ask<number>(cl, { cmd: 'throughput', socketPath: null, ...sink, bytes: BULK_BYTES })),
       );
+      ts.push(mibs(await ask<number>(cl, { cmd: 'throughput', ...srtSink, bytes: BULK_BYTES })));
     }
     const pTp = median(tp);
     const dTp = median(td);
+    const sTp = median(ts);
     rows.push({
       name: `raw tunnel throughput (${BULK_BYTES / MiB} MiB), median of ${ROUNDS}`,
       value: pTp,
@@ -183,6 +212,14 @@ async function run(): Promise<BenchRow[]> {
       baseline: dTp,
       baselineName: 'direct',
       target: { min: 0.8 * dTp },
+    });
+    rows.push({
+      name: `raw tunnel throughput (${BULK_BYTES / MiB} MiB), beside srt 0.0.78’s proxy, median of ${ROUNDS}`,
+      value: pTp,
+      unit: 'MiB/s',
+      baseline: sTp,
+      baselineName: "srt's proxy",
+      target: { min: sTp },
     });
 
     // 3. Keep-alive requests per second: terminated + inspected tunnel vs direct TLS.
@@ -248,6 +285,7 @@ async function run(): Promise<BenchRow[]> {
       unit: 'µs',
     });
   } finally {
+    await srt.close();
     await proxy.close();
     audit.close();
     rmSync(auditDir, { recursive: true, force: true });
