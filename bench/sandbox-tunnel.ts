@@ -25,23 +25,32 @@ const ROUNDS = 5;
 const LATENCY_SAMPLES = 500;
 const HOST = 'sink.bench.test';
 
-/** Sends 64 MiB to warm up, then `bytes`; prints MiB/s of the second transfer. */
-const CLIENT = `
+/**
+ * What both client scripts start with: their arguments, and `connect()`, a stream to the upstream
+ * either through the relay (`proxy`: CONNECT to 127.0.0.1:3128 inside the sandbox) or direct.
+ */
+const PRELUDE = `
 import socket, struct, sys, time
-mode, host, port, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+mode, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def connect():
+    if mode != 'proxy':
+        return socket.create_connection(('127.0.0.1', port))
+    s = socket.create_connection(('127.0.0.1', 3128))
+    s.sendall(f'CONNECT {host}:{port} HTTP/1.1\\r\\nHost: {host}:{port}\\r\\n\\r\\n'.encode())
+    head = b''
+    while b'\\r\\n\\r\\n' not in head:
+        chunk = s.recv(4096)
+        if not chunk: sys.exit('proxy closed the tunnel: ' + repr(head))
+        head += chunk
+    if not head.startswith(b'HTTP/1.1 200'): sys.exit('proxy refused: ' + repr(head))
+    return s
+`;
+
+/** Sends 64 MiB to warm up, then `count` bytes; prints MiB/s of the second transfer. */
+const CLIENT = `${PRELUDE}
 block = b'\\x5a' * (1 << 20)
 def transfer(n):
-    if mode == 'proxy':
-        s = socket.create_connection(('127.0.0.1', 3128))
-        s.sendall(f'CONNECT {host}:{port} HTTP/1.1\\r\\nHost: {host}:{port}\\r\\n\\r\\n'.encode())
-        head = b''
-        while b'\\r\\n\\r\\n' not in head:
-            chunk = s.recv(4096)
-            if not chunk: sys.exit('proxy closed the tunnel: ' + repr(head))
-            head += chunk
-        if not head.startswith(b'HTTP/1.1 200'): sys.exit('proxy refused: ' + repr(head))
-    else:
-        s = socket.create_connection(('127.0.0.1', port))
+    s = connect()
     t0 = time.perf_counter()
     s.sendall(struct.pack('>Q', n))
     left = n
@@ -53,38 +62,26 @@ def transfer(n):
     s.close()
     return n / (1 << 20) / (time.perf_counter() - t0)
 transfer(64 << 20)
-print(transfer(total))
+print(transfer(count))
 `;
 
 /**
- * Opens `n` tunnels to the echo (CONNECT, one byte there and back); prints each in ms. The first
- * WARMUP are not counted: each round is a fresh `carapace run`, and a proxy that has served a few
- * hundred connections (as a running agent's has) is past Node's compiler tiers.
+ * Opens `count` tunnels to the echo (connect, one byte there and back); prints each in ms. The
+ * first WARMUP are not counted: each round is a fresh `carapace run`, and a proxy that has served a
+ * few hundred connections (as a running agent's has) is past Node's compiler tiers.
  */
-const LATENCY = `
-import socket, sys, time
+const LATENCY = `${PRELUDE}
 WARMUP = 300
-mode, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 def once():
     t0 = time.perf_counter()
-    if mode == 'proxy':
-        s = socket.create_connection(('127.0.0.1', 3128))
-        s.sendall(f'CONNECT {host}:{port} HTTP/1.1\\r\\nHost: {host}:{port}\\r\\n\\r\\n'.encode())
-        head = b''
-        while b'\\r\\n\\r\\n' not in head:
-            chunk = s.recv(4096)
-            if not chunk: sys.exit('proxy closed the tunnel: ' + repr(head))
-            head += chunk
-        if not head.startswith(b'HTTP/1.1 200'): sys.exit('proxy refused: ' + repr(head))
-    else:
-        s = socket.create_connection(('127.0.0.1', port))
+    s = connect()
     s.sendall(b'x')
     if s.recv(1) != b'x': sys.exit('the echo did not answer')
     ms = (time.perf_counter() - t0) * 1000
     s.close()
     return ms
 for _ in range(WARMUP): once()
-print(' '.join(f'{once():.4f}' for _ in range(n)))
+print(' '.join(f'{once():.4f}' for _ in range(count)))
 `;
 
 function output(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
