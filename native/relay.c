@@ -258,7 +258,8 @@ static unsigned long client_socket_inode(struct relay *relay, const struct socka
 		struct nlmsghdr header;
 		char bytes[1024];
 	} reply;
-	/* Take every queued reply: one whose request timed out before must not answer this one. */
+	/* Read every queued reply and keep only this request's: a stray one (none is expected) must
+	 * not name another connection's socket. */
 	unsigned long inode = 0;
 	for (;;) {
 		ssize_t n = recv(relay->diag_fd, &reply, sizeof reply, MSG_DONTWAIT);
