@@ -87,7 +87,10 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
         { path: SANDBOX_CA_PATH, content: authority.caPem },
         { path: SANDBOX_BUNDLE_PATH, content: buildCaBundle(authority.caPem) },
       ],
-      started: (initPid) => resolver.bind(initPid),
+      started: (initPid, cgroup) => {
+        resolver.bind(initPid);
+        if (cgroup) attached.adoptPumpsWith((pid) => cgroup.enter(pid));
+      },
       close: async () => {
         closeSync(relayDir);
         await attached.detach();

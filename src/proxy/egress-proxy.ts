@@ -130,6 +130,7 @@ export class SandboxProxy {
   private saturated = false;
   private readonly audit: ProxyAudit;
   private readonly context: SandboxContext;
+  private pumpHome: ((pid: number) => void) | null = null;
 
   constructor(
     private readonly options: AttachOptions,
@@ -151,6 +152,7 @@ export class SandboxProxy {
       credentials: () => this.secrets,
       internalError: (err) => shared.onError?.(err, options.name),
       tunnelPump: shared.tunnelPump,
+      adoptPump: (pid) => this.pumpHome?.(pid),
       track: (t) => {
         this.tunnels.add(t);
         // A reload between this tunnel's CONNECT decision and now (while its ClientHello was awaited,
@@ -187,6 +189,15 @@ export class SandboxProxy {
         generation: this.pinned.generation,
       });
     });
+  }
+
+  /**
+   * Where this sandbox's tunnel pumps go once they run: the launcher passes a function that moves a
+   * pid into the sandbox's cgroups, so that bulk transfers count against the sandbox's own cpu,
+   * memory and pids limits, not the host's. Without one, pumps stay in the proxy's cgroup.
+   */
+  adoptPumpsWith(home: ((pid: number) => void) | null): void {
+    this.pumpHome = home;
   }
 
   /** @internal Create the socket file and start accepting. */

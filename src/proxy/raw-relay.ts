@@ -92,6 +92,13 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
           released();
           teardown();
         });
+        // A pump that cannot join the sandbox's cgroups (they are gone: the sandbox is stopping)
+        // would run on the host's account: end the tunnel instead.
+        try {
+          if (child.pid !== undefined) sb.adoptPump(child.pid);
+        } catch {
+          teardown();
+        }
       },
       () => {
         released();

@@ -44,6 +44,8 @@ export interface SandboxContext {
   internalError(err: unknown): void;
   /** native/carapace-pump, to which bulk raw tunnels are handed (null: keep them in Node). */
   readonly tunnelPump: string | null;
+  /** Puts a tunnel pump's process where the sandbox's own are (its cgroups); throws if it cannot. */
+  adoptPump(pid: number): void;
   /** Register a raw tunnel; returns the function that unregisters it. */
   track(tunnel: OpenTunnel): () => void;
 }

@@ -55,8 +55,11 @@ export interface NetworkAttachment {
   env: Record<string, string>;
   /** Files bound read-only inside (the CA and bundle). */
   files: { path: string; content: string }[];
-  /** Called with the init's host pid once the sandbox runs (to find callers by their socket). */
-  started(initPid: number): void;
+  /**
+   * Called once the sandbox runs, with the init's host pid (to find callers by their socket) and
+   * the sandbox's cgroups, null without limits (where helpers working for the sandbox belong).
+   */
+  started(initPid: number, cgroup: SandboxCgroup | null): void;
   close(): Promise<void>;
 }
 
@@ -159,7 +162,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       cgroup,
       stdio: opts.stdio,
     });
-    network?.started(process.initPid);
+    network?.started(process.initPid, cgroup);
     let cleaned = false;
     return {
       spec,

@@ -8,9 +8,11 @@
  * docs/security.md ("Known gaps").
  */
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { carapace, freshHome } from '../helpers/cli.js';
+import { carapace, carapaceAsync, freshHome } from '../helpers/cli.js';
 import { policyFile, readAudit, runInSandbox, sharedTempDir } from '../helpers/sandbox.js';
 
 const MiB = 2 ** 20;
@@ -184,5 +186,93 @@ describe('open files', () => {
     expect(Number(count)).toBeGreaterThan(4000);
     expect(second).toBe('EPERM');
     hostResponsive();
+  });
+});
+
+/** Host pids of the processes named `comm` whose parent is `ppid`. */
+function childrenNamed(ppid: number, comm: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== comm) continue;
+      const status = readFileSync(`/proc/${entry}/status`, 'utf8');
+      if (Number(/^PPid:\s+(\d+)/m.exec(status)?.[1]) === ppid) found.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+describe('bulk transfers', () => {
+  it("a bulk tunnel's pump runs in the sandbox's cgroups, on the sandbox's account", async () => {
+    // The upstream reads 8 MiB (past the 4 MiB after which the proxy hands a tunnel to the pump),
+    // then stops reading, so the upload stalls with the pump running.
+    const held: net.Socket[] = [];
+    const sink = net.createServer((s) => {
+      held.push(s);
+      s.on('error', () => {});
+      let got = 0;
+      s.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got >= 8 * MiB) s.pause();
+      });
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    const port = (sink.address() as net.AddressInfo).port;
+    const name = `pump-cgroup-${process.pid}`;
+    const policy = policyFile(`version: 1
+filesystem_policy:
+  read_only: [/usr, /lib, /lib64, /bin, /etc]
+  read_write: [/sandbox, /tmp]
+limits: { pids: 512 }
+network_policies:
+  sink:
+    endpoints: [{ host: sink.test, port: ${port} }]
+`);
+    const upload = [
+      'import socket',
+      "s = socket.create_connection(('127.0.0.1', 3128))",
+      `s.sendall(b'CONNECT sink.test:${port} HTTP/1.1\\r\\nHost: sink.test\\r\\n\\r\\n')`,
+      "head = b''",
+      "while b'\\r\\n\\r\\n' not in head: head += s.recv(4096)",
+      'try:',
+      "    s.sendall(b'\\0' * (64 << 20))",
+      'except OSError:',
+      '    pass',
+    ].join('\n');
+    const run = carapaceAsync([
+      'run',
+      '--name',
+      name,
+      '--policy',
+      policy,
+      '--resolve',
+      'sink.test=127.0.0.1',
+      '--allow-local',
+      `127.0.0.1:${port}`,
+      '--',
+      'python3',
+      '-c',
+      upload,
+    ]);
+    try {
+      let pumps: number[] = [];
+      for (let i = 0; i < 200 && pumps.length === 0; i++) {
+        await new Promise((d) => setTimeout(d, 50));
+        pumps = childrenNamed(run.child.pid as number, 'carapace-pump');
+      }
+      expect(pumps).toHaveLength(1);
+      // The pids hierarchy line of /proc/<pid>/cgroup names the sandbox's own cgroup.
+      const cgroups = readFileSync(`/proc/${pumps[0]}/cgroup`, 'utf8');
+      expect(cgroups).toMatch(new RegExp(`:pids:.*/carapace/${name}$`, 'm'));
+    } finally {
+      for (const s of held) s.destroy();
+      sink.close();
+    }
+    const r = await run.result;
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
   });
 });
