@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { defaultPolicyPath } from '../src/gateway/one-off-run.js';
 import { loadSandboxSettings } from '../src/gateway/policy-settings.js';
 import { specFromSettings, type SandboxSettings } from '../src/gateway/sandbox-spec-from-policy.js';
+import { MERGED_USR_ROOT } from '../src/sandbox/bwrap-minimal.js';
 import { agentStarted } from '../src/sandbox/launch.js';
 import {
   newSandboxName,
@@ -99,18 +100,7 @@ export const BARE_BWRAP = [
   '--new-session',
   '--cap-drop',
   'ALL',
-  '--ro-bind',
-  '/usr',
-  '/usr',
-  '--symlink',
-  'usr/bin',
-  '/bin',
-  '--symlink',
-  'usr/lib',
-  '/lib',
-  '--symlink',
-  'usr/lib64',
-  '/lib64',
+  ...MERGED_USR_ROOT,
   '--proc',
   '/proc',
   '--dev',
