@@ -27,9 +27,9 @@ as_root() {
 
 # bubblewrap: the sandbox; gcc/libc6-dev/make: native/carapace-init; the rest is what agents and
 # the test-suite run inside sandboxes (git, curl, python3) and what the proxy tests need (openssl).
-# socat and ripgrep: what Anthropic's sandbox-runtime (srt, the peer `npm run bench` compares
-# with) needs on Linux.
-packages=(bubblewrap gcc libc6-dev make git curl python3 ca-certificates openssl iproute2 procps socat ripgrep)
+# libcap2-bin: setcap, for an attack test. socat and ripgrep: what Anthropic's sandbox-runtime
+# (srt, the peer `npm run bench` compares with) needs on Linux.
+packages=(bubblewrap gcc libc6-dev make git curl python3 ca-certificates openssl iproute2 procps libcap2-bin socat ripgrep)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
