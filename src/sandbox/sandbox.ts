@@ -143,7 +143,10 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       mask,
     );
     checkTreePaths(plan, { workspace: spec.workspace, storage: paths.storage }, identity);
-    cgroup = SandboxCgroup.create(spec.name, spec.limits, opts.bestEffortLimits);
+    // Cgroups are host-wide, state directories are not: each start gets its own cgroup directory,
+    // so two sandboxes of one name (two users, two state directories) never share or remove one.
+    const cgroupKey = `${spec.name}.${randomBytes(4).toString('hex')}`;
+    cgroup = SandboxCgroup.create(cgroupKey, spec.limits, opts.bestEffortLimits);
     const seccomp = await seccompProgram(opts.dirs.run);
     const process = await launchSandbox({
       name: spec.name,

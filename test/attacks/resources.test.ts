@@ -267,7 +267,7 @@ network_policies:
       // /proc/<pid>/cgroup names the sandbox's own cgroup (the pids hierarchy's line on a v1 host,
       // the one line on a v2 host); a pump left in the proxy's cgroup would name another.
       const cgroups = readFileSync(`/proc/${pumps[0]}/cgroup`, 'utf8');
-      expect(cgroups).toMatch(new RegExp(`^\\d+:[^:]*:/(.*/)?carapace/${name}$`, 'm'));
+      expect(cgroups).toMatch(new RegExp(`^\\d+:[^:]*:/(.*/)?carapace/${name}\\.[0-9a-f]{8}$`, 'm'));
     } finally {
       for (const s of held) s.destroy();
       sink.close();
