@@ -9,6 +9,7 @@
  *   --ro PATH   read_file, read_dir, execute beneath PATH
  *   --rw PATH   every filesystem right the ABI handles beneath PATH (refer from ABI 2, truncate
  *               from 3, ioctl_dev from 5)
+ *   --list PATH read_dir beneath PATH: the names of what is there, no file's content
  *   anything else: denied (EACCES)
  *   ABI >= 4    TCP connect only to the relay port; TCP bind only to the --bind-port ports
  *   ABI >= 6    the agent may not signal, nor connect to an abstract unix socket of, a process
@@ -188,7 +189,7 @@ void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan)
 	}
 
 	struct ruleset_summary summary = { 0 };
-	summary.skipped = calloc(cfg->ro_count + cfg->rw_count + 1, sizeof *summary.skipped);
+	summary.skipped = calloc(cfg->ro_count + cfg->rw_count + cfg->list_count + 1, sizeof *summary.skipped);
 	if (!summary.skipped)
 		die(LANDLOCK_STEP, ENOMEM, "allocate the list of skipped paths");
 
@@ -209,6 +210,8 @@ void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan)
 
 		add_path_rules(plan->ruleset_fd, cfg->ro_paths, cfg->ro_count, FS_RIGHTS_READ_EXECUTE, &summary);
 		add_path_rules(plan->ruleset_fd, cfg->rw_paths, cfg->rw_count, ~0ULL, &summary);
+		add_path_rules(plan->ruleset_fd, cfg->list_paths, cfg->list_count, LANDLOCK_ACCESS_FS_READ_DIR,
+			       &summary);
 		if (plan->abi >= 4) {
 			add_port_rule(plan->ruleset_fd, LANDLOCK_ACCESS_NET_CONNECT_TCP, cfg->relay_port, &summary);
 			for (size_t i = 0; i < cfg->bind_count; i++)
