@@ -10,7 +10,13 @@
  *    applies rlimits, Landlock, no_new_privs and the seccomp program (read from its own fd), then
  *    reports each step on the status fd and exec's the command.
  * When Carapace runs as root, bwrap itself runs as the sandbox's unprivileged host uid, so nothing
- * in the sandbox is ever host root, even before the init has dropped anything.
+ * in the sandbox is ever host root, even before the init has dropped anything. What it binds from
+ * trees a sandbox can write comes as fds (--bind-fd), or, where that uid cannot reach the path,
+ * through carapace-launch's aliases (bind-sources.ts).
+ *
+ * bwrap's own stderr is a pipe we read: when the start fails before the agent runs, its message is
+ * the reason we report, as one line. The stderr the agent is meant to have reaches the init as
+ * --stderr-fd, which makes it fd 2 before anything else.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -19,7 +25,8 @@ import type { Readable, Writable } from 'node:stream';
 import type { SandboxCgroup } from './cgroup.js';
 import type { SandboxIdentity } from './identity.js';
 import { SANDBOX_UID_INSIDE } from './identity.js';
-import { mountArgs, type MountPlan } from './mount-plan.js';
+import { mountArgs, type MountOp, type MountPlan } from './mount-plan.js';
+import { nativeLauncher } from './native-paths.js';
 import { INIT_PATH, WORKSPACE_PATH } from './spec.js';
 
 export class SandboxStartError extends Error {
@@ -56,6 +63,8 @@ export interface LaunchRequest {
   relay?: { dir: number; socketName: string } | undefined;
   cgroup: SandboxCgroup | null;
   stdio: 'inherit' | 'pipe';
+  /** fd-binds the sandbox's uid cannot reach by path: fd → alias (bound by carapace-launch). */
+  aliases?: Map<number, string> | undefined;
 }
 
 export interface SandboxExit {
@@ -71,6 +80,7 @@ export class RunningSandbox {
     readonly child: ChildProcess,
     readonly initPid: number,
     exited: Promise<SandboxExit>,
+    private readonly bwrapLog: StartLog,
   ) {
     this.exited = exited;
   }
@@ -78,8 +88,17 @@ export class RunningSandbox {
   get stdout(): Readable | null {
     return this.child.stdout;
   }
+  /** The agent's stderr (with stdio 'pipe'). */
   get stderr(): Readable | null {
-    return this.child.stderr;
+    return ((this.child.stdio as unknown as (Readable | null)[])[FD_AGENT_STDERR] ?? null) as Readable | null;
+  }
+  /** What bwrap (or, before --stderr-fd took effect, the init) wrote on its own stderr. */
+  get bwrapMessages(): string {
+    return this.bwrapLog.text;
+  }
+  /** The first line bwrap wrote, or what its exit status says. */
+  startReason(status: number): string {
+    return this.bwrapLog.reason(status);
   }
   get stdin(): Writable | null {
     return this.child.stdin;
@@ -100,6 +119,27 @@ const FD_BLOCK = 4;
 const FD_STATUS = 5;
 const FD_SECCOMP = 6;
 const FD_RELAY = 7;
+/** The agent's stderr; bwrap's own fd 2 is the start-log pipe. */
+const FD_AGENT_STDERR = 8;
+/** The first of the fds bwrap binds (--bind-fd), one per fd-bind, in plan order. */
+const FD_FIRST_BIND = 9;
+
+type FdBind = Extract<MountOp, { kind: 'fd-bind' }>;
+
+/** The fd each fd-bind has in bwrap (or in carapace-launch, for the aliased ones). */
+function bindFds(plan: MountPlan): Map<number, number> {
+  const fds = new Map<number, number>();
+  for (const op of plan.ops) if (op.kind === 'fd-bind') fds.set(op.fd, FD_FIRST_BIND + fds.size);
+  return fds;
+}
+
+function fdBindArgs(req: LaunchRequest, fds: Map<number, number>): (op: FdBind) => string[] {
+  return (op) => {
+    const alias = req.aliases?.get(op.fd);
+    if (alias !== undefined) return [op.readOnly ? '--ro-bind' : '--bind', alias, op.path];
+    return [op.readOnly ? '--ro-bind-fd' : '--bind-fd', String(fds.get(op.fd)), op.path];
+  };
+}
 
 export function bwrapArgs(req: LaunchRequest): string[] {
   const args = [
@@ -121,7 +161,7 @@ export function bwrapArgs(req: LaunchRequest): string[] {
     String(FD_INFO),
     '--block-fd',
     String(FD_BLOCK),
-    ...mountArgs(req.plan),
+    ...mountArgs(req.plan, fdBindArgs(req, bindFds(req.plan))),
     '--ro-bind',
     req.initBinary,
     INIT_PATH,
@@ -145,12 +185,15 @@ export function initArgs(req: LaunchRequest): string[] {
     String(FD_STATUS),
     '--seccomp-fd',
     String(FD_SECCOMP),
+    '--stderr-fd',
+    String(FD_AGENT_STDERR),
     '--landlock',
     req.landlock,
   ];
   if (req.landlockAbiMax !== undefined) args.push('--landlock-abi-max', String(req.landlockAbiMax));
   for (const p of req.plan.landlockReadOnly) args.push('--ro', p);
   for (const p of req.plan.landlockReadWrite) args.push('--rw', p);
+  for (const p of req.plan.landlockListDirs) args.push('--list', p);
   for (const p of req.listenPorts) args.push('--bind-port', String(p));
   if (req.openFiles !== undefined) args.push('--nofile', String(req.openFiles));
   if (req.nproc !== undefined) args.push('--nproc', String(req.nproc));
@@ -160,14 +203,38 @@ export function initArgs(req: LaunchRequest): string[] {
 
 export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox> {
   const io = req.stdio === 'inherit' ? 'inherit' : 'pipe';
-  const stdio: (string | number)[] = [io, io, io, 'pipe', 'pipe', 'pipe', 'pipe'];
-  if (req.relay) stdio.push(req.relay.dir);
-  const identity = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
-  const child = spawn('bwrap', bwrapArgs(req), {
-    stdio: stdio as ('pipe' | 'inherit' | number)[],
-    env: req.env,
-    ...identity,
-  });
+  // fd 2 is bwrap's own (the start log); the agent's stderr is FD_AGENT_STDERR, for the init to
+  // make its fd 2. 'inherit' there would mean our fd 8: it is our fd 2 that is meant.
+  const stdio: (string | number)[] = [io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
+  stdio.push(req.relay ? req.relay.dir : 'ignore', io === 'inherit' ? 2 : 'pipe');
+  const fds = bindFds(req.plan);
+  for (const fd of fds.keys()) stdio.push(fd);
+  const args = bwrapArgs(req);
+  const aliases = [...(req.aliases ?? [])];
+  const asSandbox = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
+  // With aliases, carapace-launch (root) binds them in its own mount namespace, becomes the
+  // sandbox's uid and execs bwrap: the same process, so everything below holds either way.
+  const child =
+    aliases.length > 0 && !req.identity.rootless
+      ? spawn(
+          nativeLauncher(),
+          [
+            '--uid',
+            String(req.identity.uid),
+            '--gid',
+            String(req.identity.gid),
+            ...aliases.flatMap(([fd, alias]) => ['--alias', String(fds.get(fd)), alias]),
+            '--',
+            'bwrap',
+            ...args,
+          ],
+          { stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[], env: req.env },
+        )
+      : spawn('bwrap', args, {
+          stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[],
+          env: req.env,
+          ...asSandbox,
+        });
   const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -177,6 +244,7 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
     ),
   );
   const pipes = child.stdio as unknown as (Readable & Writable)[];
+  const log = new StartLog(pipes[2] as Readable);
   const seccompPipe = pipes[FD_SECCOMP] as Writable;
   seccompPipe.on('error', () => {});
   seccompPipe.end(req.seccomp);
@@ -188,13 +256,20 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   ]);
   if (info === null) {
     const r = await exitedRaw;
-    throw new SandboxStartError(`bwrap failed before the sandbox started (exit ${r.code ?? r.signal})`, 125);
+    await log.ended;
+    throw new SandboxStartError(`the sandbox did not start: ${log.reason(r.code ?? r.signal)}`);
   }
   const initPid = info['child-pid'];
   if (typeof initPid !== 'number') throw new SandboxStartError('bwrap did not report the sandbox pid');
   try {
     req.cgroup?.enter(initPid);
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') {
+      // Gone already: bwrap failed setting the sandbox up (after reporting its pid); say why.
+      const r = await exitedRaw;
+      await log.ended;
+      throw new SandboxStartError(`the sandbox did not start: ${log.reason(r.code ?? r.signal)}`);
+    }
     child.kill('SIGKILL');
     throw new SandboxStartError(`cannot move the sandbox into its cgroup: ${(err as Error).message}`);
   }
@@ -205,9 +280,65 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   const exited = exitedRaw.then(({ code, signal }) => ({
     code: code ?? 128 + (signal ? signalNumber(signal) : 0),
   }));
-  const sandbox = new RunningSandbox(child, initPid, exited);
+  const sandbox = new RunningSandbox(child, initPid, exited, log);
   collectStatus(pipes[FD_STATUS] as Readable, sandbox.events);
+  // Once the agent runs, anything bwrap still says is not a start failure: pass it on.
+  if (io === 'inherit') {
+    void agentStarted(sandbox).then((ok) => {
+      if (ok) log.forwardTo(process.stderr);
+    });
+  }
   return sandbox;
+}
+
+/**
+ * bwrap's stderr: kept (bounded) until the agent runs, for the reason of a failed start. Nothing
+ * of the agent's ever arrives here: the init moves the agent's stderr to fd 2 first thing.
+ */
+class StartLog {
+  text = '';
+  readonly ended: Promise<void>;
+  private sink: Writable | null = null;
+  private static readonly LIMIT = 16 * 1024;
+
+  constructor(stream: Readable) {
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      if (this.sink) this.sink.write(chunk);
+      else if (this.text.length < StartLog.LIMIT)
+        this.text += chunk.slice(0, StartLog.LIMIT - this.text.length);
+    });
+    stream.on('error', () => {});
+    this.ended = once(stream, 'close').then(
+      () => undefined,
+      () => undefined,
+    );
+  }
+
+  forwardTo(sink: Writable): void {
+    if (this.text) sink.write(this.text);
+    this.sink = sink;
+  }
+
+  /** The one line that says why the start failed: bwrap's (or the launcher's) own. */
+  reason(status: number | string | null): string {
+    const line = this.text
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l !== '');
+    return line ?? `bwrap exited with status ${status} before the sandbox's init ran`;
+  }
+}
+
+/**
+ * Why a sandbox whose agent never started did not, as one line: what bwrap said (its stderr is
+ * ours until the init runs), or null when the init itself failed and has already said why on the
+ * agent's stderr (its status line is on record too).
+ */
+export function startFailure(sandbox: RunningSandbox, status: number): string | null {
+  const initSaidWhy = sandbox.events.some((e) => e.event === 'error');
+  if (initSaidWhy && sandbox.bwrapMessages.trim() === '') return null;
+  return sandbox.startReason(status);
 }
 
 /** Resolves when the init has exec'd the agent (true) or failed before it could (false). */

@@ -26,3 +26,11 @@ export function nativeBinary(): string {
 export function nativeTunnelPump(): string {
   return join(packageRoot(), 'native', 'carapace-pump');
 }
+
+/**
+ * The root-only launcher that binds fds at aliases in a mount namespace of its own before it runs
+ * bwrap as the sandbox's uid (see bind-sources.ts; built by `npm run build`).
+ */
+export function nativeLauncher(): string {
+  return join(packageRoot(), 'native', 'carapace-launch');
+}

@@ -1,11 +1,14 @@
 /**
- * Host-side work on the directory trees a sandbox can write: its workspace and its storage.
+ * Host-side work on the directory trees a sandbox can write: its workspace, its storage, the host
+ * directories mapped in writable, and the workspaces of every other sandbox.
  *
  * Threat: Carapace prepares these trees as root before each start (it hands the workspace to the
- * sandbox's uid, creates the read-write sub-paths the policy lists), and everything below their
- * roots may have been made by a sandbox: the workspace persists between runs, and another sandbox
- * may be running on it at that very moment. A symlink planted there, or a directory swapped for a
- * symlink while we walk, must never make root chown, create or expose anything outside the tree.
+ * sandbox's uid, creates the read-write sub-paths the policy lists, opens what bwrap binds), and
+ * everything below their roots may have been made by a sandbox: a workspace persists between
+ * runs, and another sandbox may be running on it at that very moment. A symlink planted there, or
+ * a directory swapped for a symlink while we walk, must never make root chown, create, open or
+ * expose anything outside the tree. The same holds for any host path that merely passes through
+ * such a tree: a workspace nested in another sandbox's workspace, a --mount source, a policy file.
  *
  * Node has no openat(2), so each directory is opened once, without following a symlink, and its
  * entries are reached through `/proc/self/fd/<fd>/<name>`: the kernel jumps straight to the open
@@ -15,7 +18,9 @@
  * in. A file with several hard links is left alone: it may be a host file linked into the tree;
  * so is a device node.
  *
- * The root of a tree is trusted: the user named it (--workspace) or Carapace made it.
+ * Trusted: the root of each tree (the user named it, or Carapace made it), and everything outside
+ * the trees (the system's and the user's own symlinks are followed there). openHostPath draws that
+ * line: ordinary resolution above a tree's root, no symlink and no '..' below it.
  */
 import {
   chownSync,
@@ -30,7 +35,7 @@ import {
   readlinkSync,
   type Dirent,
 } from 'node:fs';
-import { isAbsolute, join, relative, sep } from 'node:path';
+import { dirname, join } from 'node:path';
 import { SandboxStartError } from './launch.js';
 
 /** Not in Node's fs.constants: an fd that names a file without opening it for I/O. */
@@ -126,95 +131,238 @@ export function handOverTree(rootFd: number, owner: TreeOwner): void {
   }
 }
 
-function refuse(host: string, why: string): never {
-  throw new SandboxStartError(
-    `${host} ${why}: something in the sandbox may have made it to reach a host path; ` +
-      `remove it (rm ${host}) and start again`,
-  );
+/** Sandbox-writable trees, by real path: every entry beneath one may have been made by a sandbox. */
+export interface SandboxTrees {
+  /** The tree `realPath` is, or lies beneath; null when no sandbox can write there. */
+  treeOf(realPath: string): string | null;
 }
 
-function describeNonDirectory(dirFd: number, name: string, host: string): never {
-  let st;
+const inside = (p: string, root: string) => p === root || p.startsWith(root === '/' ? '/' : root + '/');
+
+export function sandboxTrees(roots: Iterable<string>): SandboxTrees {
+  const list = [...new Set(roots)].sort((a, b) => b.length - a.length);
+  return { treeOf: (p) => list.find((root) => inside(p, root)) ?? null };
+}
+
+export type HostPathErrorCode =
+  /** A symlink where a sandbox can write: never followed. */
+  | 'symlink'
+  /** '..' where a sandbox can write: it could lead anywhere the sandbox moved things. */
+  | 'parent-link'
+  | 'not-directory'
+  | 'not-found'
+  /** The launching user cannot pass a directory on the way (no search right). */
+  | 'unreachable'
+  | 'too-many-links';
+
+export class HostPathError extends SandboxStartError {
+  override name = 'HostPathError';
+  constructor(
+    readonly code: HostPathErrorCode,
+    /** The path as far as it was resolved when the walk stopped. */
+    readonly path: string,
+    message: string,
+    exitCode = 125,
+  ) {
+    super(message, exitCode);
+  }
+}
+
+export interface OpenedHostPath {
+  /** O_PATH, unless `fileFlags` said how to open a file. Owned by the caller. */
+  fd: number;
+  /** Where the kernel reached, every symlink resolved. */
+  real: string;
+  /** The sandbox-writable tree it lies in, if any. */
+  tree: string | null;
+}
+
+export interface OpenHostPathOptions {
+  trees: SandboxTrees;
+  /** What the last component may be: a directory (default), or a directory or a file. */
+  expect?: 'directory' | 'any';
+  /** Makes missing directories (0700); in a sandbox tree they are given to `owner` (null: ours). */
+  create?: { owner: TreeOwner | null };
+  /** Open a last component that is a file with these flags (O_NOFOLLOW is always added). */
+  fileFlags?: number;
+  /** With fileFlags including O_CREAT: a missing last component is created as a file, this mode. */
+  fileMode?: number;
+  /** Walk `path` (relative) from this open directory instead of from `/`. */
+  from?: { fd: number; real: string };
+}
+
+/** Symlinks a path may pass through outside sandbox trees, as the kernel allows (MAXSYMLINKS). */
+const MAX_LINKS = 40;
+const O_DIR_PATH = O_PATH | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+
+function components(path: string): string[] {
+  return path.split('/').filter((c) => c !== '' && c !== '.');
+}
+
+function symlinkTarget(dirFd: number, name: string): string {
   try {
-    st = lstatSync(at(dirFd, name));
+    return readlinkSync(at(dirFd, name));
   } catch {
-    refuse(host, 'changed while the sandbox was being prepared');
+    return '?';
   }
-  if (st.isSymbolicLink()) {
-    let target = '?';
-    try {
-      target = readlinkSync(at(dirFd, name));
-    } catch {
-      // keep '?'
-    }
-    refuse(host, `is a symlink (to ${target}) where a directory of the sandbox's own is expected`);
-  }
-  refuse(host, 'is not a directory');
 }
 
 /**
- * Checks that `path` (inside the tree `root`) is reached without any symlink, and returns an fd of
- * it. With `create`, missing directories are made (mode 0700) and given to `create` (null: keep
- * our own uid, rootless). `lastMayBeFile`: the last component may be a file (a read-only path).
- * Returns null when the path does not exist and nothing is to be created.
+ * Opens a host path the way the kernel would resolve it, except that nothing a sandbox may have
+ * made is followed: outside sandbox-writable trees a symlink is the user's (or the system's) and
+ * is followed, by reading it and walking its target component by component; inside one, a
+ * symlink or '..' stops the walk with a HostPathError. Each directory is held by an fd and the next
+ * component is reached through `/proc/self/fd/<fd>/<name>`, so a directory swapped for a symlink
+ * after it was checked is never followed either. This is openat2(RESOLVE_NO_SYMLINKS) below the
+ * trees' roots, and ordinary resolution above them, which Node cannot ask the kernel for.
  */
-export function openBeneath(
-  root: string,
-  path: string,
-  opts: { create?: TreeOwner | null; lastMayBeFile?: boolean } = {},
-): number | null {
-  const rel = relative(root, path);
-  if (isAbsolute(rel) || rel.split(sep).includes('..')) {
-    throw new SandboxStartError(`${path} is not inside ${root}`);
+export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHostPath {
+  if (!opts.from && !path.startsWith('/')) {
+    throw new HostPathError('not-found', path, `${path} is not an absolute path`);
   }
-  const parts = rel === '' ? [] : rel.split(sep);
-  let fd = openSync(root, constants.O_RDONLY | constants.O_DIRECTORY);
+  let queue = components(path);
+  // The magic link of `from` is followed (to that very directory); O_NOFOLLOW would stop at it.
+  let fd = openSync(opts.from ? at(opts.from.fd) : '/', O_PATH | constants.O_DIRECTORY);
+  let real = opts.from?.real ?? '/';
+  let links = 0;
   try {
-    for (let i = 0; i < parts.length; i++) {
-      const name = parts[i]!;
-      const host = join(root, ...parts.slice(0, i + 1));
-      const last = i === parts.length - 1;
-      let next = openSubdir(fd, name);
-      if (next === null && opts.create !== undefined) {
-        let made = false;
+    while (queue.length > 0) {
+      const name = queue.shift()!;
+      const last = queue.length === 0;
+      const tree = opts.trees.treeOf(real);
+      const here = join(real, name);
+      if (name === '..') {
+        if (tree !== null) {
+          throw new HostPathError(
+            'parent-link',
+            here,
+            `${path}: ".." inside ${tree}, which a sandbox can change; name the directory without ".."`,
+          );
+        }
+        const up = openSync(at(fd, '..'), O_DIR_PATH);
+        closeSync(fd);
+        fd = up;
+        real = dirname(real);
+        continue;
+      }
+      let st;
+      try {
+        st = lstatSync(at(fd, name));
+      } catch (err) {
+        const code = errnoOf(err);
+        if (code === 'EACCES') throw unreachable(path, real);
+        if (code !== 'ENOENT') throw err;
+        if (last && opts.fileFlags !== undefined && (opts.fileFlags & constants.O_CREAT) !== 0) {
+          const file = openSync(
+            at(fd, name),
+            opts.fileFlags | constants.O_EXCL | constants.O_NOFOLLOW,
+            opts.fileMode ?? 0o600,
+          );
+          return { fd: file, real: here, tree };
+        }
+        if (!opts.create) throw new HostPathError('not-found', here, `${here} does not exist`);
         try {
           mkdirSync(at(fd, name), { mode: 0o700 });
-          made = true;
+          if (tree !== null && opts.create.owner !== null) {
+            const made = openSync(at(fd, name), O_DIR_PATH);
+            try {
+              // Through the fd of what we made: never a path the sandbox could have redirected.
+              chownSync(at(made), opts.create.owner.uid, opts.create.owner.gid);
+            } finally {
+              closeSync(made);
+            }
+          }
+        } catch (mkdirErr) {
+          if (errnoOf(mkdirErr) !== 'EEXIST') throw mkdirErr; // raced: look again
+        }
+        queue.unshift(name);
+        continue;
+      }
+      if (st.isSymbolicLink()) {
+        const target = symlinkTarget(fd, name);
+        if (tree !== null) {
+          throw new HostPathError(
+            'symlink',
+            here,
+            `${here} is a symlink (to ${target}) inside ${tree}, which a sandbox can write: it may ` +
+              `have been planted to reach a host path; remove it (rm ${here}) or name another path`,
+          );
+        }
+        if (++links > MAX_LINKS)
+          throw new HostPathError('too-many-links', here, `${path}: too many symlinks`);
+        queue = [...components(target), ...queue];
+        if (target.startsWith('/')) {
+          closeSync(fd);
+          fd = openSync('/', O_DIR_PATH);
+          real = '/';
+        }
+        continue;
+      }
+      if (st.isDirectory()) {
+        let next: number;
+        try {
+          next = openSync(at(fd, name), O_DIR_PATH);
         } catch (err) {
-          if (errnoOf(err) !== 'EEXIST') throw err; // a symlink or a file: refused below
+          // Made a symlink since the lstat: only something that writes here can have done that.
+          if (errnoOf(err) === 'ELOOP' || errnoOf(err) === 'ENOTDIR') queue.unshift(name);
+          else if (errnoOf(err) === 'EACCES') throw unreachable(path, real);
+          else throw err;
+          continue;
         }
-        next = openSubdir(fd, name);
-        if (next !== null && made && opts.create !== null) fchownSync(next, opts.create.uid, opts.create.gid);
+        closeSync(fd);
+        fd = next;
+        real = here;
+        continue;
       }
-      if (next === null) {
-        if (last && opts.lastMayBeFile) {
-          try {
-            next = openSync(at(fd, name), O_PATH | constants.O_NOFOLLOW);
-          } catch (err) {
-            if (errnoOf(err) === 'ENOENT') return null;
-            throw err;
-          }
-          if (fstatSync(next).isSymbolicLink()) {
-            closeSync(next);
-            describeNonDirectory(fd, name, host);
-          }
-        } else {
-          try {
-            lstatSync(at(fd, name));
-          } catch (err) {
-            if (errnoOf(err) === 'ENOENT' && opts.create === undefined) return null;
-            throw err;
-          }
-          describeNonDirectory(fd, name, host);
-        }
+      if (!last || (opts.expect ?? 'directory') === 'directory') {
+        throw new HostPathError('not-directory', here, `${here} is not a directory`);
       }
-      closeSync(fd);
-      fd = next;
+      let file: number;
+      try {
+        file = openSync(at(fd, name), (opts.fileFlags ?? O_PATH) | constants.O_NOFOLLOW);
+      } catch (err) {
+        if (errnoOf(err) !== 'ELOOP') throw err;
+        queue.unshift(name); // made a symlink since the lstat: judged again above
+        continue;
+      }
+      return { fd: file, real: here, tree };
     }
-    const result = fd;
+    const result = { fd, real, tree: opts.trees.treeOf(real) };
     fd = -1;
     return result;
   } finally {
+    // The directory we stood in (not the result, which is the caller's).
     if (fd >= 0) closeSync(fd);
   }
+}
+
+/**
+ * The real path `path` would have, resolved like openHostPath as far as it exists, with the
+ * missing rest appended: where a workspace that is yet to be made will be.
+ */
+export function realPathOf(path: string, trees: SandboxTrees): string {
+  const parts = components(path);
+  for (let n = parts.length; n >= 0; n--) {
+    try {
+      const opened = openHostPath('/' + parts.slice(0, n).join('/'), { trees, expect: 'any' });
+      closeSync(opened.fd);
+      return join(opened.real, ...parts.slice(n));
+    } catch (err) {
+      if (err instanceof HostPathError && (err.code === 'not-found' || err.code === 'not-directory'))
+        continue;
+      throw err;
+    }
+  }
+  return path;
+}
+
+/** The launching user cannot search `dir` (rootless, or a root squashed by NFS). */
+function unreachable(path: string, dir: string): HostPathError {
+  const uid = process.getuid?.() ?? 0;
+  return new HostPathError(
+    'unreachable',
+    dir,
+    `uid ${uid} cannot reach ${path}: ${dir} is not searchable by it (chmod o+x ${dir}, or use a path elsewhere)`,
+    2,
+  );
 }
