@@ -8,7 +8,7 @@
  * baseline runs as (an unprivileged uid when the suite runs as root).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 
 export const PREMISE_NAMES = [
   'root',
@@ -22,6 +22,7 @@ export const PREMISE_NAMES = [
   'landlock-abi-6',
   'core-file',
   'setcap',
+  'merged-usr',
 ] as const;
 export type PremiseName = (typeof PREMISE_NAMES)[number];
 
@@ -89,6 +90,12 @@ export function probeHost(): HostPremises {
   const clone3 = python('r = libc.syscall(435, None, 0); print(r, ctypes.get_errno())');
   const corePattern = readTrimmed('/proc/sys/kernel/core_pattern');
   const setcap = ['/usr/sbin/setcap', '/sbin/setcap', '/usr/bin/setcap'].find((p) => existsSync(p));
+  let binLink: string | null = null;
+  try {
+    binLink = readlinkSync('/bin');
+  } catch {
+    binLink = null;
+  }
 
   return {
     root: result(asRoot, asRoot ? 'the tests run as root' : `the tests run as uid ${process.getuid?.()}`),
@@ -125,5 +132,9 @@ export function probeHost(): HostPremises {
       `kernel.core_pattern is "${corePattern ?? '?'}" (the baseline needs a plain "core" file)`,
     ),
     setcap: result(setcap !== undefined, setcap ? `${setcap}` : 'no setcap binary (libcap2-bin)'),
+    'merged-usr': result(
+      binLink !== null && binLink.replace(/^\//, '') === 'usr/bin',
+      binLink === null ? '/bin is not a symlink (/usr is not merged)' : `/bin → ${binLink}`,
+    ),
   };
 }
