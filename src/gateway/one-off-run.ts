@@ -12,7 +12,7 @@ import { assertSandboxName } from '../sandbox/identity.js';
 import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
 import type { RunNetwork } from './run-network.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
-import { openAuditFile, readPolicyText, runTrees } from './run-files.js';
+import { openAuditFile, readPolicyText, runTrees, SandboxWritableFileError } from './run-files.js';
 import {
   parseMount,
   RunInputError,
@@ -105,7 +105,26 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
   // Policy and audit files must lie outside every tree a sandbox writes, this run's included.
   const trees = runTrees(dirs, workspace, opts.mounts);
-  const { settings, network: makeNetwork } = await loadRunPolicy(opts, dirs, trees);
+  // The audit first: a policy file refused for where it lies is a finding on the record.
+  const audit = await openRunAudit(opts.audit, trees);
+  let loaded: Awaited<ReturnType<typeof loadRunPolicy>>;
+  try {
+    loaded = await loadRunPolicy(opts, dirs, trees);
+  } catch (err) {
+    if (err instanceof SandboxWritableFileError) {
+      audit.emit((a) =>
+        a.finding({
+          sandbox: name,
+          kind: 'policy-file-refused',
+          title: err.message,
+          details: { policy: err.path, tree: err.tree },
+        }),
+      );
+    }
+    audit.close();
+    throw err;
+  }
+  const { settings, network: makeNetwork } = loaded;
   const spec = specFromSettings(settings, {
     name,
     workspace,
@@ -113,8 +132,6 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     mounts: opts.mounts,
     command: opts.command,
   });
-
-  const audit = await openRunAudit(opts.audit, trees);
 
   const network = makeNetwork?.(audit.sink) ?? null;
   const abiOverride = process.env.CARAPACE_LANDLOCK_ABI_MAX;

@@ -9,7 +9,7 @@
  * are opened without following a symlink planted in one on the way (openHostPath).
  */
 import { closeSync, constants, fstatSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { HostPathError, openHostPath, realPathOf, type SandboxTrees } from '../sandbox/untrusted-tree.js';
 import { WritableTreeRegistry } from '../sandbox/writable-trees.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
@@ -23,13 +23,41 @@ export function runTrees(dirs: StateDirs, workspace: string, mounts: string[]): 
   const registry = new WritableTreeRegistry(dirs);
   const known = registry.trees();
   const ours = [workspace, ...mounts.map(parseMount).flatMap((m) => (m.readOnly ? [] : [m.host]))];
-  return registry.trees(ours.map((p) => realPathOf(p, known)));
+  return registry.trees(ours.map((p) => realOrAsGiven(p, known)));
+}
+
+/**
+ * Where `path` leads; as given when the way there is refused (a symlink a sandbox planted): the
+ * start refuses it then, with its audit event, and nothing of it is used before.
+ */
+function realOrAsGiven(path: string, trees: SandboxTrees): string {
+  try {
+    return realPathOf(path, trees);
+  } catch (err) {
+    if (err instanceof HostPathError) return path;
+    throw err;
+  }
+}
+
+/** A policy or audit file inside a tree a sandbox can write. */
+export class SandboxWritableFileError extends RunInputError {
+  override name = 'SandboxWritableFileError';
+  readonly code = 'sandbox-writable';
+  constructor(
+    message: string,
+    readonly path: string,
+    readonly tree: string,
+  ) {
+    super(message);
+  }
 }
 
 function refuseInTree(option: string, path: string, real: string, tree: string): never {
-  throw new RunInputError(
+  throw new SandboxWritableFileError(
     `${option} ${path}: ${real} is inside ${tree}, which a sandbox can write; ` +
       `keep policy and audit files outside every workspace and writable --mount`,
+    real,
+    tree,
   );
 }
 
@@ -47,6 +75,9 @@ export function readPolicyText(path: string, trees: SandboxTrees): string | null
     if (err instanceof HostPathError && (err.code === 'not-found' || err.code === 'not-directory')) {
       return null;
     }
+    if (err instanceof HostPathError && (err.code === 'symlink' || err.code === 'parent-link')) {
+      throw new SandboxWritableFileError(`--policy ${path}: ${err.message}`, err.path, dirname(err.path));
+    }
     if (err instanceof HostPathError) throw new RunInputError(`--policy ${path}: ${err.message}`);
     throw err;
   }
@@ -63,6 +94,10 @@ export function readPolicyText(path: string, trees: SandboxTrees): string | null
 export function openAuditFile(path: string, trees: SandboxTrees): number {
   let opened;
   try {
+    // Judged before anything is created: a refused audit file must not be left behind.
+    const real = realPathOf(resolve(path), trees);
+    const tree = trees.treeOf(real);
+    if (tree !== null) refuseInTree('--audit', path, real, tree);
     opened = openHostPath(resolve(path), {
       trees,
       expect: 'any',
