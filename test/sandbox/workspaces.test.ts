@@ -106,5 +106,33 @@ describe('the launching user cannot reach the path (rootless)', () => {
       `carapace: uid ${HOST_NOBODY} cannot reach ${join(p, 'ws')}: ${p} is not searchable by it ` +
         `(chmod o+x ${p}, or use a path elsewhere)\n`,
     );
+    // The same for a --mount source: one line, never bwrap's and then a cgroup error.
+    const m = spawnSync(
+      process.execPath,
+      [CLI, 'run', '--best-effort-limits', '--mount', `${join(p, 'data')}:/data:ro`, '--', 'true'],
+      {
+        encoding: 'utf8',
+        uid: HOST_NOBODY,
+        gid: HOST_NOBODY,
+        cwd: '/',
+        env: { PATH: process.env.PATH, CARAPACE_HOME: home },
+        timeout: 60_000,
+      },
+    );
+    expect(m.status).toBe(2);
+    expect(m.stderr).toBe(
+      `carapace: uid ${HOST_NOBODY} cannot reach ${join(p, 'data')}: ${p} is not searchable by it ` +
+        `(chmod o+x ${p}, or use a path elsewhere)\n`,
+    );
+  });
+});
+
+describe('--mount of the host root', () => {
+  it('writable: refused with one line (every host path would become the sandbox’s to plant in)', () => {
+    const r = carapace(['run', '--mount', '/:/host', '--', 'true'], { home: freshHome() });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(
+      `carapace: --mount "/:/host": the host's root can only be mapped read-only (add :ro)\n`,
+    );
   });
 });
