@@ -74,6 +74,20 @@ export function openBinds(input: OpenBindsInput): OpenedBinds {
 
     const ops: MountOp[] = [];
     for (const op of plan.ops) {
+      if (op.kind === 'ro-bind' && op.listed) {
+        // A listed read_only path is resolved like any host path: a way through a tree a sandbox
+        // writes either stops at that sandbox's symlink (refused) or ends inside the tree, and
+        // is then bound by fd. System paths (the rest) are bound by path, as the system's.
+        const source = openHostPath(op.host, { trees, expect: 'any' });
+        if (source.tree === null) {
+          closeSync(source.fd);
+          ops.push(op);
+          continue;
+        }
+        opened.fds.push(source.fd);
+        ops.push({ kind: 'fd-bind', readOnly: true, fd: source.fd, real: source.real, path: op.path });
+        continue;
+      }
       if (op.kind !== 'tree-bind' && op.kind !== 'mount-bind') {
         ops.push(op);
         continue;

@@ -49,8 +49,11 @@ export type MissingSource =
   | 'skip';
 
 export type MountOp =
-  /** A trusted host path: the system's (listed read_only) or Carapace's own runtime files. */
-  | { kind: 'ro-bind' | 'bind'; host: string; path: string }
+  /**
+   * A host path: the system's (listed read_only, `listed`) or Carapace's own runtime files. A
+   * listed one that lies in a tree a sandbox writes is opened by fd like a mount (bind-sources.ts).
+   */
+  | { kind: 'ro-bind' | 'bind'; host: string; path: string; listed?: boolean }
   /** A directory in the workspace or the sandbox's storage, opened by fd before the launch. */
   | {
       kind: 'tree-bind';
@@ -273,9 +276,10 @@ function rootLevelSymlinks(hostRoot: string): Map<string, string> {
 
 function lstatOrNull(path: string) {
   try {
-    return lstatSync(path);
+    // No exception for the common miss: a start checks a dozen paths that may not exist.
+    return lstatSync(path, { throwIfNoEntry: false }) ?? null;
   } catch {
-    return null;
+    return null; // ENOTDIR, EACCES: not there either, for us
   }
 }
 
@@ -283,7 +287,7 @@ function hostPathOp(host: string, path: string): MountOp | null {
   const st = lstatOrNull(host);
   if (!st) return null;
   if (st.isSymbolicLink()) return { kind: 'symlink', target: readlinkSync(host), path };
-  return { kind: 'ro-bind', host, path };
+  return { kind: 'ro-bind', host, path, listed: true };
 }
 
 function readdirSshKeys(dir: string): string[] {

@@ -9,7 +9,7 @@
  * are untouched, that the run is refused with one line, and the audit event where there is one.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { carapace, freshHome } from '../helpers/cli.js';
 import { requires } from '../helpers/premises.js';
@@ -81,6 +81,22 @@ describe('symlinks a sandbox planted, in paths the user names later', () => {
     expect(r.stderr).toContain(`${join(ws, 'data')} is a symlink (to ${victim})`);
     expect(refusedStart(audit)).toMatch(/symlink/);
     expectUntouched(victim);
+  });
+
+  it("a read_only path a policy lists in another sandbox's workspace, through its symlink: refused, not bound", () => {
+    const victim = victimDir();
+    const ws = sharedTempDir('carapace-ws-');
+    const home = freshHome();
+    // The symlink is a parent of the listed path (one that is itself a symlink is recreated as one).
+    plant(ws, home, `ln -s ${dirname(victim)} /sandbox/conf`);
+    const listed = join(ws, 'conf', basename(victim));
+    const policy = policyFile(POLICY.replace('/etc]', `/etc, ${listed}]`));
+    const audit = join(sharedTempDir(), 'audit.jsonl');
+    const r = runInSandbox(['cat', `${listed}/f0`], ['--policy', policy, '--audit', audit], home);
+    expect(r.stdout).not.toContain('host');
+    expect(r.status).toBe(125);
+    expect(r.stderr).toContain(`${join(ws, 'conf')} is a symlink (to ${dirname(victim)}) inside ${ws}`);
+    expect(refusedStart(audit)).toMatch(/symlink/);
   });
 
   it('an audit file a sandbox replaced by a symlink: root never appends to its target', () => {
