@@ -227,8 +227,9 @@ function openMountSource(op: Extract<MountOp, { kind: 'mount-bind' }>, trees: Sa
 function makeAliases(plan: MountPlan, identity: SandboxIdentity, runtime: string, opened: OpenedBinds): void {
   const binds = plan.ops.filter((o): o is FdBind => o.kind === 'fd-bind');
   const dir = join(runtime, 'binds');
+  const passable = new Map<string, boolean>(); // the sources share most of their ancestors
   for (const op of binds) {
-    if (reachableBy(op.real, identity)) continue;
+    if (reachableBy(op.real, identity, passable)) continue;
     mkdirSync(dir, { recursive: true, mode: 0o711 });
     const alias = join(dir, String(opened.aliases.size));
     if (fstatSync(op.fd).isDirectory()) mkdirSync(alias, { mode: 0o700 });
@@ -238,11 +239,16 @@ function makeAliases(plan: MountPlan, identity: SandboxIdentity, runtime: string
 }
 
 /** Whether `uid` can search every directory above `real` (what bwrap's realpath needs). */
-function reachableBy(real: string, identity: SandboxIdentity): boolean {
+function reachableBy(real: string, identity: SandboxIdentity, passable: Map<string, boolean>): boolean {
   for (let dir = dirname(real); ; dir = dirname(dir)) {
-    const st = statSync(dir);
-    const bits = st.uid === identity.uid ? 0o100 : st.gid === identity.gid ? 0o010 : 0o001;
-    if ((st.mode & bits) === 0) return false;
+    let ok = passable.get(dir);
+    if (ok === undefined) {
+      const st = statSync(dir);
+      const bits = st.uid === identity.uid ? 0o100 : st.gid === identity.gid ? 0o010 : 0o001;
+      ok = (st.mode & bits) !== 0;
+      passable.set(dir, ok);
+    }
+    if (!ok) return false;
     if (dir === '/') return true;
   }
 }

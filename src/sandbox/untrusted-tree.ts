@@ -163,6 +163,8 @@ export class HostPathError extends SandboxStartError {
     readonly path: string,
     message: string,
     exitCode = 125,
+    /** For 'not-found': the components after the missing one, not resolved. */
+    readonly rest: string[] = [],
   ) {
     super(message, exitCode);
   }
@@ -247,11 +249,13 @@ export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHos
       }
       let st;
       try {
-        st = lstatSync(at(fd, name));
+        // No exception for a missing entry: making a workspace meets one per start.
+        st = lstatSync(at(fd, name), { throwIfNoEntry: false });
       } catch (err) {
-        const code = errnoOf(err);
-        if (code === 'EACCES') throw unreachable(path, real);
-        if (code !== 'ENOENT') throw err;
+        if (errnoOf(err) === 'EACCES') throw unreachable(path, real);
+        throw err;
+      }
+      if (st === undefined) {
         if (last && opts.fileFlags !== undefined && (opts.fileFlags & constants.O_CREAT) !== 0) {
           const file = openSync(
             at(fd, name),
@@ -260,22 +264,11 @@ export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHos
           );
           return { fd: file, real: here, tree };
         }
-        if (!opts.create) throw new HostPathError('not-found', here, `${here} does not exist`);
-        try {
-          mkdirSync(at(fd, name), { mode: 0o700 });
-          if (tree !== null && opts.create.owner !== null) {
-            const made = openSync(at(fd, name), O_DIR_PATH);
-            try {
-              // Through the fd of what we made: never a path the sandbox could have redirected.
-              chownSync(at(made), opts.create.owner.uid, opts.create.owner.gid);
-            } finally {
-              closeSync(made);
-            }
-          }
-        } catch (mkdirErr) {
-          if (errnoOf(mkdirErr) !== 'EEXIST') throw mkdirErr; // raced: look again
+        if (!opts.create) {
+          throw new HostPathError('not-found', here, `${here} does not exist`, 125, [...queue]);
         }
-        queue.unshift(name);
+        makeDirectory(fd, name, tree !== null ? opts.create.owner : null);
+        queue.unshift(name); // and look again: what is there now is judged like anything else
         continue;
       }
       if (st.isSymbolicLink()) {
@@ -336,24 +329,38 @@ export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHos
   }
 }
 
+/** mkdir `name` in the directory `dirFd` (0700), given to `owner` through the fd of what was made. */
+function makeDirectory(dirFd: number, name: string, owner: TreeOwner | null): void {
+  try {
+    mkdirSync(at(dirFd, name), { mode: 0o700 });
+  } catch (err) {
+    if (errnoOf(err) === 'EEXIST') return; // raced: the caller looks again
+    throw err;
+  }
+  if (owner === null) return;
+  const made = openSync(at(dirFd, name), O_DIR_PATH);
+  try {
+    // Never by a path the sandbox could have redirected since the mkdir.
+    chownSync(at(made), owner.uid, owner.gid);
+  } finally {
+    closeSync(made);
+  }
+}
+
 /**
  * The real path `path` would have, resolved like openHostPath as far as it exists, with the
  * missing rest appended: where a workspace that is yet to be made will be.
  */
 export function realPathOf(path: string, trees: SandboxTrees): string {
-  const parts = components(path);
-  for (let n = parts.length; n >= 0; n--) {
-    try {
-      const opened = openHostPath('/' + parts.slice(0, n).join('/'), { trees, expect: 'any' });
-      closeSync(opened.fd);
-      return join(opened.real, ...parts.slice(n));
-    } catch (err) {
-      if (err instanceof HostPathError && (err.code === 'not-found' || err.code === 'not-directory'))
-        continue;
-      throw err;
-    }
+  try {
+    const opened = openHostPath(path, { trees, expect: 'any' });
+    closeSync(opened.fd);
+    return opened.real;
+  } catch (err) {
+    if (err instanceof HostPathError && err.code === 'not-found') return join(err.path, ...err.rest);
+    if (err instanceof HostPathError && err.code === 'not-directory') return path;
+    throw err;
   }
-  return path;
 }
 
 /** The launching user cannot search `dir` (rootless, or a root squashed by NFS). */

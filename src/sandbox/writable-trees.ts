@@ -58,6 +58,7 @@ const isRecord = (v: unknown): v is TreeRecord => {
 
 export class WritableTreeRegistry {
   private readonly dir: string;
+  private storage: string | undefined;
 
   constructor(private readonly dirs: StateDirs) {
     this.dir = join(dirs.state, 'writable-trees');
@@ -65,20 +66,20 @@ export class WritableTreeRegistry {
 
   /** `<state>/sandboxes`, by its real path (the state directory may be reached through a symlink). */
   storageRoot(): string {
-    const root = join(this.dirs.state, 'sandboxes');
-    mkdirSync(root, { recursive: true, mode: 0o711 });
-    return realpathSync(root);
+    if (this.storage === undefined) {
+      const root = join(this.dirs.state, 'sandboxes');
+      mkdirSync(root, { recursive: true, mode: 0o711 });
+      this.storage = realpathSync(root);
+    }
+    return this.storage;
   }
 
   /** Every known tree that still exists, by real path; stale records are removed on the way. */
   roots(): string[] {
     const roots = [this.storageRoot()];
-    let names: string[];
-    try {
-      names = readdirSync(this.dir).filter((n) => n.endsWith('.json'));
-    } catch {
-      return roots;
-    }
+    // Made if missing rather than caught missing: a start should not pay for an exception.
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const names = readdirSync(this.dir).filter((n) => n.endsWith('.json'));
     for (const name of names) {
       const file = join(this.dir, name);
       let record: unknown;
