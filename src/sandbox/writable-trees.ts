@@ -20,6 +20,7 @@
 import { createHash } from 'node:crypto';
 import {
   closeSync,
+  existsSync,
   fstatSync,
   mkdirSync,
   readdirSync,
@@ -64,11 +65,14 @@ export class WritableTreeRegistry {
     this.dir = join(dirs.state, 'writable-trees');
   }
 
-  /** `<state>/sandboxes`, by its real path (the state directory may be reached through a symlink). */
+  /**
+   * `<state>/sandboxes`, by its real path (the state directory may be reached through a symlink);
+   * as named while it does not exist yet (no sandbox has storage there then).
+   */
   storageRoot(): string {
     if (this.storage === undefined) {
       const root = join(this.dirs.state, 'sandboxes');
-      mkdirSync(root, { recursive: true, mode: 0o711 });
+      if (!existsSync(root)) return root;
       this.storage = realpathSync(root);
     }
     return this.storage;
@@ -77,8 +81,8 @@ export class WritableTreeRegistry {
   /** Every known tree that still exists, by real path; stale records are removed on the way. */
   roots(): string[] {
     const roots = [this.storageRoot()];
-    // Made if missing rather than caught missing: a start should not pay for an exception.
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    // Looked at, not caught missing: a start should not pay for an exception (nor make state).
+    if (!existsSync(this.dir)) return roots;
     const names = readdirSync(this.dir).filter((n) => n.endsWith('.json'));
     for (const name of names) {
       const file = join(this.dir, name);
