@@ -20,6 +20,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import type { SandboxCgroup } from './cgroup.js';
@@ -211,6 +212,9 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   for (const fd of fds.keys()) stdio.push(fd);
   const args = bwrapArgs(req);
   const aliases = [...(req.aliases ?? [])];
+  if (aliases.length > 0 && !req.identity.rootless && !existsSync(nativeLauncher())) {
+    throw new SandboxStartError(`${nativeLauncher()} is missing: run ./install.sh (or npm run build)`);
+  }
   const asSandbox = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
   // With aliases, carapace-launch (root) binds them in its own mount namespace, becomes the
   // sandbox's uid and execs bwrap: the same process, so everything below holds either way.
