@@ -195,6 +195,10 @@ export interface OpenHostPathOptions {
 
 /** Symlinks a path may pass through outside sandbox trees, as the kernel allows (MAXSYMLINKS). */
 const MAX_LINKS = 40;
+/** Times one walk looks again at an entry that changed under it (only a racing writer does that). */
+const MAX_RACES = 8;
+/** Components one walk may take: PATH_MAX's worth, its symlinks' and its creations' included. */
+const MAX_STEPS = 8192;
 const O_DIR_PATH = O_PATH | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
 function components(path: string): string[] {
@@ -227,8 +231,19 @@ export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHos
   let fd = openSync(opts.from ? at(opts.from.fd) : '/', O_PATH | constants.O_DIRECTORY);
   let real = opts.from?.real ?? '/';
   let links = 0;
+  let races = 0;
+  /** An entry changed between our look and our open: look again, but not for ever. */
+  const again = (name: string, here: string) => {
+    if (++races > MAX_RACES) {
+      throw new HostPathError('symlink', here, `${here} keeps changing while it is opened; start again`);
+    }
+    queue.unshift(name);
+  };
+  let steps = 0;
   try {
     while (queue.length > 0) {
+      if (++steps > MAX_STEPS)
+        throw new HostPathError('too-many-links', path, `${path}: too long to resolve`);
       const name = queue.shift()!;
       const last = queue.length === 0;
       const tree = opts.trees.treeOf(real);
@@ -267,8 +282,10 @@ export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHos
         if (!opts.create) {
           throw new HostPathError('not-found', here, `${here} does not exist`, 125, [...queue]);
         }
-        makeDirectory(fd, name, tree !== null ? opts.create.owner : null);
-        queue.unshift(name); // and look again: what is there now is judged like anything else
+        // Look again: what is there now is judged like anything else. (A writer that keeps
+        // removing what we make is the one thing that loops; the step bound below ends it.)
+        if (!makeDirectory(fd, name, tree !== null ? opts.create.owner : null)) again(name, here);
+        else queue.unshift(name);
         continue;
       }
       if (st.isSymbolicLink()) {
@@ -297,7 +314,7 @@ export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHos
           next = openSync(at(fd, name), O_DIR_PATH);
         } catch (err) {
           // Made a symlink since the lstat: only something that writes here can have done that.
-          if (errnoOf(err) === 'ELOOP' || errnoOf(err) === 'ENOTDIR') queue.unshift(name);
+          if (errnoOf(err) === 'ELOOP' || errnoOf(err) === 'ENOTDIR') again(name, here);
           else if (errnoOf(err) === 'EACCES') throw unreachable(path, real);
           else throw err;
           continue;
@@ -315,7 +332,7 @@ export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHos
         file = openSync(at(fd, name), (opts.fileFlags ?? O_PATH) | constants.O_NOFOLLOW);
       } catch (err) {
         if (errnoOf(err) !== 'ELOOP') throw err;
-        queue.unshift(name); // made a symlink since the lstat: judged again above
+        again(name, here); // made a symlink since the lstat: judged again above
         continue;
       }
       return { fd: file, real: here, tree };
@@ -329,15 +346,18 @@ export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHos
   }
 }
 
-/** mkdir `name` in the directory `dirFd` (0700), given to `owner` through the fd of what was made. */
-function makeDirectory(dirFd: number, name: string, owner: TreeOwner | null): void {
+/**
+ * mkdir `name` in the directory `dirFd` (0700), given to `owner` through the fd of what was made.
+ * False when something else made it first.
+ */
+function makeDirectory(dirFd: number, name: string, owner: TreeOwner | null): boolean {
   try {
     mkdirSync(at(dirFd, name), { mode: 0o700 });
   } catch (err) {
-    if (errnoOf(err) === 'EEXIST') return; // raced: the caller looks again
+    if (errnoOf(err) === 'EEXIST') return false; // raced: the caller looks again
     throw err;
   }
-  if (owner === null) return;
+  if (owner === null) return true;
   const made = openSync(at(dirFd, name), O_DIR_PATH);
   try {
     // Never by a path the sandbox could have redirected since the mkdir.
@@ -345,6 +365,7 @@ function makeDirectory(dirFd: number, name: string, owner: TreeOwner | null): vo
   } finally {
     closeSync(made);
   }
+  return true;
 }
 
 /**
