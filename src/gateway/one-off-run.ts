@@ -5,7 +5,7 @@
 import { join, resolve } from 'node:path';
 import type { AuditSink, OcsfEvent } from '../audit/index.js';
 import { agentStarted, SandboxStartError, startFailure, type InitEvent } from '../sandbox/launch.js';
-import type { SandboxTrees } from '../sandbox/untrusted-tree.js';
+import type { SandboxTrees } from '../sandbox/host-path.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import { assertSandboxName } from '../sandbox/identity.js';

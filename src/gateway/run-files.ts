@@ -10,7 +10,7 @@
  */
 import { closeSync, constants, fstatSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { HostPathError, openHostPath, realPathOf, type SandboxTrees } from '../sandbox/untrusted-tree.js';
+import { HostPathError, openHostPath, realPathOf, type SandboxTrees } from '../sandbox/host-path.js';
 import { WritableTreeRegistry } from '../sandbox/writable-trees.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { parseMount, RunInputError } from './sandbox-spec-from-policy.js';

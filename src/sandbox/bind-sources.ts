@@ -28,14 +28,13 @@ import { basename, dirname, join } from 'node:path';
 import type { SandboxIdentity } from './identity.js';
 import type { MountOp, MountPlan } from './mount-plan.js';
 import {
-  handOverTree,
   HostPathError,
   openHostPath,
   sandboxTrees,
   type OpenedHostPath,
   type SandboxTrees,
-  type TreeOwner,
-} from './untrusted-tree.js';
+} from './host-path.js';
+import { handOverTree, type TreeOwner } from './untrusted-tree.js';
 import type { WritableTreeRegistry } from './writable-trees.js';
 import { WORKSPACE_PATH } from './spec.js';
 

@@ -33,7 +33,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { StateDirs } from './state-dirs.js';
-import { sandboxTrees, type SandboxTrees } from './untrusted-tree.js';
+import { sandboxTrees, type SandboxTrees } from './host-path.js';
 
 interface TreeRecord {
   path: string;
