@@ -8,7 +8,7 @@ import type { AuditSink, OcsfEvent } from '../audit/index.js';
 import { agentStarted, type InitEvent } from '../sandbox/launch.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
-import { assertSandboxName } from '../sandbox/identity.js';
+import { assertSandboxName, hostIdentities } from '../sandbox/identity.js';
 import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
 import type { RunNetwork } from './run-network.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
@@ -33,6 +33,8 @@ export interface RunOptions {
   allowLocal: string[];
   upstreamCa?: string | undefined;
   credentials: string[];
+  /** First uid of the host's sandbox uid range (CARAPACE_UID_BASE), when not the default. */
+  uidBase?: number | undefined;
 }
 
 type AuditModule = typeof import('../audit/index.js');
@@ -116,6 +118,7 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   try {
     started = await startSandbox(spec, {
       dirs,
+      identities: hostIdentities(opts.uidBase),
       ephemeral: opts.name === undefined,
       removeWorkspace: opts.workspace === undefined,
       bestEffortLimits: opts.bestEffortLimits,

@@ -21,7 +21,7 @@ import {
 } from 'node:fs';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { SandboxCgroup } from './cgroup.js';
-import { IdentityRegistry, type SandboxIdentity } from './identity.js';
+import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from './identity.js';
 import { launchSandbox, SandboxStartError, type RunningSandbox } from './launch.js';
 import { planMounts, tmpSizeBytes, type MountPlan } from './mount-plan.js';
 import { nativeBinary } from './native-paths.js';
@@ -33,6 +33,8 @@ import { handOverTree, openBeneath, type TreeOwner } from './untrusted-tree.js';
 
 export interface StartOptions {
   dirs: StateDirs;
+  /** The host's sandbox uid registry (as root); null: rootless, the sandbox is the caller. */
+  identities: IdentityRegistry | null;
   /** Remove the identity and storage when the sandbox stops (a one-off run without --name). */
   ephemeral: boolean;
   /** Remove the workspace when the sandbox stops (no --workspace was given). */
@@ -108,7 +110,8 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   const paths = sandboxPaths(opts.dirs, spec.name);
   prepareStateDirs(opts.dirs);
   const lock = SandboxLock.acquire(join(opts.dirs.run, 'sandboxes'), spec.name);
-  const registry = new IdentityRegistry(opts.dirs.state);
+  const registry = opts.identities;
+  const owner = { state: opts.dirs.state, name: spec.name };
   let identity: SandboxIdentity | null = null;
   let cgroup: SandboxCgroup | null = null;
   let network: NetworkAttachment | null = null;
@@ -119,12 +122,19 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     if (opts.removeWorkspace) rmSync(spec.workspace, { recursive: true, force: true });
     if (opts.ephemeral) {
       rmSync(paths.storage, { recursive: true, force: true });
-      registry.release(spec.name);
+      // Freed only if nothing of the uid is left at the workspace's or storage's root.
+      await registry?.release(owner);
     }
     lock.release();
   };
   try {
-    identity = registry.acquire(spec.name);
+    identity = registry
+      ? await registry.acquire(
+          owner,
+          [spec.workspace, paths.storage],
+          opts.ephemeral ? spec.workspace : undefined,
+        )
+      : rootlessIdentity();
     mkdirSync(paths.storage, { recursive: true, mode: 0o700 });
     if (!identity.rootless) chownSync(paths.storage, identity.uid, identity.gid);
     prepareWorkspace(spec.workspace, identity);
