@@ -10,6 +10,7 @@ import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import { assertSandboxName, hostIdentities } from '../sandbox/identity.js';
 import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
+import { sweepDeadRuns, type LostRun } from '../sandbox/sweep.js';
 import type { RunNetwork } from './run-network.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
 import {
@@ -99,6 +100,8 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     if (!existsSync(host)) throw new RunInputError(`--mount "${m}": ${host} does not exist`);
   }
   const dirs = stateDirs();
+  const identities = hostIdentities(opts.uidBase);
+  await reportLostRuns(await sweepDeadRuns(dirs, identities));
   const { settings, network: makeNetwork } = await loadRunPolicy(opts, dirs);
   const name = opts.name ?? newSandboxName();
   const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
@@ -118,10 +121,14 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   try {
     started = await startSandbox(spec, {
       dirs,
-      identities: hostIdentities(opts.uidBase),
+      identities,
+      auditFile: opts.audit === undefined ? undefined : resolve(opts.audit),
       ephemeral: opts.name === undefined,
       removeWorkspace: opts.workspace === undefined,
-      bestEffortLimits: opts.bestEffortLimits,
+      // The built-in default policy must start everywhere: where no cgroup can be had (a normal
+      // user without a delegated subtree), its limits fall back to the rlimits the init sets
+      // anyway. Limits a user wrote into their own policy still refuse without the flag.
+      bestEffortLimits: opts.bestEffortLimits || opts.policy === undefined,
       stdio: 'inherit',
       term: process.env.TERM,
       landlockAbiMax: abiOverride ? Number(abiOverride) : undefined,
@@ -140,6 +147,13 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     await network?.close();
     audit.close();
     throw err;
+  }
+  const skipped = started.cgroup?.report.skipped ?? [];
+  if (opts.policy === undefined && !opts.bestEffortLimits && skipped.length > 0) {
+    process.stderr.write(
+      `carapace: warning: no cgroup for the default policy's limits (${skipped.join('; ')}); ` +
+        `RLIMIT_NPROC caps the sandbox's processes instead (carapace doctor says how to get cgroups)\n`,
+    );
   }
   const forward = (sig: NodeJS.Signals) => () => started.process.signal(sig);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
@@ -179,6 +193,35 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     await started.cleanup();
     await network?.close();
     audit.close();
+  }
+}
+
+/**
+ * Runs whose carapace process died (SIGKILL, a crash) were swept; each gets a "lost" event in the
+ * audit file it was writing, since it never wrote its stop event, and a line on stderr.
+ */
+export async function reportLostRuns(lost: LostRun[]): Promise<void> {
+  for (const { record, left } of lost) {
+    process.stderr.write(
+      `carapace: swept sandbox ${record.name} left by a carapace process that died (pid ${record.pid})` +
+        (left.length > 0 ? `; could not remove: ${left.join('; ')}` : '') +
+        '\n',
+    );
+    if (record.audit === undefined) continue;
+    const audit = await import('../audit/index.js');
+    const log = new audit.JsonlAuditLog(record.audit);
+    try {
+      log.emit(
+        audit.lifecycle({
+          sandbox: record.name,
+          activity: 'lost',
+          message: `sandbox ${record.name} lost: its carapace process (pid ${record.pid}) died without stopping it`,
+          details: { pid: record.pid, started_at: record.startedAt, left },
+        }),
+      );
+    } finally {
+      log.close();
+    }
   }
 }
 

@@ -46,6 +46,8 @@ export interface StartOptions {
   landlockAbiMax?: number | undefined;
   /** Connects the sandbox to an egress proxy; without it the sandbox has no network at all. */
   network?: NetworkProvider | undefined;
+  /** The run's audit file, recorded so that a crash sweep can say there the sandbox was lost. */
+  auditFile?: string | undefined;
 }
 
 /** What the egress side gives a sandbox: the relay's way out, and the agent's proxy settings. */
@@ -63,6 +65,8 @@ export interface NetworkAttachment {
    */
   started(initPid: number, cgroup: SandboxCgroup | null): void;
   close(): Promise<void>;
+  /** A host directory the attachment made (the proxy socket's), for the crash sweep. */
+  hostDir?: string;
 }
 
 export type NetworkProvider = (name: string, identity: SandboxIdentity) => Promise<NetworkAttachment>;
@@ -128,6 +132,19 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     lock.release();
   };
   try {
+    // Cgroups are host-wide, state directories are not: each start gets its own cgroup directory,
+    // so two sandboxes of one name (two users, two state directories) never share or remove one.
+    const cgroupKey = `${spec.name}.${randomBytes(4).toString('hex')}`;
+    // Written down before any of it exists: a crash from here on leaves a record to sweep.
+    lock.note({
+      state: opts.dirs.state,
+      runtime: paths.runtime,
+      cgroupKey,
+      ...(opts.removeWorkspace ? { tempWorkspace: spec.workspace } : {}),
+      ...(opts.ephemeral ? { ephemeralStorage: paths.storage } : {}),
+      ...(opts.auditFile !== undefined ? { audit: opts.auditFile } : {}),
+      startedAt: new Date().toISOString(),
+    });
     identity = registry
       ? await registry.acquire(
           owner,
@@ -138,7 +155,10 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     mkdirSync(paths.storage, { recursive: true, mode: 0o700 });
     if (!identity.rootless) chownSync(paths.storage, identity.uid, identity.gid);
     prepareWorkspace(spec.workspace, identity);
-    if (opts.network) network = await opts.network(spec.name, identity);
+    if (opts.network) {
+      network = await opts.network(spec.name, identity);
+      if (network.hostDir !== undefined) lock.note({ net: network.hostDir });
+    }
     const { files, mask } = writeRuntimeFiles(opts.dirs.run, paths.runtime, spec, network?.files ?? []);
     const plan = planMounts(
       {
@@ -153,9 +173,6 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       mask,
     );
     checkTreePaths(plan, { workspace: spec.workspace, storage: paths.storage }, identity);
-    // Cgroups are host-wide, state directories are not: each start gets its own cgroup directory,
-    // so two sandboxes of one name (two users, two state directories) never share or remove one.
-    const cgroupKey = `${spec.name}.${randomBytes(4).toString('hex')}`;
     cgroup = SandboxCgroup.create(cgroupKey, spec.limits, opts.bestEffortLimits);
     const seccomp = await seccompProgram(opts.dirs.run);
     const process = await launchSandbox({
