@@ -10,8 +10,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from '../helpers/cli.js';
 import { MERGED_USR_ROOT } from '../../src/sandbox/bwrap-minimal.js';
+import { nativeProgram } from './native-build.js';
 
 export const SANDBOX_UID = 200_000;
 export const STATUS_FD = 3;
@@ -30,13 +30,13 @@ function temporaryDir(prefix: string): string {
   return dir;
 }
 
-/** The built init, copied where SANDBOX_UID can execute it. */
+/** The init under test (native-build.ts), copied where SANDBOX_UID can execute it. */
 export function initBinary(): string {
   if (initCopy) return initCopy;
   const dir = temporaryDir('carapace-init-');
   chmodSync(dir, 0o755);
   initCopy = join(dir, 'carapace-init');
-  copyFileSync(join(REPO, 'native', 'carapace-init'), initCopy);
+  copyFileSync(nativeProgram('carapace-init'), initCopy);
   chmodSync(initCopy, 0o755);
   return initCopy;
 }
@@ -82,6 +82,11 @@ export interface SandboxOptions {
   command: string[];
   /** Host directory to bind read-only at /w. */
   work?: string;
+  /**
+   * `system` (default): the host's /usr (and its root symlinks) and /etc, read-only. `init-only`:
+   * nothing of the host but the init itself, as under a policy that lists no system directory.
+   */
+  root?: 'system' | 'init-only';
   /** More bwrap arguments, before `--`. */
   bwrap?: string[];
   /** Host fds handed to the sandbox as fd 5, 6, ... */
@@ -117,10 +122,7 @@ export function bwrapArguments(opts: SandboxOptions): string[] {
     '--new-session',
     '--cap-drop',
     'ALL',
-    ...MERGED_USR_ROOT,
-    '--ro-bind',
-    '/etc',
-    '/etc',
+    ...(opts.root === 'init-only' ? [] : [...MERGED_USR_ROOT, '--ro-bind', '/etc', '/etc']),
     '--proc',
     '/proc',
     '--dev',
