@@ -87,6 +87,8 @@ export interface SandboxOptions {
    * nothing of the host but the init itself, as under a policy that lists no system directory.
    */
   root?: 'system' | 'init-only';
+  /** Another build of the init to run (e.g. from buildVariant), instead of the one under test. */
+  initBinary?: string;
   /** More bwrap arguments, before `--`. */
   bwrap?: string[];
   /** Host fds handed to the sandbox as fd 5, 6, ... */
@@ -137,7 +139,7 @@ export function bwrapArguments(opts: SandboxOptions): string[] {
     '--info-fd',
     '4',
     '--ro-bind',
-    initBinary(),
+    opts.initBinary ?? initBinary(),
     '/.carapace/init',
   ];
   if (opts.work) args.push('--ro-bind', opts.work, '/w');
