@@ -34,8 +34,6 @@
 
 #define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 
-extern char **environ;
-
 static noreturn void exec_failed(const char *what, int err)
 {
 	/* Report with SIGPIPE ignored again, so a status fd nobody reads gives EPIPE, not death. */
@@ -43,17 +41,18 @@ static noreturn void exec_failed(const char *what, int err)
 	die_with(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_INVOKE, "exec", err, "%s", what);
 }
 
-/* execvp(3)'s search, from the sandbox's PATH (init's environment is the sandbox's), without its
- * fallback of running a file that has no #! line through /bin/sh. */
+/* execvp(3)'s search, from the agent's PATH (environment.c), without its fallback of running a
+ * file that has no #! line through /bin/sh. */
 static noreturn void exec_command(char **argv)
 {
+	char **envp = environment_for_agent();
 	const char *command = argv[0];
 	if (strchr(command, '/')) {
-		execve(command, argv, environ);
+		execve(command, argv, envp);
 		exec_failed(command, errno);
 	}
 
-	const char *path = getenv("PATH");
+	const char *path = environment_get("PATH");
 	if (!path || !*path)
 		path = DEFAULT_PATH;
 	int first_error = ENOENT;
@@ -66,7 +65,7 @@ static noreturn void exec_command(char **argv)
 		/* An empty PATH entry means the current directory, as in execvp. */
 		int n = snprintf(candidate, sizeof candidate, "%.*s/%s", (int)dir_len, dir_len ? dir : ".", command);
 		if (n > 0 && (size_t)n < sizeof candidate) {
-			execve(candidate, argv, environ);
+			execve(candidate, argv, envp);
 			switch (errno) {
 			case ENOENT:
 			case ENOTDIR:

@@ -10,6 +10,7 @@
  *   rlimits.c     resource limits
  *   landlock.c    the Landlock ruleset (landlock-abi.h mirrors the kernel UAPI)
  *   seccomp.c     reading and installing the BPF program the host generated
+ *   environment.c the agent's environment, read from --env-fd (never our own)
  *   relay.c       the network relay's listeners and its connections to the host socket
  *   relay-pump.c  copying bytes both ways with splice, half-close included
  */
@@ -37,6 +38,7 @@ enum landlock_mode { LANDLOCK_BEST_EFFORT, LANDLOCK_HARD_REQUIREMENT };
 struct init_config {
 	int status_fd;  /* -1: none */
 	int seccomp_fd; /* -1: no seccomp program */
+	int env_fd;     /* -1: the agent inherits init's environment */
 	enum landlock_mode landlock_mode;
 	int landlock_abi_max; /* -1: no cap */
 	const char **ro_paths;
@@ -132,6 +134,12 @@ struct seccomp_program {
 bool seccomp_filter_available(void);
 void seccomp_read_program(int fd, struct seccomp_program *program);
 int seccomp_install(const struct seccomp_program *program);
+
+/* ---- environment.c ------------------------------------------------------------------------ */
+
+void environment_read(int fd);
+char **environment_for_agent(void);
+const char *environment_get(const char *name); /* in the agent's environment */
 
 /* ---- agent.c ------------------------------------------------------------------------------ */
 

@@ -11,6 +11,12 @@
  *    reports each step on the status fd and exec's the command.
  * When Carapace runs as root, bwrap itself runs as the sandbox's unprivileged host uid, so nothing
  * in the sandbox is ever host root, even before the init has dropped anything.
+ *
+ * The agent's environment is the agent's only. bwrap runs on the host with an empty environment
+ * (LD_PRELOAD, LD_LIBRARY_PATH, GLIBC_TUNABLES and the like given with --env would otherwise act
+ * on bwrap itself, on the host, before any namespace exists), and so does the init it starts. The
+ * environment goes to the init on a pipe (--env-fd), which hands it to the agent's execve alone;
+ * never in argv, which /proc/<pid>/cmdline shows to every process of the same uid.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -99,7 +105,8 @@ const FD_INFO = 3;
 const FD_BLOCK = 4;
 const FD_STATUS = 5;
 const FD_SECCOMP = 6;
-const FD_RELAY = 7;
+const FD_ENV = 7;
+const FD_RELAY = 8;
 
 export function bwrapArgs(req: LaunchRequest): string[] {
   const args = [
@@ -145,6 +152,8 @@ export function initArgs(req: LaunchRequest): string[] {
     String(FD_STATUS),
     '--seccomp-fd',
     String(FD_SECCOMP),
+    '--env-fd',
+    String(FD_ENV),
     '--landlock',
     req.landlock,
   ];
@@ -160,12 +169,13 @@ export function initArgs(req: LaunchRequest): string[] {
 
 export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox> {
   const io = req.stdio === 'inherit' ? 'inherit' : 'pipe';
-  const stdio: (string | number)[] = [io, io, io, 'pipe', 'pipe', 'pipe', 'pipe'];
+  const environment = environmentBytes(req.env);
+  const stdio: (string | number)[] = [io, io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
   if (req.relay) stdio.push(req.relay.dir);
   const identity = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
   const child = spawn('bwrap', bwrapArgs(req), {
     stdio: stdio as ('pipe' | 'inherit' | number)[],
-    env: req.env,
+    env: {},
     ...identity,
   });
   const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
@@ -180,6 +190,9 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   const seccompPipe = pipes[FD_SECCOMP] as Writable;
   seccompPipe.on('error', () => {});
   seccompPipe.end(req.seccomp);
+  const envPipe = pipes[FD_ENV] as Writable;
+  envPipe.on('error', () => {});
+  envPipe.end(environment);
 
   const info = await Promise.race([
     readInfo(pipes[FD_INFO] as Readable),
@@ -215,6 +228,24 @@ export async function agentStarted(sandbox: RunningSandbox): Promise<boolean> {
   const status = (sandbox.child.stdio as unknown as Readable[])[FD_STATUS] as Readable;
   if (!status.readableEnded) await once(status, 'close').catch(() => {});
   return sandbox.events.some((e) => e.event === 'exec');
+}
+
+/**
+ * The agent's environment as --env-fd reads it: "NAME=VALUE\0" per variable. A name must be
+ * non-empty and hold neither '=' nor NUL, a value no NUL (execve could not carry them).
+ */
+export function environmentBytes(env: Record<string, string>): Buffer {
+  let text = '';
+  for (const [name, value] of Object.entries(env)) {
+    if (name === '' || name.includes('=') || name.includes('\0') || value.includes('\0')) {
+      throw new SandboxStartError(
+        `environment variable ${JSON.stringify(name)}: a name must be non-empty without '=' or NUL, a value without NUL`,
+        2,
+      );
+    }
+    text += `${name}=${value}\0`;
+  }
+  return Buffer.from(text, 'utf8');
 }
 
 async function readInfo(stream: Readable): Promise<Record<string, unknown> | null> {

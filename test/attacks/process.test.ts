@@ -1,16 +1,26 @@
 /**
  * Process-level escapes: tracing, signalling outside or at PID 1, regaining capabilities, new
  * namespaces, the seccomp filter's blind spots (x32 numbers, the i386 entry point, clone3's flags
- * in memory), and core dumps. Each baseline runs the same attack where the layer is absent: on
+ * in memory), core dumps, and the agent's environment reaching the host's bwrap or the init. Each baseline runs the same attack where the layer is absent: on
  * the host as an unprivileged uid, or in the sandbox with Landlock capped.
  */
-import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { carapace, freshHome } from '../helpers/cli.js';
 import { requires } from '../helpers/premises.js';
-import { pySyscall, runInSandbox, runOnHost, sharedTempDir } from '../helpers/sandbox.js';
+import { pySyscall, runInSandbox, runOnHost, sharedTempDir, startInSandbox } from '../helpers/sandbox.js';
 
 const lines = (s: string) => s.trim().split('\n');
 
@@ -222,3 +232,71 @@ describe('core dumps', () => {
     expect(existsSync(join(dir, 'core'))).toBe(true);
   });
 });
+
+describe("the agent's environment", () => {
+  // A library that says which program it was loaded into, on stderr, when it is loaded.
+  const PRELOAD_C = `
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void said(void) {
+    char exe[256] = "";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) exe[n] = 0;
+    fprintf(stderr, "preloaded into %s\\n", exe);
+}`;
+
+  it('--env LD_PRELOAD reaches the agent only: neither bwrap on the host nor the init loads it', () => {
+    const ws = sharedTempDir('carapace-ws-');
+    const source = join(ws, 'preload.c');
+    writeFileSync(source, PRELOAD_C);
+    execFileSync('cc', ['-shared', '-fPIC', '-o', join(ws, 'preload.so'), source]);
+    chmodSync(join(ws, 'preload.so'), 0o755);
+    // The host path for bwrap (the workspace on the host), /sandbox's for anything inside.
+    const preload = `${join(ws, 'preload.so')} /sandbox/preload.so`;
+    const r = runInSandbox(['/usr/bin/true'], ['--workspace', ws, '--env', `LD_PRELOAD=${preload}`]);
+    expect(r.status).toBe(0);
+    const loaded = r.stderr.split('\n').filter((l) => l.startsWith('preloaded into'));
+    expect(loaded).toEqual(['preloaded into /usr/bin/true']);
+  });
+
+  it('a value given with --env is in neither the environment nor the command line of bwrap and the init', async () => {
+    const secret = `carapace-secret-${randomBytes(8).toString('hex')}`;
+    const run = startInSandbox(['sh', '-c', 'echo ready; sleep 30'], ['--env', `TOKEN=${secret}`]);
+    try {
+      await run.waitForStdout('ready');
+      const bwrap = childrenOf(run.child.pid!).find((pid) =>
+        readlinkSync(`/proc/${pid}/exe`).endsWith('bwrap'),
+      );
+      expect(bwrap).toBeDefined();
+      const [init] = childrenOf(bwrap!);
+      const [agent] = childrenOf(init!);
+      const seen = (pid: number, file: string) => readFileSync(`/proc/${pid}/${file}`).includes(secret);
+      // The agent has it (so it was given); the host's bwrap and PID 1 have it nowhere.
+      expect(seen(agent!, 'environ')).toBe(true);
+      expect({
+        bwrapEnviron: seen(bwrap!, 'environ'),
+        bwrapCmdline: seen(bwrap!, 'cmdline'),
+        initEnviron: seen(init!, 'environ'),
+        initCmdline: seen(init!, 'cmdline'),
+      }).toEqual({ bwrapEnviron: false, bwrapCmdline: false, initEnviron: false, initCmdline: false });
+    } finally {
+      run.child.kill('SIGTERM');
+      await run.result;
+    }
+  });
+});
+
+/** Pids whose parent is `pid` (read as root from /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
