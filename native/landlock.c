@@ -10,7 +10,10 @@
  *   --rw PATH   every filesystem right the ABI handles beneath PATH (refer from ABI 2, truncate
  *               from 3, ioctl_dev from 5)
  *   anything else: denied (EACCES)
- *   ABI >= 4    TCP connect only to the relay port; TCP bind only to the --bind-port ports
+ *   ABI >= 4    TCP bind only to the --bind-port ports; TCP connect only to the relay port and to
+ *               the --bind-port ports (the network namespace holds nothing but the sandbox's own
+ *               sockets, so such a connect reaches only a server of the sandbox's own: an agent's
+ *               gateway and its CLI talk over loopback)
  *   ABI >= 6    the agent may not signal, nor connect to an abstract unix socket of, a process
  *               outside its Landlock domain - PID 1 and the relay among them
  * A rule on a file (not a directory) keeps only the rights that apply to files. A path that does
@@ -132,6 +135,20 @@ static void add_port_rule(int ruleset_fd, uint64_t access, unsigned port, struct
 static void report_plan(const struct init_config *cfg, const struct landlock_plan *plan,
 			const struct ruleset_summary *summary, const char *const *missing, size_t missing_count)
 {
+	/* The relay port, then each non-zero --bind-port once, in the order given. */
+	unsigned *connect_ports = calloc(cfg->bind_count + 1, sizeof *connect_ports);
+	if (!connect_ports)
+		die(LANDLOCK_STEP, ENOMEM, "allocate the list of connect ports");
+	size_t connect_count = 0;
+	connect_ports[connect_count++] = cfg->relay_port;
+	for (size_t i = 0; i < cfg->bind_count; i++) {
+		bool seen = cfg->bind_ports[i] == 0;
+		for (size_t j = 0; j < connect_count && !seen; j++)
+			seen = connect_ports[j] == cfg->bind_ports[i];
+		if (!seen)
+			connect_ports[connect_count++] = cfg->bind_ports[i];
+	}
+
 	struct status_line line;
 	line_begin(&line, "landlock");
 	line_string(&line, "mode", cfg->landlock_mode == LANDLOCK_HARD_REQUIREMENT ? "hard_requirement" : "best_effort");
@@ -147,7 +164,7 @@ static void report_plan(const struct init_config *cfg, const struct landlock_pla
 	line_hex(&line, "ro_access", FS_RIGHTS_READ_EXECUTE & summary->attr.handled_access_fs);
 	line_hex(&line, "rw_access", summary->attr.handled_access_fs);
 	if (summary->attr.handled_access_net) {
-		line_numbers(&line, "connect_ports", &cfg->relay_port, 1);
+		line_numbers(&line, "connect_ports", connect_ports, connect_count);
 		line_numbers(&line, "bind_ports", cfg->bind_ports, cfg->bind_count);
 	} else {
 		line_null(&line, "connect_ports");
@@ -157,6 +174,7 @@ static void report_plan(const struct init_config *cfg, const struct landlock_pla
 	line_strings(&line, "skipped", summary->skipped, summary->skipped_count);
 	line_strings(&line, "missing", missing, missing_count);
 	line_send(&line);
+	free(connect_ports);
 }
 
 void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan)
@@ -211,8 +229,12 @@ void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan)
 		add_path_rules(plan->ruleset_fd, cfg->rw_paths, cfg->rw_count, ~0ULL, &summary);
 		if (plan->abi >= 4) {
 			add_port_rule(plan->ruleset_fd, LANDLOCK_ACCESS_NET_CONNECT_TCP, cfg->relay_port, &summary);
+			/* Port 0 is an ephemeral bind; nobody connects to port 0. */
 			for (size_t i = 0; i < cfg->bind_count; i++)
-				add_port_rule(plan->ruleset_fd, LANDLOCK_ACCESS_NET_BIND_TCP, cfg->bind_ports[i], &summary);
+				add_port_rule(plan->ruleset_fd,
+					      LANDLOCK_ACCESS_NET_BIND_TCP |
+						      (cfg->bind_ports[i] ? LANDLOCK_ACCESS_NET_CONNECT_TCP : 0),
+					      cfg->bind_ports[i], &summary);
 		}
 	}
 

@@ -15,7 +15,7 @@ import { createServer, type Server } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { events, python, runSandbox, USUAL_PATHS } from '../native/harness.js';
 import { carapace } from '../helpers/cli.js';
-import { pySyscall, runInSandbox, runOnHost } from '../helpers/sandbox.js';
+import { policyFile, pySyscall, runInSandbox, runOnHost } from '../helpers/sandbox.js';
 
 const lines = (s: string) => s.trim().split('\n');
 
@@ -183,5 +183,37 @@ describe('abstract unix sockets of host services', () => {
     } finally {
       host.close();
     }
+  });
+});
+
+describe("the sandbox's own loopback services", () => {
+  // OpenClaw binds its gateway on 18789 and its own CLI connects to it: the policy lists the port.
+  const POLICY = `version: 1
+filesystem_policy:
+  read_only: [/usr, /lib, /lib64, /bin, /etc]
+  read_write: [/sandbox, /tmp]
+listen_ports: [18789]
+network_policies: {}
+`;
+  const SERVE_AND_CONNECT = `
+import threading
+server = socket.socket()
+server.bind(("127.0.0.1", 18789))
+server.listen()
+def serve():
+    c, _ = server.accept()
+    c.sendall(b"gateway here")
+    c.close()
+threading.Thread(target=serve, daemon=True).start()
+c = socket.create_connection(("127.0.0.1", 18789), timeout=5)
+print(c.recv(64).decode())
+attempt(lambda: socket.socket().bind(("127.0.0.1", 18790)))
+attempt(lambda: socket.create_connection(("127.0.0.1", 18790), timeout=5))
+`;
+
+  it('a server bound on a listen_ports port answers a client in the same sandbox; other ports stay closed', () => {
+    const r = carapace(['run', '--policy', policyFile(POLICY), '--', ...pySyscall(SERVE_AND_CONNECT)]);
+    expect(r.stderr).toBe('');
+    expect(lines(r.stdout)).toEqual(['gateway here', 'EACCES', 'EACCES']);
   });
 });

@@ -108,7 +108,7 @@ describe('Landlock filesystem rules', () => {
       scoped: '0x3',
       ro_access: '0xd',
       rw_access: '0xffff',
-      connect_ports: [3128],
+      connect_ports: [3128, 8000],
       bind_ports: [8000],
       rules: 7,
       skipped: [],
@@ -130,6 +130,24 @@ describe('Landlock network rules (ABI 4)', () => {
       connect(3128) + connect(8080) + connect(443),
     );
     expect(out).toEqual({ connect_3128: ECONNREFUSED, connect_8080: EACCES, connect_443: EACCES });
+  });
+
+  it('allows TCP connect to --bind-port ports too: a server of the sandbox answers its own client', async () => {
+    const code = `
+import threading
+server = socket.socket()
+server.bind(('127.0.0.1', 8000))
+server.listen()
+def serve():
+    c, _ = server.accept()
+    c.sendall(b'pong')
+    c.close()
+threading.Thread(target=serve, daemon=True).start()
+client = socket.create_connection(('127.0.0.1', 8000), timeout=5)
+out['reply'] = client.recv(4).decode()
+${connect(8001)}`;
+    const out = await probe({ init: [...USUAL_PATHS, '--bind-port', '8000', '--bind-port', '0'] }, code);
+    expect(out).toEqual({ reply: 'pong', connect_8001: EACCES });
   });
 
   it('allows TCP bind on --bind-port ports only', async () => {
