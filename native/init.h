@@ -45,6 +45,8 @@ struct init_config {
 	size_t ro_count;
 	const char **rw_paths;
 	size_t rw_count;
+	const char **write_paths; /* --write-files: write and truncate existing files only */
+	size_t write_count;
 	unsigned *bind_ports;
 	size_t bind_count;
 	long nofile; /* -1: inherit */

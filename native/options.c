@@ -88,8 +88,9 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	size_t slots = (size_t)argc;
 	cfg->ro_paths = calloc(slots, sizeof *cfg->ro_paths);
 	cfg->rw_paths = calloc(slots, sizeof *cfg->rw_paths);
+	cfg->write_paths = calloc(slots, sizeof *cfg->write_paths);
 	cfg->bind_ports = calloc(slots, sizeof *cfg->bind_ports);
-	if (!cfg->ro_paths || !cfg->rw_paths || !cfg->bind_ports)
+	if (!cfg->ro_paths || !cfg->rw_paths || !cfg->write_paths || !cfg->bind_ports)
 		die(OPTIONS_STEP, ENOMEM, "allocate the option lists");
 
 	bool seen_status = false, seen_seccomp = false, seen_env = false, seen_mode = false, seen_abi_max = false,
@@ -126,6 +127,8 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 			cfg->ro_paths[cfg->ro_count++] = parse_path(option, value);
 		} else if (strcmp(option, "--rw") == 0) {
 			cfg->rw_paths[cfg->rw_count++] = parse_path(option, value);
+		} else if (strcmp(option, "--write-files") == 0) {
+			cfg->write_paths[cfg->write_count++] = parse_path(option, value);
 		} else if (strcmp(option, "--bind-port") == 0) {
 			cfg->bind_ports[cfg->bind_count++] = (unsigned)parse_number(option, value, 0, 65535);
 		} else if (strcmp(option, "--nofile") == 0) {

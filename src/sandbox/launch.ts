@@ -5,7 +5,8 @@
  * 1. bwrap creates every namespace, mounts the plan and runs the init, which blocks on
  *    --block-fd before it does anything else (bwrap reads that fd before exec'ing it).
  * 2. bwrap reports the init's host pid on --info-fd; we move that pid into the sandbox's cgroups,
- *    so that every process the sandbox will ever have is born inside them.
+ *    so that every process the sandbox will ever have is born inside them, and set its
+ *    oom_score_adj floor (setOomScoreFloor).
  * 3. We release --block-fd; the init starts the relay, forks the agent, and in the agent's process
  *    applies rlimits, Landlock, no_new_privs and the seccomp program (read from its own fd), then
  *    reports each step on the status fd and exec's the command.
@@ -20,6 +21,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import type { SandboxCgroup } from './cgroup.js';
@@ -160,6 +162,10 @@ export function initArgs(req: LaunchRequest): string[] {
   if (req.landlockAbiMax !== undefined) args.push('--landlock-abi-max', String(req.landlockAbiMax));
   for (const p of req.plan.landlockReadOnly) args.push('--ro', p);
   for (const p of req.plan.landlockReadWrite) args.push('--rw', p);
+  // Shells write /proc/self/oom_score_adj on every command; the kernel alone decides what such a
+  // write may change (docs/security.md, "Writable /proc": nothing outside the sandbox's own
+  // processes, /proc/sys read-only, PID 1's files root's).
+  if (req.plan.landlockReadOnly.includes('/proc')) args.push('--write-files', '/proc');
   for (const p of req.listenPorts) args.push('--bind-port', String(p));
   if (req.openFiles !== undefined) args.push('--nofile', String(req.openFiles));
   if (req.nproc !== undefined) args.push('--nproc', String(req.nproc));
@@ -211,6 +217,12 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
     child.kill('SIGKILL');
     throw new SandboxStartError(`cannot move the sandbox into its cgroup: ${(err as Error).message}`);
   }
+  try {
+    setOomScoreFloor(initPid, req.identity.rootless);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new SandboxStartError(`cannot set the sandbox's oom_score_adj: ${(err as Error).message}`);
+  }
   const block = pipes[FD_BLOCK] as Writable;
   block.on('error', () => {});
   block.end('1');
@@ -228,6 +240,24 @@ export async function agentStarted(sandbox: RunningSandbox): Promise<boolean> {
   const status = (sandbox.child.stdio as unknown as Readable[])[FD_STATUS] as Readable;
   if (!status.readableEnded) await once(status, 'close').catch(() => {});
   return sandbox.events.some((e) => e.event === 'exec');
+}
+
+/**
+ * The sandbox starts at oom_score_adj max(0, Carapace's own), and can never go lower. A sandbox
+ * may write its own oom_score_adj (shells do: the init grants write on /proc), and the kernel lets
+ * a process without CAP_SYS_RESOURCE lower it down to the floor it inherited: a Carapace started
+ * by a service protected from the OOM killer (OOMScoreAdjust=-1000) would otherwise hand that
+ * protection to every agent, which could then exhaust host memory and have other processes
+ * killed in its place. Root's write sets the floor (oom_score_adj_min) too, for PID 1 and every
+ * process it will start; the init is still blocked, so nothing in the sandbox has run yet.
+ * Rootless, the value is raised when it is negative but the floor stays the user's own.
+ */
+function setOomScoreFloor(initPid: number, rootless: boolean): void {
+  const file = `/proc/${initPid}/oom_score_adj`;
+  const current = Number(readFileSync(file, 'utf8'));
+  const floor = Math.max(0, current);
+  if (rootless && floor === current) return;
+  writeFileSync(file, String(floor));
 }
 
 /**

@@ -4,7 +4,7 @@
  * in memory), core dumps, and the agent's environment reaching the host's bwrap or the init. Each baseline runs the same attack where the layer is absent: on
  * the host as an unprivileged uid, or in the sandbox with Landlock capped.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
@@ -18,7 +18,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { carapace, freshHome } from '../helpers/cli.js';
+import { carapace, CLI, freshHome } from '../helpers/cli.js';
 import { requires } from '../helpers/premises.js';
 import { pySyscall, runInSandbox, runOnHost, sharedTempDir, startInSandbox } from '../helpers/sandbox.js';
 
@@ -300,3 +300,65 @@ function childrenOf(pid: number): number[] {
   }
   return out;
 }
+
+describe('/proc housekeeping', () => {
+  // Shells (and the agents that drive them) write their own oom_score_adj on every command.
+  it("a shell's write to /proc/self/oom_score_adj succeeds; PID 1's files and /proc/sys stay refused", () => {
+    const r = runInSandbox([
+      'sh',
+      '-c',
+      'echo 500 > /proc/self/oom_score_adj && cat /proc/self/oom_score_adj',
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('500\n');
+    const body = [
+      'def write(path, text):',
+      '    fd = os.open(path, os.O_WRONLY)',
+      '    try: os.write(fd, text.encode())',
+      '    finally: os.close(fd)',
+      'attempt(lambda: write("/proc/1/oom_score_adj", "1000"))',
+      'attempt(lambda: write("/proc/1/mem", "x"))',
+      'attempt(lambda: write("/proc/sys/kernel/hostname", "x"))',
+      'attempt(lambda: write("/proc/self/uid_map", "0 0 1"))',
+    ].join('\n');
+    expect(lines(runInSandbox(pySyscall(body)).stdout)).toEqual(['EACCES', 'EACCES', 'EACCES', 'EPERM']);
+  });
+
+  it('a Carapace protected from the OOM killer does not pass the protection on: the sandbox starts at 0 and cannot go lower', (ctx) => {
+    requires(ctx, 'root', 'cap-sys-resource');
+    const body = [
+      'print(open("/proc/self/oom_score_adj").read().strip())',
+      'fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)',
+      'attempt(lambda: os.write(fd, b"-1"))',
+    ].join('\n');
+    // A service started with OOMScoreAdjust=-500: its children inherit -500, and may go back to it.
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        'echo -500 > /proc/self/oom_score_adj && exec "$@"',
+        'sh',
+        process.execPath,
+        CLI,
+        'run',
+        '--',
+        ...pySyscall(body),
+      ],
+      { encoding: 'utf8', env: { ...process.env, CARAPACE_HOME: freshHome() } },
+    );
+    expect(r.stderr).toBe('');
+    expect(lines(r.stdout)).toEqual(['0', 'EACCES']);
+  });
+
+  it('known gap: /proc/<pid>/mem of another of the sandbox’s own processes is readable and writable; PID 1’s is not', () => {
+    const body = [
+      'import subprocess, time',
+      'child = subprocess.Popen(["sleep", "30"])',
+      'time.sleep(0.2)',
+      'attempt(lambda: os.close(os.open(f"/proc/{child.pid}/mem", os.O_RDWR)))',
+      'attempt(lambda: os.close(os.open("/proc/1/mem", os.O_RDONLY)))',
+      'child.kill()',
+    ].join('\n');
+    expect(lines(runInSandbox(pySyscall(body)).stdout)).toEqual(['ok', 'EACCES']);
+  });
+});
