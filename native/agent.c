@@ -5,7 +5,8 @@
  *   1. rlimits (RLIMIT_CORE 0, --nofile, --nproc);
  *   2. no_new_privs: the kernel requires it before Landlock and seccomp for a process without
  *      CAP_SYS_ADMIN, and it makes setuid binaries inert (bwrap sets it too; we do not rely on it);
- *   3. Landlock (the ruleset PID 1 prepared);
+ *   3. Landlock (the ruleset PID 1 prepared), then, with --event-fd, the connect watch's filter
+ *      (its listener goes to PID 1: connect-watch.c);
  *   4. seccomp, last, so that our own remaining system calls need not be allowed by it beyond
  *      write (the status line), rt_sigprocmask, rt_sigaction, execve and exit;
  *   5. {"event":"exec"} on the status fd, the signal mask and SIGPIPE back to what a fresh
@@ -107,6 +108,9 @@ static noreturn void agent_exec(const struct init_config *cfg, const struct land
 
 	if (landlock_enforce(landlock) < 0)
 		die("landlock", errno, "landlock_restrict_self (ABI %d)", landlock->abi);
+
+	/* Before the host's program, which denies installing filters. */
+	connect_watch_install_in_agent();
 
 	if (seccomp_install(seccomp) < 0)
 		die("seccomp", errno, "install the filter of %u instructions", (unsigned)seccomp->count);

@@ -66,6 +66,7 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 		.status_fd = -1,
 		.seccomp_fd = -1,
 		.env_fd = -1,
+		.event_fd = -1,
 		.landlock_mode = LANDLOCK_BEST_EFFORT,
 		.landlock_abi_max = -1,
 		.nofile = -1,
@@ -93,7 +94,7 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	if (!cfg->ro_paths || !cfg->rw_paths || !cfg->write_paths || !cfg->bind_ports)
 		die(OPTIONS_STEP, ENOMEM, "allocate the option lists");
 
-	bool seen_status = false, seen_seccomp = false, seen_env = false, seen_mode = false, seen_abi_max = false,
+	bool seen_status = false, seen_seccomp = false, seen_env = false, seen_event = false, seen_mode = false, seen_abi_max = false,
 	     seen_nofile = false, seen_nproc = false, seen_dir = false, seen_socket = false,
 	     seen_port = false;
 
@@ -111,6 +112,9 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 		} else if (strcmp(option, "--env-fd") == 0) {
 			once(&seen_env, option);
 			cfg->env_fd = parse_fd(option, value);
+		} else if (strcmp(option, "--event-fd") == 0) {
+			once(&seen_event, option);
+			cfg->event_fd = parse_fd(option, value);
 		} else if (strcmp(option, "--landlock") == 0) {
 			once(&seen_mode, option);
 			if (strcmp(value, "best_effort") == 0)
@@ -162,7 +166,7 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	cfg->command = &argv[end + 1];
 
 	/* One fd cannot serve two purposes: each is consumed (read to EOF, closed) on its own. */
-	int fds[] = { cfg->status_fd, cfg->seccomp_fd, cfg->env_fd, cfg->relay_dir_fd };
+	int fds[] = { cfg->status_fd, cfg->seccomp_fd, cfg->env_fd, cfg->event_fd, cfg->relay_dir_fd };
 	const size_t fd_count = sizeof fds / sizeof fds[0];
 	for (size_t i = 0; i < fd_count; i++)
 		for (size_t j = i + 1; j < fd_count; j++)

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { AuditSink, OcsfEvent } from '../audit/index.js';
 import { agentStarted, type InitEvent } from '../sandbox/launch.js';
+import { directConnectEvent, parseDirectConnect } from './direct-connect-audit.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import { assertSandboxName } from '../sandbox/identity.js';
@@ -138,6 +139,11 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     audit.close();
     throw err;
   }
+  // Connections the kernel refused before the proxy saw them: 4001 refusals with a hint.
+  started.process.onEvent((e) => {
+    const refused = parseDirectConnect(e);
+    if (refused) audit.emit((a) => directConnectEvent(a, name, refused));
+  });
   const forward = (sig: NodeJS.Signals) => () => started.process.signal(sig);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
     const h = forward(sig);

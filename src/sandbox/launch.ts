@@ -9,7 +9,8 @@
  *    oom_score_adj floor (setOomScoreFloor).
  * 3. We release --block-fd; the init starts the relay, forks the agent, and in the agent's process
  *    applies rlimits, Landlock, no_new_privs and the seccomp program (read from its own fd), then
- *    reports each step on the status fd and exec's the command.
+ *    reports each step on the status fd and exec's the command. While the sandbox runs, the init
+ *    reports the connections the sandbox refuses on the event fd (RunningSandbox.onEvent).
  * When Carapace runs as root, bwrap itself runs as the sandbox's unprivileged host uid, so nothing
  * in the sandbox is ever host root, even before the init has dropped anything.
  *
@@ -71,9 +72,15 @@ export interface SandboxExit {
   code: number;
 }
 
+/** Events kept for a listener that has not subscribed yet; beyond this, the oldest are dropped. */
+const UNHEARD_EVENTS_KEPT = 1024;
+
 export class RunningSandbox {
+  /** What the init applied, from its status fd (complete once `agentStarted` resolves). */
   readonly events: InitEvent[] = [];
   readonly exited: Promise<SandboxExit>;
+  private readonly listeners = new Set<(e: InitEvent) => void>();
+  private unheard: InitEvent[] = [];
 
   constructor(
     readonly child: ChildProcess,
@@ -81,6 +88,29 @@ export class RunningSandbox {
     exited: Promise<SandboxExit>,
   ) {
     this.exited = exited;
+  }
+
+  /**
+   * Events the init reports while the sandbox runs, from its event fd: `connect`, a connection the
+   * sandbox refused (docs/architecture.md, "Event lines"). Those that came before the first
+   * listener are replayed to it. Returns the unsubscribe function.
+   */
+  onEvent(listener: (e: InitEvent) => void): () => void {
+    this.listeners.add(listener);
+    const earlier = this.unheard;
+    this.unheard = [];
+    for (const e of earlier) listener(e);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** @internal launchSandbox's reader of the event fd. */
+  deliver(e: InitEvent): void {
+    if (this.listeners.size === 0) {
+      if (this.unheard.length === UNHEARD_EVENTS_KEPT) this.unheard.shift();
+      this.unheard.push(e);
+      return;
+    }
+    for (const l of this.listeners) l(e);
   }
 
   get stdout(): Readable | null {
@@ -108,7 +138,8 @@ const FD_BLOCK = 4;
 const FD_STATUS = 5;
 const FD_SECCOMP = 6;
 const FD_ENV = 7;
-const FD_RELAY = 8;
+const FD_EVENTS = 8;
+const FD_RELAY = 9;
 
 export function bwrapArgs(req: LaunchRequest): string[] {
   const args = [
@@ -156,6 +187,8 @@ export function initArgs(req: LaunchRequest): string[] {
     String(FD_SECCOMP),
     '--env-fd',
     String(FD_ENV),
+    '--event-fd',
+    String(FD_EVENTS),
     '--landlock',
     req.landlock,
   ];
@@ -176,7 +209,7 @@ export function initArgs(req: LaunchRequest): string[] {
 export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox> {
   const io = req.stdio === 'inherit' ? 'inherit' : 'pipe';
   const environment = environmentBytes(req.env);
-  const stdio: (string | number)[] = [io, io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
+  const stdio: (string | number)[] = [io, io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
   if (req.relay) stdio.push(req.relay.dir);
   const identity = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
   const child = spawn('bwrap', bwrapArgs(req), {
@@ -227,11 +260,19 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   block.on('error', () => {});
   block.end('1');
 
-  const exited = exitedRaw.then(({ code, signal }) => ({
+  // Exited once the event fd is read to its end too: what the init reported last is delivered
+  // before the caller closes its audit.
+  const eventsRead = new Promise<void>((resolve) => {
+    const events = pipes[FD_EVENTS] as Readable;
+    events.once('close', resolve);
+    events.once('error', () => resolve());
+  });
+  const exited = Promise.all([exitedRaw, eventsRead]).then(([{ code, signal }]) => ({
     code: code ?? 128 + (signal ? signalNumber(signal) : 0),
   }));
   const sandbox = new RunningSandbox(child, initPid, exited);
-  collectStatus(pipes[FD_STATUS] as Readable, sandbox.events);
+  readLines(pipes[FD_STATUS] as Readable, (e) => sandbox.events.push(e));
+  readLines(pipes[FD_EVENTS] as Readable, (e) => sandbox.deliver(e));
   return sandbox;
 }
 
@@ -292,7 +333,8 @@ async function readInfo(stream: Readable): Promise<Record<string, unknown> | nul
   return text ? (JSON.parse(text) as Record<string, unknown>) : null;
 }
 
-function collectStatus(stream: Readable, into: InitEvent[]): void {
+/** Calls `each` with every JSON line of an init fd (a line that is not JSON as `unparsed`). */
+function readLines(stream: Readable, each: (e: InitEvent) => void): void {
   let buffered = '';
   stream.setEncoding('utf8');
   stream.on('data', (chunk: string) => {
@@ -302,11 +344,13 @@ function collectStatus(stream: Readable, into: InitEvent[]): void {
       const line = buffered.slice(0, nl).trim();
       buffered = buffered.slice(nl + 1);
       if (!line) continue;
+      let parsed: InitEvent;
       try {
-        into.push(JSON.parse(line) as InitEvent);
+        parsed = JSON.parse(line) as InitEvent;
       } catch {
-        into.push({ event: 'unparsed', line });
+        parsed = { event: 'unparsed', line };
       }
+      each(parsed);
     }
   });
   stream.on('error', () => {});

@@ -74,6 +74,8 @@ export interface SandboxResult {
   stderr: string;
   /** Every line written to the status fd, parsed (a line that is not JSON fails the run). */
   status: StatusEvent[];
+  /** Every line written to the event fd (with `events: true`), parsed. */
+  eventLines: StatusEvent[];
 }
 
 export interface SandboxOptions {
@@ -97,6 +99,8 @@ export interface SandboxOptions {
   nofileLimit?: number;
   /** What the agent reads on stdin (then end of file); null leaves stdin open for the test. */
   stdin?: string | null;
+  /** Give the init an event fd (--event-fd, after the `fds`), whose lines the result collects. */
+  events?: boolean;
 }
 
 export interface Sandbox {
@@ -149,11 +153,17 @@ export function bwrapArguments(opts: SandboxOptions): string[] {
     '/.carapace/init',
     '--status-fd',
     String(STATUS_FD),
+    ...(opts.events ? ['--event-fd', String(eventFd(opts))] : []),
     ...(opts.init ?? []),
     '--',
     ...opts.command,
   );
   return args;
+}
+
+/** The fd number the event pipe gets: the first after the test's own `fds`. */
+function eventFd(opts: SandboxOptions): number {
+  return FIRST_EXTRA_FD + (opts.fds?.length ?? 0);
 }
 
 export function startSandbox(opts: SandboxOptions): Sandbox {
@@ -167,7 +177,15 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
     uid: SANDBOX_UID,
     gid: SANDBOX_UID,
     env: { PATH: '/usr/bin:/bin' },
-    stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe', ...(opts.fds ?? [])],
+    stdio: [
+      'pipe',
+      'pipe',
+      'pipe',
+      'pipe',
+      'pipe',
+      ...(opts.fds ?? []),
+      ...(opts.events ? ['pipe' as const] : []),
+    ],
   });
   if (opts.stdin !== null) child.stdin?.end(opts.stdin ?? '');
 
@@ -216,11 +234,24 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
   });
   initPid.catch(() => {});
 
+  let eventText = '';
+  if (opts.events)
+    (child.stdio[eventFd(opts)] as NodeJS.ReadableStream).on(
+      'data',
+      (d: Buffer) => (eventText += d.toString()),
+    );
+
   const result = new Promise<SandboxResult>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) => {
       if (statusText.trim() !== '') reject(new Error(`unterminated status line: ${statusText}`));
-      resolve({ code, signal, stdout, stderr, status: parsed });
+      if (eventText !== '' && !eventText.endsWith('\n'))
+        reject(new Error(`unterminated event line: ${eventText}`));
+      const eventLines = eventText
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as StatusEvent);
+      resolve({ code, signal, stdout, stderr, status: parsed, eventLines });
     });
   });
   return { child, initPid, started, result, waitForStdout };
