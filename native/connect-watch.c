@@ -452,12 +452,13 @@ static void on_listener(struct watch *self, uint32_t events)
 	__u64 id = cw.notif->id;
 	size_t len = 0;
 	char *text = cw.event_fd >= 0 ? describe(cw.notif, &len) : NULL;
-	/* What was read belongs to this call only if the call is still waiting. */
-	if (ioctl(cw.listener_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
-		free(text);
-		return;
-	}
 	if (text) {
+		/* What was read belongs to this call only if the call is still waiting (its pid may
+		 * be another process's by now). */
+		if (ioctl(cw.listener_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
+			free(text);
+			return;
+		}
 		cw.pending = text;
 		cw.pending_len = len;
 		cw.pending_off = 0;
