@@ -320,8 +320,10 @@ static char *describe(const struct seccomp_notif *n, size_t *len)
 	struct iovec remote = { .iov_base = (void *)(uintptr_t)n->data.args[1], .iov_len = want };
 	if (process_vm_readv((pid_t)n->pid, &local, 1, &remote, 1, 0) != (ssize_t)want)
 		return NULL;
+	/* An IPv6 address may come without its scope id (the kernel accepts 24 bytes, RFC 2133's
+	 * size); the rest of a short address is left zero. */
 	if (!((address.ss_family == AF_INET && want >= sizeof(struct sockaddr_in)) ||
-	      (address.ss_family == AF_INET6 && want >= sizeof(struct sockaddr_in6))))
+	      (address.ss_family == AF_INET6 && want >= offsetof(struct sockaddr_in6, sin6_scope_id))))
 		return NULL; /* unix sockets, AF_UNSPEC, short addresses: not ours to judge */
 
 	unsigned port = ntohs(address.ss_family == AF_INET ? ((struct sockaddr_in *)&address)->sin_port

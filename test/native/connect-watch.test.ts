@@ -80,6 +80,20 @@ describe('the connect watch', () => {
     ]);
   });
 
+  it('reads an IPv6 address given without its scope id (24 bytes, as the kernel accepts)', async () => {
+    const code = `
+import ctypes, struct
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.socket(socket.AF_INET6)
+address = struct.pack("<H", socket.AF_INET6) + struct.pack(">H", 8004) + bytes(4) + socket.inet_pton(socket.AF_INET6, "::1")
+out["rc"] = libc.connect(s.fileno(), address, len(address))
+out["errno"] = ctypes.get_errno()
+out["length"] = len(address)`;
+    const { out, r } = await watched(code);
+    expect(out).toEqual({ rc: -1, errno: EACCES, length: 24 });
+    expect(r.eventLines.map((e) => [e.address, e.port, e.refused_by])).toEqual([['::1', 8004, 'landlock']]);
+  });
+
   it('reports connects to any other address (no route), TCP on the relay port and UDP alike', async () => {
     const { out, r } = await watched(
       // TEST-NET addresses: never routed anywhere, and the namespace has no route at all.
