@@ -12,6 +12,7 @@
  *   seccomp.c     reading and installing the BPF program the host generated
  *   environment.c the agent's environment, read from --env-fd (never our own)
  *   connect-watch.c  reporting the connects the sandbox refuses, on --event-fd
+ *   connect-judge.c  whether one connect() is refused, and by what
  *   relay.c       the network relay's listeners and its connections to the host socket
  *   relay-pump.c  copying bytes both ways with splice, half-close included
  */
