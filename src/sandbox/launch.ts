@@ -29,6 +29,7 @@ import type { SandboxCgroup } from './cgroup.js';
 import type { SandboxIdentity } from './identity.js';
 import { SANDBOX_UID_INSIDE } from './identity.js';
 import { mountArgs, type MountPlan } from './mount-plan.js';
+import { bwrapBinary } from './native-paths.js';
 import { INIT_PATH, WORKSPACE_PATH } from './spec.js';
 
 export class SandboxStartError extends Error {
@@ -212,7 +213,7 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   const stdio: (string | number)[] = [io, io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
   if (req.relay) stdio.push(req.relay.dir);
   const identity = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
-  const child = spawn('bwrap', bwrapArgs(req), {
+  const child = spawn(bwrapBinary(), bwrapArgs(req), {
     stdio: stdio as ('pipe' | 'inherit' | number)[],
     env: {},
     ...identity,
