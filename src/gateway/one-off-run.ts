@@ -188,7 +188,7 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
 /** Turns the init's status lines into audit events: what was enforced, and what the kernel lacked. */
 function reportEnforcement(sandbox: string, events: InitEvent[], audit: RunAudit): void {
   for (const e of events) {
-    if (e.event === 'landlock' || e.event === 'seccomp' || e.event === 'rlimits' || e.event === 'relay') {
+    if (['landlock', 'seccomp', 'rlimits', 'relay', 'connect_watch'].includes(e.event)) {
       const { event, ...details } = e;
       audit.emit((a) =>
         a.lifecycle({
