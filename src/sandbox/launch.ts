@@ -299,7 +299,12 @@ function setOomScoreFloor(initPid: number, rootless: boolean): void {
   const current = Number(readFileSync(file, 'utf8'));
   const floor = Math.max(0, current);
   if (rootless && floor === current) return;
-  writeFileSync(file, String(floor));
+  try {
+    writeFileSync(file, String(floor));
+  } catch (err) {
+    // Rootless, this is the user's own value to keep; as root, a start that cannot is refused.
+    if (!rootless) throw err;
+  }
 }
 
 /**
