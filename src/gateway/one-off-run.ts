@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { AuditSink, OcsfEvent } from '../audit/index.js';
 import { agentStarted, type InitEvent } from '../sandbox/launch.js';
+import { directConnectEvent, parseDirectConnect } from './direct-connect-audit.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import { assertSandboxName, hostIdentities } from '../sandbox/identity.js';
@@ -155,6 +156,11 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
         `RLIMIT_NPROC caps the sandbox's processes instead (carapace doctor says how to get cgroups)\n`,
     );
   }
+  // Connections the kernel refused before the proxy saw them: 4001 refusals with a hint.
+  started.process.onEvent((e) => {
+    const refused = parseDirectConnect(e);
+    if (refused) audit.emit((a) => directConnectEvent(a, name, refused));
+  });
   const forward = (sig: NodeJS.Signals) => () => started.process.signal(sig);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
     const h = forward(sig);
@@ -228,7 +234,7 @@ export async function reportLostRuns(lost: LostRun[]): Promise<void> {
 /** Turns the init's status lines into audit events: what was enforced, and what the kernel lacked. */
 function reportEnforcement(sandbox: string, events: InitEvent[], audit: RunAudit): void {
   for (const e of events) {
-    if (e.event === 'landlock' || e.event === 'seccomp' || e.event === 'rlimits' || e.event === 'relay') {
+    if (['landlock', 'seccomp', 'rlimits', 'relay', 'connect_watch'].includes(e.event)) {
       const { event, ...details } = e;
       audit.emit((a) =>
         a.lifecycle({

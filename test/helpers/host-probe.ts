@@ -22,6 +22,7 @@ export const PREMISE_NAMES = [
   'landlock-abi-6',
   'core-file',
   'setcap',
+  'cap-sys-resource',
 ] as const;
 export type PremiseName = (typeof PREMISE_NAMES)[number];
 
@@ -89,6 +90,9 @@ export function probeHost(): HostPremises {
   const clone3 = python('r = libc.syscall(435, None, 0); print(r, ctypes.get_errno())');
   const corePattern = readTrimmed('/proc/sys/kernel/core_pattern');
   const setcap = ['/usr/sbin/setcap', '/sbin/setcap', '/usr/bin/setcap'].find((p) => existsSync(p));
+  // CAP_SYS_RESOURCE (bit 24) in the suite's own effective set: a container may drop it from root.
+  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readTrimmed('/proc/self/status') ?? '')?.[1];
+  const sysResource = capEff !== undefined && (BigInt(`0x${capEff}`) & (1n << 24n)) !== 0n;
 
   return {
     root: result(asRoot, asRoot ? 'the tests run as root' : `the tests run as uid ${process.getuid?.()}`),
@@ -125,5 +129,11 @@ export function probeHost(): HostPremises {
       `kernel.core_pattern is "${corePattern ?? '?'}" (the baseline needs a plain "core" file)`,
     ),
     setcap: result(setcap !== undefined, setcap ? `${setcap}` : 'no setcap binary (libcap2-bin)'),
+    'cap-sys-resource': result(
+      sysResource,
+      sysResource
+        ? 'the suite holds CAP_SYS_RESOURCE'
+        : 'the suite lacks CAP_SYS_RESOURCE (root in a container that dropped it), so it cannot lower an oom_score_adj',
+    ),
   };
 }
