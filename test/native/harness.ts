@@ -187,6 +187,8 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
       ...(opts.events ? ['pipe' as const] : []),
     ],
   });
+  // The init may have exited (a refused start) before its stdin is written: EPIPE is no error here.
+  child.stdin?.on('error', () => {});
   if (opts.stdin !== null) child.stdin?.end(opts.stdin ?? '');
 
   let stdout = '';
