@@ -21,6 +21,7 @@ import {
   type StartOptions,
 } from '../src/sandbox/sandbox.js';
 import { stateDirs, type StateDirs } from '../src/sandbox/state-dirs.js';
+import { hostIdentities } from '../src/sandbox/identity.js';
 
 /** The unprivileged uid bare bwrap runs as when the bench runs as root (sandboxes get their own). */
 export const BARE_UID = 65534;
@@ -68,6 +69,7 @@ export async function startIn(
   });
   const started = await startSandbox(spec, {
     dirs: home.dirs,
+    identities: hostIdentities(),
     ephemeral: true,
     removeWorkspace: true,
     bestEffortLimits: false,

@@ -5,7 +5,8 @@
  *   1. rlimits (RLIMIT_CORE 0, --nofile, --nproc);
  *   2. no_new_privs: the kernel requires it before Landlock and seccomp for a process without
  *      CAP_SYS_ADMIN, and it makes setuid binaries inert (bwrap sets it too; we do not rely on it);
- *   3. Landlock (the ruleset PID 1 prepared);
+ *   3. Landlock (the ruleset PID 1 prepared), then, with --event-fd, the connect watch's filter
+ *      (its listener goes to PID 1: connect-watch.c);
  *   4. seccomp, last, so that our own remaining system calls need not be allowed by it beyond
  *      write (the status line), rt_sigprocmask, rt_sigaction, execve and exit;
  *   5. {"event":"exec"} on the status fd, the signal mask and SIGPIPE back to what a fresh
@@ -34,8 +35,6 @@
 
 #define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 
-extern char **environ;
-
 static noreturn void exec_failed(const char *what, int err)
 {
 	/* Report with SIGPIPE ignored again, so a status fd nobody reads gives EPIPE, not death. */
@@ -43,17 +42,18 @@ static noreturn void exec_failed(const char *what, int err)
 	die_with(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_INVOKE, "exec", err, "%s", what);
 }
 
-/* execvp(3)'s search, from the sandbox's PATH (init's environment is the sandbox's), without its
- * fallback of running a file that has no #! line through /bin/sh. */
+/* execvp(3)'s search, from the agent's PATH (environment.c), without its fallback of running a
+ * file that has no #! line through /bin/sh. */
 static noreturn void exec_command(char **argv)
 {
+	char **envp = environment_for_agent();
 	const char *command = argv[0];
 	if (strchr(command, '/')) {
-		execve(command, argv, environ);
+		execve(command, argv, envp);
 		exec_failed(command, errno);
 	}
 
-	const char *path = getenv("PATH");
+	const char *path = environment_get("PATH");
 	if (!path || !*path)
 		path = DEFAULT_PATH;
 	int first_error = ENOENT;
@@ -66,7 +66,7 @@ static noreturn void exec_command(char **argv)
 		/* An empty PATH entry means the current directory, as in execvp. */
 		int n = snprintf(candidate, sizeof candidate, "%.*s/%s", (int)dir_len, dir_len ? dir : ".", command);
 		if (n > 0 && (size_t)n < sizeof candidate) {
-			execve(candidate, argv, environ);
+			execve(candidate, argv, envp);
 			switch (errno) {
 			case ENOENT:
 			case ENOTDIR:
@@ -108,6 +108,9 @@ static noreturn void agent_exec(const struct init_config *cfg, const struct land
 
 	if (landlock_enforce(landlock) < 0)
 		die("landlock", errno, "landlock_restrict_self (ABI %d)", landlock->abi);
+
+	/* Before the host's program, which denies installing filters. */
+	connect_watch_install_in_agent();
 
 	if (seccomp_install(seccomp) < 0)
 		die("seccomp", errno, "install the filter of %u instructions", (unsigned)seccomp->count);

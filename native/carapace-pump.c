@@ -55,7 +55,9 @@ static int fail(const char *step)
 }
 
 /* Advances a flow as far as it can without blocking. Returns -1 on a socket error, else 0, and
- * says what it waits for. */
+ * says what it waits for: every return of 0 with nothing waited for must mean the flow is done or
+ * held by the control pipe, or its sockets would drop out of the poll set and the flow would
+ * stall. Hence an interrupted call (EINTR) is retried at once. */
 static int advance(struct flow *f, bool *wait_in, bool *wait_out)
 {
 	*wait_in = *wait_out = false;
@@ -66,12 +68,14 @@ static int advance(struct flow *f, bool *wait_in, bool *wait_out)
 				return 0; /* held until the control pipe releases dst */
 			/* MSG_NOSIGNAL: a peer that went away is an error to report, not a SIGPIPE. */
 			ssize_t n = send(f->dst, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL);
+			if (n < 0 && errno == EINTR)
+				continue; /* retried now: returning would leave dst out of the poll set */
 			if (n < 0 && errno == EAGAIN) {
 				*wait_out = true;
 				return 0;
 			}
 			if (n < 0)
-				return errno == EINTR ? 0 : -1;
+				return -1;
 			f->off += (size_t)n;
 			continue;
 		}
@@ -88,12 +92,14 @@ static int advance(struct flow *f, bool *wait_in, bool *wait_out)
 			return 0;
 		}
 		ssize_t n = recv(f->src, f->buf, CHUNK, 0);
+		if (n < 0 && errno == EINTR)
+			continue; /* the same: src must stay in the poll set */
 		if (n < 0 && errno == EAGAIN) {
 			*wait_in = true;
 			return 0;
 		}
 		if (n < 0)
-			return errno == EINTR ? 0 : -1;
+			return -1;
 		reads++;
 		if (n == 0)
 			f->eof = true;

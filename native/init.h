@@ -10,6 +10,9 @@
  *   rlimits.c     resource limits
  *   landlock.c    the Landlock ruleset (landlock-abi.h mirrors the kernel UAPI)
  *   seccomp.c     reading and installing the BPF program the host generated
+ *   environment.c the agent's environment, read from --env-fd (never our own)
+ *   connect-watch.c  reporting the connects the sandbox refuses, on --event-fd
+ *   connect-judge.c  whether one connect() is refused, and by what
  *   relay.c       the network relay's listeners and its connections to the host socket
  *   relay-pump.c  copying bytes both ways with splice, half-close included
  */
@@ -37,12 +40,16 @@ enum landlock_mode { LANDLOCK_BEST_EFFORT, LANDLOCK_HARD_REQUIREMENT };
 struct init_config {
 	int status_fd;  /* -1: none */
 	int seccomp_fd; /* -1: no seccomp program */
+	int env_fd;     /* -1: the agent inherits init's environment */
+	int event_fd;   /* -1: no events, and connects are not watched */
 	enum landlock_mode landlock_mode;
 	int landlock_abi_max; /* -1: no cap */
 	const char **ro_paths;
 	size_t ro_count;
 	const char **rw_paths;
 	size_t rw_count;
+	const char **write_paths; /* --write-files: write and truncate existing files only */
+	size_t write_count;
 	const char **list_paths; /* read_dir only: the names, nothing else */
 	size_t list_count;
 	unsigned *bind_ports;
@@ -79,6 +86,9 @@ void line_null(struct status_line *line, const char *key);
 void line_strings(struct status_line *line, const char *key, const char *const *values, size_t count);
 void line_numbers(struct status_line *line, const char *key, const unsigned *values, size_t count);
 void line_send(struct status_line *line);
+/* Finishes the line and hands over its text ("...}\n", *len bytes; the caller frees it), for a
+ * line that goes elsewhere than the status fd. NULL when memory ran out. */
+char *line_finish(struct status_line *line, size_t *len);
 
 /* A failure: "carapace-init: <step>: <what>: <strerror(err)>" on stderr and an error event on the
  * status fd. err 0 means the failure is not a system call's, and the strerror part is left out. */
@@ -105,6 +115,8 @@ int loop_watch(int fd, struct watch *watch, uint32_t events);
 int loop_change(int fd, struct watch *watch, uint32_t events);
 int loop_unwatch(int fd);
 noreturn void pid1_run(pid_t agent, struct relay *relay);
+/* After the agent started: a warning on stderr, every process killed, exit 125. */
+noreturn void pid1_fatal(const char *what, int err);
 
 /* ---- rlimits.c ---------------------------------------------------------------------------- */
 
@@ -135,6 +147,18 @@ struct seccomp_program {
 bool seccomp_filter_available(void);
 void seccomp_read_program(int fd, struct seccomp_program *program);
 int seccomp_install(const struct seccomp_program *program);
+
+/* ---- environment.c ------------------------------------------------------------------------ */
+
+void environment_read(int fd);
+char **environment_for_agent(void);
+const char *environment_get(const char *name); /* in the agent's environment */
+
+/* ---- connect-watch.c ---------------------------------------------------------------------- */
+
+void connect_watch_prepare(const struct init_config *cfg, const struct landlock_plan *landlock);
+void connect_watch_install_in_agent(void);
+void connect_watch_start(void);
 
 /* ---- agent.c ------------------------------------------------------------------------------ */
 

@@ -9,9 +9,16 @@
  *   --ro PATH   read_file, read_dir, execute beneath PATH
  *   --rw PATH   every filesystem right the ABI handles beneath PATH (refer from ABI 2, truncate
  *               from 3, ioctl_dev from 5)
+ *   --write-files PATH
+ *               write_file and truncate beneath PATH, added to what --ro grants there: files that
+ *               exist may be written, nothing may be created, removed or renamed. For /proc, where
+ *               shells write /proc/self/oom_score_adj (docs/security.md, "Writable /proc")
  *   --list PATH read_dir beneath PATH: the names of what is there, no file's content
  *   anything else: denied (EACCES)
- *   ABI >= 4    TCP connect only to the relay port; TCP bind only to the --bind-port ports
+ *   ABI >= 4    TCP bind only to the --bind-port ports; TCP connect only to the relay port and to
+ *               the --bind-port ports (the network namespace holds nothing but the sandbox's own
+ *               sockets, so such a connect reaches only a server of the sandbox's own: an agent's
+ *               gateway and its CLI talk over loopback)
  *   ABI >= 6    the agent may not signal, nor connect to an abstract unix socket of, a process
  *               outside its Landlock domain - PID 1 and the relay among them
  * A rule on a file (not a directory) keeps only the rights that apply to files. A path that does
@@ -42,6 +49,7 @@
 #define LANDLOCK_ABI_REQUIRED 6 /* what hard_requirement insists on: the full ruleset */
 
 #define FS_RIGHTS_ABI1 ((1ULL << 13) - 1) /* EXECUTE .. MAKE_SYM */
+#define FS_RIGHTS_WRITE_EXISTING (LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_TRUNCATE)
 #define FS_RIGHTS_READ_EXECUTE                                                                     \
 	(LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR)
 #define FS_RIGHTS_FOR_FILES                                                                        \
@@ -133,6 +141,20 @@ static void add_port_rule(int ruleset_fd, uint64_t access, unsigned port, struct
 static void report_plan(const struct init_config *cfg, const struct landlock_plan *plan,
 			const struct ruleset_summary *summary, const char *const *missing, size_t missing_count)
 {
+	/* The relay port, then each non-zero --bind-port once, in the order given. */
+	unsigned *connect_ports = calloc(cfg->bind_count + 1, sizeof *connect_ports);
+	if (!connect_ports)
+		die(LANDLOCK_STEP, ENOMEM, "allocate the list of connect ports");
+	size_t connect_count = 0;
+	connect_ports[connect_count++] = cfg->relay_port;
+	for (size_t i = 0; i < cfg->bind_count; i++) {
+		bool seen = cfg->bind_ports[i] == 0;
+		for (size_t j = 0; j < connect_count && !seen; j++)
+			seen = connect_ports[j] == cfg->bind_ports[i];
+		if (!seen)
+			connect_ports[connect_count++] = cfg->bind_ports[i];
+	}
+
 	struct status_line line;
 	line_begin(&line, "landlock");
 	line_string(&line, "mode", cfg->landlock_mode == LANDLOCK_HARD_REQUIREMENT ? "hard_requirement" : "best_effort");
@@ -147,8 +169,9 @@ static void report_plan(const struct init_config *cfg, const struct landlock_pla
 	line_hex(&line, "scoped", summary->attr.scoped);
 	line_hex(&line, "ro_access", FS_RIGHTS_READ_EXECUTE & summary->attr.handled_access_fs);
 	line_hex(&line, "rw_access", summary->attr.handled_access_fs);
+	line_hex(&line, "write_files_access", FS_RIGHTS_WRITE_EXISTING & summary->attr.handled_access_fs);
 	if (summary->attr.handled_access_net) {
-		line_numbers(&line, "connect_ports", &cfg->relay_port, 1);
+		line_numbers(&line, "connect_ports", connect_ports, connect_count);
 		line_numbers(&line, "bind_ports", cfg->bind_ports, cfg->bind_count);
 	} else {
 		line_null(&line, "connect_ports");
@@ -158,6 +181,7 @@ static void report_plan(const struct init_config *cfg, const struct landlock_pla
 	line_strings(&line, "skipped", summary->skipped, summary->skipped_count);
 	line_strings(&line, "missing", missing, missing_count);
 	line_send(&line);
+	free(connect_ports);
 }
 
 void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan)
@@ -189,7 +213,8 @@ void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan)
 	}
 
 	struct ruleset_summary summary = { 0 };
-	summary.skipped = calloc(cfg->ro_count + cfg->rw_count + cfg->list_count + 1, sizeof *summary.skipped);
+	summary.skipped = calloc(cfg->ro_count + cfg->rw_count + cfg->write_count + cfg->list_count + 1,
+				  sizeof *summary.skipped);
 	if (!summary.skipped)
 		die(LANDLOCK_STEP, ENOMEM, "allocate the list of skipped paths");
 
@@ -210,12 +235,17 @@ void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan)
 
 		add_path_rules(plan->ruleset_fd, cfg->ro_paths, cfg->ro_count, FS_RIGHTS_READ_EXECUTE, &summary);
 		add_path_rules(plan->ruleset_fd, cfg->rw_paths, cfg->rw_count, ~0ULL, &summary);
+		add_path_rules(plan->ruleset_fd, cfg->write_paths, cfg->write_count, FS_RIGHTS_WRITE_EXISTING, &summary);
 		add_path_rules(plan->ruleset_fd, cfg->list_paths, cfg->list_count, LANDLOCK_ACCESS_FS_READ_DIR,
 			       &summary);
 		if (plan->abi >= 4) {
 			add_port_rule(plan->ruleset_fd, LANDLOCK_ACCESS_NET_CONNECT_TCP, cfg->relay_port, &summary);
+			/* Port 0 is an ephemeral bind; nobody connects to port 0. */
 			for (size_t i = 0; i < cfg->bind_count; i++)
-				add_port_rule(plan->ruleset_fd, LANDLOCK_ACCESS_NET_BIND_TCP, cfg->bind_ports[i], &summary);
+				add_port_rule(plan->ruleset_fd,
+					      LANDLOCK_ACCESS_NET_BIND_TCP |
+						      (cfg->bind_ports[i] ? LANDLOCK_ACCESS_NET_CONNECT_TCP : 0),
+					      cfg->bind_ports[i], &summary);
 		}
 	}
 

@@ -12,10 +12,13 @@
  *   2. The relay starts listening - before any restriction, since the agent's restrictions would
  *      otherwise be ours too (Landlock and seccomp bind the calling thread and its descendants).
  *   3. What the agent will get is prepared and reported on the status fd: rlimits, the Landlock
- *      ruleset, the seccomp program (read from its fd).
- *   4. The agent child applies it all and execve's the command (agent.c).
- *   5. PID 1 closes its status fd and runs the event loop - reaping, forwarding signals, relaying -
- *      until the agent exits; then kills what is left and exits with the agent's status.
+ *      ruleset, the seccomp program (read from its fd); and its environment is read from its fd
+ *      (ours is empty: bwrap and PID 1 never hold the agent's variables).
+ *   4. The agent child applies it all and execve's the command (agent.c); with --event-fd it first
+ *      hands PID 1 a seccomp listener for its connect() calls (connect-watch.c).
+ *   5. PID 1 closes its status fd and runs the event loop - reaping, forwarding signals, relaying,
+ *      reporting refused connects on the event fd - until the agent exits; then kills what is
+ *      left and exits with the agent's status.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -60,8 +63,11 @@ int main(int argc, char **argv)
 	landlock_prepare(&cfg, &landlock);
 	struct seccomp_program seccomp;
 	seccomp_read_program(cfg.seccomp_fd, &seccomp);
+	environment_read(cfg.env_fd);
+	connect_watch_prepare(&cfg, &landlock);
 
 	pid_t agent = agent_start(&cfg, &landlock, &seccomp);
+	connect_watch_start();
 
 	/* The agent child holds what it needs; PID 1 lets go of the rest. */
 	if (landlock.ruleset_fd >= 0 && close(landlock.ruleset_fd) < 0)

@@ -65,6 +65,8 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	*cfg = (struct init_config){
 		.status_fd = -1,
 		.seccomp_fd = -1,
+		.env_fd = -1,
+		.event_fd = -1,
 		.landlock_mode = LANDLOCK_BEST_EFFORT,
 		.landlock_abi_max = -1,
 		.nofile = -1,
@@ -88,12 +90,13 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	size_t slots = (size_t)argc;
 	cfg->ro_paths = calloc(slots, sizeof *cfg->ro_paths);
 	cfg->rw_paths = calloc(slots, sizeof *cfg->rw_paths);
+	cfg->write_paths = calloc(slots, sizeof *cfg->write_paths);
 	cfg->list_paths = calloc(slots, sizeof *cfg->list_paths);
 	cfg->bind_ports = calloc(slots, sizeof *cfg->bind_ports);
-	if (!cfg->ro_paths || !cfg->rw_paths || !cfg->list_paths || !cfg->bind_ports)
+	if (!cfg->ro_paths || !cfg->rw_paths || !cfg->write_paths || !cfg->list_paths || !cfg->bind_ports)
 		die(OPTIONS_STEP, ENOMEM, "allocate the option lists");
 
-	bool seen_status = false, seen_seccomp = false, seen_mode = false, seen_abi_max = false,
+	bool seen_status = false, seen_seccomp = false, seen_env = false, seen_event = false, seen_mode = false, seen_abi_max = false,
 	     seen_nofile = false, seen_nproc = false, seen_dir = false, seen_socket = false,
 	     seen_port = false, seen_stderr = false;
 
@@ -108,6 +111,12 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 		} else if (strcmp(option, "--seccomp-fd") == 0) {
 			once(&seen_seccomp, option);
 			cfg->seccomp_fd = parse_fd(option, value);
+		} else if (strcmp(option, "--env-fd") == 0) {
+			once(&seen_env, option);
+			cfg->env_fd = parse_fd(option, value);
+		} else if (strcmp(option, "--event-fd") == 0) {
+			once(&seen_event, option);
+			cfg->event_fd = parse_fd(option, value);
 		} else if (strcmp(option, "--landlock") == 0) {
 			once(&seen_mode, option);
 			if (strcmp(value, "best_effort") == 0)
@@ -124,6 +133,8 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 			cfg->ro_paths[cfg->ro_count++] = parse_path(option, value);
 		} else if (strcmp(option, "--rw") == 0) {
 			cfg->rw_paths[cfg->rw_count++] = parse_path(option, value);
+		} else if (strcmp(option, "--write-files") == 0) {
+			cfg->write_paths[cfg->write_count++] = parse_path(option, value);
 		} else if (strcmp(option, "--list") == 0) {
 			cfg->list_paths[cfg->list_count++] = parse_path(option, value);
 		} else if (strcmp(option, "--stderr-fd") == 0) {
@@ -162,10 +173,10 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	cfg->command = &argv[end + 1];
 
 	/* One fd cannot serve two purposes: each is consumed (read to EOF, closed) on its own. */
-	int fds[] = { cfg->status_fd, cfg->seccomp_fd, cfg->relay_dir_fd, cfg->stderr_fd };
-	size_t nfds = sizeof fds / sizeof fds[0];
-	for (size_t i = 0; i < nfds; i++)
-		for (size_t j = i + 1; j < nfds; j++)
+	int fds[] = { cfg->status_fd, cfg->seccomp_fd, cfg->env_fd, cfg->event_fd, cfg->relay_dir_fd, cfg->stderr_fd };
+	const size_t fd_count = sizeof fds / sizeof fds[0];
+	for (size_t i = 0; i < fd_count; i++)
+		for (size_t j = i + 1; j < fd_count; j++)
 			if (fds[i] >= 0 && fds[i] == fds[j])
 				die(OPTIONS_STEP, 0, "fd %d is given for two options", fds[i]);
 }

@@ -125,7 +125,7 @@ static void kill_everything_left(void)
 	}
 }
 
-static noreturn void pid1_fatal(const char *what, int err)
+noreturn void pid1_fatal(const char *what, int err)
 {
 	report_warning(PID1_STEP, err, "%s", what);
 	kill_everything_left();

@@ -39,6 +39,12 @@
 
 #define ACCEPTS_PER_ROUND 64 /* then let the other fds have a turn */
 
+/* The longest PROXY line: two IPv6 addresses, two 5-digit ports and a 20-digit inode fit with room
+ * to spare. A test build sets it smaller to check that a line which does not fit is refused. */
+#ifndef RELAY_HEADER_MAX
+#define RELAY_HEADER_MAX (sizeof "PROXY TCP6   65535 65535 18446744073709551615\r\n" + 2 * INET6_ADDRSTRLEN)
+#endif
+
 /* bwrap brings lo up in a new network namespace; make sure, since 127.0.0.1 exists only then. */
 static void loopback_ensure_up(void)
 {
@@ -275,29 +281,42 @@ static unsigned long client_socket_inode(struct relay *relay, const struct socka
 }
 
 /* "PROXY TCP4 <src> <dst> <src port> <dst port> <client socket inode>\r\n": PROXY protocol v1
- * and one field of ours (0 when unknown). Returns its length. */
+ * and one field of ours (0 when unknown). Returns its length, or -1 with errno set and *what
+ * naming the step. The line is sent from a buffer of RELAY_HEADER_MAX bytes: snprintf returns the
+ * length the line would have had, so a line that did not fit is refused here (EMSGSIZE) rather
+ * than sent with that length, which would read past the buffer. */
 static int proxy_header(struct relay *relay, int client_fd, const struct sockaddr_storage *peer, char *header,
-			size_t size)
+			size_t size, const char **what)
 {
 	struct sockaddr_storage local;
 	socklen_t len = sizeof local;
-	if (getsockname(client_fd, (struct sockaddr *)&local, &len) < 0)
+	if (getsockname(client_fd, (struct sockaddr *)&local, &len) < 0) {
+		*what = "getsockname of an accepted connection";
 		return -1;
+	}
 	char source[INET6_ADDRSTRLEN], destination[INET6_ADDRSTRLEN];
 	unsigned source_port, destination_port;
 	address_text(peer, source, sizeof source, &source_port);
 	address_text(&local, destination, sizeof destination, &destination_port);
-	return snprintf(header, size, "PROXY %s %s %s %u %u %lu\r\n", peer->ss_family == AF_INET ? "TCP4" : "TCP6",
-			source, destination, source_port, destination_port, client_socket_inode(relay, peer, &local));
+	int n = snprintf(header, size, "PROXY %s %s %s %u %u %lu\r\n", peer->ss_family == AF_INET ? "TCP4" : "TCP6",
+			 source, destination, source_port, destination_port, client_socket_inode(relay, peer, &local));
+	if (n < 0 || (size_t)n >= size) {
+		*what = "format the PROXY line";
+		if (n >= 0)
+			errno = EMSGSIZE;
+		return -1;
+	}
+	return n;
 }
 
 /* Connects the prepared socket to the host and sends the header. Returns -1 after a warning. */
 static int open_upstream(struct relay *relay, int upstream_fd, int client_fd, const struct sockaddr_storage *peer)
 {
-	char header[128];
-	int header_len = proxy_header(relay, client_fd, peer, header, sizeof header);
+	char header[RELAY_HEADER_MAX];
+	const char *what = "";
+	int header_len = proxy_header(relay, client_fd, peer, header, sizeof header, &what);
 	if (header_len < 0) {
-		report_warning(RELAY_STEP, errno, "getsockname of an accepted connection");
+		report_warning(RELAY_STEP, errno, "%s (the client's connection is closed)", what);
 		return -1;
 	}
 	/* A Unix stream connect completes at once or fails; EAGAIN means the host's backlog is

@@ -188,6 +188,20 @@ void line_send(struct status_line *line)
 	*line = (struct status_line){ 0 };
 }
 
+char *line_finish(struct status_line *line, size_t *len)
+{
+	append_str(line, "}\n");
+	if (line->out_of_memory) {
+		free(line->text);
+		*line = (struct status_line){ 0 };
+		return NULL;
+	}
+	char *text = line->text;
+	*len = line->len;
+	*line = (struct status_line){ 0 };
+	return text;
+}
+
 /* ---- failures ---- */
 
 static void print_stderr(const char *step, int err, const char *what)

@@ -196,8 +196,9 @@ export function finding(e: FindingEvent): OcsfEvent {
   return ev;
 }
 
-export type LifecycleActivity = 'start' | 'stop' | 'update';
-const LIFECYCLE: Record<LifecycleActivity, number> = { start: 3, stop: 4, update: 8 };
+/** `lost`: the process that ran the sandbox died without stopping it (found by a later sweep). */
+export type LifecycleActivity = 'start' | 'stop' | 'update' | 'lost';
+const LIFECYCLE: Record<LifecycleActivity, number> = { start: 3, stop: 4, update: 8, lost: 99 };
 
 export interface LifecycleEvent extends CarapaceContext {
   activity: LifecycleActivity;

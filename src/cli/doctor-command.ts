@@ -12,8 +12,16 @@ export function registerDoctor(program: Command): void {
     .command('doctor')
     .description("report this host's sandbox capabilities and how to fix what is missing")
     .option('--json', 'print the report as JSON')
-    .action((opts: { json?: boolean }) => {
-      const report = probeHost(stateDirs().state);
+    .action(async (opts: { json?: boolean }) => {
+      // Like a run, doctor sweeps what crashed runs left (and says so on stderr).
+      const dirs = stateDirs();
+      const [{ sweepDeadRuns }, { hostIdentities }, { reportLostRuns }] = await Promise.all([
+        import('../sandbox/sweep.js'),
+        import('../sandbox/identity.js'),
+        import('../gateway/one-off-run.js'),
+      ]);
+      await reportLostRuns(await sweepDeadRuns(dirs, hostIdentities()));
+      const report = probeHost(dirs.state);
       if (opts.json) {
         process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       } else {

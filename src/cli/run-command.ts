@@ -98,6 +98,7 @@ function toRunOptions(opts: Parsed, command: string[]): RunOptions {
     allowLocal: opts.allowLocal ?? [],
     upstreamCa: opts.upstreamCa,
     credentials: opts.credential ?? [],
+    uidBase: process.env.CARAPACE_UID_BASE ? Number(process.env.CARAPACE_UID_BASE) : undefined,
   };
 }
 

@@ -6,10 +6,12 @@ import { join, resolve } from 'node:path';
 import type { AuditSink, OcsfEvent } from '../audit/index.js';
 import { agentStarted, SandboxStartError, startFailure, type InitEvent } from '../sandbox/launch.js';
 import type { SandboxTrees } from '../sandbox/host-path.js';
+import { directConnectEvent, parseDirectConnect } from './direct-connect-audit.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
-import { assertSandboxName } from '../sandbox/identity.js';
+import { assertSandboxName, hostIdentities } from '../sandbox/identity.js';
 import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
+import { sweepDeadRuns, type LostRun } from '../sandbox/sweep.js';
 import type { RunNetwork } from './run-network.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
 import { openAuditFile, readPolicyText, runTrees, SandboxWritableFileError } from './run-files.js';
@@ -34,6 +36,8 @@ export interface RunOptions {
   allowLocal: string[];
   upstreamCa?: string | undefined;
   credentials: string[];
+  /** First uid of the host's sandbox uid range (CARAPACE_UID_BASE), when not the default. */
+  uidBase?: number | undefined;
 }
 
 type AuditModule = typeof import('../audit/index.js');
@@ -101,6 +105,8 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   if (opts.name !== undefined) assertSandboxName(opts.name);
   for (const m of opts.mounts) parseMount(m); // the form; the source is opened (and judged) at start
   const dirs = stateDirs();
+  const identities = hostIdentities(opts.uidBase);
+  await reportLostRuns(await sweepDeadRuns(dirs, identities));
   const name = opts.name ?? newSandboxName();
   const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
   // Policy and audit files must lie outside every tree a sandbox writes, this run's included.
@@ -139,9 +145,14 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   try {
     started = await startSandbox(spec, {
       dirs,
+      identities,
+      auditFile: opts.audit === undefined ? undefined : resolve(opts.audit),
       ephemeral: opts.name === undefined,
       removeWorkspace: opts.workspace === undefined,
-      bestEffortLimits: opts.bestEffortLimits,
+      // The built-in default policy must start everywhere: where no cgroup can be had (a normal
+      // user without a delegated subtree), its limits fall back to the rlimits the init sets
+      // anyway. Limits a user wrote into their own policy still refuse without the flag.
+      bestEffortLimits: opts.bestEffortLimits || opts.policy === undefined,
       stdio: 'inherit',
       term: process.env.TERM,
       landlockAbiMax: abiOverride ? Number(abiOverride) : undefined,
@@ -163,6 +174,18 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     audit.close();
     throw err;
   }
+  const skipped = started.cgroup?.report.skipped ?? [];
+  if (opts.policy === undefined && !opts.bestEffortLimits && skipped.length > 0) {
+    process.stderr.write(
+      `carapace: warning: no cgroup for the default policy's limits (${skipped.join('; ')}); ` +
+        `RLIMIT_NPROC caps the sandbox's processes instead (carapace doctor says how to get cgroups)\n`,
+    );
+  }
+  // Connections the kernel refused before the proxy saw them: 4001 refusals with a hint.
+  started.process.onEvent((e) => {
+    const refused = parseDirectConnect(e);
+    if (refused) audit.emit((a) => directConnectEvent(a, name, refused));
+  });
   const forward = (sig: NodeJS.Signals) => () => started.process.signal(sig);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
     const h = forward(sig);
@@ -219,10 +242,39 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   }
 }
 
+/**
+ * Runs whose carapace process died (SIGKILL, a crash) were swept; each gets a "lost" event in the
+ * audit file it was writing, since it never wrote its stop event, and a line on stderr.
+ */
+export async function reportLostRuns(lost: LostRun[]): Promise<void> {
+  for (const { record, left } of lost) {
+    process.stderr.write(
+      `carapace: swept sandbox ${record.name} left by a carapace process that died (pid ${record.pid})` +
+        (left.length > 0 ? `; could not remove: ${left.join('; ')}` : '') +
+        '\n',
+    );
+    if (record.audit === undefined) continue;
+    const audit = await import('../audit/index.js');
+    const log = new audit.JsonlAuditLog(record.audit);
+    try {
+      log.emit(
+        audit.lifecycle({
+          sandbox: record.name,
+          activity: 'lost',
+          message: `sandbox ${record.name} lost: its carapace process (pid ${record.pid}) died without stopping it`,
+          details: { pid: record.pid, started_at: record.startedAt, left },
+        }),
+      );
+    } finally {
+      log.close();
+    }
+  }
+}
+
 /** Turns the init's status lines into audit events: what was enforced, and what the kernel lacked. */
 function reportEnforcement(sandbox: string, events: InitEvent[], audit: RunAudit): void {
   for (const e of events) {
-    if (e.event === 'landlock' || e.event === 'seccomp' || e.event === 'rlimits' || e.event === 'relay') {
+    if (['landlock', 'seccomp', 'rlimits', 'relay', 'connect_watch'].includes(e.event)) {
       const { event, ...details } = e;
       audit.emit((a) =>
         a.lifecycle({

@@ -81,6 +81,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
     for (const credential of opts.credentials.keys()) env[credential] = `${PLACEHOLDER_PREFIX}${credential}`;
     return {
       relayDir,
+      hostDir: dir,
       socketName: SOCKET_NAME,
       env,
       files: [

@@ -8,9 +8,25 @@
  * cgroup v2 is used for a controller where the unified hierarchy offers it; otherwise that
  * controller's v1 hierarchy (hybrid hosts, like Debian with a v1 layout, have both). A limit that
  * cannot be applied is an error unless the caller asked for best effort.
+ *
+ * Where the sandbox's cgroup goes (cgroupParent): as root, `<mount>/carapace/`. A normal user
+ * needs a subtree of their own: on a v1 hierarchy, `<mount>/carapace/user-<uid>/` made by root
+ * and owned by the user (v1 lets the owner of a cgroup create children and move their own
+ * processes into them); on the v2 hierarchy, the delegated subtree the user's processes already
+ * live in (systemd's `Delegate=yes`): v2 moves a process only within a subtree whose common
+ * ancestor the mover may write, so a directory made for the user elsewhere would not do.
  */
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmdirSync,
+  statSync,
+  writeFileSync,
+  accessSync,
+  constants,
+} from 'node:fs';
+import { dirname, join, relative, sep, isAbsolute } from 'node:path';
 import { readCgroupLayout, type CgroupLayout } from './cgroup-layout.js';
 
 export interface ResourceLimits {
@@ -25,6 +41,7 @@ type Controller = 'memory' | 'pids' | 'cpu';
 
 export class CgroupError extends Error {
   override name = 'CgroupError';
+  readonly code = 'CGROUP_UNAVAILABLE';
   readonly exitCode = 1;
 }
 
@@ -45,6 +62,11 @@ export class SandboxCgroup {
     readonly report: AppliedLimits,
   ) {}
 
+  /** The directories of the sandbox's cgroups, for the run record (a crash sweep removes them). */
+  get paths(): readonly string[] {
+    return this.dirs;
+  }
+
   /**
    * Creates the cgroups for `name` and writes the limits. With `bestEffort`, a controller that is
    * unavailable is recorded in `report.skipped` instead of failing.
@@ -63,23 +85,23 @@ export class SandboxCgroup {
       for (const controller of wanted) {
         const dir = controllerDir(controller, name, layout!);
         if (!dir) {
-          const msg = `${controller}: no cgroup hierarchy offers this controller`;
+          const msg = `${controller}: ${reasonNone(controller, layout!)}`;
           if (!bestEffort)
             throw new CgroupError(
-              `cannot apply the ${controller} limit: ${msg.split(': ')[1]} (run carapace doctor; or pass --best-effort-limits)`,
+              `cannot apply the ${controller} limit: ${msg.slice(controller.length + 2)} (run carapace doctor; or pass --best-effort-limits)`,
             );
           report.skipped.push(msg);
           continue;
         }
         if (!existsSync(dir.path)) {
           try {
-            if (dir.v2) enableV2Controllers(dir.root, controller);
+            if (dir.v2) enableV2Controllers(dir.root, dir.parent, controller);
             mkdirSync(dir.path, { recursive: true });
           } catch (err) {
             const why = (err as NodeJS.ErrnoException).code ?? String(err);
             if (!bestEffort) {
               throw new CgroupError(
-                `cannot create the cgroup for the ${controller} limit at ${dir.path} (${why}): run as root or delegate a cgroup v2 subtree; or pass --best-effort-limits`,
+                `cannot create the cgroup for the ${controller} limit at ${dir.path} (${why}): run as root or get a cgroup subtree delegated (carapace doctor says how); or pass --best-effort-limits`,
               );
             }
             report.skipped.push(`${controller}: ${why}`);
@@ -128,24 +150,127 @@ export class SandboxCgroup {
   }
 }
 
+/** Where a sandbox's cgroup for `controller` goes, or null when no hierarchy offers it to us. */
 function controllerDir(
   controller: Controller,
   name: string,
   layout: CgroupLayout,
-): { path: string; v2: boolean; root: string } | null {
-  if (layout.v2Mount && layout.v2Controllers.includes(controller)) {
-    return { path: join(layout.v2Mount, 'carapace', name), v2: true, root: layout.v2Mount };
-  }
-  const v1 = layout.v1Mounts[controller];
-  if (v1) return { path: join(v1, 'carapace', name), v2: false, root: v1 };
-  return null;
+): { path: string; v2: boolean; root: string; parent: string } | null {
+  const parent = cgroupParent(controller, layout);
+  return parent ? { ...parent, path: join(parent.parent, name) } : null;
 }
 
-function enableV2Controllers(root: string, controller: Controller): void {
-  // A v2 controller must be enabled in every ancestor's subtree_control for a leaf to use it.
-  writeFileSync(join(root, 'cgroup.subtree_control'), `+${controller}`);
-  mkdirSync(join(root, 'carapace'), { recursive: true });
-  writeFileSync(join(root, 'carapace', 'cgroup.subtree_control'), `+${controller}`);
+export interface CgroupParent {
+  /** The hierarchy's mount point. */
+  root: string;
+  /** The directory sandbox cgroups are made in. */
+  parent: string;
+  v2: boolean;
+}
+
+/**
+ * The directory this process makes sandbox cgroups for `controller` in (see the file's comment),
+ * or null: the controller is in no hierarchy, or this user has no subtree of it.
+ */
+export function cgroupParent(
+  controller: Controller,
+  layout: CgroupLayout,
+  uid = process.getuid?.() ?? 0,
+): CgroupParent | null {
+  if (layout.v2Mount && layout.v2Controllers.includes(controller)) {
+    const root = layout.v2Mount;
+    if (uid === 0) return { root, parent: join(root, 'carapace'), v2: true };
+    const delegated = delegatedV2Subtree(root, uid);
+    return delegated ? { root, parent: join(delegated, 'carapace'), v2: true } : null;
+  }
+  const root = layout.v1Mounts[controller];
+  if (!root) return null;
+  if (uid === 0) return { root, parent: join(root, 'carapace'), v2: false };
+  const own = join(root, 'carapace', `user-${uid}`);
+  return ownedAndWritable(own, uid) ? { root, parent: own, v2: false } : null;
+}
+
+/** Why cgroupParent gave null, in words for an error or for doctor. */
+export function reasonNone(
+  controller: Controller,
+  layout: CgroupLayout,
+  uid = process.getuid?.() ?? 0,
+): string {
+  const inV2 = layout.v2Mount !== null && layout.v2Controllers.includes(controller);
+  if (!inV2 && !layout.v1Mounts[controller]) return 'no cgroup hierarchy offers this controller';
+  if (uid === 0) return 'unavailable';
+  return inV2
+    ? `uid ${uid} has no delegated cgroup v2 subtree (systemd: run under a unit with Delegate=yes)`
+    : `uid ${uid} has no cgroup of its own in the ${controller} hierarchy (as root: mkdir ${join(layout.v1Mounts[controller]!, 'carapace', `user-${uid}`)} and chown it to ${uid})`;
+}
+
+/**
+ * The top of the v2 subtree delegated to `uid` that holds this process: walking up from our own
+ * cgroup while the directory and its cgroup.procs and cgroup.subtree_control are the user's.
+ */
+function delegatedV2Subtree(root: string, uid: number): string | null {
+  let own: string | undefined;
+  try {
+    own = /^0::(\/.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1];
+  } catch {
+    return null;
+  }
+  if (own === undefined) return null;
+  let top: string | null = null;
+  for (let dir = join(root, own); dir.startsWith(root) && dir !== root; dir = dirname(dir)) {
+    const delegated =
+      ownedAndWritable(dir, uid) &&
+      ownedAndWritable(join(dir, 'cgroup.procs'), uid) &&
+      ownedAndWritable(join(dir, 'cgroup.subtree_control'), uid);
+    if (!delegated) break;
+    top = dir;
+  }
+  return top;
+}
+
+function ownedAndWritable(path: string, uid: number): boolean {
+  try {
+    if (statSync(path).uid !== uid) return false;
+    accessSync(path, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function enableV2Controllers(root: string, parent: string, controller: Controller): void {
+  // A v2 controller must be enabled in every ancestor's subtree_control for a leaf to use it: from
+  // the hierarchy's root (or the top of a delegated subtree) down to our parent directory.
+  const chain: string[] = [];
+  for (let dir = dirname(parent); ; dir = dirname(dir)) {
+    chain.unshift(dir);
+    if (dir === root || dir === '/' || (process.getuid?.() ?? 0) !== 0) break;
+  }
+  for (const dir of chain) writeFileSync(join(dir, 'cgroup.subtree_control'), `+${controller}`);
+  mkdirSync(parent, { recursive: true });
+  writeFileSync(join(parent, 'cgroup.subtree_control'), `+${controller}`);
+}
+
+/**
+ * Kills what is left in a cgroup directory and removes it, for the crash sweep. Only a directory
+ * below a `carapace` directory of a mounted cgroup hierarchy is touched; returns why not, or null.
+ */
+export function destroyCgroupDir(dir: string, layout = readCgroupLayout()): string | null {
+  const roots = [layout.v2Mount, ...Object.values(layout.v1Mounts)].filter((r): r is string => r !== null);
+  const inside = roots.some((r) => {
+    const rel = relative(r, dir);
+    return (
+      !isAbsolute(rel) &&
+      !rel.startsWith('..') &&
+      rel.split(sep).includes('carapace') &&
+      rel.split(sep).length >= 2
+    );
+  });
+  if (!inside) return 'not a Carapace cgroup, left alone';
+  if (!existsSync(dir)) return null;
+  killAll(dir);
+  tryRmdir(dir);
+  return existsSync(dir) ? 'still busy' : null;
 }
 
 function writeLimit(controller: Controller, dir: string, v2: boolean, limits: ResourceLimits): void {

@@ -7,6 +7,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statfsSync } from 'node:fs';
+import { cgroupParent } from './cgroup.js';
 import { LIMIT_CONTROLLERS, readCgroupLayout, type CgroupLayout } from './cgroup-layout.js';
 import { nativeBinary } from './native-paths.js';
 import { MERGED_USR_ROOT } from './bwrap-minimal.js';
@@ -191,6 +192,32 @@ function cgroupCapability(layout: CgroupLayout): Capability {
   if (Object.keys(layout.v1Mounts).length) parts.push(`v1 [${Object.keys(layout.v1Mounts).join(' ')}]`);
   const detail = parts.join('; ') || 'no cgroup hierarchy mounted';
   const missing = LIMIT_CONTROLLERS.filter((c) => !usable.has(c));
+  // A normal user needs a cgroup subtree of their own, whatever the host mounts (cgroup.ts).
+  const uid = process.getuid?.() ?? 0;
+  const unreachable = LIMIT_CONTROLLERS.filter((c) => usable.has(c) && cgroupParent(c, layout, uid) === null);
+  if (unreachable.length > 0) {
+    const v1Dirs = unreachable
+      .filter((c) => !layout.v2Controllers.includes(c))
+      .map((c) => `${layout.v1Mounts[c]}/carapace/user-${uid}`);
+    const fixes = [
+      v1Dirs.length > 0 && `as root: mkdir -p ${v1Dirs.join(' ')} && chown ${uid} ${v1Dirs.join(' ')}`,
+      unreachable.some((c) => layout.v2Controllers.includes(c)) &&
+        'run carapace under a systemd unit with Delegate=yes (e.g. systemd-run --user -p Delegate=yes --shell)',
+    ];
+    return {
+      id: 'cgroup',
+      title: 'cgroups',
+      status: 'degraded',
+      detail: `${detail}; uid ${uid} cannot make cgroups for ${unreachable.join(', ')}`,
+      impact:
+        `limits on ${unreachable.join(', ')} cannot be enforced for this user` +
+        (unreachable.includes('pids')
+          ? " (the default policy's pids limit falls back to RLIMIT_NPROC)"
+          : '') +
+        '; a policy with such limits needs --best-effort-limits',
+      fix: fixes.filter(Boolean).join('; or '),
+    };
+  }
   if (missing.length === 0) return { id: 'cgroup', title: 'cgroups', status: 'ok', detail };
   return {
     id: 'cgroup',

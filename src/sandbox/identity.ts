@@ -1,23 +1,51 @@
 /**
  * Host identities for sandboxes.
  *
- * Threat: two sandboxes sharing a host uid could read each other's workspaces and signal each
- * other's processes; a sandbox running as host root would turn any kernel bug in the user namespace
- * code into host root. So, when Carapace runs as root, every sandbox gets its own unprivileged host
+ * Threat: two sandboxes sharing a host uid could read each other's files and signal each other's
+ * processes; a sandbox running as host root would turn any kernel bug in the user namespace code
+ * into host root. So, when Carapace runs as root, every sandbox gets its own unprivileged host
  * uid/gid from a reserved range; inside the sandbox it is always `sandbox`, uid/gid 1000.
  * Run as a normal user (rootless), a sandbox maps to that user: it cannot be anyone else.
  *
- * Allocation is crash-safe and race-free between concurrent `carapace` processes: a uid is taken by
- * creating `<state>/identities/uid-<n>` with O_EXCL; the name → uid record is a second file. Both
- * are removed when the sandbox is deleted (or, for an unnamed one-off run, when it exits), and the
- * lowest free uid is reused.
+ * A uid outlives its sandbox in the files it owns: the workspace, the sandbox's storage, whatever a
+ * user copied out of them. Handing that uid to another sandbox would give the newcomer those files
+ * wherever its mounts can reach them (a policy that binds /home read-only, and a 0600 file of the
+ * old sandbox's there, is enough). So:
+ * - The registry is one per host, not per state directory: two state directories (two users'
+ *   CARAPACE_HOME, or tests) never hand out the same uid. It lives in a root-only directory and is
+ *   changed under a host-wide lock file, written whole to a temporary file and renamed into place.
+ * - Each record binds a uid to its owner (state directory + sandbox name) and to the paths it was
+ *   handed (workspace, storage). A record is dropped only once none of those paths still holds
+ *   anything of the uid at its root (gone, or handed over to another uid): until then the uid is
+ *   not free, even after the sandbox that had it is forgotten.
+ * - Allocation is monotonic over the range (a `next` cursor that wraps), so a freed uid is the last
+ *   to be handed out again; on wrapping, stale records are checked again before reuse.
+ * - What is read is validated: a record outside the configured range, below 1000, or malformed
+ *   stops every allocation with an error naming the file (fail closed, never guess).
  */
-import { mkdirSync, openSync, closeSync, readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+  chmodSync,
+} from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export const SANDBOX_UID_INSIDE = 1000;
 export const DEFAULT_UID_BASE = 3_000_000;
 export const UID_RANGE_SIZE = 65_536;
+/** Below this, uids belong to the host's own users and services. */
+const LOWEST_SANDBOX_UID = 1000;
+/** How long a start waits for another process's registry change before giving up. */
+const LOCK_PATIENCE_MS = 10_000;
 
 export interface SandboxIdentity {
   /** Host uid and gid the sandbox's processes run as. */
@@ -27,76 +55,345 @@ export interface SandboxIdentity {
   rootless: boolean;
 }
 
+export type IdentityErrorCode =
+  'INVALID_SANDBOX_NAME' | 'UID_RANGE_EXHAUSTED' | 'UID_REGISTRY_INVALID' | 'UID_REGISTRY_BUSY';
+
 export class IdentityError extends Error {
   override name = 'IdentityError';
   readonly exitCode = 1;
+  constructor(
+    message: string,
+    readonly code: IdentityErrorCode,
+  ) {
+    super(message);
+  }
 }
 
 const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+/** The name of a record whose sandbox is gone but whose paths still hold files of its uid. */
+const RELEASED = 'released.';
 
 export function assertSandboxName(name: string): void {
   if (!NAME_RE.test(name)) {
     throw new IdentityError(
       `invalid sandbox name "${name}": use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit`,
+      'INVALID_SANDBOX_NAME',
     );
   }
 }
 
-export class IdentityRegistry {
-  private readonly dir: string;
+/** The identity of a rootless sandbox: the calling user's own. */
+export function rootlessIdentity(): SandboxIdentity {
+  const uid = process.getuid?.() ?? 0;
+  return { uid, gid: process.getgid?.() ?? uid, rootless: true };
+}
 
-  constructor(
-    stateDir: string,
-    private readonly base = Number(process.env.CARAPACE_UID_BASE ?? DEFAULT_UID_BASE),
-  ) {
-    this.dir = join(stateDir, 'identities');
+/** Who a uid belongs to: a sandbox name within one state directory. */
+export interface IdentityOwner {
+  state: string;
+  name: string;
+}
+
+export interface IdentityRecord extends IdentityOwner {
+  uid: number;
+  /** Host paths handed to the uid (workspace, storage): it is not free while one still is its. */
+  paths: string[];
+  /** When the uid was allocated (ISO time), for people reading the file. */
+  since: string;
+}
+
+interface RegistryFile {
+  version: 1;
+  base: number;
+  size: number;
+  next: number;
+  records: IdentityRecord[];
+}
+
+export interface RegistryOptions {
+  /** Root-only host directory holding the registry (one per host: see hostIdentityDir). */
+  dir: string;
+  base?: number;
+  size?: number;
+}
+
+/** The host-wide registry's directory, whatever the state directory: the range is per host. */
+export const HOST_IDENTITY_DIR = '/var/lib/carapace/uids';
+
+export class IdentityRegistry {
+  readonly dir: string;
+  readonly base: number;
+  readonly size: number;
+  private readonly file: string;
+
+  constructor(opts: RegistryOptions) {
+    this.dir = opts.dir;
+    this.base = opts.base ?? DEFAULT_UID_BASE;
+    this.size = opts.size ?? UID_RANGE_SIZE;
+    this.file = join(this.dir, 'registry.json');
+    if (
+      !Number.isInteger(this.base) ||
+      this.base < LOWEST_SANDBOX_UID ||
+      this.base + this.size > 2 ** 32 - 2
+    ) {
+      throw new IdentityError(
+        `sandbox uid range ${this.base}+${this.size} is not usable: it must start at ${LOWEST_SANDBOX_UID} or above and end below 2^32-2`,
+        'UID_REGISTRY_INVALID',
+      );
+    }
   }
 
-  /** The identity for `name`: the one recorded for it, or a newly allocated one. */
-  acquire(name: string): SandboxIdentity {
-    assertSandboxName(name);
-    const uid = process.getuid?.() ?? 0;
-    if (uid !== 0) return { uid, gid: process.getgid?.() ?? uid, rootless: true };
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const recorded = this.lookup(name);
-    if (recorded !== null) return { uid: recorded, gid: recorded, rootless: false };
-    for (let n = this.base; n < this.base + UID_RANGE_SIZE; n++) {
-      let fd: number;
-      try {
-        fd = openSync(join(this.dir, `uid-${n}`), 'wx', 0o600);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
-        throw err;
+  /**
+   * The uid of `owner`: the one recorded for it, or a new one. `paths` (workspace, storage) are
+   * bound to the uid for as long as they hold anything of it. With `adopt`, a workspace left by an
+   * earlier sandbox whose uid was released but still owns it is taken over with that uid (an
+   * unnamed run on a kept workspace: no need to hand the whole tree to a new uid).
+   */
+  async acquire(owner: IdentityOwner, paths: string[], adopt?: string): Promise<SandboxIdentity> {
+    assertSandboxName(owner.name);
+    return this.change((reg) => {
+      let rec = reg.records.find((r) => r.state === owner.state && r.name === owner.name);
+      if (!rec && adopt !== undefined) {
+        rec = reg.records.find(
+          (r) => r.name.startsWith(RELEASED) && r.paths.includes(adopt) && ownsRoot(r.uid, adopt),
+        );
+        if (rec) Object.assign(rec, { state: owner.state, name: owner.name });
       }
-      writeSync(fd, name + '\n');
-      closeSync(fd);
-      writeFileSync(join(this.dir, `name-${name}`), `${n}\n`, { mode: 0o600 });
-      return { uid: n, gid: n, rootless: false };
+      if (!rec) {
+        const uid = this.allocate(reg);
+        rec = { uid, state: owner.state, name: owner.name, paths: [], since: new Date().toISOString() };
+        reg.records.push(rec);
+      }
+      for (const p of paths) if (!rec.paths.includes(p)) rec.paths.push(p);
+      return { uid: rec.uid, gid: rec.uid, rootless: false };
+    });
+  }
+
+  /** The uid recorded for `owner`, or null. */
+  lookup(owner: IdentityOwner): number | null {
+    const reg = this.read();
+    return reg.records.find((r) => r.state === owner.state && r.name === owner.name)?.uid ?? null;
+  }
+
+  /** Every record, for the crash sweep and for tests. */
+  records(): IdentityRecord[] {
+    return this.read().records;
+  }
+
+  /**
+   * Forgets `owner`'s uid if none of its paths still holds anything of it; otherwise the record
+   * stays (the uid is not free yet) and is dropped on a later allocation once they are gone.
+   * Returns whether the uid was freed.
+   */
+  async release(owner: IdentityOwner): Promise<boolean> {
+    return this.change((reg) => {
+      const i = reg.records.findIndex((r) => r.state === owner.state && r.name === owner.name);
+      if (i < 0) return true;
+      const rec = reg.records[i]!;
+      if (holdsAnything(rec)) {
+        // Kept, but no longer the owner's: a later sandbox of that name gets a new uid.
+        rec.name = `${RELEASED}${randomBytes(4).toString('hex')}`;
+        return false;
+      }
+      reg.records.splice(i, 1);
+      return true;
+    });
+  }
+
+  private allocate(reg: RegistryFile): number {
+    const taken = new Map(reg.records.map((r) => [r.uid, r]));
+    for (let i = 0; i < this.size; i++) {
+      const uid = this.base + ((reg.next - this.base + i) % this.size);
+      const rec = taken.get(uid);
+      if (rec) {
+        if (!rec.name.startsWith(RELEASED) || holdsAnything(rec)) continue;
+        reg.records.splice(reg.records.indexOf(rec), 1); // stale: nothing of it is left
+      }
+      reg.next = uid + 1 >= this.base + this.size ? this.base : uid + 1;
+      return uid;
     }
     throw new IdentityError(
-      `no free sandbox uid in ${this.base}-${this.base + UID_RANGE_SIZE - 1}: delete unused sandboxes`,
+      `no free sandbox uid in ${this.base}-${this.base + this.size - 1}: delete unused sandboxes and their workspaces`,
+      'UID_RANGE_EXHAUSTED',
     );
   }
 
-  lookup(name: string): number | null {
+  /**
+   * Runs `fn` on the registry under the host-wide lock and writes the result atomically, when it
+   * changed. A new uid is flushed to disk before it is used (a record lost to a power cut would let
+   * the uid be handed out twice); a release is not (losing one only keeps a uid longer).
+   */
+  private async change<T>(fn: (reg: RegistryFile) => T): Promise<T> {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    chmodSync(this.dir, 0o700);
+    const lock = await HostLock.take(join(this.dir, 'lock'));
     try {
-      const n = Number(readFileSync(join(this.dir, `name-${name}`), 'utf8').trim());
-      return Number.isInteger(n) ? n : null;
-    } catch {
-      return null;
+      const reg = this.read();
+      const before = JSON.stringify(reg);
+      const uidsBefore = new Set(reg.records.map((r) => r.uid));
+      // Released records whose paths hold nothing of their uid any more are dropped as we pass.
+      reg.records = reg.records.filter((r) => !r.name.startsWith(RELEASED) || holdsAnything(r));
+      const result = fn(reg);
+      const text = JSON.stringify(reg);
+      if (text !== before) {
+        const tmp = join(this.dir, `.registry.${process.pid}.${randomBytes(4).toString('hex')}`);
+        const fd = openSync(tmp, 'wx', 0o600);
+        try {
+          writeSync(fd, text + '\n');
+          if (reg.records.some((r) => !uidsBefore.has(r.uid))) fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        renameSync(tmp, this.file);
+      }
+      return result;
+    } finally {
+      lock.release();
     }
   }
 
-  /** Frees the identity of `name` so that a later sandbox can reuse its uid. */
-  release(name: string): void {
-    const uid = this.lookup(name);
-    if (uid === null) return;
-    for (const f of [`uid-${uid}`, `name-${name}`]) {
+  private read(): RegistryFile {
+    let text: string;
+    try {
+      text = readFileSync(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      return { version: 1, base: this.base, size: this.size, next: this.base, records: [] };
+    }
+    return this.validate(text);
+  }
+
+  private validate(text: string): RegistryFile {
+    const bad = (why: string) =>
+      new IdentityError(
+        `the sandbox uid registry ${this.file} is not valid (${why}): restore it or remove the records that are wrong`,
+        'UID_REGISTRY_INVALID',
+      );
+    let reg: RegistryFile;
+    try {
+      reg = JSON.parse(text) as RegistryFile;
+    } catch {
+      throw bad('not JSON');
+    }
+    if (reg?.version !== 1 || !Array.isArray(reg.records)) throw bad('unknown format');
+    if (reg.base !== this.base || reg.size !== this.size) {
+      throw new IdentityError(
+        `the sandbox uid registry ${this.file} was made for uids ${reg.base}-${reg.base + reg.size - 1}, ` +
+          `not ${this.base}-${this.base + this.size - 1}: keep the host's range (unset CARAPACE_UID_BASE)`,
+        'UID_REGISTRY_INVALID',
+      );
+    }
+    const inRange = (n: unknown) =>
+      Number.isInteger(n) && (n as number) >= this.base && (n as number) < this.base + this.size;
+    if (!inRange(reg.next)) throw bad(`next ${String(reg.next)} is outside the range`);
+    const seen = new Set<number>();
+    for (const r of reg.records) {
+      if (!inRange(r.uid) || r.uid < LOWEST_SANDBOX_UID)
+        throw bad(`uid ${String(r.uid)} is outside the range`);
+      if (seen.has(r.uid)) throw bad(`uid ${r.uid} is recorded twice`);
+      seen.add(r.uid);
+      if (typeof r.state !== 'string' || !isAbsolute(r.state))
+        throw bad(`uid ${r.uid} has no state directory`);
+      if (typeof r.name !== 'string' || !(NAME_RE.test(r.name) || r.name.startsWith(RELEASED)))
+        throw bad(`uid ${r.uid} has an invalid name`);
+      if (!Array.isArray(r.paths) || !r.paths.every((p) => typeof p === 'string' && isAbsolute(p)))
+        throw bad(`uid ${r.uid} has invalid paths`);
+    }
+    return reg;
+  }
+}
+
+/**
+ * Whether any path of the record still holds something of its uid at its root. Only the root is
+ * looked at (a walk would cost a start as much as the tree is large): a tree handed to another uid
+ * has a new owner at its root; docs/security.md names what this leaves (hard links kept in a tree).
+ */
+function holdsAnything(rec: IdentityRecord): boolean {
+  return rec.paths.some((p) => ownsRoot(rec.uid, p));
+}
+
+function ownsRoot(uid: number, path: string): boolean {
+  try {
+    return lstatSync(path).uid === uid;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A lock file shared by every Carapace process on the host: created with O_EXCL, holding the
+ * owner's pid and start time, taken over when its owner is gone (a crash). Waits asynchronously:
+ * a server's event loop never blocks on another process.
+ */
+class HostLock {
+  private constructor(private readonly path: string) {}
+
+  static async take(path: string): Promise<HostLock> {
+    const me = `${process.pid} ${processStart(process.pid) ?? 0}\n`;
+    const deadline = Date.now() + LOCK_PATIENCE_MS;
+    for (;;) {
       try {
-        unlinkSync(join(this.dir, f));
+        const fd = openSync(path, 'wx', 0o600);
+        writeSync(fd, me);
+        closeSync(fd);
+        return new HostLock(path);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
+      if (ownerGone(path)) {
+        try {
+          unlinkSync(path);
+        } catch {
+          // another process took it over first
+        }
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new IdentityError(
+          `the sandbox uid registry is locked by another process (${path}); try again, or remove the file if no carapace process runs`,
+          'UID_REGISTRY_BUSY',
+        );
+      }
+      await sleep(2);
     }
   }
+
+  release(): void {
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function ownerGone(path: string): boolean {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return false; // just released, or being written: look again
+  }
+  const [pid, start] = text.trim().split(' ').map(Number);
+  if (!pid) return text.endsWith('\n'); // a complete file without a pid: garbage
+  const now = processStart(pid);
+  return now === null || (start !== undefined && start !== 0 && now !== start);
+}
+
+/** A process's start time (clock ticks since boot, /proc/<pid>/stat field 22), or null if gone. */
+export function processStart(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[19]);
+  } catch {
+    return null;
+  }
+}
+
+/** The host's registry when Carapace runs as root; null when rootless (no uids to hand out). */
+export function hostIdentities(base?: number): IdentityRegistry | null {
+  if ((process.getuid?.() ?? 0) !== 0) return null;
+  return new IdentityRegistry({ dir: HOST_IDENTITY_DIR, ...(base !== undefined ? { base } : {}) });
 }

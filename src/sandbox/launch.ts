@@ -5,10 +5,12 @@
  * 1. bwrap creates every namespace, mounts the plan and runs the init, which blocks on
  *    --block-fd before it does anything else (bwrap reads that fd before exec'ing it).
  * 2. bwrap reports the init's host pid on --info-fd; we move that pid into the sandbox's cgroups,
- *    so that every process the sandbox will ever have is born inside them.
+ *    so that every process the sandbox will ever have is born inside them, and set its
+ *    oom_score_adj floor (setOomScoreFloor).
  * 3. We release --block-fd; the init starts the relay, forks the agent, and in the agent's process
  *    applies rlimits, Landlock, no_new_privs and the seccomp program (read from its own fd), then
- *    reports each step on the status fd and exec's the command.
+ *    reports each step on the status fd and exec's the command. While the sandbox runs, the init
+ *    reports the connections the sandbox refuses on the event fd (RunningSandbox.onEvent).
  * When Carapace runs as root, bwrap itself runs as the sandbox's unprivileged host uid, so nothing
  * in the sandbox is ever host root, even before the init has dropped anything. What it binds from
  * trees a sandbox can write comes as fds (--bind-fd), or, where that uid cannot reach the path,
@@ -17,17 +19,23 @@
  * bwrap's own stderr is a pipe we read: when the start fails before the agent runs, its message is
  * the reason we report, as one line. The stderr the agent is meant to have reaches the init as
  * --stderr-fd, which makes it fd 2 before anything else.
+ *
+ * The agent's environment is the agent's only. bwrap runs on the host with an empty environment
+ * (LD_PRELOAD, LD_LIBRARY_PATH, GLIBC_TUNABLES and the like given with --env would otherwise act
+ * on bwrap itself, on the host, before any namespace exists), and so does the init it starts. The
+ * environment goes to the init on a pipe (--env-fd), which hands it to the agent's execve alone;
+ * never in argv, which /proc/<pid>/cmdline shows to every process of the same uid.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import type { SandboxCgroup } from './cgroup.js';
 import type { SandboxIdentity } from './identity.js';
 import { SANDBOX_UID_INSIDE } from './identity.js';
 import { mountArgs, type MountOp, type MountPlan } from './mount-plan.js';
-import { nativeLauncher } from './native-paths.js';
+import { bwrapBinary, nativeLauncher } from './native-paths.js';
 import { INIT_PATH, WORKSPACE_PATH } from './spec.js';
 
 export class SandboxStartError extends Error {
@@ -73,9 +81,15 @@ export interface SandboxExit {
   code: number;
 }
 
+/** Events kept for a listener that has not subscribed yet; beyond this, the oldest are dropped. */
+const UNHEARD_EVENTS_KEPT = 1024;
+
 export class RunningSandbox {
+  /** What the init applied, from its status fd (complete once `agentStarted` resolves). */
   readonly events: InitEvent[] = [];
   readonly exited: Promise<SandboxExit>;
+  private readonly listeners = new Set<(e: InitEvent) => void>();
+  private unheard: InitEvent[] = [];
 
   constructor(
     readonly child: ChildProcess,
@@ -84,6 +98,29 @@ export class RunningSandbox {
     private readonly bwrapLog: StartLog,
   ) {
     this.exited = exited;
+  }
+
+  /**
+   * Events the init reports while the sandbox runs, from its event fd: `connect`, a connection the
+   * sandbox refused (docs/architecture.md, "Event lines"). Those that came before the first
+   * listener are replayed to it. Returns the unsubscribe function.
+   */
+  onEvent(listener: (e: InitEvent) => void): () => void {
+    this.listeners.add(listener);
+    const earlier = this.unheard;
+    this.unheard = [];
+    for (const e of earlier) listener(e);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** @internal launchSandbox's reader of the event fd. */
+  deliver(e: InitEvent): void {
+    if (this.listeners.size === 0) {
+      if (this.unheard.length === UNHEARD_EVENTS_KEPT) this.unheard.shift();
+      this.unheard.push(e);
+      return;
+    }
+    for (const l of this.listeners) l(e);
   }
 
   get stdout(): Readable | null {
@@ -98,7 +135,7 @@ export class RunningSandbox {
     return this.bwrapLog.text;
   }
   /** The first line bwrap wrote, or what its exit status says. */
-  startReason(status: number): string {
+  startReason(status: number | string | null): string {
     return this.bwrapLog.reason(status);
   }
   get stdin(): Writable | null {
@@ -119,11 +156,13 @@ const FD_INFO = 3;
 const FD_BLOCK = 4;
 const FD_STATUS = 5;
 const FD_SECCOMP = 6;
-const FD_RELAY = 7;
+const FD_ENV = 7;
+const FD_EVENTS = 8;
+const FD_RELAY = 9;
 /** The agent's stderr; bwrap's own fd 2 is the start-log pipe. */
-const FD_AGENT_STDERR = 8;
+const FD_AGENT_STDERR = 10;
 /** The first of the fds bwrap binds (--bind-fd), one per fd-bind, in plan order. */
-const FD_FIRST_BIND = 9;
+const FD_FIRST_BIND = 11;
 
 type FdBind = Extract<MountOp, { kind: 'fd-bind' }>;
 
@@ -186,6 +225,10 @@ export function initArgs(req: LaunchRequest): string[] {
     String(FD_STATUS),
     '--seccomp-fd',
     String(FD_SECCOMP),
+    '--env-fd',
+    String(FD_ENV),
+    '--event-fd',
+    String(FD_EVENTS),
     '--stderr-fd',
     String(FD_AGENT_STDERR),
     '--landlock',
@@ -195,6 +238,10 @@ export function initArgs(req: LaunchRequest): string[] {
   for (const p of req.plan.landlockReadOnly) args.push('--ro', p);
   for (const p of req.plan.landlockReadWrite) args.push('--rw', p);
   for (const p of req.plan.landlockListDirs) args.push('--list', p);
+  // Shells write /proc/self/oom_score_adj on every command; the kernel alone decides what such a
+  // write may change (docs/security.md, "Writable /proc": nothing outside the sandbox's own
+  // processes, /proc/sys read-only, PID 1's files root's).
+  if (req.plan.landlockReadOnly.includes('/proc')) args.push('--write-files', '/proc');
   for (const p of req.listenPorts) args.push('--bind-port', String(p));
   if (req.openFiles !== undefined) args.push('--nofile', String(req.openFiles));
   if (req.nproc !== undefined) args.push('--nproc', String(req.nproc));
@@ -204,41 +251,43 @@ export function initArgs(req: LaunchRequest): string[] {
 
 export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox> {
   const io = req.stdio === 'inherit' ? 'inherit' : 'pipe';
+  const environment = environmentBytes(req.env);
   // fd 2 is bwrap's own (the start log); the agent's stderr is FD_AGENT_STDERR, for the init to
-  // make its fd 2. 'inherit' there would mean our fd 8: it is our fd 2 that is meant.
-  const stdio: (string | number)[] = [io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
+  // make its fd 2. 'inherit' there would mean our own fd 10: it is our fd 2 that is meant.
+  const stdio: (string | number)[] = [io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
   stdio.push(req.relay ? req.relay.dir : 'ignore', io === 'inherit' ? 2 : 'pipe');
   const fds = bindFds(req.plan);
   for (const fd of fds.keys()) stdio.push(fd);
   const args = bwrapArgs(req);
   const aliases = [...(req.aliases ?? [])];
-  if (aliases.length > 0 && !req.identity.rootless && !existsSync(nativeLauncher())) {
+  const viaLauncher = aliases.length > 0 && !req.identity.rootless;
+  if (viaLauncher && !existsSync(nativeLauncher())) {
     throw new SandboxStartError(`${nativeLauncher()} is missing: run ./install.sh (or npm run build)`);
   }
-  const asSandbox = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
-  // With aliases, carapace-launch (root) binds them in its own mount namespace, becomes the
-  // sandbox's uid and execs bwrap: the same process, so everything below holds either way.
-  const child =
-    aliases.length > 0 && !req.identity.rootless
-      ? spawn(
-          nativeLauncher(),
-          [
-            '--uid',
-            String(req.identity.uid),
-            '--gid',
-            String(req.identity.gid),
-            ...aliases.flatMap(([fd, alias]) => ['--alias', String(fds.get(fd)), alias]),
-            '--',
-            'bwrap',
-            ...args,
-          ],
-          { stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[], env: req.env },
-        )
-      : spawn('bwrap', args, {
-          stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[],
-          env: req.env,
-          ...asSandbox,
-        });
+  const identity = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
+  // With aliases, carapace-launch (root, static, an empty environment like bwrap's) binds them in
+  // a mount namespace of its own, becomes the sandbox's uid and execs bwrap: the same process, so
+  // everything below holds either way.
+  const child = viaLauncher
+    ? spawn(
+        nativeLauncher(),
+        [
+          '--uid',
+          String(req.identity.uid),
+          '--gid',
+          String(req.identity.gid),
+          ...aliases.flatMap(([fd, alias]) => ['--alias', String(fds.get(fd)), alias]),
+          '--',
+          bwrapBinary(),
+          ...args,
+        ],
+        { stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[], env: {} },
+      )
+    : spawn(bwrapBinary(), args, {
+        stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[],
+        env: {},
+        ...identity,
+      });
   const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -252,6 +301,9 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   const seccompPipe = pipes[FD_SECCOMP] as Writable;
   seccompPipe.on('error', () => {});
   seccompPipe.end(req.seccomp);
+  const envPipe = pipes[FD_ENV] as Writable;
+  envPipe.on('error', () => {});
+  envPipe.end(environment);
 
   const info = await Promise.race([
     readInfo(pipes[FD_INFO] as Readable),
@@ -265,27 +317,42 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   }
   const initPid = info['child-pid'];
   if (typeof initPid !== 'number') throw new SandboxStartError('bwrap did not report the sandbox pid');
+  // A step on the init's pid that fails: when bwrap itself has failed setting the sandbox up (it
+  // reports the pid before the mounts), the pid is gone already, and bwrap's message is the reason.
+  const refuse = async (what: string, err: unknown): Promise<never> => {
+    child.kill('SIGKILL');
+    await exitedRaw;
+    await log.ended;
+    if (log.text.trim() !== '') throw new SandboxStartError(`the sandbox did not start: ${log.reason(null)}`);
+    throw new SandboxStartError(`${what}: ${(err as Error).message}`);
+  };
   try {
     req.cgroup?.enter(initPid);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') {
-      // Gone already: bwrap failed setting the sandbox up (after reporting its pid); say why.
-      const r = await exitedRaw;
-      await log.ended;
-      throw new SandboxStartError(`the sandbox did not start: ${log.reason(r.code ?? r.signal)}`);
-    }
-    child.kill('SIGKILL');
-    throw new SandboxStartError(`cannot move the sandbox into its cgroup: ${(err as Error).message}`);
+    return refuse('cannot move the sandbox into its cgroup', err);
+  }
+  try {
+    setOomScoreFloor(initPid, req.identity.rootless);
+  } catch (err) {
+    return refuse("cannot set the sandbox's oom_score_adj", err);
   }
   const block = pipes[FD_BLOCK] as Writable;
   block.on('error', () => {});
   block.end('1');
 
-  const exited = exitedRaw.then(({ code, signal }) => ({
+  // Exited once the event fd is read to its end too: what the init reported last is delivered
+  // before the caller closes its audit.
+  const eventsRead = new Promise<void>((resolve) => {
+    const events = pipes[FD_EVENTS] as Readable;
+    events.once('close', resolve);
+    events.once('error', () => resolve());
+  });
+  const exited = Promise.all([exitedRaw, eventsRead]).then(([{ code, signal }]) => ({
     code: code ?? 128 + (signal ? signalNumber(signal) : 0),
   }));
   const sandbox = new RunningSandbox(child, initPid, exited, log);
-  collectStatus(pipes[FD_STATUS] as Readable, sandbox.events);
+  readLines(pipes[FD_STATUS] as Readable, (e) => sandbox.events.push(e));
+  readLines(pipes[FD_EVENTS] as Readable, (e) => sandbox.deliver(e));
   // Once the agent runs, anything bwrap still says is not a start failure: pass it on.
   if (io === 'inherit') {
     void agentStarted(sandbox).then((ok) => {
@@ -352,6 +419,47 @@ export async function agentStarted(sandbox: RunningSandbox): Promise<boolean> {
   return sandbox.events.some((e) => e.event === 'exec');
 }
 
+/**
+ * The sandbox starts at oom_score_adj max(0, Carapace's own), and can never go lower. A sandbox
+ * may write its own oom_score_adj (shells do: the init grants write on /proc), and the kernel lets
+ * a process without CAP_SYS_RESOURCE lower it down to the floor it inherited: a Carapace started
+ * by a service protected from the OOM killer (OOMScoreAdjust=-1000) would otherwise hand that
+ * protection to every agent, which could then exhaust host memory and have other processes
+ * killed in its place. Root's write sets the floor (oom_score_adj_min) too, for PID 1 and every
+ * process it will start; the init is still blocked, so nothing in the sandbox has run yet.
+ * Rootless, the value is raised when it is negative but the floor stays the user's own.
+ */
+function setOomScoreFloor(initPid: number, rootless: boolean): void {
+  const file = `/proc/${initPid}/oom_score_adj`;
+  const current = Number(readFileSync(file, 'utf8'));
+  const floor = Math.max(0, current);
+  if (rootless && floor === current) return;
+  try {
+    writeFileSync(file, String(floor));
+  } catch (err) {
+    // Rootless, this is the user's own value to keep; as root, a start that cannot is refused.
+    if (!rootless) throw err;
+  }
+}
+
+/**
+ * The agent's environment as --env-fd reads it: "NAME=VALUE\0" per variable. A name must be
+ * non-empty and hold neither '=' nor NUL, a value no NUL (execve could not carry them).
+ */
+export function environmentBytes(env: Record<string, string>): Buffer {
+  let text = '';
+  for (const [name, value] of Object.entries(env)) {
+    if (name === '' || name.includes('=') || name.includes('\0') || value.includes('\0')) {
+      throw new SandboxStartError(
+        `environment variable ${JSON.stringify(name)}: a name must be non-empty without '=' or NUL, a value without NUL`,
+        2,
+      );
+    }
+    text += `${name}=${value}\0`;
+  }
+  return Buffer.from(text, 'utf8');
+}
+
 async function readInfo(stream: Readable): Promise<Record<string, unknown> | null> {
   let text = '';
   for await (const chunk of stream) {
@@ -366,7 +474,8 @@ async function readInfo(stream: Readable): Promise<Record<string, unknown> | nul
   return text ? (JSON.parse(text) as Record<string, unknown>) : null;
 }
 
-function collectStatus(stream: Readable, into: InitEvent[]): void {
+/** Calls `each` with every JSON line of an init fd (a line that is not JSON as `unparsed`). */
+function readLines(stream: Readable, each: (e: InitEvent) => void): void {
   let buffered = '';
   stream.setEncoding('utf8');
   stream.on('data', (chunk: string) => {
@@ -376,11 +485,13 @@ function collectStatus(stream: Readable, into: InitEvent[]): void {
       const line = buffered.slice(0, nl).trim();
       buffered = buffered.slice(nl + 1);
       if (!line) continue;
+      let parsed: InitEvent;
       try {
-        into.push(JSON.parse(line) as InitEvent);
+        parsed = JSON.parse(line) as InitEvent;
       } catch {
-        into.push({ event: 'unparsed', line });
+        parsed = { event: 'unparsed', line };
       }
+      each(parsed);
     }
   });
   stream.on('error', () => {});

@@ -1,6 +1,6 @@
 /** Where the package's own files are, whether we run from `src/` (tests) or `dist/src/` (installed). */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { delimiter, dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 let cachedRoot: string | undefined;
@@ -25,6 +25,30 @@ export function nativeBinary(): string {
 /** The pump the egress proxy hands bulk raw tunnels to (built by `npm run build`). */
 export function nativeTunnelPump(): string {
   return join(packageRoot(), 'native', 'carapace-pump');
+}
+
+let cachedBwrap: string | undefined;
+
+/**
+ * bwrap's absolute path, found in the PATH Carapace itself runs with. bwrap is started with an
+ * empty environment (launch.ts: the agent's variables are not bwrap's), and a spawn with no PATH
+ * searches only /usr/bin:/bin; looking it up here finds a bwrap in /usr/local/bin as doctor does.
+ */
+export function bwrapBinary(): string {
+  if (cachedBwrap) return cachedBwrap;
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
+    if (!isAbsolute(dir)) continue; // a relative entry would depend on the working directory
+    const candidate = join(dir, 'bwrap');
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (!statSync(candidate).isFile()) continue;
+      cachedBwrap = candidate;
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return 'bwrap'; // spawn then fails with ENOENT, which launch.ts reports
 }
 
 /**

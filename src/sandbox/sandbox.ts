@@ -20,7 +20,7 @@ import {
 import { dirname, join } from 'node:path';
 import { openBinds } from './bind-sources.js';
 import { SandboxCgroup } from './cgroup.js';
-import { IdentityRegistry, type SandboxIdentity } from './identity.js';
+import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from './identity.js';
 import { launchSandbox, SandboxStartError, type RunningSandbox } from './launch.js';
 import { planMounts, tmpSizeBytes, type MountPlan } from './mount-plan.js';
 import { nativeBinary } from './native-paths.js';
@@ -32,6 +32,8 @@ import { closeAll, WritableTreeRegistry } from './writable-trees.js';
 
 export interface StartOptions {
   dirs: StateDirs;
+  /** The host's sandbox uid registry (as root); null: rootless, the sandbox is the caller. */
+  identities: IdentityRegistry | null;
   /** Remove the identity and storage when the sandbox stops (a one-off run without --name). */
   ephemeral: boolean;
   /** Remove the workspace when the sandbox stops (no --workspace was given). */
@@ -43,6 +45,8 @@ export interface StartOptions {
   landlockAbiMax?: number | undefined;
   /** Connects the sandbox to an egress proxy; without it the sandbox has no network at all. */
   network?: NetworkProvider | undefined;
+  /** The run's audit file, recorded so that a crash sweep can say there the sandbox was lost. */
+  auditFile?: string | undefined;
   /** The host root the sandbox mirrors (mount-plan.ts): `/`, except in tests of other layouts. */
   hostRoot?: string | undefined;
 }
@@ -62,6 +66,8 @@ export interface NetworkAttachment {
    */
   started(initPid: number, cgroup: SandboxCgroup | null): void;
   close(): Promise<void>;
+  /** A host directory the attachment made (the proxy socket's), for the crash sweep. */
+  hostDir?: string;
 }
 
 export type NetworkProvider = (name: string, identity: SandboxIdentity) => Promise<NetworkAttachment>;
@@ -109,7 +115,8 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   const paths = sandboxPaths(opts.dirs, spec.name);
   prepareStateDirs(opts.dirs);
   const lock = SandboxLock.acquire(join(opts.dirs.run, 'sandboxes'), spec.name);
-  const registry = new IdentityRegistry(opts.dirs.state);
+  const registry = opts.identities;
+  const owner = { state: opts.dirs.state, name: spec.name };
   let identity: SandboxIdentity | null = null;
   let cgroup: SandboxCgroup | null = null;
   let network: NetworkAttachment | null = null;
@@ -123,14 +130,37 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     if (opts.removeWorkspace) rmSync(spec.workspace, { recursive: true, force: true });
     if (opts.ephemeral) {
       rmSync(paths.storage, { recursive: true, force: true });
-      registry.release(spec.name);
+      // Freed only if nothing of the uid is left at the workspace's or storage's root.
+      await registry?.release(owner);
     }
     lock.release();
   };
   try {
-    identity = registry.acquire(spec.name);
+    // Cgroups are host-wide, state directories are not: each start gets its own cgroup directory,
+    // so two sandboxes of one name (two users, two state directories) never share or remove one.
+    const cgroupKey = `${spec.name}.${randomBytes(4).toString('hex')}`;
+    // Written down before any of it exists: a crash from here on leaves a record to sweep.
+    lock.note({
+      state: opts.dirs.state,
+      runtime: paths.runtime,
+      cgroupKey,
+      ...(opts.removeWorkspace ? { tempWorkspace: spec.workspace } : {}),
+      ...(opts.ephemeral ? { ephemeralStorage: paths.storage } : {}),
+      ...(opts.auditFile !== undefined ? { audit: opts.auditFile } : {}),
+      startedAt: new Date().toISOString(),
+    });
+    identity = registry
+      ? await registry.acquire(
+          owner,
+          [spec.workspace, paths.storage],
+          opts.ephemeral ? spec.workspace : undefined,
+        )
+      : rootlessIdentity();
     prepareStorage(paths.storage, identity);
-    if (opts.network) network = await opts.network(spec.name, identity);
+    if (opts.network) {
+      network = await opts.network(spec.name, identity);
+      if (network.hostDir !== undefined) lock.note({ net: network.hostDir });
+    }
     const { files, mask } = writeRuntimeFiles(opts.dirs.run, paths.runtime, spec, network?.files ?? []);
     const plan = planMounts(
       {
@@ -145,7 +175,8 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       },
       mask,
     );
-    // Everything bound from a tree a sandbox can write, opened without following its symlinks.
+    // Everything bound from a tree a sandbox can write, opened without following its symlinks
+    // (and the workspace made and handed over on the way).
     const binds = openBinds({
       plan,
       name: spec.name,
@@ -156,9 +187,6 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       runtime: paths.runtime,
     });
     bindFds = binds.fds;
-    // Cgroups are host-wide, state directories are not: each start gets its own cgroup directory,
-    // so two sandboxes of one name (two users, two state directories) never share or remove one.
-    const cgroupKey = `${spec.name}.${randomBytes(4).toString('hex')}`;
     cgroup = SandboxCgroup.create(cgroupKey, spec.limits, opts.bestEffortLimits);
     const seccomp = await seccompProgram(opts.dirs.run);
     const process = await launchSandbox({

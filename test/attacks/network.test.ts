@@ -12,10 +12,18 @@
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { events, python, runSandbox, USUAL_PATHS } from '../native/harness.js';
 import { carapace } from '../helpers/cli.js';
-import { pySyscall, runInSandbox, runOnHost } from '../helpers/sandbox.js';
+import {
+  policyFile,
+  pySyscall,
+  readAudit,
+  runInSandbox,
+  runOnHost,
+  sharedTempDir,
+} from '../helpers/sandbox.js';
 
 const lines = (s: string) => s.trim().split('\n');
 
@@ -183,5 +191,79 @@ describe('abstract unix sockets of host services', () => {
     } finally {
       host.close();
     }
+  });
+});
+
+describe("the sandbox's own loopback services", () => {
+  // OpenClaw binds its gateway on 18789 and its own CLI connects to it: the policy lists the port.
+  const POLICY = `version: 1
+filesystem_policy:
+  read_only: [/usr, /lib, /lib64, /bin, /etc]
+  read_write: [/sandbox, /tmp]
+listen_ports: [18789]
+network_policies: {}
+`;
+  const SERVE_AND_CONNECT = `
+import threading
+server = socket.socket()
+server.bind(("127.0.0.1", 18789))
+server.listen()
+def serve():
+    c, _ = server.accept()
+    c.sendall(b"gateway here")
+    c.close()
+threading.Thread(target=serve, daemon=True).start()
+c = socket.create_connection(("127.0.0.1", 18789), timeout=5)
+print(c.recv(64).decode())
+attempt(lambda: socket.socket().bind(("127.0.0.1", 18790)))
+attempt(lambda: socket.create_connection(("127.0.0.1", 18790), timeout=5))
+`;
+
+  it('a server bound on a listen_ports port answers a client in the same sandbox; other ports stay closed, and the refused connect is audited with a hint', () => {
+    const audit = join(sharedTempDir(), 'audit.jsonl');
+    const r = carapace([
+      'run',
+      '--policy',
+      policyFile(POLICY),
+      '--audit',
+      audit,
+      '--',
+      ...pySyscall(SERVE_AND_CONNECT),
+    ]);
+    expect(r.stderr).toBe('');
+    expect(lines(r.stdout)).toEqual(['gateway here', 'EACCES', 'EACCES']);
+    // One 4001 refusal: the connect to 18790. The listed port and the relay leave none.
+    const refused = readAudit(audit).filter((e) => e.class_uid === 4001);
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toMatchObject({
+      activity_id: 5,
+      disposition: 'Blocked',
+      dst_endpoint: { hostname: '127.0.0.1', port: 18790, ip: '127.0.0.1' },
+      actor: { process: { file: { path: expect.stringMatching(/^\/usr\/bin\/python3/) } } },
+      unmapped: {
+        refused_by: 'landlock',
+        protocol: 'tcp',
+        reason:
+          "direct tcp connection to 127.0.0.1:18790 refused by Landlock: port 18790 is not in the policy's listen_ports",
+        hint: expect.stringContaining('add 18790 to listen_ports'),
+      },
+    });
+  });
+
+  it('a direct connection that bypasses the proxy is refused and audited, naming the proxy as the way', () => {
+    const audit = join(sharedTempDir(), 'audit.jsonl');
+    const body = [
+      // TEST-NET-1, never routed: there is no route out of the sandbox but the relay.
+      'attempt(lambda: socket.create_connection(("192.0.2.1", 443), timeout=5))',
+      'attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(("192.0.2.1", 53)))',
+    ].join('\n');
+    const r = carapace(['run', '--policy', policyFile(POLICY), '--audit', audit, '--', ...pySyscall(body)]);
+    expect(lines(r.stdout)).toEqual(['EACCES', 'ENETUNREACH']);
+    const refused = readAudit(audit).filter((e) => e.class_uid === 4001);
+    expect(refused.map((e) => [e.unmapped.protocol, e.dst_endpoint, e.unmapped.refused_by])).toEqual([
+      ['tcp', { hostname: '192.0.2.1', port: 443, ip: '192.0.2.1' }, 'landlock'],
+      ['udp', { hostname: '192.0.2.1', port: 53, ip: '192.0.2.1' }, 'network'],
+    ]);
+    for (const e of refused) expect(e.unmapped.hint).toContain('HTTP_PROXY');
   });
 });

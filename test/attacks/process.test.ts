@@ -1,16 +1,26 @@
 /**
  * Process-level escapes: tracing, signalling outside or at PID 1, regaining capabilities, new
  * namespaces, the seccomp filter's blind spots (x32 numbers, the i386 entry point, clone3's flags
- * in memory), and core dumps. Each baseline runs the same attack where the layer is absent: on
+ * in memory), core dumps, and the agent's environment reaching the host's bwrap or the init. Each baseline runs the same attack where the layer is absent: on
  * the host as an unprivileged uid, or in the sandbox with Landlock capped.
  */
-import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { carapace, freshHome } from '../helpers/cli.js';
+import { carapace, CLI, freshHome } from '../helpers/cli.js';
 import { requires } from '../helpers/premises.js';
-import { pySyscall, runInSandbox, runOnHost, sharedTempDir } from '../helpers/sandbox.js';
+import { pySyscall, runInSandbox, runOnHost, sharedTempDir, startInSandbox } from '../helpers/sandbox.js';
 
 const lines = (s: string) => s.trim().split('\n');
 
@@ -220,5 +230,135 @@ describe('core dumps', () => {
     const r = runOnHost(['python3', '-c', CRASH], undefined, dir);
     expect(r.status).toBeNull();
     expect(existsSync(join(dir, 'core'))).toBe(true);
+  });
+});
+
+describe("the agent's environment", () => {
+  // A library that says which program it was loaded into, on stderr, when it is loaded.
+  const PRELOAD_C = `
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void said(void) {
+    char exe[256] = "";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) exe[n] = 0;
+    fprintf(stderr, "preloaded into %s\\n", exe);
+}`;
+
+  it('--env LD_PRELOAD reaches the agent only: neither bwrap on the host nor the init loads it', () => {
+    const ws = sharedTempDir('carapace-ws-');
+    const source = join(ws, 'preload.c');
+    writeFileSync(source, PRELOAD_C);
+    execFileSync('cc', ['-shared', '-fPIC', '-o', join(ws, 'preload.so'), source]);
+    chmodSync(join(ws, 'preload.so'), 0o755);
+    // The host path for bwrap (the workspace on the host), /sandbox's for anything inside.
+    const preload = `${join(ws, 'preload.so')} /sandbox/preload.so`;
+    const r = runInSandbox(['/usr/bin/true'], ['--workspace', ws, '--env', `LD_PRELOAD=${preload}`]);
+    expect(r.status).toBe(0);
+    const loaded = r.stderr.split('\n').filter((l) => l.startsWith('preloaded into'));
+    expect(loaded).toEqual(['preloaded into /usr/bin/true']);
+  });
+
+  it('a value given with --env is in neither the environment nor the command line of bwrap and the init', async () => {
+    const secret = `carapace-secret-${randomBytes(8).toString('hex')}`;
+    const run = startInSandbox(['sh', '-c', 'echo ready; sleep 30'], ['--env', `TOKEN=${secret}`]);
+    try {
+      await run.waitForStdout('ready');
+      const bwrap = childrenOf(run.child.pid!).find((pid) =>
+        readlinkSync(`/proc/${pid}/exe`).endsWith('bwrap'),
+      );
+      expect(bwrap).toBeDefined();
+      const [init] = childrenOf(bwrap!);
+      const [agent] = childrenOf(init!);
+      const seen = (pid: number, file: string) => readFileSync(`/proc/${pid}/${file}`).includes(secret);
+      // The agent has it (so it was given); the host's bwrap and PID 1 have it nowhere.
+      expect(seen(agent!, 'environ')).toBe(true);
+      expect({
+        bwrapEnviron: seen(bwrap!, 'environ'),
+        bwrapCmdline: seen(bwrap!, 'cmdline'),
+        initEnviron: seen(init!, 'environ'),
+        initCmdline: seen(init!, 'cmdline'),
+      }).toEqual({ bwrapEnviron: false, bwrapCmdline: false, initEnviron: false, initCmdline: false });
+    } finally {
+      run.child.kill('SIGTERM');
+      await run.result;
+    }
+  });
+});
+
+/** Pids whose parent is `pid` (read as root from /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+describe('/proc housekeeping', () => {
+  // Shells (and the agents that drive them) write their own oom_score_adj on every command.
+  it("a shell's write to /proc/self/oom_score_adj succeeds; PID 1's files and /proc/sys stay refused", () => {
+    const r = runInSandbox([
+      'sh',
+      '-c',
+      'echo 500 > /proc/self/oom_score_adj && cat /proc/self/oom_score_adj',
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('500\n');
+    const body = [
+      'def write(path, text):',
+      '    fd = os.open(path, os.O_WRONLY)',
+      '    try: os.write(fd, text.encode())',
+      '    finally: os.close(fd)',
+      'attempt(lambda: write("/proc/1/oom_score_adj", "1000"))',
+      'attempt(lambda: write("/proc/1/mem", "x"))',
+      'attempt(lambda: write("/proc/sys/kernel/hostname", "x"))',
+      'attempt(lambda: write("/proc/self/uid_map", "0 0 1"))',
+    ].join('\n');
+    expect(lines(runInSandbox(pySyscall(body)).stdout)).toEqual(['EACCES', 'EACCES', 'EACCES', 'EPERM']);
+  });
+
+  it('a Carapace protected from the OOM killer does not pass the protection on: the sandbox starts at 0 and cannot go lower', (ctx) => {
+    requires(ctx, 'root', 'cap-sys-resource');
+    const body = [
+      'print(open("/proc/self/oom_score_adj").read().strip())',
+      'fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)',
+      'attempt(lambda: os.write(fd, b"-1"))',
+    ].join('\n');
+    // A service started with OOMScoreAdjust=-500: its children inherit -500, and may go back to it.
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        'echo -500 > /proc/self/oom_score_adj && exec "$@"',
+        'sh',
+        process.execPath,
+        CLI,
+        'run',
+        '--',
+        ...pySyscall(body),
+      ],
+      { encoding: 'utf8', env: { ...process.env, CARAPACE_HOME: freshHome() } },
+    );
+    expect(r.stderr).toBe('');
+    expect(lines(r.stdout)).toEqual(['0', 'EACCES']);
+  });
+
+  it('known gap: /proc/<pid>/mem of another of the sandbox’s own processes is readable and writable; PID 1’s is not', () => {
+    const body = [
+      'import subprocess, time',
+      'child = subprocess.Popen(["sleep", "30"])',
+      'time.sleep(0.2)',
+      'attempt(lambda: os.close(os.open(f"/proc/{child.pid}/mem", os.O_RDWR)))',
+      'attempt(lambda: os.close(os.open("/proc/1/mem", os.O_RDONLY)))',
+      'child.kill()',
+    ].join('\n');
+    expect(lines(runInSandbox(pySyscall(body)).stdout)).toEqual(['ok', 'EACCES']);
   });
 });

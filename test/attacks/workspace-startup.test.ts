@@ -44,13 +44,11 @@ describe('symlinks planted in the workspace, followed by the next start-up', () 
     linkSync(join(victim, 'f1'), join(ws, 'hard'));
     mkdirSync(join(ws, 'own'));
     writeFileSync(join(ws, 'own', 'file'), 'mine\n');
-    // A second run gets another uid when the first still holds its own: the workspace is walked.
+    // A named sandbox gets a uid of its own: the workspace is handed over, walked.
     const home = freshHome();
-    const holder = runInSandbox(['true'], ['--name', 'holder'], home);
-    expect(holder.status).toBe(0);
     const r = runInSandbox(
       ['sh', '-c', 'cat /sandbox/own/file; stat -c %u /sandbox/own/file'],
-      ['--workspace', ws],
+      ['--workspace', ws, '--name', 'taker'],
       home,
     );
     expect(r.stdout).toBe('mine\n1000\n');

@@ -22,6 +22,7 @@ export const PREMISE_NAMES = [
   'landlock-abi-6',
   'core-file',
   'setcap',
+  'cap-sys-resource',
   'merged-usr',
 ] as const;
 export type PremiseName = (typeof PREMISE_NAMES)[number];
@@ -96,6 +97,9 @@ export function probeHost(): HostPremises {
   } catch {
     binLink = null;
   }
+  // CAP_SYS_RESOURCE (bit 24) in the suite's own effective set: a container may drop it from root.
+  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readTrimmed('/proc/self/status') ?? '')?.[1];
+  const sysResource = capEff !== undefined && (BigInt(`0x${capEff}`) & (1n << 24n)) !== 0n;
 
   return {
     root: result(asRoot, asRoot ? 'the tests run as root' : `the tests run as uid ${process.getuid?.()}`),
@@ -132,6 +136,12 @@ export function probeHost(): HostPremises {
       `kernel.core_pattern is "${corePattern ?? '?'}" (the baseline needs a plain "core" file)`,
     ),
     setcap: result(setcap !== undefined, setcap ? `${setcap}` : 'no setcap binary (libcap2-bin)'),
+    'cap-sys-resource': result(
+      sysResource,
+      sysResource
+        ? 'the suite holds CAP_SYS_RESOURCE'
+        : 'the suite lacks CAP_SYS_RESOURCE (root in a container that dropped it), so it cannot lower an oom_score_adj',
+    ),
     'merged-usr': result(
       binLink !== null && binLink.replace(/^\//, '') === 'usr/bin',
       binLink === null ? '/bin is not a symlink (/usr is not merged)' : `/bin → ${binLink}`,

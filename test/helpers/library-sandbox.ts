@@ -17,6 +17,7 @@ import {
   type StartedSandbox,
 } from '../../src/sandbox/sandbox.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
+import { hostIdentities } from '../../src/sandbox/identity.js';
 import { freshHome } from './cli.js';
 
 export interface LibrarySandboxOptions {
@@ -50,6 +51,7 @@ export async function startLibrarySandbox(
   });
   const started = await startSandbox(spec, {
     dirs,
+    identities: hostIdentities(),
     ephemeral: true,
     removeWorkspace: true,
     bestEffortLimits: false,

@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { hostIdentities, type IdentityRecord } from '../../src/sandbox/identity.js';
 import { carapace, carapaceAsync, freshHome, type CliResult, type RunningCli } from './cli.js';
 
 /**
@@ -46,6 +47,12 @@ export function runOnHost(command: string[], uid = HOST_NOBODY, cwd = sharedTemp
     ...(asRoot && uid !== 0 ? { uid, gid: uid } : {}),
   });
   return { status: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/** The host uid registry's records of one state directory (none when rootless). */
+export function hostUidRecords(stateDir: string): IdentityRecord[] {
+  const registry = hostIdentities();
+  return registry ? registry.records().filter((r) => r.state === stateDir) : [];
 }
 
 /** A policy file (readable by every sandbox uid) with this YAML. */

@@ -10,8 +10,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from '../helpers/cli.js';
 import { MERGED_USR_ROOT } from '../../src/sandbox/bwrap-minimal.js';
+import { nativeProgram } from './native-build.js';
 
 export const SANDBOX_UID = 200_000;
 export const STATUS_FD = 3;
@@ -30,13 +30,13 @@ function temporaryDir(prefix: string): string {
   return dir;
 }
 
-/** The built init, copied where SANDBOX_UID can execute it. */
+/** The init under test (native-build.ts), copied where SANDBOX_UID can execute it. */
 export function initBinary(): string {
   if (initCopy) return initCopy;
   const dir = temporaryDir('carapace-init-');
   chmodSync(dir, 0o755);
   initCopy = join(dir, 'carapace-init');
-  copyFileSync(join(REPO, 'native', 'carapace-init'), initCopy);
+  copyFileSync(nativeProgram('carapace-init'), initCopy);
   chmodSync(initCopy, 0o755);
   return initCopy;
 }
@@ -74,6 +74,8 @@ export interface SandboxResult {
   stderr: string;
   /** Every line written to the status fd, parsed (a line that is not JSON fails the run). */
   status: StatusEvent[];
+  /** Every line written to the event fd (with `events: true`), parsed. */
+  eventLines: StatusEvent[];
 }
 
 export interface SandboxOptions {
@@ -82,6 +84,13 @@ export interface SandboxOptions {
   command: string[];
   /** Host directory to bind read-only at /w. */
   work?: string;
+  /**
+   * `system` (default): the host's /usr (and its root symlinks) and /etc, read-only. `init-only`:
+   * nothing of the host but the init itself, as under a policy that lists no system directory.
+   */
+  root?: 'system' | 'init-only';
+  /** Another build of the init to run (e.g. from buildVariant), instead of the one under test. */
+  initBinary?: string;
   /** More bwrap arguments, before `--`. */
   bwrap?: string[];
   /** Host fds handed to the sandbox as fd 5, 6, ... */
@@ -90,6 +99,8 @@ export interface SandboxOptions {
   nofileLimit?: number;
   /** What the agent reads on stdin (then end of file); null leaves stdin open for the test. */
   stdin?: string | null;
+  /** Give the init an event fd (--event-fd, after the `fds`), whose lines the result collects. */
+  events?: boolean;
 }
 
 export interface Sandbox {
@@ -117,10 +128,7 @@ export function bwrapArguments(opts: SandboxOptions): string[] {
     '--new-session',
     '--cap-drop',
     'ALL',
-    ...MERGED_USR_ROOT,
-    '--ro-bind',
-    '/etc',
-    '/etc',
+    ...(opts.root === 'init-only' ? [] : [...MERGED_USR_ROOT, '--ro-bind', '/etc', '/etc']),
     '--proc',
     '/proc',
     '--dev',
@@ -135,7 +143,7 @@ export function bwrapArguments(opts: SandboxOptions): string[] {
     '--info-fd',
     '4',
     '--ro-bind',
-    initBinary(),
+    opts.initBinary ?? initBinary(),
     '/.carapace/init',
   ];
   if (opts.work) args.push('--ro-bind', opts.work, '/w');
@@ -145,11 +153,17 @@ export function bwrapArguments(opts: SandboxOptions): string[] {
     '/.carapace/init',
     '--status-fd',
     String(STATUS_FD),
+    ...(opts.events ? ['--event-fd', String(eventFd(opts))] : []),
     ...(opts.init ?? []),
     '--',
     ...opts.command,
   );
   return args;
+}
+
+/** The fd number the event pipe gets: the first after the test's own `fds`. */
+function eventFd(opts: SandboxOptions): number {
+  return FIRST_EXTRA_FD + (opts.fds?.length ?? 0);
 }
 
 export function startSandbox(opts: SandboxOptions): Sandbox {
@@ -163,8 +177,18 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
     uid: SANDBOX_UID,
     gid: SANDBOX_UID,
     env: { PATH: '/usr/bin:/bin' },
-    stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe', ...(opts.fds ?? [])],
+    stdio: [
+      'pipe',
+      'pipe',
+      'pipe',
+      'pipe',
+      'pipe',
+      ...(opts.fds ?? []),
+      ...(opts.events ? ['pipe' as const] : []),
+    ],
   });
+  // The init may have exited (a refused start) before its stdin is written: EPIPE is no error here.
+  child.stdin?.on('error', () => {});
   if (opts.stdin !== null) child.stdin?.end(opts.stdin ?? '');
 
   let stdout = '';
@@ -212,11 +236,24 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
   });
   initPid.catch(() => {});
 
+  let eventText = '';
+  if (opts.events)
+    (child.stdio[eventFd(opts)] as NodeJS.ReadableStream).on(
+      'data',
+      (d: Buffer) => (eventText += d.toString()),
+    );
+
   const result = new Promise<SandboxResult>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) => {
       if (statusText.trim() !== '') reject(new Error(`unterminated status line: ${statusText}`));
-      resolve({ code, signal, stdout, stderr, status: parsed });
+      if (eventText !== '' && !eventText.endsWith('\n'))
+        reject(new Error(`unterminated event line: ${eventText}`));
+      const eventLines = eventText
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as StatusEvent);
+      resolve({ code, signal, stdout, stderr, status: parsed, eventLines });
     });
   });
   return { child, initPid, started, result, waitForStdout };

@@ -23,6 +23,8 @@ export interface HostProxy {
   /** An O_PATH fd of the socket's directory, to pass to the sandbox as --relay-dir-fd. */
   dirFd: number;
   headers: string[];
+  /** Connections accepted on the socket, whether or not a PROXY line followed. */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -31,7 +33,9 @@ export async function startHostProxy(handle: (c: RelayedConnection) => void): Pr
   const path = join(dir, 'proxy.sock');
   const headers: string[] = [];
   const open = new Set<Socket>();
+  let connections = 0;
   const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    connections++;
     open.add(socket);
     socket.on('close', () => open.delete(socket));
     let buffered = Buffer.alloc(0);
@@ -57,6 +61,7 @@ export async function startHostProxy(handle: (c: RelayedConnection) => void): Pr
     path,
     dirFd,
     headers,
+    connections: () => connections,
     close: () =>
       new Promise<void>((resolve) => {
         closeSync(dirFd);

@@ -1,10 +1,20 @@
 /**
- * Landlock as carapace-init applies it to the agent: filesystem rights from --ro/--rw, TCP connect
- * only to the relay port, bind only to --bind-port, signal scoping, and the two modes against an
- * older (simulated) kernel.
+ * Landlock as carapace-init applies it to the agent: filesystem rights from --ro/--rw/--write-files,
+ * TCP connect only to the relay port and the --bind-port ports, bind only to --bind-port, signal
+ * scoping, and the two modes against an older (simulated) kernel.
  */
+import { chownSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { events, python, runSandbox, USUAL_PATHS, type SandboxOptions } from './harness.js';
+import {
+  events,
+  python,
+  runSandbox,
+  SANDBOX_UID,
+  sandboxOwnedDir,
+  USUAL_PATHS,
+  type SandboxOptions,
+} from './harness.js';
 
 const EACCES = 13;
 const EPERM = 1;
@@ -60,6 +70,36 @@ describe('Landlock filesystem rules', () => {
     });
   });
 
+  it('--write-files lets existing files beneath the path be written and truncated, and nothing else', async () => {
+    // /data is a host directory of the sandbox's uid, writable as far as the mount goes, with one file.
+    const data = sandboxOwnedDir();
+    writeFileSync(join(data, 'file'), 'original');
+    chownSync(join(data, 'file'), SANDBOX_UID, SANDBOX_UID);
+    const code =
+      attempt('write', "open('/data/file', 'w').write('changed')") +
+      attempt('read', "out['content'] = open('/data/file').read()") +
+      attempt('create', "open('/data/new', 'w').write('x')") +
+      attempt('mkdir', "os.mkdir('/data/dir')") +
+      attempt('unlink', "os.unlink('/data/file')") +
+      attempt('rename', "os.rename('/data/file', '/data/moved')");
+    const out = await probe(
+      {
+        init: [...USUAL_PATHS, '--ro', '/data', '--write-files', '/data'],
+        bwrap: ['--bind', data, '/data'],
+      },
+      code,
+    );
+    expect(out).toEqual({
+      write: 'ok',
+      read: 'ok',
+      content: 'changed',
+      create: EACCES,
+      mkdir: EACCES,
+      unlink: EACCES,
+      rename: EACCES,
+    });
+  });
+
   it('a symlink in a writable place does not reach past the rules', async () => {
     const out = await probe(
       { init: ['--ro', '/usr', '--rw', '/tmp'] },
@@ -108,7 +148,8 @@ describe('Landlock filesystem rules', () => {
       scoped: '0x3',
       ro_access: '0xd',
       rw_access: '0xffff',
-      connect_ports: [3128],
+      write_files_access: '0x4002',
+      connect_ports: [3128, 8000],
       bind_ports: [8000],
       rules: 7,
       skipped: [],
@@ -130,6 +171,24 @@ describe('Landlock network rules (ABI 4)', () => {
       connect(3128) + connect(8080) + connect(443),
     );
     expect(out).toEqual({ connect_3128: ECONNREFUSED, connect_8080: EACCES, connect_443: EACCES });
+  });
+
+  it('allows TCP connect to --bind-port ports too: a server of the sandbox answers its own client', async () => {
+    const code = `
+import threading
+server = socket.socket()
+server.bind(('127.0.0.1', 8000))
+server.listen()
+def serve():
+    c, _ = server.accept()
+    c.sendall(b'pong')
+    c.close()
+threading.Thread(target=serve, daemon=True).start()
+client = socket.create_connection(('127.0.0.1', 8000), timeout=5)
+out['reply'] = client.recv(4).decode()
+${connect(8001)}`;
+    const out = await probe({ init: [...USUAL_PATHS, '--bind-port', '8000', '--bind-port', '0'] }, code);
+    expect(out).toEqual({ reply: 'pong', connect_8001: EACCES });
   });
 
   it('allows TCP bind on --bind-port ports only', async () => {

@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from '
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { carapace, freshHome } from '../helpers/cli.js';
-import { runInSandbox, sharedTempDir } from '../helpers/sandbox.js';
+import { hostUidRecords, runInSandbox, sharedTempDir } from '../helpers/sandbox.js';
 
 function policyFile(yaml: string): string {
   const path = join(sharedTempDir(), 'policy.yaml');
@@ -26,8 +26,8 @@ function expectNothingLeft(home: string): void {
   if (existsSync(run)) expect(readdirSync(run)).toEqual([]);
   const state = join(home, 'state', 'sandboxes');
   if (existsSync(state)) expect(readdirSync(state)).toEqual([]);
-  const ids = join(home, 'state', 'identities');
-  if (existsSync(ids)) expect(readdirSync(ids)).toEqual([]);
+  // A uid whose workspace the user kept stays recorded (released, bound to it), never a name's.
+  expect(hostUidRecords(join(home, 'state')).filter((r) => !r.name.startsWith('released.'))).toEqual([]);
 }
 
 describe('what works inside', () => {
@@ -71,6 +71,10 @@ describe('what works inside', () => {
     expect(owner).toBeGreaterThanOrEqual(3_000_000);
     expect(statSync(ws).mode & 0o777).toBe(0o700);
     expectNothingLeft(home);
+    // Its uid is not free while the kept workspace is its own; the second run took it over.
+    expect(hostUidRecords(join(home, 'state'))).toEqual([
+      expect.objectContaining({ uid: owner, paths: expect.arrayContaining([ws]) as unknown }),
+    ]);
   });
 
   it('passes the exit status through, and 128+signal when the command is killed', () => {

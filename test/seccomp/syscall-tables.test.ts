@@ -9,6 +9,14 @@ const HEADERS = {
   aarch64: '/usr/include/asm-generic/unistd.h',
 } as const;
 
+/** Calls after Linux 6.1: the LSM calls (6.8), open_tree_attr (6.15). Numbers from the kernel's tables. */
+const NEWER_THAN_HEADERS = new Set([
+  'lsm_get_self_attr',
+  'lsm_set_self_attr',
+  'lsm_list_modules',
+  'open_tree_attr',
+]);
+
 function readHeader(path: string): Map<string, number> {
   const numbers = new Map<string, number>();
   for (const m of readFileSync(path, 'utf8').matchAll(/#define __NR_(\w+)\s+(\d+)\b/g)) {
@@ -22,14 +30,17 @@ describe.each(['x86_64', 'aarch64'] as const)('%s syscall table', (arch) => {
 
   it.runIf(existsSync(HEADERS[arch]))('agrees with the kernel headers for every call they define', () => {
     const header = readHeader(HEADERS[arch]);
-    const checked: string[] = [];
+    const unchecked: string[] = [];
     for (const [name, nr] of Object.entries(table.numbers)) {
       const expected = header.get(name);
-      if (expected === undefined) continue; // newer than the headers (open_tree_attr: Linux 6.15)
+      if (expected === undefined) {
+        unchecked.push(name);
+        continue;
+      }
       expect({ name, nr }).toEqual({ name, nr: expected });
-      checked.push(name);
     }
-    expect(checked.length).toBeGreaterThan(Object.keys(table.numbers).length - 3);
+    // Only calls newer than the headers may be missing from them; Debian 12's are Linux 6.1's.
+    expect(unchecked.filter((n) => !NEWER_THAN_HEADERS.has(n) || header.has(n))).toEqual([]);
     for (const name of table.absent) expect(header.has(name)).toBe(false);
   });
 

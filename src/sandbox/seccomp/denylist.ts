@@ -187,6 +187,34 @@ export const DENYLIST: readonly DenyRule[] = [
     'clock_adjtime',
   ]),
   ...always('EPERM', 'x86 port I/O', ['iopl', 'ioperm']),
+  // Docker's default profile refuses these to a container without the capability each needs
+  // (docs/seccomp.md, "Compared with Docker and OpenShell"); agents run there, so none is needed.
+  ...always('EPERM', 'compares or advises on the kernel objects and memory of another process', [
+    'kcmp',
+    'process_madvise',
+  ]),
+  ...always('EPERM', "NUMA memory placement: the host's topology, and another process's pages", [
+    'get_mempolicy',
+    'set_mempolicy',
+    'set_mempolicy_home_node',
+    'mbind',
+    'migrate_pages',
+    'move_pages',
+  ]),
+  ...always('EPERM', 'filesystem-wide event monitoring: a large kernel surface that no agent needs', [
+    'fanotify_init',
+  ]),
+  ...always('EPERM', 'the LSM attribute interface (Linux 6.8): nothing in a sandbox reads or sets it', [
+    'lsm_get_self_attr',
+    'lsm_set_self_attr',
+    'lsm_list_modules',
+  ]),
+  ...always('EPERM', "the sandbox's UTS names and terminal hang-up (privileged anyway)", [
+    'sethostname',
+    'setdomainname',
+    'vhangup',
+  ]),
+  ...always('EPERM', 'obsolete calls that no current program makes', ['sysfs', 'ustat']),
   {
     syscall: 'personality',
     when: [{ arg: 0, noneOf: SAFE_PERSONALITIES }],

@@ -86,6 +86,23 @@ const X86_64: Record<string, number> = {
   mount_setattr: 442,
   quotactl_fd: 443,
   open_tree_attr: 467,
+  kcmp: 312,
+  process_madvise: 440,
+  get_mempolicy: 239,
+  set_mempolicy: 238,
+  set_mempolicy_home_node: 450,
+  mbind: 237,
+  migrate_pages: 256,
+  move_pages: 279,
+  fanotify_init: 300,
+  lsm_get_self_attr: 459,
+  lsm_set_self_attr: 460,
+  lsm_list_modules: 461,
+  sethostname: 170,
+  setdomainname: 171,
+  vhangup: 153,
+  sysfs: 139,
+  ustat: 136,
 };
 
 /** asm-generic numbering, which arm64 uses; it has no legacy calls that were obsolete in 2012. */
@@ -150,6 +167,21 @@ const AARCH64: Record<string, number> = {
   mount_setattr: 442,
   quotactl_fd: 443,
   open_tree_attr: 467,
+  kcmp: 272,
+  process_madvise: 440,
+  get_mempolicy: 236,
+  set_mempolicy: 237,
+  set_mempolicy_home_node: 450,
+  mbind: 235,
+  migrate_pages: 238,
+  move_pages: 239,
+  fanotify_init: 262,
+  lsm_get_self_attr: 459,
+  lsm_set_self_attr: 460,
+  lsm_list_modules: 461,
+  sethostname: 161,
+  setdomainname: 162,
+  vhangup: 58,
 };
 
 export const SYSCALL_TABLES: Readonly<Record<SeccompArch, SyscallTable>> = {
@@ -165,8 +197,9 @@ export const SYSCALL_TABLES: Readonly<Record<SeccompArch, SyscallTable>> = {
     auditArch: AUDIT_ARCH.aarch64,
     hasX32: false,
     numbers: AARCH64,
-    // x86 port I/O, the a.out loader and the binary sysctl interface were never part of arm64.
-    absent: new Set(['iopl', 'ioperm', 'uselib', '_sysctl']),
+    // x86 port I/O, the a.out loader, the binary sysctl interface and the obsolete sysfs(2) and
+    // ustat(2) were never part of arm64.
+    absent: new Set(['iopl', 'ioperm', 'uselib', '_sysctl', 'sysfs', 'ustat']),
   },
 };
 

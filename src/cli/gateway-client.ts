@@ -1,0 +1,203 @@
+/**
+ * The CLI's side of the gateway API: which gateway to talk to, starting one on first use when none
+ * answers, and HTTP+JSON over its Unix socket (one-shot requests, JSON-line streams, upgraded
+ * streams). Errors keep the gateway's stable code.
+ *
+ * Which gateway: root talks to the system gateway (`<run>/gateway.sock`). A normal user talks to
+ * the system gateway through their own socket (`<system run>/users/<uid>.sock`, present when they
+ * are in the `carapace` group), and otherwise to a rootless gateway of their own under their XDG
+ * directories. `CARAPACE_HOME` moves both (tests).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { request, type IncomingMessage } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
+
+export interface GatewayEndpoint {
+  socket: string;
+  /** True when this is a gateway the caller runs (and may start): root's, or a user's rootless one. */
+  own: boolean;
+  dirs: StateDirs;
+}
+
+export class GatewayError extends Error {
+  override name = 'GatewayError';
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly status: number,
+    readonly details?: unknown,
+    readonly exitCode = status >= 500 ? 1 : status === 404 ? 3 : 2,
+  ) {
+    super(message);
+  }
+}
+
+export function gatewayEndpoint(env: NodeJS.ProcessEnv = process.env): GatewayEndpoint {
+  const dirs = stateDirs(env);
+  const uid = process.getuid?.() ?? 0;
+  const own = { socket: join(dirs.run, 'gateway.sock'), own: true, dirs };
+  if (uid === 0) return own;
+  const systemRun = env.CARAPACE_HOME ? dirs.run : '/run/carapace';
+  const mine = join(systemRun, 'users', `${uid}.sock`);
+  return existsSync(mine) ? { socket: mine, own: false, dirs } : own;
+}
+
+export class GatewayClient {
+  constructor(readonly endpoint: GatewayEndpoint) {}
+
+  /** A client for the caller's gateway; starts the caller's own gateway when none answers. */
+  static async connect(opts: { start?: boolean; entry?: string } = {}): Promise<GatewayClient> {
+    const client = new GatewayClient(gatewayEndpoint());
+    if (await client.answers()) return client;
+    if (!client.endpoint.own || opts.start === false) {
+      throw new GatewayError(
+        'GATEWAY_UNAVAILABLE',
+        client.endpoint.own
+          ? `no gateway answers at ${client.endpoint.socket}: start one with carapace gateway start`
+          : `the system gateway does not answer at ${client.endpoint.socket}: ask the host's administrator (systemctl status carapace)`,
+        503,
+      );
+    }
+    await startGateway(client.endpoint, opts.entry ?? process.argv[1]!);
+    return client;
+  }
+
+  /** Whether a gateway accepts connections on the socket. */
+  answers(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const s = connect(this.endpoint.socket);
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+  }
+
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.send(method, path, body);
+    const text = await readAll(res);
+    const parsed = text ? (JSON.parse(text) as unknown) : null;
+    if ((res.statusCode ?? 500) >= 400) throw errorFrom(res.statusCode ?? 500, parsed);
+    return parsed as T;
+  }
+
+  /** A JSON-lines response, one parsed object at a time. */
+  async *lines<T>(path: string): AsyncGenerator<T> {
+    const res = await this.send('GET', path);
+    if ((res.statusCode ?? 500) >= 400) {
+      const text = await readAll(res);
+      throw errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null);
+    }
+    let buffered = '';
+    for await (const chunk of res as AsyncIterable<Buffer>) {
+      buffered += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.trim()) yield JSON.parse(line) as T;
+      }
+    }
+  }
+
+  /** An upgraded connection (exec, connect, forward): the raw socket after the 101. */
+  upgrade(path: string): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const req = request({
+        socketPath: this.endpoint.socket,
+        path,
+        method: 'GET',
+        headers: { Connection: 'Upgrade', Upgrade: 'carapace-stream' },
+      });
+      req.on('upgrade', (_res, socket, head) => {
+        if (head.length) socket.unshift(head);
+        resolve(socket as Socket);
+      });
+      req.on('response', (res) => {
+        void readAll(res).then((text) =>
+          reject(errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null)),
+        );
+      });
+      req.on('error', (err) => reject(unreachable(this.endpoint, err)));
+      req.end();
+    });
+  }
+
+  private send(method: string, path: string, body?: unknown): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const text = body === undefined ? undefined : JSON.stringify(body);
+      const req = request(
+        {
+          socketPath: this.endpoint.socket,
+          path,
+          method,
+          headers:
+            text === undefined
+              ? {}
+              : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) },
+        },
+        resolve,
+      );
+      req.on('error', (err) => reject(unreachable(this.endpoint, err)));
+      req.end(text);
+    });
+  }
+}
+
+function unreachable(endpoint: GatewayEndpoint, err: Error): GatewayError {
+  return new GatewayError(
+    'GATEWAY_UNAVAILABLE',
+    `cannot reach the gateway at ${endpoint.socket}: ${(err as NodeJS.ErrnoException).code ?? err.message}`,
+    503,
+  );
+}
+
+function errorFrom(status: number, body: unknown): GatewayError {
+  const e = (body as { error?: { code?: string; message?: string; details?: unknown } } | null)?.error;
+  return new GatewayError(
+    e?.code ?? 'INTERNAL',
+    e?.message ?? `the gateway answered ${status}`,
+    status,
+    e?.details,
+  );
+}
+
+async function readAll(res: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of res as AsyncIterable<Buffer>) chunks.push(c);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * Starts the caller's own gateway in the background (`carapace gateway run`, detached, its output
+ * in `<state>/gateway.log`) and waits until it answers.
+ */
+export async function startGateway(endpoint: GatewayEndpoint, entry: string): Promise<void> {
+  mkdirSync(endpoint.dirs.state, { recursive: true, mode: 0o700 });
+  const log = openSync(join(endpoint.dirs.state, 'gateway.log'), 'a', 0o600);
+  const child = spawn(process.execPath, [entry, 'gateway', 'run'], {
+    detached: true,
+    stdio: ['ignore', log, log],
+    env: process.env,
+  });
+  closeSync(log);
+  let exited: number | null = null;
+  child.once('exit', (code) => (exited = code ?? 1));
+  child.unref();
+  const client = new GatewayClient(endpoint);
+  for (let i = 0; i < 500; i++) {
+    if (await client.answers()) return;
+    if (exited !== null) break;
+    await sleep(20);
+  }
+  throw new GatewayError(
+    'GATEWAY_UNAVAILABLE',
+    `the gateway did not start (see ${join(endpoint.dirs.state, 'gateway.log')})`,
+    503,
+  );
+}

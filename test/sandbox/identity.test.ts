@@ -1,0 +1,124 @@
+/**
+ * The host's sandbox uid registry (src/sandbox/identity.ts) on its own: what it reads is
+ * validated, changes from many processes at once never hand out one uid twice, and a uid is freed
+ * only once nothing of it is left at its paths' roots.
+ */
+import { spawn } from 'node:child_process';
+import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { IdentityError, IdentityRegistry } from '../../src/sandbox/identity.js';
+import { requires } from '../helpers/premises.js';
+
+const BASE = 4_000_000;
+const registryIn = (dir: string) => new IdentityRegistry({ dir, base: BASE, size: 1000 });
+const fresh = () => mkdtempSync(join(tmpdir(), 'carapace-uids-'));
+const owner = (name: string) => ({ state: '/var/lib/carapace-test', name });
+
+async function rejectsWith(p: Promise<unknown>, code: string, message: RegExp): Promise<void> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(IdentityError);
+  expect((err as IdentityError).code).toBe(code);
+  expect((err as Error).message).toMatch(message);
+}
+
+describe('the uid registry', () => {
+  it('refuses a record outside the range, below 1000, twice recorded, or a file that is not its own', async () => {
+    const cases: [string, unknown, RegExp][] = [
+      ['uid 0', { uid: 0 }, /uid 0 is outside the range/],
+      ['a host user', { uid: 1001 }, /uid 1001 is outside the range/],
+      ['above the range', { uid: BASE + 1000 }, /outside the range/],
+      ['a relative path', { paths: ['ws'] }, /invalid paths/],
+    ];
+    for (const [, patch, message] of cases) {
+      const dir = fresh();
+      const rec = { uid: BASE, state: '/s', name: 'a', paths: ['/s/ws'], since: 'x', ...(patch as object) };
+      writeFileSync(
+        join(dir, 'registry.json'),
+        JSON.stringify({ version: 1, base: BASE, size: 1000, next: BASE, records: [rec] }),
+      );
+      await rejectsWith(registryIn(dir).acquire(owner('b'), []), 'UID_REGISTRY_INVALID', message);
+    }
+    const twice = fresh();
+    const rec = { uid: BASE, state: '/s', name: 'a', paths: [], since: 'x' };
+    writeFileSync(
+      join(twice, 'registry.json'),
+      JSON.stringify({
+        version: 1,
+        base: BASE,
+        size: 1000,
+        next: BASE,
+        records: [rec, { ...rec, name: 'b' }],
+      }),
+    );
+    await rejectsWith(registryIn(twice).acquire(owner('c'), []), 'UID_REGISTRY_INVALID', /recorded twice/);
+    const garbage = fresh();
+    writeFileSync(join(garbage, 'registry.json'), '{"version": 1, "records": [');
+    await rejectsWith(registryIn(garbage).acquire(owner('c'), []), 'UID_REGISTRY_INVALID', /not JSON/);
+    const otherRange = fresh();
+    await registryIn(otherRange).acquire(owner('a'), []);
+    await rejectsWith(
+      new IdentityRegistry({ dir: otherRange, base: BASE + 5000, size: 1000 }).acquire(owner('a'), []),
+      'UID_REGISTRY_INVALID',
+      /was made for uids 4000000-4000999/,
+    );
+  });
+
+  it('hands out distinct uids to many processes changing it at once', async () => {
+    const dir = fresh();
+    const script = `
+      import { IdentityRegistry } from ${JSON.stringify(join(import.meta.dirname, '../../dist/src/sandbox/identity.js'))};
+      const r = new IdentityRegistry({ dir: process.argv[1], base: ${BASE}, size: 1000 });
+      const ids = [];
+      for (let i = 0; i < 10; i++) ids.push((await r.acquire({ state: '/s', name: 'p' + process.pid + '-' + i }, [])).uid);
+      console.log(JSON.stringify(ids));`;
+    const runs = Array.from({ length: 6 }, () => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += String(d)));
+      return new Promise<number[]>((resolve) =>
+        child.on('close', () => resolve(JSON.parse(out) as number[])),
+      );
+    });
+    const uids = (await Promise.all(runs)).flat();
+    expect(uids).toHaveLength(60);
+    expect(new Set(uids).size).toBe(60);
+    expect(registryIn(dir).records()).toHaveLength(60);
+  });
+
+  it('allocates monotonically: a released uid is not the next one handed out', async () => {
+    const r = registryIn(fresh());
+    const a = await r.acquire(owner('a'), []);
+    expect(await r.release(owner('a'))).toBe(true);
+    const b = await r.acquire(owner('b'), []);
+    expect(b.uid).toBe(a.uid + 1);
+  });
+
+  it('keeps a uid while its workspace still belongs to it, and frees it once the workspace is gone or handed on', async (ctx) => {
+    requires(ctx, 'root'); // chown to the sandbox uid
+    const r = registryIn(fresh());
+    const ws = join(fresh(), 'ws');
+    mkdirSync(ws);
+    const a = await r.acquire(owner('a'), [ws]);
+    chownSync(ws, a.uid, a.gid);
+    expect(await r.release(owner('a'))).toBe(false);
+    expect(r.records()).toEqual([
+      expect.objectContaining({ uid: a.uid, name: expect.stringMatching(/^released\./) as unknown }),
+    ]);
+    // An unnamed run on the same workspace takes the uid over instead of handing the tree on.
+    const again = await r.acquire(owner('b'), [ws], ws);
+    expect(again.uid).toBe(a.uid);
+    expect(await r.release(owner('b'))).toBe(false);
+    // Handed to another uid: the old record holds nothing and is dropped at the next change.
+    chownSync(ws, a.uid + 500, a.uid + 500);
+    await r.acquire(owner('c'), []);
+    expect(r.records().map((x) => x.name)).toEqual(['c']);
+    rmSync(ws, { recursive: true });
+  });
+});
