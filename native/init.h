@@ -50,11 +50,14 @@ struct init_config {
 	size_t rw_count;
 	const char **write_paths; /* --write-files: write and truncate existing files only */
 	size_t write_count;
+	const char **list_paths; /* read_dir only: the names, nothing else */
+	size_t list_count;
 	unsigned *bind_ports;
 	size_t bind_count;
 	long nofile; /* -1: inherit */
 	long nproc;  /* -1: inherit */
 	int relay_dir_fd; /* -1: no relay */
+	int stderr_fd;    /* -1: keep fd 2; else made the agent's (and our) fd 2 at once */
 	const char *relay_socket;
 	unsigned relay_port;
 	char **command; /* NULL-terminated argv of the agent */

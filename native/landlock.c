@@ -13,6 +13,7 @@
  *               write_file and truncate beneath PATH, added to what --ro grants there: files that
  *               exist may be written, nothing may be created, removed or renamed. For /proc, where
  *               shells write /proc/self/oom_score_adj (docs/security.md, "Writable /proc")
+ *   --list PATH read_dir beneath PATH: the names of what is there, no file's content
  *   anything else: denied (EACCES)
  *   ABI >= 4    TCP bind only to the --bind-port ports; TCP connect only to the relay port and to
  *               the --bind-port ports (the network namespace holds nothing but the sandbox's own
@@ -212,7 +213,8 @@ void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan)
 	}
 
 	struct ruleset_summary summary = { 0 };
-	summary.skipped = calloc(cfg->ro_count + cfg->rw_count + cfg->write_count + 1, sizeof *summary.skipped);
+	summary.skipped = calloc(cfg->ro_count + cfg->rw_count + cfg->write_count + cfg->list_count + 1,
+				  sizeof *summary.skipped);
 	if (!summary.skipped)
 		die(LANDLOCK_STEP, ENOMEM, "allocate the list of skipped paths");
 
@@ -234,6 +236,8 @@ void landlock_prepare(const struct init_config *cfg, struct landlock_plan *plan)
 		add_path_rules(plan->ruleset_fd, cfg->ro_paths, cfg->ro_count, FS_RIGHTS_READ_EXECUTE, &summary);
 		add_path_rules(plan->ruleset_fd, cfg->rw_paths, cfg->rw_count, ~0ULL, &summary);
 		add_path_rules(plan->ruleset_fd, cfg->write_paths, cfg->write_count, FS_RIGHTS_WRITE_EXISTING, &summary);
+		add_path_rules(plan->ruleset_fd, cfg->list_paths, cfg->list_count, LANDLOCK_ACCESS_FS_READ_DIR,
+			       &summary);
 		if (plan->abi >= 4) {
 			add_port_rule(plan->ruleset_fd, LANDLOCK_ACCESS_NET_CONNECT_TCP, cfg->relay_port, &summary);
 			/* Port 0 is an ephemeral bind; nobody connects to port 0. */

@@ -47,6 +47,14 @@ int main(int argc, char **argv)
 
 	struct init_config cfg;
 	options_parse(argc, argv, &cfg);
+	/* What bwrap wrote went to the host's pipe (its reason, if the start fails); from here on
+	 * fd 2 is the one the agent is meant to have. */
+	if (cfg.stderr_fd >= 0) {
+		if (dup2(cfg.stderr_fd, STDERR_FILENO) < 0)
+			die("options", errno, "dup2(--stderr-fd %d, 2)", cfg.stderr_fd);
+		if (close(cfg.stderr_fd) < 0)
+			die("options", errno, "close --stderr-fd %d", cfg.stderr_fd);
+	}
 	pid1_prepare();
 
 	struct relay *relay = relay_start(&cfg);

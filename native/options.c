@@ -72,6 +72,7 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 		.nofile = -1,
 		.nproc = -1,
 		.relay_dir_fd = -1,
+		.stderr_fd = -1,
 		.relay_socket = "proxy.sock",
 		.relay_port = 3128,
 	};
@@ -90,13 +91,14 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	cfg->ro_paths = calloc(slots, sizeof *cfg->ro_paths);
 	cfg->rw_paths = calloc(slots, sizeof *cfg->rw_paths);
 	cfg->write_paths = calloc(slots, sizeof *cfg->write_paths);
+	cfg->list_paths = calloc(slots, sizeof *cfg->list_paths);
 	cfg->bind_ports = calloc(slots, sizeof *cfg->bind_ports);
-	if (!cfg->ro_paths || !cfg->rw_paths || !cfg->write_paths || !cfg->bind_ports)
+	if (!cfg->ro_paths || !cfg->rw_paths || !cfg->write_paths || !cfg->list_paths || !cfg->bind_ports)
 		die(OPTIONS_STEP, ENOMEM, "allocate the option lists");
 
 	bool seen_status = false, seen_seccomp = false, seen_env = false, seen_event = false, seen_mode = false, seen_abi_max = false,
 	     seen_nofile = false, seen_nproc = false, seen_dir = false, seen_socket = false,
-	     seen_port = false;
+	     seen_port = false, seen_stderr = false;
 
 	for (int i = 1; i < end; i += 2) {
 		const char *option = argv[i];
@@ -133,6 +135,11 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 			cfg->rw_paths[cfg->rw_count++] = parse_path(option, value);
 		} else if (strcmp(option, "--write-files") == 0) {
 			cfg->write_paths[cfg->write_count++] = parse_path(option, value);
+		} else if (strcmp(option, "--list") == 0) {
+			cfg->list_paths[cfg->list_count++] = parse_path(option, value);
+		} else if (strcmp(option, "--stderr-fd") == 0) {
+			once(&seen_stderr, option);
+			cfg->stderr_fd = parse_fd(option, value);
 		} else if (strcmp(option, "--bind-port") == 0) {
 			cfg->bind_ports[cfg->bind_count++] = (unsigned)parse_number(option, value, 0, 65535);
 		} else if (strcmp(option, "--nofile") == 0) {
@@ -166,7 +173,7 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	cfg->command = &argv[end + 1];
 
 	/* One fd cannot serve two purposes: each is consumed (read to EOF, closed) on its own. */
-	int fds[] = { cfg->status_fd, cfg->seccomp_fd, cfg->env_fd, cfg->event_fd, cfg->relay_dir_fd };
+	int fds[] = { cfg->status_fd, cfg->seccomp_fd, cfg->env_fd, cfg->event_fd, cfg->relay_dir_fd, cfg->stderr_fd };
 	const size_t fd_count = sizeof fds / sizeof fds[0];
 	for (size_t i = 0; i < fd_count; i++)
 		for (size_t j = i + 1; j < fd_count; j++)

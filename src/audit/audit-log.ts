@@ -15,7 +15,15 @@ export class JsonlAuditLog implements AuditSink {
   private fd: number | null;
   private readonly listeners = new Set<(e: OcsfEvent) => void>();
 
-  constructor(readonly path: string) {
+  /** `fd`: the file already open for appending (the caller resolved `path` its own way). */
+  constructor(
+    readonly path: string,
+    fd?: number,
+  ) {
+    if (fd !== undefined) {
+      this.fd = fd;
+      return;
+    }
     mkdirSync(dirname(path), { recursive: true });
     this.fd = openSync(path, 'a', 0o600);
   }

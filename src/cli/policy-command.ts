@@ -32,7 +32,12 @@ function validate(files: string[]): void {
   let failed = false;
   for (const file of files) {
     try {
-      process.stdout.write(`ok  ${file} (${summary(loadAny(file))})\n`);
+      const loaded = loadAny(file);
+      process.stdout.write(`ok  ${file} (${summary(loaded)})\n`);
+      // Valid, but cannot start a sandbox as written: said, not refused (it may suit another host).
+      for (const w of loaded.warnings) {
+        process.stderr.write(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
+      }
     } catch (err) {
       if (!(err instanceof PolicyError)) throw err;
       failed = true;

@@ -4,6 +4,7 @@ import {
   parsePolicyOrPreset,
   PolicyError,
   readPolicyText,
+  type Diagnostic,
   type Policy,
   type Preset,
 } from '../policy/index.js';
@@ -21,11 +22,15 @@ export function reportingPolicyErrors<A extends unknown[]>(fn: (...args: A) => v
   };
 }
 
-export type LoadedFile = { kind: 'policy'; policy: Policy } | { kind: 'preset'; preset: Preset };
+export type LoadedFile =
+  | { kind: 'policy'; policy: Policy; warnings: Diagnostic[] }
+  | { kind: 'preset'; preset: Preset; warnings: Diagnostic[] };
 
 /** Reads and validates a policy or preset file; throws PolicyError with every problem. */
 export function loadAny(file: string): LoadedFile {
   const r = parsePolicyOrPreset(readPolicyText(file), file);
   if (!r.ok) throw new PolicyError(r.diagnostics);
-  return r.kind === 'policy' ? { kind: 'policy', policy: r.policy } : { kind: 'preset', preset: r.preset };
+  return r.kind === 'policy'
+    ? { kind: 'policy', policy: r.policy, warnings: r.warnings }
+    : { kind: 'preset', preset: r.preset, warnings: [] };
 }

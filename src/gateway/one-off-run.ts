@@ -2,10 +2,10 @@
  * `carapace run`: one sandbox for one command, with no gateway. The same machinery the gateway
  * uses, embedded in this process; nothing outlives it (processes, cgroups, temporary workspace).
  */
-import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { AuditSink, OcsfEvent } from '../audit/index.js';
-import { agentStarted, type InitEvent } from '../sandbox/launch.js';
+import { agentStarted, SandboxStartError, startFailure, type InitEvent } from '../sandbox/launch.js';
+import type { SandboxTrees } from '../sandbox/host-path.js';
 import { directConnectEvent, parseDirectConnect } from './direct-connect-audit.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
@@ -14,6 +14,7 @@ import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns, type LostRun } from '../sandbox/sweep.js';
 import type { RunNetwork } from './run-network.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
+import { openAuditFile, readPolicyText, runTrees, SandboxWritableFileError } from './run-files.js';
 import {
   parseMount,
   RunInputError,
@@ -49,10 +50,11 @@ interface RunAudit {
   close(): void;
 }
 
-async function openRunAudit(path: string | undefined): Promise<RunAudit> {
+async function openRunAudit(path: string | undefined, trees: SandboxTrees): Promise<RunAudit> {
   if (path === undefined) return { emit: () => {}, sink: { emit: () => {} }, close: () => {} };
+  const fd = openAuditFile(path, trees);
   const audit = await import('../audit/index.js');
-  const log = new audit.JsonlAuditLog(resolve(path));
+  const log = new audit.JsonlAuditLog(resolve(path), fd);
   return { emit: (make) => log.emit(make(audit)), sink: log, close: () => log.close() };
 }
 
@@ -68,6 +70,7 @@ export function defaultPolicyPath(): string {
 async function loadRunPolicy(
   opts: RunOptions,
   dirs: StateDirs,
+  trees: SandboxTrees,
 ): Promise<{ settings: SandboxSettings; network?: (audit: AuditSink) => RunNetwork }> {
   const networkOption = [
     ['--resolve', opts.resolve.length > 0],
@@ -85,7 +88,11 @@ async function loadRunPolicy(
   }
   const [engine, runNetwork] = await Promise.all([import('../policy/index.js'), import('./run-network.js')]);
   const input = runNetwork.checkNetworkInput(opts);
-  const policy = engine.loadPolicyFile(opts.policy);
+  const text = readPolicyText(opts.policy, trees);
+  if (text === null) engine.readPolicyText(opts.policy); // throws the engine's error, which says why
+  const parsed = engine.parsePolicy(text ?? '', opts.policy);
+  if (!parsed.ok) throw new engine.PolicyError(parsed.diagnostics);
+  const policy = parsed.policy;
   return {
     settings: settingsFromPolicy(policy, engine.resolveLimits(policy)),
     network: (audit) => new runNetwork.RunNetwork(input, policy, audit, dirs.run),
@@ -96,16 +103,34 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   if (opts.command.length === 0)
     throw new RunInputError('missing command: carapace run [options] -- CMD [ARGS…]');
   if (opts.name !== undefined) assertSandboxName(opts.name);
-  for (const m of opts.mounts) {
-    const { host } = parseMount(m);
-    if (!existsSync(host)) throw new RunInputError(`--mount "${m}": ${host} does not exist`);
-  }
+  for (const m of opts.mounts) parseMount(m); // the form; the source is opened (and judged) at start
   const dirs = stateDirs();
   const identities = hostIdentities(opts.uidBase);
   await reportLostRuns(await sweepDeadRuns(dirs, identities));
-  const { settings, network: makeNetwork } = await loadRunPolicy(opts, dirs);
   const name = opts.name ?? newSandboxName();
   const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
+  // Policy and audit files must lie outside every tree a sandbox writes, this run's included.
+  const trees = runTrees(dirs, workspace, opts.mounts);
+  // The audit first: a policy file refused for where it lies is a finding on the record.
+  const audit = await openRunAudit(opts.audit, trees);
+  let loaded: Awaited<ReturnType<typeof loadRunPolicy>>;
+  try {
+    loaded = await loadRunPolicy(opts, dirs, trees);
+  } catch (err) {
+    if (err instanceof SandboxWritableFileError) {
+      audit.emit((a) =>
+        a.finding({
+          sandbox: name,
+          kind: 'policy-file-refused',
+          title: err.message,
+          details: { policy: err.path, tree: err.tree },
+        }),
+      );
+    }
+    audit.close();
+    throw err;
+  }
+  const { settings, network: makeNetwork } = loaded;
   const spec = specFromSettings(settings, {
     name,
     workspace,
@@ -113,8 +138,6 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     mounts: opts.mounts,
     command: opts.command,
   });
-
-  const audit = await openRunAudit(opts.audit);
 
   const network = makeNetwork?.(audit.sink) ?? null;
   const abiOverride = process.env.CARAPACE_LANDLOCK_ABI_MAX;
@@ -134,6 +157,8 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
       term: process.env.TERM,
       landlockAbiMax: abiOverride ? Number(abiOverride) : undefined,
       network: network?.provider,
+      // Tests of another host layout (docs/testing.md): the root the sandbox mirrors instead of /.
+      hostRoot: process.env.CARAPACE_HOST_ROOT || undefined,
     });
   } catch (err) {
     // A start Carapace refused (a planted symlink, a limit it cannot apply, …) is on the record too.
@@ -181,9 +206,24 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
         },
       }),
     );
-    await agentStarted(started.process);
+    const ran = await agentStarted(started.process);
     reportEnforcement(name, started.process.events, audit);
     const { code } = await started.process.exited;
+    if (!ran) {
+      // Ours, not the agent's: the agent never ran. The one line that says why is the init's own
+      // (already on stderr) or bwrap's, which we hold.
+      const reason = startFailure(started.process, code);
+      audit.emit((a) =>
+        a.finding({
+          sandbox: name,
+          kind: 'sandbox-start-failed',
+          title: `sandbox ${name} did not start: ${reason ?? `the init failed (exit ${code})`}`,
+          details: { exit_code: code },
+        }),
+      );
+      if (reason !== null) throw new SandboxStartError(`the sandbox did not start: ${reason}`);
+      return 125;
+    }
     const oom = started.cgroup?.oomKills() ?? 0;
     audit.emit((a) =>
       a.lifecycle({

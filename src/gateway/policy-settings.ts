@@ -33,9 +33,19 @@ const CACHE_FORMAT = 'carapace-policy-settings-1';
 /** Oldest entries beyond this many are removed when one is added. */
 const CACHE_ENTRIES = 64;
 
+/**
+ * What a policy without `filesystem_policy` gets: OpenShell's own default for that case (its
+ * restrictive default policy's filesystem), so that such a file runs here as it runs there.
+ */
+export const OPENSHELL_DEFAULT_FILESYSTEM = {
+  include_workdir: true,
+  read_only: ['/usr', '/lib', '/proc', '/dev/urandom', '/app', '/etc', '/var/log'],
+  read_write: ['/sandbox', '/tmp', '/dev/null'],
+};
+
 /** The settings of a validated policy; `limits` is the policy engine's resolveLimits(policy). */
 export function settingsFromPolicy(policy: Policy, limits: ResolvedLimits): SandboxSettings {
-  const fs = policy.filesystem_policy ?? {};
+  const fs = policy.filesystem_policy ?? OPENSHELL_DEFAULT_FILESYSTEM;
   const readWrite = [...(fs.read_write ?? [])];
   if (fs.include_workdir && !readWrite.includes(WORKSPACE_PATH)) readWrite.push(WORKSPACE_PATH);
   const readOnly = (fs.read_only ?? []).filter((p) => !readWrite.includes(p));

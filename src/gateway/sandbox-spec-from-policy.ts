@@ -83,5 +83,9 @@ export function parseMount(text: string): HostMount {
   if (path === '/' || path === '/proc' || path.startsWith('/proc/')) {
     throw new RunInputError(`--mount "${text}": cannot mount over ${path}`);
   }
+  // Whatever a sandbox may write, the host never trusts again (writable-trees.ts): the whole host.
+  if (mode !== 'ro' && resolve(host) === '/') {
+    throw new RunInputError(`--mount "${text}": the host's root can only be mapped read-only (add :ro)`);
+  }
   return { host: resolve(host), path, readOnly: mode === 'ro' };
 }

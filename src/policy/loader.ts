@@ -14,7 +14,7 @@ import {
 } from './diagnostics.js';
 import { PolicySchema, PresetSchema, type Policy, type Preset } from './schema.js';
 import { issuesFromZod } from './schema-issues.js';
-import { checkNetworkPolicyData, checkPolicyData } from './semantic-checks.js';
+import { checkNetworkPolicyData, checkPolicyData, startWarnings } from './semantic-checks.js';
 import {
   conversionFailure,
   conversionIssues,
@@ -24,12 +24,14 @@ import {
   type SourceDocument,
 } from './yaml-source.js';
 
+/** `warnings`: what keeps a valid policy from starting a sandbox as written (startWarnings). */
 export type ParseResult =
-  { ok: true; policy: Policy; document: Document } | { ok: false; diagnostics: Diagnostic[] };
+  | { ok: true; policy: Policy; document: Document; warnings: Diagnostic[] }
+  | { ok: false; diagnostics: Diagnostic[] };
 export type PresetParseResult =
   { ok: true; preset: Preset; document: Document } | { ok: false; diagnostics: Diagnostic[] };
 export type AnyParseResult =
-  | { ok: true; kind: 'policy'; policy: Policy; document: Document }
+  | { ok: true; kind: 'policy'; policy: Policy; document: Document; warnings: Diagnostic[] }
   | { ok: true; kind: 'preset'; preset: Preset; document: Document }
   | { ok: false; diagnostics: Diagnostic[] };
 
@@ -111,7 +113,12 @@ export function parsePolicy(text: string, file: string): ParseResult {
   const { source, errors } = parseSource(text, file);
   const { data, diagnostics } = validateSource(source, errors, 'policy');
   if (diagnostics.length > 0) return { ok: false, diagnostics };
-  return { ok: true, policy: data as Policy, document: source.document };
+  const policy = data as Policy;
+  return { ok: true, policy, document: source.document, warnings: warningsOf(source, policy) };
+}
+
+function warningsOf(source: SourceDocument, policy: Policy): Diagnostic[] {
+  return startWarnings(policy).map((issue) => issueToDiagnostic(source, issue));
 }
 
 /** Parses and validates a preset file (`preset: {name, description}` + `network_policies`). */
@@ -132,7 +139,13 @@ export function parsePolicyOrPreset(text: string, file: string): AnyParseResult 
   const { data, diagnostics } = validateSource(source, errors, kind);
   if (diagnostics.length > 0) return { ok: false, diagnostics };
   return kind === 'policy'
-    ? { ok: true, kind, policy: data as Policy, document: source.document }
+    ? {
+        ok: true,
+        kind,
+        policy: data as Policy,
+        document: source.document,
+        warnings: warningsOf(source, data as Policy),
+      }
     : { ok: true, kind, preset: data as Preset, document: source.document };
 }
 

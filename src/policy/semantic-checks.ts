@@ -6,6 +6,7 @@
  * wildcard over a whole TLD, or an `allowed_ips` range that covers loopback would each quietly
  * grant much more than the author meant.
  */
+import { posix } from 'node:path';
 import type { PolicyIssue, PolicyPath } from './diagnostics.js';
 import { parseHostPattern } from './host-pattern.js';
 import { allowedIpProblem } from './ip-ranges.js';
@@ -20,6 +21,7 @@ import {
   FilesystemPolicySchema,
   ProcessSchema,
   type Endpoint,
+  type Policy,
 } from './schema.js';
 import { InferenceSchema, LimitsSchema, type Inference, type Limits } from './schema-extensions.js';
 
@@ -299,4 +301,63 @@ function checkInference(inf: Inference, issues: PolicyIssue[]): void {
       });
     }
   });
+}
+
+/** Paths every sandbox has fresh (a procfs, a minimal /dev): nothing under them is the host's. */
+const FRESH_ROOTS = ['/proc', '/dev'];
+/** The workspace: Carapace makes what is listed under it before bwrap runs. */
+const WORKSPACE = '/sandbox';
+
+const normalFsPath = (p: string) => {
+  const n = posix.normalize(p);
+  return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
+};
+const beneath = (p: string, root: string) => p !== root && p.startsWith(root === '/' ? '/' : root + '/');
+
+/**
+ * What keeps a valid policy from starting a sandbox as written: `carapace policy validate` prints
+ * these as warnings (the file is valid, and may suit another host), `carapace run` fails on them
+ * with exit 125 and bwrap's reason. A read_only path is the host's directory bound read-only, so
+ * bwrap cannot make a mount point inside it for anything listed beneath: `/` itself (the sandbox
+ * needs /sandbox and Carapace's /.carapace there), or a read_write path whose directory the host
+ * may not have.
+ */
+export function startWarnings(policy: Policy): PolicyIssue[] {
+  const fs = policy.filesystem_policy;
+  if (!fs) return [];
+  const issues: PolicyIssue[] = [];
+  const readOnly = (fs.read_only ?? []).map(normalFsPath);
+  const readWrite = (fs.read_write ?? []).map(normalFsPath);
+  const rootAt = readOnly.indexOf('/');
+  if (rootAt >= 0 && !readWrite.includes('/')) {
+    issues.push({
+      path: ['filesystem_policy', 'read_only', rootAt],
+      message:
+        '"/" read-only cannot start: it is the host\'s root bound read-only, where bwrap cannot ' +
+        'make /sandbox or /.carapace; list the directories the agent needs (e.g. /usr, /lib, /etc)',
+    });
+    return issues;
+  }
+  const writable = new Set(readWrite);
+  if (fs.include_workdir) writable.add(WORKSPACE);
+  readWrite.forEach((rw, i) => {
+    if (FRESH_ROOTS.some((f) => rw === f || beneath(rw, f))) return;
+    const under = readOnly.find(
+      (ro) =>
+        beneath(rw, ro) &&
+        !writable.has(ro) &&
+        ro !== WORKSPACE &&
+        !beneath(ro, WORKSPACE) &&
+        !FRESH_ROOTS.some((f) => ro === f || beneath(ro, f)),
+    );
+    if (under === undefined) return;
+    issues.push({
+      path: ['filesystem_policy', 'read_write', i],
+      message:
+        `read_write "${rw}" lies under read_only "${under}", the host's directory bound read-only: ` +
+        `bwrap cannot make a mount point there, so the sandbox starts only where the host has ` +
+        `${rw}; list ${under}'s subdirectories instead, or move ${rw} elsewhere`,
+    });
+  });
+  return issues;
 }

@@ -12,7 +12,13 @@
  *    reports each step on the status fd and exec's the command. While the sandbox runs, the init
  *    reports the connections the sandbox refuses on the event fd (RunningSandbox.onEvent).
  * When Carapace runs as root, bwrap itself runs as the sandbox's unprivileged host uid, so nothing
- * in the sandbox is ever host root, even before the init has dropped anything.
+ * in the sandbox is ever host root, even before the init has dropped anything. What it binds from
+ * trees a sandbox can write comes as fds (--bind-fd), or, where that uid cannot reach the path,
+ * through carapace-launch's aliases (bind-sources.ts).
+ *
+ * bwrap's own stderr is a pipe we read: when the start fails before the agent runs, its message is
+ * the reason we report, as one line. The stderr the agent is meant to have reaches the init as
+ * --stderr-fd, which makes it fd 2 before anything else.
  *
  * The agent's environment is the agent's only. bwrap runs on the host with an empty environment
  * (LD_PRELOAD, LD_LIBRARY_PATH, GLIBC_TUNABLES and the like given with --env would otherwise act
@@ -22,14 +28,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import type { SandboxCgroup } from './cgroup.js';
 import type { SandboxIdentity } from './identity.js';
 import { SANDBOX_UID_INSIDE } from './identity.js';
-import { mountArgs, type MountPlan } from './mount-plan.js';
-import { bwrapBinary } from './native-paths.js';
+import { mountArgs, type MountOp, type MountPlan } from './mount-plan.js';
+import { bwrapBinary, nativeLauncher } from './native-paths.js';
 import { INIT_PATH, WORKSPACE_PATH } from './spec.js';
 
 export class SandboxStartError extends Error {
@@ -66,6 +72,8 @@ export interface LaunchRequest {
   relay?: { dir: number; socketName: string } | undefined;
   cgroup: SandboxCgroup | null;
   stdio: 'inherit' | 'pipe';
+  /** fd-binds the sandbox's uid cannot reach by path: fd → alias (bound by carapace-launch). */
+  aliases?: Map<number, string> | undefined;
 }
 
 export interface SandboxExit {
@@ -87,6 +95,7 @@ export class RunningSandbox {
     readonly child: ChildProcess,
     readonly initPid: number,
     exited: Promise<SandboxExit>,
+    private readonly bwrapLog: StartLog,
   ) {
     this.exited = exited;
   }
@@ -117,8 +126,17 @@ export class RunningSandbox {
   get stdout(): Readable | null {
     return this.child.stdout;
   }
+  /** The agent's stderr (with stdio 'pipe'). */
   get stderr(): Readable | null {
-    return this.child.stderr;
+    return ((this.child.stdio as unknown as (Readable | null)[])[FD_AGENT_STDERR] ?? null) as Readable | null;
+  }
+  /** What bwrap (or, before --stderr-fd took effect, the init) wrote on its own stderr. */
+  get bwrapMessages(): string {
+    return this.bwrapLog.text;
+  }
+  /** The first line bwrap wrote, or what its exit status says. */
+  startReason(status: number | string | null): string {
+    return this.bwrapLog.reason(status);
   }
   get stdin(): Writable | null {
     return this.child.stdin;
@@ -141,6 +159,27 @@ const FD_SECCOMP = 6;
 const FD_ENV = 7;
 const FD_EVENTS = 8;
 const FD_RELAY = 9;
+/** The agent's stderr; bwrap's own fd 2 is the start-log pipe. */
+const FD_AGENT_STDERR = 10;
+/** The first of the fds bwrap binds (--bind-fd), one per fd-bind, in plan order. */
+const FD_FIRST_BIND = 11;
+
+type FdBind = Extract<MountOp, { kind: 'fd-bind' }>;
+
+/** The fd each fd-bind has in bwrap (or in carapace-launch, for the aliased ones). */
+function bindFds(plan: MountPlan): Map<number, number> {
+  const fds = new Map<number, number>();
+  for (const op of plan.ops) if (op.kind === 'fd-bind') fds.set(op.fd, FD_FIRST_BIND + fds.size);
+  return fds;
+}
+
+function fdBindArgs(req: LaunchRequest, fds: Map<number, number>): (op: FdBind) => string[] {
+  return (op) => {
+    const alias = req.aliases?.get(op.fd);
+    if (alias !== undefined) return [op.readOnly ? '--ro-bind' : '--bind', alias, op.path];
+    return [op.readOnly ? '--ro-bind-fd' : '--bind-fd', String(fds.get(op.fd)), op.path];
+  };
+}
 
 export function bwrapArgs(req: LaunchRequest): string[] {
   const args = [
@@ -162,7 +201,7 @@ export function bwrapArgs(req: LaunchRequest): string[] {
     String(FD_INFO),
     '--block-fd',
     String(FD_BLOCK),
-    ...mountArgs(req.plan),
+    ...mountArgs(req.plan, fdBindArgs(req, bindFds(req.plan))),
     '--ro-bind',
     req.initBinary,
     INIT_PATH,
@@ -190,12 +229,15 @@ export function initArgs(req: LaunchRequest): string[] {
     String(FD_ENV),
     '--event-fd',
     String(FD_EVENTS),
+    '--stderr-fd',
+    String(FD_AGENT_STDERR),
     '--landlock',
     req.landlock,
   ];
   if (req.landlockAbiMax !== undefined) args.push('--landlock-abi-max', String(req.landlockAbiMax));
   for (const p of req.plan.landlockReadOnly) args.push('--ro', p);
   for (const p of req.plan.landlockReadWrite) args.push('--rw', p);
+  for (const p of req.plan.landlockListDirs) args.push('--list', p);
   // Shells write /proc/self/oom_score_adj on every command; the kernel alone decides what such a
   // write may change (docs/security.md, "Writable /proc": nothing outside the sandbox's own
   // processes, /proc/sys read-only, PID 1's files root's).
@@ -210,14 +252,42 @@ export function initArgs(req: LaunchRequest): string[] {
 export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox> {
   const io = req.stdio === 'inherit' ? 'inherit' : 'pipe';
   const environment = environmentBytes(req.env);
-  const stdio: (string | number)[] = [io, io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
-  if (req.relay) stdio.push(req.relay.dir);
+  // fd 2 is bwrap's own (the start log); the agent's stderr is FD_AGENT_STDERR, for the init to
+  // make its fd 2. 'inherit' there would mean our own fd 10: it is our fd 2 that is meant.
+  const stdio: (string | number)[] = [io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
+  stdio.push(req.relay ? req.relay.dir : 'ignore', io === 'inherit' ? 2 : 'pipe');
+  const fds = bindFds(req.plan);
+  for (const fd of fds.keys()) stdio.push(fd);
+  const args = bwrapArgs(req);
+  const aliases = [...(req.aliases ?? [])];
+  const viaLauncher = aliases.length > 0 && !req.identity.rootless;
+  if (viaLauncher && !existsSync(nativeLauncher())) {
+    throw new SandboxStartError(`${nativeLauncher()} is missing: run ./install.sh (or npm run build)`);
+  }
   const identity = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
-  const child = spawn(bwrapBinary(), bwrapArgs(req), {
-    stdio: stdio as ('pipe' | 'inherit' | number)[],
-    env: {},
-    ...identity,
-  });
+  // With aliases, carapace-launch (root, static, an empty environment like bwrap's) binds them in
+  // a mount namespace of its own, becomes the sandbox's uid and execs bwrap: the same process, so
+  // everything below holds either way.
+  const child = viaLauncher
+    ? spawn(
+        nativeLauncher(),
+        [
+          '--uid',
+          String(req.identity.uid),
+          '--gid',
+          String(req.identity.gid),
+          ...aliases.flatMap(([fd, alias]) => ['--alias', String(fds.get(fd)), alias]),
+          '--',
+          bwrapBinary(),
+          ...args,
+        ],
+        { stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[], env: {} },
+      )
+    : spawn(bwrapBinary(), args, {
+        stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[],
+        env: {},
+        ...identity,
+      });
   const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -227,6 +297,7 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
     ),
   );
   const pipes = child.stdio as unknown as (Readable & Writable)[];
+  const log = new StartLog(pipes[2] as Readable);
   const seccompPipe = pipes[FD_SECCOMP] as Writable;
   seccompPipe.on('error', () => {});
   seccompPipe.end(req.seccomp);
@@ -241,21 +312,29 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   ]);
   if (info === null) {
     const r = await exitedRaw;
-    throw new SandboxStartError(`bwrap failed before the sandbox started (exit ${r.code ?? r.signal})`, 125);
+    await log.ended;
+    throw new SandboxStartError(`the sandbox did not start: ${log.reason(r.code ?? r.signal)}`);
   }
   const initPid = info['child-pid'];
   if (typeof initPid !== 'number') throw new SandboxStartError('bwrap did not report the sandbox pid');
+  // A step on the init's pid that fails: when bwrap itself has failed setting the sandbox up (it
+  // reports the pid before the mounts), the pid is gone already, and bwrap's message is the reason.
+  const refuse = async (what: string, err: unknown): Promise<never> => {
+    child.kill('SIGKILL');
+    await exitedRaw;
+    await log.ended;
+    if (log.text.trim() !== '') throw new SandboxStartError(`the sandbox did not start: ${log.reason(null)}`);
+    throw new SandboxStartError(`${what}: ${(err as Error).message}`);
+  };
   try {
     req.cgroup?.enter(initPid);
   } catch (err) {
-    child.kill('SIGKILL');
-    throw new SandboxStartError(`cannot move the sandbox into its cgroup: ${(err as Error).message}`);
+    return refuse('cannot move the sandbox into its cgroup', err);
   }
   try {
     setOomScoreFloor(initPid, req.identity.rootless);
   } catch (err) {
-    child.kill('SIGKILL');
-    throw new SandboxStartError(`cannot set the sandbox's oom_score_adj: ${(err as Error).message}`);
+    return refuse("cannot set the sandbox's oom_score_adj", err);
   }
   const block = pipes[FD_BLOCK] as Writable;
   block.on('error', () => {});
@@ -271,10 +350,66 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   const exited = Promise.all([exitedRaw, eventsRead]).then(([{ code, signal }]) => ({
     code: code ?? 128 + (signal ? signalNumber(signal) : 0),
   }));
-  const sandbox = new RunningSandbox(child, initPid, exited);
+  const sandbox = new RunningSandbox(child, initPid, exited, log);
   readLines(pipes[FD_STATUS] as Readable, (e) => sandbox.events.push(e));
   readLines(pipes[FD_EVENTS] as Readable, (e) => sandbox.deliver(e));
+  // Once the agent runs, anything bwrap still says is not a start failure: pass it on.
+  if (io === 'inherit') {
+    void agentStarted(sandbox).then((ok) => {
+      if (ok) log.forwardTo(process.stderr);
+    });
+  }
   return sandbox;
+}
+
+/**
+ * bwrap's stderr: kept (bounded) until the agent runs, for the reason of a failed start. Nothing
+ * of the agent's ever arrives here: the init moves the agent's stderr to fd 2 first thing.
+ */
+class StartLog {
+  text = '';
+  readonly ended: Promise<void>;
+  private sink: Writable | null = null;
+  private static readonly LIMIT = 16 * 1024;
+
+  constructor(stream: Readable) {
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      if (this.sink) this.sink.write(chunk);
+      else if (this.text.length < StartLog.LIMIT)
+        this.text += chunk.slice(0, StartLog.LIMIT - this.text.length);
+    });
+    stream.on('error', () => {});
+    this.ended = once(stream, 'close').then(
+      () => undefined,
+      () => undefined,
+    );
+  }
+
+  forwardTo(sink: Writable): void {
+    if (this.text) sink.write(this.text);
+    this.sink = sink;
+  }
+
+  /** The one line that says why the start failed: bwrap's (or the launcher's) own. */
+  reason(status: number | string | null): string {
+    const line = this.text
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l !== '');
+    return line ?? `bwrap exited with status ${status} before the sandbox's init ran`;
+  }
+}
+
+/**
+ * Why a sandbox whose agent never started did not, as one line: what bwrap said (its stderr is
+ * ours until the init runs), or null when the init itself failed and has already said why on the
+ * agent's stderr (its status line is on record too).
+ */
+export function startFailure(sandbox: RunningSandbox, status: number): string | null {
+  const initSaidWhy = sandbox.events.some((e) => e.event === 'error');
+  if (initSaidWhy && sandbox.bwrapMessages.trim() === '') return null;
+  return sandbox.startReason(status);
 }
 
 /** Resolves when the init has exec'd the agent (true) or failed before it could (false). */

@@ -5,9 +5,19 @@
  * - read_only paths are the host's paths, bound read-only at the same place; a host path that is a
  *   symlink (`/lib → usr/lib` on merged-/usr systems) is recreated as the same symlink, so its
  *   target must be listed too to be reachable.
+ * - The host's root-level symlinks whose target is visible inside (`/bin → usr/bin` when /usr is
+ *   listed) are recreated too, so that programs find their ELF interpreter and policies written
+ *   for containers (where those symlinks simply exist) run unchanged. A symlink grants nothing:
+ *   the mount allowlist and Landlock both judge the path it resolves to. On a host that has not
+ *   merged /usr, the directories merged-/usr folds into it (/bin, /sbin, /lib, /lib64, …) are the
+ *   other half of the same system tree: a policy that lists /usr gets them, read-only, so that it
+ *   runs the same on both layouts (docs/sandbox.md, "The filesystem").
  * - read_write paths are never the host's path of that name: /sandbox is the workspace, /tmp a
  *   private tmpfs, /dev a minimal devtmpfs made by bwrap, anything else a directory of the sandbox's
  *   own storage. Only an explicit --mount maps a host directory writable.
+ * - Everything bound from a tree a sandbox can write (the workspace, the storage, --mount sources)
+ *   is a `tree-bind` or `mount-bind` here: the host opens it without following a symlink the
+ *   sandbox may have planted and hands bwrap the descriptor, never the path (sandbox.ts).
  * - /proc is always a fresh procfs of the sandbox's pid namespace; it shows only sandbox processes.
  * - Memory-backed filesystems are bounded, or an agent could fill the host's memory through them
  *   whatever its cgroup (tmpfs pages outlive the process that wrote them): /tmp gets a size
@@ -18,14 +28,45 @@
  *   hides their owner; /etc/passwd and /etc/group are synthesized with the `sandbox` user.
  * - A read-only path nested in a read-write one (e.g. /sandbox/.openclaw in /sandbox) is enforced by
  *   the read-only bind mount: Landlock rules only add rights, so Landlock alone cannot subtract it.
+ *   One that does not exist yet is made (empty, not the sandbox's) or the start refused: it must
+ *   never be left for the agent to create writable.
+ * - Landlock lets the agent list directories from / down (read_dir, nothing else): every directory
+ *   that holds host content is listed by the policy already, so what this adds is the names of the
+ *   mount points bwrap made, and `ls /` works.
  */
-import { existsSync, lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { join, posix } from 'node:path';
 import type { HostMount } from './spec.js';
 import { WORKSPACE_PATH } from './spec.js';
 
+/** What to do when a bind's source inside a sandbox-writable tree does not exist. */
+export type MissingSource =
+  /** Make the directory, owned by the sandbox (a read_write path). */
+  | 'create'
+  /** Make an empty directory the sandbox does not own (a read_only path under a writable tree). */
+  | 'placeholder'
+  /** Leave the path out (a read_only path the sandbox cannot create anyway). */
+  | 'skip';
+
 export type MountOp =
-  | { kind: 'ro-bind' | 'bind'; host: string; path: string }
+  /**
+   * A host path: the system's (listed read_only, `listed`) or Carapace's own runtime files. A
+   * listed one that lies in a tree a sandbox writes is opened by fd like a mount (bind-sources.ts).
+   */
+  | { kind: 'ro-bind' | 'bind'; host: string; path: string; listed?: boolean }
+  /** A directory in the workspace or the sandbox's storage, opened by fd before the launch. */
+  | {
+      kind: 'tree-bind';
+      tree: 'workspace' | 'storage';
+      readOnly: boolean;
+      host: string;
+      path: string;
+      missing: MissingSource;
+    }
+  /** A --mount source, opened by fd before the launch. */
+  | { kind: 'mount-bind'; readOnly: boolean; host: string; path: string }
+  /** A tree-bind or mount-bind once opened: bwrap binds this fd (or the alias of it, see launch). */
+  | { kind: 'fd-bind'; readOnly: boolean; fd: number; real: string; path: string }
   | { kind: 'symlink'; target: string; path: string }
   | { kind: 'tmpfs'; path: string; readOnly: boolean; sizeBytes?: number }
   | { kind: 'proc' | 'dev'; path: string }
@@ -36,10 +77,10 @@ export interface MountPlan {
   /** The Landlock allowlist, repeating the mount allowlist as a second layer. */
   landlockReadOnly: string[];
   landlockReadWrite: string[];
+  /** Directories the agent may list (read_dir only, beneath them too). */
+  landlockListDirs: string[];
   /** Listed paths that do not exist on the host and were left out. */
   missing: string[];
-  /** Directories inside the workspace or the sandbox's storage that must exist before the start. */
-  ensureDirs: string[];
 }
 
 export interface MountPlanInput {
@@ -53,6 +94,11 @@ export interface MountPlanInput {
   files: Map<string, string>;
   /** Size of the /tmp tmpfs (see tmpSizeBytes). */
   tmpBytes: number;
+  /**
+   * The host directory the sandbox's root mirrors: `/`. Tests of other host layouts (a root whose
+   * /bin and /lib64 are real directories) point it at a small root of their own.
+   */
+  hostRoot?: string | undefined;
 }
 
 /** /dev/shm's own tmpfs (POSIX shared memory, semaphores): Docker's default size. */
@@ -80,21 +126,34 @@ export const MASKED_ETC = [
 ];
 export const MASKED_ETC_DIRS = ['/etc/sudoers.d'];
 
+/**
+ * The root-level names merged-/usr turns into symlinks to `usr/<name>` (the usrmerge set, the same
+ * on every distribution that merged). Only consulted where they are real directories.
+ */
+export const USR_MERGED_DIRS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
+
+/** Root-level names Carapace itself uses inside: never taken by a host symlink. */
+const RESERVED_ROOT_NAMES = new Set(['.carapace', WORKSPACE_PATH.slice(1), 'proc', 'dev', 'tmp']);
+
 const depth = (p: string) => (p === '/' ? 0 : p.split('/').length - 1);
-const within = (p: string, root: string) => p === root || p.startsWith(root === '/' ? '/' : root + '/');
+export const within = (p: string, root: string) =>
+  p === root || p.startsWith(root === '/' ? '/' : root + '/');
 
 export function planMounts(input: MountPlanInput, maskFile: string): MountPlan {
+  const hostRoot = input.hostRoot ?? '/';
+  const onHost = (p: string) => join(hostRoot, p);
   const plan: MountPlan = {
     ops: [],
     landlockReadOnly: [],
     landlockReadWrite: [],
+    landlockListDirs: ['/'],
     missing: [],
-    ensureDirs: [],
   };
   const rw = new Set(input.readWrite);
   const all = [...new Set([...input.readOnly, ...input.readWrite])].sort(
     (a, b) => depth(a) - depth(b) || (a < b ? -1 : a > b ? 1 : 0),
   );
+  const workspaceWritable = rw.has(WORKSPACE_PATH);
 
   plan.ops.push({ kind: 'proc', path: '/proc' }, { kind: 'dev', path: '/dev' });
   plan.landlockReadOnly.push('/proc');
@@ -108,25 +167,16 @@ export function planMounts(input: MountPlanInput, maskFile: string): MountPlan {
       plan.landlockReadWrite.push(path);
     } else if (within(path, WORKSPACE_PATH)) {
       const host = join(input.workspace, path.slice(WORKSPACE_PATH.length));
-      if (path === WORKSPACE_PATH) {
-        plan.ops.push({ kind: writable ? 'bind' : 'ro-bind', host, path });
-      } else if (writable) {
-        plan.ensureDirs.push(host);
-        plan.ops.push({ kind: 'bind', host, path });
-      } else if (existsSync(host)) {
-        plan.ops.push({ kind: 'ro-bind', host, path });
-      } else {
-        plan.missing.push(path);
-        continue;
-      }
+      const missing: MissingSource =
+        path === WORKSPACE_PATH || writable ? 'create' : workspaceWritable ? 'placeholder' : 'skip';
+      plan.ops.push({ kind: 'tree-bind', tree: 'workspace', readOnly: !writable, host, path, missing });
       (writable ? plan.landlockReadWrite : plan.landlockReadOnly).push(path);
     } else if (writable) {
       const host = join(input.storage, 'rw', path);
-      plan.ensureDirs.push(host);
-      plan.ops.push({ kind: 'bind', host, path });
+      plan.ops.push({ kind: 'tree-bind', tree: 'storage', readOnly: false, host, path, missing: 'create' });
       plan.landlockReadWrite.push(path);
     } else {
-      const op = hostPathOp(path);
+      const op = hostPathOp(onHost(path), path);
       if (!op) {
         plan.missing.push(path);
         continue;
@@ -137,17 +187,20 @@ export function planMounts(input: MountPlanInput, maskFile: string): MountPlan {
   }
 
   for (const m of input.mounts) {
-    plan.ops.push({ kind: m.readOnly ? 'ro-bind' : 'bind', host: m.host, path: m.path });
+    plan.ops.push({ kind: 'mount-bind', readOnly: m.readOnly, host: m.host, path: m.path });
     (m.readOnly ? plan.landlockReadOnly : plan.landlockReadWrite).push(m.path);
   }
+
+  mirrorRootLevel(plan, hostRoot, input.readOnly);
 
   const etcBound = plan.ops.some((o) => o.path === '/etc');
   if (etcBound) {
     for (const p of MASKED_ETC)
-      if (existsSync(p)) plan.ops.push({ kind: 'ro-bind', host: maskFile, path: p });
+      if (lstatOrNull(onHost(p))) plan.ops.push({ kind: 'ro-bind', host: maskFile, path: p });
     for (const p of MASKED_ETC_DIRS)
-      if (existsSync(p)) plan.ops.push({ kind: 'tmpfs', path: p, readOnly: true });
-    for (const key of readdirSshKeys()) plan.ops.push({ kind: 'ro-bind', host: maskFile, path: key });
+      if (lstatOrNull(onHost(p))) plan.ops.push({ kind: 'tmpfs', path: p, readOnly: true });
+    for (const key of readdirSshKeys(onHost('/etc/ssh')))
+      plan.ops.push({ kind: 'ro-bind', host: maskFile, path: `/etc/ssh/${key}` });
   }
   for (const [path, host] of input.files) {
     plan.ops.push({ kind: 'ro-bind', host, path });
@@ -156,31 +209,104 @@ export function planMounts(input: MountPlanInput, maskFile: string): MountPlan {
   return plan;
 }
 
-function hostPathOp(path: string): MountOp | null {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return null;
+/**
+ * The host's root level, mirrored where it leads to something visible: its symlinks whose target
+ * overlaps a visible tree (merged /usr: `/bin → usr/bin` when /usr is listed), and, where /usr is
+ * not merged, the real /bin, /sbin, /lib64, … beside a listed /usr.
+ */
+function mirrorRootLevel(plan: MountPlan, hostRoot: string, readOnly: string[]): void {
+  const visible = plan.ops.filter((o) => o.kind !== 'symlink' && o.kind !== 'dir').map((o) => o.path);
+  const taken = (path: string) => plan.ops.some((o) => within(o.path, path));
+  const links = rootLevelSymlinks(hostRoot);
+
+  // A target may itself start with a root-level symlink (/lib64 → /lib/x86_64-linux-gnu, /lib → usr/lib).
+  const resolve = (target: string): string => {
+    let p = posix.resolve('/', target);
+    for (let hops = 0; hops < 8; hops++) {
+      const first = p.split('/')[1] ?? '';
+      const next = links.get(first);
+      if (next === undefined) break;
+      p = posix.resolve('/', next, p.split('/').slice(2).join('/'));
+    }
+    return p;
+  };
+
+  for (const [name, target] of [...links].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const path = `/${name}`;
+    if (RESERVED_ROOT_NAMES.has(name) || taken(path)) continue;
+    const to = resolve(target);
+    if (visible.some((v) => within(v, to) || within(to, v))) {
+      plan.ops.push({ kind: 'symlink', target, path });
+    }
   }
-  if (st.isSymbolicLink()) return { kind: 'symlink', target: readlinkSync(path), path };
-  return { kind: 'ro-bind', host: path, path };
+
+  const hostUsr = (p: string) => plan.ops.some((o) => o.kind === 'ro-bind' && o.path === p);
+  for (const name of USR_MERGED_DIRS) {
+    const path = `/${name}`;
+    if (links.has(name) || taken(path)) continue;
+    const usrSide = `/usr/${name}`;
+    const coveredBy = readOnly.find((l) => within(usrSide, l) && hostUsr(l));
+    if (coveredBy === undefined) continue;
+    const host = join(hostRoot, name);
+    if (!lstatOrNull(host)?.isDirectory()) continue;
+    plan.ops.push({ kind: 'ro-bind', host, path });
+    plan.landlockReadOnly.push(path);
+  }
 }
 
-function readdirSshKeys(): string[] {
-  const dir = '/etc/ssh';
+/** name → target of every symlink directly in the host's root. */
+function rootLevelSymlinks(hostRoot: string): Map<string, string> {
+  const links = new Map<string, string>();
+  let entries;
+  try {
+    entries = readdirSync(hostRoot, { withFileTypes: true });
+  } catch {
+    return links;
+  }
+  for (const e of entries) {
+    if (!e.isSymbolicLink()) continue;
+    try {
+      links.set(e.name, readlinkSync(join(hostRoot, e.name)));
+    } catch {
+      // removed since the listing: nothing to mirror
+    }
+  }
+  return links;
+}
+
+function lstatOrNull(path: string) {
+  try {
+    // No exception for the common miss: a start checks a dozen paths that may not exist.
+    return lstatSync(path, { throwIfNoEntry: false }) ?? null;
+  } catch {
+    return null; // ENOTDIR, EACCES: not there either, for us
+  }
+}
+
+function hostPathOp(host: string, path: string): MountOp | null {
+  const st = lstatOrNull(host);
+  if (!st) return null;
+  if (st.isSymbolicLink()) return { kind: 'symlink', target: readlinkSync(host), path };
+  return { kind: 'ro-bind', host, path, listed: true };
+}
+
+function readdirSshKeys(dir: string): string[] {
   try {
     // Host private keys: reading them would let an agent impersonate this machine.
-    return readdirSync(dir)
-      .filter((f) => /key/.test(f) && !f.endsWith('.pub'))
-      .map((f) => join(dir, f));
+    return readdirSync(dir).filter((f) => /key/.test(f) && !f.endsWith('.pub'));
   } catch {
     return [];
   }
 }
 
-/** bwrap arguments for a mount plan, in order (parents before children). */
-export function mountArgs(plan: MountPlan): string[] {
+/**
+ * bwrap arguments for a mount plan, in order (parents before children). Every tree-bind and
+ * mount-bind must have been opened (fd-bind) by then; `fdBind` says how bwrap gets each fd.
+ */
+export function mountArgs(
+  plan: MountPlan,
+  fdBind: (op: Extract<MountOp, { kind: 'fd-bind' }>) => string[],
+): string[] {
   const args: string[] = [];
   for (const op of plan.ops) {
     switch (op.kind) {
@@ -190,6 +316,12 @@ export function mountArgs(plan: MountPlan): string[] {
       case 'bind':
         args.push('--bind', op.host, op.path);
         break;
+      case 'fd-bind':
+        args.push(...fdBind(op));
+        break;
+      case 'tree-bind':
+      case 'mount-bind':
+        throw new Error(`internal: ${op.path} was not opened before the launch`);
       case 'symlink':
         args.push('--symlink', op.target, op.path);
         break;

@@ -50,3 +50,11 @@ export function bwrapBinary(): string {
   }
   return 'bwrap'; // spawn then fails with ENOENT, which launch.ts reports
 }
+
+/**
+ * The root-only launcher that binds fds at aliases in a mount namespace of its own before it runs
+ * bwrap as the sandbox's uid (see bind-sources.ts; built by `npm run build`).
+ */
+export function nativeLauncher(): string {
+  return join(packageRoot(), 'native', 'carapace-launch');
+}

@@ -5,13 +5,11 @@
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
-  chownSync,
   closeSync,
   constants,
   copyFileSync,
   existsSync,
-  fchmodSync,
-  fstatSync,
+  fchownSync,
   mkdirSync,
   openSync,
   renameSync,
@@ -19,7 +17,8 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { dirname, isAbsolute, join, relative, sep } from 'node:path';
+import { dirname, join } from 'node:path';
+import { openBinds } from './bind-sources.js';
 import { SandboxCgroup } from './cgroup.js';
 import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from './identity.js';
 import { launchSandbox, SandboxStartError, type RunningSandbox } from './launch.js';
@@ -29,7 +28,7 @@ import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
 import { seccompProgram, sharedFile } from './shared-files.js';
-import { handOverTree, openBeneath, type TreeOwner } from './untrusted-tree.js';
+import { closeAll, WritableTreeRegistry } from './writable-trees.js';
 
 export interface StartOptions {
   dirs: StateDirs;
@@ -48,6 +47,8 @@ export interface StartOptions {
   network?: NetworkProvider | undefined;
   /** The run's audit file, recorded so that a crash sweep can say there the sandbox was lost. */
   auditFile?: string | undefined;
+  /** The host root the sandbox mirrors (mount-plan.ts): `/`, except in tests of other layouts. */
+  hostRoot?: string | undefined;
 }
 
 /** What the egress side gives a sandbox: the relay's way out, and the agent's proxy settings. */
@@ -119,7 +120,10 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   let identity: SandboxIdentity | null = null;
   let cgroup: SandboxCgroup | null = null;
   let network: NetworkAttachment | null = null;
+  let bindFds: number[] = [];
   const undo = async () => {
+    closeAll(bindFds);
+    bindFds = [];
     cgroup?.destroy();
     await network?.close();
     rmSync(paths.runtime, { recursive: true, force: true });
@@ -152,9 +156,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
           opts.ephemeral ? spec.workspace : undefined,
         )
       : rootlessIdentity();
-    mkdirSync(paths.storage, { recursive: true, mode: 0o700 });
-    if (!identity.rootless) chownSync(paths.storage, identity.uid, identity.gid);
-    prepareWorkspace(spec.workspace, identity);
+    prepareStorage(paths.storage, identity);
     if (opts.network) {
       network = await opts.network(spec.name, identity);
       if (network.hostDir !== undefined) lock.note({ net: network.hostDir });
@@ -169,10 +171,22 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
         mounts: spec.mounts,
         files,
         tmpBytes: tmpSizeBytes(spec.limits.memoryBytes),
+        hostRoot: opts.hostRoot,
       },
       mask,
     );
-    checkTreePaths(plan, { workspace: spec.workspace, storage: paths.storage }, identity);
+    // Everything bound from a tree a sandbox can write, opened without following its symlinks
+    // (and the workspace made and handed over on the way).
+    const binds = openBinds({
+      plan,
+      name: spec.name,
+      identity,
+      workspace: spec.workspace,
+      landlock: spec.landlock,
+      registry: new WritableTreeRegistry(opts.dirs),
+      runtime: paths.runtime,
+    });
+    bindFds = binds.fds;
     cgroup = SandboxCgroup.create(cgroupKey, spec.limits, opts.bestEffortLimits);
     const seccomp = await seccompProgram(opts.dirs.run);
     const process = await launchSandbox({
@@ -191,7 +205,11 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       relay: network ? { dir: network.relayDir, socketName: network.socketName } : undefined,
       cgroup,
       stdio: opts.stdio,
+      aliases: binds.aliases,
     });
+    // bwrap holds its own copies (or has bound them already).
+    closeAll(bindFds);
+    bindFds = [];
     network?.started(process.initPid, cgroup);
     let cleaned = false;
     return {
@@ -223,68 +241,18 @@ function prepareStateDirs(dirs: StateDirs): void {
   if (home && dirname(dirs.state) === home) chmodSync(home, statSync(home).mode | 0o111);
 }
 
-function prepareWorkspace(workspace: string, identity: SandboxIdentity): void {
-  if (existsSync(workspace) && !statSync(workspace).isDirectory()) {
-    throw new SandboxStartError(
-      `workspace ${workspace} is not a directory: give a directory (or a path to create)`,
-      2,
-    );
-  }
-  mkdirSync(workspace, { recursive: true, mode: 0o700 });
+/**
+ * The sandbox's own storage directory (its read_write paths live beneath), given to its uid. Our
+ * state directory is root's; the chown goes through the fd of what was made.
+ */
+function prepareStorage(storage: string, identity: SandboxIdentity): void {
+  mkdirSync(storage, { recursive: true, mode: 0o700 });
   if (identity.rootless) return;
-  assertReachable(workspace, identity);
-  // One fd for the whole hand-over: what is checked, walked and chmod'ed is the same directory.
-  const fd = openSync(workspace, constants.O_RDONLY | constants.O_DIRECTORY);
+  const fd = openSync(storage, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
   try {
-    if (fstatSync(fd).uid !== identity.uid) handOverTree(fd, identity);
-    fchmodSync(fd, 0o700);
+    fchownSync(fd, identity.uid, identity.gid);
   } finally {
     closeSync(fd);
-  }
-}
-
-/** bwrap runs as the sandbox's uid, so every directory above a bound host path must let it pass. */
-function assertReachable(path: string, identity: SandboxIdentity): void {
-  for (let dir = dirname(path); ; dir = dirname(dir)) {
-    const st = statSync(dir);
-    const passes = (st.mode & 0o001) !== 0 || (st.uid === identity.uid && (st.mode & 0o100) !== 0);
-    if (!passes) {
-      throw new SandboxStartError(
-        `the sandbox's uid ${identity.uid} cannot reach ${path}: ${dir} is not searchable by others ` +
-          `(chmod o+x ${dir}, or use a workspace elsewhere)`,
-        2,
-      );
-    }
-    if (dir === '/') return;
-  }
-}
-
-const within = (p: string, root: string) => {
-  const rel = relative(root, p);
-  return rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
-};
-
-/**
- * The paths of the plan inside trees the sandbox writes (its workspace, its storage), checked and
- * made without following a symlink anything in the sandbox may have planted there: the read_write
- * sub-paths are created (owned by the sandbox), the read_only ones must not be reached through a
- * symlink, or bwrap would bind whatever host path the symlink names (see untrusted-tree.ts).
- */
-function checkTreePaths(
-  plan: MountPlan,
-  trees: { workspace: string; storage: string },
-  identity: SandboxIdentity,
-): void {
-  const owner: TreeOwner | null = identity.rootless ? null : identity;
-  const rootOf = (p: string) => (within(p, trees.workspace) ? trees.workspace : trees.storage);
-  for (const dir of plan.ensureDirs) {
-    const fd = openBeneath(rootOf(dir), dir, { create: owner });
-    if (fd !== null) closeSync(fd);
-  }
-  for (const op of plan.ops) {
-    if (op.kind !== 'ro-bind' || op.host === trees.workspace || !within(op.host, trees.workspace)) continue;
-    const fd = openBeneath(trees.workspace, op.host, { lastMayBeFile: true });
-    if (fd !== null) closeSync(fd);
   }
 }
 

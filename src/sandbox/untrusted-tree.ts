@@ -1,11 +1,14 @@
 /**
- * Host-side work on the directory trees a sandbox can write: its workspace and its storage.
+ * Host-side work on the directory trees a sandbox can write: its workspace, its storage, the host
+ * directories mapped in writable, and the workspaces of every other sandbox.
  *
  * Threat: Carapace prepares these trees as root before each start (it hands the workspace to the
- * sandbox's uid, creates the read-write sub-paths the policy lists), and everything below their
- * roots may have been made by a sandbox: the workspace persists between runs, and another sandbox
- * may be running on it at that very moment. A symlink planted there, or a directory swapped for a
- * symlink while we walk, must never make root chown, create or expose anything outside the tree.
+ * sandbox's uid, creates the read-write sub-paths the policy lists, opens what bwrap binds), and
+ * everything below their roots may have been made by a sandbox: a workspace persists between
+ * runs, and another sandbox may be running on it at that very moment. A symlink planted there, or
+ * a directory swapped for a symlink while we walk, must never make root chown, create, open or
+ * expose anything outside the tree. The same holds for any host path that merely passes through
+ * such a tree: a workspace nested in another sandbox's workspace, a --mount source, a policy file.
  *
  * Node has no openat(2), so each directory is opened once, without following a symlink, and its
  * entries are reached through `/proc/self/fd/<fd>/<name>`: the kernel jumps straight to the open
@@ -15,7 +18,10 @@
  * in. A file with several hard links is left alone: it may be a host file linked into the tree;
  * so is a device node.
  *
- * The root of a tree is trusted: the user named it (--workspace) or Carapace made it.
+ * Trusted: the root of each tree (the user named it, or Carapace made it), and everything outside
+ * the trees (the system's and the user's own symlinks are followed there). host-path.ts draws that
+ * line for any host path, with the same fds: ordinary resolution above a tree's root, no symlink
+ * and no '..' below it.
  */
 import {
   chownSync,
@@ -23,18 +29,13 @@ import {
   constants,
   fchownSync,
   fstatSync,
-  lstatSync,
-  mkdirSync,
   openSync,
   readdirSync,
-  readlinkSync,
   type Dirent,
 } from 'node:fs';
-import { isAbsolute, join, relative, sep } from 'node:path';
-import { SandboxStartError } from './launch.js';
 
 /** Not in Node's fs.constants: an fd that names a file without opening it for I/O. */
-const O_PATH = 0o10000000;
+export const O_PATH = 0o10000000;
 const O_DIR_NOFOLLOW = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
 export interface TreeOwner {
@@ -43,11 +44,11 @@ export interface TreeOwner {
 }
 
 /** The path through which the kernel reaches `name` inside the directory open as `fd`. */
-function at(fd: number, name?: string): string {
+export function at(fd: number, name?: string): string {
   return name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`;
 }
 
-function errnoOf(err: unknown): string | undefined {
+export function errnoOf(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException).code;
 }
 
@@ -123,98 +124,5 @@ export function handOverTree(rootFd: number, owner: TreeOwner): void {
     }
   } finally {
     for (const { fd } of stack) if (fd !== rootFd) closeSync(fd);
-  }
-}
-
-function refuse(host: string, why: string): never {
-  throw new SandboxStartError(
-    `${host} ${why}: something in the sandbox may have made it to reach a host path; ` +
-      `remove it (rm ${host}) and start again`,
-  );
-}
-
-function describeNonDirectory(dirFd: number, name: string, host: string): never {
-  let st;
-  try {
-    st = lstatSync(at(dirFd, name));
-  } catch {
-    refuse(host, 'changed while the sandbox was being prepared');
-  }
-  if (st.isSymbolicLink()) {
-    let target = '?';
-    try {
-      target = readlinkSync(at(dirFd, name));
-    } catch {
-      // keep '?'
-    }
-    refuse(host, `is a symlink (to ${target}) where a directory of the sandbox's own is expected`);
-  }
-  refuse(host, 'is not a directory');
-}
-
-/**
- * Checks that `path` (inside the tree `root`) is reached without any symlink, and returns an fd of
- * it. With `create`, missing directories are made (mode 0700) and given to `create` (null: keep
- * our own uid, rootless). `lastMayBeFile`: the last component may be a file (a read-only path).
- * Returns null when the path does not exist and nothing is to be created.
- */
-export function openBeneath(
-  root: string,
-  path: string,
-  opts: { create?: TreeOwner | null; lastMayBeFile?: boolean } = {},
-): number | null {
-  const rel = relative(root, path);
-  if (isAbsolute(rel) || rel.split(sep).includes('..')) {
-    throw new SandboxStartError(`${path} is not inside ${root}`);
-  }
-  const parts = rel === '' ? [] : rel.split(sep);
-  let fd = openSync(root, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    for (let i = 0; i < parts.length; i++) {
-      const name = parts[i]!;
-      const host = join(root, ...parts.slice(0, i + 1));
-      const last = i === parts.length - 1;
-      let next = openSubdir(fd, name);
-      if (next === null && opts.create !== undefined) {
-        let made = false;
-        try {
-          mkdirSync(at(fd, name), { mode: 0o700 });
-          made = true;
-        } catch (err) {
-          if (errnoOf(err) !== 'EEXIST') throw err; // a symlink or a file: refused below
-        }
-        next = openSubdir(fd, name);
-        if (next !== null && made && opts.create !== null) fchownSync(next, opts.create.uid, opts.create.gid);
-      }
-      if (next === null) {
-        if (last && opts.lastMayBeFile) {
-          try {
-            next = openSync(at(fd, name), O_PATH | constants.O_NOFOLLOW);
-          } catch (err) {
-            if (errnoOf(err) === 'ENOENT') return null;
-            throw err;
-          }
-          if (fstatSync(next).isSymbolicLink()) {
-            closeSync(next);
-            describeNonDirectory(fd, name, host);
-          }
-        } else {
-          try {
-            lstatSync(at(fd, name));
-          } catch (err) {
-            if (errnoOf(err) === 'ENOENT' && opts.create === undefined) return null;
-            throw err;
-          }
-          describeNonDirectory(fd, name, host);
-        }
-      }
-      closeSync(fd);
-      fd = next;
-    }
-    const result = fd;
-    fd = -1;
-    return result;
-  } finally {
-    if (fd >= 0) closeSync(fd);
   }
 }

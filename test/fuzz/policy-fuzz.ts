@@ -34,10 +34,13 @@ function yamlUnder(dir: string): string[] {
 
 /** Every YAML file the project already has: real policies, presets and fixtures. */
 export function seedCorpus(): { file: string; text: string }[] {
+  // The compat files live under the fixtures too: each file once, in the order of first mention.
   const files = [
-    ...yamlUnder(COMPAT),
-    ...yamlUnder(POLICIES),
-    ...yamlUnder(join(REPO, 'test', 'policy', 'fixtures')),
+    ...new Set([
+      ...yamlUnder(COMPAT),
+      ...yamlUnder(POLICIES),
+      ...yamlUnder(join(REPO, 'test', 'policy', 'fixtures')),
+    ]),
   ];
   return files.map((file) => ({ file, text: readFileSync(file, 'utf8') }));
 }

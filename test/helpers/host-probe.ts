@@ -8,7 +8,7 @@
  * baseline runs as (an unprivileged uid when the suite runs as root).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 
 export const PREMISE_NAMES = [
   'root',
@@ -23,6 +23,7 @@ export const PREMISE_NAMES = [
   'core-file',
   'setcap',
   'cap-sys-resource',
+  'merged-usr',
 ] as const;
 export type PremiseName = (typeof PREMISE_NAMES)[number];
 
@@ -90,6 +91,12 @@ export function probeHost(): HostPremises {
   const clone3 = python('r = libc.syscall(435, None, 0); print(r, ctypes.get_errno())');
   const corePattern = readTrimmed('/proc/sys/kernel/core_pattern');
   const setcap = ['/usr/sbin/setcap', '/sbin/setcap', '/usr/bin/setcap'].find((p) => existsSync(p));
+  let binLink: string | null = null;
+  try {
+    binLink = readlinkSync('/bin');
+  } catch {
+    binLink = null;
+  }
   // CAP_SYS_RESOURCE (bit 24) in the suite's own effective set: a container may drop it from root.
   const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readTrimmed('/proc/self/status') ?? '')?.[1];
   const sysResource = capEff !== undefined && (BigInt(`0x${capEff}`) & (1n << 24n)) !== 0n;
@@ -134,6 +141,10 @@ export function probeHost(): HostPremises {
       sysResource
         ? 'the suite holds CAP_SYS_RESOURCE'
         : 'the suite lacks CAP_SYS_RESOURCE (root in a container that dropped it), so it cannot lower an oom_score_adj',
+    ),
+    'merged-usr': result(
+      binLink !== null && binLink.replace(/^\//, '') === 'usr/bin',
+      binLink === null ? '/bin is not a symlink (/usr is not merged)' : `/bin → ${binLink}`,
     ),
   };
 }

@@ -46,6 +46,25 @@ describe('carapace policy validate', () => {
     expect(r.stdout).toContain('ok  ');
   });
 
+  it('warns, without failing, about a valid policy that cannot start a sandbox as written', () => {
+    const root = tempFile('root.yaml', 'version: 1\nfilesystem_policy:\n  read_only: [/]\n');
+    const nested = tempFile(
+      'nested.yaml',
+      'version: 1\nfilesystem_policy:\n  read_only: [/usr, /sandbox/.cfg]\n  read_write: [/sandbox, /usr/local/x, /sandbox/.cfg/y]\n',
+    );
+    const r = carapace(['policy', 'validate', root, nested]);
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual([
+      `ok  ${root} (policy, 0 network policies, 0 endpoints)`,
+      `ok  ${nested} (policy, 0 network policies, 0 endpoints)`,
+    ]);
+    // Under /sandbox Carapace makes the directories itself: only /usr/local/x is a problem.
+    expect(r.stderr.trim().split('\n')).toEqual([
+      `${root}:3:15: warning: "/" read-only cannot start: it is the host's root bound read-only, where bwrap cannot make /sandbox or /.carapace; list the directories the agent needs (e.g. /usr, /lib, /etc)`,
+      `${nested}:4:26: warning: read_write "/usr/local/x" lies under read_only "/usr", the host's directory bound read-only: bwrap cannot make a mount point there, so the sandbox starts only where the host has /usr/local/x; list /usr's subdirectories instead, or move /usr/local/x elsewhere`,
+    ]);
+  });
+
   it('says when a file cannot be read', () => {
     const r = carapace(['policy', 'validate', '/nonexistent/policy.yaml']);
     expect(r.status).toBe(2);

@@ -1,17 +1,13 @@
 /** Shared helpers of the policy tests: where the compat fixtures and built-in policies live. */
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parsePolicy } from '../../src/policy/index.js';
 import type { Policy } from '../../src/policy/index.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
 
-/** /work/shared/compat, found from the repository root whether it is /work/main or a worktree. */
-export const COMPAT = ((): string => {
-  const candidates = [resolve(REPO, '..', 'shared', 'compat'), '/work/shared/compat'];
-  for (const c of candidates) if (existsSync(c)) return c;
-  throw new Error(`compat fixtures not found (looked in ${candidates.join(', ')})`);
-})();
+/** Real NemoClaw and OpenShell files, copied verbatim into the repository (see its README). */
+export const COMPAT = join(REPO, 'test', 'policy', 'fixtures', 'compat');
 
 export const POLICIES = join(REPO, 'policies');
 
