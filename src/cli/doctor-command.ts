@@ -20,7 +20,7 @@ export function registerDoctor(program: Command): void {
         import('../sandbox/identity.js'),
         import('../gateway/one-off-run.js'),
       ]);
-      await reportLostRuns(await sweepDeadRuns(dirs, hostIdentities()));
+      await reportLostRuns(await sweepDeadRuns(dirs, hostIdentities()), dirs);
       const report = probeHost(dirs.state);
       if (opts.json) {
         process.stdout.write(JSON.stringify(report, null, 2) + '\n');

@@ -12,6 +12,7 @@ import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from 
 import { assertSandboxName, hostIdentities } from '../sandbox/identity.js';
 import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns, type LostRun } from '../sandbox/sweep.js';
+import { WritableTreeRegistry } from '../sandbox/writable-trees.js';
 import type { RunNetwork } from './run-network.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
 import { openAuditFile, readPolicyText, runTrees, SandboxWritableFileError } from './run-files.js';
@@ -106,7 +107,7 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   for (const m of opts.mounts) parseMount(m); // the form; the source is opened (and judged) at start
   const dirs = stateDirs();
   const identities = hostIdentities(opts.uidBase);
-  await reportLostRuns(await sweepDeadRuns(dirs, identities));
+  await reportLostRuns(await sweepDeadRuns(dirs, identities), dirs);
   const name = opts.name ?? newSandboxName();
   const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
   // Policy and audit files must lie outside every tree a sandbox writes, this run's included.
@@ -246,7 +247,7 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
  * Runs whose carapace process died (SIGKILL, a crash) were swept; each gets a "lost" event in the
  * audit file it was writing, since it never wrote its stop event, and a line on stderr.
  */
-export async function reportLostRuns(lost: LostRun[]): Promise<void> {
+export async function reportLostRuns(lost: LostRun[], dirs: StateDirs): Promise<void> {
   for (const { record, left } of lost) {
     process.stderr.write(
       `carapace: swept sandbox ${record.name} left by a carapace process that died (pid ${record.pid})` +
@@ -254,8 +255,16 @@ export async function reportLostRuns(lost: LostRun[]): Promise<void> {
         '\n',
     );
     if (record.audit === undefined) continue;
+    // Opened as a run opens it: never through a symlink a sandbox planted, never inside its trees.
+    let fd: number;
+    try {
+      fd = openAuditFile(record.audit, new WritableTreeRegistry(dirs).trees());
+    } catch (err) {
+      process.stderr.write(`carapace: the lost run's audit file is not written: ${(err as Error).message}\n`);
+      continue;
+    }
     const audit = await import('../audit/index.js');
-    const log = new audit.JsonlAuditLog(record.audit);
+    const log = new audit.JsonlAuditLog(record.audit, fd);
     try {
       log.emit(
         audit.lifecycle({
