@@ -7,6 +7,8 @@
  * - `node -e 0` with the same Node: the floor of every command a user types;
  * - `carapace --version`: the CLI's own floor (target ≤ 1.5× `node -e 0`);
  * - `carapace run -- /bin/true`: a whole one-shot sandbox (target ≤ 1.35× `node -e 0`);
+ * - a Node script that only spawns `/bin/true` and waits for it: what any command that runs a
+ *   process costs on this Node and machine, before it sets anything up;
  * - Anthropic's sandbox-runtime, `srt -c true` (the devDependency @anthropic-ai/sandbox-runtime),
  *   with a settings file that allows no network and no extra paths, on the same Node: the peer a
  *   one-shot sandbox is compared with (target ≤ 0.35× srt).
@@ -23,6 +25,8 @@ const WARMUP = 3;
 const RUN_TARGET = 1.35;
 const VERSION_TARGET = 1.5;
 const SRT_TARGET = 0.35;
+const SPAWN_TRUE =
+  "require('node:child_process').spawn('/bin/true').on('exit', (code) => process.exit(code))";
 
 function srt(): { cli: string; version: string } {
   const require = createRequire(import.meta.url);
@@ -52,17 +56,20 @@ async function run(): Promise<BenchRow[]> {
     const env = { ...process.env, CARAPACE_HOME: home.dir };
     const samples = {
       node: [] as number[],
+      spawn: [] as number[],
       version: [] as number[],
       run: [] as number[],
       srt: [] as number[],
     };
     for (let i = 0; i < WARMUP + RUNS; i++) {
       const node = await timeSpawn(process.execPath, ['-e', '0']);
+      const spawnTrue = await timeSpawn(process.execPath, ['-e', SPAWN_TRUE]);
       const version = await timeSpawn(launcher, ['--version'], undefined, env);
       const one = await timeSpawn(launcher, ['run', '--', '/bin/true'], undefined, env);
       const theirs = await timeSpawn(process.execPath, [peer.cli, '-s', settings, '-c', 'true']);
       if (i < WARMUP) continue;
       samples.node.push(node);
+      samples.spawn.push(spawnTrue);
       samples.version.push(version);
       samples.run.push(one);
       samples.srt.push(theirs);
@@ -84,6 +91,11 @@ async function run(): Promise<BenchRow[]> {
         value: ours,
         ...vsNode,
         target: { max: RUN_TARGET * node },
+      },
+      {
+        name: `node -e "spawn /bin/true, wait": any command that runs a process (median of ${RUNS})`,
+        value: median(samples.spawn),
+        ...vsNode,
       },
       {
         name: `carapace run -- /bin/true beside srt (median of ${RUNS})`,

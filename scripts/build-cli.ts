@@ -8,14 +8,12 @@
  * Node directly, whatever `node` the system has or lacks (scripts/launcher-head.ts).
  *
  * Why a bundle (docs/benchmarks.md has the numbers): one file per lazily loaded part of the CLI
- * instead of one per module, and Node's built-in modules loaded through `require`, which keeps
- * their lazy parts lazy (an ESM `import` of `node:fs` or `node:crypto` evaluates every export:
- * `fs.promises`, `crypto.webcrypto`, … milliseconds per start). The sources' `import()`s stay
- * `import()`s: `carapace run` loads neither the policy engine, commander nor the proxy unless it
- * needs them. The `tsc` output in dist/src/ stays what the benchmarks import.
+ * instead of one per module, and with Node's compile cache (src/cli/main.ts) a few milliseconds
+ * off every start. The sources' `import()`s stay `import()`s: `carapace run` loads neither the
+ * policy engine, commander nor the proxy unless it needs them. The `tsc` output in dist/src/ stays
+ * what the benchmarks import.
  */
 import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { builtinModules } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -27,28 +25,10 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OUT = join(ROOT, 'dist', 'cli');
 const LAUNCHER = join(OUT, 'carapace.js');
 
-const BUILTIN = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
-
-/** `import … from 'node:fs'` becomes a CommonJS module of Node's `fs`, read property by property. */
-const builtinsThroughRequire: esbuild.Plugin = {
-  name: 'builtins-through-require',
-  setup(build) {
-    build.onResolve({ filter: /^[a-z_:/]+$/ }, (args) => {
-      if (!BUILTIN.has(args.path)) return undefined;
-      if (args.kind === 'require-call') return { path: args.path, external: true };
-      return { path: args.path, namespace: 'builtin' };
-    });
-    build.onLoad({ filter: /.*/, namespace: 'builtin' }, (args) => ({
-      contents: `module.exports = process.getBuiltinModule(${JSON.stringify(args.path)});`,
-      loader: 'js',
-    }));
-  },
-};
-
 async function main(): Promise<void> {
   const node = carapaceNodePath(ROOT);
   // Chunks are named by their content: without this, every build would leave the last one's
-  // behind, and their entries in the compile cache (src/cli/main.ts).
+  // behind, and their entries in the compile cache (made again, private, by src/cli/main.ts).
   rmSync(OUT, { recursive: true, force: true });
   rmSync(join(ROOT, 'dist', 'compile-cache'), { recursive: true, force: true });
   await esbuild.build({
@@ -62,9 +42,8 @@ async function main(): Promise<void> {
     platform: 'node',
     target: `node${process.versions.node.split('.')[0]}`,
     sourcemap: 'linked',
-    // commander (CommonJS) and the built-ins above call `require`, which ESM does not define.
+    // commander is CommonJS: its `require`s of Node's modules need one, which ESM does not define.
     banner: { js: "const require = process.getBuiltinModule('node:module').createRequire(import.meta.url);" },
-    plugins: [builtinsThroughRequire],
     logLevel: 'warning',
   });
   const body = readFileSync(LAUNCHER, 'utf8').replace(/^#!.*\n/, '');

@@ -9,8 +9,10 @@ import {
   chmodSync,
   constants,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   realpathSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -19,7 +21,8 @@ import { delimiter, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { carapaceNodePath } from '../scripts/carapace-node.js';
 import { launcherHead } from '../scripts/launcher-head.js';
-import { freshHome, REPO } from './helpers/cli.js';
+import { carapace, freshHome, REPO } from './helpers/cli.js';
+import { requires } from './helpers/premises.js';
 
 const LAUNCHER = join(REPO, 'dist', 'cli', 'carapace.js');
 const NODE = carapaceNodePath(REPO);
@@ -107,5 +110,28 @@ describe('the carapace launcher', () => {
     const r = spawnSync(older, [LAUNCHER, '--version'], { encoding: 'utf8' });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/^carapace: needs Node\.js 24 or newer, not v\d+\.[^\n]*\n$/);
+  });
+
+  it("keeps V8's compile cache beside the code: no sandbox, no other uid can plant code in it", (ctx) => {
+    requires(ctx, 'root');
+    expect(carapace(['--version']).status).toBe(0); // this uid's cache is written by now
+    const cache = join(REPO, 'dist', 'compile-cache');
+    const mine = readdirSync(cache).find((d) => d.endsWith(`-${process.getuid!()}`));
+    expect(mine, `no compile cache of uid ${process.getuid!()} in ${cache}`).toBeDefined();
+    const dir = join(cache, mine!);
+    expect(statSync(cache).mode & 0o777, `${cache} is not private to its owner`).toBe(0o700);
+    for (const file of readdirSync(dir).map((f) => join(dir, f))) {
+      expect(statSync(file).mode & 0o022, `${file} is writable by group or others`).toBe(0);
+    }
+    const plant = `echo planted > '${join(dir, 'planted')}'`;
+    // Inside a sandbox the installation does not exist; on the host, another uid may not write.
+    const inside = carapace(['run', '--', 'sh', '-c', plant]);
+    expect(inside.status).not.toBe(0);
+    expect(inside.stderr).toMatch(/No such file or directory|Directory nonexistent|Read-only file system/);
+    const otherUid = spawnSync('sh', ['-c', plant], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    expect(otherUid.status).not.toBe(0);
+    expect(otherUid.stderr).toMatch(/Permission denied/);
+    // Baseline: the path is real, and its owner writes there.
+    expect(spawnSync('sh', ['-c', `${plant} && rm '${join(dir, 'planted')}'`]).status).toBe(0);
   });
 });

@@ -8,13 +8,15 @@
  * (scripts/build-cli.ts), started by the Node its first line names.
  */
 import type { Command } from 'commander';
-import { enableCompileCache } from 'node:module';
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import nodeModule from 'node:module';
 import { join } from 'node:path';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { exitCodeFor, messageFor } from './errors.js';
 import { carapaceVersion, NODE_MAJOR } from './version.js';
 
-// Older Node.js releases lack what the bundle uses (and their security fixes): one line, not a stack.
+// Older Node.js releases lack what the bundle uses (and their security fixes): one line, not a
+// stack (which is why `node:module` is imported whole: Node 20 has no enableCompileCache to link).
 if (Number(process.versions.node.split('.')[0]) < NODE_MAJOR) {
   process.stderr.write(
     `carapace: needs Node.js ${NODE_MAJOR} or newer, not ${process.version} (${process.execPath}): ` +
@@ -27,11 +29,21 @@ if (Number(process.versions.node.split('.')[0]) < NODE_MAJOR) {
  * V8's compiled code of the modules loaded below, cached between runs (Node's compile cache).
  * V8 trusts what it reads back, so whoever can write the cache can run code in every later
  * `carapace`, as root when root runs it: the cache lives beside the code, in the installation's
- * own dist/, writable by exactly who can already change the code, and never in a place a sandbox
- * can write. Node keeps one subdirectory per uid; a user who cannot write there runs uncached.
- * Set before the first dynamic import: the code that is already compiled is this file's chunk.
+ * own dist/, in a directory private to its owner (Node adds one subdirectory per uid inside), and
+ * never where a sandbox or another user can write. Another user runs uncached. Set before the
+ * first dynamic import: what is already compiled by now is this file's chunk.
  */
-enableCompileCache(join(packageRoot(), 'dist', 'compile-cache'));
+function enableCodeCache(): void {
+  const dir = join(packageRoot(), 'dist', 'compile-cache');
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if ((statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700);
+  } catch {
+    return; // not ours (or a read-only installation): run uncached
+  }
+  nodeModule.enableCompileCache(dir);
+}
+enableCodeCache();
 
 /**
  * Each command's module, loaded only when that command is the one asked for: the policy engine
