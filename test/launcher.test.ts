@@ -8,6 +8,7 @@ import {
   accessSync,
   chmodSync,
   constants,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -87,7 +88,7 @@ describe('the carapace launcher', () => {
     const dir = mkdtempSync(join(tmpdir(), "carapace launcher's head "));
     const long = join(mkdtempSync(join(tmpdir(), 'carapace-')), 'x'.repeat(200), 'y'.repeat(50));
     for (const node of [join(dir, 'node'), join(long, 'node')]) {
-      spawnSync('mkdir', ['-p', join(node, '..')]);
+      mkdirSync(join(node, '..'), { recursive: true });
       symlinkSync(NODE, node);
       const head = launcherHead(node);
       expect(head.startsWith('#!/bin/sh\n')).toBe(true);
