@@ -124,7 +124,7 @@ async function run(): Promise<BenchRow[]> {
         '',
       ].join('\n'),
     );
-    const cli = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+    const cli = join(packageRoot(), 'dist', 'cli', 'carapace.js');
     const env = { ...process.env, CARAPACE_HOME: home.dir };
     const network = [
       '--policy',
