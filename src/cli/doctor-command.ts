@@ -25,7 +25,7 @@ export function registerDoctor(program: Command): void {
       const [{ sweepDeadRuns }, { hostIdentities }, { reportLostRuns }] = await Promise.all([
         import('../sandbox/sweep.js'),
         import('../sandbox/identity.js'),
-        import('../gateway/one-off-run.js'),
+        import('../runtime/one-off-run.js'),
       ]);
       await reportLostRuns(await sweepDeadRuns(dirs, hostIdentities()), dirs);
       const version = carapaceVersion();

@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { parseArgs } from 'node:util';
-import { runOneOff, type RunOptions } from '../gateway/one-off-run.js';
+import { runOneOff, type RunOptions } from '../runtime/one-off-run.js';
 
 const RUN_OPTIONS = {
   policy: {
