@@ -63,7 +63,7 @@ export async function startIn(
   const spec = specFromSettings(settings, {
     name,
     workspace: sandboxPaths(home.dirs, name).defaultWorkspace,
-    env: [],
+    env: {},
     mounts: [],
     command,
   });

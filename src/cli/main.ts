@@ -81,7 +81,7 @@ async function main(argv: string[]): Promise<number> {
       // A well-formed `carapace run [options] -- CMD` starts without loading commander.
       const run = await import('./run-command.js');
       const opts = run.parseRunArgs(argv.slice(3));
-      if (opts !== null) return await run.runOneOff(opts);
+      if (opts !== null) return await run.run(opts);
     }
     const program = await buildProgram(argv);
     await program.parseAsync(argv);

@@ -3,43 +3,23 @@
  * attachment to it, and the watch that applies saved policy changes live. Loaded only when a run
  * has a policy file (the built-in default policy has no network at all).
  */
-import { accessSync, constants } from 'node:fs';
-import { isIP } from 'node:net';
-import { resolve } from 'node:path';
 import type { AuditSink } from '../audit/index.js';
 import { compilePolicy, type Policy } from '../policy/index.js';
 import { EgressProxy, type SandboxProxy } from '../proxy/index.js';
 import { nativeTunnelPump } from '../sandbox/native-paths.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
 import { PolicyWatch } from './policy-watch.js';
-import { ENV_NAME, RunInputError } from './sandbox-spec-from-policy.js';
 import { egressNetwork } from './sandbox-network.js';
 
-export interface RunNetworkOptions {
-  /** `HOST=IP` entries: the proxy's hosts map. */
-  resolve: string[];
+/** The network inputs of a run, parsed and checked by the CLI (src/cli/run-options.ts). */
+export interface NetworkInput {
+  /** The proxy's hosts map (`--resolve HOST=IP`). */
+  hosts: Record<string, string>;
   /** `IP:PORT` upstreams the operator trusts although they are host-local. */
   allowLocal: string[];
-  upstreamCa?: string | undefined;
-  /** Names of environment variables passed as credentials. */
-  credentials: string[];
-}
-
-/** The network inputs, checked before anything is created. */
-export interface CheckedNetworkInput {
-  hosts: Record<string, string>;
-  allowLocal: string[];
-  upstreamCaFile: string | undefined;
+  upstreamCaFile?: string | undefined;
+  /** Credential name → value; the sandbox sees only placeholders. */
   credentials: Map<string, string>;
-}
-
-export function checkNetworkInput(opts: RunNetworkOptions): CheckedNetworkInput {
-  return {
-    hosts: parseResolve(opts.resolve),
-    allowLocal: opts.allowLocal,
-    upstreamCaFile: opts.upstreamCa ? readableFile(opts.upstreamCa, '--upstream-ca') : undefined,
-    credentials: credentialValues(opts.credentials),
-  };
 }
 
 export class RunNetwork {
@@ -51,7 +31,7 @@ export class RunNetwork {
   readonly provider: NetworkProvider;
 
   constructor(
-    input: CheckedNetworkInput,
+    input: NetworkInput,
     private readonly policy: Policy,
     private readonly audit: AuditSink,
     runDir: string,
@@ -88,49 +68,4 @@ export class RunNetwork {
     this.watcher?.close();
     await this.proxy.close();
   }
-}
-
-/** `--resolve HOST=IP` entries as the proxy's hosts map. */
-export function parseResolve(entries: string[]): Record<string, string> {
-  const hosts: Record<string, string> = {};
-  for (const entry of entries) {
-    const eq = entry.indexOf('=');
-    const host = entry.slice(0, eq).trim().toLowerCase().replace(/\.$/, '');
-    const ip = entry
-      .slice(eq + 1)
-      .trim()
-      .replace(/^\[(.*)\]$/, '$1');
-    if (eq <= 0 || !host || isIP(ip) === 0) {
-      throw new RunInputError(`--resolve "${entry}": expected HOST=IP, e.g. api.example.com=127.0.0.1`);
-    }
-    hosts[host] = ip;
-  }
-  return hosts;
-}
-
-/** Credential values from this process's environment; the sandbox only ever sees placeholders. */
-function credentialValues(names: string[]): Map<string, string> {
-  const values = new Map<string, string>();
-  for (const name of names) {
-    if (!ENV_NAME.test(name)) {
-      throw new RunInputError(`--credential "${name}": expected the name of an environment variable`);
-    }
-    const value = process.env[name];
-    if (value === undefined || value === '') {
-      throw new RunInputError(
-        `--credential ${name}: the environment variable ${name} is not set (export it first)`,
-      );
-    }
-    values.set(name, value);
-  }
-  return values;
-}
-
-function readableFile(path: string, option: string): string {
-  try {
-    accessSync(path, constants.R_OK);
-  } catch {
-    throw new RunInputError(`${option} ${path}: cannot read that file`);
-  }
-  return resolve(path);
 }

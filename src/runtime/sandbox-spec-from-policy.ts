@@ -3,12 +3,13 @@
  * plain data (policy-settings.ts makes them from a policy, or reads them back from its cache), so
  * this file does not load the policy engine.
  */
-import { isAbsolute, resolve } from 'node:path';
 import type { ResourceLimits } from '../sandbox/cgroup.js';
 import type { HostMount, SandboxSpec } from '../sandbox/spec.js';
 
+/** Input a user can correct (a malformed option, a file in the wrong place): exit 2, API 400. */
 export class RunInputError extends Error {
   override name = 'RunInputError';
+  readonly code: string = 'INVALID_INPUT';
   readonly exitCode = 2;
 }
 
@@ -25,8 +26,8 @@ export interface SandboxSettings {
 export interface SpecInput {
   name: string;
   workspace: string;
-  env: string[];
-  mounts: string[];
+  env: Record<string, string>;
+  mounts: HostMount[];
   command: string[];
   files?: { path: string; content: string }[];
   extraEnv?: Record<string, string>;
@@ -41,51 +42,11 @@ export function specFromSettings(settings: SandboxSettings, input: SpecInput): S
     landlock: settings.landlock,
     limits: { ...settings.limits },
     listenPorts: [...settings.listenPorts],
-    mounts: input.mounts.map(parseMount),
-    env: { ...parseEnv(input.env), ...input.extraEnv },
+    mounts: input.mounts,
+    env: { ...input.env, ...input.extraEnv },
     files: input.files ?? [],
     command: input.command,
   };
 }
 
 export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-export function parseEnv(pairs: string[]): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf('=');
-    const name = eq < 0 ? pair : pair.slice(0, eq);
-    if (eq < 0 || !ENV_NAME.test(name)) {
-      throw new RunInputError(
-        `--env "${pair}": expected NAME=VALUE with NAME made of letters, digits and '_'`,
-      );
-    }
-    env[name] = pair.slice(eq + 1);
-  }
-  return env;
-}
-
-export function parseMount(text: string): HostMount {
-  const parts = text.split(':');
-  const [host, path, mode] = parts;
-  if (
-    parts.length < 2 ||
-    parts.length > 3 ||
-    !host ||
-    !path ||
-    (mode !== undefined && mode !== 'ro' && mode !== 'rw')
-  ) {
-    throw new RunInputError(`--mount "${text}": expected HOST:PATH or HOST:PATH:ro`);
-  }
-  if (!isAbsolute(path) || path.split('/').includes('..')) {
-    throw new RunInputError(`--mount "${text}": the sandbox path must be absolute, without '..'`);
-  }
-  if (path === '/' || path === '/proc' || path.startsWith('/proc/')) {
-    throw new RunInputError(`--mount "${text}": cannot mount over ${path}`);
-  }
-  // Whatever a sandbox may write, the host never trusts again (writable-trees.ts): the whole host.
-  if (mode !== 'ro' && resolve(host) === '/') {
-    throw new RunInputError(`--mount "${text}": the host's root can only be mapped read-only (add :ro)`);
-  }
-  return { host: resolve(host), path, readOnly: mode === 'ro' };
-}

@@ -237,8 +237,7 @@ function prepareStateDirs(dirs: StateDirs): void {
     mkdirSync(d, { recursive: true, mode: 0o711 });
     chmodSync(d, 0o711);
   }
-  const home = process.env.CARAPACE_HOME;
-  if (home && dirname(dirs.state) === home) chmodSync(home, statSync(home).mode | 0o111);
+  if (dirs.home && dirname(dirs.state) === dirs.home) chmodSync(dirs.home, statSync(dirs.home).mode | 0o111);
 }
 
 /**

@@ -45,7 +45,7 @@ export async function startLibrarySandbox(
   const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
     name,
     workspace: sandboxPaths(dirs, name).defaultWorkspace,
-    env: [],
+    env: {},
     mounts: [],
     command,
   });
