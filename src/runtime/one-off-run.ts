@@ -8,7 +8,10 @@ import { agentStarted, SandboxStartError, startFailure, type InitEvent } from '.
 import type { SandboxTrees } from '../sandbox/host-path.js';
 import { directConnectEvent, parseDirectConnect } from './direct-connect-audit.js';
 import { packageRoot } from '../sandbox/native-paths.js';
-import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
+import { newSandboxName, sandboxPaths, type StartedSandbox } from '../sandbox/sandbox.js';
+import type { EgressProxy } from '../proxy/index.js';
+import { BubblewrapDriver, type BubblewrapSandbox } from './bubblewrap-driver.js';
+import { Runtime } from './runtime.js';
 import { assertSandboxName, hostIdentities } from '../sandbox/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns, type LostRun } from '../sandbox/sweep.js';
@@ -80,12 +83,11 @@ async function loadRunPolicy(
   opts: RunRequest,
   dirs: StateDirs,
   trees: SandboxTrees,
-): Promise<{ settings: SandboxSettings; network?: (audit: AuditSink) => RunNetwork }> {
+): Promise<{ settings: SandboxSettings; network?: (proxy: EgressProxy, audit: AuditSink) => RunNetwork }> {
   if (opts.policy === undefined) {
     return { settings: await loadSandboxSettings(defaultPolicyPath(), dirs.state) };
   }
   const [engine, runNetwork] = await Promise.all([import('../policy/index.js'), import('./run-network.js')]);
-  const input = opts.network;
   const text = readPolicyText(opts.policy, trees);
   if (text === null) engine.readPolicyText(opts.policy); // throws the engine's error, which says why
   const parsed = engine.parsePolicy(text ?? '', opts.policy);
@@ -93,7 +95,8 @@ async function loadRunPolicy(
   const policy = parsed.policy;
   return {
     settings: settingsFromPolicy(policy, engine.resolveLimits(policy)),
-    network: (audit) => new runNetwork.RunNetwork(input, policy, audit, dirs.run),
+    network: (proxy, audit) =>
+      new runNetwork.RunNetwork(proxy, opts.network.credentials, policy, audit, dirs.run),
   };
 }
 
@@ -136,12 +139,18 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
     command: opts.command,
   });
 
-  const network = makeNetwork?.(audit.sink) ?? null;
+  // A runtime with one sandbox: the proxy (when the policy has a network) and the sandbox.
+  const runtime = new Runtime({
+    driver: new BubblewrapDriver({ dirs, identities }),
+    audit: audit.sink,
+    proxy: opts.network,
+  });
+  const network = makeNetwork ? makeNetwork(await runtime.proxy(), audit.sink) : null;
   let started: StartedSandbox;
   try {
-    started = await startSandbox(spec, {
-      dirs,
-      identities,
+    const run = await runtime.start({
+      spec,
+      ownerUid: process.getuid?.() ?? 0,
       auditFile: opts.audit,
       ephemeral: opts.name === undefined,
       removeWorkspace: opts.workspace === undefined,
@@ -155,6 +164,7 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
       network: network?.provider,
       hostRoot: host.hostRoot,
     });
+    started = (run.started as BubblewrapSandbox).started;
   } catch (err) {
     // A start Carapace refused (a planted symlink, a limit it cannot apply, …) is on the record too.
     audit.emit((a) =>
@@ -165,7 +175,8 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
         details: { workspace },
       }),
     );
-    await network?.close();
+    network?.close();
+    await runtime.close();
     audit.close();
     throw err;
   }
@@ -232,7 +243,8 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
     await started.cleanup();
-    await network?.close();
+    network?.close();
+    await runtime.close();
     audit.close();
   }
 }

@@ -1,12 +1,11 @@
 /**
- * The network side of `carapace run --policy FILE`: the in-process egress proxy, the sandbox's
- * attachment to it, and the watch that applies saved policy changes live. Loaded only when a run
- * has a policy file (the built-in default policy has no network at all).
+ * The network side of `carapace run --policy FILE`: the sandbox's attachment to the runtime's
+ * egress proxy, and the watch that applies saved policy changes live. Loaded only when a run has a
+ * policy file (the built-in default policy has no network at all).
  */
 import type { AuditSink } from '../audit/index.js';
 import { compilePolicy, type Policy } from '../policy/index.js';
-import { EgressProxy, type SandboxProxy } from '../proxy/index.js';
-import { nativeTunnelPump } from '../sandbox/native-paths.js';
+import type { EgressProxy, SandboxProxy } from '../proxy/index.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
 import { PolicyWatch } from './policy-watch.js';
 import { egressNetwork } from './sandbox-network.js';
@@ -23,7 +22,6 @@ export interface NetworkInput {
 }
 
 export class RunNetwork {
-  private readonly proxy: EgressProxy;
   private attached: SandboxProxy | null = null;
   private watcher: PolicyWatch | null = null;
 
@@ -31,22 +29,16 @@ export class RunNetwork {
   readonly provider: NetworkProvider;
 
   constructor(
-    input: NetworkInput,
+    proxy: EgressProxy,
+    credentials: ReadonlyMap<string, string>,
     private readonly policy: Policy,
     private readonly audit: AuditSink,
     runDir: string,
   ) {
-    this.proxy = new EgressProxy({
-      audit,
-      hosts: input.hosts,
-      allowLocal: input.allowLocal,
-      upstreamCaFile: input.upstreamCaFile,
-      tunnelPump: nativeTunnelPump(),
-    });
     this.provider = egressNetwork({
-      proxy: this.proxy,
+      proxy,
       generation: compilePolicy(policy),
-      credentials: input.credentials,
+      credentials,
       onAttached: (sb) => (this.attached = sb),
       runDir,
     });
@@ -64,8 +56,7 @@ export class RunNetwork {
     });
   }
 
-  async close(): Promise<void> {
+  close(): void {
     this.watcher?.close();
-    await this.proxy.close();
   }
 }
