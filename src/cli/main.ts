@@ -52,8 +52,10 @@ enableCodeCache();
  */
 const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   doctor: async () => (await import('./doctor-command.js')).registerDoctor,
+  gateway: async () => (await import('./gateway-command.js')).registerGateway,
   policy: async () => (await import('./policy-command.js')).registerPolicy,
   run: async () => (await import('./run-command.js')).registerRun,
+  sandbox: async () => (await import('./sandbox-command.js')).registerSandbox,
 };
 
 async function buildProgram(argv: readonly string[] = []): Promise<Command> {
@@ -65,7 +67,7 @@ async function buildProgram(argv: readonly string[] = []): Promise<Command> {
     .enablePositionalOptions()
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
-  const asked = argv[2];
+  const asked = argv[2] === 'sb' ? 'sandbox' : argv[2]; // commander knows the alias; the loader too
   const names = asked !== undefined && asked in COMMANDS ? [asked] : Object.keys(COMMANDS);
   for (const register of await Promise.all(names.map((n) => COMMANDS[n]!()))) register(program);
   return program;

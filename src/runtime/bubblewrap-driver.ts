@@ -63,6 +63,7 @@ export class BubblewrapDriver implements SandboxDriver {
       network: req.network,
       auditFile: req.auditFile,
       hostRoot: req.hostRoot,
+      expectedInodes: req.expectedInodes,
     });
     return new BubblewrapSandbox(req.spec.id ?? req.spec.name, started);
   }

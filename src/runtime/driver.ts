@@ -36,6 +36,8 @@ export interface DriverStartRequest {
   term?: string | undefined;
   landlockAbiMax?: number | undefined;
   hostRoot?: string | undefined;
+  /** Host paths the caller checked, and the inode each must still be. */
+  expectedInodes?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
 }
 
 /** One started sandbox, as the driver sees it. */

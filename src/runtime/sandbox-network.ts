@@ -55,6 +55,11 @@ export interface SandboxNetworkOptions {
   credentials: ReadonlyMap<string, string>;
   /** Receives the attached proxy, e.g. to hot-reload its policy. */
   onAttached?: (sandbox: SandboxProxy) => void;
+  /**
+   * Where the sandbox's CA key is kept (0600), so that a sandbox that outlives this process keeps
+   * trusting the proxy's certificates; without it the CA lives and dies with this process.
+   */
+  caDir?: string | undefined;
 }
 
 /** A NetworkProvider (see sandbox.ts) backed by an in-process egress proxy. */
@@ -64,7 +69,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (!identity.rootless) chownSync(dir, identity.uid, identity.gid);
-    const authority = TlsAuthority.create({ sandbox: name });
+    const authority = TlsAuthority.create({ sandbox: name, stateDir: opts.caDir });
     const resolver = new SandboxCallerResolver();
     const attached = await opts.proxy.attachSandbox({
       name,

@@ -49,6 +49,8 @@ export interface StartOptions {
   auditFile?: string | undefined;
   /** The host root the sandbox mirrors (mount-plan.ts): `/`, except in tests of other layouts. */
   hostRoot?: string | undefined;
+  /** Workspace and --mount sources a caller checked: the inode each must still be (bind-sources.ts). */
+  expectedInodes?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
 }
 
 /** What the egress side gives a sandbox: the relay's way out, and the agent's proxy settings. */
@@ -193,6 +195,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       landlock: spec.landlock,
       registry: new WritableTreeRegistry(opts.dirs),
       runtime: paths.runtime,
+      expected: opts.expectedInodes,
     });
     bindFds = binds.fds;
     cgroup = SandboxCgroup.create(cgroupKey, spec.limits, opts.bestEffortLimits);

@@ -19,6 +19,7 @@ const spec = (over: Partial<StoredSpec> = {}): StoredSpec => ({
   restart: 'never',
   policyRev: 1,
   credentials: [],
+  memoryBytes: null,
   ...over,
 });
 const record = (id: string, ownerUid: number, name: string) => ({

@@ -26,6 +26,8 @@ export interface StoredSpec {
   policyRev: number;
   /** Names of the credentials sealed for it (values in `secrets`). */
   credentials: string[];
+  /** The memory limit when its policy sets none (a user's sandbox always has one); null: none. */
+  memoryBytes: number | null;
 }
 
 export interface SandboxRecord {
