@@ -41,7 +41,6 @@ export function table(head: string[], rows: string[][]): string {
 
 /** Text that came from a sandbox or a user, safe to print: control characters escaped. */
 export function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
   return text.replace(
     /[\u0000-\u001f\u007f-\u009f]/g,
     (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
