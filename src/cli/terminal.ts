@@ -42,6 +42,7 @@ export function table(head: string[], rows: string[][]): string {
 /** Text that came from a sandbox or a user, safe to print: control characters escaped. */
 export function printable(text: string): string {
   return text.replace(
+    // eslint-disable-next-line no-control-regex -- control characters are what it escapes
     /[\u0000-\u001f\u007f-\u009f]/g,
     (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
   );
