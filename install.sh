@@ -2,7 +2,8 @@
 # Sets Carapace up on a fresh Debian 12 machine, then runs the main job.
 #
 #   ./install.sh               system packages, npm ci (which brings Carapace's own Node.js 24),
-#                              build, two kernel settings (as root), `carapace` on PATH, the main job
+#                              build, two kernel settings (as root), `carapace` on PATH, the system
+#                              gateway (as root: a systemd service, or started now), the main job
 #   ./install.sh --no-onboard  the same without the main job (what CI runs)
 #
 # Idempotent: packages already present are not reinstalled, settings already made are left, the
@@ -86,6 +87,40 @@ fi
 # starts it directly, with no shell in front and whatever `node` PATH has.
 as_root ln -sfn "$PWD/dist/cli/carapace.js" /usr/local/bin/carapace
 echo "install.sh: carapace $(/usr/local/bin/carapace --version) is at /usr/local/bin/carapace, on Node.js $node_version ($(readlink -f "$node"))"
+
+# The system gateway (docs/gateway.md): as root, the groups that may use it, then the daemon itself
+# — a systemd service where systemd runs the host, else started in the background now (and by the
+# first `carapace` command after a reboot). It is restarted, so that it runs what was just built.
+if [ "$(id -u)" -eq 0 ]; then
+  groupadd -f carapace
+  groupadd -f carapace-admin
+  if [ -d /run/systemd/system ]; then
+    cat > /etc/systemd/system/carapace.service <<UNIT
+[Unit]
+Description=Carapace gateway: sandboxed, always-on AI agents
+Documentation=file://$PWD/docs/gateway.md
+After=network.target
+
+[Service]
+ExecStart=/usr/local/bin/carapace gateway run
+Restart=on-failure
+# Sandboxes are the gateway's to stop (it stops them with itself, SIGTERM then SIGKILL).
+KillMode=process
+TimeoutStopSec=30
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable carapace.service >/dev/null 2>&1
+    systemctl restart carapace.service
+    echo "install.sh: the gateway runs as the systemd service carapace.service"
+  else
+    /usr/local/bin/carapace gateway stop >/dev/null
+    /usr/local/bin/carapace gateway start
+    echo "install.sh: no systemd here: the gateway runs in the background (carapace gateway status)"
+  fi
+fi
 
 if [ "$run_main_job" -eq 1 ]; then
   carapace doctor
