@@ -253,6 +253,9 @@ export class SandboxService {
     this.opts.store.delete(rec.id);
     this.opts.audit.close(rec.id);
     rmSync(this.opts.audit.pathOf(rec.id), { force: true });
+    for (const log of [this.opts.launcher.logPath(rec.id), `${this.opts.launcher.logPath(rec.id)}.1`]) {
+      rmSync(log, { force: true });
+    }
     await this.opts.identities?.release({ state: this.opts.dirs.state, name: rec.id });
     return { kept };
   }

@@ -12,10 +12,14 @@ export interface TestGateway {
 }
 
 /** Starts `carapace gateway run` in a fresh CARAPACE_HOME and waits until it listens. */
-export async function startTestGateway(args: string[] = [], home = freshHome()): Promise<TestGateway> {
+export async function startTestGateway(
+  args: string[] = [],
+  home = freshHome(),
+  env: NodeJS.ProcessEnv = {},
+): Promise<TestGateway> {
   chmodSync(home, 0o711);
   const child = spawn(process.execPath, [CLI, 'gateway', 'run', ...args], {
-    env: { ...process.env, CARAPACE_HOME: home },
+    env: { ...process.env, CARAPACE_HOME: home, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
