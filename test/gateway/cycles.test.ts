@@ -74,7 +74,10 @@ describe.skipIf(!holds('root'))('100 create / delete cycles', () => {
     expect(after).toEqual(before);
     expect(after.cgroups).toEqual([]);
     expect(after.uids).toBe(0);
-    // Noise, not growth: a leak of one sandbox's records per cycle would be tens of megabytes here.
-    expect(rssKiB(gw.child.pid!) - rssBefore).toBeLessThan(16 * 1024);
+    // RSS moves by tens of megabytes with the allocator and the collector (measured: 15-25 MiB over
+    // these 100 cycles, flat over 400): what this bound catches is a leak of half a megabyte or more
+    // per cycle (a proxy attachment, a CA, the agent's output kept); smaller leaks are for the
+    // census above and the benchmark's 1,000 sandboxes.
+    expect(rssKiB(gw.child.pid!) - rssBefore).toBeLessThan(48 * 1024);
   });
 });
