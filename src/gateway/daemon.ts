@@ -22,6 +22,7 @@ import { LogService } from './log-service.js';
 import { gatewayRoutes } from './routes.js';
 import { SandboxLauncher } from './sandbox-launcher.js';
 import { SandboxService, type Quotas } from './sandbox-service.js';
+import type { RestartSettings } from './restart-policy.js';
 import { Database } from './store/database.js';
 import { SandboxStore } from './store/sandbox-store.js';
 import { SecretBox } from './store/secret-box.js';
@@ -31,6 +32,7 @@ export interface GatewayConfig {
   version: string;
   uidBase?: number | undefined;
   quotas?: Quotas | undefined;
+  restart?: RestartSettings | undefined;
   /** Where the gateway's own log lines go (JSON objects, one per line). */
   log?: (entry: Record<string, unknown>) => void;
 }
@@ -88,7 +90,17 @@ export class Gateway {
       const secrets = SecretBox.open(join(dirs.state, 'secret.key'));
       const audit = new AuditRouter(join(dirs.state, 'audit'));
       const runtime = new Runtime({ driver: new BubblewrapDriver({ dirs, identities }), audit });
-      const launcher = new SandboxLauncher({ runtime, store, audit, secrets, dirs, identities, rootless });
+      const launcher = new SandboxLauncher({
+        runtime,
+        store,
+        audit,
+        secrets,
+        dirs,
+        identities,
+        rootless,
+        restart: cfg.restart,
+        log,
+      });
       const sandboxes = new SandboxService({
         store,
         launcher,
@@ -176,6 +188,7 @@ export class Gateway {
     const { sockets, server, runtime, launcher, db, audit, pidFile } = this.parts;
     await sockets.close();
     await server.close();
+    launcher.cancelAll();
     await Promise.all(runtime.list().map((m) => launcher.stop(m.id, graceMs)));
     await runtime.close();
     audit.close();

@@ -49,6 +49,8 @@ export const MIGRATIONS: readonly string[] = [
      sealed BLOB NOT NULL,
      PRIMARY KEY (sandbox_id, name)
    );`,
+  // Restart policies (gateway/restart-policy.ts): how often a sandbox was started again.
+  `ALTER TABLE sandboxes ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export class StoreError extends Error {
