@@ -72,6 +72,7 @@ function freezeView(policy: string, name: string, index: number, ep: Endpoint): 
     inspect: mode.inspect,
     protocol: mode.protocol,
     tls: ep.tls === 'skip' ? 'skip' : 'auto',
+    tlsDeclared: ep.tls === 'terminate' || ep.tls === 'passthrough',
     enforcement: ep.enforcement ?? 'enforce',
     access: ep.access ?? null,
     allowedIps: Object.freeze([...(ep.allowed_ips ?? [])]),

@@ -15,7 +15,7 @@ import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type tls from 'node:tls';
 import { type AuditSink, configChange } from '../audit/index.js';
-import { AddressGuard, type Resolver } from './address-guard.js';
+import { AddressGuard, isHostLocalName, type Resolver } from './address-guard.js';
 import type { CallerResolver } from './caller-identity.js';
 import { handleConnection } from './connection.js';
 import type { PolicyGeneration } from '../policy/index.js';
@@ -263,8 +263,12 @@ export class SandboxProxy {
     });
     if (!v.allowed) return v.reason;
     if (v.endpoint?.inspect && !t.inspected) return 'the endpoint now requires inspection';
-    const problem = this.shared.guard.checkAddress(t.address, t.port, v.endpoint?.allowedIps ?? []);
-    return problem;
+    return this.shared.guard.checkAddress(
+      t.address,
+      t.port,
+      v.endpoint?.allowedIps ?? [],
+      (v.endpoint?.hostLocal ?? false) && isHostLocalName(t.host),
+    );
   }
 
   /** Replace the credential values (names bound by the policy are unchanged). */

@@ -16,6 +16,7 @@ import { HttpHeadError } from './http-fields.js';
 import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.js';
 import { parseResponseHead } from './http-response.js';
 import { type Approval, type Refusal, judgeRequest } from './request-judge.js';
+import { guardHint } from './address-guard.js';
 import { badGateway, badRequest, forbidden } from './responses.js';
 import type { ClientConnection, SessionMode } from './sandbox-context.js';
 import { StreamClosedError, StreamReader, writeAll } from './stream-reader.js';
@@ -151,7 +152,7 @@ export class L7Session {
       sb.audit.request({ ...base, disposition: 'blocked', method: r.method, path: r.path, status: r.status });
     const body =
       r.status === 403
-        ? forbidden({ host: r.host, port: r.port, binary: caller.binary, reason: r.reason, sandbox: sb.name })
+        ? forbidden({ host: r.host, port: r.port, binary: caller.binary, reason: r.reason, hint: r.hint })
         : badRequest(r.reason);
     await this.answerAndClose(body);
     return { kind: 'done' };
@@ -187,7 +188,7 @@ export class L7Session {
     if (this.upstream && this.upstream.key === key && this.upstream.reader.open) return this.upstream;
     this.dropUpstream();
     const { sb, caller } = this.conn;
-    const guarded = await sb.guard.resolve(a.host, a.port, a.treatment.allowedIps);
+    const guarded = await sb.guard.resolve(a.host, a.port, a.treatment.allowedIps, a.treatment.hostLocal);
     const base = {
       host: a.host.host,
       port: a.port,
@@ -204,7 +205,7 @@ export class L7Session {
           port: a.port,
           binary: caller.binary,
           reason: guarded.reason,
-          sandbox: sb.name,
+          hint: guardHint(guarded),
         }),
       );
       return null;

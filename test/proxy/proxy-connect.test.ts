@@ -78,8 +78,11 @@ describe('connection decisions', () => {
       host: 'evil.example.test',
       port: 443,
       binary: '/usr/bin/curl',
-      hint: 'carapace rules pending sb1',
     });
+    // The hint names a command that exists, with this request's host, port and program.
+    expect(body.hint).toMatch(
+      /^carapace policy explain POLICY_FILE --host evil\.example\.test --port 443 --binary \/usr\/bin\/curl /,
+    );
     expect(typeof body.reason).toBe('string');
     const ev = lastEvent(rig.audit, 4001);
     expect(ev.disposition).toBe('Blocked');
@@ -213,7 +216,12 @@ network_policies:
     try {
       const t = await connectTunnel(strict.socketPath, `api.example.test:${up.httpsPort}`);
       expect(t.status).toBe(403);
-      expect(t.response.json<{ reason: string }>().reason).toMatch(/127\.0\.0\.1 is loopback/);
+      const body = t.response.json<{ reason: string; hint: string }>();
+      expect(body.reason).toMatch(/127\.0\.0\.1 is loopback/);
+      // A loopback refusal says how a host service is reached: the policy's host-local name, or the
+      // operator's --allow-local.
+      expect(body.hint).toContain(`host.openshell.internal:${up.httpsPort}`);
+      expect(body.hint).toContain(`carapace run --allow-local 127.0.0.1:${up.httpsPort}`);
       expect(lastEvent(strict.audit, 4001).dst_endpoint).toMatchObject({ ip: '127.0.0.1' });
     } finally {
       await strict.close();
