@@ -121,18 +121,26 @@ describe('connection decisions', () => {
     }
   });
 
-  it('counts ancestors: a child of a listed binary is allowed', async () => {
-    const other = await startRig({
+  it('counts ancestors only for a binary marked descendants: true', async () => {
+    const caller = fixedCaller('/usr/bin/ssh', ['/usr/bin/curl', '/usr/bin/bash']);
+    const plain = await startRig({ up, policy: policy(up), caller });
+    const marked = await startRig({
       up,
-      policy: policy(up),
-      caller: fixedCaller('/usr/bin/ssh', ['/usr/bin/curl', '/usr/bin/bash']),
+      policy: policy(up).replace('{ path: /usr/bin/curl }', '{ path: /usr/bin/curl, descendants: true }'),
+      caller,
     });
     try {
-      const t = await connectTunnel(other.socketPath, `api.example.test:${up.httpsPort}`);
+      const refused = await connectTunnel(plain.socketPath, `api.example.test:${up.httpsPort}`);
+      expect(refused.status).toBe(403);
+      expect(refused.response.json<{ reason: string }>().reason).toContain(
+        'it runs under "/usr/bin/curl", but the programs a binary starts count only with descendants: true',
+      );
+      const t = await connectTunnel(marked.socketPath, `api.example.test:${up.httpsPort}`);
       expect(t.status).toBe(200);
       t.socket.destroy();
     } finally {
-      await other.close();
+      await plain.close();
+      await marked.close();
     }
   });
 
