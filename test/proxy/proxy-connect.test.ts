@@ -193,16 +193,17 @@ describe('raw tunnels and SNI', () => {
     expect(failed).toBe(true);
     expect(lastEvent(rig.audit, 2004).finding_info).toMatchObject({ uid: 'sni-missing' });
 
-    // An IP literal: clients send no SNI; the tunnel is allowed (the upstream has no cert for the IP,
-    // so the client here skips name checks — we only look at what the proxy lets through).
+    // An IP literal: clients send no SNI; the tunnel is allowed.
     const t2 = await connectTunnel(rig.socketPath, `127.0.0.1:${up.httpsPort}`);
     expect(t2.status).toBe(200);
     const rest2 = t2.reader.reader.detach();
     if (rest2.length) t2.socket.unshift(rest2);
     const before = eventsOf(rig.audit, 2004).length;
+    // The upstream has no certificate for a client without SNI and answers with a TLS alert: the
+    // alert reaching the client proves the proxy relayed the hello (a refusal only closes).
     const s2 = tls.connect({ socket: t2.socket, rejectUnauthorized: false });
-    s2.on('error', () => undefined);
-    await new Promise((r) => setTimeout(r, 200));
+    const err = await new Promise<Error>((resolve) => s2.once('error', resolve));
+    expect(err.message).toMatch(/alert handshake failure/);
     expect(eventsOf(rig.audit, 2004).length).toBe(before);
     s2.destroy();
   });
