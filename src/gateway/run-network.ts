@@ -7,7 +7,7 @@ import { accessSync, constants } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import type { AuditSink } from '../audit/index.js';
-import { compilePolicy, type Policy } from '../policy/index.js';
+import { compilePolicy, resolveLimits, type Policy } from '../policy/index.js';
 import { EgressProxy, type SandboxProxy } from '../proxy/index.js';
 import { nativeTunnelPump } from '../sandbox/native-paths.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
@@ -67,6 +67,7 @@ export class RunNetwork {
       proxy: this.proxy,
       generation: compilePolicy(policy),
       credentials: input.credentials,
+      limits: resolveLimits(policy),
       onAttached: (sb) => (this.attached = sb),
       runDir,
     });

@@ -25,6 +25,7 @@ import type { ConnectVerdict, EndpointTreatment } from './policy-port.js';
 import { printable } from './printable.js';
 import { sniffProtocol } from './protocol-sniff.js';
 import { spliceRaw } from './raw-relay.js';
+import { COST } from './sandbox-budget.js';
 import { guardHint } from './address-guard.js';
 import { CONNECT_ESTABLISHED, type DenialHint, badGateway, badRequest, forbidden } from './responses.js';
 import type { ClientConnection } from './sandbox-context.js';
@@ -239,6 +240,11 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
     });
     return closeBoth(conn, up);
   }
+  // Two handshakes (with the upstream, with the agent): the most costly work a sandbox can ask of
+  // the proxy, and the one a flood would replay. It waits for its tokens.
+  const turn = sb.budget.spend(2 * COST.tlsHandshake);
+  if (turn) await turn;
+  if (conn.socket.destroyed) return closeBoth(conn, up);
   try {
     upstreamTls = await startTls(up.socket as import('node:net').Socket, target, sb.upstreamTls);
   } catch (err) {

@@ -23,6 +23,7 @@ afterAll(() => up.close());
 
 const NAME = '/tmp/cu\x1b]0;owned\x07\x1b[2Jrl\n{"class_uid":4001,"forged":true}\u009b31m\u202egnp';
 /** Anything a terminal could act on, or that would hide what follows it. */
+// eslint-disable-next-line no-control-regex -- control characters are what the test looks for
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069]/u;
 
 describe('sandbox-controlled text in audit events and answers', () => {

@@ -1,0 +1,76 @@
+/**
+ * What the proxy may spend on a sandbox derives from the sandbox's own limits (docs/proxy.md,
+ * "Budgets"): `carapace run` with `limits: { memory: 128Mi, cpu: 50m }` attaches the sandbox with a
+ * 16 MiB buffer budget, 1,024 connections and 50 ms of proxy work per second, and says so in its
+ * audit log; a sandbox without limits gets the defaults. The sandbox is served either way.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FS_POLICY, readAudit, runCli, upstreamOptions } from '../helpers/network.js';
+import { sharedTempDir } from '../helpers/sandbox.js';
+import { startUpstreams, type Upstreams } from '../proxy/harness.js';
+
+let up: Upstreams;
+beforeAll(async () => {
+  up = await startUpstreams();
+});
+afterAll(() => up.close());
+
+async function run(limits: string): Promise<{ stdout: string; budgets: unknown }> {
+  const dir = sharedTempDir();
+  const policy = join(dir, 'policy.yaml');
+  writeFileSync(
+    policy,
+    `${FS_POLICY}${limits}network_policies:
+  api:
+    endpoints:
+      - { host: api.test, port: ${up.httpPort}, access: full }
+`,
+    { mode: 0o644 },
+  );
+  const audit = join(dir, 'audit.jsonl');
+  const r = await runCli([
+    'run',
+    '--policy',
+    policy,
+    '--audit',
+    audit,
+    ...upstreamOptions(['api.test'], [up.httpPort], up.caFile),
+    '--',
+    'curl',
+    '-sS',
+    '-o',
+    '/dev/null',
+    '-w',
+    '%{http_code}',
+    `http://api.test:${up.httpPort}/budgets`,
+  ]);
+  expect(r.stderr).toBe('');
+  const event = readAudit(audit).find((e) => e.class_uid === 6002 && e.unmapped.proxy_budgets !== undefined);
+  return { stdout: r.stdout, budgets: event?.unmapped.proxy_budgets };
+}
+
+describe('the proxy budgets of a sandbox', () => {
+  it('derive from its limits (128Mi, 50m) and are recorded when it attaches', async () => {
+    const r = await run('limits: { memory: 128Mi, cpu: 50m }\n');
+    expect(r.stdout).toBe('200');
+    expect(r.budgets).toEqual({
+      buffer_bytes: 16 * 1024 * 1024,
+      max_connections: 1024,
+      work_us_per_second: 50_000,
+      work_burst_us: 100_000,
+    });
+  });
+
+  it('are the defaults without limits', async () => {
+    const r = await run('');
+    expect(r.stdout).toBe('200');
+    expect(r.budgets).toEqual({
+      buffer_bytes: 64 * 1024 * 1024,
+      max_connections: 1024,
+      work_us_per_second: 500_000,
+      work_burst_us: 500_000,
+    });
+  });
+});
