@@ -237,13 +237,14 @@ export class SandboxProxy {
       lifecycle({
         sandbox: this.name,
         activity: 'update',
-        message: `egress proxy attached: ${b.maxConnections} connections, ${Math.round(b.bufferBytes / 1024)} KiB buffered, ${Math.round(b.workMicrosPerSecond / 1000)} ms/s of proxy work`,
+        message: `egress proxy attached: ${b.maxConnections} connections, ${Math.round(b.bufferBytes / 1024)} KiB buffered, ${Number.isFinite(b.workMicrosPerSecond) ? `${Math.round(b.workMicrosPerSecond / 1000)} ms/s of proxy work` : 'proxy work not limited (no cpu limit)'}`,
         details: {
           proxy_budgets: {
             buffer_bytes: b.bufferBytes,
             max_connections: b.maxConnections,
-            work_us_per_second: b.workMicrosPerSecond,
-            work_burst_us: b.workBurstMicros,
+            // null: not limited (the sandbox has no cpu limit)
+            work_us_per_second: Number.isFinite(b.workMicrosPerSecond) ? b.workMicrosPerSecond : null,
+            work_burst_us: Number.isFinite(b.workBurstMicros) ? b.workBurstMicros : null,
           },
         },
       }),

@@ -27,7 +27,7 @@ import { type ReadGate, readGate } from './read-gate.js';
 export interface ProxyBudgets {
   /** Bytes the proxy may hold for the sandbox (read from one side, not yet written to the other). */
   bufferBytes: number;
-  /** Proxy CPU the sandbox may use, in microseconds per second (the bucket's refill). */
+  /** Proxy CPU the sandbox may use, in microseconds per second (the bucket's refill; Infinity: none). */
   workMicrosPerSecond: number;
   /** The bucket's size: how much work may happen at once after a quiet spell, in microseconds. */
   workBurstMicros: number;
@@ -42,18 +42,29 @@ export interface BudgetLimits {
 }
 
 /**
- * What each kind of work costs the proxy, in microseconds of its CPU (measured on the development
- * machine by bench/proxy-flood.ts; rounded up). Bytes are relayed bytes, through Node (a bulk
+ * What each kind of work costs the proxy, in microseconds of its CPU: measured on the development
+ * machine (two cores of a Xeon), 16 clients at once, warmed up (a raw tunnel 0.41 ms, a TLS
+ * termination 2.9 ms at full speed and 4 ms while its sandbox waits for tokens, a request 0.09 ms),
+ * rounded up (docs/proxy.md, "Budgets"). Bytes are relayed bytes, through Node (a bulk
  * tunnel's pump is not counted here: it runs in the sandbox's own cgroups).
  */
 export const COST = {
-  connection: 150,
+  /** A connection: relay header, caller lookup, decision, audit, upstream connect, teardown. */
+  connection: 400,
   /** One TLS handshake (a terminated tunnel has two: with the upstream and with the agent). */
-  tlsHandshake: 1250,
+  tlsHandshake: 1800,
+  /** One inspected request: parse, judge, audit, rebuild the head. */
   request: 100,
   /** Relayed bytes per microsecond. */
   bytesPerMicro: 2048,
 } as const;
+
+/**
+ * What one open connection costs this process besides the bytes it holds: its sockets, their
+ * streams and the tunnel's state (measured by bench/proxy-flood.ts: 35–40 KiB of RSS per unread
+ * tunnel; rounded up). With bufferBytes it bounds what a sandbox can grow the proxy by.
+ */
+export const PER_CONNECTION_BYTES = 48 * 1024;
 
 const MiB = 1024 * 1024;
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
@@ -61,13 +72,15 @@ const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.m
 /**
  * The budgets for a sandbox with these limits: bufferBytes an eighth of its memory (2–64 MiB; 64 MiB
  * without a limit), one connection per 128 KiB of memory (64–1,024), and as much proxy CPU per
- * second as the sandbox may use itself (at least 10 ms/s; half a core without a limit), with a
- * burst of one second's worth (at least 100 ms). `overrides` win field by field.
+ * second as the sandbox may use itself (at least 10 ms/s), with a burst of one second's worth (at
+ * least 100 ms). A sandbox without a cpu limit may use the host's CPU as it likes, and the proxy's
+ * as well: its work is not limited (only its buffers and connections are). `overrides` win field
+ * by field.
  */
 export function budgetsFor(limits: BudgetLimits = {}, overrides: Partial<ProxyBudgets> = {}): ProxyBudgets {
   const memory = limits.memoryBytes;
   const cpu = limits.cpuMillis;
-  const work = cpu === undefined ? 500_000 : Math.max(10_000, cpu * 1000);
+  const work = cpu === undefined ? Infinity : Math.max(10_000, cpu * 1000);
   const derived: ProxyBudgets = {
     bufferBytes: memory === undefined ? 64 * MiB : clamp(Math.floor(memory / 8), 2 * MiB, 64 * MiB),
     maxConnections: memory === undefined ? 1024 : clamp(Math.floor(memory / (128 * 1024)), 64, 1024),

@@ -107,6 +107,14 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   if (!guarded.ok) return deny(guarded.reason, guarded.address, guardHint(guarded));
 
   const terminate = treatment.tls !== 'skip' && (treatment.inspect || treatment.credentials.length > 0);
+  if (terminate) {
+    // Two handshakes (with the upstream, with the agent): the most costly work a sandbox can ask of
+    // the proxy, and the one a flood would replay. It waits for its tokens before anything is
+    // opened for it.
+    const turn = sb.budget.spend(2 * COST.tlsHandshake);
+    if (turn) await turn;
+    if (conn.socket.destroyed) return;
+  }
   let upstream: UpstreamSlot;
   try {
     const { socket, address } = await connectChecked(guarded.addresses, port);
@@ -240,11 +248,6 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
     });
     return closeBoth(conn, up);
   }
-  // Two handshakes (with the upstream, with the agent): the most costly work a sandbox can ask of
-  // the proxy, and the one a flood would replay. It waits for its tokens.
-  const turn = sb.budget.spend(2 * COST.tlsHandshake);
-  if (turn) await turn;
-  if (conn.socket.destroyed) return closeBoth(conn, up);
   try {
     upstreamTls = await startTls(up.socket as import('node:net').Socket, target, sb.upstreamTls);
   } catch (err) {
@@ -270,11 +273,18 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
     client.destroy();
     upstreamTls.destroy();
   });
-  await new Promise<void>((resolve) => {
-    client.once('secure', resolve);
-    client.once('close', resolve);
+  // An agent that leaves during the handshake ends the stream ('end'): the TLS socket inherits the
+  // connection's half-open mode and would otherwise wait, holding the connection, for a peer that
+  // is gone.
+  const secured = await new Promise<boolean>((resolve) => {
+    client.once('secure', () => resolve(true));
+    client.once('close', () => resolve(false));
+    client.once('end', () => resolve(false));
   });
-  if (client.destroyed) return void upstreamTls.destroy();
+  if (!secured || client.destroyed) {
+    client.destroy();
+    return void upstreamTls.destroy();
+  }
   const sni = (client as unknown as { servername?: string | false }).servername;
   if (sni && sni.toLowerCase().replace(/\.$/, '') !== target.host) {
     sb.audit.finding({

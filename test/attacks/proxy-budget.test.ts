@@ -203,6 +203,29 @@ async function sandboxBWorks(rig: Rig, n: number): Promise<number[]> {
 }
 
 describe('one sandbox floods the proxy', () => {
+  it('a TLS handshake abandoned as soon as it completes frees its connection at once (it held it for the idle timeout)', async () => {
+    const { rig, a, aSocket, aCa } = await attachPair({ maxConnections: 5 });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const t = await connectTunnel(aSocket, `api.test:${up.httpsPort}`);
+        const s = await tlsOverTunnel(t, 'api.test', aCa);
+        s.destroy();
+        t.socket.destroy();
+      }
+      // Replayed handshakes would otherwise fill the sandbox's connection slots (and the proxy's
+      // memory) with connections whose agent is gone: with all five held, a sixth is closed at once.
+      for (;;) {
+        const t = await connectTunnel(aSocket, `echo.test:${ports.echo}`).catch(() => null);
+        t?.socket.destroy();
+        if (t?.status === 200) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await until(() => a.openConnections === 0);
+    } finally {
+      await rig.close();
+    }
+  });
+
   it('busy unread and idle tunnels: what the proxy holds for it stays within its buffer budget; the other sandbox is served', async () => {
     const { rig, a, aSocket } = await attachPair({
       bufferBytes: BUDGET,

@@ -34,7 +34,7 @@ describe('budgetsFor', () => {
       workBurstMicros: 100_000,
     });
   });
-  it('clamps small and large sandboxes, and has defaults without limits', () => {
+  it('clamps small and large sandboxes; without limits, defaults and no limit on work', () => {
     expect(budgetsFor({ memoryBytes: 8 * MiB, cpuMillis: 1 })).toMatchObject({
       bufferBytes: 2 * MiB,
       maxConnections: 64,
@@ -49,8 +49,8 @@ describe('budgetsFor', () => {
     expect(budgetsFor()).toEqual({
       bufferBytes: 64 * MiB,
       maxConnections: 1024,
-      workMicrosPerSecond: 500_000,
-      workBurstMicros: 500_000,
+      workMicrosPerSecond: Infinity,
+      workBurstMicros: Infinity,
     });
   });
   it('takes explicit values field by field; undefined ones do not count', () => {
