@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
 import { policyDecisionBench } from './policy-decisions.js';
 import { proxyBench } from './proxy.js';
+import { proxyFloodBench } from './proxy-flood.js';
 import { sandboxMemoryBench } from './sandbox-memory.js';
 import { sandboxOneShotBench } from './sandbox-oneshot.js';
 import { sandboxStartBench } from './sandbox-start.js';
@@ -23,6 +24,7 @@ const MODULES: BenchModule[] = [
   sandboxOneShotBench,
   sandboxMemoryBench,
   proxyBench,
+  proxyFloodBench,
   sandboxTunnelBench,
 ];
 
