@@ -5,7 +5,7 @@
  * audit log; a sandbox without limits gets the defaults (its proxy work is then not limited, as its
  * own CPU is not). The sandbox is served either way.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FS_POLICY, readAudit, runCli, upstreamOptions } from '../helpers/network.js';
@@ -62,6 +62,44 @@ describe('the proxy budgets of a sandbox', () => {
       work_us_per_second: 50_000,
       work_burst_us: 100_000,
     });
+  });
+
+  it("the sandbox's own socket memory counts against its memory limit (cgroup v1: memory.kmem.tcp)", async () => {
+    const ws = sharedTempDir('carapace-ws-');
+    const auditFile = join(ws, '..', `audit-${Date.now()}.jsonl`);
+    const policy = join(sharedTempDir(), 'policy.yaml');
+    writeFileSync(policy, `${FS_POLICY}limits: { memory: 128Mi }\nnetwork_policies: {}\n`, { mode: 0o644 });
+    const running = runCli([
+      'run',
+      '--policy',
+      policy,
+      '--audit',
+      auditFile,
+      '--workspace',
+      ws,
+      '--',
+      'sh',
+      '-c',
+      'touch /sandbox/up; while [ ! -e /sandbox/go ]; do sleep 0.05; done',
+    ]);
+    try {
+      while (!existsSync(join(ws, 'up'))) await new Promise((r) => setTimeout(r, 20));
+      const start = readAudit(auditFile).find((e) => e.class_uid === 6002 && e.activity_id === 3);
+      const dirs = (start?.unmapped.limits as { dirs?: string[] } | undefined)?.dirs ?? [];
+      const memory = dirs.find(
+        (d) => existsSync(join(d, 'memory.max')) || existsSync(join(d, 'memory.limit_in_bytes')),
+      );
+      expect(memory).toBeDefined();
+      // cgroup v2 charges a cgroup's sockets to it always; v1 only once its TCP limit is set.
+      if (existsSync(join(memory!, 'memory.kmem.tcp.limit_in_bytes'))) {
+        expect(readFileSync(join(memory!, 'memory.kmem.tcp.limit_in_bytes'), 'utf8').trim()).toBe(
+          String(128 * 1024 * 1024),
+        );
+      }
+    } finally {
+      writeFileSync(join(ws, 'go'), '');
+      expect((await running).status).toBe(0);
+    }
   });
 
   it('are the defaults without limits (no cpu limit: proxy work not limited)', async () => {
