@@ -31,7 +31,7 @@ export type FloodTask =
       cmd: 'flood';
       socketPath: string;
       tunnels: number;
-      /** Stop opening unread tunnels once this many are held (leaves the handshake loops room). */
+      /** Unread tunnels kept at most (leaves the handshake loops room); the rest are closed again. */
       keep: number;
       fire: string;
       handshakeLoops: number;
@@ -42,8 +42,9 @@ export type FloodTask =
   | { cmd: 'stop' };
 
 export interface FloodStats {
-  /** Tunnels the proxy answered 200, and those it closed at once (over the connection limit). */
+  /** Tunnels kept unread; opened and closed again (past `keep`); closed by the proxy at once. */
   opened: number;
+  closed: number;
   refused: number;
   /** TLS handshakes completed through the proxy since the flood began. */
   handshakes: number;
@@ -118,7 +119,11 @@ async function latency(t: Extract<FloodTask, { cmd: 'latency' }>): Promise<numbe
   return out;
 }
 
-const flood = { held: [] as net.Socket[], stats: { opened: 0, refused: 0, handshakes: 0 }, running: false };
+const flood = {
+  held: [] as net.Socket[],
+  stats: { opened: 0, closed: 0, refused: 0, handshakes: 0 },
+  running: false,
+};
 
 async function startFlood(t: Extract<FloodTask, { cmd: 'flood' }>): Promise<FloodStats> {
   flood.running = true;
@@ -142,7 +147,7 @@ async function startFlood(t: Extract<FloodTask, { cmd: 'flood' }>): Promise<Floo
     })();
   }
   // Unread tunnels, opened in batches so the socket's accept queue never overflows.
-  for (let i = 0; i < t.tunnels && flood.stats.opened < t.keep; i += 50) {
+  for (let i = 0; i < t.tunnels; i += 50) {
     const batch = await Promise.all(
       Array.from({ length: Math.min(50, t.tunnels - i) }, (_, j) =>
         tunnel(t.socketPath, t.fire, 1024 + i + j),
@@ -151,6 +156,12 @@ async function startFlood(t: Extract<FloodTask, { cmd: 'flood' }>): Promise<Floo
     for (const s of batch) {
       if (s === null) {
         flood.stats.refused++;
+        continue;
+      }
+      if (flood.stats.opened >= t.keep) {
+        // Past what is kept: opened, then closed (a flood of tunnels, not of held ones).
+        flood.stats.closed++;
+        s.destroy();
         continue;
       }
       flood.stats.opened++;

@@ -66,12 +66,22 @@ export const COST = {
  */
 export const PER_CONNECTION_BYTES = 48 * 1024;
 
+/**
+ * About what one open connection costs the kernel on the proxy's side: its upstream socket's
+ * receive queue, which fills to the socket's buffer when the proxy stops reading (the host's
+ * `net.ipv4.tcp_rmem` default, 128 KiB; 97–124 KiB measured per unread tunnel; a socket the kernel
+ * tuned up while data flowed fast can hold more, up to the sysctl's maximum).
+ */
+export const PER_CONNECTION_KERNEL_BYTES = 128 * 1024;
+
 const MiB = 1024 * 1024;
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
 
 /**
  * The budgets for a sandbox with these limits: bufferBytes an eighth of its memory (2–64 MiB; 64 MiB
- * without a limit), one connection per 128 KiB of memory (64–1,024), and as much proxy CPU per
+ * without a limit), one connection per 256 KiB of memory (64–1,024; each costs this process about
+ * 40 KiB and the kernel up to a socket's receive buffer, 128 KiB by default, for its upstream
+ * socket, so the sum stays under the sandbox's own memory limit), and as much proxy CPU per
  * second as the sandbox may use itself (at least 10 ms/s), with a burst of one second's worth (at
  * least 100 ms). A sandbox without a cpu limit may use the host's CPU as it likes, and the proxy's
  * as well: its work is not limited (only its buffers and connections are). `overrides` win field
@@ -83,7 +93,7 @@ export function budgetsFor(limits: BudgetLimits = {}, overrides: Partial<ProxyBu
   const work = cpu === undefined ? Infinity : Math.max(10_000, cpu * 1000);
   const derived: ProxyBudgets = {
     bufferBytes: memory === undefined ? 64 * MiB : clamp(Math.floor(memory / 8), 2 * MiB, 64 * MiB),
-    maxConnections: memory === undefined ? 1024 : clamp(Math.floor(memory / (128 * 1024)), 64, 1024),
+    maxConnections: memory === undefined ? 1024 : clamp(Math.floor(memory / (256 * 1024)), 64, 1024),
     workMicrosPerSecond: work,
     workBurstMicros: Math.max(100_000, work),
   };

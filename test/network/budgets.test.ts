@@ -1,7 +1,7 @@
 /**
  * What the proxy may spend on a sandbox derives from the sandbox's own limits (docs/proxy.md,
  * "Budgets"): `carapace run` with `limits: { memory: 128Mi, cpu: 50m }` attaches the sandbox with a
- * 16 MiB buffer budget, 1,024 connections and 50 ms of proxy work per second, and says so in its
+ * 16 MiB buffer budget, 512 connections and 50 ms of proxy work per second, and says so in its
  * audit log; a sandbox without limits gets the defaults (its proxy work is then not limited, as its
  * own CPU is not). The sandbox is served either way.
  */
@@ -58,7 +58,7 @@ describe('the proxy budgets of a sandbox', () => {
     expect(r.stdout).toBe('200');
     expect(r.budgets).toEqual({
       buffer_bytes: 16 * 1024 * 1024,
-      max_connections: 1024,
+      max_connections: 512,
       work_us_per_second: 50_000,
       work_burst_us: 100_000,
     });

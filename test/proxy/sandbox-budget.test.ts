@@ -26,10 +26,10 @@ async function until(check: () => boolean): Promise<void> {
 }
 
 describe('budgetsFor', () => {
-  it('derives from the limits: 128 MiB and 50m give 16 MiB, 1,024 connections, 50 ms/s', () => {
+  it('derives from the limits: 128 MiB and 50m give 16 MiB, 512 connections, 50 ms/s', () => {
     expect(budgetsFor({ memoryBytes: 128 * MiB, cpuMillis: 50 })).toEqual({
       bufferBytes: 16 * MiB,
-      maxConnections: 1024,
+      maxConnections: 512,
       workMicrosPerSecond: 50_000,
       workBurstMicros: 100_000,
     });
@@ -95,9 +95,9 @@ describe('SandboxBudget', () => {
   });
 
   it('serves work in order of asking, as tokens come', async () => {
-    const b = budget({ workMicrosPerSecond: 100_000, workBurstMicros: 2 * COST.request });
-    expect(b.spend(COST.request)).toBeUndefined();
-    expect(b.spend(COST.request)).toBeUndefined();
+    // One request's worth of tokens every 50 ms: the three after the burst must wait.
+    const b = budget({ workMicrosPerSecond: 20 * COST.request, workBurstMicros: 2 * COST.request });
+    expect(b.spend(2 * COST.request)).toBeUndefined();
     const order: number[] = [];
     const waits = [1, 2, 3].map((i) => b.spend(COST.request)?.then(() => order.push(i)));
     expect(b.stats.waiting).toBe(3);
