@@ -61,10 +61,11 @@ export const COST = {
 
 /**
  * What one open connection costs this process besides the bytes it holds: its sockets, their
- * streams and the tunnel's state (measured by bench/proxy-flood.ts: 35–40 KiB of RSS per unread
- * tunnel; rounded up). With bufferBytes it bounds what a sandbox can grow the proxy by.
+ * streams, the tunnel's state, and its share of the heap's own growth (measured by
+ * bench/proxy-flood.ts: 35–46 KiB of RSS per unread tunnel; counted as 64 KiB). With bufferBytes it
+ * bounds what a sandbox can grow the proxy by.
  */
-export const PER_CONNECTION_BYTES = 48 * 1024;
+export const PER_CONNECTION_BYTES = 64 * 1024;
 
 /**
  * About what one open connection costs the kernel on the proxy's side: its upstream socket's
@@ -79,8 +80,8 @@ const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.m
 
 /**
  * The budgets for a sandbox with these limits: bufferBytes an eighth of its memory (2–64 MiB; 64 MiB
- * without a limit), one connection per 256 KiB of memory (64–1,024; each costs this process about
- * 40 KiB and the kernel up to a socket's receive buffer, 128 KiB by default, for its upstream
+ * without a limit), one connection per 256 KiB of memory (64–1,024; each costs this process up to
+ * 64 KiB and the kernel about a socket's receive buffer, 128 KiB by default, for its upstream
  * socket, so the sum stays under the sandbox's own memory limit), and as much proxy CPU per
  * second as the sandbox may use itself (at least 10 ms/s), with a burst of one second's worth (at
  * least 100 ms). A sandbox without a cpu limit may use the host's CPU as it likes, and the proxy's
