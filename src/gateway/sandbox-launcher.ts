@@ -118,6 +118,8 @@ export class SandboxLauncher {
       runDir: this.opts.dirs.run,
       generation: engine.compilePolicy(policy),
       credentials,
+      // What the proxy may spend on it derives from its limits (docs/proxy.md, budgets).
+      limits: settings.limits,
       caDir: join(this.caDir, rec.id),
       onAttached: (sb) => (entry.proxy = sb),
     });
