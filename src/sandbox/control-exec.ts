@@ -10,9 +10,9 @@
  * socket only as fast as the process reads its stdin); a full stdout or stderr stream pauses the
  * socket (and so, through the init's bounded buffer, the process's writes).
  */
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
-import { ControlError, signalNumber } from './control-errors.js';
+import { connectControl, ControlError, signalNumber } from './control-common.js';
 
 export const FRAME = {
   STDIN: 0x01,
@@ -82,7 +82,7 @@ export function startExec(socketPath: string, opts: ExecOptions): ExecProcess {
     ...(opts.cols !== undefined ? { cols: opts.cols } : {}),
     ...(opts.rows !== undefined ? { rows: opts.rows } : {}),
   };
-  const socket: Socket = connect(socketPath);
+  const socket: Socket = connectControl(socketPath);
   socket.write(`${JSON.stringify(request)}\n`);
 
   let failure: string | null = null;

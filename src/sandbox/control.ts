@@ -16,11 +16,11 @@
  * inside the sandbox can reach it (test/sandbox/control-attacks.test.ts). Every call opens its
  * own connection: one slow exec never holds up another call.
  */
-import { connect, type Socket } from 'node:net';
-import { ControlError, signalNumber } from './control-errors.js';
+import type { Socket } from 'node:net';
+import { connectControl, ControlError, signalNumber } from './control-common.js';
 import { startExec, type ExecOptions, type ExecProcess } from './control-exec.js';
 
-export { ControlError, type ControlErrorCode } from './control-errors.js';
+export { ControlError, type ControlErrorCode } from './control-common.js';
 export type { ExecOptions, ExecProcess } from './control-exec.js';
 
 /** The agent, as PID 1 sees it. */
@@ -121,7 +121,7 @@ export class SandboxControl {
    * socket.
    */
   events(): EventStream {
-    const socket = connect(this.socketPath);
+    const socket = connectControl(this.socketPath);
     socket.write(`${JSON.stringify({ op: 'events', ack: true })}\n`);
     const queue: ControlEvent[] = [];
     let ended = false;
@@ -207,7 +207,7 @@ export class SandboxControl {
     close = true,
   ): Promise<{ socket: Socket; answer: Record<string, unknown> }> {
     return new Promise((resolve, reject) => {
-      const socket = connect(this.socketPath);
+      const socket = connectControl(this.socketPath);
       let connected = false;
       let got: Buffer = Buffer.alloc(0);
       const fail = (err: ControlError) => {
