@@ -173,6 +173,7 @@ int control_request_parse(const char *line, size_t len, struct control_request *
 		goto fail;
 	}
 	request->op = known->op;
+	request->op_known = true;
 	for (size_t i = 0; i < request->json.count; i++) {
 		const char *key = request->json.fields[i].key;
 		if (strcmp(key, "op") != 0 && !listed(known->fields, key)) {
@@ -213,8 +214,13 @@ int control_request_parse(const char *line, size_t len, struct control_request *
 		break;
 	}
 	return 0;
-fail:
+fail:;
+	/* What the op was, when it was known: its client expects that op's kind of refusal. */
+	enum control_op known_op = request->op;
+	bool op_known = request->op_known;
 	control_request_free(request);
+	request->op = known_op;
+	request->op_known = op_known;
 	return -1;
 }
 

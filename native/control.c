@@ -217,7 +217,10 @@ static void dispatch(int fd, const char *line, size_t len)
 	struct control_request request;
 	char error[256];
 	if (control_request_parse(line, len, &request, error, sizeof error) < 0) {
-		control_reply_error_and_close(fd, EINVAL, "bad request: %s", error);
+		if (request.op_known && request.op == OP_EXEC)
+			exec_refuse(fd, "carapace-init: exec: bad request: %s", error);
+		else
+			control_reply_error_and_close(fd, EINVAL, "bad request: %s", error);
 		return;
 	}
 	switch (request.op) {

@@ -4,7 +4,9 @@
  *   control-request.c  a request line → struct control_request, every field checked
  *   control.c          the socket in the control directory, requests, status, signal, the exit record
  *   control-connect.c  the `connect` op: a port inside, forwarded with the relay's pump
- *   exec.c             the `exec` op in PID 1: the session, its frames, its process's end
+ *   exec.c             the `exec` op in PID 1: a session's start, and its process's end
+ *   exec-session.c     a session's traffic: output frames, the setup socket, EXIT (exec.h)
+ *   exec-input.c       a session's frames from the client: stdin, EOF, resize, signal
  *   exec-child.c       the `exec` op in the child: the agent's restrictions, then execve
  * events.c (the event queue) and logs.c (--log-fd) serve the rest of init as well; their calls
  * are in init.h.
@@ -57,6 +59,7 @@ enum control_op { OP_EXEC, OP_CONNECT, OP_EVENTS, OP_STATUS, OP_SIGNAL };
 
 struct control_request {
 	enum control_op op;
+	bool op_known; /* set even when the request is refused, once "op" was read */
 	/* exec */
 	char **argv; /* NULL-terminated, at least one entry */
 	char **env;  /* NULL-terminated "NAME=VALUE" entries added to the agent's environment */
@@ -109,6 +112,8 @@ enum exec_frame {
 #define FRAME_PAYLOAD_MAX (64 * 1024)
 
 void exec_op_start(int client, struct control_request *request);
+/* An ERROR frame, then the end: an exec that runs nothing. */
+void exec_refuse(int client, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* What the exec'd child needs, set up by PID 1 (exec.c) before the fork. */
 struct exec_child_plan {

@@ -293,17 +293,19 @@ describe('the control socket: connect', () => {
   const ECHO = python(
     [
       'import socket, threading',
-      'def serve(family, host):',
+      'def listen(family, host):',
       '    s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
-      '    s.bind((host, 8000)); s.listen()',
+      '    s.bind((host, 8000)); s.listen(); return s',
+      'def serve(s):',
       '    while True:',
       '        c, _ = s.accept()',
       '        data = b""',
       '        while chunk := c.recv(65536): data += chunk',
       '        c.sendall(b"echo:" + data); c.close()',
-      'threading.Thread(target=serve, args=(socket.AF_INET6, "::1"), daemon=True).start()',
+      'v4, v6 = listen(socket.AF_INET, "127.0.0.1"), listen(socket.AF_INET6, "::1")',
+      'threading.Thread(target=serve, args=(v6,), daemon=True).start()',
       'print("listening", flush=True)',
-      'serve(socket.AF_INET, "127.0.0.1")',
+      'serve(v4)',
     ].join('\n'),
   );
 
