@@ -113,13 +113,23 @@ static size_t put_utf8(char *out, unsigned cp)
 	return 4;
 }
 
+/* The raw length of the string that starts after the quote at p: up to its closing quote (or the
+ * end of the text, which read_string then reports). */
+static size_t raw_length(const char *p, const char *end)
+{
+	const char *q = p;
+	while (q < end && *q != '"')
+		q += *q == '\\' && q + 1 < end ? 2 : 1;
+	return (size_t)(q - p);
+}
+
 /* A string, decoded into a NUL-terminated copy (the decoded form is never longer than the text). */
 static int read_string(struct reader *r, char **out)
 {
 	if (r->p >= r->end || *r->p != '"')
 		return fail(r, "expected a string");
 	r->p++;
-	char *text = malloc((size_t)(r->end - r->p) + 1);
+	char *text = malloc(raw_length(r->p, r->end) + 1);
 	if (!text) {
 		snprintf(r->error, r->error_size, "out of memory");
 		return -1;

@@ -483,6 +483,95 @@ describe('the control socket: events, status, signal, the end', () => {
   });
 });
 
+describe('the control socket: hostile request lines', () => {
+  it('answers 1,500 mutated request lines each with a refusal or its op, and serves on', async () => {
+    const c = await idle();
+    const { connect } = await import('node:net');
+    const templates = [
+      '{"op":"status"}',
+      '{"op":"exec","argv":["true","\\u00e9\\ud83d\\ude00"],"env":["A=b"],"cwd":"/tmp","tty":false,"cols":80,"rows":24}',
+      '{"op":"connect","port":9,"family":6}',
+      '{"op":"events","ack":true}',
+    ];
+    // A fixed seed: input n is the same in every run, and a failure names it.
+    let seed = 0x2545f491;
+    const random = (n: number) => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const pieces = [
+      '{',
+      '}',
+      '[',
+      ']',
+      '"',
+      '\\',
+      ':',
+      ',',
+      '\\u',
+      'd800',
+      '\\udc00',
+      'null',
+      '-0',
+      '1e9',
+      '\u00ff',
+      '\xff',
+    ];
+    const mutate = (text: string): string => {
+      let t = text;
+      for (let k = 0, n = 1 + random(4); k < n; k++) {
+        const at = random(t.length + 1);
+        switch (random(4)) {
+          case 0:
+            t = t.slice(0, at) + t.slice(at + 1 + random(8));
+            break;
+          case 1:
+            t = t.slice(0, at) + pieces[random(pieces.length)]! + t.slice(at);
+            break;
+          case 2:
+            t = t.slice(0, at) + String.fromCharCode(random(256)) + t.slice(at + 1);
+            break;
+          default:
+            t = t + t.slice(at);
+        }
+      }
+      return t.replace(/\n/g, '');
+    };
+    const ask = (line: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(join(c.dir, 'control.sock'));
+        let got = Buffer.alloc(0);
+        socket.on('data', (d: Buffer) => {
+          got = Buffer.concat([got, d]);
+          socket.destroy(); // an answer came: enough (an exec's process is hung up)
+        });
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve(got.toString('latin1')));
+        // A valid events request waits for an event: no answer is an answer too. (A hung init
+        // would be caught by the status at the end.)
+        setTimeout(() => socket.destroy(), 2000).unref();
+        socket.write(Buffer.from(`${line}\n`, 'latin1'));
+      });
+    for (let i = 0; i < 1500; i++) {
+      const line = mutate(templates[i % templates.length]!);
+      if (line.includes('signal')) continue; // a mutation that signals the agent is not an attack
+      const answer = await ask(line);
+      // Events and a running exec may answer nothing before the client hangs up; anything else
+      // answered is a JSON refusal, a JSON answer, or a frame.
+      if (
+        answer !== '' &&
+        !answer.startsWith('{') &&
+        ![0x11, 0x12, 0x13, 0x14].includes(answer.charCodeAt(0))
+      )
+        throw new Error(`input ${i} (${JSON.stringify(line)}): answer ${JSON.stringify(answer)}`);
+    }
+    expect(await c.control.status()).toMatchObject({ running: true });
+    expect(c.sandbox.child.exitCode).toBeNull();
+  });
+});
+
 describe('--log-fd', () => {
   it("logs the agent's stdout and stderr as JSON lines, in order, tagged, invalid UTF-8 as base64", async () => {
     running = await startControlled({
