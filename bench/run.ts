@@ -13,6 +13,7 @@ import { machineDescription, passes, renderTable, type BenchModule, type BenchRo
 import { policyDecisionBench } from './policy-decisions.js';
 import { proxyBench } from './proxy.js';
 import { sandboxConnectBench } from './sandbox-connect.js';
+import { sandboxExecBench } from './sandbox-exec.js';
 import { sandboxMemoryBench } from './sandbox-memory.js';
 import { sandboxOneShotBench } from './sandbox-oneshot.js';
 import { sandboxStartBench } from './sandbox-start.js';
@@ -24,6 +25,7 @@ const MODULES: BenchModule[] = [
   sandboxOneShotBench,
   sandboxMemoryBench,
   sandboxConnectBench,
+  sandboxExecBench,
   proxyBench,
   sandboxTunnelBench,
 ];

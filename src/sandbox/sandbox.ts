@@ -53,7 +53,10 @@ export interface StartOptions {
   hostRoot?: string | undefined;
 
   // A sandbox a gateway holds (control.ts, docs/architecture.md "The control socket"):
-  /** The init serves a control socket in `<runtime>/control` (StartedSandbox.control). */
+  /**
+   * The init serves a control socket in `<runtime>/control` (StartedSandbox.control); it is
+   * there once `agentStarted` resolves true.
+   */
   control?: boolean | undefined;
   /** The agent's stdout and stderr go to this file as JSON lines (its stdin is /dev/null). */
   logFile?: string | undefined;
