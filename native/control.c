@@ -255,7 +255,6 @@ static void request_done(struct request_conn *conn, bool close_fd)
  * watch would wake us for it again and again. */
 static void on_request(struct watch *self, uint32_t events)
 {
-	(void)events;
 	struct request_conn *conn = container_of(self, struct request_conn, watch);
 	static char buffer[CONTROL_LINE_MAX];
 	ssize_t n;
@@ -274,6 +273,8 @@ static void on_request(struct watch *self, uint32_t events)
 			request_done(conn, false);
 			control_reply_error_and_close(conn->fd, EMSGSIZE, "bad request: no newline in the first %d bytes",
 						      CONTROL_LINE_MAX);
+		} else if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+			request_done(conn, true); /* it stopped sending before its line was whole */
 		}
 		return; /* more to come: the next edge */
 	}
@@ -320,13 +321,14 @@ static void on_listen(struct watch *self, uint32_t events)
 			continue;
 		}
 		*conn = (struct request_conn){ .watch.handle = on_request, .fd = fd };
-		if (loop_watch(fd, &conn->watch, EPOLLIN | EPOLLET) < 0) {
+		if (loop_watch(fd, &conn->watch, EPOLLIN | EPOLLRDHUP | EPOLLET) < 0) {
 			report_warning(CONTROL_STEP, errno, "watch a control connection");
 			close(fd);
 			free(conn);
 			continue;
 		}
-		/* The line may be there already: its edge came before the watch. */
+		/* The line may be there already: its edge came before the watch. (So may the client's
+		 * end, which the next edge, if any, reports.) */
 		on_request(&conn->watch, EPOLLIN);
 	}
 }

@@ -91,6 +91,43 @@ async function eventually(c: ControlledSandbox, argv: string[]): Promise<string>
   }
 }
 
+/**
+ * PID 1's fds and children once it is at rest. The client has its answer (an EXIT frame, a status
+ * line) just before PID 1 closes that connection, and an exec'd process's connect listener goes in
+ * the round after its reaping: PID 1 is at rest when two looks, a status round trip apart, agree.
+ */
+async function pid1AtRest(c: ControlledSandbox): Promise<{ fds: string[]; children: string[] }> {
+  const fds = () =>
+    readdirSync(`/proc/${c.initPid}/fd`).map((fd) => {
+      try {
+        return `${fd}:${readlinkSync(`/proc/${c.initPid}/fd/${fd}`)}`;
+      } catch {
+        return `${fd}:gone`;
+      }
+    });
+  // Every process whose parent is PID 1 (zombies included), from the host's /proc.
+  const children = () =>
+    readdirSync('/proc')
+      .filter((e) => /^\d+$/.test(e))
+      .filter((pid) => {
+        try {
+          return (
+            readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(c.initPid)
+          );
+        } catch {
+          return false; // gone meanwhile
+        }
+      });
+  let last = JSON.stringify({ fds: fds(), children: children() });
+  for (;;) {
+    await c.control.status();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const now = JSON.stringify({ fds: fds(), children: children() });
+    if (now === last) return JSON.parse(now) as { fds: string[]; children: string[] };
+    last = now;
+  }
+}
+
 describe('the control socket: exec', () => {
   it('runs a command with pipes: stdout, stderr, stdin to its end, and its exit code', async () => {
     const c = await idle();
@@ -188,40 +225,7 @@ describe('the control socket: exec', () => {
 
   it('leaves no fd and no zombie in PID 1 after 100 execs', async () => {
     const c = await idle();
-    const fds = () =>
-      readdirSync(`/proc/${c.initPid}/fd`).map((fd) => {
-        try {
-          return `${fd}:${readlinkSync(`/proc/${c.initPid}/fd/${fd}`)}`;
-        } catch {
-          return `${fd}:gone`;
-        }
-      });
-    // Every process whose parent is PID 1 (zombies included), from the host's /proc.
-    const children = () =>
-      readdirSync('/proc')
-        .filter((e) => /^\d+$/.test(e))
-        .filter((pid) => {
-          try {
-            return (
-              readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(c.initPid)
-            );
-          } catch {
-            return false; // gone meanwhile
-          }
-        });
-    // The client has its answer (an EXIT frame, a status line) just before PID 1 closes that
-    // connection, and an exec'd process's connect listener goes in the round after its reaping:
-    // PID 1 is at rest when two looks, a status round trip apart, see the same.
-    const settled = async () => {
-      let last = JSON.stringify({ fds: fds(), children: children() });
-      for (;;) {
-        await c.control.status();
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        const now = JSON.stringify({ fds: fds(), children: children() });
-        if (now === last) return JSON.parse(now) as { fds: string[]; children: string[] };
-        last = now;
-      }
-    };
+    const settled = () => pid1AtRest(c);
     const before = await settled();
     expect(before.children).toHaveLength(1); // the agent
     for (let i = 0; i < 100; i++) {
@@ -486,6 +490,7 @@ describe('the control socket: events, status, signal, the end', () => {
 describe('the control socket: hostile request lines', () => {
   it('answers 1,500 mutated request lines each with a refusal or its op, and serves on', async () => {
     const c = await idle();
+    const before = await pid1AtRest(c);
     const { connect } = await import('node:net');
     const templates = [
       '{"op":"status"}',
@@ -567,8 +572,18 @@ describe('the control socket: hostile request lines', () => {
       )
         throw new Error(`input ${i} (${JSON.stringify(line)}): answer ${JSON.stringify(answer)}`);
     }
+    // Half a line, then the client's end: the connection is not kept waiting for the rest.
+    for (let i = 0; i < 20; i++) {
+      await new Promise<void>((resolve) => {
+        const socket = connect(join(c.dir, 'control.sock'));
+        socket.on('error', () => undefined); // reset: PID 1 closed with the half line unread
+        socket.on('close', () => resolve());
+        socket.end(i % 2 ? '{"op":"sta' : '');
+      });
+    }
     expect(await c.control.status()).toMatchObject({ running: true });
     expect(c.sandbox.child.exitCode).toBeNull();
+    expect(await pid1AtRest(c)).toEqual(before);
   });
 });
 
