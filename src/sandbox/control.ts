@@ -57,7 +57,7 @@ export interface ControlExitEvent {
 export type ControlEvent = ControlConnectEvent | ControlExitEvent;
 
 export interface EventStream extends AsyncIterable<ControlEvent> {
-  /** Stops listening (what was not acknowledged goes to the next subscriber). */
+  /** Stops listening (the event last delivered was not acknowledged: the next subscriber gets it). */
   close(): void;
 }
 
@@ -114,11 +114,11 @@ export class SandboxControl {
 
   /**
    * The sandbox's events, from the oldest one no subscriber has acknowledged. Each event is
-   * acknowledged when the next one is asked for (or the loop ends): one the caller was handling
-   * when it died comes again to the next subscriber, so nothing is lost across a gateway restart
-   * (compare `seq` to drop what was seen). The init keeps one subscriber: a new one replaces the
-   * old. The iteration ends when the sandbox does; it throws CONTROL_UNREACHABLE when there is no
-   * socket.
+   * acknowledged when the next one is asked for: the one the caller was handling when it died,
+   * threw or broke out of its loop comes again to the next subscriber, so nothing is lost across
+   * a gateway restart (compare `seq` to drop what was seen). The init keeps one subscriber: a new
+   * one replaces the old. The iteration ends when the sandbox does; it throws CONTROL_UNREACHABLE
+   * when there is no socket.
    */
   events(): EventStream {
     const socket = connectControl(this.socketPath);
@@ -168,10 +168,9 @@ export class SandboxControl {
       if (lastDelivered !== null && !socket.destroyed) socket.write(`{"ack":${lastDelivered}}\n`);
       lastDelivered = null;
     };
-    const close = () => {
-      ack();
-      socket.end();
-    };
+    // No acknowledgement here: a loop that ends by an exception must not have its event taken
+    // for handled.
+    const close = () => socket.end();
     return {
       close,
       [Symbol.asyncIterator]: () => ({
