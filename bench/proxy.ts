@@ -2,7 +2,7 @@
  * Egress proxy bench: tunnel set-up latency (p50), bulk throughput through a raw CONNECT tunnel,
  * keep-alive request rate through a terminated (inspected) tunnel, each against a direct connection
  * to the same loopback upstream measured in the same run; set-up and throughput also through the
- * proxy Anthropic's sandbox-runtime (srt 0.0.78, the devDependency) runs on the host, in this same
+ * proxy Anthropic's sandbox-runtime (srt, the devDependency) runs on the host, in this same
  * process, allowing every host; reload → effect time; and the cost of finding the caller through
  * /proc.
  *
@@ -15,6 +15,7 @@
  * under L7, reload effective ≤ 100 ms.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +30,10 @@ import { nativeTunnelPump } from '../src/sandbox/native-paths.js';
 import { percentiles, type BenchModule, type BenchRow } from './framework.js';
 import type { ClientTask, PeerRole, UpstreamInfo } from './proxy-peer.js';
 
+/** The version of srt compared with, as installed (package-lock.json pins it). */
+const SRT_VERSION = (
+  createRequire(import.meta.url)('@anthropic-ai/sandbox-runtime/package.json') as { version: string }
+).version;
 const MiB = 1024 * 1024;
 const BULK_BYTES = 512 * MiB;
 const LATENCY_SAMPLES = 400;
@@ -178,7 +183,7 @@ async function run(): Promise<BenchRow[]> {
       target: { max: dLat + 0.5 },
     });
     rows.push({
-      name: 'tunnel set-up, p50, beside srt 0.0.78’s proxy (allowing every host)',
+      name: `tunnel set-up, p50, beside srt ${SRT_VERSION}’s proxy (allowing every host)`,
       value: pLat,
       unit: 'ms',
       baseline: median(viaSrt),
@@ -214,7 +219,7 @@ async function run(): Promise<BenchRow[]> {
       target: { min: 0.8 * dTp },
     });
     rows.push({
-      name: `raw tunnel throughput (${BULK_BYTES / MiB} MiB), beside srt 0.0.78’s proxy, median of ${ROUNDS}`,
+      name: `raw tunnel throughput (${BULK_BYTES / MiB} MiB), beside srt ${SRT_VERSION}’s proxy, median of ${ROUNDS}`,
       value: pTp,
       unit: 'MiB/s',
       baseline: sTp,
@@ -262,7 +267,7 @@ async function run(): Promise<BenchRow[]> {
         `PROXY TCP4 127.0.0.1 127.0.0.1 40001 3128\r\nCONNECT raw.bench.test:${info.echoPort} HTTP/1.1\r\nHost: raw.bench.test\r\n\r\n`,
       );
       await new Promise<void>((r) => s.once('data', () => r()));
-      s.write('x');
+      s.write('x\n'); // a line: the proxy decides what a raw tunnel speaks on whole tokens
       await new Promise<void>((r) => s.once('data', () => r()));
       const closed = new Promise<void>((r) => s.once('close', () => r()));
       s.on('error', () => undefined);

@@ -6,27 +6,30 @@
  * MODULES. `node dist/bench/run.js NAME…` runs only the named modules; `--no-write` leaves
  * docs/benchmarks.md alone.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { carapaceNodePath } from '../scripts/carapace-node.js';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
 import { policyDecisionBench } from './policy-decisions.js';
 import { proxyBench } from './proxy.js';
 import { sandboxConnectBench } from './sandbox-connect.js';
+import { proxyFloodBench } from './proxy-flood.js';
 import { sandboxExecBench } from './sandbox-exec.js';
 import { sandboxMemoryBench } from './sandbox-memory.js';
-import { sandboxOneShotBench } from './sandbox-oneshot.js';
 import { sandboxStartBench } from './sandbox-start.js';
 import { sandboxTunnelBench } from './sandbox-tunnel.js';
+import { startupBench } from './startup.js';
 
 const MODULES: BenchModule[] = [
   policyDecisionBench,
   sandboxStartBench,
-  sandboxOneShotBench,
+  startupBench,
   sandboxMemoryBench,
   sandboxConnectBench,
   sandboxExecBench,
   proxyBench,
+  proxyFloodBench,
   sandboxTunnelBench,
 ];
 
@@ -43,6 +46,14 @@ function notes(): string[] {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // The baselines (`node -e 0`, srt) run on this process's Node: it must be the one Carapace runs on.
+  const node = carapaceNodePath(repoRoot());
+  if (realpathSync(process.execPath) !== realpathSync(node)) {
+    process.stderr.write(
+      `bench: runs on ${process.execPath}, not Carapace's Node ${node}: use npm run bench\n`,
+    );
+    return 2;
+  }
   const write = !argv.includes('--no-write');
   const only = argv.filter((a) => !a.startsWith('--'));
   const modules = only.length === 0 ? MODULES : MODULES.filter((m) => only.includes(m.name));

@@ -8,9 +8,9 @@ import { once } from 'node:events';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { defaultPolicyPath } from '../src/gateway/one-off-run.js';
-import { loadSandboxSettings } from '../src/gateway/policy-settings.js';
-import { specFromSettings, type SandboxSettings } from '../src/gateway/sandbox-spec-from-policy.js';
+import { defaultPolicyPath } from '../src/runtime/one-off-run.js';
+import { loadSandboxSettings } from '../src/runtime/policy-settings.js';
+import { specFromSettings, type SandboxSettings } from '../src/runtime/sandbox-spec-from-policy.js';
 import { MERGED_USR_ROOT } from '../src/sandbox/bwrap-minimal.js';
 import { agentStarted } from '../src/sandbox/launch.js';
 import {
@@ -63,7 +63,7 @@ export async function startIn(
   const spec = specFromSettings(settings, {
     name,
     workspace: sandboxPaths(home.dirs, name).defaultWorkspace,
-    env: [],
+    env: {},
     mounts: [],
     command,
   });

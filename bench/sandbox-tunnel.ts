@@ -75,7 +75,7 @@ WARMUP = 300
 def once():
     t0 = time.perf_counter()
     s = connect()
-    s.sendall(b'x')
+    s.sendall(b'x\n')  # a line: the proxy decides what a raw tunnel speaks on whole tokens
     if s.recv(1) != b'x': sys.exit('the echo did not answer')
     ms = (time.perf_counter() - t0) * 1000
     s.close()
@@ -124,7 +124,7 @@ async function run(): Promise<BenchRow[]> {
         '',
       ].join('\n'),
     );
-    const cli = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+    const cli = join(packageRoot(), 'dist', 'cli', 'carapace.js');
     const env = { ...process.env, CARAPACE_HOME: home.dir };
     const network = [
       '--policy',

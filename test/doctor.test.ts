@@ -8,10 +8,12 @@ describe('carapace doctor', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const report = JSON.parse(r.stdout) as {
-      capabilities: { id: string; status: string }[];
+      carapace: { version: string; node: { version: string; path: string } };
+      capabilities: { id: string; status: string; detail: string }[];
       landlockAbi: number;
     };
     expect(report.capabilities.map((c) => c.id)).toEqual([
+      'node',
       'bwrap',
       'userns',
       'landlock',
@@ -21,6 +23,13 @@ describe('carapace doctor', () => {
       'tcp-hash',
       'disk',
     ]);
+    // The Node it runs on: here the one the test spawned it with, Carapace's own under npm test.
+    expect(report.carapace.node).toEqual({ version: process.version, path: process.execPath });
+    expect(report.capabilities[0]).toMatchObject({
+      status: 'ok',
+      detail: expect.stringContaining(process.execPath),
+    });
+    expect(report.carapace.version).toMatch(/^\d+\.\d+\.\d+/);
     expect(report.landlockAbi).toBeGreaterThanOrEqual(1);
     expect(report.capabilities.find((c) => c.id === 'bwrap')?.status).toBe('ok');
   });
@@ -30,6 +39,12 @@ describe('carapace doctor', () => {
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/FAIL\s+bubblewrap/);
     expect(r.stdout).toMatch(/fix:\s+apt-get install bubblewrap/);
+  });
+
+  it('says first which Node.js and which carapace it is', () => {
+    const first = carapace(['doctor']).stdout.split('\n')[0];
+    expect(first).toMatch(/^ok\s+Node\.js\s+v\d+/);
+    expect(first).toContain(`${process.version} at ${process.execPath} (carapace `);
   });
 });
 

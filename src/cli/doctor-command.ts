@@ -1,11 +1,18 @@
 import type { Command } from 'commander';
 import { probeHost, type Capability } from '../sandbox/host-capabilities.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
+import { carapaceVersion } from './version.js';
 
 const MARK: Record<Capability['status'], string> = { ok: 'ok  ', degraded: 'warn', missing: 'FAIL' };
 
 /** Capabilities without which no sandbox can start: doctor exits non-zero when one is missing. */
 const REQUIRED = new Set(['bwrap', 'userns', 'seccomp']);
+
+/** The Node.js this process runs on (main.ts refuses one older than NODE_MAJOR). */
+function nodeRuntime(version: string): Capability {
+  const detail = `${process.version} at ${process.execPath} (carapace ${version})`;
+  return { id: 'node', title: 'Node.js', status: 'ok', detail };
+}
 
 export function registerDoctor(program: Command): void {
   program
@@ -18,10 +25,16 @@ export function registerDoctor(program: Command): void {
       const [{ sweepDeadRuns }, { hostIdentities }, { reportLostRuns }] = await Promise.all([
         import('../sandbox/sweep.js'),
         import('../sandbox/identity.js'),
-        import('../gateway/one-off-run.js'),
+        import('../runtime/one-off-run.js'),
       ]);
-      await reportLostRuns(await sweepDeadRuns(dirs, hostIdentities()));
-      const report = probeHost(dirs.state);
+      await reportLostRuns(await sweepDeadRuns(dirs, hostIdentities()), dirs);
+      const version = carapaceVersion();
+      const host = probeHost(dirs.state);
+      const report = {
+        carapace: { version, node: { version: process.version, path: process.execPath } },
+        ...host,
+        capabilities: [nodeRuntime(version), ...host.capabilities],
+      };
       if (opts.json) {
         process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       } else {

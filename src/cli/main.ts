@@ -1,18 +1,49 @@
-#!/usr/bin/env node
 /**
  * The `carapace` command. Library code throws typed errors; this file alone turns them into one
  * line on stderr and an exit code.
+ *
+ * Its start-up is the floor of every command a user types (docs/benchmarks.md): `--version` reads
+ * one file, a well-formed `run [options] -- CMD` loads the sandbox and nothing else, and the rest
+ * loads only the command asked for. Installed, this file is the entry of the bundle in dist/cli/
+ * (scripts/build-cli.ts), started by the Node its first line names.
  */
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import nodeModule from 'node:module';
 import { join } from 'node:path';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { exitCodeFor, messageFor } from './errors.js';
+import { carapaceVersion, NODE_MAJOR } from './version.js';
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
-  return pkg.version;
+// Older Node.js releases lack what the bundle uses (and their security fixes): one line, not a
+// stack (which is why `node:module` is imported whole: Node 20 has no enableCompileCache to link).
+if (Number(process.versions.node.split('.')[0]) < NODE_MAJOR) {
+  process.stderr.write(
+    `carapace: needs Node.js ${NODE_MAJOR} or newer, not ${process.version} (${process.execPath}): ` +
+      'run the carapace that ./install.sh puts on PATH, which starts the Node.js npm ci installed\n',
+  );
+  process.exit(1);
 }
+
+/**
+ * V8's compiled code of the modules loaded below, cached between runs (Node's compile cache).
+ * V8 trusts what it reads back, so whoever can write the cache can run code in every later
+ * `carapace`, as root when root runs it: the cache lives beside the code, in the installation's
+ * own dist/, in a directory private to its owner (Node adds one subdirectory per uid inside), and
+ * never where a sandbox or another user can write. Another user runs uncached. Set before the
+ * first dynamic import: what is already compiled by now is this file's chunk.
+ */
+function enableCodeCache(): void {
+  const dir = join(packageRoot(), 'dist', 'compile-cache');
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if ((statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700);
+  } catch {
+    return; // not ours (or a read-only installation): run uncached
+  }
+  nodeModule.enableCompileCache(dir);
+}
+enableCodeCache();
 
 /**
  * Each command's module, loaded only when that command is the one asked for: the policy engine
@@ -21,20 +52,22 @@ function version(): string {
  */
 const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   doctor: async () => (await import('./doctor-command.js')).registerDoctor,
+  gateway: async () => (await import('./gateway-command.js')).registerGateway,
   policy: async () => (await import('./policy-command.js')).registerPolicy,
   run: async () => (await import('./run-command.js')).registerRun,
+  sandbox: async () => (await import('./sandbox-command.js')).registerSandbox,
 };
 
-export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
+async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const { Command } = await import('commander');
   const program = new Command('carapace')
     .description('A secure, sandboxed runtime for always-on AI agents.')
-    .version(version(), '-V, --version', 'print the version')
+    .version(carapaceVersion(), '-V, --version', 'print the version')
     .showSuggestionAfterError(true)
     .enablePositionalOptions()
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
-  const asked = argv[2];
+  const asked = argv[2] === 'sb' ? 'sandbox' : argv[2]; // commander knows the alias; the loader too
   const names = asked !== undefined && asked in COMMANDS ? [asked] : Object.keys(COMMANDS);
   for (const register of await Promise.all(names.map((n) => COMMANDS[n]!()))) register(program);
   return program;
@@ -42,11 +75,15 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
 
 async function main(argv: string[]): Promise<number> {
   try {
+    if (argv.length === 3 && (argv[2] === '--version' || argv[2] === '-V')) {
+      process.stdout.write(`${carapaceVersion()}\n`);
+      return 0;
+    }
     if (argv[2] === 'run') {
       // A well-formed `carapace run [options] -- CMD` starts without loading commander.
       const run = await import('./run-command.js');
       const opts = run.parseRunArgs(argv.slice(3));
-      if (opts !== null) return await run.runOneOff(opts);
+      if (opts !== null) return await run.run(opts);
     }
     const program = await buildProgram(argv);
     await program.parseAsync(argv);

@@ -5,7 +5,8 @@
  */
 import type { Command } from 'commander';
 import { parseArgs } from 'node:util';
-import { runOneOff, type RunOptions } from '../gateway/one-off-run.js';
+import { runOneOff } from '../runtime/one-off-run.js';
+import { runHost, runRequest, type RunArgs } from './run-options.js';
 
 const RUN_OPTIONS = {
   policy: {
@@ -84,7 +85,7 @@ type Parsed = {
   credential?: string[] | undefined;
 };
 
-function toRunOptions(opts: Parsed, command: string[]): RunOptions {
+function toRunArgs(opts: Parsed, command: string[]): RunArgs {
   return {
     policy: opts.policy,
     workspace: opts.workspace,
@@ -98,7 +99,6 @@ function toRunOptions(opts: Parsed, command: string[]): RunOptions {
     allowLocal: opts.allowLocal ?? [],
     upstreamCa: opts.upstreamCa,
     credentials: opts.credential ?? [],
-    uidBase: process.env.CARAPACE_UID_BASE ? Number(process.env.CARAPACE_UID_BASE) : undefined,
   };
 }
 
@@ -107,12 +107,12 @@ function toRunOptions(opts: Parsed, command: string[]): RunOptions {
  * command. Anything else (help, a typo, a missing value or command) is null, and goes to
  * commander, which says what is wrong.
  */
-export function parseRunArgs(args: readonly string[]): RunOptions | null {
+export function parseRunArgs(args: readonly string[]): RunArgs | null {
   const end = args.indexOf('--');
   if (end < 0 || end === args.length - 1) return null;
   try {
     const { values } = parseArgs({ args: args.slice(0, end), options: RUN_OPTIONS, strict: true });
-    return toRunOptions(
+    return toRunArgs(
       {
         ...values,
         bestEffortLimits: values['best-effort-limits'],
@@ -126,7 +126,10 @@ export function parseRunArgs(args: readonly string[]): RunOptions | null {
   }
 }
 
-export { runOneOff };
+/** Runs the parsed command line: its input checked, the host's settings read, one sandbox. */
+export function run(args: RunArgs): Promise<number> {
+  return runOneOff(runRequest(args), runHost());
+}
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -141,6 +144,6 @@ export function registerRun(program: Command): void {
     else command.option(option.flags, option.help);
   }
   command.passThroughOptions().action(async (args: string[], opts: Parsed) => {
-    process.exitCode = await runOneOff(toRunOptions(opts, args));
+    process.exitCode = await run(toRunArgs(opts, args));
   });
 }

@@ -52,3 +52,11 @@ export function gatewayUsers(files: HostAccounts = HOST_ACCOUNTS): GatewayUser[]
   }
   return [...users.values()].sort((a, b) => a.uid - b.uid);
 }
+
+/** A user's primary gid, from the passwd file; null when the uid has no entry. */
+export function primaryGid(uid: number, files: HostAccounts = HOST_ACCOUNTS): Promise<number | null> {
+  for (const [, , uidText, gidText] of lines(files.passwdFile)) {
+    if (Number(uidText) === uid && gidText !== undefined) return Promise.resolve(Number(gidText));
+  }
+  return Promise.resolve(null);
+}

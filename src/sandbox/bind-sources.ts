@@ -49,6 +49,11 @@ export interface OpenBindsInput {
   registry: WritableTreeRegistry;
   /** Where alias mount points are made (the sandbox's runtime directory). */
   runtime: string;
+  /**
+   * Host paths someone else checked (the gateway, as its caller): what is opened must be the very
+   * inode they saw, or the start is refused before anything is handed over.
+   */
+  expected?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
 }
 
 export interface OpenedBinds {
@@ -95,7 +100,10 @@ export function openBinds(input: OpenBindsInput): OpenedBinds {
       if (op.kind === 'tree-bind' && op.path === WORKSPACE_PATH)
         source = { ...workspace, fd: dupPath(workspace.fd) };
       else if (op.kind === 'tree-bind') source = openTreeSource(op, input, trees, owner, workspace);
-      else source = openMountSource(op, trees);
+      else {
+        source = openMountSource(op, trees);
+        if (source) expectInode(input, op.host, source);
+      }
       if (source === null) {
         plan.missing.push(op.path);
         continue;
@@ -112,6 +120,21 @@ export function openBinds(input: OpenBindsInput): OpenedBinds {
   } catch (err) {
     for (const fd of opened.fds) closeSync(fd);
     throw err;
+  }
+}
+
+/** Refuses a source that is not the inode a caller's check saw at `path` (a swap since then). */
+function expectInode(input: OpenBindsInput, path: string, opened: OpenedHostPath): void {
+  const want = input.expected?.get(path);
+  if (!want) return;
+  const st = fstatSync(opened.fd);
+  if (st.dev !== want.dev || st.ino !== want.ino) {
+    closeSync(opened.fd);
+    throw new HostPathError(
+      'changed',
+      path,
+      `${path} changed between the caller's check and the start (another directory is there now): try again`,
+    );
   }
 }
 
@@ -142,6 +165,7 @@ function openWorkspace(input: OpenBindsInput, trees: SandboxTrees, owner: TreeOw
     }
     throw err;
   }
+  expectInode(input, input.workspace, ws);
   if (owner === null) return ws;
   // One fd for the whole hand-over: what is checked, walked and chmod'ed is the same directory.
   const dir = openSync(`/proc/self/fd/${ws.fd}`, constants.O_RDONLY | constants.O_DIRECTORY);

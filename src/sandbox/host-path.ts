@@ -30,7 +30,9 @@ export type HostPathErrorCode =
   | 'not-found'
   /** The launching user cannot pass a directory on the way (no search right). */
   | 'unreachable'
-  | 'too-many-links';
+  | 'too-many-links'
+  /** Not the inode a caller's check saw there (bind-sources.ts, `expected`). */
+  | 'changed';
 
 export class HostPathError extends SandboxStartError {
   override name = 'HostPathError';

@@ -51,6 +51,8 @@ export interface StartOptions {
   auditFile?: string | undefined;
   /** The host root the sandbox mirrors (mount-plan.ts): `/`, except in tests of other layouts. */
   hostRoot?: string | undefined;
+  /** Workspace and --mount sources a caller checked: the inode each must still be (bind-sources.ts). */
+  expectedInodes?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
 
   // A sandbox a gateway holds (control.ts, docs/architecture.md "The control socket"):
   /**
@@ -118,6 +120,11 @@ export interface StartedSandbox {
   cleanup(): Promise<void>;
 }
 
+/** The key of a sandbox's host resources: its id, or (a one-off run) its name. */
+export function sandboxId(spec: Pick<SandboxSpec, 'id' | 'name'>): string {
+  return spec.id ?? spec.name;
+}
+
 export function newSandboxName(): string {
   return `run-${randomBytes(4).toString('hex')}`;
 }
@@ -132,11 +139,14 @@ export function sandboxPaths(dirs: StateDirs, name: string) {
 }
 
 export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promise<StartedSandbox> {
-  const paths = sandboxPaths(opts.dirs, spec.name);
+  // The id keys everything on the host (paths, lock, cgroups, uid record, proxy socket); the name
+  // is the owner's label and the sandbox's hostname. A one-off run's id is its name.
+  const id = sandboxId(spec);
+  const paths = sandboxPaths(opts.dirs, id);
   prepareStateDirs(opts.dirs);
-  const lock = SandboxLock.acquire(join(opts.dirs.run, 'sandboxes'), spec.name);
+  const lock = SandboxLock.acquire(join(opts.dirs.run, 'sandboxes'), id);
   const registry = opts.identities;
-  const owner = { state: opts.dirs.state, name: spec.name };
+  const owner = { state: opts.dirs.state, name: id };
   let identity: SandboxIdentity | null = null;
   let cgroup: SandboxCgroup | null = null;
   let network: NetworkAttachment | null = null;
@@ -161,7 +171,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   try {
     // Cgroups are host-wide, state directories are not: each start gets its own cgroup directory,
     // so two sandboxes of one name (two users, two state directories) never share or remove one.
-    const cgroupKey = `${spec.name}.${randomBytes(4).toString('hex')}`;
+    const cgroupKey = `${id}.${randomBytes(4).toString('hex')}`;
     // Written down before any of it exists: a crash from here on leaves a record to sweep.
     lock.note({
       state: opts.dirs.state,
@@ -181,7 +191,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       : rootlessIdentity();
     prepareStorage(paths.storage, identity);
     if (opts.network) {
-      network = await opts.network(spec.name, identity);
+      network = await opts.network(id, identity);
       if (network.hostDir !== undefined) lock.note({ net: network.hostDir });
     }
     const { files, mask } = writeRuntimeFiles(opts.dirs.run, paths.runtime, spec, network?.files ?? []);
@@ -202,12 +212,13 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     // (and the workspace made and handed over on the way).
     const binds = openBinds({
       plan,
-      name: spec.name,
+      name: id,
       identity,
       workspace: spec.workspace,
       landlock: spec.landlock,
       registry: new WritableTreeRegistry(opts.dirs),
       runtime: paths.runtime,
+      expected: opts.expectedInodes,
     });
     bindFds = binds.fds;
     const controlDir = opts.control ? join(paths.runtime, 'control') : null;
@@ -278,8 +289,7 @@ function prepareStateDirs(dirs: StateDirs): void {
     mkdirSync(d, { recursive: true, mode: 0o711 });
     chmodSync(d, 0o711);
   }
-  const home = process.env.CARAPACE_HOME;
-  if (home && dirname(dirs.state) === home) chmodSync(home, statSync(home).mode | 0o111);
+  if (dirs.home && dirname(dirs.state) === dirs.home) chmodSync(dirs.home, statSync(dirs.home).mode | 0o111);
 }
 
 /**

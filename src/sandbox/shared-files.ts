@@ -18,7 +18,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 function digest(...parts: (string | Buffer)[]): string {
@@ -53,13 +53,19 @@ let program: Buffer | undefined;
  */
 export async function seccompProgram(runDir: string): Promise<Buffer> {
   if (program) return program;
+  // Bundled (dist/cli/, scripts/build-cli.ts) there is no seccomp/ directory: every build rewrites
+  // the chunks, this module's among them, so its own size and mtime stand for the seccomp modules'.
+  const here = fileURLToPath(import.meta.url);
   const sources = fileURLToPath(new URL('./seccomp/', import.meta.url));
-  const stamp = readdirSync(sources)
-    .sort()
-    .map((f) => {
-      const st = statSync(join(sources, f));
-      return `${f}:${st.size}:${st.mtimeMs}`;
-    });
+  const files = existsSync(sources)
+    ? readdirSync(sources)
+        .sort()
+        .map((f) => join(sources, f))
+    : [here];
+  const stamp = files.map((file) => {
+    const st = statSync(file);
+    return `${basename(file)}:${st.size}:${st.mtimeMs}`;
+  });
   const path = join(runDir, 'shared', `seccomp-${process.arch}-${digest(...stamp)}.bpf`);
   if (existsSync(path)) {
     program = readFileSync(path);

@@ -10,7 +10,13 @@ export interface HostMount {
 }
 
 export interface SandboxSpec {
-  /** Sandbox name: also its hostname, its cgroup's name and the key of its state. */
+  /**
+   * The key of everything the sandbox has on the host (state and runtime directories, lock,
+   * cgroups, uid record, proxy socket): an opaque id the gateway assigns. A one-off run has none,
+   * and its name is the key.
+   */
+  id?: string | undefined;
+  /** Sandbox name: the owner's label for it, and its hostname. */
   name: string;
   /** Host directory mounted at /sandbox, the persistent workspace. */
   workspace: string;

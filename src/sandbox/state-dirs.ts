@@ -9,11 +9,17 @@ import { join } from 'node:path';
 export interface StateDirs {
   state: string;
   run: string;
+  /** CARAPACE_HOME, when it set both (sandbox uids must be able to traverse it). */
+  home?: string | undefined;
 }
 
 export function stateDirs(env: NodeJS.ProcessEnv = process.env): StateDirs {
   if (env.CARAPACE_HOME)
-    return { state: join(env.CARAPACE_HOME, 'state'), run: join(env.CARAPACE_HOME, 'run') };
+    return {
+      state: join(env.CARAPACE_HOME, 'state'),
+      run: join(env.CARAPACE_HOME, 'run'),
+      home: env.CARAPACE_HOME,
+    };
   if (process.getuid?.() === 0) return { state: '/var/lib/carapace', run: '/run/carapace' };
   const stateHome = env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state');
   const runtime = env.XDG_RUNTIME_DIR ?? join(tmpdir(), `carapace-${process.getuid?.() ?? 'user'}`);

@@ -1,11 +1,14 @@
-/** Runs the built `carapace` CLI (dist/) as a real process, as a user would. */
+/**
+ * Runs the built `carapace` CLI as a real process, as a user would: the bundle the launcher on PATH
+ * starts (dist/cli/carapace.js), on this process's Node, which `npm test` makes Carapace's own.
+ */
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
-export const CLI = join(REPO, 'dist', 'src', 'cli', 'main.js');
+export const CLI = join(REPO, 'dist', 'cli', 'carapace.js');
 
 export interface CliResult {
   status: number | null;

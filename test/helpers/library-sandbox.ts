@@ -6,9 +6,9 @@
 import { once } from 'node:events';
 import { chmodSync } from 'node:fs';
 import { loadPolicyFile, resolveLimits } from '../../src/policy/index.js';
-import { defaultPolicyPath } from '../../src/gateway/one-off-run.js';
-import { settingsFromPolicy } from '../../src/gateway/policy-settings.js';
-import { specFromSettings } from '../../src/gateway/sandbox-spec-from-policy.js';
+import { defaultPolicyPath } from '../../src/runtime/one-off-run.js';
+import { settingsFromPolicy } from '../../src/runtime/policy-settings.js';
+import { specFromSettings } from '../../src/runtime/sandbox-spec-from-policy.js';
 import {
   newSandboxName,
   sandboxPaths,
@@ -45,7 +45,7 @@ export async function startLibrarySandbox(
   const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
     name,
     workspace: sandboxPaths(dirs, name).defaultWorkspace,
-    env: [],
+    env: {},
     mounts: [],
     command,
   });

@@ -3,9 +3,9 @@
  * optionally a log file and detached (src/sandbox/sandbox.ts, StartOptions).
  */
 import { chmodSync } from 'node:fs';
-import { defaultPolicyPath } from '../../src/gateway/one-off-run.js';
-import { settingsFromPolicy } from '../../src/gateway/policy-settings.js';
-import { specFromSettings } from '../../src/gateway/sandbox-spec-from-policy.js';
+import { defaultPolicyPath } from '../../src/runtime/one-off-run.js';
+import { settingsFromPolicy } from '../../src/runtime/policy-settings.js';
+import { specFromSettings } from '../../src/runtime/sandbox-spec-from-policy.js';
 import { loadPolicyFile, resolveLimits } from '../../src/policy/index.js';
 import type { ExecProcess } from '../../src/sandbox/control.js';
 import { hostIdentities } from '../../src/sandbox/identity.js';
@@ -39,7 +39,7 @@ export async function startHeld(
   const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
     name,
     workspace: sandboxPaths(dirs, name).defaultWorkspace,
-    env: [],
+    env: {},
     mounts: [],
     command,
   });

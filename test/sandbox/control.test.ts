@@ -126,9 +126,9 @@ describe('detached', () => {
       script,
       `
 import { chmodSync } from 'node:fs';
-import { defaultPolicyPath } from ${dist('gateway/one-off-run.js')};
-import { settingsFromPolicy } from ${dist('gateway/policy-settings.js')};
-import { specFromSettings } from ${dist('gateway/sandbox-spec-from-policy.js')};
+import { defaultPolicyPath } from ${dist('runtime/one-off-run.js')};
+import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
+import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
 import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
 import { hostIdentities } from ${dist('sandbox/identity.js')};
 import { agentStarted } from ${dist('sandbox/launch.js')};
@@ -139,7 +139,7 @@ chmodSync(home, 0o711);
 const dirs = stateDirs({ CARAPACE_HOME: home });
 const policy = loadPolicyFile(defaultPolicyPath());
 const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
-  name: 'detached', workspace: sandboxPaths(dirs, 'detached').defaultWorkspace, env: [], mounts: [],
+  name: 'detached', workspace: sandboxPaths(dirs, 'detached').defaultWorkspace, env: {}, mounts: [],
   command: ['sh', '-c', 'echo started; while :; do sleep 1; done'],
 });
 const started = await startSandbox(spec, {

@@ -28,7 +28,7 @@ export class ApiServer {
   private readonly callers = new WeakMap<object, Caller>();
 
   constructor(
-    private readonly routes: readonly Route[],
+    private routes: readonly Route[],
     private readonly opts: ApiServerOptions = {},
   ) {
     this.http = createServer({ requestTimeout: 0, keepAliveTimeout: 30_000 }, (req, res) => {
@@ -38,6 +38,11 @@ export class ApiServer {
       void this.handleUpgrade(req, socket, head);
     });
     this.http.on('clientError', (_err, socket: Duplex) => socket.destroy());
+  }
+
+  /** Replaces the routes (once they can be made: they may need to know where the server listens). */
+  setRoutes(routes: readonly Route[]): void {
+    this.routes = routes;
   }
 
   /** Serves one accepted connection as `caller`. */

@@ -13,16 +13,17 @@ import { dirname, resolve } from 'node:path';
 import { HostPathError, openHostPath, realPathOf, type SandboxTrees } from '../sandbox/host-path.js';
 import { WritableTreeRegistry } from '../sandbox/writable-trees.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
-import { parseMount, RunInputError } from './sandbox-spec-from-policy.js';
+import type { HostMount } from '../sandbox/spec.js';
+import { RunInputError } from './sandbox-spec-from-policy.js';
 
 /**
  * Every tree a sandbox of this state directory can write, plus the ones this run is about to give
  * its sandbox (its workspace and writable --mount sources, by the real path they will have).
  */
-export function runTrees(dirs: StateDirs, workspace: string, mounts: string[]): SandboxTrees {
+export function runTrees(dirs: StateDirs, workspace: string, mounts: HostMount[]): SandboxTrees {
   const registry = new WritableTreeRegistry(dirs);
   const known = registry.trees();
-  const ours = [workspace, ...mounts.map(parseMount).flatMap((m) => (m.readOnly ? [] : [m.host]))];
+  const ours = [workspace, ...mounts.flatMap((m) => (m.readOnly ? [] : [m.host]))];
   return registry.trees(ours.map((p) => realOrAsGiven(p, known)));
 }
 
@@ -42,7 +43,7 @@ function realOrAsGiven(path: string, trees: SandboxTrees): string {
 /** A policy or audit file inside a tree a sandbox can write. */
 export class SandboxWritableFileError extends RunInputError {
   override name = 'SandboxWritableFileError';
-  readonly code = 'sandbox-writable';
+  override readonly code = 'SANDBOX_WRITABLE_FILE';
   constructor(
     message: string,
     readonly path: string,

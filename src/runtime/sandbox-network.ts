@@ -18,6 +18,7 @@ import {
   SANDBOX_CA_PATH,
   sandboxProxyEnv,
   TlsAuthority,
+  type BudgetLimits,
   type CallerQuery,
   type CallerResolver,
   type CallerResult,
@@ -53,8 +54,15 @@ export interface SandboxNetworkOptions {
   generation: PolicyGeneration;
   /** Credential values by name; the agent sees placeholders. */
   credentials: ReadonlyMap<string, string>;
+  /** The sandbox's limits: what the proxy may spend on it derives from them (docs/proxy.md). */
+  limits?: BudgetLimits | undefined;
   /** Receives the attached proxy, e.g. to hot-reload its policy. */
   onAttached?: (sandbox: SandboxProxy) => void;
+  /**
+   * Where the sandbox's CA key is kept (0600), so that a sandbox that outlives this process keeps
+   * trusting the proxy's certificates; without it the CA lives and dies with this process.
+   */
+  caDir?: string | undefined;
 }
 
 /** A NetworkProvider (see sandbox.ts) backed by an in-process egress proxy. */
@@ -64,7 +72,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (!identity.rootless) chownSync(dir, identity.uid, identity.gid);
-    const authority = TlsAuthority.create({ sandbox: name });
+    const authority = TlsAuthority.create({ sandbox: name, stateDir: opts.caDir });
     const resolver = new SandboxCallerResolver();
     const attached = await opts.proxy.attachSandbox({
       name,
@@ -74,6 +82,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
       callerResolver: resolver,
       credentials: opts.credentials,
       authority,
+      limits: opts.limits,
     });
     opts.onAttached?.(attached);
     const relayDir = openSync(dir, O_PATH | O_DIRECTORY);

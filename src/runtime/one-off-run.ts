@@ -8,36 +8,48 @@ import { agentStarted, SandboxStartError, startFailure, type InitEvent } from '.
 import type { SandboxTrees } from '../sandbox/host-path.js';
 import { directConnectEvent, parseDirectConnect } from './direct-connect-audit.js';
 import { packageRoot } from '../sandbox/native-paths.js';
-import { newSandboxName, sandboxPaths, startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
+import { newSandboxName, sandboxPaths, type StartedSandbox } from '../sandbox/sandbox.js';
+import type { EgressProxy } from '../proxy/index.js';
+import { BubblewrapDriver, type BubblewrapSandbox } from './bubblewrap-driver.js';
+import { Runtime } from './runtime.js';
 import { assertSandboxName, hostIdentities } from '../sandbox/identity.js';
-import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
+import type { StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns, type LostRun } from '../sandbox/sweep.js';
-import type { RunNetwork } from './run-network.js';
+import { WritableTreeRegistry } from '../sandbox/writable-trees.js';
+import type { NetworkInput, RunNetwork } from './run-network.js';
+import type { HostMount } from '../sandbox/spec.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
 import { openAuditFile, readPolicyText, runTrees, SandboxWritableFileError } from './run-files.js';
-import {
-  parseMount,
-  RunInputError,
-  specFromSettings,
-  type SandboxSettings,
-} from './sandbox-spec-from-policy.js';
+import { RunInputError, specFromSettings, type SandboxSettings } from './sandbox-spec-from-policy.js';
 
-export interface RunOptions {
+/** A one-off run, as the CLI parsed it (src/cli/run-options.ts): nothing here is read again. */
+export interface RunRequest {
+  /** The policy file; without one, the built-in default policy (no network). */
   policy?: string | undefined;
+  /** Absolute; without one, a temporary workspace. */
   workspace?: string | undefined;
-  env: string[];
-  mounts: string[];
+  env: Record<string, string>;
+  mounts: HostMount[];
   name?: string | undefined;
+  /** Absolute path of the audit file. */
   audit?: string | undefined;
   bestEffortLimits: boolean;
   command: string[];
-  /** Network options (used with --policy; the default policy has no network). */
-  resolve: string[];
-  allowLocal: string[];
-  upstreamCa?: string | undefined;
-  credentials: string[];
-  /** First uid of the host's sandbox uid range (CARAPACE_UID_BASE), when not the default. */
+  /** Used with a policy file (the default policy has no network). */
+  network: NetworkInput;
+}
+
+/** The host-side settings of a run, read by the entry point from its environment. */
+export interface RunHost {
+  dirs: StateDirs;
+  /** First uid of the host's sandbox uid range, when not the default. */
   uidBase?: number | undefined;
+  /** The caller's TERM, passed to the agent. */
+  term?: string | undefined;
+  /** Cap on the Landlock ABI (simulates an older kernel; tests). */
+  landlockAbiMax?: number | undefined;
+  /** The root the sandbox mirrors instead of / (tests of another host layout). */
+  hostRoot?: string | undefined;
 }
 
 type AuditModule = typeof import('../audit/index.js');
@@ -68,26 +80,14 @@ export function defaultPolicyPath(): string {
  * loaded. A policy file may allow hosts, now or after a save: it is loaded whole and gets the proxy.
  */
 async function loadRunPolicy(
-  opts: RunOptions,
+  opts: RunRequest,
   dirs: StateDirs,
   trees: SandboxTrees,
-): Promise<{ settings: SandboxSettings; network?: (audit: AuditSink) => RunNetwork }> {
-  const networkOption = [
-    ['--resolve', opts.resolve.length > 0],
-    ['--allow-local', opts.allowLocal.length > 0],
-    ['--upstream-ca', opts.upstreamCa !== undefined],
-    ['--credential', opts.credentials.length > 0],
-  ].find(([, given]) => given)?.[0];
+): Promise<{ settings: SandboxSettings; network?: (proxy: EgressProxy, audit: AuditSink) => RunNetwork }> {
   if (opts.policy === undefined) {
-    if (networkOption) {
-      throw new RunInputError(
-        `${networkOption} needs --policy: the built-in default policy has no network (give a policy that allows hosts)`,
-      );
-    }
     return { settings: await loadSandboxSettings(defaultPolicyPath(), dirs.state) };
   }
   const [engine, runNetwork] = await Promise.all([import('../policy/index.js'), import('./run-network.js')]);
-  const input = runNetwork.checkNetworkInput(opts);
   const text = readPolicyText(opts.policy, trees);
   if (text === null) engine.readPolicyText(opts.policy); // throws the engine's error, which says why
   const parsed = engine.parsePolicy(text ?? '', opts.policy);
@@ -95,20 +95,20 @@ async function loadRunPolicy(
   const policy = parsed.policy;
   return {
     settings: settingsFromPolicy(policy, engine.resolveLimits(policy)),
-    network: (audit) => new runNetwork.RunNetwork(input, policy, audit, dirs.run),
+    network: (proxy, audit) =>
+      new runNetwork.RunNetwork(proxy, opts.network.credentials, policy, audit, dirs.run),
   };
 }
 
-export async function runOneOff(opts: RunOptions): Promise<number> {
+export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number> {
   if (opts.command.length === 0)
     throw new RunInputError('missing command: carapace run [options] -- CMD [ARGS…]');
   if (opts.name !== undefined) assertSandboxName(opts.name);
-  for (const m of opts.mounts) parseMount(m); // the form; the source is opened (and judged) at start
-  const dirs = stateDirs();
-  const identities = hostIdentities(opts.uidBase);
-  await reportLostRuns(await sweepDeadRuns(dirs, identities));
+  const dirs = host.dirs;
+  const identities = hostIdentities(host.uidBase);
+  await reportLostRuns(await sweepDeadRuns(dirs, identities), dirs);
   const name = opts.name ?? newSandboxName();
-  const workspace = opts.workspace ? resolve(opts.workspace) : sandboxPaths(dirs, name).defaultWorkspace;
+  const workspace = opts.workspace ?? sandboxPaths(dirs, name).defaultWorkspace;
   // Policy and audit files must lie outside every tree a sandbox writes, this run's included.
   const trees = runTrees(dirs, workspace, opts.mounts);
   // The audit first: a policy file refused for where it lies is a finding on the record.
@@ -139,14 +139,19 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
     command: opts.command,
   });
 
-  const network = makeNetwork?.(audit.sink) ?? null;
-  const abiOverride = process.env.CARAPACE_LANDLOCK_ABI_MAX;
+  // A runtime with one sandbox: the proxy (when the policy has a network) and the sandbox.
+  const runtime = new Runtime({
+    driver: new BubblewrapDriver({ dirs, identities }),
+    audit: audit.sink,
+    proxy: opts.network,
+  });
+  const network = makeNetwork ? makeNetwork(await runtime.proxy(), audit.sink) : null;
   let started: StartedSandbox;
   try {
-    started = await startSandbox(spec, {
-      dirs,
-      identities,
-      auditFile: opts.audit === undefined ? undefined : resolve(opts.audit),
+    const run = await runtime.start({
+      spec,
+      ownerUid: process.getuid?.() ?? 0,
+      auditFile: opts.audit,
       ephemeral: opts.name === undefined,
       removeWorkspace: opts.workspace === undefined,
       // The built-in default policy must start everywhere: where no cgroup can be had (a normal
@@ -154,12 +159,12 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
       // anyway. Limits a user wrote into their own policy still refuse without the flag.
       bestEffortLimits: opts.bestEffortLimits || opts.policy === undefined,
       stdio: 'inherit',
-      term: process.env.TERM,
-      landlockAbiMax: abiOverride ? Number(abiOverride) : undefined,
+      term: host.term,
+      landlockAbiMax: host.landlockAbiMax,
       network: network?.provider,
-      // Tests of another host layout (docs/testing.md): the root the sandbox mirrors instead of /.
-      hostRoot: process.env.CARAPACE_HOST_ROOT || undefined,
+      hostRoot: host.hostRoot,
     });
+    started = (run.started as BubblewrapSandbox).started;
   } catch (err) {
     // A start Carapace refused (a planted symlink, a limit it cannot apply, …) is on the record too.
     audit.emit((a) =>
@@ -170,7 +175,8 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
         details: { workspace },
       }),
     );
-    await network?.close();
+    network?.close();
+    await runtime.close();
     audit.close();
     throw err;
   }
@@ -237,7 +243,8 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
     await started.cleanup();
-    await network?.close();
+    network?.close();
+    await runtime.close();
     audit.close();
   }
 }
@@ -246,7 +253,7 @@ export async function runOneOff(opts: RunOptions): Promise<number> {
  * Runs whose carapace process died (SIGKILL, a crash) were swept; each gets a "lost" event in the
  * audit file it was writing, since it never wrote its stop event, and a line on stderr.
  */
-export async function reportLostRuns(lost: LostRun[]): Promise<void> {
+export async function reportLostRuns(lost: LostRun[], dirs: StateDirs): Promise<void> {
   for (const { record, left } of lost) {
     process.stderr.write(
       `carapace: swept sandbox ${record.name} left by a carapace process that died (pid ${record.pid})` +
@@ -254,8 +261,16 @@ export async function reportLostRuns(lost: LostRun[]): Promise<void> {
         '\n',
     );
     if (record.audit === undefined) continue;
+    // Opened as a run opens it: never through a symlink a sandbox planted, never inside its trees.
+    let fd: number;
+    try {
+      fd = openAuditFile(record.audit, new WritableTreeRegistry(dirs).trees());
+    } catch (err) {
+      process.stderr.write(`carapace: the lost run's audit file is not written: ${(err as Error).message}\n`);
+      continue;
+    }
     const audit = await import('../audit/index.js');
-    const log = new audit.JsonlAuditLog(record.audit);
+    const log = new audit.JsonlAuditLog(record.audit, fd);
     try {
       log.emit(
         audit.lifecycle({

@@ -15,6 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import {
+  existsSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -62,13 +63,17 @@ export function settingsFromPolicy(policy: Policy, limits: ResolvedLimits): Sand
 
 let codeFingerprint: string | undefined;
 
-/** Name, size and mtime of every file of the policy engine and of this module. */
+/**
+ * Name, size and mtime of every file of the policy engine and of this module. Bundled (dist/cli/,
+ * scripts/build-cli.ts), the engine has no directory of its own: every build rewrites the chunks,
+ * this module's among them, so its own mtime stands for the engine's.
+ */
 function fingerprint(): string {
   if (codeFingerprint !== undefined) return codeFingerprint;
   const here = fileURLToPath(import.meta.url);
   const engine = join(dirname(here), '..', 'policy');
   const parts = [CACHE_FORMAT, here, String(statSync(here).mtimeMs)];
-  for (const f of readdirSync(engine).sort()) {
+  for (const f of existsSync(engine) ? readdirSync(engine).sort() : []) {
     const st = statSync(join(engine, f));
     parts.push(`${f}:${st.size}:${st.mtimeMs}`);
   }

@@ -1,0 +1,340 @@
+/**
+ * `carapace sandbox …`: always-on sandboxes held by the gateway. Tables for people, `-o json` for
+ * scripts, a spinner on stderr for what may take a while (only on a terminal). The gateway starts
+ * on first use when the caller may run one (gateway-client.ts).
+ */
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
+import { GatewayClient, GatewayError } from './gateway-client.js';
+import { parseEnv, parseMount } from './run-options.js';
+import { table, withSpinner } from './terminal.js';
+
+/** A sandbox as the gateway shows it (src/gateway/routes.ts, sandboxView). */
+export interface SandboxView {
+  name: string;
+  id: string;
+  owner: number;
+  state: string;
+  desired: string;
+  command: string[];
+  workspace: string;
+  restart: string;
+  labels: Record<string, string>;
+  forwards: { hostPort: number; sandboxPort: number }[];
+  policyRev: number;
+  restarts: number;
+  exitCode: number | null;
+  reason: string | null;
+  createdAt: string;
+  updatedAt: string;
+  version: number;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+const path = (name: string, owner?: string, op = '') =>
+  `/v1/sandboxes/${encodeURIComponent(name)}${op}${owner !== undefined ? `?owner=${encodeURIComponent(owner)}` : ''}`;
+
+function age(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 120
+    ? `${s}s`
+    : s < 7200
+      ? `${Math.round(s / 60)}m`
+      : s < 172800
+        ? `${Math.round(s / 3600)}h`
+        : `${Math.round(s / 86400)}d`;
+}
+
+function parseForward(text: string): { hostPort: number; sandboxPort: number } {
+  const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(text);
+  const hostPort = Number(m?.[1]);
+  const sandboxPort = Number(m?.[2] ?? m?.[1]);
+  if (!m || hostPort < 1 || hostPort > 65535 || sandboxPort < 1 || sandboxPort > 65535) {
+    throw new RunInputError(`--forward "${text}": expected HOSTPORT or HOSTPORT:SANDBOXPORT (1-65535)`);
+  }
+  return { hostPort, sandboxPort };
+}
+
+function parseLabels(pairs: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of pairs) {
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new RunInputError(`--label "${p}": expected KEY=VALUE`);
+    out[p.slice(0, eq)] = p.slice(eq + 1);
+  }
+  return out;
+}
+
+function print(view: SandboxView | SandboxView[], output: string | undefined, wide = false): void {
+  if (output === 'json') {
+    process.stdout.write(JSON.stringify(view, null, 2) + '\n');
+    return;
+  }
+  const rows = Array.isArray(view) ? view : [view];
+  if (rows.length === 0) {
+    process.stdout.write('no sandboxes (create one: carapace sandbox create --name NAME -- CMD)\n');
+    return;
+  }
+  const head = [
+    'NAME',
+    'STATE',
+    'AGE',
+    'COMMAND',
+    ...(wide ? ['OWNER', 'ID', 'RESTART', 'FORWARDS', 'WORKSPACE'] : []),
+  ];
+  process.stdout.write(
+    table(
+      head,
+      rows.map((v) => [
+        v.name,
+        v.state === 'stopped' && v.exitCode !== null ? `stopped (${v.exitCode})` : v.state,
+        String(v.restarts),
+        age(v.createdAt),
+        v.command.join(' '),
+        ...(wide
+          ? [
+              String(v.owner),
+              v.id,
+              v.restart,
+              v.forwards.map((f) => `${f.hostPort}→${f.sandboxPort}`).join(',') || '-',
+              v.workspace,
+            ]
+          : []),
+      ]),
+    ),
+  );
+}
+
+export function registerSandbox(program: Command): void {
+  const sandbox = program
+    .command('sandbox')
+    .alias('sb')
+    .description('always-on sandboxes, held by the gateway');
+
+  sandbox
+    .command('create')
+    .description('create a sandbox and start its command (it keeps running after this command returns)')
+    .usage('[options] -- CMD [ARGS…]')
+    .argument('<command...>', 'the agent command, after --')
+    .option('--name <name>', 'its name (default: from the command)')
+    .option('--policy <file>', 'policy YAML (default: the restrictive built-in policy, no network)')
+    .option('--workspace <dir>', 'host directory at /sandbox (default: one the gateway keeps for it)')
+    .option('--env <name=value>', 'a variable for the agent (repeatable)', collect, [])
+    .option(
+      '--credential <name>',
+      'pass $NAME as a credential: sealed by the gateway, the agent sees a placeholder (repeatable)',
+      collect,
+      [],
+    )
+    .option('--mount <host:path[:ro]>', 'map a host path in (repeatable)', collect, [])
+    .option(
+      '--forward <port[:sandboxport]>',
+      "reach a listener inside from the host's loopback (repeatable)",
+      collect,
+      [],
+    )
+    .option('--label <key=value>', 'a label (repeatable)', collect, [])
+    .option('--restart <policy>', 'never | on-failure | always', 'never')
+    .option('--no-start', 'only record it; start it later with sandbox start')
+    .option('-o, --output <format>', 'json for scripts')
+    .passThroughOptions()
+    .action(async (command: string[], o: Record<string, unknown>) => {
+      const credentials: Record<string, string> = {};
+      for (const name of o.credential as string[]) {
+        const value = process.env[name];
+        if (!value)
+          throw new RunInputError(
+            `--credential ${name}: the environment variable ${name} is not set (export it first)`,
+          );
+        credentials[name] = value;
+      }
+      let policy: string | undefined;
+      if (o.policy !== undefined) {
+        try {
+          policy = readFileSync(o.policy as string, 'utf8');
+        } catch (err) {
+          throw new RunInputError(
+            `--policy ${o.policy as string}: ${(err as NodeJS.ErrnoException).code ?? 'cannot read it'}`,
+          );
+        }
+      }
+      const restart = o.restart as string;
+      if (!['never', 'on-failure', 'always'].includes(restart)) {
+        throw new RunInputError(`--restart ${restart}: expected never, on-failure or always`);
+      }
+      const body = {
+        name: (o.name as string | undefined) ?? defaultName(command),
+        command,
+        policy,
+        workspace: o.workspace === undefined ? undefined : resolve(o.workspace as string),
+        env: parseEnv(o.env as string[]),
+        credentials,
+        mounts: (o.mount as string[]).map(parseMount),
+        forwards: (o.forward as string[]).map(parseForward),
+        labels: parseLabels(o.label as string[]),
+        restart,
+        start: o.start !== false,
+      };
+      const client = await GatewayClient.connect();
+      const view = await withSpinner(`creating ${body.name}`, () =>
+        client.call<SandboxView>('POST', '/v1/sandboxes', body),
+      );
+      if (o.output === 'json') print(view, 'json');
+      else process.stdout.write(`${view.name} ${view.state}\n`);
+    });
+
+  sandbox
+    .command('list')
+    .alias('ls')
+    .description('your sandboxes (--all: everyone’s, for root and carapace-admin)')
+    .option('--all', "every user's sandboxes")
+    .option('-o, --output <format>', 'json | wide')
+    .action(async (o: { all?: boolean; output?: string }) => {
+      const client = await GatewayClient.connect();
+      const list = await client.call<SandboxView[]>('GET', `/v1/sandboxes${o.all ? '?all=true' : ''}`);
+      print(list, o.output, o.output === 'wide' || o.all === true);
+    });
+
+  sandbox
+    .command('get')
+    .description('one sandbox')
+    .argument('<name>')
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .option('-o, --output <format>', 'json | wide')
+    .action(async (name: string, o: { owner?: string; output?: string }) => {
+      const client = await GatewayClient.connect();
+      print(await client.call<SandboxView>('GET', path(name, o.owner)), o.output, o.output === 'wide');
+    });
+
+  sandbox
+    .command('update')
+    .description('change what needs no restart: the restart policy, labels')
+    .argument('<name>')
+    .option('--restart <policy>', 'never | on-failure | always')
+    .option('--label <key=value>', 'the labels, replacing the old ones (repeatable)', collect, [])
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .action(async (name: string, o: { restart?: string; label: string[]; owner?: string }) => {
+      if (o.restart !== undefined && !['never', 'on-failure', 'always'].includes(o.restart)) {
+        throw new RunInputError(`--restart ${o.restart}: expected never, on-failure or always`);
+      }
+      const client = await GatewayClient.connect();
+      const view = await client.call<SandboxView>('PATCH', path(name, o.owner), {
+        ...(o.restart ? { restart: o.restart } : {}),
+        ...(o.label.length ? { labels: parseLabels(o.label) } : {}),
+      });
+      process.stdout.write(`${view.name} restart=${view.restart}\n`);
+    });
+
+  for (const [op, what] of [
+    ['start', 'start a stopped sandbox'],
+    ['stop', 'stop a sandbox: SIGTERM to its agent, everything killed after the grace'],
+    ['restart', 'stop, then start again'],
+  ] as const) {
+    sandbox
+      .command(op)
+      .description(what)
+      .argument('<name>')
+      .option('--grace <seconds>', 'between SIGTERM and SIGKILL', '10')
+      .option('--owner <uid>', "another user's (root and carapace-admin)")
+      .action(async (name: string, o: { grace: string; owner?: string }) => {
+        const grace = Number(o.grace);
+        if (!Number.isFinite(grace) || grace < 0)
+          throw new RunInputError(`--grace ${o.grace}: expected seconds`);
+        const client = await GatewayClient.connect();
+        const view = await withSpinner(`${op} ${name}`, () =>
+          client.call<SandboxView>('POST', path(name, o.owner, `/${op}`), {
+            grace: Math.round(grace * 1000),
+          }),
+        );
+        process.stdout.write(`${view.name} ${view.state}\n`);
+      });
+  }
+
+  sandbox
+    .command('delete')
+    .alias('rm')
+    .description(
+      'stop and remove sandboxes and what is theirs (a workspace you gave is kept, and yours again)',
+    )
+    .argument('[names...]')
+    .option('--all', 'all of your sandboxes')
+    .option('--keep-workspace', 'keep the workspace the gateway made too (it becomes yours)')
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .action(async (names: string[], o: { all?: boolean; keepWorkspace?: boolean; owner?: string }) => {
+      const client = await GatewayClient.connect();
+      if (o.all) names = (await client.call<SandboxView[]>('GET', '/v1/sandboxes')).map((v) => v.name);
+      if (names.length === 0) throw new RunInputError('sandbox delete: name a sandbox, or give --all');
+      for (const name of names) {
+        const q = new URLSearchParams();
+        if (o.owner !== undefined) q.set('owner', o.owner);
+        if (o.keepWorkspace) q.set('keepWorkspace', 'true');
+        const r = await withSpinner(`deleting ${name}`, () =>
+          client.call<{ deleted: string; keptWorkspace: string | null }>(
+            'DELETE',
+            `/v1/sandboxes/${encodeURIComponent(name)}${q.size ? `?${q}` : ''}`,
+          ),
+        );
+        process.stdout.write(
+          `${r.deleted} deleted${r.keptWorkspace ? `; workspace kept at ${r.keptWorkspace}` : ''}\n`,
+        );
+      }
+    });
+
+  sandbox
+    .command('logs')
+    .description("the agent's output (--audit: its audit events)")
+    .argument('<name>')
+    .option('-f, --follow', 'keep printing what comes')
+    .option('--tail <n>', 'only the last N lines')
+    .option('--since <time>', 'only since TIME: an ISO date, or a duration ago like 10m, 2h, 1d')
+    .option('--audit', 'the audit events (OCSF JSON) instead of the output')
+    .option('--type <type>', 'with --audit: denied | allowed | lifecycle')
+    .option('--host <host>', 'with --audit: only events about this host')
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .option('-o, --output <format>', 'json: the records as the gateway keeps them')
+    .action(async (name: string, o: Record<string, string | boolean | undefined>) => {
+      const q = new URLSearchParams();
+      if (o.follow) q.set('follow', 'true');
+      if (o.tail !== undefined) q.set('tail', String(Number(o.tail)));
+      if (o.since !== undefined) q.set('since', String(sinceMs(o.since as string)));
+      if (o.audit) q.set('audit', 'true');
+      if (o.type !== undefined) q.set('type', o.type as string);
+      if (o.host !== undefined) q.set('host', o.host as string);
+      if (o.owner !== undefined) q.set('owner', o.owner as string);
+      const client = await GatewayClient.connect();
+      for await (const rec of client.lines<Record<string, unknown>>(
+        `/v1/sandboxes/${encodeURIComponent(name)}/logs?${q}`,
+      )) {
+        if (o.audit || o.output === 'json') {
+          process.stdout.write(JSON.stringify(rec) + '\n');
+          continue;
+        }
+        const text =
+          typeof rec.d === 'string' ? rec.d : Buffer.from(String(rec.b ?? ''), 'base64').toString();
+        (rec.s === 'err' ? process.stderr : process.stdout).write(text);
+      }
+    });
+}
+
+function defaultName(command: string[]): string {
+  const base =
+    (command[0] ?? 'sandbox')
+      .split('/')
+      .pop()!
+      .toLowerCase()
+      .replace(/[^a-z0-9_.-]/g, '') || 'sandbox';
+  return `${base.slice(0, 50)}-${Math.random().toString(16).slice(2, 6)}`;
+}
+
+function sinceMs(text: string): number {
+  const m = /^(\d+)(s|m|h|d)$/.exec(text);
+  if (m) return Date.now() - Number(m[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[m[2] as 's']!;
+  const t = Date.parse(text);
+  if (Number.isNaN(t))
+    throw new RunInputError(`--since ${text}: expected an ISO date or a duration like 10m`);
+  return t;
+}
+
+export { GatewayError };

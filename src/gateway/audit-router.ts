@@ -1,0 +1,61 @@
+/**
+ * The gateway's audit trail: one OCSF JSON-lines file per sandbox, `<state>/audit/<id>.jsonl`, in
+ * the gateway's own state directory (never in a tree a sandbox can write). Events from the shared
+ * proxy and from the gateway carry the sandbox's id; each goes to that sandbox's file, appended
+ * synchronously (a refusal is on disk before the caller learns of it). Live readers (`logs -f`)
+ * subscribe; a slow reader never holds a write up.
+ */
+import { constants, mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { JsonlAuditLog, type AuditSink, type OcsfEvent } from '../audit/index.js';
+
+export class AuditRouter implements AuditSink {
+  private readonly logs = new Map<string, JsonlAuditLog>();
+  private readonly listeners = new Set<(id: string, e: OcsfEvent) => void>();
+
+  constructor(private readonly dir: string) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+
+  pathOf(id: string): string {
+    return join(this.dir, `${id}.jsonl`);
+  }
+
+  emit(event: OcsfEvent): void {
+    const id = event.unmapped.sandbox;
+    if (typeof id !== 'string' || !/^[a-z0-9][a-z0-9_.-]*$/.test(id)) return;
+    let log = this.logs.get(id);
+    if (!log) {
+      // Our own directory (0700): no sandbox can have planted anything here.
+      const fd = openSync(
+        this.pathOf(id),
+        constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+        0o600,
+      );
+      log = new JsonlAuditLog(this.pathOf(id), fd);
+      this.logs.set(id, log);
+    }
+    log.emit(event);
+    for (const l of this.listeners) l(id, event);
+  }
+
+  /** Live events of every sandbox (callers filter). */
+  subscribe(listener: (id: string, e: OcsfEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** A sandbox for this router: events emitted through it are tagged with its id. */
+  forSandbox(id: string): AuditSink {
+    return { emit: (e) => this.emit({ ...e, unmapped: { ...e.unmapped, sandbox: id } }) };
+  }
+
+  /** Closes a sandbox's file (it is deleted, or the gateway stops). */
+  close(id?: string): void {
+    for (const [key, log] of this.logs) {
+      if (id !== undefined && key !== id) continue;
+      log.close();
+      this.logs.delete(key);
+    }
+  }
+}

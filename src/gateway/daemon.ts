@@ -1,0 +1,231 @@
+/**
+ * The gateway daemon (`carapace gateway run`): its state (SQLite), its runtime (one proxy, the
+ * sandboxes), its API on Unix sockets, and its own log (JSON lines on stdout). One per run
+ * directory: a second one refuses to start while the first lives.
+ *
+ * As root it is the system gateway: every sandbox gets its own host uid and cgroups, users reach
+ * it through their own sockets (api/sockets.ts). As a normal user it is that user's rootless
+ * gateway. Configuration comes in (the CLI reads the environment), nothing here reads it.
+ */
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { BubblewrapDriver } from '../runtime/bubblewrap-driver.js';
+import { defaultPolicyPath } from '../runtime/one-off-run.js';
+import { Runtime } from '../runtime/runtime.js';
+import { hostIdentities, processStart } from '../sandbox/identity.js';
+import type { StateDirs } from '../sandbox/state-dirs.js';
+import { sweepDeadRuns } from '../sandbox/sweep.js';
+import { ApiServer } from './api/server.js';
+import { GatewaySockets } from './api/sockets.js';
+import { AuditRouter } from './audit-router.js';
+import { LogService } from './log-service.js';
+import { gatewayRoutes } from './routes.js';
+import { SandboxLauncher } from './sandbox-launcher.js';
+import { SandboxService, type Quotas } from './sandbox-service.js';
+import type { RestartSettings } from './restart-policy.js';
+import { Database } from './store/database.js';
+import { SandboxStore } from './store/sandbox-store.js';
+import { SecretBox } from './store/secret-box.js';
+
+export interface GatewayConfig {
+  dirs: StateDirs;
+  version: string;
+  uidBase?: number | undefined;
+  quotas?: Quotas | undefined;
+  restart?: RestartSettings | undefined;
+  /** Where the gateway's own log lines go (JSON objects, one per line). */
+  log?: (entry: Record<string, unknown>) => void;
+}
+
+export class GatewayError extends Error {
+  override name = 'GatewayError';
+  constructor(
+    readonly code: 'GATEWAY_RUNNING',
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
+
+export class Gateway {
+  private constructor(
+    private readonly parts: {
+      sockets: GatewaySockets;
+      server: ApiServer;
+      runtime: Runtime;
+      launcher: SandboxLauncher;
+      store: SandboxStore;
+      db: Database;
+      audit: AuditRouter;
+      pidFile: string;
+    },
+    readonly socket: string,
+    private readonly log: (entry: Record<string, unknown>) => void,
+  ) {}
+
+  static async start(cfg: GatewayConfig): Promise<Gateway> {
+    const log =
+      cfg.log ?? ((e) => process.stdout.write(JSON.stringify({ t: new Date().toISOString(), ...e }) + '\n'));
+    const rootless = (process.getuid?.() ?? 0) !== 0;
+    const { dirs } = cfg;
+    // Sandbox uids traverse these to their own directories below; they cannot list them.
+    for (const d of [dirs.state, dirs.run]) {
+      mkdirSync(d, { recursive: true, mode: 0o711 });
+      chmodSync(d, 0o711);
+    }
+    const pidFile = takePidFile(join(dirs.run, 'gateway.pid'));
+    try {
+      const identities = hostIdentities(cfg.uidBase);
+      const lost = await sweepDeadRuns(dirs, identities);
+      for (const l of lost)
+        log({
+          level: 'warn',
+          msg: 'swept a sandbox left by a dead run',
+          sandbox: l.record.name,
+          left: l.left,
+        });
+      const db = new Database(join(dirs.state, 'gateway.db'));
+      const store = new SandboxStore(db);
+      const secrets = SecretBox.open(join(dirs.state, 'secret.key'));
+      const audit = new AuditRouter(join(dirs.state, 'audit'));
+      const runtime = new Runtime({ driver: new BubblewrapDriver({ dirs, identities }), audit });
+      const launcher = new SandboxLauncher({
+        runtime,
+        store,
+        audit,
+        secrets,
+        dirs,
+        identities,
+        rootless,
+        restart: cfg.restart,
+        log,
+      });
+      const sandboxes = new SandboxService({
+        store,
+        launcher,
+        audit,
+        secrets,
+        dirs,
+        identities,
+        defaultPolicy: readFileSync(defaultPolicyPath(), 'utf8'),
+        quotas: cfg.quotas,
+      });
+      const logs = new LogService((id) => launcher.logPath(id), audit);
+      const server = new ApiServer([], {
+        onInternalError: (err, req) =>
+          log({
+            level: 'error',
+            msg: 'internal error',
+            method: req.method,
+            url: req.url,
+            error: err instanceof Error ? err.stack : String(err),
+          }),
+      });
+      const sockets = new GatewaySockets({
+        runDir: dirs.run,
+        rootless,
+        onConnection: (s, caller) => server.accept(s, caller),
+      });
+      const info = {
+        version: cfg.version,
+        pid: process.pid,
+        startedAt: Date.now(),
+        socket: sockets.mainPath,
+        rootless,
+      };
+      server.setRoutes(gatewayRoutes({ sandboxes, logs, info }));
+      const gateway = new Gateway(
+        { sockets, server, runtime, launcher, store, db, audit, pidFile },
+        sockets.mainPath,
+        log,
+      );
+      await gateway.resume();
+      await sockets.start();
+      log({
+        level: 'info',
+        msg: 'gateway listening',
+        socket: sockets.mainPath,
+        pid: process.pid,
+        version: cfg.version,
+        rootless,
+      });
+      return gateway;
+    } catch (err) {
+      releasePidFile(pidFile);
+      throw err;
+    }
+  }
+
+  /**
+   * Sandboxes that should run are started again (the previous gateway's died with it), and the
+   * records of those that were running are corrected first.
+   */
+  private async resume(): Promise<void> {
+    const { store, launcher } = this.parts;
+    for (const rec of store.list()) {
+      if (rec.state === 'running' || rec.state === 'creating' || rec.state === 'stopping') {
+        store.update(rec.id, { state: 'stopped', reason: 'the gateway stopped' });
+      }
+      if (rec.desired !== 'running') continue;
+      try {
+        await launcher.start(store.get(rec.id)!);
+        this.log({ level: 'info', msg: 'sandbox started again', sandbox: rec.name, owner: rec.ownerUid });
+      } catch (err) {
+        store.update(rec.id, { state: 'failed', reason: (err as Error).message });
+        this.log({
+          level: 'warn',
+          msg: 'sandbox could not be started again',
+          sandbox: rec.name,
+          error: (err as Error).message,
+        });
+      }
+    }
+  }
+
+  /** Stops listening and stops every sandbox (they start again with the next gateway). */
+  async close(graceMs = 10_000): Promise<void> {
+    const { sockets, server, runtime, launcher, db, audit, pidFile } = this.parts;
+    await sockets.close();
+    await server.close();
+    launcher.cancelAll();
+    await Promise.all(runtime.list().map((m) => launcher.stop(m.id, graceMs)));
+    await runtime.close();
+    audit.close();
+    db.close();
+    releasePidFile(pidFile);
+    this.log({ level: 'info', msg: 'gateway stopped' });
+  }
+}
+
+/** `<run>/gateway.pid`: one gateway per run directory; a file whose owner is gone is taken over. */
+function takePidFile(path: string): string {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, 'wx', 0o644);
+      writeSync(fd, `${process.pid} ${processStart(process.pid) ?? 0}\n`);
+      closeSync(fd);
+      return path;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const [pid, start] = readFileSync(path, 'utf8').trim().split(' ').map(Number);
+    const now = pid ? processStart(pid) : null;
+    if (now !== null && (start === 0 || now === start)) {
+      throw new GatewayError(
+        'GATEWAY_RUNNING',
+        `a gateway already runs here (pid ${pid}, ${path}): carapace gateway stop`,
+      );
+    }
+    unlinkSync(path);
+  }
+  throw new GatewayError('GATEWAY_RUNNING', `cannot take ${path}`);
+}
+
+function releasePidFile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // gone already
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * `sandbox logs`: a sandbox's agent output (JSON lines `{"t","s","d"|"b"}`, kept per sandbox in
+ * `<state>/logs/<id>.log` and one rotated generation `.1`, surviving restarts of the sandbox) and
+ * its audit trail (`<state>/audit/<id>.jsonl`), filtered, as JSON lines; with `follow`, what is
+ * appended afterwards too, until the client goes away.
+ */
+import { createReadStream, existsSync, statSync, watch } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createInterface } from 'node:readline';
+import type { OcsfEvent } from '../audit/index.js';
+import type { AuditRouter } from './audit-router.js';
+import type { SandboxRecord } from './store/sandbox-store.js';
+
+export interface LogQuery {
+  follow?: 'true' | 'false' | undefined;
+  tail?: number | undefined;
+  since?: number | undefined;
+  audit?: 'true' | 'false' | undefined;
+  type?: 'denied' | 'allowed' | 'lifecycle' | 'all' | undefined;
+  host?: string | undefined;
+}
+
+/** One line of agent output as the log keeps it. */
+export interface LogLine {
+  t: number;
+  s: 'out' | 'err';
+  d?: string;
+  b?: string;
+}
+
+export class LogService {
+  constructor(
+    private readonly logPath: (id: string) => string,
+    private readonly audit: AuditRouter,
+  ) {}
+
+  async stream(rec: SandboxRecord, q: LogQuery, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' });
+    const audit = q.audit === 'true';
+    const keep = audit ? auditFilter(q) : (line: LogLine) => q.since === undefined || line.t >= q.since;
+    const files = audit ? [this.audit.pathOf(rec.id)] : [`${this.logPath(rec.id)}.1`, this.logPath(rec.id)];
+    // The last `tail` kept lines of what is there now.
+    const kept: string[] = [];
+    for (const file of files) {
+      if (!existsSync(file)) continue;
+      for await (const text of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) {
+        const parsed = parseLine(text);
+        if (parsed === null || !keep(parsed as LogLine & OcsfEvent)) continue;
+        kept.push(text);
+        if (q.tail !== undefined && kept.length > q.tail) kept.shift();
+      }
+    }
+    if (kept.length) res.write(kept.join('\n') + '\n');
+    if (q.follow !== 'true') {
+      res.end();
+      return;
+    }
+    const stop = audit
+      ? this.audit.subscribe((id, e) => {
+          if (id === rec.id && keep(e as LogLine & OcsfEvent)) res.write(JSON.stringify(e) + '\n');
+        })
+      : followFile(this.logPath(rec.id), (text) => {
+          const parsed = parseLine(text);
+          if (parsed !== null && keep(parsed as LogLine & OcsfEvent)) res.write(text + '\n');
+        });
+    await new Promise<void>((resolve) => {
+      req.on('close', resolve);
+      res.on('close', resolve);
+    });
+    stop();
+  }
+}
+
+function parseLine(text: string): Record<string, unknown> | null {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+function auditFilter(q: LogQuery): (e: OcsfEvent) => boolean {
+  return (e) => {
+    if (q.since !== undefined && e.time < q.since) return false;
+    const host = (e.dst_endpoint as { hostname?: string } | undefined)?.hostname;
+    if (q.host !== undefined && host !== q.host) return false;
+    switch (q.type ?? 'all') {
+      case 'denied':
+        return e.disposition_id === 2 || e.status_id === 2;
+      case 'allowed':
+        return e.disposition_id === 1 || e.disposition_id === 17;
+      case 'lifecycle':
+        return e.class_uid === 6002;
+      default:
+        return true;
+    }
+  };
+}
+
+/**
+ * Calls `onLine` for every complete line appended to `path` from now on (a rotation, which makes
+ * the file shorter, starts again from its beginning). Returns the function that stops it.
+ */
+function followFile(path: string, onLine: (text: string) => void): () => void {
+  let offset = existsSync(path) ? statSync(path).size : 0;
+  let partial = '';
+  let reading = false;
+  let again = false;
+  const read = () => {
+    if (reading) {
+      again = true;
+      return;
+    }
+    reading = true;
+    let size: number;
+    try {
+      size = statSync(path).size;
+    } catch {
+      reading = false;
+      return;
+    }
+    if (size < offset) offset = 0;
+    if (size === offset) {
+      reading = false;
+      return;
+    }
+    const stream = createReadStream(path, { start: offset, end: size - 1 });
+    offset = size;
+    stream.on('data', (chunk) => {
+      partial += String(chunk);
+      let nl: number;
+      while ((nl = partial.indexOf('\n')) >= 0) {
+        onLine(partial.slice(0, nl));
+        partial = partial.slice(nl + 1);
+      }
+    });
+    stream.on('close', () => {
+      reading = false;
+      if (again) {
+        again = false;
+        read();
+      }
+    });
+  };
+  const watcher = watch(path.slice(0, path.lastIndexOf('/')), (_e, file) => {
+    if (file !== null && path.endsWith(`/${file}`)) read();
+  });
+  watcher.on('error', () => {});
+  return () => watcher.close();
+}

@@ -1,0 +1,315 @@
+/**
+ * What the gateway does with sandboxes, for a caller: create, list, get, start, stop, restart,
+ * delete. Every operation is scoped to the caller: a user names only their own sandboxes (another
+ * user's name is simply not found), root and members of carapace-admin may name anyone's with
+ * `owner`. Quotas bound what one user can hold. Running a sandbox is the launcher's
+ * (sandbox-launcher.ts); the records are the store's.
+ */
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { IdentityRegistry } from '../sandbox/identity.js';
+import { assertSandboxName } from '../sandbox/identity.js';
+import type { StateDirs } from '../sandbox/state-dirs.js';
+import { ApiError } from './api/errors.js';
+import type { Caller } from './api/router.js';
+import type { AuditRouter } from './audit-router.js';
+import type { SandboxLauncher } from './sandbox-launcher.js';
+import type { Forward, RestartPolicy, SandboxRecord, SandboxStore } from './store/sandbox-store.js';
+import type { SecretBox } from './store/secret-box.js';
+import { checkPolicyText, policyMemoryLimit } from './policy-text.js';
+import { lifecycle } from '../audit/index.js';
+
+export interface Quotas {
+  /** Sandboxes one user may hold (admins are not limited). */
+  sandboxes: number;
+  /** Bytes of memory limits one user's sandboxes may add up to. */
+  memoryBytes: number;
+  /** The memory limit of a user's sandbox whose policy sets none (at most what is left). */
+  defaultMemoryBytes: number;
+}
+
+export const DEFAULT_QUOTAS: Quotas = {
+  sandboxes: 32,
+  memoryBytes: 16 * 2 ** 30,
+  defaultMemoryBytes: 2 * 2 ** 30,
+};
+
+export interface CreateRequest {
+  name: string;
+  command: string[];
+  /** Policy YAML; the built-in default policy without one. */
+  policy?: string | undefined;
+  workspace?: string | undefined;
+  env: Record<string, string>;
+  /** Credential values by name (sealed at rest; the agent sees placeholders). */
+  credentials: Record<string, string>;
+  mounts: { host: string; path: string; readOnly: boolean }[];
+  forwards: Forward[];
+  labels: Record<string, string>;
+  restart: RestartPolicy;
+  /** Start it now (default), or only record it. */
+  start: boolean;
+}
+
+/** A sandbox as the API shows it. */
+export interface SandboxView {
+  name: string;
+  id: string;
+  owner: number;
+  state: string;
+  desired: 'running' | 'stopped';
+  command: string[];
+  workspace: string;
+  restart: RestartPolicy;
+  labels: Record<string, string>;
+  forwards: Forward[];
+  policyRev: number;
+  restarts: number;
+  exitCode: number | null;
+  reason: string | null;
+  createdAt: string;
+  updatedAt: string;
+  version: number;
+}
+
+export interface SandboxServiceOptions {
+  store: SandboxStore;
+  launcher: SandboxLauncher;
+  audit: AuditRouter;
+  secrets: SecretBox;
+  dirs: StateDirs;
+  identities: IdentityRegistry | null;
+  defaultPolicy: string;
+  quotas?: Quotas;
+}
+
+export class SandboxService {
+  private readonly quotas: Quotas;
+
+  constructor(private readonly opts: SandboxServiceOptions) {
+    this.quotas = opts.quotas ?? DEFAULT_QUOTAS;
+  }
+
+  view(rec: SandboxRecord): SandboxView {
+    return {
+      name: rec.name,
+      id: rec.id,
+      owner: rec.ownerUid,
+      state: rec.state,
+      desired: rec.desired,
+      command: rec.spec.command,
+      workspace: rec.spec.workspace,
+      restart: rec.spec.restart,
+      labels: rec.spec.labels,
+      forwards: this.opts.store.forwards(rec.id),
+      policyRev: rec.spec.policyRev,
+      restarts: rec.restarts,
+      exitCode: rec.exitCode,
+      reason: rec.reason,
+      createdAt: new Date(rec.createdAt).toISOString(),
+      updatedAt: new Date(rec.updatedAt).toISOString(),
+      version: rec.version,
+    };
+  }
+
+  /** The record `name` names for `caller` (an admin may give `owner`); not found otherwise. */
+  resolve(caller: Caller, name: string, owner?: number): SandboxRecord {
+    if (owner !== undefined && owner !== caller.uid && !caller.admin) {
+      throw new ApiError(
+        'FORBIDDEN',
+        `only root and members of carapace-admin act on other users' sandboxes`,
+      );
+    }
+    const rec = this.opts.store.byName(owner ?? caller.uid, name);
+    if (!rec)
+      throw new ApiError(
+        'SANDBOX_NOT_FOUND',
+        `no sandbox named "${name}"${owner !== undefined ? ` of uid ${owner}` : ''}`,
+      );
+    return rec;
+  }
+
+  list(caller: Caller, all: boolean): SandboxRecord[] {
+    if (all && !caller.admin)
+      throw new ApiError('FORBIDDEN', 'only root and members of carapace-admin list every sandbox');
+    return this.opts.store.list(all ? undefined : caller.uid);
+  }
+
+  async create(caller: Caller, req: CreateRequest): Promise<SandboxRecord> {
+    try {
+      assertSandboxName(req.name);
+    } catch (err) {
+      throw new ApiError('INVALID_SANDBOX_NAME', (err as Error).message);
+    }
+    if (req.command.length === 0)
+      throw new ApiError('INVALID_INPUT', 'command: give the command to run, after --');
+    if (this.opts.store.byName(caller.uid, req.name)) {
+      throw new ApiError(
+        'SANDBOX_EXISTS',
+        `you already have a sandbox named "${req.name}": pick another name or delete it`,
+      );
+    }
+    const policyText = req.policy ?? this.opts.defaultPolicy;
+    const policy = await checkPolicyText(policyText, `${req.name}.yaml`);
+    // A user's sandbox always has a memory limit: the policy's, or the default one, which counts
+    // against the user's quota like any other.
+    const declared = await policyMemoryLimit(policy);
+    const memoryBytes =
+      declared ?? (caller.admin ? null : Math.min(this.quotas.defaultMemoryBytes, this.memoryLeft(caller)));
+    this.checkQuota(caller, memoryBytes ?? undefined);
+    const id = `sb-${randomBytes(5).toString('hex')}`;
+    const ownWorkspace = req.workspace === undefined;
+    const workspace = req.workspace ?? join(this.opts.dirs.state, 'sandboxes', id, 'workspace');
+    const rec = this.opts.store.create(
+      {
+        id,
+        ownerUid: caller.uid,
+        name: req.name,
+        desired: req.start ? 'running' : 'stopped',
+        state: req.start ? 'creating' : 'stopped',
+        spec: {
+          command: req.command,
+          env: req.env,
+          mounts: req.mounts,
+          workspace,
+          ownWorkspace,
+          labels: req.labels,
+          restart: req.restart,
+          policyRev: 1,
+          credentials: Object.keys(req.credentials),
+          memoryBytes,
+        },
+        exitCode: null,
+        reason: null,
+      },
+      policyText,
+    );
+    for (const [name, value] of Object.entries(req.credentials)) {
+      this.opts.store.putSecret(id, name, this.opts.secrets.seal(value, `${id}/${name}`));
+    }
+    for (const f of req.forwards) this.opts.store.addForward(id, f);
+    this.opts.audit.emit(
+      lifecycle({
+        sandbox: id,
+        activity: 'update',
+        message: `sandbox ${rec.name} created by uid ${caller.uid}`,
+        details: { name: rec.name, owner: rec.ownerUid, command: req.command },
+      }),
+    );
+    if (!req.start) return rec;
+    try {
+      await this.opts.launcher.start(rec);
+    } catch (err) {
+      // Recorded as failed, with the reason; the caller hears the same.
+      this.opts.store.update(id, { state: 'failed', reason: (err as Error).message });
+      throw err;
+    }
+    return this.opts.store.get(id)!;
+  }
+
+  async start(caller: Caller, name: string, owner?: number): Promise<SandboxRecord> {
+    const rec = this.resolve(caller, name, owner);
+    if (this.opts.launcher.isRunning(rec.id))
+      throw new ApiError('SANDBOX_BUSY', `sandbox ${name} is already running`);
+    this.opts.store.update(rec.id, { desired: 'running' });
+    await this.opts.launcher.start(this.opts.store.get(rec.id)!);
+    return this.opts.store.get(rec.id)!;
+  }
+
+  /** Changes what can change without a restart: the restart policy, labels. */
+  update(
+    caller: Caller,
+    name: string,
+    owner: number | undefined,
+    patch: {
+      restart?: RestartPolicy | undefined;
+      labels?: Record<string, string> | undefined;
+      version?: number | undefined;
+    },
+  ): SandboxRecord {
+    const rec = this.resolve(caller, name, owner);
+    const spec = {
+      ...rec.spec,
+      ...(patch.restart ? { restart: patch.restart } : {}),
+      ...(patch.labels ? { labels: patch.labels } : {}),
+    };
+    return this.opts.store.update(rec.id, { spec }, patch.version);
+  }
+
+  async stop(caller: Caller, name: string, owner?: number, graceMs?: number): Promise<SandboxRecord> {
+    const rec = this.resolve(caller, name, owner);
+    this.opts.store.update(rec.id, { desired: 'stopped' });
+    await this.opts.launcher.stop(rec.id, graceMs);
+    return this.opts.store.get(rec.id)!;
+  }
+
+  async restart(caller: Caller, name: string, owner?: number, graceMs?: number): Promise<SandboxRecord> {
+    const rec = this.resolve(caller, name, owner);
+    await this.opts.launcher.stop(rec.id, graceMs);
+    this.opts.store.update(rec.id, { desired: 'running' });
+    await this.opts.launcher.start(this.opts.store.get(rec.id)!);
+    return this.opts.store.get(rec.id)!;
+  }
+
+  /**
+   * Stops the sandbox and removes everything of it: record, storage, a workspace the gateway made,
+   * uid record, audit trail, logs. A workspace the caller gave is kept (handed back to its owner);
+   * with `keepWorkspace` the gateway's own is kept too, and its path returned.
+   */
+  async delete(
+    caller: Caller,
+    name: string,
+    owner?: number,
+    keepWorkspace = false,
+  ): Promise<{ kept: string | null }> {
+    const rec = this.resolve(caller, name, owner);
+    await this.opts.launcher.stop(rec.id, 0);
+    await this.opts.launcher.forget(rec);
+    const storage = join(this.opts.dirs.state, 'sandboxes', rec.id);
+    let kept: string | null = null;
+    if (!rec.spec.ownWorkspace || keepWorkspace) {
+      kept = await this.opts.launcher.handBack(rec, keepWorkspace && rec.spec.ownWorkspace);
+    }
+    if (kept === null || !kept.startsWith(storage)) rmSync(storage, { recursive: true, force: true });
+    this.opts.store.delete(rec.id);
+    this.opts.audit.close(rec.id);
+    rmSync(this.opts.audit.pathOf(rec.id), { force: true });
+    for (const log of [this.opts.launcher.logPath(rec.id), `${this.opts.launcher.logPath(rec.id)}.1`]) {
+      rmSync(log, { force: true });
+    }
+    await this.opts.identities?.release({ state: this.opts.dirs.state, name: rec.id });
+    return { kept };
+  }
+
+  private checkQuota(caller: Caller, memoryBytes: number | undefined): void {
+    if (caller.admin) return;
+    const mine = this.opts.store.list(caller.uid);
+    if (mine.length >= this.quotas.sandboxes) {
+      throw new ApiError(
+        'QUOTA_EXCEEDED',
+        `you hold ${mine.length} sandboxes, the most one user may (${this.quotas.sandboxes}): delete one first`,
+      );
+    }
+    const used = this.memoryUsed(caller);
+    const left = this.quotas.memoryBytes - used;
+    if (left <= 0 || (memoryBytes !== undefined && memoryBytes > left)) {
+      throw new ApiError(
+        'QUOTA_EXCEEDED',
+        `your sandboxes' memory limits add up to ${gib(used)} of the ${gib(this.quotas.memoryBytes)} one user may hold` +
+          (memoryBytes !== undefined ? `; this policy asks for ${gib(memoryBytes)}` : '') +
+          ': delete a sandbox or lower limits.memory',
+      );
+    }
+  }
+
+  private memoryUsed(caller: Caller): number {
+    return this.opts.store.list(caller.uid).reduce((sum, r) => sum + (r.spec.memoryBytes ?? 0), 0);
+  }
+
+  private memoryLeft(caller: Caller): number {
+    return Math.max(0, this.quotas.memoryBytes - this.memoryUsed(caller));
+  }
+}
+
+const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(bytes % 2 ** 30 === 0 ? 0 : 1)} GiB`;

@@ -1,0 +1,130 @@
+/**
+ * The gateway's state: one SQLite file (node:sqlite, docs/dependencies.md) in the gateway's state
+ * directory, in WAL mode, with a schema version (`PRAGMA user_version`) and ordered migrations
+ * applied in one transaction at open. This module alone touches the driver: Node 26 renames
+ * `DatabaseSync`, and a switch to better-sqlite3 would be made here.
+ *
+ * Durability: `synchronous = FULL` in WAL mode — a committed change (a sandbox created, a policy
+ * revision) survives a crash of the gateway or of the host. Writes are small and rare next to what
+ * the proxy does; reads never wait for them (WAL).
+ */
+import { chmodSync, mkdirSync } from 'node:fs';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { dirname } from 'node:path';
+
+/** Schema changes, in order; entry n takes the schema from version n to n+1. Never edit one. */
+export const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE sandboxes (
+     id TEXT PRIMARY KEY,
+     owner_uid INTEGER NOT NULL,
+     name TEXT NOT NULL,
+     desired TEXT NOT NULL CHECK (desired IN ('running', 'stopped')),
+     state TEXT NOT NULL,
+     spec TEXT NOT NULL,
+     version INTEGER NOT NULL DEFAULT 1,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     exit_code INTEGER,
+     reason TEXT,
+     UNIQUE (owner_uid, name)
+   );
+   CREATE TABLE policy_revisions (
+     sandbox_id TEXT NOT NULL REFERENCES sandboxes (id) ON DELETE CASCADE,
+     rev INTEGER NOT NULL,
+     text TEXT NOT NULL,
+     hash TEXT NOT NULL,
+     author_uid INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (sandbox_id, rev)
+   );
+   CREATE TABLE forwards (
+     sandbox_id TEXT NOT NULL REFERENCES sandboxes (id) ON DELETE CASCADE,
+     host_port INTEGER NOT NULL UNIQUE,
+     sandbox_port INTEGER NOT NULL,
+     PRIMARY KEY (sandbox_id, host_port)
+   );
+   CREATE TABLE secrets (
+     sandbox_id TEXT NOT NULL REFERENCES sandboxes (id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     sealed BLOB NOT NULL,
+     PRIMARY KEY (sandbox_id, name)
+   );`,
+  // Restart policies (gateway/restart-policy.ts): how often a sandbox was started again.
+  `ALTER TABLE sandboxes ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;`,
+];
+
+export class StoreError extends Error {
+  override name = 'StoreError';
+  constructor(
+    readonly code: 'STORE_TOO_NEW' | 'STORE_UNAVAILABLE',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class Database {
+  readonly db: DatabaseSync;
+  private readonly statements = new Map<string, StatementSync>();
+
+  constructor(readonly path: string) {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    try {
+      this.db = new DatabaseSync(path, { enableForeignKeyConstraints: true, timeout: 5_000 });
+    } catch (err) {
+      throw new StoreError(
+        'STORE_UNAVAILABLE',
+        `cannot open the gateway's state ${path}: ${(err as Error).message}`,
+      );
+    }
+    chmodSync(path, 0o600);
+    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;');
+    this.migrate();
+  }
+
+  get schemaVersion(): number {
+    return Number((this.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
+  }
+
+  private migrate(): void {
+    const from = this.schemaVersion;
+    if (from > MIGRATIONS.length) {
+      throw new StoreError(
+        'STORE_TOO_NEW',
+        `${this.path} has schema version ${from}, newer than this Carapace knows (${MIGRATIONS.length}): run the Carapace that wrote it, or a newer one`,
+      );
+    }
+    if (from === MIGRATIONS.length) return;
+    this.transaction(() => {
+      for (let v = from; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]!);
+      this.db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+    });
+  }
+
+  /** A prepared statement, prepared once. */
+  sql(text: string): StatementSync {
+    let st = this.statements.get(text);
+    if (!st) {
+      st = this.db.prepare(text);
+      this.statements.set(text, st);
+    }
+    return st;
+  }
+
+  /** Runs `fn` in one transaction (BEGIN IMMEDIATE: writers queue, readers never wait). */
+  transaction<T>(fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = fn();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * The runtime: one egress proxy and the sandboxes it serves, each a ManagedSandbox started through
+ * a driver. `carapace run` is a runtime with one sandbox; the gateway is one with many.
+ *
+ * The proxy is made on first use (a runtime whose sandboxes have no network never loads it) and
+ * shared by every sandbox: each sandbox's own socket tells the proxy who is calling, and each
+ * sandbox's budgets bound what the proxy does for it.
+ */
+import type { AuditSink } from '../audit/index.js';
+import type { EgressProxy } from '../proxy/index.js';
+import { nativeTunnelPump } from '../sandbox/native-paths.js';
+import type { DriverSandbox, DriverStartRequest, SandboxDriver } from './driver.js';
+import { ManagedSandbox } from './managed-sandbox.js';
+import { RuntimeError } from './driver.js';
+
+export interface ProxySettings {
+  /** The proxy's hosts map (`--resolve`). */
+  hosts: Record<string, string>;
+  /** Host-local upstreams the operator trusts. */
+  allowLocal: string[];
+  upstreamCaFile?: string | undefined;
+}
+
+export interface RuntimeOptions {
+  driver: SandboxDriver;
+  audit: AuditSink;
+  proxy?: ProxySettings | undefined;
+}
+
+export class Runtime {
+  private proxyInstance: EgressProxy | null = null;
+  private readonly sandboxes = new Map<string, ManagedSandbox>();
+
+  constructor(private readonly opts: RuntimeOptions) {}
+
+  get driver(): SandboxDriver {
+    return this.opts.driver;
+  }
+
+  /** The egress proxy, started on first use. */
+  async proxy(): Promise<EgressProxy> {
+    if (this.proxyInstance) return this.proxyInstance;
+    const { EgressProxy } = await import('../proxy/index.js');
+    const settings = this.opts.proxy ?? { hosts: {}, allowLocal: [] };
+    this.proxyInstance = new EgressProxy({
+      audit: this.opts.audit,
+      hosts: settings.hosts,
+      allowLocal: settings.allowLocal,
+      upstreamCaFile: settings.upstreamCaFile,
+      tunnelPump: nativeTunnelPump(),
+    });
+    return this.proxyInstance;
+  }
+
+  get(id: string): ManagedSandbox | undefined {
+    return this.sandboxes.get(id);
+  }
+
+  list(): ManagedSandbox[] {
+    return [...this.sandboxes.values()];
+  }
+
+  /** Starts a sandbox through the driver; the returned handle follows it until it ends. */
+  async start(
+    req: DriverStartRequest,
+    onSpawned?: (sb: DriverSandbox) => void,
+  ): Promise<{ managed: ManagedSandbox; started: DriverSandbox }> {
+    const id = req.spec.id ?? req.spec.name;
+    const existing = this.sandboxes.get(id);
+    if (
+      existing &&
+      (existing.state === 'running' || existing.state === 'stopping' || existing.state === 'creating')
+    ) {
+      throw new RuntimeError('SANDBOX_BUSY', `sandbox ${req.spec.name} is already ${existing.state}`);
+    }
+    // A sandbox that ended starts again as a new state machine: its old one's listeners are done.
+    const managed = new ManagedSandbox(id, req.spec.name, req.ownerUid);
+    this.sandboxes.set(id, managed);
+    const started = await managed.run(() => this.opts.driver.start(req), onSpawned);
+    return { managed, started };
+  }
+
+  /** Forgets a sandbox that has ended (its record is the caller's to keep). */
+  forget(id: string): void {
+    const sb = this.sandboxes.get(id);
+    if (sb && (sb.state === 'stopped' || sb.state === 'failed')) this.sandboxes.delete(id);
+  }
+
+  async close(): Promise<void> {
+    await this.proxyInstance?.close();
+    this.proxyInstance = null;
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * 100 create / delete cycles through one gateway leave nothing behind: no descriptor,
+ * cgroup, uid record, mount, socket, file or directory more than before, and no memory growth
+ * beyond noise once warm.
+ */
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LIMIT_CONTROLLERS, readCgroupLayout } from '../../src/sandbox/cgroup-layout.js';
+import { cgroupParent } from '../../src/sandbox/cgroup.js';
+import { GatewayClient } from '../../src/cli/gateway-client.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { holds } from '../helpers/premises.js';
+import { hostUidRecords } from '../helpers/sandbox.js';
+
+function census(gw: TestGateway) {
+  const pid = gw.child.pid!;
+  const layout = readCgroupLayout();
+  const cgroups = LIMIT_CONTROLLERS.flatMap((c) => {
+    const p = cgroupParent(c, layout);
+    return p && existsSync(p.parent) ? readdirSync(p.parent).filter((d) => d.startsWith('sb-')) : [];
+  });
+  const list = (d: string) => (existsSync(d) ? readdirSync(d).sort() : []);
+  return {
+    fds: readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).replace(/\d+/g, 'N');
+      } catch {
+        return 'gone';
+      }
+    }).length,
+    cgroups,
+    uids: hostUidRecords(join(gw.home, 'state')).length,
+    mounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').length,
+    sockets: list(join(gw.home, 'run', 'net')),
+    runtime: list(join(gw.home, 'run', 'sandboxes')),
+    storage: list(join(gw.home, 'state', 'sandboxes')),
+    logs: list(join(gw.home, 'state', 'logs')),
+    audit: list(join(gw.home, 'state', 'audit')),
+    children: readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim(),
+  };
+}
+
+const rssKiB = (pid: number) =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+
+describe.skipIf(!holds('root'))('100 create / delete cycles', () => {
+  let gw: TestGateway;
+  let client: GatewayClient;
+  beforeAll(async () => {
+    // A small heap: V8 then collects garbage as it goes, so what stays is what is kept (a leak),
+    // not what a lazy collector has not got round to (measured: RSS flat over 400 cycles).
+    gw = await startTestGateway([], undefined, { NODE_OPTIONS: '--max-old-space-size=48' });
+    client = new GatewayClient({
+      socket: join(gw.home, 'run', 'gateway.sock'),
+      own: true,
+      dirs: { state: join(gw.home, 'state'), run: join(gw.home, 'run') },
+    });
+  });
+  afterAll(() => gw?.stop());
+
+  it('leave no fd, cgroup, uid record, mount, socket, file or memory growth', async () => {
+    const cycle = async (i: number) => {
+      const policy =
+        'version: 1\nfilesystem_policy:\n  read_only: [/usr, /lib, /lib64, /bin, /etc]\n  read_write: [/sandbox, /tmp]\nlimits: { pids: 64, memory: 128Mi }\nnetwork_policies: {}\n';
+      await client.call('POST', '/v1/sandboxes', { name: `c${i}`, command: ['sleep', '300'], policy });
+      await client.call('DELETE', `/v1/sandboxes/c${i}`);
+    };
+    for (let i = 0; i < 40; i++) await cycle(i); // the heap reaches its working size
+    const before = census(gw);
+    const rssBefore = rssKiB(gw.child.pid!);
+    for (let i = 40; i < 140; i++) await cycle(i);
+    const after = census(gw);
+    expect(after).toEqual(before);
+    expect(after.cgroups).toEqual([]);
+    expect(after.uids).toBe(0);
+    // RSS moves by tens of megabytes with the allocator and the collector (measured: 15-25 MiB over
+    // these 100 cycles, flat over 400): what this bound catches is a leak of half a megabyte or more
+    // per cycle (a proxy attachment, a CA, the agent's output kept); smaller leaks are for the
+    // census above and the benchmark's 1,000 sandboxes.
+    expect(rssKiB(gw.child.pid!) - rssBefore).toBeLessThan(48 * 1024);
+  });
+});

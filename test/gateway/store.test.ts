@@ -1,0 +1,108 @@
+/** The gateway's SQLite store (src/gateway/store/): migrations, records, compare-and-swap, secrets. */
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { describe, expect, it } from 'vitest';
+import { Database, MIGRATIONS } from '../../src/gateway/store/database.js';
+import { SandboxStore, type StoredSpec } from '../../src/gateway/store/sandbox-store.js';
+import { SecretBox } from '../../src/gateway/store/secret-box.js';
+
+const dir = () => mkdtempSync(join(tmpdir(), 'carapace-store-'));
+const spec = (over: Partial<StoredSpec> = {}): StoredSpec => ({
+  command: ['sleep', '60'],
+  env: {},
+  mounts: [],
+  workspace: '/w',
+  ownWorkspace: true,
+  labels: {},
+  restart: 'never',
+  policyRev: 1,
+  credentials: [],
+  memoryBytes: null,
+  ...over,
+});
+const record = (id: string, ownerUid: number, name: string) => ({
+  id,
+  ownerUid,
+  name,
+  desired: 'running' as const,
+  state: 'creating' as const,
+  spec: spec(),
+  exitCode: null,
+  reason: null,
+});
+
+describe('gateway store', () => {
+  it('migrates a new file to the current schema, in WAL mode, and refuses one from a newer Carapace', () => {
+    const path = join(dir(), 'state.db');
+    const db = new Database(path);
+    expect(db.schemaVersion).toBe(MIGRATIONS.length);
+    expect((db.db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal');
+    db.close();
+    // Opening again changes nothing.
+    new Database(path).close();
+    const raw = new DatabaseSync(path);
+    raw.exec(`PRAGMA user_version = ${MIGRATIONS.length + 1}`);
+    raw.close();
+    expect(() => new Database(path)).toThrow(expect.objectContaining({ code: 'STORE_TOO_NEW' }));
+  });
+
+  it('keeps names unique per owner, not across owners', () => {
+    const store = new SandboxStore(new Database(join(dir(), 'state.db')));
+    store.create(record('sb-a1', 1001, 'agent'), 'version: 1\n');
+    store.create(record('sb-b1', 1002, 'agent'), 'version: 1\n');
+    expect(() => store.create(record('sb-a2', 1001, 'agent'), 'version: 1\n')).toThrow(
+      expect.objectContaining({ code: 'SANDBOX_EXISTS' }),
+    );
+    expect(store.list(1001).map((r) => r.id)).toEqual(['sb-a1']);
+    expect(store.list().map((r) => r.id)).toEqual(['sb-a1', 'sb-b1']);
+    expect(store.byName(1002, 'agent')?.id).toBe('sb-b1');
+    expect(store.policy('sb-a1')).toMatchObject({ rev: 1, text: 'version: 1\n', authorUid: 1001 });
+  });
+
+  it('refuses a change made against an old version (compare-and-swap)', () => {
+    const store = new SandboxStore(new Database(join(dir(), 'state.db')));
+    const created = store.create(record('sb-c', 1001, 'c'), 'version: 1\n');
+    const a = store.update('sb-c', { desired: 'stopped' }, created.version);
+    expect(a.version).toBe(created.version + 1);
+    expect(() => store.update('sb-c', { desired: 'running' }, created.version)).toThrow(
+      expect.objectContaining({ code: 'VERSION_CONFLICT' }),
+    );
+    expect(store.get('sb-c')?.desired).toBe('stopped');
+  });
+
+  it('keeps forwards unique per host port, and drops everything of a deleted sandbox', () => {
+    const store = new SandboxStore(new Database(join(dir(), 'state.db')));
+    store.create(record('sb-d', 1001, 'd'), 'version: 1\n');
+    store.create(record('sb-e', 1002, 'e'), 'version: 1\n');
+    store.addForward('sb-d', { hostPort: 18789, sandboxPort: 18789 });
+    expect(() => store.addForward('sb-e', { hostPort: 18789, sandboxPort: 80 })).toThrow(
+      expect.objectContaining({ code: 'FORWARD_PORT_TAKEN' }),
+    );
+    store.putSecret('sb-d', 'TOKEN', new Uint8Array([1, 2, 3]));
+    store.delete('sb-d');
+    expect(store.forwards('sb-d')).toEqual([]);
+    expect(store.secrets('sb-d').size).toBe(0);
+    expect(store.policy('sb-d')).toBeNull();
+    store.addForward('sb-e', { hostPort: 18789, sandboxPort: 80 });
+  });
+
+  it('seals secrets with a key of its own, bound to what they are for', () => {
+    const d = dir();
+    const box = SecretBox.open(join(d, 'secret.key'));
+    const sealed = box.seal('s3cret', 'sb-x/TOKEN');
+    expect(Buffer.from(sealed).toString('utf8')).not.toContain('s3cret');
+    expect(SecretBox.open(join(d, 'secret.key')).unseal(sealed, 'sb-x/TOKEN')).toBe('s3cret');
+    expect(() => box.unseal(sealed, 'sb-y/TOKEN')).toThrow();
+    const tampered = Buffer.from(sealed);
+    tampered[tampered.length - 1]! ^= 1;
+    expect(() => box.unseal(tampered, 'sb-x/TOKEN')).toThrow();
+    // A key others can read is not used.
+    writeFileSync(join(d, 'loose.key'), Buffer.alloc(32));
+    chmodSync(join(d, 'loose.key'), 0o644);
+    expect(() => SecretBox.open(join(d, 'loose.key'))).toThrow(
+      expect.objectContaining({ code: 'SECRET_KEY_INVALID' }),
+    );
+  });
+});

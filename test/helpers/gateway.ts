@@ -1,0 +1,88 @@
+/** A real gateway daemon for tests, and the CLI run as any user against it. */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync } from 'node:fs';
+import { CLI, freshHome, type CliResult } from './cli.js';
+
+export interface TestGateway {
+  home: string;
+  child: ChildProcess;
+  /** Everything the gateway printed (its JSON log). */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts `carapace gateway run` in a fresh CARAPACE_HOME and waits until it listens. */
+export async function startTestGateway(
+  args: string[] = [],
+  home = freshHome(),
+  env: NodeJS.ProcessEnv = {},
+): Promise<TestGateway> {
+  chmodSync(home, 0o711);
+  const child = spawn(process.execPath, [CLI, 'gateway', 'run', ...args], {
+    env: { ...process.env, CARAPACE_HOME: home, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += String(d)));
+  child.stderr!.on('data', (d: Buffer) => (out += String(d)));
+  await new Promise<void>((resolve, reject) => {
+    const check = () => {
+      if (out.includes('"gateway listening"')) resolve();
+    };
+    child.stdout!.on('data', check);
+    child.once('exit', (code) => reject(new Error(`the gateway exited (${code}): ${out}`)));
+  });
+  return {
+    home,
+    child,
+    output: () => out,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.once('exit', resolve));
+    },
+  };
+}
+
+/** The CLI as `uid` (root by default) against the gateway in `home`. */
+export function cliAs(
+  home: string,
+  args: string[],
+  uid = 0,
+  gid = uid,
+  env: NodeJS.ProcessEnv = {},
+): CliResult {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    cwd: '/',
+    env: { PATH: process.env.PATH, CARAPACE_HOME: home, LANG: 'C.UTF-8', ...env },
+    ...(uid !== 0 ? { uid, gid } : {}),
+  });
+  return { status: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/** A host user made for a test (in the given groups), removed by `remove()`. */
+export interface TestUser {
+  name: string;
+  uid: number;
+  gid: number;
+  remove(): void;
+}
+
+export function makeUser(prefix: string, groups: string[] = []): TestUser {
+  for (const g of groups) spawnSync('groupadd', ['-f', g]);
+  const name = `${prefix}${process.pid % 100000}`;
+  spawnSync('userdel', ['--remove', name], { stdio: 'ignore' });
+  const r = spawnSync(
+    'useradd',
+    ['--create-home', '--shell', '/bin/sh', ...(groups.length ? ['-G', groups.join(',')] : []), name],
+    {
+      encoding: 'utf8',
+    },
+  );
+  if (r.status !== 0) throw new Error(`useradd ${name}: ${r.stderr}`);
+  const uid = Number(spawnSync('id', ['-u', name], { encoding: 'utf8' }).stdout.trim());
+  const gid = Number(spawnSync('id', ['-g', name], { encoding: 'utf8' }).stdout.trim());
+  return { name, uid, gid, remove: () => void spawnSync('userdel', ['--remove', name], { stdio: 'ignore' }) };
+}
