@@ -77,16 +77,19 @@ export class Gateway {
     const pidFile = takePidFile(join(dirs.run, 'gateway.pid'));
     try {
       const identities = hostIdentities(cfg.uidBase);
-      const lost = await sweepDeadRuns(dirs, identities);
-      for (const l of lost)
-        log({
-          level: 'warn',
-          msg: 'swept a sandbox left by a dead run',
-          sandbox: l.record.name,
-          left: l.left,
-        });
       const db = new Database(join(dirs.state, 'gateway.db'));
       const store = new SandboxStore(db);
+      // How sandboxes that ended while no gateway held them ended: read before the sweep below
+      // removes what their runs left (their exit.json with it).
+      const exits = readExits(
+        store.list().map((r) => r.id),
+        dirs.run,
+      );
+      const lost = await sweepDeadRuns(dirs, identities);
+      for (const l of lost) {
+        if (!store.get(l.record.name))
+          log({ level: 'warn', msg: 'swept what a dead run left', sandbox: l.record.name, left: l.left });
+      }
       const secrets = SecretBox.open(join(dirs.state, 'secret.key'));
       const audit = new AuditRouter(join(dirs.state, 'audit'));
       const runtime = new Runtime({ driver: new BubblewrapDriver({ dirs, identities }), audit });
@@ -134,13 +137,13 @@ export class Gateway {
         socket: sockets.mainPath,
         rootless,
       };
-      server.setRoutes(gatewayRoutes({ sandboxes, logs, info }));
+      server.setRoutes(gatewayRoutes({ sandboxes, logs, audit, info }));
       const gateway = new Gateway(
         { sockets, server, runtime, launcher, store, db, audit, pidFile },
         sockets.mainPath,
         log,
       );
-      await gateway.resume();
+      await gateway.resume(exits);
       await sockets.start();
       log({
         level: 'info',
@@ -161,14 +164,32 @@ export class Gateway {
    * Sandboxes that should run are started again (the previous gateway's died with it), and the
    * records of those that were running are corrected first.
    */
-  private async resume(): Promise<void> {
+  private async resume(exits: ReadonlyMap<string, number>): Promise<void> {
     const { store, launcher } = this.parts;
     for (const rec of store.list()) {
-      if (rec.state === 'running' || rec.state === 'creating' || rec.state === 'stopping') {
-        store.update(rec.id, { state: 'stopped', reason: 'the gateway stopped' });
-      }
-      if (rec.desired !== 'running') continue;
       try {
+        if (await launcher.adopt(rec)) {
+          this.log({ level: 'info', msg: 'sandbox re-adopted', sandbox: rec.name, owner: rec.ownerUid });
+          continue;
+        }
+        if (rec.state === 'running' || rec.state === 'creating' || rec.state === 'stopping') {
+          // It ended while no gateway held it: by itself (its init left exit.json), or killed
+          // with the host (a reboot) or by someone.
+          const code = exits.get(rec.id) ?? null;
+          store.update(rec.id, {
+            state: 'stopped',
+            exitCode: code,
+            reason:
+              code === null
+                ? 'it ended while no gateway held it (killed, or the host restarted)'
+                : 'it ended while no gateway held it',
+          });
+          if (code !== null) {
+            launcher.ended(rec.id, { startedAt: rec.updatedAt, exitedAt: Date.now(), exitCode: code });
+            continue;
+          }
+        }
+        if (store.get(rec.id)?.desired !== 'running') continue;
         await launcher.start(store.get(rec.id)!);
         this.log({ level: 'info', msg: 'sandbox started again', sandbox: rec.name, owner: rec.ownerUid });
       } catch (err) {
@@ -183,13 +204,15 @@ export class Gateway {
     }
   }
 
-  /** Stops listening and stops every sandbox (they start again with the next gateway). */
-  async close(graceMs = 10_000): Promise<void> {
+  /**
+   * Stops listening and lets the sandboxes be: they run on, and the next gateway re-adopts them.
+   * Their proxy sockets close meanwhile (their connections fail until it is back).
+   */
+  async close(): Promise<void> {
     const { sockets, server, runtime, launcher, db, audit, pidFile } = this.parts;
     await sockets.close();
     await server.close();
-    launcher.cancelAll();
-    await Promise.all(runtime.list().map((m) => launcher.stop(m.id, graceMs)));
+    await launcher.letGo();
     await runtime.close();
     audit.close();
     db.close();
@@ -228,4 +251,20 @@ function releasePidFile(path: string): void {
   } catch {
     // gone already
   }
+}
+
+/** exit.json of each sandbox whose init wrote one (docs/architecture.md, "The control socket"). */
+function readExits(ids: string[], runDir: string): Map<string, number> {
+  const exits = new Map<string, number>();
+  for (const id of ids) {
+    try {
+      const { code } = JSON.parse(
+        readFileSync(join(runDir, 'sandboxes', id, 'control', 'exit.json'), 'utf8'),
+      ) as { code: unknown };
+      if (Number.isInteger(code)) exits.set(id, code as number);
+    } catch {
+      // none: it did not end, or not by itself
+    }
+  }
+  return exits;
 }

@@ -8,6 +8,8 @@ import { openApiDocument } from './api/openapi.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { LogService } from './log-service.js';
 import type { SandboxService } from './sandbox-service.js';
+import type { AuditRouter } from './audit-router.js';
+import { sandboxIoRoutes } from './sandbox-io-routes.js';
 
 export interface GatewayInfo {
   version: string;
@@ -101,6 +103,7 @@ const graceBody = z.object({
 export function gatewayRoutes(opts: {
   sandboxes: SandboxService;
   logs: LogService;
+  audit: AuditRouter;
   info: GatewayInfo;
 }): Route[] {
   const { sandboxes } = opts;
@@ -233,6 +236,7 @@ export function gatewayRoutes(opts: {
       },
     }),
   ];
+  routes.push(...sandboxIoRoutes(sandboxes, opts.audit));
   routes.push(
     defineRoute({
       method: 'GET',

@@ -85,6 +85,8 @@ export interface NetworkAttachment {
    */
   started(initPid: number, cgroup: SandboxCgroup | null): void;
   close(): Promise<void>;
+  /** Stops serving a sandbox that lives on (a gateway that exits): keeps what it will need again. */
+  suspend?(): Promise<void>;
   /** A host directory the attachment made (the proxy socket's), for the crash sweep. */
   hostDir?: string;
 }
