@@ -243,7 +243,9 @@ export function registerSandboxIo(sandbox: Command): void {
       const local_ = await packed;
       if (local_ !== 0) throw new RunInputError(`upload: tar of ${path} failed (exit ${local_})`);
       if (r.code !== 0)
-        throw new RunInputError(`upload into ${remote}: ${r.failure ?? r.stderr ?? `tar exited ${r.code}`}`);
+        throw new RunInputError(
+          `upload into ${remote}: ${firstLine(r.failure ?? r.stderr) || `tar exited ${r.code}`}`,
+        );
     });
 
   sandbox
@@ -254,7 +256,10 @@ export function registerSandboxIo(sandbox: Command): void {
     .argument('[local]', 'a host directory', '.')
     .option('--owner <uid>', "another user's (root and carapace-admin)")
     .action(async (name: string, remote: string, local: string, o: { owner?: string }) => {
-      const tar = spawn('tar', ['-C', resolve(local), '-xf', '-'], { stdio: ['pipe', 'inherit', 'inherit'] });
+      // Its complaints are kept: when the copy fails inside, the reason to show is the inside's.
+      const tar = spawn('tar', ['-C', resolve(local), '-xf', '-'], { stdio: ['pipe', 'inherit', 'pipe'] });
+      let localErr = '';
+      tar.stderr.on('data', (d: Buffer) => (localErr += String(d)));
       const client = await GatewayClient.connect();
       const r = await piped(
         client,
@@ -270,7 +275,15 @@ export function registerSandboxIo(sandbox: Command): void {
       );
       const local_ = await new Promise<number>((res) => tar.on('close', (c) => res(c ?? 1)));
       if (r.code !== 0)
-        throw new RunInputError(`download of ${remote}: ${r.failure ?? r.stderr ?? `tar exited ${r.code}`}`);
-      if (local_ !== 0) throw new RunInputError(`download: tar into ${local} failed (exit ${local_})`);
+        throw new RunInputError(
+          `download of ${remote}: ${firstLine(r.failure ?? r.stderr) || `tar exited ${r.code}`}`,
+        );
+      if (local_ !== 0)
+        throw new RunInputError(`download into ${local}: ${firstLine(localErr) || `tar exited ${local_}`}`);
     });
+}
+
+/** The first line of a program's complaint, for a one-line error (tar says why first). */
+function firstLine(text: string): string {
+  return printable(text.trim().split('\n')[0] ?? '');
 }

@@ -14,14 +14,17 @@ import type { Forward } from './store/sandbox-store.js';
 
 export class ForwardSet {
   private readonly servers = new Map<number, Server>();
-  private readonly sockets = new Set<Socket>();
+  /** The open connections of each forward (host port): closed with it. */
+  private readonly sockets = new Map<number, Set<Socket>>();
 
   constructor(private readonly control: SandboxControl) {}
 
   /** Listens on 127.0.0.1:hostPort for the sandbox's sandboxPort. */
   async add(f: Forward): Promise<void> {
     if (this.servers.has(f.hostPort)) return;
-    const server = createServer((client) => this.serve(client, f.sandboxPort));
+    const open = new Set<Socket>();
+    this.sockets.set(f.hostPort, open);
+    const server = createServer((client) => this.serve(client, f.sandboxPort, open));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(
@@ -40,23 +43,26 @@ export class ForwardSet {
     const server = this.servers.get(hostPort);
     if (!server) return;
     this.servers.delete(hostPort);
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // close() waits for every connection to end: they are ended here, not waited for.
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of this.sockets.get(hostPort) ?? []) s.destroy();
+    this.sockets.delete(hostPort);
+    await closed;
   }
 
   async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
     await Promise.all([...this.servers.keys()].map((p) => this.remove(p)));
   }
 
-  private serve(client: Socket, port: number): void {
-    this.sockets.add(client);
-    client.on('close', () => this.sockets.delete(client));
+  private serve(client: Socket, port: number, open: Set<Socket>): void {
+    open.add(client);
+    client.on('close', () => open.delete(client));
     client.on('error', () => {});
     client.pause();
     this.control.connect(port).then(
       (inside) => {
-        this.sockets.add(inside);
-        inside.on('close', () => this.sockets.delete(inside));
+        open.add(inside);
+        inside.on('close', () => open.delete(inside));
         inside.on('error', () => client.destroy());
         client.on('error', () => inside.destroy());
         client.pipe(inside);
