@@ -59,6 +59,14 @@ export interface AttachOptions {
   maxConnections?: number | undefined;
 }
 
+/** What the audit event of a policy swap says about the change that made it (setGeneration). */
+export interface GenerationChange {
+  /** Who and what, for the event's message: "policy revision 3 by uid 1000". */
+  what: string;
+  /** Added to the event's details (author, revisions, sections). */
+  details?: Record<string, unknown>;
+}
+
 export class ProxyError extends Error {
   constructor(message: string) {
     super(message);
@@ -228,9 +236,9 @@ export class SandboxProxy {
   /**
    * Swap in a new policy generation. New connections and the next request on every kept-alive
    * connection use it at once; open raw tunnels it no longer allows are closed (4001 Close).
-   * Returns how many tunnels were closed.
+   * Returns how many tunnels were closed. `change` says who made it, for the audit event.
    */
-  setGeneration(next: PolicyGeneration): number {
+  setGeneration(next: PolicyGeneration, change?: GenerationChange): number {
     const policy = proxyPolicyOf(next);
     this.pinned = { policy, generation: this.pinned.generation + 1 };
     let closed = 0;
@@ -245,9 +253,9 @@ export class SandboxProxy {
       configChange({
         sandbox: this.name,
         accepted: true,
-        message: `network policy generation ${this.pinned.generation} in force`,
+        message: `${change ? `${change.what}: ` : ''}network policy generation ${this.pinned.generation} in force`,
         generation: this.pinned.generation,
-        details: { closed_tunnels: closed },
+        details: { ...change?.details, closed_tunnels: closed },
       }),
     );
     return closed;

@@ -5,6 +5,7 @@ export {
   ProxyError,
   type EgressProxyOptions,
   type AttachOptions,
+  type GenerationChange,
 } from './egress-proxy.js';
 export { TlsAuthority, TlsAuthorityError, type TlsAuthorityOptions } from './tls-authority.js';
 export {
