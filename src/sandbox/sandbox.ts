@@ -222,18 +222,16 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     closeAll(bindFds);
     bindFds = [];
     network?.started(process.initPid, cgroup);
-    let cleaned = false;
+    // One cleanup, however many callers: each waits for it to finish (a second caller returning at
+    // once would find the lock still held, and a start right after would be refused).
+    let cleaning: Promise<void> | null = null;
     return {
       spec,
       identity,
       plan,
       process,
       cgroup,
-      cleanup: async () => {
-        if (cleaned) return;
-        cleaned = true;
-        await undo();
-      },
+      cleanup: () => (cleaning ??= undo()),
     };
   } catch (err) {
     await undo();
