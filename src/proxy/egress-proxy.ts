@@ -67,6 +67,23 @@ export interface GenerationChange {
   details?: Record<string, unknown>;
 }
 
+/** What the proxy did for one sandbox since it attached: read for the gateway's /metrics. */
+export interface ProxyCounters {
+  /** Connections accepted from the sandbox. */
+  connections: number;
+  /** Connections refused (4001 refusals: policy, SSRF guard, identity, the connection limit). */
+  deniedConnections: number;
+  /** Requests refused inside inspected connections (4002 refusals). */
+  deniedRequests: number;
+  /**
+   * Bytes this process read from and wrote to the sandbox's side (what its relay carried, the
+   * relay's header included). A bulk raw tunnel handed to carapace-pump is counted up to the
+   * hand-off: the pump moves the rest without this process seeing it.
+   */
+  bytesFromSandbox: number;
+  bytesToSandbox: number;
+}
+
 export class ProxyError extends Error {
   constructor(message: string) {
     super(message);
@@ -138,6 +155,14 @@ export class SandboxProxy {
   private saturated = false;
   private readonly audit: ProxyAudit;
   private readonly context: SandboxContext;
+  /** Closed connections' bytes, and the other counters (open sockets' bytes are added when read). */
+  private readonly totals: ProxyCounters = {
+    connections: 0,
+    deniedConnections: 0,
+    deniedRequests: 0,
+    bytesFromSandbox: 0,
+    bytesToSandbox: 0,
+  };
   private pumpHome: ((pid: number) => void) | null = null;
 
   constructor(
@@ -148,7 +173,7 @@ export class SandboxProxy {
     this.socketPath = options.socketPath;
     this.pinned = { policy: proxyPolicyOf(options.generation), generation: 1 };
     this.secrets = options.credentials ?? new Map();
-    this.audit = new ProxyAudit(shared.audit, options.name);
+    this.audit = new ProxyAudit(shared.audit, options.name, this.totals);
     this.context = {
       name: options.name,
       audit: this.audit,
@@ -173,8 +198,11 @@ export class SandboxProxy {
     const limit = options.maxConnections ?? 1024;
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
       this.sockets.add(socket);
+      this.totals.connections++;
       socket.once('close', () => {
         this.sockets.delete(socket);
+        this.totals.bytesFromSandbox += socket.bytesRead;
+        this.totals.bytesToSandbox += socket.bytesWritten;
         // Well below the limit again: the next time it is reached is worth another event.
         if (this.sockets.size <= Math.floor(limit * 0.9)) this.saturated = false;
       });
@@ -231,6 +259,21 @@ export class SandboxProxy {
   /** Raw tunnels open right now. */
   get openTunnels(): number {
     return this.tunnels.size;
+  }
+
+  /** Connections open right now. */
+  get openConnections(): number {
+    return this.sockets.size;
+  }
+
+  /** What the proxy did for this sandbox since it attached (a snapshot). */
+  get counters(): ProxyCounters {
+    const now = { ...this.totals };
+    for (const s of this.sockets) {
+      now.bytesFromSandbox += s.bytesRead;
+      now.bytesToSandbox += s.bytesWritten;
+    }
+    return now;
   }
 
   /**

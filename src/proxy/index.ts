@@ -6,6 +6,7 @@ export {
   type EgressProxyOptions,
   type AttachOptions,
   type GenerationChange,
+  type ProxyCounters,
 } from './egress-proxy.js';
 export { TlsAuthority, TlsAuthorityError, type TlsAuthorityOptions } from './tls-authority.js';
 export {
