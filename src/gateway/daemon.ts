@@ -19,10 +19,13 @@ import { ApiServer } from './api/server.js';
 import { GatewaySockets } from './api/sockets.js';
 import { AuditRouter } from './audit-router.js';
 import { LogService } from './log-service.js';
+import { GatewayMetrics } from './metrics.js';
+import { PolicyService } from './policy-service.js';
 import { gatewayRoutes } from './routes.js';
 import { SandboxLauncher } from './sandbox-launcher.js';
 import { SandboxService, type Quotas } from './sandbox-service.js';
 import { Database } from './store/database.js';
+import { PolicyRevisionStore } from './store/policy-revisions.js';
 import { SandboxStore } from './store/sandbox-store.js';
 import { SecretBox } from './store/secret-box.js';
 
@@ -56,6 +59,7 @@ export class Gateway {
       store: SandboxStore;
       db: Database;
       audit: AuditRouter;
+      metrics: GatewayMetrics;
       pidFile: string;
     },
     readonly socket: string,
@@ -122,9 +126,23 @@ export class Gateway {
         socket: sockets.mainPath,
         rootless,
       };
-      server.setRoutes(gatewayRoutes({ sandboxes, logs, info }));
+      const policies = new PolicyService({
+        sandboxes,
+        revisions: new PolicyRevisionStore(db, store),
+        launcher,
+        runtime,
+        audit,
+        log,
+      });
+      const metrics = new GatewayMetrics({
+        store,
+        launcher,
+        version: cfg.version,
+        startedAt: info.startedAt,
+      });
+      server.setRoutes(gatewayRoutes({ sandboxes, logs, policies, metrics, info }));
       const gateway = new Gateway(
-        { sockets, server, runtime, launcher, store, db, audit, pidFile },
+        { sockets, server, runtime, launcher, store, db, audit, metrics, pidFile },
         sockets.mainPath,
         log,
       );
@@ -173,9 +191,10 @@ export class Gateway {
 
   /** Stops listening and stops every sandbox (they start again with the next gateway). */
   async close(graceMs = 10_000): Promise<void> {
-    const { sockets, server, runtime, launcher, db, audit, pidFile } = this.parts;
+    const { sockets, server, runtime, launcher, db, audit, metrics, pidFile } = this.parts;
     await sockets.close();
     await server.close();
+    metrics.close();
     await Promise.all(runtime.list().map((m) => launcher.stop(m.id, graceMs)));
     await runtime.close();
     audit.close();

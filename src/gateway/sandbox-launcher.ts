@@ -40,6 +40,8 @@ export interface SandboxLauncherOptions {
 interface Running {
   started: BubblewrapSandbox;
   proxy: SandboxProxy | null;
+  /** The policy revision it started with (live changes since are the policy service's). */
+  policyRev: number;
 }
 
 export class SandboxLauncher {
@@ -95,7 +97,11 @@ export class SandboxLauncher {
     for (const [name, sealed] of this.opts.store.secrets(rec.id)) {
       credentials.set(name, this.opts.secrets.unseal(sealed, `${rec.id}/${name}`));
     }
-    const entry: Running = { started: undefined as unknown as BubblewrapSandbox, proxy: null };
+    const entry: Running = {
+      started: undefined as unknown as BubblewrapSandbox,
+      proxy: null,
+      policyRev: revision.rev,
+    };
     const network = egressNetwork({
       proxy: await this.opts.runtime.proxy(),
       runDir: this.opts.dirs.run,

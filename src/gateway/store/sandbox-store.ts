@@ -203,6 +203,20 @@ export class SandboxStore {
     return this.get(id)!;
   }
 
+  /** How often each sandbox was restarted by its restart policy, by id (metrics). */
+  restarts(): Map<string, number> {
+    const rows = this.db.sql('SELECT id, restarts FROM sandboxes').all() as {
+      id: string;
+      restarts: number;
+    }[];
+    return new Map(rows.map((r) => [r.id, Number(r.restarts)]));
+  }
+
+  /** Counts one restart of a sandbox by its restart policy (not a version change: no CAS). */
+  countRestart(id: string): void {
+    this.db.sql('UPDATE sandboxes SET restarts = restarts + 1 WHERE id = ?').run(id);
+  }
+
   delete(id: string): void {
     this.db.sql('DELETE FROM sandboxes WHERE id = ?').run(id);
   }
