@@ -5,6 +5,8 @@
  */
 import type { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { accessSync, constants } from 'node:fs';
+import { resolve } from 'node:path';
 import { stateDirs } from '../sandbox/state-dirs.js';
 import { GatewayClient, GatewayError, gatewayEndpoint, startGateway } from './gateway-client.js';
 import { carapaceVersion } from './version.js';
@@ -16,6 +18,26 @@ interface GatewayStatus {
   socket: string;
   rootless: boolean;
   caller: { uid: number; admin: boolean };
+}
+
+interface RunOptions {
+  maxSandboxes: string;
+  maxMemory: string;
+  defaultMemory: string;
+  resolve: string[];
+  allowLocal: string[];
+  upstreamCa?: string;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function readable(file: string): string {
+  try {
+    accessSync(file, constants.R_OK);
+  } catch {
+    throw new GatewayError('INVALID_INPUT', `--upstream-ca ${file}: cannot read that file`, 400);
+  }
+  return resolve(file);
 }
 
 const SIZE = /^(\d+)(Ki|Mi|Gi|Ti)?$/;
@@ -38,8 +60,22 @@ export function registerGateway(program: Command): void {
     )
     .option('--max-memory <size>', "memory limits one user's sandboxes may add up to", '16Gi')
     .option('--default-memory <size>', "memory limit of a user's sandbox whose policy sets none", '2Gi')
-    .action(async (opts: { maxSandboxes: string; maxMemory: string; defaultMemory: string }) => {
+    .option(
+      '--resolve <host=ip>',
+      "resolve HOST to IP for every sandbox's egress proxy, instead of DNS (repeatable)",
+      collect,
+      [],
+    )
+    .option(
+      '--allow-local <ip:port>',
+      'trust a host-local upstream the proxy would refuse as SSRF, for every sandbox whose policy allows it (repeatable)',
+      collect,
+      [],
+    )
+    .option('--upstream-ca <file>', 'PEM file of extra CAs the proxy trusts for upstream TLS')
+    .action(async (opts: RunOptions) => {
       const { Gateway } = await import('../gateway/daemon.js');
+      const { parseResolve } = await import('./run-options.js');
       const sandboxes = Number(opts.maxSandboxes);
       if (!Number.isInteger(sandboxes) || sandboxes < 0)
         throw new GatewayError(
@@ -55,6 +91,11 @@ export function registerGateway(program: Command): void {
           sandboxes,
           memoryBytes: bytes(opts.maxMemory),
           defaultMemoryBytes: bytes(opts.defaultMemory),
+        },
+        proxy: {
+          hosts: parseResolve(opts.resolve),
+          allowLocal: opts.allowLocal,
+          upstreamCaFile: opts.upstreamCa === undefined ? undefined : readable(opts.upstreamCa),
         },
       });
       await new Promise<void>((resolve) => {

@@ -11,7 +11,7 @@ import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, unlinkSync, wr
 import { join } from 'node:path';
 import { BubblewrapDriver } from '../runtime/bubblewrap-driver.js';
 import { defaultPolicyPath } from '../runtime/one-off-run.js';
-import { Runtime } from '../runtime/runtime.js';
+import { Runtime, type ProxySettings } from '../runtime/runtime.js';
 import { hostIdentities, processStart } from '../sandbox/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns } from '../sandbox/sweep.js';
@@ -34,6 +34,11 @@ export interface GatewayConfig {
   version: string;
   uidBase?: number | undefined;
   quotas?: Quotas | undefined;
+  /**
+   * The operator's settings of the egress proxy every sandbox shares: hosts map, trusted host-local
+   * upstreams, extra upstream CAs (as `carapace run --resolve/--allow-local/--upstream-ca`).
+   */
+  proxy?: ProxySettings | undefined;
   /** Where the gateway's own log lines go (JSON objects, one per line). */
   log?: (entry: Record<string, unknown>) => void;
 }
@@ -91,7 +96,15 @@ export class Gateway {
       const store = new SandboxStore(db);
       const secrets = SecretBox.open(join(dirs.state, 'secret.key'));
       const audit = new AuditRouter(join(dirs.state, 'audit'));
-      const runtime = new Runtime({ driver: new BubblewrapDriver({ dirs, identities }), audit });
+      const runtime = new Runtime({
+        driver: new BubblewrapDriver({ dirs, identities }),
+        audit,
+        proxy: cfg.proxy,
+      });
+      // Operator settings are checked now (a bad --allow-local), not at the first sandbox's start.
+      if (cfg.proxy && (cfg.proxy.allowLocal.length > 0 || cfg.proxy.upstreamCaFile !== undefined)) {
+        await runtime.proxy();
+      }
       const launcher = new SandboxLauncher({ runtime, store, audit, secrets, dirs, identities, rootless });
       const sandboxes = new SandboxService({
         store,
