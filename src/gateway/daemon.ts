@@ -126,6 +126,12 @@ export class Gateway {
             url: req.url,
             error: err instanceof Error ? err.stack : String(err),
           }),
+        // What changed and who asked, and every failure; reads that succeed (list, logs, a
+        // scraper's /metrics every few seconds) are not worth a line each.
+        onResponse: (r) => {
+          if (r.method !== 'GET' || r.status >= 400)
+            log({ level: r.status >= 500 ? 'error' : 'info', msg: 'api request', ...r });
+        },
       });
       const sockets = new GatewaySockets({
         runDir: dirs.run,

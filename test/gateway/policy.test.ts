@@ -7,11 +7,12 @@
  * refused with the sentence that says why.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayClient, type GatewayError } from '../../src/cli/gateway-client.js';
 import { CLI } from '../helpers/cli.js';
+import { REQUEST_AGENT, requester } from '../helpers/gateway-agent.js';
 import { cliAs, makeUser, startTestGateway, type TestGateway, type TestUser } from '../helpers/gateway.js';
 import { FS_POLICY, readAudit, type AuditLine } from '../helpers/network.js';
 import { holds } from '../helpers/premises.js';
@@ -20,24 +21,6 @@ import { startUpstreams, type Upstreams } from '../proxy/harness.js';
 
 const reachable = () =>
   spawnSync(process.execPath, [CLI, '--version'], { uid: 65534, gid: 65534, encoding: 'utf8' }).status === 0;
-
-/** The agent: for each /sandbox/go-N it fetches the URL written there (through HTTP_PROXY) and
- * writes the status, or the error, to /sandbox/out-N. It runs for the whole test, never restarted. */
-const AGENT = [
-  'import os, time, urllib.request as u',
-  'open("/sandbox/starts", "a").write("start\\n")',
-  'n = 0',
-  'while True:',
-  '    n += 1',
-  '    go = f"/sandbox/go-{n}"',
-  '    while not os.path.exists(go): time.sleep(0.02)',
-  '    try:',
-  '        s = u.urlopen(open(go).read().strip(), timeout=30).status',
-  '    except Exception as e:',
-  '        s = getattr(e, "code", None) or repr(e)',
-  '    open(f"/sandbox/out-{n}.tmp", "w").write(str(s))',
-  '    os.rename(f"/sandbox/out-{n}.tmp", f"/sandbox/out-{n}")',
-].join('\n');
 
 interface View {
   id: string;
@@ -86,23 +69,19 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     return path;
   };
 
-  async function create(owner: TestUser, name: string, text: string, command = ['python3', '-c', AGENT]) {
+  async function create(
+    owner: TestUser,
+    name: string,
+    text: string,
+    command = ['python3', '-c', REQUEST_AGENT],
+  ) {
     return api(owner).call<View>('POST', '/v1/sandboxes', { name, command, policy: text });
   }
 
-  /** Asks the agent in `view`'s workspace to fetch `url`; resolves with what it got. */
+  /** Asks the agent of `view` to fetch http://HOST:PORT/x from the upstream. */
   function agent(view: View) {
-    let n = 0;
-    return async (host: string, path = '/x'): Promise<string> => {
-      n++;
-      const go = join(view.workspace, `go-${n}`);
-      writeFileSync(`${go}.tmp`, `http://${host}:${up.httpPort}${path}\n`);
-      chmodSync(`${go}.tmp`, 0o644);
-      renameSync(`${go}.tmp`, go);
-      const out = join(view.workspace, `out-${n}`);
-      while (!existsSync(out)) await new Promise((r) => setTimeout(r, 25));
-      return readFileSync(out, 'utf8');
-    };
+    const ask = requester(view.workspace);
+    return (host: string) => ask(`http://${host}:${up.httpPort}/x`);
   }
 
   const audit = (id: string): AuditLine[] => readAudit(join(gw.home, 'state', 'audit', `${id}.jsonl`));
