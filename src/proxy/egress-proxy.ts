@@ -76,9 +76,9 @@ export interface ProxyCounters {
   /** Requests refused inside inspected connections (4002 refusals). */
   deniedRequests: number;
   /**
-   * Bytes this process read from and wrote to the sandbox's side (what its relay carried, the
-   * relay's header included). A bulk raw tunnel handed to carapace-pump is counted up to the
-   * hand-off: the pump moves the rest without this process seeing it.
+   * Bytes from and to the sandbox's side (what its relay carried, the relay's header included):
+   * what this process read and wrote, and what carapace-pump delivered for the bulk tunnels handed
+   * to it, as the pump reports it (every 4 MiB and at its end).
    */
   bytesFromSandbox: number;
   bytesToSandbox: number;
@@ -186,6 +186,10 @@ export class SandboxProxy {
       internalError: (err) => shared.onError?.(err, options.name),
       tunnelPump: shared.tunnelPump,
       adoptPump: (pid) => this.pumpHome?.(pid),
+      countPumped: (fromSandbox, toSandbox) => {
+        this.totals.bytesFromSandbox += fromSandbox;
+        this.totals.bytesToSandbox += toSandbox;
+      },
       track: (t) => {
         this.tunnels.add(t);
         // A reload between this tunnel's CONNECT decision and now (while its ClientHello was awaited,

@@ -46,6 +46,8 @@ export interface SandboxContext {
   readonly tunnelPump: string | null;
   /** Puts a tunnel pump's process where the sandbox's own are (its cgroups); throws if it cannot. */
   adoptPump(pid: number): void;
+  /** Bytes a tunnel pump delivered, as it reports them (the sandbox's byte counters). */
+  countPumped(fromSandbox: number, toSandbox: number): void;
   /** Register a raw tunnel; returns the function that unregisters it. */
   track(tunnel: OpenTunnel): () => void;
 }
