@@ -148,7 +148,7 @@ export class GatewayMetrics {
     out.family(
       'carapace_proxy_bytes_total',
       'counter',
-      'bytes between each sandbox and the proxy, by direction (bulk tunnels counted up to their hand-off to carapace-pump)',
+      'bytes between each sandbox and the proxy, by direction (a bulk tunnel is counted as its carapace-pump reports: every 4 MiB and at its end)',
     );
     out.family(
       'carapace_proxy_policy_generation',
