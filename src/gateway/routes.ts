@@ -221,6 +221,7 @@ export function gatewayRoutes(opts: {
     defineRoute({
       method: 'GET',
       path: '/metrics',
+      produces: METRICS_CONTENT_TYPE,
       summary:
         "Prometheus text format 0.0.4: the gateway's own series, and the caller's sandboxes' (everyone's for admins)",
       handler: async ({ caller, res }) => {

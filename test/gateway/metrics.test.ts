@@ -249,5 +249,17 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     );
     // Reads that succeed (a scraper every few seconds) are not logged.
     expect(lines.some((l) => l.path === '/metrics')).toBe(false);
+
+    // The API document has the policy routes and /metrics, as text.
+    const doc = await api(alice).call<{
+      paths: Record<string, Record<string, { responses: Record<string, { content?: object }> }>>;
+    }>('GET', '/openapi.json');
+    expect(Object.keys(doc.paths['/v1/sandboxes/{name}/policy']!).sort()).toEqual(['get', 'put']);
+    expect(Object.keys(doc.paths['/v1/sandboxes/{name}/policy/revisions']!)).toEqual(['get']);
+    expect(Object.keys(doc.paths['/v1/sandboxes/{name}/policy/operations']!)).toEqual(['post']);
+    expect(Object.keys(doc.paths['/v1/sandboxes/{name}/policy/rollback']!)).toEqual(['post']);
+    expect(Object.keys(doc.paths['/metrics']!.get!.responses['200']!.content!)).toEqual([
+      'text/plain; version=0.0.4; charset=utf-8',
+    ]);
   });
 });
