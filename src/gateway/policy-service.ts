@@ -17,7 +17,6 @@
  * revision it based its change on (`baseRev`) gets VERSION_CONFLICT when it is no longer the latest.
  */
 import type { Policy } from '../policy/index.js';
-import type { PolicyOperation } from '../policy/index.js';
 import type { LivePolicy, PolicyProvenance } from '../runtime/policy-apply.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { SandboxProxy } from '../proxy/index.js';
@@ -26,25 +25,12 @@ import type { Caller } from './api/router.js';
 import type { AuditRouter } from './audit-router.js';
 import type { SandboxLauncher } from './sandbox-launcher.js';
 import type { SandboxService } from './sandbox-service.js';
-import type { RevisionAction, RevisionRecord } from './store/policy-revisions.js';
-import type { PolicyRevisionStore } from './store/policy-revisions.js';
+import type { PolicyRevisionStore, RevisionAction, RevisionRecord } from './store/policy-revisions.js';
 import type { SandboxRecord } from './store/sandbox-store.js';
+import { asApiError, operationOf, type WireOperation } from './policy-wire.js';
 
 type Engine = typeof import('../policy/index.js');
 type ApplyModule = typeof import('../runtime/policy-apply.js');
-
-/** An operation as the API takes it: the specs `carapace policy apply-ops` takes on its command line. */
-export type WireOperation =
-  | { op: 'add-endpoint'; endpoint: string; binaries?: string[] | undefined; policyKey?: string | undefined }
-  | { op: 'remove-endpoint'; endpoint: string; policyKey?: string | undefined }
-  | { op: 'add-rule' | 'remove-rule'; kind: 'allow' | 'deny'; rule: string; policyKey?: string | undefined }
-  | {
-      op: 'add-preset' | 'remove-preset';
-      /** A built-in preset by name, or a preset file's text. */
-      preset: { name: string } | { text: string; file?: string | undefined };
-      replace?: boolean | undefined;
-      force?: boolean | undefined;
-    };
 
 export interface ChangeOptions {
   /** The revision the change was based on: refused with VERSION_CONFLICT when no longer the latest. */
@@ -343,52 +329,4 @@ function parsed(text: string, engine: Engine): Policy {
   if (!r.ok)
     throw new ApiError('INTERNAL', `a stored policy revision does not parse: ${r.diagnostics[0]?.message}`);
   return r.policy;
-}
-
-function operationOf(w: WireOperation, engine: Engine): PolicyOperation {
-  const key = (k: string | undefined) => (k === undefined ? {} : { policyKey: k });
-  switch (w.op) {
-    case 'add-endpoint':
-      return {
-        op: 'add-endpoint',
-        endpoint: engine.parseEndpointSpec(w.endpoint),
-        binaries: w.binaries ?? [],
-        ...key(w.policyKey),
-      };
-    case 'remove-endpoint':
-      return { op: 'remove-endpoint', endpoint: engine.parseHostPortSpec(w.endpoint), ...key(w.policyKey) };
-    case 'add-rule':
-    case 'remove-rule': {
-      const flag = `--${w.op === 'add-rule' ? 'add' : 'remove'}-${w.kind === 'deny' ? 'deny-' : ''}rule`;
-      return { op: w.op, kind: w.kind, rule: engine.parseRuleSpec(w.rule, flag), ...key(w.policyKey) };
-    }
-    case 'add-preset':
-    case 'remove-preset': {
-      const preset = presetOf(w.preset, engine);
-      return w.op === 'add-preset'
-        ? { op: 'add-preset', preset, onConflict: w.replace === true ? 'replace' : 'error' }
-        : { op: 'remove-preset', preset, force: w.force === true };
-    }
-  }
-}
-
-function presetOf(p: { name: string } | { text: string; file?: string | undefined }, engine: Engine) {
-  if ('name' in p) return engine.loadBuiltinPreset(p.name);
-  const r = engine.parsePreset(p.text, p.file ?? 'preset.yaml');
-  if (!r.ok) throw new engine.PolicyError(r.diagnostics);
-  return r.preset;
-}
-
-/** A policy problem found while making the change: POLICY_INVALID with every diagnostic. */
-function asApiError(err: unknown, engine: Engine): unknown {
-  if (!(err instanceof engine.PolicyError)) return err;
-  const [first] = err.diagnostics;
-  return new ApiError(
-    'POLICY_INVALID',
-    first
-      ? engine.formatDiagnostic(first) +
-          (err.diagnostics.length > 1 ? ` (and ${err.diagnostics.length - 1} more)` : '')
-      : err.message,
-    err.diagnostics,
-  );
 }
