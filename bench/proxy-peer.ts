@@ -142,7 +142,8 @@ async function latency(task: Extract<ClientTask, { cmd: 'latency' }>): Promise<n
     await new Promise<void>((resolve) => {
       s.once('data', () => resolve());
       s.resume();
-      s.write('x');
+      // A line, not a bare byte: the proxy decides what a raw tunnel speaks on whole tokens.
+      s.write('x\n');
     });
     out.push(performance.now() - t0);
     s.destroy();

@@ -267,7 +267,7 @@ async function run(): Promise<BenchRow[]> {
         `PROXY TCP4 127.0.0.1 127.0.0.1 40001 3128\r\nCONNECT raw.bench.test:${info.echoPort} HTTP/1.1\r\nHost: raw.bench.test\r\n\r\n`,
       );
       await new Promise<void>((r) => s.once('data', () => r()));
-      s.write('x');
+      s.write('x\n'); // a line: the proxy decides what a raw tunnel speaks on whole tokens
       await new Promise<void>((r) => s.once('data', () => r()));
       const closed = new Promise<void>((r) => s.once('close', () => r()));
       s.on('error', () => undefined);

@@ -14,6 +14,7 @@ import { machineDescription, passes, renderTable, type BenchModule, type BenchRo
 import { policyDecisionBench } from './policy-decisions.js';
 import { proxyBench } from './proxy.js';
 import { sandboxConnectBench } from './sandbox-connect.js';
+import { proxyFloodBench } from './proxy-flood.js';
 import { sandboxMemoryBench } from './sandbox-memory.js';
 import { sandboxStartBench } from './sandbox-start.js';
 import { sandboxTunnelBench } from './sandbox-tunnel.js';
@@ -26,6 +27,7 @@ const MODULES: BenchModule[] = [
   sandboxMemoryBench,
   sandboxConnectBench,
   proxyBench,
+  proxyFloodBench,
   sandboxTunnelBench,
 ];
 

@@ -24,6 +24,8 @@ interface RunOptions {
   maxSandboxes: string;
   maxMemory: string;
   defaultMemory: string;
+  restartBackoff: string;
+  crashLoop: string;
   resolve: string[];
   allowLocal: string[];
   upstreamCa?: string;
@@ -47,6 +49,32 @@ function bytes(text: string): number {
   return Number(m[1]) * 1024 ** ['', 'Ki', 'Mi', 'Gi', 'Ti'].indexOf(m[2] ?? '');
 }
 
+function duration(text: string, option: string): number {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(text);
+  if (!m)
+    throw new GatewayError('INVALID_INPUT', `${option} ${text}: expected a duration like 500ms, 1s, 5m`, 400);
+  return Number(m[1]) * { ms: 1, s: 1e3, m: 6e4, h: 3.6e6 }[m[2] as 'ms']!;
+}
+
+function restartSettings(backoff: string, crashLoop: string) {
+  const [min, max] = backoff.split(':');
+  const runs = Number(crashLoop);
+  if (!min || !max)
+    throw new GatewayError(
+      'INVALID_INPUT',
+      `--restart-backoff ${backoff}: expected MIN:MAX, like 1s:5m`,
+      400,
+    );
+  if (!Number.isInteger(runs) || runs < 1)
+    throw new GatewayError('INVALID_INPUT', `--crash-loop ${crashLoop}: expected a whole number ≥ 1`, 400);
+  return {
+    minBackoffMs: duration(min, '--restart-backoff'),
+    maxBackoffMs: duration(max, '--restart-backoff'),
+    crashLoopRuns: runs,
+    stableMs: 10 * 60_000,
+  };
+}
+
 export function registerGateway(program: Command): void {
   const gateway = program.command('gateway').description('run, start, stop or describe the gateway daemon');
 
@@ -60,6 +88,12 @@ export function registerGateway(program: Command): void {
     )
     .option('--max-memory <size>', "memory limits one user's sandboxes may add up to", '16Gi')
     .option('--default-memory <size>', "memory limit of a user's sandbox whose policy sets none", '2Gi')
+    .option(
+      '--restart-backoff <min:max>',
+      'wait before a restart: doubles per quick run from min to max',
+      '1s:5m',
+    )
+    .option('--crash-loop <runs>', 'quick runs in a row (under 10 minutes each) that make a crash loop', '5')
     .option(
       '--resolve <host=ip>',
       "resolve HOST to IP for every sandbox's egress proxy, instead of DNS (repeatable)",
@@ -92,6 +126,7 @@ export function registerGateway(program: Command): void {
           memoryBytes: bytes(opts.maxMemory),
           defaultMemoryBytes: bytes(opts.defaultMemory),
         },
+        restart: restartSettings(opts.restartBackoff, opts.crashLoop),
         proxy: {
           hosts: parseResolve(opts.resolve),
           allowLocal: opts.allowLocal,

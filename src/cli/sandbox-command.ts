@@ -24,6 +24,7 @@ export interface SandboxView {
   labels: Record<string, string>;
   forwards: { hostPort: number; sandboxPort: number }[];
   policyRev: number;
+  restarts: number;
   exitCode: number | null;
   reason: string | null;
   createdAt: string;
@@ -89,6 +90,7 @@ function print(view: SandboxView | SandboxView[], output: string | undefined, wi
       rows.map((v) => [
         v.name,
         v.state === 'stopped' && v.exitCode !== null ? `stopped (${v.exitCode})` : v.state,
+        String(v.restarts),
         age(v.createdAt),
         v.command.join(' '),
         ...(wide
@@ -204,6 +206,25 @@ export function registerSandbox(program: Command): void {
     .action(async (name: string, o: { owner?: string; output?: string }) => {
       const client = await GatewayClient.connect();
       print(await client.call<SandboxView>('GET', path(name, o.owner)), o.output, o.output === 'wide');
+    });
+
+  sandbox
+    .command('update')
+    .description('change what needs no restart: the restart policy, labels')
+    .argument('<name>')
+    .option('--restart <policy>', 'never | on-failure | always')
+    .option('--label <key=value>', 'the labels, replacing the old ones (repeatable)', collect, [])
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .action(async (name: string, o: { restart?: string; label: string[]; owner?: string }) => {
+      if (o.restart !== undefined && !['never', 'on-failure', 'always'].includes(o.restart)) {
+        throw new RunInputError(`--restart ${o.restart}: expected never, on-failure or always`);
+      }
+      const client = await GatewayClient.connect();
+      const view = await client.call<SandboxView>('PATCH', path(name, o.owner), {
+        ...(o.restart ? { restart: o.restart } : {}),
+        ...(o.label.length ? { labels: parseLabels(o.label) } : {}),
+      });
+      process.stdout.write(`${view.name} restart=${view.restart}\n`);
     });
 
   for (const [op, what] of [

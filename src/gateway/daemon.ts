@@ -24,6 +24,7 @@ import { PolicyService } from './policy-service.js';
 import { gatewayRoutes } from './routes.js';
 import { SandboxLauncher } from './sandbox-launcher.js';
 import { SandboxService, type Quotas } from './sandbox-service.js';
+import type { RestartSettings } from './restart-policy.js';
 import { Database } from './store/database.js';
 import { PolicyRevisionStore } from './store/policy-revisions.js';
 import { SandboxStore } from './store/sandbox-store.js';
@@ -34,6 +35,7 @@ export interface GatewayConfig {
   version: string;
   uidBase?: number | undefined;
   quotas?: Quotas | undefined;
+  restart?: RestartSettings | undefined;
   /**
    * The operator's settings of the egress proxy every sandbox shares: hosts map, trusted host-local
    * upstreams, extra upstream CAs (as `carapace run --resolve/--allow-local/--upstream-ca`).
@@ -105,7 +107,17 @@ export class Gateway {
       if (cfg.proxy && (cfg.proxy.allowLocal.length > 0 || cfg.proxy.upstreamCaFile !== undefined)) {
         await runtime.proxy();
       }
-      const launcher = new SandboxLauncher({ runtime, store, audit, secrets, dirs, identities, rootless });
+      const launcher = new SandboxLauncher({
+        runtime,
+        store,
+        audit,
+        secrets,
+        dirs,
+        identities,
+        rootless,
+        restart: cfg.restart,
+        log,
+      });
       const sandboxes = new SandboxService({
         store,
         launcher,
@@ -214,6 +226,7 @@ export class Gateway {
     await sockets.close();
     await server.close();
     metrics.close();
+    launcher.cancelAll();
     await Promise.all(runtime.list().map((m) => launcher.stop(m.id, graceMs)));
     await runtime.close();
     audit.close();

@@ -109,7 +109,6 @@ export class GatewayMetrics {
     out.family('carapace_sandboxes', 'gauge', 'sandboxes by state');
     for (const [state, n] of byState) out.sample('carapace_sandboxes', { state }, n);
 
-    const restarts = this.opts.store.restarts();
     const label = (r: SandboxRecord) => ({ sandbox: r.name, owner: String(r.ownerUid) });
     const running = records
       .map((r) => ({ r, proxy: this.opts.launcher.get(r.id)?.proxy ?? null }))
@@ -125,7 +124,7 @@ export class GatewayMetrics {
       'counter',
       'restarts of each sandbox by its restart policy',
     );
-    for (const r of records) out.sample('carapace_sandbox_restarts_total', label(r), restarts.get(r.id) ?? 0);
+    for (const r of records) out.sample('carapace_sandbox_restarts_total', label(r), r.restarts);
     out.family('carapace_sandbox_policy_revision', 'gauge', 'the latest policy revision of each sandbox');
     for (const r of records) out.sample('carapace_sandbox_policy_revision', label(r), r.spec.policyRev);
 

@@ -50,6 +50,7 @@ const sandboxView = z.object({
   labels: z.record(z.string(), z.string()),
   forwards: z.array(forward),
   policyRev: z.number().int(),
+  restarts: z.number().int().describe('how often its restart policy started it again'),
   exitCode: z.number().int().nullable(),
   reason: z.string().nullable(),
   createdAt: z.string(),
@@ -160,6 +161,25 @@ export function gatewayRoutes(opts: {
       response: sandboxView,
       handler: ({ caller, params, query }) =>
         Promise.resolve(sandboxes.view(sandboxes.resolve(caller, params.name, query.owner))),
+    }),
+    defineRoute({
+      method: 'PATCH',
+      path: '/v1/sandboxes/{name}',
+      summary: 'change what needs no restart: the restart policy, labels (version: only if still that one)',
+      params: sandboxParams,
+      query: ownerQuery,
+      body: z.object({
+        restart: z.enum(['never', 'on-failure', 'always']).optional(),
+        labels: z.record(z.string().regex(/^[A-Za-z0-9_.\-/]{1,63}$/), z.string().max(256)).optional(),
+        version: z
+          .number()
+          .int()
+          .optional()
+          .describe('the version the change is based on (compare-and-swap)'),
+      }),
+      response: sandboxView,
+      handler: ({ caller, params, query, body }) =>
+        Promise.resolve(sandboxes.view(sandboxes.update(caller, params.name, query.owner, body))),
     }),
     ...(['start', 'stop', 'restart'] as const).map((op) =>
       defineRoute({

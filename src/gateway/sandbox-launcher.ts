@@ -23,6 +23,7 @@ import type { AuditRouter } from './audit-router.js';
 import { checkAsCaller, type PathRequest } from './caller-paths.js';
 import { primaryGid } from './host-groups.js';
 import { checkPolicyText } from './policy-text.js';
+import { nextStep, type RestartSettings, type Run } from './restart-policy.js';
 import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
 import type { SecretBox } from './store/secret-box.js';
 
@@ -35,17 +36,27 @@ export interface SandboxLauncherOptions {
   identities: IdentityRegistry | null;
   /** True for a rootless gateway: every sandbox is the gateway's user, no path checks. */
   rootless: boolean;
+  restart?: RestartSettings | undefined;
+  /** The gateway's own log. */
+  log?: (entry: Record<string, unknown>) => void;
 }
 
 interface Running {
   started: BubblewrapSandbox;
   proxy: SandboxProxy | null;
+  startedAt: number;
+  /** Set when the gateway asked it to end: its end is not a reason to restart it. */
+  stopping: boolean;
   /** The policy revision it started with (live changes since are the policy service's). */
   policyRev: number;
 }
 
 export class SandboxLauncher {
   private readonly running = new Map<string, Running>();
+  /** Recent runs of each sandbox, for its restart policy (this gateway's lifetime only). */
+  private readonly runs = new Map<string, Run[]>();
+  /** Restarts waiting for their backoff. */
+  private readonly pending = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly opts: SandboxLauncherOptions) {
     for (const d of [this.logDir, this.caDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
@@ -97,9 +108,12 @@ export class SandboxLauncher {
     for (const [name, sealed] of this.opts.store.secrets(rec.id)) {
       credentials.set(name, this.opts.secrets.unseal(sealed, `${rec.id}/${name}`));
     }
+    this.cancelPending(rec.id);
     const entry: Running = {
       started: undefined as unknown as BubblewrapSandbox,
       proxy: null,
+      startedAt: Date.now(),
+      stopping: false,
       policyRev: revision.rev,
     };
     const network = egressNetwork({
@@ -107,24 +121,30 @@ export class SandboxLauncher {
       runDir: this.opts.dirs.run,
       generation: engine.compilePolicy(policy),
       credentials,
+      // What the proxy may spend on it derives from its limits (docs/proxy.md, budgets).
+      limits: settings.limits,
       caDir: join(this.caDir, rec.id),
       onAttached: (sb) => (entry.proxy = sb),
     });
-    const { managed, started } = await this.opts.runtime.start({
-      spec,
-      ownerUid: rec.ownerUid,
-      network,
-      removeWorkspace: false,
-      ephemeral: false,
-      bestEffortLimits: false,
-      stdio: 'pipe',
-      expectedInodes: expected,
-    });
+    const { managed, started } = await this.opts.runtime.start(
+      {
+        spec,
+        ownerUid: rec.ownerUid,
+        network,
+        removeWorkspace: false,
+        ephemeral: false,
+        bestEffortLimits: false,
+        stdio: 'pipe',
+        expectedInodes: expected,
+      },
+      (spawned) => {
+        const process = (spawned as BubblewrapSandbox).started.process;
+        process.stdin?.end();
+        this.captureLogs(rec.id, process.stdout, process.stderr);
+      },
+    );
     entry.started = started as BubblewrapSandbox;
     this.running.set(rec.id, entry);
-    const process = entry.started.started.process;
-    process.stdin?.end();
-    this.captureLogs(rec.id, process.stdout, process.stderr);
     managed.onChange((c) => {
       const cur = this.opts.store.get(rec.id);
       if (!cur) return;
@@ -135,18 +155,76 @@ export class SandboxLauncher {
       });
     });
     this.opts.store.update(rec.id, { state: managed.state, exitCode: null, reason: null });
-    void started.exited.then(async () => {
+    void started.exited.then(async (code) => {
       await started.release();
-      this.running.delete(rec.id);
+      if (this.running.get(rec.id) === entry) this.running.delete(rec.id);
       this.opts.runtime.forget(rec.id);
+      if (!entry.stopping)
+        this.ended(rec.id, { startedAt: entry.startedAt, exitedAt: Date.now(), exitCode: code });
     });
+  }
+
+  /** The agent ended by itself: its restart policy says what next. */
+  private ended(id: string, run: Run): void {
+    const rec = this.opts.store.get(id);
+    if (!rec || rec.desired !== 'running') return;
+    const runs = [...(this.runs.get(id) ?? []), run].slice(-32);
+    this.runs.set(id, runs);
+    const step = nextStep(rec.spec.restart, runs, this.opts.restart);
+    if (step.kind === 'stay-stopped') {
+      this.opts.store.update(id, { desired: 'stopped' });
+      return;
+    }
+    if (step.kind === 'crash-loop') {
+      this.opts.store.update(id, { state: 'failed', reason: step.reason });
+      this.opts.log?.({
+        level: 'warn',
+        msg: 'sandbox in a crash loop',
+        sandbox: rec.name,
+        owner: rec.ownerUid,
+      });
+      return;
+    }
+    this.opts.store.update(id, {
+      reason: `restarting in ${formatMs(step.delayMs)} (status ${run.exitCode})`,
+    });
+    this.pending.set(
+      id,
+      setTimeout(() => {
+        this.pending.delete(id);
+        const cur = this.opts.store.get(id);
+        if (!cur || cur.desired !== 'running' || this.running.has(id)) return;
+        this.opts.store.update(id, { restarts: cur.restarts + 1 });
+        this.start(this.opts.store.get(id)!).catch((err: unknown) => {
+          this.opts.store.update(id, { state: 'failed', reason: (err as Error).message });
+        });
+      }, step.delayMs),
+    );
+  }
+
+  private cancelPending(id: string): void {
+    const t = this.pending.get(id);
+    if (t) clearTimeout(t);
+    this.pending.delete(id);
+  }
+
+  /** Forgets the restart history of a sandbox (started by hand: a fresh count). */
+  resetRuns(id: string): void {
+    this.runs.delete(id);
+  }
+
+  /** Cancels every pending restart (the gateway stops). */
+  cancelAll(): void {
+    for (const id of [...this.pending.keys()]) this.cancelPending(id);
   }
 
   /** Stops a running sandbox (SIGTERM, then everything killed after `graceMs`); no-op if stopped. */
   async stop(id: string, graceMs = 10_000): Promise<void> {
+    this.cancelPending(id);
     const run = this.running.get(id);
     const managed = this.opts.runtime.get(id);
     if (!run || !managed) return;
+    run.stopping = true;
     await managed.stop(graceMs);
     await run.started.release();
     this.running.delete(id);
@@ -249,4 +327,8 @@ export class SandboxLauncher {
       stream.on('error', () => {});
     }
   }
+}
+
+function formatMs(ms: number): string {
+  return ms < 1000 ? `${ms}ms` : ms < 120_000 ? `${Math.round(ms / 1000)}s` : `${Math.round(ms / 60_000)}m`;
 }

@@ -65,6 +65,7 @@ export interface SandboxView {
   labels: Record<string, string>;
   forwards: Forward[];
   policyRev: number;
+  restarts: number;
   exitCode: number | null;
   reason: string | null;
   createdAt: string;
@@ -103,6 +104,7 @@ export class SandboxService {
       labels: rec.spec.labels,
       forwards: this.opts.store.forwards(rec.id),
       policyRev: rec.spec.policyRev,
+      restarts: rec.restarts,
       exitCode: rec.exitCode,
       reason: rec.reason,
       createdAt: new Date(rec.createdAt).toISOString(),
@@ -213,6 +215,26 @@ export class SandboxService {
     this.opts.store.update(rec.id, { desired: 'running' });
     await this.opts.launcher.start(this.opts.store.get(rec.id)!);
     return this.opts.store.get(rec.id)!;
+  }
+
+  /** Changes what can change without a restart: the restart policy, labels. */
+  update(
+    caller: Caller,
+    name: string,
+    owner: number | undefined,
+    patch: {
+      restart?: RestartPolicy | undefined;
+      labels?: Record<string, string> | undefined;
+      version?: number | undefined;
+    },
+  ): SandboxRecord {
+    const rec = this.resolve(caller, name, owner);
+    const spec = {
+      ...rec.spec,
+      ...(patch.restart ? { restart: patch.restart } : {}),
+      ...(patch.labels ? { labels: patch.labels } : {}),
+    };
+    return this.opts.store.update(rec.id, { spec }, patch.version);
   }
 
   async stop(caller: Caller, name: string, owner?: number, graceMs?: number): Promise<SandboxRecord> {

@@ -72,6 +72,7 @@ function freezeView(policy: string, name: string, index: number, ep: Endpoint): 
     inspect: mode.inspect,
     protocol: mode.protocol,
     tls: ep.tls === 'skip' ? 'skip' : 'auto',
+    tlsDeclared: ep.tls === 'terminate' || ep.tls === 'passthrough',
     enforcement: ep.enforcement ?? 'enforce',
     access: ep.access ?? null,
     allowedIps: Object.freeze([...(ep.allowed_ips ?? [])]),
@@ -126,6 +127,8 @@ function portMatches(e: Entry, port: number): boolean {
 interface Misses {
   hostPorts: Set<number> | null;
   binaryPolicies: Map<string, readonly string[]> | null;
+  /** An ancestor of the caller that a listed binary without `descendants: true` matches. */
+  heldBack: string | null;
 }
 
 function consider(list: Entry[] | undefined, q: ConnectQuery, out: Match[], misses: Misses): void {
@@ -136,8 +139,10 @@ function consider(list: Entry[] | undefined, q: ConnectQuery, out: Match[], miss
       continue;
     }
     const b = e.binaries.match(q.binary, q.ancestors);
-    if (b === null) (misses.binaryPolicies ??= new Map()).set(e.view.policy, e.binaries.patterns);
-    else out.push({ entry: e, binary: b });
+    if (b === null) {
+      (misses.binaryPolicies ??= new Map()).set(e.view.policy, e.binaries.patterns);
+      misses.heldBack ??= e.binaries.heldBack(q.ancestors);
+    } else out.push({ entry: e, binary: b });
   }
 }
 
@@ -171,7 +176,10 @@ function describeCaller(q: ConnectQuery): string {
 function denialReason(host: string, q: ConnectQuery, misses: Misses): string {
   if (misses.binaryPolicies !== null) {
     const parts = [...misses.binaryPolicies].map(([p, pats]) => `"${p}" allows ${pats.join(', ')}`);
-    return `${host}:${q.port} is allowed only for other programs, not ${describeCaller(q)}: ${parts.join('; ')}`;
+    const lineage = misses.heldBack
+      ? `; it runs under "${misses.heldBack}", but the programs a binary starts count only with descendants: true`
+      : '';
+    return `${host}:${q.port} is allowed only for other programs, not ${describeCaller(q)}: ${parts.join('; ')}${lineage}`;
   }
   if (misses.hostPorts !== null) {
     return `no policy allows ${host}:${q.port}; ${host} is allowed on port ${[...misses.hostPorts].sort((a, b) => a - b).join(', ')}`;
@@ -213,7 +221,7 @@ class Generation implements PolicyGeneration {
 
   #match(q: ConnectQuery): { host: string; matches: Match[]; misses: Misses } {
     const host = normalizeHost(q.host);
-    const misses: Misses = { hostPorts: null, binaryPolicies: null };
+    const misses: Misses = { hostPorts: null, binaryPolicies: null, heldBack: null };
     return { host, matches: gather(this.#index, host, q, misses), misses };
   }
 

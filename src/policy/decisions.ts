@@ -36,6 +36,11 @@ export interface EndpointView {
   readonly protocol: 'rest' | 'websocket' | 'tcp';
   /** `skip`: never terminate TLS. `auto`: terminate when `inspect` (and the stream is TLS). */
   readonly tls: 'auto' | 'skip';
+  /**
+   * The endpoint says it speaks TLS (`tls: terminate` or `passthrough`): credentials bound to it
+   * must never be put into a request that would reach it in clear text.
+   */
+  readonly tlsDeclared: boolean;
   readonly enforcement: Enforcement;
   readonly access: Access | null;
   /** Addresses the host may resolve to even when private (SSRF override). Empty: public only. */

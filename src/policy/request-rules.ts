@@ -7,6 +7,11 @@
  * (`%2F`, used by npm for scoped packages) stays encoded inside its segment, so `*` cannot be
  * stretched across it. Methods compare case-insensitively; a rule for GET also covers HEAD
  * (RFC 9110: the same request without a body), as in OpenShell.
+ *
+ * Paths compare case-sensitively for allow rules and case-insensitively for deny rules: a server
+ * that folds case (IIS, a case-insensitive filesystem, many routers) serves `/ADMIN` as `/admin`, so
+ * a deny rule for `/admin/**` also refuses `/ADMIN/x` and `/Admin/x` (the stricter reading on both
+ * sides: an allow rule never admits more than it spells).
  */
 import { compilePathGlob, compileValueGlob } from './glob.js';
 import type { Access, AllowRule, DenyRule, QueryMatcher } from './schema.js';
@@ -55,9 +60,13 @@ function compileMatch(
   return {
     view: Object.freeze({ kind, index, text: `${kind} ${m.method.toUpperCase()} ${m.path}${q}` }),
     method: m.method.toUpperCase(),
-    path: compilePathGlob(m.path),
+    path: kind === 'deny' ? caseless(compilePathGlob(m.path)) : compilePathGlob(m.path),
     query,
   };
+}
+
+function caseless(re: RegExp): RegExp {
+  return new RegExp(re.source, `${re.flags}i`);
 }
 
 function methodMatches(rule: string, method: string): boolean {

@@ -154,8 +154,16 @@ export const BinarySchema = z
       .string()
       .describe('Absolute path of an executable, or a glob: `*` within one segment, `**` any depth.'),
     harness: z.boolean().optional().describe('Deprecated OpenShell field; accepted and ignored.'),
+    descendants: z
+      .boolean()
+      .optional()
+      .describe(
+        'Carapace: true also admits the programs this one starts, and theirs (it is then an ancestor ' +
+          "of the caller). Off by default: a process forked before its parent exec'd this program " +
+          'would pass as its child (docs/security.md).',
+      ),
   })
-  .describe('An executable allowed to use the endpoints (it or any of its ancestors).');
+  .describe('An executable allowed to use the endpoints (with descendants: true, also what it starts).');
 
 export const NetworkPolicySchema = z
   .strictObject({

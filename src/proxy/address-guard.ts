@@ -18,7 +18,13 @@
  * - IPv4-mapped, IPv4-compatible and NAT64 (64:ff9b::/96) IPv6 addresses are judged as the IPv4
  *   address they carry;
  * - the operator's hosts map (`resolve: {host: ip}`) replaces DNS for that name, and its answer is
- *   checked like any other.
+ *   checked like any other;
+ * - `host.openshell.internal` (OpenShell's name for the host) and `host.carapace.internal` are the
+ *   host's loopback, 127.0.0.1 then ::1, on the port asked for — but only for a connection an endpoint
+ *   naming that exact host admitted (`hostLocal`, never a wildcard): the policy's author named the
+ *   host service, so no operator trust is needed. They never go to DNS or the hosts map, and they
+ *   unlock nothing else: every other loopback or private address stays refused. Without such an
+ *   endpoint the policy refuses the name before it gets here.
  */
 import { lookup as dnsLookup } from 'node:dns/promises';
 import type { CanonicalHost } from './host-name.js';
@@ -40,8 +46,21 @@ export interface CheckedAddress {
   family: 4 | 6;
 }
 
+/** Why an address was refused: a host-local one, a private one, or outside the endpoint's list. */
+export type RefusalKind = 'local' | 'private' | 'allowed-ips' | 'unresolved';
+
 export type GuardResult =
-  { ok: true; addresses: CheckedAddress[] } | { ok: false; reason: string; address?: string };
+  | { ok: true; addresses: CheckedAddress[] }
+  | { ok: false; reason: string; address?: string; kind: RefusalKind };
+
+/** Names of the host itself (its loopback) for endpoints that name them exactly. */
+export const HOST_LOCAL_NAMES: readonly string[] = ['host.openshell.internal', 'host.carapace.internal'];
+const HOST_LOCAL = new Set(HOST_LOCAL_NAMES);
+const HOST_LOOPBACK = ['127.0.0.1', '::1'];
+
+export function isHostLocalName(host: string): boolean {
+  return HOST_LOCAL.has(host);
+}
 
 export type Resolver = (host: string) => Promise<{ address: string; family: number }[]>;
 
@@ -117,13 +136,23 @@ export class AddressGuard {
   /**
    * Resolve `host` once and check every address. `allowedIps` is the endpoint's list (CIDRs or
    * addresses); invalid entries throw CidrError, which the policy compiler should have caught.
+   * `hostLocal`: an endpoint naming `host.openshell.internal` (or our alias) exactly admitted the
+   * connection, so that name is the host's loopback.
    */
-  async resolve(host: CanonicalHost, port: number, allowedIps?: readonly string[]): Promise<GuardResult> {
+  async resolve(
+    host: CanonicalHost,
+    port: number,
+    allowedIps?: readonly string[],
+    hostLocal = false,
+  ): Promise<GuardResult> {
+    const loopbackGranted = hostLocal && host.kind === 'dns' && isHostLocalName(host.host);
     let candidates: ParsedIp[];
     if (host.kind !== 'dns') {
       const ip = parseIp(host.host);
-      if (!ip) return { ok: false, reason: `invalid IP literal ${host.host}` };
+      if (!ip) return { ok: false, reason: `invalid IP literal ${host.host}`, kind: 'unresolved' };
       candidates = [ip];
+    } else if (loopbackGranted) {
+      candidates = HOST_LOOPBACK.map((a) => parseIp(a) as ParsedIp);
     } else {
       const mapped = this.hosts.get(host.host);
       if (mapped) {
@@ -134,51 +163,83 @@ export class AddressGuard {
           answers = await this.resolver(host.host);
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code ?? 'error';
-          return { ok: false, reason: `name did not resolve (${code})` };
+          return { ok: false, reason: `name did not resolve (${code})`, kind: 'unresolved' };
         }
         candidates = [];
         for (const a of answers) {
           const ip = parseIp(a.address);
-          if (!ip) return { ok: false, reason: `resolver returned a non-IP answer` };
+          if (!ip) return { ok: false, reason: `resolver returned a non-IP answer`, kind: 'unresolved' };
           candidates.push(ip);
         }
       }
     }
-    if (candidates.length === 0) return { ok: false, reason: 'name resolved to no address' };
+    if (candidates.length === 0)
+      return { ok: false, reason: 'name resolved to no address', kind: 'unresolved' };
     const ranges: Cidr[] = (allowedIps ?? []).map((c) => parseCidr(c));
     const out: CheckedAddress[] = [];
     for (const ip of candidates) {
-      const verdict = this.check(ip, port, ranges);
-      if (verdict) return { ok: false, reason: verdict, address: formatIp(ip) };
+      const verdict = this.check(ip, port, ranges, loopbackGranted);
+      if (verdict) return { ok: false, ...verdict, address: formatIp(ip) };
       out.push({ address: formatIp(ip), family: ip.family });
     }
     return { ok: true, addresses: out };
   }
 
-  /** Re-check one connected address (after a reload): null when still allowed, else the reason. */
-  checkAddress(address: string, port: number, allowedIps: readonly string[]): string | null {
+  /**
+   * Re-check one connected address (after a reload): null when still allowed, else the reason.
+   * `hostLocal` as for resolve, for a tunnel to a host-local name.
+   */
+  checkAddress(
+    address: string,
+    port: number,
+    allowedIps: readonly string[],
+    hostLocal = false,
+  ): string | null {
     const ip = parseIp(address);
     if (!ip) return `invalid address ${address}`;
-    return this.check(
+    const verdict = this.check(
       ip,
       port,
       allowedIps.map((c) => parseCidr(c)),
+      hostLocal,
     );
+    return verdict?.reason ?? null;
   }
 
   /** null when allowed, else the reason. */
-  private check(ip: ParsedIp, port: number, ranges: readonly Cidr[]): string | null {
+  private check(
+    ip: ParsedIp,
+    port: number,
+    ranges: readonly Cidr[],
+    loopbackGranted: boolean,
+  ): { reason: string; kind: RefusalKind } | null {
     const kind = classifyIp(ip);
     const text = formatIp(effectiveIp(ip));
     const covered = ranges.some((r) => cidrContains(r, ip));
     // allowed_ips restricts even operator-trusted addresses: the policy author narrowed the endpoint.
-    if (ranges.length > 0 && !covered) return `address ${text} is outside the endpoint's allowed_ips`;
+    if (ranges.length > 0 && !covered)
+      return { reason: `address ${text} is outside the endpoint's allowed_ips`, kind: 'allowed-ips' };
     if (this.isTrustedLocal(ip, port)) return null;
+    // Only the host's loopback, and only for the host-local names (resolve() picks the addresses).
+    if (loopbackGranted && kind === 'loopback') return null;
     if (ALWAYS_REFUSED.has(kind)) {
-      return `address ${text} is ${kind} (refused unless the operator allows ${text}:${port} as local)`;
+      return {
+        reason: `address ${text} is ${kind} (refused unless the operator allows ${text}:${port} as local)`,
+        kind: 'local',
+      };
     }
     if (kind !== 'public' && !covered)
-      return `address ${text} is ${kind} (refused unless allowed_ips covers it)`;
+      return { reason: `address ${text} is ${kind} (refused unless allowed_ips covers it)`, kind: 'private' };
     return null;
   }
+}
+
+/** The hint a refusal by the guard gives the caller (responses.ts). */
+export function guardHint(
+  r: Extract<GuardResult, { ok: false }>,
+): { kind: 'local'; address: string } | { kind: 'private'; address: string } | undefined {
+  if (r.address === undefined) return undefined;
+  if (r.kind === 'local') return { kind: 'local', address: r.address };
+  if (r.kind === 'private') return { kind: 'private', address: r.address };
+  return undefined;
 }

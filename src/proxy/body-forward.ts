@@ -9,6 +9,7 @@
  */
 import type { Writable } from 'node:stream';
 import { HttpHeadError, parseHeaderLines } from './http-fields.js';
+import type { ByteAccount } from './sandbox-budget.js';
 import { StreamClosedError, type StreamReader, writeAll } from './stream-reader.js';
 
 export type Framing =
@@ -26,14 +27,15 @@ class Out {
   constructor(
     private readonly dest: Writable,
     private prefix: Buffer | null,
+    private readonly account: ByteAccount | null,
   ) {}
   async write(buf: Buffer): Promise<void> {
     if (this.prefix) {
       const p = this.prefix;
       this.prefix = null;
-      return writeAll(this.dest, buf.length ? Buffer.concat([p, buf]) : p);
+      return writeAll(this.dest, buf.length ? Buffer.concat([p, buf]) : p, this.account);
     }
-    if (buf.length) await writeAll(this.dest, buf);
+    if (buf.length) await writeAll(this.dest, buf, this.account);
   }
   async flush(): Promise<void> {
     await this.write(Buffer.alloc(0));
@@ -92,21 +94,23 @@ async function copyUntilClose(reader: StreamReader, out: Out): Promise<void> {
 
 /**
  * Forward one body by its framing. `prefix` (the message head, already judged) is written together
- * with the first body bytes when they are already buffered, else on its own at once.
+ * with the first body bytes when they are already buffered, else on its own at once. `account`
+ * holds each write against the sandbox's buffer budget until it reaches the kernel.
  */
 export async function forwardBody(
   reader: StreamReader,
   dest: Writable,
   framing: Framing,
   prefix: Buffer | null = null,
+  account: ByteAccount | null = null,
 ): Promise<void> {
   let head = prefix;
   if (head && framing.kind !== 'none' && reader.buffered === 0) {
     // No body bytes yet (Expect: 100-continue, a server-sent event stream): the head must not wait.
-    await writeAll(dest, head);
+    await writeAll(dest, head, account);
     head = null;
   }
-  const out = new Out(dest, head);
+  const out = new Out(dest, head, account);
   switch (framing.kind) {
     case 'none':
       break;

@@ -16,6 +16,7 @@ import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.
 import { L7Session } from './l7-session.js';
 import { MAX_PROXY_LINE, ProxyHeaderError, findProxyHeaderEnd, parseProxyHeader } from './proxy-protocol.js';
 import { badRequest, forbidden } from './responses.js';
+import { COST } from './sandbox-budget.js';
 import { type ClientConnection, type SandboxContext, UNKNOWN_BINARY } from './sandbox-context.js';
 import { StreamClosedError, StreamReader } from './stream-reader.js';
 import { handleConnect } from './tunnel.js';
@@ -70,6 +71,11 @@ export async function handleConnection(sb: SandboxContext, socket: net.Socket): 
       });
       return void socket.destroy();
     }
+    // The caller lookup and everything after it is work done for this sandbox: it waits for its
+    // tokens (a flood of connections slows its own set-up, nobody else's).
+    const turn = sb.budget.spend(COST.connection);
+    if (turn) await turn;
+    if (socket.destroyed) return;
     const identity: Promise<CallerResult> = sb.callerResolver
       .resolve({
         family: header.family,
@@ -123,7 +129,13 @@ export async function handleConnection(sb: SandboxContext, socket: net.Socket): 
         srcPort: header.srcPort,
       });
       return void socket.end(
-        forbidden({ host, port, binary: who.binary ?? UNKNOWN_BINARY, reason: who.reason, sandbox: sb.name }),
+        forbidden({
+          host,
+          port,
+          binary: who.binary ?? UNKNOWN_BINARY,
+          reason: who.reason,
+          hint: { kind: 'identity' },
+        }),
       );
     }
     const conn: ClientConnection = { sb, socket, reader, srcPort: header.srcPort, caller: who.caller };

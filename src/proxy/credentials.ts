@@ -11,6 +11,10 @@
  *   the NAME only);
  * - in the path and query the value is percent-encoded; in a header a value with CR, LF or NUL is
  *   refused (it would split the header);
+ * - a secret never travels in clear text to an endpoint the policy reaches over TLS: when the request
+ *   would leave unencrypted (a forward-proxy `http://` request, plain HTTP inside a CONNECT tunnel)
+ *   and the endpoint is on port 443 or declares `tls: terminate`/`passthrough`, a bound placeholder
+ *   refuses the request (`cleartext`) instead of being substituted;
  * - nothing here logs or returns the value except in the rewritten request.
  * Bodies are not rewritten (they are streamed, never buffered); a placeholder in a body reaches the
  * upstream as the placeholder text.
@@ -25,11 +29,13 @@ export interface CredentialScope {
   bound: readonly string[];
   /** The sandbox's secrets by name. */
   secrets: ReadonlyMap<string, string>;
+  /** The request would leave in clear text to an endpoint reached over TLS: substitute nothing. */
+  cleartextRefused?: boolean | undefined;
 }
 
 export type Substitution =
   | { ok: true; value: string; used: string[] }
-  | { ok: false; name: string; problem: 'unbound' | 'unresolved' | 'unsafe' };
+  | { ok: false; name: string; problem: 'unbound' | 'unresolved' | 'unsafe' | 'cleartext' };
 
 /** Cheap pre-check: does the text mention a placeholder at all (raw or percent-encoded)? */
 export function mentionsPlaceholder(text: string): boolean {
@@ -48,6 +54,10 @@ function replaceAll(
     if (failure) return '';
     if (!scope.bound.includes(name)) {
       failure = { ok: false, name, problem: 'unbound' };
+      return '';
+    }
+    if (scope.cleartextRefused) {
+      failure = { ok: false, name, problem: 'cleartext' };
       return '';
     }
     const secret = scope.secrets.get(name);

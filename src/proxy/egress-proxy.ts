@@ -14,12 +14,19 @@
 import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type tls from 'node:tls';
-import { type AuditSink, configChange } from '../audit/index.js';
-import { AddressGuard, type Resolver } from './address-guard.js';
+import { type AuditSink, configChange, lifecycle } from '../audit/index.js';
+import { AddressGuard, isHostLocalName, type Resolver } from './address-guard.js';
 import type { CallerResolver } from './caller-identity.js';
 import { handleConnection } from './connection.js';
 import type { PolicyGeneration } from '../policy/index.js';
 import { proxyPolicyOf } from './policy-adapter.js';
+import {
+  type BudgetLimits,
+  type BudgetStats,
+  type ProxyBudgets,
+  SandboxBudget,
+  budgetsFor,
+} from './sandbox-budget.js';
 import type { ProxyPolicy } from './policy-port.js';
 import { ProxyAudit } from './proxy-audit.js';
 import type { OpenTunnel, PinnedGeneration, SandboxContext } from './sandbox-context.js';
@@ -55,8 +62,12 @@ export interface AttachOptions {
   /** Credential values by name (the sandbox sees only `carapace:cred:NAME`). */
   credentials?: ReadonlyMap<string, string> | undefined;
   authority: TlsAuthority;
-  /** Simultaneous connections from this sandbox; more are closed at once (default 1024). */
+  /** Simultaneous connections from this sandbox; more are closed at once (default: budgets). */
   maxConnections?: number | undefined;
+  /** The sandbox's limits (`resolveLimits` of src/policy): the budgets' defaults derive from them. */
+  limits?: BudgetLimits | undefined;
+  /** Budgets set explicitly, field by field (sandbox-budget.ts; docs/proxy.md, "Budgets"). */
+  budgets?: Partial<ProxyBudgets> | undefined;
 }
 
 /** What the audit event of a policy swap says about the change that made it (setGeneration). */
@@ -155,6 +166,7 @@ export class SandboxProxy {
   private saturated = false;
   private readonly audit: ProxyAudit;
   private readonly context: SandboxContext;
+  private readonly budget: SandboxBudget;
   /** Closed connections' bytes, and the other counters (open sockets' bytes are added when read). */
   private readonly totals: ProxyCounters = {
     connections: 0,
@@ -174,6 +186,12 @@ export class SandboxProxy {
     this.pinned = { policy: proxyPolicyOf(options.generation), generation: 1 };
     this.secrets = options.credentials ?? new Map();
     this.audit = new ProxyAudit(shared.audit, options.name, this.totals);
+    this.budget = new SandboxBudget(
+      budgetsFor(options.limits, {
+        ...options.budgets,
+        maxConnections: options.maxConnections ?? options.budgets?.maxConnections,
+      }),
+    );
     this.context = {
       name: options.name,
       audit: this.audit,
@@ -186,6 +204,7 @@ export class SandboxProxy {
       internalError: (err) => shared.onError?.(err, options.name),
       tunnelPump: shared.tunnelPump,
       adoptPump: (pid) => this.pumpHome?.(pid),
+      budget: this.budget,
       countPumped: (fromSandbox, toSandbox) => {
         this.totals.bytesFromSandbox += fromSandbox;
         this.totals.bytesToSandbox += toSandbox;
@@ -199,7 +218,7 @@ export class SandboxProxy {
         return () => this.tunnels.delete(t);
       },
     };
-    const limit = options.maxConnections ?? 1024;
+    const limit = this.budget.budgets.maxConnections;
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
       this.sockets.add(socket);
       this.totals.connections++;
@@ -253,6 +272,23 @@ export class SandboxProxy {
     chmodSync(this.socketPath, 0o600);
     if (this.options.socketOwner)
       chownSync(this.socketPath, this.options.socketOwner.uid, this.options.socketOwner.gid);
+    const b = this.budget.budgets;
+    this.shared.audit.emit(
+      lifecycle({
+        sandbox: this.name,
+        activity: 'update',
+        message: `egress proxy attached: ${b.maxConnections} connections, ${Math.round(b.bufferBytes / 1024)} KiB buffered, ${Number.isFinite(b.workMicrosPerSecond) ? `${Math.round(b.workMicrosPerSecond / 1000)} ms/s of proxy work` : 'proxy work not limited (no cpu limit)'}`,
+        details: {
+          proxy_budgets: {
+            buffer_bytes: b.bufferBytes,
+            max_connections: b.maxConnections,
+            // null: not limited (the sandbox has no cpu limit)
+            work_us_per_second: Number.isFinite(b.workMicrosPerSecond) ? b.workMicrosPerSecond : null,
+            work_burst_us: Number.isFinite(b.workBurstMicros) ? b.workBurstMicros : null,
+          },
+        },
+      }),
+    );
   }
 
   /** The generation number now in force (1 at attach). */
@@ -263,6 +299,16 @@ export class SandboxProxy {
   /** Raw tunnels open right now. */
   get openTunnels(): number {
     return this.tunnels.size;
+  }
+
+  /** The sandbox's budgets, as derived from its limits and options. */
+  get budgets(): ProxyBudgets {
+    return this.budget.budgets;
+  }
+
+  /** What the sandbox holds and spends in the proxy now (sandbox-budget.ts). */
+  get budgetStats(): BudgetStats {
+    return this.budget.stats;
   }
 
   /** Connections open right now. */
@@ -318,8 +364,12 @@ export class SandboxProxy {
     });
     if (!v.allowed) return v.reason;
     if (v.endpoint?.inspect && !t.inspected) return 'the endpoint now requires inspection';
-    const problem = this.shared.guard.checkAddress(t.address, t.port, v.endpoint?.allowedIps ?? []);
-    return problem;
+    return this.shared.guard.checkAddress(
+      t.address,
+      t.port,
+      v.endpoint?.allowedIps ?? [],
+      (v.endpoint?.hostLocal ?? false) && isHostLocalName(t.host),
+    );
   }
 
   /** Replace the credential values (names bound by the policy are unchanged). */
@@ -333,6 +383,7 @@ export class SandboxProxy {
     for (const s of this.sockets) s.destroy();
     for (const t of [...this.tunnels]) t.close('sandbox detached');
     await closing;
+    this.budget.close();
     removeStaleSocket(this.socketPath);
     this.shared.onDetach();
   }

@@ -8,6 +8,13 @@ export {
   type GenerationChange,
   type ProxyCounters,
 } from './egress-proxy.js';
+export {
+  budgetsFor,
+  COST,
+  type ProxyBudgets,
+  type BudgetLimits,
+  type BudgetStats,
+} from './sandbox-budget.js';
 export { TlsAuthority, TlsAuthorityError, type TlsAuthorityOptions } from './tls-authority.js';
 export {
   sandboxProxyEnv,

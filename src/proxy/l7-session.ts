@@ -16,11 +16,13 @@ import { HttpHeadError } from './http-fields.js';
 import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.js';
 import { parseResponseHead } from './http-response.js';
 import { type Approval, type Refusal, judgeRequest } from './request-judge.js';
+import { guardHint } from './address-guard.js';
 import { badGateway, badRequest, forbidden } from './responses.js';
 import type { ClientConnection, SessionMode } from './sandbox-context.js';
 import { StreamClosedError, StreamReader, writeAll } from './stream-reader.js';
 import { UpstreamError, connectChecked, startTls } from './upstream.js';
 import { spliceRaw } from './raw-relay.js';
+import { type ByteAccount, COST } from './sandbox-budget.js';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
 
@@ -39,6 +41,10 @@ function slotKey(host: string, port: number, tls: boolean): string {
 
 export class L7Session {
   private upstream: UpstreamSlot | null;
+  /** Bytes this session holds, against the sandbox's buffer budget. */
+  private readonly account: ByteAccount;
+  private readonly ungateClient: (reopen?: boolean) => void;
+  private ungateUpstream: ((reopen?: boolean) => void) | null = null;
 
   constructor(
     private readonly conn: ClientConnection,
@@ -48,10 +54,23 @@ export class L7Session {
     initialUpstream: UpstreamSlot | null = null,
   ) {
     this.upstream = initialUpstream;
+    this.account = conn.sb.budget.account();
+    this.ungateClient = conn.sb.budget.gate(client);
+    if (initialUpstream) this.ungateUpstream = conn.sb.budget.gate(initialUpstream.socket);
   }
 
   /** Serve requests until the client closes, a refusal, or (forward mode) a CONNECT to hand back. */
   async run(firstHead: Buffer | null = null): Promise<SessionEnd> {
+    try {
+      return await this.serve(firstHead);
+    } finally {
+      this.ungateClient();
+      this.ungateUpstream?.();
+      this.account.close();
+    }
+  }
+
+  private async serve(firstHead: Buffer | null): Promise<SessionEnd> {
     let pending = firstHead;
     try {
       for (;;) {
@@ -71,6 +90,9 @@ export class L7Session {
           this.dropUpstream();
           return { kind: 'connect', head };
         }
+        // Judging, auditing and forwarding a request is work done for the sandbox.
+        const turn = this.conn.sb.budget.spend(COST.request);
+        if (turn) await turn;
         const verdict = judgeRequest(this.conn, head, this.mode);
         if (!verdict.ok) return await this.refuse(verdict);
         this.auditApproval(verdict);
@@ -105,6 +127,8 @@ export class L7Session {
   private dropUpstream(): void {
     this.upstream?.socket.destroy();
     this.upstream = null;
+    this.ungateUpstream?.();
+    this.ungateUpstream = null;
   }
 
   private async refuseMalformed(err: HttpHeadError): Promise<SessionEnd> {
@@ -151,7 +175,7 @@ export class L7Session {
       sb.audit.request({ ...base, disposition: 'blocked', method: r.method, path: r.path, status: r.status });
     const body =
       r.status === 403
-        ? forbidden({ host: r.host, port: r.port, binary: caller.binary, reason: r.reason, sandbox: sb.name })
+        ? forbidden({ host: r.host, port: r.port, binary: caller.binary, reason: r.reason, hint: r.hint })
         : badRequest(r.reason);
     await this.answerAndClose(body);
     return { kind: 'done' };
@@ -187,7 +211,7 @@ export class L7Session {
     if (this.upstream && this.upstream.key === key && this.upstream.reader.open) return this.upstream;
     this.dropUpstream();
     const { sb, caller } = this.conn;
-    const guarded = await sb.guard.resolve(a.host, a.port, a.treatment.allowedIps);
+    const guarded = await sb.guard.resolve(a.host, a.port, a.treatment.allowedIps, a.treatment.hostLocal);
     const base = {
       host: a.host.host,
       port: a.port,
@@ -204,7 +228,7 @@ export class L7Session {
           port: a.port,
           binary: caller.binary,
           reason: guarded.reason,
-          sandbox: sb.name,
+          hint: guardHint(guarded),
         }),
       );
       return null;
@@ -213,8 +237,13 @@ export class L7Session {
       const { socket, address } = await connectChecked(guarded.addresses, a.port);
       if (this.mode.kind === 'forward')
         sb.audit.connect({ ...base, disposition: 'allowed', ip: address.address });
+      if (tls) {
+        const turn = sb.budget.spend(COST.tlsHandshake);
+        if (turn) await turn;
+      }
       const s = tls ? await startTls(socket, a.host, sb.upstreamTls) : socket;
       this.upstream = { key, socket: s, reader: new StreamReader(s), address: address.address };
+      this.ungateUpstream = sb.budget.gate(s);
       return this.upstream;
     } catch (err) {
       const reason = err instanceof UpstreamError ? err.reason : 'upstream connection failed';
@@ -229,7 +258,7 @@ export class L7Session {
     a: Approval,
     up: UpstreamSlot,
   ): Promise<'keep' | 'close' | 'upgraded'> {
-    const body = forwardBody(this.reader, up.socket, head.body, a.wire);
+    const body = forwardBody(this.reader, up.socket, head.body, a.wire, this.account);
     // A bad body frame (or a vanished peer) poisons both streams: close them, which also ends the
     // wait for a response below.
     body.catch(() => {
@@ -254,7 +283,7 @@ export class L7Session {
           await writeAll(this.client, bytes);
           continue;
         }
-        await forwardBody(up.reader, this.client, res.body, bytes);
+        await forwardBody(up.reader, this.client, res.body, bytes, this.account);
         await body;
         if (res.close) this.dropUpstream();
         return head.close || res.body.kind === 'close' ? 'close' : 'keep';

@@ -3,22 +3,36 @@
  *
  * Threat: a path the policy reads as allowed but the upstream reads as another resource:
  * `/repos/x/../../admin`, `/repos%2F..%2Fadmin`, `/a/%2e%2e/admin`, `\admin` on servers that treat a
- * backslash as a slash. Rules (RFC 3986 equivalences only, so forwarding the canonical form never
- * changes what a conforming server serves):
+ * backslash as a slash, `/public/..;/admin` on servers that drop path parameters (Tomcat, Jetty,
+ * Spring), `//admin` on servers that merge slashes (nginx, most frameworks). One reading is chosen
+ * per form, and because the canonical path is also what goes upstream, the upstream reads what was
+ * judged. Per form (docs/proxy.md, "Paths"):
  * - percent-escapes must be well-formed; escapes of unreserved characters (ALPHA DIGIT - . _ ~) are
  *   decoded, all others are kept with upper-case hex;
- * - an encoded slash or backslash (`%2F`, `%5C`), an encoded NUL (`%00`), a raw backslash and a
- *   fragment are refused: servers disagree on them;
- * - dot segments are removed after decoding; a `..` that would climb above the root is refused.
+ * - refused, because servers disagree on them: an encoded slash or backslash (`%2F`, `%5C`), an
+ *   encoded path-parameter separator (`%3B`), an encoded control character (`%00`–`%1F`, `%7F`), a
+ *   double-encoded escape (`%25` followed by two hex digits: a server that decodes twice sees
+ *   `%2F` become `/`), escapes whose bytes are not UTF-8 (overlong forms such as `%C0%AF` decode to
+ *   `/` on some servers), a raw backslash and a fragment;
+ * - normalised: `;parameters` are removed from every segment before dot segments are resolved (as
+ *   the servers that honour them do; so `..;` is `..` and is resolved, never forwarded), repeated
+ *   slashes are merged (an empty segment is dropped, a trailing slash kept), dot segments are
+ *   removed after decoding; a `..` that would climb above the root is refused;
+ * - letter case is kept (paths are case-sensitive for most servers); the policy matches `deny_rules`
+ *   without regard to case, so `/ADMIN` cannot slip past a rule for `/admin` on a server that folds
+ *   case (src/policy/request-rules.ts).
  */
 
 export type CanonicalTarget = { ok: true; path: string; query: string } | { ok: false; reason: string };
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
 const HEX = /^[0-9A-Fa-f]{2}$/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** Decode unreserved escapes, refuse the ambiguous ones; returns the path or the reason. */
 function normaliseEscapes(path: string): string | { reason: string } {
   let out = '';
+  let escaped: number[] | null = null;
   for (let i = 0; i < path.length; i++) {
     const c = path[i] as string;
     if (c === '\\') return { reason: 'backslash in path' };
@@ -31,29 +45,61 @@ function normaliseEscapes(path: string): string | { reason: string } {
     const code = parseInt(hex, 16);
     if (code === 0x2f || code === 0x5c) return { reason: 'encoded slash or backslash (%2F, %5C) in path' };
     if (code === 0) return { reason: 'encoded NUL in path' };
+    if (code < 0x20 || code === 0x7f) return { reason: 'encoded control character in path' };
+    if (code === 0x3b) return { reason: 'encoded semicolon (%3B) in path' };
+    if (code === 0x25 && HEX.test(path.slice(i + 3, i + 5)))
+      return { reason: 'double-encoded escape (%25XX) in path' };
+    if (code >= 0x80) (escaped ??= []).push(code);
     const ch = String.fromCharCode(code);
     out += UNRESERVED.test(ch) ? ch : `%${hex.toUpperCase()}`;
     i += 2;
   }
+  if (escaped !== null && !isUtf8(path)) return { reason: 'percent-escapes in path that are not UTF-8' };
   return out;
 }
 
-function removeDotSegments(path: string): string | null {
+/** Whether the bytes the escapes of `path` stand for, with its other characters, are valid UTF-8. */
+function isUtf8(path: string): boolean {
+  const bytes: number[] = [];
+  for (let i = 0; i < path.length; i++) {
+    if (path[i] === '%') {
+      bytes.push(parseInt(path.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else {
+      bytes.push(path.charCodeAt(i));
+    }
+  }
+  try {
+    utf8.decode(Uint8Array.from(bytes));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Segments with `;parameters` dropped, empty segments merged (a trailing one kept: the trailing
+ * slash), dot segments resolved; null when `..` climbs above the root.
+ */
+function resolveSegments(path: string): string | null {
   const input = path.split('/').slice(1);
   const out: string[] = [];
+  const last = input.length - 1;
   for (let i = 0; i < input.length; i++) {
-    const seg = input[i] as string;
-    const last = i === input.length - 1;
+    const raw = input[i] as string;
+    const semi = raw.indexOf(';');
+    const seg = semi < 0 ? raw : raw.slice(0, semi);
     if (seg === '.') {
-      if (last) out.push('');
+      if (i === last) out.push('');
       continue;
     }
     if (seg === '..') {
       if (out.length === 0) return null;
       out.pop();
-      if (last) out.push('');
+      if (i === last) out.push('');
       continue;
     }
+    if (seg === '' && i !== last) continue;
     out.push(seg);
   }
   return '/' + out.join('/');
@@ -68,7 +114,7 @@ export function canonicalTarget(target: string): CanonicalTarget {
   if (!rawPath.startsWith('/')) return { ok: false, reason: 'path does not start with /' };
   const escaped = normaliseEscapes(rawPath);
   if (typeof escaped !== 'string') return { ok: false, reason: escaped.reason };
-  const path = removeDotSegments(escaped);
+  const path = resolveSegments(escaped);
   if (path === null) return { ok: false, reason: 'path climbs above the root (..)' };
   if (/%(?![0-9A-Fa-f]{2})/.test(query)) return { ok: false, reason: 'malformed percent-escape in query' };
   return { ok: true, path, query };

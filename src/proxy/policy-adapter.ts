@@ -5,11 +5,14 @@
  * one host); the proxy then treats it by their union, as the policy engine reports it — inspected if
  * any inspects, the union of allowed_ips and of bound credentials, WebSocket upgrades if any admitting
  * endpoint is `protocol: websocket`, and `tls: skip` only when the deciding endpoint says so (the policy
- * checks refuse endpoints that disagree on tls for one host). A request decision whose rules say deny
+ * checks refuse endpoints that disagree on tls for one host). The host-local grant needs an endpoint
+ * that names the host-local name exactly (a wildcard never does); TLS counts as declared when any
+ * admitting endpoint declares it (the stricter reading for credentials). A request decision whose rules say deny
  * on an `enforcement: audit` endpoint comes back from the engine as allowed; here it is reported as
  * not allowed with enforcement `audit`, so the proxy records it as `audited` and forwards it.
  */
 import type { PolicyGeneration } from '../policy/index.js';
+import { isHostLocalName } from './address-guard.js';
 import type {
   ConnectQuery,
   ConnectVerdict,
@@ -40,6 +43,8 @@ export function proxyPolicyOf(generation: PolicyGeneration): ProxyPolicy {
               tls: d.endpoint?.tls === 'skip' ? 'skip' : 'terminate',
               allowedIps: d.allowedIps,
               credentials: d.credentials,
+              hostLocal: d.endpoints.some((e) => e.host !== null && isHostLocalName(e.host)),
+              tlsDeclared: d.endpoints.some((e) => e.tlsDeclared),
             }
           : undefined,
       };

@@ -37,6 +37,13 @@ export interface EndpointTreatment {
   allowedIps: readonly string[];
   /** Names of credentials the proxy may put into requests to this endpoint. */
   credentials: readonly string[];
+  /**
+   * An endpoint naming `host.openshell.internal` / `host.carapace.internal` exactly admitted the
+   * connection: that name is the host's loopback (address-guard.ts).
+   */
+  hostLocal: boolean;
+  /** An admitting endpoint declares TLS (`tls: terminate` / `passthrough`): never clear text. */
+  tlsDeclared: boolean;
 }
 
 export interface ConnectVerdict {

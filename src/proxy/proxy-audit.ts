@@ -2,8 +2,11 @@
  * The proxy's audit vocabulary on top of src/audit: every event carries the sandbox, the caller
  * (pid, binary), host, port, policy entry, reason and generation. Security assumption: callers pass
  * canonical hosts, canonical paths (no query) and credential NAMES only; nothing here accepts a
- * query string, a header value or a secret.
+ * query string, a header value or a secret. Reasons and titles are text for people and may quote
+ * what the sandbox controls (an executable's path, an SNI): they are made printable here
+ * (printable.ts), once for every event; the structured fields keep exact values.
  */
+import { printable } from './printable.js';
 import {
   type AuditSink,
   type Disposition,
@@ -18,6 +21,7 @@ export type ProxyFindingKind =
   | 'sni-missing'
   | 'unbound-credential'
   | 'unresolved-credential'
+  | 'cleartext-credential'
   | 'ambiguous-identity'
   | 'binary-replaced'
   | 'bad-relay-header'
@@ -65,7 +69,7 @@ export class ProxyAudit {
         srcPort: e.srcPort,
         actor: e.caller,
         policy: e.policy,
-        reason: e.reason,
+        reason: text(e.reason),
         enforcement: e.enforcement,
         generation: e.generation,
       }),
@@ -81,7 +85,7 @@ export class ProxyAudit {
         port: e.port,
         actor: e.caller,
         policy: e.policy,
-        reason: e.reason,
+        reason: text(e.reason),
         generation: e.generation,
       }),
     );
@@ -101,7 +105,7 @@ export class ProxyAudit {
         path: e.path,
         actor: e.caller,
         policy: e.policy,
-        reason: e.reason,
+        reason: text(e.reason),
         enforcement: e.enforcement,
         generation: e.generation,
         status: e.status,
@@ -123,15 +127,19 @@ export class ProxyAudit {
       finding({
         sandbox: this.sandbox,
         kind: e.kind,
-        title: e.title,
+        title: printable(e.title),
         host: e.host,
         port: e.port,
         actor: e.caller,
         policy: e.policy,
-        reason: e.reason,
+        reason: text(e.reason),
         severity: 'high',
         details: e.details ?? {},
       }),
     );
   }
+}
+
+function text(s: string | undefined): string | undefined {
+  return s === undefined ? undefined : printable(s);
 }

@@ -5,12 +5,15 @@
  *
  * Half-close is preserved (each direction ends on its own, as TCP allows); the pair is destroyed when
  * both directions have ended or either side fails. Backpressure pauses a source once its destination
- * buffers 1 MiB, so memory per tunnel is bounded by about 2 MiB.
+ * buffers 1 MiB, so memory per tunnel is bounded by about 2 MiB; across all of a sandbox's tunnels
+ * the bytes held here count against its buffer budget, and the bytes relayed against its work
+ * budget (sandbox-budget.ts): over either, the reads of both sockets stop with all its others.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import tls from 'node:tls';
+import type { ByteAccount } from './sandbox-budget.js';
 import type { ClientConnection } from './sandbox-context.js';
 
 export interface RawRelaySpec {
@@ -35,6 +38,9 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
   let closed = false;
   let ends = 0;
   let pump: ChildProcess | null = null;
+  const account = sb.budget.account();
+  let ungateClient = sb.budget.gate(client);
+  let ungateUpstream = sb.budget.gate(upstream);
   const untrack = sb.track({
     host: spec.host,
     port: spec.port,
@@ -55,6 +61,9 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
     pump?.kill('SIGKILL');
     client.destroy();
     upstream.destroy();
+    ungateClient(false);
+    ungateUpstream(false);
+    account.close();
   };
   const onEnd = (): void => {
     ends++;
@@ -67,8 +76,8 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
   client.once('close', teardown);
   upstream.once('close', teardown);
   if (client.destroyed || upstream.destroyed) return teardown();
-  if (spec.clientRest.length > 0) upstream.write(spec.clientRest);
-  if (spec.upstreamRest.length > 0) client.write(spec.upstreamRest);
+  heldWrite(upstream, spec.clientRest, account);
+  heldWrite(client, spec.upstreamRest, account);
 
   let moved = 0;
   let promoting = false;
@@ -80,12 +89,22 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
     if (running >= MAX_PUMPS_PER_SANDBOX) return; // more bulk tunnels stay here, slower but bounded
     promoting = true;
     pumpsRunning.set(sb, running + 1);
+    // The pump reads both sockets from now on: they leave the budget with their reads stopped.
+    ungateClient(false);
+    ungateUpstream(false);
     const released = (): void => {
       pumpsRunning.set(sb, (pumpsRunning.get(sb) ?? 1) - 1);
     };
     void handToKernel(sb.tunnelPump, client, upstream, () => closed || ends > 0).then(
       (child) => {
-        if (!child) return released();
+        if (!child) {
+          // The tunnel stays here: its reads are the budget's again.
+          if (!closed) {
+            ungateClient = sb.budget.gate(client);
+            ungateUpstream = sb.budget.gate(upstream);
+          }
+          return released();
+        }
         pump = child;
         countReports(child, (fromSandbox, toSandbox) => sb.countPumped(fromSandbox, toSandbox));
         // The pump exits when both directions have ended (0) or a side failed (1): either way, done.
@@ -107,8 +126,16 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
       },
     );
   };
-  forward(client, upstream, onEnd, counted);
-  forward(upstream, client, onEnd, counted);
+  const relay = { onEnd, counted, account };
+  forward(client, upstream, relay);
+  forward(upstream, client, relay);
+}
+
+/** Write `buf`, held against the sandbox until it has reached the kernel. */
+function heldWrite(dst: Duplex, buf: Buffer, account: ByteAccount): void {
+  if (buf.length === 0) return;
+  account.hold(buf.length);
+  dst.write(buf, () => account.release(buf.length));
 }
 
 /** Bytes a destination may hold in its write buffer before the source is paused. */
@@ -130,17 +157,21 @@ const pumpsRunning = new WeakMap<object, number>();
  * WRITE_BUDGET: with the sockets' default 16 KiB mark every 64 KiB read would stop and restart the
  * source (two epoll changes per chunk), which halves bulk throughput.
  */
-function forward(src: Duplex, dst: Duplex, onEnd: () => void, counted: (n: number) => void): void {
+function forward(
+  src: Duplex,
+  dst: Duplex,
+  r: { onEnd: () => void; counted: (n: number) => void; account: ByteAccount },
+): void {
   const ended = (): void => {
     dst.end();
-    onEnd();
+    r.onEnd();
   };
   // The source may have ended before the relay started (a server that closed at once).
   if (src.readableEnded) return ended();
   src.on('data', (chunk: Buffer) => {
-    dst.write(chunk);
+    heldWrite(dst, chunk, r.account);
     if (dst.writableLength > WRITE_BUDGET) src.pause();
-    counted(chunk.length);
+    r.counted(chunk.length);
   });
   dst.on('drain', () => src.resume());
   src.once('end', ended);

@@ -23,6 +23,7 @@ import type { RequestHead } from './http-head.js';
 import { canonicalTarget } from './path-canon.js';
 import type { EndpointTreatment } from './policy-port.js';
 import type { ProxyFindingKind } from './proxy-audit.js';
+import type { DenialHint } from './responses.js';
 import type { ClientConnection, SessionMode } from './sandbox-context.js';
 
 export interface Refusal {
@@ -38,6 +39,7 @@ export interface Refusal {
   policy?: string | undefined;
   generation: number;
   finding?: { kind: ProxyFindingKind; title: string; details?: Record<string, unknown> } | undefined;
+  hint?: DenialHint | undefined;
 }
 
 export interface Approval {
@@ -64,6 +66,8 @@ const DEFAULT_TREATMENT: EndpointTreatment = {
   tls: 'terminate',
   allowedIps: [],
   credentials: [],
+  hostLocal: false,
+  tlsDeclared: false,
 };
 
 const HOP_BY_HOP = new Set([
@@ -233,25 +237,45 @@ export function judgeRequest(
     }
   }
 
-  // Credentials: the scope is what the CURRENT endpoint binds.
-  const scope: CredentialScope = { bound: treatment.credentials, secrets: sb.credentials() };
+  // Credentials: the scope is what the CURRENT endpoint binds. A request that leaves in clear text
+  // (forward `http://`, plain HTTP in a tunnel) must not carry a secret to an endpoint reached over
+  // TLS (port 443, or `tls: terminate`/`passthrough`): anyone on the path would read it.
+  const cleartext = mode.kind === 'forward' || !mode.tls;
+  const scope: CredentialScope = {
+    bound: treatment.credentials,
+    secrets: sb.credentials(),
+    cleartextRefused: cleartext && (port === 443 || treatment.tlsDeclared),
+  };
   const credentialRefusal = (name: string, problem: string): Refusal =>
     refuse({
       status: 403,
       reason:
         problem === 'unbound'
           ? `credential ${name} is not bound to ${host}`
-          : `credential ${name} has no value`,
+          : problem === 'cleartext'
+            ? `credential ${name} would travel in clear text to ${formatAuthority(host, port)}, which the policy reaches over TLS`
+            : `credential ${name} has no value`,
       host,
       port,
       level: 'request',
       path,
       policy,
       finding: {
-        kind: problem === 'unbound' ? 'unbound-credential' : 'unresolved-credential',
+        kind:
+          problem === 'unbound'
+            ? 'unbound-credential'
+            : problem === 'cleartext'
+              ? 'cleartext-credential'
+              : 'unresolved-credential',
         title: `credential placeholder ${name} sent to ${formatAuthority(host, port)}`,
         details: { credential: name },
       },
+      hint:
+        problem === 'unbound'
+          ? { kind: 'credential', name }
+          : problem === 'cleartext'
+            ? { kind: 'cleartext-credential', name }
+            : undefined,
     });
   const p = substituteUrlPart(path, scope);
   if (!p.ok) return credentialRefusal(p.name, p.problem);

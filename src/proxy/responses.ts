@@ -4,15 +4,34 @@
  * one closes the connection (`Connection: close`): after a refusal the proxy does not try to find the
  * next request in a stream it has stopped trusting. Bodies never contain request bytes, query strings
  * or secrets: only the canonical host, port, binary and a fixed reason.
+ *
+ * Text the sandbox controls (an executable's path quoted in a reason) is escaped (printable.ts).
+ *
+ * A denial's `hint` names only commands and policy fields that exist (`carapace policy explain`,
+ * `carapace run --allow-local`, `host.openshell.internal`, `allowed_ips`, `credentials`): it is read
+ * by the agent and by the person who runs it, and a hint that names nothing real wastes both.
  */
 import { STATUS_CODES } from 'node:http';
+import { HOST_LOCAL_NAMES } from './address-guard.js';
+import { printable } from './printable.js';
+
+const HOST_LOCAL_NAME = HOST_LOCAL_NAMES[0];
+
+/** What a refusal was about, which decides the hint. */
+export type DenialHint =
+  | { kind: 'policy' }
+  | { kind: 'local'; address: string }
+  | { kind: 'private'; address: string }
+  | { kind: 'credential'; name: string }
+  | { kind: 'cleartext-credential'; name: string }
+  | { kind: 'identity' };
 
 export interface Denial {
   host: string;
   port: number;
   binary: string;
   reason: string;
-  sandbox: string;
+  hint?: DenialHint | undefined;
 }
 
 function respond(status: number, text: string, body: object): string {
@@ -28,19 +47,56 @@ function respond(status: number, text: string, body: object): string {
   );
 }
 
+/** A word for a shell command line: quoted unless it is plainly safe. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_./:@%+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function ipPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+export function hintFor(d: Denial): string {
+  const h = d.hint ?? { kind: 'policy' };
+  switch (h.kind) {
+    case 'local':
+      return (
+        `${h.address} is an address of this host: to reach a service on the host's loopback, name ` +
+        `${HOST_LOCAL_NAME}:${d.port} in the policy; or the operator trusts this one upstream with ` +
+        `carapace run --allow-local ${ipPort(h.address, d.port)}`
+      );
+    case 'private':
+      return `${h.address} is a private address: list it (or its range) in the endpoint's allowed_ips`;
+    case 'credential':
+      return `bind the credential to this endpoint in the policy (credentials: [${h.name}])`;
+    case 'cleartext-credential':
+      return `use https:// (CONNECT): ${h.name} is sent only over TLS to an endpoint the policy reaches over TLS`;
+    case 'identity':
+      return 'make the connection from one process: the proxy names the caller by the process that holds it';
+    case 'policy':
+      return (
+        `carapace policy explain POLICY_FILE --host ${shellWord(d.host)} --port ${d.port} ` +
+        `--binary ${shellWord(d.binary)} shows which entry decides; saved policy changes apply at once`
+      );
+  }
+}
+
 export function forbidden(d: Denial): string {
   return respond(403, 'Forbidden', {
     error: 'policy_denied',
     host: d.host,
     port: d.port,
-    binary: d.binary,
-    reason: d.reason,
-    hint: `carapace rules pending ${d.sandbox}`,
+    binary: printable(d.binary),
+    reason: printable(d.reason),
+    hint: printable(hintFor(d)),
   });
 }
 
 export function badRequest(reason: string, status = 400): string {
-  return respond(status, STATUS_CODES[status] ?? 'Bad Request', { error: 'bad_request', reason });
+  return respond(status, STATUS_CODES[status] ?? 'Bad Request', {
+    error: 'bad_request',
+    reason: printable(reason),
+  });
 }
 
 export function badGateway(host: string, port: number, reason: string): string {

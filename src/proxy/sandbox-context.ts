@@ -9,6 +9,7 @@ import type { AddressGuard } from './address-guard.js';
 import type { CallerIdentity, CallerResolver } from './caller-identity.js';
 import type { ProxyPolicy } from './policy-port.js';
 import type { ProxyAudit } from './proxy-audit.js';
+import type { SandboxBudget } from './sandbox-budget.js';
 import type { StreamReader } from './stream-reader.js';
 import type { TlsAuthority } from './tls-authority.js';
 
@@ -46,6 +47,8 @@ export interface SandboxContext {
   readonly tunnelPump: string | null;
   /** Puts a tunnel pump's process where the sandbox's own are (its cgroups); throws if it cannot. */
   adoptPump(pid: number): void;
+  /** What the proxy may spend on this sandbox: bytes held, CPU work (sandbox-budget.ts). */
+  readonly budget: SandboxBudget;
   /** Bytes a tunnel pump delivered, as it reports them (the sandbox's byte counters). */
   countPumped(fromSandbox: number, toSandbox: number): void;
   /** Register a raw tunnel; returns the function that unregisters it. */

@@ -6,6 +6,7 @@
  */
 import type { Duplex, Writable } from 'node:stream';
 import { HttpHeadError, findHeadEnd, resumeOffset } from './http-fields.js';
+import type { ByteAccount } from './sandbox-budget.js';
 
 export class StreamClosedError extends Error {
   constructor(message = 'connection closed') {
@@ -138,10 +139,25 @@ export class StreamReader {
   }
 }
 
-/** Write with backpressure: resolves when the destination can take more. */
-export async function writeAll(dest: Writable, buf: Buffer | string): Promise<void> {
+/**
+ * Write with backpressure: resolves when the destination can take more. With `account`, the bytes
+ * are held against the sandbox's buffer budget until the destination has handed them to the kernel.
+ */
+export async function writeAll(
+  dest: Writable,
+  buf: Buffer | string,
+  account: ByteAccount | null = null,
+): Promise<void> {
   if (dest.destroyed || dest.writableEnded) throw new StreamClosedError('destination closed');
-  if (dest.write(buf)) return;
+  let written: boolean;
+  if (account === null) {
+    written = dest.write(buf);
+  } else {
+    const n = Buffer.byteLength(buf);
+    account.hold(n);
+    written = dest.write(buf, () => account.release(n));
+  }
+  if (written) return;
   await new Promise<void>((resolve, reject) => {
     const cleanup = (): void => {
       dest.off('drain', onDrain);

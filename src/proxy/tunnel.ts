@@ -17,13 +17,17 @@
  * - `tls: skip` relays raw from the first byte, without any check.
  */
 import tls from 'node:tls';
-import { looksLikeTls, parseClientHello } from './client-hello.js';
+import { parseClientHello } from './client-hello.js';
 import { type Authority, HostNameError, canonicalHost, parseAuthority } from './host-name.js';
 import type { RequestHead } from './http-head.js';
 import { L7Session, type UpstreamSlot } from './l7-session.js';
 import type { ConnectVerdict, EndpointTreatment } from './policy-port.js';
+import { printable } from './printable.js';
+import { sniffProtocol } from './protocol-sniff.js';
 import { spliceRaw } from './raw-relay.js';
-import { CONNECT_ESTABLISHED, badGateway, badRequest, forbidden } from './responses.js';
+import { COST } from './sandbox-budget.js';
+import { guardHint } from './address-guard.js';
+import { CONNECT_ESTABLISHED, type DenialHint, badGateway, badRequest, forbidden } from './responses.js';
 import type { ClientConnection } from './sandbox-context.js';
 import { StreamReader, writeAll } from './stream-reader.js';
 import { UpstreamError, connectChecked, startTls } from './upstream.js';
@@ -34,8 +38,9 @@ const DEFAULT_TREATMENT: EndpointTreatment = {
   tls: 'terminate',
   allowedIps: [],
   credentials: [],
+  hostLocal: false,
+  tlsDeclared: false,
 };
-const HTTP_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20} /;
 
 /**
  * A CONNECT's Host header names either the target or, as Node's http client and others send it, the
@@ -92,16 +97,24 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
       reason,
       ip,
     });
-  const deny = async (reason: string, ip?: string): Promise<void> => {
+  const deny = async (reason: string, ip?: string, hint?: DenialHint): Promise<void> => {
     record('blocked', reason, ip);
-    await answer(conn, forbidden({ host, port, binary: caller.binary, reason, sandbox: sb.name }));
+    await answer(conn, forbidden({ host, port, binary: caller.binary, reason, hint }));
   };
   if (!verdict.allowed) return deny(verdict.reason);
   const treatment = verdict.endpoint ?? DEFAULT_TREATMENT;
-  const guarded = await sb.guard.resolve(target, port, treatment.allowedIps);
-  if (!guarded.ok) return deny(guarded.reason, guarded.address);
+  const guarded = await sb.guard.resolve(target, port, treatment.allowedIps, treatment.hostLocal);
+  if (!guarded.ok) return deny(guarded.reason, guarded.address, guardHint(guarded));
 
   const terminate = treatment.tls !== 'skip' && (treatment.inspect || treatment.credentials.length > 0);
+  if (terminate) {
+    // Two handshakes (with the upstream, with the agent): the most costly work a sandbox can ask of
+    // the proxy, and the one a flood would replay. It waits for its tokens before anything is
+    // opened for it.
+    const turn = sb.budget.spend(2 * COST.tlsHandshake);
+    if (turn) await turn;
+    if (conn.socket.destroyed) return;
+  }
   let upstream: UpstreamSlot;
   try {
     const { socket, address } = await connectChecked(guarded.addresses, port);
@@ -145,9 +158,8 @@ async function rawTunnel(conn: ClientConnection, up: UpstreamSlot, target: Autho
   await Promise.race([conn.reader.waitData(), up.reader.waitData()]);
   // The server spoke first, or the client ended: relay whatever comes.
   if (conn.reader.buffered === 0) return relay(conn, up, target, false);
-  const first = (await peek(conn.reader))?.[0];
-  if (first === undefined) return relay(conn, up, target, false);
-  if (looksLikeTls(first)) {
+  const protocol = await sniffProtocol(conn.reader);
+  if (protocol === 'tls') {
     const hello = await readHello(conn.reader);
     const finding = (
       kind: 'sni-mismatch' | 'sni-missing',
@@ -179,32 +191,27 @@ async function rawTunnel(conn: ClientConnection, up: UpstreamSlot, target: Autho
         }
         if (sni !== target.host) {
           return finding('sni-mismatch', `SNI differs from the CONNECT host ${target.host}`, {
-            sni: hello.sni.slice(0, 253),
+            sni: printable(hello.sni.slice(0, 253)),
           });
         }
       }
     }
     return relay(conn, up, target, false);
   }
-  if (await startsWithHttp(conn.reader)) {
-    const session = new L7Session(
-      conn,
-      conn.socket,
-      conn.reader,
-      { kind: 'tunnel', host: target, port: target.port, tls: false },
-      { ...up, key: `p|${target.host}|${target.port}` },
-    );
-    await session.run();
-    return;
-  }
+  if (protocol === 'http') return plainHttp(conn, up, target);
   return relay(conn, up, target, false);
 }
 
-/** Look at the next client bytes without consuming them; null at end of stream. */
-async function peek(reader: StreamReader): Promise<Buffer | null> {
-  const chunk = await reader.read();
-  if (chunk) reader.unshift(chunk);
-  return chunk;
+/** Plain HTTP inside a tunnel: every request judged (Host, path, placeholders), as in a forward one. */
+async function plainHttp(conn: ClientConnection, up: UpstreamSlot, target: Authority): Promise<void> {
+  const session = new L7Session(
+    conn,
+    conn.socket,
+    conn.reader,
+    { kind: 'tunnel', host: target, port: target.port, tls: false },
+    { ...up, key: `p|${target.host}|${target.port}` },
+  );
+  await session.run();
 }
 
 /** Accumulate the ClientHello (it may span several reads), keeping all bytes for the upstream. */
@@ -225,28 +232,13 @@ async function readHello(reader: StreamReader): Promise<ReturnType<typeof parseC
   }
 }
 
-async function startsWithHttp(reader: StreamReader): Promise<boolean> {
-  const chunk = await peek(reader);
-  return chunk !== null && HTTP_START.test(chunk.subarray(0, 24).toString('latin1'));
-}
-
 async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target: Authority): Promise<void> {
   const { sb, caller } = conn;
   let upstreamTls: tls.TLSSocket;
-  const first = (await peek(conn.reader))?.[0];
-  if (first === undefined) return closeBoth(conn, up);
-  if (!looksLikeTls(first)) {
-    if (await startsWithHttp(conn.reader)) {
-      const session = new L7Session(
-        conn,
-        conn.socket,
-        conn.reader,
-        { kind: 'tunnel', host: target, port: target.port, tls: false },
-        { ...up, key: `p|${target.host}|${target.port}` },
-      );
-      await session.run();
-      return;
-    }
+  const protocol = await sniffProtocol(conn.reader);
+  if (protocol === 'closed') return closeBoth(conn, up);
+  if (protocol === 'http') return plainHttp(conn, up, target);
+  if (protocol === 'other') {
     sb.audit.closed({
       host: target.host,
       port: target.port,
@@ -281,11 +273,18 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
     client.destroy();
     upstreamTls.destroy();
   });
-  await new Promise<void>((resolve) => {
-    client.once('secure', resolve);
-    client.once('close', resolve);
+  // An agent that leaves during the handshake ends the stream ('end'): the TLS socket inherits the
+  // connection's half-open mode and would otherwise wait, holding the connection, for a peer that
+  // is gone.
+  const secured = await new Promise<boolean>((resolve) => {
+    client.once('secure', () => resolve(true));
+    client.once('close', () => resolve(false));
+    client.once('end', () => resolve(false));
   });
-  if (client.destroyed) return void upstreamTls.destroy();
+  if (!secured || client.destroyed) {
+    client.destroy();
+    return void upstreamTls.destroy();
+  }
   const sni = (client as unknown as { servername?: string | false }).servername;
   if (sni && sni.toLowerCase().replace(/\.$/, '') !== target.host) {
     sb.audit.finding({
@@ -294,7 +293,7 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
       caller,
       host: target.host,
       port: target.port,
-      details: { sni: sni.slice(0, 253) },
+      details: { sni: printable(sni.slice(0, 253)) },
     });
     client.destroy();
     upstreamTls.destroy();

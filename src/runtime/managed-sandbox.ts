@@ -56,7 +56,10 @@ export class ManagedSandbox {
   }
 
   /** Runs `start` (the driver's), then follows the sandbox until it ends. */
-  async run(start: () => Promise<DriverSandbox>): Promise<DriverSandbox> {
+  async run(
+    start: () => Promise<DriverSandbox>,
+    onSpawned?: (sb: DriverSandbox) => void,
+  ): Promise<DriverSandbox> {
     if (this.current !== 'creating') this.move('creating');
     let started: DriverSandbox;
     try {
@@ -66,6 +69,9 @@ export class ManagedSandbox {
       throw err;
     }
     this.driven = started;
+    // Before anything waits: a quick agent's output must find its reader (Node drops what a
+    // child wrote to a pipe nobody reads by the time it exits).
+    onSpawned?.(started);
     void started.exited.then((code) => {
       this.exitCode = code;
       if (this.current === 'running' || this.current === 'stopping') this.move('stopped', { exitCode: code });

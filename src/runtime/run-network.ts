@@ -4,7 +4,7 @@
  * policy file (the built-in default policy has no network at all).
  */
 import type { AuditSink } from '../audit/index.js';
-import { compilePolicy, type Policy } from '../policy/index.js';
+import { compilePolicy, resolveLimits, type Policy } from '../policy/index.js';
 import type { EgressProxy, SandboxProxy } from '../proxy/index.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
 import { LivePolicy } from './policy-apply.js';
@@ -40,6 +40,7 @@ export class RunNetwork {
       proxy,
       generation: compilePolicy(policy),
       credentials,
+      limits: resolveLimits(policy),
       onAttached: (sb) => (this.attached = sb),
       runDir,
     });

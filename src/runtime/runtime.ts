@@ -61,7 +61,10 @@ export class Runtime {
   }
 
   /** Starts a sandbox through the driver; the returned handle follows it until it ends. */
-  async start(req: DriverStartRequest): Promise<{ managed: ManagedSandbox; started: DriverSandbox }> {
+  async start(
+    req: DriverStartRequest,
+    onSpawned?: (sb: DriverSandbox) => void,
+  ): Promise<{ managed: ManagedSandbox; started: DriverSandbox }> {
     const id = req.spec.id ?? req.spec.name;
     const existing = this.sandboxes.get(id);
     if (
@@ -70,9 +73,10 @@ export class Runtime {
     ) {
       throw new RuntimeError('SANDBOX_BUSY', `sandbox ${req.spec.name} is already ${existing.state}`);
     }
-    const managed = existing ?? new ManagedSandbox(id, req.spec.name, req.ownerUid);
+    // A sandbox that ended starts again as a new state machine: its old one's listeners are done.
+    const managed = new ManagedSandbox(id, req.spec.name, req.ownerUid);
     this.sandboxes.set(id, managed);
-    const started = await managed.run(() => this.opts.driver.start(req));
+    const started = await managed.run(() => this.opts.driver.start(req), onSpawned);
     return { managed, started };
   }
 

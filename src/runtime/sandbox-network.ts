@@ -18,6 +18,7 @@ import {
   SANDBOX_CA_PATH,
   sandboxProxyEnv,
   TlsAuthority,
+  type BudgetLimits,
   type CallerQuery,
   type CallerResolver,
   type CallerResult,
@@ -53,6 +54,8 @@ export interface SandboxNetworkOptions {
   generation: PolicyGeneration;
   /** Credential values by name; the agent sees placeholders. */
   credentials: ReadonlyMap<string, string>;
+  /** The sandbox's limits: what the proxy may spend on it derives from them (docs/proxy.md). */
+  limits?: BudgetLimits | undefined;
   /** Receives the attached proxy, e.g. to hot-reload its policy. */
   onAttached?: (sandbox: SandboxProxy) => void;
   /**
@@ -79,6 +82,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
       callerResolver: resolver,
       credentials: opts.credentials,
       authority,
+      limits: opts.limits,
     });
     opts.onAttached?.(attached);
     const relayDir = openSync(dir, O_PATH | O_DIRECTORY);

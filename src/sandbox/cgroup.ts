@@ -283,6 +283,9 @@ function writeLimit(controller: Controller, dir: string, v2: boolean, limits: Re
       writeFileSync(join(dir, 'memory.limit_in_bytes'), bytes);
       // Without this the hog would escape into swap where the host has any.
       writeIfExists(join(dir, 'memory.memsw.limit_in_bytes'), bytes);
+      // v1 charges a cgroup's TCP socket buffers only once this is written (v2 always does): the
+      // sandbox's own sockets, to the relay and beyond, then count against it.
+      writeIfExists(join(dir, 'memory.kmem.tcp.limit_in_bytes'), bytes);
     }
   } else if (controller === 'pids') {
     writeFileSync(join(dir, 'pids.max'), String(limits.pids));

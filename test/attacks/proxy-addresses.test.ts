@@ -336,7 +336,9 @@ describe('absolute-form and origin-form requests straight to the proxy', () => {
       port: 80,
       binary: '/usr/bin/python3.11',
     });
-    expect(String(body.hint)).toMatch(/^carapace rules pending run-/);
+    expect(String(body.hint)).toMatch(
+      /^carapace policy explain POLICY_FILE --host not-allowed\.test --port 80 --binary \/usr\/bin\/python3\.11 /,
+    );
     expect(hostOf(refusalFrom(o.audit, r?.port))).toBe('not-allowed.test');
   });
 

@@ -1,11 +1,12 @@
 /**
  * Passing for a program the policy allows, from inside a real sandbox. The proxy names the caller
  * by `/proc/<pid>/exe` of the process holding the connection (never argv) and counts its ancestors
- * (docs/policy.md, "Which programs an entry admits"). Attacks: a copy of an allowed binary at
- * another path, a forged argv[0], an interpreter that is not listed, a socket shared with an
- * allowed child; and what is documented rather than refused: an allowed interpreter lends its
- * grant to what it starts, and code loaded into an allowed binary (LD_PRELOAD) runs as that binary
- * (a known gap, docs/security.md).
+ * for binaries marked `descendants: true` (docs/policy.md, "Which programs an entry admits";
+ * proxy-lineage.test.ts has what that mark cannot tell apart). Attacks: a copy of an allowed
+ * binary at another path, a forged argv[0], an interpreter that is not listed, a socket shared
+ * with an allowed child; and what is documented rather than refused: an allowed interpreter marked
+ * `descendants: true` lends its grant to what it starts, and code loaded into an allowed binary
+ * (LD_PRELOAD) runs as that binary (a known gap, docs/security.md).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startUpstreams, type Upstreams } from '../proxy/harness.js';
@@ -17,13 +18,15 @@ beforeAll(async () => {
 });
 afterAll(() => up.close());
 
-/** api.test for the listed binaries only. */
+/** api.test for the listed binaries only (`PATH+` also admits what PATH starts: descendants: true). */
 function network(binaries: string[]): string {
+  const entry = (b: string): string =>
+    b.endsWith('+') ? `{ path: ${b.slice(0, -1)}, descendants: true }` : `{ path: ${b} }`;
   return `  api:
     name: api
     endpoints:
       - { host: api.test, port: ${up.httpPort}, access: full }
-    binaries: [ ${binaries.map((b) => `{ path: ${b} }`).join(', ')} ]
+    binaries: [ ${binaries.map(entry).join(', ')} ]
 `;
 }
 
@@ -113,9 +116,9 @@ child.wait()
 });
 
 describe('documented behaviour: what an allowed program starts, and what runs inside it', () => {
-  it('ancestors count: under an allowed python, a curl copy is allowed as its child; outside python it is not', async () => {
+  it('descendants: true: under an allowed python, a curl copy is allowed as its child; outside python it is not', async () => {
     const o = await inside(
-      ['/usr/bin/python3.11'],
+      ['/usr/bin/python3.11+'],
       [
         'sh',
         '-c',

@@ -55,6 +55,7 @@ export const KEYS = [
   'description',
   'listen_ports',
   'harness',
+  'descendants',
 ];
 
 export const VALUES = [

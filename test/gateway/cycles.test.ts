@@ -13,7 +13,7 @@ import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 import { hostUidRecords } from '../helpers/sandbox.js';
 
-/** Ids of the sandboxes the cycles made: the host's cgroup parents also hold other tests' sandboxes. */
+/** Ids of the sandboxes this test made: cgroups are host-wide, and other tests run meanwhile. */
 const made = new Set<string>();
 
 function census(gw: TestGateway) {

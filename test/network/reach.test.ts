@@ -112,7 +112,9 @@ req.end();`;
       port: 80,
       binary: '/usr/bin/curl',
     });
-    expect(String(body.hint)).toMatch(/^carapace rules pending run-/);
+    expect(String(body.hint)).toMatch(
+      /^carapace policy explain POLICY_FILE --host elsewhere\.test --port 80 --binary \/usr\/bin\/curl /,
+    );
     const refused = readAudit(audit).find((e) => e.class_uid === 4001 && e.disposition_id === 2);
     expect(refused?.message).toMatch(/elsewhere\.test:80/);
   });

@@ -12,7 +12,7 @@ network_policies:
       - { host: api.github.com, port: 443, protocol: rest, access: read-only }
       - { host: github.com, port: 443 }
     binaries:
-      - { path: /usr/bin/git }
+      - { path: /usr/bin/git, descendants: true }
       - { path: /usr/bin/gh }
   cdn:
     endpoints:
@@ -93,10 +93,17 @@ const connectCases: ConnectCase[] = [
   ],
   ['unknown binary', { host: 'api.github.com', port: 443 }, false, null, 'unidentified program'],
   [
-    'child of a listed binary (ancestor)',
+    'child of a listed binary with descendants: true (ancestor)',
     { host: 'github.com', port: 443, binary: '/usr/bin/ssh', ancestors: ['/usr/bin/git', '/bin/bash'] },
     true,
     'github',
+  ],
+  [
+    'child of a listed binary without descendants: not admitted, and the reason says why',
+    { host: 'github.com', port: 443, binary: '/usr/bin/ssh', ancestors: ['/bin/bash', '/usr/bin/gh'] },
+    false,
+    null,
+    'it runs under "/usr/bin/gh", but the programs a binary starts count only with descendants: true',
   ],
   [
     'wrong port',

@@ -55,6 +55,25 @@ function run(cmd: string, args: string[]): ChildProcess {
   return c;
 }
 
+/** Like run, with stdout readable (for the child's own "ready" lines). */
+function runReporting(cmd: string, args: string[]): ChildProcess {
+  const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+  children.push(c);
+  return c;
+}
+
+/** Resolves when the child prints `text` on a line of its own. */
+function line(c: ChildProcess, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    c.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.split('\n').includes(text)) resolve();
+    });
+    c.once('exit', (code) => reject(new Error(`exited (${code}) before printing ${text}`)));
+  });
+}
+
 function queryFor(sock: net.Socket, family: 4 | 6 = 4): CallerQuery {
   return {
     family,
@@ -92,23 +111,22 @@ describe('ProcCallerResolver on host processes', () => {
 
   it('refuses a socket shared by processes with different executables (ambiguous)', async () => {
     const srv = await holdingServer();
-    // Python connects, then forks; the child execs sleep with the socket inherited.
+    // Python connects, then forks; the child execs sleep with the socket inherited. The parent says
+    // "ready" once the kernel names the child's executable sleep: the state the test is about.
     const code = [
-      'import os, socket, sys',
+      'import os, socket, sys, time',
       `s = socket.create_connection(("127.0.0.1", ${srv.port}))`,
       's.set_inheritable(True)',
       'pid = os.fork()',
       'if pid == 0: os.execv("/bin/sleep", ["sleep", "30"])',
-      'import time; time.sleep(30)',
+      'while not os.readlink(f"/proc/{pid}/exe").endswith("/sleep"): time.sleep(0.001)',
+      'print("ready", flush=True)',
+      'time.sleep(30)',
     ].join('\n');
-    run(PYTHON, ['-c', code]);
+    const c = runReporting(PYTHON, ['-c', code]);
     const sock = await srv.next();
-    const r = new ProcCallerResolver({ netPid: process.pid });
-    let res = await r.resolve(queryFor(sock));
-    for (let i = 0; i < 50 && res.ok; i++) {
-      await new Promise((d) => setTimeout(d, 50)); // until the child has exec'd
-      res = await r.resolve(queryFor(sock));
-    }
+    await line(c, 'ready');
+    const res = await new ProcCallerResolver({ netPid: process.pid }).resolve(queryFor(sock));
     expect(res.ok).toBe(false);
     if (res.ok) return;
     expect(res.finding).toBe('ambiguous-identity');
@@ -116,15 +134,16 @@ describe('ProcCallerResolver on host processes', () => {
 
   it('accepts a socket shared by forked processes running the same executable', async () => {
     const srv = await holdingServer();
+    // Both processes hold the socket once the child has printed (it exists, with the socket).
     const code = [
       'import os, socket, time',
       `s = socket.create_connection(("127.0.0.1", ${srv.port}))`,
-      'os.fork()',
+      'if os.fork() == 0: print("forked", flush=True)',
       'time.sleep(30)',
     ].join('\n');
-    run(PYTHON, ['-c', code]);
+    const c = runReporting(PYTHON, ['-c', code]);
     const sock = await srv.next();
-    await new Promise((d) => setTimeout(d, 200));
+    await line(c, 'forked');
     const res = await new ProcCallerResolver({ netPid: process.pid }).resolve(queryFor(sock));
     expect(res.ok).toBe(true);
     if (res.ok) expect(res.caller.binary).toMatch(/python/);

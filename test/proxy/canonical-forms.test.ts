@@ -79,7 +79,19 @@ describe('canonicalTarget', () => {
     });
     expect(ok('/a/%2e%2e/b').path).toBe('/b');
     expect(ok('/a/b/..').path).toBe('/a/');
-    expect(ok('/a//b').path).toBe('/a//b');
+  });
+  it('drops ;parameters before resolving dot segments, and merges repeated slashes', () => {
+    expect(ok('/public/..;/admin').path).toBe('/admin');
+    expect(ok('/public/..;jsessionid=1/admin').path).toBe('/admin');
+    expect(ok('/a;x=1/b;y').path).toBe('/a/b');
+    expect(ok('/.;/admin').path).toBe('/admin');
+    expect(ok('/a//b').path).toBe('/a/b');
+    expect(ok('//admin').path).toBe('/admin');
+    expect(ok('/a/b/').path).toBe('/a/b/');
+    expect(ok('/a//').path).toBe('/a/');
+    expect(ok('/').path).toBe('/');
+    expect(ok('/caf%C3%A9').path).toBe('/caf%C3%A9');
+    expect(no('/..;/x')).toMatch(/above the root/);
   });
   it('refuses climbing above the root, encoded slashes, backslashes, NUL, bad escapes and fragments', () => {
     expect(no('/a/../../etc')).toMatch(/above the root/);
@@ -92,6 +104,16 @@ describe('canonicalTarget', () => {
     expect(no('/a#frag')).toMatch(/fragment/);
     expect(no('/a?x=%g1')).toMatch(/query/);
     expect(no('a/b')).toMatch(/start with/);
+  });
+  it('refuses the escapes servers read differently: %3B, controls, double encoding, non-UTF-8', () => {
+    expect(no('/admin%3Bx/secret')).toMatch(/semicolon/);
+    expect(no('/a%0Ab')).toMatch(/control/);
+    expect(no('/a%7F')).toMatch(/control/);
+    expect(no('/a%252Fb')).toMatch(/double-encoded/);
+    expect(no('/%252e%252e/admin')).toMatch(/double-encoded/);
+    expect(no('/a%C0%AFb')).toMatch(/not UTF-8/);
+    expect(no('/a%FF')).toMatch(/not UTF-8/);
+    expect(ok('/100%25').path).toBe('/100%25');
   });
 });
 

@@ -78,8 +78,11 @@ describe('connection decisions', () => {
       host: 'evil.example.test',
       port: 443,
       binary: '/usr/bin/curl',
-      hint: 'carapace rules pending sb1',
     });
+    // The hint names a command that exists, with this request's host, port and program.
+    expect(body.hint).toMatch(
+      /^carapace policy explain POLICY_FILE --host evil\.example\.test --port 443 --binary \/usr\/bin\/curl /,
+    );
     expect(typeof body.reason).toBe('string');
     const ev = lastEvent(rig.audit, 4001);
     expect(ev.disposition).toBe('Blocked');
@@ -118,18 +121,26 @@ describe('connection decisions', () => {
     }
   });
 
-  it('counts ancestors: a child of a listed binary is allowed', async () => {
-    const other = await startRig({
+  it('counts ancestors only for a binary marked descendants: true', async () => {
+    const caller = fixedCaller('/usr/bin/ssh', ['/usr/bin/curl', '/usr/bin/bash']);
+    const plain = await startRig({ up, policy: policy(up), caller });
+    const marked = await startRig({
       up,
-      policy: policy(up),
-      caller: fixedCaller('/usr/bin/ssh', ['/usr/bin/curl', '/usr/bin/bash']),
+      policy: policy(up).replace('{ path: /usr/bin/curl }', '{ path: /usr/bin/curl, descendants: true }'),
+      caller,
     });
     try {
-      const t = await connectTunnel(other.socketPath, `api.example.test:${up.httpsPort}`);
+      const refused = await connectTunnel(plain.socketPath, `api.example.test:${up.httpsPort}`);
+      expect(refused.status).toBe(403);
+      expect(refused.response.json<{ reason: string }>().reason).toContain(
+        'it runs under "/usr/bin/curl", but the programs a binary starts count only with descendants: true',
+      );
+      const t = await connectTunnel(marked.socketPath, `api.example.test:${up.httpsPort}`);
       expect(t.status).toBe(200);
       t.socket.destroy();
     } finally {
-      await other.close();
+      await plain.close();
+      await marked.close();
     }
   });
 
@@ -182,16 +193,17 @@ describe('raw tunnels and SNI', () => {
     expect(failed).toBe(true);
     expect(lastEvent(rig.audit, 2004).finding_info).toMatchObject({ uid: 'sni-missing' });
 
-    // An IP literal: clients send no SNI; the tunnel is allowed (the upstream has no cert for the IP,
-    // so the client here skips name checks — we only look at what the proxy lets through).
+    // An IP literal: clients send no SNI; the tunnel is allowed.
     const t2 = await connectTunnel(rig.socketPath, `127.0.0.1:${up.httpsPort}`);
     expect(t2.status).toBe(200);
     const rest2 = t2.reader.reader.detach();
     if (rest2.length) t2.socket.unshift(rest2);
     const before = eventsOf(rig.audit, 2004).length;
+    // The upstream has no certificate for a client without SNI and answers with a TLS alert: the
+    // alert reaching the client proves the proxy relayed the hello (a refusal only closes).
     const s2 = tls.connect({ socket: t2.socket, rejectUnauthorized: false });
-    s2.on('error', () => undefined);
-    await new Promise((r) => setTimeout(r, 200));
+    const err = await new Promise<Error>((resolve) => s2.once('error', resolve));
+    expect(err.message).toMatch(/alert handshake failure/);
     expect(eventsOf(rig.audit, 2004).length).toBe(before);
     s2.destroy();
   });
@@ -213,7 +225,12 @@ network_policies:
     try {
       const t = await connectTunnel(strict.socketPath, `api.example.test:${up.httpsPort}`);
       expect(t.status).toBe(403);
-      expect(t.response.json<{ reason: string }>().reason).toMatch(/127\.0\.0\.1 is loopback/);
+      const body = t.response.json<{ reason: string; hint: string }>();
+      expect(body.reason).toMatch(/127\.0\.0\.1 is loopback/);
+      // A loopback refusal says how a host service is reached: the policy's host-local name, or the
+      // operator's --allow-local.
+      expect(body.hint).toContain(`host.openshell.internal:${up.httpsPort}`);
+      expect(body.hint).toContain(`carapace run --allow-local 127.0.0.1:${up.httpsPort}`);
       expect(lastEvent(strict.audit, 4001).dst_endpoint).toMatchObject({ ip: '127.0.0.1' });
     } finally {
       await strict.close();

@@ -42,6 +42,8 @@ export interface SandboxRecord {
   updatedAt: number;
   exitCode: number | null;
   reason: string | null;
+  /** How often its restart policy started it again. */
+  restarts: number;
 }
 
 export interface PolicyRevision {
@@ -79,6 +81,7 @@ interface Row {
   updated_at: number;
   exit_code: number | null;
   reason: string | null;
+  restarts: number;
 }
 
 const fromRow = (r: Row): SandboxRecord => ({
@@ -93,6 +96,7 @@ const fromRow = (r: Row): SandboxRecord => ({
   updatedAt: Number(r.updated_at),
   exitCode: r.exit_code === null ? null : Number(r.exit_code),
   reason: r.reason,
+  restarts: Number(r.restarts),
 });
 
 const isUnique = (err: unknown) => /UNIQUE constraint failed/.test((err as Error).message);
@@ -104,7 +108,10 @@ export function policyHash(text: string): string {
 export class SandboxStore {
   constructor(private readonly db: Database) {}
 
-  create(rec: Omit<SandboxRecord, 'version' | 'createdAt' | 'updatedAt'>, policyText: string): SandboxRecord {
+  create(
+    rec: Omit<SandboxRecord, 'version' | 'createdAt' | 'updatedAt' | 'restarts'>,
+    policyText: string,
+  ): SandboxRecord {
     const now = Date.now();
     try {
       this.db.transaction(() => {
@@ -173,7 +180,7 @@ export class SandboxStore {
    */
   update(
     id: string,
-    patch: Partial<Pick<SandboxRecord, 'desired' | 'state' | 'spec' | 'exitCode' | 'reason'>>,
+    patch: Partial<Pick<SandboxRecord, 'desired' | 'state' | 'spec' | 'exitCode' | 'reason' | 'restarts'>>,
     expected?: number,
   ): SandboxRecord {
     const cur = this.get(id);
@@ -181,7 +188,8 @@ export class SandboxStore {
     const next = { ...cur, ...patch };
     const r = this.db
       .sql(
-        `UPDATE sandboxes SET desired = ?, state = ?, spec = ?, exit_code = ?, reason = ?, version = version + 1, updated_at = ?
+        `UPDATE sandboxes SET desired = ?, state = ?, spec = ?, exit_code = ?, reason = ?, restarts = ?,
+           version = version + 1, updated_at = ?
          WHERE id = ? AND version = ?`,
       )
       .run(
@@ -190,6 +198,7 @@ export class SandboxStore {
         JSON.stringify(next.spec),
         next.exitCode,
         next.reason,
+        next.restarts,
         Date.now(),
         id,
         expected ?? cur.version,
@@ -201,20 +210,6 @@ export class SandboxStore {
       );
     }
     return this.get(id)!;
-  }
-
-  /** How often each sandbox was restarted by its restart policy, by id (metrics). */
-  restarts(): Map<string, number> {
-    const rows = this.db.sql('SELECT id, restarts FROM sandboxes').all() as {
-      id: string;
-      restarts: number;
-    }[];
-    return new Map(rows.map((r) => [r.id, Number(r.restarts)]));
-  }
-
-  /** Counts one restart of a sandbox by its restart policy (not a version change: no CAS). */
-  countRestart(id: string): void {
-    this.db.sql('UPDATE sandboxes SET restarts = restarts + 1 WHERE id = ?').run(id);
   }
 
   delete(id: string): void {

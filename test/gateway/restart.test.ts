@@ -1,0 +1,120 @@
+/**
+ * Always on (issue 13): restart policies with backoff and a crash-loop end, and a simulated reboot
+ * (the gateway stopped and started again) brings back exactly the sandboxes that should run.
+ */
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freshHome } from '../helpers/cli.js';
+import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { holds } from '../helpers/premises.js';
+import { readFileSync } from 'node:fs';
+
+interface View {
+  name: string;
+  state: string;
+  desired: string;
+  restarts: number;
+  exitCode: number | null;
+  reason: string | null;
+  workspace: string;
+}
+
+describe.skipIf(!holds('root'))('restart policies and reboots', () => {
+  const gateways: TestGateway[] = [];
+  afterAll(async () => {
+    for (const gw of gateways) await gw.stop();
+  });
+  const get = (gw: TestGateway, name: string) =>
+    JSON.parse(cliAs(gw.home, ['sandbox', 'get', name, '-o', 'json']).stdout) as View;
+  const until = async (gw: TestGateway, name: string, ok: (v: View) => boolean): Promise<View> => {
+    for (;;) {
+      const v = get(gw, name);
+      if (ok(v)) return v;
+      await sleep(50);
+    }
+  };
+
+  it('always: runs again after each end, with backoff, until a crash loop ends it failed', async () => {
+    const gw = await startTestGateway(['--restart-backoff', '50ms:200ms', '--crash-loop', '3']);
+    gateways.push(gw);
+    const create = cliAs(gw.home, [
+      'sandbox',
+      'create',
+      '--name',
+      'flaky',
+      '--restart',
+      'always',
+      '--',
+      'sh',
+      '-c',
+      'echo run; exit 1',
+    ]);
+    expect(create.status).toBe(0);
+    const failed = await until(gw, 'flaky', (v) => v.state === 'failed');
+    expect(failed.reason).toMatch(/^crash loop: 4 runs in a row .*last status 1/);
+    expect(failed.restarts).toBe(3);
+    expect(cliAs(gw.home, ['sandbox', 'logs', 'flaky']).stdout).toBe('run\nrun\nrun\nrun\n');
+    // Started by hand, it gets a fresh count.
+    cliAs(gw.home, ['sandbox', 'update', 'flaky', '--restart', 'never']);
+    expect(cliAs(gw.home, ['sandbox', 'start', 'flaky']).status).toBe(0);
+    const once = await until(gw, 'flaky', (v) => v.state === 'stopped');
+    expect(once).toMatchObject({ exitCode: 1, desired: 'stopped', restarts: 3 });
+  });
+
+  it('on-failure restarts a failure and not a clean exit; never restarts nothing', async () => {
+    const gw = await startTestGateway(['--restart-backoff', '50ms:200ms', '--crash-loop', '3']);
+    gateways.push(gw);
+    const marker = '/sandbox/tries';
+    cliAs(gw.home, [
+      'sandbox',
+      'create',
+      '--name',
+      'second-try',
+      '--restart',
+      'on-failure',
+      '--',
+      'sh',
+      '-c',
+      `echo x >> ${marker}; [ $(wc -l < ${marker}) -ge 2 ]`,
+    ]);
+    const done = await until(gw, 'second-try', (v) => v.state === 'stopped' && v.desired === 'stopped');
+    expect(done).toMatchObject({ exitCode: 0, restarts: 1 });
+    cliAs(gw.home, ['sandbox', 'create', '--name', 'once', '--restart', 'never', '--', 'sh', '-c', 'exit 3']);
+    expect(await until(gw, 'once', (v) => v.state === 'stopped')).toMatchObject({
+      exitCode: 3,
+      restarts: 0,
+      desired: 'stopped',
+    });
+  });
+
+  it('a reboot (gateway stopped, started again) brings back exactly what should run, with its workspace', async () => {
+    const home = freshHome();
+    const first = await startTestGateway([], home);
+    gateways.push(first);
+    const up = cliAs(home, [
+      'sandbox',
+      'create',
+      '--name',
+      'up',
+      '--',
+      'sh',
+      '-c',
+      'echo kept >> /sandbox/f; sleep 300',
+    ]);
+    expect(up.status).toBe(0);
+    cliAs(home, ['sandbox', 'create', '--name', 'down', '--', 'sleep', '300']);
+    cliAs(home, ['sandbox', 'stop', 'down', '--grace', '1']);
+    cliAs(home, ['sandbox', 'create', '--name', 'never-started', '--no-start', '--', 'sleep', '300']);
+    const ws = get(first, 'up').workspace;
+    await until(first, 'up', () => readFileSync(join(ws, 'f'), 'utf8') === 'kept\n');
+    await first.stop();
+
+    const second = await startTestGateway([], home);
+    gateways.push(second);
+    expect(get(second, 'up').state).toBe('running');
+    expect(get(second, 'down').state).toBe('stopped');
+    expect(get(second, 'never-started').state).toBe('stopped');
+    await until(second, 'up', () => readFileSync(join(ws, 'f'), 'utf8') === 'kept\nkept\n');
+  });
+});
