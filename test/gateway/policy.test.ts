@@ -1,8 +1,9 @@
 /**
  * Live policy revisions (the "always on" issue, part 2), with a real system gateway, real users
  * (alice and bob, in the carapace group) and real sandboxes whose agent makes real requests through
- * the gateway's proxy to a loopback upstream (`gateway run --resolve/--allow-local`, as an operator
- * would for a host service). Acceptance: `policy history` shows every change with author and diff;
+ * the gateway's proxy to a loopback upstream: as `host.openshell.internal` (a host service a policy
+ * names), and as a.test and b.test (`gateway run --resolve/--allow-local`, the operator's trust).
+ * Acceptance: `policy history` shows every change with author and diff;
  * `policy rollback` applies the old revision live; a static-section change on a running sandbox is
  * refused with the sentence that says why.
  */
@@ -113,30 +114,31 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     const view = await create(alice, 'web', policy(['a.test']));
     const ask = agent(view);
     expect(await ask('a.test')).toBe('200');
-    expect(await ask('b.test')).toBe('403'); // revision 1 refuses b.test
+    expect(await ask('host.openshell.internal')).toBe('403'); // revision 1 refuses the host's service
 
-    // Revision 2, by alice: b.test is allowed at once, in the same running sandbox.
+    // Revision 2, by alice: a service on the host (docs/proxy.md, host.openshell.internal) is
+    // allowed at once, in the same running sandbox.
     const update = as(alice, [
       'policy',
       'update',
       'web',
       '--add-endpoint',
-      `b.test:${up.httpPort}:full:rest`,
+      `host.openshell.internal:${up.httpPort}:full:rest`,
     ]);
     expect(update.stderr).toBe('');
     expect(update.status).toBe(0);
     expect(update.stdout).toMatch(/^web: policy revision 2 applied \(network policy generation 2\)\n/);
     expect(update.stdout).toContain(
-      `+ network_policies.allow_b_test_${up.httpPort}: b.test:${up.httpPort} rest access full`,
+      `+ network_policies.allow_host_openshell_internal_${up.httpPort}: host.openshell.internal:${up.httpPort} rest access full`,
     );
-    expect(await ask('b.test')).toBe('200');
+    expect(await ask('host.openshell.internal')).toBe('200');
 
-    // Revision 3: revision 1 again, live. b.test is refused again; a.test still answers.
+    // Revision 3: revision 1 again, live. The host's service is refused again; a.test still answers.
     const back = as(alice, ['policy', 'rollback', 'web', '--to', '1']);
     expect(back.stderr).toBe('');
     expect(back.stdout).toMatch(/^web: policy revision 3 applied \(network policy generation 3\)\n/);
-    expect(back.stdout).toContain(`- network_policies.allow_b_test_${up.httpPort}:`);
-    expect(await ask('b.test')).toBe('403');
+    expect(back.stdout).toContain(`- network_policies.allow_host_openshell_internal_${up.httpPort}:`);
+    expect(await ask('host.openshell.internal')).toBe('403');
     expect(await ask('a.test')).toBe('200');
     // Never restarted: one agent served every request.
     const now = JSON.parse(as(alice, ['sandbox', 'get', 'web', '-o', 'json']).stdout) as View;
@@ -151,7 +153,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
       [3, alice.uid, 'rollback', 'live', 1, true],
     ]);
     expect(revs[1]!.diff).toEqual([
-      `+ network_policies.allow_b_test_${up.httpPort}: b.test:${up.httpPort} rest access full — for any program`,
+      `+ network_policies.allow_host_openshell_internal_${up.httpPort}: host.openshell.internal:${up.httpPort} rest access full — for any program`,
     ]);
     expect(revs[2]!.diff).toEqual([revs[1]!.diff[0]!.replace(/^\+/, '-')]);
     expect(revs[2]!.hash).toBe(revs[0]!.hash); // the same text, a new revision
