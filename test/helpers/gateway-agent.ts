@@ -1,7 +1,7 @@
 /**
  * An agent for gateway sandboxes that makes requests when the test asks: for each /sandbox/go-N it
- * fetches the URL written there (through the proxy its HTTP_PROXY names) and writes the status, or
- * the error, to /sandbox/out-N. It notes each of its starts in /sandbox/starts, so a test can tell
+ * fetches the URL written there (through the proxy its HTTP_PROXY names), reads the whole body, and
+ * writes the status, or the error, to /sandbox/out-N. It notes each of its starts in /sandbox/starts, so a test can tell
  * that one agent, never restarted, served every request.
  */
 import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -16,7 +16,9 @@ export const REQUEST_AGENT = [
   '    go = f"/sandbox/go-{n}"',
   '    while not os.path.exists(go): time.sleep(0.02)',
   '    try:',
-  '        s = u.urlopen(open(go).read().strip(), timeout=30).status',
+  '        r = u.urlopen(open(go).read().strip(), timeout=30)',
+  '        r.read()',
+  '        s = r.status',
   '    except Exception as e:',
   '        s = getattr(e, "code", None) or repr(e)',
   '    open(f"/sandbox/out-{n}.tmp", "w").write(str(s))',
