@@ -11,7 +11,7 @@ import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, unlinkSync, wr
 import { join } from 'node:path';
 import { BubblewrapDriver } from '../runtime/bubblewrap-driver.js';
 import { defaultPolicyPath } from '../runtime/one-off-run.js';
-import { Runtime } from '../runtime/runtime.js';
+import { Runtime, type ProxySettings } from '../runtime/runtime.js';
 import { hostIdentities, processStart } from '../sandbox/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns } from '../sandbox/sweep.js';
@@ -19,11 +19,14 @@ import { ApiServer } from './api/server.js';
 import { GatewaySockets } from './api/sockets.js';
 import { AuditRouter } from './audit-router.js';
 import { LogService } from './log-service.js';
+import { GatewayMetrics } from './metrics.js';
+import { PolicyService } from './policy-service.js';
 import { gatewayRoutes } from './routes.js';
 import { SandboxLauncher } from './sandbox-launcher.js';
 import { SandboxService, type Quotas } from './sandbox-service.js';
 import type { RestartSettings } from './restart-policy.js';
 import { Database } from './store/database.js';
+import { PolicyRevisionStore } from './store/policy-revisions.js';
 import { SandboxStore } from './store/sandbox-store.js';
 import { SecretBox } from './store/secret-box.js';
 
@@ -33,6 +36,11 @@ export interface GatewayConfig {
   uidBase?: number | undefined;
   quotas?: Quotas | undefined;
   restart?: RestartSettings | undefined;
+  /**
+   * The operator's settings of the egress proxy every sandbox shares: hosts map, trusted host-local
+   * upstreams, extra upstream CAs (as `carapace run --resolve/--allow-local/--upstream-ca`).
+   */
+  proxy?: ProxySettings | undefined;
   /** Where the gateway's own log lines go (JSON objects, one per line). */
   log?: (entry: Record<string, unknown>) => void;
 }
@@ -58,6 +66,7 @@ export class Gateway {
       store: SandboxStore;
       db: Database;
       audit: AuditRouter;
+      metrics: GatewayMetrics;
       pidFile: string;
     },
     readonly socket: string,
@@ -92,7 +101,15 @@ export class Gateway {
       }
       const secrets = SecretBox.open(join(dirs.state, 'secret.key'));
       const audit = new AuditRouter(join(dirs.state, 'audit'));
-      const runtime = new Runtime({ driver: new BubblewrapDriver({ dirs, identities }), audit });
+      const runtime = new Runtime({
+        driver: new BubblewrapDriver({ dirs, identities }),
+        audit,
+        proxy: cfg.proxy,
+      });
+      // Operator settings are checked now (a bad --allow-local), not at the first sandbox's start.
+      if (cfg.proxy && (cfg.proxy.allowLocal.length > 0 || cfg.proxy.upstreamCaFile !== undefined)) {
+        await runtime.proxy();
+      }
       const launcher = new SandboxLauncher({
         runtime,
         store,
@@ -124,6 +141,12 @@ export class Gateway {
             url: req.url,
             error: err instanceof Error ? err.stack : String(err),
           }),
+        // What changed and who asked, and every failure; reads that succeed (list, logs, a
+        // scraper's /metrics every few seconds) are not worth a line each.
+        onResponse: (r) => {
+          if (r.method !== 'GET' || r.status >= 400)
+            log({ level: r.status >= 500 ? 'error' : 'info', msg: 'api request', ...r });
+        },
       });
       const sockets = new GatewaySockets({
         runDir: dirs.run,
@@ -137,9 +160,23 @@ export class Gateway {
         socket: sockets.mainPath,
         rootless,
       };
-      server.setRoutes(gatewayRoutes({ sandboxes, logs, audit, info }));
+      const policies = new PolicyService({
+        sandboxes,
+        revisions: new PolicyRevisionStore(db, store),
+        launcher,
+        runtime,
+        audit,
+        log,
+      });
+      const metrics = new GatewayMetrics({
+        store,
+        launcher,
+        version: cfg.version,
+        startedAt: info.startedAt,
+      });
+      server.setRoutes(gatewayRoutes({ sandboxes, logs, policies, metrics, audit, info }));
       const gateway = new Gateway(
-        { sockets, server, runtime, launcher, store, db, audit, pidFile },
+        { sockets, server, runtime, launcher, store, db, audit, metrics, pidFile },
         sockets.mainPath,
         log,
       );
@@ -209,9 +246,10 @@ export class Gateway {
    * Their proxy sockets close meanwhile (their connections fail until it is back).
    */
   async close(): Promise<void> {
-    const { sockets, server, runtime, launcher, db, audit, pidFile } = this.parts;
+    const { sockets, server, runtime, launcher, db, audit, metrics, pidFile } = this.parts;
     await sockets.close();
     await server.close();
+    metrics.close();
     await launcher.letGo();
     await runtime.close();
     audit.close();

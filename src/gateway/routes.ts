@@ -7,6 +7,9 @@ import { ApiError } from './api/errors.js';
 import { openApiDocument } from './api/openapi.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { LogService } from './log-service.js';
+import { METRICS_CONTENT_TYPE, type GatewayMetrics } from './metrics.js';
+import { policyRoutes } from './policy-routes.js';
+import type { PolicyService } from './policy-service.js';
 import type { SandboxService } from './sandbox-service.js';
 import type { AuditRouter } from './audit-router.js';
 import { sandboxIoRoutes } from './sandbox-io-routes.js';
@@ -104,6 +107,8 @@ export function gatewayRoutes(opts: {
   sandboxes: SandboxService;
   logs: LogService;
   audit: AuditRouter;
+  policies: PolicyService;
+  metrics: GatewayMetrics;
   info: GatewayInfo;
 }): Route[] {
   const { sandboxes } = opts;
@@ -232,6 +237,23 @@ export function gatewayRoutes(opts: {
       handler: async ({ caller, params, query, req, res }) => {
         const rec = sandboxes.resolve(caller, params.name, query.owner);
         await opts.logs.stream(rec, query, req, res);
+        return { streamed: true };
+      },
+    }),
+    ...policyRoutes(opts.policies),
+    defineRoute({
+      method: 'GET',
+      path: '/metrics',
+      produces: METRICS_CONTENT_TYPE,
+      summary:
+        "Prometheus text format 0.0.4: the gateway's own series, and the caller's sandboxes' (everyone's for admins)",
+      handler: async ({ caller, res }) => {
+        const text = await opts.metrics.render(caller);
+        res.writeHead(200, {
+          'Content-Type': METRICS_CONTENT_TYPE,
+          'Content-Length': Buffer.byteLength(text),
+        });
+        res.end(text);
         return { streamed: true };
       },
     }),

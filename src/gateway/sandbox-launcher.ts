@@ -70,6 +70,8 @@ export interface Held {
   closeEvents: () => void;
   /** Resolves once its end has been dealt with (released, record updated). */
   done: Promise<void>;
+  /** The policy revision it started with (live changes since are the policy service's). */
+  policyRev: number;
 }
 
 export class SandboxLauncher {
@@ -206,6 +208,7 @@ export class SandboxLauncher {
       stopping: false,
       closeEvents: () => events.close(),
       done: Promise.resolve(),
+      policyRev: rec.spec.policyRev,
     };
     this.held.set(rec.id, entry);
     void this.followEvents(rec.id, events);

@@ -51,6 +51,14 @@ export const MIGRATIONS: readonly string[] = [
    );`,
   // Restart policies (gateway/restart-policy.ts): how often a sandbox was started again.
   `ALTER TABLE sandboxes ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;`,
+  // 3: policy revisions say what they were (create, set, update, rollback), how they took effect
+  // (live, at the next start, by a restart), what changed against the one before, and for a
+  // rollback which revision they restore.
+  `ALTER TABLE policy_revisions ADD COLUMN action TEXT NOT NULL DEFAULT 'create';
+   ALTER TABLE policy_revisions ADD COLUMN effect TEXT NOT NULL DEFAULT 'start';
+   ALTER TABLE policy_revisions ADD COLUMN diff TEXT NOT NULL DEFAULT '[]';
+   ALTER TABLE policy_revisions ADD COLUMN sections TEXT NOT NULL DEFAULT '[]';
+   ALTER TABLE policy_revisions ADD COLUMN restores INTEGER;`,
 ];
 
 export class StoreError extends Error {
