@@ -99,8 +99,19 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A command whose work waits on something that can no longer happen (an event heard too late)
+// would otherwise end the process with status 0 when the event loop runs dry: say so, and fail.
+const unfinished = () => {
+  process.stderr.write('carapace: internal error: the command stopped before it finished\n');
+  process.exitCode = 70;
+};
+process.once('beforeExit', unfinished);
+
 main(process.argv).then(
-  (code) => process.exit(code),
+  (code) => {
+    process.off('beforeExit', unfinished);
+    process.exit(code);
+  },
   (err: unknown) => {
     process.stderr.write(`carapace: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exit(70);
