@@ -7,7 +7,14 @@ import type { PolicyIssue, PolicyPath } from './diagnostics.js';
 import type { Inference, InferenceBudget } from './schema-extensions.js';
 
 /** Provider types an inline route (one with an `endpoint`) may name. */
-export const PROVIDER_TYPES = ['openai', 'anthropic', 'nvidia', 'ollama', 'vllm', 'openai-compatible'] as const;
+export const PROVIDER_TYPES = [
+  'openai',
+  'anthropic',
+  'nvidia',
+  'ollama',
+  'vllm',
+  'openai-compatible',
+] as const;
 export type ProviderType = (typeof PROVIDER_TYPES)[number];
 
 /** Names of providers stored by the gateway (the same shape as sandbox names). */
@@ -90,7 +97,8 @@ export function checkInference(inf: Inference, issues: PolicyIssue[]): void {
     if (limits.every((l) => l === undefined))
       issues.push({
         path,
-        message: 'a budget needs at least one of requests_per_hour, requests_per_day, tokens_per_hour, tokens_per_day',
+        message:
+          'a budget needs at least one of requests_per_hour, requests_per_day, tokens_per_hour, tokens_per_day',
       });
   };
   const seenNames = new Map<string, string>();
@@ -112,7 +120,8 @@ export function checkInference(inf: Inference, issues: PolicyIssue[]): void {
       } else if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
         issues.push({
           path: [...at, 'endpoint'],
-          message: 'endpoint must not carry credentials, a query or a fragment; keys belong in credential_env',
+          message:
+            'endpoint must not carry credentials, a query or a fragment; keys belong in credential_env',
         });
       }
       if (!(PROVIDER_TYPES as readonly string[]).includes(route.provider)) {
@@ -130,7 +139,8 @@ export function checkInference(inf: Inference, issues: PolicyIssue[]): void {
       if (route.credential_env !== undefined)
         issues.push({
           path: [...at, 'credential_env'],
-          message: 'credential_env is for inline providers (with an endpoint); a stored provider holds its own key',
+          message:
+            'credential_env is for inline providers (with an endpoint); a stored provider holds its own key',
         });
     }
     if (route.credential_env !== undefined && !CREDENTIAL_NAME.test(route.credential_env)) {
@@ -163,7 +173,10 @@ export function checkInference(inf: Inference, issues: PolicyIssue[]): void {
           message: `alias "${alias}" already selects route "${other}"; an alias names one route`,
         });
       else if (routes.includes(alias) && alias !== name)
-        issues.push({ path: [...at, 'aliases', i], message: `alias "${alias}" is the name of another route` });
+        issues.push({
+          path: [...at, 'aliases', i],
+          message: `alias "${alias}" is the name of another route`,
+        });
       seenNames.set(alias, name);
     });
   }
@@ -183,10 +196,16 @@ export function checkInference(inf: Inference, issues: PolicyIssue[]): void {
       issues.push({ path: [...at, 'name'], message: `privacy rule "${rule.name}" is defined twice` });
     ruleNames.add(rule.name);
     if (rule.detect === undefined && rule.match === undefined)
-      issues.push({ path: at, message: 'a privacy rule needs "detect" (built-in detectors), "match" (a pattern) or both' });
+      issues.push({
+        path: at,
+        message: 'a privacy rule needs "detect" (built-in detectors), "match" (a pattern) or both',
+      });
     const action = rule.action ?? (rule.route !== undefined ? 'route' : undefined);
     if (action === undefined)
-      issues.push({ path: at, message: 'a privacy rule needs "route: <route>", or "action: redact" or "action: deny"' });
+      issues.push({
+        path: at,
+        message: 'a privacy rule needs "route: <route>", or "action: redact" or "action: deny"',
+      });
     if (action === 'route' && rule.route === undefined)
       issues.push({ path: [...at, 'action'], message: 'action "route" needs "route: <route>"' });
     if (action !== undefined && action !== 'route' && rule.route !== undefined)

@@ -139,7 +139,10 @@ export const PrivacyRuleSchema = z
 export const InferenceSchema = z
   .strictObject({
     routes: z.record(z.string(), InferenceRouteSchema).describe('Inference routes by name.'),
-    default: z.string().optional().describe('The route used when neither a privacy rule nor the model picks one.'),
+    default: z
+      .string()
+      .optional()
+      .describe('The route used when neither a privacy rule nor the model picks one.'),
     privacy: z.array(PrivacyRuleSchema).optional().describe('Privacy rules, tried in order.'),
     on_unavailable: z
       .enum(['fail', 'fail_closed', 'fallback'])

@@ -18,6 +18,7 @@ import { type AuditSink, configChange, lifecycle } from '../audit/index.js';
 import { AddressGuard, isHostLocalName, type Resolver } from './address-guard.js';
 import type { CallerResolver } from './caller-identity.js';
 import { handleConnection } from './connection.js';
+import { type InternalHost, InternalHosts } from './internal-host.js';
 import type { PolicyGeneration } from '../policy/index.js';
 import { proxyPolicyOf } from './policy-adapter.js';
 import {
@@ -50,6 +51,11 @@ export interface EgressProxyOptions {
    * C process instead of this event loop. Without it every byte goes through Node.
    */
   tunnelPump?: string | undefined;
+  /**
+   * Names served inside this process instead of upstream (internal-host.ts): the router's
+   * `inference.local`. Every sandbox reaches them, whatever its network policy.
+   */
+  internalHosts?: readonly InternalHost[] | undefined;
 }
 
 export interface AttachOptions {
@@ -81,8 +87,10 @@ export class EgressProxy {
   readonly guard: AddressGuard;
   private readonly upstreamTls: tls.SecureContext;
   private readonly attached = new Map<string, SandboxProxy>();
+  private readonly internal: InternalHosts;
 
   constructor(private readonly options: EgressProxyOptions) {
+    this.internal = new InternalHosts(options.internalHosts);
     this.guard = new AddressGuard({
       hosts: options.hosts,
       allowLocal: options.allowLocal,
@@ -100,6 +108,7 @@ export class EgressProxy {
       onError: this.options.onError,
       onDetach: () => this.attached.delete(options.name),
       tunnelPump: this.options.tunnelPump ?? null,
+      internal: this.internal,
     });
     this.attached.set(options.name, sb);
     try {
@@ -127,6 +136,7 @@ interface Shared {
   onError: ((err: unknown, sandbox: string) => void) | undefined;
   onDetach: () => void;
   tunnelPump: string | null;
+  internal: InternalHosts;
 }
 
 export class SandboxProxy {
@@ -150,7 +160,7 @@ export class SandboxProxy {
   ) {
     this.name = options.name;
     this.socketPath = options.socketPath;
-    this.pinned = { policy: proxyPolicyOf(options.generation), generation: 1 };
+    this.pinned = { policy: proxyPolicyOf(options.generation), generation: 1, source: options.generation };
     this.secrets = options.credentials ?? new Map();
     this.audit = new ProxyAudit(shared.audit, options.name);
     this.budget = new SandboxBudget(
@@ -167,6 +177,7 @@ export class SandboxProxy {
       authority: options.authority,
       callerResolver: options.callerResolver,
       current: () => this.pinned,
+      internalHost: (host) => (shared.internal.size === 0 ? null : shared.internal.lookup(host)),
       credentials: () => this.secrets,
       internalError: (err) => shared.onError?.(err, options.name),
       tunnelPump: shared.tunnelPump,
@@ -283,7 +294,7 @@ export class SandboxProxy {
    */
   setGeneration(next: PolicyGeneration): number {
     const policy = proxyPolicyOf(next);
-    this.pinned = { policy, generation: this.pinned.generation + 1 };
+    this.pinned = { policy, generation: this.pinned.generation + 1, source: next };
     let closed = 0;
     for (const t of [...this.tunnels]) {
       const reason = this.stillAllowed(t, policy);
