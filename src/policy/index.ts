@@ -92,3 +92,4 @@ export {
   linearPatternProblem,
   type ProviderType,
 } from './inference-checks.js';
+export { compileLinearPattern, type LinearPattern } from './linear-pattern.js';

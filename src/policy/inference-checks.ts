@@ -4,6 +4,7 @@
  * to local routes. Each issue carries the data path of the offending node.
  */
 import type { PolicyIssue, PolicyPath } from './diagnostics.js';
+import { compileLinearPattern } from './linear-pattern.js';
 import type { Inference, InferenceBudget } from './schema-extensions.js';
 
 /** Provider types an inline route (one with an `endpoint`) may name. */
@@ -212,16 +213,9 @@ export function checkInference(inf: Inference, issues: PolicyIssue[]): void {
       issues.push({ path: [...at, 'route'], message: `action "${action}" takes no route; remove "route"` });
     ref(rule.route, [...at, 'route']);
     if (rule.match !== undefined) {
-      try {
-        new RegExp(rule.match, 'u');
-        const problem = linearPatternProblem(rule.match);
-        if (problem !== null) issues.push({ path: [...at, 'match'], message: `"match": ${problem}` });
-      } catch (err) {
-        issues.push({
-          path: [...at, 'match'],
-          message: `"match" is not a valid regular expression: ${(err as Error).message}`,
-        });
-      }
+      const problem = linearPatternProblem(rule.match);
+      const compiled = problem === null ? compileLinearPattern(rule.match) : { error: problem };
+      if ('error' in compiled) issues.push({ path: [...at, 'match'], message: `"match": ${compiled.error}` });
     }
   });
 }

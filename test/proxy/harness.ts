@@ -146,11 +146,12 @@ export interface RigOptions {
   tunnelPump?: string;
   /** Names served inside the proxy's process (src/proxy/internal-host.ts). */
   internalHosts?: InternalHost[];
+  audit?: MemoryAuditLog;
 }
 
 export async function startRig(o: RigOptions): Promise<Rig> {
   const up = o.up ?? (await startUpstreams());
-  const audit = new MemoryAuditLog();
+  const audit = o.audit ?? new MemoryAuditLog();
   const allowLocal =
     o.allowLocal === undefined || o.allowLocal === 'upstreams'
       ? [`127.0.0.1:${up.httpPort}`, `127.0.0.1:${up.httpsPort}`]
