@@ -15,6 +15,7 @@ import { policyDecisionBench } from './policy-decisions.js';
 import { proxyBench } from './proxy.js';
 import { sandboxConnectBench } from './sandbox-connect.js';
 import { proxyFloodBench } from './proxy-flood.js';
+import { sandboxExecBench } from './sandbox-exec.js';
 import { sandboxMemoryBench } from './sandbox-memory.js';
 import { sandboxStartBench } from './sandbox-start.js';
 import { sandboxTunnelBench } from './sandbox-tunnel.js';
@@ -26,6 +27,7 @@ const MODULES: BenchModule[] = [
   startupBench,
   sandboxMemoryBench,
   sandboxConnectBench,
+  sandboxExecBench,
   proxyBench,
   proxyFloodBench,
   sandboxTunnelBench,

@@ -42,22 +42,22 @@ static noreturn void exec_failed(const char *what, int err)
 	die_with(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_INVOKE, "exec", err, "%s", what);
 }
 
-/* execvp(3)'s search, from the agent's PATH (environment.c), without its fallback of running a
- * file that has no #! line through /bin/sh. */
-static noreturn void exec_command(char **argv)
+/* execvp(3)'s search, without its fallback of running a file that has no #! line through
+ * /bin/sh. Shared with the control socket's execs (exec-child.c). */
+void exec_command(char **argv, char **envp, const char *path, char *what, size_t what_size)
 {
-	char **envp = environment_for_agent();
 	const char *command = argv[0];
 	if (strchr(command, '/')) {
 		execve(command, argv, envp);
-		exec_failed(command, errno);
+		int err = errno;
+		snprintf(what, what_size, "%s", command);
+		errno = err;
+		return;
 	}
 
-	const char *path = environment_get("PATH");
 	if (!path || !*path)
 		path = DEFAULT_PATH;
 	int first_error = ENOENT;
-	char denied[PATH_MAX] = "";
 
 	for (const char *dir = path;; dir++) {
 		const char *colon = strchrnul(dir, ':');
@@ -67,7 +67,8 @@ static noreturn void exec_command(char **argv)
 		int n = snprintf(candidate, sizeof candidate, "%.*s/%s", (int)dir_len, dir_len ? dir : ".", command);
 		if (n > 0 && (size_t)n < sizeof candidate) {
 			execve(candidate, argv, envp);
-			switch (errno) {
+			int err = errno;
+			switch (err) {
 			case ENOENT:
 			case ENOTDIR:
 			case ENAMETOOLONG:
@@ -77,11 +78,13 @@ static noreturn void exec_command(char **argv)
 				 * this one if nothing better turns up. */
 				if (first_error == ENOENT) {
 					first_error = EACCES;
-					snprintf(denied, sizeof denied, "%s", candidate);
+					snprintf(what, what_size, "%s", candidate);
 				}
 				break;
 			default:
-				exec_failed(candidate, errno);
+				snprintf(what, what_size, "%s", candidate);
+				errno = err;
+				return;
 			}
 		}
 		if (*colon == '\0')
@@ -89,16 +92,17 @@ static noreturn void exec_command(char **argv)
 		dir = colon;
 	}
 
-	if (first_error == EACCES)
-		exec_failed(denied, EACCES);
-	char what[PATH_MAX + 64];
-	snprintf(what, sizeof what, "%s (searched PATH=%s)", command, path);
-	exec_failed(what, ENOENT);
+	if (first_error == ENOENT)
+		snprintf(what, what_size, "%s (searched PATH=%s)", command, path);
+	errno = first_error;
 }
 
 static noreturn void agent_exec(const struct init_config *cfg, const struct landlock_plan *landlock,
 				const struct seccomp_program *seccomp)
 {
+	/* With --log-fd: stdin /dev/null, stdout and stderr the pipes PID 1 reads. */
+	logs_in_agent();
+
 	const char *failed = "";
 	if (rlimits_apply(cfg, &failed) < 0)
 		die("rlimits", errno, "setrlimit %s", failed);
@@ -126,7 +130,9 @@ static noreturn void agent_exec(const struct init_config *cfg, const struct land
 	if (signal(SIGPIPE, SIG_DFL) == SIG_ERR)
 		die("agent", errno, "restore SIGPIPE");
 
-	exec_command(cfg->command);
+	char what[PATH_MAX + 64];
+	exec_command(cfg->command, environment_for_agent(), environment_get("PATH"), what, sizeof what);
+	exec_failed(what, errno);
 }
 
 pid_t agent_start(const struct init_config *cfg, const struct landlock_plan *landlock,

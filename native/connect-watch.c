@@ -25,10 +25,11 @@
  *   - What PID 1 reads from the caller (at most a sockaddr_in6) is parsed as data, with its length
  *     bounded. Reading needs ptrace access: a process that made itself non-dumpable is not watched
  *     (its calls are continued unseen).
- *   - PID 1 never blocks on the host: the event fd is non-blocking, and while a line cannot be
- *     written PID 1 holds the notification (the caller's connect waits) and stops receiving, so a
- *     host that reads slowly slows the agent's connects, never the relay. A host that is gone
- *     (EPIPE) gets no more lines; connects continue unseen.
+ *   - PID 1 never blocks on the host: while the queue cannot take a line (the event fd has not
+ *     taken the last one whole, or the control subscriber is EVENTS_QUEUE_MAX lines behind), PID 1
+ *     holds the notification (the caller's connect waits) and receives no other from any
+ *     listener, so a host that reads slowly slows the sandbox's connects, never the relay. A host
+ *     whose event fd is gone (EPIPE) gets no more lines; connects continue unseen.
  *   - Only connect(2) is watched. A datagram sent with sendto(2) to an outside address, and TCP Fast
  *     Open, are refused (no route) without a line: watching every send would cost every send.
  */
@@ -58,41 +59,44 @@
 #error "carapace-init: connect watch: unsupported architecture"
 #endif
 
+/* One listener: the agent's, or an exec'd process's. */
+struct listener {
+	struct watch watch;
+	int fd;
+	bool watched;
+	struct listener *next;
+};
+
 static struct {
-	struct watch listener_watch;
-	struct watch event_watch;
-	int listener_fd;  /* -1: not watching */
-	int event_fd;     /* -1: no host to tell (none given, or it went away) */
-	int handoff[2];   /* socketpair: the agent child sends the listener fd on [1] */
+	bool enabled;
+	int handoff[2]; /* socketpair: the agent child sends the listener fd on [1] */
 	struct connect_rules rules;
 	struct seccomp_notif *notif;
 	size_t notif_size;
 	struct seccomp_notif_resp *resp;
 	size_t resp_size;
-	/* A line that did not fit the event fd yet, and the notification held until it does. */
-	char *pending;
-	size_t pending_len, pending_off;
+	struct listener *listeners;
+	/* A line the queue could not take yet, and the notification held until it does. */
+	int held_fd;
 	__u64 held_id;
 	bool holding;
-} cw = { .listener_fd = -1, .event_fd = -1, .handoff = { -1, -1 } };
+} cw = { .handoff = { -1, -1 }, .held_fd = -1 };
 
 static void on_listener(struct watch *self, uint32_t events);
-static void on_event_fd(struct watch *self, uint32_t events);
+static void on_events_ready(void);
 
 /* ---- PID 1, before the fork ---- */
 
 void connect_watch_prepare(const struct init_config *cfg, const struct landlock_plan *landlock)
 {
-	if (cfg->event_fd < 0)
+	if (!events_wanted())
 		return;
-	cw.event_fd = cfg->event_fd;
+	cw.enabled = true;
 	cw.rules = (struct connect_rules){ .relay_port = cfg->relay_port,
 					   .bind_ports = cfg->bind_ports,
 					   .bind_count = cfg->bind_count,
 					   .landlock_net = landlock->abi >= 4 };
-	int flags = fcntl(cw.event_fd, F_GETFL);
-	if (flags < 0 || fcntl(cw.event_fd, F_SETFL, flags | O_NONBLOCK) < 0)
-		die(WATCH_STEP, errno, "make --event-fd %d non-blocking", cw.event_fd);
+	events_on_ready(on_events_ready);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cw.handoff) < 0)
 		die(WATCH_STEP, errno, "socketpair for the listener hand-off");
 
@@ -112,7 +116,7 @@ void connect_watch_prepare(const struct init_config *cfg, const struct landlock_
 		die(WATCH_STEP, ENOMEM, "allocate the notification buffers");
 }
 
-/* ---- the agent child ---- */
+/* ---- in a child of PID 1 (the agent, or an exec'd process) ---- */
 
 static int install_filter(void)
 {
@@ -129,8 +133,8 @@ static int install_filter(void)
 	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &program);
 }
 
-/* Sends the listener fd to PID 1 (or nothing, which PID 1 reads as "not watching"). */
-static int hand_over(int listener)
+/* Sends the listener fd to PID 1 ('L'), or nothing ('-'), which PID 1 reads as "not watching". */
+static int hand_over(int sock, int listener)
 {
 	char byte = listener >= 0 ? 'L' : '-';
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
@@ -150,9 +154,24 @@ static int hand_over(int listener)
 	}
 	ssize_t n;
 	do
-		n = sendmsg(cw.handoff[1], &message, MSG_NOSIGNAL);
+		n = sendmsg(sock, &message, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
 	return n == 1 ? 0 : -1;
+}
+
+int connect_watch_install(int sock, int *install_error)
+{
+	*install_error = 0;
+	if (!cw.enabled)
+		return 0;
+	int listener = cw.notif ? install_filter() : -1;
+	if (listener < 0)
+		*install_error = cw.notif ? errno : ENOSYS;
+	if (hand_over(sock, listener) < 0)
+		return -1;
+	if (listener >= 0 && close(listener) < 0)
+		return -1;
+	return 0;
 }
 
 /* In the agent child, after no_new_privs and Landlock, before the host's seccomp program (which
@@ -160,21 +179,18 @@ static int hand_over(int listener)
  * unwatched; the status line says so, and nothing else changes. */
 void connect_watch_install_in_agent(void)
 {
-	if (cw.event_fd < 0)
+	if (!cw.enabled)
 		return;
 	close(cw.handoff[0]);
-	int listener = cw.notif ? install_filter() : -1;
-	int err = listener < 0 ? (cw.notif ? errno : ENOSYS) : 0;
-	if (hand_over(listener) < 0)
+	int err;
+	if (connect_watch_install(cw.handoff[1], &err) < 0)
 		die(WATCH_STEP, errno, "send the listener fd to PID 1");
-	if (listener >= 0 && close(listener) < 0)
-		die(WATCH_STEP, errno, "close the listener fd");
 	close(cw.handoff[1]);
 
 	struct status_line line;
 	line_begin(&line, "connect_watch");
-	line_bool(&line, "enabled", listener >= 0);
-	if (listener < 0) {
+	line_bool(&line, "enabled", err == 0);
+	if (err) {
 		line_number(&line, "errno", err);
 		line_string(&line, "error", strerror(err));
 	}
@@ -183,7 +199,7 @@ void connect_watch_install_in_agent(void)
 
 /* ---- PID 1, after the fork ---- */
 
-static int receive_listener(void)
+int connect_watch_receive(int sock, bool wait)
 {
 	char byte;
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
@@ -195,7 +211,7 @@ static int receive_listener(void)
 				  .msg_controllen = sizeof control.bytes };
 	ssize_t n;
 	do
-		n = recvmsg(cw.handoff[0], &message, MSG_CMSG_CLOEXEC);
+		n = recvmsg(sock, &message, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
 	while (n < 0 && errno == EINTR);
 	if (n <= 0)
 		return -1; /* the child failed before it could say: it reported why */
@@ -208,103 +224,96 @@ static int receive_listener(void)
 	return fd;
 }
 
-void connect_watch_start(void)
+void connect_watch_add_listener(int fd)
 {
-	if (cw.event_fd < 0)
-		return;
-	close(cw.handoff[1]);
-	cw.listener_fd = receive_listener();
-	close(cw.handoff[0]);
-	if (cw.listener_fd < 0)
-		return;
-	cw.listener_watch.handle = on_listener;
-	cw.event_watch.handle = on_event_fd;
-	if (!cw.notif || loop_watch(cw.listener_fd, &cw.listener_watch, EPOLLIN) < 0)
-		pid1_fatal("watch the connect listener", cw.notif ? errno : ENOSYS);
+	if (!cw.notif) {
+		/* The child installed a filter the kernel said it cannot notify for: cannot happen, but an
+		 * unserved listener would hang every connect. */
+		pid1_fatal("watch a connect listener", ENOSYS);
+	}
+	struct listener *l = calloc(1, sizeof *l);
+	if (!l)
+		pid1_fatal("allocate a connect listener", ENOMEM);
+	*l = (struct listener){ .watch.handle = on_listener, .fd = fd, .next = cw.listeners };
+	cw.listeners = l;
+	if (cw.holding)
+		return; /* watched once the held line is queued */
+	if (loop_watch(fd, &l->watch, EPOLLIN) < 0)
+		pid1_fatal("watch a connect listener", errno);
+	l->watched = true;
 }
 
-/* ---- answering, and writing without blocking ---- */
+void connect_watch_start(void)
+{
+	if (!cw.enabled)
+		return;
+	close(cw.handoff[1]);
+	/* Waits for the agent child's message, or for its end (it failed, and said why). */
+	int fd = connect_watch_receive(cw.handoff[0], true);
+	close(cw.handoff[0]);
+	if (fd >= 0)
+		connect_watch_add_listener(fd);
+}
 
-static void respond(__u64 id)
+/* ---- answering ---- */
+
+static void respond(int listener_fd, __u64 id)
 {
 	memset(cw.resp, 0, cw.resp_size);
 	cw.resp->id = id;
 	cw.resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
 	/* ENOENT: the caller was interrupted or killed meanwhile; its call is gone. */
-	if (ioctl(cw.listener_fd, SECCOMP_IOCTL_NOTIF_SEND, cw.resp) < 0 && errno != ENOENT)
+	if (ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_SEND, cw.resp) < 0 && errno != ENOENT)
 		report_warning(WATCH_STEP, errno, "answer a watched connect");
 }
 
-static void stop_events(int err)
+static void watch_all(bool watch)
 {
-	if (err != EPIPE)
-		report_warning(WATCH_STEP, err, "write to --event-fd %d (no more events are sent)", cw.event_fd);
-	close(cw.event_fd);
-	cw.event_fd = -1;
+	for (struct listener *l = cw.listeners; l; l = l->next) {
+		if (l->watched == watch)
+			continue;
+		if ((watch ? loop_watch(l->fd, &l->watch, EPOLLIN) : loop_unwatch(l->fd)) < 0)
+			pid1_fatal(watch ? "watch a connect listener again" : "pause a connect listener", errno);
+		l->watched = watch;
+	}
 }
 
-/* Writes what is pending; true when nothing is left (written, or dropped for a host gone). */
-static bool flush_pending(void)
+/* The queue took the held line: answer the held call, and listen again. */
+static void on_events_ready(void)
 {
-	while (cw.pending && cw.pending_off < cw.pending_len) {
-		if (cw.event_fd < 0)
-			break;
-		ssize_t n = write(cw.event_fd, cw.pending + cw.pending_off, cw.pending_len - cw.pending_off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				return false;
-			stop_events(errno);
+	if (!cw.holding)
+		return;
+	cw.holding = false;
+	if (cw.held_fd >= 0)
+		respond(cw.held_fd, cw.held_id);
+	cw.held_fd = -1;
+	watch_all(true);
+}
+
+static void drop_listener(struct listener *gone)
+{
+	for (struct listener **p = &cw.listeners; *p; p = &(*p)->next) {
+		if (*p == gone) {
+			*p = gone->next;
 			break;
 		}
-		cw.pending_off += (size_t)n;
 	}
-	free(cw.pending);
-	cw.pending = NULL;
-	return true;
-}
-
-static void hold_until_written(__u64 id)
-{
-	cw.holding = true;
-	cw.held_id = id;
-	if (loop_unwatch(cw.listener_fd) < 0 || loop_watch(cw.event_fd, &cw.event_watch, EPOLLOUT) < 0) {
-		report_warning(WATCH_STEP, errno, "wait for --event-fd %d", cw.event_fd);
-		stop_events(EPIPE);
-		flush_pending();
-		cw.holding = false;
-		respond(id);
-		loop_watch(cw.listener_fd, &cw.listener_watch, EPOLLIN);
-	}
-}
-
-static void on_event_fd(struct watch *self, uint32_t events)
-{
-	(void)self;
-	(void)events;
-	if (!flush_pending())
-		return; /* still full: EPOLLOUT again later */
-	if (cw.event_fd >= 0)
-		loop_unwatch(cw.event_fd);
-	cw.holding = false;
-	respond(cw.held_id);
-	if (loop_watch(cw.listener_fd, &cw.listener_watch, EPOLLIN) < 0)
-		report_warning(WATCH_STEP, errno, "watch the listener again");
+	if (gone->watched)
+		loop_unwatch(gone->fd);
+	close(gone->fd);
+	loop_free_later(gone);
 }
 
 static void on_listener(struct watch *self, uint32_t events)
 {
-	(void)self;
+	struct listener *l = container_of(self, struct listener, watch);
 	if (events & (EPOLLHUP | EPOLLERR)) {
 		/* Every process under the filter has exited. */
-		loop_unwatch(cw.listener_fd);
-		close(cw.listener_fd);
-		cw.listener_fd = -1;
+		drop_listener(l);
 		return;
 	}
 	memset(cw.notif, 0, cw.notif_size);
-	if (ioctl(cw.listener_fd, SECCOMP_IOCTL_NOTIF_RECV, cw.notif) < 0) {
+	if (ioctl(l->fd, SECCOMP_IOCTL_NOTIF_RECV, cw.notif) < 0) {
 		/* ENOENT: the caller was interrupted before we got to it. */
 		if (errno != ENOENT && errno != EINTR)
 			report_warning(WATCH_STEP, errno, "receive a watched connect");
@@ -312,21 +321,24 @@ static void on_listener(struct watch *self, uint32_t events)
 	}
 	__u64 id = cw.notif->id;
 	size_t len = 0;
-	char *text = cw.event_fd >= 0 ? connect_describe(&cw.rules, cw.notif, &len) : NULL;
+	char *text = connect_describe(&cw.rules, cw.notif, &len);
 	if (text) {
 		/* What was read belongs to this call only if the call is still waiting (its pid may
 		 * be another process's by now). */
-		if (ioctl(cw.listener_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
+		if (ioctl(l->fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
 			free(text);
 			return;
 		}
-		cw.pending = text;
-		cw.pending_len = len;
-		cw.pending_off = 0;
-		if (!flush_pending()) {
-			hold_until_written(id);
+		bool go_on = events_publish(text, len);
+		free(text);
+		if (!go_on) {
+			/* Hold this caller, and take no other connect, until the readers catch up. */
+			cw.holding = true;
+			cw.held_fd = l->fd;
+			cw.held_id = id;
+			watch_all(false);
 			return;
 		}
 	}
-	respond(id);
+	respond(l->fd, id);
 }

@@ -11,10 +11,15 @@
  *   landlock.c    the Landlock ruleset (landlock-abi.h mirrors the kernel UAPI)
  *   seccomp.c     reading and installing the BPF program the host generated
  *   environment.c the agent's environment, read from --env-fd (never our own)
- *   connect-watch.c  reporting the connects the sandbox refuses, on --event-fd
+ *   connect-watch.c  reporting the connects the sandbox refuses
  *   connect-judge.c  whether one connect() is refused, and by what
+ *   events.c      the event lines' queue, to --event-fd and to the control socket's subscriber
  *   relay.c       the network relay's listeners and its connections to the host socket
  *   relay-pump.c  copying bytes both ways with splice, half-close included
+ *   logs.c        the agent's stdout and stderr as JSON lines on --log-fd
+ *   control.c, control-request.c, control-connect.c, json.c, exec.c, exec-session.c,
+ *   exec-input.c, exec-child.c
+ *                 the control socket (--control-dir-fd): see control.h
  */
 #ifndef CARAPACE_INIT_H
 #define CARAPACE_INIT_H
@@ -58,6 +63,8 @@ struct init_config {
 	long nproc;  /* -1: inherit */
 	int relay_dir_fd; /* -1: no relay */
 	int stderr_fd;    /* -1: keep fd 2; else made the agent's (and our) fd 2 at once */
+	int control_dir_fd; /* -1: no control socket */
+	int log_fd;         /* -1: the agent's stdout and stderr are fds 1 and 2 as given */
 	const char *relay_socket;
 	unsigned relay_port;
 	char **command; /* NULL-terminated argv of the agent */
@@ -90,6 +97,15 @@ void line_send(struct status_line *line);
  * line that goes elsewhere than the status fd. NULL when memory ran out. */
 char *line_finish(struct status_line *line, size_t *len);
 
+/* Opens a line that is a bare object ({"key":...}), for what is not a status event. */
+void line_open(struct status_line *line);
+/* A string of len bytes (NUL and invalid UTF-8 included: the bytes are escaped, not judged). */
+void line_string_bytes(struct status_line *line, const char *key, const char *value, size_t len);
+void line_base64(struct status_line *line, const char *key, const unsigned char *value, size_t len);
+
+/* Where warnings go besides stderr once the agent runs (logs.c, with --log-fd). */
+void report_set_log(void (*log)(const char *text, size_t len));
+
 /* A failure: "carapace-init: <step>: <what>: <strerror(err)>" on stderr and an error event on the
  * status fd. err 0 means the failure is not a system call's, and the strerror part is left out. */
 void report_failure(const char *step, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -114,7 +130,11 @@ const sigset_t *pid1_agent_signal_mask(void);
 int loop_watch(int fd, struct watch *watch, uint32_t events);
 int loop_change(int fd, struct watch *watch, uint32_t events);
 int loop_unwatch(int fd);
+/* Frees p after the current round of events: a later event of the round may still point to it. */
+void loop_free_later(void *p);
 noreturn void pid1_run(pid_t agent, struct relay *relay);
+/* Sends signo to the agent; -1 with errno ESRCH once it has exited. */
+int pid1_signal_agent(int signo);
 /* After the agent started: a warning on stderr, every process killed, exit 125. */
 noreturn void pid1_fatal(const char *what, int err);
 
@@ -159,11 +179,64 @@ const char *environment_get(const char *name); /* in the agent's environment */
 void connect_watch_prepare(const struct init_config *cfg, const struct landlock_plan *landlock);
 void connect_watch_install_in_agent(void);
 void connect_watch_start(void);
+/* In a child: installs the filter and sends its listener on sock (or says there is none, with
+ * *install_error the reason). -1 with errno set when the hand-over itself failed. */
+int connect_watch_install(int sock, int *install_error);
+/* In PID 1: a listener sent on sock, or -1 when the child sent none. */
+int connect_watch_receive(int sock, bool wait);
+void connect_watch_add_listener(int fd);
+
+/* ---- events.c ----------------------------------------------------------------------------- */
+
+void events_prepare(const struct init_config *cfg);
+bool events_wanted(void); /* is anyone to be told? (--event-fd or the control socket) */
+/* Queues one line ("{...}\n"). false: the caller must wait for the callback given to
+ * events_on_ready before it goes on (the readers are behind). */
+bool events_publish(const char *text, size_t len);
+void events_on_ready(void (*ready)(void));
+void events_publish_exit(int code);
+void events_subscribe(int fd, bool ack);
+bool events_drained(void);
+void events_write_undelivered(int dir_fd);
 
 /* ---- agent.c ------------------------------------------------------------------------------ */
 
 pid_t agent_start(const struct init_config *cfg, const struct landlock_plan *landlock,
 		  const struct seccomp_program *seccomp);
+/* execvp's search of PATH (NULL or empty: the default), without its /bin/sh fallback. Returns
+ * only when nothing could be run: errno says why, `what` names the file or the search. */
+void exec_command(char **argv, char **envp, const char *path, char *what, size_t what_size);
+
+/* ---- logs.c ------------------------------------------------------------------------------- */
+
+void logs_prepare(const struct init_config *cfg);
+void logs_in_agent(void); /* the agent child's fds 0, 1, 2 */
+void logs_start(void);    /* PID 1, after the fork */
+bool logs_drained(void);
+void logs_flush_all(void); /* reads what the pipes hold, to their end, at exit */
+
+/* ---- control.c ---------------------------------------------------------------------------- */
+
+void control_start(const struct init_config *cfg);
+bool control_enabled(void);
+void control_agent_started(pid_t agent);
+void control_agent_exited(int code);
+bool control_drained(void);
+void control_write_exit_record(int code);
+void control_after_round(void);
+int control_wait_timeout(void);
+
+/* ---- exec.c, exec-child.c ----------------------------------------------------------------- */
+
+/* What every exec gets: the agent's restrictions, kept from start-up (the ruleset fd stays open,
+ * the seccomp program in memory). */
+void exec_keep_confinement(const struct init_config *cfg, const struct landlock_plan *landlock,
+			   const struct seccomp_program *seccomp);
+/* A child of PID 1 is about to be reaped: if it is an exec'd process, its process group (which its
+ * pid, still held by the zombie, names exactly) gets SIGHUP, as a closed terminal would give. */
+void exec_before_reap(pid_t pid);
+void exec_reaped(pid_t pid, int status);
+bool exec_drained(void);
 
 /* ---- relay.c ------------------------------------------------------------------------------ */
 

@@ -9,16 +9,21 @@
  * unprivileged sandbox user. What happens, in order:
  *
  *   1. PID 1 hardening: not dumpable, every inherited fd close-on-exec, signals to a signalfd.
- *   2. The relay starts listening - before any restriction, since the agent's restrictions would
- *      otherwise be ours too (Landlock and seccomp bind the calling thread and its descendants).
+ *   2. The relay starts listening, and the control socket (--control-dir-fd) is bound - before any
+ *      restriction, since the agent's restrictions would otherwise be ours too (Landlock and
+ *      seccomp bind the calling thread and its descendants), and before the agent exists.
  *   3. What the agent will get is prepared and reported on the status fd: rlimits, the Landlock
  *      ruleset, the seccomp program (read from its fd); and its environment is read from its fd
- *      (ours is empty: bwrap and PID 1 never hold the agent's variables).
- *   4. The agent child applies it all and execve's the command (agent.c); with --event-fd it first
- *      hands PID 1 a seccomp listener for its connect() calls (connect-watch.c).
+ *      (ours is empty: bwrap and PID 1 never hold the agent's variables). With --log-fd, the pipes
+ *      that become its stdout and stderr are made.
+ *   4. The agent child applies it all and execve's the command (agent.c); when anyone is to hear
+ *      of refused connects (--event-fd, the control socket) it first hands PID 1 a seccomp
+ *      listener for its connect() calls (connect-watch.c).
  *   5. PID 1 closes its status fd and runs the event loop - reaping, forwarding signals, relaying,
- *      reporting refused connects on the event fd - until the agent exits; then kills what is
- *      left and exits with the agent's status.
+ *      reporting refused connects, logging the agent's output, serving the control socket (whose
+ *      execs get what the agent got, kept from step 3) - until the agent exits; then kills what is
+ *      left, finishes what it owes the host, writes the exit record, and exits with the agent's
+ *      status.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -58,21 +63,30 @@ int main(int argc, char **argv)
 	pid1_prepare();
 
 	struct relay *relay = relay_start(&cfg);
+	control_start(&cfg);
 	rlimits_report(&cfg);
 	struct landlock_plan landlock;
 	landlock_prepare(&cfg, &landlock);
 	struct seccomp_program seccomp;
 	seccomp_read_program(cfg.seccomp_fd, &seccomp);
 	environment_read(cfg.env_fd);
+	events_prepare(&cfg);
 	connect_watch_prepare(&cfg, &landlock);
+	logs_prepare(&cfg);
 
 	pid_t agent = agent_start(&cfg, &landlock, &seccomp);
+	logs_start();
 	connect_watch_start();
 
-	/* The agent child holds what it needs; PID 1 lets go of the rest. */
-	if (landlock.ruleset_fd >= 0 && close(landlock.ruleset_fd) < 0)
-		report_warning("landlock", errno, "close the ruleset fd");
-	free(seccomp.filter);
+	/* The agent child holds what it needs. Every exec of the control socket gets the same, so
+	 * PID 1 keeps it then (main never returns: what it points to stays); else it lets go. */
+	if (control_enabled()) {
+		exec_keep_confinement(&cfg, &landlock, &seccomp);
+	} else {
+		if (landlock.ruleset_fd >= 0 && close(landlock.ruleset_fd) < 0)
+			report_warning("landlock", errno, "close the ruleset fd");
+		free(seccomp.filter);
+	}
 	report_close_status_fd();
 
 	pid1_run(agent, relay);

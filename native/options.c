@@ -73,6 +73,8 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 		.nproc = -1,
 		.relay_dir_fd = -1,
 		.stderr_fd = -1,
+		.control_dir_fd = -1,
+		.log_fd = -1,
 		.relay_socket = "proxy.sock",
 		.relay_port = 3128,
 	};
@@ -98,7 +100,7 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 
 	bool seen_status = false, seen_seccomp = false, seen_env = false, seen_event = false, seen_mode = false, seen_abi_max = false,
 	     seen_nofile = false, seen_nproc = false, seen_dir = false, seen_socket = false,
-	     seen_port = false, seen_stderr = false;
+	     seen_port = false, seen_stderr = false, seen_control = false, seen_log = false;
 
 	for (int i = 1; i < end; i += 2) {
 		const char *option = argv[i];
@@ -158,6 +160,12 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 				die(OPTIONS_STEP, 0, "--relay-socket: expected a file name without '/', got '%s'",
 				    value);
 			cfg->relay_socket = value;
+		} else if (strcmp(option, "--control-dir-fd") == 0) {
+			once(&seen_control, option);
+			cfg->control_dir_fd = parse_fd(option, value);
+		} else if (strcmp(option, "--log-fd") == 0) {
+			once(&seen_log, option);
+			cfg->log_fd = parse_fd(option, value);
 		} else if (strcmp(option, "--relay-port") == 0) {
 			once(&seen_port, option);
 			cfg->relay_port = (unsigned)parse_number(option, value, 1, 65535);
@@ -173,7 +181,8 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	cfg->command = &argv[end + 1];
 
 	/* One fd cannot serve two purposes: each is consumed (read to EOF, closed) on its own. */
-	int fds[] = { cfg->status_fd, cfg->seccomp_fd, cfg->env_fd, cfg->event_fd, cfg->relay_dir_fd, cfg->stderr_fd };
+	int fds[] = { cfg->status_fd,	 cfg->seccomp_fd,     cfg->env_fd, cfg->event_fd,
+		      cfg->relay_dir_fd, cfg->control_dir_fd, cfg->log_fd, cfg->stderr_fd };
 	const size_t fd_count = sizeof fds / sizeof fds[0];
 	for (size_t i = 0; i < fd_count; i++)
 		for (size_t j = i + 1; j < fd_count; j++)

@@ -2,12 +2,15 @@
  * PID 1 of the sandbox's pid namespace.
  *
  * Duties: reap every child (orphans of the agent are re-parented to us, and a zombie must never
- * linger), forward SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the agent, and when
- * the agent exits, SIGKILL whatever is left and exit with the agent's status (128 + the signal
- * when it was killed by one).
+ * linger; the control socket's exec'd processes are ours too, and their sessions learn how they
+ * ended), forward SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the agent, and when
+ * the agent exits, SIGKILL whatever is left, finish what is owed to the host (the agent's last
+ * output on --log-fd, the control socket's exit line and EXIT frames: at most DRAIN_MS), write the
+ * exit record and exit with the agent's status (128 + the signal when it was killed by one).
  *
- * One process, one event loop: a signalfd, the relay's listeners and its connections all live in
- * one epoll set, so the sandbox costs the host a single small process.
+ * One process, one event loop: a signalfd, the relay's listeners and its connections, the control
+ * socket and its sessions all live in one epoll set, so the sandbox costs the host a single small
+ * process.
  *
  * Threat: the agent runs as the same uid as PID 1. It must not be able to trace PID 1, read its
  * memory or its /proc/1/fd (where the host socket's directory fd is), or stop it. Hence:
@@ -23,11 +26,13 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "init.h"
 
 #define PID1_STEP "pid1"
+#define DRAIN_MS 5000
 
 static int epoll_fd = -1;
 static int signal_fd = -1;
@@ -107,6 +112,61 @@ int loop_unwatch(int fd)
 	return epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, NULL);
 }
 
+static struct {
+	void **items;
+	size_t count, cap;
+} to_free;
+
+void loop_free_later(void *p)
+{
+	if (to_free.count == to_free.cap) {
+		size_t cap = to_free.cap ? 2 * to_free.cap : 64;
+		void **grown = realloc(to_free.items, cap * sizeof *grown);
+		if (!grown) {
+			/* Leaking one small object beats freeing it under a pending event. */
+			report_warning(PID1_STEP, ENOMEM, "keep an object to free after the round");
+			return;
+		}
+		to_free.items = grown;
+		to_free.cap = cap;
+	}
+	to_free.items[to_free.count++] = p;
+}
+
+static void free_what_waits(void)
+{
+	for (size_t i = 0; i < to_free.count; i++)
+		free(to_free.items[i]);
+	to_free.count = 0;
+}
+
+/* One round: every ready fd handled, then what the round closed is freed. */
+static void run_round(struct relay *relay, int timeout)
+{
+	struct epoll_event events[64];
+	int n = epoll_wait(epoll_fd, events, 64, timeout);
+	if (n < 0) {
+		if (errno == EINTR)
+			return;
+		pid1_fatal("epoll_wait", errno);
+	}
+	for (int i = 0; i < n; i++) {
+		struct watch *watch = events[i].data.ptr;
+		watch->handle(watch, events[i].events);
+	}
+	if (relay)
+		relay_after_round(relay);
+	control_after_round();
+	free_what_waits();
+}
+
+static int round_timeout(struct relay *relay)
+{
+	int a = relay ? relay_wait_timeout(relay) : -1;
+	int b = control_wait_timeout();
+	return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
 /* Kills every process left in the namespace and reaps them all. kill(-1) from the init of a pid
  * namespace reaches every process in it except the caller; pid1_prepare made sure we are that
  * init, so this never touches a process outside the sandbox. */
@@ -115,13 +175,16 @@ static void kill_everything_left(void)
 	if (kill(-1, SIGKILL) < 0 && errno != ESRCH)
 		report_warning(PID1_STEP, errno, "kill(-1, SIGKILL)");
 	for (;;) {
-		if (waitpid(-1, NULL, 0) < 0) {
+		int status;
+		pid_t pid = waitpid(-1, &status, 0);
+		if (pid < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno != ECHILD)
 				report_warning(PID1_STEP, errno, "waitpid");
 			return;
 		}
+		exec_reaped(pid, status);
 	}
 }
 
@@ -129,25 +192,37 @@ noreturn void pid1_fatal(const char *what, int err)
 {
 	report_warning(PID1_STEP, err, "%s", what);
 	kill_everything_left();
+	control_write_exit_record(EXIT_INIT_FAILED);
 	_exit(EXIT_INIT_FAILED);
 }
 
 static void reap_children(void)
 {
 	for (;;) {
-		int status;
-		pid_t pid = waitpid(-1, &status, WNOHANG);
-		if (pid == 0)
-			return;
-		if (pid < 0) {
+		/* Looked at first and reaped after: while the zombie holds its pid, an exec'd process's
+		 * group can be hung up knowing that the pid names that group and no other. */
+		siginfo_t info = { 0 };
+		if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno != ECHILD)
-				pid1_fatal("waitpid", errno);
+				pid1_fatal("waitid", errno);
 			return;
 		}
-		if (pid != agent_pid)
-			continue; /* an orphan of the agent: reaping it was the point */
+		pid_t pid = info.si_pid;
+		if (pid == 0)
+			return;
+		exec_before_reap(pid);
+		int status;
+		if (waitpid(pid, &status, 0) < 0) {
+			if (errno == EINTR)
+				continue;
+			pid1_fatal("waitpid", errno);
+		}
+		if (pid != agent_pid) {
+			exec_reaped(pid, status); /* or an orphan of the agent: reaping it was the point */
+			continue;
+		}
 		agent_running = false;
 		if (WIFEXITED(status))
 			agent_exit_code = WEXITSTATUS(status);
@@ -156,12 +231,19 @@ static void reap_children(void)
 	}
 }
 
+int pid1_signal_agent(int signo)
+{
+	if (!agent_running) {
+		errno = ESRCH;
+		return -1;
+	}
+	return kill(agent_pid, signo);
+}
+
 static void forward_signal(int signo)
 {
-	if (!agent_running)
-		return;
 	/* ESRCH: the agent exited and its SIGCHLD is still queued; nothing to forward to. */
-	if (kill(agent_pid, signo) < 0 && errno != ESRCH)
+	if (pid1_signal_agent(signo) < 0 && errno != ESRCH)
 		report_warning(PID1_STEP, errno, "forward signal %d to the agent (pid %d)", signo, (int)agent_pid);
 }
 
@@ -188,27 +270,39 @@ static void on_signals(struct watch *self, uint32_t events)
 	}
 }
 
+static long long monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* After the agent: the rest killed, the host told (within DRAIN_MS), the record written. */
+static noreturn void finish(struct relay *relay)
+{
+	control_agent_exited(agent_exit_code);
+	kill_everything_left();
+	/* Every writer of the log pipes is gone: they hold only what is left to read. */
+	logs_flush_all();
+	long long deadline = monotonic_ms() + DRAIN_MS;
+	while (!(control_drained() && logs_drained())) {
+		long long left = deadline - monotonic_ms();
+		if (left <= 0)
+			break;
+		run_round(relay, (int)left);
+	}
+	control_write_exit_record(agent_exit_code);
+	_exit(agent_exit_code);
+}
+
 noreturn void pid1_run(pid_t agent, struct relay *relay)
 {
 	agent_pid = agent;
 	agent_running = true;
+	control_agent_started(agent);
 	/* The agent may have exited before the loop started: its SIGCHLD is pending in the
 	 * signalfd and the first round reaps it. */
-	while (agent_running) {
-		struct epoll_event events[64];
-		int n = epoll_wait(epoll_fd, events, 64, relay ? relay_wait_timeout(relay) : -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			pid1_fatal("epoll_wait", errno);
-		}
-		for (int i = 0; i < n; i++) {
-			struct watch *watch = events[i].data.ptr;
-			watch->handle(watch, events[i].events);
-		}
-		if (relay)
-			relay_after_round(relay);
-	}
-	kill_everything_left();
-	_exit(agent_exit_code);
+	while (agent_running)
+		run_round(relay, round_timeout(relay));
+	finish(relay);
 }

@@ -1,8 +1,10 @@
 /*
  * Copying one relayed connection's bytes both ways, with splice(2) through a pipe per direction:
- * the data never enters PID 1's memory, which stays small however much flows.
+ * the data never enters PID 1's memory, which stays small however much flows. The relay's
+ * connections and the control socket's forwarded ports (control-connect.c) go through it alike;
+ * each set has a pump_owner, told when one of its connections closes.
  *
- * A connection has two sides (0: the client in the sandbox, 1: the host socket) and two flows
+ * A connection has two sides (0: the socket in the sandbox, 1: the host's socket) and two flows
  * (flow i carries side i's bytes to side 1-i). A flow alternates: fill its pipe from the source,
  * drain the pipe to the destination, until the source reaches end of file; then it shuts the
  * destination's write side (half-close travels through: a client's shutdown(SHUT_WR) reaches the
@@ -45,7 +47,7 @@ struct flow {
 
 struct connection {
 	struct connection *next_closed;
-	struct relay *relay;
+	struct pump_owner *owner;
 	struct side sides[2];
 	struct flow flows[2];
 	bool closed;
@@ -69,18 +71,18 @@ static void close_connection(struct connection *c)
 			if (c->flows[i].pipe[end] >= 0)
 				close(c->flows[i].pipe[end]);
 	}
-	c->next_closed = c->relay->closed;
-	c->relay->closed = c;
-	relay_connection_closed(c->relay);
+	c->next_closed = c->owner->closed_list;
+	c->owner->closed_list = c;
+	c->owner->closed(c->owner);
 }
 
 /* Connections closed during a round of events are freed only after it, so that a later event
  * of the same round never points to freed memory. */
-void relay_collect_closed(struct relay *relay)
+void pump_collect_closed(struct pump_owner *owner)
 {
-	while (relay->closed) {
-		struct connection *c = relay->closed;
-		relay->closed = c->next_closed;
+	while (owner->closed_list) {
+		struct connection *c = owner->closed_list;
+		owner->closed_list = c->next_closed;
 		free(c);
 	}
 }
@@ -207,34 +209,25 @@ static void on_side(struct watch *self, uint32_t events)
 	advance(c);
 }
 
-struct connection *connection_prepare(struct relay *relay)
+struct connection *connection_prepare(struct pump_owner *owner)
 {
 	struct connection *c = calloc(1, sizeof *c);
 	if (!c)
 		return NULL;
-	c->relay = relay;
+	c->owner = owner;
 	for (int i = 0; i < 2; i++) {
 		c->sides[i] = (struct side){ .watch.handle = on_side, .fd = -1, .connection = c };
 		c->flows[i].pipe[0] = c->flows[i].pipe[1] = -1;
 	}
 	for (int i = 0; i < 2; i++) {
-		if (pipe2(c->flows[i].pipe, O_NONBLOCK | O_CLOEXEC) < 0)
-			goto fail;
+		if (pipe2(c->flows[i].pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+			int err = errno;
+			connection_discard(c);
+			errno = err;
+			return NULL;
+		}
 	}
-	c->sides[1].fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->sides[1].fd < 0)
-		goto fail;
 	return c;
-fail:;
-	int err = errno;
-	connection_discard(c);
-	errno = err;
-	return NULL;
-}
-
-int connection_upstream_fd(const struct connection *c)
-{
-	return c->sides[1].fd;
 }
 
 void connection_discard(struct connection *c)
@@ -249,8 +242,9 @@ void connection_discard(struct connection *c)
 	free(c);
 }
 
-void connection_start(struct connection *c, int client_fd)
+void connection_start(struct connection *c, int sandbox_fd, int host_fd)
 {
-	c->sides[0].fd = client_fd;
+	c->sides[0].fd = sandbox_fd;
+	c->sides[1].fd = host_fd;
 	advance(c);
 }

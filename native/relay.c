@@ -65,6 +65,7 @@ static void loopback_ensure_up(void)
 }
 
 static void on_listener(struct watch *self, uint32_t events);
+static void on_connection_closed(struct pump_owner *owner);
 
 /* Returns the listening fd, or -1 with errno set. */
 static int listen_on(int family, unsigned port)
@@ -142,6 +143,8 @@ struct relay *relay_start(const struct init_config *cfg)
 		die(RELAY_STEP, ENOMEM, "allocate the relay");
 	relay->port = cfg->relay_port;
 	relay->accepting = true;
+	relay->pump.closed = on_connection_closed;
+	relay->spare_upstream = -1;
 	/* Without sock_diag the header says 0 and the host finds the socket the slow way. */
 	relay->diag_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 	relay->upstream.sun_family = AF_UNIX;
@@ -199,10 +202,27 @@ static void set_accepting(struct relay *relay, bool accepting)
 	}
 }
 
-void relay_connection_closed(struct relay *relay)
+static void on_connection_closed(struct pump_owner *owner)
 {
+	struct relay *relay = container_of(owner, struct relay, pump);
 	relay->open_connections--;
 	set_accepting(relay, true);
+}
+
+/* The next connection's pipes and host socket, kept ready; -1 with errno set when fds ran out. */
+static int prepare_spare(struct relay *relay)
+{
+	if (!relay->spare) {
+		relay->spare = connection_prepare(&relay->pump);
+		if (!relay->spare)
+			return -1;
+	}
+	if (relay->spare_upstream < 0) {
+		relay->spare_upstream = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (relay->spare_upstream < 0)
+			return -1;
+	}
+	return 0;
 }
 
 static void address_text(const struct sockaddr_storage *address, char *text, size_t size, unsigned *port)
@@ -347,12 +367,9 @@ static void on_listener(struct watch *self, uint32_t events)
 	struct relay *relay = listener->relay;
 
 	for (int i = 0; i < ACCEPTS_PER_ROUND && relay->accepting; i++) {
-		if (!relay->spare) {
-			relay->spare = connection_prepare(relay);
-			if (!relay->spare) {
-				pause_accepting(relay, errno, "prepare a connection");
-				return;
-			}
+		if (prepare_spare(relay) < 0) {
+			pause_accepting(relay, errno, "prepare a connection");
+			return;
 		}
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof peer;
@@ -367,14 +384,17 @@ static void on_listener(struct watch *self, uint32_t events)
 			return;
 		}
 		struct connection *connection = relay->spare;
+		int upstream = relay->spare_upstream;
 		relay->spare = NULL;
-		if (open_upstream(relay, connection_upstream_fd(connection), client, &peer) < 0) {
+		relay->spare_upstream = -1;
+		if (open_upstream(relay, upstream, client, &peer) < 0) {
 			close(client);
+			close(upstream);
 			connection_discard(connection);
 			continue;
 		}
 		relay->open_connections++;
-		connection_start(connection, client);
+		connection_start(connection, client, upstream);
 	}
 }
 
@@ -387,7 +407,7 @@ int relay_wait_timeout(const struct relay *relay)
 
 void relay_after_round(struct relay *relay)
 {
-	relay_collect_closed(relay);
+	pump_collect_closed(&relay->pump);
 	if (!relay->accepting && relay->open_connections == 0)
 		set_accepting(relay, true);
 }

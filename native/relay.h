@@ -1,7 +1,8 @@
 /*
  * The relay's internals, shared by relay.c (listeners, the host socket, the PROXY line) and
  * relay-pump.c (copying bytes). The rest of init sees only relay_start, relay_wait_timeout and
- * relay_after_round (init.h).
+ * relay_after_round (init.h), and the control socket's `connect` op (control-connect.c), which
+ * copies a forwarded port's bytes with the same pump.
  */
 #ifndef CARAPACE_RELAY_H
 #define CARAPACE_RELAY_H
@@ -20,7 +21,15 @@ struct listener {
 
 struct connection;
 
+/* Who owns a set of pumped connections: told when one closes (an fd is free again), and holding
+ * those closed during the current round of events, freed after it (pump_collect_closed). */
+struct pump_owner {
+	void (*closed)(struct pump_owner *owner);
+	struct connection *closed_list;
+};
+
 struct relay {
+	struct pump_owner pump;
 	struct sockaddr_un upstream; /* /proc/self/fd/<dir fd>/<socket name> */
 	socklen_t upstream_len;
 	unsigned port;
@@ -34,17 +43,14 @@ struct relay {
 	 * then pauses accepting and leaves clients waiting in the backlog, instead of dropping
 	 * a client already accepted. */
 	struct connection *spare;
-	struct connection *closed; /* freed after the current round of events */
+	int spare_upstream;
 };
 
-/* relay-pump.c */
-struct connection *connection_prepare(struct relay *relay); /* NULL with errno set */
-int connection_upstream_fd(const struct connection *connection);
-void connection_start(struct connection *connection, int client_fd);
+/* relay-pump.c: a connection's two pipes, then its two sides (0: the sandbox's end, 1: the host's),
+ * both non-blocking sockets it owns from then on. */
+struct connection *connection_prepare(struct pump_owner *owner); /* NULL with errno set */
+void connection_start(struct connection *connection, int sandbox_fd, int host_fd);
 void connection_discard(struct connection *connection); /* one never started */
-void relay_collect_closed(struct relay *relay);
-
-/* relay.c: a connection was closed, so an fd is free again. */
-void relay_connection_closed(struct relay *relay);
+void pump_collect_closed(struct pump_owner *owner);
 
 #endif

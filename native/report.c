@@ -19,6 +19,12 @@
 #include "init.h"
 
 static int status_fd = -1;
+static void (*warning_log)(const char *text, size_t len);
+
+void report_set_log(void (*log)(const char *text, size_t len))
+{
+	warning_log = log;
+}
 
 void report_set_status_fd(int fd)
 {
@@ -62,10 +68,10 @@ static void append_str(struct status_line *line, const char *text)
 	append(line, text, strlen(text));
 }
 
-static void append_quoted(struct status_line *line, const char *value)
+static void append_quoted_bytes(struct status_line *line, const char *value, size_t len)
 {
 	append_str(line, "\"");
-	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+	for (const unsigned char *p = (const unsigned char *)value; p < (const unsigned char *)value + len; p++) {
 		char escaped[8];
 		if (*p == '"' || *p == '\\') {
 			escaped[0] = '\\';
@@ -81,9 +87,17 @@ static void append_quoted(struct status_line *line, const char *value)
 	append_str(line, "\"");
 }
 
+static void append_quoted(struct status_line *line, const char *value)
+{
+	append_quoted_bytes(line, value, strlen(value));
+}
+
 static void append_key(struct status_line *line, const char *key)
 {
-	append_str(line, ",\"");
+	/* The first key of a bare object (line_open) has no comma before it. */
+	if (!(line->len > 0 && line->text[line->len - 1] == '{'))
+		append_str(line, ",");
+	append_str(line, "\"");
 	append_str(line, key);
 	append_str(line, "\":");
 }
@@ -93,6 +107,36 @@ void line_begin(struct status_line *line, const char *event)
 	*line = (struct status_line){ 0 };
 	append_str(line, "{\"event\":");
 	append_quoted(line, event);
+}
+
+void line_open(struct status_line *line)
+{
+	*line = (struct status_line){ 0 };
+	append_str(line, "{");
+}
+
+void line_string_bytes(struct status_line *line, const char *key, const char *value, size_t len)
+{
+	append_key(line, key);
+	append_quoted_bytes(line, value, len);
+}
+
+void line_base64(struct status_line *line, const char *key, const unsigned char *value, size_t len)
+{
+	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	append_key(line, key);
+	append_str(line, "\"");
+	for (size_t i = 0; i < len; i += 3) {
+		unsigned bits = (unsigned)value[i] << 16;
+		if (i + 1 < len)
+			bits |= (unsigned)value[i + 1] << 8;
+		if (i + 2 < len)
+			bits |= value[i + 2];
+		char quad[4] = { alphabet[(bits >> 18) & 63], alphabet[(bits >> 12) & 63],
+				 i + 1 < len ? alphabet[(bits >> 6) & 63] : '=', i + 2 < len ? alphabet[bits & 63] : '=' };
+		append(line, quad, 4);
+	}
+	append_str(line, "\"");
 }
 
 void line_string(struct status_line *line, const char *key, const char *value)
@@ -253,6 +297,13 @@ void report_warning(const char *step, int err, const char *fmt, ...)
 	vsnprintf(what, sizeof what, fmt, args);
 	va_end(args);
 	print_stderr(step, err, what);
+	if (warning_log) {
+		char text[1200];
+		int n = err ? snprintf(text, sizeof text, "carapace-init: %s: %s: %s", step, what, strerror(err))
+			    : snprintf(text, sizeof text, "carapace-init: %s: %s", step, what);
+		if (n > 0)
+			warning_log(text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
+	}
 }
 
 noreturn void die_with(int exit_code, const char *step, int err, const char *fmt, ...)

@@ -20,6 +20,13 @@
  * the reason we report, as one line. The stderr the agent is meant to have reaches the init as
  * --stderr-fd, which makes it fd 2 before anything else.
  *
+ * A sandbox a gateway holds may outlive the process that started it (`detached`): no
+ * --die-with-parent, bwrap in a session of its own with /dev/null for stdio, no event pipe (the
+ * events go to the control socket), and once the agent runs nothing of ours keeps this process
+ * alive (RunningSandbox.release). Its host has the control socket (--control-dir-fd: exec,
+ * connect, events, status, signal; control.ts), the agent's output as JSON lines in a log file
+ * (--log-fd), and the exit record the init leaves in the control directory.
+ *
  * The agent's environment is the agent's only. bwrap runs on the host with an empty environment
  * (LD_PRELOAD, LD_LIBRARY_PATH, GLIBC_TUNABLES and the like given with --env would otherwise act
  * on bwrap itself, on the host, before any namespace exists), and so does the init it starts. The
@@ -28,7 +35,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import type { SandboxCgroup } from './cgroup.js';
@@ -74,6 +81,12 @@ export interface LaunchRequest {
   stdio: 'inherit' | 'pipe';
   /** fd-binds the sandbox's uid cannot reach by path: fd → alias (bound by carapace-launch). */
   aliases?: Map<number, string> | undefined;
+  /** An O_PATH fd of the control directory (control-files.ts): the init serves control.sock there. */
+  controlDir?: number | undefined;
+  /** A log file open for appending: the agent's stdout and stderr go there as JSON lines. */
+  logFile?: number | undefined;
+  /** Survive the death of the process that starts it (see above). */
+  detached?: boolean | undefined;
 }
 
 export interface SandboxExit {
@@ -142,6 +155,15 @@ export class RunningSandbox {
     return this.child.stdin;
   }
 
+  /**
+   * Lets the sandbox go: nothing of ours (the bwrap child, its pipes) keeps this process alive any
+   * more, so it may exit while the sandbox runs on. `exited` still resolves if it lives to see it.
+   */
+  release(): void {
+    this.child.unref();
+    for (const stream of this.child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
+  }
+
   /** Sends a signal to the init (PID 1 inside), which forwards SIGTERM/SIGINT/SIGHUP to the agent. */
   signal(sig: NodeJS.Signals): void {
     try {
@@ -161,8 +183,10 @@ const FD_EVENTS = 8;
 const FD_RELAY = 9;
 /** The agent's stderr; bwrap's own fd 2 is the start-log pipe. */
 const FD_AGENT_STDERR = 10;
+const FD_CONTROL = 11;
+const FD_LOG = 12;
 /** The first of the fds bwrap binds (--bind-fd), one per fd-bind, in plan order. */
-const FD_FIRST_BIND = 11;
+const FD_FIRST_BIND = 13;
 
 type FdBind = Extract<MountOp, { kind: 'fd-bind' }>;
 
@@ -194,7 +218,7 @@ export function bwrapArgs(req: LaunchRequest): string[] {
     req.name,
     '--cap-drop',
     'ALL',
-    '--die-with-parent',
+    ...(req.detached ? [] : ['--die-with-parent']),
     '--new-session',
     '--as-pid-1',
     '--info-fd',
@@ -227,8 +251,8 @@ export function initArgs(req: LaunchRequest): string[] {
     String(FD_SECCOMP),
     '--env-fd',
     String(FD_ENV),
-    '--event-fd',
-    String(FD_EVENTS),
+    // Detached, the events go to the control socket only: a pipe to us would die with us.
+    ...(req.detached ? [] : ['--event-fd', String(FD_EVENTS)]),
     '--stderr-fd',
     String(FD_AGENT_STDERR),
     '--landlock',
@@ -246,24 +270,32 @@ export function initArgs(req: LaunchRequest): string[] {
   if (req.openFiles !== undefined) args.push('--nofile', String(req.openFiles));
   if (req.nproc !== undefined) args.push('--nproc', String(req.nproc));
   if (req.relay) args.push('--relay-dir-fd', String(FD_RELAY), '--relay-socket', req.relay.socketName);
+  if (req.controlDir !== undefined) args.push('--control-dir-fd', String(FD_CONTROL));
+  if (req.logFile !== undefined) args.push('--log-fd', String(FD_LOG));
   return args;
 }
 
 export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox> {
-  const io = req.stdio === 'inherit' ? 'inherit' : 'pipe';
-  const environment = environmentBytes(req.env);
-  // fd 2 is bwrap's own (the start log); the agent's stderr is FD_AGENT_STDERR, for the init to
-  // make its fd 2. 'inherit' there would mean our own fd 10: it is our fd 2 that is meant.
-  const stdio: (string | number)[] = [io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
-  stdio.push(req.relay ? req.relay.dir : 'ignore', io === 'inherit' ? 2 : 'pipe');
-  const fds = bindFds(req.plan);
-  for (const fd of fds.keys()) stdio.push(fd);
-  const args = bwrapArgs(req);
   const aliases = [...(req.aliases ?? [])];
   const viaLauncher = aliases.length > 0 && !req.identity.rootless;
   if (viaLauncher && !existsSync(nativeLauncher())) {
     throw new SandboxStartError(`${nativeLauncher()} is missing: run ./install.sh (or npm run build)`);
   }
+  // Detached, nothing of the sandbox's is tied to us: /dev/null for its stdio (with a log file,
+  // the agent's output goes there; the init's own warnings too).
+  const io = req.detached ? 'ignore' : req.stdio === 'inherit' ? 'inherit' : 'pipe';
+  const environment = environmentBytes(req.env);
+  // fd 2 is bwrap's own (the start log); the agent's stderr is FD_AGENT_STDERR, for the init to
+  // make its fd 2. 'inherit' there would mean our own fd 10: it is our fd 2 that is meant.
+  const stdio: (string | number)[] = [io, io, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
+  stdio.push(req.detached ? 'ignore' : 'pipe'); // FD_EVENTS
+  // 'ignore' leaves an fd above 2 closed: the agent's stderr, detached, is an fd of /dev/null.
+  const devNull = req.detached ? openSync('/dev/null', constants.O_WRONLY) : null;
+  stdio.push(req.relay ? req.relay.dir : 'ignore', devNull ?? (io === 'inherit' ? 2 : io));
+  stdio.push(req.controlDir ?? 'ignore', req.logFile ?? 'ignore');
+  const fds = bindFds(req.plan);
+  for (const fd of fds.keys()) stdio.push(fd);
+  const args = bwrapArgs(req);
   const identity = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
   // With aliases, carapace-launch (root, static, an empty environment like bwrap's) binds them in
   // a mount namespace of its own, becomes the sandbox's uid and execs bwrap: the same process, so
@@ -281,13 +313,20 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
           bwrapBinary(),
           ...args,
         ],
-        { stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[], env: {} },
+        {
+          stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[],
+          env: {},
+          detached: req.detached === true,
+        },
       )
     : spawn(bwrapBinary(), args, {
         stdio: stdio as ('pipe' | 'inherit' | 'ignore' | number)[],
         env: {},
+        // A session of its own: a Ctrl-C at our terminal, our process group's end, is not its.
+        detached: req.detached === true,
         ...identity,
       });
+  if (devNull !== null) closeSync(devNull); // the child has its own
   const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -343,7 +382,8 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   // Exited once the event fd is read to its end too: what the init reported last is delivered
   // before the caller closes its audit.
   const eventsRead = new Promise<void>((resolve) => {
-    const events = pipes[FD_EVENTS] as Readable;
+    const events = pipes[FD_EVENTS] as Readable | null;
+    if (!events) return resolve();
     events.once('close', resolve);
     events.once('error', () => resolve());
   });
@@ -352,12 +392,16 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   }));
   const sandbox = new RunningSandbox(child, initPid, exited, log);
   readLines(pipes[FD_STATUS] as Readable, (e) => sandbox.events.push(e));
-  readLines(pipes[FD_EVENTS] as Readable, (e) => sandbox.deliver(e));
+  if (pipes[FD_EVENTS]) readLines(pipes[FD_EVENTS] as Readable, (e) => sandbox.deliver(e));
   // Once the agent runs, anything bwrap still says is not a start failure: pass it on.
   if (io === 'inherit') {
     void agentStarted(sandbox).then((ok) => {
       if (ok) log.forwardTo(process.stderr);
     });
+  }
+  if (req.detached) {
+    // Running (or failed, which the caller learns from agentStarted): either way, ours no more.
+    void agentStarted(sandbox).then(() => sandbox.release());
   }
   return sandbox;
 }

@@ -95,6 +95,16 @@ export class SandboxLock {
     renameSync(tmp, this.path);
   }
 
+  /**
+   * Makes `pid` (a detached sandbox's init, on the host) the record's owner: the sandbox outlives
+   * the process that started it, so a sweep must see the record alive for as long as the sandbox
+   * runs, and sweep what it left once it is gone.
+   */
+  handOver(pid: number): void {
+    this.record = { ...this.record, pid, start: processStart(pid) ?? 0 };
+    this.note({});
+  }
+
   release(): void {
     try {
       unlinkSync(this.path);

@@ -29,6 +29,8 @@ import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
 import { seccompProgram, sharedFile } from './shared-files.js';
 import { closeAll, WritableTreeRegistry } from './writable-trees.js';
+import { SandboxControl } from './control.js';
+import { makeControlDir, openLogFile } from './control-files.js';
 
 export interface StartOptions {
   dirs: StateDirs;
@@ -51,6 +53,21 @@ export interface StartOptions {
   hostRoot?: string | undefined;
   /** Workspace and --mount sources a caller checked: the inode each must still be (bind-sources.ts). */
   expectedInodes?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
+
+  // A sandbox a gateway holds (control.ts, docs/architecture.md "The control socket"):
+  /**
+   * The init serves a control socket in `<runtime>/control` (StartedSandbox.control); it is
+   * there once `agentStarted` resolves true.
+   */
+  control?: boolean | undefined;
+  /** The agent's stdout and stderr go to this file as JSON lines (its stdin is /dev/null). */
+  logFile?: string | undefined;
+  /**
+   * The sandbox survives the process that starts it: no --die-with-parent, nothing tied to this
+   * process once the agent runs, and the run record is handed to the sandbox's init. Its exit is
+   * then learned from the control directory's exit.json.
+   */
+  detached?: boolean | undefined;
 }
 
 /** What the egress side gives a sandbox: the relay's way out, and the agent's proxy settings. */
@@ -96,6 +113,9 @@ export interface StartedSandbox {
   plan: MountPlan;
   process: RunningSandbox;
   cgroup: SandboxCgroup | null;
+  /** The control socket's client (with `control`), and the directory it lives in. */
+  control: SandboxControl | null;
+  controlDir: string | null;
   /** Stops everything left and removes what was temporary. Safe to call twice. */
   cleanup(): Promise<void>;
 }
@@ -131,9 +151,12 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   let cgroup: SandboxCgroup | null = null;
   let network: NetworkAttachment | null = null;
   let bindFds: number[] = [];
+  let hostFds: number[] = [];
   const undo = async () => {
     closeAll(bindFds);
     bindFds = [];
+    closeAll(hostFds);
+    hostFds = [];
     cgroup?.destroy();
     await network?.close();
     rmSync(paths.runtime, { recursive: true, force: true });
@@ -198,6 +221,15 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       expected: opts.expectedInodes,
     });
     bindFds = binds.fds;
+    const controlDir = opts.control ? join(paths.runtime, 'control') : null;
+    const controlFd = controlDir !== null ? makeControlDir(controlDir, identity) : undefined;
+    if (controlFd !== undefined) hostFds.push(controlFd);
+    // After openBinds: this sandbox's own trees are known by then.
+    const logFd =
+      opts.logFile !== undefined
+        ? openLogFile(opts.logFile, new WritableTreeRegistry(opts.dirs).trees())
+        : undefined;
+    if (logFd !== undefined) hostFds.push(logFd);
     cgroup = SandboxCgroup.create(cgroupKey, spec.limits, opts.bestEffortLimits);
     const seccomp = await seccompProgram(opts.dirs.run);
     const process = await launchSandbox({
@@ -217,10 +249,17 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       cgroup,
       stdio: opts.stdio,
       aliases: binds.aliases,
+      controlDir: controlFd,
+      logFile: logFd,
+      detached: opts.detached,
     });
     // bwrap holds its own copies (or has bound them already).
     closeAll(bindFds);
     bindFds = [];
+    closeAll(hostFds);
+    hostFds = [];
+    // The sandbox's init owns the run record from now on: it may outlive us.
+    if (opts.detached) lock.handOver(process.initPid);
     network?.started(process.initPid, cgroup);
     let cleaned = false;
     return {
@@ -229,6 +268,8 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       plan,
       process,
       cgroup,
+      control: controlDir !== null ? new SandboxControl(join(controlDir, 'control.sock')) : null,
+      controlDir,
       cleanup: async () => {
         if (cleaned) return;
         cleaned = true;

@@ -13,12 +13,15 @@ import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 import { hostUidRecords } from '../helpers/sandbox.js';
 
+/** Ids of the sandboxes this test made: cgroups are host-wide, and other tests run meanwhile. */
+const made = new Set<string>();
+
 function census(gw: TestGateway) {
   const pid = gw.child.pid!;
   const layout = readCgroupLayout();
   const cgroups = LIMIT_CONTROLLERS.flatMap((c) => {
     const p = cgroupParent(c, layout);
-    return p && existsSync(p.parent) ? readdirSync(p.parent).filter((d) => d.startsWith('sb-')) : [];
+    return p && existsSync(p.parent) ? readdirSync(p.parent).filter((d) => made.has(d.split('.')[0]!)) : [];
   });
   const list = (d: string) => (existsSync(d) ? readdirSync(d).sort() : []);
   return {
@@ -63,7 +66,12 @@ describe.skipIf(!holds('root'))('100 create / delete cycles', () => {
     const cycle = async (i: number) => {
       const policy =
         'version: 1\nfilesystem_policy:\n  read_only: [/usr, /lib, /lib64, /bin, /etc]\n  read_write: [/sandbox, /tmp]\nlimits: { pids: 64, memory: 128Mi }\nnetwork_policies: {}\n';
-      await client.call('POST', '/v1/sandboxes', { name: `c${i}`, command: ['sleep', '300'], policy });
+      const { id } = await client.call<{ id: string }>('POST', '/v1/sandboxes', {
+        name: `c${i}`,
+        command: ['sleep', '300'],
+        policy,
+      });
+      made.add(id);
       await client.call('DELETE', `/v1/sandboxes/c${i}`);
     };
     for (let i = 0; i < 40; i++) await cycle(i); // the heap reaches its working size

@@ -1,0 +1,233 @@
+/*
+ * --log-fd: the agent's stdout and stderr as JSON lines in a host file.
+ *
+ * A sandbox that outlives the process that started it (a gateway's) cannot hand the agent a pipe
+ * to that process: the pipe would break with it. So with --log-fd the agent's stdin is /dev/null
+ * and its stdout and stderr are pipes PID 1 reads; each read (at most LOG_CHUNK bytes) becomes one
+ * line appended to the file:
+ *
+ *   {"t":<unix ms>,"s":"out"|"err","d":"<the bytes as a JSON string>"}
+ *   {"t":<unix ms>,"s":"out"|"err","b":"<base64>"}       when the bytes are not valid UTF-8
+ *   {"t":<unix ms>,"s":"init","d":"carapace-init: ..."}  PID 1's own warnings, once the agent runs
+ *
+ * A UTF-8 sequence cut by the end of a read is carried over to the next (at most three bytes), so
+ * text is never base64 merely because of where a read ended. Lines of one stream are in the order
+ * the agent wrote; across the two streams, in the order PID 1 read them.
+ *
+ * The file is the host's (the gateway opened it O_WRONLY|O_APPEND; it must be a regular file, so
+ * that a write never waits for a reader). It is written with ordinary blocking writes: a regular
+ * file does not block for long. If a write fails (a full disk), one warning goes to stderr and
+ * later output is read and dropped, so that the agent never blocks on a pipe nobody reads.
+ *
+ * Security: nothing of the sandbox's is parsed here; its bytes are escaped or encoded, never
+ * interpreted, and each line is built in memory bounded by LOG_CHUNK (six bytes per byte at worst).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "control.h"
+
+#define LOGS_STEP "logs"
+#define LOG_CHUNK (16 * 1024)
+
+struct log_stream {
+	struct watch watch;
+	const char *tag;
+	int pipe[2]; /* read end (PID 1's), write end (the agent's) */
+	unsigned char carry[4];
+	size_t carry_len;
+	bool done;
+};
+
+static struct {
+	int fd; /* -1: no --log-fd */
+	int devnull;
+	bool failed;
+	struct log_stream streams[2];
+} logs = { .fd = -1, .devnull = -1 };
+
+static void on_stream(struct watch *self, uint32_t events);
+
+static void write_line(const char *tag, const unsigned char *data, size_t len, bool text)
+{
+	if (logs.failed)
+		return;
+	struct status_line line;
+	line_open(&line);
+	line_number(&line, "t", now_ms());
+	line_string(&line, "s", tag);
+	if (text)
+		line_string_bytes(&line, "d", (const char *)data, len);
+	else
+		line_base64(&line, "b", data, len);
+	size_t size;
+	char *out = line_finish(&line, &size);
+	if (!out) {
+		logs.failed = true;
+		report_warning(LOGS_STEP, ENOMEM, "build a log line (later output is dropped)");
+		return;
+	}
+	for (size_t off = 0; off < size;) {
+		ssize_t n = write(logs.fd, out + off, size - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int err = errno;
+			free(out);
+			logs.failed = true; /* first, so that the warning is not logged where it failed */
+			report_warning(LOGS_STEP, err, "append to --log-fd %d (later output is dropped)", logs.fd);
+			return;
+		}
+		off += (size_t)n;
+	}
+	free(out);
+}
+
+/* PID 1's own warnings (report_warning), once the agent runs. */
+static void log_warning(const char *text, size_t len)
+{
+	write_line("init", (const unsigned char *)text, len, true);
+}
+
+void logs_prepare(const struct init_config *cfg)
+{
+	if (cfg->log_fd < 0)
+		return;
+	logs.fd = cfg->log_fd;
+	struct stat st;
+	if (fstat(logs.fd, &st) < 0)
+		die(LOGS_STEP, errno, "--log-fd %d", logs.fd);
+	int flags = fcntl(logs.fd, F_GETFL);
+	if (flags < 0)
+		die(LOGS_STEP, errno, "--log-fd %d", logs.fd);
+	if (!S_ISREG(st.st_mode) || (flags & O_ACCMODE) == O_RDONLY || !(flags & O_APPEND))
+		die(LOGS_STEP, 0, "--log-fd %d must be a regular file opened for appending (O_WRONLY|O_APPEND)",
+		    logs.fd);
+	logs.devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (logs.devnull < 0)
+		die(LOGS_STEP, errno, "open /dev/null for the agent's stdin");
+	const char *tags[2] = { "out", "err" };
+	for (int i = 0; i < 2; i++) {
+		struct log_stream *s = &logs.streams[i];
+		*s = (struct log_stream){ .watch.handle = on_stream, .tag = tags[i] };
+		if (pipe2(s->pipe, O_CLOEXEC) < 0)
+			die(LOGS_STEP, errno, "pipe for the agent's std%s", tags[i]);
+		/* PID 1's end only: the agent's stays blocking, as a program expects its stdout. */
+		if (fcntl(s->pipe[0], F_SETFL, O_NONBLOCK) < 0)
+			die(LOGS_STEP, errno, "make the agent's std%s pipe non-blocking", tags[i]);
+	}
+}
+
+void logs_in_agent(void)
+{
+	if (logs.fd < 0)
+		return;
+	if (dup2(logs.devnull, STDIN_FILENO) < 0 || dup2(logs.streams[0].pipe[1], STDOUT_FILENO) < 0 ||
+	    dup2(logs.streams[1].pipe[1], STDERR_FILENO) < 0)
+		die(LOGS_STEP, errno, "make the log pipes the agent's stdout and stderr");
+}
+
+void logs_start(void)
+{
+	if (logs.fd < 0)
+		return;
+	if (close(logs.devnull) < 0)
+		report_warning(LOGS_STEP, errno, "close /dev/null");
+	for (int i = 0; i < 2; i++) {
+		struct log_stream *s = &logs.streams[i];
+		/* Only the agent (and what it starts) writes: end of file once they all are gone. */
+		if (close(s->pipe[1]) < 0)
+			die(LOGS_STEP, errno, "close PID 1's copy of the std%s pipe", s->tag);
+		if (loop_watch(s->pipe[0], &s->watch, EPOLLIN) < 0)
+			die(LOGS_STEP, errno, "watch the agent's std%s", s->tag);
+	}
+	report_set_log(log_warning);
+}
+
+/* One chunk: text when it is valid UTF-8 (a sequence cut at its end is kept for the next). */
+static void log_chunk(struct log_stream *s, unsigned char *data, size_t len, bool last)
+{
+	size_t valid = 0;
+	while (valid < len) {
+		size_t n = utf8_sequence(data + valid, len - valid);
+		if (n == 0)
+			break;
+		valid += n;
+	}
+	size_t rest = len - valid;
+	/* A tail that is the start of a sequence, cut by the end of the read, waits for its end. */
+	bool cut = !last && rest > 0 && rest < 4 && valid + rest == len && (data[valid] & 0xc0) == 0xc0;
+	if (cut) {
+		for (size_t k = 1; k < rest; k++)
+			cut = cut && (data[valid + k] & 0xc0) == 0x80;
+	}
+	if (cut) {
+		memcpy(s->carry, data + valid, rest);
+		s->carry_len = rest;
+		if (valid > 0)
+			write_line(s->tag, data, valid, true);
+		return;
+	}
+	s->carry_len = 0;
+	if (len > 0)
+		write_line(s->tag, data, len, rest == 0);
+}
+
+static void stream_end(struct log_stream *s)
+{
+	if (s->carry_len > 0)
+		log_chunk(s, s->carry, s->carry_len, true);
+	s->carry_len = 0;
+	s->done = true;
+	loop_unwatch(s->pipe[0]);
+	close(s->pipe[0]);
+}
+
+/* Reads what the pipe holds (at most `rounds` chunks); stops at its end or when it is empty. */
+static void stream_read(struct log_stream *s, int rounds)
+{
+	static unsigned char buffer[LOG_CHUNK];
+	for (int i = 0; i < rounds && !s->done; i++) {
+		memcpy(buffer, s->carry, s->carry_len);
+		ssize_t n = read(s->pipe[0], buffer + s->carry_len, LOG_CHUNK - s->carry_len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN) {
+				report_warning(LOGS_STEP, errno, "read the agent's std%s", s->tag);
+				stream_end(s);
+			}
+			return;
+		}
+		if (n == 0) {
+			stream_end(s);
+			return;
+		}
+		log_chunk(s, buffer, s->carry_len + (size_t)n, false);
+	}
+}
+
+static void on_stream(struct watch *self, uint32_t events)
+{
+	(void)events;
+	/* A few chunks, then the other fds get a turn (level-triggered: we come back). */
+	stream_read(container_of(self, struct log_stream, watch), 4);
+}
+
+bool logs_drained(void)
+{
+	return logs.fd < 0 || (logs.streams[0].done && logs.streams[1].done);
+}
+
+void logs_flush_all(void)
+{
+	if (logs.fd < 0)
+		return;
+	for (int i = 0; i < 2; i++)
+		stream_read(&logs.streams[i], 1 << 20);
+}
