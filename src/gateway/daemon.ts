@@ -26,6 +26,12 @@ import type { RestartSettings } from './restart-policy.js';
 import { Database } from './store/database.js';
 import { SandboxStore } from './store/sandbox-store.js';
 import { SecretBox } from './store/secret-box.js';
+import { InferenceRouter } from '../router/index.js';
+import { InferenceService } from './inference-service.js';
+import { ProviderService } from './provider-service.js';
+import { providerRoutes } from './provider-routes.js';
+import { ProviderStore } from './store/provider-store.js';
+import { SqliteUsageStore } from './store/usage-store.js';
 
 export interface GatewayConfig {
   dirs: StateDirs;
@@ -59,6 +65,7 @@ export class Gateway {
       db: Database;
       audit: AuditRouter;
       pidFile: string;
+      router: InferenceRouter;
     },
     readonly socket: string,
     private readonly log: (entry: Record<string, unknown>) => void,
@@ -89,7 +96,32 @@ export class Gateway {
       const store = new SandboxStore(db);
       const secrets = SecretBox.open(join(dirs.state, 'secret.key'));
       const audit = new AuditRouter(join(dirs.state, 'audit'));
-      const runtime = new Runtime({ driver: new BubblewrapDriver({ dirs, identities }), audit });
+      // inference.local for every sandbox: the router reads each sandbox's routes from its policy,
+      // its owner's providers and its credentials from this store, and keeps usage here.
+      const providers = new ProviderService({
+        providers: new ProviderStore(db, secrets),
+        sandboxes: store,
+        secrets,
+        log,
+      });
+      const usage = new SqliteUsageStore(db);
+      const router = new InferenceRouter({
+        audit,
+        providers: providers.directory(),
+        usage,
+        onError: (err, sandbox) =>
+          log({
+            level: 'error',
+            msg: 'inference router error',
+            sandbox,
+            error: err instanceof Error ? err.message : String(err),
+          }),
+      });
+      const runtime = new Runtime({
+        driver: new BubblewrapDriver({ dirs, identities }),
+        audit,
+        internalHosts: [router.internalHost],
+      });
       const launcher = new SandboxLauncher({
         runtime,
         store,
@@ -134,9 +166,12 @@ export class Gateway {
         socket: sockets.mainPath,
         rootless,
       };
-      server.setRoutes(gatewayRoutes({ sandboxes, logs, info }));
+      const inference = new InferenceService({ sandboxes, store, launcher, providers, usage, router });
+      server.setRoutes(
+        gatewayRoutes({ sandboxes, logs, info, extra: providerRoutes({ providers, inference }) }),
+      );
       const gateway = new Gateway(
-        { sockets, server, runtime, launcher, store, db, audit, pidFile },
+        { sockets, server, runtime, launcher, store, db, audit, pidFile, router },
         sockets.mainPath,
         log,
       );
@@ -185,12 +220,13 @@ export class Gateway {
 
   /** Stops listening and stops every sandbox (they start again with the next gateway). */
   async close(graceMs = 10_000): Promise<void> {
-    const { sockets, server, runtime, launcher, db, audit, pidFile } = this.parts;
+    const { sockets, server, runtime, launcher, db, audit, pidFile, router } = this.parts;
     await sockets.close();
     await server.close();
     launcher.cancelAll();
     await Promise.all(runtime.list().map((m) => launcher.stop(m.id, graceMs)));
     await runtime.close();
+    await router.close(); // writes the usage it holds
     audit.close();
     db.close();
     releasePidFile(pidFile);

@@ -102,6 +102,8 @@ export function gatewayRoutes(opts: {
   sandboxes: SandboxService;
   logs: LogService;
   info: GatewayInfo;
+  /** Routes of other services (providers and inference: provider-routes.ts). */
+  extra?: Route[];
 }): Route[] {
   const { sandboxes } = opts;
   const routes: Route[] = [
@@ -232,6 +234,7 @@ export function gatewayRoutes(opts: {
         return { streamed: true };
       },
     }),
+    ...(opts.extra ?? []),
   ];
   routes.push(
     defineRoute({
