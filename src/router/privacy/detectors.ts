@@ -253,8 +253,10 @@ function ipAddress(text: string, out: Span[]): void {
     const cand = text.slice(s, e);
     const before = s > 0 ? text.charCodeAt(s - 1) : 32;
     const after = e < text.length ? text.charCodeAt(e) : 32;
+    // A digit and some length: `a::b` (C++ scope) is a valid address but never one in prose.
     if (
-      cand.length >= 3 &&
+      cand.length >= 6 &&
+      /[0-9]/.test(cand) &&
       cand.split(':').length >= 3 &&
       !isWordish(before) &&
       !isWordish(after) &&
