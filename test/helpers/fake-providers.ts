@@ -71,6 +71,10 @@ export class FakeProvider {
   failWith: number | null = null;
   /** Streams this many extra filler deltas after the text (throughput and slow-reader tests). */
   fillerDeltas = 0;
+  /** Bytes of streamed answers written so far (what the kernel and the router took). */
+  streamedBytes = 0;
+  private blockedWaiters: (() => void)[] = [];
+  private isBlocked = false;
   private server!: http.Server;
   port = 0;
 
@@ -93,6 +97,12 @@ export class FakeProvider {
   async close(): Promise<void> {
     this.server.closeAllConnections();
     await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  /** Resolves when a streamed write waits for its reader (backpressure): now, or the next time. */
+  blocked(): Promise<void> {
+    if (this.isBlocked) return Promise.resolve();
+    return new Promise((r) => this.blockedWaiters.push(r));
   }
 
   /** The keys seen in auth headers, for assertions. */
@@ -186,7 +196,13 @@ export class FakeProvider {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     for (const e of events) {
       const text = `${e.event ? `event: ${e.event}\n` : ''}data: ${typeof e.data === 'string' ? e.data : JSON.stringify(e.data)}\n\n`;
-      if (!res.write(text)) await new Promise((r) => res.once('drain', r));
+      this.streamedBytes += Buffer.byteLength(text);
+      if (!res.write(text)) {
+        this.isBlocked = true;
+        for (const w of this.blockedWaiters.splice(0)) w();
+        await new Promise((r) => res.once('drain', r));
+        this.isBlocked = false;
+      }
       if (this.opts.eventDelayMs) await sleep(this.opts.eventDelayMs);
     }
     res.end();
