@@ -5,6 +5,7 @@
  * last ones — and is never held whole; only an unfinished event is.
  */
 import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { Conversion, StreamConverter } from './conversion.js';
 import { errorBody, statusOf, type ErrorKind } from './inbound.js';
 import { EventRestorer } from './privacy/restore-events.js';
@@ -239,7 +240,7 @@ export async function relayResponse(input: RelayInput): Promise<RelayOutcome> {
     input.restoration !== null && !input.restoration.empty ? new EventRestorer(api, input.restoration) : null;
   const parser = new SseParser();
 
-  const write = async (text: string): Promise<void> => {
+  const write = async (text: string | Buffer): Promise<void> => {
     if (res.destroyed) throw new Error('the agent went away');
     if (res.write(text)) return;
     up.clock.pause();
@@ -262,8 +263,8 @@ export async function relayResponse(input: RelayInput): Promise<RelayOutcome> {
   const usageOnly = (data: Json): boolean =>
     input.stripUsage && isObject(data.usage) && arr(data.choices).length === 0;
 
-  /** An event in the agent's format: restored, observed, written. */
-  const emit = async (ev: OutEvent): Promise<void> => {
+  /** An event in the agent's format: restored, observed; its wire text. */
+  const emit = (ev: OutEvent): string => {
     const events = restorer !== null ? restorer.process(ev) : [ev];
     let text = '';
     for (const e of events) {
@@ -275,49 +276,73 @@ export async function relayResponse(input: RelayInput): Promise<RelayOutcome> {
       }
       text += serialize(e);
     }
-    if (text !== '') await write(text);
+    return text;
   };
 
   /**
-   * A provider event that passes through: written as received unless something must look inside
-   * it (values to restore, usage to count, the first output to time).
+   * A provider event that passes through: as received unless something must look inside it
+   * (values to restore, usage to count, the first output to time).
    */
-  const passEvent = async (ev: SseEvent): Promise<void> => {
+  const passEvent = (ev: SseEvent): string => {
     const look = restorer !== null || observer.ttftMs === undefined || ev.raw.includes('"usage"');
     if (!look || ev.data === '[DONE]') {
-      if (ev.data === '[DONE]' && restorer !== null) {
-        let text = '';
-        for (const f of restorer.end()) text += serialize(f);
-        if (text !== '') await write(text);
-      }
-      await write(`${ev.raw}\n\n`);
-      return;
+      let text = '';
+      if (ev.data === '[DONE]' && restorer !== null) for (const f of restorer.end()) text += serialize(f);
+      return `${text}${ev.raw}\n\n`;
     }
     let data: Json;
     try {
       data = JSON.parse(ev.data) as Json;
     } catch {
-      await write(`${ev.raw}\n\n`);
-      return;
+      return `${ev.raw}\n\n`;
     }
     if (restorer !== null) return emit({ event: ev.event, data });
     observer.event(data);
-    if (!usageOnly(data)) await write(`${ev.raw}\n\n`);
+    return usageOnly(data) ? '' : `${ev.raw}\n\n`;
+  };
+
+  const convert = (ev: SseEvent): string => {
+    if (converter === null) return passEvent(ev);
+    let text = '';
+    for (const out of converter.push(ev)) text += emit(out);
+    return text;
   };
 
   try {
-    for await (const chunk of up.body as AsyncIterable<Buffer>) {
+    // One write per batch: everything the provider's socket has delivered since the last one (a
+    // single event when it streams slowly, many when it is fast), so a fast stream costs one write
+    // per batch on every hop after this one, and the first event is never held back.
+    // Raw bytes of an event not yet complete, held by the fast path below (the parser holds
+    // nothing meanwhile).
+    let raw: Buffer | null = null;
+    for await (const chunk of batches(up.body)) {
       up.clock.touch();
-      for (const ev of parser.push(chunk))
-        await (converter === null ? passEvent(ev) : emitAll(converter, ev, emit));
-    }
-    for (const ev of parser.end()) await (converter === null ? passEvent(ev) : emitAll(converter, ev, emit));
-    if (converter !== null) for (const ev of converter.end()) await emit(ev);
-    if (restorer !== null) {
+      // The common case of a pass-through after the first output: whole events with nothing to
+      // count or restore go out as they came, up to the last complete one.
+      if (converter === null && restorer === null && observer.ttftMs !== undefined && parser.idle) {
+        const bytes: Buffer = raw === null ? chunk : Buffer.concat([raw, chunk]);
+        if (!bytes.includes('"usage"') && !bytes.includes(0x0d)) {
+          const cut: number = bytes.lastIndexOf('\n\n');
+          raw = cut + 2 < bytes.length ? bytes.subarray(cut + 2) : null;
+          if (cut >= 0) await write(bytes.subarray(0, cut + 2));
+          continue;
+        }
+        raw = null;
+        let text = '';
+        for (const ev of parser.push(bytes)) text += convert(ev);
+        if (text !== '') await write(text);
+        continue;
+      }
       let text = '';
-      for (const f of restorer.end()) text += serialize(f);
+      for (const ev of parser.push(chunk)) text += convert(ev);
       if (text !== '') await write(text);
     }
+    if (raw !== null) parser.push(raw);
+    let text = '';
+    for (const ev of parser.end()) text += convert(ev);
+    if (converter !== null) for (const ev of converter.end()) text += emit(ev);
+    if (restorer !== null) for (const f of restorer.end()) text += serialize(f);
+    if (text !== '') await write(text);
     res.end();
     return outcome(up.status);
   } catch (err) {
@@ -328,12 +353,48 @@ export async function relayResponse(input: RelayInput): Promise<RelayOutcome> {
   }
 }
 
-async function emitAll(
-  converter: StreamConverter,
-  ev: SseEvent,
-  emit: (e: OutEvent) => Promise<void>,
-): Promise<void> {
-  for (const out of converter.push(ev)) await emit(out);
+/**
+ * A readable stream's bytes in batches: each batch is everything buffered when it is taken (one
+ * `read()`), so a slow stream gives each chunk as it comes and a fast one coalesces.
+ */
+async function* batches(stream: Readable): AsyncGenerator<Buffer> {
+  let wake: (() => void) | null = null;
+  let failure: Error | null = null;
+  let ended = false;
+  const notify = (): void => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  const onEnd = (): void => {
+    ended = true;
+    notify();
+  };
+  const onError = (err: Error): void => {
+    failure = err;
+    notify();
+  };
+  stream.on('readable', notify);
+  stream.on('end', onEnd);
+  stream.on('close', onEnd);
+  stream.on('error', onError);
+  try {
+    for (;;) {
+      const chunk = stream.read() as Buffer | null;
+      if (chunk !== null) {
+        yield chunk;
+        continue;
+      }
+      if (failure !== null) throw failure;
+      if (ended || stream.readableEnded || stream.destroyed) return;
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+  } finally {
+    stream.off('readable', notify);
+    stream.off('end', onEnd);
+    stream.off('close', onEnd);
+    stream.off('error', onError);
+  }
 }
 
 function serialize(e: OutEvent): string {

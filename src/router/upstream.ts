@@ -35,11 +35,17 @@ export interface UpstreamRequest {
   idleTimeoutMs: number;
 }
 
-/** The provider's silence clock and the call's clock; expiry aborts the call. */
+/**
+ * The provider's silence clock and the call's clock; expiry aborts the call. Bytes arriving only
+ * note the time: the silence timer checks it when it fires and waits on for the rest (re-arming a
+ * timer per chunk of a fast stream would cost more than the chunk).
+ */
 export class CallClock {
   private idle: NodeJS.Timeout | null = null;
   private total: NodeJS.Timeout | null;
   private paused = false;
+  private stopped = false;
+  private last = performance.now();
   private abort: ((err: UpstreamCallError) => void) | null = null;
 
   constructor(
@@ -53,7 +59,7 @@ export class CallClock {
         ),
       timeoutMs,
     );
-    this.touch();
+    this.arm(idleMs);
   }
 
   onExpire(abort: (err: UpstreamCallError) => void): void {
@@ -65,33 +71,37 @@ export class CallClock {
     this.abort?.(err);
   }
 
-  /** Bytes came from the provider (the reader calls this for each chunk it takes). */
-  touch(): void {
-    if (this.idle !== null) clearTimeout(this.idle);
-    this.idle = null;
-    if (this.paused || this.total === null) return;
-    this.idle = setTimeout(
-      () =>
+  private arm(ms: number): void {
+    this.idle = setTimeout(() => {
+      this.idle = null;
+      if (this.paused || this.stopped) return;
+      const quiet = performance.now() - this.last;
+      if (quiet >= this.idleMs)
         this.fire(
           new UpstreamCallError('idle', `the provider sent nothing for ${fmt(this.idleMs)} (idle_timeout)`),
-        ),
-      this.idleMs,
-    );
+        );
+      else this.arm(this.idleMs - quiet);
+    }, ms);
+  }
+
+  /** Bytes came from the provider (the reader calls this for each chunk it takes). */
+  touch(): void {
+    this.last = performance.now();
   }
 
   /** The router waits for the agent: the provider's silence is not the provider's fault. */
   pause(): void {
     this.paused = true;
-    if (this.idle !== null) clearTimeout(this.idle);
-    this.idle = null;
   }
 
   resume(): void {
     this.paused = false;
-    this.touch();
+    this.last = performance.now();
+    if (this.idle === null && !this.stopped) this.arm(this.idleMs);
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.idle !== null) clearTimeout(this.idle);
     if (this.total !== null) clearTimeout(this.total);
     this.idle = null;
@@ -100,6 +110,24 @@ export class CallClock {
 
   get timeoutMillis(): number {
     return this.timeoutMs;
+  }
+}
+
+/**
+ * Node's agents set TCP keep-alive and a timeout on a socket each time it goes back to the pool:
+ * system calls for every call. These keep it alive as it is (the pool's sockets are ours, set up
+ * once when made).
+ */
+class LeanHttpAgent extends http.Agent {
+  override keepSocketAlive(socket: import('node:net').Socket): boolean {
+    socket.unref();
+    return true;
+  }
+}
+class LeanHttpsAgent extends https.Agent {
+  override keepSocketAlive(socket: import('node:net').Socket): boolean {
+    socket.unref();
+    return true;
   }
 }
 
@@ -117,16 +145,27 @@ export interface UpstreamResponse {
 }
 
 export class UpstreamClient {
-  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  private readonly httpAgent = new LeanHttpAgent({ keepAlive: true, maxSockets: 256 });
   private readonly httpsAgent: https.Agent;
 
   constructor(opts: { caFile?: string | undefined } = {}) {
-    const ca = [...tls.rootCertificates];
+    // A secure context built once, not a `ca` list: https.Agent makes its pool's key out of its TLS
+    // options, and a list of a hundred and fifty roots would be turned into a string on every call.
+    let secureContext: tls.SecureContext | undefined;
     if (opts.caFile !== undefined) {
       const pem = readFileSync(opts.caFile, 'utf8');
-      ca.push(...(pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []));
+      const extra = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+      secureContext = tls.createSecureContext({
+        ca: [...tls.rootCertificates, ...extra],
+        minVersion: 'TLSv1.2',
+      });
     }
-    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 256, ca, minVersion: 'TLSv1.2' });
+    this.httpsAgent = new LeanHttpsAgent({
+      keepAlive: true,
+      maxSockets: 256,
+      minVersion: 'TLSv1.2',
+      secureContext,
+    });
   }
 
   /** Sends the request; resolves at the response head (the body streams), rejects before it. */

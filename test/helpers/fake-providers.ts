@@ -9,6 +9,7 @@
  * (`You said: …`), which lets tests see redaction placeholders travel out and back.
  */
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 export interface Recorded {
@@ -33,10 +34,16 @@ export interface FakeOptions {
   responses?: boolean;
   /** Characters per streamed delta (small, to split placeholders across events). */
   deltaSize?: number;
-  /** Milliseconds between streamed events. */
+  /** Milliseconds between streamed events (or between bursts of `burst` events). */
   eventDelayMs?: number;
+  /** Events written back to back before each `eventDelayMs` pause (default 1). */
+  burst?: number;
   /** Milliseconds before the answer starts. */
   firstByteDelayMs?: number;
+  /** Serve HTTPS with this key and certificate (a cloud provider's TLS). */
+  tls?: https.ServerOptions;
+  /** The host name in its URL (default 127.0.0.1; `localhost` for TLS with SNI). */
+  host?: string;
 }
 
 function lastUserText(body: Record<string, unknown>): string {
@@ -81,13 +88,17 @@ export class FakeProvider {
   constructor(readonly opts: FakeOptions) {}
 
   get url(): string {
+    const scheme = this.opts.tls !== undefined ? 'https' : 'http';
+    const host = this.opts.host ?? '127.0.0.1';
     return this.opts.kind === 'anthropic'
-      ? `http://127.0.0.1:${this.port}`
-      : `http://127.0.0.1:${this.port}/v1`;
+      ? `${scheme}://${host}:${this.port}`
+      : `${scheme}://${host}:${this.port}/v1`;
   }
 
   async start(port = 0): Promise<this> {
-    this.server = http.createServer((req, res) => void this.handle(req, res));
+    const handler: http.RequestListener = (req, res) => void this.handle(req, res);
+    this.server =
+      this.opts.tls !== undefined ? https.createServer(this.opts.tls, handler) : http.createServer(handler);
     this.server.keepAliveTimeout = 60_000;
     await new Promise<void>((r) => this.server.listen(port, '127.0.0.1', r));
     this.port = (this.server.address() as AddressInfo).port;
@@ -194,6 +205,7 @@ export class FakeProvider {
 
   private async sse(res: http.ServerResponse, events: { event?: string; data: unknown }[]): Promise<void> {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    let sent = 0;
     for (const e of events) {
       const text = `${e.event ? `event: ${e.event}\n` : ''}data: ${typeof e.data === 'string' ? e.data : JSON.stringify(e.data)}\n\n`;
       this.streamedBytes += Buffer.byteLength(text);
@@ -203,7 +215,8 @@ export class FakeProvider {
         await new Promise((r) => res.once('drain', r));
         this.isBlocked = false;
       }
-      if (this.opts.eventDelayMs) await sleep(this.opts.eventDelayMs);
+      sent++;
+      if (this.opts.eventDelayMs && sent % (this.opts.burst ?? 1) === 0) await sleep(this.opts.eventDelayMs);
     }
     res.end();
   }

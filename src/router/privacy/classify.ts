@@ -10,7 +10,9 @@
  * whatever the API.
  */
 import { compileLinearPattern, type BuiltinDetector, type PrivacyRule } from '../../policy/index.js';
-import { DETECTOR_LABELS, detect, type Span } from './detectors.js';
+import { DETECTOR_LABELS, detectMany, type Span } from './detectors.js';
+
+const EMPTY: ReadonlyMap<BuiltinDetector, Span[]> = new Map();
 
 export type PrivacyAction = 'route' | 'redact' | 'deny';
 
@@ -128,11 +130,7 @@ export function classify(strings: readonly string[], rules: readonly CompiledRul
   for (const text of strings) {
     const found: Hit[] = [];
     if (text.length > 0) {
-      const byDetector = new Map<BuiltinDetector, Span[]>();
-      for (const d of wanted) {
-        const spans = detect(d, text);
-        if (spans.length > 0) byDetector.set(d, spans);
-      }
+      const byDetector = wanted.size > 0 ? detectMany(text, wanted) : EMPTY;
       for (const rule of rules) {
         for (const d of rule.detectors) {
           const spans = byDetector.get(d);

@@ -75,17 +75,19 @@ interface NumberRun {
   paren: boolean;
 }
 
-const SEPARATORS = ' -.';
+const DIGIT = /[0-9]/g;
 
-function numberRuns(text: string, visit: (run: NumberRun) => void): void {
+/** Every number-shaped run of `text`, in order (computed once for all numeric detectors). */
+function numberRuns(text: string): NumberRun[] {
+  const out: NumberRun[] = [];
   const n = text.length;
   let i = 0;
-  while (i < n) {
-    const c = text.charCodeAt(i);
-    if (!isDigit(c)) {
-      i++;
-      continue;
-    }
+  for (;;) {
+    // The regular expression engine skips prose far faster than a loop over characters.
+    DIGIT.lastIndex = i;
+    const m = DIGIT.exec(text);
+    if (m === null) break;
+    i = m.index;
     // A digit glued to a letter or underscore on its left is part of a word (an id, a hash).
     if (i > 0 && (isWordish(text.charCodeAt(i - 1)) || text.charCodeAt(i - 1) === 46)) {
       while (i < n && isWordish(text.charCodeAt(i))) i++;
@@ -105,25 +107,22 @@ function numberRuns(text: string, visit: (run: NumberRun) => void): void {
     let digits = '';
     let seps = '';
     const groups: number[] = [];
-    let g = 0;
     let j = i;
     for (;;) {
-      while (j < n && isDigit(text.charCodeAt(j))) {
-        digits += text[j];
-        g++;
-        j++;
-      }
-      groups.push(g);
-      g = 0;
+      const g0 = j;
+      while (j < n && isDigit(text.charCodeAt(j))) j++;
+      digits += text.slice(g0, j);
+      groups.push(j - g0);
       if (digits.length > 34) break;
       // `(212) 555`: a closing parenthesis then a space separates the area code.
       let k = j;
       let sep = '';
-      if (paren && groups.length === 1 && text.charCodeAt(k) === 41) {
+      const c = text.charCodeAt(k);
+      if (paren && groups.length === 1 && c === 41) {
         sep = ')';
         k++;
         if (text.charCodeAt(k) === 32) k++;
-      } else if (k < n && SEPARATORS.includes(text[k] as string)) {
+      } else if (c === 32 || c === 45 || c === 46) {
         sep = text[k] as string;
         k++;
       }
@@ -140,9 +139,10 @@ function numberRuns(text: string, visit: (run: NumberRun) => void): void {
       i = j;
       continue;
     }
-    visit({ start, end: j, digits, seps, groups, plus, paren: paren && seps.startsWith(')') });
+    out.push({ start, end: j, digits, seps, groups, plus, paren: paren && seps.startsWith(')') });
     i = j;
   }
+  return out;
 }
 
 function luhn(digits: string): boolean {
@@ -180,29 +180,24 @@ function cardIssuer(d: string): boolean {
 }
 
 /** 13–19 digits, ungrouped or in groups with one kind of separator, a known issuer, Luhn-valid. */
-function paymentCard(text: string, out: Span[]): void {
-  numberRuns(text, (r) => {
-    if (r.plus || r.paren) return;
-    const d = r.digits;
-    if (d.length < 12 || d.length > 19) return;
-    if (r.seps.length > 0 && (new Set(r.seps).size !== 1 || r.seps[0] === '.')) return;
-    if (r.groups.some((g) => g < 3) && r.seps.length > 0) return;
-    if (/^(\d)\1+$/.test(d)) return;
-    if (cardIssuer(d) && luhn(d)) out.push({ start: r.start, end: r.end });
-  });
+function paymentCard(r: NumberRun): boolean {
+  if (r.plus || r.paren) return false;
+  const d = r.digits;
+  if (d.length < 12 || d.length > 19) return false;
+  if (r.seps.length > 0 && (new Set(r.seps).size !== 1 || r.seps[0] === '.')) return false;
+  if (r.groups.some((g) => g < 3) && r.seps.length > 0) return false;
+  if (/^(\d)\1+$/.test(d)) return false;
+  return cardIssuer(d) && luhn(d);
 }
 
 /** US Social Security numbers written AAA-GG-SSSS (or with spaces), excluding never-issued areas. */
-function usSsn(text: string, out: Span[]): void {
-  numberRuns(text, (r) => {
-    if (r.plus || r.paren || r.digits.length !== 9) return;
-    if (r.groups.length !== 3 || r.groups[0] !== 3 || r.groups[1] !== 2 || r.groups[2] !== 4) return;
-    if (r.seps !== '--' && r.seps !== '  ') return;
-    const area = Number(r.digits.slice(0, 3));
-    if (area === 0 || area === 666 || area >= 900) return;
-    if (r.digits.slice(3, 5) === '00' || r.digits.slice(5) === '0000') return;
-    out.push({ start: r.start, end: r.end });
-  });
+function usSsn(r: NumberRun): boolean {
+  if (r.plus || r.paren || r.digits.length !== 9) return false;
+  if (r.groups.length !== 3 || r.groups[0] !== 3 || r.groups[1] !== 2 || r.groups[2] !== 4) return false;
+  if (r.seps !== '--' && r.seps !== '  ') return false;
+  const area = Number(r.digits.slice(0, 3));
+  if (area === 0 || area === 666 || area >= 900) return false;
+  return r.digits.slice(3, 5) !== '00' && r.digits.slice(5) !== '0000';
 }
 
 /**
@@ -210,37 +205,40 @@ function usSsn(text: string, out: Span[]): void {
  * North American `(AAA) BBB-CCCC` / `AAA-BBB-CCCC` / `AAA.BBB.CCCC`. A bare run of digits is not a
  * phone number here (too many other numbers look like one).
  */
-function phone(text: string, out: Span[]): void {
-  numberRuns(text, (r) => {
-    const n = r.digits.length;
-    if (r.plus) {
-      if (n >= 8 && n <= 15 && r.digits[0] !== '0') out.push({ start: r.start, end: r.end });
-      return;
-    }
-    if (n !== 10 && !(n === 11 && r.digits[0] === '1')) return;
-    const g = r.groups;
-    const nanp =
-      (g.length === 3 && g[0] === 3 && g[1] === 3 && g[2] === 4) ||
-      (g.length === 4 && g[0] === 1 && g[1] === 3 && g[2] === 3 && g[3] === 4);
-    if (!nanp) return;
-    const seps = r.paren ? r.seps.slice(1) : r.seps;
-    if (seps.length > 0 && new Set(seps).size !== 1) return;
-    const area = r.digits.slice(n === 11 ? 1 : 0);
-    if (area[0] === '0' || area[0] === '1') return;
-    out.push({ start: r.start, end: r.end });
-  });
+function phone(r: NumberRun): boolean {
+  const n = r.digits.length;
+  if (r.plus) return n >= 8 && n <= 15 && r.digits[0] !== '0';
+  if (n !== 10 && !(n === 11 && r.digits[0] === '1')) return false;
+  const g = r.groups;
+  const nanp =
+    (g.length === 3 && g[0] === 3 && g[1] === 3 && g[2] === 4) ||
+    (g.length === 4 && g[0] === 1 && g[1] === 3 && g[2] === 3 && g[3] === 4);
+  if (!nanp) return false;
+  const seps = r.paren ? r.seps.slice(1) : r.seps;
+  if (seps.length > 0 && new Set(seps).size !== 1) return false;
+  const area = r.digits.slice(n === 11 ? 1 : 0);
+  return area[0] !== '0' && area[0] !== '1';
 }
 
-/** Dotted-quad IPv4 (each part 0–255, no leading zeros beyond one digit) and RFC 4291 IPv6. */
-function ipAddress(text: string, out: Span[]): void {
-  numberRuns(text, (r) => {
-    if (r.plus || r.paren || r.seps !== '...' || r.groups.some((g) => g > 3)) return;
-    const parts = text.slice(r.start, r.end).split('.');
-    if (parts.every((p) => Number(p) <= 255 && !(p.length > 1 && p[0] === '0')))
-      out.push({ start: r.start, end: r.end });
-  });
-  let colon = text.indexOf(':');
-  while (colon >= 0) {
+/** Dotted-quad IPv4: each part 0–255, no leading zeros beyond one digit. */
+function ipv4(text: string, r: NumberRun): boolean {
+  if (r.plus || r.paren || r.seps !== '...' || r.groups.some((g) => g > 3)) return false;
+  return text
+    .slice(r.start, r.end)
+    .split('.')
+    .every((p) => Number(p) <= 255 && !(p.length > 1 && p[0] === '0'));
+}
+
+/** Two colons with at most four hex digits between: where an IPv6 address may be. */
+const COLON_PAIR = /:[0-9a-fA-F]{0,4}:/g;
+
+/** RFC 4291 IPv6 addresses (with a digit: `a::b` is C++ scope, never an address in prose). */
+function ipv6(text: string, out: Span[]): void {
+  COLON_PAIR.lastIndex = 0;
+  for (;;) {
+    const m = COLON_PAIR.exec(text);
+    if (m === null) return;
+    const colon = m.index;
     let s = colon;
     while (s > 0 && (isHex(text.charCodeAt(s - 1)) || text.charCodeAt(s - 1) === 58)) s--;
     let e = colon;
@@ -253,18 +251,9 @@ function ipAddress(text: string, out: Span[]): void {
     const cand = text.slice(s, e);
     const before = s > 0 ? text.charCodeAt(s - 1) : 32;
     const after = e < text.length ? text.charCodeAt(e) : 32;
-    // A digit and some length: `a::b` (C++ scope) is a valid address but never one in prose.
-    if (
-      cand.length >= 6 &&
-      /[0-9]/.test(cand) &&
-      cand.split(':').length >= 3 &&
-      !isWordish(before) &&
-      !isWordish(after) &&
-      isIPv6(cand) &&
-      cand !== '::'
-    )
+    if (cand.length >= 6 && /[0-9]/.test(cand) && !isWordish(before) && !isWordish(after) && isIPv6(cand))
       out.push({ start: s, end: e });
-    colon = text.indexOf(':', Math.max(e, colon + 1));
+    COLON_PAIR.lastIndex = Math.max(e, colon + 1);
   }
 }
 
@@ -363,19 +352,18 @@ function ibanValid(iban: string): boolean {
   return rem === 1;
 }
 
+/** Where an IBAN may start: two capitals and two digits. */
+const IBAN_START = /[A-Z]{2}[0-9]{2}/g;
+
 /** CC, two check digits, then the country's length of letters and digits (spaces every 4 allowed). */
 function iban(text: string, out: Span[]): void {
   const n = text.length;
-  for (let i = 0; i + 15 <= n; i++) {
-    const c0 = text.charCodeAt(i);
-    if (!isUpper(c0)) continue;
-    if (
-      !isUpper(text.charCodeAt(i + 1)) ||
-      !isDigit(text.charCodeAt(i + 2)) ||
-      !isDigit(text.charCodeAt(i + 3))
-    ) {
-      continue;
-    }
+  IBAN_START.lastIndex = 0;
+  for (;;) {
+    const m = IBAN_START.exec(text);
+    if (m === null) return;
+    const i = m.index;
+    IBAN_START.lastIndex = i + 1;
     if (i > 0 && isWordish(text.charCodeAt(i - 1))) continue;
     const want = IBAN_LENGTHS[text.slice(i, i + 2)];
     if (want === undefined) continue;
@@ -394,24 +382,25 @@ function iban(text: string, out: Span[]): void {
     if (j < n && isWordish(text.charCodeAt(j))) continue;
     if (ibanValid(compact)) {
       out.push({ start: i, end: j });
-      i = j - 1;
+      IBAN_START.lastIndex = j;
     }
   }
 }
 
+/** Where a National Insurance number may start (the letters the scheme uses, two digits). */
+const NINO_START = /[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?[0-9]{2}/g;
+
 /** UK National Insurance numbers: two letters (not D, F, I, Q, U, V; not O second), six digits, A–D. */
 function ukNino(text: string, out: Span[]): void {
   const n = text.length;
-  const bad1 = 'DFIQUV';
-  const bad2 = 'DFIQUVO';
-  for (let i = 0; i + 9 <= n; i++) {
-    const a = text.charCodeAt(i);
-    if (!isUpper(a) || bad1.includes(text[i] as string)) continue;
-    const b = text.charCodeAt(i + 1);
-    if (!isUpper(b) || bad2.includes(text[i + 1] as string)) continue;
+  NINO_START.lastIndex = 0;
+  for (;;) {
+    const m = NINO_START.exec(text);
+    if (m === null) return;
+    const i = m.index;
+    NINO_START.lastIndex = i + 1;
     if (i > 0 && isWordish(text.charCodeAt(i - 1))) continue;
-    const prefix = text.slice(i, i + 2);
-    if (['BG', 'GB', 'NK', 'KN', 'TN', 'NT', 'ZZ'].includes(prefix)) continue;
+    if (['BG', 'GB', 'NK', 'KN', 'TN', 'NT', 'ZZ'].includes(text.slice(i, i + 2))) continue;
     let j = i + 2;
     if (text.charCodeAt(j) === 32) j++;
     let digits = 0;
@@ -429,7 +418,7 @@ function ukNino(text: string, out: Span[]): void {
     if (suffix < 65 || suffix > 68) continue;
     if (j + 1 < n && isWordish(text.charCodeAt(j + 1))) continue;
     out.push({ start: i, end: j + 1 });
-    i = j;
+    NINO_START.lastIndex = j + 1;
   }
 }
 
@@ -463,22 +452,28 @@ const KEY_PREFIXES: readonly { prefix: string; min: number; body: (c: number) =>
   { prefix: 'pypi-', min: 50, body: isBase64Url },
 ];
 
+/** Every prefix at once: the engine finds candidates in one pass. */
+const KEY_START = new RegExp([...new Set(KEY_PREFIXES.map((k) => k.prefix))].join('|'), 'g');
+
 function apiKey(text: string, out: Span[]): void {
-  const taken: Span[] = [];
-  for (const k of KEY_PREFIXES) {
-    let at = text.indexOf(k.prefix);
-    while (at >= 0) {
-      const before = at > 0 ? text.charCodeAt(at - 1) : 32;
+  KEY_START.lastIndex = 0;
+  for (;;) {
+    const m = KEY_START.exec(text);
+    if (m === null) return;
+    const at = m.index;
+    KEY_START.lastIndex = at + 1;
+    const before = at > 0 ? text.charCodeAt(at - 1) : 32;
+    if (isWordish(before)) continue;
+    // The longest prefix that applies here (sk-ant- before sk-).
+    for (const k of KEY_PREFIXES) {
+      if (!text.startsWith(k.prefix, at)) continue;
       let e = at + k.prefix.length;
       while (e < text.length && k.body(text.charCodeAt(e))) e++;
-      const bodyLen = e - at - k.prefix.length;
-      const overlaps = taken.some((t) => at < t.end && e > t.start);
-      if (!isWordish(before) && bodyLen >= k.min && !overlaps) {
-        const span = { start: at, end: e };
-        taken.push(span);
-        out.push(span);
+      if (e - at - k.prefix.length >= k.min) {
+        out.push({ start: at, end: e });
+        KEY_START.lastIndex = e;
+        break;
       }
-      at = text.indexOf(k.prefix, Math.max(e, at + 1));
     }
   }
 }
@@ -524,17 +519,20 @@ function jwt(text: string, out: Span[]): void {
   }
 }
 
-export const DETECTORS: Record<BuiltinDetector, Detector> = {
+/** Detectors that read the text themselves; the numeric ones read number runs (computed once). */
+const TEXT_DETECTORS: Partial<Record<BuiltinDetector, Detector>> = {
   email,
-  phone,
-  payment_card: paymentCard,
   iban,
-  us_ssn: usSsn,
   uk_nino: ukNino,
-  ip_address: ipAddress,
   api_key: apiKey,
   private_key: privateKey,
   jwt,
+};
+const RUN_DETECTORS: Partial<Record<BuiltinDetector, (text: string, r: NumberRun) => boolean>> = {
+  phone: (_t, r) => phone(r),
+  payment_card: (_t, r) => paymentCard(r),
+  us_ssn: (_t, r) => usSsn(r),
+  ip_address: ipv4,
 };
 
 /** The placeholder label of each detector (`[EMAIL_…]`). */
@@ -551,11 +549,32 @@ export const DETECTOR_LABELS: Record<BuiltinDetector, string> = {
   jwt: 'JWT',
 };
 
+/** What each of `detectors` finds in `text` (only the detectors that found something). */
+export function detectMany(text: string, detectors: Iterable<BuiltinDetector>): Map<BuiltinDetector, Span[]> {
+  const found = new Map<BuiltinDetector, Span[]>();
+  let runs: NumberRun[] | null = null;
+  for (const d of detectors) {
+    const out: Span[] = [];
+    const direct = TEXT_DETECTORS[d];
+    if (direct !== undefined) direct(text, out);
+    const check = RUN_DETECTORS[d];
+    if (check !== undefined) {
+      runs ??= numberRuns(text);
+      for (const r of runs) if (check(text, r)) out.push({ start: r.start, end: r.end });
+    }
+    if (d === 'ip_address') ipv6(text, out);
+    if (out.length > 0)
+      found.set(
+        d,
+        out.sort((a, b) => a.start - b.start),
+      );
+  }
+  return found;
+}
+
 /** Every span `detector` finds in `text`, in order of start. */
 export function detect(detector: BuiltinDetector, text: string): Span[] {
-  const out: Span[] = [];
-  DETECTORS[detector](text, out);
-  return out.sort((a, b) => a.start - b.start);
+  return detectMany(text, [detector]).get(detector) ?? [];
 }
 
 export { luhn, ibanValid };

@@ -17,9 +17,12 @@ export interface SseEvent {
 export class SseParser {
   private readonly decoder = new StringDecoder('utf8');
   private buf = '';
+  /** The decoder holds no partial character (the last bytes pushed ended a line). */
+  private decoderClean = true;
 
   /** Every event completed by `chunk`. */
   push(chunk: Buffer | string): SseEvent[] {
+    if (typeof chunk !== 'string') this.decoderClean = chunk.length > 0 && chunk[chunk.length - 1] === 0x0a;
     let text = typeof chunk === 'string' ? chunk : this.decoder.write(chunk);
     if (text.includes('\r')) text = text.replace(/\r\n?/g, '\n');
     this.buf = this.buf.length === 0 ? text : this.buf + text;
@@ -45,9 +48,9 @@ export class SseParser {
     return ev === null ? [] : [ev];
   }
 
-  /** Characters held for an event not yet complete. */
-  get pending(): number {
-    return this.buf.length;
+  /** Nothing is held: a read that is whole events may bypass the parser. */
+  get idle(): boolean {
+    return this.buf.length === 0 && this.decoderClean;
   }
 }
 
