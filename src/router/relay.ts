@@ -6,7 +6,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import type { Conversion, StreamConverter } from './conversion.js';
+import type { Conversion } from './conversion.js';
 import { errorBody, statusOf, type ErrorKind } from './inbound.js';
 import { EventRestorer } from './privacy/restore-events.js';
 import type { Restoration } from './privacy/redact.js';
