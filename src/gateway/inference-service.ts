@@ -82,7 +82,8 @@ export class InferenceService {
     if (inference !== null) {
       const table = routeTable(inference);
       for (const r of table.routes.values()) {
-        const stored = r.inline === null ? this.opts.providers.directory().named(rec.id, r.provider) : null;
+        const stored =
+          r.inline === null ? await this.opts.providers.directory().named(rec.id, r.provider) : null;
         routes.push({
           name: r.name,
           provider: r.provider,
@@ -154,7 +155,7 @@ export class InferenceService {
               baseUrl: r.inline.endpoint,
               apiKey: r.inline.credential !== null ? dir.credential(rec.id, r.inline.credential) : undefined,
             }
-          : dir.named(rec.id, r.provider);
+          : await dir.named(rec.id, r.provider);
       if (config === null) {
         out.push({
           route: r.name,

@@ -34,7 +34,7 @@ export interface ProviderConfig {
 /** Where the router finds providers and credentials (the gateway's store; a run's own maps). */
 export interface ProviderDirectory {
   /** The stored provider `name` as the sandbox's owner may use it; null when there is none. */
-  named(sandbox: string, name: string): ProviderConfig | null;
+  named(sandbox: string, name: string): ProviderConfig | null | Promise<ProviderConfig | null>;
   /** The sandbox's credential `name` (an inline route's `credential_env`); undefined when unset. */
   credential(sandbox: string, name: string): string | undefined;
 }

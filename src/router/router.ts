@@ -327,7 +327,7 @@ export class InferenceRouter {
     });
   }
 
-  private resolveProvider(sandbox: string, route: Route): ProviderConfig | string {
+  private async resolveProvider(sandbox: string, route: Route): Promise<ProviderConfig | string> {
     let p: ProviderConfig;
     if (route.inline !== null) {
       const cred = route.inline.credential;
@@ -341,7 +341,7 @@ export class InferenceRouter {
         apiKey: key,
       };
     } else {
-      const named = this.opts.providers.named(sandbox, route.provider);
+      const named = await this.opts.providers.named(sandbox, route.provider);
       if (named === null)
         return `no provider named ${route.provider} for this sandbox's owner (carapace provider create ${route.provider} …)`;
       p = named;
@@ -368,7 +368,7 @@ export class InferenceRouter {
     | { kind: 'refused'; errorKind: ErrorKind; message: string; provider?: ProviderConfig | undefined }
   > {
     const { route, api, caller } = a;
-    const provider = this.resolveProvider(caller.sandbox, route);
+    const provider = await this.resolveProvider(caller.sandbox, route);
     if (typeof provider === 'string') return { kind: 'unavailable', message: provider };
     // Redaction only for what leaves the host: a local route gets the request as the agent wrote it.
     let body = a.body;

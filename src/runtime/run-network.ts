@@ -24,7 +24,7 @@ export interface NetworkInput {
    * Stored providers by name, as the caller may use them (the CLI reads the caller's own
    * gateway's store, src/cli/run-providers.ts); null when there is no such provider.
    */
-  providers?: ((name: string) => ProviderConfig | null) | undefined;
+  providers?: ((name: string) => Promise<ProviderConfig | null>) | undefined;
 }
 
 /**

@@ -128,6 +128,37 @@ describe.skipIf(!holds('root'))('the gateway’s router', () => {
     expect(cli(['provider', 'get', 'x']).status).toBe(3);
   });
 
+  it('carapace run uses the caller’s stored providers too (read from the gateway’s store)', async () => {
+    const policy = policyFile(`${FS_POLICY}inference:
+  routes:
+    main: { provider: one, model: run-model }
+`);
+    const before = one.requests.length;
+    const r = await runCli(
+      [
+        'run',
+        '--policy',
+        policy,
+        '--',
+        'curl',
+        '-sS',
+        'https://inference.local/v1/chat/completions',
+        '-H',
+        'content-type: application/json',
+        '-d',
+        '{"model":"x","messages":[{"role":"user","content":"from a run"}]}',
+      ],
+      { home: gw.home },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      choices: [{ message: { content: 'You said: from a run' } }],
+    });
+    expect(one.requests.length).toBe(before + 1);
+    expect(one.requests.at(-1)!.body).toMatchObject({ model: 'run-model' });
+    expect(one.seenKeys().at(-1)).toBe(KEY_ONE);
+  });
+
   it('changes one sandbox’s routes live: its next call uses them, the other sandbox is untouched', async () => {
     const policy = policyFile(`${FS_POLICY}inference:
   routes:
