@@ -21,10 +21,17 @@
  * file on a source becomes shutdown(SHUT_WR) on the destination once its chunk is out, so half-close
  * travels through. The program exits 0 when both directions have ended, 1 on a socket error (a
  * reset: the proxy then closes both sides), 2 on misuse. It parses nothing it receives.
+ *
+ * fd 1 takes its count of the bytes it has delivered, for the proxy's per-sandbox counters: one
+ * line "SANDBOX_TO_UPSTREAM UPSTREAM_TO_SANDBOX\n" (running totals) each time another REPORT_EVERY
+ * bytes have moved, and one when it ends, so that a long tunnel is counted as it goes and a pump
+ * the proxy kills has told most of its count. A reader that went away costs nothing (SIGPIPE is
+ * ignored, the write fails, the bytes still move).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,6 +43,7 @@
 #define SANDBOX_FD 3
 #define UPSTREAM_FD 4
 #define CONTROL_FD 5
+#define REPORT_EVERY (4ULL * 1024 * 1024)
 
 struct flow {
 	int src, dst;
@@ -44,6 +52,7 @@ struct flow {
 	bool may_write;   /* the proxy's own queued writes to dst are done */
 	bool eof;         /* the source has ended */
 	bool done;        /* ...and everything reached the destination, which was shut for writing */
+	unsigned long long moved; /* bytes delivered to dst */
 };
 
 static char buffers[2][CHUNK];
@@ -77,6 +86,7 @@ static int advance(struct flow *f, bool *wait_in, bool *wait_out)
 			if (n < 0)
 				return -1;
 			f->off += (size_t)n;
+			f->moved += (unsigned long long)n;
 			continue;
 		}
 		if (f->eof) {
@@ -107,6 +117,16 @@ static int advance(struct flow *f, bool *wait_in, bool *wait_out)
 		f->off = 0;
 	}
 	return 0;
+}
+
+/* Writes the running totals to fd 1 (see the top of this file); a failed write changes nothing. */
+static void report(const struct flow flows[2])
+{
+	char line[64];
+	int len = snprintf(line, sizeof line, "%llu %llu\n", flows[0].moved, flows[1].moved);
+	if (len > 0 && write(STDOUT_FILENO, line, (size_t)len) < 0) {
+		/* no reader, or none that wants it: the count is a courtesy, the tunnel goes on */
+	}
 }
 
 /* Reads the control pipe: 'u' releases writes to the upstream, 'c' to the sandbox side. */
@@ -141,6 +161,8 @@ int main(int argc, char **argv)
 		{ .src = SANDBOX_FD, .dst = UPSTREAM_FD, .buf = buffers[0] },
 		{ .src = UPSTREAM_FD, .dst = SANDBOX_FD, .buf = buffers[1] },
 	};
+	signal(SIGPIPE, SIG_IGN); /* a count nobody reads must not end the tunnel */
+	unsigned long long reported = 0;
 	int control = CONTROL_FD;
 	if (fcntl(control, F_GETFD) < 0) {
 		flows[0].may_write = flows[1].may_write = true; /* no control pipe: nothing is queued */
@@ -151,8 +173,10 @@ int main(int argc, char **argv)
 		struct pollfd fds[3] = { { .fd = SANDBOX_FD }, { .fd = UPSTREAM_FD }, { .fd = control, .events = POLLIN } };
 		for (int i = 0; i < 2; i++) {
 			bool wait_in, wait_out;
-			if (advance(&flows[i], &wait_in, &wait_out) < 0)
+			if (advance(&flows[i], &wait_in, &wait_out) < 0) {
+				report(flows);
 				return fail("socket");
+			}
 			/* flow 0 reads the sandbox side (fds[0]) and writes the upstream (fds[1]); flow 1 the reverse */
 			if (wait_in)
 				fds[i].events |= POLLIN;
@@ -161,20 +185,30 @@ int main(int argc, char **argv)
 		}
 		if (flows[0].done && flows[1].done)
 			break;
+		if (flows[0].moved + flows[1].moved - reported >= REPORT_EVERY) {
+			report(flows);
+			reported = flows[0].moved + flows[1].moved;
+		}
 		/* A side nobody waits on is left out: its POLLHUP would otherwise wake us forever. */
 		for (int i = 0; i < 2; i++)
 			if (fds[i].events == 0)
 				fds[i].fd = -1;
-		if (poll(fds, control >= 0 ? 3 : 2, -1) < 0 && errno != EINTR)
+		if (poll(fds, control >= 0 ? 3 : 2, -1) < 0 && errno != EINTR) {
+			report(flows);
 			return fail("poll");
+		}
 		for (int i = 0; i < 2; i++) {
 			if ((fds[i].revents & POLLERR) != 0) {
+				report(flows);
 				errno = ECONNRESET;
 				return fail("socket");
 			}
 		}
-		if (control >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) != 0 && read_control(&control, flows) < 0)
+		if (control >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) != 0 && read_control(&control, flows) < 0) {
+			report(flows);
 			return fail("control");
+		}
 	}
+	report(flows);
 	return 0;
 }

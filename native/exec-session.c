@@ -269,8 +269,55 @@ static void update_interest(struct session *s)
 		watch_fd(s, FD_SETUP, EPOLLIN);
 }
 
+/* At most this much of what a client sends after EXIT is read and dropped before the session
+ * closes anyway. */
+#define DRAIN_MAX (16u << 20)
+
+/* Reads and drops what the client sends, until it closes its end. */
+static void drain(struct session *s)
+{
+	unsigned char scratch[4096];
+	for (;;) {
+		ssize_t n = recv(fd_of(s, FD_CLIENT), scratch, sizeof scratch, MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0 || (s->drained += (size_t)n) > DRAIN_MAX) {
+			session_close(s);
+			return;
+		}
+	}
+}
+
+/*
+ * The EXIT frame is out. Closing the connection now, with frames of the client's unread (stdin it
+ * sent after the process was done: the end of an archive a `tar -x` did not need), would reset it,
+ * and a reset can cost the client the EXIT frame still in its receive queue. So the session stops
+ * writing (the client reads end of file after EXIT), reads and drops what still comes, and closes
+ * once the client has closed its end too, which it does after EXIT.
+ */
+static void start_draining(struct session *s)
+{
+	for (int i = FD_STDIN; i < FD_COUNT; i++)
+		session_close_fd(s, i);
+	s->draining = true;
+	if (shutdown(fd_of(s, FD_CLIENT), SHUT_WR) < 0) {
+		session_close(s);
+		return;
+	}
+	watch_fd(s, FD_CLIENT, EPOLLIN | EPOLLRDHUP);
+	if (!s->closed)
+		drain(s);
+}
+
 void session_advance(struct session *s)
 {
+	if (s->draining) {
+		if (!s->closed)
+			drain(s);
+		return;
+	}
 	if (!s->closed)
 		flush_client(s);
 	if (!s->closed)
@@ -287,7 +334,7 @@ void session_advance(struct session *s)
 	if (s->closed)
 		return;
 	if (s->exit_queued && s->out_start == s->out_end) {
-		session_close(s);
+		start_draining(s);
 		return;
 	}
 	/* Done with the process's fds: with a pty, closing the master hangs up what is left. */

@@ -35,6 +35,8 @@ struct session {
 	char *error;         /* from the setup socket: why the command did not start */
 	bool exit_queued;
 	bool closed;
+	bool draining;	/* EXIT is out: what the client still sends is read and dropped */
+	size_t drained;
 	/* frames from the client */
 	unsigned char header[FRAME_HEADER];
 	size_t header_len;

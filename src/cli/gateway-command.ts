@@ -5,6 +5,8 @@
  */
 import type { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { accessSync, constants } from 'node:fs';
+import { resolve } from 'node:path';
 import { stateDirs } from '../sandbox/state-dirs.js';
 import { GatewayClient, GatewayError, gatewayEndpoint, startGateway } from './gateway-client.js';
 import { carapaceVersion } from './version.js';
@@ -16,6 +18,28 @@ interface GatewayStatus {
   socket: string;
   rootless: boolean;
   caller: { uid: number; admin: boolean };
+}
+
+interface RunOptions {
+  maxSandboxes: string;
+  maxMemory: string;
+  defaultMemory: string;
+  restartBackoff: string;
+  crashLoop: string;
+  resolve: string[];
+  allowLocal: string[];
+  upstreamCa?: string;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function readable(file: string): string {
+  try {
+    accessSync(file, constants.R_OK);
+  } catch {
+    throw new GatewayError('INVALID_INPUT', `--upstream-ca ${file}: cannot read that file`, 400);
+  }
+  return resolve(file);
 }
 
 const SIZE = /^(\d+)(Ki|Mi|Gi|Ti)?$/;
@@ -70,39 +94,50 @@ export function registerGateway(program: Command): void {
       '1s:5m',
     )
     .option('--crash-loop <runs>', 'quick runs in a row (under 10 minutes each) that make a crash loop', '5')
-    .action(
-      async (opts: {
-        maxSandboxes: string;
-        maxMemory: string;
-        defaultMemory: string;
-        restartBackoff: string;
-        crashLoop: string;
-      }) => {
-        const { Gateway } = await import('../gateway/daemon.js');
-        const sandboxes = Number(opts.maxSandboxes);
-        if (!Number.isInteger(sandboxes) || sandboxes < 0)
-          throw new GatewayError(
-            'INVALID_INPUT',
-            `--max-sandboxes ${opts.maxSandboxes}: expected a whole number`,
-            400,
-          );
-        const gw = await Gateway.start({
-          dirs: stateDirs(),
-          version: carapaceVersion(),
-          uidBase: process.env.CARAPACE_UID_BASE ? Number(process.env.CARAPACE_UID_BASE) : undefined,
-          quotas: {
-            sandboxes,
-            memoryBytes: bytes(opts.maxMemory),
-            defaultMemoryBytes: bytes(opts.defaultMemory),
-          },
-          restart: restartSettings(opts.restartBackoff, opts.crashLoop),
-        });
-        await new Promise<void>((resolve) => {
-          for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, () => resolve());
-        });
-        await gw.close();
-      },
-    );
+    .option(
+      '--resolve <host=ip>',
+      "resolve HOST to IP for every sandbox's egress proxy, instead of DNS (repeatable)",
+      collect,
+      [],
+    )
+    .option(
+      '--allow-local <ip:port>',
+      'trust a host-local upstream the proxy would refuse as SSRF, for every sandbox whose policy allows it (repeatable)',
+      collect,
+      [],
+    )
+    .option('--upstream-ca <file>', 'PEM file of extra CAs the proxy trusts for upstream TLS')
+    .action(async (opts: RunOptions) => {
+      const { Gateway } = await import('../gateway/daemon.js');
+      const { parseResolve } = await import('./run-options.js');
+      const sandboxes = Number(opts.maxSandboxes);
+      if (!Number.isInteger(sandboxes) || sandboxes < 0)
+        throw new GatewayError(
+          'INVALID_INPUT',
+          `--max-sandboxes ${opts.maxSandboxes}: expected a whole number`,
+          400,
+        );
+      const gw = await Gateway.start({
+        dirs: stateDirs(),
+        version: carapaceVersion(),
+        uidBase: process.env.CARAPACE_UID_BASE ? Number(process.env.CARAPACE_UID_BASE) : undefined,
+        quotas: {
+          sandboxes,
+          memoryBytes: bytes(opts.maxMemory),
+          defaultMemoryBytes: bytes(opts.defaultMemory),
+        },
+        restart: restartSettings(opts.restartBackoff, opts.crashLoop),
+        proxy: {
+          hosts: parseResolve(opts.resolve),
+          allowLocal: opts.allowLocal,
+          upstreamCaFile: opts.upstreamCa === undefined ? undefined : readable(opts.upstreamCa),
+        },
+      });
+      await new Promise<void>((resolve) => {
+        for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, () => resolve());
+      });
+      await gw.close();
+    });
 
   gateway
     .command('start')

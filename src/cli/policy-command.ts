@@ -1,5 +1,6 @@
 /**
- * `carapace policy …`: validate, explain, presets, show-preset, diff, apply-ops.
+ * `carapace policy …`: validate, explain, presets, show-preset, diff, apply-ops on files; and set,
+ * update, get, history, rollback on the policy of a sandbox the gateway holds (policy-live-command.ts).
  *
  * Policy problems are printed one per line as `file:line:col: message` on stderr (the form editors
  * and CI annotate), and the command exits 2; every other error goes to main's handler.
@@ -17,6 +18,7 @@ import {
 } from '../policy/index.js';
 import { loadAny, reportingPolicyErrors, type LoadedFile } from './policy-files.js';
 import { registerPolicyExplain } from './policy-explain.js';
+import { registerPolicyLive } from './policy-live-command.js';
 import { registerPolicyApplyOps } from './policy-ops-command.js';
 
 function summary(loaded: LoadedFile): string {
@@ -88,7 +90,9 @@ function diff(a: string, b: string): void {
 export function registerPolicy(program: Command): void {
   const policy = program
     .command('policy')
-    .description('validate, explain, compare and edit sandbox policies (OpenShell format)');
+    .description(
+      "validate, explain, compare and edit policy files (OpenShell format); change a sandbox's policy live",
+    );
 
   policy
     .command('validate')
@@ -114,4 +118,5 @@ export function registerPolicy(program: Command): void {
     .action(reportingPolicyErrors(diff));
 
   registerPolicyApplyOps(policy);
+  registerPolicyLive(policy);
 }

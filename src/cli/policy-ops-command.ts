@@ -22,7 +22,8 @@ import {
 import { UsageError } from './errors.js';
 import { reportingPolicyErrors } from './policy-files.js';
 
-interface OpsOptions {
+/** The operation flags, as commander parses them (shared with `policy update`). */
+export interface OpsOptions {
   addEndpoint?: string[];
   removeEndpoint?: string[];
   binary?: string[];
@@ -125,11 +126,9 @@ function many(flags: string, description: string): Option {
   return new Option(flags, `${description} (repeatable)`).argParser(repeatable);
 }
 
-export function registerPolicyApplyOps(policy: Command): void {
-  policy
-    .command('apply-ops')
-    .description('add or remove endpoints, rules and presets; shows the diff, writes with --write')
-    .argument('<file>', 'policy file')
+/** The operation flags (apply-ops and `policy update` take the same). */
+export function addOperationOptions(command: Command): Command {
+  return command
     .addOption(many('--add-endpoint <spec>', 'add host:port[:access[:protocol[:enforcement]]]'))
     .addOption(many('--binary <path>', 'restrict the added endpoints to this executable'))
     .option(
@@ -144,7 +143,16 @@ export function registerPolicyApplyOps(policy: Command): void {
     .addOption(many('--add-preset <name|file>', 'merge a preset'))
     .addOption(many('--remove-preset <name|file>', "remove a preset's network policies"))
     .option('--replace', 'when an added preset conflicts with an existing entry, replace the entry')
-    .option('--force', 'remove preset entries even if they were edited since')
+    .option('--force', 'remove preset entries even if they were edited since');
+}
+
+export function registerPolicyApplyOps(policy: Command): void {
+  addOperationOptions(
+    policy
+      .command('apply-ops')
+      .description('add or remove endpoints, rules and presets; shows the diff, writes with --write')
+      .argument('<file>', 'policy file'),
+  )
     .option('--print', 'print the resulting policy instead of the diff')
     .option('--write', 'write the result back to the file (comments are kept)')
     .action(reportingPolicyErrors(applyOps));

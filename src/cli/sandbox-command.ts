@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
 import { GatewayClient, GatewayError } from './gateway-client.js';
 import { parseEnv, parseMount } from './run-options.js';
+import { registerSandboxIo } from './sandbox-io-command.js';
 import { table, withSpinner } from './terminal.js';
 
 /** A sandbox as the gateway shows it (src/gateway/routes.ts, sandboxView). */
@@ -80,6 +81,7 @@ function print(view: SandboxView | SandboxView[], output: string | undefined, wi
   const head = [
     'NAME',
     'STATE',
+    'RESTARTS',
     'AGE',
     'COMMAND',
     ...(wide ? ['OWNER', 'ID', 'RESTART', 'FORWARDS', 'WORKSPACE'] : []),
@@ -281,6 +283,8 @@ export function registerSandbox(program: Command): void {
         );
       }
     });
+
+  registerSandboxIo(sandbox);
 
   sandbox
     .command('logs')

@@ -11,7 +11,7 @@ import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, unlinkSync, wr
 import { join } from 'node:path';
 import { BubblewrapDriver } from '../runtime/bubblewrap-driver.js';
 import { defaultPolicyPath } from '../runtime/one-off-run.js';
-import { Runtime } from '../runtime/runtime.js';
+import { Runtime, type ProxySettings } from '../runtime/runtime.js';
 import { hostIdentities, processStart } from '../sandbox/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns } from '../sandbox/sweep.js';
@@ -19,11 +19,14 @@ import { ApiServer } from './api/server.js';
 import { GatewaySockets } from './api/sockets.js';
 import { AuditRouter } from './audit-router.js';
 import { LogService } from './log-service.js';
+import { GatewayMetrics } from './metrics.js';
+import { PolicyService } from './policy-service.js';
 import { gatewayRoutes } from './routes.js';
 import { SandboxLauncher } from './sandbox-launcher.js';
 import { SandboxService, type Quotas } from './sandbox-service.js';
 import type { RestartSettings } from './restart-policy.js';
 import { Database } from './store/database.js';
+import { PolicyRevisionStore } from './store/policy-revisions.js';
 import { SandboxStore } from './store/sandbox-store.js';
 import { SecretBox } from './store/secret-box.js';
 import { InferenceRouter } from '../router/index.js';
@@ -39,6 +42,11 @@ export interface GatewayConfig {
   uidBase?: number | undefined;
   quotas?: Quotas | undefined;
   restart?: RestartSettings | undefined;
+  /**
+   * The operator's settings of the egress proxy every sandbox shares: hosts map, trusted host-local
+   * upstreams, extra upstream CAs (as `carapace run --resolve/--allow-local/--upstream-ca`).
+   */
+  proxy?: ProxySettings | undefined;
   /** Where the gateway's own log lines go (JSON objects, one per line). */
   log?: (entry: Record<string, unknown>) => void;
 }
@@ -64,6 +72,7 @@ export class Gateway {
       store: SandboxStore;
       db: Database;
       audit: AuditRouter;
+      metrics: GatewayMetrics;
       pidFile: string;
       router: InferenceRouter;
     },
@@ -84,16 +93,19 @@ export class Gateway {
     const pidFile = takePidFile(join(dirs.run, 'gateway.pid'));
     try {
       const identities = hostIdentities(cfg.uidBase);
-      const lost = await sweepDeadRuns(dirs, identities);
-      for (const l of lost)
-        log({
-          level: 'warn',
-          msg: 'swept a sandbox left by a dead run',
-          sandbox: l.record.name,
-          left: l.left,
-        });
       const db = new Database(join(dirs.state, 'gateway.db'));
       const store = new SandboxStore(db);
+      // How sandboxes that ended while no gateway held them ended: read before the sweep below
+      // removes what their runs left (their exit.json with it).
+      const exits = readExits(
+        store.list().map((r) => r.id),
+        dirs.run,
+      );
+      const lost = await sweepDeadRuns(dirs, identities);
+      for (const l of lost) {
+        if (!store.get(l.record.name))
+          log({ level: 'warn', msg: 'swept what a dead run left', sandbox: l.record.name, left: l.left });
+      }
       const secrets = SecretBox.open(join(dirs.state, 'secret.key'));
       const audit = new AuditRouter(join(dirs.state, 'audit'));
       // inference.local for every sandbox: the router reads each sandbox's routes from its policy,
@@ -102,6 +114,7 @@ export class Gateway {
         providers: new ProviderStore(db, secrets),
         sandboxes: store,
         secrets,
+        upstreamCaFile: cfg.proxy?.upstreamCaFile,
         log,
       });
       const usage = new SqliteUsageStore(db);
@@ -109,6 +122,7 @@ export class Gateway {
         audit,
         providers: providers.directory(),
         usage,
+        upstreamCaFile: cfg.proxy?.upstreamCaFile,
         onError: (err, sandbox) =>
           log({
             level: 'error',
@@ -120,8 +134,13 @@ export class Gateway {
       const runtime = new Runtime({
         driver: new BubblewrapDriver({ dirs, identities }),
         audit,
+        proxy: cfg.proxy,
         internalHosts: [router.internalHost],
       });
+      // Operator settings are checked now (a bad --allow-local), not at the first sandbox's start.
+      if (cfg.proxy && (cfg.proxy.allowLocal.length > 0 || cfg.proxy.upstreamCaFile !== undefined)) {
+        await runtime.proxy();
+      }
       const launcher = new SandboxLauncher({
         runtime,
         store,
@@ -153,6 +172,12 @@ export class Gateway {
             url: req.url,
             error: err instanceof Error ? err.stack : String(err),
           }),
+        // What changed and who asked, and every failure; reads that succeed (list, logs, a
+        // scraper's /metrics every few seconds) are not worth a line each.
+        onResponse: (r) => {
+          if (r.method !== 'GET' || r.status >= 400)
+            log({ level: r.status >= 500 ? 'error' : 'info', msg: 'api request', ...r });
+        },
       });
       const sockets = new GatewaySockets({
         runDir: dirs.run,
@@ -166,16 +191,46 @@ export class Gateway {
         socket: sockets.mainPath,
         rootless,
       };
-      const inference = new InferenceService({ sandboxes, store, launcher, providers, usage, router });
+      const policies = new PolicyService({
+        sandboxes,
+        revisions: new PolicyRevisionStore(db, store),
+        launcher,
+        runtime,
+        audit,
+        log,
+      });
+      const metrics = new GatewayMetrics({
+        store,
+        launcher,
+        version: cfg.version,
+        startedAt: info.startedAt,
+      });
+      const inference = new InferenceService({
+        sandboxes,
+        store,
+        launcher,
+        providers,
+        usage,
+        router,
+        policies,
+      });
       server.setRoutes(
-        gatewayRoutes({ sandboxes, logs, info, extra: providerRoutes({ providers, inference }) }),
+        gatewayRoutes({
+          sandboxes,
+          logs,
+          policies,
+          metrics,
+          audit,
+          info,
+          extra: providerRoutes({ providers, inference }),
+        }),
       );
       const gateway = new Gateway(
-        { sockets, server, runtime, launcher, store, db, audit, pidFile, router },
+        { sockets, server, runtime, launcher, store, db, audit, metrics, pidFile, router },
         sockets.mainPath,
         log,
       );
-      await gateway.resume();
+      await gateway.resume(exits);
       await sockets.start();
       log({
         level: 'info',
@@ -196,14 +251,32 @@ export class Gateway {
    * Sandboxes that should run are started again (the previous gateway's died with it), and the
    * records of those that were running are corrected first.
    */
-  private async resume(): Promise<void> {
+  private async resume(exits: ReadonlyMap<string, number>): Promise<void> {
     const { store, launcher } = this.parts;
     for (const rec of store.list()) {
-      if (rec.state === 'running' || rec.state === 'creating' || rec.state === 'stopping') {
-        store.update(rec.id, { state: 'stopped', reason: 'the gateway stopped' });
-      }
-      if (rec.desired !== 'running') continue;
       try {
+        if (await launcher.adopt(rec)) {
+          this.log({ level: 'info', msg: 'sandbox re-adopted', sandbox: rec.name, owner: rec.ownerUid });
+          continue;
+        }
+        if (rec.state === 'running' || rec.state === 'creating' || rec.state === 'stopping') {
+          // It ended while no gateway held it: by itself (its init left exit.json), or killed
+          // with the host (a reboot) or by someone.
+          const code = exits.get(rec.id) ?? null;
+          store.update(rec.id, {
+            state: 'stopped',
+            exitCode: code,
+            reason:
+              code === null
+                ? 'it ended while no gateway held it (killed, or the host restarted)'
+                : 'it ended while no gateway held it',
+          });
+          if (code !== null) {
+            launcher.ended(rec.id, { startedAt: rec.updatedAt, exitedAt: Date.now(), exitCode: code });
+            continue;
+          }
+        }
+        if (store.get(rec.id)?.desired !== 'running') continue;
         await launcher.start(store.get(rec.id)!);
         this.log({ level: 'info', msg: 'sandbox started again', sandbox: rec.name, owner: rec.ownerUid });
       } catch (err) {
@@ -218,13 +291,16 @@ export class Gateway {
     }
   }
 
-  /** Stops listening and stops every sandbox (they start again with the next gateway). */
-  async close(graceMs = 10_000): Promise<void> {
-    const { sockets, server, runtime, launcher, db, audit, pidFile, router } = this.parts;
+  /**
+   * Stops listening and lets the sandboxes be: they run on, and the next gateway re-adopts them.
+   * Their proxy sockets close meanwhile (their connections fail until it is back).
+   */
+  async close(): Promise<void> {
+    const { sockets, server, runtime, launcher, db, audit, metrics, pidFile, router } = this.parts;
     await sockets.close();
     await server.close();
-    launcher.cancelAll();
-    await Promise.all(runtime.list().map((m) => launcher.stop(m.id, graceMs)));
+    metrics.close();
+    await launcher.letGo();
     await runtime.close();
     await router.close(); // writes the usage it holds
     audit.close();
@@ -264,4 +340,20 @@ function releasePidFile(path: string): void {
   } catch {
     // gone already
   }
+}
+
+/** exit.json of each sandbox whose init wrote one (docs/architecture.md, "The control socket"). */
+function readExits(ids: string[], runDir: string): Map<string, number> {
+  const exits = new Map<string, number>();
+  for (const id of ids) {
+    try {
+      const { code } = JSON.parse(
+        readFileSync(join(runDir, 'sandboxes', id, 'control', 'exit.json'), 'utf8'),
+      ) as { code: unknown };
+      if (Number.isInteger(code)) exits.set(id, code as number);
+    } catch {
+      // none: it did not end, or not by itself
+    }
+  }
+  return exits;
 }

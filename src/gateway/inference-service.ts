@@ -3,10 +3,10 @@
  * route's provider exists), a new section set live (`carapace inference set`), each route's provider
  * tried (`inference test`), and what it has spent (`inference usage`).
  *
- * Setting routes writes a new policy revision whose only change is the `inference` section (the
- * rest of the text, comments included, stays as it was), then swaps the running sandbox's policy
- * generation: the router reads routes from the generation in force, so the sandbox's next request
- * uses them, no restart, and no other sandbox is touched.
+ * Setting routes is a policy change like any other (policy-service.ts): a new revision whose only
+ * change is the `inference` section (the rest of the text, comments included, stays as it was),
+ * applied live by the apply unit. The router reads routes from the generation in force, so the
+ * sandbox's next request uses them, no restart, and no other sandbox is touched.
  */
 import { parseDocument } from 'yaml';
 import type { Inference } from '../policy/index.js';
@@ -20,6 +20,7 @@ import {
 import { ApiError } from './api/errors.js';
 import type { Caller } from './api/router.js';
 import { checkPolicyText } from './policy-text.js';
+import type { PolicyService } from './policy-service.js';
 import type { ProviderService } from './provider-service.js';
 import type { SandboxLauncher } from './sandbox-launcher.js';
 import type { SandboxService } from './sandbox-service.js';
@@ -61,23 +62,27 @@ export interface InferenceServiceOptions {
   providers: ProviderService;
   usage: SqliteUsageStore;
   router: InferenceRouter;
+  policies: PolicyService;
   upstreamCaFile?: string | undefined;
 }
 
 export class InferenceService {
   constructor(private readonly opts: InferenceServiceOptions) {}
 
-  private async current(rec: SandboxRecord): Promise<{ text: string; inference: Inference | null }> {
-    const rev = this.opts.store.policy(rec.id, rec.spec.policyRev);
-    if (!rev)
-      throw new ApiError('INTERNAL', `sandbox ${rec.name} has no policy revision ${rec.spec.policyRev}`);
-    const policy = await checkPolicyText(rev.text, `${rec.name}.yaml`);
-    return { text: rev.text, inference: policy.inference ?? null };
+  /** The latest revision's text and inference section (what the sandbox runs, or starts with). */
+  private async current(
+    caller: Caller,
+    rec: SandboxRecord,
+  ): Promise<{ text: string; rev: number; inference: Inference | null }> {
+    const latest = this.opts.policies.get(caller, rec.name, rec.ownerUid);
+    const text = latest.text ?? '';
+    const policy = await checkPolicyText(text, `${rec.name}.yaml`);
+    return { text, rev: latest.rev, inference: policy.inference ?? null };
   }
 
   async get(caller: Caller, name: string, owner?: number): Promise<InferenceView> {
     const rec = this.opts.sandboxes.resolve(caller, name, owner);
-    const { inference } = await this.current(rec);
+    const { inference, rev } = await this.current(caller, rec);
     const routes: RouteView[] = [];
     if (inference !== null) {
       const table = routeTable(inference);
@@ -96,7 +101,7 @@ export class InferenceService {
         });
       }
     }
-    return { sandbox: rec.name, policyRev: rec.spec.policyRev, inference, routes };
+    return { sandbox: rec.name, policyRev: rev, inference, routes };
   }
 
   /** Replaces the sandbox's inference section (null removes it); live when the sandbox runs. */
@@ -107,19 +112,12 @@ export class InferenceService {
     inference: unknown,
   ): Promise<InferenceView> {
     const rec = this.opts.sandboxes.resolve(caller, name, owner);
-    const { text } = await this.current(rec);
+    const { text, rev } = await this.current(caller, rec);
     const doc = parseDocument(text);
     if (inference === null) doc.delete('inference');
     else doc.set('inference', doc.createNode(inference));
-    const next = doc.toString();
     // Invalid routes are refused with every diagnostic; nothing is stored and nothing changes.
-    const policy = await checkPolicyText(next, `${rec.name}.yaml`);
-    this.opts.store.addPolicyRevision(rec.id, next, caller.uid, rec.version);
-    const proxy = this.opts.launcher.get(rec.id)?.proxy;
-    if (proxy) {
-      const engine = await import('../policy/index.js');
-      proxy.setGeneration(engine.compilePolicy(policy));
-    }
+    await this.opts.policies.set(caller, name, owner, doc.toString(), { baseRev: rev });
     return this.get(caller, name, owner);
   }
 
@@ -131,7 +129,7 @@ export class InferenceService {
     only?: string,
   ): Promise<(ProbeResult & { route: string; provider: string })[]> {
     const rec = this.opts.sandboxes.resolve(caller, name, owner);
-    const { inference } = await this.current(rec);
+    const { inference } = await this.current(caller, rec);
     if (inference === null)
       throw new ApiError(
         'INVALID_INPUT',

@@ -7,7 +7,12 @@ import { ApiError } from './api/errors.js';
 import { openApiDocument } from './api/openapi.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { LogService } from './log-service.js';
+import { METRICS_CONTENT_TYPE, type GatewayMetrics } from './metrics.js';
+import { policyRoutes } from './policy-routes.js';
+import type { PolicyService } from './policy-service.js';
 import type { SandboxService } from './sandbox-service.js';
+import type { AuditRouter } from './audit-router.js';
+import { sandboxIoRoutes } from './sandbox-io-routes.js';
 
 export interface GatewayInfo {
   version: string;
@@ -101,6 +106,9 @@ const graceBody = z.object({
 export function gatewayRoutes(opts: {
   sandboxes: SandboxService;
   logs: LogService;
+  audit: AuditRouter;
+  policies: PolicyService;
+  metrics: GatewayMetrics;
   info: GatewayInfo;
   /** Routes of other services (providers and inference: provider-routes.ts). */
   extra?: Route[];
@@ -234,8 +242,26 @@ export function gatewayRoutes(opts: {
         return { streamed: true };
       },
     }),
+    ...policyRoutes(opts.policies),
+    defineRoute({
+      method: 'GET',
+      path: '/metrics',
+      produces: METRICS_CONTENT_TYPE,
+      summary:
+        "Prometheus text format 0.0.4: the gateway's own series, and the caller's sandboxes' (everyone's for admins)",
+      handler: async ({ caller, res }) => {
+        const text = await opts.metrics.render(caller);
+        res.writeHead(200, {
+          'Content-Type': METRICS_CONTENT_TYPE,
+          'Content-Length': Buffer.byteLength(text),
+        });
+        res.end(text);
+        return { streamed: true };
+      },
+    }),
     ...(opts.extra ?? []),
   ];
+  routes.push(...sandboxIoRoutes(sandboxes, opts.audit));
   routes.push(
     defineRoute({
       method: 'GET',

@@ -1,26 +1,41 @@
 /**
  * Runs the gateway's sandboxes on its runtime: turns a stored record (spec, policy revision,
  * sealed credentials) into a started sandbox attached to the shared proxy, keeps the record's
- * observed state in step with the sandbox's, and captures the agent's output into its log.
+ * observed state in step with the sandbox's, and follows it until it ends (restarting it as its
+ * policy says).
+ *
+ * Sandboxes outlive the gateway: each is started detached, with a control socket (exec, port
+ * forwards, events) and its output written by its own init to `<state>/logs/<id>.log`. When the
+ * gateway stops it lets them be (its proxy sockets close; their relays fail until it is back);
+ * when it starts it re-adopts the ones still running (runtime.adopt: by the run record's pid and
+ * start time) and listens on their proxy sockets again.
  *
  * Paths a user named (`--workspace`, `--mount`) are checked as that user at every start
  * (caller-paths.ts); the sandbox binds them only if they are still the inodes the check saw.
  */
-import { closeSync, constants, fchownSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { constants, closeSync, fchownSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { lifecycle } from '../audit/index.js';
 import type { SandboxProxy } from '../proxy/index.js';
+import type { AdoptedSandbox } from '../runtime/adopted-sandbox.js';
 import type { BubblewrapSandbox } from '../runtime/bubblewrap-driver.js';
+import { directConnectEvent, parseDirectConnect } from '../runtime/direct-connect-audit.js';
+import type { DriverSandbox } from '../runtime/driver.js';
 import { settingsFromPolicy } from '../runtime/policy-settings.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { egressNetwork } from '../runtime/sandbox-network.js';
 import { specFromSettings } from '../runtime/sandbox-spec-from-policy.js';
-import type { IdentityRegistry } from '../sandbox/identity.js';
+import { SandboxCgroup } from '../sandbox/cgroup.js';
+import { SandboxControl } from '../sandbox/control.js';
+import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from '../sandbox/identity.js';
+import type { InitEvent } from '../sandbox/launch.js';
+import type { NetworkAttachment } from '../sandbox/sandbox.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { handOverTree } from '../sandbox/untrusted-tree.js';
 import { ApiError } from './api/errors.js';
 import type { AuditRouter } from './audit-router.js';
 import { checkAsCaller, type PathRequest } from './caller-paths.js';
+import { ForwardSet } from './forwards.js';
 import { primaryGid } from './host-groups.js';
 import { checkPolicyText } from './policy-text.js';
 import { nextStep, type RestartSettings, type Run } from './restart-policy.js';
@@ -41,16 +56,26 @@ export interface SandboxLauncherOptions {
   log?: (entry: Record<string, unknown>) => void;
 }
 
-interface Running {
-  started: BubblewrapSandbox;
+/** A sandbox the gateway holds while it runs. */
+export interface Held {
+  id: string;
+  sandbox: DriverSandbox;
+  control: SandboxControl;
   proxy: SandboxProxy | null;
+  network: NetworkAttachment | null;
+  forwards: ForwardSet;
   startedAt: number;
   /** Set when the gateway asked it to end: its end is not a reason to restart it. */
   stopping: boolean;
+  closeEvents: () => void;
+  /** Resolves once its end has been dealt with (released, record updated). */
+  done: Promise<void>;
+  /** The policy revision it started with (live changes since are the policy service's). */
+  policyRev: number;
 }
 
 export class SandboxLauncher {
-  private readonly running = new Map<string, Running>();
+  private readonly held = new Map<string, Held>();
   /** Recent runs of each sandbox, for its restart policy (this gateway's lifetime only). */
   private readonly runs = new Map<string, Run[]>();
   /** Restarts waiting for their backoff. */
@@ -73,26 +98,23 @@ export class SandboxLauncher {
   }
 
   isRunning(id: string): boolean {
-    return this.running.has(id);
+    return this.held.has(id);
   }
 
-  /** The running sandbox of a record, for exec, forwards and policy changes; null when stopped. */
-  get(id: string): Running | null {
-    return this.running.get(id) ?? null;
+  /** The running sandbox of a record (exec, forwards, policy changes); null when it is not running. */
+  get(id: string): Held | null {
+    return this.held.get(id) ?? null;
+  }
+
+  /** Every sandbox held now. */
+  all(): Held[] {
+    return [...this.held.values()];
   }
 
   async start(rec: SandboxRecord): Promise<void> {
-    if (this.running.has(rec.id))
-      throw new ApiError('SANDBOX_BUSY', `sandbox ${rec.name} is already running`);
-    const revision = this.opts.store.policy(rec.id, rec.spec.policyRev);
-    if (!revision)
-      throw new ApiError('INTERNAL', `sandbox ${rec.name} has no policy revision ${rec.spec.policyRev}`);
-    const policy = await checkPolicyText(revision.text, `${rec.name}.yaml`);
-    const engine = await import('../policy/index.js');
-    const settings = settingsFromPolicy(policy, engine.resolveLimits(policy));
-    if (settings.limits.memoryBytes === undefined && rec.spec.memoryBytes !== null) {
-      settings.limits.memoryBytes = rec.spec.memoryBytes;
-    }
+    if (this.held.has(rec.id)) throw new ApiError('SANDBOX_BUSY', `sandbox ${rec.name} is already running`);
+    this.cancelPending(rec.id);
+    const { policy, settings, engine } = await this.policyOf(rec);
     const { workspace, mounts, expected } = await this.checkedPaths(rec);
     const spec = specFromSettings(settings, {
       name: rec.name,
@@ -102,67 +124,143 @@ export class SandboxLauncher {
       command: rec.spec.command,
     });
     spec.id = rec.id;
-    const credentials = new Map<string, string>();
-    for (const [name, sealed] of this.opts.store.secrets(rec.id)) {
-      credentials.set(name, this.opts.secrets.unseal(sealed, `${rec.id}/${name}`));
+    let attachment: NetworkAttachment | null = null;
+    const network = this.network(rec, engine.compilePolicy(policy), settings.limits, false);
+    const { managed, started } = await this.opts.runtime.start({
+      spec,
+      ownerUid: rec.ownerUid,
+      network: async (name, identity) => (attachment = await network.provider(name, identity)),
+      removeWorkspace: false,
+      ephemeral: false,
+      bestEffortLimits: false,
+      stdio: 'pipe',
+      expectedInodes: expected,
+      control: true,
+      logFile: this.logPath(rec.id),
+      detached: true,
+    });
+    const bw = (started as BubblewrapSandbox).started;
+    if (!bw.control) throw new ApiError('INTERNAL', `sandbox ${rec.name} has no control socket`);
+    this.hold(rec, started, bw.control, network.proxy(), attachment, managed);
+  }
+
+  /**
+   * Re-adopts a record's sandbox if it still runs (started by an earlier gateway); returns whether
+   * it did. Its proxy socket is served again in the directory its relay knows.
+   */
+  async adopt(rec: SandboxRecord): Promise<boolean> {
+    const adopted = this.opts.runtime.adopt(rec.id, rec.name, rec.ownerUid);
+    if (!adopted) return false;
+    const sb = adopted.started as AdoptedSandbox;
+    try {
+      const { policy, settings, engine } = await this.policyOf(rec);
+      const network = this.network(rec, engine.compilePolicy(policy), settings.limits, true);
+      const attachment = await network.provider(rec.id, this.identityOf(rec));
+      const cgroup = sb.record.cgroupKey ? SandboxCgroup.existing(sb.record.cgroupKey) : null;
+      attachment.started(sb.pid, cgroup);
+      const control = new SandboxControl(join(sb.controlDir, 'control.sock'));
+      this.hold(rec, sb, control, network.proxy(), attachment, adopted.managed);
+    } catch (err) {
+      // Running, but not ours to serve: stop it rather than leave it without its proxy.
+      this.opts.log?.({
+        level: 'warn',
+        msg: 'cannot re-adopt a sandbox',
+        sandbox: rec.name,
+        error: (err as Error).message,
+      });
+      sb.kill();
+      await sb.exited;
+      await sb.release();
+      return false;
     }
-    this.cancelPending(rec.id);
-    const entry: Running = {
-      started: undefined as unknown as BubblewrapSandbox,
-      proxy: null,
+    this.opts.audit.emit(
+      lifecycle({
+        sandbox: rec.id,
+        activity: 'update',
+        message: `sandbox ${rec.name} re-adopted: its gateway was lost (stopped or killed) and another took it over`,
+        details: { gateway_lost: true, pid: sb.pid },
+      }),
+    );
+    return true;
+  }
+
+  /** What follows a started or adopted sandbox: state, events, forwards, its end. */
+  private hold(
+    rec: SandboxRecord,
+    sandbox: DriverSandbox,
+    control: SandboxControl,
+    proxy: SandboxProxy | null,
+    network: NetworkAttachment | null,
+    managed: {
+      state: string;
+      onChange: (l: (c: { to: string; exitCode?: number; reason?: string }) => void) => unknown;
+    },
+  ): void {
+    const events = control.events();
+    const entry: Held = {
+      id: rec.id,
+      sandbox,
+      control,
+      proxy,
+      network,
+      forwards: new ForwardSet(control),
       startedAt: Date.now(),
       stopping: false,
+      closeEvents: () => events.close(),
+      done: Promise.resolve(),
+      policyRev: rec.spec.policyRev,
     };
-    const network = egressNetwork({
-      proxy: await this.opts.runtime.proxy(),
-      runDir: this.opts.dirs.run,
-      generation: engine.compilePolicy(policy),
-      credentials,
-      // What the proxy may spend on it derives from its limits (docs/proxy.md, budgets).
-      limits: settings.limits,
-      caDir: join(this.caDir, rec.id),
-      onAttached: (sb) => (entry.proxy = sb),
-    });
-    const { managed, started } = await this.opts.runtime.start(
-      {
-        spec,
-        ownerUid: rec.ownerUid,
-        network,
-        removeWorkspace: false,
-        ephemeral: false,
-        bestEffortLimits: false,
-        stdio: 'pipe',
-        expectedInodes: expected,
-      },
-      (spawned) => {
-        const process = (spawned as BubblewrapSandbox).started.process;
-        process.stdin?.end();
-        this.captureLogs(rec.id, process.stdout, process.stderr);
-      },
-    );
-    entry.started = started as BubblewrapSandbox;
-    this.running.set(rec.id, entry);
+    this.held.set(rec.id, entry);
+    void this.followEvents(rec.id, events);
+    for (const f of this.opts.store.forwards(rec.id)) {
+      entry.forwards.add(f).catch((err: unknown) =>
+        this.opts.log?.({
+          level: 'warn',
+          msg: 'forward not listening',
+          sandbox: rec.name,
+          port: f.hostPort,
+          error: (err as Error).message,
+        }),
+      );
+    }
     managed.onChange((c) => {
-      const cur = this.opts.store.get(rec.id);
-      if (!cur) return;
+      if (!this.opts.store.get(rec.id)) return;
       this.opts.store.update(rec.id, {
-        state: c.to,
+        state: c.to as SandboxRecord['state'],
         ...(c.exitCode !== undefined ? { exitCode: c.exitCode } : {}),
         ...(c.reason !== undefined ? { reason: c.reason } : {}),
       });
     });
-    this.opts.store.update(rec.id, { state: managed.state, exitCode: null, reason: null });
-    void started.exited.then(async (code) => {
-      await started.release();
-      if (this.running.get(rec.id) === entry) this.running.delete(rec.id);
+    this.opts.store.update(rec.id, {
+      state: managed.state as SandboxRecord['state'],
+      exitCode: null,
+      reason: null,
+    });
+    entry.done = sandbox.exited.then(async (code) => {
+      entry.closeEvents();
+      await entry.forwards.close();
+      await sandbox.release();
+      if (this.held.get(rec.id) === entry) this.held.delete(rec.id);
       this.opts.runtime.forget(rec.id);
       if (!entry.stopping)
         this.ended(rec.id, { startedAt: entry.startedAt, exitedAt: Date.now(), exitCode: code });
     });
   }
 
+  /** Connections the kernel refused inside the sandbox, as 4001 events in its audit trail. */
+  private async followEvents(id: string, events: AsyncIterable<unknown>): Promise<void> {
+    try {
+      for await (const e of events) {
+        const refused = parseDirectConnect(e as InitEvent);
+        if (refused) this.opts.audit.emit(directConnectEvent(await import('../audit/index.js'), id, refused));
+      }
+    } catch {
+      // the sandbox ended, or the gateway closes: its events wait for the next subscriber
+    }
+  }
+
   /** The agent ended by itself: its restart policy says what next. */
-  private ended(id: string, run: Run): void {
+  ended(id: string, run: Run): void {
     const rec = this.opts.store.get(id);
     if (!rec || rec.desired !== 'running') return;
     const runs = [...(this.runs.get(id) ?? []), run].slice(-32);
@@ -190,7 +288,7 @@ export class SandboxLauncher {
       setTimeout(() => {
         this.pending.delete(id);
         const cur = this.opts.store.get(id);
-        if (!cur || cur.desired !== 'running' || this.running.has(id)) return;
+        if (!cur || cur.desired !== 'running' || this.held.has(id)) return;
         this.opts.store.update(id, { restarts: cur.restarts + 1 });
         this.start(this.opts.store.get(id)!).catch((err: unknown) => {
           this.opts.store.update(id, { state: 'failed', reason: (err as Error).message });
@@ -210,27 +308,36 @@ export class SandboxLauncher {
     this.runs.delete(id);
   }
 
-  /** Cancels every pending restart (the gateway stops). */
-  cancelAll(): void {
-    for (const id of [...this.pending.keys()]) this.cancelPending(id);
-  }
-
   /** Stops a running sandbox (SIGTERM, then everything killed after `graceMs`); no-op if stopped. */
   async stop(id: string, graceMs = 10_000): Promise<void> {
     this.cancelPending(id);
-    const run = this.running.get(id);
+    const entry = this.held.get(id);
     const managed = this.opts.runtime.get(id);
-    if (!run || !managed) return;
-    run.stopping = true;
+    if (!entry || !managed) return;
+    entry.stopping = true;
     await managed.stop(graceMs);
-    await run.started.release();
-    this.running.delete(id);
-    this.opts.runtime.forget(id);
+    await entry.done; // its end releases it
   }
 
-  /** Forgets everything the launcher holds of a record (its runtime entry). */
+  /**
+   * The gateway stops: the sandboxes run on. Pending restarts are dropped (the next gateway decides
+   * again), events and forwards end, and the proxy sockets close, kept for the next gateway.
+   */
+  async letGo(): Promise<void> {
+    for (const id of [...this.pending.keys()]) this.cancelPending(id);
+    for (const entry of this.held.values()) {
+      entry.stopping = true; // what follows is this gateway's exit, not the sandbox's
+      entry.closeEvents();
+      await entry.forwards.close();
+      await entry.network?.suspend?.();
+    }
+    this.held.clear();
+  }
+
+  /** Forgets everything the launcher holds of a record (it is being deleted). */
   async forget(rec: SandboxRecord): Promise<void> {
     await this.stop(rec.id, 0);
+    this.runs.delete(rec.id);
   }
 
   /**
@@ -266,6 +373,53 @@ export class SandboxLauncher {
     return rec.spec.workspace;
   }
 
+  private async policyOf(rec: SandboxRecord) {
+    const revision = this.opts.store.policy(rec.id, rec.spec.policyRev);
+    if (!revision)
+      throw new ApiError('INTERNAL', `sandbox ${rec.name} has no policy revision ${rec.spec.policyRev}`);
+    const policy = await checkPolicyText(revision.text, `${rec.name}.yaml`);
+    const engine = await import('../policy/index.js');
+    const settings = settingsFromPolicy(policy, engine.resolveLimits(policy));
+    if (settings.limits.memoryBytes === undefined && rec.spec.memoryBytes !== null) {
+      settings.limits.memoryBytes = rec.spec.memoryBytes;
+    }
+    return { policy, settings, engine };
+  }
+
+  /** The sandbox's attachment to the shared proxy (its credentials unsealed for the proxy only). */
+  private network(
+    rec: SandboxRecord,
+    generation: import('../policy/index.js').PolicyGeneration,
+    limits: { memoryBytes?: number | undefined; cpuMillis?: number | undefined },
+    reattach: boolean,
+  ) {
+    const credentials = new Map<string, string>();
+    for (const [name, sealed] of this.opts.store.secrets(rec.id)) {
+      credentials.set(name, this.opts.secrets.unseal(sealed, `${rec.id}/${name}`));
+    }
+    let proxy: SandboxProxy | null = null;
+    const provider = async (name: string, identity: SandboxIdentity) =>
+      egressNetwork({
+        proxy: await this.opts.runtime.proxy(),
+        runDir: this.opts.dirs.run,
+        generation,
+        credentials,
+        // What the proxy may spend on it derives from its limits (docs/proxy.md, budgets).
+        limits,
+        caDir: join(this.caDir, rec.id),
+        onAttached: (sb) => (proxy = sb),
+        reattach,
+      })(name, identity);
+    return { provider, proxy: () => proxy };
+  }
+
+  private identityOf(rec: SandboxRecord): SandboxIdentity {
+    if (this.opts.rootless || !this.opts.identities) return rootlessIdentity();
+    const uid = this.opts.identities.lookup({ state: this.opts.dirs.state, name: rec.id });
+    if (uid === null) throw new ApiError('INTERNAL', `sandbox ${rec.name} has no uid record`);
+    return { uid, gid: uid, rootless: false };
+  }
+
   /** The workspace and mounts of a record, checked as its owner where the owner named them. */
   private async checkedPaths(rec: SandboxRecord) {
     const requests: PathRequest[] = [];
@@ -291,38 +445,6 @@ export class SandboxLauncher {
       return { ...m, host: c.real };
     });
     return { workspace, mounts, expected };
-  }
-
-  /** The agent's stdout and stderr as JSON lines in its log, as the init writes them with --log-fd. */
-  private captureLogs(id: string, stdout: Readable | null, stderr: Readable | null): void {
-    const fd = openSync(
-      this.logPath(id),
-      constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
-      0o600,
-    );
-    let open = 2;
-    const write = (s: 'out' | 'err') => (chunk: Buffer) => {
-      const text = chunk.toString('utf8');
-      const record = Buffer.from(text, 'utf8').equals(chunk)
-        ? { t: Date.now(), s, d: text }
-        : { t: Date.now(), s, b: chunk.toString('base64') };
-      writeSync(fd, JSON.stringify(record) + '\n');
-    };
-    const done = () => {
-      if (--open === 0) closeSync(fd);
-    };
-    for (const [stream, s] of [
-      [stdout, 'out'],
-      [stderr, 'err'],
-    ] as const) {
-      if (!stream) {
-        done();
-        continue;
-      }
-      stream.on('data', write(s));
-      stream.on('close', done);
-      stream.on('error', () => {});
-    }
   }
 }
 

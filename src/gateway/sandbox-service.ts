@@ -217,6 +217,54 @@ export class SandboxService {
     return this.opts.store.get(rec.id)!;
   }
 
+  /**
+   * Forwards a host loopback port to a port inside the sandbox, now if it runs and whenever it
+   * starts again. Ports below 1024 are root's and carapace-admin's to forward.
+   */
+  async addForward(caller: Caller, name: string, owner: number | undefined, f: Forward): Promise<Forward[]> {
+    const rec = this.resolve(caller, name, owner);
+    if (f.hostPort < 1024 && !caller.admin) {
+      throw new ApiError(
+        'FORBIDDEN',
+        `host port ${f.hostPort} is privileged: forward a port of 1024 or above`,
+      );
+    }
+    this.opts.store.addForward(rec.id, f);
+    try {
+      await this.opts.launcher.get(rec.id)?.forwards.add(f);
+    } catch (err) {
+      this.opts.store.removeForward(rec.id, f.hostPort);
+      throw err;
+    }
+    return this.opts.store.forwards(rec.id);
+  }
+
+  async removeForward(
+    caller: Caller,
+    name: string,
+    owner: number | undefined,
+    hostPort: number,
+  ): Promise<Forward[]> {
+    const rec = this.resolve(caller, name, owner);
+    if (!this.opts.store.removeForward(rec.id, hostPort)) {
+      throw new ApiError('NOT_FOUND', `sandbox ${name} has no forward from host port ${hostPort}`);
+    }
+    await this.opts.launcher.get(rec.id)?.forwards.remove(hostPort);
+    return this.opts.store.forwards(rec.id);
+  }
+
+  /** The control socket of a running sandbox, for exec; the caller's own sandboxes only. */
+  controlOf(caller: Caller, name: string, owner?: number): { rec: SandboxRecord; socket: string } {
+    const rec = this.resolve(caller, name, owner);
+    const held = this.opts.launcher.get(rec.id);
+    if (!held)
+      throw new ApiError(
+        'SANDBOX_NOT_RUNNING',
+        `sandbox ${name} is ${rec.state}, not running: carapace sandbox start ${name}`,
+      );
+    return { rec, socket: held.control.socketPath };
+  }
+
   /** Changes what can change without a restart: the restart policy, labels. */
   update(
     caller: Caller,

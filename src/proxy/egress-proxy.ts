@@ -76,6 +76,31 @@ export interface AttachOptions {
   budgets?: Partial<ProxyBudgets> | undefined;
 }
 
+/** What the audit event of a policy swap says about the change that made it (setGeneration). */
+export interface GenerationChange {
+  /** Who and what, for the event's message: "policy revision 3 by uid 1000". */
+  what: string;
+  /** Added to the event's details (author, revisions, sections). */
+  details?: Record<string, unknown>;
+}
+
+/** What the proxy did for one sandbox since it attached: read for the gateway's /metrics. */
+export interface ProxyCounters {
+  /** Connections accepted from the sandbox. */
+  connections: number;
+  /** Connections refused (4001 refusals: policy, SSRF guard, identity, the connection limit). */
+  deniedConnections: number;
+  /** Requests refused inside inspected connections (4002 refusals). */
+  deniedRequests: number;
+  /**
+   * Bytes from and to the sandbox's side (what its relay carried, the relay's header included):
+   * what this process read and wrote, and what carapace-pump delivered for the bulk tunnels handed
+   * to it, as the pump reports it (every 4 MiB and at its end).
+   */
+  bytesFromSandbox: number;
+  bytesToSandbox: number;
+}
+
 export class ProxyError extends Error {
   constructor(message: string) {
     super(message);
@@ -152,6 +177,14 @@ export class SandboxProxy {
   private readonly audit: ProxyAudit;
   private readonly context: SandboxContext;
   private readonly budget: SandboxBudget;
+  /** Closed connections' bytes, and the other counters (open sockets' bytes are added when read). */
+  private readonly totals: ProxyCounters = {
+    connections: 0,
+    deniedConnections: 0,
+    deniedRequests: 0,
+    bytesFromSandbox: 0,
+    bytesToSandbox: 0,
+  };
   private pumpHome: ((pid: number) => void) | null = null;
 
   constructor(
@@ -162,7 +195,7 @@ export class SandboxProxy {
     this.socketPath = options.socketPath;
     this.pinned = { policy: proxyPolicyOf(options.generation), generation: 1, source: options.generation };
     this.secrets = options.credentials ?? new Map();
-    this.audit = new ProxyAudit(shared.audit, options.name);
+    this.audit = new ProxyAudit(shared.audit, options.name, this.totals);
     this.budget = new SandboxBudget(
       budgetsFor(options.limits, {
         ...options.budgets,
@@ -183,6 +216,10 @@ export class SandboxProxy {
       tunnelPump: shared.tunnelPump,
       adoptPump: (pid) => this.pumpHome?.(pid),
       budget: this.budget,
+      countPumped: (fromSandbox, toSandbox) => {
+        this.totals.bytesFromSandbox += fromSandbox;
+        this.totals.bytesToSandbox += toSandbox;
+      },
       track: (t) => {
         this.tunnels.add(t);
         // A reload between this tunnel's CONNECT decision and now (while its ClientHello was awaited,
@@ -195,8 +232,11 @@ export class SandboxProxy {
     const limit = this.budget.budgets.maxConnections;
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
       this.sockets.add(socket);
+      this.totals.connections++;
       socket.once('close', () => {
         this.sockets.delete(socket);
+        this.totals.bytesFromSandbox += socket.bytesRead;
+        this.totals.bytesToSandbox += socket.bytesWritten;
         // Well below the limit again: the next time it is reached is worth another event.
         if (this.sockets.size <= Math.floor(limit * 0.9)) this.saturated = false;
       });
@@ -287,12 +327,22 @@ export class SandboxProxy {
     return this.sockets.size;
   }
 
+  /** What the proxy did for this sandbox since it attached (a snapshot). */
+  get counters(): ProxyCounters {
+    const now = { ...this.totals };
+    for (const s of this.sockets) {
+      now.bytesFromSandbox += s.bytesRead;
+      now.bytesToSandbox += s.bytesWritten;
+    }
+    return now;
+  }
+
   /**
    * Swap in a new policy generation. New connections and the next request on every kept-alive
    * connection use it at once; open raw tunnels it no longer allows are closed (4001 Close).
-   * Returns how many tunnels were closed.
+   * Returns how many tunnels were closed. `change` says who made it, for the audit event.
    */
-  setGeneration(next: PolicyGeneration): number {
+  setGeneration(next: PolicyGeneration, change?: GenerationChange): number {
     const policy = proxyPolicyOf(next);
     this.pinned = { policy, generation: this.pinned.generation + 1, source: next };
     let closed = 0;
@@ -307,9 +357,9 @@ export class SandboxProxy {
       configChange({
         sandbox: this.name,
         accepted: true,
-        message: `network policy generation ${this.pinned.generation} in force`,
+        message: `${change ? `${change.what}: ` : ''}network policy generation ${this.pinned.generation} in force`,
         generation: this.pinned.generation,
-        details: { closed_tunnels: closed },
+        details: { ...change?.details, closed_tunnels: closed },
       }),
     );
     return closed;

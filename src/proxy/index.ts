@@ -5,6 +5,8 @@ export {
   ProxyError,
   type EgressProxyOptions,
   type AttachOptions,
+  type GenerationChange,
+  type ProxyCounters,
 } from './egress-proxy.js';
 export {
   budgetsFor,

@@ -42,15 +42,23 @@ export interface DecisionBase {
   generation?: number | undefined;
 }
 
+/** The refusals a sandbox's audit counts (the proxy's counters for /metrics). */
+export interface DenialCounts {
+  deniedConnections: number;
+  deniedRequests: number;
+}
+
 export class ProxyAudit {
   constructor(
     private readonly sink: AuditSink,
     readonly sandbox: string,
+    private readonly denials: DenialCounts = { deniedConnections: 0, deniedRequests: 0 },
   ) {}
 
   connect(
     e: DecisionBase & { disposition: Disposition; ip?: string | undefined; srcPort?: number | undefined },
   ): void {
+    if (e.disposition === 'blocked') this.denials.deniedConnections++;
     this.sink.emit(
       networkActivity({
         sandbox: this.sandbox,
@@ -86,6 +94,7 @@ export class ProxyAudit {
   request(
     e: DecisionBase & { disposition: Disposition; method: string; path: string; status?: number },
   ): void {
+    if (e.disposition === 'blocked') this.denials.deniedRequests++;
     this.sink.emit(
       httpActivity({
         sandbox: this.sandbox,

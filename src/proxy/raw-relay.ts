@@ -106,6 +106,7 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
           return released();
         }
         pump = child;
+        countReports(child, (fromSandbox, toSandbox) => sb.countPumped(fromSandbox, toSandbox));
         // The pump exits when both directions have ended (0) or a side failed (1): either way, done.
         child.once('exit', () => {
           released();
@@ -213,7 +214,8 @@ async function handToKernel(
     try {
       // fds 3 and 4, not 0 and 1: libuv makes a child's fds 0-2 blocking, which would also make
       // these shared sockets blocking in this process.
-      started = spawn(pumpPath, [], { stdio: ['ignore', 'ignore', 'ignore', client, upstream, 'pipe'] });
+      // fd 1: its running count of the bytes it delivered (countReports).
+      started = spawn(pumpPath, [], { stdio: ['ignore', 'pipe', 'ignore', client, upstream, 'pipe'] });
     } catch {
       return resolve(null);
     }
@@ -235,6 +237,30 @@ async function handToKernel(
     flushed(client).then(() => control.write('c')),
   ]).then(() => control.end());
   return child;
+}
+
+/**
+ * The pump's count on its stdout ("TO_UPSTREAM TO_SANDBOX\n", running totals), handed on as what
+ * moved since the line before. A line that is not two numbers is ignored (the pump writes nothing
+ * else; a wrapper might).
+ */
+function countReports(child: ChildProcess, count: (fromSandbox: number, toSandbox: number) => void): void {
+  let up = 0;
+  let down = 0;
+  let rest = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    const lines = (rest + chunk.toString('latin1')).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) {
+      const m = /^(\d+) (\d+)$/.exec(line);
+      if (!m) continue;
+      const [u, d] = [Number(m[1]), Number(m[2])];
+      if (u < up || d < down) continue;
+      count(u - up, d - down);
+      [up, down] = [u, d];
+    }
+  });
+  child.stdout?.on('error', () => {});
 }
 
 interface Stopped {

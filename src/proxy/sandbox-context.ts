@@ -55,6 +55,8 @@ export interface SandboxContext {
   adoptPump(pid: number): void;
   /** What the proxy may spend on this sandbox: bytes held, CPU work (sandbox-budget.ts). */
   readonly budget: SandboxBudget;
+  /** Bytes a tunnel pump delivered, as it reports them (the sandbox's byte counters). */
+  countPumped(fromSandbox: number, toSandbox: number): void;
   /** Register a raw tunnel; returns the function that unregisters it. */
   track(tunnel: OpenTunnel): () => void;
 }

@@ -2,7 +2,12 @@
  * The sandbox driver of this host: bubblewrap, carapace-init, cgroups (src/sandbox/). A started
  * sandbox is a bwrap process whose child is the init, PID 1 of the sandbox's pid namespace.
  */
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { agentStarted } from '../sandbox/launch.js';
+import { ownerAlive, readRunRecord } from '../sandbox/sandbox-lock.js';
+import { releaseRun } from '../sandbox/sweep.js';
+import { AdoptedSandbox } from './adopted-sandbox.js';
 import { startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
 import type { IdentityRegistry } from '../sandbox/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
@@ -64,7 +69,24 @@ export class BubblewrapDriver implements SandboxDriver {
       auditFile: req.auditFile,
       hostRoot: req.hostRoot,
       expectedInodes: req.expectedInodes,
+      control: req.control,
+      logFile: req.logFile,
+      detached: req.detached,
     });
     return new BubblewrapSandbox(req.spec.id ?? req.spec.name, started);
+  }
+
+  /**
+   * A sandbox an earlier process started detached and that still runs: its run record's owner is
+   * its init, alive. What it made on the host is removed from that record once it ends.
+   */
+  adopt(id: string): AdoptedSandbox | null {
+    const lockFile = join(this.opts.dirs.run, 'sandboxes', `${id}.lock`);
+    const record = readRunRecord(lockFile);
+    if (record === null || record.runtime === undefined || !ownerAlive(record)) return null;
+    return new AdoptedSandbox(id, record, join(record.runtime, 'control'), async () => {
+      await releaseRun(record, this.opts.dirs, this.opts.identities);
+      rmSync(lockFile, { force: true });
+    });
   }
 }

@@ -38,6 +38,10 @@ export interface DriverStartRequest {
   hostRoot?: string | undefined;
   /** Host paths the caller checked, and the inode each must still be. */
   expectedInodes?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
+  /** A sandbox a gateway holds: a control socket, its output in `logFile`, and it outlives us. */
+  control?: boolean | undefined;
+  logFile?: string | undefined;
+  detached?: boolean | undefined;
 }
 
 /** One started sandbox, as the driver sees it. */
@@ -63,6 +67,8 @@ export interface DriverSandbox {
 export interface SandboxDriver {
   readonly name: string;
   start(req: DriverStartRequest): Promise<DriverSandbox>;
+  /** A sandbox started by an earlier process that still runs (a restarted gateway), or null. */
+  adopt(id: string): DriverSandbox | null;
 }
 
 /** Errors of the runtime carry a stable code; the API maps each to one status. */

@@ -87,6 +87,17 @@ export class ManagedSandbox {
     return started;
   }
 
+  /** Follows a sandbox found running (started by an earlier process) until it ends. */
+  adopt(sb: DriverSandbox): void {
+    if (this.current !== 'creating') this.move('creating');
+    this.driven = sb;
+    this.move('running');
+    void sb.exited.then((code) => {
+      this.exitCode = code;
+      if (this.current === 'running' || this.current === 'stopping') this.move('stopped', { exitCode: code });
+    });
+  }
+
   /** Marks a sandbox whose agent never ran (a start the init refused) as failed. */
   fail(reason: string): void {
     if (this.current !== 'failed') this.move('failed', { reason });

@@ -1,43 +1,32 @@
 /**
- * Live policy changes for a running sandbox: when the policy file is saved, its network and
- * inference sections take effect at once; a change to a static section (filesystem, Landlock,
- * process, limits, listen ports) cannot apply to a running sandbox, so it is refused with a warning
- * and the running policy stays. A file that does not parse is refused the same way.
+ * Saves of the policy file of `carapace run --policy FILE`, applied to the running sandbox as they
+ * happen. What a change may do is the apply unit's to decide (policy-apply.ts): network and
+ * inference take effect at once; a change to a static section (filesystem, Landlock, process,
+ * limits, listen ports), or a file that does not parse, is refused with a warning and the running
+ * policy stays. This file only watches.
  *
  * The directory is watched, not the file: editors often save by writing a new file and renaming it
  * over the old one, which a watch on the old inode would miss.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { configChange, type AuditSink } from '../audit/index.js';
-import {
-  changedSections,
-  compilePolicy,
-  parsePolicy,
-  readPolicyText,
-  type Policy,
-  type PolicyGeneration,
-} from '../policy/index.js';
+import { readPolicyText } from '../policy/index.js';
+import type { LivePolicy } from './policy-apply.js';
 
 export interface PolicyWatchOptions {
   file: string;
-  sandbox: string;
-  initial: Policy;
-  audit: AuditSink;
-  /** Applies a new compiled generation (and audits it). */
-  apply: (generation: PolicyGeneration) => void;
+  /** The running sandbox's policy: what a save is applied to. */
+  live: LivePolicy;
   /** One line for the user (a refused change). */
   warn: (line: string) => void;
 }
 
 export class PolicyWatch {
   private watcher: FSWatcher | null;
-  private current: Policy;
   private pending: NodeJS.Timeout | null = null;
   private lastText: string | null = null;
 
   constructor(private readonly opts: PolicyWatchOptions) {
-    this.current = opts.initial;
     const name = basename(opts.file);
     this.watcher = watch(dirname(opts.file), (_event, changed) => {
       if (changed !== null && changed !== name) return;
@@ -48,10 +37,10 @@ export class PolicyWatch {
     this.watcher.on('error', (err) => opts.warn(`policy watch on ${opts.file} stopped: ${err.message}`));
   }
 
-  /** Reads the file again and applies it if it is valid and only dynamic sections changed. */
+  /** Reads the file again and hands it to the apply unit if it changed. */
   reload(): void {
     this.pending = null;
-    const { file, sandbox, audit, warn } = this.opts;
+    const { file, live, warn } = this.opts;
     let text: string;
     try {
       text = readPolicyText(file);
@@ -60,42 +49,18 @@ export class PolicyWatch {
     }
     if (text === this.lastText) return;
     this.lastText = text;
-    const parsed = parsePolicy(text, file);
-    if (!parsed.ok) {
-      const first = parsed.diagnostics[0];
-      const where = first ? `${first.file}:${first.line}:${first.col}: ${first.message}` : file;
-      warn(`policy change refused, the running policy stays: ${where}`);
-      audit.emit(
-        configChange({
-          sandbox,
-          accepted: false,
-          message: `policy change refused: ${where}`,
-          reason: 'invalid policy',
-        }),
-      );
+    const plan = live.plan(text, file);
+    // A save that changes nothing the sandbox sees (a comment, the layout) is not an event.
+    if (plan.outcome === 'applied' && plan.sections.static.length + plan.sections.dynamic.length === 0)
       return;
-    }
-    const sections = changedSections(this.current, parsed.policy);
-    if (!sections.hotReloadable) {
-      const what = sections.static.length ? sections.static.join(', ') : 'version';
+    const result = live.commit(plan, { source: 'file', file });
+    if (result.outcome === 'refused') {
+      warn(`policy change refused, the running policy stays: ${result.message}`);
+    } else if (result.outcome === 'needs-restart') {
       warn(
-        `policy change refused, the running policy stays: ${what} cannot change while the sandbox runs (restart it)`,
+        `policy change refused, the running policy stays: ${result.message} (it is fixed when the sandbox starts: run it again)`,
       );
-      audit.emit(
-        configChange({
-          sandbox,
-          accepted: false,
-          message: `policy change refused: static sections changed (${what})`,
-          reason: 'static section changed',
-          details: { static: sections.static },
-        }),
-      );
-      return;
     }
-    if (sections.dynamic.length === 0) return;
-    // The proxy audits the swap itself (5019, with the tunnels it closed).
-    this.opts.apply(compilePolicy(parsed.policy));
-    this.current = parsed.policy;
   }
 
   close(): void {

@@ -8,6 +8,7 @@ import { compilePolicy, resolveLimits, type Policy } from '../policy/index.js';
 import type { EgressProxy, SandboxProxy } from '../proxy/index.js';
 import { InferenceRouter, type ProviderConfig } from '../router/index.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
+import { LivePolicy } from './policy-apply.js';
 import { PolicyWatch } from './policy-watch.js';
 import { egressNetwork } from './sandbox-network.js';
 
@@ -74,14 +75,10 @@ export class RunNetwork {
 
   /** Applies saves of `file` to the running sandbox's network, live. */
   watch(file: string, sandbox: string, warn: (line: string) => void): void {
-    this.watcher = new PolicyWatch({
-      file,
-      sandbox,
-      initial: this.policy,
-      audit: this.audit,
-      apply: (next) => this.attached?.setGeneration(next),
-      warn,
-    });
+    const proxy = this.attached;
+    if (proxy === null) return; // the sandbox never attached: nothing runs to apply changes to
+    const live = new LivePolicy({ sandbox, current: this.policy, audit: this.audit, target: proxy });
+    this.watcher = new PolicyWatch({ file, live, warn });
   }
 
   close(): void {

@@ -83,6 +83,20 @@ export class Runtime {
     return { managed, started };
   }
 
+  /** Takes over a sandbox an earlier process started and that still runs; null if none runs. */
+  adopt(
+    id: string,
+    name: string,
+    ownerUid: number,
+  ): { managed: ManagedSandbox; started: DriverSandbox } | null {
+    const started = this.opts.driver.adopt(id);
+    if (!started) return null;
+    const managed = new ManagedSandbox(id, name, ownerUid);
+    this.sandboxes.set(id, managed);
+    managed.adopt(started);
+    return { managed, started };
+  }
+
   /** Forgets a sandbox that has ended (its record is the caller's to keep). */
   forget(id: string): void {
     const sb = this.sandboxes.get(id);

@@ -63,15 +63,22 @@ export interface SandboxNetworkOptions {
    * trusting the proxy's certificates; without it the CA lives and dies with this process.
    */
   caDir?: string | undefined;
+  /**
+   * Attach again a sandbox that runs already (a restarted gateway re-adopting it): its socket
+   * directory is the one its relay holds an fd of, so it is kept and only the socket made anew.
+   */
+  reattach?: boolean | undefined;
 }
 
 /** A NetworkProvider (see sandbox.ts) backed by an in-process egress proxy. */
 export function egressNetwork(opts: SandboxNetworkOptions) {
   return async (name: string, identity: SandboxIdentity): Promise<NetworkAttachment> => {
     const dir = join(opts.runDir, 'net', name);
-    rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    if (!identity.rootless) chownSync(dir, identity.uid, identity.gid);
+    if (!opts.reattach) {
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (!identity.rootless) chownSync(dir, identity.uid, identity.gid);
+    }
     const authority = TlsAuthority.create({ sandbox: name, stateDir: opts.caDir });
     const resolver = new SandboxCallerResolver();
     const attached = await opts.proxy.attachSandbox({
@@ -105,6 +112,12 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
         closeSync(relayDir);
         await attached.detach();
         rmSync(dir, { recursive: true, force: true });
+      },
+      suspend: async () => {
+        // The sandbox lives on without this process: its relay keeps the directory's fd, and
+        // the next gateway listens in it again (reattach).
+        closeSync(relayDir);
+        await attached.detach();
       },
     };
   };

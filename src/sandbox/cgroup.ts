@@ -62,6 +62,20 @@ export class SandboxCgroup {
     readonly report: AppliedLimits,
   ) {}
 
+  /**
+   * The cgroups of a running sandbox this process did not start (a restarted gateway re-adopting
+   * it), found by their key (the run record's `cgroupKey`) in every hierarchy.
+   */
+  static existing(key: string, layout = readCgroupLayout()): SandboxCgroup {
+    const dirs: string[] = [];
+    for (const controller of ['memory', 'pids', 'cpu'] as const) {
+      const parent = cgroupParent(controller, layout);
+      const dir = parent ? join(parent.parent, key) : null;
+      if (dir && existsSync(dir) && !dirs.includes(dir)) dirs.push(dir);
+    }
+    return new SandboxCgroup(dirs, { dirs, applied: [], skipped: [] });
+  }
+
   /** The directories of the sandbox's cgroups, for the run record (a crash sweep removes them). */
   get paths(): readonly string[] {
     return this.dirs;

@@ -82,7 +82,16 @@ export function startExec(socketPath: string, opts: ExecOptions): ExecProcess {
     ...(opts.cols !== undefined ? { cols: opts.cols } : {}),
     ...(opts.rows !== undefined ? { rows: opts.rows } : {}),
   };
-  const socket: Socket = connectControl(socketPath);
+  return execOver(connectControl(socketPath), request, socketPath);
+}
+
+/**
+ * The client's side of an exec on a stream that is already open: the control socket, or a
+ * gateway connection upgraded for exec (which forwards the same frames, src/gateway/exec-bridge.ts).
+ * `request` is the first line, as the other end expects it.
+ */
+export function execOver(socket: Socket, request: object, where: string): ExecProcess {
+  const socketPath = where;
   socket.write(`${JSON.stringify(request)}\n`);
 
   let failure: string | null = null;
@@ -128,6 +137,7 @@ export function startExec(socketPath: string, opts: ExecOptions): ExecProcess {
   };
 
   let buffered: Buffer = Buffer.alloc(0);
+  if (!socket.connecting) connected = true;
   socket.on('connect', () => (connected = true));
   socket.on('data', (data: Buffer) => {
     buffered = buffered.length ? Buffer.concat([buffered, data]) : data;

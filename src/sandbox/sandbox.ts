@@ -85,6 +85,8 @@ export interface NetworkAttachment {
    */
   started(initPid: number, cgroup: SandboxCgroup | null): void;
   close(): Promise<void>;
+  /** Stops serving a sandbox that lives on (a gateway that exits): keeps what it will need again. */
+  suspend?(): Promise<void>;
   /** A host directory the attachment made (the proxy socket's), for the crash sweep. */
   hostDir?: string;
 }
@@ -261,7 +263,9 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     // The sandbox's init owns the run record from now on: it may outlive us.
     if (opts.detached) lock.handOver(process.initPid);
     network?.started(process.initPid, cgroup);
-    let cleaned = false;
+    // One cleanup, however many callers: each waits for it to finish (a second caller returning at
+    // once would find the lock still held, and a start right after would be refused).
+    let cleaning: Promise<void> | null = null;
     return {
       spec,
       identity,
@@ -270,11 +274,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       cgroup,
       control: controlDir !== null ? new SandboxControl(join(controlDir, 'control.sock')) : null,
       controlDir,
-      cleanup: async () => {
-        if (cleaned) return;
-        cleaned = true;
-        await undo();
-      },
+      cleanup: () => (cleaning ??= undo()),
     };
   } catch (err) {
     await undo();

@@ -57,6 +57,19 @@ export async function sweepDeadRuns(
   return lost;
 }
 
+/**
+ * Removes what a run made on the host, as its record lists it: the crash sweep's work, and a
+ * gateway's clean-up of a sandbox it re-adopted (whose start it did not make). Returns what could
+ * not be removed.
+ */
+export async function releaseRun(
+  r: RunRecord,
+  dirs: StateDirs,
+  identities: IdentityRegistry | null,
+): Promise<string[]> {
+  return sweepRun(r, dirs, identities);
+}
+
 async function sweepRun(
   r: RunRecord,
   dirs: StateDirs,

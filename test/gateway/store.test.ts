@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, expect, it } from 'vitest';
 import { Database, MIGRATIONS } from '../../src/gateway/store/database.js';
+import { PolicyRevisionStore } from '../../src/gateway/store/policy-revisions.js';
 import { SandboxStore, type StoredSpec } from '../../src/gateway/store/sandbox-store.js';
 import { SecretBox } from '../../src/gateway/store/secret-box.js';
 
@@ -86,6 +87,67 @@ describe('gateway store', () => {
     expect(store.secrets('sb-d').size).toBe(0);
     expect(store.policy('sb-d')).toBeNull();
     store.addForward('sb-e', { hostPort: 18789, sandboxPort: 80 });
+  });
+
+  it('migrates a schema-1 file with its records: revisions and restarts get their defaults', () => {
+    const path = join(dir(), 'state.db');
+    const raw = new DatabaseSync(path);
+    raw.exec(MIGRATIONS[0]!);
+    raw.exec('PRAGMA user_version = 1');
+    raw
+      .prepare(
+        `INSERT INTO sandboxes (id, owner_uid, name, desired, state, spec, version, created_at, updated_at)
+         VALUES ('sb-old', 1001, 'old', 'stopped', 'stopped', ?, 1, 1, 1)`,
+      )
+      .run(JSON.stringify(spec()));
+    raw
+      .prepare(
+        `INSERT INTO policy_revisions (sandbox_id, rev, text, hash, author_uid, created_at) VALUES ('sb-old', 1, 'version: 1\n', 'h', 1001, 1)`,
+      )
+      .run();
+    raw.close();
+    const db = new Database(path);
+    expect(db.schemaVersion).toBe(MIGRATIONS.length);
+    const store = new SandboxStore(db);
+    expect(new PolicyRevisionStore(db, store).get('sb-old')).toMatchObject({
+      rev: 1,
+      authorUid: 1001,
+      action: 'create',
+      effect: 'start',
+      diff: [],
+      sections: [],
+      restores: null,
+    });
+    expect(store.get('sb-old')?.restarts).toBe(0);
+  });
+
+  it('appends policy revisions only on the latest one and the current record version', () => {
+    const db = new Database(join(dir(), 'state.db'));
+    const store = new SandboxStore(db);
+    const revisions = new PolicyRevisionStore(db, store);
+    const rec = store.create(record('sb-p', 1001, 'p'), 'version: 1\n');
+    const change = (text: string) => ({
+      text,
+      authorUid: 1002,
+      action: 'set' as const,
+      effect: 'start' as const,
+      diff: ['~ x'],
+      sections: ['network_policies'],
+    });
+    const first = revisions.append(rec, 1, change('version: 1\n# two\n'));
+    expect(first.revision).toMatchObject({ rev: 2, authorUid: 1002, action: 'set', diff: ['~ x'] });
+    expect(first.record.spec.policyRev).toBe(2);
+    // Based on revision 1, which is no longer the latest: refused, nothing written.
+    expect(() => revisions.append(first.record, 1, change('version: 1\n# three\n'))).toThrow(
+      expect.objectContaining({ code: 'VERSION_CONFLICT' }),
+    );
+    // Against a record version that moved on: refused too, and the revision rolled back with it.
+    store.update('sb-p', { state: 'running' });
+    expect(() => revisions.append(first.record, 2, change('version: 1\n# three\n'))).toThrow(
+      expect.objectContaining({ code: 'VERSION_CONFLICT' }),
+    );
+    expect(revisions.list('sb-p').map((r) => r.rev)).toEqual([1, 2]);
+    expect(store.get('sb-p')?.spec.policyRev).toBe(2);
   });
 
   it('seals secrets with a key of its own, bound to what they are for', () => {

@@ -112,6 +112,9 @@ describe('hot reload of the network policy', () => {
     const events = readAudit(audit);
     const reload = events.find((e) => e.class_uid === 5019 && e.activity_id === 1);
     expect(reload?.unmapped.closed_tunnels).toBe(1);
+    // The apply unit says where the change came from (src/runtime/policy-apply.ts).
+    expect(reload?.unmapped).toMatchObject({ source: 'file', file: policy });
+    expect(reload?.message).toMatch(/^a save of .*policy\.yaml: network policy generation 2 in force$/);
     expect(events.some((e) => e.class_uid === 4001 && e.activity_id === 2)).toBe(true);
     expect(up.seen.some((s) => s.url === '/two')).toBe(false);
   });

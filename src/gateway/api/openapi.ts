@@ -42,10 +42,12 @@ export function openApiDocument(routes: readonly Route[], version: string): Reco
           }
         : r.stream === 'upgrade'
           ? { description: 'switches to the framed stream protocol (docs/gateway.md)' }
-          : {
-              description: 'success',
-              content: { 'application/json': { schema: r.response ? json(r.response) : {} } },
-            };
+          : r.produces !== undefined
+            ? { description: 'success', content: { [r.produces]: { schema: { type: 'string' } } } }
+            : {
+                description: 'success',
+                content: { 'application/json': { schema: r.response ? json(r.response) : {} } },
+              };
     paths[r.path] ??= {};
     paths[r.path]![r.method.toLowerCase()] = {
       summary: r.summary,

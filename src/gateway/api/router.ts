@@ -41,6 +41,8 @@ export interface RouteSpec<P extends AnyObject, Q extends AnyObject, B extends z
   response?: z.ZodType;
   /** How the response streams, for the OpenAPI document: JSON lines, or an upgraded connection. */
   stream?: 'jsonl' | 'upgrade';
+  /** A 2xx body that is text of this type, not JSON (the handler writes it), for the OpenAPI document. */
+  produces?: string;
   handler(ctx: RouteContext<z.infer<P>, z.infer<Q>, z.infer<B>>): Promise<RouteResult>;
 }
 
@@ -53,6 +55,7 @@ export interface Route {
   body?: z.ZodType | undefined;
   response?: z.ZodType | undefined;
   stream?: 'jsonl' | 'upgrade' | undefined;
+  produces?: string | undefined;
   handler(ctx: RouteContext<unknown, unknown, unknown>): Promise<RouteResult>;
   /** The path as a pattern, and its parameter names in order. */
   match: RegExp;

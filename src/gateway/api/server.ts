@@ -18,9 +18,20 @@ export interface UpgradedStream {
   head: Buffer;
 }
 
+/** One answered request, for the gateway's log (never its body: a policy or a credential). */
+export interface ApiRequestRecord {
+  method: string;
+  path: string;
+  uid: number | null;
+  status: number;
+  ms: number;
+}
+
 export interface ApiServerOptions {
   /** Where failures that are the gateway's own (not the caller's) are reported. */
   onInternalError?: (err: unknown, req: IncomingMessage) => void;
+  /** Every request once answered (or its stream ended). */
+  onResponse?: (record: ApiRequestRecord) => void;
 }
 
 export class ApiServer {
@@ -58,6 +69,16 @@ export class ApiServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    res.once('close', () =>
+      this.opts.onResponse?.({
+        method: req.method ?? 'GET',
+        path: new URL(req.url ?? '/', 'http://gateway').pathname,
+        uid: this.callers.get(req.socket)?.uid ?? null,
+        status: res.statusCode,
+        ms: Math.round(performance.now() - started),
+      }),
+    );
     try {
       const caller = this.callerOf(req);
       const url = new URL(req.url ?? '/', 'http://gateway');

@@ -51,7 +51,15 @@ export const MIGRATIONS: readonly string[] = [
    );`,
   // Restart policies (gateway/restart-policy.ts): how often a sandbox was started again.
   `ALTER TABLE sandboxes ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;`,
-  // The router (src/router): providers per user, their key sealed (store/provider-store.ts), and
+  // 3: policy revisions say what they were (create, set, update, rollback), how they took effect
+  // (live, at the next start, by a restart), what changed against the one before, and for a
+  // rollback which revision they restore.
+  `ALTER TABLE policy_revisions ADD COLUMN action TEXT NOT NULL DEFAULT 'create';
+   ALTER TABLE policy_revisions ADD COLUMN effect TEXT NOT NULL DEFAULT 'start';
+   ALTER TABLE policy_revisions ADD COLUMN diff TEXT NOT NULL DEFAULT '[]';
+   ALTER TABLE policy_revisions ADD COLUMN sections TEXT NOT NULL DEFAULT '[]';
+   ALTER TABLE policy_revisions ADD COLUMN restores INTEGER;`,
+  // 4: the router (src/router): providers per user, their key sealed (store/provider-store.ts), and
   // inference usage per sandbox, route and clock hour (store/usage-store.ts).
   `CREATE TABLE providers (
      owner_uid INTEGER NOT NULL,

@@ -233,25 +233,6 @@ export class SandboxStore {
       : null;
   }
 
-  /**
-   * Stores `text` as the sandbox's next policy revision and makes it the one in force (the spec's
-   * policyRev), in one transaction; the record's version must still be `expected`.
-   */
-  addPolicyRevision(id: string, text: string, authorUid: number, expected: number): number {
-    return this.db.transaction(() => {
-      const cur = this.get(id);
-      if (!cur) throw new SandboxStoreError('SANDBOX_NOT_FOUND', `no sandbox ${id}`);
-      const rev = (this.policy(id)?.rev ?? 0) + 1;
-      this.db
-        .sql(
-          'INSERT INTO policy_revisions (sandbox_id, rev, text, hash, author_uid, created_at) VALUES (?, ?, ?, ?, ?, ?)',
-        )
-        .run(id, rev, text, policyHash(text), authorUid, Date.now());
-      this.update(id, { spec: { ...cur.spec, policyRev: rev } }, expected);
-      return rev;
-    });
-  }
-
   forwards(id: string): Forward[] {
     return (
       this.db

@@ -1,0 +1,289 @@
+/**
+ * `carapace sandbox exec | connect | forward | upload | download`: reaching into a running
+ * sandbox through the gateway. exec is the one primitive (an upgraded connection carrying the
+ * init's exec frames, docs/gateway.md); connect is an exec of a login shell in a pty; upload and
+ * download are a `tar` on each side of an exec.
+ */
+import { spawn } from 'node:child_process';
+import type { Command } from 'commander';
+import { basename, dirname, resolve } from 'node:path';
+import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
+import { execOver } from '../sandbox/control-exec.js';
+import type { ExecProcess } from '../sandbox/control.js';
+import { GatewayClient } from './gateway-client.js';
+import { parseEnv } from './run-options.js';
+import { printable } from './terminal.js';
+
+interface ExecArgs {
+  name: string;
+  argv: string[];
+  tty: boolean;
+  /** Send this process's stdin (else the command's stdin ends at once). */
+  stdin: boolean;
+  env?: Record<string, string>;
+  cwd?: string | undefined;
+  owner?: string | undefined;
+}
+
+/** Ctrl-P Ctrl-Q, as in docker: leave the session (the shell is hung up), the sandbox runs on. */
+const DETACH = Buffer.from([0x10, 0x11]);
+
+async function openExec(client: GatewayClient, a: ExecArgs): Promise<ExecProcess> {
+  const q = a.owner !== undefined ? `?owner=${encodeURIComponent(a.owner)}` : '';
+  const socket = await client.upgrade(`/v1/sandboxes/${encodeURIComponent(a.name)}/exec${q}`);
+  const size =
+    a.tty && process.stdout.isTTY ? { cols: process.stdout.columns, rows: process.stdout.rows } : {};
+  return execOver(
+    socket,
+    { argv: a.argv, env: a.env ?? {}, ...(a.cwd ? { cwd: a.cwd } : {}), tty: a.tty, ...size },
+    `sandbox ${a.name}`,
+  );
+}
+
+/** Runs an exec with this terminal: raw mode and resizes with a tty, signals forwarded without. */
+async function interactive(client: GatewayClient, a: ExecArgs, detachable: boolean): Promise<number> {
+  const proc = await openExec(client, a);
+  const stdin = process.stdin;
+  const raw = a.tty && stdin.isTTY;
+  if (raw) stdin.setRawMode(true);
+  const onResize = () => proc.resize(process.stdout.columns, process.stdout.rows);
+  if (a.tty) process.stdout.on('resize', onResize);
+  const signals = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
+    const h = () => proc.signal(sig);
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  let detached = false;
+  if (a.stdin) {
+    let last = -1;
+    stdin.on('data', (chunk: Buffer) => {
+      if (detachable && raw) {
+        for (let i = 0; i < chunk.length; i++) {
+          if (last === DETACH[0] && chunk[i] === DETACH[1]) {
+            detached = true;
+            proc.close();
+            return;
+          }
+          last = chunk[i]!;
+        }
+      }
+      proc.stdin.write(chunk);
+    });
+    stdin.on('end', () => proc.stdin.end());
+  } else {
+    proc.stdin.end();
+  }
+  proc.stdout.pipe(process.stdout, { end: false });
+  proc.stderr.pipe(process.stderr, { end: false });
+  try {
+    return await proc.exited;
+  } catch (err) {
+    if (detached) {
+      process.stderr.write('\r\n[detached: the sandbox runs on]\r\n');
+      return 0;
+    }
+    throw err;
+  } finally {
+    if (raw) stdin.setRawMode(false);
+    stdin.pause();
+    process.stdout.off('resize', onResize);
+    for (const [sig, h] of signals) process.off(sig, h);
+    if (proc.failure) process.stderr.write(`carapace: ${printable(proc.failure)}\n`);
+  }
+}
+
+/**
+ * Runs an exec whose stdin and stdout are streams of this process (tar on each side). `input` is
+ * made only once the exec is open: Node drops what a child wrote that nobody read by the time it
+ * exits, and opening the exec takes a round trip.
+ */
+async function piped(
+  client: GatewayClient,
+  a: ExecArgs,
+  input?: () => NodeJS.ReadableStream,
+  output?: NodeJS.WritableStream,
+) {
+  const proc = await openExec(client, a);
+  if (input) input().pipe(proc.stdin);
+  else proc.stdin.end();
+  if (output) proc.stdout.pipe(output);
+  else proc.stdout.resume();
+  let err = '';
+  proc.stderr.on('data', (d: Buffer) => (err += String(d)));
+  const code = await proc.exited;
+  return { code, stderr: err.trim(), failure: proc.failure };
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+export function registerSandboxIo(sandbox: Command): void {
+  sandbox
+    .command('exec')
+    .description('run a command in a running sandbox, as confined as its agent; its exit code is yours')
+    .usage('[options] NAME -- CMD [ARGS…]')
+    .argument('<name>')
+    .argument('<command...>')
+    .option('-i, --interactive', 'send this terminal’s input to the command')
+    .option('-t, --tty', 'give the command a terminal (with -i: a shell session)')
+    .option('--env <name=value>', 'a variable for the command (repeatable)', collect, [])
+    .option('-w, --workdir <dir>', 'the working directory inside (default /sandbox)')
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .passThroughOptions()
+    .action(
+      async (
+        name: string,
+        argv: string[],
+        o: { interactive?: boolean; tty?: boolean; env: string[]; workdir?: string; owner?: string },
+      ) => {
+        if (argv[0] === '--') argv = argv.slice(1); // commander passes the separator through
+        if (argv.length === 0) throw new RunInputError('sandbox exec: give the command after --');
+        const client = await GatewayClient.connect();
+        process.exitCode = await interactive(
+          client,
+          {
+            name,
+            argv,
+            tty: o.tty === true,
+            stdin: o.interactive === true,
+            env: parseEnv(o.env),
+            cwd: o.workdir,
+            owner: o.owner,
+          },
+          false,
+        );
+      },
+    );
+
+  sandbox
+    .command('connect')
+    .description('an interactive shell in a running sandbox (Ctrl-P Ctrl-Q leaves it; the sandbox runs on)')
+    .argument('<name>')
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .action(async (name: string, o: { owner?: string }) => {
+      if (!process.stdin.isTTY)
+        throw new RunInputError('sandbox connect needs a terminal: use sandbox exec NAME -- CMD in scripts');
+      const client = await GatewayClient.connect();
+      const shell = [
+        '/bin/sh',
+        '-c',
+        'if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi',
+      ];
+      process.exitCode = await interactive(
+        client,
+        {
+          name,
+          argv: shell,
+          tty: true,
+          stdin: true,
+          env: { TERM: process.env.TERM ?? 'xterm' },
+          owner: o.owner,
+        },
+        true,
+      );
+    });
+
+  sandbox
+    .command('forward')
+    .description(
+      "reach a listener inside from the host's loopback: HOSTPORT[:SANDBOXPORT] (kept, restored with the sandbox)",
+    )
+    .argument('<name>')
+    .argument('[ports]', 'HOSTPORT or HOSTPORT:SANDBOXPORT')
+    .option('--list', 'the forwards')
+    .option('--remove <hostport>', 'remove the forward from this host port')
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .action(
+      async (
+        name: string,
+        ports: string | undefined,
+        o: { list?: boolean; remove?: string; owner?: string },
+      ) => {
+        const client = await GatewayClient.connect();
+        const base = `/v1/sandboxes/${encodeURIComponent(name)}/forwards`;
+        const q = o.owner !== undefined ? `?owner=${encodeURIComponent(o.owner)}` : '';
+        let list: { hostPort: number; sandboxPort: number }[];
+        if (o.remove !== undefined)
+          list = await client.call('DELETE', `${base}/${encodeURIComponent(o.remove)}${q}`);
+        else if (ports !== undefined) {
+          const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(ports);
+          if (!m) throw new RunInputError(`"${ports}": expected HOSTPORT or HOSTPORT:SANDBOXPORT`);
+          list = await client.call('POST', `${base}${q}`, {
+            hostPort: Number(m[1]),
+            sandboxPort: Number(m[2] ?? m[1]),
+          });
+        } else list = await client.call('GET', `${base}${q}`);
+        for (const f of list) process.stdout.write(`127.0.0.1:${f.hostPort} → ${name}:${f.sandboxPort}\n`);
+        if (list.length === 0) process.stdout.write(`no forwards for ${name}\n`);
+      },
+    );
+
+  sandbox
+    .command('upload')
+    .description('copy a host file or directory into a running sandbox (default: into /sandbox)')
+    .argument('<name>')
+    .argument('<local>')
+    .argument('[remote]', 'a directory inside', '/sandbox')
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .action(async (name: string, local: string, remote: string, o: { owner?: string }) => {
+      const path = resolve(local);
+      let packed: Promise<number> = Promise.resolve(0);
+      const pack = () => {
+        const tar = spawn('tar', ['-C', dirname(path), '-cf', '-', basename(path)], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        packed = new Promise<number>((res) => tar.on('close', (c) => res(c ?? 1)));
+        return tar.stdout;
+      };
+      const client = await GatewayClient.connect();
+      const r = await piped(
+        client,
+        { name, argv: ['tar', '-C', remote, '-xf', '-'], tty: false, stdin: true, owner: o.owner },
+        pack,
+      );
+      const local_ = await packed;
+      if (local_ !== 0) throw new RunInputError(`upload: tar of ${path} failed (exit ${local_})`);
+      if (r.code !== 0)
+        throw new RunInputError(
+          `upload into ${remote}: ${firstLine(r.failure ?? r.stderr) || `tar exited ${r.code}`}`,
+        );
+    });
+
+  sandbox
+    .command('download')
+    .description('copy a file or directory out of a running sandbox (default: into the current directory)')
+    .argument('<name>')
+    .argument('<remote>')
+    .argument('[local]', 'a host directory', '.')
+    .option('--owner <uid>', "another user's (root and carapace-admin)")
+    .action(async (name: string, remote: string, local: string, o: { owner?: string }) => {
+      // Its complaints are kept: when the copy fails inside, the reason to show is the inside's.
+      const tar = spawn('tar', ['-C', resolve(local), '-xf', '-'], { stdio: ['pipe', 'inherit', 'pipe'] });
+      let localErr = '';
+      tar.stderr.on('data', (d: Buffer) => (localErr += String(d)));
+      const client = await GatewayClient.connect();
+      const r = await piped(
+        client,
+        {
+          name,
+          argv: ['tar', '-C', dirname(remote), '-cf', '-', basename(remote)],
+          tty: false,
+          stdin: false,
+          owner: o.owner,
+        },
+        undefined,
+        tar.stdin,
+      );
+      const local_ = await new Promise<number>((res) => tar.on('close', (c) => res(c ?? 1)));
+      if (r.code !== 0)
+        throw new RunInputError(
+          `download of ${remote}: ${firstLine(r.failure ?? r.stderr) || `tar exited ${r.code}`}`,
+        );
+      if (local_ !== 0)
+        throw new RunInputError(`download into ${local}: ${firstLine(localErr) || `tar exited ${local_}`}`);
+    });
+}
+
+/** The first line of a program's complaint, for a one-line error (tar says why first). */
+function firstLine(text: string): string {
+  return printable(text.trim().split('\n')[0] ?? '');
+}

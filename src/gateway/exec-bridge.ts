@@ -1,0 +1,98 @@
+/**
+ * `sandbox exec` and `sandbox connect` through the gateway: an upgraded HTTP connection becomes
+ * the client's end of an exec on the sandbox's control socket (docs/architecture.md, "The control
+ * socket"). The client sends one JSON request line (argv, env, cwd, tty, cols, rows); the gateway
+ * checks it, opens the control socket, sends the init its own request line, and from then on
+ * copies bytes both ways: the frames (stdin, resize, signal; stdout, stderr, exit) are the init's,
+ * end to end, so the gateway adds no buffering of its own and backpressure reaches both ends.
+ */
+import type { Duplex } from 'node:stream';
+import { z } from 'zod';
+import { connectControl } from '../sandbox/control-common.js';
+import { ApiError } from './api/errors.js';
+
+/** The request line is JSON, small: a command line and its environment. */
+const MAX_REQUEST = 64 * 1024;
+
+export const execRequest = z.object({
+  argv: z.array(z.string()).min(1).max(4096),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+  cwd: z.string().startsWith('/').optional(),
+  tty: z.boolean().default(false),
+  cols: z.number().int().min(1).max(65535).optional(),
+  rows: z.number().int().min(1).max(65535).optional(),
+});
+export type ExecRequest = z.infer<typeof execRequest>;
+
+/** Reads the client's request line from an upgraded socket (the bytes after it stay unread). */
+export function readRequestLine(
+  socket: Duplex,
+  head: Buffer,
+): Promise<{ request: ExecRequest; rest: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let buffered = head;
+    const fail = (message: string) => {
+      cleanup();
+      reject(new ApiError('INVALID_INPUT', message));
+    };
+    const onData = (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      look();
+    };
+    const onEnd = () => fail('the connection ended before the exec request');
+    const cleanup = () => {
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.pause();
+    };
+    const look = () => {
+      const nl = buffered.indexOf(0x0a);
+      if (nl < 0) {
+        if (buffered.length > MAX_REQUEST) fail(`the exec request is over ${MAX_REQUEST} bytes`);
+        return;
+      }
+      cleanup();
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(buffered.subarray(0, nl).toString('utf8'));
+      } catch {
+        return reject(new ApiError('INVALID_INPUT', 'the exec request is not JSON'));
+      }
+      const r = execRequest.safeParse(parsed);
+      if (!r.success) {
+        const issue = r.error.issues[0]!;
+        return reject(new ApiError('INVALID_INPUT', `exec ${issue.path.join('.')}: ${issue.message}`));
+      }
+      resolve({ request: r.data, rest: buffered.subarray(nl + 1) });
+    };
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    look();
+  });
+}
+
+/** Joins the client's socket to an exec on the control socket at `controlPath`. */
+export function bridgeExec(client: Duplex, controlPath: string, request: ExecRequest, rest: Buffer): void {
+  const init = connectControl(controlPath);
+  const line = {
+    op: 'exec',
+    argv: request.argv,
+    env: Object.entries(request.env).map(([k, v]) => `${k}=${v}`),
+    ...(request.cwd !== undefined ? { cwd: request.cwd } : {}),
+    tty: request.tty,
+    ...(request.cols !== undefined ? { cols: request.cols } : {}),
+    ...(request.rows !== undefined ? { rows: request.rows } : {}),
+  };
+  init.write(`${JSON.stringify(line)}\n`);
+  if (rest.length) init.write(rest);
+  // The init may reset the connection once the process has exited (stdin the client still sent,
+  // unread): what it wrote before (the EXIT frame) must still reach the client, so the client's
+  // side is ended, not destroyed.
+  init.on('error', () => client.end());
+  client.on('error', () => init.destroy());
+  init.on('close', () => client.end());
+  client.on('close', () => init.destroy());
+  client.pipe(init);
+  init.pipe(client);
+  client.resume();
+}

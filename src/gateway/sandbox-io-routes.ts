@@ -1,0 +1,101 @@
+/**
+ * Routes that reach into a running sandbox: exec (and so connect, upload, download: the CLI builds
+ * them on exec) over an upgraded connection, and port forwards.
+ */
+import { z } from 'zod';
+import { lifecycle } from '../audit/index.js';
+import { ApiError } from './api/errors.js';
+import { defineRoute, type Route } from './api/router.js';
+import type { UpgradedStream } from './api/server.js';
+import type { AuditRouter } from './audit-router.js';
+import { bridgeExec, readRequestLine } from './exec-bridge.js';
+import type { SandboxService } from './sandbox-service.js';
+
+const params = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/) });
+const owner = z.coerce
+  .number()
+  .int()
+  .min(0)
+  .optional()
+  .describe('the owner uid (root and carapace-admin only)');
+const forward = z.object({
+  hostPort: z.number().int().min(1).max(65535),
+  sandboxPort: z.number().int().min(1).max(65535),
+});
+
+export function sandboxIoRoutes(sandboxes: SandboxService, audit: AuditRouter): Route[] {
+  return [
+    defineRoute({
+      method: 'GET',
+      path: '/v1/sandboxes/{name}/exec',
+      summary:
+        'run a command in a running sandbox: upgrade, send one JSON line {argv, env, cwd, tty, cols, rows}, then frames (docs/gateway.md)',
+      params,
+      query: z.object({ owner }),
+      stream: 'upgrade',
+      handler: async ({ caller, params: p, query, body }) => {
+        const { socket, head } = body as UpgradedStream;
+        const { rec, socket: control } = sandboxes.controlOf(caller, p.name, query.owner);
+        socket.write(
+          'HTTP/1.1 101 Switching Protocols\r\nUpgrade: carapace-stream\r\nConnection: Upgrade\r\n\r\n',
+        );
+        let read;
+        try {
+          read = await readRequestLine(socket, head);
+        } catch (err) {
+          // After the 101 the answer is a frame the client reads like the init's own refusals.
+          const text = Buffer.from((err as Error).message);
+          const frame = Buffer.alloc(5);
+          frame[0] = 0x14;
+          frame.writeUInt32BE(text.length, 1);
+          socket.end(Buffer.concat([frame, text]));
+          return { streamed: true };
+        }
+        const { request, rest } = read;
+        audit.emit(
+          lifecycle({
+            sandbox: rec.id,
+            activity: 'update',
+            message: `exec by uid ${caller.uid}: ${request.argv.join(' ')}`.slice(0, 512),
+            details: { exec: { uid: caller.uid, argv: request.argv, tty: request.tty } },
+          }),
+        );
+        bridgeExec(socket, control, request, rest);
+        return { streamed: true };
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      path: '/v1/sandboxes/{name}/forwards',
+      summary: "the sandbox's port forwards",
+      params,
+      query: z.object({ owner }),
+      response: z.array(forward),
+      handler: ({ caller, params: p, query }) =>
+        Promise.resolve(sandboxes.view(sandboxes.resolve(caller, p.name, query.owner)).forwards),
+    }),
+    defineRoute({
+      method: 'POST',
+      path: '/v1/sandboxes/{name}/forwards',
+      summary: 'forward a host loopback port to a listener inside (kept, and restored with the sandbox)',
+      params,
+      query: z.object({ owner }),
+      body: forward,
+      response: z.array(forward),
+      handler: ({ caller, params: p, query, body }) =>
+        sandboxes.addForward(caller, p.name, query.owner, body),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      path: '/v1/sandboxes/{name}/forwards/{hostPort}',
+      summary: 'remove a port forward',
+      params: params.extend({ hostPort: z.coerce.number().int().min(1).max(65535) }),
+      query: z.object({ owner }),
+      response: z.array(forward),
+      handler: ({ caller, params: p, query }) =>
+        sandboxes.removeForward(caller, p.name, query.owner, p.hostPort),
+    }),
+  ];
+}
+
+export { ApiError };

@@ -1,0 +1,127 @@
+/**
+ * Reaching into a running sandbox through the gateway (issue 12): exec (exit code, stdin, stdout,
+ * stderr), upload and download, and a port forward that answers on the host, is listed and
+ * removable, and comes back with the sandbox after a gateway restart.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI } from '../helpers/cli.js';
+import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { holds } from '../helpers/premises.js';
+import { policyFile } from '../helpers/sandbox.js';
+
+const POLICY = `version: 1
+filesystem_policy:
+  read_only: [/usr, /lib, /lib64, /bin, /etc]
+  read_write: [/sandbox, /tmp]
+listen_ports: [18901]
+`;
+
+function httpGet(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path: '/hello.txt', agent: false }, (res) => {
+      let t = '';
+      res.on('data', (d: Buffer) => (t += String(d)));
+      res.on('end', () => resolve(t));
+    }).on('error', reject);
+  });
+}
+
+describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', () => {
+  let gw: TestGateway;
+  const cli = (args: string[], input?: string) =>
+    spawnSync(process.execPath, [CLI, ...args], {
+      encoding: 'utf8',
+      input,
+      env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
+      timeout: 60_000,
+    });
+  beforeAll(async () => {
+    gw = await startTestGateway();
+    const r = cliAs(gw.home, [
+      'sandbox',
+      'create',
+      '--name',
+      'web',
+      '--policy',
+      policyFile(POLICY),
+      '--forward',
+      '18901',
+      '--',
+      'python3',
+      '-m',
+      'http.server',
+      '18901',
+      '--bind',
+      '127.0.0.1',
+      '--directory',
+      '/sandbox',
+    ]);
+    expect(r.stdout).toBe('web running\n');
+  });
+  afterAll(() => gw?.stop());
+
+  it('exec: the exit code, stdin, stdout and stderr are the command’s', () => {
+    const r = cli(
+      ['sandbox', 'exec', '-i', 'web', '--', 'sh', '-c', 'cat; echo err >&2; id -u; exit 7'],
+      'from stdin\n',
+    );
+    expect(r.status).toBe(7);
+    expect(r.stdout).toBe('from stdin\n1000\n');
+    expect(r.stderr).toBe('err\n');
+    const missing = cli(['sandbox', 'exec', 'web', '--', 'no-such-command']);
+    expect(missing.status).toBe(127);
+    expect(missing.stderr).toMatch(
+      /^carapace: carapace-init: exec: no-such-command .*No such file or directory\n$/,
+    );
+  });
+
+  it('exec is as confined as the agent', () => {
+    const r = cli(['sandbox', 'exec', 'web', '--', 'sh', '-c', 'cat /etc/shadow; ls /root']);
+    expect(r.status).not.toBe(0);
+    expect(r.stdout).toBe('');
+  });
+
+  it('upload and download move files in and out', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-up-'));
+    mkdirSync(join(dir, 'site'));
+    writeFileSync(join(dir, 'site', 'hello.txt'), 'hello from the host\n');
+    expect(cli(['sandbox', 'upload', 'web', join(dir, 'site', 'hello.txt')]).status).toBe(0);
+    expect(cli(['sandbox', 'exec', 'web', '--', 'cat', '/sandbox/hello.txt']).stdout).toBe(
+      'hello from the host\n',
+    );
+    const out = mkdtempSync(join(tmpdir(), 'carapace-down-'));
+    expect(cli(['sandbox', 'download', 'web', '/sandbox/hello.txt', out]).status).toBe(0);
+    expect(readFileSync(join(out, 'hello.txt'), 'utf8')).toBe('hello from the host\n');
+    const refused = cli(['sandbox', 'download', 'web', '/sandbox/nothing-here', out]);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toMatch(
+      /^carapace: download of \/sandbox\/nothing-here: tar: nothing-here: Cannot stat: No such file or directory\n$/,
+    );
+  });
+
+  it('a forward answers on the host, is listed, survives a gateway restart, and goes away when removed', async () => {
+    expect(await httpGet(18901)).toBe('hello from the host\n');
+    expect(cli(['sandbox', 'forward', 'web', '--list']).stdout).toBe('127.0.0.1:18901 → web:18901\n');
+    const home = gw.home;
+    await gw.stop();
+    gw = await startTestGateway([], home);
+    expect(await httpGet(18901)).toBe('hello from the host\n');
+    expect(cli(['sandbox', 'forward', 'web', '--remove', '18901']).stdout).toBe('no forwards for web\n');
+    await expect(httpGet(18901)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    // A port below 1024 is not a user's to forward; root's is (as an admin it may).
+    expect(cli(['sandbox', 'forward', 'web', '18902:18901']).status).toBe(0);
+    expect(await httpGet(18902)).toBe('hello from the host\n');
+  });
+
+  it('exec on a stopped sandbox: one line, no hang', () => {
+    expect(cli(['sandbox', 'stop', 'web', '--grace', '1']).status).toBe(0);
+    const r = cli(['sandbox', 'exec', 'web', '--', 'true']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toBe('carapace: sandbox web is stopped, not running: carapace sandbox start web\n');
+  });
+});
