@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { carapaceNodePath } from '../scripts/carapace-node.js';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
 import { policyDecisionBench } from './policy-decisions.js';
+import { gatewayBench } from './gateway.js';
 import { proxyBench } from './proxy.js';
 import { sandboxConnectBench } from './sandbox-connect.js';
 import { proxyFloodBench } from './proxy-flood.js';
@@ -33,6 +34,7 @@ const MODULES: BenchModule[] = [
   proxyFloodBench,
   routerBench,
   sandboxTunnelBench,
+  gatewayBench,
 ];
 
 /** The repository root, from dist/bench/run.js or bench/run.ts. */

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { freshHome } from '../helpers/cli.js';
 import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 interface View {
   name: string;
@@ -88,7 +88,7 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
     });
   });
 
-  it('a reboot (gateway stopped, started again) brings back exactly what should run, with its workspace', async () => {
+  it('a reboot (gateway and sandboxes gone, the gateway started again) brings back exactly what should run, with its workspace', async () => {
     const home = freshHome();
     const first = await startTestGateway([], home);
     gateways.push(first);
@@ -109,6 +109,12 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
     const ws = get(first, 'up').workspace;
     await until(first, 'up', () => readFileSync(join(ws, 'f'), 'utf8') === 'kept\n');
     await first.stop();
+    // A reboot: the gateway is gone and so is every sandbox, killed at once (no exit.json).
+    const runs = join(home, 'run', 'sandboxes');
+    for (const lock of readdirSync(runs).filter((f) => f.endsWith('.lock'))) {
+      const { pid } = JSON.parse(readFileSync(join(runs, lock), 'utf8')) as { pid: number };
+      process.kill(pid, 'SIGKILL');
+    }
 
     const second = await startTestGateway([], home);
     gateways.push(second);
