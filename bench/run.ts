@@ -16,6 +16,7 @@ import { gatewayBench } from './gateway.js';
 import { proxyBench } from './proxy.js';
 import { sandboxConnectBench } from './sandbox-connect.js';
 import { proxyFloodBench } from './proxy-flood.js';
+import { routerBench } from './router.js';
 import { sandboxExecBench } from './sandbox-exec.js';
 import { sandboxMemoryBench } from './sandbox-memory.js';
 import { sandboxStartBench } from './sandbox-start.js';
@@ -31,6 +32,7 @@ const MODULES: BenchModule[] = [
   sandboxExecBench,
   proxyBench,
   proxyFloodBench,
+  routerBench,
   sandboxTunnelBench,
   gatewayBench,
 ];

@@ -53,7 +53,9 @@ enableCodeCache();
 const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   doctor: async () => (await import('./doctor-command.js')).registerDoctor,
   gateway: async () => (await import('./gateway-command.js')).registerGateway,
+  inference: async () => (await import('./inference-command.js')).registerInference,
   policy: async () => (await import('./policy-command.js')).registerPolicy,
+  provider: async () => (await import('./provider-command.js')).registerProvider,
   run: async () => (await import('./run-command.js')).registerRun,
   sandbox: async () => (await import('./sandbox-command.js')).registerSandbox,
 };
