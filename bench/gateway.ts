@@ -18,7 +18,7 @@ import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
-import { GatewayClient } from '../src/cli/gateway-client.js';
+import { GATEWAY_NODE_FLAGS, GatewayClient } from '../src/cli/gateway-client.js';
 import { execOver } from '../src/sandbox/control-exec.js';
 import { SandboxControl } from '../src/sandbox/control.js';
 import { packageRoot } from '../src/sandbox/native-paths.js';
@@ -33,7 +33,8 @@ const RESTARTS = 20;
 const launcher = () => join(packageRoot(), 'dist', 'cli', 'carapace.js');
 
 async function startGateway(home: string): Promise<ChildProcess> {
-  const child = spawn(launcher(), ['gateway', 'run'], {
+  // As the CLI and install.sh's unit start it (GATEWAY_NODE_FLAGS: its memory is part of the rows).
+  const child = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, launcher(), 'gateway', 'run'], {
     env: { ...process.env, CARAPACE_HOME: home },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
