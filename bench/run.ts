@@ -49,6 +49,28 @@ function notes(): string[] {
   return existsSync(file) ? [readFileSync(file, 'utf8').trimEnd(), ''] : [];
 }
 
+/**
+ * The results table with the rows of the modules in `ran` taken from `fresh` and every other
+ * module's rows kept from `doc`'s table, in the order of MODULES.
+ */
+function mergeRows(doc: string, fresh: string[], ran: string[]): string[] {
+  const moduleOf = (line: string) => /^\| ([^|]+?) \|/.exec(line)?.[1] ?? '';
+  const [header, rule] = fresh;
+  const kept = doc
+    .split('\n')
+    .filter((l) => l.startsWith('| ') && !l.startsWith('| module ') && !ran.includes(moduleOf(l)));
+  const rows = [...kept, ...fresh.slice(2)];
+  const order = (l: string) => MODULES.findIndex((m) => m.name === moduleOf(l));
+  return [
+    header!,
+    rule!,
+    ...rows
+      .map((l, i) => ({ l, i }))
+      .sort((a, b) => order(a.l) - order(b.l) || a.i - b.i)
+      .map((x) => x.l),
+  ];
+}
+
 async function main(argv: string[]): Promise<number> {
   // The baselines (`node -e 0`, srt) run on this process's Node: it must be the one Carapace runs on.
   const node = carapaceNodePath(repoRoot());
@@ -75,6 +97,11 @@ async function main(argv: string[]): Promise<number> {
   const table = renderTable(rows);
   process.stdout.write(`${table.join('\n')}\n`);
   if (write) {
+    const file = join(repoRoot(), 'docs', 'benchmarks.md');
+    const ran = modules.map((m) => m.name);
+    // A run of some modules keeps the other modules' rows from the file (an earlier run's).
+    const results =
+      modules === MODULES || !existsSync(file) ? table : mergeRows(readFileSync(file, 'utf8'), table, ran);
     const doc = [
       '# Benchmarks',
       '',
@@ -84,14 +111,15 @@ async function main(argv: string[]): Promise<number> {
       '## Machine',
       '',
       ...machineDescription(),
+      ...(modules === MODULES ? [] : [`- Run here: ${ran.join(', ')}; the other rows are from earlier runs`]),
       '',
       '## Results',
       '',
-      ...table,
+      ...results,
       '',
       ...notes(),
     ];
-    writeFileSync(join(repoRoot(), 'docs', 'benchmarks.md'), doc.join('\n'));
+    writeFileSync(file, doc.join('\n'));
   }
   return rows.some(({ row }) => passes(row) === false) ? 1 : 0;
 }

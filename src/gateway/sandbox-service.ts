@@ -91,7 +91,14 @@ export class SandboxService {
     this.quotas = opts.quotas ?? DEFAULT_QUOTAS;
   }
 
-  view(rec: SandboxRecord): SandboxView {
+  /** The caller's sandboxes as views (`all`: everyone's), their forwards read in one query. */
+  listViews(caller: Caller, all: boolean): SandboxView[] {
+    const records = this.list(caller, all);
+    const forwards = this.opts.store.allForwards();
+    return records.map((r) => this.view(r, forwards.get(r.id) ?? []));
+  }
+
+  view(rec: SandboxRecord, forwards = this.opts.store.forwards(rec.id)): SandboxView {
     return {
       name: rec.name,
       id: rec.id,
@@ -102,7 +109,7 @@ export class SandboxService {
       workspace: rec.spec.workspace,
       restart: rec.spec.restart,
       labels: rec.spec.labels,
-      forwards: this.opts.store.forwards(rec.id),
+      forwards,
       policyRev: rec.spec.policyRev,
       restarts: rec.restarts,
       exitCode: rec.exitCode,

@@ -244,6 +244,20 @@ export class SandboxStore {
     ).map((r) => ({ hostPort: Number(r.host_port), sandboxPort: Number(r.sandbox_port) }));
   }
 
+  /** Every sandbox's forwards in one query (a list of a thousand sandboxes is one read, not 1,000). */
+  allForwards(): Map<string, Forward[]> {
+    const rows = this.db
+      .sql('SELECT sandbox_id, host_port, sandbox_port FROM forwards ORDER BY sandbox_id, host_port')
+      .all() as { sandbox_id: string; host_port: number; sandbox_port: number }[];
+    const byId = new Map<string, Forward[]>();
+    for (const r of rows) {
+      const list = byId.get(r.sandbox_id) ?? [];
+      list.push({ hostPort: Number(r.host_port), sandboxPort: Number(r.sandbox_port) });
+      byId.set(r.sandbox_id, list);
+    }
+    return byId;
+  }
+
   addForward(id: string, f: Forward): void {
     try {
       this.db
