@@ -56,7 +56,12 @@ function notes(): string[] {
 function mergeRows(doc: string, fresh: string[], ran: string[]): string[] {
   const moduleOf = (line: string) => /^\| ([^|]+?) \|/.exec(line)?.[1] ?? '';
   const [header, rule] = fresh;
-  const kept = doc
+  // The table of `doc`: the lines after its header, up to the first that is not a row.
+  const lines = doc.split('\n');
+  const start = lines.findIndex((l) => l.startsWith('| module '));
+  const table = start < 0 ? [] : lines.slice(start + 2);
+  const end = table.findIndex((l) => !l.startsWith('| '));
+  const kept = (end < 0 ? table : table.slice(0, end)).filter((l) => !ran.includes(moduleOf(l)));
     .split('\n')
     .filter((l) => l.startsWith('| ') && !l.startsWith('| module ') && !ran.includes(moduleOf(l)));
   const rows = [...kept, ...fresh.slice(2)];
