@@ -62,8 +62,6 @@ function mergeRows(doc: string, fresh: string[], ran: string[]): string[] {
   const table = start < 0 ? [] : lines.slice(start + 2);
   const end = table.findIndex((l) => !l.startsWith('| '));
   const kept = (end < 0 ? table : table.slice(0, end)).filter((l) => !ran.includes(moduleOf(l)));
-    .split('\n')
-    .filter((l) => l.startsWith('| ') && !l.startsWith('| module ') && !ran.includes(moduleOf(l)));
   const rows = [...kept, ...fresh.slice(2)];
   const order = (l: string) => MODULES.findIndex((m) => m.name === moduleOf(l));
   return [
