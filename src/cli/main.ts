@@ -56,6 +56,7 @@ const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   inference: async () => (await import('./inference-command.js')).registerInference,
   policy: async () => (await import('./policy-command.js')).registerPolicy,
   provider: async () => (await import('./provider-command.js')).registerProvider,
+  rules: async () => (await import('./rules-command.js')).registerRules,
   run: async () => (await import('./run-command.js')).registerRun,
   sandbox: async () => (await import('./sandbox-command.js')).registerSandbox,
 };

@@ -35,6 +35,9 @@ import { ProviderService } from './provider-service.js';
 import { providerRoutes } from './provider-routes.js';
 import { ProviderStore } from './store/provider-store.js';
 import { SqliteUsageStore } from './store/usage-store.js';
+import { ProposalService } from './proposals.js';
+import { proposalRoutes } from './proposal-routes.js';
+import { ProposalStore } from './store/proposal-store.js';
 
 export interface GatewayConfig {
   dirs: StateDirs;
@@ -75,6 +78,7 @@ export class Gateway {
       metrics: GatewayMetrics;
       pidFile: string;
       router: InferenceRouter;
+      proposals: ProposalService;
     },
     readonly socket: string,
     private readonly log: (entry: Record<string, unknown>) => void,
@@ -199,6 +203,16 @@ export class Gateway {
         audit,
         log,
       });
+      // Denials become proposals as the audit stream carries them (docs/operator.md).
+      const proposals = new ProposalService({
+        proposals: new ProposalStore(db),
+        store,
+        revisions: new PolicyRevisionStore(db, store),
+        policies,
+        audit,
+        log,
+      });
+      await proposals.start();
       const metrics = new GatewayMetrics({
         store,
         launcher,
@@ -222,11 +236,11 @@ export class Gateway {
           metrics,
           audit,
           info,
-          extra: providerRoutes({ providers, inference }),
+          extra: [...providerRoutes({ providers, inference }), ...proposalRoutes(proposals)],
         }),
       );
       const gateway = new Gateway(
-        { sockets, server, runtime, launcher, store, db, audit, metrics, pidFile, router },
+        { sockets, server, runtime, launcher, store, db, audit, metrics, pidFile, router, proposals },
         sockets.mainPath,
         log,
       );
@@ -296,9 +310,10 @@ export class Gateway {
    * Their proxy sockets close meanwhile (their connections fail until it is back).
    */
   async close(): Promise<void> {
-    const { sockets, server, runtime, launcher, db, audit, metrics, pidFile, router } = this.parts;
+    const { sockets, server, runtime, launcher, db, audit, metrics, pidFile, router, proposals } = this.parts;
     await sockets.close();
     await server.close();
+    proposals.close();
     metrics.close();
     await launcher.letGo();
     await runtime.close();
