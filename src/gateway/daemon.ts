@@ -38,6 +38,7 @@ import { SqliteUsageStore } from './store/usage-store.js';
 import { ProposalService } from './proposals.js';
 import { proposalRoutes } from './proposal-routes.js';
 import { ProposalStore } from './store/proposal-store.js';
+import { PolicyLocal } from './policy-local.js';
 
 export interface GatewayConfig {
   dirs: StateDirs;
@@ -135,11 +136,14 @@ export class Gateway {
             error: err instanceof Error ? err.message : String(err),
           }),
       });
+      // policy.local: the agent's policy advisor (off unless its policy enables it), answered by
+      // the proposals made below.
+      const advisor = new PolicyLocal();
       const runtime = new Runtime({
         driver: new BubblewrapDriver({ dirs, identities }),
         audit,
         proxy: cfg.proxy,
-        internalHosts: [router.internalHost],
+        internalHosts: [router.internalHost, advisor.internalHost],
       });
       // Operator settings are checked now (a bad --allow-local), not at the first sandbox's start.
       if (cfg.proxy && (cfg.proxy.allowLocal.length > 0 || cfg.proxy.upstreamCaFile !== undefined)) {
@@ -213,6 +217,7 @@ export class Gateway {
         log,
       });
       await proposals.start();
+      advisor.bind({ proposals, revisions: new PolicyRevisionStore(db, store), store });
       const metrics = new GatewayMetrics({
         store,
         launcher,
