@@ -39,6 +39,9 @@ import { ProposalService } from './proposals.js';
 import { proposalRoutes } from './proposal-routes.js';
 import { ProposalStore } from './store/proposal-store.js';
 import { PolicyLocal } from './policy-local.js';
+import { OperatorEvents } from './operator-events.js';
+import { operatorRoutes } from './operator-routes.js';
+import { Dashboard } from './dashboard/server.js';
 
 export interface GatewayConfig {
   dirs: StateDirs;
@@ -80,6 +83,8 @@ export class Gateway {
       pidFile: string;
       router: InferenceRouter;
       proposals: ProposalService;
+      events: OperatorEvents;
+      dashboard: Dashboard;
     },
     readonly socket: string,
     private readonly log: (entry: Record<string, unknown>) => void,
@@ -218,6 +223,8 @@ export class Gateway {
       });
       await proposals.start();
       advisor.bind({ proposals, revisions: new PolicyRevisionStore(db, store), store });
+      const events = new OperatorEvents({ audit, proposals, store });
+      const dashboard = new Dashboard({ sandboxes, proposals, events, log });
       const metrics = new GatewayMetrics({
         store,
         launcher,
@@ -241,11 +248,29 @@ export class Gateway {
           metrics,
           audit,
           info,
-          extra: [...providerRoutes({ providers, inference }), ...proposalRoutes(proposals)],
+          extra: [
+            ...providerRoutes({ providers, inference }),
+            ...proposalRoutes(proposals),
+            ...operatorRoutes(events, dashboard),
+          ],
         }),
       );
       const gateway = new Gateway(
-        { sockets, server, runtime, launcher, store, db, audit, metrics, pidFile, router, proposals },
+        {
+          sockets,
+          server,
+          runtime,
+          launcher,
+          store,
+          db,
+          audit,
+          metrics,
+          pidFile,
+          router,
+          proposals,
+          events,
+          dashboard,
+        },
         sockets.mainPath,
         log,
       );
@@ -315,8 +340,23 @@ export class Gateway {
    * Their proxy sockets close meanwhile (their connections fail until it is back).
    */
   async close(): Promise<void> {
-    const { sockets, server, runtime, launcher, db, audit, metrics, pidFile, router, proposals } = this.parts;
+    const {
+      sockets,
+      server,
+      runtime,
+      launcher,
+      db,
+      audit,
+      metrics,
+      pidFile,
+      router,
+      proposals,
+      events,
+      dashboard,
+    } = this.parts;
     await sockets.close();
+    await dashboard.close();
+    events.close();
     await server.close();
     proposals.close();
     metrics.close();
