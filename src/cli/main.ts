@@ -60,6 +60,7 @@ const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   rules: async () => (await import('./rules-command.js')).registerRules,
   run: async () => (await import('./run-command.js')).registerRun,
   sandbox: async () => (await import('./sandbox-command.js')).registerSandbox,
+  term: async () => (await import('./term-command.js')).registerTerm,
 };
 
 async function buildProgram(argv: readonly string[] = []): Promise<Command> {
