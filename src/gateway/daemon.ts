@@ -354,9 +354,10 @@ export class Gateway {
       events,
       dashboard,
     } = this.parts;
-    await sockets.close();
-    await dashboard.close();
+    // Live streams first: the API sockets wait for their connections to end.
     events.close();
+    await dashboard.close();
+    await sockets.close();
     await server.close();
     proposals.close();
     metrics.close();

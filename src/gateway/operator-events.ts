@@ -45,6 +45,8 @@ export type OperatorEvent =
 export interface EventSink {
   write(e: OperatorEvent): boolean;
   readonly buffered: number;
+  /** Ends the client's stream (the gateway stops): its connection is closed, not left idle. */
+  end(): void;
 }
 
 interface Client {
@@ -77,6 +79,7 @@ export class OperatorEvents {
 
   close(): void {
     for (const u of this.unsubscribe) u();
+    for (const c of this.clients) c.sink.end();
     this.clients.clear();
   }
 

@@ -23,6 +23,7 @@ export function operatorRoutes(events: OperatorEvents, dashboard: Dashboard): Ro
           get buffered() {
             return res.writableLength;
           },
+          end: () => req.socket.destroy(),
         });
         req.socket.once('close', detach);
         return Promise.resolve({ streamed: true });

@@ -47,8 +47,14 @@ type Engine = typeof import('../policy/index.js');
 
 /** Open proposals one sandbox may have; new keys beyond it are dropped (and counted). */
 export const MAX_OPEN = 500;
-/** How long denials wait in memory before they are stored as one transaction. */
+/** How long a denial that may open a proposal waits in memory before it is stored. */
 const FLUSH_MS = 5;
+/**
+ * How long more hits of a proposal already stored wait: an agent retrying in a loop is one
+ * transaction (one fsync) per HITS_FLUSH_MS, not one per retry, so the store stays free for the
+ * writes someone waits for (an approval's revision).
+ */
+const HITS_FLUSH_MS = 250;
 
 /** A proposal as the API shows it. */
 export interface ProposalView {
@@ -121,6 +127,9 @@ export class ProposalService {
   >();
   private readonly queue: Queued[] = [];
   private timer: NodeJS.Timeout | null = null;
+  private timerDue = 0;
+  /** `sandbox|key` of proposals stored as open (pending or quiet) since the gateway started. */
+  private readonly stored = new Set<string>();
   private readonly listeners = new Set<(p: ProposalView) => void>();
   private unsubscribe: (() => void) | null = null;
   /** Denials not stored because their sandbox had MAX_OPEN open proposals. */
@@ -155,10 +164,15 @@ export class ProposalService {
 
   private enqueue(q: Queued): void {
     this.queue.push(q);
-    this.timer ??= setTimeout(() => {
+    const wait = this.stored.has(`${q.sandboxId}|${proposalKey(q.facts)}`) ? HITS_FLUSH_MS : FLUSH_MS;
+    const due = Date.now() + wait;
+    if (this.timer !== null && this.timerDue <= due) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timerDue = due;
+    this.timer = setTimeout(() => {
       this.timer = null;
       this.flush();
-    }, FLUSH_MS);
+    }, wait);
   }
 
   /**
@@ -208,6 +222,7 @@ export class ProposalService {
     const key = proposalKey(q.facts);
     const sample: ProposalSample = { t: q.t, method: q.facts.method, path: q.facts.path };
     const open = this.opts.proposals.open(rec.id, key, q.t);
+    this.stored.add(`${rec.id}|${key}`);
     if (open) {
       this.opts.proposals.hit(open.id, {
         hits: 1,
@@ -337,6 +352,7 @@ export class ProposalService {
     caller: Caller,
     d: { status: ProposalRecord['status']; outcome: string; quietUntil?: number | null; appliedRev?: number },
   ): void {
+    this.stored.delete(`${p.sandboxId}|${p.key}`);
     if (!this.opts.proposals.decide(p.id, p.status, { ...d, by: caller.uid, at: Date.now() })) {
       throw new ApiError(
         'VERSION_CONFLICT',

@@ -154,6 +154,7 @@ export class Dashboard {
       get buffered() {
         return res.writableLength;
       },
+      end: () => req.socket.destroy(),
     });
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
     req.socket.once('close', () => {
