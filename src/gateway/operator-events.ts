@@ -110,7 +110,10 @@ export class OperatorEvents {
 
   private onAudit(id: string, e: OcsfEvent): void {
     const who = this.whoIs(id);
-    if (!who) return;
+    if (!who) {
+      this.series.delete(id); // a deleted sandbox's last events
+      return;
+    }
     if (e.class_uid === 6002 || e.class_uid === 5019) {
       this.owners.delete(id); // a rename or a deletion shows at the next event
       this.send(who.owner, { type: 'sandbox', sandbox: who.name, owner: who.owner, what: e.message });

@@ -157,6 +157,12 @@ export class ProposalService {
 
   /** The audit listener: runs on the proxy's turn, so it only queues. */
   private onEvent(sandboxId: string, e: OcsfEvent): void {
+    // A sandbox's lifecycle event after its deletion: what was kept for it goes too.
+    if (e.class_uid === 6002 && this.compiled.has(sandboxId) && !this.opts.store.get(sandboxId)) {
+      this.compiled.delete(sandboxId);
+      for (const k of this.stored) if (k.startsWith(`${sandboxId}|`)) this.stored.delete(k);
+      return;
+    }
     const facts = denialOf(e);
     if (!facts) return;
     this.enqueue({ sandboxId, facts, t: e.time, source: 'denial' });
