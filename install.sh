@@ -29,9 +29,10 @@ as_root() {
 
 # bubblewrap: the sandbox; gcc/libc6-dev/make: native/carapace-init; the rest is what agents and
 # the test-suite run inside sandboxes (git, curl, python3) and what the proxy tests need (openssl).
-# libcap2-bin: setcap, for an attack test; tmux drives the terminal tests. socat and ripgrep:
+# libcap2-bin: setcap, for an attack test; tmux drives the terminal tests; chromium is the headless
+# browser the dashboard's tests drive (playwright-core cannot download its own here). socat and ripgrep:
 # what Anthropic's sandbox-runtime (srt, the peer `npm run bench` compares with) needs on Linux.
-packages=(bubblewrap gcc libc6-dev make git curl python3 ca-certificates openssl iproute2 procps libcap2-bin tmux socat ripgrep)
+packages=(bubblewrap gcc libc6-dev make git curl python3 ca-certificates openssl iproute2 procps libcap2-bin tmux socat ripgrep chromium)
 # npm installs the rest, Carapace's Node.js among it. Debian's npm (with its Node 18) is enough for
 # that, and is installed only where there is no npm at all: a Node.js from elsewhere is left alone.
 command -v npm >/dev/null || packages+=(npm)

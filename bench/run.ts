@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { carapaceNodePath } from '../scripts/carapace-node.js';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
 import { policyDecisionBench } from './policy-decisions.js';
+import { approvalsBench } from './approvals.js';
 import { gatewayBench } from './gateway.js';
 import { proxyBench } from './proxy.js';
 import { sandboxConnectBench } from './sandbox-connect.js';
@@ -35,6 +36,7 @@ const MODULES: BenchModule[] = [
   routerBench,
   sandboxTunnelBench,
   gatewayBench,
+  approvalsBench,
 ];
 
 /** The repository root, from dist/bench/run.js or bench/run.ts. */

@@ -82,6 +82,38 @@ export const MIGRATIONS: readonly string[] = [
      tokens_out INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (sandbox_id, route, hour)
    );`,
+  // 5: reserved for the blueprints (src/blueprint, being written beside this): replaced by theirs
+  // when the two meet. A no-op until then, so that 6 is the sixth entry.
+  `SELECT 1;`,
+  // 6: proposals (gateway/proposals.ts): denials turned into rules for the operator to approve,
+  // deduplicated per sandbox by `key` (host, port, binary, method and path pattern). IF NOT EXISTS:
+  // a store that met this migration under another number keeps its table.
+  `CREATE TABLE IF NOT EXISTS proposals (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     sandbox_id TEXT NOT NULL REFERENCES sandboxes (id) ON DELETE CASCADE,
+     key TEXT NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected', 'superseded')),
+     source TEXT NOT NULL CHECK (source IN ('denial', 'agent')),
+     level TEXT NOT NULL CHECK (level IN ('connect', 'request')),
+     host TEXT NOT NULL,
+     port INTEGER NOT NULL,
+     binary TEXT NOT NULL,
+     ancestors TEXT NOT NULL DEFAULT '[]',
+     method TEXT,
+     path_pattern TEXT,
+     hits INTEGER NOT NULL DEFAULT 0,
+     first_seen INTEGER NOT NULL,
+     last_seen INTEGER NOT NULL,
+     samples TEXT NOT NULL DEFAULT '[]',
+     policy_rev INTEGER NOT NULL,
+     rationale TEXT,
+     decided_by INTEGER,
+     decided_at INTEGER,
+     quiet_until INTEGER,
+     applied_rev INTEGER,
+     outcome TEXT
+   );
+   CREATE INDEX IF NOT EXISTS proposals_by_key ON proposals (sandbox_id, key, status);`,
 ];
 
 export class StoreError extends Error {
