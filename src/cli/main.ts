@@ -51,6 +51,7 @@ enableCodeCache();
  * unknown command load them all (the help lists them, the error suggests one).
  */
 const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
+  blueprint: async () => (await import('./blueprint-command.js')).registerBlueprint,
   doctor: async () => (await import('./doctor-command.js')).registerDoctor,
   gateway: async () => (await import('./gateway-command.js')).registerGateway,
   inference: async () => (await import('./inference-command.js')).registerInference,
