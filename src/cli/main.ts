@@ -55,6 +55,7 @@ const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   doctor: async () => (await import('./doctor-command.js')).registerDoctor,
   gateway: async () => (await import('./gateway-command.js')).registerGateway,
   inference: async () => (await import('./inference-command.js')).registerInference,
+  onboard: async () => (await import('./onboard-command.js')).registerOnboard,
   policy: async () => (await import('./policy-command.js')).registerPolicy,
   provider: async () => (await import('./provider-command.js')).registerProvider,
   run: async () => (await import('./run-command.js')).registerRun,

@@ -101,7 +101,11 @@ export class GatewayMetrics {
     const mem = process.memoryUsage();
     out.family('nodejs_heap_used_bytes', 'gauge', "bytes the gateway's JavaScript heap holds");
     out.sample('nodejs_heap_used_bytes', {}, mem.heapUsed);
-    out.family('nodejs_external_memory_bytes', 'gauge', 'bytes held outside the heap by JavaScript objects (buffers)');
+    out.family(
+      'nodejs_external_memory_bytes',
+      'gauge',
+      'bytes held outside the heap by JavaScript objects (buffers)',
+    );
     out.sample('nodejs_external_memory_bytes', {}, mem.external);
     out.family('nodejs_heap_space_size_bytes', 'gauge', 'bytes V8 has committed for each space of the heap');
     for (const space of getHeapSpaceStatistics()) {

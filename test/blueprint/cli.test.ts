@@ -1,5 +1,13 @@
 /** `carapace blueprint …` as a user runs it (build first): one line per problem, exit codes, the store. */
-import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -14,6 +22,14 @@ function copyOfShell(name = 'myshell'): string {
 }
 
 describe('carapace blueprint', () => {
+  it('every built-in blueprint verifies against its recorded digest (re-sign after editing one)', () => {
+    for (const name of readdirSync(join(REPO, 'blueprints'))) {
+      const r = carapace(['blueprint', 'verify', join(REPO, 'blueprints', name)]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toMatch(new RegExp(`^ok: ${name} `));
+    }
+  });
+
   it('reports every mistake of a blueprint.yaml at file:line:col, exit 2', () => {
     const dir = copyOfShell();
     const manifest = join(dir, 'blueprint.yaml');
