@@ -9,6 +9,8 @@
  * No value of the vocabulary is a secret: the provider's key stays in the gateway (sealed) and
  * is injected by the router; the agent only ever sees inference.local.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import {
   applyPolicyOperations,
@@ -94,10 +96,14 @@ export function fillTemplate(text: string, values: Record<string, string>, where
   });
 }
 
-/** The bare command name resolved in the image's bin directory, else left to PATH. */
-function resolveCommand(b: Blueprint, image: AgentImage): string[] {
-  const [first, ...rest] = b.agent.command;
-  if (image.dir !== null && !first!.includes('/'))
+/** A bare command name that the image's bin directory has, as its path inside; else left to PATH. */
+export function resolveInImage(argv: readonly string[], image: AgentImage): string[] {
+  const [first, ...rest] = argv;
+  if (
+    image.dir !== null &&
+    !first!.includes('/') &&
+    existsSync(join(image.dir, 'node_modules', '.bin', first!))
+  )
     return [`${IMAGE_MOUNT}/node_modules/.bin/${first}`, ...rest];
   return [first!, ...rest];
 }
@@ -189,7 +195,9 @@ export function planSandbox(
   }));
   return {
     policy: composePolicy(b, baseText, c),
-    command: resolveCommand(b, image).map((a, i) => fillTemplate(a, values, `agent.command[${i}]`)),
+    command: resolveInImage(b.agent.command, image).map((a, i) =>
+      fillTemplate(a, values, `agent.command[${i}]`),
+    ),
     env,
     mounts,
     forwards: b.forward.map((p) => ({ hostPort: c.hostPorts[p] ?? p, sandboxPort: p })),

@@ -212,7 +212,7 @@ async function onboard(raw: OnboardOptions): Promise<void> {
     route: raw.provider !== undefined || raw.model !== undefined,
   });
   answers = record(ctx, answers, 'sandbox');
-  await healthStep(client, ctx, v, sandbox);
+  await healthStep(client, ctx, v, image, sandbox);
   record(ctx, answers, 'healthy');
   process.stdout.write(summary(v, sandbox));
 }

@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { resolveBlueprint, isBuiltinDigest } from '../blueprint/catalog.js';
 import { ImageStore, type AgentImage } from '../blueprint/image.js';
 import { saveAnswers, type OnboardAnswers } from '../blueprint/onboard-answers.js';
-import { planSandbox, type PlanChoices } from '../blueprint/sandbox-plan.js';
+import { planSandbox, resolveInImage, type PlanChoices } from '../blueprint/sandbox-plan.js';
 import type { BlueprintStore, TrustSettings, VerifiedBlueprint } from '../blueprint/store.js';
 import { builtinPoliciesDir, loadBuiltinPreset } from '../policy/index.js';
 import { execOver } from '../sandbox/control-exec.js';
@@ -288,6 +288,7 @@ export async function healthStep(
   client: GatewayClient,
   ctx: StepContext,
   v: VerifiedBlueprint,
+  image: AgentImage,
   sandbox: SandboxView,
 ): Promise<void> {
   const health = v.blueprint.health;
@@ -315,7 +316,8 @@ export async function healthStep(
             : 0;
       ok = status > 0 && status < 500;
     } else if (ok && health?.command !== undefined) {
-      ok = (await execStatus(client, sandbox.name, health.command)) === 0;
+      // A bare name the image has is the image's, as for the agent's own command.
+      ok = (await execStatus(client, sandbox.name, resolveInImage(health.command, image))) === 0;
     }
     if (ok) return;
     if (Date.now() > deadline)
