@@ -41,7 +41,7 @@ export const RuntimeSchema = z
       .strictObject({
         version: semver.describe('exact Node.js version (the node-linux-<arch> npm package of that version)'),
         integrity: z
-          .record(z.enum(['x64', 'arm64']), integrity)
+          .partialRecord(z.enum(['x64', 'arm64']), integrity)
           .describe("the node-linux-<arch> package's npm integrity, per architecture"),
       })
       .describe('Node.js, from the node-linux-<arch> npm package'),

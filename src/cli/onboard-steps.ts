@@ -96,7 +96,7 @@ export async function providerStep(
   if (
     key !== undefined &&
     existing.fingerprint !== null &&
-    !existing.fingerprint.startsWith(fingerprint!.slice(0, 15))
+    !fingerprint!.startsWith(existing.fingerprint) // a view shows a prefix of the sha256
   )
     patch.credential = key;
   if (key !== undefined && existing.fingerprint === null) patch.credential = key;
