@@ -148,6 +148,19 @@ describe.skipIf(unreachable !== null)('onboard openclaw', () => {
     expect(denied.length).toBeGreaterThan(0);
     expect(denied.join('\n')).toMatch(/denied|Blocked/i);
 
+    // The agent cannot rewrite its own config (gateway token, model, provider URL): read-only inside.
+    const rewrite = await cli(home, [
+      'sandbox',
+      'exec',
+      'openclaw',
+      '--',
+      'sh',
+      '-c',
+      'echo "{}" > /sandbox/.openclaw/openclaw.json; chmod 666 /sandbox/.openclaw/openclaw.json; mv /sandbox/.openclaw/openclaw.json /sandbox/x; grep -c inference.local /sandbox/.openclaw/openclaw.json',
+    ]);
+    expect(rewrite.stderr).toMatch(/Read-only file system/);
+    expect(rewrite.stdout.trim()).toBe('1');
+
     // The key is nowhere in the state directory in clear: not in the audit, logs, gateway log,
     // onboarding answers or the workspace (the store holds it sealed).
     expect(filesContaining(home, KEY)).toEqual([]);
