@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { carapaceNodePath } from '../scripts/carapace-node.js';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
+import { blueprintBench } from './blueprint.js';
 import { policyDecisionBench } from './policy-decisions.js';
 import { gatewayBench } from './gateway.js';
 import { proxyBench } from './proxy.js';
@@ -35,6 +36,7 @@ const MODULES: BenchModule[] = [
   routerBench,
   sandboxTunnelBench,
   gatewayBench,
+  blueprintBench,
 ];
 
 /** The repository root, from dist/bench/run.js or bench/run.ts. */

@@ -199,13 +199,8 @@ async function onboard(raw: OnboardOptions): Promise<void> {
   const { v, image } = await blueprintStep(ctx, answers);
   answers = record(ctx, answers, answers.done === 'none' ? 'blueprint' : answers.done);
   if (answers.provider !== null) {
-    await providerStep(client, ctx, answers.provider, key).catch((err: unknown) => {
-      if (key === undefined && err instanceof Error && /key|credential/i.test(err.message))
-        throw new UsageError(
-          `provider ${answers.provider!.name} needs a key: export ${answers.provider!.credentialEnv ?? 'its key variable'} (or run onboard in a terminal to type it, hidden)`,
-        );
-      throw err;
-    });
+    await providerStep(client, ctx, answers.provider, key);
+    answers = record(ctx, answers, 'provider');
   }
   const sandbox = await sandboxStep(client, ctx, answers, v, image, {
     presets: raw.preset.length > 0 || raw.tier !== undefined,

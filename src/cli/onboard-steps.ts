@@ -21,6 +21,7 @@ import { planSandbox, resolveInImage, type PlanChoices } from '../blueprint/sand
 import type { BlueprintStore, TrustSettings, VerifiedBlueprint } from '../blueprint/store.js';
 import { builtinPoliciesDir, loadBuiltinPreset } from '../policy/index.js';
 import { execOver } from '../sandbox/control-exec.js';
+import { UsageError } from './errors.js';
 import { GatewayError, type GatewayClient } from './gateway-client.js';
 import { imageHost } from './blueprint-host.js';
 
@@ -78,6 +79,12 @@ export async function providerStep(
     if (!(err instanceof GatewayError) || err.code !== 'PROVIDER_NOT_FOUND') throw err;
   }
   if (existing === null) {
+    // A cloud provider without a key would only fail at the agent's first call: stop here instead,
+    // with what to do (the answers are saved: --resume continues from this step).
+    if (key === undefined && p.credentialEnv !== undefined)
+      throw new UsageError(
+        `provider ${p.name} needs a key: export ${p.credentialEnv} (or run carapace onboard in a terminal to type it, hidden), then carapace onboard --resume`,
+      );
     await client.call('POST', '/v1/providers', {
       name: p.name,
       type: p.type,

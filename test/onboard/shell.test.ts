@@ -80,6 +80,39 @@ describe('onboard shell', () => {
     600_000,
   );
 
+  it('an onboarding stopped by a missing key is finished by --resume with the answers it saved', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    const home = onboardHome();
+    homes.push(home);
+    const first = await cli(home, [
+      'onboard',
+      '--non-interactive',
+      '--agent',
+      'shell',
+      '--name',
+      'box',
+      '--provider',
+      'openai',
+      '--provider-url',
+      'http://127.0.0.1:9/v1',
+      '--model',
+      'm',
+      '--credential-env',
+      'RESUME_TEST_KEY',
+    ]);
+    expect(first.status).toBe(2);
+    expect(first.stderr).toMatch(
+      /provider openai needs a key: export RESUME_TEST_KEY .* carapace onboard --resume/,
+    );
+    expect((await cli(home, ['sandbox', 'list'])).stdout).not.toMatch(/^box\s/m);
+
+    const resumed = await cli(home, ['onboard', '--resume'], { RESUME_TEST_KEY: 'sk-resumed' });
+    expect(resumed.status).toBe(0);
+    expect(resumed.stdout).toContain('box is running shell 1.0.0');
+    expect((await cli(home, ['inference', 'get', 'box'])).stdout).toMatch(/openai/);
+    expect(filesContaining(home, 'sk-resumed')).toEqual([]);
+  }, 600_000);
+
   it('without a terminal; a rerun changes nothing; a changed installed blueprint is refused', async (ctx) => {
     requires(ctx, 'unprivileged-userns');
     const home = onboardHome();
