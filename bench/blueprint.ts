@@ -82,7 +82,11 @@ function treeRssKiB(pid: number): number {
   let grew = true;
   while (grew) {
     grew = false;
-    for (const [p, pp] of parents) if (!tree.has(p) && tree.has(pp)) (tree.add(p), (grew = true));
+    for (const [p, pp] of parents) {
+      if (tree.has(p) || !tree.has(pp)) continue;
+      tree.add(p);
+      grew = true;
+    }
   }
   let kib = 0;
   for (const p of tree) {
