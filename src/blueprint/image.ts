@@ -34,6 +34,7 @@ import {
   renameSync,
   writeFileSync,
 } from 'node:fs';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RunHost, RunRequest } from '../runtime/one-off-run.js';
 import { digestDirName } from './digest.js';
@@ -65,6 +66,10 @@ export interface ImageHost {
   upstreamCaFile?: string | undefined;
   /** One line per step, for the person waiting. */
   progress(line: string): void;
+  /** Bytes npm has downloaded so far in this install (every half second while it runs). */
+  downloaded?(bytes: number): void;
+  /** The install's downloads are over (the display of `downloaded` can end). */
+  downloadsDone?(bytes: number): void;
   /** The one-off run (runtime/one-off-run.ts), passed in so that this module loads without it. */
   runOneOff(request: RunRequest, host: RunHost): Promise<number>;
 }
@@ -220,44 +225,57 @@ export class ImageStore {
     const policyFile = join(this.stateDir, `.image-policy-${randomBytes(4).toString('hex')}.yaml`);
     try {
       writeFileSync(policyFile, INSTALL_POLICY, { mode: 0o644 });
-      const code = await host.runOneOff(
-        {
-          policy: policyFile,
-          workspace: staging,
-          env: {
-            PATH: `${RUNTIME_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin`,
-            // The proxy terminates TLS; npm trusts only its cafile, so point it at the bundle with
-            // the sandbox's CA (the global npmrc of the host may name another).
-            npm_config_cafile: '/.carapace/ca-bundle.pem',
-            npm_config_userconfig: '/tmp/npmrc',
-            npm_config_update_notifier: 'false',
+      // The whole cache: a download grows in its tmp/ before it moves into content-v2/.
+      const watch = watchDownloads(join(staging, '.npm-cache'), host);
+      const code = await host
+        .runOneOff(
+          {
+            policy: policyFile,
+            workspace: staging,
+            env: {
+              PATH: `${RUNTIME_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin`,
+              // The proxy terminates TLS; npm trusts only its cafile, so point it at the bundle with
+              // the sandbox's CA (the global npmrc of the host may name another).
+              npm_config_cafile: '/.carapace/ca-bundle.pem',
+              npm_config_userconfig: '/tmp/npmrc',
+              npm_config_update_notifier: 'false',
+            },
+            mounts: [
+              { host: host.npmDir, path: NPM_MOUNT, readOnly: true },
+              { host: nodeDir, path: RUNTIME_MOUNT, readOnly: true },
+            ],
+            bestEffortLimits: true,
+            command: [
+              `${RUNTIME_MOUNT}/bin/node`,
+              `${NPM_MOUNT}/bin/npm-cli.js`,
+              'install',
+              '--prefix',
+              '/sandbox',
+              '--save-exact',
+              '--no-audit',
+              '--no-fund',
+              '--fetch-retries=2',
+              // In the staging directory (removed before the image is published), so that its
+              // growth is the download's progress; npm's own progress display is off.
+              '--cache',
+              '/sandbox/.npm-cache',
+              '--progress=false',
+              '--logs-dir',
+              '/tmp/npm-logs',
+              '--loglevel=warn',
+              ...packages.map((p) => `${p.name}@${p.version}`),
+            ],
+            network: {
+              hosts: {},
+              allowLocal: [],
+              upstreamCaFile: host.upstreamCaFile,
+              credentials: new Map(),
+            },
           },
-          mounts: [
-            { host: host.npmDir, path: NPM_MOUNT, readOnly: true },
-            { host: nodeDir, path: RUNTIME_MOUNT, readOnly: true },
-          ],
-          bestEffortLimits: true,
-          command: [
-            `${RUNTIME_MOUNT}/bin/node`,
-            `${NPM_MOUNT}/bin/npm-cli.js`,
-            'install',
-            '--prefix',
-            '/sandbox',
-            '--save-exact',
-            '--no-audit',
-            '--no-fund',
-            '--fetch-retries=2',
-            '--cache',
-            '/tmp/npm-cache',
-            '--logs-dir',
-            '/tmp/npm-logs',
-            '--loglevel=warn',
-            ...packages.map((p) => `${p.name}@${p.version}`),
-          ],
-          network: { hosts: {}, allowLocal: [], upstreamCaFile: host.upstreamCaFile, credentials: new Map() },
-        },
-        host.run,
-      );
+          host.run,
+        )
+        .finally(() => watch.stop());
+      rmTree(join(staging, '.npm-cache'));
       if (code !== 0)
         throw new BlueprintError(
           'IMAGE_INSTALL_FAILED',
@@ -330,6 +348,49 @@ function checkInstalled(dir: string, packages: BlueprintPackage[]): void {
         `${p.name}: the registry served ${got?.version ?? 'nothing'} with integrity ${got?.integrity ?? 'none'}, the blueprint pins ${p.version} with ${p.integrity}; refusing it, nothing was kept`,
       );
   }
+}
+
+/** Polls the size of npm's content cache (what it downloaded) without blocking the event loop. */
+function watchDownloads(dir: string, host: ImageHost): { stop(): Promise<void> } {
+  let bytes = 0;
+  let busy = false;
+  const measure = async (): Promise<void> => {
+    if (busy) return;
+    busy = true;
+    try {
+      bytes = await treeBytes(dir);
+      host.downloaded?.(bytes);
+    } finally {
+      busy = false;
+    }
+  };
+  const timer = setInterval(() => void measure(), 500);
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await measure();
+      host.downloadsDone?.(bytes);
+    },
+  };
+}
+
+async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    try {
+      const st = await lstat(join(dir, name));
+      total += st.isDirectory() ? await treeBytes(join(dir, name)) : st.size;
+    } catch {
+      // being written or moved by npm
+    }
+  }
+  return total;
 }
 
 function chownTree(dir: string, uid: number, gid: number): void {

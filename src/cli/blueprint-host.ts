@@ -7,7 +7,6 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import type { ImageHost, OwnRuntime } from '../blueprint/image.js';
 import { packageRoot } from '../sandbox/native-paths.js';
-import { stateDirs } from '../sandbox/state-dirs.js';
 import { UsageError } from './errors.js';
 
 function ownRuntime(): OwnRuntime {
@@ -53,13 +52,28 @@ export async function imageHost(o: { upstreamCa?: string | undefined; quiet?: bo
   const { runHost } = await import('./run-options.js');
   if (o.upstreamCa !== undefined && !existsSync(o.upstreamCa))
     throw new UsageError(`--upstream-ca ${o.upstreamCa}: cannot read that file`);
+  const mib = (b: number) => (b / 1024 / 1024).toFixed(1);
+  let spinner: { text: string; start(): unknown; stop(): unknown; isSpinning: boolean } | null = null;
+  if (process.stderr.isTTY && !o.quiet) {
+    const { default: yoctoSpinner } = await import('yocto-spinner');
+    spinner = yoctoSpinner({ text: 'downloading packages', stream: process.stderr });
+  }
   return {
-    run: { ...runHost(), dirs: stateDirs() },
+    run: runHost(),
     npmDir: findNpm(process.env),
     own: ownRuntime(),
     upstreamCaFile: o.upstreamCa ?? process.env.CARAPACE_UPSTREAM_CA,
     progress: (line) => {
       if (!o.quiet) process.stderr.write(`carapace: ${line}\n`);
+    },
+    downloaded: (bytes) => {
+      if (spinner === null) return;
+      spinner.text = `downloading packages from the registry: ${mib(bytes)} MiB`;
+      if (!spinner.isSpinning) spinner.start();
+    },
+    downloadsDone: (bytes) => {
+      if (spinner?.isSpinning) spinner.stop();
+      if (!o.quiet && bytes > 0) process.stderr.write(`carapace: downloaded ${mib(bytes)} MiB of packages\n`);
     },
     runOneOff,
   };
