@@ -117,7 +117,7 @@ function nonInteractiveAnswers(o: OnboardOptions, saved: OnboardAnswers | null):
     };
   }
   return {
-    name: o.name ?? saved?.name ?? agent.replace(/.*\//, '').replace(/[^a-z0-9_.-]/g, '-'),
+    name: o.name ?? saved?.name ?? defaultName(agent),
     agent,
     provider,
     tier: (o.tier as Tier | undefined) ?? saved?.tier ?? 'balanced',
@@ -125,6 +125,18 @@ function nonInteractiveAnswers(o: OnboardOptions, saved: OnboardAnswers | null):
     done: saved?.done ?? 'none',
     updatedAt: new Date().toISOString(),
   };
+}
+
+/** A sandbox name from a blueprint reference: `openclaw`, `./agents/my-agent` → `my-agent`. */
+function defaultName(agent: string): string {
+  return (
+    agent
+      .replace(/\/+$/, '')
+      .replace(/.*\//, '')
+      .toLowerCase()
+      .replace(/[^a-z0-9_.-]/g, '-')
+      .replace(/^[^a-z0-9]+/, '') || 'agent'
+  );
 }
 
 /** The key: from its variable; a missing one is an error only when the provider must be created. */
@@ -160,13 +172,11 @@ async function onboard(raw: OnboardOptions): Promise<void> {
   checkAnswers(o);
   const state = stateDirs().state;
   const interactive = !o.nonInteractive && process.stdin.isTTY === true && process.stdout.isTTY === true;
-  const saved = o.resume
-    ? o.name !== undefined
-      ? loadAnswers(state, o.name)
-      : latestAnswers(state)
-    : o.name !== undefined
-      ? loadAnswers(state, o.name)
-      : null;
+  // The answers saved for this sandbox: named, or the agent's default name, or (--resume alone)
+  // the onboarding touched last.
+  const nameGuess = o.name ?? (o.agent !== undefined ? defaultName(o.agent) : undefined);
+  const saved =
+    nameGuess !== undefined ? loadAnswers(state, nameGuess) : o.resume ? latestAnswers(state) : null;
   if (o.resume && saved === null)
     throw new UsageError('--resume: no onboarding to resume (run carapace onboard first)');
 
@@ -203,8 +213,17 @@ async function onboard(raw: OnboardOptions): Promise<void> {
     answers = record(ctx, answers, 'provider');
   }
   const sandbox = await sandboxStep(client, ctx, answers, v, image, {
-    presets: raw.preset.length > 0 || raw.tier !== undefined,
-    route: raw.provider !== undefined || raw.model !== undefined,
+    // What this run asks to change on a sandbox that exists: flags given, or answers (typed at
+    // the prompts) that differ from the saved ones. Nothing else is touched.
+    presets:
+      raw.preset.length > 0 || (saved !== null && answers.presets.some((p) => !saved.presets.includes(p))),
+    route:
+      raw.provider !== undefined ||
+      raw.model !== undefined ||
+      (saved !== null &&
+        (answers.provider?.name !== saved.provider?.name ||
+          answers.provider?.model !== saved.provider?.model)),
+    tier: raw.tier !== undefined && saved !== null && raw.tier !== saved.tier,
   });
   answers = record(ctx, answers, 'sandbox');
   await healthStep(client, ctx, v, image, sandbox);

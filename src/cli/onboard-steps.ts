@@ -141,7 +141,7 @@ export async function sandboxStep(
   answers: OnboardAnswers,
   v: VerifiedBlueprint,
   image: AgentImage,
-  asked: { presets: boolean; route: boolean },
+  asked: { presets: boolean; route: boolean; tier: boolean },
 ): Promise<SandboxView> {
   const name = answers.name;
   const path = `/v1/sandboxes/${encodeURIComponent(name)}`;
@@ -216,7 +216,7 @@ async function updateSandbox(
   answers: OnboardAnswers,
   v: VerifiedBlueprint,
   route: { provider: string; model: string } | null,
-  asked: { presets: boolean; route: boolean },
+  asked: { presets: boolean; route: boolean; tier: boolean },
 ): Promise<SandboxView> {
   const path = `/v1/sandboxes/${encodeURIComponent(existing.name)}`;
   const digest = existing.labels['carapace.blueprint.digest'];
@@ -224,6 +224,10 @@ async function updateSandbox(
     ctx.say(
       `sandbox ${existing.name} runs blueprint ${existing.labels['carapace.blueprint'] ?? '?'} ${digest}; this Carapace has ${v.digest}. ` +
         `It is left as it is: to move it to the new one, carapace sandbox delete ${existing.name} and onboard again`,
+    );
+  if (asked.tier)
+    ctx.say(
+      `policy tier: ${existing.name} keeps its policy (a tier applies when a sandbox is created); add presets with --preset, or carapace policy update ${existing.name}`,
     );
   if (asked.presets && answers.presets.length > 0) {
     // Through the gateway's policy update: it edits the latest revision (rules approved since, and
