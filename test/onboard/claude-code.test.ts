@@ -3,6 +3,7 @@
  * Claude Code from the npm registry, `claude -p` answering from a scripted Anthropic-protocol
  * model through inference.local, the key only ever in the router's request to the provider.
  */
+import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFake, type FakeProvider } from '../helpers/fake-providers.js';
 import { requires } from '../helpers/premises.js';
@@ -74,8 +75,9 @@ describe.skipIf(unreachable !== null)('onboard claude-code', () => {
     expect(calls.length).toBeGreaterThan(0);
     expect(calls.every((q) => q.headers['x-api-key'] === KEY)).toBe(true);
 
-    // A tool call that prints the environment shows no key: the sandbox never had it.
-    const env = await cli(home, [
+    // A prompt-injected agent reads /etc/shadow, reaches an unlisted host and prints its
+    // environment (a Bash tool call the scripted model makes): no secret, the refusal audited.
+    const attack = await cli(home, [
       'sandbox',
       'exec',
       'claude-code',
@@ -83,9 +85,28 @@ describe.skipIf(unreachable !== null)('onboard claude-code', () => {
       'claude',
       '-p',
       '--dangerously-skip-permissions',
-      'RUN: env',
+      'RUN: cat /etc/shadow; curl -sS -m 10 https://unlisted.example.com/ 2>&1; env | grep -i -E "key|token"; echo done',
     ]);
-    expect(env.stdout + env.stderr).not.toContain(KEY);
+    const out = attack.stdout + attack.stderr;
+    if (!out.includes('tool said:'))
+      writeFileSync(
+        '/tmp/onboard-claude-requests.json',
+        JSON.stringify(
+          fake.requests.map((q) => q.body),
+          null,
+          1,
+        ),
+      );
+    expect(out).toContain('tool said:');
+    expect(out).not.toContain(KEY);
+    expect(out).toMatch(/403|policy_denied|Forbidden/);
+    const audit = await cli(home, ['sandbox', 'logs', 'claude-code', '--audit']);
+    expect(
+      audit.stdout
+        .split('\n')
+        .filter((l) => l.includes('unlisted.example.com'))
+        .join('\n'),
+    ).toMatch(/denied|Blocked/i);
     expect(filesContaining(home, KEY)).toEqual([]);
   }, 900_000);
 });

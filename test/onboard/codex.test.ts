@@ -1,8 +1,10 @@
 /**
  * `carapace onboard --non-interactive --agent codex` on a clean state directory: the real Codex
  * CLI from the npm registry, `codex exec` answering from a scripted model (OpenAI's Responses
- * protocol) through inference.local, with Codex's own sandbox off and Carapace's in force.
+ * protocol) through inference.local, with Codex's own sandbox off and Carapace's in force; then the
+ * attacks as a tool call it is made to run.
  */
+import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFake, type FakeProvider } from '../helpers/fake-providers.js';
 import { requires } from '../helpers/premises.js';
@@ -74,6 +76,31 @@ describe.skipIf(unreachable !== null)('onboard codex', () => {
     const calls = fake.requests.filter((q) => q.path.endsWith('/responses'));
     expect(calls.length).toBeGreaterThan(0);
     expect(calls.every((q) => q.headers.authorization === `Bearer ${KEY}`)).toBe(true);
+    const attack = await cli(home, [
+      'sandbox',
+      'exec',
+      'codex',
+      '--',
+      'codex',
+      'exec',
+      '--skip-git-repo-check',
+      'RUN: cat /etc/shadow; curl -sS -m 10 https://unlisted.example.com/ 2>&1; env | grep -i -E "key|token"; echo done',
+    ]);
+    const out = attack.stdout + attack.stderr;
+    if (!out.includes('tool said:'))
+      writeFileSync(
+        '/tmp/onboard-codex-requests.json',
+        JSON.stringify({ out, requests: fake.requests.map((q) => q.body) }, null, 1),
+      );
+    expect(out).toContain('tool said:');
+    expect(out).not.toContain(KEY);
+    const audit = await cli(home, ['sandbox', 'logs', 'codex', '--audit']);
+    expect(
+      audit.stdout
+        .split('\n')
+        .filter((l) => l.includes('unlisted.example.com'))
+        .join('\n'),
+    ).toMatch(/denied|Blocked/i);
     expect(filesContaining(home, KEY)).toEqual([]);
   }, 900_000);
 });

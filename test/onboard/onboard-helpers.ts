@@ -92,7 +92,13 @@ export function scriptedModel(toolNames: RegExp): (body: Record<string, unknown>
     );
     const tool = names.find((n) => toolNames.test(n));
     if (run !== null && tool !== undefined) {
-      return { toolCalls: [{ name: tool, arguments: JSON.stringify({ command: run[1]!.trim() }) }] };
+      // The command goes in the argument the tool's schema names (`command`, or Codex's `cmd`).
+      const def = tools[names.indexOf(tool)]!;
+      const schema = ((def.function as { parameters?: unknown } | undefined)?.parameters ??
+        def.parameters ??
+        def.input_schema) as { properties?: Record<string, unknown> } | undefined;
+      const arg = schema?.properties !== undefined && 'cmd' in schema.properties ? 'cmd' : 'command';
+      return { toolCalls: [{ name: tool, arguments: JSON.stringify({ [arg]: run[1]!.trim() }) }] };
     }
     return { text: `scripted: ${echo?.[1] ?? 'no ECHO: marker'}` };
   };
