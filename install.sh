@@ -3,8 +3,9 @@
 #
 #   ./install.sh               system packages, npm ci (which brings Carapace's own Node.js 24),
 #                              build, two kernel settings (as root), `carapace` on PATH, the system
-#                              gateway (as root: a systemd service, or started now), the main job
-#   ./install.sh --no-onboard  the same without the main job (what CI runs)
+#                              gateway (as root: a systemd service, or started now), then, in a
+#                              terminal, `carapace onboard`: it ends with a running agent
+#   ./install.sh --no-onboard  the same without onboarding (what CI runs; no terminal, or CI=…, skip it too)
 #
 # Idempotent: packages already present are not reinstalled, settings already made are left, the
 # PATH link is replaced. Runs as root, or as a user with sudo for the two steps that need it
@@ -128,4 +129,10 @@ fi
 
 if [ "$run_main_job" -eq 1 ]; then
   carapace doctor
+  # Onboarding asks questions: only with a person at a terminal, never in CI or a pipe.
+  if [ -t 0 ] && [ -t 1 ] && [ -z "${CI:-}" ]; then
+    /usr/local/bin/carapace onboard
+  else
+    echo "install.sh: no terminal: run 'carapace onboard' to set up an agent (docs/onboard.md)"
+  fi
 fi

@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { carapaceNodePath } from '../scripts/carapace-node.js';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
+import { blueprintBench } from './blueprint.js';
 import { policyDecisionBench } from './policy-decisions.js';
 import { approvalsBench } from './approvals.js';
 import { gatewayBench } from './gateway.js';
@@ -37,6 +38,7 @@ const MODULES: BenchModule[] = [
   sandboxTunnelBench,
   gatewayBench,
   approvalsBench,
+  blueprintBench,
 ];
 
 /** The repository root, from dist/bench/run.js or bench/run.ts. */
