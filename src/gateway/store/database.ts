@@ -82,8 +82,8 @@ export const MIGRATIONS: readonly string[] = [
      tokens_out INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (sandbox_id, route, hour)
    );`,
-  // 5: reserved for the blueprints (src/blueprint, being written beside this): replaced by theirs
-  // when the two meet. A no-op until then, so that 6 is the sixth entry.
+  // 5: none. Reserved for the blueprints, which needed no table in the end (installed blueprints
+  // and images are files, stored by digest); kept as a no-op so the numbers stores have met stay.
   `SELECT 1;`,
   // 6: proposals (gateway/proposals.ts): denials turned into rules for the operator to approve,
   // deduplicated per sandbox by `key` (host, port, binary, method and path pattern). IF NOT EXISTS:
