@@ -4,8 +4,9 @@
 #   ./install.sh               system packages, npm ci (which brings Carapace's own Node.js 24),
 #                              build, two kernel settings (as root), `carapace` on PATH, the system
 #                              gateway (as root: a systemd service, or started now), then, in a
-#                              terminal, `carapace onboard`: it ends with a running agent
-#   ./install.sh --no-onboard  the same without onboarding (what CI runs; no terminal, or CI=…, skip it too)
+#                              terminal, `carapace onboard`: it ends with a running agent (with no
+#                              terminal: without questions, when CARAPACE_ONBOARD_AGENT is set)
+#   ./install.sh --no-onboard  the same without onboarding (what CI runs; CI=… skips it too)
 #
 # Idempotent: packages already present are not reinstalled, settings already made are left, the
 # PATH link is replaced. Runs as root, or as a user with sudo for the two steps that need it
@@ -129,10 +130,16 @@ fi
 
 if [ "$run_main_job" -eq 1 ]; then
   carapace doctor
-  # Onboarding asks questions: only with a person at a terminal, never in CI or a pipe.
-  if [ -t 0 ] && [ -t 1 ] && [ -z "${CI:-}" ]; then
+  # Onboarding asks its questions of a person at a terminal. Without one (a provisioning script),
+  # it runs without questions when the environment chooses the agent (CARAPACE_ONBOARD_AGENT and
+  # the other CARAPACE_ONBOARD_* of docs/onboard.md). CI skips it (CI set, or --no-onboard).
+  if [ -n "${CI:-}" ]; then
+    echo "install.sh: CI: onboarding skipped"
+  elif [ -t 0 ] && [ -t 1 ]; then
     /usr/local/bin/carapace onboard
+  elif [ -n "${CARAPACE_ONBOARD_AGENT:-}" ]; then
+    /usr/local/bin/carapace onboard --non-interactive
   else
-    echo "install.sh: no terminal: run 'carapace onboard' to set up an agent (docs/onboard.md)"
+    echo "install.sh: no terminal and no CARAPACE_ONBOARD_AGENT: run 'carapace onboard' to set up an agent (docs/onboard.md)"
   fi
 fi
