@@ -12,7 +12,6 @@
  *
  * Both clocks are this host's (the agent writes Date-comparable milliseconds).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -20,9 +19,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GatewayClient } from '../src/cli/gateway-client.js';
-import { packageRoot } from '../src/sandbox/native-paths.js';
 import { stateDirs } from '../src/sandbox/state-dirs.js';
 import { percentiles, type BenchModule, type BenchRow } from './framework.js';
+import { startGateway } from './gateway.js';
 
 const ROUNDS = 30;
 
@@ -45,23 +44,6 @@ const AGENT = [
   '    open(f"/sandbox/ok-{n}.tmp", "w").write(f"{done * 1000} {(done - t) * 1000}")',
   '    os.rename(f"/sandbox/ok-{n}.tmp", f"/sandbox/ok-{n}")',
 ].join('\n');
-
-async function startGateway(home: string, args: string[]): Promise<ChildProcess> {
-  const child = spawn(join(packageRoot(), 'dist', 'cli', 'carapace.js'), ['gateway', 'run', ...args], {
-    env: { ...process.env, CARAPACE_HOME: home },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += String(d);
-      if (out.includes('"gateway listening"')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`the gateway exited (${code}): ${out}`)));
-  });
-  child.stdout!.resume();
-  return child;
-}
 
 interface Waiter {
   match: (e: FeedEvent) => boolean;
