@@ -6,15 +6,10 @@
  * the policy revision is the caller the socket says.
  */
 import { z } from 'zod';
+import { owner } from './route-params.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { ProposalService } from './proposals.js';
 
-const owner = z.coerce
-  .number()
-  .int()
-  .min(0)
-  .optional()
-  .describe('the owner uid (root and carapace-admin only; default: the caller)');
 const sandbox = z
   .string()
   .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/)
