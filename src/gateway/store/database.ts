@@ -160,7 +160,8 @@ export class Database {
     if (from === MIGRATIONS.length) return;
     this.transaction(() => {
       for (let v = from; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]!);
-      this.db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+      // A PRAGMA takes no bound parameter; the value is this file's own count, an integer.
+      this.db.exec(`PRAGMA user_version = ${Math.trunc(MIGRATIONS.length)}`);
     });
   }
 
