@@ -134,7 +134,7 @@ export function gatewayRoutes(opts: {
       summary: "the caller's sandboxes (all=true: everyone's, for root and carapace-admin)",
       query: z.object({ all: z.enum(['true', 'false']).optional() }),
       response: z.array(sandboxView),
-      handler: ({ caller, query }) => Promise.resolve(sandboxes.listViews(caller, query.all === 'true')),
+      handler: ({ caller, query }) => Promise.resolve(sandboxes.listJson(caller, query.all === 'true')),
     }),
     defineRoute({
       method: 'POST',

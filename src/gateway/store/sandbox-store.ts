@@ -167,6 +167,15 @@ export class SandboxStore {
     return (rows as unknown as Row[]).map(fromRow);
   }
 
+  /** Each record's id and version, in list()'s order: what a list needs to know changed. */
+  versions(ownerUid?: number): { id: string; version: number }[] {
+    const rows =
+      ownerUid === undefined
+        ? this.db.sql('SELECT id, version FROM sandboxes ORDER BY owner_uid, name').all()
+        : this.db.sql('SELECT id, version FROM sandboxes WHERE owner_uid = ? ORDER BY name').all(ownerUid);
+    return (rows as { id: string; version: number }[]).map((r) => ({ id: r.id, version: Number(r.version) }));
+  }
+
   count(ownerUid: number): number {
     return Number(
       (this.db.sql('SELECT COUNT(*) AS n FROM sandboxes WHERE owner_uid = ?').get(ownerUid) as { n: number })
