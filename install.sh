@@ -131,15 +131,14 @@ fi
 if [ "$run_main_job" -eq 1 ]; then
   carapace doctor
   # Onboarding asks its questions of a person at a terminal. Without one (a provisioning script),
-  # it runs without questions when the environment chooses the agent (CARAPACE_ONBOARD_AGENT and
-  # the other CARAPACE_ONBOARD_* of docs/onboard.md). CI skips it (CI set, or --no-onboard).
+  # it runs without questions: CARAPACE_ONBOARD_AGENT and the other CARAPACE_ONBOARD_* of
+  # docs/onboard.md, else each question's default (OpenClaw, no model provider). CI skips it (CI
+  # set, or --no-onboard).
   if [ -n "${CI:-}" ]; then
     echo "install.sh: CI: onboarding skipped"
   elif [ -t 0 ] && [ -t 1 ]; then
     /usr/local/bin/carapace onboard
-  elif [ -n "${CARAPACE_ONBOARD_AGENT:-}" ]; then
-    /usr/local/bin/carapace onboard --non-interactive
   else
-    echo "install.sh: no terminal and no CARAPACE_ONBOARD_AGENT: run 'carapace onboard' to set up an agent (docs/onboard.md)"
+    /usr/local/bin/carapace onboard --non-interactive
   fi
 fi
