@@ -5,8 +5,8 @@
 #                              build, two kernel settings (as root), `carapace` on PATH, the system
 #                              gateway (as root: a systemd service, or started now), then, in a
 #                              terminal, `carapace onboard`: it ends with a running agent (with no
-#                              terminal: without questions, when CARAPACE_ONBOARD_AGENT is set)
-#   ./install.sh --no-onboard  the same without onboarding (what CI runs; CI=… skips it too)
+#                              terminal: without questions, CARAPACE_ONBOARD_* or the defaults)
+#   ./install.sh --no-onboard  the same without onboarding (a runner that sets CI= skips it too)
 #
 # Idempotent: packages already present are not reinstalled, settings already made are left, the
 # PATH link is replaced. Runs as root, or as a user with sudo for the two steps that need it
