@@ -9,8 +9,12 @@
  * judged. Per form (docs/proxy.md, "Paths"):
  * - percent-escapes must be well-formed; escapes of unreserved characters (ALPHA DIGIT - . _ ~) are
  *   decoded, all others are kept with upper-case hex;
- * - refused, because servers disagree on them: an encoded slash or backslash (`%2F`, `%5C`), an
- *   encoded path-parameter separator (`%3B`), an encoded control character (`%00`–`%1F`, `%7F`), a
+ * - an encoded slash (`%2F`: npm names a scoped package `/@scope%2fname`) is kept inside its
+ *   segment, and because servers disagree on it (some decode it into a separator) the path is also
+ *   read with it decoded (`slashReading`): the request judge allows the request only if the rules
+ *   allow both readings, and a decoded reading that climbs above the root is refused;
+ * - refused, because servers disagree on them: an encoded backslash (`%5C`), an encoded
+ *   path-parameter separator (`%3B`), an encoded control character (`%00`–`%1F`, `%7F`), a
  *   double-encoded escape (`%25` followed by two hex digits: a server that decodes twice sees
  *   `%2F` become `/`), escapes whose bytes are not UTF-8 (overlong forms such as `%C0%AF` decode to
  *   `/` on some servers), a raw backslash and a fragment;
@@ -23,7 +27,15 @@
  *   case (src/policy/request-rules.ts).
  */
 
-export type CanonicalTarget = { ok: true; path: string; query: string } | { ok: false; reason: string };
+export type CanonicalTarget =
+  | {
+      ok: true;
+      path: string;
+      query: string;
+      /** The path as a server that decodes `%2F` into `/` reads it; only when it differs. */
+      slashReading?: string;
+    }
+  | { ok: false; reason: string };
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
 const HEX = /^[0-9A-Fa-f]{2}$/;
@@ -43,7 +55,7 @@ function normaliseEscapes(path: string): string | { reason: string } {
     const hex = path.slice(i + 1, i + 3);
     if (!HEX.test(hex)) return { reason: 'malformed percent-escape in path' };
     const code = parseInt(hex, 16);
-    if (code === 0x2f || code === 0x5c) return { reason: 'encoded slash or backslash (%2F, %5C) in path' };
+    if (code === 0x5c) return { reason: 'encoded backslash (%5C) in path' };
     if (code === 0) return { reason: 'encoded NUL in path' };
     if (code < 0x20 || code === 0x7f) return { reason: 'encoded control character in path' };
     if (code === 0x3b) return { reason: 'encoded semicolon (%3B) in path' };
@@ -117,7 +129,11 @@ export function canonicalTarget(target: string): CanonicalTarget {
   const path = resolveSegments(escaped);
   if (path === null) return { ok: false, reason: 'path climbs above the root (..)' };
   if (/%(?![0-9A-Fa-f]{2})/.test(query)) return { ok: false, reason: 'malformed percent-escape in query' };
-  return { ok: true, path, query };
+  if (!escaped.includes('%2F')) return { ok: true, path, query };
+  const slashReading = resolveSegments(escaped.replaceAll('%2F', '/'));
+  if (slashReading === null)
+    return { ok: false, reason: 'path climbs above the root (..) once its %2F are read as /' };
+  return slashReading === path ? { ok: true, path, query } : { ok: true, path, query, slashReading };
 }
 
 /** The target to forward: canonical path plus the query as sent. */
