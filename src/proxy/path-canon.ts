@@ -10,9 +10,10 @@
  * - percent-escapes must be well-formed; escapes of unreserved characters (ALPHA DIGIT - . _ ~) are
  *   decoded, all others are kept with upper-case hex;
  * - an encoded slash (`%2F`: npm names a scoped package `/@scope%2fname`) is kept inside its
- *   segment, and because servers disagree on it (some decode it into a separator) the path is also
- *   read with it decoded (`slashReading`): the request judge allows the request only if the rules
- *   allow both readings, and a decoded reading that climbs above the root is refused;
+ *   segment, and because servers disagree on it (some decode it into a separator) the forwarded
+ *   path is also read with it decoded (`slashReading`): the request judge allows the request only
+ *   if the rules allow both readings. The names it separates must be plain (not empty, `.` or
+ *   `..`), so that no server can merge or resolve the decoded reading into a third path;
  * - refused, because servers disagree on them: an encoded backslash (`%5C`), an encoded
  *   path-parameter separator (`%3B`), an encoded control character (`%00`–`%1F`, `%7F`), a
  *   double-encoded escape (`%25` followed by two hex digits: a server that decodes twice sees
@@ -129,11 +130,16 @@ export function canonicalTarget(target: string): CanonicalTarget {
   const path = resolveSegments(escaped);
   if (path === null) return { ok: false, reason: 'path climbs above the root (..)' };
   if (/%(?![0-9A-Fa-f]{2})/.test(query)) return { ok: false, reason: 'malformed percent-escape in query' };
-  if (!escaped.includes('%2F')) return { ok: true, path, query };
-  const slashReading = resolveSegments(escaped.replaceAll('%2F', '/'));
-  if (slashReading === null)
-    return { ok: false, reason: 'path climbs above the root (..) once its %2F are read as /' };
-  return slashReading === path ? { ok: true, path, query } : { ok: true, path, query, slashReading };
+  if (!path.includes('%2F')) return { ok: true, path, query };
+  // The decoded reading is of the path that goes upstream. Its %2F must separate plain names: an
+  // empty, `.` or `..` piece would be merged or resolved differently by servers that decode it
+  // before or after they remove dot segments, or never merge slashes.
+  for (const segment of path.split('/')) {
+    if (!segment.includes('%2F')) continue;
+    if (segment.split('%2F').some((piece) => piece === '' || piece === '.' || piece === '..'))
+      return { ok: false, reason: `encoded slash (%2F) next to an empty, . or .. name in ${segment}` };
+  }
+  return { ok: true, path, query, slashReading: path.replaceAll('%2F', '/') };
 }
 
 /** The target to forward: canonical path plus the query as sent. */

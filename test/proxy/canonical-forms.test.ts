@@ -111,9 +111,19 @@ describe('canonicalTarget', () => {
       query: '',
       slashReading: '/@types/node',
     });
-    expect(ok('/repos%2F..%2Fadmin')).toMatchObject({ path: '/repos%2F..%2Fadmin', slashReading: '/admin' });
-    expect(ok('/a%2F%2Fb')).toMatchObject({ path: '/a%2F%2Fb', slashReading: '/a/b' });
-    expect(no('/a%2F..%2F..%2Fetc')).toMatch(/above the root .* %2F are read as \//);
+    // The decoded reading is of the path that goes upstream, after its own dot segments.
+    expect(ok('/repos/a%2Fb/../c%2Fd')).toMatchObject({ path: '/repos/c%2Fd', slashReading: '/repos/c/d' });
+    // Empty, . and .. names between encoded slashes: servers merge and resolve them differently.
+    for (const t of [
+      '/repos%2F..%2Fadmin',
+      '/a%2F%2Fb',
+      '/a%2F..%2F..%2Fetc',
+      '/p%2F%2F..%2Fk',
+      '/a%2F',
+      '/%2Fa',
+      '/a%2F.%2Fb',
+    ])
+      expect(no(t), t).toMatch(/encoded slash \(%2F\) next to an empty, \. or \.\. name/);
     expect(ok('/a/b').slashReading).toBeUndefined();
   });
   it('refuses the escapes servers read differently: %3B, controls, double encoding, non-UTF-8', () => {
