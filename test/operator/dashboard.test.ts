@@ -99,6 +99,13 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
     await page.waitForSelector('#sandboxes tr[data-sandbox="web"]');
     const link = await page.getAttribute('#sandboxes tr[data-sandbox="web"] a', 'href');
     expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+    // CPU (a share of one core between two readings, the second a second later) and memory.
+    const cell = (n: number) => `#sandboxes tr[data-sandbox="web"] td:nth-child(${n})`;
+    await page.waitForFunction(
+      (sel) => /^\d+%$/.test(document.querySelector(sel)?.textContent ?? ''),
+      cell(4),
+    );
+    expect(await page.textContent(cell(5))).toMatch(/^\d+(\.\d)?[KMG]$/);
     await page.waitForSelector('.chart[data-sandbox="web"] polyline[data-series="requests"]');
 
     // A new denial: pushed to the open page as a decision and a proposal.
