@@ -88,7 +88,7 @@ export async function timeStart(home: BenchHome, settings: SandboxSettings): Pro
   const ok = await agentStarted(started.process);
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   await started.process.exited;
-  started.cleanup();
+  await started.cleanup(); // as `carapace run` does before it exits
   if (!ok) throw new Error(`the sandbox did not start: ${JSON.stringify(started.process.events)}`);
   return ms;
 }

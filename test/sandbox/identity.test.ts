@@ -123,12 +123,12 @@ describe('the uid registry', () => {
     rmSync(ws, { recursive: true });
   });
 
-  it("drops a record whose owner's state directory is gone, once it is an hour old, its paths hold nothing and nothing runs as it", async (ctx) => {
+  it("drops a record whose owner's state directory is gone, once it is ten minutes old, its paths hold nothing and nothing runs as it", async (ctx) => {
     requires(ctx, 'root'); // a process of the sandbox uid
     const dir = fresh();
     const state = fresh(); // an owner that exists
     const gone = join(tmpdir(), 'carapace-uids-gone-for-good');
-    const hourAgo = new Date(Date.now() - 61 * 60 * 1000).toISOString();
+    const longAgo = new Date(Date.now() - 11 * 60 * 1000).toISOString(); // older than ten minutes
     const record = (uid: number, owner: string, name: string, since: string) => ({
       uid,
       state: owner,
@@ -144,10 +144,10 @@ describe('the uid registry', () => {
         size: 1000,
         next: BASE + 4,
         records: [
-          record(BASE, gone, 'orphan', hourAgo), // its home removed without deleting it
+          record(BASE, gone, 'orphan', longAgo), // its home removed without deleting it
           record(BASE + 1, gone, 'starting', new Date().toISOString()), // its start may be under way
-          record(BASE + 2, state, 'kept', hourAgo), // its owner is still there
-          record(BASE + 3, gone, 'running', hourAgo), // a sandbox of a removed home, still running
+          record(BASE + 2, state, 'kept', longAgo), // its owner is still there
+          record(BASE + 3, gone, 'running', longAgo), // a sandbox of a removed home, still running
         ],
       }),
     );
