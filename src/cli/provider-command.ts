@@ -149,7 +149,9 @@ export function registerProvider(program: Command): void {
   keyOptions(
     provider
       .command('update')
-      .description('change a provider’s type, base URL or key')
+      .description(
+        'change a provider’s type, base URL or key (a new type keeps the base URL; from a default service, give the new key)',
+      )
       .argument('<name>')
       .option('--type <type>', PROVIDER_TYPES.join(' | '))
       .option('--base-url <url>', "the API's base URL")
