@@ -9,6 +9,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { FakeProvider, startFake } from '../helpers/fake-providers.js';
 import { CLI } from '../helpers/cli.js';
@@ -206,11 +207,25 @@ describe.skipIf(!holds('root'))('the gateway’s router', () => {
     expect(view.routes).toEqual([
       expect.objectContaining({ name: 'main', provider: 'two', model: 'model-two' }),
     ]);
-    // Routes naming a provider that does not exist are stored (the provider may come later) and
-    // the call fails closed; a route that does not parse is refused and nothing changes.
+    // The section as YAML, ready for `inference set --from`.
+    const asYaml = cli(['inference', 'get', 'left', '-o', 'yaml']);
+    expect({ status: asYaml.status, stderr: asYaml.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(parse(asYaml.stdout)).toEqual({
+      inference: { routes: { main: { provider: 'two', model: 'model-two' } }, default: 'main' },
+    });
+    // A route that does not parse is refused, named by its place in the section (not by a line of
+    // a policy revision the user never sees), and nothing changes.
     const broken = cli(['inference', 'set', 'left', '--route', 'main=two/model-two', '--default', 'nope']);
     expect(broken.status).not.toBe(0);
-    expect(broken.stderr).toMatch(/route "nope" is not defined/);
+    expect(broken.stderr).toBe(
+      'carapace: the new inference section of left: inference.default: route "nope" is not defined in inference.routes (routes: main)\n',
+    );
+    // A route newly naming a provider its owner does not have (a typo, most likely) is refused too.
+    const typo = cli(['inference', 'set', 'left', '--route', 'main=tow/model-two']);
+    expect(typo.status).not.toBe(0);
+    expect(typo.stderr).toBe(
+      'carapace: route main: left\'s owner has no provider named "tow" (carapace provider list; create it first: carapace provider create tow --type TYPE …)\n',
+    );
     expect(json<{ policyRev: number }>(['sandbox', 'get', 'left']).policyRev).toBe(2);
   });
 
