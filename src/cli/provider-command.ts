@@ -42,8 +42,9 @@ export async function readCredential(o: {
     throw new UsageError('give the key one way: --credential-env VAR or --credential-stdin, not both');
   if (o.credentialEnv !== undefined) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(o.credentialEnv))
+      // Not echoed: what stands in the name's place is most likely the key itself.
       throw new UsageError(
-        `--credential-env ${o.credentialEnv}: expected the name of an environment variable`,
+        '--credential-env: expected the name of an environment variable (export KEY_VAR=…, then --credential-env KEY_VAR), never the key itself',
       );
     const v = process.env[o.credentialEnv];
     if (v === undefined || v === '')

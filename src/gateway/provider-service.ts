@@ -102,7 +102,7 @@ export class ProviderService {
     if (!PROVIDER_NAME.test(input.name))
       throw new ApiError(
         'INVALID_INPUT',
-        `"${input.name}" is not a provider name: lower case letters, digits, '.', '_' and '-', starting with a letter or digit`,
+        `"${input.name}" is not a provider name: at most 63 lower case letters, digits, '.', '_' and '-', starting with a letter or digit`,
       );
     const baseUrl = checkedBaseUrl(input.type, input.baseUrl);
     const key = checkedKey(input.type, input.credential);

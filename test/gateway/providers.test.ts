@@ -165,6 +165,7 @@ describe('providers', () => {
     const { service } = setup();
     const bad: [Parameters<ProviderService['create']>[1], RegExp][] = [
       [{ name: 'Bad Name', type: 'ollama' }, /not a provider name/],
+      [{ name: 'a'.repeat(64), type: 'ollama' }, /is not a provider name: .*at most 63/],
       [{ name: 'x', type: 'openai' }, /needs a key: --credential-env VAR/],
       [{ name: 'x', type: 'openai-compatible', credential: 'k' }, /needs --base-url/],
       [{ name: 'x', type: 'vllm', baseUrl: 'ftp://h/v1' }, /must be http or https/],

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sectionFromFlags } from '../../src/cli/inference-command.js';
+import { readCredential } from '../../src/cli/provider-command.js';
 import { UsageError } from '../../src/cli/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'carapace-inference-set-'));
@@ -88,5 +89,21 @@ describe('inference set --from', () => {
     expect(refusal(null, { from: bare, default: 'a' })).toMatch(/--default/);
     expect(refusal(null, { clear: true, local: ['a'] })).toMatch(/--clear removes the section: .*--local/);
     expect(refusal(null, { clear: true, from: bare })).toMatch(/--clear .*--from/);
+  });
+});
+
+describe('provider create --credential-env', () => {
+  it('never echoes what was given in place of a variable name (it is most likely the key)', async () => {
+    const key = 'sk-proj-pasted-in-by-mistake-0123456789';
+    let message = '';
+    try {
+      await readCredential({ credentialEnv: key });
+    } catch (err) {
+      expect(err).toBeInstanceOf(UsageError);
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/--credential-env: expected the name of an environment variable/);
+    expect(message).not.toContain(key);
+    expect(message.split('\n')).toHaveLength(1);
   });
 });
