@@ -54,6 +54,7 @@ export async function readCredential(o: {
     return v;
   }
   if (o.credentialStdin) {
+    if (process.stdin.isTTY) return promptHidden();
     const chunks: Buffer[] = [];
     for await (const c of process.stdin as AsyncIterable<Buffer>) chunks.push(c);
     const v = Buffer.concat(chunks)
@@ -63,6 +64,35 @@ export async function readCredential(o: {
     return v;
   }
   return undefined;
+}
+
+/**
+ * `--credential-stdin` at a terminal: one line, typed without echo. Read whole, the terminal would
+ * show the key as it is typed (and keep it in its scrollback) and wait for Ctrl-D after Enter.
+ */
+async function promptHidden(): Promise<string> {
+  const stdin = process.stdin;
+  process.stderr.write('API key (not shown; Enter to finish): ');
+  stdin.setRawMode(true);
+  let key = '';
+  try {
+    for await (const chunk of stdin as AsyncIterable<Buffer>) {
+      for (const ch of chunk.toString('utf8')) {
+        if (ch === '\r' || ch === '\n') {
+          if (key === '') throw new UsageError('--credential-stdin: no key was typed');
+          return key;
+        }
+        if (ch === '\u0003' || ch === '\u0004') throw new UsageError('--credential-stdin: cancelled');
+        if (ch === '\u007f' || ch === '\b') key = key.slice(0, -1);
+        else if (ch >= ' ') key += ch;
+      }
+    }
+    throw new UsageError('--credential-stdin: standard input ended before Enter');
+  } finally {
+    stdin.setRawMode(false);
+    stdin.pause();
+    process.stderr.write('\n');
+  }
 }
 
 function checkType(t: string | undefined): void {
@@ -97,7 +127,7 @@ export function registerProvider(program: Command): void {
   const keyOptions = (c: Command): Command =>
     c
       .option('--credential-env <var>', 'the key is in this environment variable')
-      .option('--credential-stdin', 'read the key from standard input');
+      .option('--credential-stdin', 'read the key from standard input (typed unseen at a terminal)');
 
   keyOptions(
     provider

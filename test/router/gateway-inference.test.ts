@@ -4,7 +4,8 @@
  * sandboxes) call https://inference.local; routes changed live for one sandbox and not another;
  * budgets that refuse, or send the call to a local route, and usage that survives a restart.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -128,6 +129,39 @@ describe.skipIf(!holds('root'))('the gateway’s router', () => {
     expect(bad.status).not.toBe(0);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
     expect(cli(['provider', 'get', 'x']).status).toBe(3);
+  });
+
+  it('--credential-stdin at a terminal reads one line, typed without echo', async (ctx) => {
+    // `script` (util-linux) gives the command a terminal of its own: the premise of this test.
+    if (spawnSync('script', ['--version']).status !== 0)
+      ctx.skip('needs script(1) to give the CLI a terminal');
+    const typed = 'sk-typed-at-a-terminal-4d5e6f7a8b9c0d1e';
+    const child = spawn(
+      'script',
+      [
+        '-qec',
+        `${process.execPath} ${CLI} provider create typed --type openai --credential-stdin`,
+        '/dev/null',
+      ],
+      { env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home, LANG: 'C.UTF-8' } },
+    );
+    let out = '';
+    const prompted = new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString('utf8');
+        if (out.includes('API key')) resolve();
+      }),
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    // Typed only once the prompt is up (the terminal is then no longer echoing).
+    await prompted;
+    child.stdin.write(`${typed}\r`);
+    expect(await exited).toBe(0);
+    expect(out).not.toContain(typed);
+    expect(json<{ fingerprint: string }>(['provider', 'get', 'typed']).fingerprint).toBe(
+      `sha256:${createHash('sha256').update(typed).digest('hex').slice(0, 12)}`,
+    );
+    expect(cli(['provider', 'delete', 'typed']).status).toBe(0);
   });
 
   it('carapace run uses the caller’s stored providers too (read from the gateway’s store)', async () => {
