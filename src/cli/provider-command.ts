@@ -72,8 +72,9 @@ export async function readCredential(o: {
  */
 async function promptHidden(): Promise<string> {
   const stdin = process.stdin;
-  process.stderr.write('API key (not shown; Enter to finish): ');
+  // Echo off before the prompt: what is typed once the prompt shows is never echoed.
   stdin.setRawMode(true);
+  process.stderr.write('API key (not shown; Enter to finish): ');
   let key = '';
   try {
     for await (const chunk of stdin as AsyncIterable<Buffer>) {
