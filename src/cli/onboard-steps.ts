@@ -19,7 +19,8 @@ import { ImageStore, type AgentImage } from '../blueprint/image.js';
 import { saveAnswers, type OnboardAnswers } from '../blueprint/onboard-answers.js';
 import { planSandbox, resolveInImage, type PlanChoices } from '../blueprint/sandbox-plan.js';
 import type { BlueprintStore, TrustSettings, VerifiedBlueprint } from '../blueprint/store.js';
-import { builtinPoliciesDir, loadBuiltinPreset } from '../policy/index.js';
+import { builtinPoliciesDir, loadBuiltinPreset, type ProviderType } from '../policy/index.js';
+import { PROVIDER_INFO } from '../router/providers.js';
 import { execOver } from '../sandbox/control-exec.js';
 import { UsageError } from './errors.js';
 import { GatewayError, type GatewayClient } from './gateway-client.js';
@@ -65,6 +66,43 @@ export async function blueprintStep(
   return { v, image };
 }
 
+/**
+ * One request to the provider's model list before it is stored or changed: a URL nothing answers
+ * at, or a key the provider refuses, would otherwise only show at the agent's first call, with a
+ * sandbox made and (for a shared provider) other sandboxes' route repointed. Without a key (an
+ * existing provider keeps its sealed one) only "no answer" counts. A 404 or another error status
+ * is an answer: OpenAI-compatible servers need not list models.
+ */
+async function checkProviderAnswers(
+  ctx: StepContext,
+  p: NonNullable<OnboardAnswers['provider']>,
+  baseUrl: string,
+  key: string | undefined,
+): Promise<void> {
+  const [{ probeProvider }, { sharedUpstreamTrust }] = await Promise.all([
+    import('../router/probe.js'),
+    import('../proxy/upstream.js'),
+  ]);
+  const trust = sharedUpstreamTrust(ctx.upstreamCa);
+  const r = await probeProvider(
+    { name: p.name, type: p.type as ProviderType, baseUrl, apiKey: key },
+    { timeoutMs: 20_000, upstreamTrust: () => trust.context },
+  );
+  const fix =
+    `no provider or sandbox was made or changed; check --provider-url${p.credentialEnv !== undefined ? ` and ${p.credentialEnv}` : ''}, ` +
+    `then carapace onboard --resume`;
+  if (r.status === null)
+    throw new UsageError(
+      `provider ${p.name} at ${baseUrl} does not answer (${r.error ?? 'no answer'}): ${fix}`,
+      1,
+    );
+  if (key !== undefined && (r.status === 401 || r.status === 403))
+    throw new UsageError(
+      `provider ${p.name} at ${baseUrl} refused the key (status ${r.status}: ${r.error ?? ''}): ${fix}`,
+      1,
+    );
+}
+
 /** Creates the provider when it does not exist; updates its key only when one was given and differs. */
 export async function providerStep(
   client: GatewayClient,
@@ -85,6 +123,8 @@ export async function providerStep(
       throw new UsageError(
         `provider ${p.name} needs a key: export ${p.credentialEnv} (or run carapace onboard in a terminal to type it, hidden), then carapace onboard --resume`,
       );
+    const baseUrl = p.baseUrl ?? PROVIDER_INFO[p.type as ProviderType].defaultBaseUrl;
+    if (baseUrl !== null) await checkProviderAnswers(ctx, p, baseUrl, key);
     await client.call('POST', '/v1/providers', {
       name: p.name,
       type: p.type,
@@ -111,6 +151,7 @@ export async function providerStep(
     ctx.say(`provider ${p.name}: unchanged`);
     return;
   }
+  await checkProviderAnswers(ctx, p, patch.baseUrl ?? existing.baseUrl, patch.credential);
   await client.call('PATCH', `/v1/providers/${encodeURIComponent(p.name)}`, patch);
   ctx.say(`provider ${p.name}: updated (${Object.keys(patch).join(', ').replace('credential', 'key')})`);
 }
