@@ -239,9 +239,9 @@ export function registerBlueprint(program: Command): void {
   trustOptions(
     bp
       .command('remove')
-      .description('remove an installed blueprint and its agent image')
+      .description('remove an installed blueprint and its agent image (refused while a sandbox uses it)')
       .argument('<blueprint>', 'NAME or sha256:…'),
-  ).action((ref: string, o: TrustOptions) => {
+  ).action(async (ref: string, o: TrustOptions) => {
     const store = blueprintStore();
     const digests = ref.startsWith('sha256:')
       ? store.digests().filter((d) => d.startsWith(ref))
@@ -251,6 +251,26 @@ export function registerBlueprint(program: Command): void {
     if (digests.length > 1 && ref.startsWith('sha256:'))
       throw new UsageError(`"${ref}" names ${digests.length} blueprints; give more of the digest`);
     void o;
+    // A sandbox made from it binds its agent image read-only: removing the image under it would
+    // break the running agent (and its next start), so the sandbox goes first.
+    // Own gateway with no database yet: no sandbox was ever made here, and none needs starting.
+    const { GatewayClient, gatewayEndpoint } = await import('./gateway-client.js');
+    const endpoint = gatewayEndpoint();
+    const sandboxes =
+      !endpoint.own || existsSync(join(endpoint.dirs.state, 'gateway.db'))
+        ? await (
+            await GatewayClient.connect()
+          ).call<{ name: string; labels: Record<string, string> }[]>('GET', '/v1/sandboxes')
+        : [];
+    for (const d of digests) {
+      const users = sandboxes.filter((s) => s.labels['carapace.blueprint.digest'] === d).map((s) => s.name);
+      if (users.length > 0)
+        throw new UsageError(
+          `blueprint ${store.peekName(d) ?? ref} ${d} is in use by sandbox ${users.join(', ')}; ` +
+            `carapace sandbox delete ${users.join(' ')} first`,
+          1,
+        );
+    }
     const images = new ImageStore(stateDirs().state);
     for (const d of digests) {
       images.remove(d);

@@ -264,4 +264,26 @@ describe('onboard shell', () => {
     expect(readdirSync(join(home, 'state', 'onboard'))).not.toContain('typo.json');
     expect((await cli(home, ['sandbox', 'list'])).stdout).not.toMatch(/^typo\s/m);
   }, 600_000);
+
+  it('blueprint remove refuses a blueprint a sandbox was made from, and changes nothing', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    const home = onboardHome();
+    homes.push(home);
+    const made = await cli(home, ['onboard', '--non-interactive', '--agent', 'shell', '--name', 'box']);
+    expect(made.status).toBe(0);
+    const before = readdirSync(join(home, 'state', 'blueprints'));
+    const refused = await cli(home, ['blueprint', 'remove', 'shell']);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toMatch(/shell .* is in use by sandbox box; carapace sandbox delete box first/);
+    expect(readdirSync(join(home, 'state', 'blueprints'))).toEqual(before);
+    expect(
+      (await cli(home, ['sandbox', 'exec', 'box', '--', 'sh', '-c', 'echo still-$((6*7))'])).stdout,
+    ).toBe('still-42\n');
+
+    expect((await cli(home, ['sandbox', 'delete', 'box'])).status).toBe(0);
+    const removed = await cli(home, ['blueprint', 'remove', 'shell']);
+    expect(removed.status).toBe(0);
+    expect(readdirSync(join(home, 'state', 'blueprints')).filter((n) => n.startsWith('sha256-'))).toEqual([]);
+  }, 600_000);
 });
