@@ -66,8 +66,15 @@ function installedRef(ref: string, store: BlueprintStore, trust: TrustSettings):
 
 function describe(v: VerifiedBlueprint): string {
   const b = v.blueprint;
+  // Signatures by keys the caller does not trust are named as such, not hidden as "unsigned".
   const signed =
-    v.signatures.trustedBy.length > 0 ? `signed by ${v.signatures.trustedBy.join(', ')}` : 'unsigned';
+    v.signatures.trustedBy.length > 0
+      ? `signed by ${v.signatures.trustedBy.join(', ')}`
+      : isBuiltinDigest(v.digest)
+        ? 'built-in'
+        : v.signatures.unknown.length > 0
+          ? `signed by ${v.signatures.unknown.join(', ')}, not a trusted key`
+          : 'unsigned';
   return `${b.name} ${b.version} ${v.digest} (${signed})`;
 }
 
