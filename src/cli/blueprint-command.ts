@@ -204,12 +204,22 @@ export function registerBlueprint(program: Command): void {
     }
     const installedNames = new Set(rows.map((r) => r.name));
     const available = builtinBlueprintNames().filter((n) => !installedNames.has(n));
+    // A refusal's reason is a sentence with paths and two digests: on its own line, not in a cell.
+    const refused = (r: (typeof rows)[number]) => r.status.startsWith('REFUSED: ');
     process.stdout.write(
       table(
         ['NAME', 'VERSION', 'DIGEST', 'STATUS', 'IMAGE'],
-        rows.map((r) => [r.name, r.version, r.digest.slice(0, 19), r.status, r.image ? 'built' : '-']),
+        rows.map((r) => [
+          r.name,
+          r.version,
+          r.digest.slice(0, 19),
+          refused(r) ? 'REFUSED' : r.status,
+          r.image ? 'built' : '-',
+        ]),
       ),
     );
+    for (const r of rows.filter(refused))
+      process.stderr.write(`carapace: ${r.name} ${r.digest}: ${r.status.slice('REFUSED: '.length)}\n`);
     if (available.length > 0) process.stdout.write(`built-in, not installed yet: ${available.join(', ')}\n`);
   });
 

@@ -1,6 +1,7 @@
 /** `carapace blueprint …` as a user runs it (build first): one line per problem, exit codes, the store. */
 import {
   appendFileSync,
+  chmodSync,
   cpSync,
   existsSync,
   mkdtempSync,
@@ -135,5 +136,26 @@ describe('carapace blueprint', () => {
     expect(untrusted.stdout).not.toContain('unsigned');
     const builtin = carapace(['blueprint', 'verify', join(REPO, 'blueprints', 'shell')], { home });
     expect(builtin.stdout).toMatch(/^ok: shell 1\.0\.0 sha256:[0-9a-f]{64} \(built-in\)/);
+  });
+
+  it('list shows an installed copy changed on disk as REFUSED, its reason on one line of stderr', () => {
+    const home = freshHome();
+    const dir = copyOfShell();
+    expect(carapace(['blueprint', 'sign', dir], { home }).status).toBe(0);
+    expect(carapace(['blueprint', 'install', dir], { home }).status).toBe(0);
+    const stored = join(home, 'state', 'blueprints');
+    const [copy] = readdirSync(stored).filter((n) => n.startsWith('sha256-'));
+    chmodSync(join(stored, copy!), 0o755);
+    chmodSync(join(stored, copy!, 'policy.yaml'), 0o644);
+    appendFileSync(join(stored, copy!, 'policy.yaml'), '# changed\n');
+    const listed = carapace(['blueprint', 'list'], { home });
+    expect(listed.status).toBe(0);
+    const row = listed.stdout.split('\n').find((l) => l.startsWith('myshell '))!;
+    expect(row).toMatch(/\sREFUSED\s+-$/);
+    for (const line of listed.stdout.split('\n')) expect(line.length).toBeLessThan(100);
+    expect(listed.stderr.trim().split('\n')).toHaveLength(1);
+    expect(listed.stderr).toMatch(
+      /^carapace: myshell sha256:[0-9a-f]{64}: .*do not match the recorded digest/,
+    );
   });
 });
