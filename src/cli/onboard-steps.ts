@@ -23,6 +23,7 @@ import { builtinPoliciesDir, loadBuiltinPreset, type ProviderType } from '../pol
 import { PROVIDER_INFO } from '../router/providers.js';
 import { execOver } from '../sandbox/control-exec.js';
 import { UsageError } from './errors.js';
+import { checkProviderAnswers } from './onboard-preflight.js';
 import { GatewayError, type GatewayClient } from './gateway-client.js';
 import { imageHost } from './blueprint-host.js';
 
@@ -64,43 +65,6 @@ export async function blueprintStep(
   const image = await images.ensure(v, await imageHost({ upstreamCa: ctx.upstreamCa }));
   if (cached) ctx.say('agent image: cached');
   return { v, image };
-}
-
-/**
- * One request to the provider's model list before it is stored or changed: a URL nothing answers
- * at, or a key the provider refuses, would otherwise only show at the agent's first call, with a
- * sandbox made and (for a shared provider) other sandboxes' route repointed. Without a key (an
- * existing provider keeps its sealed one) only "no answer" counts. A 404 or another error status
- * is an answer: OpenAI-compatible servers need not list models.
- */
-async function checkProviderAnswers(
-  ctx: StepContext,
-  p: NonNullable<OnboardAnswers['provider']>,
-  baseUrl: string,
-  key: string | undefined,
-): Promise<void> {
-  const [{ probeProvider }, { sharedUpstreamTrust }] = await Promise.all([
-    import('../router/probe.js'),
-    import('../proxy/upstream.js'),
-  ]);
-  const trust = sharedUpstreamTrust(ctx.upstreamCa);
-  const r = await probeProvider(
-    { name: p.name, type: p.type as ProviderType, baseUrl, apiKey: key },
-    { timeoutMs: 20_000, upstreamTrust: () => trust.context },
-  );
-  const fix =
-    `no provider or sandbox was made or changed; check --provider-url${p.credentialEnv !== undefined ? ` and ${p.credentialEnv}` : ''}, ` +
-    `then carapace onboard --resume`;
-  if (r.status === null)
-    throw new UsageError(
-      `provider ${p.name} at ${baseUrl} does not answer (${r.error ?? 'no answer'}): ${fix}`,
-      1,
-    );
-  if (key !== undefined && (r.status === 401 || r.status === 403))
-    throw new UsageError(
-      `provider ${p.name} at ${baseUrl} refused the key (status ${r.status}: ${r.error ?? ''}): ${fix}`,
-      1,
-    );
 }
 
 /** Creates the provider when it does not exist; updates its key only when one was given and differs. */
@@ -348,7 +312,8 @@ export async function healthStep(
   const url = health?.url !== undefined ? new URL(health.url) : null;
   const forward = url === null ? undefined : sandbox.forwards.find((f) => f.sandboxPort === Number(url.port));
   ctx.say(
-    `waiting for ${sandbox.name} to be healthy (${health?.url ?? health?.command?.join(' ') ?? 'running'})`,
+    // The URL as it is asked: through the forward, at the host's port (18789 may be taken there).
+    `waiting for ${sandbox.name} to be healthy (${url !== null && forward !== undefined ? `http://127.0.0.1:${forward.hostPort}${url.pathname}${url.search}` : (health?.url ?? health?.command?.join(' ') ?? 'running')})`,
   );
   for (;;) {
     const now = await client.call<SandboxView>('GET', `/v1/sandboxes/${encodeURIComponent(sandbox.name)}`);
