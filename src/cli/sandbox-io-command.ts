@@ -257,7 +257,16 @@ export function registerSandboxIo(sandbox: Command): void {
     .option('--owner <uid>', "another user's (root and carapace-admin)")
     .action(async (name: string, remote: string, local: string, o: { owner?: string }) => {
       // Its complaints are kept: when the copy fails inside, the reason to show is the inside's.
-      const tar = spawn('tar', ['-C', resolve(local), '-xf', '-'], { stdio: ['pipe', 'inherit', 'pipe'] });
+      // The archive is the sandbox's to shape: its owners and modes are not taken (tar as root
+      // would otherwise chown each file to the uid inside and keep set-uid bits, planting a
+      // set-uid program of another host user); what comes out is the caller's, under its umask.
+      const tar = spawn(
+        'tar',
+        ['-C', resolve(local), '--no-same-owner', '--no-same-permissions', '-xf', '-'],
+        {
+          stdio: ['pipe', 'inherit', 'pipe'],
+        },
+      );
       // Listened for now: tar ends at the archive's end-of-archive blocks, which can be before the
       // exec's exit arrives, and a 'close' nobody heard would leave this command waiting on nothing
       // (Node then exits 0, the failure unsaid).
