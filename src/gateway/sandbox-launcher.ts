@@ -288,7 +288,8 @@ export class SandboxLauncher {
       return;
     }
     if (step.kind === 'crash-loop') {
-      this.opts.store.update(id, { state: 'failed', reason: step.reason });
+      // It waits for `sandbox start`: not to run, so a gateway restart or a reboot leaves it be.
+      this.opts.store.update(id, { state: 'failed', desired: 'stopped', reason: step.reason });
       this.opts.log?.({
         level: 'warn',
         msg: 'sandbox in a crash loop',
@@ -314,10 +315,11 @@ export class SandboxLauncher {
     );
   }
 
-  private cancelPending(id: string): void {
+  /** Calls off a restart waiting for its backoff; returns whether one was waiting. */
+  private cancelPending(id: string): boolean {
     const t = this.pending.get(id);
     if (t) clearTimeout(t);
-    this.pending.delete(id);
+    return this.pending.delete(id);
   }
 
   /** Forgets the restart history of a sandbox (started by hand: a fresh count). */
@@ -327,7 +329,8 @@ export class SandboxLauncher {
 
   /** Stops a running sandbox (SIGTERM, then everything killed after `graceMs`); no-op if stopped. */
   async stop(id: string, graceMs = 10_000): Promise<void> {
-    this.cancelPending(id);
+    // A restart waiting for its backoff is called off, and its "restarting in …" with it.
+    if (this.cancelPending(id) && this.opts.store.get(id)) this.opts.store.update(id, { reason: null });
     const entry = this.held.get(id);
     const managed = this.opts.runtime.get(id);
     if (!entry || !managed) return;
