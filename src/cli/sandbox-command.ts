@@ -4,10 +4,9 @@
  * on first use when the caller may run one (gateway-client.ts).
  */
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
-import { GatewayClient, GatewayError } from './gateway-client.js';
+import { GatewayClient, GatewayError, printedPolicyProblems, readCallerFile } from './gateway-client.js';
 import { parseEnv, parseMount } from './run-options.js';
 import { registerSandboxIo } from './sandbox-io-command.js';
 import { table, withSpinner } from './terminal.js';
@@ -48,12 +47,12 @@ function age(iso: string): string {
         : `${Math.round(s / 86400)}d`;
 }
 
-function parseForward(text: string): { hostPort: number; sandboxPort: number } {
+export function parseForward(text: string): { hostPort: number; sandboxPort: number } {
   const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(text);
   const hostPort = Number(m?.[1]);
   const sandboxPort = Number(m?.[2] ?? m?.[1]);
   if (!m || hostPort < 1 || hostPort > 65535 || sandboxPort < 1 || sandboxPort > 65535) {
-    throw new RunInputError(`--forward "${text}": expected HOSTPORT or HOSTPORT:SANDBOXPORT (1-65535)`);
+    throw new RunInputError(`"${text}": expected HOSTPORT or HOSTPORT:SANDBOXPORT, each 1-65535`);
   }
   return { hostPort, sandboxPort };
 }
@@ -152,16 +151,7 @@ export function registerSandbox(program: Command): void {
           );
         credentials[name] = value;
       }
-      let policy: string | undefined;
-      if (o.policy !== undefined) {
-        try {
-          policy = readFileSync(o.policy as string, 'utf8');
-        } catch (err) {
-          throw new RunInputError(
-            `--policy ${o.policy as string}: ${(err as NodeJS.ErrnoException).code ?? 'cannot read it'}`,
-          );
-        }
-      }
+      const policy = o.policy === undefined ? undefined : readCallerFile(o.policy as string, '--policy');
       const restart = o.restart as string;
       if (!['never', 'on-failure', 'always'].includes(restart)) {
         throw new RunInputError(`--restart ${restart}: expected never, on-failure or always`);
@@ -174,15 +164,22 @@ export function registerSandbox(program: Command): void {
         env: parseEnv(o.env as string[]),
         credentials,
         mounts: (o.mount as string[]).map(parseMount),
-        forwards: (o.forward as string[]).map(parseForward),
+        forwards: (o.forward as string[]).map((f) => withFlag('--forward', () => parseForward(f))),
         labels: parseLabels(o.label as string[]),
         restart,
         start: o.start !== false,
       };
       const client = await GatewayClient.connect();
-      const view = await withSpinner(`creating ${body.name}`, () =>
-        client.call<SandboxView>('POST', '/v1/sandboxes', body),
-      );
+      let view: SandboxView;
+      try {
+        view = await withSpinner(`creating ${body.name}`, () =>
+          client.call<SandboxView>('POST', '/v1/sandboxes', body),
+        );
+      } catch (err) {
+        // The gateway names the text after the sandbox; the caller knows it as their file.
+        if (printedPolicyProblems(err, `${body.name}.yaml`, o.policy as string | undefined)) return;
+        throw err;
+      }
       if (o.output === 'json') print(view, 'json');
       else process.stdout.write(`${view.name} ${view.state}\n`);
     });
@@ -294,14 +291,22 @@ export function registerSandbox(program: Command): void {
     .option('--tail <n>', 'only the last N lines')
     .option('--since <time>', 'only since TIME: an ISO date, or a duration ago like 10m, 2h, 1d')
     .option('--audit', 'the audit events (OCSF JSON) instead of the output')
-    .option('--type <type>', 'with --audit: denied | allowed | lifecycle')
+    .option('--type <type>', 'with --audit: denied | allowed | lifecycle | all')
     .option('--host <host>', 'with --audit: only events about this host')
     .option('--owner <uid>', "another user's (root and carapace-admin)")
     .option('-o, --output <format>', 'json: the records as the gateway keeps them')
     .action(async (name: string, o: Record<string, string | boolean | undefined>) => {
       const q = new URLSearchParams();
       if (o.follow) q.set('follow', 'true');
-      if (o.tail !== undefined) q.set('tail', String(Number(o.tail)));
+      if (o.tail !== undefined) {
+        if (!/^\d+$/.test(o.tail as string))
+          throw new RunInputError(`--tail ${o.tail as string}: expected a whole number of lines`);
+        q.set('tail', o.tail as string);
+      }
+      if (o.type !== undefined && !['denied', 'allowed', 'lifecycle', 'all'].includes(o.type as string))
+        throw new RunInputError(`--type ${o.type as string}: expected denied, allowed, lifecycle or all`);
+      if ((o.type !== undefined || o.host !== undefined) && !o.audit)
+        throw new RunInputError(`--type and --host filter audit events: add --audit`);
       if (o.since !== undefined) q.set('since', String(sinceMs(o.since as string)));
       if (o.audit) q.set('audit', 'true');
       if (o.type !== undefined) q.set('type', o.type as string);
@@ -320,6 +325,16 @@ export function registerSandbox(program: Command): void {
         (rec.s === 'err' ? process.stderr : process.stdout).write(text);
       }
     });
+}
+
+/** Runs a parser whose message names the value; the flag it came with goes first. */
+function withFlag<T>(flag: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    if (err instanceof RunInputError) throw new RunInputError(`${flag} ${err.message}`);
+    throw err;
+  }
 }
 
 function defaultName(command: string[]): string {
