@@ -9,7 +9,7 @@ import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
 import { GatewayClient, GatewayError, printedPolicyProblems, readCallerFile } from './gateway-client.js';
 import { parseEnv, parseMount } from './run-options.js';
 import { registerSandboxIo } from './sandbox-io-command.js';
-import { table, withSpinner } from './terminal.js';
+import { printable, table, withSpinner } from './terminal.js';
 
 /** A sandbox as the gateway shows it (src/gateway/routes.ts, sandboxView). */
 export interface SandboxView {
@@ -29,6 +29,7 @@ export interface SandboxView {
   reason: string | null;
   createdAt: string;
   updatedAt: string;
+  startedAt?: string | null;
   version: number;
 }
 
@@ -106,6 +107,33 @@ function print(view: SandboxView | SandboxView[], output: string | undefined, wi
       ]),
     ),
   );
+}
+
+/** One sandbox for people: each field on its line, the reason for its state under it. */
+function printDetails(v: SandboxView): void {
+  const rows: [string, string][] = [
+    ['name', v.name],
+    ['id', v.id],
+    ['owner', `uid ${v.owner}`],
+    ['state', v.exitCode !== null && v.state !== 'running' ? `${v.state} (status ${v.exitCode})` : v.state],
+    ...(v.reason ? ([['reason', v.reason]] as [string, string][]) : []),
+    ['should run', v.desired === 'running' ? 'yes' : 'no'],
+    ['restart', `${v.restart} (${v.restarts} restart${v.restarts === 1 ? '' : 's'} so far)`],
+    ['command', v.command.join(' ')],
+    ['workspace', v.workspace],
+    ['forwards', v.forwards.map((f) => `127.0.0.1:${f.hostPort} → ${f.sandboxPort}`).join(', ') || '-'],
+    ['policy', `revision ${v.policyRev} (carapace policy history ${v.name})`],
+    [
+      'labels',
+      Object.entries(v.labels)
+        .map(([k, val]) => `${k}=${val}`)
+        .join(', ') || '-',
+    ],
+    ['created', `${v.createdAt} (${age(v.createdAt)} ago)`],
+    ...(v.startedAt ? ([['started', `${v.startedAt} (${age(v.startedAt)} ago)`]] as [string, string][]) : []),
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length)) + 2;
+  for (const [k, val] of rows) process.stdout.write(`${`${k}:`.padEnd(width)}${printable(val)}\n`);
 }
 
 export function registerSandbox(program: Command): void {
@@ -198,13 +226,17 @@ export function registerSandbox(program: Command): void {
 
   sandbox
     .command('get')
-    .description('one sandbox')
+    .description(
+      'one sandbox: its state and why (a failure, a restart waiting), spec, forwards, policy revision',
+    )
     .argument('<name>')
     .option('--owner <uid>', "another user's (root and carapace-admin)")
-    .option('-o, --output <format>', 'json | wide')
+    .option('-o, --output <format>', 'json | wide (a table row)')
     .action(async (name: string, o: { owner?: string; output?: string }) => {
       const client = await GatewayClient.connect();
-      print(await client.call<SandboxView>('GET', path(name, o.owner)), o.output, o.output === 'wide');
+      const view = await client.call<SandboxView>('GET', path(name, o.owner));
+      if (o.output === undefined) printDetails(view);
+      else print(view, o.output, o.output === 'wide');
     });
 
   sandbox

@@ -99,6 +99,11 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
       desired: 'running',
       reason: 'restarting in 60m (status 1)',
     });
+    // `sandbox get` says why it is stopped and that it should run.
+    const shown = cliAs(gw.home, ['sandbox', 'get', 'waits']).stdout;
+    expect(shown).toMatch(
+      /^state: +stopped \(status 1\)\nreason: +restarting in 60m \(status 1\)\nshould run: +yes\n/m,
+    );
     expect(cliAs(gw.home, ['sandbox', 'stop', 'waits']).status).toBe(0);
     expect(get(gw, 'waits')).toMatchObject({ state: 'stopped', desired: 'stopped', reason: null });
   });
