@@ -283,6 +283,26 @@ export class SandboxLauncher {
     const runs = [...(this.runs.get(id) ?? []), run].slice(-32);
     this.runs.set(id, runs);
     const step = nextStep(rec.spec.restart, runs, this.opts.restart);
+    // Its trail says each end and what the restart policy made of it (`sandbox logs --audit`).
+    const next =
+      step.kind === 'restart'
+        ? `restarting in ${formatMs(step.delayMs)}`
+        : step.kind === 'crash-loop'
+          ? `${step.reason}; it is failed`
+          : 'it stays stopped';
+    this.opts.audit.emit(
+      lifecycle({
+        sandbox: id,
+        activity: 'stop',
+        message: `agent of ${rec.name} ended with status ${run.exitCode} after ${formatMs(run.exitedAt - run.startedAt)} (restart ${rec.spec.restart}): ${next}`,
+        details: {
+          exit_code: run.exitCode,
+          restart: rec.spec.restart,
+          next: step.kind,
+          ...(step.kind === 'restart' ? { delay_ms: step.delayMs } : {}),
+        },
+      }),
+    );
     if (step.kind === 'stay-stopped') {
       this.opts.store.update(id, { desired: 'stopped' });
       return;

@@ -70,6 +70,17 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
     expect(failed.restarts).toBe(3);
     expect(failed.desired).toBe('stopped');
     expect(cliAs(gw.home, ['sandbox', 'logs', 'flaky']).stdout).toBe('run\nrun\nrun\nrun\n');
+    // Its audit trail says each end and what came of it.
+    const ends = cliAs(gw.home, ['sandbox', 'logs', 'flaky', '--audit', '--type', 'lifecycle'])
+      .stdout.trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { message: string }).message)
+      .filter((m) => m.startsWith('agent of flaky ended'));
+    expect(ends).toHaveLength(4);
+    expect(ends[0]).toMatch(
+      /^agent of flaky ended with status 1 after \d+m?s \(restart always\): restarting in 50ms$/,
+    );
+    expect(ends[3]).toMatch(/: crash loop: 4 runs in a row .*; it is failed$/);
     // Started by hand, it gets a fresh count: four more runs before the crash loop ends it again
     // (counting the old runs, it would fail at its first end).
     expect(cliAs(gw.home, ['sandbox', 'start', 'flaky']).status).toBe(0);
