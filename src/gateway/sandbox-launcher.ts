@@ -463,8 +463,13 @@ export class SandboxLauncher {
   /** The workspace and mounts of a record, checked as its owner where the owner named them. */
   private async checkedPaths(rec: SandboxRecord) {
     const requests: PathRequest[] = [];
-    if (!rec.spec.ownWorkspace)
-      requests.push({ path: rec.spec.workspace, write: true, create: true, what: '--workspace' });
+    if (!rec.spec.ownWorkspace) {
+      // After its first start the workspace is the sandbox's uid's (0700): that passes too.
+      const handedTo = this.opts.rootless
+        ? undefined
+        : (this.opts.identities?.lookup({ state: this.opts.dirs.state, name: rec.id }) ?? undefined);
+      requests.push({ path: rec.spec.workspace, write: true, create: true, what: '--workspace', handedTo });
+    }
     for (const m of rec.spec.mounts)
       requests.push({ path: m.host, write: !m.readOnly, what: `--mount ${m.path}` });
     if (this.opts.rootless || rec.ownerUid === 0 || requests.length === 0) {
