@@ -109,15 +109,11 @@ export function treeUsage(root: number, maxReads = 1024): TreeUsage | null {
 
 let bootMs: number | null = null;
 
-/**
- * When a process started, in ms since the epoch (the boot's time plus its start ticks); null if
- * gone. The boot's time is now less /proc/uptime (10 ms steps): /proc/stat's btime is cut to whole
- * seconds, which put a sandbox's start up to a second before the record it was started from.
- */
+/** When a process started, in ms since the epoch (/proc/stat's btime plus its start ticks); null if gone. */
 export function processStartedAt(pid: number): number | null {
   const ticks = processStart(pid);
   if (ticks === null || !Number.isFinite(ticks)) return null;
-  bootMs ??= Date.now() - Number(readFileSync('/proc/uptime', 'latin1').split(' ')[0]) * 1000;
+  bootMs ??= Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'latin1'))?.[1] ?? NaN) * 1000;
   return Number.isFinite(bootMs) ? bootMs + (ticks * 1000) / USER_HZ : null;
 }
 

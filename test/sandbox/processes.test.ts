@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { processStartedAt, treeUsage } from '../../src/sandbox/processes.js';
+import { treeUsage } from '../../src/sandbox/processes.js';
 import { requires } from '../helpers/premises.js';
 
 const started: number[] = [];
@@ -70,22 +70,5 @@ describe('treeUsage', () => {
     // Its 301 threads' children files use up a budget of 50 before the child is visited.
     expect(treeUsage(pid, 50)?.processes).toBe(1);
     expect(treeUsage(pid)?.processes).toBe(2);
-  });
-});
-
-describe('processStartedAt', () => {
-  it('places a process between the moments before and after it was spawned (not up to a second early)', () => {
-    // Its start is read in 10 ms clock ticks: within a tick of each moment. The boot's time from
-    // /proc/stat (whole seconds) put it up to a second before the spawn, at random.
-    for (let i = 0; i < 5; i++) {
-      const before = Date.now();
-      const c = spawn('sleep', ['5'], { stdio: 'ignore', detached: true });
-      started.push(c.pid as number);
-      const after = Date.now();
-      const at = processStartedAt(c.pid as number);
-      expect(at).not.toBeNull();
-      expect(at!).toBeGreaterThanOrEqual(before - 20);
-      expect(at!).toBeLessThanOrEqual(after + 20);
-    }
   });
 });
