@@ -5,9 +5,9 @@
  * One inotify watch per host directory per process, shared by every sandbox guarded here. A
  * rename there (a file replaced, made or removed) under a guarded name, or of a directory on the
  * way to one, has each sandbox that guards it checked by carapace-mask, which binds again what is
- * gone and leaves the rest. Checks are coalesced (a `useradd` replaces four files in a row) and
- * never overlap for one sandbox. The window this leaves - between the host's rename and the bind
- * again, a few milliseconds - is in docs/security.md.
+ * gone and leaves the rest. Checks never overlap for one sandbox: renames during one (a `useradd`
+ * replaces four files in a row) make one more. The window this leaves - between the host's rename
+ * and the bind again, a few milliseconds - is in docs/security.md.
  *
  * Cost: the watches are the host's; a check is one short process per sandbox, run only when the
  * host changes its own files. Nothing a sandbox does can make one happen, so there is nothing to
@@ -32,8 +32,11 @@ export interface MaskCheck {
   error?: string;
 }
 
-/** Renames within this long are one burst, checked once. */
-const COALESCE_MS = 20;
+/**
+ * A rename is checked at once (every millisecond the host's file is there, the agent can read it);
+ * renames while a check runs are covered by one more check after it.
+ */
+const CHECK_DELAY_MS = 0;
 
 /** carapace-mask's exit when the pid is not the sandbox any more. */
 const EXIT_GONE = 3;
@@ -150,7 +153,7 @@ export class MaskGuard {
       for (const [n, g] of renamed) subscribe(hostPath, n, g);
     }
     if (this.pid === 0) this.missed = true;
-    else this.schedule(COALESCE_MS);
+    else this.schedule(CHECK_DELAY_MS);
   }
 
   close(): void {
@@ -185,7 +188,7 @@ export class MaskGuard {
     if (result.error !== undefined) this.close(); // cannot be done here: say so once
     if (result.error !== undefined || result.restored.length > 0 || result.failed.length > 0)
       this.report(result);
-    if (this.again && !this.closed) this.schedule(COALESCE_MS);
+    if (this.again && !this.closed) this.schedule(CHECK_DELAY_MS);
   }
 }
 
