@@ -16,6 +16,7 @@ import type { MaskCheck } from '../../src/sandbox/mask-guard.js';
 import { SandboxControl } from '../../src/sandbox/control.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
 import { freshHome, REPO } from '../helpers/cli.js';
+import { hostUserCommand } from '../helpers/host-users.js';
 import { requires } from '../helpers/premises.js';
 import { readAudit, sharedTempDir, startInSandbox } from '../helpers/sandbox.js';
 import { collect, run, startHeld, type HeldSandbox } from '../sandbox/control-helpers.js';
@@ -97,7 +98,7 @@ describe('a host file replaced while the sandbox runs', () => {
     await agent.waitForStdout('ready');
     const user = `cmk${process.pid % 100000}`;
     // useradd writes passwd+, group+, shadow+, gshadow+ and renames each over the old name.
-    const made = spawnSync('useradd', ['--no-create-home', user], { encoding: 'utf8' });
+    const made = hostUserCommand('useradd', ['--no-create-home', user]);
     try {
       expect(made.status, made.stderr).toBe(0);
       expect(readFileSync('/etc/passwd', 'utf8')).toContain(`${user}:`);
@@ -117,7 +118,7 @@ describe('a host file replaced while the sandbox runs', () => {
       expect(r.stderr).toMatch(/cat: \/etc\/shadow: Permission denied/);
       expect(JSON.stringify(readAudit(audit))).not.toContain('mask-lost');
     } finally {
-      spawnSync('userdel', [user]);
+      hostUserCommand('userdel', [user]);
       agent.child.kill('SIGKILL');
     }
   });
