@@ -12,9 +12,11 @@ import { fileURLToPath } from 'node:url';
 import { carapaceNodePath } from '../scripts/carapace-node.js';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
 import { policyDecisionBench } from './policy-decisions.js';
+import { gatewayBench } from './gateway.js';
 import { proxyBench } from './proxy.js';
 import { sandboxConnectBench } from './sandbox-connect.js';
 import { proxyFloodBench } from './proxy-flood.js';
+import { routerBench } from './router.js';
 import { sandboxExecBench } from './sandbox-exec.js';
 import { sandboxMemoryBench } from './sandbox-memory.js';
 import { sandboxStartBench } from './sandbox-start.js';
@@ -30,7 +32,9 @@ const MODULES: BenchModule[] = [
   sandboxExecBench,
   proxyBench,
   proxyFloodBench,
+  routerBench,
   sandboxTunnelBench,
+  gatewayBench,
 ];
 
 /** The repository root, from dist/bench/run.js or bench/run.ts. */

@@ -144,13 +144,40 @@ static int open_pipes(struct session *s, int child_ends[3], const char **what)
 	return 0;
 }
 
+/*
+ * A session whose EXIT is out waits for its client to close (exec-session.c, start_draining): it
+ * holds no process, so it does not count against EXEC_MAX, or an exec right after another's exit
+ * could be refused. A client that never closes must not pile such sessions up either: past
+ * EXEC_MAX of them, the oldest (the list's tail) is closed.
+ */
+static unsigned running_sessions(void)
+{
+	unsigned n = 0;
+	for (struct session *s = sessions; s; s = s->next)
+		n += !s->draining;
+	return n;
+}
+
+static void close_oldest_draining(void)
+{
+	struct session *oldest = NULL;
+	for (struct session *s = sessions; s; s = s->next)
+		if (s->draining)
+			oldest = s;
+	if (oldest)
+		session_client_gone(oldest);
+}
+
 void exec_op_start(int client, struct control_request *request)
 {
 	if (!control_agent_running()) {
 		exec_refuse(client, "carapace-init: exec: the agent has exited; the sandbox is stopping");
 		return;
 	}
-	if (session_count >= EXEC_MAX) {
+	unsigned running = running_sessions();
+	if (session_count - running >= EXEC_MAX)
+		close_oldest_draining();
+	if (running >= EXEC_MAX) {
 		exec_refuse(client, "carapace-init: exec: %d execs are running, the most at once: wait for one to end",
 		       EXEC_MAX);
 		return;

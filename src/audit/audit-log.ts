@@ -3,7 +3,7 @@
  * subscribers). Writes are synchronous appends so a line is on disk before the decision it records
  * takes effect for the caller; a crash never loses an acknowledged refusal.
  */
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { OcsfEvent } from './ocsf.js';
 
@@ -48,6 +48,11 @@ export class JsonlAuditLog implements AuditSink {
   emit(event: OcsfEvent): void {
     if (this.fd !== null) writeSync(this.fd, jsonLine(event));
     for (const l of this.listeners) l(event);
+  }
+
+  /** Flushes what was appended to the disk (fdatasync): a host crash then loses none of it. */
+  sync(): void {
+    if (this.fd !== null) fdatasyncSync(this.fd);
   }
 
   subscribe(listener: (e: OcsfEvent) => void): () => void {

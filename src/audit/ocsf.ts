@@ -228,6 +228,78 @@ export function configChange(e: ConfigChangeEvent): OcsfEvent {
   return ev;
 }
 
+export interface InferenceCallEvent extends CarapaceContext {
+  disposition: Disposition;
+  /** The API the agent called: chat.completions, completions, responses, embeddings, messages, models. */
+  api: string;
+  /** The route that served it (after any fallback), and the route first chosen when it fell back. */
+  route?: string | undefined;
+  fallbackFrom?: string | undefined;
+  /** Why this route: privacy rule, model name, alias, default, budget fallback, unavailable fallback. */
+  selectedBy?: string | undefined;
+  provider?: string | undefined;
+  providerType?: string | undefined;
+  /** The model the agent asked for, and the model sent to the provider. */
+  requestedModel?: string | undefined;
+  model?: string | undefined;
+  /** Translation between wire protocols, e.g. `responses→chat.completions`. */
+  translation?: string | undefined;
+  stream: boolean;
+  status: number;
+  tokensIn?: number | undefined;
+  tokensOut?: number | undefined;
+  /** Milliseconds from the request to the first output sent to the agent. */
+  ttftMs?: number | undefined;
+  durationMs: number;
+  /** Names of the privacy rules that fired (never what they matched). */
+  rules: readonly string[];
+  /** What the rules did: routed, redacted (with the count of values replaced), denied. */
+  redactions?: number | undefined;
+  actor?: Actor | undefined;
+}
+
+/**
+ * 6003 API Activity: one inference call through the router. Names and numbers only: never the
+ * prompt, the completion, what a privacy rule matched, or a key.
+ */
+export function inferenceActivity(e: InferenceCallEvent): OcsfEvent {
+  const blocked = e.disposition === 'blocked';
+  const where =
+    e.route !== undefined ? ` via ${e.route}${e.provider !== undefined ? ` (${e.provider})` : ''}` : '';
+  const ev = base(
+    6003,
+    e.api === 'models' ? 2 : 1,
+    blocked ? 'medium' : 'informational',
+    `inference ${e.api}${where} ${blocked ? 'refused' : 'served'} (${e.status})${e.reason ? `: ${e.reason}` : ''}`,
+    e,
+  );
+  setDisposition(ev, e.disposition);
+  setActor(ev, e.actor);
+  ev.api = { operation: e.api, service: { name: e.provider ?? 'inference.local' } };
+  ev.http_response = { code: e.status };
+  ev.duration = e.durationMs;
+  const u = ev.unmapped;
+  u.inference = {
+    api: e.api,
+    route: e.route ?? null,
+    fallback_from: e.fallbackFrom ?? null,
+    selected_by: e.selectedBy ?? null,
+    provider: e.provider ?? null,
+    provider_type: e.providerType ?? null,
+    requested_model: e.requestedModel ?? null,
+    model: e.model ?? null,
+    translation: e.translation ?? null,
+    stream: e.stream,
+    tokens_in: e.tokensIn ?? null,
+    tokens_out: e.tokensOut ?? null,
+    ttft_ms: e.ttftMs ?? null,
+    duration_ms: e.durationMs,
+    rules: [...e.rules],
+    redactions: e.redactions ?? 0,
+  };
+  return ev;
+}
+
 function pickContext(c: CarapaceContext): OcsfEvent['unmapped'] {
   const ctx: OcsfEvent['unmapped'] = { sandbox: c.sandbox };
   if (c.policy !== undefined) ctx.policy = c.policy;

@@ -53,7 +53,9 @@ enableCodeCache();
 const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   doctor: async () => (await import('./doctor-command.js')).registerDoctor,
   gateway: async () => (await import('./gateway-command.js')).registerGateway,
+  inference: async () => (await import('./inference-command.js')).registerInference,
   policy: async () => (await import('./policy-command.js')).registerPolicy,
+  provider: async () => (await import('./provider-command.js')).registerProvider,
   run: async () => (await import('./run-command.js')).registerRun,
   sandbox: async () => (await import('./sandbox-command.js')).registerSandbox,
 };
@@ -99,8 +101,19 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A command whose work waits on something that can no longer happen (an event heard too late)
+// would otherwise end the process with status 0 when the event loop runs dry: say so, and fail.
+const unfinished = () => {
+  process.stderr.write('carapace: internal error: the command stopped before it finished\n');
+  process.exitCode = 70;
+};
+process.once('beforeExit', unfinished);
+
 main(process.argv).then(
-  (code) => process.exit(code),
+  (code) => {
+    process.off('beforeExit', unfinished);
+    process.exit(code);
+  },
   (err: unknown) => {
     process.stderr.write(`carapace: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exit(70);

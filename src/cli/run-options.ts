@@ -12,6 +12,7 @@ import type { NetworkInput } from '../runtime/run-network.js';
 import { ENV_NAME, RunInputError } from '../runtime/sandbox-spec-from-policy.js';
 import type { HostMount } from '../sandbox/spec.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
+import { storedProviders } from './run-providers.js';
 
 /** What the command line says, as written. */
 export interface RunArgs {
@@ -75,6 +76,7 @@ function networkInput(args: RunArgs, env: NodeJS.ProcessEnv): NetworkInput {
     allowLocal: args.allowLocal,
     upstreamCaFile: args.upstreamCa ? readableFile(args.upstreamCa, '--upstream-ca') : undefined,
     credentials: credentialValues(args.credentials, env),
+    providers: storedProviders(stateDirs(env), process.getuid?.() ?? 0),
   };
 }
 

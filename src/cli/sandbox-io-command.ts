@@ -258,6 +258,10 @@ export function registerSandboxIo(sandbox: Command): void {
     .action(async (name: string, remote: string, local: string, o: { owner?: string }) => {
       // Its complaints are kept: when the copy fails inside, the reason to show is the inside's.
       const tar = spawn('tar', ['-C', resolve(local), '-xf', '-'], { stdio: ['pipe', 'inherit', 'pipe'] });
+      // Listened for now: tar ends at the archive's end-of-archive blocks, which can be before the
+      // exec's exit arrives, and a 'close' nobody heard would leave this command waiting on nothing
+      // (Node then exits 0, the failure unsaid).
+      const extracted = new Promise<number>((res) => tar.on('close', (c) => res(c ?? 1)));
       let localErr = '';
       tar.stderr.on('data', (d: Buffer) => (localErr += String(d)));
       const client = await GatewayClient.connect();
@@ -273,7 +277,7 @@ export function registerSandboxIo(sandbox: Command): void {
         undefined,
         tar.stdin,
       );
-      const local_ = await new Promise<number>((res) => tar.on('close', (c) => res(c ?? 1)));
+      const local_ = await extracted;
       if (r.code !== 0)
         throw new RunInputError(
           `download of ${remote}: ${firstLine(r.failure ?? r.stderr) || `tar exited ${r.code}`}`,

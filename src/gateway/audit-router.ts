@@ -12,9 +12,28 @@ import { JsonlAuditLog, type AuditSink, type OcsfEvent } from '../audit/index.js
 export class AuditRouter implements AuditSink {
   private readonly logs = new Map<string, JsonlAuditLog>();
   private readonly listeners = new Set<(id: string, e: OcsfEvent) => void>();
+  /** Logs written since the last flush to disk. */
+  private readonly dirty = new Set<JsonlAuditLog>();
+  private readonly flusher: NodeJS.Timeout;
 
-  constructor(private readonly dir: string) {
+  /**
+   * Durability: every line is appended (write(2)) before the decision it records takes effect, so
+   * a gateway killed at any moment loses none; what is appended is flushed to the disk (fdatasync)
+   * within `flushMs`, so a host that crashes loses at most that last stretch.
+   */
+  constructor(
+    private readonly dir: string,
+    flushMs = 1_000,
+  ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.flusher = setInterval(() => this.flush(), flushMs);
+    this.flusher.unref();
+  }
+
+  /** Flushes every log written since the last time. */
+  flush(): void {
+    for (const log of this.dirty) log.sync();
+    this.dirty.clear();
   }
 
   pathOf(id: string): string {
@@ -36,6 +55,7 @@ export class AuditRouter implements AuditSink {
       this.logs.set(id, log);
     }
     log.emit(event);
+    this.dirty.add(log);
     for (const l of this.listeners) l(id, event);
   }
 
@@ -52,8 +72,10 @@ export class AuditRouter implements AuditSink {
 
   /** Closes a sandbox's file (it is deleted, or the gateway stops). */
   close(id?: string): void {
+    if (id === undefined) clearInterval(this.flusher);
     for (const [key, log] of this.logs) {
       if (id !== undefined && key !== id) continue;
+      if (this.dirty.delete(log)) log.sync();
       log.close();
       this.logs.delete(key);
     }

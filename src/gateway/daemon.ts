@@ -29,6 +29,12 @@ import { Database } from './store/database.js';
 import { PolicyRevisionStore } from './store/policy-revisions.js';
 import { SandboxStore } from './store/sandbox-store.js';
 import { SecretBox } from './store/secret-box.js';
+import { InferenceRouter } from '../router/index.js';
+import { InferenceService } from './inference-service.js';
+import { ProviderService } from './provider-service.js';
+import { providerRoutes } from './provider-routes.js';
+import { ProviderStore } from './store/provider-store.js';
+import { SqliteUsageStore } from './store/usage-store.js';
 
 export interface GatewayConfig {
   dirs: StateDirs;
@@ -68,6 +74,7 @@ export class Gateway {
       audit: AuditRouter;
       metrics: GatewayMetrics;
       pidFile: string;
+      router: InferenceRouter;
     },
     readonly socket: string,
     private readonly log: (entry: Record<string, unknown>) => void,
@@ -101,10 +108,34 @@ export class Gateway {
       }
       const secrets = SecretBox.open(join(dirs.state, 'secret.key'));
       const audit = new AuditRouter(join(dirs.state, 'audit'));
+      // inference.local for every sandbox: the router reads each sandbox's routes from its policy,
+      // its owner's providers and its credentials from this store, and keeps usage here.
+      const providers = new ProviderService({
+        providers: new ProviderStore(db, secrets),
+        sandboxes: store,
+        secrets,
+        upstreamCaFile: cfg.proxy?.upstreamCaFile,
+        log,
+      });
+      const usage = new SqliteUsageStore(db);
+      const router = new InferenceRouter({
+        audit,
+        providers: providers.directory(),
+        usage,
+        upstreamCaFile: cfg.proxy?.upstreamCaFile,
+        onError: (err, sandbox) =>
+          log({
+            level: 'error',
+            msg: 'inference router error',
+            sandbox,
+            error: err instanceof Error ? err.message : String(err),
+          }),
+      });
       const runtime = new Runtime({
         driver: new BubblewrapDriver({ dirs, identities }),
         audit,
         proxy: cfg.proxy,
+        internalHosts: [router.internalHost],
       });
       // Operator settings are checked now (a bad --allow-local), not at the first sandbox's start.
       if (cfg.proxy && (cfg.proxy.allowLocal.length > 0 || cfg.proxy.upstreamCaFile !== undefined)) {
@@ -174,9 +205,28 @@ export class Gateway {
         version: cfg.version,
         startedAt: info.startedAt,
       });
-      server.setRoutes(gatewayRoutes({ sandboxes, logs, policies, metrics, audit, info }));
+      const inference = new InferenceService({
+        sandboxes,
+        store,
+        launcher,
+        providers,
+        usage,
+        router,
+        policies,
+      });
+      server.setRoutes(
+        gatewayRoutes({
+          sandboxes,
+          logs,
+          policies,
+          metrics,
+          audit,
+          info,
+          extra: providerRoutes({ providers, inference }),
+        }),
+      );
       const gateway = new Gateway(
-        { sockets, server, runtime, launcher, store, db, audit, metrics, pidFile },
+        { sockets, server, runtime, launcher, store, db, audit, metrics, pidFile, router },
         sockets.mainPath,
         log,
       );
@@ -246,12 +296,13 @@ export class Gateway {
    * Their proxy sockets close meanwhile (their connections fail until it is back).
    */
   async close(): Promise<void> {
-    const { sockets, server, runtime, launcher, db, audit, metrics, pidFile } = this.parts;
+    const { sockets, server, runtime, launcher, db, audit, metrics, pidFile, router } = this.parts;
     await sockets.close();
     await server.close();
     metrics.close();
     await launcher.letGo();
     await runtime.close();
+    await router.close(); // writes the usage it holds
     audit.close();
     db.close();
     releasePidFile(pidFile);

@@ -12,6 +12,7 @@
  * increase() take for a reset. Nothing here keeps state per sandbox, so a deleted sandbox leaves
  * nothing behind. Rendering reads what is already counted; it never blocks on a sandbox.
  */
+import { getHeapSpaceStatistics } from 'node:v8';
 import { readdir } from 'node:fs/promises';
 import { monitorEventLoopDelay, type ELDHistogram } from 'node:perf_hooks';
 import type { Caller } from './api/router.js';
@@ -97,6 +98,19 @@ export class GatewayMetrics {
     out.sample('process_cpu_seconds_total', {}, (cpu.user + cpu.system) / 1e6);
     out.family('process_resident_memory_bytes', 'gauge', 'resident memory of the gateway process');
     out.sample('process_resident_memory_bytes', {}, process.memoryUsage.rss());
+    const mem = process.memoryUsage();
+    out.family('nodejs_heap_used_bytes', 'gauge', "bytes the gateway's JavaScript heap holds");
+    out.sample('nodejs_heap_used_bytes', {}, mem.heapUsed);
+    out.family(
+      'nodejs_external_memory_bytes',
+      'gauge',
+      'bytes held outside the heap by JavaScript objects (buffers)',
+    );
+    out.sample('nodejs_external_memory_bytes', {}, mem.external);
+    out.family('nodejs_heap_space_size_bytes', 'gauge', 'bytes V8 has committed for each space of the heap');
+    for (const space of getHeapSpaceStatistics()) {
+      out.sample('nodejs_heap_space_size_bytes', { space: space.space_name }, space.space_size);
+    }
     if (fds !== null) {
       out.family('process_open_fds', 'gauge', 'file descriptors the gateway process holds');
       out.sample('process_open_fds', {}, fds);

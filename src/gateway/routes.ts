@@ -110,6 +110,8 @@ export function gatewayRoutes(opts: {
   policies: PolicyService;
   metrics: GatewayMetrics;
   info: GatewayInfo;
+  /** Routes of other services (providers and inference: provider-routes.ts). */
+  extra?: Route[];
 }): Route[] {
   const { sandboxes } = opts;
   const routes: Route[] = [
@@ -257,6 +259,7 @@ export function gatewayRoutes(opts: {
         return { streamed: true };
       },
     }),
+    ...(opts.extra ?? []),
   ];
   routes.push(...sandboxIoRoutes(sandboxes, opts.audit));
   routes.push(

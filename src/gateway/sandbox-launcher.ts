@@ -22,6 +22,7 @@ import type { BubblewrapSandbox } from '../runtime/bubblewrap-driver.js';
 import { directConnectEvent, parseDirectConnect } from '../runtime/direct-connect-audit.js';
 import type { DriverSandbox } from '../runtime/driver.js';
 import { settingsFromPolicy } from '../runtime/policy-settings.js';
+import type { ManagedSandbox } from '../runtime/managed-sandbox.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { egressNetwork } from '../runtime/sandbox-network.js';
 import { specFromSettings } from '../runtime/sandbox-spec-from-policy.js';
@@ -191,10 +192,7 @@ export class SandboxLauncher {
     control: SandboxControl,
     proxy: SandboxProxy | null,
     network: NetworkAttachment | null,
-    managed: {
-      state: string;
-      onChange: (l: (c: { to: string; exitCode?: number; reason?: string }) => void) => unknown;
-    },
+    managed: ManagedSandbox,
   ): void {
     const events = control.events();
     const entry: Held = {
@@ -226,15 +224,16 @@ export class SandboxLauncher {
     managed.onChange((c) => {
       if (!this.opts.store.get(rec.id)) return;
       this.opts.store.update(rec.id, {
-        state: c.to as SandboxRecord['state'],
+        state: c.to,
         ...(c.exitCode !== undefined ? { exitCode: c.exitCode } : {}),
         ...(c.reason !== undefined ? { reason: c.reason } : {}),
       });
     });
+    // What happened before the listener was there (an agent that ended at once) is in `managed`.
     this.opts.store.update(rec.id, {
-      state: managed.state as SandboxRecord['state'],
-      exitCode: null,
-      reason: null,
+      state: managed.state,
+      exitCode: managed.exitCode,
+      reason: managed.reason,
     });
     entry.done = sandbox.exited.then(async (code) => {
       entry.closeEvents();

@@ -37,6 +37,7 @@ import {
   type EndpointRules,
 } from './request-rules.js';
 import type { Endpoint, Policy } from './schema.js';
+import type { Inference } from './schema-extensions.js';
 
 interface Entry {
   view: EndpointView;
@@ -206,12 +207,14 @@ class Generation implements PolicyGeneration {
   readonly endpointCount: number;
   readonly #index: Index;
   readonly #all: readonly EndpointView[];
+  readonly inference: Inference | null;
 
   constructor(policy: Policy) {
     const { index, all } = buildIndex(policy);
     this.#index = index;
     this.#all = Object.freeze(all.map((e) => e.view));
     this.endpointCount = all.length;
+    this.inference = policy.inference === undefined ? null : deepFreeze(structuredClone(policy.inference));
     Object.freeze(this);
   }
 
@@ -350,6 +353,14 @@ class Generation implements PolicyGeneration {
       rule: null,
     };
   }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /**

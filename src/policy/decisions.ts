@@ -2,6 +2,7 @@
 import type { BinaryMatch } from './binary-matcher.js';
 import type { QueryInput, RuleView } from './request-rules.js';
 import type { Access, Enforcement } from './schema.js';
+import type { Inference } from './schema-extensions.js';
 
 export interface ConnectQuery {
   /** The host the agent asked for (CONNECT authority or Host header); any case, trailing dot allowed. */
@@ -94,4 +95,9 @@ export interface PolicyGeneration {
   decideRequest(query: RequestQuery): RequestDecision;
   /** Every compiled endpoint, in decision order (policy key, then endpoint index). */
   endpoints(): readonly EndpointView[];
+  /**
+   * The policy's `inference` section (validated, frozen), or null: the router reads it from the
+   * generation in force, so a reload swaps routes and network rules in the same assignment.
+   */
+  readonly inference: Inference | null;
 }

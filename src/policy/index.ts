@@ -76,4 +76,20 @@ export type {
   Enforcement,
   Protocol,
 } from './schema.js';
-export type { Limits, Inference, InferenceRoute } from './schema-extensions.js';
+export type {
+  Limits,
+  Inference,
+  InferenceRoute,
+  InferenceBudget,
+  PrivacyRule,
+  BuiltinDetector,
+} from './schema-extensions.js';
+export { BUILTIN_DETECTORS } from './schema-extensions.js';
+export {
+  PROVIDER_TYPES,
+  PROVIDER_NAME,
+  parseDurationMs,
+  linearPatternProblem,
+  type ProviderType,
+} from './inference-checks.js';
+export { compileLinearPattern, type LinearPattern } from './linear-pattern.js';

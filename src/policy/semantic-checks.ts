@@ -23,7 +23,8 @@ import {
   type Endpoint,
   type Policy,
 } from './schema.js';
-import { InferenceSchema, LimitsSchema, type Inference, type Limits } from './schema-extensions.js';
+import { InferenceSchema, LimitsSchema, type Limits } from './schema-extensions.js';
+import { checkInference } from './inference-checks.js';
 
 const CREDENTIAL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const METHOD = /^(\*|[A-Za-z_]+)$/;
@@ -251,56 +252,6 @@ function checkLimits(limits: Limits, issues: PolicyIssue[]): void {
     const r = parseCpuMillis(limits.cpu);
     if (typeof r !== 'number') issues.push({ path: ['limits', 'cpu'], message: r.error });
   }
-}
-
-function checkInference(inf: Inference, issues: PolicyIssue[]): void {
-  const routes = Object.keys(inf.routes);
-  const ref = (name: string | undefined, path: PolicyPath): void => {
-    if (name !== undefined && !routes.includes(name)) {
-      const known = routes.length > 0 ? routes.join(', ') : 'none defined';
-      issues.push({ path, message: `route "${name}" is not defined in inference.routes (routes: ${known})` });
-    }
-  };
-  for (const [name, route] of Object.entries(inf.routes)) {
-    const base = ['inference', 'routes', name];
-    let url: URL | null = null;
-    try {
-      url = new URL(route.endpoint);
-    } catch {
-      url = null;
-    }
-    if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-      issues.push({
-        path: [...base, 'endpoint'],
-        message: `endpoint "${route.endpoint}" must be an http(s) URL, e.g. https://api.example.com/v1`,
-      });
-    }
-    if (route.credential_env !== undefined && !CREDENTIAL_NAME.test(route.credential_env)) {
-      issues.push({
-        path: [...base, 'credential_env'],
-        message: `"${route.credential_env}" is not a valid variable name`,
-      });
-    }
-  }
-  ref(inf.default, ['inference', 'default']);
-  ref(inf.fallback, ['inference', 'fallback']);
-  if (inf.on_unavailable === 'fallback' && inf.fallback === undefined) {
-    issues.push({
-      path: ['inference', 'on_unavailable'],
-      message: 'on_unavailable is "fallback" but no "fallback" route is named; add "fallback: <route>"',
-    });
-  }
-  inf.privacy?.forEach((rule, i) => {
-    ref(rule.route, ['inference', 'privacy', i, 'route']);
-    try {
-      new RegExp(rule.match, 'u');
-    } catch (err) {
-      issues.push({
-        path: ['inference', 'privacy', i, 'match'],
-        message: `"match" is not a valid regular expression: ${(err as Error).message}`,
-      });
-    }
-  });
 }
 
 /** Paths every sandbox has fresh (a procfs, a minimal /dev): nothing under them is the host's. */

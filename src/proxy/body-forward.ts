@@ -63,12 +63,37 @@ async function copyChunked(reader: StreamReader, out: Out): Promise<void> {
     const m = CHUNK_SIZE.exec(line.toString('latin1'));
     if (!m) throw new HttpHeadError('malformed chunk size line');
     const size = parseInt(m[1] as string, 16);
-    await out.write(Buffer.concat([line, CRLF]));
-    if (size === 0) break;
-    await copyLength(reader, out, size);
+    // A chunk whose bytes are already here leaves in one write (size line, data, CRLF): one TLS
+    // record and one system call instead of three. Nothing is held while waiting for more.
+    let pieces: Buffer[] = [line, CRLF];
+    const flush = async (): Promise<void> => {
+      if (pieces.length === 0) return;
+      await out.write(pieces.length === 1 ? (pieces[0] as Buffer) : Buffer.concat(pieces));
+      pieces = [];
+    };
+    if (size === 0) {
+      await flush();
+      break;
+    }
+    let left = size;
+    while (left > 0) {
+      if (reader.buffered === 0) await flush();
+      const chunk = await reader.read();
+      if (chunk === null) throw new StreamClosedError('connection closed inside a body');
+      if (chunk.length > left) {
+        reader.unshift(chunk.subarray(left));
+        pieces.push(chunk.subarray(0, left));
+        left = 0;
+      } else {
+        pieces.push(chunk);
+        left -= chunk.length;
+      }
+    }
+    if (reader.buffered < 2) await flush();
     const end = await reader.readLine(2);
     if (end.length !== 0) throw new HttpHeadError('chunk data not followed by CRLF');
-    await out.write(CRLF);
+    pieces.push(CRLF);
+    await flush();
   }
   // Trailer section: header fields until an empty line.
   let total = 0;

@@ -18,6 +18,7 @@ import { type AuditSink, configChange, lifecycle } from '../audit/index.js';
 import { AddressGuard, isHostLocalName, type Resolver } from './address-guard.js';
 import type { CallerResolver } from './caller-identity.js';
 import { handleConnection } from './connection.js';
+import { type InternalHost, InternalHosts } from './internal-host.js';
 import type { PolicyGeneration } from '../policy/index.js';
 import { proxyPolicyOf } from './policy-adapter.js';
 import {
@@ -50,6 +51,11 @@ export interface EgressProxyOptions {
    * C process instead of this event loop. Without it every byte goes through Node.
    */
   tunnelPump?: string | undefined;
+  /**
+   * Names served inside this process instead of upstream (internal-host.ts): the router's
+   * `inference.local`. Every sandbox reaches them, whatever its network policy.
+   */
+  internalHosts?: readonly InternalHost[] | undefined;
 }
 
 export interface AttachOptions {
@@ -106,8 +112,10 @@ export class EgressProxy {
   readonly guard: AddressGuard;
   private readonly upstreamTls: tls.SecureContext;
   private readonly attached = new Map<string, SandboxProxy>();
+  private readonly internal: InternalHosts;
 
   constructor(private readonly options: EgressProxyOptions) {
+    this.internal = new InternalHosts(options.internalHosts);
     this.guard = new AddressGuard({
       hosts: options.hosts,
       allowLocal: options.allowLocal,
@@ -125,6 +133,7 @@ export class EgressProxy {
       onError: this.options.onError,
       onDetach: () => this.attached.delete(options.name),
       tunnelPump: this.options.tunnelPump ?? null,
+      internal: this.internal,
     });
     this.attached.set(options.name, sb);
     try {
@@ -152,6 +161,7 @@ interface Shared {
   onError: ((err: unknown, sandbox: string) => void) | undefined;
   onDetach: () => void;
   tunnelPump: string | null;
+  internal: InternalHosts;
 }
 
 export class SandboxProxy {
@@ -183,7 +193,7 @@ export class SandboxProxy {
   ) {
     this.name = options.name;
     this.socketPath = options.socketPath;
-    this.pinned = { policy: proxyPolicyOf(options.generation), generation: 1 };
+    this.pinned = { policy: proxyPolicyOf(options.generation), generation: 1, source: options.generation };
     this.secrets = options.credentials ?? new Map();
     this.audit = new ProxyAudit(shared.audit, options.name, this.totals);
     this.budget = new SandboxBudget(
@@ -200,6 +210,7 @@ export class SandboxProxy {
       authority: options.authority,
       callerResolver: options.callerResolver,
       current: () => this.pinned,
+      internalHost: (host) => (shared.internal.size === 0 ? null : shared.internal.lookup(host)),
       credentials: () => this.secrets,
       internalError: (err) => shared.onError?.(err, options.name),
       tunnelPump: shared.tunnelPump,
@@ -333,7 +344,7 @@ export class SandboxProxy {
    */
   setGeneration(next: PolicyGeneration, change?: GenerationChange): number {
     const policy = proxyPolicyOf(next);
-    this.pinned = { policy, generation: this.pinned.generation + 1 };
+    this.pinned = { policy, generation: this.pinned.generation + 1, source: next };
     let closed = 0;
     for (const t of [...this.tunnels]) {
       const reason = this.stillAllowed(t, policy);

@@ -37,3 +37,4 @@ export {
 export { BinaryTrust } from './binary-trust.js';
 export { AddressGuardConfigError } from './address-guard.js';
 export { PLACEHOLDER_PREFIX } from './credentials.js';
+export { INTERNAL_PORTS, type InternalHost, type InternalHostCaller } from './internal-host.js';

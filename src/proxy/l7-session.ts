@@ -23,6 +23,7 @@ import { StreamClosedError, StreamReader, writeAll } from './stream-reader.js';
 import { UpstreamError, connectChecked, startTls } from './upstream.js';
 import { spliceRaw } from './raw-relay.js';
 import { type ByteAccount, COST } from './sandbox-budget.js';
+import { internalCaller } from './internal-host.js';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
 
@@ -207,10 +208,17 @@ export class L7Session {
   /** The upstream for this request: the open one if it goes to the same place, else a new one. */
   private async upstreamFor(a: Approval): Promise<UpstreamSlot | null> {
     const tls = this.mode.kind === 'tunnel' && this.mode.tls;
-    const key = slotKey(a.host.host, a.port, tls);
+    const key = a.internal !== null ? `i|${a.host.host}` : slotKey(a.host.host, a.port, tls);
     if (this.upstream && this.upstream.key === key && this.upstream.reader.open) return this.upstream;
     this.dropUpstream();
     const { sb, caller } = this.conn;
+    if (a.internal !== null) {
+      // Served inside Carapace: the handler's duplex is the upstream (internal-host.ts).
+      const socket = a.internal.open(internalCaller(this.conn, a.host.host));
+      this.upstream = { key, socket, reader: new StreamReader(socket), address: 'internal' };
+      this.ungateUpstream = sb.budget.gate(socket);
+      return this.upstream;
+    }
     const guarded = await sb.guard.resolve(a.host, a.port, a.treatment.allowedIps, a.treatment.hostLocal);
     const base = {
       host: a.host.host,

@@ -25,6 +25,7 @@ import type { EndpointTreatment } from './policy-port.js';
 import type { ProxyFindingKind } from './proxy-audit.js';
 import type { DenialHint } from './responses.js';
 import type { ClientConnection, SessionMode } from './sandbox-context.js';
+import { INTERNAL_PORTS, type InternalHost } from './internal-host.js';
 
 export interface Refusal {
   ok: false;
@@ -58,6 +59,8 @@ export interface Approval {
   websocket: boolean;
   /** The head to send upstream (latin1 bytes). */
   wire: Buffer;
+  /** The request goes to a handler inside Carapace (internal-host.ts), not upstream. */
+  internal: InternalHost | null;
 }
 
 const DEFAULT_TREATMENT: EndpointTreatment = {
@@ -69,6 +72,9 @@ const DEFAULT_TREATMENT: EndpointTreatment = {
   hostLocal: false,
   tlsDeclared: false,
 };
+
+/** How an internal host's requests are treated: never inspected by policy rules, no credentials. */
+const INTERNAL_TREATMENT: EndpointTreatment = { ...DEFAULT_TREATMENT, protocol: 'rest' };
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -176,6 +182,33 @@ export function judgeRequest(
     return refuse({ status: 403, reason: canon.reason, host, port, level: 'request', path: '/' });
   const { path, query } = canon;
 
+  const internal = sb.internalHost(host);
+  if (internal !== null) {
+    // Served inside Carapace: no policy entry, no credentials (the handler strips the agent's).
+    const reason = !INTERNAL_PORTS.has(port)
+      ? `${host} is served on ports 443 (https) and 80 (http) only`
+      : head.upgrade.length > 0
+        ? `protocol upgrade to ${head.upgrade.join(', ')} not served by ${host}`
+        : null;
+    if (reason !== null) return refuse({ status: 403, reason, host, port, level: 'request', path });
+    const wire = rebuildHead(head, target, null, false, path, query);
+    if (typeof wire !== 'string') throw new Error('unreachable: no substitution without a scope');
+    return {
+      ok: true,
+      host: target.host,
+      port,
+      method: head.method,
+      path,
+      treatment: INTERNAL_TREATMENT,
+      generation,
+      enforcement: 'enforce',
+      disposition: 'allowed',
+      websocket: false,
+      wire: Buffer.from(wire, 'latin1'),
+      internal,
+    };
+  }
+
   const connect = pinned.policy.decideConnect({
     host,
     port,
@@ -282,25 +315,8 @@ export function judgeRequest(
   const q = substituteUrlPart(query, scope);
   if (!q.ok) return credentialRefusal(q.name, q.problem);
 
-  const connTokens = head.headers.some((h) => h.lname === 'connection')
-    ? new Set(
-        head.headers
-          .filter((h) => h.lname === 'connection')
-          .flatMap((h) => h.value.split(',').map((t) => t.trim().toLowerCase())),
-      )
-    : NO_TOKENS;
-  const hasQuery = target.pathAndQuery.includes('?');
-  let wire = `${head.method} ${p.value}${hasQuery ? '?' + q.value : ''} HTTP/${head.version}\r\n`;
-  if (head.host === null) wire += `Host: ${formatAuthority(host, port)}\r\n`;
-  for (const h of head.headers) {
-    if (HOP_BY_HOP.has(h.lname) || (connTokens.has(h.lname) && !NEVER_STRIPPED.has(h.lname))) continue;
-    const v = substituteHeader(h.value, scope);
-    if (!v.ok) return credentialRefusal(v.name, v.problem);
-    wire += `${h.name}: ${v.value}\r\n`;
-  }
-  if (websocket) wire += 'Connection: Upgrade\r\nUpgrade: websocket\r\n';
-  else if (head.close) wire += 'Connection: close\r\n';
-  wire += '\r\n';
+  const wire = rebuildHead(head, target, scope, websocket, p.value, q.value);
+  if (typeof wire !== 'string') return credentialRefusal(wire.name, wire.problem);
 
   return {
     ok: true,
@@ -316,5 +332,44 @@ export function judgeRequest(
     reason,
     websocket,
     wire: Buffer.from(wire, 'latin1'),
+    internal: null,
   };
+}
+
+/**
+ * The head that goes upstream, rebuilt from parsed fields: hop-by-hop fields dropped (never Host or
+ * framing), placeholders replaced within `scope` (none replaced without one), the target as judged.
+ */
+function rebuildHead(
+  head: RequestHead,
+  target: Target,
+  scope: CredentialScope | null,
+  websocket: boolean,
+  path: string,
+  query: string,
+): string | { name: string; problem: string } {
+  const connTokens = head.headers.some((h) => h.lname === 'connection')
+    ? new Set(
+        head.headers
+          .filter((h) => h.lname === 'connection')
+          .flatMap((h) => h.value.split(',').map((t) => t.trim().toLowerCase())),
+      )
+    : NO_TOKENS;
+  const hasQuery = target.pathAndQuery.includes('?');
+  let wire = `${head.method} ${path}${hasQuery ? '?' + query : ''} HTTP/${head.version}\r\n`;
+  if (head.host === null) wire += `Host: ${formatAuthority(target.host.host, target.port)}\r\n`;
+  for (const h of head.headers) {
+    if (HOP_BY_HOP.has(h.lname) || (connTokens.has(h.lname) && !NEVER_STRIPPED.has(h.lname))) continue;
+    let value = h.value;
+    if (scope !== null) {
+      const v = substituteHeader(h.value, scope);
+      if (!v.ok) return { name: v.name, problem: v.problem };
+      value = v.value;
+    }
+    wire += `${h.name}: ${value}\r\n`;
+  }
+  if (websocket) wire += 'Connection: Upgrade\r\nUpgrade: websocket\r\n';
+  else if (head.close) wire += 'Connection: close\r\n';
+  wire += '\r\n';
+  return wire;
 }

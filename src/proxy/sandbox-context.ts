@@ -6,7 +6,9 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { AddressGuard } from './address-guard.js';
+import type { PolicyGeneration } from '../policy/index.js';
 import type { CallerIdentity, CallerResolver } from './caller-identity.js';
+import type { InternalHost } from './internal-host.js';
 import type { ProxyPolicy } from './policy-port.js';
 import type { ProxyAudit } from './proxy-audit.js';
 import type { SandboxBudget } from './sandbox-budget.js';
@@ -17,6 +19,8 @@ export interface PinnedGeneration {
   policy: ProxyPolicy;
   /** 1 for the policy given at attach, +1 for each setGeneration. */
   generation: number;
+  /** The compiled generation itself (internal hosts read their own sections of it). */
+  source: PolicyGeneration;
 }
 
 /** A tunnel whose bytes pass uninspected; re-judged at every reload. */
@@ -40,6 +44,8 @@ export interface SandboxContext {
   readonly authority: TlsAuthority;
   readonly callerResolver: CallerResolver;
   current(): PinnedGeneration;
+  /** The handler serving a canonical host name inside Carapace (inference.local), or null. */
+  internalHost(host: string): InternalHost | null;
   credentials(): ReadonlyMap<string, string>;
   /** An unexpected error in a connection handler (the connection is closed; the proxy goes on). */
   internalError(err: unknown): void;

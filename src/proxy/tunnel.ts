@@ -16,7 +16,6 @@
  *   HTTP cannot be inspected and close the tunnel;
  * - `tls: skip` relays raw from the first byte, without any check.
  */
-import tls from 'node:tls';
 import { parseClientHello } from './client-hello.js';
 import { type Authority, HostNameError, canonicalHost, parseAuthority } from './host-name.js';
 import type { RequestHead } from './http-head.js';
@@ -31,6 +30,7 @@ import { CONNECT_ESTABLISHED, type DenialHint, badGateway, badRequest, forbidden
 import type { ClientConnection } from './sandbox-context.js';
 import { StreamReader, writeAll } from './stream-reader.js';
 import { UpstreamError, connectChecked, startTls } from './upstream.js';
+import { connectInternal, secureClient } from './internal-host.js';
 
 const DEFAULT_TREATMENT: EndpointTreatment = {
   inspect: false,
@@ -77,6 +77,8 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
     return answer(conn, badRequest(reason));
   }
   const { host, port } = target;
+  // A name served inside Carapace (inference.local): no policy, no resolution, no upstream.
+  if (sb.internalHost(host) !== null) return connectInternal(conn, head, target);
   const pinned = sb.current();
   const verdict: ConnectVerdict = pinned.policy.decideConnect({
     host,
@@ -234,7 +236,7 @@ async function readHello(reader: StreamReader): Promise<ReturnType<typeof parseC
 
 async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target: Authority): Promise<void> {
   const { sb, caller } = conn;
-  let upstreamTls: tls.TLSSocket;
+  let upstreamTls: import('node:tls').TLSSocket;
   const protocol = await sniffProtocol(conn.reader);
   if (protocol === 'closed') return closeBoth(conn, up);
   if (protocol === 'http') return plainHttp(conn, up, target);
@@ -261,44 +263,9 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
     return closeBoth(conn, up);
   }
   up.reader.detach();
-  // Hand the bytes already read back to the socket so the TLS server sees the whole ClientHello.
-  const rest = conn.reader.detach();
-  if (rest.length > 0) conn.socket.unshift(rest);
-  const client = new tls.TLSSocket(conn.socket, {
-    isServer: true,
-    secureContext: sb.authority.contextFor(target),
-    ALPNProtocols: ['http/1.1'],
-  });
-  client.on('error', () => {
-    client.destroy();
-    upstreamTls.destroy();
-  });
-  // An agent that leaves during the handshake ends the stream ('end'): the TLS socket inherits the
-  // connection's half-open mode and would otherwise wait, holding the connection, for a peer that
-  // is gone.
-  const secured = await new Promise<boolean>((resolve) => {
-    client.once('secure', () => resolve(true));
-    client.once('close', () => resolve(false));
-    client.once('end', () => resolve(false));
-  });
-  if (!secured || client.destroyed) {
-    client.destroy();
-    return void upstreamTls.destroy();
-  }
-  const sni = (client as unknown as { servername?: string | false }).servername;
-  if (sni && sni.toLowerCase().replace(/\.$/, '') !== target.host) {
-    sb.audit.finding({
-      kind: 'sni-mismatch',
-      title: `SNI differs from the CONNECT host ${target.host}`,
-      caller,
-      host: target.host,
-      port: target.port,
-      details: { sni: printable(sni.slice(0, 253)) },
-    });
-    client.destroy();
-    upstreamTls.destroy();
-    return;
-  }
+  const client = await secureClient(conn, target);
+  if (client === null) return void upstreamTls.destroy();
+  client.on('error', () => upstreamTls.destroy());
   const slot: UpstreamSlot = {
     key: `s|${target.host}|${target.port}`,
     socket: upstreamTls,

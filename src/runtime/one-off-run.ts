@@ -10,6 +10,7 @@ import { directConnectEvent, parseDirectConnect } from './direct-connect-audit.j
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, type StartedSandbox } from '../sandbox/sandbox.js';
 import type { EgressProxy } from '../proxy/index.js';
+import type { InferenceRouter } from '../router/index.js';
 import { BubblewrapDriver, type BubblewrapSandbox } from './bubblewrap-driver.js';
 import { Runtime } from './runtime.js';
 import { assertSandboxName, hostIdentities } from '../sandbox/identity.js';
@@ -83,7 +84,11 @@ async function loadRunPolicy(
   opts: RunRequest,
   dirs: StateDirs,
   trees: SandboxTrees,
-): Promise<{ settings: SandboxSettings; network?: (proxy: EgressProxy, audit: AuditSink) => RunNetwork }> {
+): Promise<{
+  settings: SandboxSettings;
+  network?: (proxy: EgressProxy, audit: AuditSink) => RunNetwork;
+  router?: (audit: AuditSink) => InferenceRouter;
+}> {
   if (opts.policy === undefined) {
     return { settings: await loadSandboxSettings(defaultPolicyPath(), dirs.state) };
   }
@@ -97,6 +102,9 @@ async function loadRunPolicy(
     settings: settingsFromPolicy(policy, engine.resolveLimits(policy)),
     network: (proxy, audit) =>
       new runNetwork.RunNetwork(proxy, opts.network.credentials, policy, audit, dirs.run),
+    // inference.local: every run with a policy file has it (a save may add routes later).
+    router: (audit) =>
+      runNetwork.runRouter(audit, opts.network, (line) => process.stderr.write(`carapace: ${line}\n`)),
   };
 }
 
@@ -130,7 +138,7 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
     audit.close();
     throw err;
   }
-  const { settings, network: makeNetwork } = loaded;
+  const { settings, network: makeNetwork, router: makeRouter } = loaded;
   const spec = specFromSettings(settings, {
     name,
     workspace,
@@ -140,10 +148,12 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
   });
 
   // A runtime with one sandbox: the proxy (when the policy has a network) and the sandbox.
+  const router = makeRouter ? makeRouter(audit.sink) : null;
   const runtime = new Runtime({
     driver: new BubblewrapDriver({ dirs, identities }),
     audit: audit.sink,
     proxy: opts.network,
+    internalHosts: router ? [router.internalHost] : undefined,
   });
   const network = makeNetwork ? makeNetwork(await runtime.proxy(), audit.sink) : null;
   let started: StartedSandbox;
@@ -177,6 +187,7 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
     );
     network?.close();
     await runtime.close();
+    await router?.close();
     audit.close();
     throw err;
   }
@@ -245,6 +256,7 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
     await started.cleanup();
     network?.close();
     await runtime.close();
+    await router?.close();
     audit.close();
   }
 }

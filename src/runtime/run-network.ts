@@ -6,6 +6,7 @@
 import type { AuditSink } from '../audit/index.js';
 import { compilePolicy, resolveLimits, type Policy } from '../policy/index.js';
 import type { EgressProxy, SandboxProxy } from '../proxy/index.js';
+import { InferenceRouter, type ProviderConfig } from '../router/index.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
 import { LivePolicy } from './policy-apply.js';
 import { PolicyWatch } from './policy-watch.js';
@@ -20,6 +21,32 @@ export interface NetworkInput {
   upstreamCaFile?: string | undefined;
   /** Credential name → value; the sandbox sees only placeholders. */
   credentials: Map<string, string>;
+  /**
+   * Stored providers by name, as the caller may use them (the CLI reads the caller's own
+   * gateway's store, src/cli/run-providers.ts); null when there is no such provider.
+   */
+  providers?: ((name: string) => Promise<ProviderConfig | null>) | undefined;
+}
+
+/**
+ * The run's router (inference.local): routes from the policy's inference section, stored providers
+ * from `input.providers`, inline routes' keys from the run's credentials. Usage lives as long as
+ * the run.
+ */
+export function runRouter(
+  audit: AuditSink,
+  input: NetworkInput,
+  warn: (line: string) => void,
+): InferenceRouter {
+  return new InferenceRouter({
+    audit,
+    upstreamCaFile: input.upstreamCaFile,
+    providers: {
+      named: (_sandbox, name) => input.providers?.(name) ?? null,
+      credential: (_sandbox, name) => input.credentials.get(name),
+    },
+    onError: (err) => warn(`inference router: ${err instanceof Error ? err.message : String(err)}`),
+  });
 }
 
 export class RunNetwork {

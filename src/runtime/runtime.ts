@@ -7,7 +7,7 @@
  * sandbox's budgets bound what the proxy does for it.
  */
 import type { AuditSink } from '../audit/index.js';
-import type { EgressProxy } from '../proxy/index.js';
+import type { EgressProxy, InternalHost } from '../proxy/index.js';
 import { nativeTunnelPump } from '../sandbox/native-paths.js';
 import type { DriverSandbox, DriverStartRequest, SandboxDriver } from './driver.js';
 import { ManagedSandbox } from './managed-sandbox.js';
@@ -25,6 +25,8 @@ export interface RuntimeOptions {
   driver: SandboxDriver;
   audit: AuditSink;
   proxy?: ProxySettings | undefined;
+  /** Names served inside this process for every sandbox (the router's inference.local). */
+  internalHosts?: readonly InternalHost[] | undefined;
 }
 
 export class Runtime {
@@ -48,6 +50,7 @@ export class Runtime {
       allowLocal: settings.allowLocal,
       upstreamCaFile: settings.upstreamCaFile,
       tunnelPump: nativeTunnelPump(),
+      internalHosts: this.opts.internalHosts,
     });
     return this.proxyInstance;
   }

@@ -23,7 +23,10 @@ listen_ports: [18901]
 
 function httpGet(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
+    // A request that gets no answer says so (the test's timeout would not say where).
+    const timer = setTimeout(() => reject(new Error(`no answer on 127.0.0.1:${port} in 20 s`)), 20_000);
     get({ host: '127.0.0.1', port, path: '/hello.txt', agent: false }, (res) => {
+      clearTimeout(timer);
       let t = '';
       res.on('data', (d: Buffer) => (t += String(d)));
       res.on('end', () => resolve(t));
@@ -98,7 +101,7 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
     expect(cli(['sandbox', 'download', 'web', '/sandbox/hello.txt', out]).status).toBe(0);
     expect(readFileSync(join(out, 'hello.txt'), 'utf8')).toBe('hello from the host\n');
     const refused = cli(['sandbox', 'download', 'web', '/sandbox/nothing-here', out]);
-    expect(refused.status).not.toBe(0);
+    expect(refused.status, `${refused.stdout}${refused.stderr}${gw.output()}`).not.toBe(0);
     expect(refused.stderr).toMatch(
       /^carapace: download of \/sandbox\/nothing-here: tar: nothing-here: Cannot stat: No such file or directory\n$/,
     );

@@ -8,7 +8,21 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { freshHome } from '../helpers/cli.js';
 import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
-import { readFileSync } from 'node:fs';
+import { policyFile } from '../helpers/sandbox.js';
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** GET a path on the host's loopback, retried while the listener inside comes up. */
+async function fetchText(port: number, path: string): Promise<string> {
+  for (let i = 0; ; i++) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(5000) });
+      return await res.text();
+    } catch (err) {
+      if (i >= 100) throw err;
+      await sleep(100);
+    }
+  }
+}
 
 interface View {
   name: string;
@@ -88,27 +102,50 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
     });
   });
 
-  it('a reboot (gateway stopped, started again) brings back exactly what should run, with its workspace', async () => {
+  it('a reboot (gateway and sandboxes gone, the gateway started again) brings back exactly what should run, with its workspace, forward and policy revisions', async () => {
     const home = freshHome();
     const first = await startTestGateway([], home);
     gateways.push(first);
+    // `up` keeps a line per start in its workspace and serves it on a forwarded port.
+    const port = 18941;
+    const policy = policyFile(
+      `version: 1\nfilesystem_policy:\n  read_only: [/usr, /lib, /lib64, /bin, /etc]\n  read_write: [/sandbox, /tmp]\nlisten_ports: [${port}]\n`,
+    );
     const up = cliAs(home, [
       'sandbox',
       'create',
       '--name',
       'up',
+      '--policy',
+      policy,
+      '--forward',
+      String(port),
       '--',
       'sh',
       '-c',
-      'echo kept >> /sandbox/f; sleep 300',
+      `echo kept >> /sandbox/f; exec python3 -m http.server ${port} --bind 127.0.0.1 --directory /sandbox`,
     ]);
-    expect(up.status).toBe(0);
+    expect(up.status, up.stderr).toBe(0);
+    // A second policy revision, live.
+    const updated = cliAs(home, ['policy', 'update', 'up', '--add-endpoint', 'kept.test:443']);
+    expect(updated.status, updated.stderr).toBe(0);
+    const revisions = () =>
+      (JSON.parse(cliAs(home, ['policy', 'history', 'up', '-o', 'json']).stdout) as { rev: number }[]).map(
+        (r) => r.rev,
+      );
+    expect(revisions()).toEqual([1, 2]);
     cliAs(home, ['sandbox', 'create', '--name', 'down', '--', 'sleep', '300']);
     cliAs(home, ['sandbox', 'stop', 'down', '--grace', '1']);
     cliAs(home, ['sandbox', 'create', '--name', 'never-started', '--no-start', '--', 'sleep', '300']);
     const ws = get(first, 'up').workspace;
     await until(first, 'up', () => readFileSync(join(ws, 'f'), 'utf8') === 'kept\n');
     await first.stop();
+    // A reboot: the gateway is gone and so is every sandbox, killed at once (no exit.json).
+    const runs = join(home, 'run', 'sandboxes');
+    for (const lock of readdirSync(runs).filter((f) => f.endsWith('.lock'))) {
+      const { pid } = JSON.parse(readFileSync(join(runs, lock), 'utf8')) as { pid: number };
+      process.kill(pid, 'SIGKILL');
+    }
 
     const second = await startTestGateway([], home);
     gateways.push(second);
@@ -116,5 +153,12 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
     expect(get(second, 'down').state).toBe('stopped');
     expect(get(second, 'never-started').state).toBe('stopped');
     await until(second, 'up', () => readFileSync(join(ws, 'f'), 'utf8') === 'kept\nkept\n');
+    // Its forward and its policy revisions came back with it.
+    expect(cliAs(home, ['sandbox', 'forward', 'up', '--list']).stdout).toBe(
+      `127.0.0.1:${port} → up:${port}\n`,
+    );
+    expect(await fetchText(port, '/f')).toBe('kept\nkept\n');
+    expect(revisions()).toEqual([1, 2]);
+    expect(cliAs(home, ['policy', 'get', 'up']).stdout).toContain('host: kept.test');
   });
 });

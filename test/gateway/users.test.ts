@@ -52,6 +52,11 @@ describe.skipIf(!holds('root') || !reachable())('the system gateway and its user
       ['sandbox', 'start', 'a1'],
       ['sandbox', 'restart', 'a1'],
       ['sandbox', 'logs', 'a1'],
+      ['sandbox', 'exec', 'a1', '--', 'true'],
+      ['sandbox', 'forward', 'a1', '20001'],
+      ['sandbox', 'forward', 'a1', '--list'],
+      ['sandbox', 'upload', 'a1', '/etc/hostname'],
+      ['policy', 'get', 'a1'],
       ['sandbox', 'delete', 'a1'],
     ]) {
       const r = as(bob, args);

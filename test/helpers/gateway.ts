@@ -1,5 +1,6 @@
 /** A real gateway daemon for tests, and the CLI run as any user against it. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { GATEWAY_NODE_FLAGS } from '../../src/cli/gateway-client.js';
 import { chmodSync } from 'node:fs';
 import { CLI, freshHome, type CliResult } from './cli.js';
 
@@ -18,7 +19,7 @@ export async function startTestGateway(
   env: NodeJS.ProcessEnv = {},
 ): Promise<TestGateway> {
   chmodSync(home, 0o711);
-  const child = spawn(process.execPath, [CLI, 'gateway', 'run', ...args], {
+  const child = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, CLI, 'gateway', 'run', ...args], {
     env: { ...process.env, CARAPACE_HOME: home, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -37,7 +38,7 @@ export async function startTestGateway(
     child,
     output: () => out,
     stop: async () => {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
       await new Promise((resolve) => child.once('exit', resolve));
     },

@@ -22,6 +22,7 @@ export const PREMISE_NAMES = [
   'landlock-abi-6',
   'core-file',
   'setcap',
+  'tmux',
   'cap-sys-resource',
   'merged-usr',
 ] as const;
@@ -136,6 +137,10 @@ export function probeHost(): HostPremises {
       `kernel.core_pattern is "${corePattern ?? '?'}" (the baseline needs a plain "core" file)`,
     ),
     setcap: result(setcap !== undefined, setcap ? `${setcap}` : 'no setcap binary (libcap2-bin)'),
+    tmux: result(
+      spawnSync('tmux', ['-V']).status === 0,
+      'tmux drives the terminal tests (./install.sh installs it)',
+    ),
     'cap-sys-resource': result(
       sysResource,
       sysResource

@@ -7,6 +7,8 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { connectControl } from '../../src/sandbox/control-common.js';
+import { FRAME } from '../../src/sandbox/control-exec.js';
 import { type ControlEvent, type ExecProcess } from '../../src/sandbox/control.js';
 import { collect, startControlled, type ControlledSandbox } from './control-harness.js';
 import { USUAL_PATHS, python } from './harness.js';
@@ -221,6 +223,38 @@ describe('the control socket: exec', () => {
     expect(await held[0]!.exited).toBe(137);
     expect(await c.control.exec({ argv: ['true'] }).exited).toBe(0);
     for (const p of held.slice(1)) p.close();
+  });
+
+  it('keeps at most 64 ended execs whose clients never close, and still serves', async () => {
+    const c = await idle();
+    const before = (await pid1AtRest(c)).fds.length;
+    // Raw clients that read their EXIT frame and then never close: the init holds each until the
+    // client closes (so the EXIT is not lost to a reset) but not without bound.
+    const ended = async () => {
+      const socket = connectControl(c.control.socketPath);
+      socket.write(`${JSON.stringify({ op: 'exec', argv: ['true'] })}\n`);
+      let got = Buffer.alloc(0);
+      const exited = await new Promise<boolean>((resolve) => {
+        socket.on('data', (d: Buffer) => {
+          got = Buffer.concat([got, d]);
+          if (got.includes(Buffer.from([FRAME.EXIT, 0, 0, 0, 4]))) resolve(true);
+        });
+        socket.on('close', () => resolve(false)); // refused: an ERROR frame, then the close
+      });
+      return { socket, exited };
+    };
+    const open = [];
+    for (let i = 0; i < 100; i++) open.push(await ended());
+    expect(open.filter((o) => !o.exited)).toEqual([]);
+    // Serves: an exec is not refused for the ended ones.
+    expect(await run(c.control.exec({ argv: ['echo', 'still'] }))).toEqual({
+      stdout: 'still\n',
+      stderr: '',
+      code: 0,
+    });
+    // At most 64 kept (a connection each): the older ones were closed by the init.
+    expect((await pid1AtRest(c)).fds.length - before).toBeLessThanOrEqual(64);
+    for (const o of open) o.socket.destroy();
   });
 
   it('leaves no fd and no zombie in PID 1 after 100 execs', async () => {

@@ -17,6 +17,7 @@ import { compilePolicy, parsePolicy, type PolicyGeneration } from '../../src/pol
 import { forwardBody } from '../../src/proxy/body-forward.js';
 import type { CallerIdentity, CallerResolver } from '../../src/proxy/caller-identity.js';
 import { EgressProxy, type SandboxProxy } from '../../src/proxy/egress-proxy.js';
+import type { InternalHost } from '../../src/proxy/internal-host.js';
 import { parseResponseHead } from '../../src/proxy/http-response.js';
 import { StreamReader } from '../../src/proxy/stream-reader.js';
 import { TlsAuthority } from '../../src/proxy/tls-authority.js';
@@ -143,11 +144,14 @@ export interface RigOptions {
   maxConnections?: number;
   /** native/carapace-pump (or a wrapper): bulk raw tunnels are handed to it. */
   tunnelPump?: string;
+  /** Names served inside the proxy's process (src/proxy/internal-host.ts). */
+  internalHosts?: InternalHost[];
+  audit?: MemoryAuditLog;
 }
 
 export async function startRig(o: RigOptions): Promise<Rig> {
   const up = o.up ?? (await startUpstreams());
-  const audit = new MemoryAuditLog();
+  const audit = o.audit ?? new MemoryAuditLog();
   const allowLocal =
     o.allowLocal === undefined || o.allowLocal === 'upstreams'
       ? [`127.0.0.1:${up.httpPort}`, `127.0.0.1:${up.httpsPort}`]
@@ -162,6 +166,7 @@ export async function startRig(o: RigOptions): Promise<Rig> {
     allowLocal,
     upstreamCaFile: up.caFile,
     tunnelPump: o.tunnelPump,
+    internalHosts: o.internalHosts,
     onError: (err) => {
       throw err;
     },

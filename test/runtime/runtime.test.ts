@@ -26,33 +26,40 @@ function runtimeIn(home = freshHome()) {
   });
   const policy = loadPolicyFile(defaultPolicyPath());
   const settings = settingsFromPolicy(policy, resolveLimits(policy));
-  const start = (command: string[], id = newSandboxName()) =>
-    runtime.start({
-      spec: specFromSettings(settings, {
-        name: id,
-        workspace: sandboxPaths(dirs, id).defaultWorkspace,
-        env: {},
-        mounts: [],
-        command,
-      }),
-      ownerUid: process.getuid?.() ?? 0,
-      ephemeral: true,
-      removeWorkspace: true,
-      bestEffortLimits: false,
-      stdio: 'pipe',
-    });
+  const start = (command: string[], id = newSandboxName(), onSpawned?: () => void) =>
+    runtime.start(
+      {
+        spec: specFromSettings(settings, {
+          name: id,
+          workspace: sandboxPaths(dirs, id).defaultWorkspace,
+          env: {},
+          mounts: [],
+          command,
+        }),
+        ownerUid: process.getuid?.() ?? 0,
+        ephemeral: true,
+        removeWorkspace: true,
+        bestEffortLimits: false,
+        stdio: 'pipe',
+      },
+      onSpawned,
+    );
   return { runtime, start };
 }
 
 describe('runtime', () => {
   it('follows a sandbox creating → running → stopped, with its exit status', async () => {
     const { runtime, start } = runtimeIn();
-    const { managed, started } = await start(['sh', '-c', 'exit 7']);
-    const seen: SandboxState[] = [managed.state];
-    managed.onChange((c) => seen.push(c.to));
+    // Listen from the moment the sandbox exists: `exit 7` may be over before start() returns.
+    const id = newSandboxName();
+    const seen: SandboxState[] = [];
+    const { managed, started } = await start(['sh', '-c', 'exit 7'], id, () => {
+      seen.push(runtime.get(id)!.state);
+      runtime.get(id)!.onChange((c) => seen.push(c.to));
+    });
     expect(await started.exited).toBe(7);
     await started.release();
-    expect(seen).toEqual(['running', 'stopped']);
+    expect(seen).toEqual(['creating', 'running', 'stopped']);
     expect(managed.exitCode).toBe(7);
     expect(runtime.list().map((s) => s.id)).toEqual([managed.id]);
     runtime.forget(managed.id);

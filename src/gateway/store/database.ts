@@ -59,6 +59,29 @@ export const MIGRATIONS: readonly string[] = [
    ALTER TABLE policy_revisions ADD COLUMN diff TEXT NOT NULL DEFAULT '[]';
    ALTER TABLE policy_revisions ADD COLUMN sections TEXT NOT NULL DEFAULT '[]';
    ALTER TABLE policy_revisions ADD COLUMN restores INTEGER;`,
+  // 4: the router (src/router): providers per user, their key sealed (store/provider-store.ts), and
+  // inference usage per sandbox, route and clock hour (store/usage-store.ts).
+  `CREATE TABLE providers (
+     owner_uid INTEGER NOT NULL,
+     name TEXT NOT NULL,
+     type TEXT NOT NULL,
+     base_url TEXT NOT NULL,
+     sealed BLOB,
+     fingerprint TEXT,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (owner_uid, name)
+   );
+   CREATE TABLE inference_usage (
+     sandbox_id TEXT NOT NULL REFERENCES sandboxes (id) ON DELETE CASCADE,
+     route TEXT NOT NULL,
+     hour INTEGER NOT NULL,
+     local INTEGER NOT NULL DEFAULT 0,
+     requests INTEGER NOT NULL DEFAULT 0,
+     tokens_in INTEGER NOT NULL DEFAULT 0,
+     tokens_out INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (sandbox_id, route, hour)
+   );`,
 ];
 
 export class StoreError extends Error {
