@@ -29,6 +29,7 @@ export default defineConfig({
           name: 'carapace',
           include: ['test/**/*.test.ts', 'src/**/*.test.ts'],
           globalSetup: ['test/setup/probe-host.ts'],
+          setupFiles: ['test/setup/clean-homes.ts'],
         },
       },
       {
@@ -37,6 +38,7 @@ export default defineConfig({
           name: 'native (ASan+UBSan)',
           include: ['test/native/**/*.test.ts'],
           globalSetup: ['test/setup/probe-host.ts', 'test/setup/native-sanitize.ts'],
+          setupFiles: ['test/setup/clean-homes.ts'],
           env: { CARAPACE_NATIVE_BUILD: 'sanitize' },
         },
       },

@@ -3,7 +3,7 @@
  * stderr), upload and download, and a port forward that answers on the host, is listed and
  * removable, and comes back with the sandbox after a gateway restart.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -110,8 +110,17 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
   it('a forward answers on the host, is listed, survives a gateway restart, and goes away when removed', async () => {
     expect(await httpGet(18901)).toBe('hello from the host\n');
     expect(cli(['sandbox', 'forward', 'web', '--list']).stdout).toBe('127.0.0.1:18901 → web:18901\n');
+    // An exec left open (a `sandbox connect` nobody closed) does not hold the gateway's stop.
+    const open = spawn(process.execPath, [CLI, 'sandbox', 'exec', '-i', 'web', '--', 'cat'], {
+      env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    open.stdin.write('ping\n');
+    await new Promise<void>((resolve) => open.stdout.once('data', () => resolve()));
     const home = gw.home;
+    const ended = new Promise<number | null>((resolve) => open.once('exit', resolve));
     await gw.stop();
+    expect(await ended).not.toBe(0); // its connection was cut: the command says so and fails
     gw = await startTestGateway([], home);
     expect(await httpGet(18901)).toBe('hello from the host\n');
     expect(cli(['sandbox', 'forward', 'web', '--remove', '18901']).stdout).toBe('no forwards for web\n');

@@ -3,7 +3,7 @@
  * starts (dist/cli/carapace.js), on this process's Node, which `npm test` makes Carapace's own.
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -16,8 +16,33 @@ export interface CliResult {
   stderr: string;
 }
 
+/** Homes this test file made: test/setup/clean-homes.ts removes them once its tests are done. */
+const homes = new Set<string>();
+
 export function freshHome(): string {
-  return mkdtempSync(join(tmpdir(), 'carapace-test-'));
+  return removedAfterFile(mkdtempSync(join(tmpdir(), 'carapace-test-')));
+}
+
+/** A temporary directory removed with the homes once the test file is done. */
+export function removedAfterFile(dir: string): string {
+  homes.add(dir);
+  return dir;
+}
+
+/**
+ * Removes the homes made so far, sandboxes' workspaces and all (17,000 of them, 14 GiB, piled up
+ * in a developer's /tmp before this, and the host-wide uid registry kept a record for each
+ * workspace left behind). Best effort: what cannot be removed is left.
+ */
+export function removeFreshHomes(): void {
+  for (const home of homes) {
+    try {
+      rmSync(home, { recursive: true, force: true, maxRetries: 2 });
+    } catch {
+      // A mount still in use, a file made immutable by a test: left for the machine's own cleaning.
+    }
+    homes.delete(home);
+  }
 }
 
 export function carapace(args: string[], opts: SpawnSyncOptions & { home?: string } = {}): CliResult {

@@ -4,14 +4,21 @@ import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hostIdentities, type IdentityRecord } from '../../src/sandbox/identity.js';
-import { carapace, carapaceAsync, freshHome, type CliResult, type RunningCli } from './cli.js';
+import {
+  carapace,
+  carapaceAsync,
+  freshHome,
+  removedAfterFile,
+  type CliResult,
+  type RunningCli,
+} from './cli.js';
 
 /**
  * A temporary directory the sandbox uids may traverse (mkdtemp makes 0700 dirs; bwrap runs as the
  * sandbox's uid and must pass through the parents of what it binds).
  */
 export function sharedTempDir(prefix = 'carapace-test-'): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const dir = removedAfterFile(mkdtempSync(join(tmpdir(), prefix)));
   chmodSync(dir, 0o711);
   return dir;
 }

@@ -49,7 +49,8 @@ export function userSocketPath(runDir: string, uid: number): string {
 }
 
 export class GatewaySockets {
-  private readonly servers = new Map<string, Server>();
+  /** Each socket's server and the connections it accepted (upgraded exec streams included). */
+  private readonly servers = new Map<string, { server: Server; connections: Set<Socket> }>();
   private watcher: FSWatcher | null = null;
   private refreshing: Promise<void> = Promise.resolve();
 
@@ -86,9 +87,10 @@ export class GatewaySockets {
   async refresh(): Promise<void> {
     const users = gatewayUsers(this.opts.accounts ?? HOST_ACCOUNTS);
     const wanted = new Map(users.map((u) => [userSocketPath(this.opts.runDir, u.uid), u]));
-    for (const [path, server] of this.servers) {
+    for (const [path, entry] of this.servers) {
       if (path === this.mainPath || wanted.has(path)) continue;
-      await closeServer(server);
+      // A member no longer: their open connections (a `sandbox connect` too) end with the right.
+      await closeServer(entry);
       this.servers.delete(path);
       rmSync(path, { force: true });
     }
@@ -106,9 +108,12 @@ export class GatewaySockets {
     mkdirSync(staging, { recursive: true, mode: 0o700 });
     chmodSync(staging, 0o700);
     const tmp = join(staging, `${randomBytes(6).toString('hex')}.sock`);
-    const server = createServer({ pauseOnConnect: false }, (socket) =>
-      this.opts.onConnection(socket, caller),
-    );
+    const connections = new Set<Socket>();
+    const server = createServer({ pauseOnConnect: false }, (socket) => {
+      connections.add(socket);
+      socket.once('close', () => connections.delete(socket));
+      this.opts.onConnection(socket, caller);
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(tmp, () => {
@@ -120,14 +125,14 @@ export class GatewaySockets {
     if (owner !== (process.getuid?.() ?? 0)) chownSync(tmp, owner, -1);
     removeStaleSocket(path);
     renameSync(tmp, path);
-    this.servers.set(path, server);
+    this.servers.set(path, { server, connections });
   }
 
   async close(): Promise<void> {
     this.watcher?.close();
     await this.refreshing;
-    for (const [path, server] of this.servers) {
-      await closeServer(server);
+    for (const [path, entry] of this.servers) {
+      await closeServer(entry);
       rmSync(path, { force: true });
     }
     this.servers.clear();
@@ -144,6 +149,13 @@ function removeStaleSocket(path: string): void {
   }
 }
 
-function closeServer(server: Server): Promise<void> {
-  return new Promise((resolve) => server.close(() => resolve()));
+/**
+ * Stops accepting and ends what was accepted: a server's close waits for every connection it
+ * accepted, and an exec stream or an idle keep-alive client can stay open for as long as its client
+ * likes (a gateway stop or a membership change would wait on them forever).
+ */
+function closeServer({ server, connections }: { server: Server; connections: Set<Socket> }): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  for (const socket of connections) socket.destroy();
+  return closed;
 }
