@@ -3,8 +3,10 @@
 #
 #   ./install.sh               system packages, npm ci (which brings Carapace's own Node.js 24),
 #                              build, two kernel settings (as root), `carapace` on PATH, the system
-#                              gateway (as root: a systemd service, or started now), the main job
-#   ./install.sh --no-onboard  the same without the main job (what CI runs)
+#                              gateway (as root: a systemd service, or started now), then, in a
+#                              terminal, `carapace onboard`: it ends with a running agent (with no
+#                              terminal: without questions, when CARAPACE_ONBOARD_AGENT is set)
+#   ./install.sh --no-onboard  the same without onboarding (what CI runs; CI=… skips it too)
 #
 # Idempotent: packages already present are not reinstalled, settings already made are left, the
 # PATH link is replaced. Runs as root, or as a user with sudo for the two steps that need it
@@ -29,9 +31,10 @@ as_root() {
 
 # bubblewrap: the sandbox; gcc/libc6-dev/make: native/carapace-init; the rest is what agents and
 # the test-suite run inside sandboxes (git, curl, python3) and what the proxy tests need (openssl).
-# libcap2-bin: setcap, for an attack test; tmux drives the terminal tests. socat and ripgrep:
+# libcap2-bin: setcap, for an attack test; tmux drives the terminal tests; chromium is the headless
+# browser the dashboard's tests drive (playwright-core cannot download its own here). socat and ripgrep:
 # what Anthropic's sandbox-runtime (srt, the peer `npm run bench` compares with) needs on Linux.
-packages=(bubblewrap gcc libc6-dev make git curl python3 ca-certificates openssl iproute2 procps libcap2-bin tmux socat ripgrep)
+packages=(bubblewrap gcc libc6-dev make git curl python3 ca-certificates openssl iproute2 procps libcap2-bin tmux socat ripgrep chromium)
 # npm installs the rest, Carapace's Node.js among it. Debian's npm (with its Node 18) is enough for
 # that, and is installed only where there is no npm at all: a Node.js from elsewhere is left alone.
 command -v npm >/dev/null || packages+=(npm)
@@ -127,4 +130,16 @@ fi
 
 if [ "$run_main_job" -eq 1 ]; then
   carapace doctor
+  # Onboarding asks its questions of a person at a terminal. Without one (a provisioning script),
+  # it runs without questions when the environment chooses the agent (CARAPACE_ONBOARD_AGENT and
+  # the other CARAPACE_ONBOARD_* of docs/onboard.md). CI skips it (CI set, or --no-onboard).
+  if [ -n "${CI:-}" ]; then
+    echo "install.sh: CI: onboarding skipped"
+  elif [ -t 0 ] && [ -t 1 ]; then
+    /usr/local/bin/carapace onboard
+  elif [ -n "${CARAPACE_ONBOARD_AGENT:-}" ]; then
+    /usr/local/bin/carapace onboard --non-interactive
+  else
+    echo "install.sh: no terminal and no CARAPACE_ONBOARD_AGENT: run 'carapace onboard' to set up an agent (docs/onboard.md)"
+  fi
 fi

@@ -32,9 +32,10 @@ const RESTARTS = 20;
 
 const launcher = () => join(packageRoot(), 'dist', 'cli', 'carapace.js');
 
-async function startGateway(home: string): Promise<ChildProcess> {
+/** A real `carapace gateway run` in `home`, started as the CLI and install.sh's unit start it. */
+export async function startGateway(home: string, args: string[] = []): Promise<ChildProcess> {
   // As the CLI and install.sh's unit start it (GATEWAY_NODE_FLAGS: its memory is part of the rows).
-  const child = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, launcher(), 'gateway', 'run'], {
+  const child = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, launcher(), 'gateway', 'run', ...args], {
     env: { ...process.env, CARAPACE_HOME: home },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -50,7 +51,7 @@ async function startGateway(home: string): Promise<ChildProcess> {
   return child;
 }
 
-async function stopGateway(child: ChildProcess): Promise<void> {
+export async function stopGateway(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   child.kill('SIGTERM');
   await once(child, 'exit');

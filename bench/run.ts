@@ -11,7 +11,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { carapaceNodePath } from '../scripts/carapace-node.js';
 import { machineDescription, passes, renderTable, type BenchModule, type BenchRow } from './framework.js';
+import { blueprintBench } from './blueprint.js';
 import { policyDecisionBench } from './policy-decisions.js';
+import { approvalsBench } from './approvals.js';
 import { gatewayBench } from './gateway.js';
 import { proxyBench } from './proxy.js';
 import { sandboxConnectBench } from './sandbox-connect.js';
@@ -35,6 +37,8 @@ const MODULES: BenchModule[] = [
   routerBench,
   sandboxTunnelBench,
   gatewayBench,
+  approvalsBench,
+  blueprintBench,
 ];
 
 /** The repository root, from dist/bench/run.js or bench/run.ts. */
@@ -47,6 +51,31 @@ function repoRoot(): string {
 function notes(): string[] {
   const file = join(repoRoot(), 'bench', 'notes.md');
   return existsSync(file) ? [readFileSync(file, 'utf8').trimEnd(), ''] : [];
+}
+
+/**
+ * The results table with the rows of the modules in `ran` taken from `fresh` and every other
+ * module's rows kept from `doc`'s table, in the order of MODULES.
+ */
+function mergeRows(doc: string, fresh: string[], ran: string[]): string[] {
+  const moduleOf = (line: string) => /^\| ([^|]+?) \|/.exec(line)?.[1] ?? '';
+  const [header, rule] = fresh;
+  // The table of `doc`: the lines after its header, up to the first that is not a row.
+  const lines = doc.split('\n');
+  const start = lines.findIndex((l) => l.startsWith('| module '));
+  const table = start < 0 ? [] : lines.slice(start + 2);
+  const end = table.findIndex((l) => !l.startsWith('| '));
+  const kept = (end < 0 ? table : table.slice(0, end)).filter((l) => !ran.includes(moduleOf(l)));
+  const rows = [...kept, ...fresh.slice(2)];
+  const order = (l: string) => MODULES.findIndex((m) => m.name === moduleOf(l));
+  return [
+    header!,
+    rule!,
+    ...rows
+      .map((l, i) => ({ l, i }))
+      .sort((a, b) => order(a.l) - order(b.l) || a.i - b.i)
+      .map((x) => x.l),
+  ];
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -75,6 +104,11 @@ async function main(argv: string[]): Promise<number> {
   const table = renderTable(rows);
   process.stdout.write(`${table.join('\n')}\n`);
   if (write) {
+    const file = join(repoRoot(), 'docs', 'benchmarks.md');
+    const ran = modules.map((m) => m.name);
+    // A run of some modules keeps the other modules' rows from the file (an earlier run's).
+    const results =
+      modules === MODULES || !existsSync(file) ? table : mergeRows(readFileSync(file, 'utf8'), table, ran);
     const doc = [
       '# Benchmarks',
       '',
@@ -84,14 +118,15 @@ async function main(argv: string[]): Promise<number> {
       '## Machine',
       '',
       ...machineDescription(),
+      ...(modules === MODULES ? [] : [`- Run here: ${ran.join(', ')}; the other rows are from earlier runs`]),
       '',
       '## Results',
       '',
-      ...table,
+      ...results,
       '',
       ...notes(),
     ];
-    writeFileSync(join(repoRoot(), 'docs', 'benchmarks.md'), doc.join('\n'));
+    writeFileSync(file, doc.join('\n'));
   }
   return rows.some(({ row }) => passes(row) === false) ? 1 : 0;
 }

@@ -45,6 +45,8 @@ async function main(): Promise<void> {
     // commander is CommonJS: its `require`s of Node's modules need one, which ESM does not define.
     banner: { js: "const require = process.getBuiltinModule('node:module').createRequire(import.meta.url);" },
     logLevel: 'warning',
+    // ink imports React's devtools only when DEV=true (a debugging aid, not a dependency of ours).
+    external: ['react-devtools-core'],
   });
   const body = readFileSync(LAUNCHER, 'utf8').replace(/^#!.*\n/, '');
   writeFileSync(LAUNCHER, launcherHead(node) + body);

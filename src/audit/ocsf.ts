@@ -26,6 +26,8 @@ export interface CarapaceContext {
 export interface Actor {
   pid?: number | undefined;
   binary?: string | undefined;
+  /** Executables of the parent chain, nearest first: recorded on refusals (OCSF `lineage`). */
+  ancestors?: readonly string[] | undefined;
 }
 
 export interface OcsfEvent {
@@ -90,7 +92,15 @@ function setDisposition(ev: OcsfEvent, d: Disposition): void {
 
 function setActor(ev: OcsfEvent, actor: Actor | undefined): void {
   if (!actor || (actor.pid === undefined && actor.binary === undefined)) return;
-  ev.actor = { process: { pid: actor.pid, file: actor.binary ? { path: actor.binary } : undefined } };
+  const process: Record<string, unknown> = {
+    pid: actor.pid,
+    file: actor.binary ? { path: actor.binary } : undefined,
+  };
+  // Only refusals carry the chain: a proposal shows who asked (docs/operator.md); allowed
+  // traffic, the bulk of the trail, stays as small as it was.
+  if (ev.disposition_id === 2 && actor.ancestors !== undefined && actor.ancestors.length > 0)
+    process.lineage = [...actor.ancestors];
+  ev.actor = { process };
 }
 
 function addDetails(ev: OcsfEvent, details: Record<string, unknown> | undefined): void {

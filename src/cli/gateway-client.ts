@@ -86,6 +86,15 @@ export class GatewayClient {
     return parsed as T;
   }
 
+  /** A text response (e.g. /metrics). */
+  async text(path: string): Promise<string> {
+    const res = await this.send('GET', path);
+    const text = await readAll(res);
+    if ((res.statusCode ?? 500) >= 400)
+      throw errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null);
+    return text;
+  }
+
   /** A JSON-lines response, one parsed object at a time. */
   async *lines<T>(path: string): AsyncGenerator<T> {
     const res = await this.send('GET', path);

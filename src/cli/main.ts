@@ -51,13 +51,18 @@ enableCodeCache();
  * unknown command load them all (the help lists them, the error suggests one).
  */
 const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
+  dashboard: async () => (await import('./dashboard-command.js')).registerDashboard,
+  blueprint: async () => (await import('./blueprint-command.js')).registerBlueprint,
   doctor: async () => (await import('./doctor-command.js')).registerDoctor,
   gateway: async () => (await import('./gateway-command.js')).registerGateway,
   inference: async () => (await import('./inference-command.js')).registerInference,
+  onboard: async () => (await import('./onboard-command.js')).registerOnboard,
   policy: async () => (await import('./policy-command.js')).registerPolicy,
   provider: async () => (await import('./provider-command.js')).registerProvider,
+  rules: async () => (await import('./rules-command.js')).registerRules,
   run: async () => (await import('./run-command.js')).registerRun,
   sandbox: async () => (await import('./sandbox-command.js')).registerSandbox,
+  term: async () => (await import('./term-command.js')).registerTerm,
 };
 
 async function buildProgram(argv: readonly string[] = []): Promise<Command> {

@@ -35,6 +35,13 @@ import { ProviderService } from './provider-service.js';
 import { providerRoutes } from './provider-routes.js';
 import { ProviderStore } from './store/provider-store.js';
 import { SqliteUsageStore } from './store/usage-store.js';
+import { ProposalService } from './proposals.js';
+import { proposalRoutes } from './proposal-routes.js';
+import { ProposalStore } from './store/proposal-store.js';
+import { PolicyLocal } from './policy-local.js';
+import { OperatorEvents } from './operator-events.js';
+import { operatorRoutes } from './operator-routes.js';
+import { Dashboard } from './dashboard/server.js';
 
 export interface GatewayConfig {
   dirs: StateDirs;
@@ -75,6 +82,9 @@ export class Gateway {
       metrics: GatewayMetrics;
       pidFile: string;
       router: InferenceRouter;
+      proposals: ProposalService;
+      events: OperatorEvents;
+      dashboard: Dashboard;
     },
     readonly socket: string,
     private readonly log: (entry: Record<string, unknown>) => void,
@@ -131,11 +141,14 @@ export class Gateway {
             error: err instanceof Error ? err.message : String(err),
           }),
       });
+      // policy.local: the agent's policy advisor (off unless its policy enables it), answered by
+      // the proposals made below.
+      const advisor = new PolicyLocal();
       const runtime = new Runtime({
         driver: new BubblewrapDriver({ dirs, identities }),
         audit,
         proxy: cfg.proxy,
-        internalHosts: [router.internalHost],
+        internalHosts: [router.internalHost, advisor.internalHost],
       });
       // Operator settings are checked now (a bad --allow-local), not at the first sandbox's start.
       if (cfg.proxy && (cfg.proxy.allowLocal.length > 0 || cfg.proxy.upstreamCaFile !== undefined)) {
@@ -199,6 +212,19 @@ export class Gateway {
         audit,
         log,
       });
+      // Denials become proposals as the audit stream carries them (docs/operator.md).
+      const proposals = new ProposalService({
+        proposals: new ProposalStore(db),
+        store,
+        revisions: new PolicyRevisionStore(db, store),
+        policies,
+        audit,
+        log,
+      });
+      await proposals.start();
+      advisor.bind({ proposals, revisions: new PolicyRevisionStore(db, store), store });
+      const events = new OperatorEvents({ audit, proposals, store });
+      const dashboard = new Dashboard({ sandboxes, proposals, events, log });
       const metrics = new GatewayMetrics({
         store,
         launcher,
@@ -222,11 +248,29 @@ export class Gateway {
           metrics,
           audit,
           info,
-          extra: providerRoutes({ providers, inference }),
+          extra: [
+            ...providerRoutes({ providers, inference }),
+            ...proposalRoutes(proposals),
+            ...operatorRoutes(events, dashboard),
+          ],
         }),
       );
       const gateway = new Gateway(
-        { sockets, server, runtime, launcher, store, db, audit, metrics, pidFile, router },
+        {
+          sockets,
+          server,
+          runtime,
+          launcher,
+          store,
+          db,
+          audit,
+          metrics,
+          pidFile,
+          router,
+          proposals,
+          events,
+          dashboard,
+        },
         sockets.mainPath,
         log,
       );
@@ -296,9 +340,26 @@ export class Gateway {
    * Their proxy sockets close meanwhile (their connections fail until it is back).
    */
   async close(): Promise<void> {
-    const { sockets, server, runtime, launcher, db, audit, metrics, pidFile, router } = this.parts;
+    const {
+      sockets,
+      server,
+      runtime,
+      launcher,
+      db,
+      audit,
+      metrics,
+      pidFile,
+      router,
+      proposals,
+      events,
+      dashboard,
+    } = this.parts;
+    // Live streams first: the API sockets wait for their connections to end.
+    events.close();
+    await dashboard.close();
     await sockets.close();
     await server.close();
+    proposals.close();
     metrics.close();
     await launcher.letGo();
     await runtime.close();

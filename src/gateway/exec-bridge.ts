@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import { z } from 'zod';
 import { connectControl } from '../sandbox/control-common.js';
 import { ApiError } from './api/errors.js';
+import { splice } from './splice.js';
 
 /** The request line is JSON, small: a command line and its environment. */
 const MAX_REQUEST = 64 * 1024;
@@ -85,14 +86,5 @@ export function bridgeExec(client: Duplex, controlPath: string, request: ExecReq
   };
   init.write(`${JSON.stringify(line)}\n`);
   if (rest.length) init.write(rest);
-  // The init may reset the connection once the process has exited (stdin the client still sent,
-  // unread): what it wrote before (the EXIT frame) must still reach the client, so the client's
-  // side is ended, not destroyed.
-  init.on('error', () => client.end());
-  client.on('error', () => init.destroy());
-  init.on('close', () => client.end());
-  client.on('close', () => init.destroy());
-  client.pipe(init);
-  init.pipe(client);
-  client.resume();
+  splice(client, init);
 }

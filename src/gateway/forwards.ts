@@ -10,6 +10,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { SandboxControl } from '../sandbox/control.js';
 import { ApiError } from './api/errors.js';
+import { splice } from './splice.js';
 import type { Forward } from './store/sandbox-store.js';
 
 export class ForwardSet {
@@ -63,11 +64,7 @@ export class ForwardSet {
       (inside) => {
         open.add(inside);
         inside.on('close', () => open.delete(inside));
-        inside.on('error', () => client.destroy());
-        client.on('error', () => inside.destroy());
-        client.pipe(inside);
-        inside.pipe(client);
-        client.resume();
+        splice(client, inside);
       },
       () => client.destroy(),
     );

@@ -5,19 +5,10 @@
  * socket says, never a field of the request.
  */
 import { z } from 'zod';
+import { owner, sandboxName as name } from './route-params.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { PolicyService } from './policy-service.js';
 
-const name = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/)
-  .describe('the sandbox name (unique per owner)');
-const owner = z.coerce
-  .number()
-  .int()
-  .min(0)
-  .optional()
-  .describe('the owner uid (root and carapace-admin only; default: the caller)');
 const params = z.object({ name });
 const ownerQuery = z.object({ owner });
 

@@ -3,22 +3,13 @@
  * A provider's key goes in (create, update) and never comes out: views carry its fingerprint.
  */
 import { z } from 'zod';
+import { owner, sandboxName } from './route-params.js';
 import { PROVIDER_TYPES } from '../policy/index.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { InferenceService } from './inference-service.js';
 import type { ProviderService } from './provider-service.js';
 
 const providerName = z.string().min(1).max(63).describe('the provider name (unique per owner)');
-const sandboxName = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/)
-  .describe('the sandbox name (unique per owner)');
-const owner = z.coerce
-  .number()
-  .int()
-  .min(0)
-  .optional()
-  .describe('the owner uid (root and carapace-admin only; default: the caller)');
 const type = z.enum(PROVIDER_TYPES).describe(`the provider type: ${PROVIDER_TYPES.join(', ')}`);
 const credential = z
   .string()

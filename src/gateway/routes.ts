@@ -3,6 +3,7 @@
  * its contract: they validate requests and make the OpenAPI document at /openapi.json.
  */
 import { z } from 'zod';
+import { owner, sandboxName as name } from './route-params.js';
 import { ApiError } from './api/errors.js';
 import { openApiDocument } from './api/openapi.js';
 import { defineRoute, type Route } from './api/router.js';
@@ -22,16 +23,6 @@ export interface GatewayInfo {
   rootless: boolean;
 }
 
-const name = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/)
-  .describe('the sandbox name (unique per owner)');
-const owner = z.coerce
-  .number()
-  .int()
-  .min(0)
-  .optional()
-  .describe('the owner uid (root and carapace-admin only; default: the caller)');
 const sandboxParams = z.object({ name });
 const ownerQuery = z.object({ owner });
 
@@ -143,8 +134,7 @@ export function gatewayRoutes(opts: {
       summary: "the caller's sandboxes (all=true: everyone's, for root and carapace-admin)",
       query: z.object({ all: z.enum(['true', 'false']).optional() }),
       response: z.array(sandboxView),
-      handler: ({ caller, query }) =>
-        Promise.resolve(sandboxes.list(caller, query.all === 'true').map((r) => sandboxes.view(r))),
+      handler: ({ caller, query }) => Promise.resolve(sandboxes.listJson(caller, query.all === 'true')),
     }),
     defineRoute({
       method: 'POST',

@@ -93,3 +93,15 @@ export {
   type ProviderType,
 } from './inference-checks.js';
 export { compileLinearPattern, type LinearPattern } from './linear-pattern.js';
+// The YAML location helpers, for other YAML formats that report `file:line:col` as policies do
+// (blueprints: src/blueprint/manifest.ts).
+export {
+  parseSource,
+  structuralIssues,
+  conversionIssues,
+  conversionFailure,
+  issueToDiagnostic,
+  type SourceDocument,
+} from './yaml-source.js';
+export { issuesFromZod } from './schema-issues.js';
+export { sortDiagnostics, type PolicyIssue } from './diagnostics.js';

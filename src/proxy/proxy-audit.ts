@@ -30,6 +30,7 @@ export type ProxyFindingKind =
 export interface CallerRef {
   pid?: number | undefined;
   binary?: string | undefined;
+  ancestors?: readonly string[] | undefined;
 }
 
 export interface DecisionBase {

@@ -8,7 +8,7 @@
  * Text the sandbox controls (an executable's path quoted in a reason) is escaped (printable.ts).
  *
  * A denial's `hint` names only commands and policy fields that exist (`carapace policy explain`,
- * `carapace run --allow-local`, `host.openshell.internal`, `allowed_ips`, `credentials`): it is read
+ * `carapace rules list|approve` (docs/operator.md), `carapace run --allow-local`, `host.openshell.internal`, `allowed_ips`, `credentials`): it is read
  * by the agent and by the person who runs it, and a hint that names nothing real wastes both.
  */
 import { STATUS_CODES } from 'node:http';
@@ -76,7 +76,8 @@ export function hintFor(d: Denial): string {
     case 'policy':
       return (
         `carapace policy explain POLICY_FILE --host ${shellWord(d.host)} --port ${d.port} ` +
-        `--binary ${shellWord(d.binary)} shows which entry decides; saved policy changes apply at once`
+        `--binary ${shellWord(d.binary)} shows which entry decides; saved policy changes apply at once. ` +
+        'In a gateway sandbox this denial is a proposal for the operator: carapace rules list, carapace rules approve ID'
       );
   }
 }

@@ -100,7 +100,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
       hostDir: dir,
       socketName: SOCKET_NAME,
       env,
-      files: [
+      files: () => [
         { path: SANDBOX_CA_PATH, content: authority.caPem },
         { path: SANDBOX_BUNDLE_PATH, content: buildCaBundle(authority.caPem) },
       ],

@@ -77,8 +77,11 @@ export interface NetworkAttachment {
   socketName: string;
   /** Proxy and CA variables for the agent. */
   env: Record<string, string>;
-  /** Files bound read-only inside (the CA and bundle). */
-  files: { path: string; content: string }[];
+  /**
+   * Files bound read-only inside (the CA and bundle), made when the sandbox starts and not kept:
+   * a system's trust bundle is ~220 KB, which every running sandbox held in the gateway's heap.
+   */
+  files(): { path: string; content: string }[];
   /**
    * Called once the sandbox runs, with the init's host pid (to find callers by their socket) and
    * the sandbox's cgroups, null without limits (where helpers working for the sandbox belong).
@@ -103,7 +106,7 @@ export function relayOnly(dir: number, socketName: string): NetworkProvider {
       relayDir: dir,
       socketName,
       env: {},
-      files: [],
+      files: () => [],
       started: () => {},
       close: async () => {},
     });
@@ -196,7 +199,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       network = await opts.network(id, identity);
       if (network.hostDir !== undefined) lock.note({ net: network.hostDir });
     }
-    const { files, mask } = writeRuntimeFiles(opts.dirs.run, paths.runtime, spec, network?.files ?? []);
+    const { files, mask } = writeRuntimeFiles(opts.dirs.run, paths.runtime, spec, network?.files() ?? []);
     const plan = planMounts(
       {
         readOnly: spec.readOnly,

@@ -3,7 +3,7 @@
  * cgroup, uid record, mount, socket, file or directory more than before, and no memory growth
  * beyond noise once warm.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -43,6 +43,16 @@ function census(gw: TestGateway) {
     children: readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim(),
   };
 }
+
+/** What each of the gateway's descriptors is (for the message when the count moved). */
+const fdKinds = (gw: TestGateway) =>
+  readdirSync(`/proc/${gw.child.pid}/fd`).map((fd) => {
+    try {
+      return readlinkSync(`/proc/${gw.child.pid}/fd/${fd}`);
+    } catch {
+      return 'gone';
+    }
+  });
 
 const rssKiB = (pid: number) =>
   Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
@@ -97,7 +107,7 @@ describe.skipIf(!holds('root'))('100 create / exec / delete cycles', () => {
       await sleep(100);
       after = census(gw);
     }
-    expect(after).toEqual(before);
+    expect(after, `the gateway's descriptors now: ${fdKinds(gw).join(' ')}`).toEqual(before);
     expect(after.cgroups).toEqual([]);
     expect(after.uids).toBe(0);
     // RSS moves by tens of megabytes with the allocator and the collector (measured: 15-25 MiB over

@@ -43,6 +43,15 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
       env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
       timeout: 60_000,
     });
+  /** web as `sandbox list` shows it (the gateway keeps each view serialized: it must follow). */
+  const listed = () =>
+    (
+      JSON.parse(cli(['sandbox', 'list', '-o', 'json']).stdout) as {
+        name: string;
+        state: string;
+        forwards: unknown[];
+      }[]
+    ).find((v) => v.name === 'web');
   beforeAll(async () => {
     gw = await startTestGateway();
     const r = cliAs(gw.home, [
@@ -110,6 +119,7 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
   it('a forward answers on the host, is listed, survives a gateway restart, and goes away when removed', async () => {
     expect(await httpGet(18901)).toBe('hello from the host\n');
     expect(cli(['sandbox', 'forward', 'web', '--list']).stdout).toBe('127.0.0.1:18901 → web:18901\n');
+    expect(listed()).toMatchObject({ state: 'running', forwards: [{ hostPort: 18901, sandboxPort: 18901 }] });
     // An exec left open (a `sandbox connect` nobody closed) does not hold the gateway's stop.
     const open = spawn(process.execPath, [CLI, 'sandbox', 'exec', '-i', 'web', '--', 'cat'], {
       env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
@@ -125,13 +135,17 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
     expect(await httpGet(18901)).toBe('hello from the host\n');
     expect(cli(['sandbox', 'forward', 'web', '--remove', '18901']).stdout).toBe('no forwards for web\n');
     await expect(httpGet(18901)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(listed()?.forwards).toEqual([]);
     // A port below 1024 is not a user's to forward; root's is (as an admin it may).
     expect(cli(['sandbox', 'forward', 'web', '18902:18901']).status).toBe(0);
     expect(await httpGet(18902)).toBe('hello from the host\n');
+    expect(listed()?.forwards).toEqual([{ hostPort: 18902, sandboxPort: 18901 }]);
   });
 
   it('exec on a stopped sandbox: one line, no hang', () => {
+    expect(listed()?.state).toBe('running');
     expect(cli(['sandbox', 'stop', 'web', '--grace', '1']).status).toBe(0);
+    expect(listed()?.state).toBe('stopped');
     const r = cli(['sandbox', 'exec', 'web', '--', 'true']);
     expect(r.status).not.toBe(0);
     expect(r.stderr).toBe('carapace: sandbox web is stopped, not running: carapace sandbox start web\n');

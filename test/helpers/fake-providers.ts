@@ -311,7 +311,7 @@ export class FakeProvider {
     json: (s: number, v: unknown) => void,
   ): Promise<void> | void {
     const r = this.reply(body);
-    const output = [
+    const output: Record<string, unknown>[] = [
       {
         type: 'message',
         id: 'msg_fake',
@@ -320,6 +320,16 @@ export class FakeProvider {
         content: [{ type: 'output_text', text: r.text ?? '', annotations: [] }],
       },
     ];
+    // Tool calls as the Responses API gives them: function_call items after the message.
+    const calls = (r.toolCalls ?? []).map((c, i) => ({
+      type: 'function_call',
+      id: `fc_fake_${i}`,
+      call_id: `call_fake_${i}`,
+      name: c.name,
+      arguments: c.arguments,
+      status: 'completed',
+    }));
+    output.push(...calls);
     const response = {
       id: 'resp_fake',
       object: 'response',
@@ -356,6 +366,23 @@ export class FakeProvider {
         text: r.text ?? '',
       }),
       ev('response.output_item.done', { output_index: 0, item: output[0] }),
+      ...calls.flatMap((item, i) => [
+        ev('response.output_item.added', {
+          output_index: i + 1,
+          item: { ...item, status: 'in_progress', arguments: '' },
+        }),
+        ev('response.function_call_arguments.delta', {
+          item_id: item.id,
+          output_index: i + 1,
+          delta: item.arguments,
+        }),
+        ev('response.function_call_arguments.done', {
+          item_id: item.id,
+          output_index: i + 1,
+          arguments: item.arguments,
+        }),
+        ev('response.output_item.done', { output_index: i + 1, item }),
+      ]),
       ev('response.completed', { response }),
     ];
     return this.sse(res, events);

@@ -84,7 +84,10 @@ describe('the proxy budgets of a sandbox', () => {
     ]);
     try {
       while (!existsSync(join(ws, 'up'))) await new Promise((r) => setTimeout(r, 20));
-      const start = readAudit(auditFile).find((e) => e.class_uid === 6002 && e.activity_id === 3);
+      // The start event may reach the file a moment after the agent is up.
+      const startEvent = () => readAudit(auditFile).find((e) => e.class_uid === 6002 && e.activity_id === 3);
+      while (!startEvent()) await new Promise((r) => setTimeout(r, 20));
+      const start = startEvent();
       const dirs = (start?.unmapped.limits as { dirs?: string[] } | undefined)?.dirs ?? [];
       const memory = dirs.find(
         (d) => existsSync(join(d, 'memory.max')) || existsSync(join(d, 'memory.limit_in_bytes')),

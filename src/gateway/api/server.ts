@@ -159,8 +159,13 @@ const hasStatus = (r: unknown): r is { status: number; body: unknown } =>
   typeof (r as { status?: unknown }).status === 'number' &&
   'body' in r;
 
+/** A handler's answer that is already JSON text (put together from parts kept serialized). */
+export class JsonText {
+  constructor(readonly text: string) {}
+}
+
 export function sendJson(res: ServerResponse, status: number, payload: unknown): void {
-  const text = JSON.stringify(payload ?? null);
+  const text = payload instanceof JsonText ? payload.text : JSON.stringify(payload ?? null);
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
 }

@@ -82,6 +82,38 @@ export const MIGRATIONS: readonly string[] = [
      tokens_out INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (sandbox_id, route, hour)
    );`,
+  // 5: none. Reserved for the blueprints, which needed no table in the end (installed blueprints
+  // and images are files, stored by digest); kept as a no-op so the numbers stores have met stay.
+  `SELECT 1;`,
+  // 6: proposals (gateway/proposals.ts): denials turned into rules for the operator to approve,
+  // deduplicated per sandbox by `key` (host, port, binary, method and path pattern). IF NOT EXISTS:
+  // a store that met this migration under another number keeps its table.
+  `CREATE TABLE IF NOT EXISTS proposals (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     sandbox_id TEXT NOT NULL REFERENCES sandboxes (id) ON DELETE CASCADE,
+     key TEXT NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected', 'superseded')),
+     source TEXT NOT NULL CHECK (source IN ('denial', 'agent')),
+     level TEXT NOT NULL CHECK (level IN ('connect', 'request')),
+     host TEXT NOT NULL,
+     port INTEGER NOT NULL,
+     binary TEXT NOT NULL,
+     ancestors TEXT NOT NULL DEFAULT '[]',
+     method TEXT,
+     path_pattern TEXT,
+     hits INTEGER NOT NULL DEFAULT 0,
+     first_seen INTEGER NOT NULL,
+     last_seen INTEGER NOT NULL,
+     samples TEXT NOT NULL DEFAULT '[]',
+     policy_rev INTEGER NOT NULL,
+     rationale TEXT,
+     decided_by INTEGER,
+     decided_at INTEGER,
+     quiet_until INTEGER,
+     applied_rev INTEGER,
+     outcome TEXT
+   );
+   CREATE INDEX IF NOT EXISTS proposals_by_key ON proposals (sandbox_id, key, status);`,
 ];
 
 export class StoreError extends Error {
@@ -128,7 +160,8 @@ export class Database {
     if (from === MIGRATIONS.length) return;
     this.transaction(() => {
       for (let v = from; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]!);
-      this.db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+      // A PRAGMA takes no bound parameter; the value is this file's own count, an integer.
+      this.db.exec(`PRAGMA user_version = ${Math.trunc(MIGRATIONS.length)}`);
     });
   }
 

@@ -167,6 +167,15 @@ export class SandboxStore {
     return (rows as unknown as Row[]).map(fromRow);
   }
 
+  /** Each record's id and version, in list()'s order: what a list needs to know changed. */
+  versions(ownerUid?: number): { id: string; version: number }[] {
+    const rows =
+      ownerUid === undefined
+        ? this.db.sql('SELECT id, version FROM sandboxes ORDER BY owner_uid, name').all()
+        : this.db.sql('SELECT id, version FROM sandboxes WHERE owner_uid = ? ORDER BY name').all(ownerUid);
+    return (rows as { id: string; version: number }[]).map((r) => ({ id: r.id, version: Number(r.version) }));
+  }
+
   count(ownerUid: number): number {
     return Number(
       (this.db.sql('SELECT COUNT(*) AS n FROM sandboxes WHERE owner_uid = ?').get(ownerUid) as { n: number })
@@ -242,6 +251,20 @@ export class SandboxStore {
         sandbox_port: number;
       }[]
     ).map((r) => ({ hostPort: Number(r.host_port), sandboxPort: Number(r.sandbox_port) }));
+  }
+
+  /** Every sandbox's forwards in one query (a list of a thousand sandboxes is one read, not 1,000). */
+  allForwards(): Map<string, Forward[]> {
+    const rows = this.db
+      .sql('SELECT sandbox_id, host_port, sandbox_port FROM forwards ORDER BY sandbox_id, host_port')
+      .all() as { sandbox_id: string; host_port: number; sandbox_port: number }[];
+    const byId = new Map<string, Forward[]>();
+    for (const r of rows) {
+      const list = byId.get(r.sandbox_id) ?? [];
+      list.push({ hostPort: Number(r.host_port), sandboxPort: Number(r.sandbox_port) });
+      byId.set(r.sandbox_id, list);
+    }
+    return byId;
   }
 
   addForward(id: string, f: Forward): void {

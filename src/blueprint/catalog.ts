@@ -1,0 +1,81 @@
+/**
+ * Where blueprints come from: the built-in ones shipped with Carapace (`blueprints/NAME/` of the
+ * installation, trusted as the installation itself is, digest still verified before every use),
+ * a directory the user names, or the store of installed ones.
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { packageRoot } from '../sandbox/native-paths.js';
+import { MANIFEST } from './manifest.js';
+import { recordedDigest } from './digest.js';
+import { BlueprintError } from './errors.js';
+import { BlueprintStore, type TrustSettings, type VerifiedBlueprint } from './store.js';
+
+export function builtinBlueprintsDir(): string {
+  return join(packageRoot(), 'blueprints');
+}
+
+export function builtinBlueprintNames(dir = builtinBlueprintsDir()): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((n) => existsSync(join(dir, n, MANIFEST)))
+    .sort();
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A reference as a user types it: a directory (`./my-agent`, containing blueprint.yaml), a digest
+ * (`sha256:…`, installed), or a name (installed, else built-in, installed now). Returns the
+ * installed, verified blueprint. Built-ins need no signature; anything else does when the caller
+ * trusts any key (`trust.requireSigned`).
+ */
+export function resolveBlueprint(
+  ref: string,
+  store: BlueprintStore,
+  trust: TrustSettings,
+): { blueprint: VerifiedBlueprint; installedNow: boolean } {
+  if (ref.includes('/') || ref.startsWith('.')) {
+    if (!isDirectory(ref) || !existsSync(join(ref, MANIFEST)))
+      throw new BlueprintError('BLUEPRINT_NOT_FOUND', `${ref}: not a blueprint directory (no ${MANIFEST})`);
+    const { installed, fresh } = store.install(resolve(ref), trust);
+    return { blueprint: installed, installedNow: fresh };
+  }
+  const builtin = join(builtinBlueprintsDir(), ref);
+  if (!ref.startsWith('sha256:') && existsSync(join(builtin, MANIFEST))) {
+    // The shipped version wins over an older installed copy of the same name: an upgrade of
+    // Carapace upgrades its built-in blueprints.
+    const { installed, fresh } = store.install(builtin, { ...trust, requireSigned: false });
+    return { blueprint: installed, installedNow: fresh };
+  }
+  const found = store.find(ref, trust);
+  if (found.length === 0) {
+    const names = builtinBlueprintNames();
+    throw new BlueprintError(
+      'BLUEPRINT_NOT_FOUND',
+      `no blueprint "${ref}": built-in ones are ${names.join(', ')}; install another with carapace blueprint install DIR`,
+    );
+  }
+  return { blueprint: found[0]!, installedNow: false };
+}
+
+/**
+ * Whether an installed digest is one Carapace ships (the digest a built-in directory records):
+ * decided by digest, never by name, so that a blueprint someone else calls "openclaw" gets no
+ * built-in's exemption from signatures.
+ */
+export function isBuiltinDigest(digest: string, dir = builtinBlueprintsDir()): boolean {
+  return builtinBlueprintNames(dir).some((n) => {
+    try {
+      return recordedDigest(join(dir, n)) === digest;
+    } catch {
+      return false;
+    }
+  });
+}

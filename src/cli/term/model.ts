@@ -1,0 +1,100 @@
+/**
+ * What `carapace term` shows, apart from how: the state the gateway's events keep current (the
+ * sandboxes, the last decisions, the pending proposals) and the lines each panel prints, fitted to
+ * the terminal's width. Kept free of ink so that it reads (and is tested) as plain data.
+ */
+import type { ProposalView } from '../rules-command.js';
+
+export interface SandboxRow {
+  name: string;
+  owner: number;
+  state: string;
+  restarts: number;
+  updatedAt: string;
+  policyRev: number;
+}
+
+export interface Decision {
+  sandbox: string;
+  t: number;
+  allowed: boolean;
+  level: 'connect' | 'request';
+  host: string;
+  port: number;
+  method?: string | undefined;
+  path?: string | undefined;
+  binary: string;
+}
+
+export const MAX_DECISIONS = 200;
+
+/** One line, cut to `width` columns (an ellipsis marks the cut). */
+export function fit(text: string, width: number): string {
+  // eslint-disable-next-line no-control-regex -- control characters from a sandbox never reach the terminal
+  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  return clean.length <= width ? clean : `${clean.slice(0, Math.max(0, width - 1))}…`;
+}
+
+function pad(s: string, n: number): string {
+  return s.length >= n ? s.slice(0, n) : s + ' '.repeat(n - s.length);
+}
+
+export function uptime(row: SandboxRow, now = Date.now()): string {
+  if (row.state !== 'running') return '-';
+  const s = Math.max(0, Math.round((now - Date.parse(row.updatedAt)) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+export function sandboxLines(
+  rows: SandboxRow[],
+  conns: ReadonlyMap<string, number>,
+  width: number,
+): string[] {
+  const head = `${pad('NAME', 16)} ${pad('STATE', 9)} ${pad('UPTIME', 7)} ${pad('RESTARTS', 8)} ${pad('CONNS', 5)} POLICY`;
+  return [
+    fit(head, width),
+    ...rows.map((r) =>
+      fit(
+        `${pad(r.name, 16)} ${pad(r.state, 9)} ${pad(uptime(r), 7)} ${pad(String(r.restarts), 8)} ${pad(
+          conns.has(`${r.owner}/${r.name}`) ? String(conns.get(`${r.owner}/${r.name}`)) : '-',
+          5,
+        )} rev ${r.policyRev}`,
+        width,
+      ),
+    ),
+  ];
+}
+
+export function decisionLine(d: Decision, width: number): string {
+  const time = new Date(d.t).toTimeString().slice(0, 8);
+  const what =
+    d.level === 'request' ? `${d.method} ${d.host}:${d.port}${d.path ?? ''}` : `connect ${d.host}:${d.port}`;
+  const bin = d.binary.split('/').pop() ?? '';
+  return fit(`${time} ${pad(d.sandbox, 10)} ${d.allowed ? 'allow ' : 'DENIED'} ${what} ${bin}`, width);
+}
+
+export function proposalLine(p: ProposalView, selected: boolean, width: number): string {
+  const what =
+    p.level === 'request'
+      ? `${p.method} ${p.host}:${p.port} ${p.pathPattern ?? ''}`
+      : `connect ${p.host}:${p.port}`;
+  const risk = p.risks.length > 0 ? ` !${p.risks.length}` : '';
+  return fit(
+    `${selected ? '>' : ' '} #${p.id} ${pad(p.sandbox, 10)} ${what} ×${p.hits}${risk} ${p.binary.split('/').pop() ?? ''}`,
+    width,
+  );
+}
+
+/** Connections open now per `owner/name`, from the gateway's /metrics text. */
+export function connectionsFromMetrics(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/^carapace_proxy_connections\{([^}]*)\} (\d+)/gm)) {
+    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    if (labels.sandbox !== undefined && labels.owner !== undefined)
+      out.set(`${labels.owner}/${labels.sandbox}`, Number(m[2]));
+  }
+  return out;
+}

