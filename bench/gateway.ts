@@ -18,6 +18,7 @@ import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { GATEWAY_NODE_FLAGS, GatewayClient } from '../src/cli/gateway-client.js';
 import { execOver } from '../src/sandbox/control-exec.js';
 import { SandboxControl } from '../src/sandbox/control.js';
@@ -204,6 +205,10 @@ async function run(): Promise<BenchRow[]> {
           ),
       );
     }
+    // Idle: the last starts' work done (their events, the audit's flush), and a first list made
+    // (it serializes every new sandbox's view once; later ones reuse them).
+    await sleep(2_000);
+    for (let i = 0; i < 3; i++) await client.call('GET', '/v1/sandboxes');
     const lists: number[] = [];
     let count = 0;
     for (let i = 0; i < LISTS; i++) {

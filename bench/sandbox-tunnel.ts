@@ -75,7 +75,7 @@ WARMUP = 300
 def once():
     t0 = time.perf_counter()
     s = connect()
-    s.sendall(b'x\n')  # a line: the proxy decides what a raw tunnel speaks on whole tokens
+    s.sendall(b'x\\n')  # a line: the proxy decides what a raw tunnel speaks on whole tokens
     if s.recv(1) != b'x': sys.exit('the echo did not answer')
     ms = (time.perf_counter() - t0) * 1000
     s.close()

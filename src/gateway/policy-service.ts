@@ -126,7 +126,9 @@ export class PolicyService {
       const ops = operations.map((w) => operationOf(w, engine));
       const edited = engine.applyPolicyOperations(latest.text, file, ops);
       // Operations that change nothing (a preset already there) leave the text as it is.
-      return { text: edited.changes.length === 0 ? latest.text : edited.text, action: 'update' };
+      return edited.changes.length === 0
+        ? { text: latest.text, action: 'update' }
+        : { text: edited.text, action: 'update', policy: edited.policy };
     });
   }
 
@@ -160,7 +162,13 @@ export class PolicyService {
       engine: Engine,
       file: string,
       rec: SandboxRecord,
-    ) => { text: string; action: Exclude<RevisionAction, 'create'>; restores?: number },
+    ) => {
+      text: string;
+      action: Exclude<RevisionAction, 'create'>;
+      restores?: number;
+      /** `text` parsed, when making it parsed it (an edit): not parsed again. */
+      policy?: Policy;
+    },
   ): Promise<ChangeResult> {
     // The only awaits before the change is stored: from here to the store, nothing yields.
     const [engine, apply] = await Promise.all([
@@ -201,7 +209,7 @@ export class PolicyService {
       previousRevision: latest.rev,
       restores: made.restores,
     };
-    const plan = live.plan(made.text, file);
+    const plan = live.plan(made.text, file, made.policy);
     if (plan.outcome === 'refused') {
       live.commit(plan, provenance);
       throw new ApiError('POLICY_INVALID', plan.message, plan.diagnostics);
@@ -215,8 +223,8 @@ export class PolicyService {
           `Repeat with --restart to store the change and restart the sandbox with it (carapace sandbox restart ${name}), or stop the sandbox first`,
       );
     }
-    // The diff is against the latest stored revision, whatever runs.
-    const before = parsed(latest.text, engine);
+    // The diff is against the latest stored revision, whatever runs (most often what runs).
+    const before = live.revision === latest.rev ? live.current : parsed(latest.text, engine);
     const after = plan.outcome === 'applied' ? plan.policy : parsed(made.text, engine);
     const sections = engine.changedSections(before, after);
     const stored = this.opts.revisions.append(rec, latest.rev, {

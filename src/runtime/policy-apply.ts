@@ -121,15 +121,22 @@ export class LivePolicy {
     return this.opts.target !== null;
   }
 
-  /** Decides what `text` would do, without changing anything. `file` names it in diagnostics. */
-  plan(text: string, file: string): PolicyPlan {
-    const parsed = parsePolicy(text, file);
-    if (!parsed.ok) {
-      const first = parsed.diagnostics[0];
-      const where = first ? `${first.file}:${first.line}:${first.col}: ${first.message}` : file;
-      return { outcome: 'refused', message: where, diagnostics: parsed.diagnostics };
+  /**
+   * Decides what `text` would do, without changing anything. `file` names it in diagnostics.
+   * `policy`: `text` already parsed by the caller (a policy edit has it), not parsed again.
+   */
+  plan(text: string, file: string, policy?: Policy): PolicyPlan {
+    let next = policy;
+    if (next === undefined) {
+      const parsed = parsePolicy(text, file);
+      if (!parsed.ok) {
+        const first = parsed.diagnostics[0];
+        const where = first ? `${first.file}:${first.line}:${first.col}: ${first.message}` : file;
+        return { outcome: 'refused', message: where, diagnostics: parsed.diagnostics };
+      }
+      next = parsed.policy;
     }
-    const sections = changedSections(this.policy, parsed.policy);
+    const sections = changedSections(this.policy, next);
     if (this.opts.target !== null && !sections.hotReloadable) {
       const what = sections.static.length > 0 ? [...sections.static] : ['version'];
       return {
@@ -139,9 +146,8 @@ export class LivePolicy {
         static: what,
       };
     }
-    const generation =
-      this.opts.target !== null && sections.dynamic.length > 0 ? compilePolicy(parsed.policy) : null;
-    return { outcome: 'applied', policy: parsed.policy, sections, generation, base: this.policy };
+    const generation = this.opts.target !== null && sections.dynamic.length > 0 ? compilePolicy(next) : null;
+    return { outcome: 'applied', policy: next, sections, generation, base: this.policy };
   }
 
   /**

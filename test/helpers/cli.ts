@@ -3,9 +3,12 @@
  * starts (dist/cli/carapace.js), on this process's Node, which `npm test` makes Carapace's own.
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { readRunRecord } from '../../src/sandbox/sandbox-lock.js';
+import { processStart } from '../../src/sandbox/identity.js';
+import { stateDirs } from '../../src/sandbox/state-dirs.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
 export const CLI = join(REPO, 'dist', 'cli', 'carapace.js');
@@ -36,12 +39,41 @@ export function removedAfterFile(dir: string): string {
  */
 export function removeFreshHomes(): void {
   for (const home of homes) {
+    endSandboxesOf(home);
     try {
       rmSync(home, { recursive: true, force: true, maxRetries: 2 });
     } catch {
       // A mount still in use, a file made immutable by a test: left for the machine's own cleaning.
     }
     homes.delete(home);
+  }
+}
+
+/**
+ * Ends the sandboxes still running from `home`: a gateway's sandboxes outlive it by design
+ * (docs/gateway.md), so a test file whose gateway stopped leaves its agents running, polling their
+ * workspaces, for as long as the host is up (120 of them were found eating the CPU of later runs).
+ * Each is found by its run record, whose owner is the sandbox's init (pid and start time): killing
+ * PID 1 of the sandbox's pid namespace ends everything in it.
+ */
+function endSandboxesOf(home: string): void {
+  const dir = join(stateDirs({ CARAPACE_HOME: home }).run, 'sandboxes');
+  let locks: string[];
+  try {
+    locks = readdirSync(dir).filter((f) => f.endsWith('.lock'));
+  } catch {
+    return; // no sandbox ever ran here
+  }
+  for (const lock of locks) {
+    const r = readRunRecord(join(dir, lock));
+    // Only a record whose owner is still that very process (a pid may have been reused), and
+    // never this test process itself (a sandbox run in-process is its own to end).
+    if (!r || r.pid === process.pid || r.start === 0 || processStart(r.pid) !== r.start) continue;
+    try {
+      process.kill(r.pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
   }
 }
 

@@ -121,4 +121,35 @@ describe('the uid registry', () => {
     expect(r.records().map((x) => x.name)).toEqual(['c']);
     rmSync(ws, { recursive: true });
   });
+
+  it("drops a record whose owner's state directory is gone, once it is an hour old and its paths hold nothing", async () => {
+    const dir = fresh();
+    const state = fresh(); // an owner that exists
+    const gone = join(tmpdir(), 'carapace-uids-gone-for-good');
+    const hourAgo = new Date(Date.now() - 61 * 60 * 1000).toISOString();
+    const record = (uid: number, owner: string, name: string, since: string) => ({
+      uid,
+      state: owner,
+      name,
+      paths: [join(owner, 'sandboxes', name)],
+      since,
+    });
+    writeFileSync(
+      join(dir, 'registry.json'),
+      JSON.stringify({
+        version: 1,
+        base: BASE,
+        size: 1000,
+        next: BASE + 3,
+        records: [
+          record(BASE, gone, 'orphan', hourAgo), // its home removed without deleting it
+          record(BASE + 1, gone, 'starting', new Date().toISOString()), // its start may be under way
+          record(BASE + 2, state, 'kept', hourAgo), // its owner is still there
+        ],
+      }),
+    );
+    const r = registryIn(dir);
+    await r.acquire(owner('new'), []);
+    expect(r.records().map((x) => x.name)).toEqual(['starting', 'kept', 'new']);
+  });
 });
