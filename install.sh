@@ -5,8 +5,8 @@
 #                              build, two kernel settings (as root), `carapace` on PATH, the system
 #                              gateway (as root: a systemd service, or started now), then, in a
 #                              terminal, `carapace onboard`: it ends with a running agent (with no
-#                              terminal: without questions, when CARAPACE_ONBOARD_AGENT is set)
-#   ./install.sh --no-onboard  the same without onboarding (what CI runs; CI=… skips it too)
+#                              terminal: without questions, CARAPACE_ONBOARD_* or the defaults)
+#   ./install.sh --no-onboard  the same without onboarding (a runner that sets CI= skips it too)
 #
 # Idempotent: packages already present are not reinstalled, settings already made are left, the
 # PATH link is replaced. Runs as root, or as a user with sudo for the two steps that need it
@@ -131,15 +131,14 @@ fi
 if [ "$run_main_job" -eq 1 ]; then
   carapace doctor
   # Onboarding asks its questions of a person at a terminal. Without one (a provisioning script),
-  # it runs without questions when the environment chooses the agent (CARAPACE_ONBOARD_AGENT and
-  # the other CARAPACE_ONBOARD_* of docs/onboard.md). CI skips it (CI set, or --no-onboard).
+  # it runs without questions: CARAPACE_ONBOARD_AGENT and the other CARAPACE_ONBOARD_* of
+  # docs/onboard.md, else each question's default (OpenClaw, no model provider). CI skips it (CI
+  # set, or --no-onboard).
   if [ -n "${CI:-}" ]; then
     echo "install.sh: CI: onboarding skipped"
   elif [ -t 0 ] && [ -t 1 ]; then
     /usr/local/bin/carapace onboard
-  elif [ -n "${CARAPACE_ONBOARD_AGENT:-}" ]; then
-    /usr/local/bin/carapace onboard --non-interactive
   else
-    echo "install.sh: no terminal and no CARAPACE_ONBOARD_AGENT: run 'carapace onboard' to set up an agent (docs/onboard.md)"
+    /usr/local/bin/carapace onboard --non-interactive
   fi
 fi

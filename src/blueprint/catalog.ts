@@ -15,6 +15,9 @@ export function builtinBlueprintsDir(): string {
   return join(packageRoot(), 'blueprints');
 }
 
+/** The agent onboarding offers first, and sets up when nothing names one (no terminal, no --agent). */
+export const DEFAULT_AGENT = 'openclaw';
+
 export function builtinBlueprintNames(dir = builtinBlueprintsDir()): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)

@@ -12,7 +12,7 @@ import type { Command } from 'commander';
 import { request } from 'node:http';
 import { PROVIDER_TYPES } from '../policy/index.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
-import { builtinBlueprintNames } from '../blueprint/catalog.js';
+import { builtinBlueprintNames, DEFAULT_AGENT } from '../blueprint/catalog.js';
 import { latestAnswers, loadAnswers, type OnboardAnswers } from '../blueprint/onboard-answers.js';
 import { TIERS, type Tier } from '../blueprint/sandbox-plan.js';
 import { blueprintStore, trustSettings } from './blueprint-command.js';
@@ -90,11 +90,8 @@ function checkAnswers(o: OnboardOptions): void {
 
 /** The answers for a run without prompts: from flags and environment, else what was saved. */
 function nonInteractiveAnswers(o: OnboardOptions, saved: OnboardAnswers | null): OnboardAnswers {
-  const agent = o.agent ?? saved?.agent;
-  if (agent === undefined)
-    throw new UsageError(
-      `--agent is required without a terminal: one of ${builtinBlueprintNames().join(', ')}, or a blueprint directory`,
-    );
+  // The answers a person at the prompts would get by accepting each default.
+  const agent = o.agent ?? saved?.agent ?? DEFAULT_AGENT;
   const type = o.provider ?? saved?.provider?.type ?? 'none';
   let provider: OnboardAnswers['provider'] = null;
   if (type !== 'none') {
@@ -239,11 +236,14 @@ export function registerOnboard(program: Command): void {
     .description(
       'set up a sandboxed agent from a blueprint: preflight, gateway, agent, model, policy, start, health',
     )
-    .option('--non-interactive', 'never prompt: take the answers from flags and CARAPACE_ONBOARD_* variables')
+    .option(
+      '--non-interactive',
+      'never prompt: the answers from flags and CARAPACE_ONBOARD_* variables, else the defaults',
+    )
     .option('--resume', 'finish the last (or --name) onboarding with its saved answers')
     .option(
       '--agent <blueprint>',
-      `the agent: ${builtinBlueprintNames().join(', ')}, an installed blueprint, or a directory`,
+      `the agent: ${builtinBlueprintNames().join(', ')}, an installed blueprint, or a directory (default: ${DEFAULT_AGENT})`,
     )
     .option('--name <sandbox>', 'the sandbox name (default: the agent name)')
     .option('--provider <type>', `the model provider: ${PROVIDER_TYPES.join(', ')}, or none`)

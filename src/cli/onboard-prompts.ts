@@ -4,7 +4,7 @@
  * asked for hidden (a password prompt), only when its variable is not set, and never echoed.
  */
 import * as p from '@clack/prompts';
-import { builtinBlueprintNames } from '../blueprint/catalog.js';
+import { builtinBlueprintNames, DEFAULT_AGENT } from '../blueprint/catalog.js';
 import type { OnboardAnswers } from '../blueprint/onboard-answers.js';
 import { TIERS, type Tier } from '../blueprint/sandbox-plan.js';
 import { listPresets } from '../policy/index.js';
@@ -47,7 +47,7 @@ export async function askAnswers(
     answered(
       await p.select({
         message: 'Which agent?',
-        initialValue: saved?.agent ?? 'openclaw',
+        initialValue: saved?.agent ?? DEFAULT_AGENT,
         options: builtinBlueprintNames().map((n) => ({ value: n, label: n })),
       }),
     );

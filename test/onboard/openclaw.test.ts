@@ -1,7 +1,7 @@
 /**
- * `carapace onboard --non-interactive --agent openclaw` on a clean state directory, against a
- * scripted model on the host's loopback: the real OpenClaw from the npm registry ends up running
- * always-on in its sandbox, `openclaw agent` inside answers from the scripted model through
+ * `carapace onboard --non-interactive` (OpenClaw, the default agent) on a clean state directory,
+ * against a scripted model on the host's loopback: the real OpenClaw from the npm registry ends up
+ * running always-on in its sandbox, `openclaw agent` inside answers from the scripted model through
  * inference.local, and its dashboard answers on the host through the forward. Then the attacks a
  * prompt-injected agent would try, as tool calls the model makes it run.
  */
@@ -61,9 +61,7 @@ describe.skipIf(unreachable !== null)('onboard openclaw', () => {
       home,
       [
         'onboard',
-        '--non-interactive',
-        '--agent',
-        'openclaw',
+        '--non-interactive', // and no --agent: OpenClaw is the default, what install.sh sets up
         '--provider',
         'openai',
         '--provider-url',
