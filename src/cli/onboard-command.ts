@@ -169,11 +169,16 @@ async function onboard(raw: OnboardOptions): Promise<void> {
   checkAnswers(o);
   const state = stateDirs().state;
   const interactive = !o.nonInteractive && process.stdin.isTTY === true && process.stdout.isTTY === true;
-  // The answers saved for this sandbox: named, or the agent's default name, or (--resume alone)
-  // the onboarding touched last.
+  // The answers saved for this sandbox: named, or the agent's default name, or (--resume alone,
+  // or no terminal and nothing named) the onboarding touched last — so that install.sh run again
+  // without a terminal redoes the user's onboarding, not the default agent's.
   const nameGuess = o.name ?? (o.agent !== undefined ? defaultName(o.agent) : undefined);
   const saved =
-    nameGuess !== undefined ? loadAnswers(state, nameGuess) : o.resume ? latestAnswers(state) : null;
+    nameGuess !== undefined
+      ? loadAnswers(state, nameGuess)
+      : o.resume || !interactive
+        ? latestAnswers(state)
+        : null;
   if (o.resume && saved === null)
     throw new UsageError('--resume: no onboarding to resume (run carapace onboard first)');
 

@@ -8,30 +8,45 @@
  * end, so the client's close goes unseen and the gateway holds the descriptor for good (measured:
  * one in every ~75 create/exec/delete cycles). Here the client's side, once the inside is gone, is
  * ended (what was written still reaches it), read to its end with what it sends dropped, and
- * destroyed if it has not closed within `graceMs` of having everything.
+ * destroyed once it has made no progress for `graceMs`: neither read what is left for it nor
+ * closed (a client that stops reading would otherwise hold it for as long as it likes).
  */
 import type { Duplex } from 'node:stream';
 
-/** How long a client that has been sent everything may keep its side open. */
+/** How long a client whose inside is gone may go without reading what is left, or closing. */
 const CLIENT_GRACE_MS = 30_000;
 
 export function splice(client: Duplex, inside: Duplex, graceMs = CLIENT_GRACE_MS): void {
   // 'close' follows every error, and says all that is needed.
   client.on('error', () => {});
   inside.on('error', () => {});
+  // One side may have gone before the other was opened (a forward's client that connected and
+  // left while the gateway reached into the sandbox): its 'close' is not coming again.
+  if (client.destroyed) {
+    inside.destroy();
+    return;
+  }
   client.once('close', () => inside.destroy());
-  inside.once('close', () => {
+  const insideGone = () => {
     client.unpipe(inside);
     client.resume(); // nowhere for it to go now: read and dropped, so the client's end is seen
     client.end(); // not destroyed: what the inside wrote last (an exec's EXIT frame) must arrive
-    const giveUp = () => {
-      const timer = setTimeout(() => client.destroy(), graceMs);
+    let timer = setTimeout(() => client.destroy(), graceMs);
+    timer.unref();
+    const progress = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => client.destroy(), graceMs);
       timer.unref();
-      client.once('close', () => clearTimeout(timer));
     };
-    if (client.writableFinished) giveUp();
-    else client.once('finish', giveUp);
-  });
+    client.on('drain', progress);
+    client.once('finish', progress);
+    client.once('close', () => clearTimeout(timer));
+  };
+  if (inside.destroyed) {
+    insideGone();
+    return;
+  }
+  inside.once('close', insideGone);
   client.pipe(inside);
   inside.pipe(client);
   client.resume();

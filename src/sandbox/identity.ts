@@ -33,6 +33,7 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   renameSync,
   unlinkSync,
@@ -238,15 +239,18 @@ export class IdentityRegistry {
       const uidsBefore = new Set(reg.records.map((r) => r.uid));
       // Records whose paths hold nothing of their uid any more are dropped as we pass when the uid
       // was released, or when its owner's state directory is gone (removed without deleting its
-      // sandboxes: nothing will ever ask for that owner's uid again). A record younger than an
+      // sandboxes: nothing will ever ask for that owner's uid again) and no process runs as the
+      // uid (a sandbox outlives its gateway, and its home's removal). A record younger than an
       // hour is never taken for orphaned: its start may not have made its directories yet.
       const now = Date.now();
-      reg.records = reg.records.filter(
-        (r) =>
-          (!r.name.startsWith(RELEASED) &&
-            (existsSync(r.state) || now - Date.parse(r.since) < ORPHAN_AFTER_MS)) ||
-          holdsAnything(r),
-      );
+      let running: Set<number> | null = null;
+      reg.records = reg.records.filter((r) => {
+        if (holdsAnything(r)) return true;
+        if (r.name.startsWith(RELEASED)) return false;
+        if (existsSync(r.state) || now - Date.parse(r.since) < ORPHAN_AFTER_MS) return true;
+        running ??= runningUids();
+        return running.has(r.uid);
+      });
       const result = fn(reg);
       const text = JSON.stringify(reg);
       if (text !== before) {
@@ -315,6 +319,21 @@ export class IdentityRegistry {
     }
     return reg;
   }
+}
+
+/** The uids (real, effective, saved, filesystem) of every process on the host, from /proc. */
+function runningUids(): Set<number> {
+  const uids = new Set<number>();
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const line = /^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+      for (const u of line?.split(/\s+/) ?? []) uids.add(Number(u));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return uids;
 }
 
 /**

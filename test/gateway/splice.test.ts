@@ -4,8 +4,9 @@
  * whose last bytes arrived after the inside had closed.
  */
 import { once } from 'node:events';
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createServer, connect, Socket, type Server } from 'node:net';
 import { join } from 'node:path';
+import { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { splice } from '../../src/gateway/splice.js';
 import { freshHome } from '../helpers/cli.js';
@@ -82,6 +83,41 @@ describe('splice', () => {
     const client = connect(gatewayPath);
     await once(client, 'connect');
     client.destroy();
+    await insideGone;
+  });
+
+  it('closes a client that stops reading what the inside left for it', async () => {
+    // Streams in memory: a client that never takes a byte, and an inside that writes its last
+    // frame and goes. The client's side cannot finish; it must still not be kept.
+    const stalled = new Duplex({ read() {}, write() {} });
+    const inside = new Duplex({
+      read() {},
+      write(_chunk, _enc, done) {
+        done();
+      },
+    });
+    splice(stalled, inside, 100);
+    inside.push('EXIT');
+    inside.push(null);
+    await new Promise((r) => setImmediate(r));
+    inside.destroy();
+    await once(stalled, 'close');
+  });
+
+  it('ends the inside when the client was gone before the inside was reached', async () => {
+    const dir = freshHome();
+    const insidePath = join(dir, 'inside.sock');
+    const insideGone = new Promise<void>((resolve) =>
+      listen(insidePath, (s) => {
+        s.on('error', () => {});
+        s.once('close', () => resolve());
+      }),
+    );
+    await new Promise((r) => setImmediate(r));
+    const client = new Socket();
+    client.destroy(); // a forward's client that connected and left meanwhile
+    await once(client, 'close');
+    splice(client, connect(insidePath));
     await insideGone;
   });
 });

@@ -143,6 +143,13 @@ describe('onboard shell', () => {
     expect(again.stderr).toContain('already running');
     expect((await cli(home, ['policy', 'history', 'box', '-o', 'json'])).stdout).toBe(history.stdout);
     expect((await cli(home, ['policy', 'get', 'box'])).stdout).toContain('pypi');
+    // Nothing named, no terminal (install.sh run again): the last onboarding, not the default agent.
+    const rerun = await cli(home, ['onboard', '--non-interactive']);
+    expect(rerun.status).toBe(0);
+    expect(rerun.stderr).toContain('already running');
+    expect(rerun.stdout).toContain('box is running shell 1.0.0');
+    expect((await cli(home, ['sandbox', 'list'])).stdout).not.toMatch(/^openclaw\s/m);
+    expect((await cli(home, ['policy', 'history', 'box', '-o', 'json'])).stdout).toBe(history.stdout);
 
     // The installed copy changed on disk (by someone who can write the state directory).
     const stored = join(home, 'state', 'blueprints');

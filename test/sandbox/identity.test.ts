@@ -4,6 +4,7 @@
  * only once nothing of it is left at its paths' roots.
  */
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,7 +123,8 @@ describe('the uid registry', () => {
     rmSync(ws, { recursive: true });
   });
 
-  it("drops a record whose owner's state directory is gone, once it is an hour old and its paths hold nothing", async () => {
+  it("drops a record whose owner's state directory is gone, once it is an hour old, its paths hold nothing and nothing runs as it", async (ctx) => {
+    requires(ctx, 'root'); // a process of the sandbox uid
     const dir = fresh();
     const state = fresh(); // an owner that exists
     const gone = join(tmpdir(), 'carapace-uids-gone-for-good');
@@ -140,16 +142,23 @@ describe('the uid registry', () => {
         version: 1,
         base: BASE,
         size: 1000,
-        next: BASE + 3,
+        next: BASE + 4,
         records: [
           record(BASE, gone, 'orphan', hourAgo), // its home removed without deleting it
           record(BASE + 1, gone, 'starting', new Date().toISOString()), // its start may be under way
           record(BASE + 2, state, 'kept', hourAgo), // its owner is still there
+          record(BASE + 3, gone, 'running', hourAgo), // a sandbox of a removed home, still running
         ],
       }),
     );
-    const r = registryIn(dir);
-    await r.acquire(owner('new'), []);
-    expect(r.records().map((x) => x.name)).toEqual(['starting', 'kept', 'new']);
+    const sandbox = spawn('sleep', ['60'], { uid: BASE + 3, gid: BASE + 3, stdio: 'ignore' });
+    await once(sandbox, 'spawn');
+    try {
+      const r = registryIn(dir);
+      await r.acquire(owner('new'), []);
+      expect(r.records().map((x) => x.name)).toEqual(['starting', 'kept', 'running', 'new']);
+    } finally {
+      sandbox.kill('SIGKILL');
+    }
   });
 });
