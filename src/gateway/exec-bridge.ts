@@ -25,10 +25,17 @@ export const execRequest = z.object({
 });
 export type ExecRequest = z.infer<typeof execRequest>;
 
-/** Reads the client's request line from an upgraded socket (the bytes after it stay unread). */
+/** How long a client that upgraded may take to send its request line. */
+const REQUEST_PATIENCE_MS = 30_000;
+
+/**
+ * Reads the client's request line from an upgraded socket (the bytes after it stay unread). A
+ * client that upgrades and sends nothing is refused after `patienceMs`, not kept for good.
+ */
 export function readRequestLine(
   socket: Duplex,
   head: Buffer,
+  patienceMs = REQUEST_PATIENCE_MS,
 ): Promise<{ request: ExecRequest; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     let buffered = head;
@@ -36,14 +43,22 @@ export function readRequestLine(
       cleanup();
       reject(new ApiError('INVALID_INPUT', message));
     };
+    const timer = setTimeout(
+      () => fail(`no exec request within ${patienceMs / 1000} s of the upgrade`),
+      patienceMs,
+    );
+    timer.unref();
     const onData = (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
       look();
     };
     const onEnd = () => fail('the connection ended before the exec request');
+    const onClose = () => fail('the connection closed before the exec request');
     const cleanup = () => {
+      clearTimeout(timer);
       socket.off('data', onData);
       socket.off('end', onEnd);
+      socket.off('close', onClose);
       socket.pause();
     };
     const look = () => {
@@ -68,6 +83,7 @@ export function readRequestLine(
     };
     socket.on('data', onData);
     socket.once('end', onEnd);
+    socket.once('close', onClose);
     look();
   });
 }
