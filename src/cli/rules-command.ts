@@ -12,51 +12,11 @@ import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { UsageError } from './errors.js';
 import { GatewayClient } from './gateway-client.js';
+import type { ApprovalResult, ProposalView } from '../gateway/proposals.js';
 import { printable, table } from './terminal.js';
 
-/** A proposal as the gateway shows it (src/gateway/proposal-routes.ts). */
-export interface ProposalView {
-  id: number;
-  sandbox: string;
-  owner: number;
-  status: 'pending' | 'approved' | 'rejected' | 'superseded';
-  source: 'denial' | 'agent';
-  level: 'connect' | 'request';
-  host: string;
-  port: number;
-  binary: string;
-  ancestors: string[];
-  method: string | null;
-  pathPattern: string | null;
-  hits: number;
-  firstSeen: string;
-  lastSeen: string;
-  samples: { t: string; method?: string; path?: string }[];
-  policyRev: number;
-  rule: {
-    kind: 'endpoint' | 'request';
-    host: string;
-    port: number;
-    binaries: string[];
-    method?: string;
-    path?: string;
-    policyKey: string;
-    summary: string;
-  } | null;
-  risks: string[];
-  rationale: string | null;
-  decidedBy: number | null;
-  decidedAt: string | null;
-  quietUntil: string | null;
-  appliedRev: number | null;
-  outcome: string | null;
-}
-
-interface Approval {
-  proposal: ProposalView;
-  outcome: 'applied' | 'stored' | 'superseded';
-  revision: number | null;
-}
+/** A proposal and an approval as the gateway's API answers them: the gateway's own types. */
+export type { ProposalView } from '../gateway/proposals.js';
 
 interface Common {
   owner?: string;
@@ -199,7 +159,7 @@ function editRule(p: ProposalView): Record<string, unknown> | null {
   }
 }
 
-function printApproval(a: Approval): void {
+function printApproval(a: ApprovalResult): void {
   const p = a.proposal;
   if (a.outcome === 'superseded') {
     process.stdout.write(`proposal ${p.id}: nothing to approve, ${p.outcome}\n`);
@@ -264,7 +224,7 @@ export function registerRules(program: Command): void {
         }
         body = { rule: edited };
       }
-      const a = await client.call<Approval>('POST', `/v1/proposals/${n}/approve`, body);
+      const a = await client.call<ApprovalResult>('POST', `/v1/proposals/${n}/approve`, body);
       if (o.output === 'json') json(a);
       else printApproval(a);
     });
@@ -301,7 +261,7 @@ export function registerRules(program: Command): void {
         );
       const client = await GatewayClient.connect();
       const owner = ownerOf(o);
-      const r = await client.call<{ approved: Approval[]; skipped: ProposalView[] }>(
+      const r = await client.call<{ approved: ApprovalResult[]; skipped: ProposalView[] }>(
         'POST',
         '/v1/proposals/approve-safe',
         { ...(name !== undefined ? { sandbox: name } : {}), ...(owner !== undefined ? { owner } : {}) },

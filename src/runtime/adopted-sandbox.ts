@@ -9,7 +9,7 @@
  */
 import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
-import { processStart } from '../sandbox/identity.js';
+import { processStart } from '../sandbox/processes.js';
 import type { RunRecord } from '../sandbox/sandbox-lock.js';
 import type { DriverSandbox } from './driver.js';
 

@@ -33,15 +33,14 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
-  readdirSync,
   readFileSync,
   renameSync,
-  unlinkSync,
   writeSync,
   chmodSync,
 } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { HostLock } from './host-lock.js';
+import { runningUids } from './processes.js';
 
 export const SANDBOX_UID_INSIDE = 1000;
 export const DEFAULT_UID_BASE = 3_000_000;
@@ -232,7 +231,16 @@ export class IdentityRegistry {
   private async change<T>(fn: (reg: RegistryFile) => T): Promise<T> {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     chmodSync(this.dir, 0o700);
-    const lock = await HostLock.take(join(this.dir, 'lock'));
+    const lockFile = join(this.dir, 'lock');
+    const lock = await HostLock.take(
+      lockFile,
+      LOCK_PATIENCE_MS,
+      () =>
+        new IdentityError(
+          `the sandbox uid registry is locked by another process (${lockFile}); try again, or remove the file if no carapace process runs`,
+          'UID_REGISTRY_BUSY',
+        ),
+    );
     try {
       const reg = this.read();
       const before = JSON.stringify(reg);
@@ -321,21 +329,6 @@ export class IdentityRegistry {
   }
 }
 
-/** The uids (real, effective, saved, filesystem) of every process on the host, from /proc. */
-function runningUids(): Set<number> {
-  const uids = new Set<number>();
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      const line = /^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-      for (const u of line?.split(/\s+/) ?? []) uids.add(Number(u));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return uids;
-}
-
 /**
  * Whether any path of the record still holds something of its uid at its root. Only the root is
  * looked at (a walk would cost a start as much as the tree is large): a tree handed to another uid
@@ -350,78 +343,6 @@ function ownsRoot(uid: number, path: string): boolean {
     return lstatSync(path).uid === uid;
   } catch {
     return false;
-  }
-}
-
-/**
- * A lock file shared by every Carapace process on the host: created with O_EXCL, holding the
- * owner's pid and start time, taken over when its owner is gone (a crash). Waits asynchronously:
- * a server's event loop never blocks on another process.
- */
-class HostLock {
-  private constructor(private readonly path: string) {}
-
-  static async take(path: string): Promise<HostLock> {
-    const me = `${process.pid} ${processStart(process.pid) ?? 0}\n`;
-    const deadline = Date.now() + LOCK_PATIENCE_MS;
-    for (;;) {
-      try {
-        const fd = openSync(path, 'wx', 0o600);
-        writeSync(fd, me);
-        closeSync(fd);
-        return new HostLock(path);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      if (ownerGone(path)) {
-        try {
-          unlinkSync(path);
-        } catch {
-          // another process took it over first
-        }
-        continue;
-      }
-      if (Date.now() > deadline) {
-        throw new IdentityError(
-          `the sandbox uid registry is locked by another process (${path}); try again, or remove the file if no carapace process runs`,
-          'UID_REGISTRY_BUSY',
-        );
-      }
-      await sleep(2);
-    }
-  }
-
-  release(): void {
-    try {
-      unlinkSync(this.path);
-    } catch {
-      // already gone
-    }
-  }
-}
-
-function ownerGone(path: string): boolean {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return false; // just released, or being written: look again
-  }
-  const [pid, start] = text.trim().split(' ').map(Number);
-  if (!pid) return text.endsWith('\n'); // a complete file without a pid: garbage
-  const now = processStart(pid);
-  return now === null || (start !== undefined && start !== 0 && now !== start);
-}
-
-/** A process's start time (clock ticks since boot, /proc/<pid>/stat field 22), or null if gone. */
-export function processStart(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[19]);
-  } catch {
-    return null;
   }
 }
 

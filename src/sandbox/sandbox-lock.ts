@@ -10,7 +10,7 @@
  */
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { processStart } from './identity.js';
+import { processStart } from './processes.js';
 
 export class SandboxBusyError extends Error {
   override name = 'SandboxBusyError';

@@ -7,7 +7,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { readRunRecord } from '../../src/sandbox/sandbox-lock.js';
-import { processStart } from '../../src/sandbox/identity.js';
+import { processStart } from '../../src/sandbox/processes.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');

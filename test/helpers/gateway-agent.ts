@@ -6,6 +6,10 @@
  */
 import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { GatewayClient } from '../../src/cli/gateway-client.js';
+import { startUpstreams, type Upstreams } from '../proxy/harness.js';
+import { startTestGateway, type TestGateway } from './gateway.js';
+import { FS_POLICY } from './network.js';
 
 export const REQUEST_AGENT = [
   'import os, time, urllib.request as u',
@@ -38,4 +42,40 @@ export function requester(workspace: string): (url: string) => Promise<string> {
     while (!existsSync(out)) await new Promise((r) => setTimeout(r, 25));
     return readFileSync(out, 'utf8');
   };
+}
+
+/** A gateway whose sandbox `web` runs REQUEST_AGENT (requestScene). */
+export interface RequestScene {
+  gw: TestGateway;
+  up: Upstreams;
+  /** Has the agent fetch a URL; resolves with the status it got. */
+  ask: (url: string) => Promise<string>;
+  /** The upstreams' URL on a host the gateway resolves to them (a.test, b.test). */
+  url: (host: string) => string;
+}
+
+/**
+ * A gateway that resolves a.test and b.test to local upstreams, and one sandbox `web` running
+ * REQUEST_AGENT whose policy reaches a.test only: what the operator's tests see refused, proposed
+ * and approved. `create` adds to the sandbox's create request (forwards, …).
+ */
+export async function requestScene(create: Record<string, unknown> = {}): Promise<RequestScene> {
+  const up = await startUpstreams();
+  const gw = await startTestGateway([
+    ...['a.test', 'b.test'].flatMap((h) => ['--resolve', `${h}=127.0.0.1`]),
+    '--allow-local',
+    `127.0.0.1:${up.httpPort}`,
+  ]);
+  const api = new GatewayClient({
+    socket: join(gw.home, 'run', 'gateway.sock'),
+    own: false,
+    dirs: { state: join(gw.home, 'state'), run: join(gw.home, 'run') },
+  });
+  const view = await api.call<{ workspace: string }>('POST', '/v1/sandboxes', {
+    name: 'web',
+    command: ['python3', '-c', REQUEST_AGENT],
+    policy: `${FS_POLICY}network_policies:\n  web:\n    name: web\n    endpoints:\n      - { host: a.test, port: ${up.httpPort} }\n`,
+    ...create,
+  });
+  return { gw, up, ask: requester(view.workspace), url: (host) => `http://${host}:${up.httpPort}/x` };
 }

@@ -10,13 +10,11 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayClient } from '../../src/cli/gateway-client.js';
 import { REPO } from '../helpers/cli.js';
-import { REQUEST_AGENT, requester } from '../helpers/gateway-agent.js';
-import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { FS_POLICY } from '../helpers/network.js';
+import { requestScene } from '../helpers/gateway-agent.js';
+import { cliAs, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
-import { startUpstreams, type Upstreams } from '../proxy/harness.js';
+import type { Upstreams } from '../proxy/harness.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 
@@ -46,27 +44,12 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
   let browser: Browser;
   let ask: (url: string) => Promise<string>;
   let dash: { url: string; port: number; token: string };
-  const url = (host: string) => `http://${host}:${up.httpPort}/x`;
+  let url: (host: string) => string;
 
   beforeAll(async () => {
-    up = await startUpstreams();
-    gw = await startTestGateway([
-      ...['a.test', 'b.test'].flatMap((h) => ['--resolve', `${h}=127.0.0.1`]),
-      '--allow-local',
-      `127.0.0.1:${up.httpPort}`,
-    ]);
-    const api = new GatewayClient({
-      socket: join(gw.home, 'run', 'gateway.sock'),
-      own: false,
-      dirs: { state: join(gw.home, 'state'), run: join(gw.home, 'run') },
-    });
-    const view = await api.call<{ workspace: string }>('POST', '/v1/sandboxes', {
-      name: 'web',
-      command: ['python3', '-c', REQUEST_AGENT],
-      policy: `${FS_POLICY}network_policies:\n  web:\n    name: web\n    endpoints:\n      - { host: a.test, port: ${up.httpPort} }\n`,
+    ({ gw, up, ask, url } = await requestScene({
       forwards: [{ hostPort: 20000 + (process.pid % 20000), sandboxPort: 8080 }],
-    });
-    ask = requester(view.workspace);
+    }));
     expect(await ask(url('a.test'))).toBe('200');
     const r = cliAs(gw.home, ['dashboard', '-o', 'json']);
     expect(r.stderr).toBe('');

@@ -9,13 +9,11 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayClient } from '../../src/cli/gateway-client.js';
 import { CLI, REPO } from '../helpers/cli.js';
-import { REQUEST_AGENT, requester } from '../helpers/gateway-agent.js';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { FS_POLICY } from '../helpers/network.js';
+import { requestScene } from '../helpers/gateway-agent.js';
+import type { TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
-import { startUpstreams, type Upstreams } from '../proxy/harness.js';
+import type { Upstreams } from '../proxy/harness.js';
 
 const socket = `carapace-term-${process.pid}`;
 const session = 'term';
@@ -37,26 +35,10 @@ describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24'
   let gw: TestGateway;
   let up: Upstreams;
   let ask: (url: string) => Promise<string>;
-  const url = (host: string) => `http://${host}:${up.httpPort}/x`;
+  let url: (host: string) => string;
 
   beforeAll(async () => {
-    up = await startUpstreams();
-    gw = await startTestGateway([
-      ...['a.test', 'b.test'].flatMap((h) => ['--resolve', `${h}=127.0.0.1`]),
-      '--allow-local',
-      `127.0.0.1:${up.httpPort}`,
-    ]);
-    const api = new GatewayClient({
-      socket: join(gw.home, 'run', 'gateway.sock'),
-      own: false,
-      dirs: { state: join(gw.home, 'state'), run: join(gw.home, 'run') },
-    });
-    const view = await api.call<{ workspace: string }>('POST', '/v1/sandboxes', {
-      name: 'web',
-      command: ['python3', '-c', REQUEST_AGENT],
-      policy: `${FS_POLICY}network_policies:\n  web:\n    name: web\n    endpoints:\n      - { host: a.test, port: ${up.httpPort} }\n`,
-    });
-    ask = requester(view.workspace);
+    ({ gw, up, ask, url } = await requestScene());
     const command = `env CARAPACE_HOME=${gw.home} TERM=xterm-256color ${process.execPath} ${CLI} term`;
     expect(tmux('new-session', '-d', '-s', session, '-x', '80', '-y', '24', command).status).toBe(0);
   });

@@ -3,6 +3,7 @@
  * sandboxes, the last decisions, the pending proposals) and the lines each panel prints, fitted to
  * the terminal's width. Kept free of ink so that it reads (and is tested) as plain data.
  */
+import type { OperatorEvent } from '../../gateway/operator-events.js';
 import type { ProposalView } from '../rules-command.js';
 
 export interface SandboxRow {
@@ -14,17 +15,8 @@ export interface SandboxRow {
   policyRev: number;
 }
 
-export interface Decision {
-  sandbox: string;
-  t: number;
-  allowed: boolean;
-  level: 'connect' | 'request';
-  host: string;
-  port: number;
-  method?: string | undefined;
-  path?: string | undefined;
-  binary: string;
-}
+/** A decision as the live feed sends it (the gateway's type), less what the panel does not show. */
+export type Decision = Omit<Extract<OperatorEvent, { type: 'decision' }>, 'type' | 'owner' | 'reason'>;
 
 export const MAX_DECISIONS = 200;
 
