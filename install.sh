@@ -6,7 +6,7 @@
 #                              gateway (as root: a systemd service, or started now), then, in a
 #                              terminal, `carapace onboard`: it ends with a running agent (with no
 #                              terminal: without questions, CARAPACE_ONBOARD_* or the defaults)
-#   ./install.sh --no-onboard  the same without onboarding (a runner that sets CI= skips it too)
+#   ./install.sh --no-onboard  the same without onboarding
 #
 # Idempotent: packages already present are not reinstalled, settings already made are left, the
 # PATH link is replaced. Runs as root, or as a user with sudo for the two steps that need it
@@ -132,11 +132,9 @@ if [ "$run_main_job" -eq 1 ]; then
   carapace doctor
   # Onboarding asks its questions of a person at a terminal. Without one (a provisioning script),
   # it runs without questions: CARAPACE_ONBOARD_AGENT and the other CARAPACE_ONBOARD_* of
-  # docs/onboard.md, else each question's default (OpenClaw, no model provider). CI skips it (CI
-  # set, or --no-onboard).
-  if [ -n "${CI:-}" ]; then
-    echo "install.sh: CI: onboarding skipped"
-  elif [ -t 0 ] && [ -t 1 ]; then
+  # docs/onboard.md, else each question's default (OpenClaw, no model provider). CI runs it too,
+  # as the README says; only --no-onboard skips it.
+  if [ -t 0 ] && [ -t 1 ]; then
     /usr/local/bin/carapace onboard
   else
     /usr/local/bin/carapace onboard --non-interactive

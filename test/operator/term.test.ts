@@ -39,7 +39,10 @@ describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24'
 
   beforeAll(async () => {
     ({ gw, up, ask, url } = await requestScene());
-    const command = `env CARAPACE_HOME=${gw.home} TERM=xterm-256color ${process.execPath} ${CLI} term`;
+    // CI=true as in a CI runner's shell: ink would then draw only its last frame, at exit, unless
+    // the view insists on the terminal it has checked it has.
+    const env = `CARAPACE_HOME=${gw.home} TERM=xterm-256color CI=true`;
+    const command = `env ${env} ${process.execPath} ${CLI} term`;
     expect(tmux('new-session', '-d', '-s', session, '-x', '80', '-y', '24', command).status).toBe(0);
   });
   afterAll(async () => {

@@ -191,6 +191,8 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
 /** Runs the view until q; resolves when it has closed. */
 export async function runTerm(): Promise<void> {
   const client = await GatewayClient.connect();
-  const app = render(h(App, { client }), { exitOnCtrlC: false });
+  // Interactive even where CI or CONTINUOUS_INTEGRATION is set: ink would otherwise draw only the
+  // last frame, at exit, and `carapace term` has already checked that it has a terminal.
+  const app = render(h(App, { client }), { exitOnCtrlC: false, interactive: true });
   await app.waitUntilExit();
 }
