@@ -25,7 +25,10 @@ export class ForwardSet {
     if (this.servers.has(f.hostPort)) return;
     const open = new Set<Socket>();
     this.sockets.set(f.hostPort, open);
-    const server = createServer((client) => this.serve(client, f.sandboxPort, open));
+    // Half-open: a client that closes its sending side after its request (`nc -N`, many one-shot
+    // tools) still gets the reply; its end reaches the port inside as a shutdown, as on a direct
+    // connection.
+    const server = createServer({ allowHalfOpen: true }, (client) => this.serve(client, f.sandboxPort, open));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(

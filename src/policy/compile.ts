@@ -41,6 +41,10 @@ import type { Inference } from './schema-extensions.js';
 
 interface Entry {
   view: EndpointView;
+  /** `host:ports in policy "key"`, for reasons (made once: decisions are hot). */
+  where: string;
+  /** `[view]`, the decision's endpoints when this entry alone matched. */
+  alone: readonly EndpointView[];
   /** Single-port endpoints (the common case) compare a number; others use the set. */
   port: number;
   ports: ReadonlySet<number> | null;
@@ -100,6 +104,8 @@ function buildIndex(policy: Policy): { index: Index; all: Entry[] } {
       const ports = view.ports;
       const entry: Entry = {
         view,
+        where: `${view.host ?? '*'}:${view.ports.join(',')} in policy "${view.policy}"`,
+        alone: Object.freeze([view]),
         port: ports.length === 1 ? (ports[0] as number) : -1,
         ports: ports.length === 1 ? null : new Set(ports),
         binaries,
@@ -195,13 +201,11 @@ function describeBinaryMatch(b: BinaryMatch): string {
 }
 
 function union(matches: Match[], pick: (v: EndpointView) => readonly string[]): readonly string[] {
-  if (matches.length === 1) return pick((matches[0] as Match).entry.view);
   return Object.freeze([...new Set(matches.flatMap((m) => pick(m.entry.view)))]);
 }
 
-function where(v: EndpointView): string {
-  return `${v.host ?? '*'}:${v.ports.join(',')} in policy "${v.policy}"`;
-}
+const pickAllowedIps = (v: EndpointView): readonly string[] => v.allowedIps;
+const pickCredentials = (v: EndpointView): readonly string[] => v.credentials;
 
 class Generation implements PolicyGeneration {
   readonly endpointCount: number;
@@ -249,18 +253,22 @@ class Generation implements PolicyGeneration {
     }
     const v = first.entry.view;
     const via = describeBinaryMatch(first.binary);
+    // One match is the common case: nothing to merge, and its arrays were made at compile time.
+    const one = matches.length === 1;
+    let inspect = false;
+    for (const m of matches) inspect ||= m.entry.view.inspect;
     return {
       allowed: true,
       verdict: 'allow',
       policy: v.policy,
       name: v.name,
-      reason: `${host}:${q.port} allowed by ${where(v)} for ${via}`,
+      reason: `${host}:${q.port} allowed by ${first.entry.where} for ${via}`,
       enforcement: v.enforcement,
       endpoint: v,
-      endpoints: matches.length === 1 ? [v] : matches.map((m) => m.entry.view),
-      inspect: matches.some((m) => m.entry.view.inspect),
-      allowedIps: union(matches, (x) => x.allowedIps),
-      credentials: union(matches, (x) => x.credentials),
+      endpoints: one ? first.entry.alone : matches.map((m) => m.entry.view),
+      inspect,
+      allowedIps: one ? v.allowedIps : union(matches, pickAllowedIps),
+      credentials: one ? v.credentials : union(matches, pickCredentials),
       binary: first.binary,
     };
   }
@@ -305,7 +313,7 @@ class Generation implements PolicyGeneration {
           verdict: 'deny',
           policy: entry.view.policy,
           name: entry.view.name,
-          reason: `${request} denied by "${d.text}" on ${where(entry.view)}${audit ? ' (audit: allowed and logged)' : ''}`,
+          reason: `${request} denied by "${d.text}" on ${entry.where}${audit ? ' (audit: allowed and logged)' : ''}`,
           enforcement: entry.view.enforcement,
           endpoint: entry.view,
           rule: d,
@@ -320,7 +328,7 @@ class Generation implements PolicyGeneration {
           verdict: 'allow',
           policy: v.policy,
           name: v.name,
-          reason: `${request} allowed: ${where(v)} is not inspected, every request passes`,
+          reason: `${request} allowed: ${entry.where} is not inspected, every request passes`,
           enforcement: v.enforcement,
           endpoint: v,
           rule: null,
@@ -333,7 +341,7 @@ class Generation implements PolicyGeneration {
           verdict: 'allow',
           policy: v.policy,
           name: v.name,
-          reason: `${request} allowed by "${a.text}" on ${where(v)}`,
+          reason: `${request} allowed by "${a.text}" on ${entry.where}`,
           enforcement: v.enforcement,
           endpoint: v,
           rule: a,
@@ -347,7 +355,7 @@ class Generation implements PolicyGeneration {
       verdict: 'deny',
       policy: v.policy,
       name: v.name,
-      reason: `${request} matches no allow rule of ${where(v)}${audit ? ' (audit: allowed and logged)' : ''}`,
+      reason: `${request} matches no allow rule of ${first.entry.where}${audit ? ' (audit: allowed and logged)' : ''}`,
       enforcement: audit ? 'audit' : 'enforce',
       endpoint: v,
       rule: null,

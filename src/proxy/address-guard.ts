@@ -130,7 +130,7 @@ export class AddressGuard {
 
   /** Whether the operator trusts this exact address and port. */
   isTrustedLocal(ip: ParsedIp, port: number): boolean {
-    return this.trusted.has(ipPortKey(ip, port));
+    return this.trusted.size > 0 && this.trusted.has(ipPortKey(ip, port));
   }
 
   /**
@@ -214,22 +214,26 @@ export class AddressGuard {
     loopbackGranted: boolean,
   ): { reason: string; kind: RefusalKind } | null {
     const kind = classifyIp(ip);
-    const text = formatIp(effectiveIp(ip));
     const covered = ranges.some((r) => cidrContains(r, ip));
+    // Formatted only for a refusal: this runs for every connection.
+    const text = () => formatIp(effectiveIp(ip));
     // allowed_ips restricts even operator-trusted addresses: the policy author narrowed the endpoint.
     if (ranges.length > 0 && !covered)
-      return { reason: `address ${text} is outside the endpoint's allowed_ips`, kind: 'allowed-ips' };
+      return { reason: `address ${text()} is outside the endpoint's allowed_ips`, kind: 'allowed-ips' };
     if (this.isTrustedLocal(ip, port)) return null;
     // Only the host's loopback, and only for the host-local names (resolve() picks the addresses).
     if (loopbackGranted && kind === 'loopback') return null;
     if (ALWAYS_REFUSED.has(kind)) {
       return {
-        reason: `address ${text} is ${kind} (refused unless the operator allows ${text}:${port} as local)`,
+        reason: `address ${text()} is ${kind} (refused unless the operator allows ${text()}:${port} as local)`,
         kind: 'local',
       };
     }
     if (kind !== 'public' && !covered)
-      return { reason: `address ${text} is ${kind} (refused unless allowed_ips covers it)`, kind: 'private' };
+      return {
+        reason: `address ${text()} is ${kind} (refused unless allowed_ips covers it)`,
+        kind: 'private',
+      };
     return null;
   }
 }

@@ -25,7 +25,7 @@
  *   processes and is cheaper — it is used only while it really is a procfs mount (statfs magic), so a
  *   sandbox cannot feed us a forged /proc.
  */
-import { closeSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statfsSync } from 'node:fs';
+import { closeSync, openSync, readSync, readdirSync, readlinkSync, statfsSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { BinaryTrust } from './binary-trust.js';
 import { parseIp } from './ip.js';
@@ -57,6 +57,8 @@ export type CallerResult =
 /** Finds the process behind a connection. Tests may implement it with a fixed answer. */
 export interface CallerResolver {
   resolve(query: CallerQuery): Promise<CallerResult>;
+  /** Releases what it holds (a descriptor of the sandbox's procfs); called when its sandbox goes. */
+  close?(): void;
 }
 
 export interface ProcCallerResolverOptions {
@@ -75,6 +77,8 @@ export interface ProcCallerResolverOptions {
 }
 
 const PROC_SUPER_MAGIC = 0x9fa0;
+const O_PATH = 0o10000000;
+const O_DIRECTORY = 0o200000;
 const DELETED = ' (deleted)';
 const MAX_ANCESTORS = 64;
 const LITTLE = endianness() === 'LE';
@@ -167,17 +171,28 @@ function scanTable(path: string, needle: string): number | null {
   }
 }
 
-function readOr(path: string): string {
+const statBuffer = Buffer.allocUnsafe(4096);
+
+/** /proc/<pid>/stat in one read (it is far shorter than the buffer), or '' when it is gone. */
+function readStat(path: string): string {
+  let fd: number;
   try {
-    return readFileSync(path, 'latin1');
+    fd = openSync(path, 'r');
   } catch {
     return '';
+  }
+  try {
+    return statBuffer.toString('latin1', 0, readSync(fd, statBuffer, 0, statBuffer.length, 0));
+  } catch {
+    return '';
+  } finally {
+    closeSync(fd);
   }
 }
 
 /** PPid from /proc/<pid>/stat (the comm field may contain spaces and parentheses). */
 function parentOf(procDir: string): number | null {
-  const stat = readOr(`${procDir}/stat`);
+  const stat = readStat(`${procDir}/stat`);
   const close = stat.lastIndexOf(')');
   if (close < 0) return null;
   const fields = stat.slice(close + 2).split(' ');
@@ -197,6 +212,8 @@ function exeOf(procDir: string): string | null {
 export class ProcCallerResolver implements CallerResolver {
   private readonly hostProc: string;
   private readonly rootPid: number;
+  /** The sandbox's procfs, held open once it was found to be one (see scope()). */
+  private sandboxProcFd: number | null = null;
 
   constructor(private readonly options: ProcCallerResolverOptions) {
     this.hostProc = options.hostProc ?? '/proc';
@@ -280,10 +297,40 @@ export class ProcCallerResolver implements CallerResolver {
     return (n.v4 ? scanTable(`${net}/tcp`, n.v4) : null) ?? (n.v6 ? scanTable(`${net}/tcp6`, n.v6) : null);
   }
 
+  /** Closes the sandbox's procfs if it was held open. */
+  close(): void {
+    if (this.sandboxProcFd !== null) closeSync(this.sandboxProcFd);
+    this.sandboxProcFd = null;
+  }
+
+  /**
+   * The sandbox's procfs as a path through a descriptor held open (`/proc/self/fd/N`), or null.
+   * It is opened and checked to be a procfs once: whatever the sandbox later mounts at its /proc,
+   * paths through the descriptor stay on the mount that was checked, and no statfs is paid per
+   * connection.
+   */
+  private sandboxProcPath(): string | null {
+    if (this.sandboxProcFd !== null) return `/proc/self/fd/${this.sandboxProcFd}`;
+    const sandboxProc = this.options.sandboxProc;
+    if (!sandboxProc) return null;
+    let fd: number;
+    try {
+      fd = openSync(sandboxProc, O_PATH | O_DIRECTORY);
+    } catch {
+      return null;
+    }
+    if (!isProcfs(`/proc/self/fd/${fd}`)) {
+      closeSync(fd);
+      return null;
+    }
+    this.sandboxProcFd = fd;
+    return `/proc/self/fd/${fd}`;
+  }
+
   /** Which procfs to scan and which pids in it are candidates. */
   private scope(): { proc: string; rootPid: number; candidates: number[] } {
-    const sandboxProc = this.options.sandboxProc;
-    if (sandboxProc && isProcfs(sandboxProc)) {
+    const sandboxProc = this.sandboxProcPath();
+    if (sandboxProc) {
       return {
         proc: sandboxProc,
         rootPid: this.options.sandboxRootPid ?? 1,

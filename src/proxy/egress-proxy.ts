@@ -223,9 +223,12 @@ export class SandboxProxy {
       track: (t) => {
         this.tunnels.add(t);
         // A reload between this tunnel's CONNECT decision and now (while its ClientHello was awaited,
-        // say) did not see it: judge it by the generation in force.
-        const reason = this.stillAllowed(t, this.pinned.policy);
-        if (reason !== null) queueMicrotask(() => t.close(`policy reload: ${reason}`));
+        // say) did not see it: judge it by the generation in force. The same generation would give
+        // the same answer.
+        if (t.generation !== this.pinned.generation) {
+          const reason = this.stillAllowed(t, this.pinned.policy);
+          if (reason !== null) queueMicrotask(() => t.close(`policy reload: ${reason}`));
+        }
         return () => this.tunnels.delete(t);
       },
     };

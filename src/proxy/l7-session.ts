@@ -320,6 +320,7 @@ export class L7Session {
       port: a.port,
       address: up.address,
       inspected: a.treatment.inspect,
+      generation: a.generation,
     });
   }
 }

@@ -28,6 +28,8 @@ export interface RawRelaySpec {
   address: string;
   /** True when the connection was allowed as an inspected endpoint (a WebSocket on protocol: websocket). */
   inspected: boolean;
+  /** The policy generation the tunnel was allowed under. */
+  generation: number;
 }
 
 export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
@@ -47,6 +49,7 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
     caller,
     address: spec.address,
     inspected: spec.inspected,
+    generation: spec.generation,
     close: (reason: string) => {
       if (closed) return;
       const pinned = sb.current();

@@ -33,6 +33,8 @@ export interface OpenTunnel {
   /** Allowed as an inspected endpoint (a WebSocket after its judged upgrade); a raw tunnel is not, so
    * a reload that turns inspection on for its endpoint closes it. */
   inspected: boolean;
+  /** The policy generation it was allowed under: a later one re-judges it when it is tracked. */
+  generation: number;
   close(reason: string): void;
 }
 

@@ -127,9 +127,9 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   }
   try {
     await writeAll(conn.socket, CONNECT_ESTABLISHED);
-    if (treatment.tls === 'skip') return relay(conn, upstream, target, false);
+    if (treatment.tls === 'skip') return relay(conn, upstream, target, pinned.generation);
     if (terminate) return await terminateTunnel(conn, upstream, target);
-    return await rawTunnel(conn, upstream, target);
+    return await rawTunnel(conn, upstream, target, pinned.generation);
   } catch (err) {
     // The client vanished or sent a bad frame before the tunnel was set up: the upstream goes too.
     upstream.socket.destroy();
@@ -137,7 +137,8 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   }
 }
 
-function relay(conn: ClientConnection, up: UpstreamSlot, target: Authority, inspected: boolean): void {
+/** Splices a tunnel allowed under policy `generation` (raw: nothing of it was inspected). */
+function relay(conn: ClientConnection, up: UpstreamSlot, target: Authority, generation: number): void {
   spliceRaw(conn, {
     client: conn.socket,
     upstream: up.socket,
@@ -146,7 +147,8 @@ function relay(conn: ClientConnection, up: UpstreamSlot, target: Authority, insp
     host: target.host,
     port: target.port,
     address: up.address,
-    inspected,
+    inspected: false,
+    generation,
   });
 }
 
@@ -155,11 +157,16 @@ function closeBoth(conn: ClientConnection, up: UpstreamSlot): void {
   up.socket.destroy();
 }
 
-async function rawTunnel(conn: ClientConnection, up: UpstreamSlot, target: Authority): Promise<void> {
+async function rawTunnel(
+  conn: ClientConnection,
+  up: UpstreamSlot,
+  target: Authority,
+  generation: number,
+): Promise<void> {
   const { sb, caller } = conn;
   await Promise.race([conn.reader.waitData(), up.reader.waitData()]);
   // The server spoke first, or the client ended: relay whatever comes.
-  if (conn.reader.buffered === 0) return relay(conn, up, target, false);
+  if (conn.reader.buffered === 0) return relay(conn, up, target, generation);
   const protocol = await sniffProtocol(conn.reader);
   if (protocol === 'tls') {
     const hello = await readHello(conn.reader);
@@ -198,10 +205,10 @@ async function rawTunnel(conn: ClientConnection, up: UpstreamSlot, target: Autho
         }
       }
     }
-    return relay(conn, up, target, false);
+    return relay(conn, up, target, generation);
   }
   if (protocol === 'http') return plainHttp(conn, up, target);
-  return relay(conn, up, target, false);
+  return relay(conn, up, target, generation);
 }
 
 /** Plain HTTP inside a tunnel: every request judged (Host, path, placeholders), as in a forward one. */

@@ -37,8 +37,14 @@ class SandboxCallerResolver implements CallerResolver {
   private inner: CallerResolver | null = null;
 
   bind(initPid: number): void {
+    this.inner?.close?.();
     // The sandbox's own procfs, seen from the host, shows executables by their in-sandbox paths.
     this.inner = new ProcCallerResolver({ netPid: initPid, sandboxProc: `/proc/${initPid}/root/proc` });
+  }
+
+  close(): void {
+    this.inner?.close?.();
+    this.inner = null;
   }
 
   resolve(query: CallerQuery): Promise<CallerResult> {
@@ -111,6 +117,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
       close: async () => {
         closeSync(relayDir);
         await attached.detach();
+        resolver.close();
         rmSync(dir, { recursive: true, force: true });
       },
       suspend: async () => {
@@ -118,6 +125,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
         // the next gateway listens in it again (reattach).
         closeSync(relayDir);
         await attached.detach();
+        resolver.close();
       },
     };
   };

@@ -6,6 +6,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +21,23 @@ filesystem_policy:
   read_write: [/sandbox, /tmp]
 listen_ports: [18901]
 `;
+
+/** The whole reply to a request sent by a client that then closes its sending side (`nc -N`). */
+function halfClosedGet(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer on 127.0.0.1:${port} in 20 s`)), 20_000);
+    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () =>
+      s.end('GET /hello.txt HTTP/1.0\r\n\r\n'),
+    );
+    let t = '';
+    s.on('data', (d: Buffer) => (t += String(d)));
+    s.on('end', () => {
+      clearTimeout(timer);
+      resolve(t);
+    });
+    s.on('error', reject);
+  });
+}
 
 function httpGet(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -118,6 +136,8 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
 
   it('a forward answers on the host, is listed, survives a gateway restart, and goes away when removed', async () => {
     expect(await httpGet(18901)).toBe('hello from the host\n');
+    // A client that half-closes after its request still gets the reply.
+    expect(await halfClosedGet(18901)).toMatch(/^HTTP\/1\.0 200 [^]*\r\n\r\nhello from the host\n$/);
     expect(cli(['sandbox', 'forward', 'web', '--list']).stdout).toBe('127.0.0.1:18901 → web:18901\n');
     expect(listed()).toMatchObject({ state: 'running', forwards: [{ hostPort: 18901, sandboxPort: 18901 }] });
     // An exec left open (a `sandbox connect` nobody closed) does not hold the gateway's stop.

@@ -1,5 +1,14 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, realpathSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -246,6 +255,29 @@ describe('ProcCallerResolver on host processes', () => {
     expect(res.caller.binary).toBe('/sandbox/fetch');
     // The walk stops at the sandbox's pid 1 (here bwrap's init): the shell is pid 1's child or pid 1.
     expect(res.caller.ancestors.every((a) => a !== '/sandbox/fetch')).toBe(true);
+  });
+
+  it('does not believe a sandbox "procfs" that is a plain directory naming another owner', async () => {
+    const srv = await holdingServer();
+    run(CURL, ['-s', `http://127.0.0.1:${srv.port}/`]);
+    const sock = await srv.next();
+    const q = queryFor(sock);
+    const hosted = await new ProcCallerResolver({ netPid: process.pid }).resolve(q);
+    expect(hosted.ok && hosted.caller.binary).toBe(CURL);
+    // A forged tree: pid 7 holds the very socket and runs /usr/bin/allowed. Read as a procfs, it
+    // would make the connection /usr/bin/allowed's.
+    const inode = findSocketInode(readFileSync('/proc/net/tcp', 'latin1'), '', q);
+    expect(inode).not.toBeNull();
+    const fake = mkdtempSync(join(tmpdir(), 'carapace-fakeproc-'));
+    mkdirSync(join(fake, '7', 'fd'), { recursive: true });
+    symlinkSync(`socket:[${inode}]`, join(fake, '7', 'fd', '3'));
+    symlinkSync('/usr/bin/allowed', join(fake, '7', 'exe'));
+    writeFileSync(join(fake, '7', 'stat'), '7 (allowed) S 1 7 7 0');
+    const r = new ProcCallerResolver({ netPid: process.pid, sandboxProc: fake });
+    const res = await r.resolve(q);
+    r.close();
+    rmSync(fake, { recursive: true, force: true });
+    expect(res.ok && res.caller.binary).toBe(CURL);
   });
 
   it('matches /proc/net/tcp rows by the full tuple', () => {

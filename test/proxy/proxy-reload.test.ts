@@ -85,6 +85,20 @@ describe('hot reload', () => {
     rig.sb.setGeneration(compile(full(up)));
   });
 
+  it('closes a tunnel allowed before a reload that came while its first bytes were awaited', async () => {
+    const t = await connectTunnel(rig.socketPath, `raw.example.test:${up.httpsPort}`);
+    expect(t.status).toBe(200);
+    // Allowed, connected upstream, and waiting for the ClientHello: not yet a tracked tunnel, so the
+    // reload itself closes nothing.
+    expect(rig.sb.setGeneration(compile(without(up)))).toBe(0);
+    const handshake = tlsOverTunnel(t, 'raw.example.test', up.ca.caPem);
+    await expect(handshake).rejects.toThrow();
+    const close = eventsOf(rig.audit, 4001).filter((e) => e.activity_id === 2);
+    expect(close[close.length - 1]?.message).toMatch(/policy reload/);
+    expect(rig.sb.openTunnels).toBe(0);
+    rig.sb.setGeneration(compile(full(up)));
+  });
+
   it('keeps a raw tunnel that the new generation still allows', async () => {
     const t = await connectTunnel(rig.socketPath, `raw.example.test:${up.httpsPort}`);
     const r = new HttpReader(await tlsOverTunnel(t, 'raw.example.test', up.ca.caPem));
