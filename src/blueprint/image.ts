@@ -7,10 +7,9 @@
  * packages are code from the registry, so they get what any agent gets — no host files but the
  * system directories read-only, the staging directory as their workspace, and a network that
  * reaches registry.npmjs.org:443 and nothing else. The registry is allowed by host and port, not
- * by the npm preset's GET rules: npm asks for a scoped package as `/@scope%2fname`, and the proxy
- * refuses an encoded slash in any path it judges by rules (src/proxy/path-canon.ts), so the preset
- * cannot install `@openai/codex` or `@anthropic-ai/claude-code`. The sandbox holds no credential,
- * so reaching the registry's write methods gains an install script nothing.
+ * by the npm preset's GET rules: the sandbox holds no credential, so reaching the registry's write
+ * methods gains an install script nothing, and terminating TLS for every tarball would only cost
+ * time (docs/blueprints.md).
  *
  * What npm installed is then checked against the blueprint: every pinned package at its version
  * with the blueprint's integrity (sha512), as npm's lockfile records what it downloaded and

@@ -15,6 +15,7 @@
 import { getHeapSpaceStatistics } from 'node:v8';
 import { readdir } from 'node:fs/promises';
 import { monitorEventLoopDelay, type ELDHistogram } from 'node:perf_hooks';
+import { treeUsage } from '../sandbox/processes.js';
 import type { Caller } from './api/router.js';
 import type { SandboxLauncher } from './sandbox-launcher.js';
 import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
@@ -170,6 +171,23 @@ export class GatewayMetrics {
       'gauge',
       'the network policy generation in force in each running sandbox',
     );
+    out.family(
+      'carapace_sandbox_cpu_seconds_total',
+      'counter',
+      "CPU time of each running sandbox's processes (user + system, with the children they reaped)",
+    );
+    out.family(
+      'carapace_sandbox_memory_bytes',
+      'gauge',
+      "resident memory of each running sandbox's processes (a page two of them share counts twice)",
+    );
+    for (const r of records) {
+      const held = this.opts.launcher.get(r.id);
+      const usage = held ? treeUsage(held.sandbox.pid) : null;
+      if (usage === null) continue;
+      out.sample('carapace_sandbox_cpu_seconds_total', label(r), usage.cpuSeconds);
+      out.sample('carapace_sandbox_memory_bytes', label(r), usage.rssBytes);
+    }
     for (const { r, proxy } of running) {
       const c = proxy!.counters;
       const l = label(r);

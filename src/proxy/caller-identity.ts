@@ -25,7 +25,7 @@
  *   processes and is cheaper — it is used only while it really is a procfs mount (statfs magic), so a
  *   sandbox cannot feed us a forged /proc.
  */
-import { closeSync, openSync, readSync, readdirSync, readlinkSync, statfsSync } from 'node:fs';
+import { closeSync, constants, openSync, readSync, readdirSync, readlinkSync, statfsSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { BinaryTrust } from './binary-trust.js';
 import { parseIp } from './ip.js';
@@ -77,8 +77,8 @@ export interface ProcCallerResolverOptions {
 }
 
 const PROC_SUPER_MAGIC = 0x9fa0;
+/** Not in fs.constants; the same value on every Linux architecture (O_DIRECTORY is not: fs has it). */
 const O_PATH = 0o10000000;
-const O_DIRECTORY = 0o200000;
 const DELETED = ' (deleted)';
 const MAX_ANCESTORS = 64;
 const LITTLE = endianness() === 'LE';
@@ -315,7 +315,7 @@ export class ProcCallerResolver implements CallerResolver {
     if (!sandboxProc) return null;
     let fd: number;
     try {
-      fd = openSync(sandboxProc, O_PATH | O_DIRECTORY);
+      fd = openSync(sandboxProc, O_PATH | constants.O_DIRECTORY);
     } catch {
       return null;
     }

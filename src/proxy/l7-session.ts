@@ -32,6 +32,8 @@ export interface UpstreamSlot {
   socket: Duplex;
   reader: StreamReader;
   address: string;
+  /** The policy generation under which its address was last checked (allowed_ips, SSRF guard). */
+  generation: number;
 }
 
 export type SessionEnd = { kind: 'done' } | { kind: 'connect'; head: RequestHead };
@@ -209,13 +211,30 @@ export class L7Session {
   private async upstreamFor(a: Approval): Promise<UpstreamSlot | null> {
     const tls = this.mode.kind === 'tunnel' && this.mode.tls;
     const key = a.internal !== null ? `i|${a.host.host}` : slotKey(a.host.host, a.port, tls);
-    if (this.upstream && this.upstream.key === key && this.upstream.reader.open) return this.upstream;
+    const kept = this.upstream;
+    if (kept && kept.key === key && kept.reader.open) {
+      // Kept alive from an earlier generation: its address is checked again under this one (a
+      // reload may have narrowed allowed_ips), else the request goes out on a new connection,
+      // which the guard judges.
+      if (kept.generation === a.generation || a.internal !== null) return kept;
+      const { guard } = this.conn.sb;
+      if (guard.checkAddress(kept.address, a.port, a.treatment.allowedIps, a.treatment.hostLocal) === null) {
+        kept.generation = a.generation;
+        return kept;
+      }
+    }
     this.dropUpstream();
     const { sb, caller } = this.conn;
     if (a.internal !== null) {
       // Served inside Carapace: the handler's duplex is the upstream (internal-host.ts).
       const socket = a.internal.open(internalCaller(this.conn, a.host.host));
-      this.upstream = { key, socket, reader: new StreamReader(socket), address: 'internal' };
+      this.upstream = {
+        key,
+        socket,
+        reader: new StreamReader(socket),
+        address: 'internal',
+        generation: a.generation,
+      };
       this.ungateUpstream = sb.budget.gate(socket);
       return this.upstream;
     }
@@ -250,7 +269,13 @@ export class L7Session {
         if (turn) await turn;
       }
       const s = tls ? await startTls(socket, a.host, sb.upstreamTls) : socket;
-      this.upstream = { key, socket: s, reader: new StreamReader(s), address: address.address };
+      this.upstream = {
+        key,
+        socket: s,
+        reader: new StreamReader(s),
+        address: address.address,
+        generation: a.generation,
+      };
       this.ungateUpstream = sb.budget.gate(s);
       return this.upstream;
     } catch (err) {
@@ -320,7 +345,7 @@ export class L7Session {
       port: a.port,
       address: up.address,
       inspected: a.treatment.inspect,
-      generation: a.generation,
+      generation: up.generation,
     });
   }
 }

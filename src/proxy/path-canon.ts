@@ -9,8 +9,13 @@
  * judged. Per form (docs/proxy.md, "Paths"):
  * - percent-escapes must be well-formed; escapes of unreserved characters (ALPHA DIGIT - . _ ~) are
  *   decoded, all others are kept with upper-case hex;
- * - refused, because servers disagree on them: an encoded slash or backslash (`%2F`, `%5C`), an
- *   encoded path-parameter separator (`%3B`), an encoded control character (`%00`–`%1F`, `%7F`), a
+ * - an encoded slash (`%2F`: npm names a scoped package `/@scope%2fname`) is kept inside its
+ *   segment, and because servers disagree on it (some decode it into a separator) the forwarded
+ *   path is also read with it decoded (`slashReading`): the request judge allows the request only
+ *   if the rules allow both readings. The names it separates must be plain (not empty, `.` or
+ *   `..`), so that no server can merge or resolve the decoded reading into a third path;
+ * - refused, because servers disagree on them: an encoded backslash (`%5C`), an encoded
+ *   path-parameter separator (`%3B`), an encoded control character (`%00`–`%1F`, `%7F`), a
  *   double-encoded escape (`%25` followed by two hex digits: a server that decodes twice sees
  *   `%2F` become `/`), escapes whose bytes are not UTF-8 (overlong forms such as `%C0%AF` decode to
  *   `/` on some servers), a raw backslash and a fragment;
@@ -23,7 +28,15 @@
  *   case (src/policy/request-rules.ts).
  */
 
-export type CanonicalTarget = { ok: true; path: string; query: string } | { ok: false; reason: string };
+export type CanonicalTarget =
+  | {
+      ok: true;
+      path: string;
+      query: string;
+      /** The path as a server that decodes `%2F` into `/` reads it; only when it differs. */
+      slashReading?: string;
+    }
+  | { ok: false; reason: string };
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
 const HEX = /^[0-9A-Fa-f]{2}$/;
@@ -43,7 +56,7 @@ function normaliseEscapes(path: string): string | { reason: string } {
     const hex = path.slice(i + 1, i + 3);
     if (!HEX.test(hex)) return { reason: 'malformed percent-escape in path' };
     const code = parseInt(hex, 16);
-    if (code === 0x2f || code === 0x5c) return { reason: 'encoded slash or backslash (%2F, %5C) in path' };
+    if (code === 0x5c) return { reason: 'encoded backslash (%5C) in path' };
     if (code === 0) return { reason: 'encoded NUL in path' };
     if (code < 0x20 || code === 0x7f) return { reason: 'encoded control character in path' };
     if (code === 0x3b) return { reason: 'encoded semicolon (%3B) in path' };
@@ -117,7 +130,16 @@ export function canonicalTarget(target: string): CanonicalTarget {
   const path = resolveSegments(escaped);
   if (path === null) return { ok: false, reason: 'path climbs above the root (..)' };
   if (/%(?![0-9A-Fa-f]{2})/.test(query)) return { ok: false, reason: 'malformed percent-escape in query' };
-  return { ok: true, path, query };
+  if (!path.includes('%2F')) return { ok: true, path, query };
+  // The decoded reading is of the path that goes upstream. Its %2F must separate plain names: an
+  // empty, `.` or `..` piece would be merged or resolved differently by servers that decode it
+  // before or after they remove dot segments, or never merge slashes.
+  for (const segment of path.split('/')) {
+    if (!segment.includes('%2F')) continue;
+    if (segment.split('%2F').some((piece) => piece === '' || piece === '.' || piece === '..'))
+      return { ok: false, reason: `encoded slash (%2F) next to an empty, . or .. name in ${segment}` };
+  }
+  return { ok: true, path, query, slashReading: path.replaceAll('%2F', '/') };
 }
 
 /** The target to forward: canonical path plus the query as sent. */

@@ -250,15 +250,23 @@ export function judgeRequest(
   }
 
   if (treatment.inspect) {
-    const verdict = pinned.policy.decideRequest({
-      host,
-      port,
-      binary: caller.binary,
-      ancestors: caller.ancestors,
-      method: head.method,
-      path,
-      query,
-    });
+    const judge = (p: string) =>
+      pinned.policy.decideRequest({
+        host,
+        port,
+        binary: caller.binary,
+        ancestors: caller.ancestors,
+        method: head.method,
+        path: p,
+        query,
+      });
+    let verdict = judge(path);
+    // An encoded slash: the server may read it as a separator, so that reading must pass as well.
+    if (verdict.allowed && canon.slashReading !== undefined) {
+      const decoded = judge(canon.slashReading);
+      if (!decoded.allowed)
+        verdict = { ...decoded, reason: `read with its %2F as /, ${canon.slashReading}: ${decoded.reason}` };
+    }
     policy = verdict.policy ?? policy;
     enforcement = verdict.enforcement;
     if (!verdict.allowed) {

@@ -46,6 +46,9 @@ export function sandboxProxyEnv(options: SandboxEnvOptions = {}): Record<string,
   env.no_proxy = noProxy;
   env.NODE_USE_ENV_PROXY = '1';
   env.NODE_EXTRA_CA_CERTS = ca;
+  // npm reads no NODE_EXTRA_CA_CERTS once a config file names a `cafile` (some distributions'
+  // /etc/npmrc does): its environment setting outranks the files.
+  env.npm_config_cafile = bundle;
   for (const name of [
     'SSL_CERT_FILE',
     'REQUESTS_CA_BUNDLE',

@@ -121,15 +121,21 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   try {
     const { socket, address } = await connectChecked(guarded.addresses, port);
     record('allowed', verdict.reason, address.address);
-    upstream = { key: '', socket, reader: new StreamReader(socket), address: address.address };
+    upstream = {
+      key: '',
+      socket,
+      reader: new StreamReader(socket),
+      address: address.address,
+      generation: pinned.generation,
+    };
   } catch (err) {
     return answer(conn, badGateway(host, port, err instanceof UpstreamError ? err.reason : 'connect failed'));
   }
   try {
     await writeAll(conn.socket, CONNECT_ESTABLISHED);
-    if (treatment.tls === 'skip') return relay(conn, upstream, target, pinned.generation);
+    if (treatment.tls === 'skip') return relay(conn, upstream, target);
     if (terminate) return await terminateTunnel(conn, upstream, target);
-    return await rawTunnel(conn, upstream, target, pinned.generation);
+    return await rawTunnel(conn, upstream, target);
   } catch (err) {
     // The client vanished or sent a bad frame before the tunnel was set up: the upstream goes too.
     upstream.socket.destroy();
@@ -137,8 +143,8 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   }
 }
 
-/** Splices a tunnel allowed under policy `generation` (raw: nothing of it was inspected). */
-function relay(conn: ClientConnection, up: UpstreamSlot, target: Authority, generation: number): void {
+/** Splices a raw tunnel (nothing of it inspected) to an upstream checked under `up.generation`. */
+function relay(conn: ClientConnection, up: UpstreamSlot, target: Authority): void {
   spliceRaw(conn, {
     client: conn.socket,
     upstream: up.socket,
@@ -148,7 +154,7 @@ function relay(conn: ClientConnection, up: UpstreamSlot, target: Authority, gene
     port: target.port,
     address: up.address,
     inspected: false,
-    generation,
+    generation: up.generation,
   });
 }
 
@@ -157,16 +163,11 @@ function closeBoth(conn: ClientConnection, up: UpstreamSlot): void {
   up.socket.destroy();
 }
 
-async function rawTunnel(
-  conn: ClientConnection,
-  up: UpstreamSlot,
-  target: Authority,
-  generation: number,
-): Promise<void> {
+async function rawTunnel(conn: ClientConnection, up: UpstreamSlot, target: Authority): Promise<void> {
   const { sb, caller } = conn;
   await Promise.race([conn.reader.waitData(), up.reader.waitData()]);
   // The server spoke first, or the client ended: relay whatever comes.
-  if (conn.reader.buffered === 0) return relay(conn, up, target, generation);
+  if (conn.reader.buffered === 0) return relay(conn, up, target);
   const protocol = await sniffProtocol(conn.reader);
   if (protocol === 'tls') {
     const hello = await readHello(conn.reader);
@@ -205,10 +206,10 @@ async function rawTunnel(
         }
       }
     }
-    return relay(conn, up, target, generation);
+    return relay(conn, up, target);
   }
   if (protocol === 'http') return plainHttp(conn, up, target);
-  return relay(conn, up, target, generation);
+  return relay(conn, up, target);
 }
 
 /** Plain HTTP inside a tunnel: every request judged (Host, path, placeholders), as in a forward one. */
@@ -278,6 +279,7 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
     socket: upstreamTls,
     reader: new StreamReader(upstreamTls),
     address: up.address,
+    generation: up.generation,
   };
   const session = new L7Session(
     conn,

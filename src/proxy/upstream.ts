@@ -1,7 +1,9 @@
 /**
  * Connections to upstream servers: TCP to an address the SSRF guard has checked (an IP literal, so
- * nothing is resolved again here), then, for terminated tunnels, TLS verified against the system
- * roots plus the operator's CA file, with SNI and hostname verification for the canonical host.
+ * nothing is resolved again here), then, for terminated tunnels, TLS verified against Node's roots
+ * (Mozilla's list, as the agent's own Node would use) plus the operator's CA file, with SNI and
+ * hostname verification for the canonical host. The host's own store (/etc/ssl/certs) is not read:
+ * it costs ~100 ms to load on every start, and a CA added there is named with --upstream-ca.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -18,8 +20,16 @@ export class UpstreamError extends Error {
 
 export const CONNECT_TIMEOUT_MS = 10_000;
 
+/** OpenSSL's codes for a chain that does not end at a trusted root. */
+const UNTRUSTED = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+]);
+
 /**
- * One client context for all upstream TLS: system roots plus the PEM certificates in `extraCaFile`.
+ * One client context for all upstream TLS: Node's roots plus the PEM certificates in `extraCaFile`.
  * Built once (parsing ~150 roots per connection would cost milliseconds).
  */
 export function upstreamContext(extraCaFile?: string): tls.SecureContext {
@@ -101,7 +111,12 @@ export function startTls(
     const onError = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
       socket.destroy();
-      reject(new UpstreamError(`TLS to ${host.host} failed (${err.code ?? err.message})`));
+      const code = err.code ?? err.message;
+      // A certificate from a CA outside Node's roots: a TLS-inspecting firewall or a local mirror.
+      const hint = UNTRUSTED.has(code)
+        ? '; if its CA is one this host trusts, give it with --upstream-ca FILE'
+        : '';
+      reject(new UpstreamError(`TLS to ${host.host} failed (${code})${hint}`));
     };
     t.once('error', onError);
     t.once('secureConnect', () => {

@@ -7,7 +7,7 @@
  * closes before the agent runs. The CA key stays in this process. Credentials reach the sandbox
  * only as `carapace:cred:NAME` placeholders; the proxy swaps in the value on bound endpoints.
  */
-import { chownSync, closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { chownSync, closeSync, constants, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PolicyGeneration } from '../policy/index.js';
 import {
@@ -29,7 +29,6 @@ import type { SandboxIdentity } from '../sandbox/identity.js';
 import type { NetworkAttachment } from '../sandbox/sandbox.js';
 
 const O_PATH = 0o10000000;
-const O_DIRECTORY = 0o200000;
 const SOCKET_NAME = 'proxy.sock';
 
 /** Answers "which process made this connection" once the sandbox's init pid is known. */
@@ -98,7 +97,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
       limits: opts.limits,
     });
     opts.onAttached?.(attached);
-    const relayDir = openSync(dir, O_PATH | O_DIRECTORY);
+    const relayDir = openSync(dir, O_PATH | constants.O_DIRECTORY);
     const env: Record<string, string> = sandboxProxyEnv();
     for (const credential of opts.credentials.keys()) env[credential] = `${PLACEHOLDER_PREFIX}${credential}`;
     return {
@@ -116,16 +115,22 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
       },
       close: async () => {
         closeSync(relayDir);
-        await attached.detach();
-        resolver.close();
+        try {
+          await attached.detach();
+        } finally {
+          resolver.close();
+        }
         rmSync(dir, { recursive: true, force: true });
       },
       suspend: async () => {
         // The sandbox lives on without this process: its relay keeps the directory's fd, and
         // the next gateway listens in it again (reattach).
         closeSync(relayDir);
-        await attached.detach();
-        resolver.close();
+        try {
+          await attached.detach();
+        } finally {
+          resolver.close();
+        }
       },
     };
   };

@@ -5,6 +5,7 @@
  * requests made inside real sandboxes; the gateway's own log as JSON lines; `gateway status`.
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -203,6 +204,36 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
       stopped.samples.get(`carapace_sandbox_state{sandbox="m1",owner="${alice.uid}",state="stopped"}`),
     ).toBe(1);
     expect(stopped.samples.get('carapace_sandboxes{state="stopped"}')).toBe(1);
+  });
+
+  it("reports each running sandbox's CPU time (reaped children included) and resident memory", async () => {
+    // A child burns CPU and exits (its time then counts through its parent); the agent then holds
+    // 64 MiB it has touched, and says so in its workspace.
+    const agent = [
+      'import subprocess, sys, time',
+      'subprocess.run([sys.executable, "-c", "import time\\nend = time.process_time() + 0.4\\nwhile time.process_time() < end: pass"], check=True)',
+      'held = bytearray(64 << 20)',
+      'for i in range(0, len(held), 4096): held[i] = 1',
+      'open("/sandbox/ready", "w").close()',
+      'time.sleep(300)',
+    ].join('\n');
+    const u = await api(alice).call<{ workspace: string }>('POST', '/v1/sandboxes', {
+      name: 'busy',
+      command: ['python3', '-c', agent],
+    });
+    for (let i = 0; i < 600 && !existsSync(join(u.workspace, 'ready')); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(existsSync(join(u.workspace, 'ready'))).toBe(true);
+    const m = await scrape(alice);
+    const v = (series: string) => m.samples.get(`${series}{sandbox="busy",owner="${alice.uid}"}`);
+    expect(m.types.get('carapace_sandbox_cpu_seconds_total')).toBe('counter');
+    expect(m.types.get('carapace_sandbox_memory_bytes')).toBe('gauge');
+    expect(v('carapace_sandbox_cpu_seconds_total')).toBeGreaterThanOrEqual(0.4);
+    expect(v('carapace_sandbox_memory_bytes')).toBeGreaterThan(64 * 2 ** 20);
+    expect(v('carapace_sandbox_memory_bytes')).toBeLessThan(512 * 2 ** 20);
+    expect(as(alice, ['sandbox', 'delete', 'busy']).status).toBe(0);
+    const gone = await scrape(alice);
+    expect(gone.text).not.toContain('sandbox="busy"');
   });
 
   it('says its pid, version, uptime and socket; logs what changes as JSON lines', async () => {

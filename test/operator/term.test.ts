@@ -55,6 +55,10 @@ describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24'
     await shows(/Carapace term · 1 sandbox · 0 pending · live/);
     const first = await shows(/^web\s+running\s+\S+\s+0\s+/m);
     expect(first).toContain('PROPOSALS (0)');
+    expect(first).toMatch(/^NAME\s+STATE\s+UPTIME\s+RESTARTS\s+CPU\s+MEM\s+CONNS\s+POLICY$/m);
+    // CPU is the difference of two readings of /metrics (the second comes after a second); memory
+    // is the resident size of the agent's processes.
+    await shows(/^web\s+running\s+\S+\s+0\s+\d+%\s+\d+(\.\d)?[KMG]\s+0\s+rev 1/m);
 
     expect(await ask(url('a.test'))).toBe('200');
     await shows(/web\s+allow\s+connect a\.test/);

@@ -93,10 +93,9 @@ describe('canonicalTarget', () => {
     expect(ok('/caf%C3%A9').path).toBe('/caf%C3%A9');
     expect(no('/..;/x')).toMatch(/above the root/);
   });
-  it('refuses climbing above the root, encoded slashes, backslashes, NUL, bad escapes and fragments', () => {
+  it('refuses climbing above the root, backslashes raw or encoded, NUL, bad escapes and fragments', () => {
     expect(no('/a/../../etc')).toMatch(/above the root/);
     expect(no('/%2e%2e/x')).toMatch(/above the root/);
-    expect(no('/a%2Fb')).toMatch(/%2F/);
     expect(no('/a%5cb')).toMatch(/%5C/);
     expect(no('/a\\b')).toMatch(/backslash/);
     expect(no('/a%00')).toMatch(/NUL/);
@@ -104,6 +103,28 @@ describe('canonicalTarget', () => {
     expect(no('/a#frag')).toMatch(/fragment/);
     expect(no('/a?x=%g1')).toMatch(/query/);
     expect(no('a/b')).toMatch(/start with/);
+  });
+  it('keeps an encoded slash in its segment and gives the reading of a server that decodes it', () => {
+    expect(ok('/@types%2fnode')).toEqual({
+      ok: true,
+      path: '/@types%2Fnode',
+      query: '',
+      slashReading: '/@types/node',
+    });
+    // The decoded reading is of the path that goes upstream, after its own dot segments.
+    expect(ok('/repos/a%2Fb/../c%2Fd')).toMatchObject({ path: '/repos/c%2Fd', slashReading: '/repos/c/d' });
+    // Empty, . and .. names between encoded slashes: servers merge and resolve them differently.
+    for (const t of [
+      '/repos%2F..%2Fadmin',
+      '/a%2F%2Fb',
+      '/a%2F..%2F..%2Fetc',
+      '/p%2F%2F..%2Fk',
+      '/a%2F',
+      '/%2Fa',
+      '/a%2F.%2Fb',
+    ])
+      expect(no(t), t).toMatch(/encoded slash \(%2F\) next to an empty, \. or \.\. name/);
+    expect(ok('/a/b').slashReading).toBeUndefined();
   });
   it('refuses the escapes servers read differently: %3B, controls, double encoding, non-UTF-8', () => {
     expect(no('/admin%3Bx/secret')).toMatch(/semicolon/);

@@ -125,6 +125,33 @@ describe('rules inside a terminated tunnel', () => {
     s.destroy();
   });
 
+  it('an encoded slash passes only when the rules allow both readings, and goes upstream as sent', async () => {
+    // npm's request for a scoped package: /repos/** allows it read either way.
+    {
+      const { s, r } = await inspected();
+      const res = await send(r, get('/repos/@types%2fnode'));
+      expect(res.status).toBe(200);
+      expect(res.json()).toMatchObject({ url: '/repos/@types%2Fnode' });
+      s.destroy();
+    }
+    // Kept in its segment it matches /repos/**; a server that decodes it reads a path the deny
+    // rule refuses, or one no rule allows.
+    for (const [path, why] of [
+      ['/repos/private%2Fkeys', /read with its %2F as \/, \/repos\/private\/keys: .*denied/],
+      // A dot segment drops a whole segment of the forwarded path: its decoded reading is judged.
+      ['/repos/a%2Fb/../private%2Fkeys', /read with its %2F as \/, \/repos\/private\/keys: .*denied/],
+      ['/repos/x%2F..%2F..%2Fadmin', /encoded slash \(%2F\) next to an empty, \. or \.\. name/],
+      ['/repos/private%2F%2F..%2Fkeys', /encoded slash \(%2F\) next to an empty, \. or \.\. name/],
+    ] as const) {
+      const { s, r } = await inspected();
+      const res = await send(r, get(path));
+      expect(res.status, path).toBe(403);
+      expect(res.json<{ reason: string }>().reason, path).toMatch(why);
+      expect(lastEvent(rig.audit, 4002).disposition).toBe('Blocked');
+      s.destroy();
+    }
+  });
+
   it('enforcement: audit forwards a refused request and records it as Logged', async () => {
     const { s, r } = await inspected('other.example.test');
     const res = await send(

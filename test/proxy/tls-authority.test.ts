@@ -104,6 +104,7 @@ describe('sandbox trust and environment', () => {
       'GIT_SSL_CAINFO',
       'PIP_CERT',
       'DENO_CERT',
+      'npm_config_cafile',
     ]) {
       expect(env[n]).toBe('/c/bundle.pem');
     }

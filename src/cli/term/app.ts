@@ -1,12 +1,13 @@
 /**
  * `carapace term`: the operator's terminal view (ink), usable over SSH at 80×24. Panels: sandboxes
- * (state, uptime, restarts, connections open through the proxy, policy revision), the live stream
+ * (state, uptime, restarts, CPU, memory, connections open through the proxy, policy revision), the live stream
  * of decisions, and the pending proposals, with keys: ↑/↓ select, a approve, r reject, s approve
  * every proposal without risk notes, l the selected sandbox's log, q quit.
  *
  * Live: one `GET /v1/events` stream tells it of decisions, proposals and sandbox changes as they
- * happen (docs/operator.md). Only the connection gauges are read from /metrics, every 5 seconds:
- * they change with every connection, which no event reports one by one.
+ * happen (docs/operator.md). Only the gauges are read from /metrics, every 5 seconds (and once
+ * after 1 s, so that CPU, a difference of two readings, shows soon): connections change with every
+ * connection, CPU and memory all the time, which no event reports.
  *
  * Written with React.createElement (as `h`) rather than JSX, so that the build needs no JSX step.
  */
@@ -16,12 +17,13 @@ import { GatewayClient } from '../gateway-client.js';
 import type { ProposalView } from '../rules-command.js';
 import {
   MAX_DECISIONS,
-  connectionsFromMetrics,
+  gaugesFromMetrics,
   decisionLine,
   fit,
   proposalLine,
   sandboxLines,
   type Decision,
+  type Gauges,
   type SandboxRow,
 } from './model.js';
 
@@ -39,7 +41,7 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
   const stdout = useStdout().stdout as NodeJS.WriteStream;
   const [size, setSize] = useState({ cols: stdout.columns || 80, rows: stdout.rows || 24 });
   const [sandboxes, setSandboxes] = useState<SandboxRow[]>([]);
-  const [conns, setConns] = useState<Map<string, number>>(new Map());
+  const [gauges, setGauges] = useState<Map<string, Gauges>>(new Map());
   const [decisions, setDecisions] = useState<Decision[]>([]);
   const [proposals, setProposals] = useState<ProposalView[]>([]);
   const [selected, setSelected] = useState(0);
@@ -60,7 +62,7 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
         .then(setSandboxes, (e: Error) => setStatus(e.message));
     const loadMetrics = () =>
       client.text('/metrics').then(
-        (t) => setConns(connectionsFromMetrics(t)),
+        (t) => setGauges((before) => gaugesFromMetrics(t, Date.now(), before)),
         () => undefined,
       );
     void loadSandboxes();
@@ -68,6 +70,7 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
     void client
       .call<ProposalView[]>('GET', '/v1/proposals?status=pending')
       .then(setProposals, (e: Error) => setStatus(e.message));
+    const soon = setTimeout(() => void loadMetrics(), 1_000);
     const gauges = setInterval(() => void loadMetrics(), 5_000);
     void (async () => {
       try {
@@ -90,6 +93,7 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
     })();
     return () => {
       stopped = true;
+      clearTimeout(soon);
       clearInterval(gauges);
     };
   }, [client]);
@@ -162,7 +166,7 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
       'cyan',
     ),
     h(Text, { bold: true }, fit('SANDBOXES', width)),
-    ...sandboxLines(sandboxes, conns, width)
+    ...sandboxLines(sandboxes, gauges, width)
       .slice(0, sbRows)
       .map((l, i) => line(l, i === 0 ? 'gray' : undefined, `s${i}`)),
     h(Text, { bold: true }, fit(logs === null ? 'DECISIONS (live)' : 'LOG (l closes)', width)),

@@ -40,23 +40,76 @@ export function uptime(row: SandboxRow, now = Date.now()): string {
   return `${Math.floor(s / 86400)}d`;
 }
 
+/** What /metrics says of one sandbox, keyed `owner/name`; CPU % needs the previous reading. */
+export interface Gauges {
+  /** When it was read (ms). */
+  at: number;
+  /** Connections open through the proxy. */
+  conns?: number;
+  /** CPU seconds so far, and the share of one core since the previous reading (100 = one core). */
+  cpuSeconds?: number;
+  cpuPercent?: number;
+  memoryBytes?: number;
+}
+
+/** Per sandbox (`owner/name`), the gauges a /metrics text gives, with CPU % against `previous`. */
+export function gaugesFromMetrics(
+  text: string,
+  now: number,
+  previous: ReadonlyMap<string, Gauges> = new Map(),
+): Map<string, Gauges> {
+  const out = new Map<string, Gauges>();
+  const series =
+    /^(carapace_proxy_connections|carapace_sandbox_cpu_seconds_total|carapace_sandbox_memory_bytes)\{([^}]*)\} (\S+)/gm;
+  for (const m of text.matchAll(series)) {
+    const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    if (labels.sandbox === undefined || labels.owner === undefined) continue;
+    const key = `${labels.owner}/${labels.sandbox}`;
+    const g = out.get(key) ?? { at: now };
+    const value = Number(m[3]);
+    if (m[1] === 'carapace_proxy_connections') g.conns = value;
+    else if (m[1] === 'carapace_sandbox_memory_bytes') g.memoryBytes = value;
+    else {
+      g.cpuSeconds = value;
+      const before = previous.get(key);
+      if (before?.cpuSeconds !== undefined && now > before.at && value >= before.cpuSeconds)
+        g.cpuPercent = ((value - before.cpuSeconds) * 100_000) / (now - before.at);
+    }
+    out.set(key, g);
+  }
+  return out;
+}
+
+/** Bytes in the fewest characters: 812K, 95M, 1.2G. */
+export function bytes(n: number): string {
+  const units = ['B', 'K', 'M', 'G', 'T'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v < 10 && u > 0 ? v.toFixed(1) : Math.round(v)}${units[u]}`;
+}
+
 export function sandboxLines(
   rows: SandboxRow[],
-  conns: ReadonlyMap<string, number>,
+  gauges: ReadonlyMap<string, Gauges>,
   width: number,
 ): string[] {
-  const head = `${pad('NAME', 16)} ${pad('STATE', 9)} ${pad('UPTIME', 7)} ${pad('RESTARTS', 8)} ${pad('CONNS', 5)} POLICY`;
+  const head = `${pad('NAME', 16)} ${pad('STATE', 9)} ${pad('UPTIME', 7)} ${pad('RESTARTS', 8)} ${pad('CPU', 5)} ${pad('MEM', 6)} ${pad('CONNS', 5)} POLICY`;
   return [
     fit(head, width),
-    ...rows.map((r) =>
-      fit(
-        `${pad(r.name, 16)} ${pad(r.state, 9)} ${pad(uptime(r), 7)} ${pad(String(r.restarts), 8)} ${pad(
-          conns.has(`${r.owner}/${r.name}`) ? String(conns.get(`${r.owner}/${r.name}`)) : '-',
-          5,
-        )} rev ${r.policyRev}`,
+    ...rows.map((r) => {
+      const g = gauges.get(`${r.owner}/${r.name}`);
+      const cpu = g?.cpuPercent === undefined ? '-' : `${Math.round(g.cpuPercent)}%`;
+      const mem = g?.memoryBytes === undefined ? '-' : bytes(g.memoryBytes);
+      const conns = g?.conns === undefined ? '-' : String(g.conns);
+      return fit(
+        `${pad(r.name, 16)} ${pad(r.state, 9)} ${pad(uptime(r), 7)} ${pad(String(r.restarts), 8)} ${pad(cpu, 5)} ${pad(mem, 6)} ${pad(conns, 5)} rev ${r.policyRev}`,
         width,
-      ),
-    ),
+      );
+    }),
   ];
 }
 
@@ -81,12 +134,3 @@ export function proposalLine(p: ProposalView, selected: boolean, width: number):
 }
 
 /** Connections open now per `owner/name`, from the gateway's /metrics text. */
-export function connectionsFromMetrics(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const m of text.matchAll(/^carapace_proxy_connections\{([^}]*)\} (\d+)/gm)) {
-    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    if (labels.sandbox !== undefined && labels.owner !== undefined)
-      out.set(`${labels.owner}/${labels.sandbox}`, Number(m[2]));
-  }
-  return out;
-}
