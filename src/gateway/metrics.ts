@@ -15,7 +15,6 @@
 import { getHeapSpaceStatistics } from 'node:v8';
 import { readdir } from 'node:fs/promises';
 import { monitorEventLoopDelay, type ELDHistogram } from 'node:perf_hooks';
-import { treeUsage } from '../sandbox/processes.js';
 import type { Caller } from './api/router.js';
 import type { SandboxLauncher } from './sandbox-launcher.js';
 import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
@@ -182,8 +181,7 @@ export class GatewayMetrics {
       "resident memory of each running sandbox's processes (a page two of them share counts twice)",
     );
     for (const r of records) {
-      const held = this.opts.launcher.get(r.id);
-      const usage = held ? treeUsage(held.sandbox.pid) : null;
+      const usage = this.opts.launcher.usage(r.id);
       if (usage === null) continue;
       out.sample('carapace_sandbox_cpu_seconds_total', label(r), usage.cpuSeconds);
       out.sample('carapace_sandbox_memory_bytes', label(r), usage.rssBytes);

@@ -27,6 +27,7 @@ import type { Runtime } from '../runtime/runtime.js';
 import { egressNetwork } from '../runtime/sandbox-network.js';
 import { specFromSettings } from '../runtime/sandbox-spec-from-policy.js';
 import { SandboxCgroup } from '../sandbox/cgroup.js';
+import { treeUsage, type TreeUsage } from '../sandbox/processes.js';
 import { SandboxControl } from '../sandbox/control.js';
 import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from '../sandbox/identity.js';
 import type { InitEvent } from '../sandbox/launch.js';
@@ -105,6 +106,12 @@ export class SandboxLauncher {
   /** The running sandbox of a record (exec, forwards, policy changes); null when it is not running. */
   get(id: string): Held | null {
     return this.held.get(id) ?? null;
+  }
+
+  /** CPU so far and resident memory now of a running sandbox's processes; null when not running. */
+  usage(id: string): TreeUsage | null {
+    const held = this.held.get(id);
+    return held ? treeUsage(held.sandbox.pid) : null;
   }
 
   /** Every sandbox held now. */

@@ -1,15 +1,16 @@
 /**
  * Connections to upstream servers: TCP to an address the SSRF guard has checked (an IP literal, so
  * nothing is resolved again here), then, for terminated tunnels, TLS verified against Node's roots
- * (Mozilla's list, as the agent's own Node would use) plus the operator's CA file, with SNI and
- * hostname verification for the canonical host. The host's own store (/etc/ssl/certs) is not read:
- * it costs ~100 ms to load on every start, and a CA added there is named with --upstream-ca.
+ * (Mozilla's list), the host's own store (the bundle curl and apt read: a CA its administrator
+ * added, such as a TLS-inspecting firewall's, is trusted as the host's other programs trust it) and
+ * the operator's CA file, with SNI and hostname verification for the canonical host.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { CheckedAddress } from './address-guard.js';
 import type { CanonicalHost } from './host-name.js';
+import { DEFAULT_SYSTEM_BUNDLE } from './sandbox-env.js';
 
 export class UpstreamError extends Error {
   constructor(readonly reason: string) {
@@ -29,18 +30,27 @@ const UNTRUSTED = new Set([
 ]);
 
 /**
- * One client context for all upstream TLS: Node's roots plus the PEM certificates in `extraCaFile`.
- * Built once (parsing ~150 roots per connection would cost milliseconds).
+ * One client context for all upstream TLS: Node's roots, the host's store (`hostBundle`; none if it
+ * is missing) and the PEM certificates in `extraCaFile`. Built once (parsing ~300 roots per
+ * connection would cost milliseconds; once, ~13 ms).
  */
-export function upstreamContext(extraCaFile?: string): tls.SecureContext {
-  return tls.createSecureContext({ ca: upstreamTrust(extraCaFile), minVersion: 'TLSv1.2' });
+export function upstreamContext(extraCaFile?: string, hostBundle = DEFAULT_SYSTEM_BUNDLE): tls.SecureContext {
+  return tls.createSecureContext({ ca: upstreamTrust(extraCaFile, hostBundle), minVersion: 'TLSv1.2' });
 }
 
-function upstreamTrust(extraCaFile?: string): string[] {
+function pemCertificates(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+}
+
+function upstreamTrust(extraCaFile: string | undefined, hostBundle: string): string[] {
   const roots = [...tls.rootCertificates];
+  try {
+    roots.push(...pemCertificates(readFileSync(hostBundle, 'utf8')));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
   if (extraCaFile) {
-    const pem = readFileSync(extraCaFile, 'utf8');
-    const certs = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+    const certs = pemCertificates(readFileSync(extraCaFile, 'utf8'));
     if (certs.length === 0) throw new UpstreamError(`no certificate in ${extraCaFile}`);
     roots.push(...certs);
   }
@@ -112,10 +122,8 @@ export function startTls(
       clearTimeout(timer);
       socket.destroy();
       const code = err.code ?? err.message;
-      // A certificate from a CA outside Node's roots: a TLS-inspecting firewall or a local mirror.
-      const hint = UNTRUSTED.has(code)
-        ? '; if its CA is one this host trusts, give it with --upstream-ca FILE'
-        : '';
+      // A certificate from a CA neither Node's roots nor the host's store holds (a local mirror's).
+      const hint = UNTRUSTED.has(code) ? '; to trust its CA, give it with --upstream-ca FILE' : '';
       reject(new UpstreamError(`TLS to ${host.host} failed (${code})${hint}`));
     };
     t.once('error', onError);

@@ -144,22 +144,30 @@ export interface UpstreamResponse {
   abort(): void;
 }
 
+/** The host's CA store, the bundle curl and apt read. */
+const HOST_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
 export class UpstreamClient {
   private readonly httpAgent = new LeanHttpAgent({ keepAlive: true, maxSockets: 256 });
   private readonly httpsAgent: https.Agent;
 
-  constructor(opts: { caFile?: string | undefined } = {}) {
+  constructor(opts: { caFile?: string | undefined; hostBundle?: string } = {}) {
     // A secure context built once, not a `ca` list: https.Agent makes its pool's key out of its TLS
     // options, and a list of a hundred and fifty roots would be turned into a string on every call.
-    let secureContext: tls.SecureContext | undefined;
-    if (opts.caFile !== undefined) {
-      const pem = readFileSync(opts.caFile, 'utf8');
-      const extra = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-      secureContext = tls.createSecureContext({
-        ca: [...tls.rootCertificates, ...extra],
-        minVersion: 'TLSv1.2',
-      });
+    // Trusted: Node's roots, the host's store (as the proxy trusts it: src/proxy/upstream.ts) and
+    // the operator's CA file.
+    const pem = (path: string): string[] =>
+      readFileSync(path, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+    let host: string[] = [];
+    try {
+      host = pem(opts.hostBundle ?? HOST_CA_BUNDLE);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
+    const secureContext = tls.createSecureContext({
+      ca: [...tls.rootCertificates, ...host, ...(opts.caFile === undefined ? [] : pem(opts.caFile))],
+      minVersion: 'TLSv1.2',
+    });
     this.httpsAgent = new LeanHttpsAgent({
       keepAlive: true,
       maxSockets: 256,

@@ -99,6 +99,12 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
     await page.waitForSelector('#sandboxes tr[data-sandbox="web"]');
     const link = await page.getAttribute('#sandboxes tr[data-sandbox="web"] a', 'href');
     expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+    // CPU (a share of one core between two readings, the second a second later) and memory.
+    const cell = (n: number) => `#sandboxes tr[data-sandbox="web"] td:nth-child(${n})`;
+    for (let i = 0; i < 100 && !/^\d+%$/.test((await page.textContent(cell(4))) ?? ''); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(await page.textContent(cell(4))).toMatch(/^\d+%$/);
+    expect(await page.textContent(cell(5))).toMatch(/^\d+(\.\d)?[KMG]$/);
     await page.waitForSelector('.chart[data-sandbox="web"] polyline[data-series="requests"]');
 
     // A new denial: pushed to the open page as a decision and a proposal.

@@ -28,7 +28,7 @@ button.approve{border-color:#067647;color:#067647}button.reject{border-color:#b4
 <body>
 <header>Carapace <small id="status">connecting…</small></header>
 <main>
-<section class="wide"><h2>Sandboxes</h2><table id="sandboxes"><thead><tr><th>Name</th><th>State</th><th>Restarts</th><th>Policy</th><th>Updated</th><th>Forwarded ports</th></tr></thead><tbody></tbody></table></section>
+<section class="wide"><h2>Sandboxes</h2><table id="sandboxes"><thead><tr><th>Name</th><th>State</th><th>Restarts</th><th>CPU</th><th>Memory</th><th>Policy</th><th>Updated</th><th>Forwarded ports</th></tr></thead><tbody></tbody></table></section>
 <section class="wide"><h2>Pending proposals</h2><table id="proposals"><thead><tr><th>ID</th><th>Sandbox</th><th>Denied</th><th>Binary</th><th>Hits</th><th>Rule</th><th></th></tr></thead><tbody></tbody></table><p id="no-proposals" class="legend">none</p></section>
 <section><h2>Requests and denials (30 min)</h2><div id="charts"></div><div class="legend"><span class="allowed">— requests</span> &nbsp; <span class="denied">— denials</span></div></section>
 <section><h2>Decisions</h2><div id="decisions"></div></section>
@@ -50,12 +50,23 @@ async function api(path, method) {
 let series = { bucketMs: 10000, start: 0, sandboxes: [] };
 const proposals = new Map();
 function denied(p) { return p.level === "request" ? p.method + " " + p.host + ":" + p.port + " " + (p.pathPattern || "") : "connect " + p.host + ":" + p.port; }
+// CPU is a share of one core between two readings of a sandbox's CPU seconds (the list, every 5 s).
+const cpuSeen = new Map();
+function bytes(n) { const u = ["B", "K", "M", "G", "T"]; let i = 0; while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return (n < 10 && i > 0 ? n.toFixed(1) : Math.round(n)) + u[i]; }
+function cpuOf(s, now) {
+  if (!s.usage) return "-";
+  const key = s.owner + "/" + s.name, before = cpuSeen.get(key);
+  cpuSeen.set(key, { at: now, cpu: s.usage.cpuSeconds });
+  if (!before || now <= before.at || s.usage.cpuSeconds < before.cpu) return "…";
+  return Math.round((s.usage.cpuSeconds - before.cpu) * 100000 / (now - before.at)) + "%";
+}
 function renderSandboxes(list) {
   const body = $("sandboxes").tBodies[0]; body.replaceChildren();
+  const now = Date.now();
   for (const s of list) {
     const links = document.createElement("span");
     for (const f of s.forwards) { const a = el("a", "127.0.0.1:" + f.hostPort + " → " + f.sandboxPort); a.href = "http://127.0.0.1:" + f.hostPort + "/"; a.rel = "noopener noreferrer"; a.target = "_blank"; links.appendChild(a); links.appendChild(document.createTextNode(" ")); }
-    const tr = row([s.name, s.state, s.restarts, "rev " + s.policyRev, s.updatedAt.replace("T", " ").replace(/\\..*/, ""), links]);
+    const tr = row([s.name, s.state, s.restarts, cpuOf(s, now), s.usage ? bytes(s.usage.memoryBytes) : "-", "rev " + s.policyRev, s.updatedAt.replace("T", " ").replace(/\\..*/, ""), links]);
     tr.dataset.sandbox = s.name; body.appendChild(tr);
   }
 }
@@ -123,5 +134,7 @@ function connect() {
   };
 }
 load().then(connect, (e) => { $("status").textContent = String(e.message || e); });
+setTimeout(() => api("/api/sandboxes").then(renderSandboxes, () => {}), 1000);
+setInterval(() => api("/api/sandboxes").then(renderSandboxes, () => {}), 5000);
 </script></body></html>
 `;

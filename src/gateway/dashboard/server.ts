@@ -124,7 +124,9 @@ export class Dashboard {
       return json(
         res,
         200,
-        sandboxes.list(caller, caller.admin).map((r) => sandboxes.view(r)),
+        sandboxes
+          .list(caller, caller.admin)
+          .map((r) => ({ ...sandboxes.view(r), usage: sandboxes.usage(r) })),
       );
     }
     if (req.method === 'GET' && path === '/api/proposals') {

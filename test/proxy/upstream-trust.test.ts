@@ -1,0 +1,46 @@
+/**
+ * What upstream TLS trusts: Node's roots, the host's CA store (where an administrator adds a
+ * TLS-inspecting firewall's CA, as curl and apt read it) and the operator's --upstream-ca file.
+ * A chain none of them holds fails, and the reason names --upstream-ca.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTls, upstreamContext } from '../../src/proxy/upstream.js';
+import { startUpstreams, type Upstreams } from './harness.js';
+
+let up: Upstreams;
+let dir: string;
+beforeAll(async () => {
+  up = await startUpstreams();
+  dir = mkdtempSync(join(tmpdir(), 'carapace-trust-'));
+});
+afterAll(() => up.close());
+
+async function handshake(context: ReturnType<typeof upstreamContext>): Promise<string> {
+  const socket = net.connect(up.httpsPort, '127.0.0.1');
+  await new Promise((r) => socket.once('connect', r));
+  try {
+    const t = await startTls(socket, { host: 'api.example.test', kind: 'dns' }, context);
+    t.destroy();
+    return 'ok';
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+describe('upstream TLS trust', () => {
+  it("trusts a CA in the host's store, refuses one nowhere, and names --upstream-ca", async () => {
+    // The upstream's CA is in this "host store" only.
+    const hostStore = join(dir, 'host-ca-certificates.crt');
+    writeFileSync(hostStore, `# a host store\n${up.ca.caPem}`);
+    expect(await handshake(upstreamContext(undefined, hostStore))).toBe('ok');
+    const refused = await handshake(upstreamContext(undefined, join(dir, 'missing.crt')));
+    expect(refused).toMatch(
+      /^TLS to api\.example\.test failed \((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)\); to trust its CA, give it with --upstream-ca FILE$/,
+    );
+    expect(await handshake(upstreamContext(up.caFile, join(dir, 'missing.crt')))).toBe('ok');
+  });
+});
