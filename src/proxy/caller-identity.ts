@@ -214,6 +214,8 @@ export class ProcCallerResolver implements CallerResolver {
   private readonly rootPid: number;
   /** The sandbox's procfs, held open once it was found to be one (see scope()). */
   private sandboxProcFd: number | null = null;
+  private inflight = 0;
+  private closing = false;
 
   constructor(private readonly options: ProcCallerResolverOptions) {
     this.hostProc = options.hostProc ?? '/proc';
@@ -221,6 +223,17 @@ export class ProcCallerResolver implements CallerResolver {
   }
 
   async resolve(query: CallerQuery): Promise<CallerResult> {
+    // A lookup may still read through /proc/self/fd/N after an await (the executable's hash): the
+    // descriptor is closed only once none is in flight, so N cannot meanwhile name another file.
+    this.inflight++;
+    try {
+      return await this.lookup(query);
+    } finally {
+      if (--this.inflight === 0 && this.closing) this.close();
+    }
+  }
+
+  private async lookup(query: CallerQuery): Promise<CallerResult> {
     const inode = query.socketInode ?? this.inodeFromTable(query);
     if (inode === null)
       return { ok: false, reason: `no socket for source port ${query.srcPort} in the sandbox` };
@@ -299,6 +312,8 @@ export class ProcCallerResolver implements CallerResolver {
 
   /** Closes the sandbox's procfs if it was held open. */
   close(): void {
+    this.closing = true;
+    if (this.inflight > 0) return; // the last lookup in flight closes it
     if (this.sandboxProcFd !== null) closeSync(this.sandboxProcFd);
     this.sandboxProcFd = null;
   }
@@ -310,6 +325,7 @@ export class ProcCallerResolver implements CallerResolver {
    * connection.
    */
   private sandboxProcPath(): string | null {
+    if (this.closing) return null; // its sandbox is going: nothing more is opened for it
     if (this.sandboxProcFd !== null) return `/proc/self/fd/${this.sandboxProcFd}`;
     const sandboxProc = this.options.sandboxProc;
     if (!sandboxProc) return null;

@@ -13,7 +13,6 @@
  */
 import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import type tls from 'node:tls';
 import { type AuditSink, configChange, lifecycle } from '../audit/index.js';
 import { AddressGuard, isHostLocalName, type Resolver } from './address-guard.js';
 import type { CallerResolver } from './caller-identity.js';
@@ -32,7 +31,7 @@ import type { ProxyPolicy } from './policy-port.js';
 import { ProxyAudit } from './proxy-audit.js';
 import type { OpenTunnel, PinnedGeneration, SandboxContext } from './sandbox-context.js';
 import type { TlsAuthority } from './tls-authority.js';
-import { upstreamContext } from './upstream.js';
+import { UpstreamTrust } from './upstream.js';
 
 export interface EgressProxyOptions {
   audit: AuditSink;
@@ -110,7 +109,7 @@ export class ProxyError extends Error {
 
 export class EgressProxy {
   readonly guard: AddressGuard;
-  private readonly upstreamTls: tls.SecureContext;
+  private readonly upstreamTrust: UpstreamTrust;
   private readonly attached = new Map<string, SandboxProxy>();
   private readonly internal: InternalHosts;
 
@@ -121,7 +120,7 @@ export class EgressProxy {
       allowLocal: options.allowLocal,
       resolver: options.resolver,
     });
-    this.upstreamTls = upstreamContext(options.upstreamCaFile);
+    this.upstreamTrust = new UpstreamTrust(options.upstreamCaFile);
   }
 
   async attachSandbox(options: AttachOptions): Promise<SandboxProxy> {
@@ -129,7 +128,7 @@ export class EgressProxy {
     const sb = new SandboxProxy(options, {
       audit: this.options.audit,
       guard: this.guard,
-      upstreamTls: this.upstreamTls,
+      upstreamTrust: this.upstreamTrust,
       onError: this.options.onError,
       onDetach: () => this.attached.delete(options.name),
       tunnelPump: this.options.tunnelPump ?? null,
@@ -157,7 +156,7 @@ export class EgressProxy {
 interface Shared {
   audit: AuditSink;
   guard: AddressGuard;
-  upstreamTls: tls.SecureContext;
+  upstreamTrust: UpstreamTrust;
   onError: ((err: unknown, sandbox: string) => void) | undefined;
   onDetach: () => void;
   tunnelPump: string | null;
@@ -206,7 +205,9 @@ export class SandboxProxy {
       name: options.name,
       audit: this.audit,
       guard: shared.guard,
-      upstreamTls: shared.upstreamTls,
+      get upstreamTls() {
+        return shared.upstreamTrust.context;
+      },
       authority: options.authority,
       callerResolver: options.callerResolver,
       current: () => this.pinned,

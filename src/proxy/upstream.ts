@@ -30,31 +30,50 @@ const UNTRUSTED = new Set([
 ]);
 
 /**
- * One client context for all upstream TLS: Node's roots, the host's store (`hostBundle`; none if it
- * is missing) and the PEM certificates in `extraCaFile`. Built once (parsing ~300 roots per
- * connection would cost milliseconds; once, ~13 ms).
+ * What upstream TLS trusts: Node's roots, the host's store (`hostBundle`; none if it is missing)
+ * and the PEM certificates in `extraCaFile`. The operator's file is read and checked at once (a
+ * bad one is refused before anything runs); the context is built on first use (~13 ms: a run whose
+ * sandbox never has TLS terminated does not pay it), then kept for every connection.
  */
+export class UpstreamTrust {
+  private readonly extra: string[];
+  private built: tls.SecureContext | null = null;
+
+  constructor(
+    extraCaFile?: string,
+    private readonly hostBundle = DEFAULT_SYSTEM_BUNDLE,
+  ) {
+    this.extra = extraCaFile === undefined ? [] : pemCertificates(readFileSync(extraCaFile, 'utf8'));
+    if (extraCaFile !== undefined && this.extra.length === 0)
+      throw new UpstreamError(
+        `no certificate in ${extraCaFile}: --upstream-ca takes CA certificates in PEM (-----BEGIN CERTIFICATE-----)`,
+      );
+  }
+
+  get context(): tls.SecureContext {
+    if (this.built === null) {
+      let host: string[] = [];
+      try {
+        host = pemCertificates(readFileSync(this.hostBundle, 'utf8'));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      this.built = tls.createSecureContext({
+        ca: [...tls.rootCertificates, ...host, ...this.extra],
+        minVersion: 'TLSv1.2',
+      });
+    }
+    return this.built;
+  }
+}
+
+/** The context of an UpstreamTrust, built now (tests). */
 export function upstreamContext(extraCaFile?: string, hostBundle = DEFAULT_SYSTEM_BUNDLE): tls.SecureContext {
-  return tls.createSecureContext({ ca: upstreamTrust(extraCaFile, hostBundle), minVersion: 'TLSv1.2' });
+  return new UpstreamTrust(extraCaFile, hostBundle).context;
 }
 
 function pemCertificates(text: string): string[] {
   return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-}
-
-function upstreamTrust(extraCaFile: string | undefined, hostBundle: string): string[] {
-  const roots = [...tls.rootCertificates];
-  try {
-    roots.push(...pemCertificates(readFileSync(hostBundle, 'utf8')));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  if (extraCaFile) {
-    const certs = pemCertificates(readFileSync(extraCaFile, 'utf8'));
-    if (certs.length === 0) throw new UpstreamError(`no certificate in ${extraCaFile}`);
-    roots.push(...certs);
-  }
-  return roots;
 }
 
 function connectOne(address: CheckedAddress, port: number, timeoutMs: number): Promise<net.Socket> {

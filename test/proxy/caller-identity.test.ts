@@ -4,6 +4,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  readdirSync,
   realpathSync,
   rmSync,
   symlinkSync,
@@ -278,6 +279,35 @@ describe('ProcCallerResolver on host processes', () => {
     r.close();
     rmSync(fake, { recursive: true, force: true });
     expect(res.ok && res.caller.binary).toBe(CURL);
+  });
+
+  it('keeps the procfs descriptor open for a lookup in flight when closed, and closes it after', async () => {
+    const srv = await holdingServer();
+    run(CURL, ['-s', `http://127.0.0.1:${srv.port}/`]);
+    const q = queryFor(await srv.next());
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    class SlowTrust extends BinaryTrust {
+      override async check(procDir: string, binary: string) {
+        await gate; // the lookup awaits here with the descriptor's path in hand
+        return super.check(procDir, binary);
+      }
+    }
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    const r = new ProcCallerResolver({
+      netPid: process.pid,
+      sandboxProc: '/proc',
+      binaryTrust: new SlowTrust(),
+    });
+    const pending = r.resolve(q);
+    expect(fds()).toBe(before + 1);
+    r.close();
+    expect(fds()).toBe(before + 1); // not yet: its number could otherwise name another file
+    release();
+    const res = await pending;
+    expect(res.ok && res.caller.binary).toBe(CURL);
+    expect(fds()).toBe(before);
   });
 
   it('matches /proc/net/tcp rows by the full tuple', () => {

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTls, upstreamContext } from '../../src/proxy/upstream.js';
+import { UpstreamTrust, startTls, upstreamContext } from '../../src/proxy/upstream.js';
 import { startUpstreams, type Upstreams } from './harness.js';
 
 let up: Upstreams;
@@ -42,5 +42,13 @@ describe('upstream TLS trust', () => {
       /^TLS to api\.example\.test failed \((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)\); to trust its CA, give it with --upstream-ca FILE$/,
     );
     expect(await handshake(upstreamContext(up.caFile, join(dir, 'missing.crt')))).toBe('ok');
+  });
+
+  it('refuses an --upstream-ca file without a certificate at once, before any connection', () => {
+    const notPem = join(dir, 'not-a-ca.txt');
+    writeFileSync(notPem, 'hello\n');
+    expect(() => new UpstreamTrust(notPem)).toThrow(
+      `no certificate in ${notPem}: --upstream-ca takes CA certificates in PEM`,
+    );
   });
 });
