@@ -76,8 +76,13 @@ export interface Held {
   policyRev: number;
 }
 
+/** How long a sandbox's usage reading is reused. */
+const USAGE_FRESH_MS = 1_000;
+
 export class SandboxLauncher {
   private readonly held = new Map<string, Held>();
+  /** The last usage read of each running sandbox (usage()). */
+  private readonly usages = new Map<string, { pid: number; at: number; usage: TreeUsage }>();
   /** Recent runs of each sandbox, for its restart policy (this gateway's lifetime only). */
   private readonly runs = new Map<string, Run[]>();
   /** Restarts waiting for their backoff. */
@@ -108,10 +113,23 @@ export class SandboxLauncher {
     return this.held.get(id) ?? null;
   }
 
-  /** CPU so far and resident memory now of a running sandbox's processes; null when not running. */
+  /**
+   * CPU so far and resident memory now of a running sandbox's processes; null when not running.
+   * Read at most once a second per sandbox (every scrape, term and dashboard asks), and the CPU never
+   * goes back within a run: a child reaped without passing its time on leaves the tree's sum.
+   */
   usage(id: string): TreeUsage | null {
     const held = this.held.get(id);
-    return held ? treeUsage(held.sandbox.pid) : null;
+    if (!held) return null;
+    const pid = held.sandbox.pid;
+    const now = Date.now();
+    const last = this.usages.get(id);
+    if (last && last.pid === pid && now - last.at < USAGE_FRESH_MS) return last.usage;
+    const usage = treeUsage(pid);
+    if (usage === null) return null;
+    if (last && last.pid === pid) usage.cpuSeconds = Math.max(usage.cpuSeconds, last.usage.cpuSeconds);
+    this.usages.set(id, { pid, at: now, usage });
+    return usage;
   }
 
   /** Every sandbox held now. */
@@ -246,7 +264,10 @@ export class SandboxLauncher {
       entry.closeEvents();
       await entry.forwards.close();
       await sandbox.release();
-      if (this.held.get(rec.id) === entry) this.held.delete(rec.id);
+      if (this.held.get(rec.id) === entry) {
+        this.held.delete(rec.id);
+        this.usages.delete(rec.id);
+      }
       this.opts.runtime.forget(rec.id);
       if (!entry.stopping)
         this.ended(rec.id, { startedAt: entry.startedAt, exitedAt: Date.now(), exitCode: code });

@@ -5,6 +5,7 @@
  * added, such as a TLS-inspecting firewall's, is trusted as the host's other programs trust it) and
  * the operator's CA file, with SNI and hostname verification for the canonical host.
  */
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -44,6 +45,15 @@ export class UpstreamTrust {
     private readonly hostBundle = DEFAULT_SYSTEM_BUNDLE,
   ) {
     this.extra = extraCaFile === undefined ? [] : pemCertificates(readFileSync(extraCaFile, 'utf8'));
+    for (const pem of this.extra) {
+      try {
+        new X509Certificate(pem);
+      } catch {
+        throw new UpstreamError(
+          `${extraCaFile} holds a block that is not a certificate: --upstream-ca takes PEM certificates`,
+        );
+      }
+    }
     if (extraCaFile !== undefined && this.extra.length === 0)
       throw new UpstreamError(
         `no certificate in ${extraCaFile}: --upstream-ca takes CA certificates in PEM (-----BEGIN CERTIFICATE-----)`,
@@ -55,8 +65,8 @@ export class UpstreamTrust {
       let host: string[] = [];
       try {
         host = pemCertificates(readFileSync(this.hostBundle, 'utf8'));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      } catch {
+        // no host store (or none this process may read): Node's roots and the operator's file
       }
       this.built = tls.createSecureContext({
         ca: [...tls.rootCertificates, ...host, ...this.extra],

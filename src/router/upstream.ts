@@ -147,33 +147,54 @@ export interface UpstreamResponse {
 /** The host's CA store, the bundle curl and apt read. */
 const HOST_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
-export class UpstreamClient {
-  private readonly httpAgent = new LeanHttpAgent({ keepAlive: true, maxSockets: 256 });
-  private readonly httpsAgent: https.Agent;
+/**
+ * Secure contexts by their sources, made once per process: a context of ~300 roots takes tens of
+ * milliseconds to build, and a client is made per provider test and probe.
+ */
+const contexts = new Map<string, tls.SecureContext>();
 
-  constructor(opts: { caFile?: string | undefined; hostBundle?: string } = {}) {
-    // A secure context built once, not a `ca` list: https.Agent makes its pool's key out of its TLS
-    // options, and a list of a hundred and fifty roots would be turned into a string on every call.
-    // Trusted: Node's roots, the host's store (as the proxy trusts it: src/proxy/upstream.ts) and
-    // the operator's CA file.
+/** Node's roots, the host's store (as the proxy trusts it: src/proxy/upstream.ts), the CA file. */
+function trustContext(caFile: string | undefined, hostBundle: string): tls.SecureContext {
+  const key = `${hostBundle}\0${caFile ?? ''}`;
+  let context = contexts.get(key);
+  if (context === undefined) {
     const pem = (path: string): string[] =>
       readFileSync(path, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
     let host: string[] = [];
     try {
-      host = pem(opts.hostBundle ?? HOST_CA_BUNDLE);
+      host = pem(hostBundle);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    const secureContext = tls.createSecureContext({
-      ca: [...tls.rootCertificates, ...host, ...(opts.caFile === undefined ? [] : pem(opts.caFile))],
+    const extra = caFile === undefined ? [] : pem(caFile);
+    if (caFile !== undefined && extra.length === 0) throw new Error(`no certificate in ${caFile}`);
+    context = tls.createSecureContext({
+      ca: [...tls.rootCertificates, ...host, ...extra],
       minVersion: 'TLSv1.2',
     });
-    this.httpsAgent = new LeanHttpsAgent({
+    contexts.set(key, context);
+  }
+  return context;
+}
+
+export class UpstreamClient {
+  private readonly httpAgent = new LeanHttpAgent({ keepAlive: true, maxSockets: 256 });
+  private httpsPool: https.Agent | null = null;
+
+  constructor(private readonly opts: { caFile?: string | undefined; hostBundle?: string } = {}) {}
+
+  /**
+   * Made on the first https call. A secure context, not a `ca` list: https.Agent makes its pool's
+   * key out of its TLS options, and a list of roots would be turned into a string on every call.
+   */
+  private get httpsAgent(): https.Agent {
+    this.httpsPool ??= new LeanHttpsAgent({
       keepAlive: true,
       maxSockets: 256,
       minVersion: 'TLSv1.2',
-      secureContext,
+      secureContext: trustContext(this.opts.caFile, this.opts.hostBundle ?? HOST_CA_BUNDLE),
     });
+    return this.httpsPool;
   }
 
   /** Sends the request; resolves at the response head (the body streams), rejects before it. */
@@ -228,6 +249,6 @@ export class UpstreamClient {
 
   close(): void {
     this.httpAgent.destroy();
-    this.httpsAgent.destroy();
+    this.httpsPool?.destroy();
   }
 }

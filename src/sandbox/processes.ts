@@ -54,41 +54,52 @@ function pageSize(): number {
 
 /**
  * The usage of `root` and its descendants, walked through the host's /proc (each thread's
- * `children`), at most `maxProcesses` of them; null when `root` is gone. Exited processes count
- * through their parents: a reaped child's time is in its parent's cutime and cstime.
+ * `children`); null when `root` is gone. Exited processes count through their parents: a reaped
+ * child's time is in its parent's cutime and cstime (not when the parent ignores SIGCHLD: then it
+ * is lost, and the sum can fall). Bounded: at most `maxReads` files are read however many
+ * processes and threads the tree holds, so a sandbox cannot make the walk long; a listed child
+ * whose parent is not the process that listed it (its pid was reused meanwhile) is skipped, so the
+ * walk never leaves the tree.
  */
-export function treeUsage(root: number, maxProcesses = 512): TreeUsage | null {
+export function treeUsage(root: number, maxReads = 1024): TreeUsage | null {
   const usage: TreeUsage = { cpuSeconds: 0, rssBytes: 0, processes: 0 };
-  const queue = [root];
+  const queue: { pid: number; parent: number | null }[] = [{ pid: root, parent: null }];
   let ticks = 0;
   let pages = 0;
-  while (queue.length > 0 && usage.processes < maxProcesses) {
-    const pid = queue.shift() as number;
-    let stat: string;
+  let reads = 0;
+  const read = (path: string): string | null => {
+    if (reads++ >= maxReads) return null;
     try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      return readFileSync(path, 'latin1');
     } catch {
+      return null;
+    }
+  };
+  while (queue.length > 0 && reads < maxReads) {
+    const { pid, parent } = queue.shift() as { pid: number; parent: number | null };
+    const stat = read(`/proc/${pid}/stat`);
+    if (stat === null) {
       if (pid === root) return null;
       continue; // gone meanwhile: its time is its parent's now
     }
     // After the command name: state ppid … utime(12) stime(13) cutime(14) cstime(15) … rss(22).
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (parent !== null && Number(f[1]) !== parent) continue;
     ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
     pages += Number(f[21]);
     usage.processes++;
     let tasks: string[];
     try {
       tasks = readdirSync(`/proc/${pid}/task`);
+      reads++;
     } catch {
       continue;
     }
     for (const tid of tasks) {
-      try {
-        for (const child of readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1').split(' '))
-          if (child !== '' && child !== '\n') queue.push(Number(child));
-      } catch {
-        // the thread ended
-      }
+      const children = read(`/proc/${pid}/task/${tid}/children`);
+      if (children === null) continue;
+      for (const child of children.split(' '))
+        if (child !== '' && child !== '\n') queue.push({ pid: Number(child), parent: pid });
     }
   }
   usage.cpuSeconds = ticks / USER_HZ;

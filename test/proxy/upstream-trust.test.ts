@@ -47,6 +47,9 @@ describe('upstream TLS trust', () => {
   it('refuses an --upstream-ca file without a certificate at once, before any connection', () => {
     const notPem = join(dir, 'not-a-ca.txt');
     writeFileSync(notPem, 'hello\n');
+    const fake = join(dir, 'fake-ca.pem');
+    writeFileSync(fake, '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n');
+    expect(() => new UpstreamTrust(fake)).toThrow(`${fake} holds a block that is not a certificate`);
     expect(() => new UpstreamTrust(notPem)).toThrow(
       `no certificate in ${notPem}: --upstream-ca takes CA certificates in PEM`,
     );
