@@ -27,7 +27,7 @@ import type { Runtime } from '../runtime/runtime.js';
 import { egressNetwork } from '../runtime/sandbox-network.js';
 import { specFromSettings } from '../runtime/sandbox-spec-from-policy.js';
 import { SandboxCgroup } from '../sandbox/cgroup.js';
-import { treeUsage, type TreeUsage } from '../sandbox/processes.js';
+import { processStartedAt, treeUsage, type TreeUsage } from '../sandbox/processes.js';
 import { SandboxControl } from '../sandbox/control.js';
 import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from '../sandbox/identity.js';
 import type { InitEvent } from '../sandbox/launch.js';
@@ -111,6 +111,12 @@ export class SandboxLauncher {
   /** The running sandbox of a record (exec, forwards, policy changes); null when it is not running. */
   get(id: string): Held | null {
     return this.held.get(id) ?? null;
+  }
+
+  /** When the running sandbox's init started (its run, whichever gateway started it); null if not running. */
+  startedAt(id: string): number | null {
+    const held = this.held.get(id);
+    return held ? processStartedAt(held.sandbox.pid) : null;
   }
 
   /**

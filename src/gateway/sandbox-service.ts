@@ -71,6 +71,8 @@ export interface SandboxView {
   reason: string | null;
   createdAt: string;
   updatedAt: string;
+  /** When its current run started (running sandboxes; null otherwise). */
+  startedAt: string | null;
   version: number;
 }
 
@@ -124,6 +126,7 @@ export class SandboxService {
   }
 
   view(rec: SandboxRecord, forwards = this.opts.store.forwards(rec.id)): SandboxView {
+    const started = rec.state === 'running' ? this.opts.launcher.startedAt(rec.id) : null;
     return {
       name: rec.name,
       id: rec.id,
@@ -141,6 +144,7 @@ export class SandboxService {
       reason: rec.reason,
       createdAt: new Date(rec.createdAt).toISOString(),
       updatedAt: new Date(rec.updatedAt).toISOString(),
+      startedAt: started === null ? null : new Date(started).toISOString(),
       version: rec.version,
     };
   }

@@ -106,3 +106,13 @@ export function treeUsage(root: number, maxReads = 1024): TreeUsage | null {
   usage.rssBytes = pages * pageSize();
   return usage;
 }
+
+let bootMs: number | null = null;
+
+/** When a process started, in ms since the epoch (/proc/stat's btime plus its start ticks); null if gone. */
+export function processStartedAt(pid: number): number | null {
+  const ticks = processStart(pid);
+  if (ticks === null || !Number.isFinite(ticks)) return null;
+  bootMs ??= Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'latin1'))?.[1] ?? NaN) * 1000;
+  return Number.isFinite(bootMs) ? bootMs + (ticks * 1000) / USER_HZ : null;
+}

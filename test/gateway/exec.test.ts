@@ -68,6 +68,7 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
         name: string;
         state: string;
         forwards: unknown[];
+        startedAt: string | null;
       }[]
     ).find((v) => v.name === 'web');
   beforeAll(async () => {
@@ -148,11 +149,15 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
     open.stdin.write('ping\n');
     await new Promise<void>((resolve) => open.stdout.once('data', () => resolve()));
     const home = gw.home;
+    // Its run's start, from its init: the restarted gateway re-adopts the same run.
+    const started = listed()?.startedAt;
+    expect(Math.abs(Date.parse(started ?? '') - Date.now())).toBeLessThan(10 * 60_000);
     const ended = new Promise<number | null>((resolve) => open.once('exit', resolve));
     await gw.stop();
     expect(await ended).not.toBe(0); // its connection was cut: the command says so and fails
     gw = await startTestGateway([], home);
     expect(await httpGet(18901)).toBe('hello from the host\n');
+    expect(listed()?.startedAt).toBe(started);
     expect(cli(['sandbox', 'forward', 'web', '--remove', '18901']).stdout).toBe('no forwards for web\n');
     await expect(httpGet(18901)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     expect(listed()?.forwards).toEqual([]);

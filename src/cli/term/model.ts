@@ -12,6 +12,8 @@ export interface SandboxRow {
   state: string;
   restarts: number;
   updatedAt: string;
+  /** When its current run started (null: not running, or not known). */
+  startedAt?: string | null;
   policyRev: number;
 }
 
@@ -33,7 +35,8 @@ function pad(s: string, n: number): string {
 
 export function uptime(row: SandboxRow, now = Date.now()): string {
   if (row.state !== 'running') return '-';
-  const s = Math.max(0, Math.round((now - Date.parse(row.updatedAt)) / 1000));
+  const since = Date.parse(row.startedAt ?? row.updatedAt);
+  const s = Math.max(0, Math.round((now - since) / 1000));
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m`;
   if (s < 86400) return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
