@@ -49,6 +49,12 @@ export const UID_RANGE_SIZE = 65_536;
 const LOWEST_SANDBOX_UID = 1000;
 /** A record whose owner's state directory is gone is dropped once it is this old (see change). */
 const ORPHAN_AFTER_MS = 60 * 60 * 1000;
+/**
+ * How often every record is checked for being an orphan. The check lstats each record's paths,
+ * and a host's registry holds hundreds of records: run at every allocation and release, it was
+ * ~3 ms of each sandbox start. Released records are checked at every change (they are few).
+ */
+const SWEEP_EVERY_MS = 10 * 60 * 1000;
 /** How long a start waits for another process's registry change before giving up. */
 const LOCK_PATIENCE_MS = 10_000;
 
@@ -113,6 +119,8 @@ interface RegistryFile {
   size: number;
   next: number;
   records: IdentityRecord[];
+  /** When every record was last checked for being an orphan (ms since the epoch). */
+  sweptAt?: number;
 }
 
 export interface RegistryOptions {
@@ -251,14 +259,18 @@ export class IdentityRegistry {
       // uid (a sandbox outlives its gateway, and its home's removal). A record younger than an
       // hour is never taken for orphaned: its start may not have made its directories yet.
       const now = Date.now();
+      // (A time ahead of the clock, set before the clock was moved back, sweeps too.)
+      const sweep = reg.sweptAt === undefined || now < reg.sweptAt || now - reg.sweptAt >= SWEEP_EVERY_MS;
       let running: Set<number> | null = null;
       reg.records = reg.records.filter((r) => {
+        if (!sweep && !r.name.startsWith(RELEASED)) return true;
         if (holdsAnything(r)) return true;
         if (r.name.startsWith(RELEASED)) return false;
         if (existsSync(r.state) || now - Date.parse(r.since) < ORPHAN_AFTER_MS) return true;
         running ??= runningUids();
         return running.has(r.uid);
       });
+      if (sweep) reg.sweptAt = now;
       const result = fn(reg);
       const text = JSON.stringify(reg);
       if (text !== before) {
@@ -312,6 +324,7 @@ export class IdentityRegistry {
     const inRange = (n: unknown) =>
       Number.isInteger(n) && (n as number) >= this.base && (n as number) < this.base + this.size;
     if (!inRange(reg.next)) throw bad(`next ${String(reg.next)} is outside the range`);
+    if (reg.sweptAt !== undefined && !Number.isFinite(reg.sweptAt)) throw bad('sweptAt is not a time');
     const seen = new Set<number>();
     for (const r of reg.records) {
       if (!inRange(r.uid) || r.uid < LOWEST_SANDBOX_UID)
