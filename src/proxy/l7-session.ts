@@ -16,7 +16,7 @@ import { HttpHeadError } from './http-fields.js';
 import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.js';
 import { parseResponseHead } from './http-response.js';
 import { type Approval, type Refusal, judgeRequest } from './request-judge.js';
-import { guardHint } from './address-guard.js';
+import { guardHint, isHostLocalName } from './address-guard.js';
 import { badGateway, badRequest, forbidden } from './responses.js';
 import type { ClientConnection, SessionMode } from './sandbox-context.js';
 import { StreamClosedError, StreamReader, writeAll } from './stream-reader.js';
@@ -217,8 +217,10 @@ export class L7Session {
       // reload may have narrowed allowed_ips), else the request goes out on a new connection,
       // which the guard judges.
       if (kept.generation === a.generation || a.internal !== null) return kept;
+      // Loopback is granted only to a host-local name, as when a raw tunnel is judged again.
+      const hostLocal = a.treatment.hostLocal && isHostLocalName(a.host.host);
       const { guard } = this.conn.sb;
-      if (guard.checkAddress(kept.address, a.port, a.treatment.allowedIps, a.treatment.hostLocal) === null) {
+      if (guard.checkAddress(kept.address, a.port, a.treatment.allowedIps, hostLocal) === null) {
         kept.generation = a.generation;
         return kept;
       }

@@ -63,6 +63,9 @@ function cpuOf(s, now) {
 function renderSandboxes(list) {
   const body = $("sandboxes").tBodies[0]; body.replaceChildren();
   const now = Date.now();
+  // Readings of sandboxes no longer listed are forgotten.
+  const listed = new Set(list.map((s) => s.owner + "/" + s.name));
+  for (const key of cpuSeen.keys()) if (!listed.has(key)) cpuSeen.delete(key);
   for (const s of list) {
     const links = document.createElement("span");
     for (const f of s.forwards) { const a = el("a", "127.0.0.1:" + f.hostPort + " → " + f.sandboxPort); a.href = "http://127.0.0.1:" + f.hostPort + "/"; a.rel = "noopener noreferrer"; a.target = "_blank"; links.appendChild(a); links.appendChild(document.createTextNode(" ")); }
