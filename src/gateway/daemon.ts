@@ -225,7 +225,7 @@ export class Gateway {
       await proposals.start();
       advisor.bind({ proposals, revisions: new PolicyRevisionStore(db, store), store });
       const events = new OperatorEvents({ audit, proposals, store });
-      const dashboard = new Dashboard({ sandboxes, proposals, events, log });
+      const dashboard = new Dashboard({ sandboxes, launcher, proposals, events, log });
       const metrics = new GatewayMetrics({
         store,
         launcher,

@@ -119,12 +119,6 @@ export class SandboxService {
     return new JsonText(`[${versions.map((v) => this.viewJson.get(v.id)!.json).join(',')}]`);
   }
 
-  /** CPU seconds so far and resident bytes now of a running sandbox's processes; null if not running. */
-  usage(rec: SandboxRecord): { cpuSeconds: number; memoryBytes: number } | null {
-    const u = this.opts.launcher.usage(rec.id);
-    return u && { cpuSeconds: u.cpuSeconds, memoryBytes: u.rssBytes };
-  }
-
   view(rec: SandboxRecord, forwards = this.opts.store.forwards(rec.id)): SandboxView {
     const started = rec.state === 'running' ? this.opts.launcher.startedAt(rec.id) : null;
     return {

@@ -14,7 +14,7 @@ import { CLI } from '../helpers/cli.js';
 import { REQUEST_AGENT, requester } from '../helpers/gateway-agent.js';
 import { cliAs, makeUser, startTestGateway, type TestGateway, type TestUser } from '../helpers/gateway.js';
 import { FS_POLICY } from '../helpers/network.js';
-import { holds } from '../helpers/premises.js';
+import { holds, requires } from '../helpers/premises.js';
 import { startUpstreams, type Upstreams } from '../proxy/harness.js';
 
 const reachable = () =>
@@ -206,7 +206,8 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     expect(stopped.samples.get('carapace_sandboxes{state="stopped"}')).toBe(1);
   });
 
-  it("reports each running sandbox's CPU time (reaped children included) and resident memory", async () => {
+  it("reports each running sandbox's CPU time (reaped children included) and resident memory", async (ctx) => {
+    requires(ctx, 'proc-children'); // the walk from the init to the agent
     // A child burns CPU and exits (its time then counts through its parent); the agent then holds
     // 64 MiB it has touched, and says so in its workspace.
     const agent = [

@@ -25,6 +25,7 @@ export const PREMISE_NAMES = [
   'tmux',
   'cap-sys-resource',
   'merged-usr',
+  'proc-children',
 ] as const;
 export type PremiseName = (typeof PREMISE_NAMES)[number];
 
@@ -137,6 +138,12 @@ export function probeHost(): HostPremises {
       `kernel.core_pattern is "${corePattern ?? '?'}" (the baseline needs a plain "core" file)`,
     ),
     setcap: result(setcap !== undefined, setcap ? `${setcap}` : 'no setcap binary (libcap2-bin)'),
+    'proc-children': result(
+      existsSync(`/proc/${process.pid}/task/${process.pid}/children`),
+      existsSync(`/proc/${process.pid}/task/${process.pid}/children`)
+        ? '/proc/<pid>/task/<tid>/children lists a thread’s children'
+        : 'no /proc/<pid>/task/<tid>/children (a kernel without CONFIG_PROC_CHILDREN): a sandbox’s usage counts its init alone',
+    ),
     tmux: result(
       spawnSync('tmux', ['-V']).status === 0,
       'tmux drives the terminal tests (./install.sh installs it)',

@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { treeUsage } from '../../src/sandbox/processes.js';
+import { requires } from '../helpers/premises.js';
 
 const started: number[] = [];
 afterEach(() => {
@@ -32,7 +33,8 @@ function python(code: string): Promise<number> {
 }
 
 describe('treeUsage', () => {
-  it("counts a reaped child's CPU, the live processes' memory, and is gone with the tree", async () => {
+  it("counts a reaped child's CPU, the live processes' memory, and is gone with the tree", async (ctx) => {
+    requires(ctx, 'proc-children');
     const pid = await python(
       [
         'import subprocess, sys, time',
@@ -54,7 +56,8 @@ describe('treeUsage', () => {
     expect(treeUsage(pid)).toBeNull();
   });
 
-  it('reads at most its budget of files, however many threads the tree has', async () => {
+  it('reads at most its budget of files, however many threads the tree has', async (ctx) => {
+    requires(ctx, 'proc-children');
     const pid = await python(
       [
         'import subprocess, threading, time',

@@ -135,5 +135,3 @@ export function proposalLine(p: ProposalView, selected: boolean, width: number):
     width,
   );
 }
-
-/** Connections open now per `owner/name`, from the gateway's /metrics text. */

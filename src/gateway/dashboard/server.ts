@@ -24,14 +24,23 @@ import { toApiError } from '../api/errors.js';
 import type { Caller } from '../api/router.js';
 import type { OperatorEvents } from '../operator-events.js';
 import type { ProposalService } from '../proposals.js';
+import type { TreeUsage } from '../../sandbox/processes.js';
+import type { SandboxLauncher } from '../sandbox-launcher.js';
 import type { SandboxService } from '../sandbox-service.js';
 import { DASHBOARD_PAGE } from './page.js';
 
 export interface DashboardParts {
   sandboxes: SandboxService;
+  /** CPU and memory of running sandboxes (the same readings as term and /metrics). */
+  launcher: SandboxLauncher;
   proposals: ProposalService;
   events: OperatorEvents;
   log: (entry: Record<string, unknown>) => void;
+}
+
+/** What the page shows of a sandbox's usage (src/sandbox/processes.ts), or null when it is not running. */
+function usageOf(u: TreeUsage | null): { cpuSeconds: number; memoryBytes: number } | null {
+  return u && { cpuSeconds: u.cpuSeconds, memoryBytes: u.rssBytes };
 }
 
 const CSP =
@@ -108,7 +117,7 @@ export class Dashboard {
         },
       });
     }
-    const { sandboxes, proposals, events } = this.parts;
+    const { sandboxes, launcher, proposals, events } = this.parts;
     const path = url.pathname;
     if (req.method === 'GET' && path === '/') {
       res.writeHead(200, {
@@ -126,7 +135,7 @@ export class Dashboard {
         200,
         sandboxes
           .list(caller, caller.admin)
-          .map((r) => ({ ...sandboxes.view(r), usage: sandboxes.usage(r) })),
+          .map((r) => ({ ...sandboxes.view(r), usage: usageOf(launcher.usage(r.id)) })),
       );
     }
     if (req.method === 'GET' && path === '/api/proposals') {
