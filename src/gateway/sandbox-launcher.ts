@@ -27,7 +27,7 @@ import type { Runtime } from '../runtime/runtime.js';
 import { egressNetwork } from '../runtime/sandbox-network.js';
 import { specFromSettings } from '../runtime/sandbox-spec-from-policy.js';
 import { SandboxCgroup } from '../sandbox/cgroup.js';
-import { processStartedAt, treeUsage, type TreeUsage } from '../sandbox/processes.js';
+import { processStartedAt, UsageMeter, type TreeUsage } from '../sandbox/processes.js';
 import { SandboxControl } from '../sandbox/control.js';
 import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from '../sandbox/identity.js';
 import type { InitEvent } from '../sandbox/launch.js';
@@ -76,13 +76,10 @@ export interface Held {
   policyRev: number;
 }
 
-/** How long a sandbox's usage reading is reused. */
-const USAGE_FRESH_MS = 1_000;
-
 export class SandboxLauncher {
   private readonly held = new Map<string, Held>();
-  /** The last usage read of each running sandbox (usage()). */
-  private readonly usages = new Map<string, { pid: number; at: number; usage: TreeUsage }>();
+  /** The usage readings of the running sandboxes (usage()). */
+  private readonly usages = new UsageMeter();
   /** Recent runs of each sandbox, for its restart policy (this gateway's lifetime only). */
   private readonly runs = new Map<string, Run[]>();
   /** Restarts waiting for their backoff. */
@@ -119,23 +116,10 @@ export class SandboxLauncher {
     return held ? processStartedAt(held.sandbox.pid) : null;
   }
 
-  /**
-   * CPU so far and resident memory now of a running sandbox's processes; null when not running.
-   * Read at most once a second per sandbox (every scrape, term and dashboard asks), and the CPU never
-   * goes back within a run: a child reaped without passing its time on leaves the tree's sum.
-   */
+  /** CPU so far and resident memory now of a running sandbox's processes (UsageMeter); null if not running. */
   usage(id: string): TreeUsage | null {
     const held = this.held.get(id);
-    if (!held) return null;
-    const pid = held.sandbox.pid;
-    const now = Date.now();
-    const last = this.usages.get(id);
-    if (last && last.pid === pid && now - last.at < USAGE_FRESH_MS) return last.usage;
-    const usage = treeUsage(pid);
-    if (usage === null) return null;
-    if (last && last.pid === pid) usage.cpuSeconds = Math.max(usage.cpuSeconds, last.usage.cpuSeconds);
-    this.usages.set(id, { pid, at: now, usage });
-    return usage;
+    return held ? this.usages.read(id, held.sandbox.pid) : null;
   }
 
   /** Every sandbox held now. */
@@ -272,7 +256,7 @@ export class SandboxLauncher {
       await sandbox.release();
       if (this.held.get(rec.id) === entry) {
         this.held.delete(rec.id);
-        this.usages.delete(rec.id);
+        this.usages.forget(rec.id);
       }
       this.opts.runtime.forget(rec.id);
       if (!entry.stopping)

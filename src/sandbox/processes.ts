@@ -116,3 +116,30 @@ export function processStartedAt(pid: number): number | null {
   bootMs ??= Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'latin1'))?.[1] ?? NaN) * 1000;
   return Number.isFinite(bootMs) ? bootMs + (ticks * 1000) / USER_HZ : null;
 }
+
+/**
+ * Usage readings of process trees, by key (a sandbox's id) and root pid. A tree is walked at most
+ * once every `freshMs` (every scrape, term and dashboard asks), and its CPU never goes back while
+ * the root is the same: a child reaped without passing its time on leaves the tree's sum.
+ */
+export class UsageMeter {
+  private readonly last = new Map<string, { pid: number; at: number; usage: TreeUsage }>();
+
+  constructor(private readonly freshMs = 1_000) {}
+
+  read(key: string, pid: number): TreeUsage | null {
+    const now = Date.now();
+    const last = this.last.get(key);
+    const same = last !== undefined && last.pid === pid;
+    if (same && now - last.at < this.freshMs) return last.usage;
+    const usage = treeUsage(pid);
+    if (usage === null) return null;
+    if (same) usage.cpuSeconds = Math.max(usage.cpuSeconds, last.usage.cpuSeconds);
+    this.last.set(key, { pid, at: now, usage });
+    return usage;
+  }
+
+  forget(key: string): void {
+    this.last.delete(key);
+  }
+}
