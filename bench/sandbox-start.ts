@@ -17,7 +17,7 @@ const WARMUP = 5;
 const TARGET_RATIO = 1.5;
 
 async function run(): Promise<BenchRow[]> {
-  const home = await benchHome();
+  const home = await benchHome({ runOnTmpfs: true });
   try {
     const bare: number[] = [];
     const plain: number[] = [];

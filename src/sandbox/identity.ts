@@ -22,6 +22,12 @@
  *   or a test's home: 2,652 of those once made every start read and rewrite a 580 KB file).
  * - Allocation is monotonic over the range (a `next` cursor that wraps), so a freed uid is the last
  *   to be handed out again; on wrapping, stale records are checked again before reuse.
+ * - A power cut must not hand out a uid twice. Each change is renamed into place without waiting
+ *   for the disk; what is flushed (file and directory) is a `fence`: a cursor position every uid
+ *   handed out lies before. An allocation that reaches the fence moves it FENCE_AHEAD uids on and
+ *   flushes first (one start in FENCE_AHEAD pays the ~0.5 ms, not each). The file records the
+ *   boot it was written in; read in a later boot (the crash, or any reboot), allocation resumes at
+ *   the fence, past anything a lost write may have handed out.
  * - What is read is validated: a record outside the configured range, below 1000, or malformed
  *   stops every allocation with an error naming the file (fail closed, never guess).
  */
@@ -47,14 +53,23 @@ export const DEFAULT_UID_BASE = 3_000_000;
 export const UID_RANGE_SIZE = 65_536;
 /** Below this, uids belong to the host's own users and services. */
 const LOWEST_SANDBOX_UID = 1000;
-/** A record whose owner's state directory is gone is dropped once it is this old (see change). */
-const ORPHAN_AFTER_MS = 60 * 60 * 1000;
+/**
+ * A record whose owner's state directory is gone is dropped once it is this old (see change): a
+ * start makes the state directory before it records a uid, so only a record whose home was
+ * removed while it started is young and ownerless. An hour once, when a test suite's homes (500
+ * records in one run) made every start read and rewrite a 120 KB file: ~1 ms of each start.
+ */
+const ORPHAN_AFTER_MS = 10 * 60 * 1000;
 /**
  * How often every record is checked for being an orphan. The check lstats each record's paths,
  * and a host's registry holds hundreds of records: run at every allocation and release, it was
  * ~3 ms of each sandbox start. Released records are checked at every change (they are few).
  */
 const SWEEP_EVERY_MS = 10 * 60 * 1000;
+/** How many uids an allocation that reaches the fence reserves ahead of it (see the header). */
+const FENCE_AHEAD = 64;
+/** Changes with every boot: a registry written in an earlier one may have lost its last writes. */
+const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
 /** How long a start waits for another process's registry change before giving up. */
 const LOCK_PATIENCE_MS = 10_000;
 
@@ -121,6 +136,10 @@ interface RegistryFile {
   records: IdentityRecord[];
   /** When every record was last checked for being an orphan (ms since the epoch). */
   sweptAt?: number;
+  /** On disk for sure: every uid handed out lies before this cursor position (see the header). */
+  fence?: number;
+  /** The boot the file was written in (the kernel's boot_id). */
+  boot?: string;
 }
 
 export interface RegistryOptions {
@@ -164,7 +183,7 @@ export class IdentityRegistry {
    */
   async acquire(owner: IdentityOwner, paths: string[], adopt?: string): Promise<SandboxIdentity> {
     assertSandboxName(owner.name);
-    return this.change((reg) => {
+    return this.change((reg, flush) => {
       let rec = reg.records.find((r) => r.state === owner.state && r.name === owner.name);
       if (!rec && adopt !== undefined) {
         rec = reg.records.find(
@@ -173,7 +192,7 @@ export class IdentityRegistry {
         if (rec) Object.assign(rec, { state: owner.state, name: owner.name });
       }
       if (!rec) {
-        const uid = this.allocate(reg);
+        const uid = this.allocate(reg, flush);
         rec = { uid, state: owner.state, name: owner.name, paths: [], since: new Date().toISOString() };
         reg.records.push(rec);
       }
@@ -213,16 +232,28 @@ export class IdentityRegistry {
     });
   }
 
-  private allocate(reg: RegistryFile): number {
+  /** How far `to` lies after `from` on the cursor's circle. */
+  private ahead(from: number, to: number): number {
+    return (((to - from) % this.size) + this.size) % this.size;
+  }
+
+  private allocate(reg: RegistryFile, flush: { needed: boolean }): number {
     const taken = new Map(reg.records.map((r) => [r.uid, r]));
+    const start = reg.next;
     for (let i = 0; i < this.size; i++) {
-      const uid = this.base + ((reg.next - this.base + i) % this.size);
+      const uid = this.base + ((start - this.base + i) % this.size);
       const rec = taken.get(uid);
       if (rec) {
         if (!rec.name.startsWith(RELEASED) || holdsAnything(rec)) continue;
         reg.records.splice(reg.records.indexOf(rec), 1); // stale: nothing of it is left
       }
       reg.next = uid + 1 >= this.base + this.size ? this.base : uid + 1;
+      // At or past the fence: a crash after this write could lose the uid's record and the
+      // cursor, so the fence moves on and reaches the disk before the uid is used.
+      if (reg.fence === undefined || this.ahead(start, uid) >= this.ahead(start, reg.fence)) {
+        reg.fence = this.base + ((reg.next - this.base + FENCE_AHEAD) % this.size);
+        flush.needed = true;
+      }
       return uid;
     }
     throw new IdentityError(
@@ -233,10 +264,10 @@ export class IdentityRegistry {
 
   /**
    * Runs `fn` on the registry under the host-wide lock and writes the result atomically, when it
-   * changed. A new uid is flushed to disk before it is used (a record lost to a power cut would let
-   * the uid be handed out twice); a release is not (losing one only keeps a uid longer).
+   * changed: flushed to disk (file and directory) when `fn` moved the fence, renamed into place
+   * without waiting otherwise (the fence covers what a power cut may lose: see the header).
    */
-  private async change<T>(fn: (reg: RegistryFile) => T): Promise<T> {
+  private async change<T>(fn: (reg: RegistryFile, flush: { needed: boolean }) => T): Promise<T> {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     chmodSync(this.dir, 0o700);
     const lockFile = join(this.dir, 'lock');
@@ -252,12 +283,19 @@ export class IdentityRegistry {
     try {
       const reg = this.read();
       const before = JSON.stringify(reg);
-      const uidsBefore = new Set(reg.records.map((r) => r.uid));
+      const boot = bootId();
+      // Without a boot id no reboot can be told apart: every allocation is flushed.
+      if (boot === '') delete reg.fence;
+      if (reg.boot !== boot) {
+        // Written in an earlier boot: its last writes may be lost with their uids; resume past them.
+        if (reg.fence !== undefined) reg.next = reg.fence;
+        reg.boot = boot;
+      }
       // Records whose paths hold nothing of their uid any more are dropped as we pass when the uid
       // was released, or when its owner's state directory is gone (removed without deleting its
       // sandboxes: nothing will ever ask for that owner's uid again) and no process runs as the
-      // uid (a sandbox outlives its gateway, and its home's removal). A record younger than an
-      // hour is never taken for orphaned: its start may not have made its directories yet.
+      // uid (a sandbox outlives its gateway, and its home's removal). A record younger than ten
+      // minutes is never taken for orphaned: its start may not have made its directories yet.
       const now = Date.now();
       // (A time ahead of the clock, set before the clock was moved back, sweeps too.)
       const sweep = reg.sweptAt === undefined || now < reg.sweptAt || now - reg.sweptAt >= SWEEP_EVERY_MS;
@@ -271,18 +309,20 @@ export class IdentityRegistry {
         return running.has(r.uid);
       });
       if (sweep) reg.sweptAt = now;
-      const result = fn(reg);
+      const flush = { needed: false };
+      const result = fn(reg, flush);
       const text = JSON.stringify(reg);
       if (text !== before) {
         const tmp = join(this.dir, `.registry.${process.pid}.${randomBytes(4).toString('hex')}`);
         const fd = openSync(tmp, 'wx', 0o600);
         try {
           writeSync(fd, text + '\n');
-          if (reg.records.some((r) => !uidsBefore.has(r.uid))) fsyncSync(fd);
+          if (flush.needed) fsyncSync(fd);
         } finally {
           closeSync(fd);
         }
         renameSync(tmp, this.file);
+        if (flush.needed) syncDirectory(this.dir);
       }
       return result;
     } finally {
@@ -325,6 +365,9 @@ export class IdentityRegistry {
       Number.isInteger(n) && (n as number) >= this.base && (n as number) < this.base + this.size;
     if (!inRange(reg.next)) throw bad(`next ${String(reg.next)} is outside the range`);
     if (reg.sweptAt !== undefined && !Number.isFinite(reg.sweptAt)) throw bad('sweptAt is not a time');
+    if (reg.fence !== undefined && !inRange(reg.fence))
+      throw bad(`fence ${String(reg.fence)} is outside the range`);
+    if (reg.boot !== undefined && typeof reg.boot !== 'string') throw bad('boot is not a boot id');
     const seen = new Set<number>();
     for (const r of reg.records) {
       if (!inRange(r.uid) || r.uid < LOWEST_SANDBOX_UID)
@@ -339,6 +382,25 @@ export class IdentityRegistry {
         throw bad(`uid ${r.uid} has invalid paths`);
     }
     return reg;
+  }
+}
+
+/** This boot's id; '' where the kernel does not say. */
+function bootId(): string {
+  try {
+    return readFileSync(BOOT_ID_FILE, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** Makes a rename in `dir` durable. */
+function syncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -101,6 +101,38 @@ describe('the uid registry', () => {
     expect(b.uid).toBe(a.uid + 1);
   });
 
+  it('flushes a fence 64 uids ahead, moves it only when an allocation reaches it, and resumes there after a reboot', async () => {
+    const dir = fresh();
+    const file = join(dir, 'registry.json');
+    const read = () =>
+      JSON.parse(readFileSync(file, 'utf8')) as { next: number; fence: number; boot: string };
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const r = registryIn(dir);
+    expect((await r.acquire(owner('a'), [])).uid).toBe(BASE);
+    expect(read()).toMatchObject({ next: BASE + 1, fence: BASE + 65, boot });
+    for (const name of ['b', 'c']) await r.acquire(owner(name), []);
+    expect(read()).toMatchObject({ next: BASE + 3, fence: BASE + 65 }); // within it: not moved
+    // The last uid before the fence leaves it; the fence's own uid moves it on.
+    const write = (patch: object) =>
+      writeFileSync(file, JSON.stringify({ ...read(), records: [], ...patch }));
+    write({ next: BASE + 64 });
+    expect((await r.acquire(owner('d'), [])).uid).toBe(BASE + 64);
+    expect(read().fence).toBe(BASE + 65);
+    expect((await r.acquire(owner('e'), [])).uid).toBe(BASE + 65);
+    expect(read().fence).toBe(BASE + 130);
+    // Round the end of the range, the fence wraps with the cursor.
+    write({ next: BASE + 999, fence: BASE + 999 });
+    expect((await r.acquire(owner('f'), [])).uid).toBe(BASE + 999);
+    expect(read()).toMatchObject({ next: BASE, fence: BASE + 64 });
+    // Written in another boot (a power cut may have lost writes after the fence's): past the fence.
+    write({ next: BASE + 10, fence: BASE + 40, boot: 'an-earlier-boot' });
+    expect((await r.acquire(owner('g'), [])).uid).toBe(BASE + 40);
+    expect(read()).toMatchObject({ next: BASE + 41, fence: BASE + 105, boot });
+    // A fence outside the range is refused like any other bad value.
+    write({ fence: BASE + 1000 });
+    await rejectsWith(r.acquire(owner('h'), []), 'UID_REGISTRY_INVALID', /fence 4001000 is outside/);
+  });
+
   it('keeps a uid while its workspace still belongs to it, and frees it once the workspace is gone or handed on', async (ctx) => {
     requires(ctx, 'root'); // chown to the sandbox uid
     const r = registryIn(fresh());
@@ -123,12 +155,12 @@ describe('the uid registry', () => {
     rmSync(ws, { recursive: true });
   });
 
-  it("drops a record whose owner's state directory is gone, once it is an hour old, its paths hold nothing and nothing runs as it", async (ctx) => {
+  it("drops a record whose owner's state directory is gone, once it is ten minutes old, its paths hold nothing and nothing runs as it", async (ctx) => {
     requires(ctx, 'root'); // a process of the sandbox uid
     const dir = fresh();
     const state = fresh(); // an owner that exists
     const gone = join(tmpdir(), 'carapace-uids-gone-for-good');
-    const hourAgo = new Date(Date.now() - 61 * 60 * 1000).toISOString();
+    const longAgo = new Date(Date.now() - 11 * 60 * 1000).toISOString(); // older than ten minutes
     const record = (uid: number, owner: string, name: string, since: string) => ({
       uid,
       state: owner,
@@ -144,10 +176,10 @@ describe('the uid registry', () => {
         size: 1000,
         next: BASE + 4,
         records: [
-          record(BASE, gone, 'orphan', hourAgo), // its home removed without deleting it
+          record(BASE, gone, 'orphan', longAgo), // its home removed without deleting it
           record(BASE + 1, gone, 'starting', new Date().toISOString()), // its start may be under way
-          record(BASE + 2, state, 'kept', hourAgo), // its owner is still there
-          record(BASE + 3, gone, 'running', hourAgo), // a sandbox of a removed home, still running
+          record(BASE + 2, state, 'kept', longAgo), // its owner is still there
+          record(BASE + 3, gone, 'running', longAgo), // a sandbox of a removed home, still running
         ],
       }),
     );
