@@ -23,6 +23,7 @@ import { compilePolicy, parsePolicy } from '../src/policy/index.js';
 import { EgressProxy } from '../src/proxy/egress-proxy.js';
 import { TlsAuthority } from '../src/proxy/tls-authority.js';
 import { InferenceRouter } from '../src/router/index.js';
+import { sharedUpstreamTrust } from '../src/proxy/index.js';
 import { classify, compileRules, contentStrings } from '../src/router/privacy/classify.js';
 import { Redactor } from '../src/router/privacy/redact.js';
 import { BUILTIN_DETECTORS } from '../src/policy/index.js';
@@ -75,7 +76,7 @@ async function run(): Promise<BenchRow[]> {
   const audit = new JsonlAuditLog(join(auditDir, 'audit.jsonl'));
   const router = new InferenceRouter({
     audit,
-    upstreamCaFile: info.caFile,
+    upstreamTrust: () => sharedUpstreamTrust(info.caFile).context,
     providers: { named: () => null, credential: () => 'sk-bench-provider-key' },
   });
   const proxy = new EgressProxy({ audit, internalHosts: [router.internalHost] });

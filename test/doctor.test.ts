@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { readCgroupLayout } from '../src/sandbox/cgroup-layout.js';
 import { carapace } from './helpers/cli.js';
@@ -21,8 +22,13 @@ describe('carapace doctor', () => {
       'cgroup',
       'cgroup-migration',
       'tcp-hash',
+      'process-tree',
       'disk',
     ]);
+    // What this host has, as the suite's own probe found it (test/helpers/host-probe.ts).
+    expect(report.capabilities.find((c) => c.id === 'process-tree')?.status).toBe(
+      existsSync(`/proc/${process.pid}/task/${process.pid}/children`) ? 'ok' : 'degraded',
+    );
     // The Node it runs on: here the one the test spawned it with, Carapace's own under npm test.
     expect(report.carapace.node).toEqual({ version: process.version, path: process.execPath });
     expect(report.capabilities[0]).toMatchObject({

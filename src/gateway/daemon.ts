@@ -30,6 +30,7 @@ import { Database } from './store/database.js';
 import { PolicyRevisionStore } from './store/policy-revisions.js';
 import { SandboxStore } from './store/sandbox-store.js';
 import { SecretBox } from './store/secret-box.js';
+import { sharedUpstreamTrust } from '../proxy/index.js';
 import { InferenceRouter } from '../router/index.js';
 import { InferenceService } from './inference-service.js';
 import { ProviderService } from './provider-service.js';
@@ -121,11 +122,13 @@ export class Gateway {
       const audit = new AuditRouter(join(dirs.state, 'audit'));
       // inference.local for every sandbox: the router reads each sandbox's routes from its policy,
       // its owner's providers and its credentials from this store, and keeps usage here.
+      // Providers' TLS trusts what the proxy's upstream TLS does: one context for both.
+      const upstreamTrust = () => sharedUpstreamTrust(cfg.proxy?.upstreamCaFile).context;
       const providers = new ProviderService({
         providers: new ProviderStore(db, secrets),
         sandboxes: store,
         secrets,
-        upstreamCaFile: cfg.proxy?.upstreamCaFile,
+        upstreamTrust,
         log,
       });
       const usage = new SqliteUsageStore(db);
@@ -133,7 +136,7 @@ export class Gateway {
         audit,
         providers: providers.directory(),
         usage,
-        upstreamCaFile: cfg.proxy?.upstreamCaFile,
+        upstreamTrust,
         onError: (err, sandbox) =>
           log({
             level: 'error',
@@ -240,6 +243,7 @@ export class Gateway {
         usage,
         router,
         policies,
+        upstreamTrust,
       });
       server.setRoutes(
         gatewayRoutes({

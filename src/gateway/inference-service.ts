@@ -16,6 +16,7 @@ import {
   routeTable,
   type InferenceRouter,
   type ProbeResult,
+  type TrustSource,
 } from '../router/index.js';
 import { ApiError } from './api/errors.js';
 import type { Caller } from './api/router.js';
@@ -63,7 +64,8 @@ export interface InferenceServiceOptions {
   usage: SqliteUsageStore;
   router: InferenceRouter;
   policies: PolicyService;
-  upstreamCaFile?: string | undefined;
+  /** What providers' TLS trusts (the proxy's, as the router has it). */
+  upstreamTrust?: TrustSource | undefined;
 }
 
 export class InferenceService {
@@ -169,7 +171,7 @@ export class InferenceService {
       out.push({
         route: r.name,
         provider: config.name,
-        ...(await probeProvider(config, { upstreamCaFile: this.opts.upstreamCaFile })),
+        ...(await probeProvider(config, { upstreamTrust: this.opts.upstreamTrust })),
       });
     }
     return out;

@@ -16,6 +16,7 @@ import {
   type ProbeResult,
   type ProviderConfig,
   type ProviderDirectory,
+  type TrustSource,
 } from '../router/index.js';
 import { ApiError } from './api/errors.js';
 import type { Caller } from './api/router.js';
@@ -46,7 +47,8 @@ export interface ProviderServiceOptions {
   providers: ProviderStore;
   sandboxes: SandboxStore;
   secrets: SecretBox;
-  upstreamCaFile?: string | undefined;
+  /** What providers' TLS trusts (the proxy's, as the router has it). */
+  upstreamTrust?: TrustSource | undefined;
   log?: (entry: Record<string, unknown>) => void;
 }
 
@@ -173,7 +175,7 @@ export class ProviderService {
   /** One minimal request to the provider, with its key: latency and the models it lists. */
   async test(caller: Caller, name: string, owner?: number): Promise<ProbeResult> {
     const rec = this.found(caller, name, owner);
-    return probeProvider(this.config(rec), { upstreamCaFile: this.opts.upstreamCaFile });
+    return probeProvider(this.config(rec), { upstreamTrust: this.opts.upstreamTrust });
   }
 
   /** The provider as the router uses it, key unsealed. */

@@ -31,7 +31,7 @@ import type { ProxyPolicy } from './policy-port.js';
 import { ProxyAudit } from './proxy-audit.js';
 import type { OpenTunnel, PinnedGeneration, SandboxContext } from './sandbox-context.js';
 import type { TlsAuthority } from './tls-authority.js';
-import { UpstreamTrust } from './upstream.js';
+import { sharedUpstreamTrust, type UpstreamTrust } from './upstream.js';
 
 export interface EgressProxyOptions {
   audit: AuditSink;
@@ -120,7 +120,7 @@ export class EgressProxy {
       allowLocal: options.allowLocal,
       resolver: options.resolver,
     });
-    this.upstreamTrust = new UpstreamTrust(options.upstreamCaFile);
+    this.upstreamTrust = sharedUpstreamTrust(options.upstreamCaFile);
   }
 
   async attachSandbox(options: AttachOptions): Promise<SandboxProxy> {

@@ -38,3 +38,4 @@ export { BinaryTrust } from './binary-trust.js';
 export { AddressGuardConfigError } from './address-guard.js';
 export { PLACEHOLDER_PREFIX } from './credentials.js';
 export { INTERNAL_PORTS, type InternalHost, type InternalHostCaller } from './internal-host.js';
+export { sharedUpstreamTrust, type UpstreamTrust } from './upstream.js';

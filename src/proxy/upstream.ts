@@ -77,6 +77,24 @@ export class UpstreamTrust {
   }
 }
 
+const shared = new Map<string, UpstreamTrust>();
+
+/**
+ * One UpstreamTrust per CA file (by its path and text) and host store in a process: the proxy's and
+ * the router's (which takes it as a context getter: src/router imports nothing of the proxy's), so
+ * the ~13 ms context is built once and a bad file is refused the same way for both.
+ */
+export function sharedUpstreamTrust(extraCaFile?: string, hostBundle = DEFAULT_SYSTEM_BUNDLE): UpstreamTrust {
+  const text = extraCaFile === undefined ? '' : readFileSync(extraCaFile, 'utf8');
+  const key = `${hostBundle}\0${extraCaFile ?? ''}\0${text}`;
+  let trust = shared.get(key);
+  if (trust === undefined) {
+    trust = new UpstreamTrust(extraCaFile, hostBundle);
+    shared.set(key, trust);
+  }
+  return trust;
+}
+
 /** The context of an UpstreamTrust, built now (tests). */
 export function upstreamContext(extraCaFile?: string, hostBundle = DEFAULT_SYSTEM_BUNDLE): tls.SecureContext {
   return new UpstreamTrust(extraCaFile, hostBundle).context;

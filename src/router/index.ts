@@ -30,3 +30,4 @@ export {
   type RouteTable,
 } from './route-table.js';
 export { probeProvider, type ProbeResult } from './probe.js';
+export type { TrustSource } from './upstream.js';

@@ -4,7 +4,7 @@
  */
 import { apiUrl, authHeaders, type ProviderConfig } from './providers.js';
 import { arr, isObject, str, type Json } from './translate/chat.js';
-import { UpstreamCallError, UpstreamClient } from './upstream.js';
+import { UpstreamCallError, UpstreamClient, type TrustSource } from './upstream.js';
 
 export interface ProbeResult {
   ok: boolean;
@@ -16,9 +16,9 @@ export interface ProbeResult {
 
 export async function probeProvider(
   p: ProviderConfig,
-  opts: { timeoutMs?: number; upstreamCaFile?: string | undefined } = {},
+  opts: { timeoutMs?: number; upstreamTrust?: TrustSource | undefined } = {},
 ): Promise<ProbeResult> {
-  const client = new UpstreamClient({ caFile: opts.upstreamCaFile });
+  const client = new UpstreamClient(opts.upstreamTrust);
   const started = performance.now();
   const headers: Record<string, string> = {
     accept: 'application/json',

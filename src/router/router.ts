@@ -39,7 +39,7 @@ import {
 import { relayResponse } from './relay.js';
 import { routeTable, type Route, type RouteTable } from './route-table.js';
 import { TranslationError, isObject, str, type Json } from './translate/chat.js';
-import { UpstreamCallError, UpstreamClient, type UpstreamResponse } from './upstream.js';
+import { UpstreamCallError, UpstreamClient, type TrustSource, type UpstreamResponse } from './upstream.js';
 import { MemoryUsageStore, UsageLedger, type UsageStore } from './usage.js';
 
 /** The name agents reach the router by. */
@@ -60,8 +60,11 @@ export interface InferenceRouterOptions {
   providers: ProviderDirectory;
   /** Where usage is kept (the gateway's SQLite); in memory without one. */
   usage?: UsageStore | undefined;
-  /** PEM file of extra CAs trusted for providers' TLS (besides the system roots). */
-  upstreamCaFile?: string | undefined;
+  /**
+   * What providers' TLS trusts (the proxy's: Node's roots, the host's store, --upstream-ca); Node's
+   * roots without it. Called on the first https call.
+   */
+  upstreamTrust?: TrustSource | undefined;
   /** Unexpected errors (the call is answered 500 and the router goes on). */
   onError?: ((err: unknown, sandbox: string) => void) | undefined;
   now?: (() => number) | undefined;
@@ -108,7 +111,7 @@ export class InferenceRouter {
   readonly internalHost: { readonly names: readonly string[]; open(caller: RouterCaller): Duplex };
 
   constructor(private readonly opts: InferenceRouterOptions) {
-    this.client = new UpstreamClient({ caFile: opts.upstreamCaFile });
+    this.client = new UpstreamClient(opts.upstreamTrust);
     this.ledger = new UsageLedger(opts.usage ?? new MemoryUsageStore(), opts.now ?? Date.now, 2_000, (err) =>
       opts.onError?.(err, '(usage)'),
     );

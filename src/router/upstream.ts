@@ -1,6 +1,7 @@
 /**
- * Calls to providers: HTTP or HTTPS from the host, with kept-alive connections per origin, the
- * system's roots plus the operator's CA file for TLS, and two clocks per call — the whole call
+ * Calls to providers: HTTP or HTTPS from the host, with kept-alive connections per origin, TLS
+ * trusting what the caller hands in (the proxy's trust: Node's roots, the host's store, the
+ * operator's CA file; src/router imports nothing of the proxy's), and two clocks per call — the whole call
  * (`timeout`) and the provider's silence (`idle_timeout`, the wait for the first byte included).
  * The silence clock stops while the router waits for the agent to take what it was sent
  * (backpressure is the agent's slowness, not the provider's).
@@ -9,7 +10,6 @@
  * process acting for the policy's author, not the agent, so the SSRF guard of the agent's traffic
  * does not apply to it (docs/router.md).
  */
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
@@ -144,44 +144,15 @@ export interface UpstreamResponse {
   abort(): void;
 }
 
-/** The host's CA store, the bundle curl and apt read. */
-const HOST_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
-
-/**
- * Secure contexts by their sources, made once per process: a context of ~300 roots takes tens of
- * milliseconds to build, and a client is made per provider test and probe.
- */
-const contexts = new Map<string, tls.SecureContext>();
-
-/** Node's roots, the host's store (as the proxy trusts it: src/proxy/upstream.ts), the CA file. */
-function trustContext(caFile: string | undefined, hostBundle: string): tls.SecureContext {
-  const key = `${hostBundle}\0${caFile ?? ''}`;
-  let context = contexts.get(key);
-  if (context === undefined) {
-    const pem = (path: string): string[] =>
-      readFileSync(path, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-    let host: string[] = [];
-    try {
-      host = pem(hostBundle);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-    const extra = caFile === undefined ? [] : pem(caFile);
-    if (caFile !== undefined && extra.length === 0) throw new Error(`no certificate in ${caFile}`);
-    context = tls.createSecureContext({
-      ca: [...tls.rootCertificates, ...host, ...extra],
-      minVersion: 'TLSv1.2',
-    });
-    contexts.set(key, context);
-  }
-  return context;
-}
+/** What providers' TLS trusts: a context made on first use (the proxy's UpstreamTrust's). */
+export type TrustSource = () => tls.SecureContext;
 
 export class UpstreamClient {
   private readonly httpAgent = new LeanHttpAgent({ keepAlive: true, maxSockets: 256 });
   private httpsPool: https.Agent | null = null;
 
-  constructor(private readonly opts: { caFile?: string | undefined; hostBundle?: string } = {}) {}
+  /** Without `trust`, Node's own roots only. */
+  constructor(private readonly trust?: TrustSource) {}
 
   /**
    * Made on the first https call. A secure context, not a `ca` list: https.Agent makes its pool's
@@ -192,7 +163,7 @@ export class UpstreamClient {
       keepAlive: true,
       maxSockets: 256,
       minVersion: 'TLSv1.2',
-      secureContext: trustContext(this.opts.caFile, this.opts.hostBundle ?? HOST_CA_BUNDLE),
+      ...(this.trust ? { secureContext: this.trust() } : {}),
     });
     return this.httpsPool;
   }

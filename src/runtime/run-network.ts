@@ -5,7 +5,7 @@
  */
 import type { AuditSink } from '../audit/index.js';
 import { compilePolicy, resolveLimits, type Policy } from '../policy/index.js';
-import type { EgressProxy, SandboxProxy } from '../proxy/index.js';
+import { sharedUpstreamTrust, type EgressProxy, type SandboxProxy } from '../proxy/index.js';
 import { InferenceRouter, type ProviderConfig } from '../router/index.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
 import { LivePolicy } from './policy-apply.js';
@@ -40,7 +40,7 @@ export function runRouter(
 ): InferenceRouter {
   return new InferenceRouter({
     audit,
-    upstreamCaFile: input.upstreamCaFile,
+    upstreamTrust: () => sharedUpstreamTrust(input.upstreamCaFile).context,
     providers: {
       named: (_sandbox, name) => input.providers?.(name) ?? null,
       credential: (_sandbox, name) => input.credentials.get(name),

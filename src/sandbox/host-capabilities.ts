@@ -148,6 +148,7 @@ export function probeHost(stateDir: string): HostCapabilities {
   caps.push(cgroupCapability(cgroup));
   caps.push(cgroupMigrationCapability(cgroup));
   caps.push(tcpHashCapability());
+  caps.push(processTreeCapability());
   caps.push(diskCapability(stateDir));
 
   return { capabilities: caps, landlockAbi, bwrapVersion: bwrap.version, cgroup };
@@ -279,6 +280,24 @@ function tcpHashCapability(): Capability {
     detail: "sandboxes share the host's TCP hash table",
     impact: "each connection's caller lookup walks every TCP socket of the host (about 1 ms here)",
     fix: 'sysctl -w net.ipv4.tcp_child_ehash_entries=1024 (./install.sh does this as root, and keeps it in /etc/sysctl.d)',
+  };
+}
+
+/**
+ * A sandbox's CPU and memory in `carapace term`, the dashboard and /metrics come from a walk of its
+ * process tree through /proc/<pid>/task/<tid>/children (src/sandbox/processes.ts), which a kernel
+ * built without CONFIG_PROC_CHILDREN does not have.
+ */
+function processTreeCapability(): Capability {
+  const base = { id: 'process-tree', title: "sandboxes' process trees" };
+  if (existsSync(`/proc/self/task/${process.pid}/children`))
+    return { ...base, status: 'ok', detail: '/proc/<pid>/task/<tid>/children' };
+  return {
+    ...base,
+    status: 'degraded',
+    detail: 'no /proc/<pid>/task/<tid>/children',
+    impact: "a sandbox's CPU and memory (term, dashboard, /metrics) count its init alone",
+    fix: "use a kernel built with CONFIG_PROC_CHILDREN=y (most distributions' kernels are)",
   };
 }
 

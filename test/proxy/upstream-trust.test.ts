@@ -8,7 +8,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UpstreamTrust, startTls, upstreamContext } from '../../src/proxy/upstream.js';
+import { UpstreamTrust, sharedUpstreamTrust, startTls, upstreamContext } from '../../src/proxy/upstream.js';
 import { startUpstreams, type Upstreams } from './harness.js';
 
 let up: Upstreams;
@@ -53,5 +53,20 @@ describe('upstream TLS trust', () => {
     expect(() => new UpstreamTrust(notPem)).toThrow(
       `no certificate in ${notPem}: --upstream-ca takes CA certificates in PEM`,
     );
+  });
+
+  it("is one trust per CA file's path and text in a process (the proxy's and the router's), a bad file never kept", () => {
+    const missingStore = join(dir, 'missing.crt');
+    const file = join(dir, 'shared-ca.pem');
+    writeFileSync(file, up.ca.caPem);
+    const a = sharedUpstreamTrust(file, missingStore);
+    expect(sharedUpstreamTrust(file, missingStore)).toBe(a);
+    expect(sharedUpstreamTrust(file, missingStore).context).toBe(a.context);
+    expect(sharedUpstreamTrust(undefined, missingStore)).not.toBe(a);
+    writeFileSync(file, `# rotated\n${up.ca.caPem}`); // the same path with other contents
+    expect(sharedUpstreamTrust(file, missingStore)).not.toBe(a);
+    writeFileSync(file, 'hello\n');
+    for (let i = 0; i < 2; i++)
+      expect(() => sharedUpstreamTrust(file, missingStore)).toThrow(/no certificate in/);
   });
 });
