@@ -73,7 +73,7 @@ export function recordedDigest(dir: string): string {
   } catch {
     throw new BlueprintError(
       'DIGEST_MISSING',
-      `${dir}: no ${DIGEST_FILE}; a blueprint without a recorded digest is not trusted (its author records one with carapace blueprint digest --write)`,
+      `${dir}: no ${DIGEST_FILE}; a blueprint without a recorded digest is not trusted (its author records one with carapace blueprint sign ${dir})`,
     );
   }
   const line = text.trim();

@@ -51,7 +51,12 @@ export function parseBlueprint(
   }
   const result = BlueprintSchema.safeParse(data);
   if (!result.success) {
-    const issues: PolicyIssue[] = result.error.issues.flatMap((i) => issuesFromZod(i, data, BlueprintSchema));
+    // The policy engine's messages name the top level "the policy"; here it is the blueprint.
+    const issues: PolicyIssue[] = result.error.issues
+      .flatMap((i) => issuesFromZod(i, data, BlueprintSchema))
+      .map((i) =>
+        i.path.length === 1 ? { ...i, message: i.message.replace(' in the policy', ' in the blueprint') } : i,
+      );
     return { ok: false, diagnostics: sortDiagnostics(issues.map((i) => issueToDiagnostic(source, i))) };
   }
   return { ok: true, blueprint: result.data };

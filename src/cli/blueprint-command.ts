@@ -66,8 +66,15 @@ function installedRef(ref: string, store: BlueprintStore, trust: TrustSettings):
 
 function describe(v: VerifiedBlueprint): string {
   const b = v.blueprint;
+  // Signatures by keys the caller does not trust are named as such, not hidden as "unsigned".
   const signed =
-    v.signatures.trustedBy.length > 0 ? `signed by ${v.signatures.trustedBy.join(', ')}` : 'unsigned';
+    v.signatures.trustedBy.length > 0
+      ? `signed by ${v.signatures.trustedBy.join(', ')}`
+      : isBuiltinDigest(v.digest)
+        ? 'built-in'
+        : v.signatures.unknown.length > 0
+          ? `signed by ${v.signatures.unknown.join(', ')}, not a trusted key`
+          : 'unsigned';
   return `${b.name} ${b.version} ${v.digest} (${signed})`;
 }
 
@@ -197,12 +204,22 @@ export function registerBlueprint(program: Command): void {
     }
     const installedNames = new Set(rows.map((r) => r.name));
     const available = builtinBlueprintNames().filter((n) => !installedNames.has(n));
+    // A refusal's reason is a sentence with paths and two digests: on its own line, not in a cell.
+    const refused = (r: (typeof rows)[number]) => r.status.startsWith('REFUSED: ');
     process.stdout.write(
       table(
         ['NAME', 'VERSION', 'DIGEST', 'STATUS', 'IMAGE'],
-        rows.map((r) => [r.name, r.version, r.digest.slice(0, 19), r.status, r.image ? 'built' : '-']),
+        rows.map((r) => [
+          r.name,
+          r.version,
+          r.digest.slice(0, 19),
+          refused(r) ? 'REFUSED' : r.status,
+          r.image ? 'built' : '-',
+        ]),
       ),
     );
+    for (const r of rows.filter(refused))
+      process.stderr.write(`carapace: ${r.name} ${r.digest}: ${r.status.slice('REFUSED: '.length)}\n`);
     if (available.length > 0) process.stdout.write(`built-in, not installed yet: ${available.join(', ')}\n`);
   });
 
@@ -239,9 +256,9 @@ export function registerBlueprint(program: Command): void {
   trustOptions(
     bp
       .command('remove')
-      .description('remove an installed blueprint and its agent image')
+      .description('remove an installed blueprint and its agent image (refused while a sandbox uses it)')
       .argument('<blueprint>', 'NAME or sha256:…'),
-  ).action((ref: string, o: TrustOptions) => {
+  ).action(async (ref: string, o: TrustOptions) => {
     const store = blueprintStore();
     const digests = ref.startsWith('sha256:')
       ? store.digests().filter((d) => d.startsWith(ref))
@@ -251,6 +268,26 @@ export function registerBlueprint(program: Command): void {
     if (digests.length > 1 && ref.startsWith('sha256:'))
       throw new UsageError(`"${ref}" names ${digests.length} blueprints; give more of the digest`);
     void o;
+    // A sandbox made from it binds its agent image read-only: removing the image under it would
+    // break the running agent (and its next start), so the sandbox goes first.
+    // Own gateway with no database yet: no sandbox was ever made here, and none needs starting.
+    const { GatewayClient, gatewayEndpoint } = await import('./gateway-client.js');
+    const endpoint = gatewayEndpoint();
+    const sandboxes =
+      !endpoint.own || existsSync(join(endpoint.dirs.state, 'gateway.db'))
+        ? await (
+            await GatewayClient.connect()
+          ).call<{ name: string; labels: Record<string, string> }[]>('GET', '/v1/sandboxes')
+        : [];
+    for (const d of digests) {
+      const users = sandboxes.filter((s) => s.labels['carapace.blueprint.digest'] === d).map((s) => s.name);
+      if (users.length > 0)
+        throw new UsageError(
+          `blueprint ${store.peekName(d) ?? ref} ${d} is in use by sandbox ${users.join(', ')}; ` +
+            `carapace sandbox delete ${users.join(' ')} first`,
+          1,
+        );
+    }
     const images = new ImageStore(stateDirs().state);
     for (const d of digests) {
       images.remove(d);

@@ -9,7 +9,7 @@
  * directories. `CARAPACE_HOME` moves both (tests).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { request, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -218,4 +218,38 @@ export async function startGateway(endpoint: GatewayEndpoint, entry: string): Pr
     `the gateway did not start (see ${join(endpoint.dirs.state, 'gateway.log')})`,
     503,
   );
+}
+
+/**
+ * A policy the gateway refused as invalid, one problem a line on stderr (`file:line:col:
+ * message`, the gateway's name for the text, `sentAs`, shown as the caller's file, `shownAs`),
+ * exit code 2. Returns false for any other error, which is the caller's to throw.
+ */
+export function printedPolicyProblems(err: unknown, sentAs: string, shownAs: string | undefined): boolean {
+  if (!(err instanceof GatewayError) || err.code !== 'POLICY_INVALID' || !Array.isArray(err.details))
+    return false;
+  for (const d of err.details as { file: string; line: number; col: number; message: string }[]) {
+    const file = shownAs !== undefined && d.file === sentAs ? shownAs : d.file;
+    process.stderr.write(`${d.line > 0 ? `${file}:${d.line}:${d.col}` : file}: ${d.message}\n`);
+  }
+  process.exitCode = 2;
+  return true;
+}
+
+/** A file the caller names (a policy, a preset), read as the caller; one line saying why not. */
+export function readCallerFile(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'it is a directory'
+          : code === 'EACCES'
+            ? 'permission denied'
+            : (err as Error).message;
+    throw new GatewayError('INVALID_INPUT', `${what} ${file}: cannot read it: ${why}`, 400);
+  }
 }

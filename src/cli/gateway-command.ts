@@ -150,7 +150,9 @@ export function registerGateway(program: Command): void {
 
   gateway
     .command('stop')
-    .description('stop the gateway (its sandboxes stop too, and start again with the next one)')
+    .description(
+      'stop the gateway; its sandboxes run on, and the next gateway re-adopts them (stop them with sandbox stop)',
+    )
     .action(async () => {
       const client = new GatewayClient(gatewayEndpoint());
       if (!(await client.answers())) {

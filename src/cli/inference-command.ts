@@ -11,7 +11,8 @@
  */
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { parse } from 'yaml';
+import { stringify } from 'yaml';
+import { formatDiagnostic, parseInferenceSection } from '../policy/index.js';
 import { GatewayClient } from './gateway-client.js';
 import { UsageError } from './errors.js';
 import { printProbe } from './provider-command.js';
@@ -53,25 +54,55 @@ function pairs(list: string[], option: string, what: string): [string, string][]
   });
 }
 
+/** The flags that build a section piece by piece (what `--from` and `--clear` replace whole). */
+const PIECE_FLAGS: [key: string, flag: string][] = [
+  ['route', '--route'],
+  ['default', '--default'],
+  ['local', '--local'],
+  ['alias', '--alias'],
+  ['fallback', '--fallback'],
+  ['timeout', '--timeout'],
+  ['idleTimeout', '--idle-timeout'],
+];
+
+/** The section in a `--from` file, checked where the user can see each problem: in that file. */
+function sectionFromFile(file: string): Json {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : (err as Error).message;
+    throw new UsageError(`--from ${file}: ${why}`);
+  }
+  const r = parseInferenceSection(text, file);
+  if (!r.ok) {
+    const more = r.diagnostics.length > 1 ? ` (and ${r.diagnostics.length - 1} more)` : '';
+    throw new UsageError(formatDiagnostic(r.diagnostics[0]!) + more);
+  }
+  return r.inference as Json;
+}
+
 /** The inference section a `set` command line describes, on top of the current one. */
 export function sectionFromFlags(current: Json | null, o: Record<string, unknown>): Json | null {
-  if (o.clear === true) return null;
+  // `--from` and `--clear` replace the whole section: a piece given beside them would be dropped
+  // without a word, and the user would believe it applied.
+  const given = PIECE_FLAGS.filter(([key]) =>
+    Array.isArray(o[key]) ? (o[key] as unknown[]).length > 0 : o[key] !== undefined,
+  ).map(([, flag]) => flag);
+  if (o.clear === true) {
+    if (typeof o.from === 'string') given.unshift('--from');
+    if (given.length > 0)
+      throw new UsageError(`--clear removes the section: drop ${given.join(', ')}, or drop --clear`);
+    return null;
+  }
   if (typeof o.from === 'string') {
-    let doc: unknown;
-    try {
-      doc = parse(readFileSync(o.from, 'utf8'));
-    } catch (err) {
+    if (given.length > 0)
       throw new UsageError(
-        `--from ${o.from}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        `--from replaces the whole section: put ${given.join(', ')} in ${o.from}, or drop --from`,
       );
-    }
-    const obj = typeof doc === 'object' && doc !== null ? (doc as Json) : {};
-    const section = 'routes' in obj ? obj : obj.inference;
-    if (typeof section !== 'object' || section === null)
-      throw new UsageError(
-        `--from ${o.from}: no inference section (a file with routes:, or a policy with inference:)`,
-      );
-    return section as Json;
+    return sectionFromFile(o.from);
   }
   const routes: Record<string, Json> = {};
   const flagRoutes = pairs(o.route as string[], '--route', 'NAME=PROVIDER/MODEL');
@@ -153,7 +184,12 @@ export function registerInference(program: Command): void {
     .command('set')
     .description("replace a sandbox's routes, live (its next request uses them; no restart)")
     .argument('<sandbox>')
-    .option('--route <name=provider/model>', 'a route to a stored provider (repeatable)', collect, [])
+    .option(
+      '--route <name=provider/model>',
+      'a route to a stored provider (repeatable; the routes given replace all routes)',
+      collect,
+      [],
+    )
     .option('--default <route>', 'the route for requests no rule or model name picks')
     .option('--local <route>', 'mark a route local: a model on this host (repeatable)', collect, [])
     .option('--alias <route=alias>', 'a model name that selects the route (repeatable)', collect, [])
@@ -170,8 +206,11 @@ export function registerInference(program: Command): void {
       [],
     )
     .option('--idle-timeout <route=duration>', "the route's idle timeout, e.g. 10m (repeatable)", collect, [])
-    .option('--from <file>', 'the whole section from a YAML file (a section, or a policy holding one)')
-    .option('--clear', 'remove the inference section')
+    .option(
+      '--from <file>',
+      'the whole section from a YAML file (a section, or a policy holding one); no other route flags',
+    )
+    .option('--clear', 'remove the inference section (no other route flags)')
     .option('--owner <uid>', "another user's sandbox (root and carapace-admin)")
     .option('-o, --output <format>', 'json for scripts')
     .action(async (sandbox: string, o: Record<string, unknown>) => {
@@ -196,7 +235,6 @@ export function registerInference(program: Command): void {
       const client = await GatewayClient.connect();
       const view = await client.call<InferenceView>('GET', path(sandbox, o.owner));
       if (o.output === 'yaml') {
-        const { stringify } = await import('yaml');
         process.stdout.write(stringify({ inference: view.inference }));
       } else printView(view, o.output);
     });

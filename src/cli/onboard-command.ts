@@ -10,7 +10,7 @@
  */
 import type { Command } from 'commander';
 import { request } from 'node:http';
-import { PROVIDER_TYPES } from '../policy/index.js';
+import { loadBuiltinPreset, PROVIDER_TYPES } from '../policy/index.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
 import { builtinBlueprintNames, DEFAULT_AGENT } from '../blueprint/catalog.js';
 import { latestAnswers, loadAnswers, type OnboardAnswers } from '../blueprint/onboard-answers.js';
@@ -86,6 +86,9 @@ function checkAnswers(o: OnboardOptions): void {
     throw new UsageError(`--name ${o.name}: lower case letters, digits, ".", "_" and "-", up to 63`);
   if (o.credentialEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(o.credentialEnv))
     throw new UsageError(`--credential-env ${o.credentialEnv}: expected the name of an environment variable`);
+  // Before anything is made or saved: a mistyped name saved as the latest answers would be what a
+  // bare rerun (install.sh again) redoes.
+  for (const name of o.preset) loadBuiltinPreset(name);
 }
 
 /** The answers for a run without prompts: from flags and environment, else what was saved. */

@@ -19,9 +19,11 @@ import { ImageStore, type AgentImage } from '../blueprint/image.js';
 import { saveAnswers, type OnboardAnswers } from '../blueprint/onboard-answers.js';
 import { planSandbox, resolveInImage, type PlanChoices } from '../blueprint/sandbox-plan.js';
 import type { BlueprintStore, TrustSettings, VerifiedBlueprint } from '../blueprint/store.js';
-import { builtinPoliciesDir, loadBuiltinPreset } from '../policy/index.js';
+import { builtinPoliciesDir, loadBuiltinPreset, type ProviderType } from '../policy/index.js';
+import { PROVIDER_INFO } from '../router/providers.js';
 import { execOver } from '../sandbox/control-exec.js';
 import { UsageError } from './errors.js';
+import { checkProviderAnswers } from './onboard-preflight.js';
 import { GatewayError, type GatewayClient } from './gateway-client.js';
 import { imageHost } from './blueprint-host.js';
 
@@ -85,6 +87,8 @@ export async function providerStep(
       throw new UsageError(
         `provider ${p.name} needs a key: export ${p.credentialEnv} (or run carapace onboard in a terminal to type it, hidden), then carapace onboard --resume`,
       );
+    const baseUrl = p.baseUrl ?? PROVIDER_INFO[p.type as ProviderType].defaultBaseUrl;
+    if (baseUrl !== null) await checkProviderAnswers(ctx, p, baseUrl, key);
     await client.call('POST', '/v1/providers', {
       name: p.name,
       type: p.type,
@@ -111,6 +115,7 @@ export async function providerStep(
     ctx.say(`provider ${p.name}: unchanged`);
     return;
   }
+  await checkProviderAnswers(ctx, p, patch.baseUrl ?? existing.baseUrl, patch.credential);
   await client.call('PATCH', `/v1/providers/${encodeURIComponent(p.name)}`, patch);
   ctx.say(`provider ${p.name}: updated (${Object.keys(patch).join(', ').replace('credential', 'key')})`);
 }
@@ -307,7 +312,8 @@ export async function healthStep(
   const url = health?.url !== undefined ? new URL(health.url) : null;
   const forward = url === null ? undefined : sandbox.forwards.find((f) => f.sandboxPort === Number(url.port));
   ctx.say(
-    `waiting for ${sandbox.name} to be healthy (${health?.url ?? health?.command?.join(' ') ?? 'running'})`,
+    // The URL as it is asked: through the forward, at the host's port (18789 may be taken there).
+    `waiting for ${sandbox.name} to be healthy (${url !== null && forward !== undefined ? `http://127.0.0.1:${forward.hostPort}${url.pathname}${url.search}` : (health?.url ?? health?.command?.join(' ') ?? 'running')})`,
   );
   for (;;) {
     const now = await client.call<SandboxView>('GET', `/v1/sandboxes/${encodeURIComponent(sandbox.name)}`);

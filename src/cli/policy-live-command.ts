@@ -8,7 +8,7 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { UsageError } from './errors.js';
-import { GatewayClient, GatewayError } from './gateway-client.js';
+import { GatewayClient, printedPolicyProblems, readCallerFile } from './gateway-client.js';
 import { addOperationOptions, type OpsOptions } from './policy-ops-command.js';
 import { printable, withSpinner } from './terminal.js';
 
@@ -87,14 +87,7 @@ async function sendChange(
       client.call<ChangeResult>(method, path, body),
     );
   } catch (err) {
-    if (err instanceof GatewayError && err.code === 'POLICY_INVALID' && Array.isArray(err.details)) {
-      for (const d of err.details as { file: string; line: number; col: number; message: string }[]) {
-        const file = shownAs !== undefined && d.file === `${name}.yaml` ? shownAs : d.file;
-        process.stderr.write(`${d.line > 0 ? `${file}:${d.line}:${d.col}` : file}: ${d.message}\n`);
-      }
-      process.exitCode = 2;
-      return;
-    }
+    if (printedPolicyProblems(err, `${name}.yaml`, shownAs)) return;
     throw err;
   }
   if (o.output === 'json') {
@@ -161,15 +154,7 @@ function wireOperations(o: OpsOptions): unknown[] {
 function presetRef(arg: string): { name: string } | { text: string; file: string } {
   const looksLikeFile = arg.includes('/') || arg.endsWith('.yaml') || arg.endsWith('.yml');
   if (!looksLikeFile || !existsSync(arg)) return { name: arg };
-  return { text: readText(arg, 'preset'), file: arg };
-}
-
-function readText(file: string, what: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new UsageError(`${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? 'cannot read it'}`);
-  }
+  return { text: readCallerFile(arg, 'preset'), file: arg };
 }
 
 /** The user name of a uid, from the host's passwd file (the uid alone when there is none). */
@@ -225,7 +210,7 @@ export function registerPolicyLive(policy: Command): void {
       .argument('<name>', 'the sandbox')
       .argument('<file>', 'the new policy'),
   ).action(async (name: string, file: string, o: ChangeFlags) => {
-    const body = { policy: readText(file, 'policy'), ...changeBody(o) };
+    const body = { policy: readCallerFile(file, 'policy'), ...changeBody(o) };
     await sendChange(name, 'PUT', policyPath(name, '', ownerQuery(o)), body, o, file);
   });
 

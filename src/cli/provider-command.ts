@@ -42,8 +42,9 @@ export async function readCredential(o: {
     throw new UsageError('give the key one way: --credential-env VAR or --credential-stdin, not both');
   if (o.credentialEnv !== undefined) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(o.credentialEnv))
+      // Not echoed: what stands in the name's place is most likely the key itself.
       throw new UsageError(
-        `--credential-env ${o.credentialEnv}: expected the name of an environment variable`,
+        '--credential-env: expected the name of an environment variable (export KEY_VAR=…, then --credential-env KEY_VAR), never the key itself',
       );
     const v = process.env[o.credentialEnv];
     if (v === undefined || v === '')
@@ -53,6 +54,7 @@ export async function readCredential(o: {
     return v;
   }
   if (o.credentialStdin) {
+    if (process.stdin.isTTY) return promptHidden();
     const chunks: Buffer[] = [];
     for await (const c of process.stdin as AsyncIterable<Buffer>) chunks.push(c);
     const v = Buffer.concat(chunks)
@@ -62,6 +64,36 @@ export async function readCredential(o: {
     return v;
   }
   return undefined;
+}
+
+/**
+ * `--credential-stdin` at a terminal: one line, typed without echo. Read whole, the terminal would
+ * show the key as it is typed (and keep it in its scrollback) and wait for Ctrl-D after Enter.
+ */
+async function promptHidden(): Promise<string> {
+  const stdin = process.stdin;
+  // Echo off before the prompt: what is typed once the prompt shows is never echoed.
+  stdin.setRawMode(true);
+  process.stderr.write('API key (not shown; Enter to finish): ');
+  let key = '';
+  try {
+    for await (const chunk of stdin as AsyncIterable<Buffer>) {
+      for (const ch of chunk.toString('utf8')) {
+        if (ch === '\r' || ch === '\n') {
+          if (key === '') throw new UsageError('--credential-stdin: no key was typed');
+          return key;
+        }
+        if (ch === '\u0003' || ch === '\u0004') throw new UsageError('--credential-stdin: cancelled');
+        if (ch === '\u007f' || ch === '\b') key = key.slice(0, -1);
+        else if (ch >= ' ') key += ch;
+      }
+    }
+    throw new UsageError('--credential-stdin: standard input ended before Enter');
+  } finally {
+    stdin.setRawMode(false);
+    stdin.pause();
+    process.stderr.write('\n');
+  }
 }
 
 function checkType(t: string | undefined): void {
@@ -96,7 +128,7 @@ export function registerProvider(program: Command): void {
   const keyOptions = (c: Command): Command =>
     c
       .option('--credential-env <var>', 'the key is in this environment variable')
-      .option('--credential-stdin', 'read the key from standard input');
+      .option('--credential-stdin', 'read the key from standard input (typed unseen at a terminal)');
 
   keyOptions(
     provider
@@ -149,7 +181,9 @@ export function registerProvider(program: Command): void {
   keyOptions(
     provider
       .command('update')
-      .description('change a provider’s type, base URL or key')
+      .description(
+        'change a provider’s type, base URL or key (a new type keeps the base URL; from a default service, give the new key)',
+      )
       .argument('<name>')
       .option('--type <type>', PROVIDER_TYPES.join(' | '))
       .option('--base-url <url>', "the API's base URL")

@@ -35,6 +35,16 @@ export function parseDuration(text: string, flag: string): number {
   return n;
 }
 
+/**
+ * `-o`: json, or nothing (a table). Checked before anything is asked or changed: a typo such as
+ * `-o yaml` on `approve` must not approve and then print a table the script cannot read.
+ */
+export function outputFormat(o: { output?: string | undefined }): 'json' | 'table' {
+  if (o.output === undefined) return 'table';
+  if (o.output === 'json') return 'json';
+  throw new UsageError(`-o ${o.output}: the one output format is json (-o json); without -o, a table`);
+}
+
 function proposalId(text: string): number {
   if (!/^\d+$/.test(text) || Number(text) < 1)
     throw new UsageError(`${text}: a proposal id is a number (carapace rules list shows them)`);
@@ -144,7 +154,8 @@ function editRule(p: ProposalView): Record<string, unknown> | null {
     try {
       edited = parse(text);
     } catch (err) {
-      throw new UsageError(`the edited rule is not YAML: ${(err as Error).message.split('\n')[0]}`);
+      const first = (err as Error).message.split('\n')[0]!.replace(/:\s*$/, '');
+      throw new UsageError(`the edited rule is not YAML: ${first}`);
     }
     if (typeof edited !== 'object' || edited === null || Array.isArray(edited))
       throw new UsageError('the edited rule must be a map of host, port, and binaries or method and path');
@@ -153,10 +164,34 @@ function editRule(p: ProposalView): Record<string, unknown> | null {
       if (!known.has(k))
         throw new UsageError(`the edited rule has "${k}": only ${[...known].join(', ')} may change`);
     }
-    return edited as Record<string, unknown>;
+    return checkEdit(edited as Record<string, unknown>);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The edited fields' shapes, checked here so that a slip reads as what it is ("the edited rule's
+ * port …"), not as the API's field path. What the policy makes of them (a host pattern, an endpoint
+ * the rule must sit on) the gateway checks, and says in the same words.
+ */
+function checkEdit(e: Record<string, unknown>): Record<string, unknown> {
+  const bad = (what: string) => new UsageError(`the edited rule's ${what}`);
+  const show = (v: unknown) => JSON.stringify(v) ?? String(v);
+  if ('host' in e && (typeof e.host !== 'string' || e.host.trim() === ''))
+    throw bad(`host ${show(e.host)}: expected a host name such as api.example.com`);
+  if ('port' in e && (!Number.isInteger(e.port) || (e.port as number) < 1 || (e.port as number) > 65535))
+    throw bad(`port ${show(e.port)}: expected a TCP port, 1 to 65535`);
+  if (
+    'binaries' in e &&
+    (!Array.isArray(e.binaries) || e.binaries.some((b) => typeof b !== 'string' || !b.startsWith('/')))
+  )
+    throw bad(`binaries ${show(e.binaries)}: expected a list of absolute paths, such as [/usr/bin/curl]`);
+  if ('method' in e && (typeof e.method !== 'string' || !/^(\*|[A-Za-z_]+)$/.test(e.method)))
+    throw bad(`method ${show(e.method)}: expected an HTTP method such as GET, or *`);
+  if ('path' in e && (typeof e.path !== 'string' || !(e.path.startsWith('/') || e.path === '**')))
+    throw bad(`path ${show(e.path)}: expected a path starting with /, such as /v1/**`);
+  return e;
 }
 
 function printApproval(a: ApprovalResult): void {
@@ -188,9 +223,10 @@ export function registerRules(program: Command): void {
       )
       .argument('[name]', 'only this sandbox'),
   ).action(async (name: string | undefined, o: Common) => {
+    const format = outputFormat(o);
     const client = await GatewayClient.connect();
     const list = await client.call<ProposalView[]>('GET', listPath('pending', name, o));
-    if (o.output === 'json') json(list);
+    if (format === 'json') json(list);
     else printList(list);
   });
 
@@ -200,9 +236,11 @@ export function registerRules(program: Command): void {
     .argument('<id>', 'the proposal')
     .option('-o, --output <format>', 'json for scripts')
     .action(async (id: string, o: Common) => {
+      const format = outputFormat(o);
+      const n = proposalId(id);
       const client = await GatewayClient.connect();
-      const p = await client.call<ProposalView>('GET', `/v1/proposals/${proposalId(id)}`);
-      if (o.output === 'json') json(p);
+      const p = await client.call<ProposalView>('GET', `/v1/proposals/${n}`);
+      if (format === 'json') json(p);
       else printOne(p);
     });
 
@@ -213,6 +251,7 @@ export function registerRules(program: Command): void {
     .option('--edit', 'edit the rule in $VISUAL or $EDITOR before approving')
     .option('-o, --output <format>', 'json for scripts')
     .action(async (id: string, o: Common & { edit?: boolean }) => {
+      const format = outputFormat(o);
       const n = proposalId(id);
       const client = await GatewayClient.connect();
       let body: { rule?: Record<string, unknown> } = {};
@@ -225,7 +264,7 @@ export function registerRules(program: Command): void {
         body = { rule: edited };
       }
       const a = await client.call<ApprovalResult>('POST', `/v1/proposals/${n}/approve`, body);
-      if (o.output === 'json') json(a);
+      if (format === 'json') json(a);
       else printApproval(a);
     });
 
@@ -236,11 +275,12 @@ export function registerRules(program: Command): void {
     .option('--for <duration>', 'a quiet period (90s, 30m, 1h, 7d) after which it may come back')
     .option('-o, --output <format>', 'json for scripts')
     .action(async (id: string, o: Common & { for?: string }) => {
+      const format = outputFormat(o);
       const n = proposalId(id);
       const body = o.for === undefined ? {} : { forSeconds: parseDuration(o.for, '--for') };
       const client = await GatewayClient.connect();
       const p = await client.call<ProposalView>('POST', `/v1/proposals/${n}/reject`, body);
-      if (o.output === 'json') json(p);
+      if (format === 'json') json(p);
       else
         process.stdout.write(
           `proposal ${p.id} rejected${p.quietUntil ? ` until ${p.quietUntil}` : ' (for good)'}: ${whatWasDenied(p)}\n`,
@@ -255,6 +295,7 @@ export function registerRules(program: Command): void {
     .option('--owner <uid>', "another user's sandboxes (root and carapace-admin)")
     .option('-o, --output <format>', 'json for scripts')
     .action(async (name: string | undefined, o: Common & { safe?: boolean }) => {
+      const format = outputFormat(o);
       if (!o.safe)
         throw new UsageError(
           'approve-all approves only proposals without risk notes: repeat with --safe (approve the others one by one)',
@@ -266,7 +307,7 @@ export function registerRules(program: Command): void {
         '/v1/proposals/approve-safe',
         { ...(name !== undefined ? { sandbox: name } : {}), ...(owner !== undefined ? { owner } : {}) },
       );
-      if (o.output === 'json') return json(r);
+      if (format === 'json') return json(r);
       for (const a of r.approved) printApproval(a);
       for (const p of r.skipped)
         process.stdout.write(
@@ -281,9 +322,10 @@ export function registerRules(program: Command): void {
       .description('decided proposals, newest first: who approved or rejected what, and the revision')
       .argument('[name]', 'only this sandbox'),
   ).action(async (name: string | undefined, o: Common) => {
+    const format = outputFormat(o);
     const client = await GatewayClient.connect();
     const list = await client.call<ProposalView[]>('GET', listPath('decided', name, o));
-    if (o.output === 'json') return json(list);
+    if (format === 'json') return json(list);
     if (list.length === 0) return void process.stdout.write('no decided proposals\n');
     process.stdout.write(
       table(

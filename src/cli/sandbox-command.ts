@@ -4,13 +4,12 @@
  * on first use when the caller may run one (gateway-client.ts).
  */
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
-import { GatewayClient, GatewayError } from './gateway-client.js';
+import { GatewayClient, GatewayError, printedPolicyProblems, readCallerFile } from './gateway-client.js';
 import { parseEnv, parseMount } from './run-options.js';
 import { registerSandboxIo } from './sandbox-io-command.js';
-import { table, withSpinner } from './terminal.js';
+import { printable, table, withSpinner } from './terminal.js';
 
 /** A sandbox as the gateway shows it (src/gateway/routes.ts, sandboxView). */
 export interface SandboxView {
@@ -30,6 +29,7 @@ export interface SandboxView {
   reason: string | null;
   createdAt: string;
   updatedAt: string;
+  startedAt?: string | null;
   version: number;
 }
 
@@ -48,12 +48,12 @@ function age(iso: string): string {
         : `${Math.round(s / 86400)}d`;
 }
 
-function parseForward(text: string): { hostPort: number; sandboxPort: number } {
+export function parseForward(text: string): { hostPort: number; sandboxPort: number } {
   const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(text);
   const hostPort = Number(m?.[1]);
   const sandboxPort = Number(m?.[2] ?? m?.[1]);
   if (!m || hostPort < 1 || hostPort > 65535 || sandboxPort < 1 || sandboxPort > 65535) {
-    throw new RunInputError(`--forward "${text}": expected HOSTPORT or HOSTPORT:SANDBOXPORT (1-65535)`);
+    throw new RunInputError(`"${text}": expected HOSTPORT or HOSTPORT:SANDBOXPORT, each 1-65535`);
   }
   return { hostPort, sandboxPort };
 }
@@ -109,6 +109,33 @@ function print(view: SandboxView | SandboxView[], output: string | undefined, wi
   );
 }
 
+/** One sandbox for people: each field on its line, the reason for its state under it. */
+function printDetails(v: SandboxView): void {
+  const rows: [string, string][] = [
+    ['name', v.name],
+    ['id', v.id],
+    ['owner', `uid ${v.owner}`],
+    ['state', v.exitCode !== null && v.state !== 'running' ? `${v.state} (status ${v.exitCode})` : v.state],
+    ...(v.reason ? ([['reason', v.reason]] as [string, string][]) : []),
+    ['should run', v.desired === 'running' ? 'yes' : 'no'],
+    ['restart', `${v.restart} (${v.restarts} restart${v.restarts === 1 ? '' : 's'} so far)`],
+    ['command', v.command.join(' ')],
+    ['workspace', v.workspace],
+    ['forwards', v.forwards.map((f) => `127.0.0.1:${f.hostPort} → ${f.sandboxPort}`).join(', ') || '-'],
+    ['policy', `revision ${v.policyRev} (carapace policy history ${v.name})`],
+    [
+      'labels',
+      Object.entries(v.labels)
+        .map(([k, val]) => `${k}=${val}`)
+        .join(', ') || '-',
+    ],
+    ['created', `${v.createdAt} (${age(v.createdAt)} ago)`],
+    ...(v.startedAt ? ([['started', `${v.startedAt} (${age(v.startedAt)} ago)`]] as [string, string][]) : []),
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length)) + 2;
+  for (const [k, val] of rows) process.stdout.write(`${`${k}:`.padEnd(width)}${printable(val)}\n`);
+}
+
 export function registerSandbox(program: Command): void {
   const sandbox = program
     .command('sandbox')
@@ -152,16 +179,7 @@ export function registerSandbox(program: Command): void {
           );
         credentials[name] = value;
       }
-      let policy: string | undefined;
-      if (o.policy !== undefined) {
-        try {
-          policy = readFileSync(o.policy as string, 'utf8');
-        } catch (err) {
-          throw new RunInputError(
-            `--policy ${o.policy as string}: ${(err as NodeJS.ErrnoException).code ?? 'cannot read it'}`,
-          );
-        }
-      }
+      const policy = o.policy === undefined ? undefined : readCallerFile(o.policy as string, '--policy');
       const restart = o.restart as string;
       if (!['never', 'on-failure', 'always'].includes(restart)) {
         throw new RunInputError(`--restart ${restart}: expected never, on-failure or always`);
@@ -174,15 +192,22 @@ export function registerSandbox(program: Command): void {
         env: parseEnv(o.env as string[]),
         credentials,
         mounts: (o.mount as string[]).map(parseMount),
-        forwards: (o.forward as string[]).map(parseForward),
+        forwards: (o.forward as string[]).map((f) => withFlag('--forward', () => parseForward(f))),
         labels: parseLabels(o.label as string[]),
         restart,
         start: o.start !== false,
       };
       const client = await GatewayClient.connect();
-      const view = await withSpinner(`creating ${body.name}`, () =>
-        client.call<SandboxView>('POST', '/v1/sandboxes', body),
-      );
+      let view: SandboxView;
+      try {
+        view = await withSpinner(`creating ${body.name}`, () =>
+          client.call<SandboxView>('POST', '/v1/sandboxes', body),
+        );
+      } catch (err) {
+        // The gateway names the text after the sandbox; the caller knows it as their file.
+        if (printedPolicyProblems(err, `${body.name}.yaml`, o.policy as string | undefined)) return;
+        throw err;
+      }
       if (o.output === 'json') print(view, 'json');
       else process.stdout.write(`${view.name} ${view.state}\n`);
     });
@@ -201,13 +226,17 @@ export function registerSandbox(program: Command): void {
 
   sandbox
     .command('get')
-    .description('one sandbox')
+    .description(
+      'one sandbox: its state and why (a failure, a restart waiting), spec, forwards, policy revision',
+    )
     .argument('<name>')
     .option('--owner <uid>', "another user's (root and carapace-admin)")
-    .option('-o, --output <format>', 'json | wide')
+    .option('-o, --output <format>', 'json | wide (a table row)')
     .action(async (name: string, o: { owner?: string; output?: string }) => {
       const client = await GatewayClient.connect();
-      print(await client.call<SandboxView>('GET', path(name, o.owner)), o.output, o.output === 'wide');
+      const view = await client.call<SandboxView>('GET', path(name, o.owner));
+      if (o.output === undefined) printDetails(view);
+      else print(view, o.output, o.output === 'wide');
     });
 
   sandbox
@@ -294,14 +323,22 @@ export function registerSandbox(program: Command): void {
     .option('--tail <n>', 'only the last N lines')
     .option('--since <time>', 'only since TIME: an ISO date, or a duration ago like 10m, 2h, 1d')
     .option('--audit', 'the audit events (OCSF JSON) instead of the output')
-    .option('--type <type>', 'with --audit: denied | allowed | lifecycle')
+    .option('--type <type>', 'with --audit: denied | allowed | lifecycle | all')
     .option('--host <host>', 'with --audit: only events about this host')
     .option('--owner <uid>', "another user's (root and carapace-admin)")
     .option('-o, --output <format>', 'json: the records as the gateway keeps them')
     .action(async (name: string, o: Record<string, string | boolean | undefined>) => {
       const q = new URLSearchParams();
       if (o.follow) q.set('follow', 'true');
-      if (o.tail !== undefined) q.set('tail', String(Number(o.tail)));
+      if (o.tail !== undefined) {
+        if (!/^\d+$/.test(o.tail as string))
+          throw new RunInputError(`--tail ${o.tail as string}: expected a whole number of lines`);
+        q.set('tail', o.tail as string);
+      }
+      if (o.type !== undefined && !['denied', 'allowed', 'lifecycle', 'all'].includes(o.type as string))
+        throw new RunInputError(`--type ${o.type as string}: expected denied, allowed, lifecycle or all`);
+      if ((o.type !== undefined || o.host !== undefined) && !o.audit)
+        throw new RunInputError(`--type and --host filter audit events: add --audit`);
       if (o.since !== undefined) q.set('since', String(sinceMs(o.since as string)));
       if (o.audit) q.set('audit', 'true');
       if (o.type !== undefined) q.set('type', o.type as string);
@@ -320,6 +357,16 @@ export function registerSandbox(program: Command): void {
         (rec.s === 'err' ? process.stderr : process.stdout).write(text);
       }
     });
+}
+
+/** Runs a parser whose message names the value; the flag it came with goes first. */
+function withFlag<T>(flag: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    if (err instanceof RunInputError) throw new RunInputError(`${flag} ${err.message}`);
+    throw err;
+  }
 }
 
 function defaultName(command: string[]): string {

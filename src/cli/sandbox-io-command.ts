@@ -5,12 +5,14 @@
  * download are a `tar` on each side of an exec.
  */
 import { spawn } from 'node:child_process';
+import { lstatSync } from 'node:fs';
 import type { Command } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
 import { execOver } from '../sandbox/control-exec.js';
 import type { ExecProcess } from '../sandbox/control.js';
 import { GatewayClient } from './gateway-client.js';
+import { parseForward } from './sandbox-command.js';
 import { parseEnv } from './run-options.js';
 import { printable } from './terminal.js';
 
@@ -202,15 +204,12 @@ export function registerSandboxIo(sandbox: Command): void {
         const base = `/v1/sandboxes/${encodeURIComponent(name)}/forwards`;
         const q = o.owner !== undefined ? `?owner=${encodeURIComponent(o.owner)}` : '';
         let list: { hostPort: number; sandboxPort: number }[];
+        if (o.remove !== undefined && !/^\d{1,5}$/.test(o.remove))
+          throw new RunInputError(`--remove ${o.remove}: expected the host port of a forward`);
         if (o.remove !== undefined)
           list = await client.call('DELETE', `${base}/${encodeURIComponent(o.remove)}${q}`);
         else if (ports !== undefined) {
-          const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(ports);
-          if (!m) throw new RunInputError(`"${ports}": expected HOSTPORT or HOSTPORT:SANDBOXPORT`);
-          list = await client.call('POST', `${base}${q}`, {
-            hostPort: Number(m[1]),
-            sandboxPort: Number(m[2] ?? m[1]),
-          });
+          list = await client.call('POST', `${base}${q}`, parseForward(ports));
         } else list = await client.call('GET', `${base}${q}`);
         for (const f of list) process.stdout.write(`127.0.0.1:${f.hostPort} → ${name}:${f.sandboxPort}\n`);
         if (list.length === 0) process.stdout.write(`no forwards for ${name}\n`);
@@ -226,11 +225,21 @@ export function registerSandboxIo(sandbox: Command): void {
     .option('--owner <uid>', "another user's (root and carapace-admin)")
     .action(async (name: string, local: string, remote: string, o: { owner?: string }) => {
       const path = resolve(local);
+      try {
+        lstatSync(path);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new RunInputError(
+          `upload: ${local}: ${code === 'ENOENT' ? 'no such file or directory' : code}`,
+        );
+      }
       let packed: Promise<number> = Promise.resolve(0);
+      let packErr = '';
       const pack = () => {
         const tar = spawn('tar', ['-C', dirname(path), '-cf', '-', basename(path)], {
-          stdio: ['ignore', 'pipe', 'inherit'],
+          stdio: ['ignore', 'pipe', 'pipe'],
         });
+        tar.stderr.on('data', (d: Buffer) => (packErr += String(d)));
         packed = new Promise<number>((res) => tar.on('close', (c) => res(c ?? 1)));
         return tar.stdout;
       };
@@ -241,7 +250,8 @@ export function registerSandboxIo(sandbox: Command): void {
         pack,
       );
       const local_ = await packed;
-      if (local_ !== 0) throw new RunInputError(`upload: tar of ${path} failed (exit ${local_})`);
+      if (local_ !== 0)
+        throw new RunInputError(`upload of ${local}: ${firstLine(packErr) || `tar exited ${local_}`}`);
       if (r.code !== 0)
         throw new RunInputError(
           `upload into ${remote}: ${firstLine(r.failure ?? r.stderr) || `tar exited ${r.code}`}`,
@@ -257,7 +267,16 @@ export function registerSandboxIo(sandbox: Command): void {
     .option('--owner <uid>', "another user's (root and carapace-admin)")
     .action(async (name: string, remote: string, local: string, o: { owner?: string }) => {
       // Its complaints are kept: when the copy fails inside, the reason to show is the inside's.
-      const tar = spawn('tar', ['-C', resolve(local), '-xf', '-'], { stdio: ['pipe', 'inherit', 'pipe'] });
+      // The archive is the sandbox's to shape: its owners and modes are not taken (tar as root
+      // would otherwise chown each file to the uid inside and keep set-uid bits, planting a
+      // set-uid program of another host user); what comes out is the caller's, under its umask.
+      const tar = spawn(
+        'tar',
+        ['-C', resolve(local), '--no-same-owner', '--no-same-permissions', '-xf', '-'],
+        {
+          stdio: ['pipe', 'inherit', 'pipe'],
+        },
+      );
       // Listened for now: tar ends at the archive's end-of-archive blocks, which can be before the
       // exec's exit arrives, and a 'close' nobody heard would leave this command waiting on nothing
       // (Node then exits 0, the failure unsaid).

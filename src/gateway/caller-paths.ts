@@ -22,6 +22,12 @@ export interface PathRequest {
   create?: boolean;
   /** What the path is for, for the message (`--workspace`, `--mount /data`). */
   what: string;
+  /**
+   * A uid whose own path passes though the caller may not use it: the sandbox's, for a workspace
+   * the caller gave, which its first start handed to the sandbox (0700). The caller still resolves
+   * the path; only the sandbox's own inode passes, never one of another uid swapped in.
+   */
+  handedTo?: number | undefined;
 }
 
 export interface CheckedPath {
@@ -38,9 +44,13 @@ for (const { path, write, create } of JSON.parse(process.argv[1])) {
   try {
     if (create && !fs.existsSync(path)) fs.mkdirSync(path, { recursive: true, mode: 0o700 });
     const real = fs.realpathSync(path);
-    fs.accessSync(real, fs.constants.R_OK | fs.constants.X_OK | (write ? fs.constants.W_OK : 0));
     const st = fs.statSync(real);
-    out.push({ real, dev: st.dev, ino: st.ino });
+    try {
+      fs.accessSync(real, fs.constants.R_OK | fs.constants.X_OK | (write ? fs.constants.W_OK : 0));
+      out.push({ real, dev: st.dev, ino: st.ino });
+    } catch (e) {
+      out.push({ error: e.code || String(e), real, dev: st.dev, ino: st.ino, owner: st.uid, dir: st.isDirectory() });
+    }
   } catch (e) {
     out.push({ error: e.code || String(e) });
   }
@@ -60,7 +70,10 @@ export async function checkAsCaller(uid: number, gid: number, paths: PathRequest
   let text = '';
   child.stdout.on('data', (d: Buffer) => (text += String(d)));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  let results: ({ real: string; dev: number; ino: number } | { error: string })[];
+  let results: (
+    | { real: string; dev: number; ino: number }
+    | { error: string; real?: string; dev?: number; ino?: number; owner?: number; dir?: boolean }
+  )[];
   try {
     results = JSON.parse(text) as typeof results;
   } catch {
@@ -68,6 +81,15 @@ export async function checkAsCaller(uid: number, gid: number, paths: PathRequest
   }
   return results.map((r, i) => {
     const req = paths[i]!;
+    if (
+      'error' in r &&
+      r.error === 'EACCES' &&
+      req.handedTo !== undefined &&
+      r.owner === req.handedTo &&
+      r.dir
+    ) {
+      return { real: r.real!, dev: r.dev!, ino: r.ino! };
+    }
     if ('error' in r) {
       const why =
         r.error === 'ENOENT'

@@ -388,7 +388,7 @@ function takePidFile(path: string): string {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const [pid, start] = readFileSync(path, 'utf8').trim().split(' ').map(Number);
-    const now = pid ? processStart(pid) : null;
+    const now = pid && !isZombie(pid) ? processStart(pid) : null;
     if (now !== null && (start === 0 || now === start)) {
       throw new GatewayError(
         'GATEWAY_RUNNING',
@@ -398,6 +398,20 @@ function takePidFile(path: string): string {
     unlinkSync(path);
   }
   throw new GatewayError('GATEWAY_RUNNING', `cannot take ${path}`);
+}
+
+/**
+ * Whether `pid` has ended and waits to be reaped. A gateway killed under a parent that reaps late
+ * (an init that is not systemd, a container's) keeps its pid and start time as a zombie: it is
+ * gone all the same, and the next gateway may take its place.
+ */
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return false;
+  }
 }
 
 function releasePidFile(path: string): void {

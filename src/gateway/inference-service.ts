@@ -114,13 +114,55 @@ export class InferenceService {
     inference: unknown,
   ): Promise<InferenceView> {
     const rec = this.opts.sandboxes.resolve(caller, name, owner);
-    const { text, rev } = await this.current(caller, rec);
+    const { text, rev, inference: before } = await this.current(caller, rec);
+    if (inference !== null) await this.checkSection(rec, inference, before);
     const doc = parseDocument(text);
     if (inference === null) doc.delete('inference');
     else doc.set('inference', doc.createNode(inference));
     // Invalid routes are refused with every diagnostic; nothing is stored and nothing changes.
     await this.opts.policies.set(caller, name, owner, doc.toString(), { baseRev: rev });
     return this.get(caller, name, owner);
+  }
+
+  /**
+   * The new section on its own, before it goes into the policy: a problem is named by its place in
+   * the section (`inference.routes.cloud.budget…`), not by a line of a policy revision that is never
+   * stored. A route that newly names a stored provider the sandbox's owner does not have is
+   * refused: it is almost always a typo, and the sandbox's calls would fail until it is found. (A
+   * route kept as it was may name a provider deleted since: changing another route does not
+   * require fixing it. A policy written before its providers exist goes in with `policy set`.)
+   */
+  private async checkSection(
+    rec: SandboxRecord,
+    inference: unknown,
+    before: Inference | null,
+  ): Promise<void> {
+    const engine = await import('../policy/index.js');
+    let section: Inference;
+    try {
+      section = engine.validatePolicy({ version: 1, inference }, 'inference').inference!;
+    } catch (err) {
+      if (!(err instanceof engine.PolicyError)) throw err;
+      const [first, ...rest] = err.diagnostics;
+      throw new ApiError(
+        'POLICY_INVALID',
+        `the new inference section of ${rec.name}: ${first!.message}` +
+          (rest.length > 0 ? ` (and ${rest.length} more)` : ''),
+        err.diagnostics,
+      );
+    }
+    const dir = this.opts.providers.directory();
+    for (const [route, r] of Object.entries(section.routes)) {
+      if (r.endpoint !== undefined) continue;
+      const old = before?.routes[route];
+      if (old !== undefined && old.endpoint === undefined && old.provider === r.provider) continue;
+      if ((await dir.named(rec.id, r.provider)) === null)
+        throw new ApiError(
+          'INVALID_INPUT',
+          `route ${route}: ${rec.name}'s owner has no provider named "${r.provider}" ` +
+            `(carapace provider list; create it first: carapace provider create ${r.provider} --type TYPE …)`,
+        );
+    }
   }
 
   /** Tries each route's provider (or one route's) with one minimal request. */

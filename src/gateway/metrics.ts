@@ -26,6 +26,9 @@ const STATES = ['creating', 'running', 'stopping', 'stopped', 'failed'] as const
 /** How long each event-loop lag window lasts: the series show the last complete one. */
 const LAG_WINDOW_MS = 10_000;
 
+/** How often the event loop is sampled (see the constructor). */
+const LAG_RESOLUTION_MS = 50;
+
 export interface MetricsOptions {
   store: SandboxStore;
   launcher: SandboxLauncher;
@@ -33,11 +36,25 @@ export interface MetricsOptions {
   startedAt: number;
 }
 
-interface LagWindow {
+export interface LagWindow {
   p50: number;
   p90: number;
   p99: number;
   max: number;
+}
+
+/**
+ * A window of loop samples as lag in seconds. Node's histogram records each sample's whole
+ * interval, the resolution included (an idle loop sampled every 50 ms reads 50 ms): how late a
+ * timer ran is what is left once the resolution is taken away.
+ */
+export function lagWindow(
+  h: Pick<ELDHistogram, 'count' | 'max' | 'percentile'>,
+  resolutionMs: number,
+): LagWindow {
+  if (h.count === 0) return { p50: 0, p90: 0, p99: 0, max: 0 };
+  const s = (ns: number) => (Number.isFinite(ns) ? Math.max(0, ns / 1e6 - resolutionMs) / 1000 : 0);
+  return { p50: s(h.percentile(50)), p90: s(h.percentile(90)), p99: s(h.percentile(99)), max: s(h.max) };
 }
 
 export class GatewayMetrics {
@@ -49,7 +66,7 @@ export class GatewayMetrics {
     // Samples the loop every 50 ms: the lag of one sample is how late its timer fired. Each sample
     // wakes the gateway; at Node's default 10 ms those wake-ups alone were 1.1–1.3% of a core on
     // an idle gateway (100 a second), at 50 ms about a fifth of it, and a stall still shows.
-    this.lag = monitorEventLoopDelay({ resolution: 50 });
+    this.lag = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
     this.lag.enable();
     // Fixed windows, so that what one scraper sees does not depend on when another scraped.
     this.timer = setInterval(() => this.roll(), LAG_WINDOW_MS);
@@ -57,13 +74,8 @@ export class GatewayMetrics {
   }
 
   private roll(): void {
-    const h = this.lag;
-    const s = (ns: number) => (Number.isFinite(ns) ? ns / 1e9 : 0);
-    this.window =
-      h.count === 0
-        ? { p50: 0, p90: 0, p99: 0, max: 0 }
-        : { p50: s(h.percentile(50)), p90: s(h.percentile(90)), p99: s(h.percentile(99)), max: s(h.max) };
-    h.reset();
+    this.window = lagWindow(this.lag, LAG_RESOLUTION_MS);
+    this.lag.reset();
   }
 
   /** The exposition for `caller`: their own sandboxes' series (everyone's for an admin). */

@@ -282,6 +282,20 @@ export class ProposalService {
 
   /** Approves: the rule (edited, when `edit` is given) becomes a policy revision, applied live. */
   async approve(caller: Caller, id: number, edit?: RuleEdit): Promise<ApprovalResult> {
+    return (await this.approveIf(caller, id, edit, false))!;
+  }
+
+  /**
+   * Approves, or with `safeOnly` returns null instead of writing a rule that has risk notes: the
+   * notes are those of the rule computed here, against the latest revision, not of the list the
+   * caller saw (a change in between may have bound a credential to the endpoint, say).
+   */
+  private async approveIf(
+    caller: Caller,
+    id: number,
+    edit: RuleEdit | undefined,
+    safeOnly: boolean,
+  ): Promise<ApprovalResult | null> {
     for (let attempt = 0; ; attempt++) {
       const { p, rec } = this.owned(caller, id);
       if (p.status !== 'pending' && p.status !== 'rejected') {
@@ -302,6 +316,7 @@ export class ProposalService {
         return { proposal: this.get(caller, id), outcome: 'superseded', revision: null };
       }
       const rule = editRule(smallestRule(gen, facts, pathsOf(p), entries), edit);
+      if (safeOnly && riskNotes(rule, facts).length > 0) return null;
       try {
         const result = await this.opts.policies.update(caller, rec.name, rec.ownerUid, wireOps(rule), {
           baseRev: latest.rev,
@@ -316,6 +331,7 @@ export class ProposalService {
       } catch (err) {
         // Another change landed between the check and the write: check again on the new latest.
         if ((err as { code?: string }).code === 'VERSION_CONFLICT' && attempt < 3) continue;
+        if (edit !== undefined) throw editedRuleError(err);
         throw err;
       }
     }
@@ -343,11 +359,11 @@ export class ProposalService {
     const approved: ApprovalResult[] = [];
     const skipped: ProposalView[] = [];
     for (const v of this.list(caller, 'pending', filter).reverse()) {
-      if (v.risks.length > 0 || v.rule === null) {
-        skipped.push(v);
-        continue;
-      }
-      approved.push(await this.approve(caller, v.id));
+      // One the latest revision allows already (rule null) is closed as superseded, not skipped:
+      // it has no risk to weigh, and left pending it would be counted among the risky ones.
+      const a = v.risks.length > 0 ? null : await this.approveIf(caller, v.id, undefined, true);
+      if (a) approved.push(a);
+      else skipped.push(this.get(caller, v.id));
     }
     return { approved, skipped };
   }
@@ -527,6 +543,18 @@ function pathsOf(p: ProposalRecord): string[] {
 /** The newest samples, one per distinct method and path. */
 function mergeSamples(samples: ProposalSample[], s: ProposalSample): ProposalSample[] {
   return [...samples.filter((o) => o.method !== s.method || o.path !== s.path), s];
+}
+
+/**
+ * A policy problem with an operator's edited rule, said as one: the policy engine names the
+ * `policy update` flag the operation came from (`--add-rule: …`), which the operator never typed.
+ */
+function editedRuleError(err: unknown): unknown {
+  const e = err as { code?: string; message?: string; details?: unknown };
+  if (e.code !== 'POLICY_INVALID') return err;
+  const first = Array.isArray(e.details) ? (e.details[0] as { message?: unknown } | undefined) : undefined;
+  const message = typeof first?.message === 'string' ? first.message : (e.message ?? '');
+  return new ApiError('POLICY_INVALID', `the edited rule: ${message.replace(/^--[a-z-]+: /, '')}`, e.details);
 }
 
 function editRule(rule: ProposedRule, edit: RuleEdit | undefined): ProposedRule {

@@ -9,7 +9,8 @@ import { defineRoute, type Route } from './api/router.js';
 import type { InferenceService } from './inference-service.js';
 import type { ProviderService } from './provider-service.js';
 
-const providerName = z.string().min(1).max(63).describe('the provider name (unique per owner)');
+// Longer than a name may be (63): the service refuses a bad name with a line that says how to fix it.
+const providerName = z.string().min(1).max(255).describe('the provider name (unique per owner)');
 const type = z.enum(PROVIDER_TYPES).describe(`the provider type: ${PROVIDER_TYPES.join(', ')}`);
 const credential = z
   .string()

@@ -102,7 +102,7 @@ export class ProviderService {
     if (!PROVIDER_NAME.test(input.name))
       throw new ApiError(
         'INVALID_INPUT',
-        `"${input.name}" is not a provider name: lower case letters, digits, '.', '_' and '-', starting with a letter or digit`,
+        `"${input.name}" is not a provider name: at most 63 lower case letters, digits, '.', '_' and '-', starting with a letter or digit`,
       );
     const baseUrl = checkedBaseUrl(input.type, input.baseUrl);
     const key = checkedKey(input.type, input.credential);
@@ -134,9 +134,11 @@ export class ProviderService {
     const cur = this.found(caller, name, owner);
     const type = patch.type ?? cur.type;
     const baseUrl =
-      patch.baseUrl !== undefined || patch.type !== undefined
-        ? checkedBaseUrl(type, patch.baseUrl ?? (patch.type !== undefined ? undefined : cur.baseUrl))
-        : undefined;
+      patch.baseUrl !== undefined
+        ? checkedBaseUrl(type, patch.baseUrl)
+        : patch.type !== undefined && patch.type !== cur.type
+          ? baseUrlForNewType(cur, type, patch.credential !== undefined)
+          : undefined;
     let key: string | null | undefined;
     if (patch.credential === null) {
       if (!PROVIDER_INFO[type].keyOptional)
@@ -221,6 +223,25 @@ function checkedBaseUrl(type: ProviderType, given: string | undefined): string {
   if (parsed.username !== '' || parsed.password !== '' || parsed.search !== '' || parsed.hash !== '')
     throw new ApiError('INVALID_INPUT', '--base-url must not carry credentials, a query or a fragment');
   return url.replace(/\/+$/, '');
+}
+
+/**
+ * The base URL when only the type changes. A custom endpoint stays where it is (the same server,
+ * now spoken to as another type). A provider at its old type's default service moves to the new
+ * type's default only with a new key or none: the stored key was issued by the old service, and
+ * sending it to another company's API unasked would leak it there.
+ */
+function baseUrlForNewType(cur: ProviderRecord, type: ProviderType, newKey: boolean): string {
+  const next = PROVIDER_INFO[type].defaultBaseUrl;
+  if (cur.baseUrl !== PROVIDER_INFO[cur.type].defaultBaseUrl || next === null || next === cur.baseUrl)
+    return checkedBaseUrl(type, cur.baseUrl);
+  if (cur.fingerprint !== null && !newKey)
+    throw new ApiError(
+      'INVALID_INPUT',
+      `--type ${type} would move "${cur.name}" from ${cur.baseUrl} to ${next} with ${cur.type}'s key: ` +
+        `give the key for it too (--credential-env VAR or --credential-stdin), or --base-url to stay`,
+    );
+  return checkedBaseUrl(type, next);
 }
 
 function checkedKey(type: ProviderType, key: string | undefined): string | null {

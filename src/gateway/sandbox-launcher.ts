@@ -283,12 +283,33 @@ export class SandboxLauncher {
     const runs = [...(this.runs.get(id) ?? []), run].slice(-32);
     this.runs.set(id, runs);
     const step = nextStep(rec.spec.restart, runs, this.opts.restart);
+    // Its trail says each end and what the restart policy made of it (`sandbox logs --audit`).
+    const next =
+      step.kind === 'restart'
+        ? `restarting in ${formatMs(step.delayMs)}`
+        : step.kind === 'crash-loop'
+          ? `${step.reason}; it is failed`
+          : 'it stays stopped';
+    this.opts.audit.emit(
+      lifecycle({
+        sandbox: id,
+        activity: 'stop',
+        message: `agent of ${rec.name} ended with status ${run.exitCode} after ${formatMs(run.exitedAt - run.startedAt)} (restart ${rec.spec.restart}): ${next}`,
+        details: {
+          exit_code: run.exitCode,
+          restart: rec.spec.restart,
+          next: step.kind,
+          ...(step.kind === 'restart' ? { delay_ms: step.delayMs } : {}),
+        },
+      }),
+    );
     if (step.kind === 'stay-stopped') {
       this.opts.store.update(id, { desired: 'stopped' });
       return;
     }
     if (step.kind === 'crash-loop') {
-      this.opts.store.update(id, { state: 'failed', reason: step.reason });
+      // It waits for `sandbox start`: not to run, so a gateway restart or a reboot leaves it be.
+      this.opts.store.update(id, { state: 'failed', desired: 'stopped', reason: step.reason });
       this.opts.log?.({
         level: 'warn',
         msg: 'sandbox in a crash loop',
@@ -314,10 +335,11 @@ export class SandboxLauncher {
     );
   }
 
-  private cancelPending(id: string): void {
+  /** Calls off a restart waiting for its backoff; returns whether one was waiting. */
+  private cancelPending(id: string): boolean {
     const t = this.pending.get(id);
     if (t) clearTimeout(t);
-    this.pending.delete(id);
+    return this.pending.delete(id);
   }
 
   /** Forgets the restart history of a sandbox (started by hand: a fresh count). */
@@ -327,7 +349,8 @@ export class SandboxLauncher {
 
   /** Stops a running sandbox (SIGTERM, then everything killed after `graceMs`); no-op if stopped. */
   async stop(id: string, graceMs = 10_000): Promise<void> {
-    this.cancelPending(id);
+    // A restart waiting for its backoff is called off, and its "restarting in …" with it.
+    if (this.cancelPending(id) && this.opts.store.get(id)) this.opts.store.update(id, { reason: null });
     const entry = this.held.get(id);
     const managed = this.opts.runtime.get(id);
     if (!entry || !managed) return;
@@ -440,8 +463,13 @@ export class SandboxLauncher {
   /** The workspace and mounts of a record, checked as its owner where the owner named them. */
   private async checkedPaths(rec: SandboxRecord) {
     const requests: PathRequest[] = [];
-    if (!rec.spec.ownWorkspace)
-      requests.push({ path: rec.spec.workspace, write: true, create: true, what: '--workspace' });
+    if (!rec.spec.ownWorkspace) {
+      // After its first start the workspace is the sandbox's uid's (0700): that passes too.
+      const handedTo = this.opts.rootless
+        ? undefined
+        : (this.opts.identities?.lookup({ state: this.opts.dirs.state, name: rec.id }) ?? undefined);
+      requests.push({ path: rec.spec.workspace, write: true, create: true, what: '--workspace', handedTo });
+    }
     for (const m of rec.spec.mounts)
       requests.push({ path: m.host, write: !m.readOnly, what: `--mount ${m.path}` });
     if (this.opts.rootless || rec.ownerUid === 0 || requests.length === 0) {

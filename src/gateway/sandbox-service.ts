@@ -247,6 +247,9 @@ export class SandboxService {
     if (this.opts.launcher.isRunning(rec.id))
       throw new ApiError('SANDBOX_BUSY', `sandbox ${name} is already running`);
     this.opts.store.update(rec.id, { desired: 'running' });
+    // Started by hand: its restart policy counts quick runs from here (a crash loop's end waits
+    // for this start, which would otherwise count the old runs and fail it again at once).
+    this.opts.launcher.resetRuns(rec.id);
     await this.opts.launcher.start(this.opts.store.get(rec.id)!);
     return this.opts.store.get(rec.id)!;
   }
@@ -330,6 +333,7 @@ export class SandboxService {
     const rec = this.resolve(caller, name, owner);
     await this.opts.launcher.stop(rec.id, graceMs);
     this.opts.store.update(rec.id, { desired: 'running' });
+    this.opts.launcher.resetRuns(rec.id);
     await this.opts.launcher.start(this.opts.store.get(rec.id)!);
     return this.opts.store.get(rec.id)!;
   }

@@ -7,6 +7,7 @@ export {
   parsePolicy,
   parsePreset,
   parsePolicyOrPreset,
+  parseInferenceSection,
   loadPolicyFile,
   loadPresetFile,
   readPolicyText,
@@ -14,6 +15,7 @@ export {
   type ParseResult,
   type PresetParseResult,
   type AnyParseResult,
+  type InferenceParseResult,
 } from './loader.js';
 export { compilePolicy } from './compile.js';
 export type {

@@ -13,6 +13,7 @@ import {
   type PolicyIssue,
 } from './diagnostics.js';
 import { PolicySchema, PresetSchema, type Policy, type Preset } from './schema.js';
+import type { Inference } from './schema-extensions.js';
 import { issuesFromZod } from './schema-issues.js';
 import { checkNetworkPolicyData, checkPolicyData, startWarnings } from './semantic-checks.js';
 import {
@@ -147,6 +148,48 @@ export function parsePolicyOrPreset(text: string, file: string): AnyParseResult 
         warnings: warningsOf(source, data as Policy),
       }
     : { ok: true, kind, preset: data as Preset, document: source.document };
+}
+
+export type InferenceParseResult =
+  { ok: true; inference: Inference } | { ok: false; diagnostics: Diagnostic[] };
+
+/**
+ * An `inference` section on its own (`carapace inference set --from FILE`): a file holding the
+ * section itself (`routes:` at the top) or a policy with an `inference:` key. Checked as a policy
+ * holding only that section would be, each problem at its place in this file (not in the policy
+ * the section goes into, which the user never sees).
+ */
+export function parseInferenceSection(text: string, file: string): InferenceParseResult {
+  const { source, errors } = parseSource(text, file);
+  const blocking = conversionIssues(source);
+  const diagnostics = [...errors, ...blocking, ...structuralIssues(source)];
+  let data: unknown;
+  if (source.document.errors.length === 0 && blocking.length === 0) {
+    try {
+      data = source.document.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      diagnostics.push(conversionFailure(source, err));
+    }
+  }
+  const bare = isRecord(data) && 'routes' in data;
+  const section = bare ? data : isRecord(data) ? data.inference : undefined;
+  if (diagnostics.length === 0 && !isRecord(section))
+    diagnostics.push(
+      issueToDiagnostic(source, {
+        path: isRecord(data) && 'inference' in data ? ['inference'] : [],
+        message: 'no inference section: write one with "routes:" at the top, or a policy with "inference:"',
+      }),
+    );
+  if (diagnostics.length === 0) {
+    // Every issue a section alone can cause lies under `inference`; its path in this file drops
+    // that key when the file is the bare section.
+    for (const issue of schemaAndSemanticIssues({ version: 1, inference: section }, 'policy')) {
+      const inner = issue.path[0] === 'inference' ? issue.path.slice(1) : [];
+      diagnostics.push(issueToDiagnostic(source, { ...issue, path: bare ? inner : ['inference', ...inner] }));
+    }
+  }
+  if (diagnostics.length > 0) return { ok: false, diagnostics: dedupe(sortDiagnostics(diagnostics)) };
+  return { ok: true, inference: section as Inference };
 }
 
 export function readPolicyText(path: string): string {

@@ -249,6 +249,11 @@ export class L7Session {
       generation: a.generation,
       srcPort: this.conn.srcPort,
     };
+    if (!guarded.ok && guarded.kind === 'unresolved') {
+      // The upstream's failure (as a refused connect), not a denial: see tunnel.ts.
+      await this.answerAndClose(badGateway(a.host.host, a.port, guarded.reason));
+      return null;
+    }
     if (!guarded.ok) {
       sb.audit.connect({ ...base, disposition: 'blocked', reason: guarded.reason, ip: guarded.address });
       await this.answerAndClose(

@@ -106,6 +106,10 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   if (!verdict.allowed) return deny(verdict.reason);
   const treatment = verdict.endpoint ?? DEFAULT_TREATMENT;
   const guarded = await sb.guard.resolve(target, port, treatment.allowedIps, treatment.hostLocal);
+  // A name that does not resolve is the upstream's failure, as a refused connect is: a 502, no
+  // denial (a denial would also become a proposal no approval could make work).
+  if (!guarded.ok && guarded.kind === 'unresolved')
+    return answer(conn, badGateway(host, port, guarded.reason));
   if (!guarded.ok) return deny(guarded.reason, guarded.address, guardHint(guarded));
 
   const terminate = treatment.tls !== 'skip' && (treatment.inspect || treatment.credentials.length > 0);

@@ -4,16 +4,17 @@
  * Why a cache: loading the policy engine (yaml, zod and the schemas) costs a one-shot
  * `carapace run` several times what the sandbox itself costs (~80 ms against ~20 ms). A policy
  * that was validated once is not validated again: its settings are read back from
- * `<state>/policy-cache/<key>.json`. The key is a SHA-256 of the policy text and of the code that
- * judged it (Carapace's version, and the policy engine's files by name, size and mtime), so an
- * edited policy, an upgrade or a rebuild all miss, and the miss validates in full.
+ * `<state>/policy-cache/<key>.json`. The key names the policy text and the code that judged it
+ * (Carapace's version, and the policy engine's files by name, size and mtime); the entry holds
+ * both in full and is used only when they are this run's exactly, so an edited policy, an upgrade
+ * or a rebuild all miss, and the miss validates in full. The key is src/sandbox/keys.ts's, not a
+ * SHA-256: hashing with Node's crypto would start OpenSSL (~5 ms) on a run that needs none of it.
  *
- * Security: the text that is hashed is the text that is validated (it is read once). The cache is
+ * Security: the text compared is the text that is validated (it is read once). The cache is
  * in Carapace's own state directory (0700), entries are written whole (temporary file + rename),
  * and an entry that does not have the expected shape is ignored. It is worth what the state
  * directory is worth: whoever can write there can already change every sandbox's identity.
  */
-import { createHash } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -27,10 +28,11 @@ import {
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Policy, ResolvedLimits } from '../policy/index.js';
+import { contentKey } from '../sandbox/keys.js';
 import { WORKSPACE_PATH } from '../sandbox/spec.js';
 import type { SandboxSettings } from './sandbox-spec-from-policy.js';
 
-const CACHE_FORMAT = 'carapace-policy-settings-1';
+const CACHE_FORMAT = 'carapace-policy-settings-2';
 /** Oldest entries beyond this many are removed when one is added. */
 const CACHE_ENTRIES = 64;
 
@@ -84,13 +86,21 @@ function fingerprint(): string {
 const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
 const isNumberOrAbsent = (v: unknown) => v === undefined || (typeof v === 'number' && Number.isFinite(v));
 
-function readEntry(file: string): SandboxSettings | null {
-  let data: Partial<SandboxSettings>;
+/** An entry: what was validated (the code's fingerprint and the policy text) and its settings. */
+interface CacheEntry {
+  source: string;
+  settings: SandboxSettings;
+}
+
+function readEntry(file: string, source: string): SandboxSettings | null {
+  let entry: Partial<CacheEntry>;
   try {
-    data = JSON.parse(readFileSync(file, 'utf8')) as Partial<SandboxSettings>;
+    entry = JSON.parse(readFileSync(file, 'utf8')) as Partial<CacheEntry>;
   } catch {
     return null;
   }
+  if (entry.source !== source || typeof entry.settings !== 'object' || entry.settings === null) return null;
+  const data: Partial<SandboxSettings> = entry.settings;
   const limits = data.limits as Record<string, unknown> | undefined;
   const ok =
     isStrings(data.readOnly) &&
@@ -104,11 +114,11 @@ function readEntry(file: string): SandboxSettings | null {
   return ok ? (data as SandboxSettings) : null;
 }
 
-function writeEntry(dir: string, file: string, settings: SandboxSettings): void {
+function writeEntry(dir: string, file: string, entry: CacheEntry): void {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const tmp = `${file}.${process.pid}`;
-    writeFileSync(tmp, JSON.stringify(settings), { mode: 0o600 });
+    writeFileSync(tmp, JSON.stringify(entry), { mode: 0o600 });
     renameSync(tmp, file);
     const entries = readdirSync(dir)
       .filter((f) => f.endsWith('.json'))
@@ -135,14 +145,14 @@ export async function loadSandboxSettings(path: string, stateDir: string): Promi
     throw new Error(`cannot read ${path}`);
   }
   const dir = join(stateDir, 'policy-cache');
-  const key = createHash('sha256').update(fingerprint()).update('\0').update(text).digest('hex');
-  const file = join(dir, `${key}.json`);
-  const cached = readEntry(file);
+  const source = `${fingerprint()}\0${text}`;
+  const file = join(dir, `${contentKey(source)}.json`);
+  const cached = readEntry(file, source);
   if (cached !== null) return cached;
   const engine = await import('../policy/index.js');
   const result = engine.parsePolicy(text, path);
   if (!result.ok) throw new engine.PolicyError(result.diagnostics);
   const settings = settingsFromPolicy(result.policy, engine.resolveLimits(result.policy));
-  writeEntry(dir, file, settings);
+  writeEntry(dir, file, { source, settings });
   return settings;
 }

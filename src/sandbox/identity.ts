@@ -31,7 +31,6 @@
  * - What is read is validated: a record outside the configured range, below 1000, or malformed
  *   stops every allocation with an error naming the file (fail closed, never guess).
  */
-import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -46,6 +45,7 @@ import {
 } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { HostLock } from './host-lock.js';
+import { randomHex } from './keys.js';
 import { runningUids } from './processes.js';
 
 export const SANDBOX_UID_INSIDE = 1000;
@@ -224,7 +224,7 @@ export class IdentityRegistry {
       const rec = reg.records[i]!;
       if (holdsAnything(rec)) {
         // Kept, but no longer the owner's: a later sandbox of that name gets a new uid.
-        rec.name = `${RELEASED}${randomBytes(4).toString('hex')}`;
+        rec.name = `${RELEASED}${randomHex(4)}`;
         return false;
       }
       reg.records.splice(i, 1);
@@ -313,7 +313,7 @@ export class IdentityRegistry {
       const result = fn(reg, flush);
       const text = JSON.stringify(reg);
       if (text !== before) {
-        const tmp = join(this.dir, `.registry.${process.pid}.${randomBytes(4).toString('hex')}`);
+        const tmp = join(this.dir, `.registry.${process.pid}.${randomHex(4)}`);
         const fd = openSync(tmp, 'wx', 0o600);
         try {
           writeSync(fd, text + '\n');

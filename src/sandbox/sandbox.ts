@@ -2,7 +2,6 @@
  * A sandbox's whole life on the host: identity, directories, cgroup, launch, and a cleanup that
  * leaves nothing behind (processes, cgroups, temporary workspace, runtime files).
  */
-import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -27,6 +26,7 @@ import { nativeBinary } from './native-paths.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
+import { randomHex } from './keys.js';
 import { seccompProgram, sharedFile } from './shared-files.js';
 import { closeAll, WritableTreeRegistry } from './writable-trees.js';
 import { SandboxControl } from './control.js';
@@ -131,7 +131,7 @@ export function sandboxId(spec: Pick<SandboxSpec, 'id' | 'name'>): string {
 }
 
 export function newSandboxName(): string {
-  return `run-${randomBytes(4).toString('hex')}`;
+  return `run-${randomHex(4)}`;
 }
 
 /** Directories of a sandbox: runtime (generated files) and storage (read-write paths). */
@@ -176,7 +176,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   try {
     // Cgroups are host-wide, state directories are not: each start gets its own cgroup directory,
     // so two sandboxes of one name (two users, two state directories) never share or remove one.
-    const cgroupKey = `${id}.${randomBytes(4).toString('hex')}`;
+    const cgroupKey = `${id}.${randomHex(4)}`;
     // Written down before any of it exists: a crash from here on leaves a record to sweep.
     lock.note({
       state: opts.dirs.state,

@@ -1,13 +1,14 @@
 /**
  * Files every sandbox of this host gets the same, kept in `<run>/shared/`: the synthesized passwd
  * and group, the empty mask over secrets, the seccomp program. Each is written once, under a name
- * that carries a digest of what it was made from, so a change is a new file and never an edit of
- * one a running sandbox binds; writes are atomic (temporary file + rename).
+ * that carries a key of what it was made from (src/sandbox/keys.ts: not collision-resistant, so
+ * what a file holds is checked before it is used), so a change is a new file; writes are atomic
+ * (temporary file + rename), and a rewrite replaces the name, never the file a running sandbox
+ * binds.
  *
  * Trust: the run directory is Carapace's own (root's, as root), the same that holds the copy of
  * carapace-init every sandbox runs. Nothing of a sandbox's can write there.
  */
-import { createHash } from 'node:crypto';
 import {
   chmodSync,
   existsSync,
@@ -20,12 +21,7 @@ import {
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-
-function digest(...parts: (string | Buffer)[]): string {
-  const h = createHash('sha256');
-  for (const p of parts) h.update(p).update('\0');
-  return h.digest('hex').slice(0, 16);
-}
+import { contentKey } from './keys.js';
 
 function writeShared(path: string, content: string | Buffer, mode: number): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o711 });
@@ -36,11 +32,19 @@ function writeShared(path: string, content: string | Buffer, mode: number): void
   renameSync(tmp, path); // a concurrent start never binds or reads a half-written file
 }
 
-/** The shared file `name` with this content and mode (created if missing); its host path. */
+/** The shared file `name` with this content and mode (made if missing or not that); its host path. */
 export function sharedFile(runDir: string, name: string, content: string, mode: number): string {
-  const path = join(runDir, 'shared', `${name}-${digest(String(mode), content)}`);
-  if (!existsSync(path)) writeShared(path, content, mode);
+  const path = join(runDir, 'shared', `${name}-${contentKey(String(mode), content)}`);
+  if (!holds(path, content, mode)) writeShared(path, content, mode);
   return path;
+}
+
+function holds(path: string, content: string, mode: number): boolean {
+  try {
+    return (statSync(path).mode & 0o7777) === mode && readFileSync(path, 'utf8') === content;
+  } catch {
+    return false;
+  }
 }
 
 let program: Buffer | undefined;
@@ -66,13 +70,16 @@ export async function seccompProgram(runDir: string): Promise<Buffer> {
     const st = statSync(file);
     return `${basename(file)}:${st.size}:${st.mtimeMs}`;
   });
-  const path = join(runDir, 'shared', `seccomp-${process.arch}-${digest(...stamp)}.bpf`);
-  if (existsSync(path)) {
-    program = readFileSync(path);
+  // The file starts with the stamp it was built for, checked on reading: its name is only a key.
+  const header = Buffer.from(`${stamp.join('\n')}\n\n`);
+  const path = join(runDir, 'shared', `seccomp-${process.arch}-${contentKey(...stamp)}.bpf`);
+  const kept = existsSync(path) ? readFileSync(path) : null;
+  if (kept !== null && kept.subarray(0, header.length).equals(header)) {
+    program = kept.subarray(header.length);
   } else {
     const { buildSeccompProgram } = await import('./seccomp/index.js');
     program = buildSeccompProgram().bytes;
-    writeShared(path, program, 0o644);
+    writeShared(path, Buffer.concat([header, program]), 0o644);
   }
   return program;
 }

@@ -17,7 +17,6 @@
  *   directory) is stale and dropped.
  * A sandbox of another state directory (another user's, another CARAPACE_HOME) is not known here.
  */
-import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -34,6 +33,7 @@ import {
 import { join } from 'node:path';
 import type { StateDirs } from './state-dirs.js';
 import { sandboxTrees, type SandboxTrees } from './host-path.js';
+import { contentKey } from './keys.js';
 
 interface TreeRecord {
   path: string;
@@ -121,10 +121,26 @@ export class WritableTreeRegistry {
     const st = fstatSync(fd);
     const entry: TreeRecord = { path: real, sandbox, kind, dev: st.dev, ino: st.ino };
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const file = join(this.dir, `${createHash('sha256').update(real).digest('hex').slice(0, 32)}.json`);
+    // Named by a key of the path; a record of another path under that name (a collision) is kept.
+    const key = contentKey(real);
+    let file = join(this.dir, `${key}.json`);
+    for (let n = 1; ; n++) {
+      const held = readRecord(file);
+      if (held === null || held.path === real) break;
+      file = join(this.dir, `${key}-${n}.json`);
+    }
     const tmp = `${file}.${process.pid}`;
     writeFileSync(tmp, JSON.stringify(entry) + '\n', { mode: 0o600 });
     renameSync(tmp, file);
+  }
+}
+
+function readRecord(file: string): TreeRecord | null {
+  try {
+    const record: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    return isRecord(record) ? record : null;
+  } catch {
+    return null;
   }
 }
 

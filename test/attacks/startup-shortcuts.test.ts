@@ -9,7 +9,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadSandboxSettings } from '../../src/runtime/policy-settings.js';
-import { freshHome } from '../helpers/cli.js';
+import { carapace, freshHome } from '../helpers/cli.js';
 import { policyFile, runInSandbox } from '../helpers/sandbox.js';
 
 const WITH_ETC = `version: 1
@@ -48,15 +48,17 @@ describe('the policy settings cache (the built-in default policy is read through
     expect((await loadSandboxSettings(policy, state)).readOnly).not.toContain('/opt');
     const [entry] = cacheEntries(state);
     // A malformed entry (here: limits missing) is ignored and the policy validated again.
-    const settings = JSON.parse(readFileSync(entry!, 'utf8')) as Record<string, unknown>;
-    writeFileSync(
-      entry!,
-      JSON.stringify({ ...settings, readOnly: ['/usr', '/etc', '/opt'], limits: 'none' }),
-    );
+    const saved = JSON.parse(readFileSync(entry!, 'utf8')) as { source: string; settings: object };
+    const widened = { ...saved.settings, readOnly: ['/usr', '/etc', '/opt'] };
+    writeFileSync(entry!, JSON.stringify({ ...saved, settings: { ...widened, limits: 'none' } }));
     expect((await loadSandboxSettings(policy, state)).readOnly).not.toContain('/opt');
-    // Another policy's text never hits this entry: each key is the SHA-256 of a text.
+    // Another policy's text never hits this entry: the entry holds the text it was made from.
     const other = policyFile(WITH_ETC.replace('/etc]', '/etc, /opt]'));
     expect((await loadSandboxSettings(other, state)).readOnly).toContain('/opt');
+    // Not even under this policy's name (a key collision): its text is not this one.
+    const [otherEntry] = cacheEntries(state).filter((f) => f !== entry);
+    writeFileSync(entry!, readFileSync(otherEntry!));
+    expect((await loadSandboxSettings(policy, state)).readOnly).not.toContain('/opt');
   });
 
   it('a one-shot run of the default policy uses it, and still enforces the policy', () => {
@@ -85,5 +87,18 @@ describe('the run fast path', () => {
     );
     expect(fast).toEqual({ status: 7, stdout: '1 2 n1\n', stderr: '' });
     expect(slow).toEqual(fast);
+  });
+
+  it("runs the default policy without loading Node's crypto (OpenSSL's start-up is ~5 ms)", () => {
+    const home = freshHome();
+    // A preload that reports, as the process exits, which of Node's crypto modules it loaded.
+    const report = join(home, 'crypto-report.cjs');
+    writeFileSync(
+      report,
+      "process.on('exit', () => require('fs').writeSync(2, 'crypto: ' + JSON.stringify(" +
+        'process.moduleLoadList.filter((m) => /crypto/.test(m))) + "\\n"));\n',
+    );
+    const r = carapace(['run', '--', '/bin/true'], { home, env: { NODE_OPTIONS: `--require ${report}` } });
+    expect(r).toEqual({ status: 0, stdout: '', stderr: 'crypto: []\n' });
   });
 });

@@ -1,11 +1,13 @@
 /** `carapace blueprint …` as a user runs it (build first): one line per problem, exit codes, the store. */
 import {
   appendFileSync,
+  chmodSync,
   cpSync,
   existsSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -101,5 +103,59 @@ describe('carapace blueprint', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/do not match the recorded digest .* refusing it/);
     expect(carapace(['blueprint', 'list', '-o', 'json'], { home }).stdout.trim()).toBe('[]');
+  });
+
+  it('the fixes its messages name are real: sign for a missing digest; a stray key is "in the blueprint"', () => {
+    const dir = copyOfShell();
+    rmSync(join(dir, 'blueprint.digest'));
+    const missing = carapace(['blueprint', 'verify', dir]);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain(`carapace blueprint sign ${dir}`);
+    // Every `carapace blueprint WORD` a message names is a command that exists.
+    const help = carapace(['blueprint', '--help']).stdout;
+    for (const [, word] of missing.stderr.matchAll(/carapace blueprint (\S+)/g))
+      expect(help).toMatch(new RegExp(`^  ${word} `, 'm'));
+
+    appendFileSync(join(dir, 'blueprint.yaml'), 'bogus_key: 1\n');
+    const stray = carapace(['blueprint', 'sign', dir]);
+    expect(stray.status).toBe(2);
+    expect(stray.stderr).toMatch(/blueprint\.yaml:\d+:1: unknown key "bogus_key" in the blueprint;/);
+    expect(stray.stderr).not.toContain('in the policy');
+  });
+
+  it('verify says whose signature it is when the key is not trusted, and that a built-in is built in', () => {
+    const home = freshHome();
+    const keys = mkdtempSync(join(tmpdir(), 'carapace-keys-'));
+    const dir = copyOfShell();
+    expect(carapace(['blueprint', 'keygen', '--out', keys, '--name', 'me'], { home }).status).toBe(0);
+    const signed = carapace(['blueprint', 'sign', dir, '--key', join(keys, 'me.key')], { home });
+    const id = /signed by ([0-9a-f]{16})/.exec(signed.stdout)![1]!;
+    const untrusted = carapace(['blueprint', 'verify', dir], { home });
+    expect(untrusted.status).toBe(0);
+    expect(untrusted.stdout).toContain(`(signed by ${id}, not a trusted key)`);
+    expect(untrusted.stdout).not.toContain('unsigned');
+    const builtin = carapace(['blueprint', 'verify', join(REPO, 'blueprints', 'shell')], { home });
+    expect(builtin.stdout).toMatch(/^ok: shell 1\.0\.0 sha256:[0-9a-f]{64} \(built-in\)/);
+  });
+
+  it('list shows an installed copy changed on disk as REFUSED, its reason on one line of stderr', () => {
+    const home = freshHome();
+    const dir = copyOfShell();
+    expect(carapace(['blueprint', 'sign', dir], { home }).status).toBe(0);
+    expect(carapace(['blueprint', 'install', dir], { home }).status).toBe(0);
+    const stored = join(home, 'state', 'blueprints');
+    const [copy] = readdirSync(stored).filter((n) => n.startsWith('sha256-'));
+    chmodSync(join(stored, copy!), 0o755);
+    chmodSync(join(stored, copy!, 'policy.yaml'), 0o644);
+    appendFileSync(join(stored, copy!, 'policy.yaml'), '# changed\n');
+    const listed = carapace(['blueprint', 'list'], { home });
+    expect(listed.status).toBe(0);
+    const row = listed.stdout.split('\n').find((l) => l.startsWith('myshell '))!;
+    expect(row).toMatch(/\sREFUSED\s+-$/);
+    for (const line of listed.stdout.split('\n')) expect(line.length).toBeLessThan(100);
+    expect(listed.stderr.trim().split('\n')).toHaveLength(1);
+    expect(listed.stderr).toMatch(
+      /^carapace: myshell sha256:[0-9a-f]{64}: .*do not match the recorded digest/,
+    );
   });
 });

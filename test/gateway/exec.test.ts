@@ -4,7 +4,7 @@
  * removable, and comes back with the sandbox after a gateway restart.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -133,6 +133,26 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
     expect(refused.stderr).toMatch(
       /^carapace: download of \/sandbox\/nothing-here: tar: nothing-here: Cannot stat: No such file or directory\n$/,
     );
+  });
+
+  it('download: what comes out is the caller’s, never the sandbox’s owners nor its set-uid bits', () => {
+    // The attack: an agent makes a set-uid program in its workspace and waits for root to
+    // download it. Extracted with the archive's owners and modes, it would be a set-uid program
+    // of the host user whose uid is the sandbox's inside (1000), planted by root.
+    const made = cli([
+      'sandbox',
+      'exec',
+      'web',
+      '--',
+      'sh',
+      '-c',
+      'cp /bin/true /sandbox/suid && chmod 4755 /sandbox/suid',
+    ]);
+    expect(made.status, made.stderr).toBe(0);
+    const out = mkdtempSync(join(tmpdir(), 'carapace-down-'));
+    expect(cli(['sandbox', 'download', 'web', '/sandbox/suid', out]).status).toBe(0);
+    const st = statSync(join(out, 'suid'));
+    expect({ uid: st.uid, gid: st.gid, special: st.mode & 0o7000 }).toEqual({ uid: 0, gid: 0, special: 0 });
   });
 
   it('a forward answers on the host, is listed, survives a gateway restart, and goes away when removed', async () => {

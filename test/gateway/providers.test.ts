@@ -116,10 +116,56 @@ describe('providers', () => {
     expect(() => service.config(service.get(BOB, 'stolen'))).toThrow();
   });
 
+  it('a new type keeps the base URL and key together: never sends a stored key to another host unasked', () => {
+    const { service } = setup();
+    // A custom endpoint keeps its URL when only the type changes (a vLLM behind an
+    // openai-compatible provider, say).
+    service.create(ALICE, {
+      name: 'mine',
+      type: 'openai-compatible',
+      baseUrl: 'http://127.0.0.1:9/v1',
+      credential: KEY_A,
+    });
+    const retyped = service.update(ALICE, 'mine', { type: 'vllm' });
+    expect(retyped).toMatchObject({ type: 'vllm', baseUrl: 'http://127.0.0.1:9/v1' });
+    expect(service.update(ALICE, 'mine', { type: 'anthropic' })).toMatchObject({
+      type: 'anthropic',
+      baseUrl: 'http://127.0.0.1:9/v1',
+    });
+    // A provider at its type's default service: another type's default would take the stored
+    // key to another company's API. Refused, one line, unchanged; with the new key it moves.
+    const cloud = service.create(ALICE, { name: 'cloud', type: 'openai', credential: KEY_A });
+    let err: Error | null = null;
+    try {
+      service.update(ALICE, 'cloud', { type: 'anthropic' });
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err).toMatchObject({ code: 'INVALID_INPUT' });
+    expect(err!.message).toMatch(/https:\/\/api\.anthropic\.com/);
+    expect(err!.message).toMatch(/--credential-env/);
+    expect(err!.message.split('\n')).toHaveLength(1);
+    expect(service.get(ALICE, 'cloud')).toMatchObject({
+      type: 'openai',
+      baseUrl: 'https://api.openai.com/v1',
+      fingerprint: cloud.fingerprint,
+    });
+    expect(service.update(ALICE, 'cloud', { type: 'anthropic', credential: KEY_B })).toMatchObject({
+      type: 'anthropic',
+      baseUrl: 'https://api.anthropic.com',
+      fingerprint: keyFingerprint(KEY_B),
+    });
+    // A base URL given with the type is taken as given.
+    expect(
+      service.update(ALICE, 'cloud', { type: 'nvidia', baseUrl: 'https://api.anthropic.com' }),
+    ).toMatchObject({ type: 'nvidia', baseUrl: 'https://api.anthropic.com' });
+  });
+
   it('refuses bad input with one line and stores nothing', () => {
     const { service } = setup();
     const bad: [Parameters<ProviderService['create']>[1], RegExp][] = [
       [{ name: 'Bad Name', type: 'ollama' }, /not a provider name/],
+      [{ name: 'a'.repeat(64), type: 'ollama' }, /is not a provider name: .*at most 63/],
       [{ name: 'x', type: 'openai' }, /needs a key: --credential-env VAR/],
       [{ name: 'x', type: 'openai-compatible', credential: 'k' }, /needs --base-url/],
       [{ name: 'x', type: 'vllm', baseUrl: 'ftp://h/v1' }, /must be http or https/],

@@ -68,12 +68,55 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
     const failed = await until(gw, 'flaky', (v) => v.state === 'failed');
     expect(failed.reason).toMatch(/^crash loop: 4 runs in a row .*last status 1/);
     expect(failed.restarts).toBe(3);
+    expect(failed.desired).toBe('stopped');
     expect(cliAs(gw.home, ['sandbox', 'logs', 'flaky']).stdout).toBe('run\nrun\nrun\nrun\n');
-    // Started by hand, it gets a fresh count.
-    cliAs(gw.home, ['sandbox', 'update', 'flaky', '--restart', 'never']);
+    // Its audit trail says each end and what came of it.
+    const ends = cliAs(gw.home, ['sandbox', 'logs', 'flaky', '--audit', '--type', 'lifecycle'])
+      .stdout.trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { message: string }).message)
+      .filter((m) => m.startsWith('agent of flaky ended'));
+    expect(ends).toHaveLength(4);
+    expect(ends[0]).toMatch(
+      /^agent of flaky ended with status 1 after \d+m?s \(restart always\): restarting in 50ms$/,
+    );
+    expect(ends[3]).toMatch(/: crash loop: 4 runs in a row .*; it is failed$/);
+    // Started by hand, it gets a fresh count: four more runs before the crash loop ends it again
+    // (counting the old runs, it would fail at its first end).
     expect(cliAs(gw.home, ['sandbox', 'start', 'flaky']).status).toBe(0);
-    const once = await until(gw, 'flaky', (v) => v.state === 'stopped');
-    expect(once).toMatchObject({ exitCode: 1, desired: 'stopped', restarts: 3 });
+    const again = await until(gw, 'flaky', (v) => v.state === 'failed');
+    expect(again).toMatchObject({ restarts: 6, desired: 'stopped' });
+    expect(again.reason).toMatch(/^crash loop: 4 runs in a row /);
+    // A crash loop waits for `sandbox start`: a gateway restart (or a reboot) leaves it failed.
+    await gw.stop();
+    const next = await startTestGateway([], gw.home);
+    gateways.push(next);
+    expect(get(next, 'flaky')).toMatchObject({ state: 'failed', restarts: 6, reason: again.reason });
+    cliAs(next.home, ['sandbox', 'update', 'flaky', '--restart', 'never']);
+    expect(cliAs(next.home, ['sandbox', 'start', 'flaky']).status).toBe(0);
+    const once = await until(next, 'flaky', (v) => v.state === 'stopped');
+    expect(once).toMatchObject({ exitCode: 1, desired: 'stopped', restarts: 6 });
+  });
+
+  it('a stop while a restart waits for its backoff calls it off, and says so', async () => {
+    const gw = await startTestGateway(['--restart-backoff', '1h:1h']);
+    gateways.push(gw);
+    expect(
+      cliAs(gw.home, ['sandbox', 'create', '--name', 'waits', '--restart', 'always', '--', 'false']).status,
+    ).toBe(0);
+    const waiting = await until(gw, 'waits', (v) => v.reason !== null);
+    expect(waiting).toMatchObject({
+      state: 'stopped',
+      desired: 'running',
+      reason: 'restarting in 60m (status 1)',
+    });
+    // `sandbox get` says why it is stopped and that it should run.
+    const shown = cliAs(gw.home, ['sandbox', 'get', 'waits']).stdout;
+    expect(shown).toMatch(
+      /^state: +stopped \(status 1\)\nreason: +restarting in 60m \(status 1\)\nshould run: +yes\n/m,
+    );
+    expect(cliAs(gw.home, ['sandbox', 'stop', 'waits']).status).toBe(0);
+    expect(get(gw, 'waits')).toMatchObject({ state: 'stopped', desired: 'stopped', reason: null });
   });
 
   it('on-failure restarts a failure and not a clean exit; never restarts nothing', async () => {

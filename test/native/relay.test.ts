@@ -302,14 +302,14 @@ print(good)
   });
 
   it('pauses accepting when PID 1 runs out of fds, and resumes as connections close', async () => {
-    // With 64 fds PID 1 holds about nine relayed connections (six fds each). The host keeps the
-    // first eight open until all eight have arrived, so PID 1 must run out whatever the timing.
-    const held = 8;
+    // With 64 fds PID 1 holds about nine relayed connections (six fds each), and the client has
+    // forty waiting to be accepted. The host answers none until PID 1 has said it paused, so it
+    // must run out whatever the timing (releasing after the first few let a slow PID 1 see them
+    // closed before it reached for the tenth, and never run out).
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => (release = resolve));
     proxy = await startHostProxy((c) => {
       const data = readAll(c);
-      if (proxy?.headers.length === held) release();
       void gate.then(() => data).then((d) => c.socket.end(`${c.header}|${d.toString()}`));
     });
     const script = `
@@ -326,13 +326,19 @@ for i, s in enumerate(sockets):
     good += reply.decode().endswith(f'|connection {i}')
 print(good)
 `;
-    const r = await runSandbox({
+    const sandbox = startSandbox({
       init: [...USUAL_PATHS, '--ro', '/w', ...RELAY],
       fds: [proxy.dirFd],
       work: workDir({ 'client.py': script }),
       command: ['python3', '/w/client.py'],
       nofileLimit: 64,
     });
+    let said = '';
+    sandbox.child.stderr?.on('data', (d: Buffer) => {
+      said += d.toString();
+      if (said.includes('(pausing until a connection closes)')) release();
+    });
+    const r = await sandbox.result;
     expect(r.stdout).toBe('40\n');
     // Each pause is said once on stderr, and nothing else went wrong.
     const lines = r.stderr.trim().split('\n');

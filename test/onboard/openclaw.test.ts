@@ -79,6 +79,8 @@ describe.skipIf(unreachable !== null)('onboard openclaw', () => {
     const m = /forwarded: http:\/\/127\.0\.0\.1:(\d+)\/ → port 18789 inside/.exec(r.stdout);
     expect(m).not.toBeNull();
     hostPort = Number(m![1]);
+    // The health check is named as it is asked: at the host's port of the forward.
+    expect(r.stderr).toContain(`waiting for openclaw to be healthy (http://127.0.0.1:${hostPort}/)`);
 
     // The dashboard (OpenClaw's Control UI, on its gateway's port) answers on the host.
     const dash = await httpGet(hostPort);

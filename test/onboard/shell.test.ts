@@ -6,9 +6,11 @@
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../helpers/cli.js';
+import { startFake, type FakeProvider } from '../helpers/fake-providers.js';
 import { holds, requires } from '../helpers/premises.js';
 import { cli, filesContaining, onboardHome } from './onboard-helpers.js';
 
@@ -26,8 +28,22 @@ async function shows(pattern: RegExp, timeoutMs = 120_000): Promise<string> {
   }
 }
 
+/** A loopback port nothing listens on (bound, then closed): a provider that does not answer. */
+async function deadPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
 const homes: string[] = [];
+let fake: FakeProvider;
+beforeAll(async () => {
+  fake = await startFake({ kind: 'openai' }); // any key: these tests do not call the model
+});
 afterAll(async () => {
+  await fake?.close();
   tmux('kill-session', '-t', session);
   for (const home of homes) {
     await cli(home, ['sandbox', 'delete', 'shell']);
@@ -44,11 +60,10 @@ describe('onboard shell', () => {
       const home = onboardHome();
       homes.push(home);
       const secret = `typed-secret-${process.pid}`;
-      // No key variable is set: the key is asked for, hidden. The provider does not answer (port 9):
-      // the shell's health does not need a model.
+      // No key variable is set: the key is asked for, hidden.
       const command =
         `env -u OPENAI_API_KEY CARAPACE_HOME=${home} TERM=xterm ${process.execPath} ${CLI} onboard ` +
-        `--provider openai --provider-url http://127.0.0.1:9/v1 --model m; echo "[exit $?]"; sleep 600`;
+        `--provider openai --provider-url ${fake.url} --model m; echo "[exit $?]"; sleep 600`;
       expect(tmux('new-session', '-d', '-s', session, '-x', '120', '-y', '40', command).status).toBe(0);
       await shows(/Which agent\?/);
       // The list: claude-code, codex, openclaw (preselected), shell.
@@ -94,7 +109,7 @@ describe('onboard shell', () => {
       '--provider',
       'openai',
       '--provider-url',
-      'http://127.0.0.1:9/v1',
+      fake.url,
       '--model',
       'm',
       '--credential-env',
@@ -163,5 +178,112 @@ describe('onboard shell', () => {
       /do not match the recorded digest .* refusing it/,
     );
     expect((await cli(home, ['sandbox', 'list'])).stdout).not.toContain('other');
+  }, 600_000);
+
+  it('a provider that does not answer, or an unknown preset: one line, exit 1 or 2, nothing made or changed', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    const home = onboardHome();
+    homes.push(home);
+    const dead = `http://127.0.0.1:${await deadPort()}/v1`;
+    const base = ['onboard', '--non-interactive', '--agent', 'shell', '--model', 'm'];
+    const env = { DEAD_TEST_KEY: 'sk-dead-test' };
+    const refused = await cli(
+      home,
+      [
+        ...base,
+        '--name',
+        'box',
+        '--provider',
+        'openai',
+        '--provider-url',
+        dead,
+        '--credential-env',
+        'DEAD_TEST_KEY',
+      ],
+      env,
+    );
+    expect(refused.status).toBe(1);
+    const last = refused.stderr.trim().split('\n').at(-1)!;
+    expect(last).toContain(`provider openai at ${dead} does not answer`);
+    expect(last).toContain('--provider-url');
+    expect((await cli(home, ['provider', 'list', '-o', 'json'])).stdout).not.toContain('openai');
+    expect((await cli(home, ['sandbox', 'list'])).stdout).not.toMatch(/^box\s/m);
+
+    // A provider that exists keeps its URL when a rerun for another sandbox names a dead one.
+    const made = await cli(
+      home,
+      [
+        ...base,
+        '--name',
+        'box',
+        '--provider',
+        'openai',
+        '--provider-url',
+        fake.url,
+        '--credential-env',
+        'DEAD_TEST_KEY',
+      ],
+      env,
+    );
+    expect(made.status).toBe(0);
+    const again = await cli(
+      home,
+      [
+        ...base,
+        '--name',
+        'two',
+        '--provider',
+        'openai',
+        '--provider-url',
+        dead,
+        '--credential-env',
+        'DEAD_TEST_KEY',
+      ],
+      env,
+    );
+    expect(again.status).toBe(1);
+    expect(again.stderr).toContain('does not answer');
+    expect((await cli(home, ['provider', 'get', 'openai', '-o', 'json'])).stdout).toContain(fake.url);
+    expect((await cli(home, ['sandbox', 'list'])).stdout).not.toMatch(/^two\s/m);
+
+    // A preset name that does not exist is refused before anything is saved: a later bare rerun
+    // (install.sh again) or --resume does not pick up the mistyped onboarding.
+    const typo = await cli(home, [
+      'onboard',
+      '--non-interactive',
+      '--agent',
+      'shell',
+      '--name',
+      'typo',
+      '--preset',
+      'no-such-preset',
+    ]);
+    expect(typo.status).toBe(2);
+    expect(typo.stderr.trim().split('\n')).toHaveLength(1);
+    expect(typo.stderr).toContain('no-such-preset');
+    expect(readdirSync(join(home, 'state', 'onboard'))).not.toContain('typo.json');
+    expect((await cli(home, ['sandbox', 'list'])).stdout).not.toMatch(/^typo\s/m);
+  }, 600_000);
+
+  it('blueprint remove refuses a blueprint a sandbox was made from, and changes nothing', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    const home = onboardHome();
+    homes.push(home);
+    const made = await cli(home, ['onboard', '--non-interactive', '--agent', 'shell', '--name', 'box']);
+    expect(made.status).toBe(0);
+    const before = readdirSync(join(home, 'state', 'blueprints'));
+    const refused = await cli(home, ['blueprint', 'remove', 'shell']);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toMatch(/shell .* is in use by sandbox box; carapace sandbox delete box first/);
+    expect(readdirSync(join(home, 'state', 'blueprints'))).toEqual(before);
+    expect(
+      (await cli(home, ['sandbox', 'exec', 'box', '--', 'sh', '-c', 'echo still-$((6*7))'])).stdout,
+    ).toBe('still-42\n');
+
+    expect((await cli(home, ['sandbox', 'delete', 'box'])).status).toBe(0);
+    const removed = await cli(home, ['blueprint', 'remove', 'shell']);
+    expect(removed.status).toBe(0);
+    expect(readdirSync(join(home, 'state', 'blueprints')).filter((n) => n.startsWith('sha256-'))).toEqual([]);
   }, 600_000);
 });

@@ -93,6 +93,9 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
 
   it('loads, updates live on a new denial, and approves it from the page', async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    // Nothing the page asks for is refused (a browser asks for /favicon.ico, without the token).
+    const errors: string[] = [];
+    page.on('console', (m) => void (m.type() === 'error' && errors.push(m.text())));
     await page.goto(dash.url);
     await page.waitForSelector('body[data-live="1"]');
     expect(page.url()).toBe(`http://127.0.0.1:${dash.port}/`); // the token left the address bar
@@ -120,6 +123,57 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
     await page.waitForSelector('#proposals tr[data-proposal]', { state: 'detached' });
     expect(await page.textContent('#status')).toMatch(/approved \(policy revision 2\)/);
     expect(await ask(url('b.test'))).toBe('200');
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("moves the chart on with the page's clock: old buckets scroll left, a new decision counts at its own time", async () => {
+    const page = await browser.newPage();
+    await page.clock.install({ time: Date.now() });
+    await page.goto(dash.url);
+    await page.waitForSelector('body[data-live="1"]');
+    const line = '.chart[data-sandbox="web"] polyline[data-series="denials"]';
+    await page.waitForSelector(line);
+    /** The buckets the denials line is above its baseline in (the chart is 80 high, baseline 76). */
+    const buckets = async () =>
+      ((await page.getAttribute(line, 'points')) ?? '')
+        .split(' ')
+        .map((pt, i) => [i, Number(pt.split(',')[1])] as const)
+        .filter(([, y]) => y < 76)
+        .map(([i]) => i);
+    const before = await buckets();
+    expect(before.length).toBeGreaterThan(0); // the earlier tests' denials, in the last buckets
+    expect(Math.max(...before)).toBeGreaterThanOrEqual(170);
+
+    // A minute on the page's clock: six buckets of 10 s (five when the server's last bucket began
+    // between the clock's install and the page's load).
+    await page.clock.runFor(60_000);
+    const after = await buckets();
+    const shift = before[0]! - after[0]!;
+    expect([5, 6]).toContain(shift);
+    expect(after).toEqual(before.map((i) => i - shift));
+
+    // A denial now (the real time, a minute behind the page's): counted in its own bucket, where
+    // the earlier ones moved to, not in the last.
+    const legend = '.chart[data-sandbox="web"] .legend';
+    const total = async () => Number(/(\d+) denials/.exec((await page.textContent(legend)) ?? '')?.[1]);
+    const counted = await total();
+    expect(await ask(url('c.test'))).toBe('403');
+    for (let i = 0; i < 200 && (await total()) <= counted; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await total()).toBe(counted + 1);
+    const now = await buckets();
+    expect(Math.max(...now)).toBeLessThanOrEqual(Math.max(...after) + 1);
+    expect(Math.max(...now)).toBeLessThan(179);
+    await page.close();
+  });
+
+  it('says how to come back once the gateway has gone (a new address and token)', async () => {
+    const page = await browser.newPage();
+    await page.goto(dash.url);
+    await page.waitForSelector('body[data-live="1"]');
+    await gw.stop();
+    await page.waitForSelector('body[data-live=""]');
+    expect(await page.textContent('#status')).toContain('carapace dashboard prints its new address');
     await page.close();
   });
 });

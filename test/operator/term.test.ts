@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, REPO } from '../helpers/cli.js';
 import { requestScene } from '../helpers/gateway-agent.js';
-import type { TestGateway } from '../helpers/gateway.js';
+import { cliAs, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 import type { Upstreams } from '../proxy/harness.js';
 
@@ -63,7 +63,7 @@ describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24'
     expect(await ask(url('a.test'))).toBe('200');
     await shows(/web\s+allow\s+connect a\.test/);
     expect(await ask(url('b.test'))).toBe('403');
-    const denied = await shows(/> #\d+ web\s+connect b\.test:\d+ ×1/);
+    const denied = await shows(/> #\d+\s+web\s+connect b\.test:\d+ ×1/);
     expect(denied).toMatch(/web\s+DENIED connect b\.test/);
     expect(denied).toContain('1 pending');
     // Every line fits 80 columns, and the whole view 24 rows.
@@ -83,6 +83,59 @@ describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24'
     for (let i = 0; i < 100 && tmux('has-session', '-t', session).status === 0; i++)
       await new Promise((r) => setTimeout(r, 50));
     expect(tmux('has-session', '-t', session).status).not.toBe(0);
+  });
+
+  it('keeps the selection on the proposal on screen while new denials arrive, shows its rule, and a approves that one', async () => {
+    const second = 'term-selection';
+    const env = `CARAPACE_HOME=${gw.home} TERM=xterm-256color`;
+    const command = `env ${env} ${process.execPath} ${CLI} term`;
+    expect(tmux('new-session', '-d', '-s', second, '-x', '80', '-y', '24', command).status).toBe(0);
+    const on = async (pattern: RegExp) => {
+      for (let i = 0; i < 300; i++) {
+        const s = tmux('capture-pane', '-p', '-t', second).stdout;
+        if (pattern.test(s)) return s;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(
+        `the screen never showed ${pattern}:\n${tmux('capture-pane', '-p', '-t', second).stdout}`,
+      );
+    };
+    await on(/· live/);
+    expect(await ask(url('c.test'))).toBe('403');
+    await on(/> #\d+\s+web\s+connect c\.test/);
+    expect(await ask(url('d.test'))).toBe('403');
+    // The newest is listed first; the selection stays where it was.
+    await on(/#\d+\s+web\s+connect d\.test[^\n]*\n> #\d+\s+web\s+connect c\.test/);
+    tmux('send-keys', '-t', second, 'Up');
+    await on(/> #\d+\s+web\s+connect d\.test/);
+    tmux('send-keys', '-t', second, 'Down');
+    const chosen = await on(/> #\d+\s+web\s+connect c\.test/);
+    const id = /> #(\d+)/.exec(chosen)![1];
+    // What `a` would write, before it is pressed.
+    expect(chosen).toMatch(/^ {2}rule: allow \S*python\S* to connect to c\.test:\d+$/m);
+
+    // A new denial is listed on top, and another proposal is hit again (and moves up): the
+    // selection stays on c.test.
+    expect(await ask(url('e.test'))).toBe('403');
+    await on(/#\d+\s+web\s+connect e\.test/);
+    expect(await ask(url('d.test'))).toBe('403');
+    const moved = await on(/connect d\.test:\d+ ×2/);
+    expect(moved).toMatch(new RegExp(`> #${id}\\s+web\\s+connect c\\.test`));
+
+    tmux('send-keys', '-t', second, 'a');
+    await on(new RegExp(`#${id} approved: policy revision \\d+`));
+    // (c.test resolves nowhere here, so the history, not a request, shows what was approved.)
+    const decided = JSON.parse(cliAs(gw.home, ['rules', 'history', 'web', '-o', 'json']).stdout) as {
+      id: number;
+      host: string;
+      status: string;
+    }[];
+    expect(decided.find((p) => p.id === Number(id))).toMatchObject({ host: 'c.test', status: 'approved' });
+    const left = JSON.parse(cliAs(gw.home, ['rules', 'list', 'web', '-o', 'json']).stdout) as {
+      host: string;
+    }[];
+    expect(left.map((p) => p.host).sort()).toEqual(['d.test', 'e.test']);
+    tmux('send-keys', '-t', second, 'q');
   });
 
   it('refuses to run without a terminal, in one line', () => {

@@ -15,6 +15,7 @@ import { Writable } from 'node:stream';
 import { MemoryAuditLog, type OcsfEvent } from '../../src/audit/index.js';
 import { compilePolicy, parsePolicy, type PolicyGeneration } from '../../src/policy/index.js';
 import { forwardBody } from '../../src/proxy/body-forward.js';
+import type { Resolver } from '../../src/proxy/address-guard.js';
 import type { CallerIdentity, CallerResolver } from '../../src/proxy/caller-identity.js';
 import { EgressProxy, type SandboxProxy } from '../../src/proxy/egress-proxy.js';
 import type { InternalHost } from '../../src/proxy/internal-host.js';
@@ -147,6 +148,8 @@ export interface RigOptions {
   /** Names served inside the proxy's process (src/proxy/internal-host.ts). */
   internalHosts?: InternalHost[];
   audit?: MemoryAuditLog;
+  /** DNS for names outside `hosts` (default: the system's; tests never send queries off the host). */
+  resolver?: Resolver;
 }
 
 export async function startRig(o: RigOptions): Promise<Rig> {
@@ -167,6 +170,7 @@ export async function startRig(o: RigOptions): Promise<Rig> {
     upstreamCaFile: up.caFile,
     tunnelPump: o.tunnelPump,
     internalHosts: o.internalHosts,
+    resolver: o.resolver,
     onError: (err) => {
       throw err;
     },

@@ -4,11 +4,13 @@
  * sandboxes) call https://inference.local; routes changed live for one sandbox and not another;
  * budgets that refuse, or send the call to a local route, and usage that survives a restart.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { FakeProvider, startFake } from '../helpers/fake-providers.js';
 import { CLI } from '../helpers/cli.js';
@@ -129,6 +131,39 @@ describe.skipIf(!holds('root'))('the gateway’s router', () => {
     expect(cli(['provider', 'get', 'x']).status).toBe(3);
   });
 
+  it('--credential-stdin at a terminal reads one line, typed without echo', async (ctx) => {
+    // `script` (util-linux) gives the command a terminal of its own: the premise of this test.
+    if (spawnSync('script', ['--version']).status !== 0)
+      ctx.skip('needs script(1) to give the CLI a terminal');
+    const typed = 'sk-typed-at-a-terminal-4d5e6f7a8b9c0d1e';
+    const child = spawn(
+      'script',
+      [
+        '-qec',
+        `${process.execPath} ${CLI} provider create typed --type openai --credential-stdin`,
+        '/dev/null',
+      ],
+      { env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home, LANG: 'C.UTF-8' } },
+    );
+    let out = '';
+    const prompted = new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString('utf8');
+        if (out.includes('API key')) resolve();
+      }),
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    // Typed only once the prompt is up (the terminal is then no longer echoing).
+    await prompted;
+    child.stdin.write(`${typed}\r`);
+    expect(await exited).toBe(0);
+    expect(out).not.toContain(typed);
+    expect(json<{ fingerprint: string }>(['provider', 'get', 'typed']).fingerprint).toBe(
+      `sha256:${createHash('sha256').update(typed).digest('hex').slice(0, 12)}`,
+    );
+    expect(cli(['provider', 'delete', 'typed']).status).toBe(0);
+  });
+
   it('carapace run uses the caller’s stored providers too (read from the gateway’s store)', async () => {
     const policy = policyFile(`${FS_POLICY}inference:
   routes:
@@ -206,11 +241,25 @@ describe.skipIf(!holds('root'))('the gateway’s router', () => {
     expect(view.routes).toEqual([
       expect.objectContaining({ name: 'main', provider: 'two', model: 'model-two' }),
     ]);
-    // Routes naming a provider that does not exist are stored (the provider may come later) and
-    // the call fails closed; a route that does not parse is refused and nothing changes.
+    // The section as YAML, ready for `inference set --from`.
+    const asYaml = cli(['inference', 'get', 'left', '-o', 'yaml']);
+    expect({ status: asYaml.status, stderr: asYaml.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(parse(asYaml.stdout)).toEqual({
+      inference: { routes: { main: { provider: 'two', model: 'model-two' } }, default: 'main' },
+    });
+    // A route that does not parse is refused, named by its place in the section (not by a line of
+    // a policy revision the user never sees), and nothing changes.
     const broken = cli(['inference', 'set', 'left', '--route', 'main=two/model-two', '--default', 'nope']);
     expect(broken.status).not.toBe(0);
-    expect(broken.stderr).toMatch(/route "nope" is not defined/);
+    expect(broken.stderr).toBe(
+      'carapace: the new inference section of left: inference.default: route "nope" is not defined in inference.routes (routes: main)\n',
+    );
+    // A route newly naming a provider its owner does not have (a typo, most likely) is refused too.
+    const typo = cli(['inference', 'set', 'left', '--route', 'main=tow/model-two']);
+    expect(typo.status).not.toBe(0);
+    expect(typo.stderr).toBe(
+      'carapace: route main: left\'s owner has no provider named "tow" (carapace provider list; create it first: carapace provider create tow --type TYPE …)\n',
+    );
     expect(json<{ policyRev: number }>(['sandbox', 'get', 'left']).policyRev).toBe(2);
   });
 

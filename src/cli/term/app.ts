@@ -20,8 +20,10 @@ import {
   gaugesFromMetrics,
   decisionLine,
   fit,
+  proposalDetail,
   proposalLine,
   sandboxLines,
+  selectedIndex,
   type Decision,
   type Gauges,
   type SandboxRow,
@@ -44,7 +46,8 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
   const [gauges, setGauges] = useState<Map<string, Gauges>>(new Map());
   const [decisions, setDecisions] = useState<Decision[]>([]);
   const [proposals, setProposals] = useState<ProposalView[]>([]);
-  const [selected, setSelected] = useState(0);
+  // The selected proposal by id (and the place it was at, for when it is decided and leaves).
+  const [selection, setSelection] = useState<{ id: number | null; index: number }>({ id: null, index: 0 });
   const [status, setStatus] = useState('connecting…');
   const [logs, setLogs] = useState<string[] | null>(null);
 
@@ -98,11 +101,20 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
     };
   }, [client]);
 
-  const current = proposals[Math.min(selected, proposals.length - 1)];
+  const selected = selectedIndex(proposals, selection);
+  const current = selected >= 0 ? proposals[selected] : undefined;
+  // Keep the selection on what is shown: once its proposal is gone, on the one now in its place.
+  useEffect(() => {
+    if (current && current.id !== selection.id) setSelection({ id: current.id, index: selected });
+  }, [current, selected, selection.id]);
+  const select = (index: number) => {
+    const p = proposals[index];
+    if (p) setSelection({ id: p.id, index });
+  };
   useInput((input, key) => {
     if (input === 'q' || (key.ctrl && input === 'c')) return exit();
-    if (key.upArrow) setSelected((s) => Math.max(0, s - 1));
-    if (key.downArrow) setSelected((s) => Math.min(Math.max(0, proposals.length - 1), s + 1));
+    if (key.upArrow) select(Math.max(0, selected - 1));
+    if (key.downArrow) select(Math.min(proposals.length - 1, selected + 1));
     if (input === 'a' && current) {
       setStatus(`approving #${current.id}…`);
       client
@@ -124,10 +136,21 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
       );
     }
     if (input === 's') {
-      client.call<{ approved: unknown[]; skipped: unknown[] }>('POST', '/v1/proposals/approve-safe', {}).then(
-        (r) => setStatus(`approved ${r.approved.length}, left ${r.skipped.length} with risk notes`),
-        (e: Error) => setStatus(e.message),
-      );
+      client
+        .call<{ approved: { outcome: string }[]; skipped: unknown[] }>(
+          'POST',
+          '/v1/proposals/approve-safe',
+          {},
+        )
+        .then(
+          (r) => {
+            const closed = r.approved.filter((a) => a.outcome === 'superseded').length;
+            setStatus(
+              `approved ${r.approved.length - closed}${closed > 0 ? `, closed ${closed} already allowed` : ''}, left ${r.skipped.length} with risk notes`,
+            );
+          },
+          (e: Error) => setStatus(e.message),
+        );
     }
     if (input === 'l') {
       if (logs !== null) return setLogs(null);
@@ -153,7 +176,8 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
   const free = Math.max(6, size.rows - 6);
   const sbRows = Math.min(sandboxes.length + 1, Math.max(2, Math.floor(free / 3)));
   const propRows = Math.min(Math.max(1, proposals.length), Math.max(2, Math.floor(free / 3)));
-  const decRows = Math.max(1, free - sbRows - propRows);
+  const detail = current ? proposalDetail(current, width) : [];
+  const decRows = Math.max(1, free - sbRows - propRows - detail.length);
   const first = Math.max(0, Math.min(selected - propRows + 1, proposals.length - propRows));
   const pending = proposals.length;
   const line = (text: string, color?: string, key?: string | number) =>
@@ -187,6 +211,7 @@ function App({ client }: { client: GatewayClient }): React.ReactElement {
               `p${p.id}`,
             ),
           )),
+    ...detail.map((l, i) => line(l, i === 0 ? undefined : 'yellow', `pd${i}`)),
     h(Box, { flexGrow: 1 }),
     line('↑↓ select  a approve  r reject  s approve-all-safe  l logs  q quit', 'gray', 'keys'),
   );

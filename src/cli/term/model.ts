@@ -131,7 +131,39 @@ export function proposalLine(p: ProposalView, selected: boolean, width: number):
       : `connect ${p.host}:${p.port}`;
   const risk = p.risks.length > 0 ? ` !${p.risks.length}` : '';
   return fit(
-    `${selected ? '>' : ' '} #${p.id} ${pad(p.sandbox, 10)} ${what} ×${p.hits}${risk} ${p.binary.split('/').pop() ?? ''}`,
+    `${selected ? '>' : ' '} ${pad(`#${p.id}`, 5)} ${pad(p.sandbox, 10)} ${what} ×${p.hits}${risk} ${p.binary.split('/').pop() ?? ''}`,
     width,
   );
+}
+
+/**
+ * What `a` would approve, under the list: the selected proposal's rule, and its first risk note
+ * (with how many more). The list's `!N` says only that there are notes; the operator reads these
+ * before one key writes the rule.
+ */
+export function proposalDetail(p: ProposalView, width: number): string[] {
+  const lines = [
+    fit(`  rule: ${p.rule?.summary ?? 'none, the latest policy allows it (a closes it)'}`, width),
+  ];
+  const [first, ...more] = p.risks;
+  if (first !== undefined)
+    lines.push(
+      fit(`  risk: ${first}${more.length > 0 ? ` (+${more.length} more: rules show ${p.id})` : ''}`, width),
+    );
+  return lines;
+}
+
+/**
+ * Which proposal is selected once the list has changed: the same one, by id, wherever it moved
+ * (a new denial is listed first, a proposal hit again moves up); if it is gone (decided), the one
+ * now at its place. A selection by place alone would let a denial arriving just before a key press
+ * turn `a` into the approval of another proposal than the one on screen.
+ */
+export function selectedIndex(
+  list: readonly ProposalView[],
+  selection: { id: number | null; index: number },
+): number {
+  if (list.length === 0) return -1;
+  const at = selection.id === null ? -1 : list.findIndex((p) => p.id === selection.id);
+  return at >= 0 ? at : Math.min(Math.max(0, selection.index), list.length - 1);
 }

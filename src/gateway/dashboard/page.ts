@@ -8,6 +8,7 @@
 export const DASHBOARD_PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Carapace</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <style>
 body{font:14px system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2430}
 header{background:#1d2430;color:#fff;padding:10px 18px;font-weight:600;display:flex;gap:16px;align-items:baseline}
@@ -110,10 +111,23 @@ function renderCharts() {
     box.appendChild(div);
   }
 }
+// The chart's window moves on with time, a bucket at a time, whether or not anything happens; a
+// decision is counted in the bucket of its own time (series.start is the first bucket's).
+const BUCKETS = 180;
+function advance(t) {
+  const steps = Math.floor((t - series.start) / series.bucketMs) - (BUCKETS - 1);
+  if (steps <= 0) return;
+  const n = Math.min(steps, BUCKETS), zeros = new Array(n).fill(0);
+  for (const s of series.sandboxes) { s.requests = s.requests.slice(n).concat(zeros); s.denials = s.denials.slice(n).concat(zeros); }
+  series.start += steps * series.bucketMs;
+}
 function count(d) {
+  advance(d.t);
+  const i = Math.floor((d.t - series.start) / series.bucketMs);
+  if (i < 0 || i >= BUCKETS) return;
   let s = series.sandboxes.find((x) => x.name === d.sandbox && x.owner === d.owner);
-  if (!s) { s = { name: d.sandbox, owner: d.owner, requests: new Array(180).fill(0), denials: new Array(180).fill(0) }; series.sandboxes.push(s); }
-  s.requests[s.requests.length - 1]++; if (!d.allowed) s.denials[s.denials.length - 1]++;
+  if (!s) { s = { name: d.sandbox, owner: d.owner, requests: new Array(BUCKETS).fill(0), denials: new Array(BUCKETS).fill(0) }; series.sandboxes.push(s); }
+  s.requests[i]++; if (!d.allowed) s.denials[i]++;
 }
 function addDecision(d) {
   const line = el("div", new Date(d.t).toLocaleTimeString() + " " + d.sandbox + " " + (d.allowed ? "allowed" : "DENIED") + " " + (d.level === "request" ? d.method + " " + d.host + ":" + d.port + (d.path || "") : "connect " + d.host + ":" + d.port) + (d.binary ? " by " + d.binary : ""), d.allowed ? "allowed" : "denied");
@@ -128,7 +142,9 @@ async function load() {
 function connect() {
   const es = new EventSource("/api/events?token=" + encodeURIComponent(token));
   es.onopen = () => { $("status").textContent = "live"; document.body.dataset.live = "1"; };
-  es.onerror = () => { $("status").textContent = "reconnecting…"; document.body.dataset.live = ""; };
+  // A restarted gateway listens on another port and has forgotten the token: this page cannot
+  // come back by itself, so say what brings it back.
+  es.onerror = () => { $("status").textContent = "reconnecting… (if the gateway restarted, carapace dashboard prints its new address)"; document.body.dataset.live = ""; };
   es.onmessage = (m) => {
     const e = JSON.parse(m.data);
     if (e.type === "decision") addDecision(e);
@@ -139,5 +155,6 @@ function connect() {
 load().then(connect, (e) => { $("status").textContent = String(e.message || e); });
 setTimeout(() => api("/api/sandboxes").then(renderSandboxes, () => {}), 1000);
 setInterval(() => api("/api/sandboxes").then(renderSandboxes, () => {}), 5000);
+setInterval(() => { if (series.start > 0) { advance(Date.now()); renderCharts(); } }, 10000);
 </script></body></html>
 `;

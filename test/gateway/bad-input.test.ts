@@ -1,0 +1,104 @@
+/**
+ * Bad input at the gateway's CLI (issue 12, "one clear line"): each mistake gets one line naming
+ * what is wrong and how to fix it (a policy's problems: one `file:line:col` line each, naming the
+ * caller's file), a non-zero exit, and leaves the sandboxes and their stored state as they were.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removedAfterFile } from '../helpers/cli.js';
+import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { holds } from '../helpers/premises.js';
+
+describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
+  let gw: TestGateway;
+  let dir: string;
+  const cli = (args: string[]) => cliAs(gw.home, args);
+  /** Everything a user can see of their sandboxes (the list, the policy history, the forwards). */
+  const everything = () =>
+    [
+      cli(['sandbox', 'list', '-o', 'json']).stdout,
+      cli(['policy', 'history', 'keep', '-o', 'json']).stdout,
+      cli(['sandbox', 'forward', 'keep', '--list']).stdout,
+    ].join('\n');
+
+  beforeAll(async () => {
+    gw = await startTestGateway();
+    dir = removedAfterFile(mkdtempSync(join(tmpdir(), 'carapace-bad-input-')));
+    const r = cli(['sandbox', 'create', '--name', 'keep', '--forward', '18911', '--', 'sleep', 'infinity']);
+    expect(r.status, r.stderr).toBe(0);
+  });
+  afterAll(() => gw?.stop());
+
+  it('each mistake: one line, a non-zero exit, nothing changed', () => {
+    // A YAML error: the caller's own file, line and column, and nothing created.
+    const yaml = join(dir, 'broken.yaml');
+    writeFileSync(yaml, 'version: 1\nnetwork_policies:\n  a: {name: a\n');
+    const before = everything();
+    const cases: [string[], RegExp][] = [
+      [
+        ['sandbox', 'create', '--name', 'new', '--policy', yaml, '--', 'true'],
+        new RegExp(`^${yaml}:3:\\d+: `),
+      ],
+      [
+        ['sandbox', 'create', '--name', 'new', '--policy', join(dir, 'none.yaml'), '--', 'true'],
+        /^carapace: --policy .*none\.yaml: cannot read it: no such file$/,
+      ],
+      [
+        ['sandbox', 'create', '--name', 'keep', '--', 'true'],
+        /^carapace: you already have a sandbox named "keep"/,
+      ],
+      [
+        ['sandbox', 'create', '--name', 'new', '--restart', 'sometimes', '--', 'true'],
+        /^carapace: --restart sometimes: /,
+      ],
+      [
+        ['sandbox', 'create', '--name', 'new', '--forward', '70000', '--', 'true'],
+        /^carapace: --forward "70000": expected HOSTPORT or HOSTPORT:SANDBOXPORT, each 1-65535$/,
+      ],
+      [['sandbox', 'get', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
+      [['sandbox', 'stop', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
+      [['sandbox', 'exec', 'nosuch', '--', 'true'], /^carapace: no sandbox named "nosuch"$/],
+      [['sandbox', 'update', 'keep', '--restart', 'sometimes'], /^carapace: --restart sometimes: /],
+      [
+        ['sandbox', 'forward', 'keep', '99999'],
+        /^carapace: "99999": expected HOSTPORT or HOSTPORT:SANDBOXPORT, each 1-65535$/,
+      ],
+      [['sandbox', 'forward', 'keep', '0:80'], /^carapace: "0:80": expected HOSTPORT/],
+      [['sandbox', 'forward', 'keep', '18911'], /^carapace: host port 18911 is already forwarded$/],
+      [
+        ['sandbox', 'forward', 'keep', '--remove', 'abc'],
+        /^carapace: --remove abc: expected the host port of a forward$/,
+      ],
+      [
+        ['sandbox', 'logs', 'keep', '--tail', 'abc'],
+        /^carapace: --tail abc: expected a whole number of lines$/,
+      ],
+      [
+        ['sandbox', 'logs', 'keep', '--audit', '--type', 'bogus'],
+        /^carapace: --type bogus: expected denied, allowed, lifecycle or all$/,
+      ],
+      [
+        ['sandbox', 'upload', 'keep', join(dir, 'none')],
+        /^carapace: upload: .*none: no such file or directory$/,
+      ],
+      [['policy', 'set', 'keep', yaml], new RegExp(`^${yaml}:3:\\d+: `)],
+      [
+        ['policy', 'set', 'keep', join(dir, 'none.yaml')],
+        /^carapace: policy .*none\.yaml: cannot read it: no such file$/,
+      ],
+      [['policy', 'rollback', 'keep', '--to', '7'], /^carapace: sandbox keep has no policy revision 7/],
+    ];
+    for (const [args, line] of cases) {
+      const r = cli(args);
+      const what = `carapace ${args.join(' ')} → ${r.status}: ${r.stdout}${r.stderr}`;
+      expect(r.status, what).not.toBe(0);
+      expect(r.stdout, what).toBe('');
+      // One problem, one line (the broken YAML has one problem).
+      expect(r.stderr.split('\n').filter(Boolean), what).toHaveLength(1);
+      expect(r.stderr.trimEnd(), what).toMatch(line);
+    }
+    expect(everything()).toBe(before);
+  });
+});
