@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { JsonlAuditLog, type AuditSink, type OcsfEvent } from '../audit/index.js';
 
 export class AuditRouter implements AuditSink {
-  private readonly logs = new Map<string, JsonlAuditLog>();
+  private readonly logs = new Map<string, JsonlAuditLog & { id: string }>();
   private readonly listeners = new Set<(id: string, e: OcsfEvent) => void>();
   /** Logs written since the last flush to disk. */
   private readonly dirty = new Set<JsonlAuditLog>();
@@ -41,8 +41,27 @@ export class AuditRouter implements AuditSink {
   }
 
   emit(event: OcsfEvent): void {
+    const log = this.logOf(event);
+    if (!log) return;
+    log.emit(event);
+    this.dirty.add(log);
+    for (const l of this.listeners) l(log.id, event);
+  }
+
+  /** As emit, written with the other lines of this turn (see AuditSink.emitAhead). */
+  emitAhead(event: OcsfEvent): Promise<void> {
+    const log = this.logOf(event);
+    if (!log) return Promise.resolve();
+    const written = log.emitAhead(event);
+    this.dirty.add(log);
+    for (const l of this.listeners) l(log.id, event);
+    return written;
+  }
+
+  /** The file of the event's sandbox, opened on its first event; null for an event of none. */
+  private logOf(event: OcsfEvent): (JsonlAuditLog & { id: string }) | null {
     const id = event.unmapped.sandbox;
-    if (typeof id !== 'string' || !/^[a-z0-9][a-z0-9_.-]*$/.test(id)) return;
+    if (typeof id !== 'string' || !/^[a-z0-9][a-z0-9_.-]*$/.test(id)) return null;
     let log = this.logs.get(id);
     if (!log) {
       // Our own directory (0700): no sandbox can have planted anything here.
@@ -51,12 +70,10 @@ export class AuditRouter implements AuditSink {
         constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
         0o600,
       );
-      log = new JsonlAuditLog(this.pathOf(id), fd);
+      log = Object.assign(new JsonlAuditLog(this.pathOf(id), fd), { id });
       this.logs.set(id, log);
     }
-    log.emit(event);
-    this.dirty.add(log);
-    for (const l of this.listeners) l(id, event);
+    return log;
   }
 
   /** Live events of every sandbox (callers filter). */
@@ -67,7 +84,8 @@ export class AuditRouter implements AuditSink {
 
   /** A sandbox for this router: events emitted through it are tagged with its id. */
   forSandbox(id: string): AuditSink {
-    return { emit: (e) => this.emit({ ...e, unmapped: { ...e.unmapped, sandbox: id } }) };
+    const tagged = (e: OcsfEvent): OcsfEvent => ({ ...e, unmapped: { ...e.unmapped, sandbox: id } });
+    return { emit: (e) => this.emit(tagged(e)), emitAhead: (e) => this.emitAhead(tagged(e)) };
   }
 
   /** Closes a sandbox's file (it is deleted, or the gateway stops). */

@@ -98,7 +98,9 @@ export class L7Session {
         if (turn) await turn;
         const verdict = judgeRequest(this.conn, head, this.mode);
         if (!verdict.ok) return await this.refuse(verdict);
-        this.auditApproval(verdict);
+        // Its line is written before anything of the request leaves (batched with this turn's).
+        const audited = this.auditApproval(verdict);
+        if (audited) await audited;
         const upstream = await this.upstreamFor(verdict);
         if (!upstream) return { kind: 'done' };
         const outcome = await this.exchange(head, verdict, upstream);
@@ -184,10 +186,10 @@ export class L7Session {
     return { kind: 'done' };
   }
 
-  private auditApproval(a: Approval): void {
+  private auditApproval(a: Approval): Promise<void> | undefined {
     const { sb, caller } = this.conn;
-    if (!a.treatment.inspect && a.disposition === 'allowed') return;
-    sb.audit.request({
+    if (!a.treatment.inspect && a.disposition === 'allowed') return undefined;
+    return sb.audit.request({
       disposition: a.disposition,
       method: a.method,
       host: a.host.host,

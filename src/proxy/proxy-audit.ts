@@ -8,6 +8,7 @@
  */
 import { printable } from './printable.js';
 import {
+  emitAhead,
   type AuditSink,
   type Disposition,
   finding,
@@ -92,26 +93,34 @@ export class ProxyAudit {
     );
   }
 
+  /**
+   * A request's decision. Returns a promise (where the sink batches its writes: AuditSink.emitAhead)
+   * that the caller awaits before the request goes on: the line is written first either way.
+   */
   request(
     e: DecisionBase & { disposition: Disposition; method: string; path: string; status?: number },
-  ): void {
-    if (e.disposition === 'blocked') this.denials.deniedRequests++;
-    this.sink.emit(
-      httpActivity({
-        sandbox: this.sandbox,
-        disposition: e.disposition,
-        method: e.method,
-        host: e.host,
-        port: e.port,
-        path: e.path,
-        actor: e.caller,
-        policy: e.policy,
-        reason: text(e.reason),
-        enforcement: e.enforcement,
-        generation: e.generation,
-        status: e.status,
-      }),
-    );
+  ): Promise<void> | undefined {
+    const event = httpActivity({
+      sandbox: this.sandbox,
+      disposition: e.disposition,
+      method: e.method,
+      host: e.host,
+      port: e.port,
+      path: e.path,
+      actor: e.caller,
+      policy: e.policy,
+      reason: text(e.reason),
+      enforcement: e.enforcement,
+      generation: e.generation,
+      status: e.status,
+    });
+    // A refusal is on disk before the agent hears of it: written now, by itself.
+    if (e.disposition === 'blocked') {
+      this.denials.deniedRequests++;
+      this.sink.emit(event);
+      return undefined;
+    }
+    return emitAhead(this.sink, event);
   }
 
   finding(e: {

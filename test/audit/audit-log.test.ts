@@ -60,4 +60,38 @@ describe('OCSF audit events', () => {
     expect(lines.map((l) => l.class_uid)).toEqual([4001, 6002]);
     expect(seen).toEqual([4001, 6002]);
   });
+
+  it('writes emitAhead lines together at the end of the turn, resolves once they are written, and keeps emit order', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'carapace-audit-')), 'audit.jsonl');
+    const log = new JsonlAuditLog(path);
+    const read = () =>
+      readFileSync(path, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => (JSON.parse(l) as { http_request: { url: { path: string } } }).http_request.url.path);
+    const request = (p: string) =>
+      httpActivity({
+        sandbox: 's',
+        disposition: 'allowed',
+        method: 'GET',
+        host: 'a.com',
+        port: 443,
+        path: p,
+      });
+    const a = log.emitAhead(request('/a'));
+    const b = log.emitAhead(request('/b'));
+    expect(read()).toEqual([]); // not yet: whoever waits for them has not gone on either
+    await Promise.all([a, b]);
+    expect(read()).toEqual(['/a', '/b']);
+    // A plain emit writes what is queued first: the file keeps the order events were emitted in.
+    const c = log.emitAhead(request('/c'));
+    log.emit(request('/d'));
+    expect(read()).toEqual(['/a', '/b', '/c', '/d']);
+    await c;
+    // Closing writes what is still queued.
+    const e = log.emitAhead(request('/e'));
+    log.close();
+    await e;
+    expect(read()).toEqual(['/a', '/b', '/c', '/d', '/e']);
+  });
 });
