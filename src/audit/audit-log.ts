@@ -41,6 +41,21 @@ function jsonLine(event: OcsfEvent): string {
   return json.replace(TERMINAL_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
 }
 
+/**
+ * Writes all of `text` or throws. write(2) may write part of it and succeed (a disk that fills, a
+ * file-size limit): the rest is written again, which then fails with the reason. A turn's batch is
+ * many lines: taking a short write for done would let the requests of the lines left out go on.
+ */
+function writeWhole(fd: number, text: string): void {
+  const bytes = Buffer.from(text);
+  let done = 0;
+  while (done < bytes.length) {
+    const n = writeSync(fd, bytes, done, bytes.length - done);
+    if (n === 0) throw Object.assign(new Error('audit log write made no progress'), { code: 'EIO' });
+    done += n;
+  }
+}
+
 export class JsonlAuditLog implements AuditSink {
   private fd: number | null;
   private readonly listeners = new Set<(e: OcsfEvent) => void>();
@@ -64,7 +79,7 @@ export class JsonlAuditLog implements AuditSink {
 
   emit(event: OcsfEvent): void {
     this.writeQueued(); // lines stay in the order they were emitted
-    if (this.fd !== null) writeSync(this.fd, jsonLine(event));
+    if (this.fd !== null) writeWhole(this.fd, jsonLine(event));
     for (const l of this.listeners) l(event);
   }
 
@@ -92,7 +107,7 @@ export class JsonlAuditLog implements AuditSink {
     this.queued = [];
     this.waiting = [];
     try {
-      if (this.fd !== null) writeSync(this.fd, text);
+      if (this.fd !== null) writeWhole(this.fd, text);
     } catch (err) {
       for (const w of waiting) w.reject(err);
       return;

@@ -252,7 +252,12 @@ export class L7Session {
       srcPort: this.conn.srcPort,
     };
     if (!guarded.ok && guarded.kind === 'unresolved') {
-      // The upstream's failure (as a refused connect), not a denial: see tunnel.ts.
+      // The upstream's failure (as a refused connect), not a denial, but recorded: see tunnel.ts.
+      sb.audit.connect({
+        ...base,
+        disposition: 'allowed',
+        reason: `${a.reason ?? 'allowed'}; upstream unreachable: ${guarded.reason}`,
+      });
       await this.answerAndClose(badGateway(a.host.host, a.port, guarded.reason));
       return null;
     }

@@ -107,9 +107,13 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
   const treatment = verdict.endpoint ?? DEFAULT_TREATMENT;
   const guarded = await sb.guard.resolve(target, port, treatment.allowedIps, treatment.hostLocal);
   // A name that does not resolve is the upstream's failure, as a refused connect is: a 502, no
-  // denial (a denial would also become a proposal no approval could make work).
-  if (!guarded.ok && guarded.kind === 'unresolved')
+  // denial (a denial would also become a proposal no approval could make work). Still a line: the
+  // name is the agent's to choose under a wildcard and the host's resolver asked for it (a channel
+  // out, DNS exfiltration, that would otherwise leave no trace).
+  if (!guarded.ok && guarded.kind === 'unresolved') {
+    record('allowed', `${verdict.reason}; upstream unreachable: ${guarded.reason}`);
     return answer(conn, badGateway(host, port, guarded.reason));
+  }
   if (!guarded.ok) return deny(guarded.reason, guarded.address, guardHint(guarded));
 
   const terminate = treatment.tls !== 'skip' && (treatment.inspect || treatment.credentials.length > 0);

@@ -147,6 +147,8 @@ export interface RegistryOptions {
   dir: string;
   base?: number;
   size?: number;
+  /** This boot's id (default: the kernel's boot_id; '' where it cannot be read). */
+  bootId?: () => string;
 }
 
 /** The host-wide registry's directory, whatever the state directory: the range is per host. */
@@ -157,9 +159,11 @@ export class IdentityRegistry {
   readonly base: number;
   readonly size: number;
   private readonly file: string;
+  private readonly bootId: () => string;
 
   constructor(opts: RegistryOptions) {
     this.dir = opts.dir;
+    this.bootId = opts.bootId ?? bootId;
     this.base = opts.base ?? DEFAULT_UID_BASE;
     this.size = opts.size ?? UID_RANGE_SIZE;
     this.file = join(this.dir, 'registry.json');
@@ -283,14 +287,15 @@ export class IdentityRegistry {
     try {
       const reg = this.read();
       const before = JSON.stringify(reg);
-      const boot = bootId();
-      // Without a boot id no reboot can be told apart: every allocation is flushed.
-      if (boot === '') delete reg.fence;
+      const boot = this.bootId();
       if (reg.boot !== boot) {
         // Written in an earlier boot: its last writes may be lost with their uids; resume past them.
         if (reg.fence !== undefined) reg.next = reg.fence;
         reg.boot = boot;
       }
+      // Without a boot id no reboot can be told apart: every allocation is flushed (after the
+      // resume above, which a file written where there was one still needs).
+      if (boot === '') delete reg.fence;
       // Records whose paths hold nothing of their uid any more are dropped as we pass when the uid
       // was released, or when its owner's state directory is gone (removed without deleting its
       // sandboxes: nothing will ever ask for that owner's uid again) and no process runs as the

@@ -41,7 +41,11 @@ export function sharedFile(runDir: string, name: string, content: string, mode: 
 
 function holds(path: string, content: string, mode: number): boolean {
   try {
-    return (statSync(path).mode & 0o7777) === mode && readFileSync(path, 'utf8') === content;
+    // An empty file is not read: the mask is mode 0, which a rootless start cannot open (it was
+    // rewritten at every start).
+    const st = statSync(path);
+    if ((st.mode & 0o7777) !== mode || st.size !== Buffer.byteLength(content)) return false;
+    return st.size === 0 || readFileSync(path, 'utf8') === content;
   } catch {
     return false;
   }

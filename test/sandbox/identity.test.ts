@@ -128,6 +128,12 @@ describe('the uid registry', () => {
     write({ next: BASE + 10, fence: BASE + 40, boot: 'an-earlier-boot' });
     expect((await r.acquire(owner('g'), [])).uid).toBe(BASE + 40);
     expect(read()).toMatchObject({ next: BASE + 41, fence: BASE + 105, boot });
+    // Where this boot's id cannot be read, a file from a boot that had one still resumes at its
+    // fence, and every allocation is flushed from then on.
+    const noBootId = new IdentityRegistry({ dir, base: BASE, size: 1000, bootId: () => '' });
+    write({ next: BASE + 10, fence: BASE + 40, boot });
+    expect((await noBootId.acquire(owner('g2'), [])).uid).toBe(BASE + 40);
+    expect(read()).toMatchObject({ next: BASE + 41, fence: BASE + 105, boot: '' });
     // A fence outside the range is refused like any other bad value.
     write({ fence: BASE + 1000 });
     await rejectsWith(r.acquire(owner('h'), []), 'UID_REGISTRY_INVALID', /fence 4001000 is outside/);
