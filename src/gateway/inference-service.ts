@@ -174,12 +174,13 @@ export class InferenceService {
   ): Promise<(ProbeResult & { route: string; provider: string })[]> {
     const rec = this.opts.sandboxes.resolve(caller, name, owner);
     const { inference } = await this.current(caller, rec);
-    if (inference === null)
+    const table = inference === null ? null : routeTable(inference);
+    // A section without routes (`routes: {}`) answers every call 400 as no section does: nothing to try.
+    if (table === null || table.routes.size === 0)
       throw new ApiError(
         'INVALID_INPUT',
         `sandbox ${name} has no inference routes (carapace inference set ${name} …)`,
       );
-    const table = routeTable(inference);
     if (only !== undefined && !table.routes.has(only))
       throw new ApiError(
         'INVALID_INPUT',

@@ -261,6 +261,15 @@ describe.skipIf(!holds('root'))('the gateway’s router', () => {
       'carapace: route main: left\'s owner has no provider named "tow" (carapace provider list; create it first: carapace provider create tow --type TYPE …)\n',
     );
     expect(json<{ policyRev: number }>(['sandbox', 'get', 'left']).policyRev).toBe(2);
+    // A section without routes (every call 400) has nothing to test: said, and no success.
+    const empty = policyFile('inference:\n  routes: {}\n');
+    expect(cli(['inference', 'set', 'left', '--from', empty]).status).toBe(0);
+    const none = cli(['inference', 'test', 'left']);
+    expect({ status: none.status, stdout: none.stdout, stderr: none.stderr }).toEqual({
+      status: 2,
+      stdout: '',
+      stderr: 'carapace: sandbox left has no inference routes (carapace inference set left …)\n',
+    });
   });
 
   it('refuses a sandbox over its budget, or sends it to its local route; usage survives a restart', async () => {
