@@ -65,6 +65,23 @@ const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   term: async () => (await import('./term-command.js')).registerTerm,
 };
 
+/**
+ * Commander's error as the one line every error of ours is: `carapace: what (how to go on)`. Its
+ * "(Did you mean --x?)" follows on a line of its own, and was cut off with the rest.
+ */
+function commanderLine(text: string): string {
+  const [first = '', ...rest] = text.trim().split('\n');
+  const what = first.replace(/^error: /, '');
+  const suggestion = rest.map((l) => /^\(Did you mean (.+)\?\)$/.exec(l.trim())?.[1]).find(Boolean);
+  const hint =
+    suggestion !== undefined
+      ? ` (did you mean ${suggestion}?)`
+      : /^unknown (option|command)/.test(what)
+        ? ' (--help lists them)'
+        : '';
+  return `carapace: ${what}${hint}\n`;
+}
+
 async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const { Command } = await import('commander');
   const program = new Command('carapace')
@@ -73,7 +90,7 @@ async function buildProgram(argv: readonly string[] = []): Promise<Command> {
     .showSuggestionAfterError(true)
     .enablePositionalOptions()
     .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+    .configureOutput({ outputError: (str, write) => write(commanderLine(str)) });
   const asked = argv[2] === 'sb' ? 'sandbox' : argv[2]; // commander knows the alias; the loader too
   const names = asked !== undefined && asked in COMMANDS ? [asked] : Object.keys(COMMANDS);
   for (const register of await Promise.all(names.map((n) => COMMANDS[n]!()))) register(program);

@@ -138,7 +138,10 @@ export class SandboxService {
       reason: rec.reason,
       createdAt: new Date(rec.createdAt).toISOString(),
       updatedAt: new Date(rec.updatedAt).toISOString(),
-      startedAt: started === null ? null : new Date(started).toISOString(),
+      // The init's start is read against the boot's time in whole seconds (/proc/stat's btime, the
+      // same in every gateway process: a re-adopted sandbox keeps its startedAt): up to a second
+      // early, it is never put before the record it was started from.
+      startedAt: started === null ? null : new Date(Math.max(started, rec.createdAt)).toISOString(),
       version: rec.version,
     };
   }

@@ -68,6 +68,7 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
         name: string;
         state: string;
         forwards: unknown[];
+        createdAt: string;
         startedAt: string | null;
       }[]
     ).find((v) => v.name === 'web');
@@ -172,6 +173,8 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
     // Its run's start, from its init: the restarted gateway re-adopts the same run.
     const started = listed()?.startedAt;
     expect(Math.abs(Date.parse(started ?? '') - Date.now())).toBeLessThan(10 * 60_000);
+    // Read against the boot's time in whole seconds, it is never put before its record.
+    expect(Date.parse(started ?? '')).toBeGreaterThanOrEqual(Date.parse(listed()!.createdAt));
     const ended = new Promise<number | null>((resolve) => open.once('exit', resolve));
     await gw.stop();
     expect(await ended).not.toBe(0); // its connection was cut: the command says so and fails

@@ -19,13 +19,15 @@ const fake = (samplesMs: number[]) => {
 };
 
 describe('event-loop lag', () => {
-  it("Node's histogram records whole intervals: a timer never fires early, so no sample is under the resolution", async () => {
+  it("Node's histogram records whole intervals: an idle loop's samples are the resolution, not 0", async () => {
     const h = monitorEventLoopDelay({ resolution: 20 });
     h.enable();
     await sleep(200);
     h.disable();
     expect(h.count).toBeGreaterThan(0);
-    expect(h.min).toBeGreaterThanOrEqual(20e6 - 1e6); // the premise the subtraction rests on
+    // The premise the subtraction rests on. Not every sample: a timer may fire a little early by
+    // the histogram's clock (seen in CI: 18.2 ms of 20), which lagWindow's floor at 0 absorbs.
+    expect(h.percentile(50)).toBeGreaterThanOrEqual(15e6);
   });
 
   it('a loop that ran every sample on time lags 0; a stall shows as how late it ran', () => {
