@@ -189,6 +189,7 @@ export class SandboxService {
     }
     const policyText = req.policy ?? this.opts.defaultPolicy;
     const policy = await checkPolicyText(policyText, `${req.name}.yaml`);
+    for (const f of req.forwards) assertListenable(req.name, f, policy.listen_ports);
     // A user's sandbox always has a memory limit: the policy's, or the default one, which counts
     // against the user's quota like any other.
     const declared = await policyMemoryLimit(policy);
@@ -263,6 +264,11 @@ export class SandboxService {
    */
   async addForward(caller: Caller, name: string, owner: number | undefined, f: Forward): Promise<Forward[]> {
     const rec = this.resolve(caller, name, owner);
+    const revision = this.opts.store.policy(rec.id, rec.spec.policyRev);
+    if (revision) {
+      const policy = await checkPolicyText(revision.text, `${rec.name}.yaml`);
+      assertListenable(name, f, policy.listen_ports);
+    }
     if (f.hostPort < 1024 && !caller.admin) {
       throw new ApiError(
         'FORBIDDEN',
@@ -403,3 +409,17 @@ export class SandboxService {
 }
 
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(bytes % 2 ** 30 === 0 ? 0 : 1)} GiB`;
+
+/**
+ * A forward reaches a listener inside, and the agent may listen only on its policy's listen_ports
+ * (Landlock refuses any other bind): a forward to another port could never be answered, and
+ * nothing would say why (a connection refused inside, no audit line).
+ */
+function assertListenable(name: string, f: Forward, listenPorts: readonly number[] | undefined): void {
+  if (listenPorts?.includes(f.sandboxPort)) return;
+  throw new ApiError(
+    'INVALID_INPUT',
+    `port ${f.sandboxPort} is not one ${name} may listen on (its policy's listen_ports: ${listenPorts?.length ? listenPorts.join(', ') : 'none'}): ` +
+      `add it to listen_ports (carapace policy set ${name} FILE --restart)`,
+  );
+}

@@ -26,7 +26,25 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
   beforeAll(async () => {
     gw = await startTestGateway();
     dir = removedAfterFile(mkdtempSync(join(tmpdir(), 'carapace-bad-input-')));
-    const r = cli(['sandbox', 'create', '--name', 'keep', '--forward', '18911', '--', 'sleep', 'infinity']);
+    // A policy that lets it listen on the port it forwards (the default policy lets it listen on none).
+    const listening = join(dir, 'listening.yaml');
+    writeFileSync(
+      listening,
+      'version: 1\nfilesystem_policy:\n  read_only: [/usr, /lib, /lib64, /bin, /etc]\n  read_write: [/sandbox, /tmp]\nlisten_ports: [18911, 18912]\n',
+    );
+    const r = cli([
+      'sandbox',
+      'create',
+      '--name',
+      'keep',
+      '--policy',
+      listening,
+      '--forward',
+      '18911',
+      '--',
+      'sleep',
+      'infinity',
+    ]);
     expect(r.status, r.stderr).toBe(0);
   });
   afterAll(() => gw?.stop());
@@ -67,6 +85,15 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
       ],
       [['sandbox', 'forward', 'keep', '0:80'], /^carapace: "0:80": expected HOSTPORT/],
       [['sandbox', 'forward', 'keep', '18911'], /^carapace: host port 18911 is already forwarded$/],
+      // A port the agent may not listen on could never answer: said, with where to allow it.
+      [
+        ['sandbox', 'forward', 'keep', '18913:8080'],
+        /^carapace: port 8080 is not one keep may listen on \(its policy's listen_ports: 18911, 18912\): add it to listen_ports \(carapace policy set keep FILE --restart\)$/,
+      ],
+      [
+        ['sandbox', 'create', '--name', 'new', '--forward', '18914', '--', 'true'],
+        /^carapace: port 18914 is not one new may listen on \(its policy's listen_ports: none\)/,
+      ],
       [
         ['sandbox', 'forward', 'keep', '--remove', 'abc'],
         /^carapace: --remove abc: expected the host port of a forward$/,

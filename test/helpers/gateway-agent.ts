@@ -74,7 +74,7 @@ export async function requestScene(create: Record<string, unknown> = {}): Promis
   const view = await api.call<{ workspace: string }>('POST', '/v1/sandboxes', {
     name: 'web',
     command: ['python3', '-c', REQUEST_AGENT],
-    policy: `${FS_POLICY}network_policies:\n  web:\n    name: web\n    endpoints:\n      - { host: a.test, port: ${up.httpPort} }\n`,
+    policy: `${FS_POLICY}listen_ports: [8080]\nnetwork_policies:\n  web:\n    name: web\n    endpoints:\n      - { host: a.test, port: ${up.httpPort} }\n`,
     ...create,
   });
   return { gw, up, ask: requester(view.workspace), url: (host) => `http://${host}:${up.httpPort}/x` };
