@@ -18,7 +18,7 @@ import type { AuditRouter } from './audit-router.js';
 import type { SandboxLauncher } from './sandbox-launcher.js';
 import type { Forward, RestartPolicy, SandboxRecord, SandboxStore } from './store/sandbox-store.js';
 import type { SecretBox } from './store/secret-box.js';
-import { checkPolicyText, policyMemoryLimit } from './policy-text.js';
+import { assertListenable, checkPolicyText, policyMemoryLimit } from './policy-text.js';
 import { lifecycle } from '../audit/index.js';
 
 export interface Quotas {
@@ -409,17 +409,3 @@ export class SandboxService {
 }
 
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(bytes % 2 ** 30 === 0 ? 0 : 1)} GiB`;
-
-/**
- * A forward reaches a listener inside, and the agent may listen only on its policy's listen_ports
- * (Landlock refuses any other bind): a forward to another port could never be answered, and
- * nothing would say why (a connection refused inside, no audit line).
- */
-function assertListenable(name: string, f: Forward, listenPorts: readonly number[] | undefined): void {
-  if (listenPorts?.includes(f.sandboxPort)) return;
-  throw new ApiError(
-    'INVALID_INPUT',
-    `port ${f.sandboxPort} is not one ${name} may listen on (its policy's listen_ports: ${listenPorts?.length ? listenPorts.join(', ') : 'none'}): ` +
-      `add it to listen_ports (carapace policy set ${name} FILE --restart)`,
-  );
-}

@@ -31,28 +31,23 @@
  * - What is read is validated: a record outside the configured range, below 1000, or malformed
  *   stops every allocation with an error naming the file (fail closed, never guess).
  */
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  writeSync,
-  chmodSync,
-} from 'node:fs';
-import { isAbsolute, join } from 'node:path';
+import { chmodSync, existsSync, lstatSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { HostLock } from './host-lock.js';
+import {
+  bootId,
+  LOWEST_SANDBOX_UID,
+  readRegistry,
+  RegistryFileError,
+  writeRegistry,
+  type RegistryFile,
+} from './identity-file.js';
 import { randomHex } from './keys.js';
 import { runningUids } from './processes.js';
 
 export const SANDBOX_UID_INSIDE = 1000;
 export const DEFAULT_UID_BASE = 3_000_000;
 export const UID_RANGE_SIZE = 65_536;
-/** Below this, uids belong to the host's own users and services. */
-const LOWEST_SANDBOX_UID = 1000;
 /**
  * A record whose owner's state directory is gone is dropped once it is this old (see change): a
  * start makes the state directory before it records a uid, so only a record whose home was
@@ -68,8 +63,6 @@ const ORPHAN_AFTER_MS = 10 * 60 * 1000;
 const SWEEP_EVERY_MS = 10 * 60 * 1000;
 /** How many uids an allocation that reaches the fence reserves ahead of it (see the header). */
 const FENCE_AHEAD = 64;
-/** Changes with every boot: a registry written in an earlier one may have lost its last writes. */
-const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
 /** How long a start waits for another process's registry change before giving up. */
 const LOCK_PATIENCE_MS = 10_000;
 
@@ -126,20 +119,6 @@ export interface IdentityRecord extends IdentityOwner {
   paths: string[];
   /** When the uid was allocated (ISO time), for people reading the file. */
   since: string;
-}
-
-interface RegistryFile {
-  version: 1;
-  base: number;
-  size: number;
-  next: number;
-  records: IdentityRecord[];
-  /** When every record was last checked for being an orphan (ms since the epoch). */
-  sweptAt?: number;
-  /** On disk for sure: every uid handed out lies before this cursor position (see the header). */
-  fence?: number;
-  /** The boot the file was written in (the kernel's boot_id). */
-  boot?: string;
 }
 
 export interface RegistryOptions {
@@ -236,6 +215,15 @@ export class IdentityRegistry {
     });
   }
 
+  private read(): RegistryFile {
+    try {
+      return readRegistry(this.file, this, (name) => NAME_RE.test(name) || name.startsWith(RELEASED));
+    } catch (err) {
+      if (err instanceof RegistryFileError) throw new IdentityError(err.message, 'UID_REGISTRY_INVALID');
+      throw err;
+    }
+  }
+
   /** How far `to` lies after `from` on the cursor's circle. */
   private ahead(from: number, to: number): number {
     return (((to - from) % this.size) + this.size) % this.size;
@@ -317,95 +305,11 @@ export class IdentityRegistry {
       const flush = { needed: false };
       const result = fn(reg, flush);
       const text = JSON.stringify(reg);
-      if (text !== before) {
-        const tmp = join(this.dir, `.registry.${process.pid}.${randomHex(4)}`);
-        const fd = openSync(tmp, 'wx', 0o600);
-        try {
-          writeSync(fd, text + '\n');
-          if (flush.needed) fsyncSync(fd);
-        } finally {
-          closeSync(fd);
-        }
-        renameSync(tmp, this.file);
-        if (flush.needed) syncDirectory(this.dir);
-      }
+      if (text !== before) writeRegistry(this.dir, this.file, text, flush.needed);
       return result;
     } finally {
       lock.release();
     }
-  }
-
-  private read(): RegistryFile {
-    let text: string;
-    try {
-      text = readFileSync(this.file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      return { version: 1, base: this.base, size: this.size, next: this.base, records: [] };
-    }
-    return this.validate(text);
-  }
-
-  private validate(text: string): RegistryFile {
-    const bad = (why: string) =>
-      new IdentityError(
-        `the sandbox uid registry ${this.file} is not valid (${why}): restore it or remove the records that are wrong`,
-        'UID_REGISTRY_INVALID',
-      );
-    let reg: RegistryFile;
-    try {
-      reg = JSON.parse(text) as RegistryFile;
-    } catch {
-      throw bad('not JSON');
-    }
-    if (reg?.version !== 1 || !Array.isArray(reg.records)) throw bad('unknown format');
-    if (reg.base !== this.base || reg.size !== this.size) {
-      throw new IdentityError(
-        `the sandbox uid registry ${this.file} was made for uids ${reg.base}-${reg.base + reg.size - 1}, ` +
-          `not ${this.base}-${this.base + this.size - 1}: keep the host's range (unset CARAPACE_UID_BASE)`,
-        'UID_REGISTRY_INVALID',
-      );
-    }
-    const inRange = (n: unknown) =>
-      Number.isInteger(n) && (n as number) >= this.base && (n as number) < this.base + this.size;
-    if (!inRange(reg.next)) throw bad(`next ${String(reg.next)} is outside the range`);
-    if (reg.sweptAt !== undefined && !Number.isFinite(reg.sweptAt)) throw bad('sweptAt is not a time');
-    if (reg.fence !== undefined && !inRange(reg.fence))
-      throw bad(`fence ${String(reg.fence)} is outside the range`);
-    if (reg.boot !== undefined && typeof reg.boot !== 'string') throw bad('boot is not a boot id');
-    const seen = new Set<number>();
-    for (const r of reg.records) {
-      if (!inRange(r.uid) || r.uid < LOWEST_SANDBOX_UID)
-        throw bad(`uid ${String(r.uid)} is outside the range`);
-      if (seen.has(r.uid)) throw bad(`uid ${r.uid} is recorded twice`);
-      seen.add(r.uid);
-      if (typeof r.state !== 'string' || !isAbsolute(r.state))
-        throw bad(`uid ${r.uid} has no state directory`);
-      if (typeof r.name !== 'string' || !(NAME_RE.test(r.name) || r.name.startsWith(RELEASED)))
-        throw bad(`uid ${r.uid} has an invalid name`);
-      if (!Array.isArray(r.paths) || !r.paths.every((p) => typeof p === 'string' && isAbsolute(p)))
-        throw bad(`uid ${r.uid} has invalid paths`);
-    }
-    return reg;
-  }
-}
-
-/** This boot's id; '' where the kernel does not say. */
-function bootId(): string {
-  try {
-    return readFileSync(BOOT_ID_FILE, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
-
-/** Makes a rename in `dir` durable. */
-function syncDirectory(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 
