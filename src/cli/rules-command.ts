@@ -15,6 +15,7 @@ import { GatewayClient } from './gateway-client.js';
 import { outputOption } from './output-option.js';
 import type { ApprovalResult, ProposalView } from '../gateway/proposals.js';
 import { printable, table } from './terminal.js';
+import { proposalOrigin } from './term/model.js';
 
 /** A proposal and an approval as the gateway's API answers them: the gateway's own types. */
 export type { ProposalView } from '../gateway/proposals.js';
@@ -76,6 +77,13 @@ export function ago(iso: string, now = Date.now()): string {
   return `${Math.floor(s / 86400)}d ago`;
 }
 
+/** `rules show`'s words for where a proposal came from (term/model.ts, proposalOrigin). */
+const ORIGIN_TEXT: Record<string, string> = {
+  denial: 'a denial: the policy refused what the agent did',
+  agent: 'the agent, through policy.local: it asked for this (nothing was refused)',
+  'denial+agent': 'a denial, which the agent then asked about through policy.local',
+};
+
 function printList(list: ProposalView[]): void {
   if (list.length === 0) {
     process.stdout.write('no pending proposals\n');
@@ -83,10 +91,11 @@ function printList(list: ProposalView[]): void {
   }
   process.stdout.write(
     table(
-      ['ID', 'SANDBOX', 'HITS', 'LAST', 'DENIED', 'BINARY', 'RULE', 'RISKS'],
+      ['ID', 'SANDBOX', 'FROM', 'HITS', 'LAST', 'DENIED', 'BINARY', 'RULE', 'RISKS'],
       list.map((p) => [
         String(p.id),
         p.sandbox,
+        proposalOrigin(p),
         String(p.hits),
         ago(p.lastSeen),
         whatWasDenied(p),
@@ -100,12 +109,13 @@ function printList(list: ProposalView[]): void {
 
 function printOne(p: ProposalView): void {
   const lines = [
-    `proposal ${p.id}: ${p.status}${p.source === 'agent' ? ' (asked by the agent)' : ''}`,
+    `proposal ${p.id}: ${p.status}`,
+    `  from      ${ORIGIN_TEXT[proposalOrigin(p)] ?? proposalOrigin(p)}`,
     `  sandbox   ${p.sandbox} (policy revision ${p.policyRev} when last denied)`,
     `  denied    ${whatWasDenied(p)}, ${p.hits} time${p.hits === 1 ? '' : 's'}, first ${p.firstSeen}, last ${p.lastSeen}`,
     `  binary    ${p.binary || '(unknown)'}${p.ancestors.length ? ` ← ${p.ancestors.join(' ← ')}` : ''}`,
     ...p.samples.map((s) => `  sample    ${s.t} ${s.method ?? ''} ${s.path ?? ''}`),
-    ...(p.rationale ? [`  rationale ${p.rationale}`] : []),
+    ...(p.rationale ? [`  rationale ${p.rationale} (the agent's words)`] : []),
     `  rule      ${p.rule?.summary ?? 'none: the latest policy allows it'}`,
     ...p.risks.map((r) => `  risk      ${r}`),
     ...(p.outcome ? [`  outcome   ${p.outcome}`] : []),

@@ -45,9 +45,10 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
   let ask: (url: string) => Promise<string>;
   let dash: { url: string; port: number; token: string };
   let url: (host: string) => string;
+  let suggest: (host: string, rationale: string) => Promise<string>;
 
   beforeAll(async () => {
-    ({ gw, up, ask, url } = await requestScene({
+    ({ gw, up, ask, url, suggest } = await requestScene({
       forwards: [{ hostPort: 20000 + (process.pid % 20000), sandboxPort: 8080 }],
     }));
     expect(await ask(url('a.test'))).toBe('200');
@@ -164,6 +165,37 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
     const now = await buckets();
     expect(Math.max(...now)).toBeLessThanOrEqual(Math.max(...after) + 1);
     expect(Math.max(...now)).toBeLessThan(179);
+    await page.close();
+  });
+
+  it("marks the agent's own suggestions (policy.local) apart from the denials, with its words as text", async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    await page.goto(dash.url);
+    await page.waitForSelector('body[data-live="1"]');
+    expect(await ask(url('d.test'))).toBe('403');
+    const rationale = '<b>fixtures</b> live on e.test';
+    expect(await suggest('e.test', rationale)).toMatch(/^201 /);
+    const byHost = async (host: string) => {
+      const row = await page.waitForSelector(`#proposals tr[data-proposal]:has-text("connect ${host}:")`);
+      return (await row.$('td:nth-child(3)'))!;
+    };
+    const denial = await byHost('d.test');
+    expect(await denial.$eval('.badge', (b) => [b.className, b.textContent])).toEqual([
+      'badge denial',
+      'denial',
+    ]);
+    expect(await denial.$('.rationale')).toBeNull();
+    const asked = await byHost('e.test');
+    expect(await asked.$eval('.badge', (b) => [b.className, b.textContent])).toEqual([
+      'badge agent',
+      'agent',
+    ]);
+    // What the agent wrote is text on the page, never markup.
+    expect(await asked.$eval('.rationale', (r) => [r.textContent, r.children.length])).toEqual([
+      `the agent says: ${rationale}`,
+      0,
+    ]);
+    expect(await page.textContent('#proposals thead')).toContain('From');
     await page.close();
   });
 

@@ -108,7 +108,8 @@ describe.skipIf(!holds('root') || !hasPython())('proposals: denials the operator
     expect(p.risks).toEqual([]);
     // The table a person reads.
     const table = cli(['rules', 'list']).stdout;
-    expect(table).toMatch(new RegExp(`^ID\\s+SANDBOX\\s+HITS\\s+LAST\\s+DENIED`));
+    expect(table).toMatch(new RegExp(`^ID\\s+SANDBOX\\s+FROM\\s+HITS\\s+LAST\\s+DENIED`));
+    expect(table).toMatch(new RegExp(`^${p.id}\\s+web\\s+denial\\s+2\\s`, 'm'));
     expect(table).toContain(`connect b.test:${up.httpPort}`);
 
     const approve = cli(['rules', 'approve', String(p.id)]);
