@@ -141,6 +141,9 @@ function editRule(p: ProposalView): Record<string, unknown> | null {
     `# Proposal ${p.id} for sandbox ${p.sandbox}: ${whatWasDenied(p)} by ${p.binary || 'an unknown binary'}`,
     `# ${r.kind === 'request' ? `An allow rule on network policy "${r.policyKey}".` : `A new network policy entry "${r.policyKey}".`}`,
     ...p.risks.map((x) => `# risk: ${x}`),
+    ...(r.kind === 'endpoint'
+      ? ['# An empty binaries list ([]) lets every program in the sandbox use the endpoint.']
+      : []),
     '# Save to approve this rule; delete every line to cancel.',
   ];
   const dir = mkdtempSync(join(tmpdir(), 'carapace-rule-'));
@@ -208,6 +211,8 @@ function printApproval(a: ApprovalResult): void {
   process.stdout.write(
     `proposal ${p.id} approved: ${printable(p.outcome ?? '')}${a.outcome === 'applied' ? ', applied live' : ''}\n`,
   );
+  // An edit can widen the rule (binaries [], a wildcard): said after the fact, as for an unedited one.
+  for (const r of a.risks ?? []) process.stdout.write(`  risk: ${printable(r)}\n`);
 }
 
 export function registerRules(program: Command): void {

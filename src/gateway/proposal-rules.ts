@@ -254,8 +254,15 @@ function localName(host: string): boolean {
   );
 }
 
-/** What approving `rule` would widen beyond the one thing that was denied. */
-export function riskNotes(rule: ProposedRule, f: Pick<DenialFacts, 'ip' | 'host'>): string[] {
+/**
+ * What approving `rule` would widen beyond the one thing that was denied. `rule` may be the
+ * operator's edit of the proposed one (approve --edit), so every field is judged as written:
+ * `binaries: []` in an edit is as wide as a denial whose binary was never known.
+ */
+export function riskNotes(
+  rule: ProposedRule,
+  f: Pick<DenialFacts, 'ip' | 'host'> & { binary?: string | undefined },
+): string[] {
   const notes: string[] = [];
   if (rule.host.includes('*'))
     notes.push(`wildcard host ${rule.host}: the rule covers every host it matches`);
@@ -270,7 +277,11 @@ export function riskNotes(rule: ProposedRule, f: Pick<DenialFacts, 'ip' | 'host'
         `credential ${rule.credentials.join(', ')} bound to this endpoint: it would reach ${rule.path} too`,
       );
   } else if (rule.binaries.length === 0) {
-    notes.push('no binary known: the new entry admits any program in the sandbox');
+    notes.push(
+      f.binary
+        ? `binaries [] admits any program in the sandbox, not only ${f.binary}`
+        : 'no binary known: the new entry admits any program in the sandbox',
+    );
   }
   const target = rule.host;
   if (privateAddress(target) || localName(target) || (f.ip !== undefined && privateAddress(f.ip))) {

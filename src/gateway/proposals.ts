@@ -91,6 +91,8 @@ export interface ApprovalResult {
   /** applied: live now; stored: the sandbox is stopped and starts with it; superseded: already allowed. */
   outcome: 'applied' | 'stored' | 'superseded';
   revision: number | null;
+  /** The risk notes of the rule as written (the operator's edit, if any): what the approval widened. */
+  risks: string[];
 }
 
 /** Fields of the rule an operator may change before approving (`approve --edit`). */
@@ -313,10 +315,11 @@ export class ProposalService {
           status: 'superseded',
           outcome: `already allowed by policy revision ${latest.rev}`,
         });
-        return { proposal: this.get(caller, id), outcome: 'superseded', revision: null };
+        return { proposal: this.get(caller, id), outcome: 'superseded', revision: null, risks: [] };
       }
       const rule = editRule(smallestRule(gen, facts, pathsOf(p), entries), edit);
-      if (safeOnly && riskNotes(rule, facts).length > 0) return null;
+      const risks = riskNotes(rule, facts);
+      if (safeOnly && risks.length > 0) return null;
       try {
         const result = await this.opts.policies.update(caller, rec.name, rec.ownerUid, wireOps(rule), {
           baseRev: latest.rev,
@@ -326,8 +329,9 @@ export class ProposalService {
           status: 'approved',
           appliedRev: result.revision.rev,
           outcome: `${rule.summary}: policy revision ${result.revision.rev}${outcome === 'stored' ? ' (at the next start)' : ''}`,
+          risks,
         });
-        return { proposal: this.get(caller, id), outcome, revision: result.revision.rev };
+        return { proposal: this.get(caller, id), outcome, revision: result.revision.rev, risks };
       } catch (err) {
         // Another change landed between the check and the write: check again on the new latest.
         if ((err as { code?: string }).code === 'VERSION_CONFLICT' && attempt < 3) continue;
@@ -372,10 +376,17 @@ export class ProposalService {
     p: ProposalRecord,
     rec: SandboxRecord,
     caller: Caller,
-    d: { status: ProposalRecord['status']; outcome: string; quietUntil?: number | null; appliedRev?: number },
+    d: {
+      status: ProposalRecord['status'];
+      outcome: string;
+      quietUntil?: number | null;
+      appliedRev?: number;
+      risks?: string[];
+    },
   ): void {
     this.stored.delete(`${p.sandboxId}|${p.key}`);
-    if (!this.opts.proposals.decide(p.id, p.status, { ...d, by: caller.uid, at: Date.now() })) {
+    const { risks, ...decision } = d;
+    if (!this.opts.proposals.decide(p.id, p.status, { ...decision, by: caller.uid, at: Date.now() })) {
       throw new ApiError(
         'VERSION_CONFLICT',
         `proposal ${p.id} was decided meanwhile: carapace rules history`,
@@ -390,6 +401,7 @@ export class ProposalService {
       status: d.status,
       by: caller.uid,
       outcome: d.outcome,
+      ...(risks !== undefined && risks.length > 0 ? { risks } : {}),
     });
     const v = this.view(this.opts.proposals.get(p.id)!, rec);
     for (const l of this.listeners) l(v);
