@@ -3,14 +3,17 @@
  * driven by playwright-core) against a real gateway whose sandbox's agent makes real requests.
  * Acceptance: it loads (sandboxes, forwarded ports as links, chart), a new denial appears live as
  * a decision and a proposal, approving it from the page lets the same request pass, and nothing is
- * served without the token. The screenshot it takes is docs/screenshots/dashboard.png.
+ * served without the token. The screenshot it takes is docs/screenshots/dashboard.png under
+ * `npm run screenshots`, and a file of the test's own otherwise: a test run leaves the tree as it
+ * found it (the picture has the time, ports and chart of its run).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO } from '../helpers/cli.js';
+import { REPO, removedAfterFile } from '../helpers/cli.js';
 import { requestScene } from '../helpers/gateway-agent.js';
 import { cliAs, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
@@ -118,7 +121,12 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
     const row = await page.waitForSelector('#proposals tr[data-proposal]');
     expect(await row.textContent()).toContain(`connect b.test:${up.httpPort}`);
     expect(await page.textContent('.chart[data-sandbox="web"] .legend')).toMatch(/[1-9]\d* denials/);
-    await page.screenshot({ path: join(REPO, 'docs', 'screenshots', 'dashboard.png') });
+    const shot =
+      process.env.CARAPACE_SCREENSHOTS === '1'
+        ? join(REPO, 'docs', 'screenshots', 'dashboard.png')
+        : join(removedAfterFile(mkdtempSync(join(tmpdir(), 'carapace-dashboard-'))), 'dashboard.png');
+    await page.screenshot({ path: shot });
+    expect(readFileSync(shot).subarray(1, 4).toString()).toBe('PNG');
 
     await page.click('#proposals button.approve');
     await page.waitForSelector('#proposals tr[data-proposal]', { state: 'detached' });
