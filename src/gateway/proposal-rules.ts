@@ -54,6 +54,15 @@ export interface ProposedRule {
   summary: string;
 }
 
+/** Fields of the rule an operator may change before approving (`approve --edit`). */
+export interface RuleEdit {
+  host?: string | undefined;
+  port?: number | undefined;
+  binaries?: string[] | undefined;
+  method?: string | undefined;
+  path?: string | undefined;
+}
+
 export type WireOp =
   | { op: 'add-endpoint'; endpoint: string; binaries: string[]; policyKey: string }
   | { op: 'add-rule'; kind: 'allow'; rule: string; policyKey: string };
@@ -190,6 +199,24 @@ export function smallestRule(
     credentials: [],
     summary: `allow ${binaries[0] ?? 'any program'} to connect to ${f.host}:${f.port}`,
   };
+}
+
+/** The proposed rule with the operator's edit applied (`approve --edit`), its summary redone. */
+export function editRule(rule: ProposedRule, edit: RuleEdit | undefined): ProposedRule {
+  if (!edit) return rule;
+  const out: ProposedRule = { ...rule };
+  if (edit.host !== undefined) out.host = edit.host;
+  if (edit.port !== undefined) out.port = edit.port;
+  if (rule.kind === 'endpoint' && edit.binaries !== undefined) out.binaries = edit.binaries;
+  if (rule.kind === 'request') {
+    if (edit.method !== undefined) out.method = edit.method.toUpperCase();
+    if (edit.path !== undefined) out.path = edit.path;
+  }
+  out.summary =
+    out.kind === 'request'
+      ? `allow ${out.method} ${out.path} on ${out.host}:${out.port} (network policy "${out.policyKey}")`
+      : `allow ${out.binaries.join(', ') || 'any program'} to connect to ${out.host}:${out.port}`;
+  return out;
 }
 
 /** The policy edit operations that add `rule` (the API's wire form: policy-wire.ts). */
