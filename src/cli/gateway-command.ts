@@ -9,6 +9,7 @@ import { accessSync, constants } from 'node:fs';
 import { resolve } from 'node:path';
 import { stateDirs } from '../sandbox/state-dirs.js';
 import { GatewayClient, GatewayError, gatewayEndpoint, startGateway } from './gateway-client.js';
+import { outputOption } from './output-option.js';
 import { carapaceVersion } from './version.js';
 
 interface GatewayStatus {
@@ -172,21 +173,22 @@ export function registerGateway(program: Command): void {
       process.stdout.write(`gateway ${status.pid} stopped\n`);
     });
 
-  gateway
-    .command('status')
-    .description("the gateway's pid, version, uptime and socket (exit 3 when none answers)")
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (opts: { output?: string }) => {
-      const client = new GatewayClient(gatewayEndpoint());
-      if (!(await client.answers())) {
-        process.stdout.write(`no gateway answers at ${client.endpoint.socket}\n`);
-        process.exitCode = 3;
-        return;
-      }
-      const status = await client.call<GatewayStatus>('GET', '/v1/gateway');
-      if (opts.output === 'json') process.stdout.write(JSON.stringify(status, null, 2) + '\n');
-      else printStatus(status, client.endpoint.socket);
-    });
+  outputOption(
+    gateway
+      .command('status')
+      .description("the gateway's pid, version, uptime and socket (exit 3 when none answers)"),
+    ['text', 'json'],
+  ).action(async (opts: { output: 'text' | 'json' }) => {
+    const client = new GatewayClient(gatewayEndpoint());
+    if (!(await client.answers())) {
+      process.stdout.write(`no gateway answers at ${client.endpoint.socket}\n`);
+      process.exitCode = 3;
+      return;
+    }
+    const status = await client.call<GatewayStatus>('GET', '/v1/gateway');
+    if (opts.output === 'json') process.stdout.write(JSON.stringify(status, null, 2) + '\n');
+    else printStatus(status, client.endpoint.socket);
+  });
 }
 
 function printStatus(s: GatewayStatus, socket: string): void {
