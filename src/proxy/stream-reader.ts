@@ -79,9 +79,9 @@ export class StreamReader {
   }
 
   /**
-   * The bytes a read would return now, without waiting; null when it would wait (or must report an
-   * end or a failure: read() does). The request path asks this first: an async read of bytes that
-   * are already here costs a promise and a turn of the microtask queue per call.
+   * The bytes a read would return now, without waiting, in read()'s order; null when it would wait
+   * or must report an end or a failure (read() does). The request path asks this first: an async
+   * read of bytes that are already here costs a promise and a turn of the microtask queue per call.
    */
   readNow(): Buffer | null {
     if (this.pending) {
@@ -89,7 +89,6 @@ export class StreamReader {
       this.pending = null;
       return p;
     }
-    if (this.failure) return null;
     return this.stream.read() as Buffer | null;
   }
 
@@ -107,7 +106,17 @@ export class StreamReader {
   async readHead(limit: number): Promise<Buffer | null> {
     let buf: Buffer | null = null;
     for (;;) {
-      const chunk = await this.read();
+      // Bytes already here are taken at once; a wait is one promise (not read()'s two).
+      const chunk = this.readNow();
+      if (chunk === null) {
+        if (this.failure) throw this.failure;
+        if (!(this.ended || this.stream.destroyed || this.stream.readableEnded)) {
+          await new Promise<void>((resolve) => {
+            this.waiter = resolve;
+          });
+          continue;
+        }
+      }
       if (chunk === null) {
         if (buf === null || buf.length === 0) return null;
         throw new StreamClosedError('connection closed inside a message head');
