@@ -103,14 +103,55 @@ export function errorBody(api: Api | null, kind: ErrorKind, message: string): st
 }
 
 /** Answers with an error (nothing was sent yet). */
-export function sendError(res: ServerResponse, api: Api | null, kind: ErrorKind, message: string): number {
+export function sendError(
+  res: ServerResponse,
+  api: Api | null,
+  kind: ErrorKind,
+  message: string,
+  headers: Record<string, string> = {},
+): number {
   const status = STATUS[kind];
   if (res.headersSent) {
     res.destroy();
     return status;
   }
   const body = errorBody(api, kind, message);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(status, {
+    ...headers,
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+  });
   res.end(body);
   return status;
+}
+
+/**
+ * The longest `retry-after` the OpenAI SDKs wait for: past it they retry after their own short
+ * backoff (0.5–8 s) instead. Anthropic's SDKs wait for any positive value, however long.
+ */
+export const SDK_RETRY_AFTER_MAX_S = 60;
+
+/**
+ * The headers of a 429 for a spent budget that frees in `freesInMs` (null: never). The OpenAI and
+ * Anthropic SDKs (JS and Python) retry a 429 on their own, twice by default, and obey
+ * `x-should-retry` before anything else. A budget that frees within a minute gets `retry-after`
+ * and the retry succeeds; one that frees later gets `retry-after` too (for clients that schedule)
+ * and `x-should-retry: false`, so that an SDK does not spend its retries at once (OpenAI's) or
+ * hang the agent's call until the next day (Anthropic's) but gives the agent the error to show.
+ */
+export function budgetRetryHeaders(freesInMs: number | null): Record<string, string> {
+  if (freesInMs === null) return { 'x-should-retry': 'false' };
+  const seconds = Math.max(1, Math.ceil(freesInMs / 1000));
+  return seconds <= SDK_RETRY_AFTER_MAX_S
+    ? { 'retry-after': String(seconds) }
+    : { 'retry-after': String(seconds), 'x-should-retry': 'false' };
+}
+
+/** `3h 20m`, `12m 5s`, `40s`: how long until a budget frees, for the agent's error message. */
+export function waitText(ms: number): string {
+  const s = Math.max(1, Math.ceil(ms / 1000));
+  const [h, m, sec] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60];
+  if (h > 0) return m > 0 ? `${h}h ${m}m` : `${h}h`;
+  if (m > 0) return sec > 0 ? `${m}m ${sec}s` : `${m}m`;
+  return `${sec}s`;
 }

@@ -24,7 +24,15 @@ import { duplexPair, type Duplex } from 'node:stream';
 import { inferenceActivity, type AuditSink, type Disposition } from '../audit/index.js';
 import type { PolicyGeneration } from '../policy/index.js';
 import { conversionFor } from './conversion.js';
-import { apiOfPath, readBody, RequestTooLarge, sendError, type ErrorKind } from './inbound.js';
+import {
+  apiOfPath,
+  budgetRetryHeaders,
+  readBody,
+  RequestTooLarge,
+  sendError,
+  waitText,
+  type ErrorKind,
+} from './inbound.js';
 import { classify, contentStrings, type CompiledRule } from './privacy/classify.js';
 import { Redactor, type Restoration } from './privacy/redact.js';
 import {
@@ -40,7 +48,7 @@ import { relayResponse } from './relay.js';
 import { routeTable, type Route, type RouteTable } from './route-table.js';
 import { TranslationError, isObject, str, type Json } from './translate/chat.js';
 import { UpstreamCallError, UpstreamClient, type TrustSource, type UpstreamResponse } from './upstream.js';
-import { MemoryUsageStore, UsageLedger, type UsageStore } from './usage.js';
+import { earliestFree, MemoryUsageStore, UsageLedger, type UsageStore } from './usage.js';
 
 /** The name agents reach the router by. */
 export const INFERENCE_HOST = 'inference.local';
@@ -175,8 +183,13 @@ export class InferenceRouter {
   private async handle(req: IncomingMessage, res: ServerResponse, caller: RouterCaller): Promise<void> {
     const startedAt = performance.now();
     const api = apiOfPath(req.url ?? '/');
-    const refuse = (kind: ErrorKind, message: string, extra: Partial<CallRecord> = {}): void => {
-      const status = sendError(res, api, kind, message);
+    const refuse = (
+      kind: ErrorKind,
+      message: string,
+      extra: Partial<CallRecord> = {},
+      headers: Record<string, string> = {},
+    ): void => {
+      const status = sendError(res, api, kind, message, headers);
       this.audit(caller, startedAt, {
         api: api === null ? 'unknown' : API_NAMES[api],
         disposition: 'blocked',
@@ -248,20 +261,35 @@ export class InferenceRouter {
       selectedBy = sel.by;
     }
 
-    // Budgets: an exhausted one refuses, or sends the call to its local fallback.
+    // Budgets: an exhausted one refuses, or sends the call to its local fallback. A refusal says
+    // when the call would go through again, in words and in the headers SDKs retry by.
     const budget = this.ledger.check(caller.sandbox, route, table.budget);
+    const refuseBudget = (what: string, freesAt: number | null, extra: Partial<CallRecord>): void => {
+      const now = (this.opts.now ?? Date.now)();
+      const when =
+        freesAt === null
+          ? 'a limit of 0 never frees: raise it in the inference section'
+          : `it frees in ${waitText(freesAt - now)}, at ${new Date(freesAt).toISOString().slice(11, 16)} UTC`;
+      refuse(
+        'budget',
+        `${what}; ${when}`,
+        extra,
+        budgetRetryHeaders(freesAt === null ? null : freesAt - now),
+      );
+    };
     if (!budget.ok) {
       const what = `${budget.scope === 'route' ? `route ${route.name}'s` : "the sandbox's"} budget is used up (${budget.limit})`;
       const fallback = budget.fallback !== null ? table.routes.get(budget.fallback) : undefined;
       if (budget.onExhausted === 'deny' || fallback === undefined)
-        return refuse('budget', what, { ...base, route, selectedBy });
+        return refuseBudget(what, budget.freesAt, { ...base, route, selectedBy });
       const again = this.ledger.check(caller.sandbox, fallback, table.budget);
+      // The call goes through again once either route's budget frees.
       if (!again.ok)
-        return refuse('budget', `${what}, and so is its fallback ${fallback.name}'s (${again.limit})`, {
-          ...base,
-          route: fallback,
-          selectedBy: 'budget fallback',
-        });
+        return refuseBudget(
+          `${what}, and so is its fallback ${fallback.name}'s (${again.limit})`,
+          earliestFree(budget.freesAt, again.freesAt),
+          { ...base, route: fallback, selectedBy: 'budget fallback' },
+        );
       selectedBy = `budget fallback (${what})`;
       route = fallback;
     }
