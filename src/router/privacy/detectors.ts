@@ -503,7 +503,6 @@ function jwt(text: string, out: Span[]): void {
     const before = at > 0 ? text.charCodeAt(at - 1) : 32;
     let e = at;
     while (e < text.length && isBase64Url(text.charCodeAt(e))) e++;
-    let ok = false;
     if (!isBase64Url(before) && e - at >= 10 && text.charCodeAt(e) === 46 && text.startsWith('eyJ', e + 1)) {
       let p = e + 1;
       while (p < text.length && isBase64Url(text.charCodeAt(p))) p++;
@@ -511,11 +510,13 @@ function jwt(text: string, out: Span[]): void {
         let s = p + 1;
         while (s < text.length && isBase64Url(text.charCodeAt(s))) s++;
         out.push({ start: at, end: s });
-        ok = true;
         e = s;
       }
     }
-    at = text.indexOf('eyJ', ok ? e : at + 3);
+    // Every `eyJ` before `e` lies inside the run just read (`e` is past at least `eyJ`), after a
+    // base64url character: none can start a token. Searching from `at + 3` read the run again for
+    // each of them: `eyJeyJ…` was quadratic, and 180 KB of it held the event loop for seconds.
+    at = text.indexOf('eyJ', e);
   }
 }
 
