@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Api } from './providers.js';
+import type { RouteTable } from './route-table.js';
 
 /** Largest request body the router takes (prompts with images included). */
 export const MAX_REQUEST_BYTES = 32 * 2 ** 20;
@@ -154,4 +155,30 @@ export function waitText(ms: number): string {
   if (h > 0) return m > 0 ? `${h}h ${m}m` : `${h}h`;
   if (m > 0) return sec > 0 ? `${m}m ${sec}s` : `${m}m`;
   return `${sec}s`;
+}
+
+/**
+ * `GET /v1/models`: the routes and aliases, in Anthropic's list shape when the request carries
+ * `anthropic-version`, else OpenAI's.
+ */
+export function sendModels(req: IncomingMessage, res: ServerResponse, table: RouteTable): void {
+  const created = Math.floor(Date.now() / 1000);
+  const anthropic = typeof req.headers['anthropic-version'] === 'string';
+  const ids = table.advertised;
+  const body = anthropic
+    ? {
+        data: ids.map((id) => ({
+          type: 'model',
+          id,
+          display_name: id,
+          created_at: new Date(created * 1000).toISOString(),
+        })),
+        has_more: false,
+        first_id: ids[0] ?? null,
+        last_id: ids[ids.length - 1] ?? null,
+      }
+    : { object: 'list', data: ids.map((id) => ({ id, object: 'model', created, owned_by: 'carapace' })) };
+  const text = JSON.stringify(body);
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
 }
