@@ -16,6 +16,7 @@ import { cli, filesContaining, onboardHome } from './onboard-helpers.js';
 
 const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
 const session = `cpon${process.pid}`;
+const session2 = `cpon2${process.pid}`;
 const screen = () => tmux('capture-pane', '-p', '-J', '-t', session).stdout;
 
 async function shows(pattern: RegExp, timeoutMs = 120_000): Promise<string> {
@@ -45,6 +46,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await fake?.close();
   tmux('kill-session', '-t', session);
+  tmux('kill-session', '-t', session2);
   for (const home of homes) {
     await cli(home, ['sandbox', 'delete', 'shell']);
     await cli(home, ['sandbox', 'delete', 'box']);
@@ -91,6 +93,62 @@ describe('onboard shell', () => {
         true,
       );
       expect(filesContaining(home, secret)).toEqual([]);
+    },
+    600_000,
+  );
+
+  it.skipIf(!holds('tmux'))(
+    'in a terminal: the shell gets no model questions; Ctrl-C says "cancelled" once',
+    async (ctx) => {
+      requires(ctx, 'tmux', 'unprivileged-userns');
+      const home = onboardHome();
+      homes.push(home);
+      const start = (extra: string) =>
+        tmux(
+          'new-session',
+          '-d',
+          '-s',
+          session2,
+          '-x',
+          '120',
+          '-y',
+          '40',
+          `env CARAPACE_HOME=${home} TERM=xterm ${process.execPath} ${CLI} onboard ${extra}; echo "[exit $?]"; sleep 600`,
+        ).status;
+      const screen2 = () => tmux('capture-pane', '-p', '-J', '-t', session2).stdout;
+      const shows2 = async (pattern: RegExp): Promise<string> => {
+        const end = Date.now() + 300_000;
+        for (;;) {
+          const text = screen2();
+          if (pattern.test(text)) return text;
+          if (Date.now() > end) throw new Error(`the terminal never showed ${pattern}:\n${text}`);
+          await sleep(100);
+        }
+      };
+
+      // Ctrl-C at the first question: one line says so, exit 130, nothing saved.
+      expect(start('')).toBe(0);
+      await shows2(/Which agent\?/);
+      tmux('send-keys', '-t', session2, 'C-c');
+      const cancelled = await shows2(/\[exit \d+\]/);
+      tmux('kill-session', '-t', session2);
+      expect(cancelled).toMatch(/\[exit 130\]/);
+      expect(cancelled.match(/cancelled/g)).toHaveLength(1);
+      expect(cancelled).toContain('carapace: onboarding cancelled; nothing was changed');
+
+      // The shell talks to no model: from its name straight to the policy tier.
+      expect(start('--agent shell --name plain')).toBe(0);
+      await shows2(/Policy tier/);
+      expect(screen2()).not.toMatch(/model servers|model calls|Which model|API key/);
+      tmux('send-keys', '-t', session2, 'Enter'); // balanced
+      await shows2(/Extra presets/);
+      tmux('send-keys', '-t', session2, 'Enter'); // none
+      const done = await shows2(/\[exit \d+\]/);
+      tmux('kill-session', '-t', session2);
+      expect(done).toMatch(/\[exit 0\]/);
+      expect(done).toContain('plain is running shell 1.0.0');
+      expect((await cli(home, ['inference', 'get', 'plain'])).stdout).not.toMatch(/openai|default/);
+      expect((await cli(home, ['sandbox', 'delete', 'plain'])).status).toBe(0);
     },
     600_000,
   );
