@@ -18,9 +18,9 @@ import { TIERS, type Tier } from '../blueprint/sandbox-plan.js';
 import { blueprintStore, trustSettings } from './blueprint-command.js';
 import { UsageError } from './errors.js';
 import { GatewayClient } from './gateway-client.js';
+import { healthStep } from './onboard-health.js';
 import {
   blueprintStep,
-  healthStep,
   providerStep,
   record,
   sandboxStep,
@@ -231,7 +231,9 @@ async function onboard(raw: OnboardOptions): Promise<void> {
       (saved !== null &&
         (answers.provider?.name !== saved.provider?.name ||
           answers.provider?.model !== saved.provider?.model)),
-    tier: raw.tier !== undefined && saved !== null && raw.tier !== saved.tier,
+    // A tier named on the command line (or chosen at the prompt unlike the saved one) is applied:
+    // a sandbox already on it is left as it is (tier-change.ts).
+    tier: raw.tier !== undefined || (saved !== null && answers.tier !== saved.tier),
   });
   answers = record(ctx, answers, 'sandbox');
   await healthStep(client, ctx, v, image, sandbox);

@@ -238,6 +238,46 @@ describe('onboard shell', () => {
     expect((await cli(home, ['sandbox', 'list'])).stdout).not.toContain('other');
   }, 600_000);
 
+  it('--tier on a rerun applies the tier live (no restart), keeps presets asked for by name, and a tier it has changes nothing', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    const home = onboardHome();
+    homes.push(home);
+    const onboard = (...extra: string[]) =>
+      cli(home, ['onboard', '--non-interactive', '--agent', 'shell', '--name', 'box', ...extra]);
+    expect((await onboard('--preset', 'pypi')).status).toBe(0);
+    // /tmp is the sandbox's own tmpfs: a restart would lose this file.
+    await cli(home, ['sandbox', 'exec', 'box', '--', 'sh', '-c', 'echo kept > /tmp/marker']);
+    const policy = async () => (await cli(home, ['policy', 'get', 'box'])).stdout;
+    const revisions = async () =>
+      (JSON.parse((await cli(home, ['policy', 'history', 'box', '-o', 'json'])).stdout) as unknown[]).length;
+
+    const open = await onboard('--tier', 'open');
+    expect(open.status).toBe(0);
+    expect(open.stderr).toMatch(
+      /policy tier: box is now open \(\+npm_yarn \+huggingface; revision 2, applied live, no restart\)/,
+    );
+    expect(await policy()).toMatch(/registry\.npmjs\.org[\s\S]*huggingface\.co/);
+    expect((await cli(home, ['sandbox', 'exec', 'box', '--', 'cat', '/tmp/marker'])).stdout).toBe('kept\n');
+
+    const again = await onboard('--tier', 'open');
+    expect(again.stderr).toContain('policy tier: box is already open');
+    expect(await revisions()).toBe(2);
+
+    const restricted = await onboard('--tier', 'restricted');
+    expect(restricted.status).toBe(0);
+    expect(restricted.stderr).toMatch(
+      /policy tier: box is now restricted \(-npm_yarn -huggingface; revision 3/,
+    );
+    const text = await policy();
+    expect(text).not.toMatch(/registry\.npmjs\.org|huggingface\.co/);
+    expect(text).toContain('pypi.org'); // asked for by name: not the tier's to take away
+    expect((await cli(home, ['sandbox', 'exec', 'box', '--', 'cat', '/tmp/marker'])).stdout).toBe('kept\n');
+    // The answers saved are the tier the sandbox has: a bare rerun keeps it.
+    const bare = await cli(home, ['onboard', '--non-interactive', '--name', 'box']);
+    expect(bare.stderr).not.toContain('policy tier');
+    expect(await revisions()).toBe(3);
+  }, 600_000);
+
   it('a provider that does not answer, or an unknown preset: one line, exit 1 or 2, nothing made or changed', async (ctx) => {
     requires(ctx, 'unprivileged-userns');
     const home = onboardHome();
