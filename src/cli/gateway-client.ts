@@ -193,12 +193,15 @@ export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=16'];
 
 /**
  * Starts the caller's own gateway in the background (`carapace gateway run`, detached, its output
- * in `<state>/gateway.log`) and waits until it answers.
+ * in `<state>/gateway.log`) with the options `gateway start` kept (gateway-options.ts), and waits
+ * until it answers.
  */
 export async function startGateway(endpoint: GatewayEndpoint, entry: string): Promise<void> {
+  const { readStoredOptions } = await import('./gateway-options.js');
+  const options = readStoredOptions(endpoint.dirs);
   mkdirSync(endpoint.dirs.state, { recursive: true, mode: 0o700 });
   const log = openSync(join(endpoint.dirs.state, 'gateway.log'), 'a', 0o600);
-  const child = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, entry, 'gateway', 'run'], {
+  const child = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, entry, 'gateway', 'run', ...options], {
     detached: true,
     stdio: ['ignore', log, log],
     env: process.env,

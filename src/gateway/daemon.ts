@@ -56,6 +56,8 @@ export interface GatewayConfig {
    * upstreams, extra upstream CAs (as `carapace run --resolve/--allow-local/--upstream-ca`).
    */
   proxy?: ProxySettings | undefined;
+  /** The options it was given, as typed (`gateway status` shows them). */
+  options?: readonly string[] | undefined;
   /** Where the gateway's own log lines go (JSON objects, one per line). */
   log?: (entry: Record<string, unknown>) => void;
 }
@@ -207,6 +209,7 @@ export class Gateway {
         startedAt: Date.now(),
         socket: sockets.mainPath,
         rootless,
+        options: [...(cfg.options ?? [])],
       };
       const policies = new PolicyService({
         sandboxes,
