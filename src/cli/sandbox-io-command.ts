@@ -9,9 +9,10 @@ import { lstatSync } from 'node:fs';
 import type { Command } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
+import { ControlError } from '../sandbox/control-common.js';
 import { execOver } from '../sandbox/control-exec.js';
 import type { ExecProcess } from '../sandbox/control.js';
-import { GatewayClient } from './gateway-client.js';
+import { GatewayClient, GatewayError } from './gateway-client.js';
 import { parseForward } from './sandbox-command.js';
 import { parseEnv } from './run-options.js';
 import { printable } from './terminal.js';
@@ -84,6 +85,13 @@ async function interactive(client: GatewayClient, a: ExecArgs, detachable: boole
       process.stderr.write('\r\n[detached: the sandbox runs on]\r\n');
       return 0;
     }
+    // Cut by a gateway that stopped (docs/gateway.md): say that, not the control protocol's words.
+    if (err instanceof ControlError && err.code === 'CONTROL_CLOSED' && !(await client.answers()))
+      throw new GatewayError(
+        'GATEWAY_UNAVAILABLE',
+        `the gateway at ${client.endpoint.socket} went away (stopped or restarted) before the command ended: the command was hung up; sandbox ${a.name} runs on`,
+        503,
+      );
     throw err;
   } finally {
     if (raw) stdin.setRawMode(false);
