@@ -174,14 +174,17 @@ export class SandboxLauncher {
     const adopted = this.opts.runtime.adopt(rec.id, rec.name, rec.ownerUid);
     if (!adopted) return false;
     const sb = adopted.started as AdoptedSandbox;
+    // Its attachment to the proxy is made here, not by the driver (which releases a started
+    // sandbox's with it): closed here when it ends, or the proxy keeps it ("already attached").
+    let attachment: NetworkAttachment | null = null;
     try {
       const { policy, settings, engine } = await this.policyOf(rec);
       const network = this.network(rec, engine.compilePolicy(policy), settings.limits, true);
-      const attachment = await network.provider(rec.id, this.identityOf(rec));
+      attachment = await network.provider(rec.id, this.identityOf(rec));
       const cgroup = sb.record.cgroupKey ? SandboxCgroup.existing(sb.record.cgroupKey) : null;
       attachment.started(sb.pid, cgroup);
       const control = new SandboxControl(join(sb.controlDir, 'control.sock'));
-      this.hold(rec, sb, control, network.proxy(), attachment, adopted.managed);
+      this.hold(rec, sb, control, network.proxy(), attachment, adopted.managed, true);
     } catch (err) {
       // Running, but not ours to serve: stop it rather than leave it without its proxy.
       this.opts.log?.({
@@ -192,6 +195,7 @@ export class SandboxLauncher {
       });
       sb.kill();
       await sb.exited;
+      await attachment?.close();
       await sb.release();
       return false;
     }
@@ -214,6 +218,8 @@ export class SandboxLauncher {
     proxy: SandboxProxy | null,
     network: NetworkAttachment | null,
     managed: ManagedSandbox,
+    /** The launcher made `network` (an adopted sandbox): it closes it when the sandbox ends. */
+    ownsNetwork = false,
   ): void {
     const events = control.events();
     const entry: Held = {
@@ -259,6 +265,7 @@ export class SandboxLauncher {
     entry.done = sandbox.exited.then(async (code) => {
       entry.closeEvents();
       await entry.forwards.close();
+      if (ownsNetwork) await network?.close();
       await sandbox.release();
       if (this.held.get(rec.id) === entry) {
         this.held.delete(rec.id);
