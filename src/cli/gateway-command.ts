@@ -4,6 +4,7 @@
  * rootless one (docs/gateway.md).
  */
 import type { Command } from 'commander';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stateDirs } from '../sandbox/state-dirs.js';
 import { UsageError } from './errors.js';
@@ -84,6 +85,7 @@ export function registerGateway(program: Command): void {
           throw new UsageError(
             `a gateway already runs (pid ${status.pid}) with ${describeOptions(status.options)}: stop it first (carapace gateway stop; its sandboxes run on), then start it with the new ones`,
           );
+        if (wanted) storeOptions(client.endpoint.dirs, wanted); // the same: kept for the next start
         printStatus(status, client.endpoint.socket);
         return;
       }
@@ -111,9 +113,28 @@ export function registerGateway(program: Command): void {
           403,
         );
       }
+      // What runs on: a stopped gateway leaves its sandboxes be, which a user should hear.
+      const running = (
+        await client.call<{ name: string; state: string }[]>(
+          'GET',
+          `/v1/sandboxes${status.caller.admin ? '?all=true' : ''}`,
+        )
+      ).filter((s) => s.state === 'running' || s.state === 'creating').length;
       process.kill(status.pid, 'SIGTERM');
-      for (let i = 0; i < 600 && (await client.answers()); i++) await sleep(50);
-      process.stdout.write(`gateway ${status.pid} stopped\n`);
+      let answers = true;
+      for (let i = 0; i < 600 && (answers = await client.answers()); i++) await sleep(50);
+      if (answers)
+        throw new GatewayError(
+          'GATEWAY_RUNNING',
+          `gateway ${status.pid} did not stop within 30 s (its log: ${join(client.endpoint.dirs.state, 'gateway.log')})`,
+          503,
+        );
+      process.stdout.write(
+        `gateway ${status.pid} stopped` +
+          (running === 0
+            ? '\n'
+            : `; ${running === 1 ? '1 sandbox runs' : `${running} sandboxes run`} on (the next gateway re-adopts ${running === 1 ? 'it' : 'them'}; carapace sandbox stop NAME stops one)\n`),
+      );
     });
 
   gateway

@@ -1,6 +1,6 @@
 /**
  * What a client sees when the gateway stops under it (docs/gateway.md, "Sandboxes outlive the
- * gateway"): a `logs -f` and an `exec` end with one line that says the gateway went away and that
+ * gateway"): `gateway stop` says how many sandboxes run on; a `logs -f` and an `exec` end with one line that says the gateway went away and that
  * the sandbox runs on, not Node's "aborted" or the control protocol's words; the sandbox does run
  * on, and the next gateway serves both again.
  */
@@ -38,6 +38,12 @@ describe.skipIf(!holds('root'))('clients of a gateway that stops', () => {
     });
     await exec.waitForStdout('started\n');
 
+    // `gateway stop` says what runs on.
+    const stop = cliAs(gw.home, ['gateway', 'stop']);
+    expect(stop.stdout).toBe(
+      `gateway ${gw.child.pid} stopped; 1 sandbox runs on (the next gateway re-adopts it; carapace sandbox stop NAME stops one)\n`,
+    );
+    expect(stop.status).toBe(0);
     await gw.stop();
     const followed = await follow.result;
     expect(followed.stderr).toBe(
