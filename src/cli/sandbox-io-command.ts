@@ -5,7 +5,7 @@
  * download are a `tar` on each side of an exec.
  */
 import { spawn } from 'node:child_process';
-import { lstatSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
@@ -274,6 +274,17 @@ export function registerSandboxIo(sandbox: Command): void {
     .argument('[local]', 'a host directory', '.')
     .option('--owner <uid>', "another user's (root and carapace-admin)")
     .action(async (name: string, remote: string, local: string, o: { owner?: string }) => {
+      // Where it goes is checked first: tar's "Cannot open" came only after the copy inside.
+      let isDir: boolean;
+      try {
+        isDir = statSync(local).isDirectory();
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new RunInputError(
+          `download into ${local}: ${code === 'ENOENT' ? 'no such directory (make it first)' : code}`,
+        );
+      }
+      if (!isDir) throw new RunInputError(`download into ${local}: not a directory`);
       // Its complaints are kept: when the copy fails inside, the reason to show is the inside's.
       // The archive is the sandbox's to shape: its owners and modes are not taken (tar as root
       // would otherwise chown each file to the uid inside and keep set-uid bits, planting a
