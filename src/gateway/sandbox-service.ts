@@ -122,6 +122,14 @@ export class SandboxService {
     const declared = await policyMemoryLimit(policy);
     const memoryBytes = declared ?? (caller.admin ? null : this.quotas.defaultMemory(caller));
     this.quotas.check(caller, memoryBytes ?? undefined);
+    // Checked before the record exists (nothing awaits from here to the forwards' rows): a taken
+    // host port stored nothing, rather than a record left `creating` that never started.
+    const taken = new Set([...this.opts.store.allForwards().values()].flat().map((f) => f.hostPort));
+    for (const f of req.forwards) {
+      if (taken.has(f.hostPort))
+        throw new ApiError('FORWARD_PORT_TAKEN', `host port ${f.hostPort} is already forwarded`);
+      taken.add(f.hostPort);
+    }
     const id = `sb-${randomBytes(5).toString('hex')}`;
     const ownWorkspace = req.workspace === undefined;
     const workspace = req.workspace ?? join(this.opts.dirs.state, 'sandboxes', id, 'workspace');
