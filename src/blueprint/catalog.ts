@@ -6,7 +6,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { packageRoot } from '../sandbox/native-paths.js';
-import { MANIFEST } from './manifest.js';
+import { loadBlueprintManifest, MANIFEST } from './manifest.js';
 import { recordedDigest } from './digest.js';
 import { BlueprintError } from './errors.js';
 import { BlueprintStore, type TrustSettings, type VerifiedBlueprint } from './store.js';
@@ -66,6 +66,29 @@ export function resolveBlueprint(
     );
   }
   return { blueprint: found[0]!, installedNow: false };
+}
+
+/**
+ * Whether the agent a reference names talks to a model (its blueprint has an `inference`
+ * section), read before anything is installed so that onboarding asks for a model only when the
+ * agent can use one. The blueprint is not verified here (resolveBlueprint does that before any
+ * use); a reference that cannot be read counts as one that does, so the questions are asked and
+ * the step that resolves it says what is wrong.
+ */
+export function usesModel(ref: string, store: BlueprintStore, trust: TrustSettings): boolean {
+  try {
+    const dir =
+      ref.includes('/') || ref.startsWith('.')
+        ? ref
+        : existsSync(join(builtinBlueprintsDir(), ref, MANIFEST))
+          ? join(builtinBlueprintsDir(), ref)
+          : null;
+    const blueprint =
+      dir !== null ? loadBlueprintManifest(dir).blueprint : store.find(ref, trust)[0]?.blueprint;
+    return blueprint === undefined || blueprint.inference !== undefined;
+  } catch {
+    return true;
+  }
 }
 
 /**

@@ -25,6 +25,7 @@ import {
 } from '../blueprint/store.js';
 import { ImageStore } from '../blueprint/image.js';
 import { UsageError } from './errors.js';
+import { outputOption } from './output-option.js';
 import { table } from './terminal.js';
 import { carapaceVersion } from './version.js';
 
@@ -166,12 +167,10 @@ export function registerBlueprint(program: Command): void {
     process.stdout.write(`${installedNow ? 'installed' : 'already installed'}: ${describe(blueprint)}\n`);
   });
 
-  trustOptions(
-    bp
-      .command('list')
-      .description('installed blueprints, and the built-in ones')
-      .option('-o, --output <format>', 'table or json', 'table'),
-  ).action((o: TrustOptions & { output: string }) => {
+  outputOption(trustOptions(bp.command('list').description('installed blueprints, and the built-in ones')), [
+    'table',
+    'json',
+  ]).action((o: TrustOptions & { output: 'table' | 'json' }) => {
     const store = blueprintStore();
     const images = new ImageStore(stateDirs().state);
     const trust = trustSettings(o);

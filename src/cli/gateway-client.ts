@@ -103,14 +103,32 @@ export class GatewayClient {
       throw errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null);
     }
     let buffered = '';
-    for await (const chunk of res as AsyncIterable<Buffer>) {
-      buffered += chunk.toString('utf8');
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        if (line.trim()) yield JSON.parse(line) as T;
+    const chunks = (res as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        let next: IteratorResult<Buffer>;
+        try {
+          next = await chunks.next();
+        } catch {
+          // The gateway went away mid-stream (`logs -f` while it stops or restarts): Node says only
+          // "aborted". Its sandboxes run on; say so, and how to follow again.
+          throw new GatewayError(
+            'GATEWAY_UNAVAILABLE',
+            `the gateway at ${this.endpoint.socket} went away (stopped or restarted); its sandboxes run on: run this again once it answers (carapace gateway status)`,
+            503,
+          );
+        }
+        if (next.done) return;
+        buffered += next.value.toString('utf8');
+        let nl: number;
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, nl);
+          buffered = buffered.slice(nl + 1);
+          if (line.trim()) yield JSON.parse(line) as T;
+        }
       }
+    } finally {
+      res.destroy(); // a reader that stopped early (a `break`) closes the stream
     }
   }
 
@@ -193,12 +211,15 @@ export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=16'];
 
 /**
  * Starts the caller's own gateway in the background (`carapace gateway run`, detached, its output
- * in `<state>/gateway.log`) and waits until it answers.
+ * in `<state>/gateway.log`) with the options `gateway start` kept (gateway-options.ts), and waits
+ * until it answers.
  */
 export async function startGateway(endpoint: GatewayEndpoint, entry: string): Promise<void> {
+  const { readStoredOptions } = await import('./gateway-options.js');
+  const options = readStoredOptions(endpoint.dirs);
   mkdirSync(endpoint.dirs.state, { recursive: true, mode: 0o700 });
   const log = openSync(join(endpoint.dirs.state, 'gateway.log'), 'a', 0o600);
-  const child = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, entry, 'gateway', 'run'], {
+  const child = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, entry, 'gateway', 'run', ...options], {
     detached: true,
     stdio: ['ignore', log, log],
     env: process.env,

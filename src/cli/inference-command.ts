@@ -15,6 +15,7 @@ import { stringify } from 'yaml';
 import { formatDiagnostic, parseInferenceSection } from '../policy/index.js';
 import { GatewayClient } from './gateway-client.js';
 import { UsageError } from './errors.js';
+import { outputOption } from './output-option.js';
 import { printProbe } from './provider-command.js';
 import { table } from './terminal.js';
 
@@ -180,7 +181,7 @@ export function registerInference(program: Command): void {
     .command('inference')
     .description("a sandbox's routes to models through inference.local: set live, get, test, usage");
 
-  inference
+  const setCommand = inference
     .command('set')
     .description("replace a sandbox's routes, live (its next request uses them; no restart)")
     .argument('<sandbox>')
@@ -211,64 +212,66 @@ export function registerInference(program: Command): void {
       'the whole section from a YAML file (a section, or a policy holding one); no other route flags',
     )
     .option('--clear', 'remove the inference section (no other route flags)')
-    .option('--owner <uid>', "another user's sandbox (root and carapace-admin)")
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (sandbox: string, o: Record<string, unknown>) => {
-      const client = await GatewayClient.connect();
-      const owner = o.owner as string | undefined;
-      const current =
-        o.from === undefined && o.clear !== true
-          ? (await client.call<InferenceView>('GET', path(sandbox, owner))).inference
-          : null;
-      const section = sectionFromFlags(current, o);
-      const view = await client.call<InferenceView>('PUT', path(sandbox, owner), { inference: section });
-      printView(view, o.output as string | undefined);
-    });
+    .option('--owner <uid>', "another user's sandbox (root and carapace-admin)");
+  outputOption(setCommand, ['text', 'json']).action(async (sandbox: string, o: Record<string, unknown>) => {
+    const client = await GatewayClient.connect();
+    const owner = o.owner as string | undefined;
+    const current =
+      o.from === undefined && o.clear !== true
+        ? (await client.call<InferenceView>('GET', path(sandbox, owner))).inference
+        : null;
+    const section = sectionFromFlags(current, o);
+    const view = await client.call<InferenceView>('PUT', path(sandbox, owner), { inference: section });
+    printView(view, o.output as 'text' | 'json');
+  });
 
-  inference
-    .command('get')
-    .description("a sandbox's routes")
-    .argument('<sandbox>')
-    .option('--owner <uid>', "another user's sandbox (root and carapace-admin)")
-    .option('-o, --output <format>', 'json | yaml')
-    .action(async (sandbox: string, o: { owner?: string; output?: string }) => {
-      const client = await GatewayClient.connect();
-      const view = await client.call<InferenceView>('GET', path(sandbox, o.owner));
-      if (o.output === 'yaml') {
-        process.stdout.write(stringify({ inference: view.inference }));
-      } else printView(view, o.output);
-    });
+  outputOption(
+    inference
+      .command('get')
+      .description("a sandbox's routes")
+      .argument('<sandbox>')
+      .option('--owner <uid>', "another user's sandbox (root and carapace-admin)"),
+    ['text', 'json', 'yaml'],
+    'json for scripts, yaml: the policy section',
+  ).action(async (sandbox: string, o: { owner?: string; output: 'text' | 'json' | 'yaml' }) => {
+    const client = await GatewayClient.connect();
+    const view = await client.call<InferenceView>('GET', path(sandbox, o.owner));
+    if (o.output === 'yaml') {
+      process.stdout.write(stringify({ inference: view.inference }));
+    } else printView(view, o.output);
+  });
 
-  inference
-    .command('test')
-    .description("try each route's provider with one minimal request")
-    .argument('<sandbox>')
-    .option('--route <name>', 'only this route')
-    .option('--owner <uid>', "another user's sandbox (root and carapace-admin)")
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (sandbox: string, o: { route?: string; owner?: string; output?: string }) => {
-      const client = await GatewayClient.connect();
-      const q = new URLSearchParams();
-      if (o.owner !== undefined) q.set('owner', o.owner);
-      if (o.route !== undefined) q.set('route', o.route);
-      const results = await client.call<
-        (Parameters<typeof printProbe>[1] & { route: string; provider: string })[]
-      >('POST', `/v1/sandboxes/${encodeURIComponent(sandbox)}/inference/test${q.size > 0 ? `?${q}` : ''}`);
-      if (o.output === 'json') process.stdout.write(JSON.stringify(results, null, 2) + '\n');
-      else for (const r of results) printProbe(`${r.route} (${r.provider})`, r);
-      if (results.some((r) => !r.ok)) process.exitCode = 1;
-    });
+  outputOption(
+    inference
+      .command('test')
+      .description("try each route's provider with one minimal request")
+      .argument('<sandbox>')
+      .option('--route <name>', 'only this route')
+      .option('--owner <uid>', "another user's sandbox (root and carapace-admin)"),
+    ['text', 'json'],
+  ).action(async (sandbox: string, o: { route?: string; owner?: string; output: 'text' | 'json' }) => {
+    const client = await GatewayClient.connect();
+    const q = new URLSearchParams();
+    if (o.owner !== undefined) q.set('owner', o.owner);
+    if (o.route !== undefined) q.set('route', o.route);
+    const results = await client.call<
+      (Parameters<typeof printProbe>[1] & { route: string; provider: string })[]
+    >('POST', `/v1/sandboxes/${encodeURIComponent(sandbox)}/inference/test${q.size > 0 ? `?${q}` : ''}`);
+    if (o.output === 'json') process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+    else for (const r of results) printProbe(`${r.route} (${r.provider})`, r);
+    if (results.some((r) => !r.ok)) process.exitCode = 1;
+  });
 
-  inference
+  const usageCommand = inference
     .command('usage')
     .description(
       'what your sandboxes spent through inference.local, per route: this hour, today (UTC), in all',
     )
     .argument('[sandbox]')
     .option('--all', "every user's sandboxes (root and carapace-admin)")
-    .option('--owner <uid>', "another user's sandbox (root and carapace-admin)")
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (sandbox: string | undefined, o: { all?: boolean; owner?: string; output?: string }) => {
+    .option('--owner <uid>', "another user's sandbox (root and carapace-admin)");
+  outputOption(usageCommand, ['table', 'json']).action(
+    async (sandbox: string | undefined, o: { all?: boolean; owner?: string; output: 'table' | 'json' }) => {
       const client = await GatewayClient.connect();
       const q = new URLSearchParams();
       if (sandbox !== undefined) q.set('sandbox', sandbox);
@@ -299,5 +302,6 @@ export function registerInference(program: Command): void {
           ]),
         ) + 'columns: requests / tokens\n',
       );
-    });
+    },
+  );
 }

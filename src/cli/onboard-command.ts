@@ -12,15 +12,15 @@ import type { Command } from 'commander';
 import { request } from 'node:http';
 import { loadBuiltinPreset, PROVIDER_TYPES } from '../policy/index.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
-import { builtinBlueprintNames, DEFAULT_AGENT } from '../blueprint/catalog.js';
+import { builtinBlueprintNames, DEFAULT_AGENT, usesModel } from '../blueprint/catalog.js';
 import { latestAnswers, loadAnswers, type OnboardAnswers } from '../blueprint/onboard-answers.js';
 import { TIERS, type Tier } from '../blueprint/sandbox-plan.js';
 import { blueprintStore, trustSettings } from './blueprint-command.js';
 import { UsageError } from './errors.js';
 import { GatewayClient } from './gateway-client.js';
+import { healthStep } from './onboard-health.js';
 import {
   blueprintStep,
-  healthStep,
   providerStep,
   record,
   sandboxStep,
@@ -187,6 +187,8 @@ async function onboard(raw: OnboardOptions): Promise<void> {
 
   const { preflight } = await import('./onboard-preflight.js');
   const say = (line: string) => process.stderr.write(`carapace: ${line}\n`);
+  const store = blueprintStore();
+  const trust = trustSettings(o);
   let answers: OnboardAnswers;
   let key: string | undefined;
   if (interactive && !o.resume) {
@@ -195,6 +197,7 @@ async function onboard(raw: OnboardOptions): Promise<void> {
       keyVariables: KEY_VARIABLES,
       localTypes: LOCAL_TYPES,
       probeLocal,
+      usesModel: (agent) => usesModel(agent, store, trust),
     });
     answers = asked.answers;
     key = asked.key;
@@ -204,8 +207,8 @@ async function onboard(raw: OnboardOptions): Promise<void> {
   }
   const ctx: StepContext = {
     state,
-    store: blueprintStore(),
-    trust: trustSettings(o),
+    store,
+    trust,
     upstreamCa: o.upstreamCa,
     say,
   };
@@ -228,7 +231,9 @@ async function onboard(raw: OnboardOptions): Promise<void> {
       (saved !== null &&
         (answers.provider?.name !== saved.provider?.name ||
           answers.provider?.model !== saved.provider?.model)),
-    tier: raw.tier !== undefined && saved !== null && raw.tier !== saved.tier,
+    // A tier named on the command line (or chosen at the prompt unlike the saved one) is applied:
+    // a sandbox already on it is left as it is (tier-change.ts).
+    tier: raw.tier !== undefined || (saved !== null && answers.tier !== saved.tier),
   });
   answers = record(ctx, answers, 'sandbox');
   await healthStep(client, ctx, v, image, sandbox);

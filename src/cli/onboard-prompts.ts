@@ -26,12 +26,17 @@ interface Helpers {
   keyVariables: Record<string, string>;
   localTypes: Set<string>;
   probeLocal(port: number, path: string): Promise<string[] | null>;
+  /** Whether the agent talks to a model at all (the shell does not: no model questions). */
+  usesModel(agent: string): boolean;
 }
 
 function answered<T>(value: T | symbol): Exclude<T, symbol> {
   if (typeof value === 'symbol' || p.isCancel(value)) {
-    p.cancel('onboarding cancelled; nothing more was changed (carapace onboard --resume continues)');
-    throw new UsageError('onboarding cancelled', 130);
+    // The frame is closed without a message of its own: the one line is the error's, printed by
+    // the CLI as every error is (clack's cancel line and the error's both said "cancelled").
+    // The questions come before any step, so nothing was made or saved yet.
+    p.cancel('');
+    throw new UsageError('onboarding cancelled; nothing was changed', 130);
   }
   return value as Exclude<T, symbol>;
 }
@@ -64,90 +69,12 @@ export async function askAnswers(
       }),
     );
 
-  const spin = p.spinner();
-  spin.start('Looking for model servers on this host (Ollama on 11434, vLLM on 8000)');
-  const [ollama, vllm] = await Promise.all([
-    h.probeLocal(11434, '/api/tags'),
-    h.probeLocal(8000, '/v1/models'),
-  ]);
-  spin.stop(
-    `Local model servers: ${[ollama !== null ? 'Ollama' : '', vllm !== null ? 'vLLM' : ''].filter((x) => x).join(', ') || 'none found'}`,
-  );
-  const options = [
-    ...(ollama !== null
-      ? [{ value: 'ollama', label: 'Ollama on this host', hint: 'prompts never leave it' }]
-      : []),
-    ...(vllm !== null ? [{ value: 'vllm', label: 'vLLM on this host', hint: 'prompts never leave it' }] : []),
-    { value: 'openai', label: 'OpenAI' },
-    { value: 'anthropic', label: 'Anthropic' },
-    { value: 'nvidia', label: 'NVIDIA' },
-    { value: 'openai-compatible', label: 'Another OpenAI-compatible API (its URL)' },
-    { value: 'none', label: 'No model for now' },
-  ];
-  const type =
-    o.provider ??
-    answered(
-      await p.select({
-        message: 'Where do its model calls go?',
-        initialValue: saved?.provider?.type ?? options[0]!.value,
-        options,
-      }),
-    );
-  let provider: OnboardAnswers['provider'] = null;
-  let key: string | undefined;
-  if (type !== 'none') {
-    const local = type === 'ollama' ? ollama : type === 'vllm' ? vllm : null;
-    const baseUrl =
-      o.providerUrl ??
-      (type === 'ollama' && ollama !== null
-        ? 'http://127.0.0.1:11434/v1'
-        : type === 'vllm' && vllm !== null
-          ? 'http://127.0.0.1:8000/v1'
-          : type === 'openai-compatible'
-            ? answered(
-                await p.text({
-                  message: 'Base URL of the API',
-                  placeholder: 'https://llm.example.com/v1',
-                  initialValue: saved?.provider?.baseUrl ?? '',
-                }),
-              )
-            : undefined);
-    const model =
-      o.model ??
-      (local !== null && local.length > 0
-        ? answered(
-            await p.select({ message: 'Which model?', options: local.map((m) => ({ value: m, label: m })) }),
-          )
-        : answered(
-            await p.text({
-              message: 'Which model?',
-              initialValue: saved?.provider?.model ?? '',
-              validate: (v) => ((v ?? '') === '' ? 'a model name' : undefined),
-            }),
-          ));
-    let credentialEnv: string | undefined;
-    if (!h.localTypes.has(type)) {
-      credentialEnv = o.credentialEnv ?? h.keyVariables[type] ?? 'OPENAI_API_KEY';
-      if (process.env[credentialEnv]) {
-        p.log.info(`Using the key in $${credentialEnv}`);
-        key = process.env[credentialEnv];
-      } else {
-        const typed = answered(
-          await p.password({
-            message: `API key (${credentialEnv} is not set; typed hidden, sealed in the gateway, empty to keep a stored one)`,
-          }),
-        );
-        key = typed === '' ? undefined : typed;
-      }
-    }
-    provider = {
-      name: o.providerName ?? saved?.provider?.name ?? type,
-      type,
-      ...(baseUrl !== undefined && baseUrl !== '' ? { baseUrl } : {}),
-      model,
-      ...(credentialEnv !== undefined ? { credentialEnv } : {}),
-    };
-  }
+  // An agent without a model (the shell) gets no model questions, unless --provider asked for one
+  // (a shell can still reach inference.local with curl).
+  const { provider, key } =
+    o.provider === undefined && !h.usesModel(agent)
+      ? { provider: null, key: undefined }
+      : await askProvider(o, saved, h);
   const tier =
     (o.tier as Tier | undefined) ??
     answered(
@@ -190,4 +117,95 @@ export async function askAnswers(
     },
     key,
   };
+}
+
+/** Where the agent's model calls go: local servers detected first, then the cloud APIs, or none. */
+async function askProvider(
+  o: Given,
+  saved: OnboardAnswers | null,
+  h: Helpers,
+): Promise<{ provider: OnboardAnswers['provider']; key: string | undefined }> {
+  const spin = p.spinner();
+  spin.start('Looking for model servers on this host (Ollama on 11434, vLLM on 8000)');
+  const [ollama, vllm] = await Promise.all([
+    h.probeLocal(11434, '/api/tags'),
+    h.probeLocal(8000, '/v1/models'),
+  ]);
+  spin.stop(
+    `Local model servers: ${[ollama !== null ? 'Ollama' : '', vllm !== null ? 'vLLM' : ''].filter((x) => x).join(', ') || 'none found'}`,
+  );
+  const options = [
+    ...(ollama !== null
+      ? [{ value: 'ollama', label: 'Ollama on this host', hint: 'prompts never leave it' }]
+      : []),
+    ...(vllm !== null ? [{ value: 'vllm', label: 'vLLM on this host', hint: 'prompts never leave it' }] : []),
+    { value: 'openai', label: 'OpenAI' },
+    { value: 'anthropic', label: 'Anthropic' },
+    { value: 'nvidia', label: 'NVIDIA' },
+    { value: 'openai-compatible', label: 'Another OpenAI-compatible API (its URL)' },
+    { value: 'none', label: 'No model for now' },
+  ];
+  const type =
+    o.provider ??
+    answered(
+      await p.select({
+        message: 'Where do its model calls go?',
+        initialValue: saved?.provider?.type ?? options[0]!.value,
+        options,
+      }),
+    );
+  if (type === 'none') return { provider: null, key: undefined };
+  let key: string | undefined;
+  const local = type === 'ollama' ? ollama : type === 'vllm' ? vllm : null;
+  const baseUrl =
+    o.providerUrl ??
+    (type === 'ollama' && ollama !== null
+      ? 'http://127.0.0.1:11434/v1'
+      : type === 'vllm' && vllm !== null
+        ? 'http://127.0.0.1:8000/v1'
+        : type === 'openai-compatible'
+          ? answered(
+              await p.text({
+                message: 'Base URL of the API',
+                placeholder: 'https://llm.example.com/v1',
+                initialValue: saved?.provider?.baseUrl ?? '',
+              }),
+            )
+          : undefined);
+  const model =
+    o.model ??
+    (local !== null && local.length > 0
+      ? answered(
+          await p.select({ message: 'Which model?', options: local.map((m) => ({ value: m, label: m })) }),
+        )
+      : answered(
+          await p.text({
+            message: 'Which model?',
+            initialValue: saved?.provider?.model ?? '',
+            validate: (v) => ((v ?? '') === '' ? 'a model name' : undefined),
+          }),
+        ));
+  let credentialEnv: string | undefined;
+  if (!h.localTypes.has(type)) {
+    credentialEnv = o.credentialEnv ?? h.keyVariables[type] ?? 'OPENAI_API_KEY';
+    if (process.env[credentialEnv]) {
+      p.log.info(`Using the key in $${credentialEnv}`);
+      key = process.env[credentialEnv];
+    } else {
+      const typed = answered(
+        await p.password({
+          message: `API key (${credentialEnv} is not set; typed hidden, sealed in the gateway, empty to keep a stored one)`,
+        }),
+      );
+      key = typed === '' ? undefined : typed;
+    }
+  }
+  const provider = {
+    name: o.providerName ?? saved?.provider?.name ?? type,
+    type,
+    ...(baseUrl !== undefined && baseUrl !== '' ? { baseUrl } : {}),
+    model,
+    ...(credentialEnv !== undefined ? { credentialEnv } : {}),
+  };
+  return { provider, key };
 }

@@ -1,9 +1,10 @@
 /**
  * The steps of `carapace onboard`, once the answers are known (onboard-command.ts asks or reads
- * them): the blueprint and its image, the provider, the sandbox, its health. Each step looks at
- * what exists first and changes only what the answers ask for, so a rerun of the same answers
- * changes nothing, and a rerun that adds a preset adds it through a policy update (the latest
- * revision, approved rules and earlier presets included, is what it edits).
+ * them): the blueprint and its image, the provider, the sandbox (its health: onboard-health.ts).
+ * Each step looks at what exists first and changes only what the answers ask for, so a rerun of
+ * the same answers changes nothing, and a rerun that adds a preset or names a tier changes the
+ * policy through a policy update (the latest revision, approved rules and earlier presets
+ * included, is what it edits; live, no restart).
  *
  * The provider's key is read by the caller (environment or hidden prompt) and goes only into the
  * request body to the gateway over the caller's socket; it is never an argument, never printed,
@@ -11,17 +12,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { resolveBlueprint, isBuiltinDigest } from '../blueprint/catalog.js';
 import { ImageStore, type AgentImage } from '../blueprint/image.js';
 import { saveAnswers, type OnboardAnswers } from '../blueprint/onboard-answers.js';
-import { planSandbox, resolveInImage, type PlanChoices } from '../blueprint/sandbox-plan.js';
+import { planSandbox, type PlanChoices } from '../blueprint/sandbox-plan.js';
+import { tierChange, tierOperations } from '../blueprint/tier-change.js';
 import type { BlueprintStore, TrustSettings, VerifiedBlueprint } from '../blueprint/store.js';
 import { builtinPoliciesDir, loadBuiltinPreset, type ProviderType } from '../policy/index.js';
 import { PROVIDER_INFO } from '../router/providers.js';
-import { execOver } from '../sandbox/control-exec.js';
 import { UsageError } from './errors.js';
 import { checkProviderAnswers } from './onboard-preflight.js';
 import { GatewayError, type GatewayClient } from './gateway-client.js';
@@ -36,7 +36,7 @@ export interface StepContext {
   say(line: string): void;
 }
 
-interface SandboxView {
+export interface SandboxView {
   name: string;
   state: string;
   labels: Record<string, string>;
@@ -177,10 +177,7 @@ export async function sandboxStep(
     token: randomBytes(24).toString('hex'),
   };
   const b = v.blueprint;
-  const baseText =
-    b.policy.base !== undefined
-      ? readFileSync(join(v.dir, b.policy.base), 'utf8')
-      : readFileSync(join(builtinPoliciesDir(), 'default.yaml'), 'utf8');
+  const baseText = basePolicyText(v);
   const templates: Record<string, string> = {};
   for (const f of b.agent.files) templates[f.source] = readFileSync(join(v.dir, f.source), 'utf8');
   const plan = planSandbox(b, v.digest, baseText, templates, image, choices);
@@ -214,6 +211,13 @@ export async function sandboxStep(
   return created;
 }
 
+/** The blueprint's base policy, or the built-in default one. */
+function basePolicyText(v: VerifiedBlueprint): string {
+  return v.blueprint.policy.base !== undefined
+    ? readFileSync(join(v.dir, v.blueprint.policy.base), 'utf8')
+    : readFileSync(join(builtinPoliciesDir(), 'default.yaml'), 'utf8');
+}
+
 async function updateSandbox(
   client: GatewayClient,
   ctx: StepContext,
@@ -230,10 +234,7 @@ async function updateSandbox(
       `sandbox ${existing.name} runs blueprint ${existing.labels['carapace.blueprint'] ?? '?'} ${digest}; this Carapace has ${v.digest}. ` +
         `It is left as it is: to move it to the new one, carapace sandbox delete ${existing.name} and onboard again`,
     );
-  if (asked.tier)
-    ctx.say(
-      `policy tier: ${existing.name} keeps its policy (a tier applies when a sandbox is created); add presets with --preset, or carapace policy update ${existing.name}`,
-    );
+  if (asked.tier) await changeTier(client, ctx, existing.name, answers, v);
   if (asked.presets && answers.presets.length > 0) {
     // Through the gateway's policy update: it edits the latest revision (rules approved since, and
     // presets added before, stay) and applies live; a preset already there changes nothing.
@@ -274,77 +275,42 @@ async function updateSandbox(
   return client.call<SandboxView>('GET', path);
 }
 
-function httpStatus(port: number, path: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, path, method: 'GET', timeout: 5000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(0));
-    req.end();
-  });
-}
-
-async function execStatus(client: GatewayClient, name: string, argv: string[]): Promise<number> {
-  try {
-    const socket = await client.upgrade(`/v1/sandboxes/${encodeURIComponent(name)}/exec`);
-    const proc = execOver(socket, { argv, env: {}, tty: false }, `sandbox ${name}`);
-    proc.stdin.end();
-    proc.stdout.resume();
-    proc.stderr.resume();
-    return await proc.exited;
-  } catch {
-    return -1;
-  }
-}
-
-/** Waits until the blueprint's health check passes (or the sandbox fails, or the time is up). */
-export async function healthStep(
+/**
+ * The tier asked for, applied to the sandbox's network entries through a policy update (live,
+ * one audited revision; tier-change.ts says what changes). A blueprint made from another digest
+ * is left alone: its entries are not this blueprint's.
+ */
+async function changeTier(
   client: GatewayClient,
   ctx: StepContext,
+  name: string,
+  answers: OnboardAnswers,
   v: VerifiedBlueprint,
-  image: AgentImage,
-  sandbox: SandboxView,
 ): Promise<void> {
-  const health = v.blueprint.health;
-  const deadline = Date.now() + (health?.timeout ?? 60) * 1000;
-  const url = health?.url !== undefined ? new URL(health.url) : null;
-  const forward = url === null ? undefined : sandbox.forwards.find((f) => f.sandboxPort === Number(url.port));
-  ctx.say(
-    // The URL as it is asked: through the forward, at the host's port (18789 may be taken there).
-    `waiting for ${sandbox.name} to be healthy (${url !== null && forward !== undefined ? `http://127.0.0.1:${forward.hostPort}${url.pathname}${url.search}` : (health?.url ?? health?.command?.join(' ') ?? 'running')})`,
+  const path = `/v1/sandboxes/${encodeURIComponent(name)}/policy`;
+  const current = await client.call<{ text?: string }>('GET', path);
+  const change = tierChange(
+    v.blueprint,
+    basePolicyText(v),
+    answers.tier,
+    answers.presets,
+    current.text ?? '',
   );
-  for (;;) {
-    const now = await client.call<SandboxView>('GET', `/v1/sandboxes/${encodeURIComponent(sandbox.name)}`);
-    if (now.state === 'failed')
-      throw new GatewayError(
-        'SANDBOX_FAILED',
-        `sandbox ${sandbox.name} failed: ${now.reason ?? 'see carapace sandbox logs ' + sandbox.name}`,
-        500,
-      );
-    let ok = now.state === 'running';
-    if (ok && url !== null) {
-      const status =
-        forward !== undefined
-          ? await httpStatus(forward.hostPort, url.pathname + url.search)
-          : (await execStatus(client, sandbox.name, ['curl', '-sf', '-o', '/dev/null', url.href])) === 0
-            ? 200
-            : 0;
-      ok = status > 0 && status < 500;
-    } else if (ok && health?.command !== undefined) {
-      // A bare name the image has is the image's, as for the agent's own command.
-      ok = (await execStatus(client, sandbox.name, resolveInImage(health.command, image))) === 0;
-    }
-    if (ok) return;
-    if (Date.now() > deadline)
-      throw new GatewayError(
-        'HEALTH_TIMEOUT',
-        `sandbox ${sandbox.name} is not healthy after ${health?.timeout ?? 60} s; see carapace sandbox logs ${sandbox.name} (rerun carapace onboard --resume to wait again)`,
-        504,
-      );
-    await new Promise((r) => setTimeout(r, 1000));
+  const operations = tierOperations(change, answers.tier);
+  if (operations.length === 0) {
+    ctx.say(`policy tier: ${name} is already ${answers.tier}`);
+    return;
   }
+  const r = await client.call<{ outcome: string; revision: { rev: number } }>('POST', `${path}/operations`, {
+    operations,
+  });
+  const what = [
+    ...Object.keys(change.add).map((k) => `+${k}`),
+    ...Object.keys(change.remove).map((k) => `-${k}`),
+  ].join(' ');
+  ctx.say(
+    `policy tier: ${name} is now ${answers.tier} (${what}; revision ${r.revision.rev}, ${r.outcome === 'applied' ? 'applied live, no restart' : `${r.outcome}`})`,
+  );
 }
 
 export function summary(v: VerifiedBlueprint, sandbox: SandboxView): string {

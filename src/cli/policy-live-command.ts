@@ -8,6 +8,7 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { UsageError } from './errors.js';
+import { outputOption } from './output-option.js';
 import { GatewayClient, printedPolicyProblems, readCallerFile } from './gateway-client.js';
 import { addOperationOptions, type OpsOptions } from './policy-ops-command.js';
 import { printable, withSpinner } from './terminal.js';
@@ -36,7 +37,8 @@ interface ChangeResult {
 
 interface Common {
   owner?: string;
-  output?: string;
+  /** Checked by commander before the action runs (output-option.ts). */
+  output: string;
 }
 
 interface ChangeFlags extends Common {
@@ -191,17 +193,19 @@ function printHistory(list: RevisionView[]): void {
 
 export function registerPolicyLive(policy: Command): void {
   const changeOptions = (c: Command) =>
-    c
-      .option(
-        '--base-rev <n>',
-        'refuse the change if revision N is no longer the latest (someone changed it since)',
-      )
-      .option(
-        '--restart',
-        'if the change needs it (a static section of a running sandbox), store it and restart the sandbox',
-      )
-      .option('--owner <uid>', "another user's sandbox (root and carapace-admin)")
-      .option('-o, --output <format>', 'json for scripts');
+    outputOption(
+      c
+        .option(
+          '--base-rev <n>',
+          'refuse the change if revision N is no longer the latest (someone changed it since)',
+        )
+        .option(
+          '--restart',
+          'if the change needs it (a static section of a running sandbox), store it and restart the sandbox',
+        )
+        .option('--owner <uid>', "another user's sandbox (root and carapace-admin)"),
+      ['text', 'json'],
+    );
 
   changeOptions(
     policy
@@ -237,32 +241,36 @@ export function registerPolicyLive(policy: Command): void {
     await sendChange(name, 'POST', policyPath(name, '/rollback', ownerQuery(o)), body, o);
   });
 
-  policy
-    .command('get')
-    .description("print a sandbox's policy (the latest revision, or --rev N)")
-    .argument('<name>', 'the sandbox')
-    .option('--rev <n>', 'an earlier revision')
-    .option('--owner <uid>', "another user's sandbox (root and carapace-admin)")
-    .option('-o, --output <format>', 'json: the revision with its text')
-    .action(async (name: string, o: Common & { rev?: string }) => {
-      const q = ownerQuery(o);
-      if (o.rev !== undefined) q.set('rev', String(wholeNumber(o.rev, '--rev', 1)));
-      const client = await GatewayClient.connect();
-      const r = await client.call<RevisionView>('GET', policyPath(name, '', q));
-      if (o.output === 'json') process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-      else process.stdout.write(r.text ?? '');
-    });
+  outputOption(
+    policy
+      .command('get')
+      .description("print a sandbox's policy (the latest revision, or --rev N)")
+      .argument('<name>', 'the sandbox')
+      .option('--rev <n>', 'an earlier revision')
+      .option('--owner <uid>', "another user's sandbox (root and carapace-admin)"),
+    ['yaml', 'json'],
+    'json: the revision with its text',
+  ).action(async (name: string, o: Common & { rev?: string }) => {
+    const q = ownerQuery(o);
+    if (o.rev !== undefined) q.set('rev', String(wholeNumber(o.rev, '--rev', 1)));
+    const client = await GatewayClient.connect();
+    const r = await client.call<RevisionView>('GET', policyPath(name, '', q));
+    if (o.output === 'json') process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    else process.stdout.write(r.text ?? '');
+  });
 
-  policy
-    .command('history')
-    .description("every revision of a sandbox's policy, newest first: author, time, hash and diff")
-    .argument('<name>', 'the sandbox')
-    .option('--owner <uid>', "another user's sandbox (root and carapace-admin)")
-    .option('-o, --output <format>', 'json for scripts (oldest first)')
-    .action(async (name: string, o: Common) => {
-      const client = await GatewayClient.connect();
-      const list = await client.call<RevisionView[]>('GET', policyPath(name, '/revisions', ownerQuery(o)));
-      if (o.output === 'json') process.stdout.write(JSON.stringify(list, null, 2) + '\n');
-      else printHistory(list);
-    });
+  outputOption(
+    policy
+      .command('history')
+      .description("every revision of a sandbox's policy, newest first: author, time, hash and diff")
+      .argument('<name>', 'the sandbox')
+      .option('--owner <uid>', "another user's sandbox (root and carapace-admin)"),
+    ['table', 'json'],
+    'json for scripts (oldest first)',
+  ).action(async (name: string, o: Common) => {
+    const client = await GatewayClient.connect();
+    const list = await client.call<RevisionView[]>('GET', policyPath(name, '/revisions', ownerQuery(o)));
+    if (o.output === 'json') process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+    else printHistory(list);
+  });
 }

@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { PROVIDER_TYPES } from '../policy/index.js';
 import { GatewayClient } from './gateway-client.js';
 import { UsageError } from './errors.js';
+import { outputOption } from './output-option.js';
 import { table } from './terminal.js';
 
 interface ProviderView {
@@ -130,15 +131,20 @@ export function registerProvider(program: Command): void {
       .option('--credential-env <var>', 'the key is in this environment variable')
       .option('--credential-stdin', 'read the key from standard input (typed unseen at a terminal)');
 
-  keyOptions(
-    provider
-      .command('create')
-      .description('store a provider')
-      .argument('<name>', 'its name (your routes name it as provider: NAME)')
-      .requiredOption('--type <type>', PROVIDER_TYPES.join(' | '))
-      .option('--base-url <url>', "the API's base URL (default: the type's; required for openai-compatible)")
-      .option('--owner <uid>', 'for another user (root and carapace-admin)')
-      .option('-o, --output <format>', 'json for scripts'),
+  outputOption(
+    keyOptions(
+      provider
+        .command('create')
+        .description('store a provider')
+        .argument('<name>', 'its name (your routes name it as provider: NAME)')
+        .requiredOption('--type <type>', PROVIDER_TYPES.join(' | '))
+        .option(
+          '--base-url <url>',
+          "the API's base URL (default: the type's; required for openai-compatible)",
+        )
+        .option('--owner <uid>', 'for another user (root and carapace-admin)'),
+    ),
+    ['table', 'json'],
   ).action(async (name: string, o: Record<string, string | boolean | undefined>) => {
     checkType(o.type as string);
     const credential = await readCredential(o as { credentialEnv?: string; credentialStdin?: boolean });
@@ -153,43 +159,47 @@ export function registerProvider(program: Command): void {
         credential,
       },
     );
-    print(view, o.output as string | undefined);
+    print(view, o.output as 'table' | 'json');
   });
 
-  provider
-    .command('list')
-    .alias('ls')
-    .description('your providers (--all: everyone’s, for root and carapace-admin)')
-    .option('--all', "every user's providers")
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (o: { all?: boolean; output?: string }) => {
-      const client = await GatewayClient.connect();
-      print(await client.call<ProviderView[]>('GET', `/v1/providers${o.all ? '?all=true' : ''}`), o.output);
-    });
-
-  provider
-    .command('get')
-    .description('one provider (its key’s fingerprint, never the key)')
-    .argument('<name>')
-    .option('--owner <uid>', "another user's (root and carapace-admin)")
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (name: string, o: { owner?: string; output?: string }) => {
-      const client = await GatewayClient.connect();
-      print(await client.call<ProviderView>('GET', providerPath(name, o.owner)), o.output);
-    });
-
-  keyOptions(
+  outputOption(
     provider
-      .command('update')
-      .description(
-        'change a provider’s type, base URL or key (a new type keeps the base URL; from a default service, give the new key)',
-      )
+      .command('list')
+      .alias('ls')
+      .description('your providers (--all: everyone’s, for root and carapace-admin)')
+      .option('--all', "every user's providers"),
+    ['table', 'json'],
+  ).action(async (o: { all?: boolean; output: 'table' | 'json' }) => {
+    const client = await GatewayClient.connect();
+    print(await client.call<ProviderView[]>('GET', `/v1/providers${o.all ? '?all=true' : ''}`), o.output);
+  });
+
+  outputOption(
+    provider
+      .command('get')
+      .description('one provider (its key’s fingerprint, never the key)')
       .argument('<name>')
-      .option('--type <type>', PROVIDER_TYPES.join(' | '))
-      .option('--base-url <url>', "the API's base URL")
-      .option('--no-credential', 'remove its key (local model servers that need none)')
-      .option('--owner <uid>', "another user's (root and carapace-admin)")
-      .option('-o, --output <format>', 'json for scripts'),
+      .option('--owner <uid>', "another user's (root and carapace-admin)"),
+    ['table', 'json'],
+  ).action(async (name: string, o: { owner?: string; output: 'table' | 'json' }) => {
+    const client = await GatewayClient.connect();
+    print(await client.call<ProviderView>('GET', providerPath(name, o.owner)), o.output);
+  });
+
+  outputOption(
+    keyOptions(
+      provider
+        .command('update')
+        .description(
+          'change a provider’s type, base URL or key (a new type keeps the base URL; from a default service, give the new key)',
+        )
+        .argument('<name>')
+        .option('--type <type>', PROVIDER_TYPES.join(' | '))
+        .option('--base-url <url>', "the API's base URL")
+        .option('--no-credential', 'remove its key (local model servers that need none)')
+        .option('--owner <uid>', "another user's (root and carapace-admin)"),
+    ),
+    ['table', 'json'],
   ).action(async (name: string, o: Record<string, string | boolean | undefined>) => {
     checkType(o.type as string | undefined);
     const credential = await readCredential(o as { credentialEnv?: string; credentialStdin?: boolean });
@@ -206,7 +216,7 @@ export function registerProvider(program: Command): void {
     const client = await GatewayClient.connect();
     print(
       await client.call<ProviderView>('PATCH', providerPath(name, o.owner as string | undefined), body),
-      o.output as string | undefined,
+      o.output as 'table' | 'json',
     );
   });
 
@@ -222,19 +232,20 @@ export function registerProvider(program: Command): void {
       process.stdout.write(`${name} deleted\n`);
     });
 
-  provider
-    .command('test')
-    .description('send it one minimal request: latency and the models it lists')
-    .argument('<name>')
-    .option('--owner <uid>', "another user's (root and carapace-admin)")
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (name: string, o: { owner?: string; output?: string }) => {
-      const client = await GatewayClient.connect();
-      const r = await client.call<ProbeView>('POST', providerPath(name, o.owner, '/test'));
-      if (o.output === 'json') process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-      else printProbe(name, r);
-      if (!r.ok) process.exitCode = 1;
-    });
+  outputOption(
+    provider
+      .command('test')
+      .description('send it one minimal request: latency and the models it lists')
+      .argument('<name>')
+      .option('--owner <uid>', "another user's (root and carapace-admin)"),
+    ['text', 'json'],
+  ).action(async (name: string, o: { owner?: string; output: 'text' | 'json' }) => {
+    const client = await GatewayClient.connect();
+    const r = await client.call<ProbeView>('POST', providerPath(name, o.owner, '/test'));
+    if (o.output === 'json') process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    else printProbe(name, r);
+    if (!r.ok) process.exitCode = 1;
+  });
 }
 
 export function printProbe(label: string, r: ProbeView): void {

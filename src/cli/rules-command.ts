@@ -12,8 +12,10 @@ import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { UsageError } from './errors.js';
 import { GatewayClient } from './gateway-client.js';
+import { outputOption } from './output-option.js';
 import type { ApprovalResult, ProposalView } from '../gateway/proposals.js';
 import { printable, table } from './terminal.js';
+import { proposalOrigin } from './term/model.js';
 
 /** A proposal and an approval as the gateway's API answers them: the gateway's own types. */
 export type { ProposalView } from '../gateway/proposals.js';
@@ -21,8 +23,12 @@ export type { ProposalView } from '../gateway/proposals.js';
 interface Common {
   owner?: string;
   all?: boolean;
-  output?: string;
+  /** Checked by commander before the action runs (output-option.ts). */
+  output: 'table' | 'json';
 }
+
+/** Every `rules` command prints a table (or a line), or with `-o json` what the API answered. */
+const FORMATS = ['table', 'json'] as const;
 
 /** `1h`, `30m`, `2d`, `90s`: seconds. */
 export function parseDuration(text: string, flag: string): number {
@@ -33,16 +39,6 @@ export function parseDuration(text: string, flag: string): number {
       `${flag} ${text}: expected a duration such as 90s, 30m, 1h or 7d (at most 10 years)`,
     );
   return n;
-}
-
-/**
- * `-o`: json, or nothing (a table). Checked before anything is asked or changed: a typo such as
- * `-o yaml` on `approve` must not approve and then print a table the script cannot read.
- */
-export function outputFormat(o: { output?: string | undefined }): 'json' | 'table' {
-  if (o.output === undefined) return 'table';
-  if (o.output === 'json') return 'json';
-  throw new UsageError(`-o ${o.output}: the one output format is json (-o json); without -o, a table`);
 }
 
 function proposalId(text: string): number {
@@ -81,6 +77,13 @@ export function ago(iso: string, now = Date.now()): string {
   return `${Math.floor(s / 86400)}d ago`;
 }
 
+/** `rules show`'s words for where a proposal came from (term/model.ts, proposalOrigin). */
+const ORIGIN_TEXT: Record<string, string> = {
+  denial: 'a denial: the policy refused what the agent did',
+  agent: 'the agent, through policy.local: it asked for this (nothing was refused)',
+  'denial+agent': 'a denial, which the agent then asked about through policy.local',
+};
+
 function printList(list: ProposalView[]): void {
   if (list.length === 0) {
     process.stdout.write('no pending proposals\n');
@@ -88,10 +91,11 @@ function printList(list: ProposalView[]): void {
   }
   process.stdout.write(
     table(
-      ['ID', 'SANDBOX', 'HITS', 'LAST', 'DENIED', 'BINARY', 'RULE', 'RISKS'],
+      ['ID', 'SANDBOX', 'FROM', 'HITS', 'LAST', 'DENIED', 'BINARY', 'RULE', 'RISKS'],
       list.map((p) => [
         String(p.id),
         p.sandbox,
+        proposalOrigin(p),
         String(p.hits),
         ago(p.lastSeen),
         whatWasDenied(p),
@@ -105,12 +109,13 @@ function printList(list: ProposalView[]): void {
 
 function printOne(p: ProposalView): void {
   const lines = [
-    `proposal ${p.id}: ${p.status}${p.source === 'agent' ? ' (asked by the agent)' : ''}`,
+    `proposal ${p.id}: ${p.status}`,
+    `  from      ${ORIGIN_TEXT[proposalOrigin(p)] ?? proposalOrigin(p)}`,
     `  sandbox   ${p.sandbox} (policy revision ${p.policyRev} when last denied)`,
     `  denied    ${whatWasDenied(p)}, ${p.hits} time${p.hits === 1 ? '' : 's'}, first ${p.firstSeen}, last ${p.lastSeen}`,
     `  binary    ${p.binary || '(unknown)'}${p.ancestors.length ? ` ← ${p.ancestors.join(' ← ')}` : ''}`,
     ...p.samples.map((s) => `  sample    ${s.t} ${s.method ?? ''} ${s.path ?? ''}`),
-    ...(p.rationale ? [`  rationale ${p.rationale}`] : []),
+    ...(p.rationale ? [`  rationale ${p.rationale} (the agent's words)`] : []),
     `  rule      ${p.rule?.summary ?? 'none: the latest policy allows it'}`,
     ...p.risks.map((r) => `  risk      ${r}`),
     ...(p.outcome ? [`  outcome   ${p.outcome}`] : []),
@@ -136,6 +141,9 @@ function editRule(p: ProposalView): Record<string, unknown> | null {
     `# Proposal ${p.id} for sandbox ${p.sandbox}: ${whatWasDenied(p)} by ${p.binary || 'an unknown binary'}`,
     `# ${r.kind === 'request' ? `An allow rule on network policy "${r.policyKey}".` : `A new network policy entry "${r.policyKey}".`}`,
     ...p.risks.map((x) => `# risk: ${x}`),
+    ...(r.kind === 'endpoint'
+      ? ['# An empty binaries list ([]) lets every program in the sandbox use the endpoint.']
+      : []),
     '# Save to approve this rule; delete every line to cancel.',
   ];
   const dir = mkdtempSync(join(tmpdir(), 'carapace-rule-'));
@@ -203,6 +211,8 @@ function printApproval(a: ApprovalResult): void {
   process.stdout.write(
     `proposal ${p.id} approved: ${printable(p.outcome ?? '')}${a.outcome === 'applied' ? ', applied live' : ''}\n`,
   );
+  // An edit can widen the rule (binaries [], a wildcard): said after the fact, as for an unedited one.
+  for (const r of a.risks ?? []) process.stdout.write(`  risk: ${printable(r)}\n`);
 }
 
 export function registerRules(program: Command): void {
@@ -210,10 +220,12 @@ export function registerRules(program: Command): void {
     .command('rules')
     .description('proposals made of denials: approve them into the policy (live), or reject them');
   const listing = (c: Command) =>
-    c
-      .option('--owner <uid>', "another user's sandboxes (root and carapace-admin)")
-      .option('--all', "every user's sandboxes (root and carapace-admin)")
-      .option('-o, --output <format>', 'json for scripts');
+    outputOption(
+      c
+        .option('--owner <uid>', "another user's sandboxes (root and carapace-admin)")
+        .option('--all', "every user's sandboxes (root and carapace-admin)"),
+      FORMATS,
+    );
 
   listing(
     rules
@@ -223,98 +235,99 @@ export function registerRules(program: Command): void {
       )
       .argument('[name]', 'only this sandbox'),
   ).action(async (name: string | undefined, o: Common) => {
-    const format = outputFormat(o);
     const client = await GatewayClient.connect();
     const list = await client.call<ProposalView[]>('GET', listPath('pending', name, o));
-    if (format === 'json') json(list);
+    if (o.output === 'json') json(list);
     else printList(list);
   });
 
-  rules
-    .command('show')
-    .description('one proposal: samples, binary and its parents, the rule and its risks')
-    .argument('<id>', 'the proposal')
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (id: string, o: Common) => {
-      const format = outputFormat(o);
-      const n = proposalId(id);
-      const client = await GatewayClient.connect();
-      const p = await client.call<ProposalView>('GET', `/v1/proposals/${n}`);
-      if (format === 'json') json(p);
-      else printOne(p);
-    });
+  outputOption(
+    rules
+      .command('show')
+      .description('one proposal: samples, binary and its parents, the rule and its risks')
+      .argument('<id>', 'the proposal'),
+    FORMATS,
+  ).action(async (id: string, o: Common) => {
+    const n = proposalId(id);
+    const client = await GatewayClient.connect();
+    const p = await client.call<ProposalView>('GET', `/v1/proposals/${n}`);
+    if (o.output === 'json') json(p);
+    else printOne(p);
+  });
 
-  rules
-    .command('approve')
-    .description('approve: its rule becomes a policy revision, applied live (--edit: change the rule first)')
-    .argument('<id>', 'the proposal')
-    .option('--edit', 'edit the rule in $VISUAL or $EDITOR before approving')
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (id: string, o: Common & { edit?: boolean }) => {
-      const format = outputFormat(o);
-      const n = proposalId(id);
-      const client = await GatewayClient.connect();
-      let body: { rule?: Record<string, unknown> } = {};
-      if (o.edit) {
-        const edited = editRule(await client.call<ProposalView>('GET', `/v1/proposals/${n}`));
-        if (edited === null) {
-          process.stdout.write(`proposal ${n}: not approved (the rule was emptied)\n`);
-          return;
-        }
-        body = { rule: edited };
+  outputOption(
+    rules
+      .command('approve')
+      .description(
+        'approve: its rule becomes a policy revision, applied live (--edit: change the rule first)',
+      )
+      .argument('<id>', 'the proposal')
+      .option('--edit', 'edit the rule in $VISUAL or $EDITOR before approving'),
+    FORMATS,
+  ).action(async (id: string, o: Common & { edit?: boolean }) => {
+    const n = proposalId(id);
+    const client = await GatewayClient.connect();
+    let body: { rule?: Record<string, unknown> } = {};
+    if (o.edit) {
+      const edited = editRule(await client.call<ProposalView>('GET', `/v1/proposals/${n}`));
+      if (edited === null) {
+        process.stdout.write(`proposal ${n}: not approved (the rule was emptied)\n`);
+        return;
       }
-      const a = await client.call<ApprovalResult>('POST', `/v1/proposals/${n}/approve`, body);
-      if (format === 'json') json(a);
-      else printApproval(a);
-    });
+      body = { rule: edited };
+    }
+    const a = await client.call<ApprovalResult>('POST', `/v1/proposals/${n}/approve`, body);
+    if (o.output === 'json') json(a);
+    else printApproval(a);
+  });
 
-  rules
-    .command('reject')
-    .description('reject: it stays closed however often the agent retries (for good, or --for a while)')
-    .argument('<id>', 'the proposal')
-    .option('--for <duration>', 'a quiet period (90s, 30m, 1h, 7d) after which it may come back')
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (id: string, o: Common & { for?: string }) => {
-      const format = outputFormat(o);
-      const n = proposalId(id);
-      const body = o.for === undefined ? {} : { forSeconds: parseDuration(o.for, '--for') };
-      const client = await GatewayClient.connect();
-      const p = await client.call<ProposalView>('POST', `/v1/proposals/${n}/reject`, body);
-      if (format === 'json') json(p);
-      else
-        process.stdout.write(
-          `proposal ${p.id} rejected${p.quietUntil ? ` until ${p.quietUntil}` : ' (for good)'}: ${whatWasDenied(p)}\n`,
-        );
-    });
-
-  rules
-    .command('approve-all')
-    .description('approve every pending proposal without risk notes (--safe is required)')
-    .argument('[name]', 'only this sandbox')
-    .option('--safe', 'only proposals without risk notes (wildcards, private targets, write methods, …)')
-    .option('--owner <uid>', "another user's sandboxes (root and carapace-admin)")
-    .option('-o, --output <format>', 'json for scripts')
-    .action(async (name: string | undefined, o: Common & { safe?: boolean }) => {
-      const format = outputFormat(o);
-      if (!o.safe)
-        throw new UsageError(
-          'approve-all approves only proposals without risk notes: repeat with --safe (approve the others one by one)',
-        );
-      const client = await GatewayClient.connect();
-      const owner = ownerOf(o);
-      const r = await client.call<{ approved: ApprovalResult[]; skipped: ProposalView[] }>(
-        'POST',
-        '/v1/proposals/approve-safe',
-        { ...(name !== undefined ? { sandbox: name } : {}), ...(owner !== undefined ? { owner } : {}) },
+  outputOption(
+    rules
+      .command('reject')
+      .description('reject: it stays closed however often the agent retries (for good, or --for a while)')
+      .argument('<id>', 'the proposal')
+      .option('--for <duration>', 'a quiet period (90s, 30m, 1h, 7d) after which it may come back'),
+    FORMATS,
+  ).action(async (id: string, o: Common & { for?: string }) => {
+    const n = proposalId(id);
+    const body = o.for === undefined ? {} : { forSeconds: parseDuration(o.for, '--for') };
+    const client = await GatewayClient.connect();
+    const p = await client.call<ProposalView>('POST', `/v1/proposals/${n}/reject`, body);
+    if (o.output === 'json') json(p);
+    else
+      process.stdout.write(
+        `proposal ${p.id} rejected${p.quietUntil ? ` until ${p.quietUntil}` : ' (for good)'}: ${whatWasDenied(p)}\n`,
       );
-      if (format === 'json') return json(r);
-      for (const a of r.approved) printApproval(a);
-      for (const p of r.skipped)
-        process.stdout.write(
-          `proposal ${p.id} left pending (${p.risks.length} risk note${p.risks.length === 1 ? '' : 's'}): ${printable(whatWasDenied(p))}\n`,
-        );
-      if (r.approved.length === 0 && r.skipped.length === 0) process.stdout.write('no pending proposals\n');
-    });
+  });
+
+  outputOption(
+    rules
+      .command('approve-all')
+      .description('approve every pending proposal without risk notes (--safe is required)')
+      .argument('[name]', 'only this sandbox')
+      .option('--safe', 'only proposals without risk notes (wildcards, private targets, write methods, …)')
+      .option('--owner <uid>', "another user's sandboxes (root and carapace-admin)"),
+    FORMATS,
+  ).action(async (name: string | undefined, o: Common & { safe?: boolean }) => {
+    if (!o.safe)
+      throw new UsageError(
+        'approve-all approves only proposals without risk notes: repeat with --safe (approve the others one by one)',
+      );
+    const client = await GatewayClient.connect();
+    const owner = ownerOf(o);
+    const r = await client.call<{ approved: ApprovalResult[]; skipped: ProposalView[] }>(
+      'POST',
+      '/v1/proposals/approve-safe',
+      { ...(name !== undefined ? { sandbox: name } : {}), ...(owner !== undefined ? { owner } : {}) },
+    );
+    if (o.output === 'json') return json(r);
+    for (const a of r.approved) printApproval(a);
+    for (const p of r.skipped)
+      process.stdout.write(
+        `proposal ${p.id} left pending (${p.risks.length} risk note${p.risks.length === 1 ? '' : 's'}): ${printable(whatWasDenied(p))}\n`,
+      );
+    if (r.approved.length === 0 && r.skipped.length === 0) process.stdout.write('no pending proposals\n');
+  });
 
   listing(
     rules
@@ -322,10 +335,9 @@ export function registerRules(program: Command): void {
       .description('decided proposals, newest first: who approved or rejected what, and the revision')
       .argument('[name]', 'only this sandbox'),
   ).action(async (name: string | undefined, o: Common) => {
-    const format = outputFormat(o);
     const client = await GatewayClient.connect();
     const list = await client.call<ProposalView[]>('GET', listPath('decided', name, o));
-    if (format === 'json') return json(list);
+    if (o.output === 'json') return json(list);
     if (list.length === 0) return void process.stdout.write('no decided proposals\n');
     process.stdout.write(
       table(

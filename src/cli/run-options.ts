@@ -73,7 +73,7 @@ export function runHost(env: NodeJS.ProcessEnv = process.env): RunHost {
 function networkInput(args: RunArgs, env: NodeJS.ProcessEnv): NetworkInput {
   return {
     hosts: parseResolve(args.resolve),
-    allowLocal: args.allowLocal,
+    allowLocal: parseAllowLocal(args.allowLocal),
     upstreamCaFile: args.upstreamCa ? readableFile(args.upstreamCa, '--upstream-ca') : undefined,
     credentials: credentialValues(args.credentials, env),
     providers: storedProviders(stateDirs(env), process.getuid?.() ?? 0),
@@ -136,6 +136,23 @@ export function parseResolve(entries: string[]): Record<string, string> {
     hosts[host] = ip;
   }
   return hosts;
+}
+
+/**
+ * `--allow-local IP:PORT` entries, checked here so that a typo is one line naming the option (the
+ * proxy's address guard checks them again when it is made).
+ */
+export function parseAllowLocal(entries: string[]): string[] {
+  for (const entry of entries) {
+    const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(entry) ?? /^([^:[\]]+):(\d{1,5})$/.exec(entry);
+    const port = m ? Number(m[2]) : 0;
+    if (!m || isIP(m[1]!) === 0 || port < 1 || port > 65535) {
+      throw new RunInputError(
+        `--allow-local "${entry}": expected IP:PORT or [IPv6]:PORT, e.g. 127.0.0.1:11434`,
+      );
+    }
+  }
+  return entries;
 }
 
 /** Credential values from this process's environment; the sandbox only ever sees placeholders. */

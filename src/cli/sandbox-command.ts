@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
 import { GatewayClient, GatewayError, printedPolicyProblems, readCallerFile } from './gateway-client.js';
 import { parseEnv, parseMount } from './run-options.js';
+import { outputOption } from './output-option.js';
 import { registerSandboxIo } from './sandbox-io-command.js';
 import { printable, table, withSpinner } from './terminal.js';
 
@@ -142,7 +143,7 @@ export function registerSandbox(program: Command): void {
     .alias('sb')
     .description('always-on sandboxes, held by the gateway');
 
-  sandbox
+  const create = sandbox
     .command('create')
     .description('create a sandbox and start its command (it keeps running after this command returns)')
     .usage('[options] -- CMD [ARGS…]')
@@ -166,8 +167,8 @@ export function registerSandbox(program: Command): void {
     )
     .option('--label <key=value>', 'a label (repeatable)', collect, [])
     .option('--restart <policy>', 'never | on-failure | always', 'never')
-    .option('--no-start', 'only record it; start it later with sandbox start')
-    .option('-o, --output <format>', 'json for scripts')
+    .option('--no-start', 'only record it; start it later with sandbox start');
+  outputOption(create, ['text', 'json'])
     .passThroughOptions()
     .action(async (command: string[], o: Record<string, unknown>) => {
       const credentials: Record<string, string> = {};
@@ -212,32 +213,35 @@ export function registerSandbox(program: Command): void {
       else process.stdout.write(`${view.name} ${view.state}\n`);
     });
 
-  sandbox
-    .command('list')
-    .alias('ls')
-    .description('your sandboxes (--all: everyone’s, for root and carapace-admin)')
-    .option('--all', "every user's sandboxes")
-    .option('-o, --output <format>', 'json | wide')
-    .action(async (o: { all?: boolean; output?: string }) => {
-      const client = await GatewayClient.connect();
-      const list = await client.call<SandboxView[]>('GET', `/v1/sandboxes${o.all ? '?all=true' : ''}`);
-      print(list, o.output, o.output === 'wide' || o.all === true);
-    });
+  outputOption(
+    sandbox
+      .command('list')
+      .alias('ls')
+      .description('your sandboxes (--all: everyone’s, for root and carapace-admin)')
+      .option('--all', "every user's sandboxes"),
+    ['table', 'wide', 'json'],
+    'wide: more columns, json for scripts',
+  ).action(async (o: { all?: boolean; output: 'table' | 'wide' | 'json' }) => {
+    const client = await GatewayClient.connect();
+    const list = await client.call<SandboxView[]>('GET', `/v1/sandboxes${o.all ? '?all=true' : ''}`);
+    print(list, o.output, o.output === 'wide' || o.all === true);
+  });
 
-  sandbox
+  const get = sandbox
     .command('get')
     .description(
       'one sandbox: its state and why (a failure, a restart waiting), spec, forwards, policy revision',
     )
     .argument('<name>')
-    .option('--owner <uid>', "another user's (root and carapace-admin)")
-    .option('-o, --output <format>', 'json | wide (a table row)')
-    .action(async (name: string, o: { owner?: string; output?: string }) => {
+    .option('--owner <uid>', "another user's (root and carapace-admin)");
+  outputOption(get, ['text', 'wide', 'json'], 'wide: a table row, json for scripts').action(
+    async (name: string, o: { owner?: string; output: 'text' | 'wide' | 'json' }) => {
       const client = await GatewayClient.connect();
       const view = await client.call<SandboxView>('GET', path(name, o.owner));
-      if (o.output === undefined) printDetails(view);
+      if (o.output === 'text') printDetails(view);
       else print(view, o.output, o.output === 'wide');
-    });
+    },
+  );
 
   sandbox
     .command('update')
@@ -315,7 +319,7 @@ export function registerSandbox(program: Command): void {
 
   registerSandboxIo(sandbox);
 
-  sandbox
+  const logs = sandbox
     .command('logs')
     .description("the agent's output (--audit: its audit events)")
     .argument('<name>')
@@ -325,9 +329,9 @@ export function registerSandbox(program: Command): void {
     .option('--audit', 'the audit events (OCSF JSON) instead of the output')
     .option('--type <type>', 'with --audit: denied | allowed | lifecycle | all')
     .option('--host <host>', 'with --audit: only events about this host')
-    .option('--owner <uid>', "another user's (root and carapace-admin)")
-    .option('-o, --output <format>', 'json: the records as the gateway keeps them')
-    .action(async (name: string, o: Record<string, string | boolean | undefined>) => {
+    .option('--owner <uid>', "another user's (root and carapace-admin)");
+  outputOption(logs, ['text', 'json'], 'json: the records as the gateway keeps them').action(
+    async (name: string, o: Record<string, string | boolean | undefined>) => {
       const q = new URLSearchParams();
       if (o.follow) q.set('follow', 'true');
       if (o.tail !== undefined) {
@@ -356,7 +360,8 @@ export function registerSandbox(program: Command): void {
           typeof rec.d === 'string' ? rec.d : Buffer.from(String(rec.b ?? ''), 'base64').toString();
         (rec.s === 'err' ? process.stderr : process.stdout).write(text);
       }
-    });
+    },
+  );
 }
 
 /** Runs a parser whose message names the value; the flag it came with goes first. */

@@ -5,13 +5,14 @@
  * download are a `tar` on each side of an exec.
  */
 import { spawn } from 'node:child_process';
-import { lstatSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
+import { ControlError } from '../sandbox/control-common.js';
 import { execOver } from '../sandbox/control-exec.js';
 import type { ExecProcess } from '../sandbox/control.js';
-import { GatewayClient } from './gateway-client.js';
+import { GatewayClient, GatewayError } from './gateway-client.js';
 import { parseForward } from './sandbox-command.js';
 import { parseEnv } from './run-options.js';
 import { printable } from './terminal.js';
@@ -84,6 +85,13 @@ async function interactive(client: GatewayClient, a: ExecArgs, detachable: boole
       process.stderr.write('\r\n[detached: the sandbox runs on]\r\n');
       return 0;
     }
+    // Cut by a gateway that stopped (docs/gateway.md): say that, not the control protocol's words.
+    if (err instanceof ControlError && err.code === 'CONTROL_CLOSED' && !(await client.answers()))
+      throw new GatewayError(
+        'GATEWAY_UNAVAILABLE',
+        `the gateway at ${client.endpoint.socket} went away (stopped or restarted) before the command ended: the command was hung up; sandbox ${a.name} runs on`,
+        503,
+      );
     throw err;
   } finally {
     if (raw) stdin.setRawMode(false);
@@ -266,6 +274,17 @@ export function registerSandboxIo(sandbox: Command): void {
     .argument('[local]', 'a host directory', '.')
     .option('--owner <uid>', "another user's (root and carapace-admin)")
     .action(async (name: string, remote: string, local: string, o: { owner?: string }) => {
+      // Where it goes is checked first: tar's "Cannot open" came only after the copy inside.
+      let isDir: boolean;
+      try {
+        isDir = statSync(local).isDirectory();
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new RunInputError(
+          `download into ${local}: ${code === 'ENOENT' ? 'no such directory (make it first)' : code}`,
+        );
+      }
+      if (!isDir) throw new RunInputError(`download into ${local}: not a directory`);
       // Its complaints are kept: when the copy fails inside, the reason to show is the inside's.
       // The archive is the sandbox's to shape: its owners and modes are not taken (tar as root
       // would otherwise chown each file to the uid inside and keep set-uid bits, planting a

@@ -7,13 +7,12 @@
  * it through their own sockets (api/sockets.ts). As a normal user it is that user's rootless
  * gateway. Configuration comes in (the CLI reads the environment), nothing here reads it.
  */
-import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BubblewrapDriver } from '../runtime/bubblewrap-driver.js';
 import { defaultPolicyPath } from '../runtime/one-off-run.js';
 import { Runtime, type ProxySettings } from '../runtime/runtime.js';
 import { hostIdentities } from '../sandbox/identity.js';
-import { processStart } from '../sandbox/processes.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns } from '../sandbox/sweep.js';
 import { ApiServer } from './api/server.js';
@@ -23,6 +22,8 @@ import { LogService } from './log-service.js';
 import { GatewayMetrics } from './metrics.js';
 import { PolicyService } from './policy-service.js';
 import { gatewayRoutes } from './routes.js';
+import { releasePidFile, takePidFile } from './pid-file.js';
+import { readExits, resumeSandboxes } from './resume.js';
 import { SandboxLauncher } from './sandbox-launcher.js';
 import { SandboxService, type Quotas } from './sandbox-service.js';
 import type { RestartSettings } from './restart-policy.js';
@@ -45,6 +46,8 @@ import { OperatorEvents } from './operator-events.js';
 import { operatorRoutes } from './operator-routes.js';
 import { Dashboard } from './dashboard/server.js';
 
+export { GatewayError } from './pid-file.js';
+
 export interface GatewayConfig {
   dirs: StateDirs;
   version: string;
@@ -56,19 +59,10 @@ export interface GatewayConfig {
    * upstreams, extra upstream CAs (as `carapace run --resolve/--allow-local/--upstream-ca`).
    */
   proxy?: ProxySettings | undefined;
+  /** The options it was given, as typed (`gateway status` shows them). */
+  options?: readonly string[] | undefined;
   /** Where the gateway's own log lines go (JSON objects, one per line). */
   log?: (entry: Record<string, unknown>) => void;
-}
-
-export class GatewayError extends Error {
-  override name = 'GatewayError';
-  constructor(
-    readonly code: 'GATEWAY_RUNNING',
-    message: string,
-    readonly exitCode = 1,
-  ) {
-    super(message);
-  }
 }
 
 export class Gateway {
@@ -207,6 +201,7 @@ export class Gateway {
         startedAt: Date.now(),
         socket: sockets.mainPath,
         rootless,
+        options: [...(cfg.options ?? [])],
       };
       const policies = new PolicyService({
         sandboxes,
@@ -279,7 +274,7 @@ export class Gateway {
         sockets.mainPath,
         log,
       );
-      await gateway.resume(exits);
+      await resumeSandboxes({ store, launcher, exits, log });
       await sockets.start();
       log({
         level: 'info',
@@ -293,50 +288,6 @@ export class Gateway {
     } catch (err) {
       releasePidFile(pidFile);
       throw err;
-    }
-  }
-
-  /**
-   * Sandboxes that should run are started again (the previous gateway's died with it), and the
-   * records of those that were running are corrected first.
-   */
-  private async resume(exits: ReadonlyMap<string, number>): Promise<void> {
-    const { store, launcher } = this.parts;
-    for (const rec of store.list()) {
-      try {
-        if (await launcher.adopt(rec)) {
-          this.log({ level: 'info', msg: 'sandbox re-adopted', sandbox: rec.name, owner: rec.ownerUid });
-          continue;
-        }
-        if (rec.state === 'running' || rec.state === 'creating' || rec.state === 'stopping') {
-          // It ended while no gateway held it: by itself (its init left exit.json), or killed
-          // with the host (a reboot) or by someone.
-          const code = exits.get(rec.id) ?? null;
-          store.update(rec.id, {
-            state: 'stopped',
-            exitCode: code,
-            reason:
-              code === null
-                ? 'it ended while no gateway held it (killed, or the host restarted)'
-                : 'it ended while no gateway held it',
-          });
-          if (code !== null) {
-            launcher.ended(rec.id, { startedAt: rec.updatedAt, exitedAt: Date.now(), exitCode: code });
-            continue;
-          }
-        }
-        if (store.get(rec.id)?.desired !== 'running') continue;
-        await launcher.start(store.get(rec.id)!);
-        this.log({ level: 'info', msg: 'sandbox started again', sandbox: rec.name, owner: rec.ownerUid });
-      } catch (err) {
-        store.update(rec.id, { state: 'failed', reason: (err as Error).message });
-        this.log({
-          level: 'warn',
-          msg: 'sandbox could not be started again',
-          sandbox: rec.name,
-          error: (err as Error).message,
-        });
-      }
     }
   }
 
@@ -374,66 +325,4 @@ export class Gateway {
     releasePidFile(pidFile);
     this.log({ level: 'info', msg: 'gateway stopped' });
   }
-}
-
-/** `<run>/gateway.pid`: one gateway per run directory; a file whose owner is gone is taken over. */
-function takePidFile(path: string): string {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(path, 'wx', 0o644);
-      writeSync(fd, `${process.pid} ${processStart(process.pid) ?? 0}\n`);
-      closeSync(fd);
-      return path;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const [pid, start] = readFileSync(path, 'utf8').trim().split(' ').map(Number);
-    const now = pid && !isZombie(pid) ? processStart(pid) : null;
-    if (now !== null && (start === 0 || now === start)) {
-      throw new GatewayError(
-        'GATEWAY_RUNNING',
-        `a gateway already runs here (pid ${pid}, ${path}): carapace gateway stop`,
-      );
-    }
-    unlinkSync(path);
-  }
-  throw new GatewayError('GATEWAY_RUNNING', `cannot take ${path}`);
-}
-
-/**
- * Whether `pid` has ended and waits to be reaped. A gateway killed under a parent that reaps late
- * (an init that is not systemd, a container's) keeps its pid and start time as a zombie: it is
- * gone all the same, and the next gateway may take its place.
- */
-function isZombie(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
-  } catch {
-    return false;
-  }
-}
-
-function releasePidFile(path: string): void {
-  try {
-    unlinkSync(path);
-  } catch {
-    // gone already
-  }
-}
-
-/** exit.json of each sandbox whose init wrote one (docs/architecture.md, "The control socket"). */
-function readExits(ids: string[], runDir: string): Map<string, number> {
-  const exits = new Map<string, number>();
-  for (const id of ids) {
-    try {
-      const { code } = JSON.parse(
-        readFileSync(join(runDir, 'sandboxes', id, 'control', 'exit.json'), 'utf8'),
-      ) as { code: unknown };
-      if (Number.isInteger(code)) exits.set(id, code as number);
-    } catch {
-      // none: it did not end, or not by itself
-    }
-  }
-  return exits;
 }

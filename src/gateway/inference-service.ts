@@ -175,7 +175,7 @@ export class InferenceService {
     const rec = this.opts.sandboxes.resolve(caller, name, owner);
     const { inference } = await this.current(caller, rec);
     const table = inference === null ? null : routeTable(inference);
-    // A section without routes (`routes: {}`) answers every call 400 as no section does: nothing to try.
+    // No section, nothing to try (the loader refuses `routes: {}`; the size check is a second guard).
     if (table === null || table.routes.size === 0)
       throw new ApiError(
         'INVALID_INPUT',

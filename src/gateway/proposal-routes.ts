@@ -65,6 +65,9 @@ const approval = z.object({
       'applied: live now; stored: at the next start; superseded: the latest revision allows it already',
     ),
   revision: z.number().int().nullable(),
+  risks: z
+    .array(z.string())
+    .describe('the risk notes of the rule as written (edited or not): what this approval widened'),
 });
 
 export function proposalRoutes(proposals: ProposalService): Route[] {

@@ -54,6 +54,15 @@ export interface ProposedRule {
   summary: string;
 }
 
+/** Fields of the rule an operator may change before approving (`approve --edit`). */
+export interface RuleEdit {
+  host?: string | undefined;
+  port?: number | undefined;
+  binaries?: string[] | undefined;
+  method?: string | undefined;
+  path?: string | undefined;
+}
+
 export type WireOp =
   | { op: 'add-endpoint'; endpoint: string; binaries: string[]; policyKey: string }
   | { op: 'add-rule'; kind: 'allow'; rule: string; policyKey: string };
@@ -192,6 +201,24 @@ export function smallestRule(
   };
 }
 
+/** The proposed rule with the operator's edit applied (`approve --edit`), its summary redone. */
+export function editRule(rule: ProposedRule, edit: RuleEdit | undefined): ProposedRule {
+  if (!edit) return rule;
+  const out: ProposedRule = { ...rule };
+  if (edit.host !== undefined) out.host = edit.host;
+  if (edit.port !== undefined) out.port = edit.port;
+  if (rule.kind === 'endpoint' && edit.binaries !== undefined) out.binaries = edit.binaries;
+  if (rule.kind === 'request') {
+    if (edit.method !== undefined) out.method = edit.method.toUpperCase();
+    if (edit.path !== undefined) out.path = edit.path;
+  }
+  out.summary =
+    out.kind === 'request'
+      ? `allow ${out.method} ${out.path} on ${out.host}:${out.port} (network policy "${out.policyKey}")`
+      : `allow ${out.binaries.join(', ') || 'any program'} to connect to ${out.host}:${out.port}`;
+  return out;
+}
+
 /** The policy edit operations that add `rule` (the API's wire form: policy-wire.ts). */
 export function wireOps(rule: ProposedRule): WireOp[] {
   if (rule.kind === 'request') {
@@ -254,8 +281,15 @@ function localName(host: string): boolean {
   );
 }
 
-/** What approving `rule` would widen beyond the one thing that was denied. */
-export function riskNotes(rule: ProposedRule, f: Pick<DenialFacts, 'ip' | 'host'>): string[] {
+/**
+ * What approving `rule` would widen beyond the one thing that was denied. `rule` may be the
+ * operator's edit of the proposed one (approve --edit), so every field is judged as written:
+ * `binaries: []` in an edit is as wide as a denial whose binary was never known.
+ */
+export function riskNotes(
+  rule: ProposedRule,
+  f: Pick<DenialFacts, 'ip' | 'host'> & { binary?: string | undefined },
+): string[] {
   const notes: string[] = [];
   if (rule.host.includes('*'))
     notes.push(`wildcard host ${rule.host}: the rule covers every host it matches`);
@@ -270,7 +304,11 @@ export function riskNotes(rule: ProposedRule, f: Pick<DenialFacts, 'ip' | 'host'
         `credential ${rule.credentials.join(', ')} bound to this endpoint: it would reach ${rule.path} too`,
       );
   } else if (rule.binaries.length === 0) {
-    notes.push('no binary known: the new entry admits any program in the sandbox');
+    notes.push(
+      f.binary
+        ? `binaries [] admits any program in the sandbox, not only ${f.binary}`
+        : 'no binary known: the new entry admits any program in the sandbox',
+    );
   }
   const target = rule.host;
   if (privateAddress(target) || localName(target) || (f.ip !== undefined && privateAddress(f.ip))) {

@@ -18,10 +18,9 @@
  * bypassed the proxy) are checked against the policy in force, which allows them, and are left out:
  * no rule would let them through.
  *
- * Cost on the proxy's path: the audit listener only queues the event; the queue is turned into
- * rows in one transaction a few milliseconds later, off the proxy's turn, and a flood of one denial
- * is one row whose hit count grows. Pending proposals per sandbox are capped (MAX_OPEN); beyond
- * the cap new keys are counted as dropped, never stored.
+ * From the audit stream to stored rows (dedup, batching, the cap on open proposals): the intake,
+ * proposal-intake.ts. Here: what the operator sees of a proposal (its rule and risk notes against
+ * the latest revision, proposal-rules.ts) and what the operator decides.
  */
 import type { OcsfEvent } from '../audit/index.js';
 import type { PolicyGeneration } from '../policy/index.js';
@@ -29,32 +28,24 @@ import { ApiError } from './api/errors.js';
 import type { Caller } from './api/router.js';
 import type { AuditRouter } from './audit-router.js';
 import type { PolicyService } from './policy-service.js';
+import { factsOf, pathsOf, ProposalIntake } from './proposal-intake.js';
 import {
   allowedBy,
-  proposalKey,
-  redactPath,
+  editRule,
   riskNotes,
   smallestRule,
   wireOps,
   type DenialFacts,
   type ProposedRule,
+  type RuleEdit,
 } from './proposal-rules.js';
+
+export type { RuleEdit } from './proposal-rules.js';
 import type { PolicyRevisionStore } from './store/policy-revisions.js';
-import type { ProposalRecord, ProposalSample, ProposalStore } from './store/proposal-store.js';
+import type { ProposalRecord, ProposalStore } from './store/proposal-store.js';
 import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
 
 type Engine = typeof import('../policy/index.js');
-
-/** Open proposals one sandbox may have; new keys beyond it are dropped (and counted). */
-export const MAX_OPEN = 500;
-/** How long a denial that may open a proposal waits in memory before it is stored. */
-const FLUSH_MS = 5;
-/**
- * How long more hits of a proposal already stored wait: an agent retrying in a loop is one
- * transaction (one fsync) per HITS_FLUSH_MS, not one per retry, so the store stays free for the
- * writes someone waits for (an approval's revision).
- */
-const HITS_FLUSH_MS = 250;
 
 /** A proposal as the API shows it. */
 export interface ProposalView {
@@ -91,15 +82,8 @@ export interface ApprovalResult {
   /** applied: live now; stored: the sandbox is stopped and starts with it; superseded: already allowed. */
   outcome: 'applied' | 'stored' | 'superseded';
   revision: number | null;
-}
-
-/** Fields of the rule an operator may change before approving (`approve --edit`). */
-export interface RuleEdit {
-  host?: string | undefined;
-  port?: number | undefined;
-  binaries?: string[] | undefined;
-  method?: string | undefined;
-  path?: string | undefined;
+  /** The risk notes of the rule as written (the operator's edit, if any): what the approval widened. */
+  risks: string[];
 }
 
 export interface ProposalServiceOptions {
@@ -111,31 +95,29 @@ export interface ProposalServiceOptions {
   log: (entry: Record<string, unknown>) => void;
 }
 
-interface Queued {
-  sandboxId: string;
-  facts: DenialFacts;
-  t: number;
-  source: 'denial' | 'agent';
-  rationale?: string | undefined;
-}
-
 export class ProposalService {
   private engine: Engine | null = null;
   private readonly compiled = new Map<
     string,
     { hash: string; gen: PolicyGeneration; entries: Set<string> }
   >();
-  private readonly queue: Queued[] = [];
-  private timer: NodeJS.Timeout | null = null;
-  private timerDue = 0;
-  /** `sandbox|key` of proposals stored as open (pending or quiet) since the gateway started. */
-  private readonly stored = new Set<string>();
+  private readonly intake: ProposalIntake;
   private readonly listeners = new Set<(p: ProposalView) => void>();
   private unsubscribe: (() => void) | null = null;
-  /** Denials not stored because their sandbox had MAX_OPEN open proposals. */
-  dropped = 0;
 
-  constructor(private readonly opts: ProposalServiceOptions) {}
+  constructor(private readonly opts: ProposalServiceOptions) {
+    this.intake = new ProposalIntake({
+      proposals: opts.proposals,
+      store: opts.store,
+      generationOf: (rec) => this.generationOf(rec),
+      published: (ids) => this.published(ids),
+    });
+  }
+
+  /** Denials not stored because their sandbox had MAX_OPEN open proposals. */
+  get dropped(): number {
+    return this.intake.dropped;
+  }
 
   /** Loads the policy engine and starts listening to the audit stream. */
   async start(): Promise<void> {
@@ -145,8 +127,7 @@ export class ProposalService {
 
   close(): void {
     this.unsubscribe?.();
-    if (this.timer) clearTimeout(this.timer);
-    this.flush();
+    this.intake.close();
   }
 
   /** Live proposal changes (new, more hits, decided), every owner's: callers filter. */
@@ -155,30 +136,15 @@ export class ProposalService {
     return () => this.listeners.delete(listener);
   }
 
-  /** The audit listener: runs on the proxy's turn, so it only queues. */
+  /** The audit listener: runs on the proxy's turn, so it only queues (proposal-intake.ts). */
   private onEvent(sandboxId: string, e: OcsfEvent): void {
     // A sandbox's lifecycle event after its deletion: what was kept for it goes too.
     if (e.class_uid === 6002 && this.compiled.has(sandboxId) && !this.opts.store.get(sandboxId)) {
       this.compiled.delete(sandboxId);
-      for (const k of this.stored) if (k.startsWith(`${sandboxId}|`)) this.stored.delete(k);
+      this.intake.forgetSandbox(sandboxId);
       return;
     }
-    const facts = denialOf(e);
-    if (!facts) return;
-    this.enqueue({ sandboxId, facts, t: e.time, source: 'denial' });
-  }
-
-  private enqueue(q: Queued): void {
-    this.queue.push(q);
-    const wait = this.stored.has(`${q.sandboxId}|${proposalKey(q.facts)}`) ? HITS_FLUSH_MS : FLUSH_MS;
-    const due = Date.now() + wait;
-    if (this.timer !== null && this.timerDue <= due) return;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timerDue = due;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.flush();
-    }, wait);
+    this.intake.onEvent(sandboxId, e);
   }
 
   /**
@@ -186,28 +152,13 @@ export class ProposalService {
    * already allows it; otherwise stored (or merged into the open one) like a denial.
    */
   submit(sandboxId: string, facts: DenialFacts, rationale: string): ProposalView | null {
-    const rec = this.opts.store.get(sandboxId);
-    if (!rec) return null;
-    const { gen } = this.generationOf(rec);
-    if (allowedBy(gen, facts)) return null;
-    this.queue.push({ sandboxId, facts, t: Date.now(), source: 'agent', rationale });
-    const changed = this.flush();
-    return changed.find((p) => p.sandbox === rec.name && p.owner === rec.ownerUid) ?? null;
+    return this.intake.submit(sandboxId, facts, rationale);
   }
 
-  /** Stores what was queued, one transaction; tells the listeners. */
-  private flush(): ProposalView[] {
-    if (this.queue.length === 0) return [];
-    const batch = this.queue.splice(0);
-    const touched = new Set<number>();
-    this.opts.proposals.transaction(() => {
-      for (const q of batch) {
-        const id = this.record(q);
-        if (id !== null) touched.add(id);
-      }
-    });
+  /** Proposals the intake stored or hit: their views, told to the listeners. */
+  private published(ids: ReadonlySet<number>): ProposalView[] {
     const views: ProposalView[] = [];
-    for (const id of touched) {
+    for (const id of ids) {
       const p = this.opts.proposals.get(id);
       const rec = p && this.opts.store.get(p.sandboxId);
       if (!p || !rec) continue;
@@ -216,52 +167,6 @@ export class ProposalService {
       for (const l of this.listeners) l(v);
     }
     return views;
-  }
-
-  /** One queued denial into its proposal; the proposal's id, or null when it was left out. */
-  private record(q: Queued): number | null {
-    const rec = this.opts.store.get(q.sandboxId);
-    if (!rec) return null;
-    const { gen, rev } = this.generationOf(rec);
-    // Allowed by the policy in force: refused for another reason, or allowed since (approved).
-    if (allowedBy(gen, q.facts)) return null;
-    const key = proposalKey(q.facts);
-    const sample: ProposalSample = { t: q.t, method: q.facts.method, path: q.facts.path };
-    const open = this.opts.proposals.open(rec.id, key, q.t);
-    this.stored.add(`${rec.id}|${key}`);
-    if (open) {
-      this.opts.proposals.hit(open.id, {
-        hits: 1,
-        lastSeen: Math.max(open.lastSeen, q.t),
-        samples: q.facts.level === 'request' ? mergeSamples(open.samples, sample) : open.samples,
-        policyRev: rev,
-        ancestors: [...q.facts.ancestors],
-      });
-      if (q.rationale !== undefined) this.opts.proposals.setRationale(open.id, q.rationale);
-      return open.id;
-    }
-    if (this.opts.proposals.list([rec.id], 'pending', MAX_OPEN).length >= MAX_OPEN) {
-      this.dropped++;
-      return null;
-    }
-    return this.opts.proposals.insert({
-      sandboxId: rec.id,
-      key,
-      source: q.source,
-      level: q.facts.level,
-      host: q.facts.host,
-      port: q.facts.port,
-      binary: q.facts.binary,
-      ancestors: [...q.facts.ancestors],
-      method: q.facts.method ?? null,
-      pathPattern: q.facts.level === 'request' ? key.split('|')[4]! : null,
-      hits: 1,
-      firstSeen: q.t,
-      lastSeen: q.t,
-      samples: q.facts.level === 'request' ? [sample] : [],
-      policyRev: rev,
-      rationale: q.rationale ?? null,
-    }).id;
   }
 
   /** The caller's proposals (an admin's: everyone's with `all`), of one sandbox or all. */
@@ -313,10 +218,11 @@ export class ProposalService {
           status: 'superseded',
           outcome: `already allowed by policy revision ${latest.rev}`,
         });
-        return { proposal: this.get(caller, id), outcome: 'superseded', revision: null };
+        return { proposal: this.get(caller, id), outcome: 'superseded', revision: null, risks: [] };
       }
       const rule = editRule(smallestRule(gen, facts, pathsOf(p), entries), edit);
-      if (safeOnly && riskNotes(rule, facts).length > 0) return null;
+      const risks = riskNotes(rule, facts);
+      if (safeOnly && risks.length > 0) return null;
       try {
         const result = await this.opts.policies.update(caller, rec.name, rec.ownerUid, wireOps(rule), {
           baseRev: latest.rev,
@@ -326,8 +232,9 @@ export class ProposalService {
           status: 'approved',
           appliedRev: result.revision.rev,
           outcome: `${rule.summary}: policy revision ${result.revision.rev}${outcome === 'stored' ? ' (at the next start)' : ''}`,
+          risks,
         });
-        return { proposal: this.get(caller, id), outcome, revision: result.revision.rev };
+        return { proposal: this.get(caller, id), outcome, revision: result.revision.rev, risks };
       } catch (err) {
         // Another change landed between the check and the write: check again on the new latest.
         if ((err as { code?: string }).code === 'VERSION_CONFLICT' && attempt < 3) continue;
@@ -372,10 +279,17 @@ export class ProposalService {
     p: ProposalRecord,
     rec: SandboxRecord,
     caller: Caller,
-    d: { status: ProposalRecord['status']; outcome: string; quietUntil?: number | null; appliedRev?: number },
+    d: {
+      status: ProposalRecord['status'];
+      outcome: string;
+      quietUntil?: number | null;
+      appliedRev?: number;
+      risks?: string[];
+    },
   ): void {
-    this.stored.delete(`${p.sandboxId}|${p.key}`);
-    if (!this.opts.proposals.decide(p.id, p.status, { ...d, by: caller.uid, at: Date.now() })) {
+    this.intake.forget(p.sandboxId, p.key);
+    const { risks, ...decision } = d;
+    if (!this.opts.proposals.decide(p.id, p.status, { ...decision, by: caller.uid, at: Date.now() })) {
       throw new ApiError(
         'VERSION_CONFLICT',
         `proposal ${p.id} was decided meanwhile: carapace rules history`,
@@ -390,6 +304,7 @@ export class ProposalService {
       status: d.status,
       by: caller.uid,
       outcome: d.outcome,
+      ...(risks !== undefined && risks.length > 0 ? { risks } : {}),
     });
     const v = this.view(this.opts.proposals.get(p.id)!, rec);
     for (const l of this.listeners) l(v);
@@ -490,61 +405,6 @@ export class ProposalService {
   }
 }
 
-/** The facts of a policy denial in an audit event, or null for anything else. */
-export function denialOf(e: OcsfEvent): DenialFacts | null {
-  if (e.disposition_id !== 2) return null;
-  const actor = e.actor as { process?: { file?: { path?: string }; lineage?: string[] } } | undefined;
-  const binary = actor?.process?.file?.path ?? '';
-  const ancestors = Array.isArray(actor?.process?.lineage) ? actor.process.lineage : [];
-  if (e.class_uid === 4001 && e.activity_id === 5) {
-    // The kernel's refusals of connections that bypass the proxy: no rule opens those.
-    if (e.unmapped.refused_by !== undefined) return null;
-    const dst = e.dst_endpoint as { hostname?: string; port?: number; ip?: string } | undefined;
-    if (!dst?.hostname || !dst.port || dst.hostname === '(unknown)') return null;
-    return { level: 'connect', host: dst.hostname, port: dst.port, binary, ancestors, ip: dst.ip };
-  }
-  if (e.class_uid === 4002) {
-    const req = e.http_request as
-      { http_method?: string; url?: { hostname?: string; port?: number; path?: string } } | undefined;
-    const code = (e.http_response as { code?: number } | undefined)?.code;
-    if (code !== undefined && code !== 403) return null; // a malformed request, not a policy refusal
-    const url = req?.url;
-    if (!req?.http_method || req.http_method === 'UNKNOWN' || !url?.hostname || !url.port) return null;
-    return {
-      level: 'request',
-      host: url.hostname,
-      port: url.port,
-      binary,
-      ancestors,
-      method: req.http_method.toUpperCase(),
-      path: redactPath(url.path ?? '/'),
-    };
-  }
-  return null;
-}
-
-function factsOf(p: ProposalRecord): DenialFacts {
-  const last = p.samples.at(-1);
-  return {
-    level: p.level,
-    host: p.host,
-    port: p.port,
-    binary: p.binary,
-    ancestors: p.ancestors,
-    method: p.method ?? undefined,
-    path: last?.path,
-  };
-}
-
-function pathsOf(p: ProposalRecord): string[] {
-  return p.samples.map((s) => s.path ?? '/');
-}
-
-/** The newest samples, one per distinct method and path. */
-function mergeSamples(samples: ProposalSample[], s: ProposalSample): ProposalSample[] {
-  return [...samples.filter((o) => o.method !== s.method || o.path !== s.path), s];
-}
-
 /**
  * A policy problem with an operator's edited rule, said as one: the policy engine names the
  * `policy update` flag the operation came from (`--add-rule: …`), which the operator never typed.
@@ -555,21 +415,4 @@ function editedRuleError(err: unknown): unknown {
   const first = Array.isArray(e.details) ? (e.details[0] as { message?: unknown } | undefined) : undefined;
   const message = typeof first?.message === 'string' ? first.message : (e.message ?? '');
   return new ApiError('POLICY_INVALID', `the edited rule: ${message.replace(/^--[a-z-]+: /, '')}`, e.details);
-}
-
-function editRule(rule: ProposedRule, edit: RuleEdit | undefined): ProposedRule {
-  if (!edit) return rule;
-  const out: ProposedRule = { ...rule };
-  if (edit.host !== undefined) out.host = edit.host;
-  if (edit.port !== undefined) out.port = edit.port;
-  if (rule.kind === 'endpoint' && edit.binaries !== undefined) out.binaries = edit.binaries;
-  if (rule.kind === 'request') {
-    if (edit.method !== undefined) out.method = edit.method.toUpperCase();
-    if (edit.path !== undefined) out.path = edit.path;
-  }
-  out.summary =
-    out.kind === 'request'
-      ? `allow ${out.method} ${out.path} on ${out.host}:${out.port} (network policy "${out.policyKey}")`
-      : `allow ${out.binaries.join(', ') || 'any program'} to connect to ${out.host}:${out.port}`;
-  return out;
 }

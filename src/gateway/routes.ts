@@ -21,6 +21,8 @@ export interface GatewayInfo {
   startedAt: number;
   socket: string;
   rootless: boolean;
+  /** The options it runs with, as given. */
+  options: string[];
 }
 
 const sandboxParams = z.object({ name });
@@ -117,6 +119,7 @@ export function gatewayRoutes(opts: {
         socket: z.string(),
         rootless: z.boolean(),
         caller: z.object({ uid: z.number().int(), admin: z.boolean() }),
+        options: z.array(z.string()).describe('the options it runs with, as given (gateway run OPTIONS)'),
       }),
       handler: ({ caller }) =>
         Promise.resolve({
@@ -126,6 +129,7 @@ export function gatewayRoutes(opts: {
           socket: opts.info.socket,
           rootless: opts.info.rootless,
           caller,
+          options: opts.info.options,
         }),
     }),
     defineRoute({

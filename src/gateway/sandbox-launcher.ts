@@ -11,9 +11,10 @@
  * start time) and listens on their proxy sockets again.
  *
  * Paths a user named (`--workspace`, `--mount`) are checked as that user at every start
- * (caller-paths.ts); the sandbox binds them only if they are still the inodes the check saw.
+ * (sandbox-paths.ts); the sandbox binds them only if they are still the inodes the check saw.
+ * Its restart policy, when the agent ends by itself, is restart-scheduler.ts's.
  */
-import { constants, closeSync, fchownSync, mkdirSync, openSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { lifecycle } from '../audit/index.js';
 import type { SandboxProxy } from '../proxy/index.js';
@@ -33,14 +34,13 @@ import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from '.
 import type { InitEvent } from '../sandbox/launch.js';
 import type { NetworkAttachment } from '../sandbox/sandbox.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
-import { handOverTree } from '../sandbox/untrusted-tree.js';
 import { ApiError } from './api/errors.js';
 import type { AuditRouter } from './audit-router.js';
-import { checkAsCaller, type PathRequest } from './caller-paths.js';
 import { ForwardSet } from './forwards.js';
-import { primaryGid } from './host-groups.js';
 import { checkPolicyText } from './policy-text.js';
-import { nextStep, type RestartSettings, type Run } from './restart-policy.js';
+import type { RestartSettings, Run } from './restart-policy.js';
+import { RestartScheduler } from './restart-scheduler.js';
+import { checkedPaths, handBackWorkspace } from './sandbox-paths.js';
 import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
 import type { SecretBox } from './store/secret-box.js';
 
@@ -80,12 +80,18 @@ export class SandboxLauncher {
   private readonly held = new Map<string, Held>();
   /** The usage readings of the running sandboxes (usage()). */
   private readonly usages = new UsageMeter();
-  /** Recent runs of each sandbox, for its restart policy (this gateway's lifetime only). */
-  private readonly runs = new Map<string, Run[]>();
-  /** Restarts waiting for their backoff. */
-  private readonly pending = new Map<string, NodeJS.Timeout>();
+  /** Its restart policy, for each sandbox whose agent ends by itself. */
+  private readonly restarts: RestartScheduler;
 
   constructor(private readonly opts: SandboxLauncherOptions) {
+    this.restarts = new RestartScheduler({
+      store: opts.store,
+      audit: opts.audit,
+      restart: opts.restart,
+      log: opts.log,
+      start: (rec) => this.start(rec),
+      isRunning: (id) => this.held.has(id),
+    });
     for (const d of [this.logDir, this.caDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
   }
 
@@ -129,9 +135,9 @@ export class SandboxLauncher {
 
   async start(rec: SandboxRecord): Promise<void> {
     if (this.held.has(rec.id)) throw new ApiError('SANDBOX_BUSY', `sandbox ${rec.name} is already running`);
-    this.cancelPending(rec.id);
+    this.restarts.cancel(rec.id);
     const { policy, settings, engine } = await this.policyOf(rec);
-    const { workspace, mounts, expected } = await this.checkedPaths(rec);
+    const { workspace, mounts, expected } = await checkedPaths(rec, this.opts);
     const spec = specFromSettings(settings, {
       name: rec.name,
       workspace,
@@ -168,14 +174,17 @@ export class SandboxLauncher {
     const adopted = this.opts.runtime.adopt(rec.id, rec.name, rec.ownerUid);
     if (!adopted) return false;
     const sb = adopted.started as AdoptedSandbox;
+    // Its attachment to the proxy is made here, not by the driver (which releases a started
+    // sandbox's with it): closed here when it ends, or the proxy keeps it ("already attached").
+    let attachment: NetworkAttachment | null = null;
     try {
       const { policy, settings, engine } = await this.policyOf(rec);
       const network = this.network(rec, engine.compilePolicy(policy), settings.limits, true);
-      const attachment = await network.provider(rec.id, this.identityOf(rec));
+      attachment = await network.provider(rec.id, this.identityOf(rec));
       const cgroup = sb.record.cgroupKey ? SandboxCgroup.existing(sb.record.cgroupKey) : null;
       attachment.started(sb.pid, cgroup);
       const control = new SandboxControl(join(sb.controlDir, 'control.sock'));
-      this.hold(rec, sb, control, network.proxy(), attachment, adopted.managed);
+      this.hold(rec, sb, control, network.proxy(), attachment, adopted.managed, true);
     } catch (err) {
       // Running, but not ours to serve: stop it rather than leave it without its proxy.
       this.opts.log?.({
@@ -186,6 +195,7 @@ export class SandboxLauncher {
       });
       sb.kill();
       await sb.exited;
+      await attachment?.close();
       await sb.release();
       return false;
     }
@@ -208,6 +218,8 @@ export class SandboxLauncher {
     proxy: SandboxProxy | null,
     network: NetworkAttachment | null,
     managed: ManagedSandbox,
+    /** The launcher made `network` (an adopted sandbox): it closes it when the sandbox ends. */
+    ownsNetwork = false,
   ): void {
     const events = control.events();
     const entry: Held = {
@@ -253,6 +265,7 @@ export class SandboxLauncher {
     entry.done = sandbox.exited.then(async (code) => {
       entry.closeEvents();
       await entry.forwards.close();
+      if (ownsNetwork) await network?.close();
       await sandbox.release();
       if (this.held.get(rec.id) === entry) {
         this.held.delete(rec.id);
@@ -276,81 +289,20 @@ export class SandboxLauncher {
     }
   }
 
-  /** The agent ended by itself: its restart policy says what next. */
+  /** The agent ended by itself: its restart policy says what next (restart-scheduler.ts). */
   ended(id: string, run: Run): void {
-    const rec = this.opts.store.get(id);
-    if (!rec || rec.desired !== 'running') return;
-    const runs = [...(this.runs.get(id) ?? []), run].slice(-32);
-    this.runs.set(id, runs);
-    const step = nextStep(rec.spec.restart, runs, this.opts.restart);
-    // Its trail says each end and what the restart policy made of it (`sandbox logs --audit`).
-    const next =
-      step.kind === 'restart'
-        ? `restarting in ${formatMs(step.delayMs)}`
-        : step.kind === 'crash-loop'
-          ? `${step.reason}; it is failed`
-          : 'it stays stopped';
-    this.opts.audit.emit(
-      lifecycle({
-        sandbox: id,
-        activity: 'stop',
-        message: `agent of ${rec.name} ended with status ${run.exitCode} after ${formatMs(run.exitedAt - run.startedAt)} (restart ${rec.spec.restart}): ${next}`,
-        details: {
-          exit_code: run.exitCode,
-          restart: rec.spec.restart,
-          next: step.kind,
-          ...(step.kind === 'restart' ? { delay_ms: step.delayMs } : {}),
-        },
-      }),
-    );
-    if (step.kind === 'stay-stopped') {
-      this.opts.store.update(id, { desired: 'stopped' });
-      return;
-    }
-    if (step.kind === 'crash-loop') {
-      // It waits for `sandbox start`: not to run, so a gateway restart or a reboot leaves it be.
-      this.opts.store.update(id, { state: 'failed', desired: 'stopped', reason: step.reason });
-      this.opts.log?.({
-        level: 'warn',
-        msg: 'sandbox in a crash loop',
-        sandbox: rec.name,
-        owner: rec.ownerUid,
-      });
-      return;
-    }
-    this.opts.store.update(id, {
-      reason: `restarting in ${formatMs(step.delayMs)} (status ${run.exitCode})`,
-    });
-    this.pending.set(
-      id,
-      setTimeout(() => {
-        this.pending.delete(id);
-        const cur = this.opts.store.get(id);
-        if (!cur || cur.desired !== 'running' || this.held.has(id)) return;
-        this.opts.store.update(id, { restarts: cur.restarts + 1 });
-        this.start(this.opts.store.get(id)!).catch((err: unknown) => {
-          this.opts.store.update(id, { state: 'failed', reason: (err as Error).message });
-        });
-      }, step.delayMs),
-    );
-  }
-
-  /** Calls off a restart waiting for its backoff; returns whether one was waiting. */
-  private cancelPending(id: string): boolean {
-    const t = this.pending.get(id);
-    if (t) clearTimeout(t);
-    return this.pending.delete(id);
+    this.restarts.ended(id, run);
   }
 
   /** Forgets the restart history of a sandbox (started by hand: a fresh count). */
   resetRuns(id: string): void {
-    this.runs.delete(id);
+    this.restarts.resetRuns(id);
   }
 
   /** Stops a running sandbox (SIGTERM, then everything killed after `graceMs`); no-op if stopped. */
   async stop(id: string, graceMs = 10_000): Promise<void> {
     // A restart waiting for its backoff is called off, and its "restarting in …" with it.
-    if (this.cancelPending(id) && this.opts.store.get(id)) this.opts.store.update(id, { reason: null });
+    if (this.restarts.cancel(id) && this.opts.store.get(id)) this.opts.store.update(id, { reason: null });
     const entry = this.held.get(id);
     const managed = this.opts.runtime.get(id);
     if (!entry || !managed) return;
@@ -364,7 +316,7 @@ export class SandboxLauncher {
    * again), events and forwards end, and the proxy sockets close, kept for the next gateway.
    */
   async letGo(): Promise<void> {
-    for (const id of [...this.pending.keys()]) this.cancelPending(id);
+    this.restarts.cancelAll();
     for (const entry of this.held.values()) {
       entry.stopping = true; // what follows is this gateway's exit, not the sandbox's
       entry.closeEvents();
@@ -377,40 +329,15 @@ export class SandboxLauncher {
   /** Forgets everything the launcher holds of a record (it is being deleted). */
   async forget(rec: SandboxRecord): Promise<void> {
     await this.stop(rec.id, 0);
-    this.runs.delete(rec.id);
+    this.restarts.forget(rec.id);
   }
 
   /**
-   * A workspace kept past its sandbox, handed back to the sandbox's owner (the sandbox's uid owned
-   * it). Returns its path.
+   * A workspace kept past its sandbox, handed back to the sandbox's owner (sandbox-paths.ts).
+   * Returns its path.
    */
-  async handBack(rec: SandboxRecord, ownWorkspace: boolean): Promise<string> {
-    if (this.opts.rootless) return rec.spec.workspace;
-    const gid = (await primaryGid(rec.ownerUid)) ?? rec.ownerUid;
-    let fd: number;
-    try {
-      fd = openSync(rec.spec.workspace, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-    } catch {
-      return rec.spec.workspace; // gone, or replaced by a symlink: nothing to hand back
-    }
-    try {
-      handOverTree(fd, { uid: rec.ownerUid, gid });
-    } finally {
-      closeSync(fd);
-    }
-    if (ownWorkspace) {
-      // The gateway's own workspace lies in the sandbox's storage directory: that too is the owner's now.
-      const storage = openSync(
-        join(rec.spec.workspace, '..'),
-        constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW,
-      );
-      try {
-        fchownSync(storage, rec.ownerUid, gid);
-      } finally {
-        closeSync(storage);
-      }
-    }
-    return rec.spec.workspace;
+  handBack(rec: SandboxRecord, ownWorkspace: boolean): Promise<string> {
+    return handBackWorkspace(rec, ownWorkspace, this.opts.rootless);
   }
 
   private async policyOf(rec: SandboxRecord) {
@@ -459,40 +386,4 @@ export class SandboxLauncher {
     if (uid === null) throw new ApiError('INTERNAL', `sandbox ${rec.name} has no uid record`);
     return { uid, gid: uid, rootless: false };
   }
-
-  /** The workspace and mounts of a record, checked as its owner where the owner named them. */
-  private async checkedPaths(rec: SandboxRecord) {
-    const requests: PathRequest[] = [];
-    if (!rec.spec.ownWorkspace) {
-      // After its first start the workspace is the sandbox's uid's (0700): that passes too.
-      const handedTo = this.opts.rootless
-        ? undefined
-        : (this.opts.identities?.lookup({ state: this.opts.dirs.state, name: rec.id }) ?? undefined);
-      requests.push({ path: rec.spec.workspace, write: true, create: true, what: '--workspace', handedTo });
-    }
-    for (const m of rec.spec.mounts)
-      requests.push({ path: m.host, write: !m.readOnly, what: `--mount ${m.path}` });
-    if (this.opts.rootless || rec.ownerUid === 0 || requests.length === 0) {
-      return { workspace: rec.spec.workspace, mounts: rec.spec.mounts, expected: undefined };
-    }
-    const gid = (await primaryGid(rec.ownerUid)) ?? rec.ownerUid;
-    const checked = await checkAsCaller(rec.ownerUid, gid, requests);
-    const expected = new Map<string, { dev: number; ino: number }>();
-    let i = 0;
-    let workspace = rec.spec.workspace;
-    if (!rec.spec.ownWorkspace) {
-      workspace = checked[i]!.real;
-      expected.set(workspace, checked[i++]!);
-    }
-    const mounts = rec.spec.mounts.map((m) => {
-      const c = checked[i++]!;
-      expected.set(c.real, c);
-      return { ...m, host: c.real };
-    });
-    return { workspace, mounts, expected };
-  }
-}
-
-function formatMs(ms: number): string {
-  return ms < 1000 ? `${ms}ms` : ms < 120_000 ? `${Math.round(ms / 1000)}s` : `${Math.round(ms / 60_000)}m`;
 }

@@ -73,6 +73,15 @@ export function linearPatternProblem(pattern: string): string | null {
 export function checkInference(inf: Inference, issues: PolicyIssue[]): void {
   const routes = Object.keys(inf.routes);
   const base: PolicyPath = ['inference'];
+  // A section without routes would answer every model call 400, which an agent sees only as its
+  // model failing; no real policy needs one (the compat files carry no inference section at all).
+  if (routes.length === 0)
+    issues.push({
+      path: [...base, 'routes'],
+      message:
+        'the inference section has no routes: every model call would be refused; add a route ' +
+        '(NAME: { provider: PROVIDER, model: MODEL }) or remove the inference section',
+    });
   const ref = (name: string | undefined, path: PolicyPath): boolean => {
     if (name === undefined) return false;
     if (routes.includes(name)) return true;

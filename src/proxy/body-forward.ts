@@ -10,7 +10,7 @@
 import type { Writable } from 'node:stream';
 import { HttpHeadError, parseHeaderLines } from './http-fields.js';
 import type { ByteAccount } from './sandbox-budget.js';
-import { StreamClosedError, type StreamReader, writeAll } from './stream-reader.js';
+import { StreamClosedError, type StreamReader, writeAll, writeNow } from './stream-reader.js';
 
 export type Framing =
   { kind: 'none' } | { kind: 'length'; length: number } | { kind: 'chunked' } | { kind: 'close' };
@@ -150,6 +150,37 @@ export async function forwardBody(
       break;
   }
   await out.flush();
+}
+
+/**
+ * forwardBody without a promise for the common small message: no body, or a Content-Length body
+ * already read in full. Its head and body then leave in one write, as forwardBody would write them,
+ * and nothing is awaited unless the destination pushes back (undefined: done). Anything else (a
+ * chunked or streamed body, one still arriving) goes to forwardBody. Throws where forwardBody
+ * would reject.
+ */
+export function forwardBodyNow(
+  reader: StreamReader,
+  dest: Writable,
+  framing: Framing,
+  prefix: Buffer | null = null,
+  account: ByteAccount | null = null,
+): Promise<void> | undefined {
+  if (framing.kind === 'none') return prefix ? writeNow(dest, prefix, account) : undefined;
+  if (framing.kind === 'length') {
+    if (framing.length === 0) return prefix ? writeNow(dest, prefix, account) : undefined;
+    const chunk = reader.readNow();
+    if (chunk !== null) {
+      if (chunk.length >= framing.length) {
+        // The rest (a pipelined next message) stays for the next read.
+        if (chunk.length > framing.length) reader.unshift(chunk.subarray(framing.length));
+        const body = chunk.length > framing.length ? chunk.subarray(0, framing.length) : chunk;
+        return writeNow(dest, prefix ? Buffer.concat([prefix, body]) : body, account);
+      }
+      reader.unshift(chunk);
+    }
+  }
+  return forwardBody(reader, dest, framing, prefix, account);
 }
 
 const CRLF = Buffer.from('\r\n');

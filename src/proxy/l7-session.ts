@@ -11,7 +11,7 @@
  * refusal or framing error the client connection is closed, not resynchronised.
  */
 import type { Duplex } from 'node:stream';
-import { forwardBody } from './body-forward.js';
+import { forwardBodyNow } from './body-forward.js';
 import { HttpHeadError } from './http-fields.js';
 import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.js';
 import { parseResponseHead } from './http-response.js';
@@ -101,7 +101,8 @@ export class L7Session {
         // Its line is written before anything of the request leaves (batched with this turn's).
         const audited = this.auditApproval(verdict);
         if (audited) await audited;
-        const upstream = await this.upstreamFor(verdict);
+        // The kept upstream is taken without a turn of the microtask queue; only a new one waits.
+        const upstream = this.keptUpstream(verdict) ?? (await this.upstreamFor(verdict));
         if (!upstream) return { kind: 'done' };
         const outcome = await this.exchange(head, verdict, upstream);
         if (outcome === 'upgraded') return { kind: 'done' };
@@ -209,24 +210,33 @@ export class L7Session {
     await new Promise<void>((resolve) => this.client.end(text, resolve));
   }
 
-  /** The upstream for this request: the open one if it goes to the same place, else a new one. */
+  private slotKeyFor(a: Approval): string {
+    const tls = this.mode.kind === 'tunnel' && this.mode.tls;
+    return a.internal !== null ? `i|${a.host.host}` : slotKey(a.host.host, a.port, tls);
+  }
+
+  /** The open upstream, when this request goes to the same place and may use it; else null. */
+  private keptUpstream(a: Approval): UpstreamSlot | null {
+    const kept = this.upstream;
+    if (!kept || kept.key !== this.slotKeyFor(a) || !kept.reader.open) return null;
+    // Kept alive from an earlier generation: its address is checked again under this one (a
+    // reload may have narrowed allowed_ips), else the request goes out on a new connection,
+    // which the guard judges.
+    if (kept.generation === a.generation || a.internal !== null) return kept;
+    // Loopback is granted only to a host-local name, as when a raw tunnel is judged again.
+    const hostLocal = a.treatment.hostLocal && isHostLocalName(a.host.host);
+    const { guard } = this.conn.sb;
+    if (guard.checkAddress(kept.address, a.port, a.treatment.allowedIps, hostLocal) === null) {
+      kept.generation = a.generation;
+      return kept;
+    }
+    return null;
+  }
+
+  /** A new upstream for this request (keptUpstream found none to use): connected and checked. */
   private async upstreamFor(a: Approval): Promise<UpstreamSlot | null> {
     const tls = this.mode.kind === 'tunnel' && this.mode.tls;
-    const key = a.internal !== null ? `i|${a.host.host}` : slotKey(a.host.host, a.port, tls);
-    const kept = this.upstream;
-    if (kept && kept.key === key && kept.reader.open) {
-      // Kept alive from an earlier generation: its address is checked again under this one (a
-      // reload may have narrowed allowed_ips), else the request goes out on a new connection,
-      // which the guard judges.
-      if (kept.generation === a.generation || a.internal !== null) return kept;
-      // Loopback is granted only to a host-local name, as when a raw tunnel is judged again.
-      const hostLocal = a.treatment.hostLocal && isHostLocalName(a.host.host);
-      const { guard } = this.conn.sb;
-      if (guard.checkAddress(kept.address, a.port, a.treatment.allowedIps, hostLocal) === null) {
-        kept.generation = a.generation;
-        return kept;
-      }
-    }
+    const key = this.slotKeyFor(a);
     this.dropUpstream();
     const { sb, caller } = this.conn;
     if (a.internal !== null) {
@@ -305,10 +315,16 @@ export class L7Session {
     a: Approval,
     up: UpstreamSlot,
   ): Promise<'keep' | 'close' | 'upgraded'> {
-    const body = forwardBody(this.reader, up.socket, head.body, a.wire, this.account);
+    // Sent without a promise when the request is whole already (no body, or all of it read).
+    let body: Promise<void> | undefined;
+    try {
+      body = forwardBodyNow(this.reader, up.socket, head.body, a.wire, this.account);
+    } catch (err) {
+      body = Promise.reject(err);
+    }
     // A bad body frame (or a vanished peer) poisons both streams: close them, which also ends the
     // wait for a response below.
-    body.catch(() => {
+    body?.catch(() => {
       this.client.destroy();
       up.socket.destroy();
     });
@@ -322,7 +338,7 @@ export class L7Session {
         if (res.status === 101) {
           if (!a.websocket) throw new UpstreamError('unrequested protocol switch');
           await writeAll(this.client, bytes);
-          await body;
+          if (body) await body;
           this.startRawRelay(a, up);
           return 'upgraded';
         }
@@ -330,8 +346,9 @@ export class L7Session {
           await writeAll(this.client, bytes);
           continue;
         }
-        await forwardBody(up.reader, this.client, res.body, bytes, this.account);
-        await body;
+        const relayed = forwardBodyNow(up.reader, this.client, res.body, bytes, this.account);
+        if (relayed) await relayed;
+        if (body) await body;
         if (res.close) this.dropUpstream();
         return head.close || res.body.kind === 'close' ? 'close' : 'keep';
       }

@@ -78,6 +78,20 @@ export class StreamReader {
     }
   }
 
+  /**
+   * The bytes a read would return now, without waiting, in read()'s order; null when it would wait
+   * or must report an end or a failure (read() does). The request path asks this first: an async
+   * read of bytes that are already here costs a promise and a turn of the microtask queue per call.
+   */
+  readNow(): Buffer | null {
+    if (this.pending) {
+      const p = this.pending;
+      this.pending = null;
+      return p;
+    }
+    return this.stream.read() as Buffer | null;
+  }
+
   /** Put bytes back to be returned by the next read. */
   unshift(buf: Buffer): void {
     if (buf.length === 0) return;
@@ -92,7 +106,17 @@ export class StreamReader {
   async readHead(limit: number): Promise<Buffer | null> {
     let buf: Buffer | null = null;
     for (;;) {
-      const chunk = await this.read();
+      // Bytes already here are taken at once; a wait is one promise (not read()'s two).
+      const chunk = this.readNow();
+      if (chunk === null) {
+        if (this.failure) throw this.failure;
+        if (!(this.ended || this.stream.destroyed || this.stream.readableEnded)) {
+          await new Promise<void>((resolve) => {
+            this.waiter = resolve;
+          });
+          continue;
+        }
+      }
       if (chunk === null) {
         if (buf === null || buf.length === 0) return null;
         throw new StreamClosedError('connection closed inside a message head');
@@ -148,6 +172,20 @@ export async function writeAll(
   buf: Buffer | string,
   account: ByteAccount | null = null,
 ): Promise<void> {
+  const wait = writeNow(dest, buf, account);
+  if (wait) await wait;
+}
+
+/**
+ * writeAll without a promise when none is needed: undefined when the destination can take more at
+ * once, else a promise that resolves when it can. Throws StreamClosedError (synchronously) when the
+ * destination is closed.
+ */
+export function writeNow(
+  dest: Writable,
+  buf: Buffer | string,
+  account: ByteAccount | null = null,
+): Promise<void> | undefined {
   if (dest.destroyed || dest.writableEnded) throw new StreamClosedError('destination closed');
   let written: boolean;
   if (account === null) {
@@ -157,8 +195,8 @@ export async function writeAll(
     account.hold(n);
     written = dest.write(buf, () => account.release(n));
   }
-  if (written) return;
-  await new Promise<void>((resolve, reject) => {
+  if (written) return undefined;
+  return new Promise<void>((resolve, reject) => {
     const cleanup = (): void => {
       dest.off('drain', onDrain);
       dest.off('close', onClose);

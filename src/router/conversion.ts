@@ -5,14 +5,8 @@
  * agent's API and the route's provider type.
  */
 import { API_NAMES, PROVIDER_INFO, type Api, type ProviderType } from './providers.js';
-import {
-  AnthropicToChatStream,
-  ChatToMessagesStream,
-  chatToAnthropic,
-  chatToMessage,
-  messageToChat,
-  messagesToChat,
-} from './translate/anthropic.js';
+import { chatToAnthropic, chatToMessage, messageToChat, messagesToChat } from './translate/anthropic.js';
+import { AnthropicToChatStream, ChatToMessagesStream } from './translate/anthropic-stream.js';
 import { TranslationError, type ChatChunk, type ChatResponse, type Json } from './translate/chat.js';
 import {
   ChatToResponsesStream,

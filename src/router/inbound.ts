@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Api } from './providers.js';
+import type { RouteTable } from './route-table.js';
 
 /** Largest request body the router takes (prompts with images included). */
 export const MAX_REQUEST_BYTES = 32 * 2 ** 20;
@@ -103,14 +104,81 @@ export function errorBody(api: Api | null, kind: ErrorKind, message: string): st
 }
 
 /** Answers with an error (nothing was sent yet). */
-export function sendError(res: ServerResponse, api: Api | null, kind: ErrorKind, message: string): number {
+export function sendError(
+  res: ServerResponse,
+  api: Api | null,
+  kind: ErrorKind,
+  message: string,
+  headers: Record<string, string> = {},
+): number {
   const status = STATUS[kind];
   if (res.headersSent) {
     res.destroy();
     return status;
   }
   const body = errorBody(api, kind, message);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(status, {
+    ...headers,
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+  });
   res.end(body);
   return status;
+}
+
+/**
+ * The longest `retry-after` the OpenAI SDKs wait for: past it they retry after their own short
+ * backoff (0.5–8 s) instead. Anthropic's SDKs wait for any positive value, however long.
+ */
+export const SDK_RETRY_AFTER_MAX_S = 60;
+
+/**
+ * The headers of a 429 for a spent budget that frees in `freesInMs` (null: never). The OpenAI and
+ * Anthropic SDKs (JS and Python) retry a 429 on their own, twice by default, and obey
+ * `x-should-retry` before anything else. A budget that frees within a minute gets `retry-after`
+ * and the retry succeeds; one that frees later gets `retry-after` too (for clients that schedule)
+ * and `x-should-retry: false`, so that an SDK does not spend its retries at once (OpenAI's) or
+ * hang the agent's call until the next day (Anthropic's) but gives the agent the error to show.
+ */
+export function budgetRetryHeaders(freesInMs: number | null): Record<string, string> {
+  if (freesInMs === null) return { 'x-should-retry': 'false' };
+  const seconds = Math.max(1, Math.ceil(freesInMs / 1000));
+  return seconds <= SDK_RETRY_AFTER_MAX_S
+    ? { 'retry-after': String(seconds) }
+    : { 'retry-after': String(seconds), 'x-should-retry': 'false' };
+}
+
+/** `3h 20m`, `12m 5s`, `40s`: how long until a budget frees, for the agent's error message. */
+export function waitText(ms: number): string {
+  const s = Math.max(1, Math.ceil(ms / 1000));
+  const [h, m, sec] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60];
+  if (h > 0) return m > 0 ? `${h}h ${m}m` : `${h}h`;
+  if (m > 0) return sec > 0 ? `${m}m ${sec}s` : `${m}m`;
+  return `${sec}s`;
+}
+
+/**
+ * `GET /v1/models`: the routes and aliases, in Anthropic's list shape when the request carries
+ * `anthropic-version`, else OpenAI's.
+ */
+export function sendModels(req: IncomingMessage, res: ServerResponse, table: RouteTable): void {
+  const created = Math.floor(Date.now() / 1000);
+  const anthropic = typeof req.headers['anthropic-version'] === 'string';
+  const ids = table.advertised;
+  const body = anthropic
+    ? {
+        data: ids.map((id) => ({
+          type: 'model',
+          id,
+          display_name: id,
+          created_at: new Date(created * 1000).toISOString(),
+        })),
+        has_more: false,
+        first_id: ids[0] ?? null,
+        last_id: ids[ids.length - 1] ?? null,
+      }
+    : { object: 'list', data: ids.map((id) => ({ id, object: 'model', created, owned_by: 'carapace' })) };
+  const text = JSON.stringify(body);
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
 }

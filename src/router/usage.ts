@@ -72,7 +72,19 @@ export type BudgetVerdict =
       limit: string;
       onExhausted: 'deny' | 'fallback';
       fallback: string | null;
+      /**
+       * When every spent limit of this route's budgets has freed (ms since the epoch: the next clock
+       * hour or UTC day), or null when one is 0 and never frees.
+       */
+      freesAt: number | null;
     };
+
+/** The earlier of two times a budget frees (null: never). */
+export function earliestFree(a: number | null, b: number | null): number | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return Math.min(a, b);
+}
 
 interface SandboxUsage {
   day: number;
@@ -80,7 +92,8 @@ interface SandboxUsage {
   byRoute: Map<string, Map<number, UsageCounts & { local: boolean }>>;
 }
 
-export const hourOf = (ms: number): number => Math.floor(ms / 3_600_000);
+const HOUR_MS = 3_600_000;
+export const hourOf = (ms: number): number => Math.floor(ms / HOUR_MS);
 const dayStartHour = (hour: number): number => hour - (hour % 24);
 
 export class UsageLedger {
@@ -176,40 +189,47 @@ export class UsageLedger {
     return { hour, day };
   }
 
-  /** Whether a call may go to `route` under its own budget and the sandbox's. */
+  /**
+   * Whether a call may go to `route` under its own budget and the sandbox's; when not, the first
+   * limit spent (in the order the policy lists them, the route's budget first) and when the call
+   * could go through again: once every spent limit's window has turned over.
+   */
   check(
     sandbox: string,
     route: { name: string; local: boolean; budget: InferenceBudget | null },
     sandboxBudget: InferenceBudget | null,
   ): BudgetVerdict {
-    const over = (b: InferenceBudget, counts: { hour: UsageCounts; day: UsageCounts }): string | null => {
-      const tokens = (c: UsageCounts): number => c.tokensIn + c.tokensOut;
-      if (b.requests_per_hour !== undefined && counts.hour.requests >= b.requests_per_hour)
-        return `requests_per_hour ${b.requests_per_hour}`;
-      if (b.requests_per_day !== undefined && counts.day.requests >= b.requests_per_day)
-        return `requests_per_day ${b.requests_per_day}`;
-      if (b.tokens_per_hour !== undefined && tokens(counts.hour) >= b.tokens_per_hour)
-        return `tokens_per_hour ${b.tokens_per_hour}`;
-      if (b.tokens_per_day !== undefined && tokens(counts.day) >= b.tokens_per_day)
-        return `tokens_per_day ${b.tokens_per_day}`;
-      return null;
-    };
-    const verdict = (scope: 'route' | 'sandbox', b: InferenceBudget, limit: string): BudgetVerdict => ({
-      ok: false,
-      scope,
-      limit,
-      onExhausted: b.on_exhausted ?? 'deny',
-      fallback: b.fallback ?? null,
-    });
-    if (route.budget !== null) {
-      const limit = over(route.budget, this.spent(sandbox, route.name));
-      if (limit !== null) return verdict('route', route.budget, limit);
+    const hour = hourOf(this.now());
+    const turnsOver = { hour: (hour + 1) * HOUR_MS, day: (dayStartHour(hour) + 24) * HOUR_MS };
+    const tokens = (c: UsageCounts): number => c.tokensIn + c.tokensOut;
+    const applicable: ['route' | 'sandbox', InferenceBudget, { hour: UsageCounts; day: UsageCounts }][] = [];
+    if (route.budget !== null) applicable.push(['route', route.budget, this.spent(sandbox, route.name)]);
+    if (sandboxBudget !== null && !route.local)
+      applicable.push(['sandbox', sandboxBudget, this.spent(sandbox, null)]);
+    let first: Extract<BudgetVerdict, { ok: false }> | null = null;
+    let freesAt: number | null = 0;
+    for (const [scope, b, counts] of applicable) {
+      const limits: [string, number | undefined, number, 'hour' | 'day'][] = [
+        ['requests_per_hour', b.requests_per_hour, counts.hour.requests, 'hour'],
+        ['requests_per_day', b.requests_per_day, counts.day.requests, 'day'],
+        ['tokens_per_hour', b.tokens_per_hour, tokens(counts.hour), 'hour'],
+        ['tokens_per_day', b.tokens_per_day, tokens(counts.day), 'day'],
+      ];
+      for (const [name, limit, used, window] of limits) {
+        if (limit === undefined || used < limit) continue;
+        first ??= {
+          ok: false,
+          scope,
+          limit: `${name} ${limit}`,
+          onExhausted: b.on_exhausted ?? 'deny',
+          fallback: b.fallback ?? null,
+          freesAt: null,
+        };
+        // A limit of 0 lets nothing through in any window.
+        freesAt = freesAt === null || limit === 0 ? null : Math.max(freesAt, turnsOver[window]);
+      }
     }
-    if (sandboxBudget !== null && !route.local) {
-      const limit = over(sandboxBudget, this.spent(sandbox, null));
-      if (limit !== null) return verdict('sandbox', sandboxBudget, limit);
-    }
-    return { ok: true };
+    return first === null ? { ok: true } : { ...first, freesAt };
   }
 
   /** Writes what is pending to the store. */

@@ -6,6 +6,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentStarted } from '../sandbox/launch.js';
 import { ownerAlive, readRunRecord } from '../sandbox/sandbox-lock.js';
+import { adoptGuard, type MaskCheck } from '../sandbox/mask-guard.js';
 import { releaseRun } from '../sandbox/sweep.js';
 import { AdoptedSandbox } from './adopted-sandbox.js';
 import { startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
@@ -72,6 +73,7 @@ export class BubblewrapDriver implements SandboxDriver {
       control: req.control,
       logFile: req.logFile,
       detached: req.detached,
+      onMaskCheck: req.onMaskCheck,
     });
     return new BubblewrapSandbox(req.spec.id ?? req.spec.name, started);
   }
@@ -80,13 +82,18 @@ export class BubblewrapDriver implements SandboxDriver {
    * A sandbox an earlier process started detached and that still runs: its run record's owner is
    * its init, alive. What it made on the host is removed from that record once it ends.
    */
-  adopt(id: string): AdoptedSandbox | null {
+  adopt(id: string, onMaskCheck?: (check: MaskCheck) => void): AdoptedSandbox | null {
     const lockFile = join(this.opts.dirs.run, 'sandboxes', `${id}.lock`);
     const record = readRunRecord(lockFile);
     if (record === null || record.runtime === undefined || !ownerAlive(record)) return null;
-    return new AdoptedSandbox(id, record, join(record.runtime, 'control'), async () => {
+    // Nothing watched its masks while no process held it: checked at once, then guarded.
+    const guard = adoptGuard(record.runtime, record.pid, record.start, onMaskCheck);
+    const adopted = new AdoptedSandbox(id, record, join(record.runtime, 'control'), async () => {
+      guard?.close();
       await releaseRun(record, this.opts.dirs, this.opts.identities);
       rmSync(lockFile, { force: true });
     });
+    void adopted.exited.then(() => guard?.close());
+    return adopted;
   }
 }

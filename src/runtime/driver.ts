@@ -4,6 +4,7 @@
  * does not judge policy or keep the gateway's records. Bubblewrap on this host is the one driver
  * today (bubblewrap-driver.ts); a Kubernetes driver would implement the same interface.
  */
+import type { MaskCheck } from '../sandbox/mask-guard.js';
 import type { SandboxSpec } from '../sandbox/spec.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
 
@@ -42,6 +43,8 @@ export interface DriverStartRequest {
   control?: boolean | undefined;
   logFile?: string | undefined;
   detached?: boolean | undefined;
+  /** Hears each time the host replaced a masked file while the sandbox ran (mask-guard.ts). */
+  onMaskCheck?: ((check: MaskCheck) => void) | undefined;
 }
 
 /** One started sandbox, as the driver sees it. */
@@ -68,7 +71,7 @@ export interface SandboxDriver {
   readonly name: string;
   start(req: DriverStartRequest): Promise<DriverSandbox>;
   /** A sandbox started by an earlier process that still runs (a restarted gateway), or null. */
-  adopt(id: string): DriverSandbox | null;
+  adopt(id: string, onMaskCheck?: (check: MaskCheck) => void): DriverSandbox | null;
 }
 
 /** Errors of the runtime carry a stable code; the API maps each to one status. */

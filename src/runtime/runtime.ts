@@ -6,7 +6,8 @@
  * shared by every sandbox: each sandbox's own socket tells the proxy who is calling, and each
  * sandbox's budgets bound what the proxy does for it.
  */
-import type { AuditSink } from '../audit/index.js';
+import { finding, type AuditSink } from '../audit/index.js';
+import type { MaskCheck } from '../sandbox/mask-guard.js';
 import type { EgressProxy, InternalHost } from '../proxy/index.js';
 import { nativeTunnelPump } from '../sandbox/native-paths.js';
 import type { DriverSandbox, DriverStartRequest, SandboxDriver } from './driver.js';
@@ -79,8 +80,34 @@ export class Runtime {
     // A sandbox that ended starts again as a new state machine: its old one's listeners are done.
     const managed = new ManagedSandbox(id, req.spec.name, req.ownerUid);
     this.sandboxes.set(id, managed);
-    const started = await managed.run(() => this.opts.driver.start(req), onSpawned);
+    const onMaskCheck = (c: MaskCheck) => this.maskChecked(req.spec.name, c);
+    const started = await managed.run(() => this.opts.driver.start({ ...req, onMaskCheck }), onSpawned);
     return { managed, started };
+  }
+
+  /** A host's replacement of a masked file, on the record: masked again, or not (mask-guard.ts). */
+  private maskChecked(sandbox: string, c: MaskCheck): void {
+    if (c.restored.length > 0)
+      this.opts.audit.emit(
+        finding({
+          sandbox,
+          kind: 'mask-restored',
+          severity: 'low',
+          title: `sandbox ${sandbox}: the host replaced ${c.restored.join(', ')}; masked again`,
+          details: { restored: c.restored },
+        }),
+      );
+    const lost = [...c.failed, ...(c.error !== undefined ? [`every mask: ${c.error}`] : [])];
+    if (lost.length > 0)
+      this.opts.audit.emit(
+        finding({
+          sandbox,
+          kind: 'mask-lost',
+          severity: 'high',
+          title: `sandbox ${sandbox}: a mask the host's rename detached could not be bound again (${lost.join('; ')}); restart the sandbox to mask it`,
+          details: { failed: lost },
+        }),
+      );
   }
 
   /** Takes over a sandbox an earlier process started and that still runs; null if none runs. */
@@ -89,7 +116,7 @@ export class Runtime {
     name: string,
     ownerUid: number,
   ): { managed: ManagedSandbox; started: DriverSandbox } | null {
-    const started = this.opts.driver.adopt(id);
+    const started = this.opts.driver.adopt(id, (c) => this.maskChecked(name, c));
     if (!started) return null;
     const managed = new ManagedSandbox(id, name, ownerUid);
     this.sandboxes.set(id, managed);

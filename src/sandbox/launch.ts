@@ -65,8 +65,6 @@ export interface LaunchRequest {
   name: string;
   identity: SandboxIdentity;
   plan: MountPlan;
-  /** Host path of carapace-init, reachable by the sandbox's uid. */
-  initBinary: string;
   env: Record<string, string>;
   command: string[];
   landlock: 'best_effort' | 'hard_requirement';
@@ -225,10 +223,8 @@ export function bwrapArgs(req: LaunchRequest): string[] {
     String(FD_INFO),
     '--block-fd',
     String(FD_BLOCK),
+    // The plan binds the init at INIT_PATH, with Carapace's own directory (own-dir.ts).
     ...mountArgs(req.plan, fdBindArgs(req, bindFds(req.plan))),
-    '--ro-bind',
-    req.initBinary,
-    INIT_PATH,
     // Last: bwrap's root tmpfs (where the mount points live) becomes read-only and unfillable.
     '--remount-ro',
     '/',

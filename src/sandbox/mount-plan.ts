@@ -25,7 +25,13 @@
  *   read-only once everything is in place - without Landlock (an old kernel, best_effort) they
  *   would otherwise be writable and unbounded.
  * - Secrets in /etc are masked by an unreadable empty file even though the user namespace already
- *   hides their owner; /etc/passwd and /etc/group are synthesized with the `sandbox` user.
+ *   hides their owner; /etc/passwd and /etc/group are synthesized with the `sandbox` user. Those
+ *   binds sit on the host's names: a host that renames a new file over one detaches the bind in
+ *   every other namespace, so each mask laid over a host tree is `guarded` (its source is also
+ *   under /.carapace, read-only, where carapace-mask finds it to bind it again: mask-guard.ts).
+ * - /.carapace is Carapace's own directory of the sandbox (OwnDir): the init, the trust files and
+ *   the masks' sources, one read-only bind of a directory the host made and the sandbox cannot
+ *   write.
  * - A read-only path nested in a read-write one (e.g. /sandbox/.openclaw in /sandbox) is enforced by
  *   the read-only bind mount: Landlock rules only add rights, so Landlock alone cannot subtract it.
  *   One that does not exist yet is made (empty, not the sandbox's) or the start refused: it must
@@ -35,7 +41,7 @@
  *   mount points bwrap made, and `ls /` works.
  */
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { join, posix } from 'node:path';
+import { join, posix, relative } from 'node:path';
 import type { HostMount } from './spec.js';
 import { WORKSPACE_PATH } from './spec.js';
 
@@ -72,8 +78,18 @@ export type MountOp =
   | { kind: 'proc' | 'dev'; path: string }
   | { kind: 'dir'; path: string };
 
+/** A mask the host keeps in place (mask-guard.ts): in-sandbox paths. */
+export interface GuardedMask {
+  /** Under /.carapace: the same inode the mask was bound from. */
+  source: string;
+  /** The masked name, in a tree bound from the host. */
+  target: string;
+}
+
 export interface MountPlan {
   ops: MountOp[];
+  /** The masks over names of host trees, which a host rename would detach. */
+  guarded: GuardedMask[];
   /** The Landlock allowlist, repeating the mount allowlist as a second layer. */
   landlockReadOnly: string[];
   landlockReadWrite: string[];
@@ -90,8 +106,10 @@ export interface MountPlanInput {
   /** Host directory backing read-write paths other than /sandbox, /tmp and /dev. */
   storage: string;
   mounts: HostMount[];
-  /** Synthesized files: in-sandbox path → host file (passwd, group, hosts, CA bundle, masks). */
+  /** Synthesized files: in-sandbox path → host file in `own.dir` (passwd, group, hosts, …). */
   files: Map<string, string>;
+  /** Carapace's own directory of the sandbox, bound at /.carapace. */
+  own: OwnDir;
   /** Size of the /tmp tmpfs (see tmpSizeBytes). */
   tmpBytes: number;
   /**
@@ -99,6 +117,23 @@ export interface MountPlanInput {
    * /bin and /lib64 are real directories) point it at a small root of their own.
    */
   hostRoot?: string | undefined;
+}
+
+/** Where Carapace's own directory of a sandbox is, inside. */
+export const OWN_DIR_PATH = '/.carapace';
+
+/** Carapace's own directory of a sandbox (sandbox.ts makes it): host paths. */
+export interface OwnDir {
+  dir: string;
+  /** The unreadable empty file laid over secrets. */
+  mask: string;
+  /** An empty directory laid over secret directories. */
+  emptyDir: string;
+  /**
+   * What the agent reads in it, in-sandbox paths (the trust files, the synthesized files' sources).
+   * Not the init, nor the masks: those are bound, never read by the agent.
+   */
+  readable: string[];
 }
 
 /** /dev/shm's own tmpfs (POSIX shared memory, semaphores): Docker's default size. */
@@ -139,11 +174,13 @@ const depth = (p: string) => (p === '/' ? 0 : p.split('/').length - 1);
 export const within = (p: string, root: string) =>
   p === root || p.startsWith(root === '/' ? '/' : root + '/');
 
-export function planMounts(input: MountPlanInput, maskFile: string): MountPlan {
+export function planMounts(input: MountPlanInput): MountPlan {
   const hostRoot = input.hostRoot ?? '/';
   const onHost = (p: string) => join(hostRoot, p);
+  const { own } = input;
   const plan: MountPlan = {
     ops: [],
+    guarded: [],
     landlockReadOnly: [],
     landlockReadWrite: [],
     landlockListDirs: ['/'],
@@ -193,17 +230,33 @@ export function planMounts(input: MountPlanInput, maskFile: string): MountPlan {
 
   mirrorRootLevel(plan, hostRoot, input.readOnly);
 
+  plan.ops.push({ kind: 'ro-bind', host: own.dir, path: OWN_DIR_PATH });
+  plan.landlockReadOnly.push(...own.readable);
+  // A mask over a name of a tree bound from the host: kept in place while the sandbox runs.
+  const hostTrees = plan.ops.filter((o) => o.kind === 'ro-bind' && o.listed === true).map((o) => o.path);
+  const inside = (host: string) => posix.join(OWN_DIR_PATH, relative(own.dir, host));
+  const guard = (target: string, host: string) => {
+    if (hostTrees.some((t) => within(target, t))) plan.guarded.push({ source: inside(host), target });
+  };
   const etcBound = plan.ops.some((o) => o.path === '/etc');
   if (etcBound) {
-    for (const p of MASKED_ETC)
-      if (lstatOrNull(onHost(p))) plan.ops.push({ kind: 'ro-bind', host: maskFile, path: p });
-    for (const p of MASKED_ETC_DIRS)
-      if (lstatOrNull(onHost(p))) plan.ops.push({ kind: 'tmpfs', path: p, readOnly: true });
-    for (const key of readdirSshKeys(onHost('/etc/ssh')))
-      plan.ops.push({ kind: 'ro-bind', host: maskFile, path: `/etc/ssh/${key}` });
+    for (const p of MASKED_ETC) {
+      if (lstatOrNull(onHost(p))) plan.ops.push({ kind: 'ro-bind', host: own.mask, path: p });
+      // Guarded even when absent now: a secret the host makes later is masked once it appears.
+      guard(p, own.mask);
+    }
+    for (const p of MASKED_ETC_DIRS) {
+      if (lstatOrNull(onHost(p))) plan.ops.push({ kind: 'ro-bind', host: own.emptyDir, path: p });
+      guard(p, own.emptyDir);
+    }
+    for (const key of readdirSshKeys(onHost('/etc/ssh'))) {
+      plan.ops.push({ kind: 'ro-bind', host: own.mask, path: `/etc/ssh/${key}` });
+      guard(`/etc/ssh/${key}`, own.mask);
+    }
   }
   for (const [path, host] of input.files) {
     plan.ops.push({ kind: 'ro-bind', host, path });
+    guard(path, host);
     if (!plan.landlockReadOnly.some((r) => within(path, r))) plan.landlockReadOnly.push(path);
   }
   return plan;

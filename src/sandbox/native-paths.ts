@@ -58,3 +58,8 @@ export function bwrapBinary(): string {
 export function nativeLauncher(): string {
   return join(packageRoot(), 'native', 'carapace-launch');
 }
+
+/** Binds a running sandbox's masks again after the host replaced a masked file (mask-guard.ts). */
+export function nativeMasker(): string {
+  return join(packageRoot(), 'native', 'carapace-mask');
+}

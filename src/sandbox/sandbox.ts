@@ -2,32 +2,21 @@
  * A sandbox's whole life on the host: identity, directories, cgroup, launch, and a cleanup that
  * leaves nothing behind (processes, cgroups, temporary workspace, runtime files).
  */
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  copyFileSync,
-  existsSync,
-  fchownSync,
-  mkdirSync,
-  openSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, closeSync, constants, fchownSync, mkdirSync, openSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { openBinds } from './bind-sources.js';
 import { SandboxCgroup } from './cgroup.js';
 import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from './identity.js';
-import { launchSandbox, SandboxStartError, type RunningSandbox } from './launch.js';
+import { launchSandbox, type RunningSandbox } from './launch.js';
 import { planMounts, tmpSizeBytes, type MountPlan } from './mount-plan.js';
-import { nativeBinary } from './native-paths.js';
+import { guardMasks, type MaskCheck, type MaskGuard } from './mask-guard.js';
+import { makeOwnDir } from './own-dir.js';
+import { processStart } from './processes.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
 import { randomHex } from './keys.js';
-import { seccompProgram, sharedFile } from './shared-files.js';
+import { seccompProgram } from './shared-files.js';
 import { closeAll, WritableTreeRegistry } from './writable-trees.js';
 import { SandboxControl } from './control.js';
 import { makeControlDir, openLogFile } from './control-files.js';
@@ -60,6 +49,8 @@ export interface StartOptions {
    * there once `agentStarted` resolves true.
    */
   control?: boolean | undefined;
+  /** Hears each time the host replaced a masked file and its mask was bound again (or could not be). */
+  onMaskCheck?: ((check: MaskCheck) => void) | undefined;
   /** The agent's stdout and stderr go to this file as JSON lines (its stdin is /dev/null). */
   logFile?: string | undefined;
   /**
@@ -157,7 +148,9 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   let network: NetworkAttachment | null = null;
   let bindFds: number[] = [];
   let hostFds: number[] = [];
+  let guard: MaskGuard | null = null;
   const undo = async () => {
+    guard?.close();
     closeAll(bindFds);
     bindFds = [];
     closeAll(hostFds);
@@ -199,20 +192,20 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       network = await opts.network(id, identity);
       if (network.hostDir !== undefined) lock.note({ net: network.hostDir });
     }
-    const { files, mask } = writeRuntimeFiles(opts.dirs.run, paths.runtime, spec, network?.files() ?? []);
-    const plan = planMounts(
-      {
-        readOnly: spec.readOnly,
-        readWrite: spec.readWrite,
-        workspace: spec.workspace,
-        storage: paths.storage,
-        mounts: spec.mounts,
-        files,
-        tmpBytes: tmpSizeBytes(spec.limits.memoryBytes),
-        hostRoot: opts.hostRoot,
-      },
-      mask,
-    );
+    const { own, files } = makeOwnDir(opts.dirs.run, paths.runtime, spec, network?.files() ?? []);
+    const plan = planMounts({
+      readOnly: spec.readOnly,
+      readWrite: spec.readWrite,
+      workspace: spec.workspace,
+      storage: paths.storage,
+      mounts: spec.mounts,
+      files,
+      own,
+      tmpBytes: tmpSizeBytes(spec.limits.memoryBytes),
+      hostRoot: opts.hostRoot,
+    });
+    // Armed before bwrap lays the masks: a rename from here on is seen (mask-guard.ts).
+    guard = guardMasks(plan, paths.runtime, opts.hostRoot ?? '/', opts.onMaskCheck);
     // Everything bound from a tree a sandbox can write, opened without following its symlinks
     // (and the workspace made and handed over on the way).
     const binds = openBinds({
@@ -241,7 +234,6 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       name: spec.name,
       identity,
       plan,
-      initBinary: installInit(opts.dirs.run),
       env: { ...baseEnvironment(spec, opts.term), ...network?.env },
       command: spec.command,
       landlock: spec.landlock,
@@ -265,6 +257,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     hostFds = [];
     // The sandbox's init owns the run record from now on: it may outlive us.
     if (opts.detached) lock.handOver(process.initPid);
+    guard?.attach(process.initPid, processStart(process.initPid) ?? 0);
     network?.started(process.initPid, cgroup);
     // One cleanup, however many callers: each waits for it to finish (a second caller returning at
     // once would find the lock still held, and a start right after would be refused).
@@ -308,57 +301,4 @@ function prepareStorage(storage: string, identity: SandboxIdentity): void {
   } finally {
     closeSync(fd);
   }
-}
-
-const PASSWD =
-  'root:x:0:0:root:/root:/usr/sbin/nologin\n' +
-  'sandbox:x:1000:1000:Carapace sandbox:/sandbox:/bin/sh\n' +
-  'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n';
-const GROUP = 'root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n';
-
-/** The synthesized files a sandbox binds, and the mask: in-sandbox path → host file. */
-function writeRuntimeFiles(
-  runDir: string,
-  runtime: string,
-  spec: SandboxSpec,
-  extra: { path: string; content: string }[],
-): { files: Map<string, string>; mask: string } {
-  rmSync(runtime, { recursive: true, force: true });
-  mkdirSync(runtime, { recursive: true, mode: 0o711 });
-  chmodSync(runtime, 0o711);
-  const files = new Map<string, string>([
-    ['/etc/passwd', sharedFile(runDir, 'etc_passwd', PASSWD, 0o644)],
-    ['/etc/group', sharedFile(runDir, 'etc_group', GROUP, 0o644)],
-  ]);
-  const write = (inside: string, content: string, mode = 0o644) => {
-    const host = join(runtime, inside.replace(/\//g, '_'));
-    writeFileSync(host, content, { mode });
-    chmodSync(host, mode);
-    files.set(inside, host);
-  };
-  write('/etc/hostname', `${spec.name}\n`);
-  write('/etc/hosts', `127.0.0.1\tlocalhost ${spec.name}\n::1\tlocalhost ip6-localhost ${spec.name}\n`);
-  for (const f of [...spec.files, ...extra]) write(f.path, f.content);
-  return { files, mask: sharedFile(runDir, 'masked', '', 0) };
-}
-
-/**
- * Copies carapace-init next to the runtime files: the package may live where a sandbox uid cannot
- * reach it (e.g. under /root), and bwrap, running as that uid, must be able to bind it.
- */
-function installInit(runDir: string): string {
-  const source = nativeBinary();
-  if (!existsSync(source))
-    throw new SandboxStartError(`${source} is missing: run ./install.sh (or npm run build)`);
-  const target = join(runDir, 'carapace-init');
-  const s = statSync(source);
-  const t = existsSync(target) ? statSync(target) : null;
-  if (!t || t.size !== s.size || t.mtimeMs < s.mtimeMs) {
-    const tmp = `${target}.${process.pid}`;
-    copyFileSync(source, tmp);
-    chmodSync(tmp, 0o755);
-    // rename is atomic: a concurrent start never executes a half-written init.
-    renameSync(tmp, target);
-  }
-  return target;
 }

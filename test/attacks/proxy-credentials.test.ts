@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshHome } from '../helpers/cli.js';
 import { sharedTempDir } from '../helpers/sandbox.js';
 import { startUpstreams, type Upstreams } from '../proxy/harness.js';
-import { findings, python, refusals, runInside, type Outcome } from './proxy-sandbox.js';
+import { findings, python, refusals, runInside, sandboxFindings, type Outcome } from './proxy-sandbox.js';
 
 let up: Upstreams;
 beforeAll(async () => {
@@ -87,7 +87,7 @@ describe('a placeholder sent where it is not bound', () => {
     ]);
     expect(r.stdout.trim().split('\n')).toEqual(['403', '403', '403', '403', '403', '403', '200']);
     expect(findings(r.audit)).toEqual(Array(6).fill('unbound-credential'));
-    const details = r.audit.filter((e) => e.class_uid === 2004).map((e) => JSON.stringify(e));
+    const details = sandboxFindings(r.audit).map((e) => JSON.stringify(e));
     for (const d of details) expect(d).toContain('GITHUB_TOKEN');
     expect(refusals(r.audit, 4002)).toHaveLength(6);
     expect(seen('/unbound-')).toEqual([]);

@@ -76,9 +76,20 @@ export const refusals = (audit: AuditLine[], cls: 4001 | 4002): AuditLine[] =>
 export const refusalFrom = (audit: AuditLine[], port: number | undefined): AuditLine | undefined =>
   refusals(audit, 4001).find((e) => (e.src_endpoint as { port?: number } | undefined)?.port === port);
 
-/** Finding kinds (2004) in the order they were recorded. */
+/**
+ * Findings about the host rather than the sandbox: `mask-restored` lands in every running
+ * sandbox's trail whenever the host replaces /etc/passwd and the like, which other test files do
+ * (useradd) at any moment.
+ */
+const HOST_FINDINGS = new Set(['mask-restored']);
+
+/** The findings (2004) about what the sandbox did, in the order they were recorded. */
+export const sandboxFindings = (audit: AuditLine[]): AuditLine[] =>
+  audit.filter((e) => e.class_uid === 2004 && !HOST_FINDINGS.has(e.finding_info?.uid ?? ''));
+
+/** Their kinds. */
 export const findings = (audit: AuditLine[]): string[] =>
-  audit.filter((e) => e.class_uid === 2004).map((e) => e.finding_info?.uid ?? '');
+  sandboxFindings(audit).map((e) => e.finding_info?.uid ?? '');
 
 export const reasonOf = (e: AuditLine | undefined): string => String(e?.unmapped.reason ?? '');
 

@@ -15,7 +15,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { computeDigest, DIGEST_FILE } from '../../src/blueprint/digest.js';
 import { BlueprintError } from '../../src/blueprint/errors.js';
@@ -33,7 +33,7 @@ const OWN_X64 = JSON.parse(readFileSync(join(REPO, 'node_modules', '.package-loc
 const open: TrustSettings = { trusted: [], requireSigned: false, carapaceVersion: '0.1.0' };
 const unreachable = process.arch !== 'x64' ? 'the test pins the x64 runtime' : registryUnreachable();
 
-function blueprint(integrity: string): string {
+function blueprint(integrity: string, version = '7.0.0'): string {
   const dir = mkdtempSync(join(tmpdir(), 'carapace-bp-'));
   writeFileSync(
     join(dir, 'blueprint.yaml'),
@@ -47,7 +47,7 @@ agent:
       version: ${OWN_X64.version}
       integrity: { x64: ${OWN_X64.integrity} }
   packages:
-    - { name: is-number, version: 7.0.0, integrity: ${integrity} }
+    - { name: is-number, version: ${version}, integrity: ${integrity} }
   command: [node, -e, "console.log(require('is-number')(5))"]
 `,
   );
@@ -123,6 +123,25 @@ describe.skipIf(unreachable !== null)('agent images', () => {
       /is-number: the registry served 7\.0\.0 with integrity sha512-41Ci.*refusing it, nothing was kept/,
     );
     expect(existsSync(images.path(installed.digest))).toBe(false);
-    expect(readdirSync(images.root)).toEqual([]);
+    // npm's log of the install is kept beside where the image would be; nothing else is.
+    expect(readdirSync(images.root)).toEqual([`${basename(images.path(installed.digest))}.npm.log`]);
+  }, 300_000);
+
+  it("a failed npm install quotes npm's error lines and keeps its log", async () => {
+    const state = freshState();
+    const { installed } = new BlueprintStore(state).install(
+      blueprint(IS_NUMBER, '7.0.0-carapace-no-such-version'),
+      open,
+    );
+    const images = new ImageStore(state);
+    const err = await images.ensure(installed, host(state, { n: 0 })).catch((e: unknown) => e);
+    expect((err as BlueprintError).code).toBe('IMAGE_INSTALL_FAILED');
+    const log = `${images.path(installed.digest)}.npm.log`;
+    expect((err as BlueprintError).message).toMatch(
+      /npm install of is-number@7\.0\.0-carapace-no-such-version failed \(exit 1\); nothing was kept: .*ETARGET.*No matching version/,
+    );
+    expect((err as BlueprintError).message).toContain(`(npm's log: ${log})`);
+    expect(readFileSync(log, 'utf8')).toMatch(/error code ETARGET/);
+    expect(existsSync(images.path(installed.digest))).toBe(false);
   }, 300_000);
 });

@@ -85,6 +85,40 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
       ],
       [['sandbox', 'forward', 'keep', '0:80'], /^carapace: "0:80": expected HOSTPORT/],
       [['sandbox', 'forward', 'keep', '18911'], /^carapace: host port 18911 is already forwarded$/],
+      // A new sandbox whose forward's host port is taken is not created at all (it was, left
+      // `creating` with no start, to be started by the next gateway).
+      [
+        [
+          'sandbox',
+          'create',
+          '--name',
+          'new',
+          '--policy',
+          join(dir, 'listening.yaml'),
+          '--forward',
+          '18911:18912',
+          '--',
+          'true',
+        ],
+        /^carapace: host port 18911 is already forwarded$/,
+      ],
+      [
+        [
+          'sandbox',
+          'create',
+          '--name',
+          'new',
+          '--policy',
+          join(dir, 'listening.yaml'),
+          '--forward',
+          '18915:18912',
+          '--forward',
+          '18915:18911',
+          '--',
+          'true',
+        ],
+        /^carapace: host port 18915 is already forwarded$/,
+      ],
       // A port the agent may not listen on could never answer: said, with where to allow it.
       [
         ['sandbox', 'forward', 'keep', '18913:8080'],

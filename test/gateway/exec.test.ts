@@ -134,6 +134,14 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
     expect(refused.stderr).toMatch(
       /^carapace: download of \/sandbox\/nothing-here: tar: nothing-here: Cannot stat: No such file or directory\n$/,
     );
+    // Into a host directory that is not there: said before anything is copied, as for upload.
+    const nowhere = join(out, 'not-made');
+    const missing = cli(['sandbox', 'download', 'web', '/sandbox/hello.txt', nowhere]);
+    expect(missing.stderr).toBe(`carapace: download into ${nowhere}: no such directory (make it first)\n`);
+    expect(missing.status).toBe(2);
+    const file = cli(['sandbox', 'download', 'web', '/sandbox/hello.txt', join(out, 'hello.txt')]);
+    expect(file.stderr).toBe(`carapace: download into ${join(out, 'hello.txt')}: not a directory\n`);
+    expect(file.status).toBe(2);
   });
 
   it('download: what comes out is the caller’s, never the sandbox’s owners nor its set-uid bits', () => {

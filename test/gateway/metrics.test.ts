@@ -237,18 +237,27 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     expect(gone.text).not.toContain('sandbox="busy"');
   });
 
-  it('says its pid, version, uptime and socket; logs what changes as JSON lines', async () => {
+  it('says its pid, version, uptime, socket and options; logs what changes as JSON lines', async () => {
     await api(alice).call('POST', '/v1/sandboxes', { name: 'logged', command: ['true'], start: false });
     expect(as(alice, ['policy', 'update', 'logged', '--add-endpoint', 'c.test:443']).status).toBe(0);
     const status = as(alice, ['gateway', 'status']);
     expect(status.stdout).toMatch(
       // The socket she reaches it through: her own.
       new RegExp(
-        `^gateway pid ${gw.child.pid}, version \\S+, up \\d+s, socket ${gw.home}/run/users/${alice.uid}\\.sock\\n$`,
+        `^gateway pid ${gw.child.pid}, version \\S+, up \\d+s, socket ${gw.home}/run/users/${alice.uid}\\.sock\\n` +
+          `options: --resolve a\\.test=127\\.0\\.0\\.1 --resolve b\\.test=127\\.0\\.0\\.1 --allow-local 127\\.0\\.0\\.1:${up.httpPort}\\n$`,
       ),
     );
     const json = JSON.parse(as(alice, ['gateway', 'status', '-o', 'json']).stdout) as Record<string, unknown>;
     expect(json).toMatchObject({ pid: gw.child.pid, caller: { uid: alice.uid, admin: false } });
+    expect(json.options).toEqual([
+      '--resolve',
+      'a.test=127.0.0.1',
+      '--resolve',
+      'b.test=127.0.0.1',
+      '--allow-local',
+      `127.0.0.1:${up.httpPort}`,
+    ]);
     expect(json.uptimeSeconds).toBeGreaterThanOrEqual(0);
 
     // The gateway writes its log to a pipe this process reads as it gets the chance.

@@ -4,7 +4,7 @@
  * event in its audit trail), serves its proxy again, and holds exactly the old or the new policy
  * revision; no audit line written before the kill is missing.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayClient } from '../../src/cli/gateway-client.js';
@@ -100,5 +100,19 @@ describe.skipIf(!holds('root'))('kill -9 of the gateway', () => {
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { message: string; unmapped: Record<string, unknown> });
     expect(events.some((e) => e.unmapped.gateway_lost === true && /re-adopted/.test(e.message))).toBe(true);
+  });
+
+  it('a re-adopted sandbox, stopped, starts again and is served by the proxy', async () => {
+    // The previous test left `agent` re-adopted by this gateway. Its end must release what the
+    // gateway attached for it: a start after a stop was refused ("already attached", a 500).
+    const stopped = await client().call<View>('POST', '/v1/sandboxes/agent/stop', {});
+    expect(stopped.state).toBe('stopped');
+    // The next agent counts its requests from 1 again: the old ones' files go.
+    for (const f of readdirSync(stopped.workspace))
+      if (/^(go|out)-/.test(f)) rmSync(join(stopped.workspace, f));
+    const started = await client().call<View>('POST', '/v1/sandboxes/agent/start', {});
+    expect(started.state).toBe('running');
+    const ask = requester(started.workspace);
+    expect(await ask(`http://host.openshell.internal:${up.httpPort}/allowed/again`)).toBe('200');
   });
 });

@@ -3,6 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { GATEWAY_NODE_FLAGS } from '../../src/cli/gateway-client.js';
 import { chmodSync } from 'node:fs';
 import { CLI, freshHome, type CliResult } from './cli.js';
+import { hostUserCommand } from './host-users.js';
 
 export interface TestGateway {
   home: string;
@@ -72,18 +73,18 @@ export interface TestUser {
 }
 
 export function makeUser(prefix: string, groups: string[] = []): TestUser {
-  for (const g of groups) spawnSync('groupadd', ['-f', g]);
+  for (const g of groups) hostUserCommand('groupadd', ['-f', g]);
   const name = `${prefix}${process.pid % 100000}`;
-  spawnSync('userdel', ['--remove', name], { stdio: 'ignore' });
-  const r = spawnSync(
-    'useradd',
-    ['--create-home', '--shell', '/bin/sh', ...(groups.length ? ['-G', groups.join(',')] : []), name],
-    {
-      encoding: 'utf8',
-    },
-  );
+  hostUserCommand('userdel', ['--remove', name]);
+  const r = hostUserCommand('useradd', [
+    '--create-home',
+    '--shell',
+    '/bin/sh',
+    ...(groups.length ? ['-G', groups.join(',')] : []),
+    name,
+  ]);
   if (r.status !== 0) throw new Error(`useradd ${name}: ${r.stderr}`);
   const uid = Number(spawnSync('id', ['-u', name], { encoding: 'utf8' }).stdout.trim());
   const gid = Number(spawnSync('id', ['-g', name], { encoding: 'utf8' }).stdout.trim());
-  return { name, uid, gid, remove: () => void spawnSync('userdel', ['--remove', name], { stdio: 'ignore' }) };
+  return { name, uid, gid, remove: () => void hostUserCommand('userdel', ['--remove', name]) };
 }

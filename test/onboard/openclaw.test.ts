@@ -166,6 +166,59 @@ describe.skipIf(unreachable !== null)('onboard openclaw', () => {
     expect(filesContaining(home, KEY)).toEqual([]);
   }, 300_000);
 
+  it('leaves no refusals of its own housekeeping in the audit: DNS, update checks (telemetry), the hosted model catalog, ClawHub', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    if (hostPort === 0) ctx.skip();
+    // What OpenClaw says of itself: no update check (its telemetry) by the blueprint's settings...
+    const telemetry = await cli(home, [
+      'sandbox',
+      'exec',
+      'openclaw',
+      '--',
+      'openclaw',
+      'telemetry',
+      'show',
+      '--json',
+    ]);
+    expect(JSON.parse(telemetry.stdout)).toMatchObject({ reason: 'update-disabled', request: null });
+    // ...and its HTTP goes to the sandbox's proxy as a managed one (no DNS lookups of its own).
+    const ready = async () => (await cli(home, ['sandbox', 'logs', 'openclaw'])).stdout;
+    expect(await ready()).toContain(
+      'routing process HTTP traffic through external proxy http://127.0.0.1:3128',
+    );
+    // The premise: OpenClaw's startup housekeeping (DNS lookups, the update check, the catalog)
+    // runs within a minute of its gateway being ready (before this blueprint's settings, the
+    // audit had refusals of each by then). Wait until a minute has passed since that line.
+    const at = /^(\S+) \[gateway\] ready$/m.exec(await ready());
+    expect(at).not.toBeNull();
+    const wait = Date.parse(at![1]!) + 60_000 - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+
+    const audit = await cli(home, ['sandbox', 'logs', 'openclaw', '--audit']);
+    const refused = audit.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            class_uid: number;
+            disposition_id?: number;
+            message: string;
+            dst_endpoint?: { hostname?: string; port?: number };
+          },
+      )
+      .filter((e) => (e.class_uid === 4001 || e.class_uid === 4002) && e.disposition_id === 2) // Blocked
+      .filter(
+        (e) =>
+          e.dst_endpoint?.port === 53 ||
+          /^(telemetry\.openclaw\.ai|catalog\.openclaw\.ai|clawhub\.ai)$/.test(
+            e.dst_endpoint?.hostname ?? '',
+          ),
+      )
+      .map((e) => e.message);
+    expect(refused).toEqual([]);
+  }, 300_000);
+
   it('rerunning onboard changes nothing that was not asked', async (ctx) => {
     requires(ctx, 'unprivileged-userns');
     if (hostPort === 0) ctx.skip();

@@ -16,6 +16,7 @@ import { cli, filesContaining, onboardHome } from './onboard-helpers.js';
 
 const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
 const session = `cpon${process.pid}`;
+const session2 = `cpon2${process.pid}`;
 const screen = () => tmux('capture-pane', '-p', '-J', '-t', session).stdout;
 
 async function shows(pattern: RegExp, timeoutMs = 120_000): Promise<string> {
@@ -45,6 +46,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await fake?.close();
   tmux('kill-session', '-t', session);
+  tmux('kill-session', '-t', session2);
   for (const home of homes) {
     await cli(home, ['sandbox', 'delete', 'shell']);
     await cli(home, ['sandbox', 'delete', 'box']);
@@ -91,6 +93,62 @@ describe('onboard shell', () => {
         true,
       );
       expect(filesContaining(home, secret)).toEqual([]);
+    },
+    600_000,
+  );
+
+  it.skipIf(!holds('tmux'))(
+    'in a terminal: the shell gets no model questions; Ctrl-C says "cancelled" once',
+    async (ctx) => {
+      requires(ctx, 'tmux', 'unprivileged-userns');
+      const home = onboardHome();
+      homes.push(home);
+      const start = (extra: string) =>
+        tmux(
+          'new-session',
+          '-d',
+          '-s',
+          session2,
+          '-x',
+          '120',
+          '-y',
+          '40',
+          `env CARAPACE_HOME=${home} TERM=xterm ${process.execPath} ${CLI} onboard ${extra}; echo "[exit $?]"; sleep 600`,
+        ).status;
+      const screen2 = () => tmux('capture-pane', '-p', '-J', '-t', session2).stdout;
+      const shows2 = async (pattern: RegExp): Promise<string> => {
+        const end = Date.now() + 300_000;
+        for (;;) {
+          const text = screen2();
+          if (pattern.test(text)) return text;
+          if (Date.now() > end) throw new Error(`the terminal never showed ${pattern}:\n${text}`);
+          await sleep(100);
+        }
+      };
+
+      // Ctrl-C at the first question: one line says so, exit 130, nothing saved.
+      expect(start('')).toBe(0);
+      await shows2(/Which agent\?/);
+      tmux('send-keys', '-t', session2, 'C-c');
+      const cancelled = await shows2(/\[exit \d+\]/);
+      tmux('kill-session', '-t', session2);
+      expect(cancelled).toMatch(/\[exit 130\]/);
+      expect(cancelled.match(/cancelled/g)).toHaveLength(1);
+      expect(cancelled).toContain('carapace: onboarding cancelled; nothing was changed');
+
+      // The shell talks to no model: from its name straight to the policy tier.
+      expect(start('--agent shell --name plain')).toBe(0);
+      await shows2(/Policy tier/);
+      expect(screen2()).not.toMatch(/model servers|model calls|Which model|API key/);
+      tmux('send-keys', '-t', session2, 'Enter'); // balanced
+      await shows2(/Extra presets/);
+      tmux('send-keys', '-t', session2, 'Enter'); // none
+      const done = await shows2(/\[exit \d+\]/);
+      tmux('kill-session', '-t', session2);
+      expect(done).toMatch(/\[exit 0\]/);
+      expect(done).toContain('plain is running shell 1.0.0');
+      expect((await cli(home, ['inference', 'get', 'plain'])).stdout).not.toMatch(/openai|default/);
+      expect((await cli(home, ['sandbox', 'delete', 'plain'])).status).toBe(0);
     },
     600_000,
   );
@@ -178,6 +236,46 @@ describe('onboard shell', () => {
       /do not match the recorded digest .* refusing it/,
     );
     expect((await cli(home, ['sandbox', 'list'])).stdout).not.toContain('other');
+  }, 600_000);
+
+  it('--tier on a rerun applies the tier live (no restart), keeps presets asked for by name, and a tier it has changes nothing', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    const home = onboardHome();
+    homes.push(home);
+    const onboard = (...extra: string[]) =>
+      cli(home, ['onboard', '--non-interactive', '--agent', 'shell', '--name', 'box', ...extra]);
+    expect((await onboard('--preset', 'pypi')).status).toBe(0);
+    // /tmp is the sandbox's own tmpfs: a restart would lose this file.
+    await cli(home, ['sandbox', 'exec', 'box', '--', 'sh', '-c', 'echo kept > /tmp/marker']);
+    const policy = async () => (await cli(home, ['policy', 'get', 'box'])).stdout;
+    const revisions = async () =>
+      (JSON.parse((await cli(home, ['policy', 'history', 'box', '-o', 'json'])).stdout) as unknown[]).length;
+
+    const open = await onboard('--tier', 'open');
+    expect(open.status).toBe(0);
+    expect(open.stderr).toMatch(
+      /policy tier: box is now open \(\+npm_yarn \+huggingface; revision 2, applied live, no restart\)/,
+    );
+    expect(await policy()).toMatch(/registry\.npmjs\.org[\s\S]*huggingface\.co/);
+    expect((await cli(home, ['sandbox', 'exec', 'box', '--', 'cat', '/tmp/marker'])).stdout).toBe('kept\n');
+
+    const again = await onboard('--tier', 'open');
+    expect(again.stderr).toContain('policy tier: box is already open');
+    expect(await revisions()).toBe(2);
+
+    const restricted = await onboard('--tier', 'restricted');
+    expect(restricted.status).toBe(0);
+    expect(restricted.stderr).toMatch(
+      /policy tier: box is now restricted \(-npm_yarn -huggingface; revision 3/,
+    );
+    const text = await policy();
+    expect(text).not.toMatch(/registry\.npmjs\.org|huggingface\.co/);
+    expect(text).toContain('pypi.org'); // asked for by name: not the tier's to take away
+    expect((await cli(home, ['sandbox', 'exec', 'box', '--', 'cat', '/tmp/marker'])).stdout).toBe('kept\n');
+    // The answers saved are the tier the sandbox has: a bare rerun keeps it.
+    const bare = await cli(home, ['onboard', '--non-interactive', '--name', 'box']);
+    expect(bare.stderr).not.toContain('policy tier');
+    expect(await revisions()).toBe(3);
   }, 600_000);
 
   it('a provider that does not answer, or an unknown preset: one line, exit 1 or 2, nothing made or changed', async (ctx) => {

@@ -3,14 +3,17 @@
  * driven by playwright-core) against a real gateway whose sandbox's agent makes real requests.
  * Acceptance: it loads (sandboxes, forwarded ports as links, chart), a new denial appears live as
  * a decision and a proposal, approving it from the page lets the same request pass, and nothing is
- * served without the token. The screenshot it takes is docs/screenshots/dashboard.png.
+ * served without the token. The screenshot it takes is docs/screenshots/dashboard.png under
+ * `npm run screenshots`, and a file of the test's own otherwise: a test run leaves the tree as it
+ * found it (the picture has the time, ports and chart of its run).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO } from '../helpers/cli.js';
+import { REPO, removedAfterFile } from '../helpers/cli.js';
 import { requestScene } from '../helpers/gateway-agent.js';
 import { cliAs, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
@@ -45,9 +48,10 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
   let ask: (url: string) => Promise<string>;
   let dash: { url: string; port: number; token: string };
   let url: (host: string) => string;
+  let suggest: (host: string, rationale: string) => Promise<string>;
 
   beforeAll(async () => {
-    ({ gw, up, ask, url } = await requestScene({
+    ({ gw, up, ask, url, suggest } = await requestScene({
       forwards: [{ hostPort: 20000 + (process.pid % 20000), sandboxPort: 8080 }],
     }));
     expect(await ask(url('a.test'))).toBe('200');
@@ -117,7 +121,12 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
     const row = await page.waitForSelector('#proposals tr[data-proposal]');
     expect(await row.textContent()).toContain(`connect b.test:${up.httpPort}`);
     expect(await page.textContent('.chart[data-sandbox="web"] .legend')).toMatch(/[1-9]\d* denials/);
-    await page.screenshot({ path: join(REPO, 'docs', 'screenshots', 'dashboard.png') });
+    const shot =
+      process.env.CARAPACE_SCREENSHOTS === '1'
+        ? join(REPO, 'docs', 'screenshots', 'dashboard.png')
+        : join(removedAfterFile(mkdtempSync(join(tmpdir(), 'carapace-dashboard-'))), 'dashboard.png');
+    await page.screenshot({ path: shot });
+    expect(readFileSync(shot).subarray(1, 4).toString()).toBe('PNG');
 
     await page.click('#proposals button.approve');
     await page.waitForSelector('#proposals tr[data-proposal]', { state: 'detached' });
@@ -164,6 +173,37 @@ describe.skipIf(!holds('root') || !existsSync(CHROMIUM))('the web dashboard, in 
     const now = await buckets();
     expect(Math.max(...now)).toBeLessThanOrEqual(Math.max(...after) + 1);
     expect(Math.max(...now)).toBeLessThan(179);
+    await page.close();
+  });
+
+  it("marks the agent's own suggestions (policy.local) apart from the denials, with its words as text", async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    await page.goto(dash.url);
+    await page.waitForSelector('body[data-live="1"]');
+    expect(await ask(url('d.test'))).toBe('403');
+    const rationale = '<b>fixtures</b> live on e.test';
+    expect(await suggest('e.test', rationale)).toMatch(/^201 /);
+    const byHost = async (host: string) => {
+      const row = await page.waitForSelector(`#proposals tr[data-proposal]:has-text("connect ${host}:")`);
+      return (await row.$('td:nth-child(3)'))!;
+    };
+    const denial = await byHost('d.test');
+    expect(await denial.$eval('.badge', (b) => [b.className, b.textContent])).toEqual([
+      'badge denial',
+      'denial',
+    ]);
+    expect(await denial.$('.rationale')).toBeNull();
+    const asked = await byHost('e.test');
+    expect(await asked.$eval('.badge', (b) => [b.className, b.textContent])).toEqual([
+      'badge agent',
+      'agent',
+    ]);
+    // What the agent wrote is text on the page, never markup.
+    expect(await asked.$eval('.rationale', (r) => [r.textContent, r.children.length])).toEqual([
+      `the agent says: ${rationale}`,
+      0,
+    ]);
+    expect(await page.textContent('#proposals thead')).toContain('From');
     await page.close();
   });
 

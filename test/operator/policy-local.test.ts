@@ -160,6 +160,20 @@ ${
         binary: python(),
         rationale: 'the build downloads its fixtures from c.test',
       });
+      // The operator can tell it from a denial: where it came from, and whose words the rationale are.
+      const rows = cli(['rules', 'list', 'open']).stdout.split('\n');
+      expect(rows[0]).toMatch(/^ID\s+SANDBOX\s+FROM\s+HITS/);
+      expect(rows.find((l) => l.includes('connect c.test:'))).toMatch(
+        new RegExp(`^${id}\\s+open\\s+agent\\s`),
+      );
+      expect(rows.find((l) => l.includes('connect b.test:'))).toMatch(/^\d+\s+open\s+denial\s/);
+      const shown = cli(['rules', 'show', String(id)]).stdout;
+      expect(shown).toContain(
+        '  from      the agent, through policy.local: it asked for this (nothing was refused)\n',
+      );
+      expect(shown).toContain(
+        "  rationale the build downloads its fixtures from c.test (the agent's words)\n",
+      );
       // The agent cannot approve: there is no such path, and the host stays refused.
       for (const path of [`/v1/proposals/${id}/approve`, `/v1/proposals/${id}`]) {
         expect((await call('open', 'POST', `http://policy.local${path}`, {})).status).toBe(404);

@@ -100,4 +100,51 @@ describe('proposal rules', () => {
       /link-local target \(b\.com → 169\.254\.169\.254\)/,
     );
   });
+
+  it('judges an edited rule as written: binaries [] admits any program, and says so', () => {
+    const g = gen(`  other:
+    name: other
+    endpoints: [ { host: a.com, port: 443 } ]
+`);
+    const f = { level: 'connect' as const, host: 'b.com', port: 443, binary: '/usr/bin/curl', ancestors: [] };
+    const rule = smallestRule(g, f, [], new Set());
+    expect(riskNotes(rule, f)).toEqual([]);
+    // The operator empties the list in the editor: the same rule, for every program.
+    expect(riskNotes({ ...rule, binaries: [] }, f)).toEqual([
+      'binaries [] admits any program in the sandbox, not only /usr/bin/curl',
+    ]);
+    // A denial whose binary the proxy could not name proposes that already, and says why.
+    const unknown = smallestRule(g, { ...f, binary: '' }, [], new Set());
+    expect(unknown.binaries).toEqual([]);
+    expect(riskNotes(unknown, { ...f, binary: '' })).toEqual([
+      'no binary known: the new entry admits any program in the sandbox',
+    ]);
+  });
+
+  it('keeps an extension method (WebDAV PROPFIND) as the rule: the proxy forwards any token method, and the rule allows exactly it', () => {
+    const g = gen(`  dav:
+    name: dav
+    endpoints:
+      - { host: dav.x.com, port: 443, protocol: rest, rules: [ { allow: { method: GET, path: "/**" } } ] }
+`);
+    const f = {
+      level: 'request' as const,
+      host: 'dav.x.com',
+      port: 443,
+      binary: '/usr/bin/rclone',
+      ancestors: [],
+      method: 'PROPFIND',
+      path: '/files/a',
+    };
+    const rule = smallestRule(g, f, ['/files/a'], new Set(['dav']));
+    expect(rule).toMatchObject({ kind: 'request', method: 'PROPFIND', path: '/files/a' });
+    expect(riskNotes(rule, f)).toEqual(['write method PROPFIND: the agent may change or send data']);
+    const approved = gen(`  dav:
+    name: dav
+    endpoints:
+      - { host: dav.x.com, port: 443, protocol: rest, rules: [ { allow: { method: PROPFIND, path: "/files/**" } } ] }
+`);
+    expect(allowedBy(approved, f)).toBe(true);
+    expect(allowedBy(approved, { ...f, method: 'DELETE' })).toBe(false);
+  });
 });

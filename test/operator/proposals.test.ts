@@ -8,6 +8,8 @@
  * hint names `carapace rules`.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayClient } from '../../src/cli/gateway-client.js';
@@ -108,7 +110,8 @@ describe.skipIf(!holds('root') || !hasPython())('proposals: denials the operator
     expect(p.risks).toEqual([]);
     // The table a person reads.
     const table = cli(['rules', 'list']).stdout;
-    expect(table).toMatch(new RegExp(`^ID\\s+SANDBOX\\s+HITS\\s+LAST\\s+DENIED`));
+    expect(table).toMatch(new RegExp(`^ID\\s+SANDBOX\\s+FROM\\s+HITS\\s+LAST\\s+DENIED`));
+    expect(table).toMatch(new RegExp(`^${p.id}\\s+web\\s+denial\\s+2\\s`, 'm'));
     expect(table).toContain(`connect b.test:${up.httpPort}`);
 
     const approve = cli(['rules', 'approve', String(p.id)]);
@@ -194,6 +197,34 @@ describe.skipIf(!holds('root') || !hasPython())('proposals: denials the operator
     expect(await ask(url('a.test', '/edit/two'))).toBe('200');
     const bad = cliAs(home(), ['rules', 'approve', '1', '--edit'], 0, 0, { EDITOR: 'true' });
     expect(bad.stderr).toMatch(/is already approved/);
+  });
+
+  it('approve --edit with binaries []: the approval says it admits any program, and the entry has no binaries', async () => {
+    expect(await ask(url('d.test'))).toBe('403');
+    const p = await proposalFor('d.test');
+    expect(p.risks).toEqual([]);
+    // An editor that empties the list, as an operator might to let a helper program in too.
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-editor-'));
+    const editor = join(dir, 'empty-binaries');
+    writeFileSync(editor, `#!/bin/sh\nsed -i -e 's#^binaries:.*#binaries: []#' -e '/^  - /d' "$1"\n`, {
+      mode: 0o755,
+    });
+    try {
+      const r = cliAs(home(), ['rules', 'approve', String(p.id), '--edit'], 0, 0, { EDITOR: editor });
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toMatch(
+        new RegExp(`^proposal ${p.id} approved: allow any program to connect to d\\.test:`),
+      );
+      expect(r.stdout).toContain(
+        `\n  risk: binaries [] admits any program in the sandbox, not only ${p.binary}\n`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const text = cli(['policy', 'get', 'web']).stdout;
+    const entry = text.slice(text.indexOf('allow_d_test_'));
+    expect(entry).toContain('host: d.test');
+    expect(entry.split(/\n {2}\S/)[0]).not.toContain('binaries');
   });
 
   it("names the real command in the 403 body's hint", () => {

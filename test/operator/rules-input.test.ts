@@ -112,10 +112,10 @@ describe.skipIf(!holds('root') || !hasPython())('carapace rules: bad input chang
       ['rules', 'approve-all', '--safe', '-o', 'yaml'],
     ]) {
       expect(refused(args, {}, p)).toBe(
-        'carapace: -o yaml: the one output format is json (-o json); without -o, a table\n',
+        'carapace: --output yaml is not one of table, json (leave -o out for table)\n',
       );
     }
-    expect(cli(['rules', 'list', '-o', 'wide']).stderr).toMatch(/^carapace: -o wide: /);
+    expect(cli(['rules', 'list', '-o', 'wide']).stderr).toMatch(/^carapace: --output wide is not one of /);
     expect(cli(['dashboard', '-o', 'yaml']).status).toBe(2);
   });
 

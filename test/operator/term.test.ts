@@ -3,7 +3,8 @@
  * real gateway whose sandbox's agent makes real requests. Keys are sent as a person types them and
  * the screen is read back (capture-pane): the sandbox is listed, a new denial appears live as a
  * decision and as a pending proposal, `a` approves it and the same request then passes, `q` quits.
- * The screen it reads is saved as docs/screenshots/term.txt.
+ * The screen it reads is saved as docs/screenshots/term.txt by `npm run screenshots` only: a test
+ * run leaves the tree as it found it (the screen has the time, ports and uptime of its run).
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -36,9 +37,10 @@ describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24'
   let up: Upstreams;
   let ask: (url: string) => Promise<string>;
   let url: (host: string) => string;
+  let suggest: (host: string, rationale: string) => Promise<string>;
 
   beforeAll(async () => {
-    ({ gw, up, ask, url } = await requestScene());
+    ({ gw, up, ask, url, suggest } = await requestScene());
     // CI=true as in a CI runner's shell: ink would then draw only its last frame, at exit, unless
     // the view insists on the terminal it has checked it has.
     const env = `CARAPACE_HOME=${gw.home} TERM=xterm-256color CI=true`;
@@ -70,7 +72,8 @@ describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24'
     const lines = denied.split('\n');
     expect(lines.length).toBeLessThanOrEqual(25);
     for (const l of lines) expect(l.length).toBeLessThanOrEqual(80);
-    writeFileSync(join(REPO, 'docs', 'screenshots', 'term.txt'), denied.replace(/\s+$/gm, ''));
+    if (process.env.CARAPACE_SCREENSHOTS === '1')
+      writeFileSync(join(REPO, 'docs', 'screenshots', 'term.txt'), denied.replace(/\s+$/gm, ''));
 
     tmux('send-keys', '-t', session, 'a');
     await shows(/approved: policy revision 2 applied/);
@@ -136,6 +139,34 @@ describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24'
     }[];
     expect(left.map((p) => p.host).sort()).toEqual(['d.test', 'e.test']);
     tmux('send-keys', '-t', second, 'q');
+  });
+
+  it("marks the agent's own suggestion (policy.local) as such, with its rationale under it", async () => {
+    const third = 'term-origin';
+    const env = `CARAPACE_HOME=${gw.home} TERM=xterm-256color`;
+    const command = `env ${env} ${process.execPath} ${CLI} term`;
+    expect(tmux('new-session', '-d', '-s', third, '-x', '80', '-y', '24', command).status).toBe(0);
+    const on = async (pattern: RegExp) => {
+      for (let i = 0; i < 300; i++) {
+        const s = tmux('capture-pane', '-p', '-t', third).stdout;
+        if (pattern.test(s)) return s;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(
+        `the screen never showed ${pattern}:\n${tmux('capture-pane', '-p', '-t', third).stdout}`,
+      );
+    };
+    // The denials left by the test before (d.test, e.test) carry no mark.
+    const before = await on(/> #\d+\s+web\s+connect [de]\.test/);
+    expect(before).not.toContain('[agent]');
+    expect(await suggest('f.test', 'the docs build fetches from f.test')).toMatch(/^201 /);
+    await on(/ #\d+\s+web\s+\[agent\] connect f\.test:\d+ ×1/);
+    tmux('send-keys', '-t', third, 'Up');
+    const chosen = await on(/> #\d+\s+web\s+\[agent\] connect f\.test/);
+    expect(chosen).toMatch(/^ {2}the agent says: the docs build fetches from f\.test$/m);
+    expect(chosen).toMatch(/^ {2}rule: allow \S*python\S* to connect to f\.test:\d+$/m);
+    for (const l of chosen.split('\n')) expect(l.length).toBeLessThanOrEqual(80);
+    tmux('send-keys', '-t', third, 'q');
   });
 
   it('refuses to run without a terminal, in one line', () => {

@@ -264,7 +264,7 @@ describe('changed sections', () => {
   it('separates static from dynamic sections', () => {
     const a = policyOf('version: 1\nlandlock: { compatibility: best_effort }\nnetwork_policies: {}\n');
     const b = policyOf(
-      'version: 1\nlandlock: { compatibility: hard_requirement }\nlimits: { pids: 10 }\ninference: { routes: {} }\n',
+      'version: 1\nlandlock: { compatibility: hard_requirement }\nlimits: { pids: 10 }\ninference: { routes: { r: { provider: p, model: m } } }\n',
     );
     expect(changedSections(a, b)).toEqual({
       static: ['landlock', 'limits'],

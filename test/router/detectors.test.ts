@@ -185,6 +185,16 @@ describe('built-in detectors', () => {
     for (const text of hostile)
       for (const d of Object.keys(CASES) as BuiltinDetector[]) expect(() => detect(d, text)).not.toThrow();
   });
+
+  it('finds no token in a prompt of back-to-back JWT headers (the scan read each run again: quadratic)', () => {
+    // 6 MB, within the router's 32 MiB request limit: ~10^13 steps read quadratically (the test
+    // never ends), one pass read linearly.
+    const text = 'eyJ'.repeat(2_000_000);
+    expect(detect('jwt', text)).toEqual([]);
+    expect(detect('jwt', `${text} eyJhbGciOiJI.eyJzdWIiOiIx.c2ln`)).toEqual([
+      { start: text.length + 1, end: text.length + 31 },
+    ]);
+  });
 });
 
 describe('custom patterns (linear-time engine)', () => {

@@ -261,9 +261,20 @@ describe.skipIf(!holds('root'))('the gateway’s router', () => {
       'carapace: route main: left\'s owner has no provider named "tow" (carapace provider list; create it first: carapace provider create tow --type TYPE …)\n',
     );
     expect(json<{ policyRev: number }>(['sandbox', 'get', 'left']).policyRev).toBe(2);
-    // A section without routes (every call 400) has nothing to test: said, and no success.
+    // A section without routes (every call would be refused) is refused at its line, and nothing
+    // is stored.
     const empty = policyFile('inference:\n  routes: {}\n');
-    expect(cli(['inference', 'set', 'left', '--from', empty]).status).toBe(0);
+    const noRoutes = cli(['inference', 'set', 'left', '--from', empty]);
+    expect({ status: noRoutes.status, stdout: noRoutes.stdout, stderr: noRoutes.stderr }).toEqual({
+      status: 2,
+      stdout: '',
+      stderr:
+        `carapace: ${empty}:2:11: the inference section has no routes: every model call would be refused; ` +
+        'add a route (NAME: { provider: PROVIDER, model: MODEL }) or remove the inference section\n',
+    });
+    expect(json<{ policyRev: number }>(['sandbox', 'get', 'left']).policyRev).toBe(2);
+    // Without a section there is nothing to test: said, and no success.
+    expect(cli(['inference', 'set', 'left', '--clear']).status).toBe(0);
     const none = cli(['inference', 'test', 'left']);
     expect({ status: none.status, stdout: none.stdout, stderr: none.stderr }).toEqual({
       status: 2,

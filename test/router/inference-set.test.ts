@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sectionFromFlags } from '../../src/cli/inference-command.js';
+import { formatDiagnostic, parsePolicy } from '../../src/policy/index.js';
 import { readCredential } from '../../src/cli/provider-command.js';
 import { UsageError } from '../../src/cli/errors.js';
 
@@ -79,6 +80,19 @@ describe('inference set --from', () => {
     );
     const empty = file('empty.yaml', 'version: 1\n');
     expect(refusal(null, { from: empty })).toMatch(/no inference section/);
+  });
+
+  it('refuses a section without routes (every model call would be refused), at its line', () => {
+    const why =
+      'the inference section has no routes: every model call would be refused; ' +
+      'add a route (NAME: { provider: PROVIDER, model: MODEL }) or remove the inference section';
+    const bare = file('no-routes.yaml', 'routes: {}\n');
+    expect(refusal(null, { from: bare })).toBe(`${bare}:1:9: ${why}`);
+    const inPolicy = file('no-routes-policy.yaml', 'version: 1\ninference:\n  routes: {}\n  default: a\n');
+    expect(refusal(null, { from: inPolicy })).toBe(`${inPolicy}:3:11: ${why} (and 1 more)`);
+    // The same for a whole policy (carapace run --policy, policy set, sandbox create).
+    const policy = parsePolicy('version: 1\ninference:\n  routes: {}\n', 'agent.yaml');
+    expect(policy.ok ? [] : policy.diagnostics.map(formatDiagnostic)).toEqual([`agent.yaml:3:11: ${why}`]);
   });
 
   it('refuses flags that --from or --clear would silently ignore', () => {

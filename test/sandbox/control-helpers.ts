@@ -29,7 +29,13 @@ export interface HeldSandbox {
 /** Starts `command` under `policy` (default: the default policy) with a control socket. */
 export async function startHeld(
   command: string[],
-  opts: Partial<StartOptions> & { policy?: string; home?: string; name?: string } = {},
+  opts: Partial<StartOptions> & {
+    policy?: string;
+    home?: string;
+    name?: string;
+    /** Files written for the sandbox and bound read-only inside (SandboxSpec.files). */
+    files?: { path: string; content: string }[];
+  } = {},
 ): Promise<HeldSandbox> {
   const home = opts.home ?? freshHome();
   chmodSync(home, 0o711); // the sandbox uids pass through it to their runtime files
@@ -43,6 +49,7 @@ export async function startHeld(
     mounts: [],
     command,
   });
+  spec.files.push(...(opts.files ?? []));
   const started = await startSandbox(spec, {
     dirs,
     identities: hostIdentities(),

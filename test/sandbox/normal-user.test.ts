@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readCgroupLayout } from '../../src/sandbox/cgroup-layout.js';
 import { CLI } from '../helpers/cli.js';
+import { hostUserCommand } from '../helpers/host-users.js';
 import { requires } from '../helpers/premises.js';
 
 const user = `cpt${process.pid % 100000}`;
@@ -37,13 +38,13 @@ function asUser(args: string[]) {
 describe('a freshly created normal user', () => {
   beforeAll(() => {
     if (process.getuid?.() !== 0 || !cliReachable()) return;
-    const made = spawnSync('useradd', ['--create-home', '--shell', '/bin/sh', user], { encoding: 'utf8' });
+    const made = hostUserCommand('useradd', ['--create-home', '--shell', '/bin/sh', user]);
     if (made.status !== 0) throw new Error(`useradd ${user}: ${made.stderr}`);
     uid = Number(spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim());
     home = `/home/${user}`;
   });
   afterAll(() => {
-    if (uid >= 0) spawnSync('userdel', ['--remove', user]);
+    if (uid >= 0) hostUserCommand('userdel', ['--remove', user]);
   });
 
   const premise = (ctx: Parameters<typeof requires>[0]) => {

@@ -6,4 +6,6 @@
 import { afterAll } from 'vitest';
 import { removeFreshHomes } from '../helpers/cli.js';
 
-afterAll(() => removeFreshHomes());
+// Removing a home can take long: an onboarded agent's image is ~200 MB of files, and CI's machine
+// is loaded (it took over a minute there once). This is clean-up, not something a test measures.
+afterAll(() => removeFreshHomes(), 600_000);

@@ -124,27 +124,42 @@ export function decisionLine(d: Decision, width: number): string {
   return fit(`${time} ${pad(d.sandbox, 10)} ${d.allowed ? 'allow ' : 'DENIED'} ${what} ${bin}`, width);
 }
 
+/**
+ * Where a proposal came from: `denial`, a request the policy refused; `agent`, the agent's own
+ * suggestion through policy.local (nothing was refused: it asked, with a rationale); `denial+agent`,
+ * a refusal the agent then asked about. The operator weighs them differently: a refusal is what the
+ * agent did, a suggestion is what it says it wants, in words it chose.
+ */
+export function proposalOrigin(p: Pick<ProposalView, 'source' | 'rationale'>): string {
+  if (p.source === 'agent') return 'agent';
+  return p.rationale ? 'denial+agent' : 'denial';
+}
+
 export function proposalLine(p: ProposalView, selected: boolean, width: number): string {
+  const origin = proposalOrigin(p);
+  const badge = origin === 'denial' ? '' : `[${origin}] `;
   const what =
     p.level === 'request'
       ? `${p.method} ${p.host}:${p.port} ${p.pathPattern ?? ''}`
       : `connect ${p.host}:${p.port}`;
   const risk = p.risks.length > 0 ? ` !${p.risks.length}` : '';
   return fit(
-    `${selected ? '>' : ' '} ${pad(`#${p.id}`, 5)} ${pad(p.sandbox, 10)} ${what} ×${p.hits}${risk} ${p.binary.split('/').pop() ?? ''}`,
+    `${selected ? '>' : ' '} ${pad(`#${p.id}`, 5)} ${pad(p.sandbox, 10)} ${badge}${what} ×${p.hits}${risk} ${p.binary.split('/').pop() ?? ''}`,
     width,
   );
 }
 
 /**
- * What `a` would approve, under the list: the selected proposal's rule, and its first risk note
- * (with how many more). The list's `!N` says only that there are notes; the operator reads these
+ * What `a` would approve, under the list: the selected proposal's rule, the agent's rationale when
+ * it asked for it, and its first risk note (with how many more). The list's `!N` says only that there are notes; the operator reads these
  * before one key writes the rule.
  */
 export function proposalDetail(p: ProposalView, width: number): string[] {
   const lines = [
     fit(`  rule: ${p.rule?.summary ?? 'none, the latest policy allows it (a closes it)'}`, width),
   ];
+  // The agent's own words, marked as such: text a sandbox chose, never an instruction to the operator.
+  if (p.rationale) lines.push(fit(`  the agent says: ${p.rationale}`, width));
   const [first, ...more] = p.risks;
   if (first !== undefined)
     lines.push(

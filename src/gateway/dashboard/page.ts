@@ -20,6 +20,8 @@ h2{font-size:13px;text-transform:uppercase;letter-spacing:.05em;color:#5a6473;ma
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eef0f3;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:28em}
 th{font-weight:600;color:#5a6473;font-size:12px}
 .denied{color:#b42318}.allowed{color:#067647}.risk{color:#b54708;font-size:12px}
+.badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:12px;border:1px solid}.badge.denial{color:#5a6473;border-color:#c9ced6}.badge.agent{color:#6941c6;border-color:#6941c6;background:#f4f3ff}
+.rationale{color:#6941c6;font-size:12px;white-space:normal}
 button{font:inherit;padding:2px 10px;margin-right:4px;border-radius:4px;border:1px solid #98a2b3;background:#fff;cursor:pointer}
 button.approve{border-color:#067647;color:#067647}button.reject{border-color:#b42318;color:#b42318}
 #decisions{max-height:260px;overflow:auto;font-family:ui-monospace,monospace;font-size:12px}
@@ -30,7 +32,7 @@ button.approve{border-color:#067647;color:#067647}button.reject{border-color:#b4
 <header>Carapace <small id="status">connecting…</small></header>
 <main>
 <section class="wide"><h2>Sandboxes</h2><table id="sandboxes"><thead><tr><th>Name</th><th>State</th><th>Restarts</th><th>CPU</th><th>Memory</th><th>Policy</th><th>Updated</th><th>Forwarded ports</th></tr></thead><tbody></tbody></table></section>
-<section class="wide"><h2>Pending proposals</h2><table id="proposals"><thead><tr><th>ID</th><th>Sandbox</th><th>Denied</th><th>Binary</th><th>Hits</th><th>Rule</th><th></th></tr></thead><tbody></tbody></table><p id="no-proposals" class="legend">none</p></section>
+<section class="wide"><h2>Pending proposals</h2><table id="proposals"><thead><tr><th>ID</th><th>Sandbox</th><th>From</th><th>Denied</th><th>Binary</th><th>Hits</th><th>Rule</th><th></th></tr></thead><tbody></tbody></table><p id="no-proposals" class="legend">none</p></section>
 <section><h2>Requests and denials (30 min)</h2><div id="charts"></div><div class="legend"><span class="allowed">— requests</span> &nbsp; <span class="denied">— denials</span></div></section>
 <section><h2>Decisions</h2><div id="decisions"></div></section>
 </main>
@@ -50,6 +52,17 @@ async function api(path, method) {
 }
 let series = { bucketMs: 10000, start: 0, sandboxes: [] };
 const proposals = new Map();
+// Where a proposal came from (as term/model.ts, proposalOrigin): a refused request, the agent's own
+// suggestion through policy.local, or a refusal the agent then asked about.
+function origin(p) { return p.source === "agent" ? "agent" : p.rationale ? "denial+agent" : "denial"; }
+function originCell(p) {
+  const o = origin(p), cell = document.createElement("div");
+  const badge = el("span", o, "badge " + (o === "denial" ? "denial" : "agent"));
+  badge.title = o === "denial" ? "the policy refused what the agent did" : "the agent asked for this through policy.local";
+  cell.appendChild(badge);
+  if (p.rationale) cell.appendChild(el("div", "the agent says: " + p.rationale, "rationale"));
+  return cell;
+}
 function denied(p) { return p.level === "request" ? p.method + " " + p.host + ":" + p.port + " " + (p.pathPattern || "") : "connect " + p.host + ":" + p.port; }
 // CPU is a share of one core between two readings of a sandbox's CPU seconds (the list, every 5 s).
 const cpuSeen = new Map();
@@ -86,7 +99,7 @@ function renderProposals() {
     const rule = document.createElement("div"); rule.appendChild(el("div", p.rule ? p.rule.summary : "(allowed now)"));
     for (const r of p.risks) rule.appendChild(el("div", "⚠ " + r, "risk"));
     const buttons = document.createElement("span"); buttons.append(approve, reject);
-    const tr = row([p.id, p.sandbox, denied(p), p.binary || "?", p.hits, rule, buttons]);
+    const tr = row([p.id, p.sandbox, originCell(p), denied(p), p.binary || "?", p.hits, rule, buttons]);
     tr.dataset.proposal = p.id; body.appendChild(tr);
   }
 }

@@ -1,0 +1,91 @@
+/**
+ * The host paths of a gateway sandbox that its owner named or will get back: `--workspace` and
+ * `--mount`, checked **as the owner** at every start (caller-paths.ts; the sandbox binds them only
+ * if they are still the inodes the check saw), and a workspace kept past its sandbox, handed back
+ * to the owner (the sandbox's uid owned it).
+ */
+import { constants, closeSync, fchownSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import type { IdentityRegistry } from '../sandbox/identity.js';
+import type { StateDirs } from '../sandbox/state-dirs.js';
+import { handOverTree } from '../sandbox/untrusted-tree.js';
+import { checkAsCaller, type PathRequest } from './caller-paths.js';
+import { primaryGid } from './host-groups.js';
+import type { SandboxRecord } from './store/sandbox-store.js';
+
+/** What the checks need of the gateway. */
+export interface PathHost {
+  /** A rootless gateway: every sandbox is the gateway's user, no path checks. */
+  rootless: boolean;
+  identities: IdentityRegistry | null;
+  dirs: StateDirs;
+}
+
+/** The workspace and mounts of a record, checked as its owner where the owner named them. */
+export async function checkedPaths(rec: SandboxRecord, host: PathHost) {
+  const requests: PathRequest[] = [];
+  if (!rec.spec.ownWorkspace) {
+    // After its first start the workspace is the sandbox's uid's (0700): that passes too.
+    const handedTo = host.rootless
+      ? undefined
+      : (host.identities?.lookup({ state: host.dirs.state, name: rec.id }) ?? undefined);
+    requests.push({ path: rec.spec.workspace, write: true, create: true, what: '--workspace', handedTo });
+  }
+  for (const m of rec.spec.mounts)
+    requests.push({ path: m.host, write: !m.readOnly, what: `--mount ${m.path}` });
+  if (host.rootless || rec.ownerUid === 0 || requests.length === 0) {
+    return { workspace: rec.spec.workspace, mounts: rec.spec.mounts, expected: undefined };
+  }
+  const gid = (await primaryGid(rec.ownerUid)) ?? rec.ownerUid;
+  const checked = await checkAsCaller(rec.ownerUid, gid, requests);
+  const expected = new Map<string, { dev: number; ino: number }>();
+  let i = 0;
+  let workspace = rec.spec.workspace;
+  if (!rec.spec.ownWorkspace) {
+    workspace = checked[i]!.real;
+    expected.set(workspace, checked[i++]!);
+  }
+  const mounts = rec.spec.mounts.map((m) => {
+    const c = checked[i++]!;
+    expected.set(c.real, c);
+    return { ...m, host: c.real };
+  });
+  return { workspace, mounts, expected };
+}
+
+/**
+ * A workspace kept past its sandbox, handed back to the sandbox's owner (the sandbox's uid owned
+ * it). Returns its path.
+ */
+export async function handBackWorkspace(
+  rec: SandboxRecord,
+  ownWorkspace: boolean,
+  rootless: boolean,
+): Promise<string> {
+  if (rootless) return rec.spec.workspace;
+  const gid = (await primaryGid(rec.ownerUid)) ?? rec.ownerUid;
+  let fd: number;
+  try {
+    fd = openSync(rec.spec.workspace, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch {
+    return rec.spec.workspace; // gone, or replaced by a symlink: nothing to hand back
+  }
+  try {
+    handOverTree(fd, { uid: rec.ownerUid, gid });
+  } finally {
+    closeSync(fd);
+  }
+  if (ownWorkspace) {
+    // The gateway's own workspace lies in the sandbox's storage directory: that too is the owner's now.
+    const storage = openSync(
+      join(rec.spec.workspace, '..'),
+      constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW,
+    );
+    try {
+      fchownSync(storage, rec.ownerUid, gid);
+    } finally {
+      closeSync(storage);
+    }
+  }
+  return rec.spec.workspace;
+}

@@ -1,0 +1,304 @@
+/**
+ * The host replaces a masked file while a sandbox runs (docs/security.md, "A host file replaced
+ * while a sandbox runs"). The masks over /etc/shadow, the synthesized /etc/passwd and the like are
+ * binds on the host's names; a rename over one (useradd, passwd, a package upgrade) detaches the
+ * bind in every other namespace, and without the guard the sandbox reads the host's new file from
+ * then on. The guard (src/sandbox/mask-guard.ts, native/carapace-mask.c) binds it again and says so
+ * in the audit trail: as root, rootless, and for a sandbox a restarted gateway takes over.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BubblewrapDriver } from '../../src/runtime/bubblewrap-driver.js';
+import { hostIdentities } from '../../src/sandbox/identity.js';
+import type { MaskCheck } from '../../src/sandbox/mask-guard.js';
+import { SandboxControl } from '../../src/sandbox/control.js';
+import { stateDirs } from '../../src/sandbox/state-dirs.js';
+import { freshHome, REPO } from '../helpers/cli.js';
+import { hostUserCommand } from '../helpers/host-users.js';
+import { requires } from '../helpers/premises.js';
+import { readAudit, sharedTempDir, startInSandbox } from '../helpers/sandbox.js';
+import { collect, run, startHeld, type HeldSandbox } from '../sandbox/control-helpers.js';
+
+let held: HeldSandbox | undefined;
+afterEach(async () => {
+  if (held) {
+    held.started.process.signal('SIGKILL');
+    await held.started.process.exited;
+    await held.started.cleanup();
+  }
+  held = undefined;
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The first check from index `from` on that restored `target`, or null after `ms` (a bound on the
+ * wait, not a timing assertion). `checks` is the live array the guard's callback fills.
+ */
+function restoredWithin(
+  checks: MaskCheck[],
+  target: string,
+  ms: number,
+  from = 0,
+): Promise<MaskCheck | null> {
+  return new Promise((resolve) => {
+    const deadline = Date.now() + ms;
+    const look = () => {
+      const hit = checks.slice(from).find((c) => c.restored.includes(target));
+      if (hit || Date.now() > deadline) resolve(hit ?? null);
+      else setTimeout(look, 20);
+    };
+    look();
+  });
+}
+
+/** A host directory the policy lists read-only, with a file the sandbox gets its own copy of. */
+function hostTree(): { dir: string; policy: string } {
+  const dir = sharedTempDir('carapace-hostetc-');
+  chmodSync(dir, 0o755);
+  writeFileSync(join(dir, 'conf'), 'the host\n', { mode: 0o644 });
+  const policy = join(sharedTempDir(), 'policy.yaml');
+  writeFileSync(
+    policy,
+    [
+      'version: 1',
+      'filesystem_policy:',
+      `  read_only: [/usr, /lib, /lib64, /bin, /etc, ${dir}]`,
+      '  read_write: [/sandbox, /tmp]',
+      '',
+    ].join('\n'),
+  );
+  return { dir, policy };
+}
+
+/** What a rename by the host does: a new file under a temporary name, renamed over the old one. */
+function replaceOnHost(path: string, content: string, mode = 0o644): void {
+  writeFileSync(`${path}.new`, content, { mode });
+  chmodSync(`${path}.new`, mode);
+  renameSync(`${path}.new`, path);
+}
+
+describe('a host file replaced while the sandbox runs', () => {
+  it('useradd on the host during `carapace run`: the agent keeps its passwd and shadow mask, and the audit says so', async (ctx) => {
+    requires(ctx, 'root');
+    if (spawnSync('useradd', ['--help']).status !== 0) ctx.skip('needs useradd (the passwd package)');
+    const ws = sharedTempDir();
+    const audit = join(sharedTempDir(), 'audit.jsonl');
+    // The agent waits for the test's word, then reads what the host replaced.
+    const agent = startInSandbox(
+      [
+        'sh',
+        '-c',
+        'echo ready; while [ ! -e /sandbox/go ]; do sleep 0.05; done; cat /etc/passwd; cat /etc/shadow',
+      ],
+      ['--workspace', ws, '--audit', audit],
+    );
+    await agent.waitForStdout('ready');
+    const user = `cmk${process.pid % 100000}`;
+    // useradd writes passwd+, group+, shadow+, gshadow+ and renames each over the old name.
+    const made = hostUserCommand('useradd', ['--no-create-home', user]);
+    try {
+      expect(made.status, made.stderr).toBe(0);
+      expect(readFileSync('/etc/passwd', 'utf8')).toContain(`${user}:`);
+      const restored = () =>
+        readAudit(audit)
+          .filter((e) => e.class_uid === 2004 && JSON.stringify(e).includes('mask-restored'))
+          .flatMap((e) => (e.unmapped.restored as string[] | undefined) ?? []);
+      const deadline = Date.now() + 10_000;
+      while (!restored().includes('/etc/shadow') && Date.now() < deadline) await sleep(20);
+      expect(restored()).toEqual(expect.arrayContaining(['/etc/passwd', '/etc/group', '/etc/shadow']));
+      writeFileSync(join(ws, 'go'), '');
+      const r = await agent.result;
+      expect(r.stdout).toContain('sandbox:x:1000:1000');
+      expect(r.stdout).not.toContain(`${user}:`);
+      expect(r.stdout).not.toMatch(/^daemon:/m);
+      // The shadow file is still the unreadable mask (empty, mode 0), not the host's.
+      expect(r.stderr).toMatch(/cat: \/etc\/shadow: Permission denied/);
+      expect(JSON.stringify(readAudit(audit))).not.toContain('mask-lost');
+    } finally {
+      hostUserCommand('userdel', [user]);
+      agent.child.kill('SIGKILL');
+    }
+  });
+
+  it('a file the policy lists from a host tree: masked again after each rename, the new file never stays', async (ctx) => {
+    requires(ctx, 'root');
+    const { dir, policy } = hostTree();
+    const conf = join(dir, 'conf');
+    const checks: MaskCheck[] = [];
+    held = await startHeld(['sleep', '600'], {
+      policy,
+      files: [{ path: conf, content: 'the sandbox\n' }],
+      onMaskCheck: (c) => checks.push(c),
+    });
+    const cat = async () => (await run(held!.started.control!.exec({ argv: ['cat', conf] }))).stdout;
+    expect(await cat()).toBe('the sandbox\n');
+    for (const round of [1, 2]) {
+      const before = checks.length;
+      replaceOnHost(conf, `the host, replaced ${round}\n`);
+      expect(await restoredWithin(checks, conf, 10_000, before)).not.toBeNull();
+      expect(await cat()).toBe('the sandbox\n');
+    }
+  });
+
+  it('rootless: the user who started it binds the mask again in the sandbox it owns', async (ctx) => {
+    requires(ctx, 'root', 'unprivileged-userns'); // root to become another user for the test
+    const reachable = spawnSync(
+      process.execPath,
+      ['-e', '0', join(REPO, 'dist', 'src', 'sandbox', 'sandbox.js')],
+      {
+        uid: 65534,
+        gid: 65534,
+      },
+    );
+    if (
+      reachable.status !== 0 ||
+      spawnSync('test', ['-r', join(REPO, 'dist', 'src', 'sandbox', 'sandbox.js')], {
+        uid: 65534,
+        gid: 65534,
+      }).status !== 0
+    )
+      ctx.skip(`${REPO} is not readable by an unprivileged user (a checkout under a private directory)`);
+    const { dir, policy } = hostTree();
+    const conf = join(dir, 'conf');
+    const home = freshHome();
+    chmodSync(home, 0o755);
+    spawnSync('chown', ['-R', '65534:65534', home]);
+    const script = join(home, 'rootless.mjs');
+    const dist = (p: string) => JSON.stringify(join(REPO, 'dist', 'src', p));
+    writeFileSync(
+      script,
+      `
+import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
+import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
+import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
+import { agentStarted } from ${dist('sandbox/launch.js')};
+import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
+import { stateDirs } from ${dist('sandbox/state-dirs.js')};
+const dirs = stateDirs({ CARAPACE_HOME: ${JSON.stringify(join(home, 'state'))} });
+const policy = loadPolicyFile(${JSON.stringify(policy)});
+const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
+  name: 'rootless', workspace: sandboxPaths(dirs, 'rootless').defaultWorkspace, env: {}, mounts: [],
+  command: ['sleep', '600'],
+});
+spec.files.push({ path: ${JSON.stringify(conf)}, content: 'the sandbox\\n' });
+let done;
+const restored = new Promise((resolve) => (done = resolve));
+const started = await startSandbox(spec, {
+  dirs, identities: null, ephemeral: true, removeWorkspace: true, bestEffortLimits: true,
+  stdio: 'pipe', control: true, onMaskCheck: (c) => done(c),
+});
+if (!(await agentStarted(started.process))) process.exit(3);
+console.log('ready');
+const check = await Promise.race([restored, new Promise((r) => setTimeout(() => r(null), 10000))]);
+const exec = started.control.exec({ argv: ['cat', ${JSON.stringify(conf)}] });
+let seen = '';
+for await (const chunk of exec.stdout) seen += chunk;
+console.log(JSON.stringify({ check, seen, uid: process.getuid() }));
+started.process.signal('SIGKILL');
+await started.cleanup();
+process.exit(0);
+`,
+    );
+    chmodSync(script, 0o644);
+    const child = spawn(process.execPath, [script], {
+      uid: 65534,
+      gid: 65534,
+      cwd: home,
+      env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: home },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out === 'ready\n') replaceOnHost(conf, 'the host, replaced\n');
+    });
+    const [err, code] = await Promise.all([
+      collect(child.stderr),
+      new Promise<number | null>((resolve) => child.on('exit', resolve)),
+    ]);
+    expect(err).toBe('');
+    expect(code).toBe(0);
+    const result = JSON.parse(out.split('\n')[1]!) as { check: MaskCheck | null; seen: string; uid: number };
+    expect(result.uid).toBe(65534);
+    expect(result.check?.restored).toEqual([conf]);
+    expect(result.seen).toBe('the sandbox\n');
+  });
+
+  it('a sandbox whose gateway was gone when the host replaced the file: masked again when taken over', async (ctx) => {
+    requires(ctx, 'root');
+    const { dir, policy } = hostTree();
+    const conf = join(dir, 'conf');
+    const home = freshHome();
+    const out = sharedTempDir();
+    const script = join(out, 'start.mjs');
+    const dist = (p: string) => JSON.stringify(join(REPO, 'dist', 'src', p));
+    writeFileSync(
+      script,
+      `
+import { chmodSync } from 'node:fs';
+import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
+import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
+import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
+import { hostIdentities } from ${dist('sandbox/identity.js')};
+import { agentStarted } from ${dist('sandbox/launch.js')};
+import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
+import { stateDirs } from ${dist('sandbox/state-dirs.js')};
+const home = ${JSON.stringify(home)};
+chmodSync(home, 0o711);
+const dirs = stateDirs({ CARAPACE_HOME: home });
+const policy = loadPolicyFile(${JSON.stringify(policy)});
+const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
+  name: 'adopted', workspace: sandboxPaths(dirs, 'adopted').defaultWorkspace, env: {}, mounts: [],
+  command: ['sleep', '600'],
+});
+spec.files.push({ path: ${JSON.stringify(conf)}, content: 'the sandbox\\n' });
+const started = await startSandbox(spec, {
+  dirs, identities: hostIdentities(), ephemeral: false, removeWorkspace: false, bestEffortLimits: false,
+  stdio: 'inherit', control: true, detached: true,
+});
+if (!(await agentStarted(started.process))) process.exit(3);
+console.log(JSON.stringify({ socket: started.control.socketPath, initPid: started.process.initPid }));
+`,
+    );
+    const starter = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [stdout, stderr, code] = await Promise.all([
+      collect(starter.stdout),
+      collect(starter.stderr),
+      new Promise<number | null>((resolve) => starter.on('exit', resolve)),
+    ]);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    const { socket, initPid } = JSON.parse(stdout) as { socket: string; initPid: number };
+    const driver = new BubblewrapDriver({
+      dirs: stateDirs({ CARAPACE_HOME: home }),
+      identities: hostIdentities(),
+    });
+    let adopted: ReturnType<BubblewrapDriver['adopt']> = null;
+    try {
+      const control = new SandboxControl(socket);
+      const cat = async () => (await run(control.exec({ argv: ['cat', conf] }))).stdout;
+      expect(await cat()).toBe('the sandbox\n');
+      // No process holds the sandbox now: the rename detaches the mask and nothing binds it again.
+      replaceOnHost(conf, 'the host, replaced\n');
+      expect(await cat()).toBe('the host, replaced\n');
+      const checks: MaskCheck[] = [];
+      adopted = driver.adopt('adopted', (c) => checks.push(c));
+      expect(adopted).not.toBeNull();
+      expect(await restoredWithin(checks, conf, 10_000)).not.toBeNull();
+      expect(await cat()).toBe('the sandbox\n');
+    } finally {
+      try {
+        process.kill(initPid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      if (adopted) {
+        await adopted.exited;
+        await adopted.release();
+      }
+    }
+  });
+});
