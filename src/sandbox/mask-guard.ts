@@ -42,34 +42,43 @@ const CHECK_DELAY_MS = 0;
 const EXIT_GONE = 3;
 
 interface DirWatch {
-  watcher: FSWatcher;
+  /** Null while the directory is missing: its parent's watch sees it come back. */
+  watcher: FSWatcher | null;
   /** name in the directory → the guards it matters to. */
   names: Map<string, Set<MaskGuard>>;
 }
 
 const watches = new Map<string, DirWatch>();
 
-function subscribe(dir: string, name: string, guard: MaskGuard): boolean {
+/** (Re)opens the inotify watch of `dir`; false when the directory is not there. */
+function openWatch(dir: string, w: DirWatch): boolean {
+  w.watcher?.close();
+  w.watcher = null;
+  let watcher: FSWatcher;
+  try {
+    // Not persistent: a guard never keeps a one-shot run's process alive.
+    watcher = watch(dir, { persistent: false }, (event, file) => onRename(dir, event, file));
+  } catch {
+    return false;
+  }
+  watcher.on('error', () => {
+    watcher.close();
+    if (w.watcher === watcher) w.watcher = null;
+  });
+  w.watcher = watcher;
+  return true;
+}
+
+function subscribe(dir: string, name: string, guard: MaskGuard): void {
   let w = watches.get(dir);
   if (w === undefined) {
-    let watcher: FSWatcher;
-    try {
-      // Not persistent: a guard never keeps a one-shot run's process alive.
-      watcher = watch(dir, { persistent: false }, (event, file) => onRename(dir, event, file));
-    } catch {
-      return false; // no such directory (yet): its parent's watch sees it come
-    }
-    watcher.on('error', () => {
-      watcher.close();
-      if (watches.get(dir)?.watcher === watcher) watches.delete(dir);
-    });
-    w = { watcher, names: new Map() };
+    w = { watcher: null, names: new Map() };
     watches.set(dir, w);
+    openWatch(dir, w);
   }
   let guards = w.names.get(name);
   if (guards === undefined) w.names.set(name, (guards = new Set()));
   guards.add(guard);
-  return true;
 }
 
 function unsubscribe(dir: string, name: string, guard: MaskGuard): void {
@@ -79,7 +88,7 @@ function unsubscribe(dir: string, name: string, guard: MaskGuard): void {
   guards.delete(guard);
   if (guards.size === 0) w.names.delete(name);
   if (w.names.size === 0) {
-    w.watcher.close();
+    w.watcher?.close();
     watches.delete(dir);
   }
 }
@@ -92,7 +101,10 @@ function onRename(dir: string, event: string, file: string | Buffer | null): voi
   const name = file === null ? null : String(file);
   for (const [watched, guards] of w.names) {
     if (name !== null && name !== watched) continue;
-    for (const g of guards) g.changed(join(dir, watched));
+    // A directory on the way to a mask, replaced or made again: the old watch saw the old one.
+    const sub = watches.get(join(dir, watched));
+    if (sub !== undefined) openWatch(join(dir, watched), sub);
+    for (const g of guards) g.changed();
   }
 }
 
@@ -131,7 +143,8 @@ export class MaskGuard {
   ) {}
 
   private hold(dir: string, name: string): void {
-    if (subscribe(dir, name, this)) this.held.push([dir, name]);
+    subscribe(dir, name, this);
+    this.held.push([dir, name]);
   }
 
   /** The sandbox runs: its init's host pid and start time (/proc/<pid>/stat field 22). */
@@ -142,16 +155,8 @@ export class MaskGuard {
   }
 
   /** @internal A watched name was renamed. */
-  changed(hostPath: string): void {
+  changed(): void {
     if (this.closed) return;
-    // A directory that was replaced is watched again: the old watch sees the old directory.
-    const w = watches.get(hostPath);
-    if (w !== undefined) {
-      const renamed = [...w.names].flatMap(([n, gs]) => [...gs].map((g) => [n, g] as const));
-      w.watcher.close();
-      watches.delete(hostPath);
-      for (const [n, g] of renamed) subscribe(hostPath, n, g);
-    }
     if (this.pid === 0) this.missed = true;
     else this.schedule(CHECK_DELAY_MS);
   }
