@@ -5,7 +5,9 @@
  * One inotify watch per host directory per process, shared by every sandbox guarded here. A
  * rename there (a file replaced, made or removed) under a guarded name, or of a directory on the
  * way to one, has each sandbox that guards it checked by carapace-mask, which binds again what is
- * gone and leaves the rest. Checks never overlap for one sandbox: renames during one (a `useradd`
+ * gone and leaves the rest. Such a directory, and every watched one beneath it, is then watched
+ * afresh: a watch follows its inode, so after `mv ssh ssh.old; mv ssh.new ssh` the old watches see
+ * only the old tree, and one absent at the start is watched once it comes. Checks never overlap for one sandbox: renames during one (a `useradd`
  * replaces four files in a row) make one more. The window this leaves - between the host's rename
  * and the bind again, a few milliseconds - is in docs/security.md.
  *
@@ -41,58 +43,77 @@ const CHECK_DELAY_MS = 0;
 /** carapace-mask's exit when the pid is not the sandbox any more. */
 const EXIT_GONE = 3;
 
-interface DirWatch {
-  watcher: FSWatcher;
-  /** name in the directory → the guards it matters to. */
-  names: Map<string, Set<MaskGuard>>;
+/**
+ * What is watched for whom: host directory → name in it → the guards it matters to. A directory
+ * that is not there (yet), or that was replaced, stays here without a watcher until its parent's
+ * watch sees it come (rewatch).
+ */
+const wants = new Map<string, Map<string, Set<MaskGuard>>>();
+/** The inotify watch of each wanted directory that could be watched. */
+const watches = new Map<string, FSWatcher>();
+
+function watchDir(dir: string): void {
+  if (watches.has(dir)) return;
+  let watcher: FSWatcher;
+  try {
+    // Not persistent: a guard never keeps a one-shot run's process alive.
+    watcher = watch(dir, { persistent: false }, (event, file) => onRename(dir, event, file));
+  } catch {
+    return; // no such directory (yet): its parent's watch sees it come
+  }
+  watcher.on('error', () => {
+    watcher.close();
+    if (watches.get(dir) === watcher) watches.delete(dir);
+  });
+  watches.set(dir, watcher);
 }
 
-const watches = new Map<string, DirWatch>();
-
-function subscribe(dir: string, name: string, guard: MaskGuard): boolean {
-  let w = watches.get(dir);
-  if (w === undefined) {
-    let watcher: FSWatcher;
-    try {
-      // Not persistent: a guard never keeps a one-shot run's process alive.
-      watcher = watch(dir, { persistent: false }, (event, file) => onRename(dir, event, file));
-    } catch {
-      return false; // no such directory (yet): its parent's watch sees it come
-    }
-    watcher.on('error', () => {
-      watcher.close();
-      if (watches.get(dir)?.watcher === watcher) watches.delete(dir);
-    });
-    w = { watcher, names: new Map() };
-    watches.set(dir, w);
-  }
-  let guards = w.names.get(name);
-  if (guards === undefined) w.names.set(name, (guards = new Set()));
+function subscribe(dir: string, name: string, guard: MaskGuard): void {
+  let names = wants.get(dir);
+  if (names === undefined) wants.set(dir, (names = new Map()));
+  let guards = names.get(name);
+  if (guards === undefined) names.set(name, (guards = new Set()));
   guards.add(guard);
-  return true;
+  watchDir(dir);
 }
 
 function unsubscribe(dir: string, name: string, guard: MaskGuard): void {
-  const w = watches.get(dir);
-  const guards = w?.names.get(name);
-  if (!w || !guards) return;
+  const names = wants.get(dir);
+  const guards = names?.get(name);
+  if (!names || !guards) return;
   guards.delete(guard);
-  if (guards.size === 0) w.names.delete(name);
-  if (w.names.size === 0) {
-    w.watcher.close();
+  if (guards.size === 0) names.delete(name);
+  if (names.size === 0) {
+    wants.delete(dir);
+    watches.get(dir)?.close();
     watches.delete(dir);
+  }
+}
+
+/**
+ * `path` was renamed, made or removed: every wanted directory at or beneath it is watched afresh.
+ * An inotify watch follows its inode, so the old ones see the old directories (moved aside or
+ * gone), and one that could not be made before may be made now.
+ */
+function rewatch(path: string): void {
+  for (const dir of wants.keys()) {
+    if (dir !== path && !dir.startsWith(`${path}/`)) continue;
+    watches.get(dir)?.close();
+    watches.delete(dir);
+    watchDir(dir);
   }
 }
 
 function onRename(dir: string, event: string, file: string | Buffer | null): void {
   // A write in place changes no mount: only names that come, go or are replaced matter.
   if (event !== 'rename') return;
-  const w = watches.get(dir);
-  if (!w) return;
+  const names = wants.get(dir);
+  if (!names) return;
   const name = file === null ? null : String(file);
-  for (const [watched, guards] of w.names) {
+  for (const [watched, guards] of names) {
     if (name !== null && name !== watched) continue;
-    for (const g of guards) g.changed(join(dir, watched));
+    rewatch(join(dir, watched));
+    for (const g of guards) g.changed();
   }
 }
 
@@ -104,7 +125,7 @@ export class MaskGuard {
   private running = false;
   private again = false;
   private closed = false;
-  /** [host directory, name] of every watch this guard holds. */
+  /** [host directory, name] of every watch this guard wants. */
   private readonly held: [string, string][] = [];
 
   /**
@@ -131,7 +152,8 @@ export class MaskGuard {
   ) {}
 
   private hold(dir: string, name: string): void {
-    if (subscribe(dir, name, this)) this.held.push([dir, name]);
+    subscribe(dir, name, this);
+    this.held.push([dir, name]);
   }
 
   /** The sandbox runs: its init's host pid and start time (/proc/<pid>/stat field 22). */
@@ -142,16 +164,8 @@ export class MaskGuard {
   }
 
   /** @internal A watched name was renamed. */
-  changed(hostPath: string): void {
+  changed(): void {
     if (this.closed) return;
-    // A directory that was replaced is watched again: the old watch sees the old directory.
-    const w = watches.get(hostPath);
-    if (w !== undefined) {
-      const renamed = [...w.names].flatMap(([n, gs]) => [...gs].map((g) => [n, g] as const));
-      w.watcher.close();
-      watches.delete(hostPath);
-      for (const [n, g] of renamed) subscribe(hostPath, n, g);
-    }
     if (this.pid === 0) this.missed = true;
     else this.schedule(CHECK_DELAY_MS);
   }
