@@ -7,8 +7,8 @@
  * way to one, has each sandbox that guards it checked by carapace-mask, which binds again what is
  * gone and leaves the rest. Such a directory, and every watched one beneath it, is then watched
  * afresh: a watch follows its inode, so after `mv ssh ssh.old; mv ssh.new ssh` the old watches see
- * only the old tree, and one absent at the start is watched once it comes. Checks never overlap for one sandbox: renames during one (a `useradd`
- * replaces four files in a row) make one more. The window this leaves - between the host's rename
+ * only the old tree, and one absent at the start is watched once it comes. Checks never overlap
+ * for one sandbox: renames during one (a `useradd` replaces four files in a row) make one more. The window this leaves - between the host's rename
  * and the bind again, a few milliseconds - is in docs/security.md.
  *
  * Cost: the watches are the host's; a check is one short process per sandbox, run only when the
