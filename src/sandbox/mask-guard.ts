@@ -52,29 +52,38 @@ const wants = new Map<string, Map<string, Set<MaskGuard>>>();
 /** The inotify watch of each wanted directory that could be watched. */
 const watches = new Map<string, FSWatcher>();
 
-function watchDir(dir: string): void {
-  if (watches.has(dir)) return;
+/**
+ * Watches `dir` unless it is watched already; returns why it cannot be, or null (watched, or not
+ * there yet: its parent's watch sees it come).
+ */
+function watchDir(dir: string): string | null {
+  if (watches.has(dir)) return null;
   let watcher: FSWatcher;
   try {
     // Not persistent: a guard never keeps a one-shot run's process alive.
     watcher = watch(dir, { persistent: false }, (event, file) => onRename(dir, event, file));
-  } catch {
-    return; // no such directory (yet): its parent's watch sees it come
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    // EMFILE, ENOSPC: the user's inotify limits, which count every user namespace the user owns,
+    // so a rootless sandbox's agent can use them up. Said, never a silent loss of the guard.
+    return `${dir}: cannot be watched (${code ?? String(err)}): a file the host replaces there stays unmasked`;
   }
   watcher.on('error', () => {
     watcher.close();
     if (watches.get(dir) === watcher) watches.delete(dir);
   });
   watches.set(dir, watcher);
+  return null;
 }
 
-function subscribe(dir: string, name: string, guard: MaskGuard): void {
+function subscribe(dir: string, name: string, guard: MaskGuard): string | null {
   let names = wants.get(dir);
   if (names === undefined) wants.set(dir, (names = new Map()));
   let guards = names.get(name);
   if (guards === undefined) names.set(name, (guards = new Set()));
   guards.add(guard);
-  watchDir(dir);
+  return watchDir(dir);
 }
 
 function unsubscribe(dir: string, name: string, guard: MaskGuard): void {
@@ -100,7 +109,8 @@ function rewatch(path: string): void {
     if (dir !== path && !dir.startsWith(`${path}/`)) continue;
     watches.get(dir)?.close();
     watches.delete(dir);
-    watchDir(dir);
+    const why = watchDir(dir);
+    if (why !== null) for (const guards of wants.get(dir)!.values()) for (const g of guards) g.unwatched(why);
   }
 }
 
@@ -130,7 +140,8 @@ export class MaskGuard {
 
   /**
    * Watches the host directories of `masks` (in-sandbox paths, mirrored from `hostRoot`).
-   * `report` hears every check that restored or failed something.
+   * `report` hears every check that restored or failed something, and a directory that cannot be
+   * watched.
    */
   static arm(hostRoot: string, masks: GuardedMask[], report: (c: MaskCheck) => void): MaskGuard {
     const guard = new MaskGuard(masks, report);
@@ -142,7 +153,12 @@ export class MaskGuard {
         wanted.add(join(hostRoot, p));
       }
     }
-    for (const host of wanted) guard.hold(dirname(host), basename(host));
+    const unwatched = new Set<string>();
+    for (const host of wanted) {
+      const why = guard.hold(dirname(host), basename(host));
+      if (why !== null) unwatched.add(why);
+    }
+    if (unwatched.size > 0) report({ restored: [], failed: [...unwatched] });
     return guard;
   }
 
@@ -151,9 +167,9 @@ export class MaskGuard {
     private readonly report: (c: MaskCheck) => void,
   ) {}
 
-  private hold(dir: string, name: string): void {
-    subscribe(dir, name, this);
+  private hold(dir: string, name: string): string | null {
     this.held.push([dir, name]);
+    return subscribe(dir, name, this);
   }
 
   /** The sandbox runs: its init's host pid and start time (/proc/<pid>/stat field 22). */
@@ -161,6 +177,11 @@ export class MaskGuard {
     this.pid = pid;
     this.start = start;
     if (checkNow || this.missed) this.schedule(0);
+  }
+
+  /** @internal A directory it wants watched cannot be (watchDir): reported, the rest still guarded. */
+  unwatched(why: string): void {
+    if (!this.closed) this.report({ restored: [], failed: [why] });
   }
 
   /** @internal A watched name was renamed. */

@@ -5,13 +5,15 @@
  * new directory, or the next rename there detaches the mask for good and the sandbox reads the
  * host's file until it restarts (docs/security.md, "A host file replaced while a sandbox runs").
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MaskCheck } from '../../src/sandbox/mask-guard.js';
+import { freshHome, REPO } from '../helpers/cli.js';
 import { requires } from '../helpers/premises.js';
 import { sharedTempDir } from '../helpers/sandbox.js';
-import { run, startHeld, type HeldSandbox } from '../sandbox/control-helpers.js';
+import { collect, run, startHeld, type HeldSandbox } from '../sandbox/control-helpers.js';
 
 let held: HeldSandbox | undefined;
 afterEach(async () => {
@@ -140,5 +142,138 @@ describe('the mask guard after the host replaced a directory', () => {
     replaceOnHost(conf, 'the host, replaced in the new tree\n');
     expect(await restoredWithin(checks, conf, 10_000, from)).not.toBeNull();
     expect(await cat()).toBe('the sandbox\n');
+  });
+
+  it("rootless: an agent that uses up its user's inotify instances cannot leave a later sandbox of that user silently unguarded", async (ctx) => {
+    requires(ctx, 'root', 'unprivileged-userns'); // root to become a user of its own for the test
+    // A uid no one has: its inotify limits are this test's alone (the agent fills them).
+    let uid = 64000 + (process.pid % 1000);
+    while (spawnSync('id', [String(uid)]).status === 0) uid++;
+    const as = { uid, gid: uid };
+    const cli = join(REPO, 'dist', 'cli', 'carapace.js');
+    if (spawnSync('test', ['-r', cli], as).status !== 0)
+      ctx.skip(`${REPO} is not readable by an unprivileged user (a checkout under a private directory)`);
+    if (spawnSync('test', ['-x', '/usr/bin/python3']).status !== 0)
+      ctx.skip('needs /usr/bin/python3 for the agent');
+    const home = freshHome();
+    chmodSync(home, 0o755);
+    spawnSync('chown', ['-R', `${uid}:${uid}`, home]);
+    const dir = sharedTempDir('carapace-hostdir-');
+    chmodSync(dir, 0o755);
+    const conf = join(dir, 'conf');
+    writeFileSync(conf, 'the host\n', { mode: 0o644 });
+    const policy = join(home, 'policy.yaml');
+    writeFileSync(
+      policy,
+      [
+        'version: 1',
+        'filesystem_policy:',
+        `  read_only: [/usr, /lib, /lib64, /bin, /etc, ${dir}]`,
+        '  read_write: [/sandbox, /tmp]',
+        '',
+      ].join('\n'),
+      { mode: 0o644 },
+    );
+    const env = (name: string) => ({
+      PATH: '/usr/local/bin:/usr/bin:/bin',
+      HOME: home,
+      CARAPACE_HOME: join(home, name),
+    });
+    // The agent: every inotify instance it can get, held. They count against its user outside too.
+    const agent = spawn(
+      process.execPath,
+      [
+        cli,
+        'run',
+        '--policy',
+        policy,
+        '--',
+        '/usr/bin/python3',
+        '-c',
+        [
+          'import ctypes, time',
+          'libc = ctypes.CDLL(None, use_errno=True)',
+          'n = 0',
+          'while libc.inotify_init1(0) >= 0: n += 1',
+          "print('opened', n, ctypes.get_errno(), flush=True)",
+          'time.sleep(120)',
+        ].join('\n'),
+      ],
+      { ...as, env: env('a'), stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    );
+    try {
+      const opened = await new Promise<string>((resolve) => {
+        let out = '';
+        agent.stdout.setEncoding('utf8').on('data', (d: string) => {
+          out += d;
+          if (out.includes('\n')) resolve(out);
+        });
+        agent.on('exit', () => resolve(out));
+      });
+      if (!/^opened \d+ 24$/.test(opened.trim()))
+        ctx.skip(`the agent could not use up the instances: ${opened}`);
+
+      // A later sandbox of the same user, started by a process of its own (as a second
+      // `carapace run` or a gateway restart would be), with a mask over the host tree.
+      const dist = (p: string) => JSON.stringify(join(REPO, 'dist', 'src', p));
+      const script = join(home, 'later.mjs');
+      writeFileSync(
+        script,
+        `
+import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
+import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
+import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
+import { agentStarted } from ${dist('sandbox/launch.js')};
+import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
+import { stateDirs } from ${dist('sandbox/state-dirs.js')};
+const dirs = stateDirs({ CARAPACE_HOME: ${JSON.stringify(join(home, 'b'))} });
+const policy = loadPolicyFile(${JSON.stringify(policy)});
+const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
+  name: 'later', workspace: sandboxPaths(dirs, 'later').defaultWorkspace, env: {}, mounts: [],
+  command: ['sleep', '600'],
+});
+spec.files.push({ path: ${JSON.stringify(conf)}, content: 'the sandbox\\n' });
+const checks = [];
+const started = await startSandbox(spec, {
+  dirs, identities: null, ephemeral: true, removeWorkspace: true, bestEffortLimits: true,
+  stdio: 'pipe', onMaskCheck: (c) => checks.push(c),
+});
+const ok = await agentStarted(started.process);
+console.log(JSON.stringify({ ok, checks }));
+started.process.signal('SIGKILL');
+await started.cleanup();
+process.exit(0);
+`,
+        { mode: 0o644 },
+      );
+      const later = spawn(process.execPath, [script], {
+        ...as,
+        cwd: home,
+        env: env('b'),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const [out, err, code] = await Promise.all([
+        collect(later.stdout),
+        collect(later.stderr),
+        new Promise<number | null>((resolve) => later.on('exit', resolve)),
+      ]);
+      expect(err).toBe('');
+      expect(code).toBe(0);
+      const result = JSON.parse(out) as { ok: boolean; checks: MaskCheck[] };
+      expect(result.ok).toBe(true);
+      // Said at the start: the masks there are not kept (the audit's mask-lost).
+      expect(result.checks.flatMap((c) => c.failed)).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(new RegExp(`^${dir}: cannot be watched \\(EMFILE\\)`)),
+        ]),
+      );
+    } finally {
+      try {
+        process.kill(-agent.pid!, 'SIGTERM');
+      } catch {
+        // gone
+      }
+      await new Promise((resolve) => (agent.exitCode !== null ? resolve(null) : agent.on('exit', resolve)));
+    }
   });
 });
