@@ -277,3 +277,32 @@ process.exit(0);
     }
   });
 });
+
+describe('a policy that lists a masked file itself', () => {
+  it('read_only names the file, not its directory: the host rename over it does not take the sandbox its file for good', async (ctx) => {
+    requires(ctx, 'root');
+    const dir = sharedTempDir('carapace-hostdir-');
+    chmodSync(dir, 0o755);
+    const conf = join(dir, 'conf');
+    writeFileSync(conf, 'the host, old\n', { mode: 0o644 });
+    const policy = join(sharedTempDir(), 'policy.yaml');
+    // As a policy lists /etc/passwd or /etc/hosts alone, without /etc.
+    writeFileSync(
+      policy,
+      [
+        'version: 1',
+        'filesystem_policy:',
+        `  read_only: [/usr, /lib, /lib64, /bin, /etc, ${conf}]`,
+        '  read_write: [/sandbox, /tmp]',
+        '',
+      ].join('\n'),
+    );
+    held = await startHeld(['sleep', '600'], { policy, files: [{ path: conf, content: 'the sandbox\n' }] });
+    const cat = async () => (await run(held!.started.control!.exec({ argv: ['cat', conf] }))).stdout;
+    expect(await cat()).toBe('the sandbox\n');
+    replaceOnHost(conf, 'the host, replaced\n');
+    // The kernel detaches a mount on the replaced name at the rename itself: no check could
+    // bind the file again on a name that is gone (the listed bind's root, now a deleted file).
+    expect(await cat()).toBe('the sandbox\n');
+  });
+});
