@@ -244,6 +244,7 @@ function runMasker(pid: number, start: number, masks: GuardedMask[]): Promise<Ma
       const restored: string[] = [];
       const failed: string[] = [];
       for (const line of out.split('\n')) {
+        // `kept`, `absent` and `renamed` (renamed over again under it: a check follows) are neither.
         if (line.startsWith('masked ')) restored.push(line.slice('masked '.length));
         else if (line.startsWith('failed ')) failed.push(line.slice('failed '.length));
       }

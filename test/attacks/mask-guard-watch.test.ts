@@ -306,3 +306,44 @@ describe('a policy that lists a masked file itself', () => {
     expect(await cat()).toBe('the sandbox\n');
   });
 });
+
+describe('the host renaming one masked name over and over', () => {
+  it('a rename between the check opening the name and binding on it: bound on the new one, never a false mask-lost', async (ctx) => {
+    requires(ctx, 'root');
+    const dir = sharedTempDir('carapace-hostdir-');
+    chmodSync(dir, 0o755);
+    const conf = join(dir, 'conf');
+    writeFileSync(conf, 'the host\n', { mode: 0o644 });
+    const policy = join(sharedTempDir(), 'policy.yaml');
+    writeFileSync(
+      policy,
+      [
+        'version: 1',
+        'filesystem_policy:',
+        `  read_only: [/usr, /lib, /lib64, /bin, /etc, ${dir}]`,
+        '  read_write: [/sandbox, /tmp]',
+        '',
+      ].join('\n'),
+    );
+    const checks: MaskCheck[] = [];
+    held = await startHeld(['sleep', '600'], {
+      policy,
+      files: [{ path: conf, content: 'the sandbox\n' }],
+      onMaskCheck: (c) => checks.push(c),
+    });
+    // Renames as fast as the host can make them, yielding now and then so checks run between.
+    for (let i = 0; i < 3000; i++) {
+      replaceOnHost(conf, `the host, ${i}\n`);
+      if (i % 100 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    const from = checks.length;
+    replaceOnHost(conf, 'the host, last\n');
+    expect(await restoredWithin(checks, conf, 10_000, from)).not.toBeNull();
+    expect(await run(held.started.control!.exec({ argv: ['cat', conf] }))).toMatchObject({
+      stdout: 'the sandbox\n',
+    });
+    // Each check bound the mask on the name as it found it: a name renamed over under it is
+    // opened again, not reported lost (the audit's mask-lost says: restart the sandbox).
+    expect(checks.flatMap((c) => c.failed)).toEqual([]);
+  });
+});
