@@ -25,10 +25,11 @@
  * owner of its mount namespace, and joins it first (the init itself lives in a nested one that
  * bwrap's --disable-userns made, which holds no power over the mounts).
  *
- * Output: one line per target, `masked T`, `kept T` or `absent T`. Exit 0 when every target is
- * masked, kept or absent; 1 when one could not be (its line says why, the others are still done);
- * 3 when PID is not that sandbox any more; 125 when nothing could be done (bad arguments, a kernel
- * without pidfds, open_tree or openat2).
+ * Output: one line per target, `masked T`, `kept T`, `absent T`, or `renamed T` (the host renamed
+ * over it again and again while we bound it: the next run does it). Exit 0 when every target is
+ * masked, kept, absent or renamed; 1 when one could not be (its line says why, the others are
+ * still done); 3 when PID is not that sandbox any more; 125 when nothing could be done (bad
+ * arguments, a kernel without pidfds, open_tree or openat2).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -108,47 +109,65 @@ static int open_in_root(int root, const char *path)
 	return (int)syscall(SYS_openat2, root, path, &how, sizeof how);
 }
 
+/*
+ * A target the host renames over again between our open and our bind is a deleted name by the
+ * bind (move_mount: ENOENT): it is opened again, the new file there masked. After this many tries
+ * (a host that renames without pause) it is `renamed`, not a failure: each of those renames is an
+ * inotify event to the guard, which runs us again once this run ends.
+ */
+#define RENAMED_TRIES 16
+
 /* Binds SOURCE on TARGET unless it is there already; prints the line; returns 0 or -1. */
 static int mask(int root, const char *source, const char *target)
 {
-	int t = open_in_root(root, target);
-	if (t < 0) {
-		if (errno == ENOENT) {
-			printf("absent %s\n", target);
-			return 0;
-		}
-		printf("failed %s: open: %s\n", target, strerror(errno));
-		return -1;
-	}
 	int s = open_in_root(root, source);
 	if (s < 0) {
 		printf("failed %s: open the source %s: %s\n", target, source, strerror(errno));
-		close(t);
 		return -1;
 	}
-	struct stat ss, ts;
 	int rc = -1;
-	if (fstat(s, &ss) < 0 || fstat(t, &ts) < 0) {
-		printf("failed %s: stat: %s\n", target, strerror(errno));
-	} else if (ss.st_dev == ts.st_dev && ss.st_ino == ts.st_ino) {
-		printf("kept %s\n", target);
-		rc = 0;
-	} else {
-		int tree = (int)syscall(SYS_open_tree, s, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
-		if (tree < 0) {
-			printf("failed %s: open_tree: %s\n", target, strerror(errno));
-		} else {
-			if (syscall(SYS_move_mount, tree, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
-				printf("failed %s: move_mount: %s\n", target, strerror(errno));
-			} else {
-				printf("masked %s\n", target);
+	for (int tries = 1;; tries++) {
+		int t = open_in_root(root, target);
+		if (t < 0) {
+			if (errno == ENOENT) {
+				printf("absent %s\n", target);
 				rc = 0;
+			} else {
+				printf("failed %s: open: %s\n", target, strerror(errno));
 			}
-			close(tree);
+			break;
 		}
+		struct stat ss, ts;
+		int again = 0;
+		if (fstat(s, &ss) < 0 || fstat(t, &ts) < 0) {
+			printf("failed %s: stat: %s\n", target, strerror(errno));
+		} else if (ss.st_dev == ts.st_dev && ss.st_ino == ts.st_ino) {
+			printf("kept %s\n", target);
+			rc = 0;
+		} else {
+			int tree = (int)syscall(SYS_open_tree, s, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+			if (tree < 0) {
+				printf("failed %s: open_tree: %s\n", target, strerror(errno));
+			} else {
+				if (syscall(SYS_move_mount, tree, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) == 0) {
+					printf("masked %s\n", target);
+					rc = 0;
+				} else if (errno == ENOENT && tries < RENAMED_TRIES) {
+					again = 1;
+				} else if (errno == ENOENT) {
+					printf("renamed %s\n", target);
+					rc = 0;
+				} else {
+					printf("failed %s: move_mount: %s\n", target, strerror(errno));
+				}
+				close(tree);
+			}
+		}
+		close(t);
+		if (!again)
+			break;
 	}
 	close(s);
-	close(t);
 	return rc;
 }
 

@@ -146,7 +146,12 @@ export function registerGateway(program: Command): void {
   ).action(async (opts: { output: 'text' | 'json' }) => {
     const client = new GatewayClient(gatewayEndpoint());
     if (!(await client.answers())) {
-      process.stdout.write(`no gateway answers at ${client.endpoint.socket}\n`);
+      // A script asked for JSON: it gets JSON either way (and the exit code says which).
+      process.stdout.write(
+        opts.output === 'json'
+          ? JSON.stringify({ running: false, socket: client.endpoint.socket }, null, 2) + '\n'
+          : `no gateway answers at ${client.endpoint.socket}\n`,
+      );
       process.exitCode = 3;
       return;
     }

@@ -8,8 +8,10 @@
  * Text the sandbox controls (an executable's path quoted in a reason) is escaped (printable.ts).
  *
  * A denial's `hint` names only commands and policy fields that exist (`carapace policy explain`,
- * `carapace rules list|approve` (docs/operator.md), `carapace run --allow-local`, `host.openshell.internal`, `allowed_ips`, `credentials`): it is read
- * by the agent and by the person who runs it, and a hint that names nothing real wastes both.
+ * `carapace rules list|approve` (docs/operator.md), `--allow-local` of `carapace run` and of
+ * `carapace gateway start`, `host.openshell.internal`, `allowed_ips`, `credentials`): it is read
+ * by the agent and by the person who runs it, and a hint that names nothing real wastes both. The
+ * proxy does not know which of the two runs it, so the local hint names both.
  */
 import { STATUS_CODES } from 'node:http';
 import { HOST_LOCAL_NAMES } from './address-guard.js';
@@ -63,7 +65,7 @@ export function hintFor(d: Denial): string {
       return (
         `${h.address} is an address of this host: to reach a service on the host's loopback, name ` +
         `${HOST_LOCAL_NAME}:${d.port} in the policy; or the operator trusts this one upstream with ` +
-        `carapace run --allow-local ${ipPort(h.address, d.port)}`
+        `--allow-local ${ipPort(h.address, d.port)} (on carapace run, or carapace gateway start for a gateway's sandboxes)`
       );
     case 'private':
       return `${h.address} is a private address: list it (or its range) in the endpoint's allowed_ips`;

@@ -98,6 +98,16 @@ async function loadRunPolicy(
   const parsed = engine.parsePolicy(text ?? '', opts.policy);
   if (!parsed.ok) throw new engine.PolicyError(parsed.diagnostics);
   const policy = parsed.policy;
+  // An inline route whose key was not passed starts fine and answers every call 503, which the
+  // SDKs retry: said once, here, where the user can still add the --credential.
+  for (const [route, r] of Object.entries(policy.inference?.routes ?? {})) {
+    const key = r.endpoint !== undefined ? r.credential_env : undefined;
+    if (key !== undefined && !opts.network.credentials.has(key))
+      process.stderr.write(
+        `carapace: warning: inference route ${route} takes its key from ${key}, which this run was not given: ` +
+          `every call to it fails (pass --credential ${key})\n`,
+      );
+  }
   return {
     settings: settingsFromPolicy(policy, engine.resolveLimits(policy)),
     network: (proxy, audit) =>

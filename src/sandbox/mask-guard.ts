@@ -5,8 +5,10 @@
  * One inotify watch per host directory per process, shared by every sandbox guarded here. A
  * rename there (a file replaced, made or removed) under a guarded name, or of a directory on the
  * way to one, has each sandbox that guards it checked by carapace-mask, which binds again what is
- * gone and leaves the rest. Checks never overlap for one sandbox: renames during one (a `useradd`
- * replaces four files in a row) make one more. The window this leaves - between the host's rename
+ * gone and leaves the rest. Such a directory, and every watched one beneath it, is then watched
+ * afresh: a watch follows its inode, so after `mv ssh ssh.old; mv ssh.new ssh` the old watches see
+ * only the old tree, and one absent at the start is watched once it comes. Checks never overlap
+ * for one sandbox: renames during one (a `useradd` replaces four files in a row) make one more. The window this leaves - between the host's rename
  * and the bind again, a few milliseconds - is in docs/security.md.
  *
  * Cost: the watches are the host's; a check is one short process per sandbox, run only when the
@@ -41,58 +43,87 @@ const CHECK_DELAY_MS = 0;
 /** carapace-mask's exit when the pid is not the sandbox any more. */
 const EXIT_GONE = 3;
 
-interface DirWatch {
-  watcher: FSWatcher;
-  /** name in the directory → the guards it matters to. */
-  names: Map<string, Set<MaskGuard>>;
+/**
+ * What is watched for whom: host directory → name in it → the guards it matters to. A directory
+ * that is not there (yet), or that was replaced, stays here without a watcher until its parent's
+ * watch sees it come (rewatch).
+ */
+const wants = new Map<string, Map<string, Set<MaskGuard>>>();
+/** The inotify watch of each wanted directory that could be watched. */
+const watches = new Map<string, FSWatcher>();
+
+/**
+ * Watches `dir` unless it is watched already; returns why it cannot be, or null (watched, or not
+ * there yet: its parent's watch sees it come).
+ */
+function watchDir(dir: string): string | null {
+  if (watches.has(dir)) return null;
+  let watcher: FSWatcher;
+  try {
+    // Not persistent: a guard never keeps a one-shot run's process alive.
+    watcher = watch(dir, { persistent: false }, (event, file) => onRename(dir, event, file));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    // EMFILE, ENOSPC: the user's inotify limits, which count every user namespace the user owns,
+    // so a rootless sandbox's agent can use them up. Said, never a silent loss of the guard.
+    return `${dir}: cannot be watched (${code ?? String(err)}): a file the host replaces there stays unmasked`;
+  }
+  watcher.on('error', () => {
+    watcher.close();
+    if (watches.get(dir) === watcher) watches.delete(dir);
+  });
+  watches.set(dir, watcher);
+  return null;
 }
 
-const watches = new Map<string, DirWatch>();
-
-function subscribe(dir: string, name: string, guard: MaskGuard): boolean {
-  let w = watches.get(dir);
-  if (w === undefined) {
-    let watcher: FSWatcher;
-    try {
-      // Not persistent: a guard never keeps a one-shot run's process alive.
-      watcher = watch(dir, { persistent: false }, (event, file) => onRename(dir, event, file));
-    } catch {
-      return false; // no such directory (yet): its parent's watch sees it come
-    }
-    watcher.on('error', () => {
-      watcher.close();
-      if (watches.get(dir)?.watcher === watcher) watches.delete(dir);
-    });
-    w = { watcher, names: new Map() };
-    watches.set(dir, w);
-  }
-  let guards = w.names.get(name);
-  if (guards === undefined) w.names.set(name, (guards = new Set()));
+function subscribe(dir: string, name: string, guard: MaskGuard): string | null {
+  let names = wants.get(dir);
+  if (names === undefined) wants.set(dir, (names = new Map()));
+  let guards = names.get(name);
+  if (guards === undefined) names.set(name, (guards = new Set()));
   guards.add(guard);
-  return true;
+  return watchDir(dir);
 }
 
 function unsubscribe(dir: string, name: string, guard: MaskGuard): void {
-  const w = watches.get(dir);
-  const guards = w?.names.get(name);
-  if (!w || !guards) return;
+  const names = wants.get(dir);
+  const guards = names?.get(name);
+  if (!names || !guards) return;
   guards.delete(guard);
-  if (guards.size === 0) w.names.delete(name);
-  if (w.names.size === 0) {
-    w.watcher.close();
+  if (guards.size === 0) names.delete(name);
+  if (names.size === 0) {
+    wants.delete(dir);
+    watches.get(dir)?.close();
     watches.delete(dir);
+  }
+}
+
+/**
+ * `path` was renamed, made or removed: every wanted directory at or beneath it is watched afresh.
+ * An inotify watch follows its inode, so the old ones see the old directories (moved aside or
+ * gone), and one that could not be made before may be made now.
+ */
+function rewatch(path: string): void {
+  for (const dir of wants.keys()) {
+    if (dir !== path && !dir.startsWith(`${path}/`)) continue;
+    watches.get(dir)?.close();
+    watches.delete(dir);
+    const why = watchDir(dir);
+    if (why !== null) for (const guards of wants.get(dir)!.values()) for (const g of guards) g.unwatched(why);
   }
 }
 
 function onRename(dir: string, event: string, file: string | Buffer | null): void {
   // A write in place changes no mount: only names that come, go or are replaced matter.
   if (event !== 'rename') return;
-  const w = watches.get(dir);
-  if (!w) return;
+  const names = wants.get(dir);
+  if (!names) return;
   const name = file === null ? null : String(file);
-  for (const [watched, guards] of w.names) {
+  for (const [watched, guards] of names) {
     if (name !== null && name !== watched) continue;
-    for (const g of guards) g.changed(join(dir, watched));
+    rewatch(join(dir, watched));
+    for (const g of guards) g.changed();
   }
 }
 
@@ -104,12 +135,13 @@ export class MaskGuard {
   private running = false;
   private again = false;
   private closed = false;
-  /** [host directory, name] of every watch this guard holds. */
+  /** [host directory, name] of every watch this guard wants. */
   private readonly held: [string, string][] = [];
 
   /**
    * Watches the host directories of `masks` (in-sandbox paths, mirrored from `hostRoot`).
-   * `report` hears every check that restored or failed something.
+   * `report` hears every check that restored or failed something, and a directory that cannot be
+   * watched.
    */
   static arm(hostRoot: string, masks: GuardedMask[], report: (c: MaskCheck) => void): MaskGuard {
     const guard = new MaskGuard(masks, report);
@@ -121,7 +153,12 @@ export class MaskGuard {
         wanted.add(join(hostRoot, p));
       }
     }
-    for (const host of wanted) guard.hold(dirname(host), basename(host));
+    const unwatched = new Set<string>();
+    for (const host of wanted) {
+      const why = guard.hold(dirname(host), basename(host));
+      if (why !== null) unwatched.add(why);
+    }
+    if (unwatched.size > 0) report({ restored: [], failed: [...unwatched] });
     return guard;
   }
 
@@ -130,8 +167,9 @@ export class MaskGuard {
     private readonly report: (c: MaskCheck) => void,
   ) {}
 
-  private hold(dir: string, name: string): void {
-    if (subscribe(dir, name, this)) this.held.push([dir, name]);
+  private hold(dir: string, name: string): string | null {
+    this.held.push([dir, name]);
+    return subscribe(dir, name, this);
   }
 
   /** The sandbox runs: its init's host pid and start time (/proc/<pid>/stat field 22). */
@@ -141,17 +179,14 @@ export class MaskGuard {
     if (checkNow || this.missed) this.schedule(0);
   }
 
+  /** @internal A directory it wants watched cannot be (watchDir): reported, the rest still guarded. */
+  unwatched(why: string): void {
+    if (!this.closed) this.report({ restored: [], failed: [why] });
+  }
+
   /** @internal A watched name was renamed. */
-  changed(hostPath: string): void {
+  changed(): void {
     if (this.closed) return;
-    // A directory that was replaced is watched again: the old watch sees the old directory.
-    const w = watches.get(hostPath);
-    if (w !== undefined) {
-      const renamed = [...w.names].flatMap(([n, gs]) => [...gs].map((g) => [n, g] as const));
-      w.watcher.close();
-      watches.delete(hostPath);
-      for (const [n, g] of renamed) subscribe(hostPath, n, g);
-    }
     if (this.pid === 0) this.missed = true;
     else this.schedule(CHECK_DELAY_MS);
   }
@@ -209,6 +244,7 @@ function runMasker(pid: number, start: number, masks: GuardedMask[]): Promise<Ma
       const restored: string[] = [];
       const failed: string[] = [];
       for (const line of out.split('\n')) {
+        // `kept`, `absent` and `renamed` (renamed over again under it: a check follows) are neither.
         if (line.startsWith('masked ')) restored.push(line.slice('masked '.length));
         else if (line.startsWith('failed ')) failed.push(line.slice('failed '.length));
       }

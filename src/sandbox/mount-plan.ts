@@ -232,6 +232,11 @@ export function planMounts(input: MountPlanInput): MountPlan {
 
   plan.ops.push({ kind: 'ro-bind', host: own.dir, path: OWN_DIR_PATH });
   plan.landlockReadOnly.push(...own.readable);
+  // A listed host file that a synthesized one covers (a policy's /etc/passwd without /etc) is
+  // never read, and the synthesized bind on it would sit on the host's own name: a host rename
+  // there detaches it for good (the name it was on is a deleted file, nothing binds there again).
+  // Without the host's bind, it sits on a mount point bwrap made, which no host rename touches.
+  plan.ops = plan.ops.filter((o) => !(o.kind === 'ro-bind' && o.listed === true && input.files.has(o.path)));
   // A mask over a name of a tree bound from the host: kept in place while the sandbox runs.
   const hostTrees = plan.ops.filter((o) => o.kind === 'ro-bind' && o.listed === true).map((o) => o.path);
   const inside = (host: string) => posix.join(OWN_DIR_PATH, relative(own.dir, host));

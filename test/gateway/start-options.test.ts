@@ -53,6 +53,10 @@ describe.skipIf(!holds('root'))('gateway start with options', () => {
     }
     expect(existsSync(stored)).toBe(false);
     expect(cli(['gateway', 'status']).status).toBe(3); // none started
+    // A script that asked for JSON gets JSON when none answers too.
+    const none = cli(['gateway', 'status', '-o', 'json']);
+    expect(none.status).toBe(3);
+    expect(JSON.parse(none.stdout)).toMatchObject({ running: false });
     // `carapace run` says the same of the same option.
     const run = cliAs(home, [
       'run',

@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freshHome } from '../helpers/cli.js';
+import { carapace, freshHome } from '../helpers/cli.js';
 import { requires } from '../helpers/premises.js';
 import { pySyscall, runInSandbox } from '../helpers/sandbox.js';
 import { nonMergedRoot, runInTestRoot, type TestRoot } from '../helpers/test-root.js';
@@ -87,11 +87,20 @@ describe('policies/openclaw.yaml', () => {
   it("the OpenClaw gateway's port 18789 may be bound, another may not", (ctx) => {
     requires(ctx, 'landlock-abi-4');
     const bind = (port: number) => `attempt(lambda: socket.socket().bind(("127.0.0.1", ${port})))`;
-    const r = runInSandbox(pySyscall(`${bind(18789)}\n${bind(18790)}`), [
-      '--policy',
-      join(POLICIES, 'openclaw.yaml'),
-      '--best-effort-limits',
-    ]);
+    // With the key its inference route names, as a user runs it (without, one warning says so).
+    const r = carapace(
+      [
+        'run',
+        '--policy',
+        join(POLICIES, 'openclaw.yaml'),
+        '--best-effort-limits',
+        '--credential',
+        'NVIDIA_API_KEY',
+        '--',
+        ...pySyscall(`${bind(18789)}\n${bind(18790)}`),
+      ],
+      { env: { NVIDIA_API_KEY: 'nvapi-test' } },
+    );
     expect(r.stderr).toBe('');
     expect(r.stdout.trim().split('\n')).toEqual(['ok', 'EACCES']);
   });
