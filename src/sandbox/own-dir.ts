@@ -23,7 +23,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, posix } from 'node:path';
 import { OWN_DIR_PATH, within, type OwnDir } from './mount-plan.js';
 import { nativeBinary } from './native-paths.js';
 import { SandboxStartError } from './launch.js';
@@ -60,6 +60,11 @@ export function makeOwnDir(
   const files = new Map<string, string>();
   const readable = [`${OWN_DIR_PATH}/files`];
   const place = (inside: string) => {
+    // The host path is made from the in-sandbox one: never a `..` that would lead out of `dir`.
+    if (!posix.isAbsolute(inside) || posix.normalize(inside) !== inside || inside.endsWith('/'))
+      throw new SandboxStartError(
+        `a sandbox file's path must be absolute and normal, got ${JSON.stringify(inside)}`,
+      );
     const own = within(inside, OWN_DIR_PATH);
     const host = own ? join(dir, inside.slice(OWN_DIR_PATH.length)) : join(dir, 'files', inside);
     mkdir(dirname(host));

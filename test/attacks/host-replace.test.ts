@@ -7,7 +7,7 @@
  * in the audit trail: as root, rootless, and for a sandbox a restarted gateway takes over.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BubblewrapDriver } from '../../src/runtime/bubblewrap-driver.js';
@@ -329,5 +329,17 @@ console.log(JSON.stringify({ socket: started.control.socketPath, initPid: starte
         await adopted.release();
       }
     }
+  });
+});
+
+describe("the sandbox's own directory (/.carapace)", () => {
+  it('a synthesized file whose path leads out of it with `..` is refused before anything is written', async () => {
+    const outside = join(sharedTempDir(), 'escaped');
+    // own/files/<path>: `..` enough to climb out of the run directory to this test's directory.
+    const path = `/etc/${'../'.repeat(12)}${outside.slice(1)}`;
+    await expect(startHeld(['true'], { files: [{ path, content: 'x' }] })).rejects.toThrow(
+      /a sandbox file's path must be absolute and normal/,
+    );
+    expect(existsSync(outside)).toBe(false);
   });
 });
