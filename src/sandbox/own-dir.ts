@@ -54,7 +54,11 @@ export function makeOwnDir(
   const mkdir = (d: string) => {
     if (made.has(d)) return;
     mkdirSync(d, { recursive: true, mode: 0o755 });
-    made.add(d);
+    // Whatever our umask: bwrap, as the sandbox's uid, must reach everything in here.
+    for (let p = d; p !== runtime && !made.has(p); p = dirname(p)) {
+      chmodSync(p, 0o755);
+      made.add(p);
+    }
   };
   mkdir(dir);
   const files = new Map<string, string>();

@@ -15,7 +15,7 @@ import { hostIdentities } from '../../src/sandbox/identity.js';
 import type { MaskCheck } from '../../src/sandbox/mask-guard.js';
 import { SandboxControl } from '../../src/sandbox/control.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
-import { freshHome, REPO } from '../helpers/cli.js';
+import { CLI, freshHome, REPO } from '../helpers/cli.js';
 import { hostUserCommand } from '../helpers/host-users.js';
 import { requires } from '../helpers/premises.js';
 import { readAudit, sharedTempDir, startInSandbox } from '../helpers/sandbox.js';
@@ -333,6 +333,27 @@ console.log(JSON.stringify({ socket: started.control.socketPath, initPid: starte
 });
 
 describe("the sandbox's own directory (/.carapace)", () => {
+  it('is reachable by the sandbox whatever the umask of the process that starts it (077)', () => {
+    const home = freshHome();
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        'umask 077; exec "$0" "$@"',
+        process.execPath,
+        CLI,
+        'run',
+        '--',
+        'sh',
+        '-c',
+        'cat /etc/hostname; ls /.carapace',
+      ],
+      { encoding: 'utf8', env: { ...process.env, CARAPACE_HOME: home }, timeout: 60_000 },
+    );
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(r.stdout.split('\n')).toEqual(expect.arrayContaining(['empty', 'files', 'init', 'masked']));
+  });
+
   it('a synthesized file whose path leads out of it with `..` is refused before anything is written', async () => {
     const outside = join(sharedTempDir(), 'escaped');
     // own/files/<path>: `..` enough to climb out of the run directory to this test's directory.
