@@ -41,7 +41,8 @@ import type { Readable, Writable } from 'node:stream';
 import type { SandboxCgroup } from './cgroup.js';
 import type { SandboxIdentity } from './identity.js';
 import { SANDBOX_UID_INSIDE } from './identity.js';
-import { mountArgs, type MountOp, type MountPlan } from './mount-plan.js';
+import { mountArgs } from './mount-args.js';
+import type { MountOp, MountPlan } from './mount-plan.js';
 import { bwrapBinary, nativeLauncher } from './native-paths.js';
 import { INIT_PATH, WORKSPACE_PATH } from './spec.js';
 
