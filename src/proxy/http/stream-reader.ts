@@ -6,7 +6,7 @@
  */
 import type { Duplex, Writable } from 'node:stream';
 import { HttpHeadError, findHeadEnd, resumeOffset } from './http-fields.js';
-import type { ByteAccount } from './sandbox-budget.js';
+import type { ByteAccount } from '../budget/sandbox-budget.js';
 
 export class StreamClosedError extends Error {
   constructor(message = 'connection closed') {

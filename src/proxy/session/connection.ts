@@ -9,16 +9,21 @@
  * identity that cannot be established refuses the request with a 403 naming the reason.
  */
 import type net from 'node:net';
-import type { CallerResult } from './caller-identity.js';
-import { parseAuthority } from './host-name.js';
-import { HttpHeadError } from './http-fields.js';
-import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.js';
+import type { CallerResult } from '../identity/caller-identity.js';
+import { parseAuthority } from '../net/host-name.js';
+import { HttpHeadError } from '../http/http-fields.js';
+import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from '../http/http-head.js';
 import { L7Session } from './l7-session.js';
-import { MAX_PROXY_LINE, ProxyHeaderError, findProxyHeaderEnd, parseProxyHeader } from './proxy-protocol.js';
+import {
+  MAX_PROXY_LINE,
+  ProxyHeaderError,
+  findProxyHeaderEnd,
+  parseProxyHeader,
+} from '../identity/proxy-protocol.js';
 import { badRequest, forbidden } from './responses.js';
-import { COST } from './sandbox-budget.js';
-import { type ClientConnection, type SandboxContext, UNKNOWN_BINARY } from './sandbox-context.js';
-import { StreamClosedError, StreamReader } from './stream-reader.js';
+import { COST } from '../budget/sandbox-budget.js';
+import { type ClientConnection, type SandboxContext, UNKNOWN_BINARY } from '../sandbox-context.js';
+import { StreamClosedError, StreamReader } from '../http/stream-reader.js';
 import { handleConnect } from './tunnel.js';
 
 /** Idle time after which a client connection that is not a raw tunnel is closed. */

@@ -17,14 +17,14 @@
  *   rules) or uninspected ones; any other upgrade on an inspected endpoint is refused, since the bytes
  *   after `101` could not be inspected.
  */
-import { type CredentialScope, substituteHeader, substituteUrlPart } from './credentials.js';
-import { type CanonicalHost, HostNameError, formatAuthority, parseAuthority } from './host-name.js';
-import type { RequestHead } from './http-head.js';
-import { canonicalTarget } from './path-canon.js';
-import type { EndpointTreatment } from './policy-port.js';
-import type { ProxyFindingKind } from './proxy-audit.js';
+import { type CredentialScope, substituteHeader, substituteUrlPart } from '../credentials.js';
+import { type CanonicalHost, HostNameError, formatAuthority, parseAuthority } from '../net/host-name.js';
+import type { RequestHead } from '../http/http-head.js';
+import { canonicalTarget } from '../http/path-canon.js';
+import type { EndpointTreatment } from '../policy-port.js';
+import type { ProxyFindingKind } from '../proxy-audit.js';
 import type { DenialHint } from './responses.js';
-import type { ClientConnection, SessionMode } from './sandbox-context.js';
+import type { ClientConnection, SessionMode } from '../sandbox-context.js';
 import { INTERNAL_PORTS, type InternalHost } from './internal-host.js';
 
 export interface Refusal {

@@ -11,18 +11,18 @@
  * refusal or framing error the client connection is closed, not resynchronised.
  */
 import type { Duplex } from 'node:stream';
-import { forwardBodyNow } from './body-forward.js';
-import { HttpHeadError } from './http-fields.js';
-import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from './http-head.js';
-import { parseResponseHead } from './http-response.js';
+import { forwardBodyNow } from '../http/body-forward.js';
+import { HttpHeadError } from '../http/http-fields.js';
+import { MAX_HEAD_BYTES, type RequestHead, parseRequestHead } from '../http/http-head.js';
+import { parseResponseHead } from '../http/http-response.js';
 import { type Approval, type Refusal, judgeRequest } from './request-judge.js';
-import { guardHint, isHostLocalName } from './address-guard.js';
+import { guardHint, isHostLocalName } from '../net/address-guard.js';
 import { badGateway, badRequest, forbidden } from './responses.js';
-import type { ClientConnection, SessionMode } from './sandbox-context.js';
-import { StreamClosedError, StreamReader, writeAll } from './stream-reader.js';
-import { UpstreamError, connectChecked, startTls } from './upstream.js';
+import type { ClientConnection, SessionMode } from '../sandbox-context.js';
+import { StreamClosedError, StreamReader, writeAll } from '../http/stream-reader.js';
+import { UpstreamError, connectChecked, startTls } from '../net/upstream.js';
 import { spliceRaw } from './raw-relay.js';
-import { type ByteAccount, COST } from './sandbox-budget.js';
+import { type ByteAccount, COST } from '../budget/sandbox-budget.js';
 import { internalCaller } from './internal-host.js';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;

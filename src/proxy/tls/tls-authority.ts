@@ -20,8 +20,8 @@ import {
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type SecureContext, createSecureContext } from 'node:tls';
-import type { CanonicalHost } from './host-name.js';
-import { parseIp } from './ip.js';
+import type { CanonicalHost } from '../net/host-name.js';
+import { parseIp } from '../net/ip.js';
 import { type AltName, buildCertificate, derToPem, subjectNameOf } from './x509.js';
 
 const HOUR = 3600_000;

@@ -28,7 +28,7 @@
 import { closeSync, constants, openSync, readSync, readdirSync, readlinkSync, statfsSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { BinaryTrust } from './binary-trust.js';
-import { parseIp } from './ip.js';
+import { parseIp } from '../net/ip.js';
 
 export interface CallerQuery {
   family: 4 | 6;

@@ -16,20 +16,20 @@
  *   HTTP cannot be inspected and close the tunnel;
  * - `tls: skip` relays raw from the first byte, without any check.
  */
-import { parseClientHello } from './client-hello.js';
-import { type Authority, HostNameError, canonicalHost, parseAuthority } from './host-name.js';
-import type { RequestHead } from './http-head.js';
+import { parseClientHello } from '../tls/client-hello.js';
+import { type Authority, HostNameError, canonicalHost, parseAuthority } from '../net/host-name.js';
+import type { RequestHead } from '../http/http-head.js';
 import { L7Session, type UpstreamSlot } from './l7-session.js';
-import type { ConnectVerdict, EndpointTreatment } from './policy-port.js';
-import { printable } from './printable.js';
-import { sniffProtocol } from './protocol-sniff.js';
+import type { ConnectVerdict, EndpointTreatment } from '../policy-port.js';
+import { printable } from '../printable.js';
+import { sniffProtocol } from '../http/protocol-sniff.js';
 import { spliceRaw } from './raw-relay.js';
-import { COST } from './sandbox-budget.js';
-import { guardHint } from './address-guard.js';
+import { COST } from '../budget/sandbox-budget.js';
+import { guardHint } from '../net/address-guard.js';
 import { CONNECT_ESTABLISHED, type DenialHint, badGateway, badRequest, forbidden } from './responses.js';
-import type { ClientConnection } from './sandbox-context.js';
-import { StreamReader, writeAll } from './stream-reader.js';
-import { UpstreamError, connectChecked, startTls } from './upstream.js';
+import type { ClientConnection } from '../sandbox-context.js';
+import { StreamReader, writeAll } from '../http/stream-reader.js';
+import { UpstreamError, connectChecked, startTls } from '../net/upstream.js';
 import { connectInternal, secureClient } from './internal-host.js';
 
 const DEFAULT_TREATMENT: EndpointTreatment = {

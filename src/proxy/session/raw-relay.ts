@@ -13,8 +13,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import tls from 'node:tls';
-import type { ByteAccount } from './sandbox-budget.js';
-import type { ClientConnection } from './sandbox-context.js';
+import type { ByteAccount } from '../budget/sandbox-budget.js';
+import type { ClientConnection } from '../sandbox-context.js';
 
 export interface RawRelaySpec {
   client: Duplex;

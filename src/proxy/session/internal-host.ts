@@ -20,16 +20,16 @@
  */
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import type { PolicyGeneration } from '../policy/index.js';
-import type { Authority } from './host-name.js';
-import type { RequestHead } from './http-head.js';
+import type { PolicyGeneration } from '../../policy/index.js';
+import type { Authority } from '../net/host-name.js';
+import type { RequestHead } from '../http/http-head.js';
 import { L7Session } from './l7-session.js';
-import { printable } from './printable.js';
-import { sniffProtocol } from './protocol-sniff.js';
+import { printable } from '../printable.js';
+import { sniffProtocol } from '../http/protocol-sniff.js';
 import { CONNECT_ESTABLISHED, forbidden } from './responses.js';
-import { COST } from './sandbox-budget.js';
-import type { ClientConnection } from './sandbox-context.js';
-import { StreamReader, writeAll } from './stream-reader.js';
+import { COST } from '../budget/sandbox-budget.js';
+import type { ClientConnection } from '../sandbox-context.js';
+import { StreamReader, writeAll } from '../http/stream-reader.js';
 
 /** Who opens a connection to an internal host. */
 export interface InternalHostCaller {

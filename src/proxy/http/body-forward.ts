@@ -9,7 +9,7 @@
  */
 import type { Writable } from 'node:stream';
 import { HttpHeadError, parseHeaderLines } from './http-fields.js';
-import type { ByteAccount } from './sandbox-budget.js';
+import type { ByteAccount } from '../budget/sandbox-budget.js';
 import { StreamClosedError, type StreamReader, writeAll, writeNow } from './stream-reader.js';
 
 export type Framing =

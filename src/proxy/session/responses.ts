@@ -14,8 +14,8 @@
  * proxy does not know which of the two runs it, so the local hint names both.
  */
 import { STATUS_CODES } from 'node:http';
-import { HOST_LOCAL_NAMES } from './address-guard.js';
-import { printable } from './printable.js';
+import { HOST_LOCAL_NAMES } from '../net/address-guard.js';
+import { printable } from '../printable.js';
 
 const HOST_LOCAL_NAME = HOST_LOCAL_NAMES[0];
 

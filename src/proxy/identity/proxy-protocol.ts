@@ -9,7 +9,7 @@
  * a process that got hold of the socket), so anything but the exact grammar closes the connection
  * and is reported as a finding. `UNKNOWN` is refused: without a source port there is no caller.
  */
-import { parseIpv4, parseIpv6 } from './ip.js';
+import { parseIpv4, parseIpv6 } from '../net/ip.js';
 
 /** v1's 107 bytes, and room for the inode (the relay's buffer is 128 bytes). */
 export const MAX_PROXY_LINE = 128;

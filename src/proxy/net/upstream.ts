@@ -11,7 +11,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { CheckedAddress } from './address-guard.js';
 import type { CanonicalHost } from './host-name.js';
-import { DEFAULT_SYSTEM_BUNDLE } from './sandbox-env.js';
+import { DEFAULT_SYSTEM_BUNDLE } from '../sandbox-env.js';
 
 export class UpstreamError extends Error {
   constructor(readonly reason: string) {
