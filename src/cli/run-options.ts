@@ -28,6 +28,8 @@ export interface RunArgs {
   allowLocal: string[];
   upstreamCa?: string | undefined;
   credentials: string[];
+  /** Let a running gateway serve the run when it can (false: --no-gateway). */
+  gateway: boolean;
 }
 
 export function runRequest(args: RunArgs, env: NodeJS.ProcessEnv = process.env): RunRequest {
