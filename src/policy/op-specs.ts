@@ -5,6 +5,7 @@
  */
 import { policyErrorAt } from './diagnostics.js';
 import { parseHostPattern } from './host-pattern.js';
+import { methodProblem } from './http-methods.js';
 import type { Access, Enforcement } from './schema.js';
 
 export interface EndpointSpec {
@@ -82,8 +83,8 @@ export function parseRuleSpec(spec: string, flag = '--add-rule'): RuleSpec {
   if (parts.length < 4) throw policyErrorAt(flag, `expects host:port:METHOD:path, got "${spec}"`);
   const method = (parts[2] ?? '').trim().toUpperCase();
   const path = parts.slice(3).join(':').trim();
-  if (!/^(\*|[A-Z_]+)$/.test(method))
-    throw policyErrorAt(flag, `"${spec}": "${method}" is not an HTTP method (or "*")`);
+  const problem = methodProblem(method);
+  if (problem !== null) throw policyErrorAt(flag, `"${spec}": ${problem}`);
   if (!(path.startsWith('/') || path === '**'))
     throw policyErrorAt(flag, `"${spec}": the path must start with "/"`);
   return { host: parseHost(flag, spec, parts[0] ?? ''), port: parsePort(flag, spec, parts[1]), method, path };

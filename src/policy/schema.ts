@@ -74,7 +74,11 @@ const QueryMapSchema = z
   .describe('Query parameters by decoded name; every listed parameter must be present and match.');
 
 const HttpMatchFields = {
-  method: z.string().describe('HTTP method, case-insensitive; `*` matches every method.'),
+  method: z
+    .string()
+    .describe(
+      'HTTP method: any RFC 9110 token (GET, M-SEARCH, …), case-insensitive; `*` alone matches every method.',
+    ),
   path: z
     .string()
     .describe('URL path glob: `*` matches within one segment (also `/bot*/…`), `**` any number of segments.'),

@@ -25,9 +25,9 @@ import {
 } from './schema.js';
 import { InferenceSchema, LimitsSchema, type Limits } from './schema-extensions.js';
 import { checkInference } from './inference-checks.js';
+import { methodProblem } from './http-methods.js';
 
 const CREDENTIAL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const METHOD = /^(\*|[A-Za-z_]+)$/;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -217,12 +217,8 @@ function checkHttpMatch(
   path: PolicyPath,
   issues: PolicyIssue[],
 ): void {
-  if (!METHOD.test(m.method)) {
-    issues.push({
-      path: [...path, 'method'],
-      message: `method "${m.method}" must be an HTTP method such as GET, or "*"`,
-    });
-  }
+  const problem = methodProblem(m.method);
+  if (problem !== null) issues.push({ path: [...path, 'method'], message: problem });
   if (!(m.path.startsWith('/') || m.path === '**' || m.path.startsWith('**/'))) {
     issues.push({
       path: [...path, 'path'],
