@@ -29,6 +29,7 @@ export type {
 export type { RuleView, QueryInput } from './request-rules.js';
 export { canonicalRequestPath } from './request-rules.js';
 export { METHOD_PATTERN, KNOWN_METHODS, methodProblem } from './http-methods.js';
+export { readStoredPolicyText, type StoredTextReading } from './stored-text.js';
 export type { BinaryMatch } from './binary-matcher.js';
 export { resolveLimits, parseMemoryBytes, parseCpuMillis, type ResolvedLimits } from './limits.js';
 export {
