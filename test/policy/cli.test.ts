@@ -218,7 +218,7 @@ describe('carapace policy diff', () => {
     const r = carapace(['policy', 'diff', join(POLICIES, 'default.yaml'), join(POLICIES, 'openclaw.yaml')]);
     expect(r.status).toBe(0);
     expect(r.stdout).toContain(
-      '+ network_policies.clawhub: clawhub.com:443 rest allow GET /**, POST /** — for any program',
+      '+ network_policies.clawhub: clawhub.com:443 rest allow GET /**, POST /**; clawhub.ai:443 rest allow GET /**, POST /** — for any program',
     );
     expect(r.stdout).toContain(
       'static sections changed (the sandbox must be recreated): filesystem_policy, limits',
