@@ -3,7 +3,7 @@
  * "Sandboxes outlive the gateway"): re-adopts the ones still running, records how the others
  * ended while no gateway held them (their init's exit.json), hands those to their restart policy,
  * and starts again every one that should run. A policy revision an earlier Carapace stored in a
- * form this one refuses is read as what it meant then (src/policy/stored-text.ts), and the log
+ * form this one refuses is read as what it meant then (src/policy/load/stored-text.ts), and the log
  * says so once per start.
  */
 import { readFileSync } from 'node:fs';

@@ -1,4 +1,4 @@
-/** Policy texts an earlier Carapace stored, as this one reads them (src/policy/stored-text.ts). */
+/** Policy texts an earlier Carapace stored, as this one reads them (src/policy/load/stored-text.ts). */
 import { describe, expect, it } from 'vitest';
 import { parsePolicy, readStoredPolicyText } from '../../src/policy/index.js';
 

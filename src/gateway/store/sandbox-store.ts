@@ -50,7 +50,7 @@ export interface SandboxRecord {
 export interface PolicyRevision {
   rev: number;
   /** The text as this version reads it: as stored, unless an earlier version stored a form that
-   * is refused now (src/policy/stored-text.ts; then `notes` says what was read differently). */
+   * is refused now (src/policy/load/stored-text.ts; then `notes` says what was read differently). */
   text: string;
   /** The sha256 of the text as stored: the revision's identity, whatever `text` reads. */
   hash: string;

@@ -3,7 +3,7 @@
  * how to fix it (`unknown key "acess" in endpoint (did you mean "access"?)`).
  */
 import type { z } from 'zod';
-import type { PolicyIssue, PolicyPath } from './diagnostics.js';
+import type { PolicyIssue, PolicyPath } from '../diagnostics.js';
 
 type AnySchema = z.ZodType;
 

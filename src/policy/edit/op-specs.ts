@@ -3,10 +3,10 @@
  * `host:port[:access[:protocol[:enforcement]]]`, `host:port`, and `host:port:METHOD:path`.
  * (An IPv6 literal cannot be written in these specs; edit the file for those.)
  */
-import { policyErrorAt } from './diagnostics.js';
-import { parseHostPattern } from './host-pattern.js';
-import { methodProblem } from './http-methods.js';
-import type { Access, Enforcement } from './schema.js';
+import { policyErrorAt } from '../diagnostics.js';
+import { parseHostPattern } from '../patterns/host-pattern.js';
+import { methodProblem } from '../load/http-methods.js';
+import type { Access, Enforcement } from '../schema/schema.js';
 
 export interface EndpointSpec {
   host: string;

@@ -7,10 +7,10 @@
  * grant much more than the author meant.
  */
 import { posix } from 'node:path';
-import type { PolicyIssue, PolicyPath } from './diagnostics.js';
-import { parseHostPattern } from './host-pattern.js';
-import { allowedIpProblem } from './ip-ranges.js';
-import { parseCpuMillis, parseMemoryBytes } from './limits.js';
+import type { PolicyIssue, PolicyPath } from '../diagnostics.js';
+import { parseHostPattern } from '../patterns/host-pattern.js';
+import { allowedIpProblem } from '../patterns/ip-ranges.js';
+import { parseCpuMillis, parseMemoryBytes } from '../schema/limits.js';
 import { checkEndpointInspection } from './endpoint-mode.js';
 import { z } from 'zod';
 import {
@@ -22,8 +22,8 @@ import {
   ProcessSchema,
   type Endpoint,
   type Policy,
-} from './schema.js';
-import { InferenceSchema, LimitsSchema, type Limits } from './schema-extensions.js';
+} from '../schema/schema.js';
+import { InferenceSchema, LimitsSchema, type Limits } from '../schema/schema-extensions.js';
 import { checkInference } from './inference-checks.js';
 import { methodProblem } from './http-methods.js';
 

@@ -4,7 +4,7 @@
  *
  * The schema checks shape and types only; rules that need several fields or a whole policy at once
  * (wildcards, paths, `access` vs `rules`, CIDRs, references between sections) live in
- * semantic-checks.ts, so each message can point at the offending node. Every object is strict:
+ * load/semantic-checks.ts, so each message can point at the offending node. Every object is strict:
  * an unknown key is an error, never silently ignored, because a misspelt guardrail (`acess:`)
  * must not quietly become no guardrail.
  */

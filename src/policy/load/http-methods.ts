@@ -5,11 +5,11 @@
  * inside a method is refused, because it would read as a wildcard and match only itself.
  *
  * Methods compare case-insensitively, the rule's and the request's both upper-cased
- * (request-rules.ts), so the check here does the same. A method that is valid but no server is
- * likely to know (`GTE`) is a warning, not an error: it is almost always a typo, and the rule it
- * is in then matches nothing the agent sends.
+ * (compile/request-rules.ts), so the check here does the same. A method that is valid but no
+ * server is likely to know (`GTE`) is a warning, not an error: it is almost always a typo, and
+ * the rule it is in then matches nothing the agent sends.
  */
-import type { PolicyIssue, PolicyPath } from './diagnostics.js';
+import type { PolicyIssue, PolicyPath } from '../diagnostics.js';
 import { closest } from './schema-issues.js';
 
 /** A rule's method: `*`, or a token without `*` (any case). */

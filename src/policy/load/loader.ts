@@ -11,9 +11,9 @@ import {
   sortDiagnostics,
   type Diagnostic,
   type PolicyIssue,
-} from './diagnostics.js';
-import { PolicySchema, PresetSchema, type Policy, type Preset } from './schema.js';
-import type { Inference } from './schema-extensions.js';
+} from '../diagnostics.js';
+import { PolicySchema, PresetSchema, type Policy, type Preset } from '../schema/schema.js';
+import type { Inference } from '../schema/schema-extensions.js';
 import { issuesFromZod } from './schema-issues.js';
 import { checkNetworkPolicyData, checkPolicyData, startWarnings } from './semantic-checks.js';
 import { methodWarnings } from './http-methods.js';
