@@ -25,7 +25,7 @@
  *   removed after decoding; a `..` that would climb above the root is refused;
  * - letter case is kept (paths are case-sensitive for most servers); the policy matches `deny_rules`
  *   without regard to case, so `/ADMIN` cannot slip past a rule for `/admin` on a server that folds
- *   case (src/policy/request-rules.ts).
+ *   case (src/policy/compile/request-rules.ts).
  */
 
 export type CanonicalTarget =

@@ -8,8 +8,8 @@
  * `full`. Carapace never lets through more than the file says; `access: full` with no protocol
  * is plain L4 passthrough, which allows exactly the same requests without decrypting them.
  */
-import type { PolicyIssue, PolicyPath } from './diagnostics.js';
-import type { Endpoint } from './schema.js';
+import type { PolicyIssue, PolicyPath } from '../diagnostics.js';
+import type { Endpoint } from '../schema/schema.js';
 
 export type InspectedProtocol = 'rest' | 'websocket';
 

@@ -3,7 +3,7 @@
  * how to fix it (`unknown key "acess" in endpoint (did you mean "access"?)`).
  */
 import type { z } from 'zod';
-import type { PolicyIssue, PolicyPath } from './diagnostics.js';
+import type { PolicyIssue, PolicyPath } from '../diagnostics.js';
 
 type AnySchema = z.ZodType;
 
@@ -115,17 +115,24 @@ function placesWithKey(root: AnySchema, key: string): string[] {
   return [...found].map((p) => (p.startsWith('network policy "*"') ? 'a network policy' : p));
 }
 
+/**
+ * Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+ * neighbours each count 1, so a transposed typo (`GTE`, `acecss`) is as near as a missing letter.
+ */
 export function editDistance(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  let before: number[] = [];
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0] ?? 0;
-    prev[0] = i;
+    const row = [i];
     for (let j = 1; j <= b.length; j++) {
-      const up = prev[j] ?? 0;
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      prev[j] = Math.min(up + 1, (prev[j - 1] ?? 0) + 1, diag + cost);
-      diag = up;
+      let d = Math.min((prev[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        d = Math.min(d, (before[j - 2] ?? 0) + 1);
+      row.push(d);
     }
+    before = prev;
+    prev = row;
   }
   return prev[b.length] ?? 0;
 }

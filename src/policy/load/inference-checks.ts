@@ -3,9 +3,9 @@
  * URLs, durations, privacy patterns the router can run in linear time, budgets that fall back only
  * to local routes. Each issue carries the data path of the offending node.
  */
-import type { PolicyIssue, PolicyPath } from './diagnostics.js';
-import { compileLinearPattern } from './linear-pattern.js';
-import type { Inference, InferenceBudget } from './schema-extensions.js';
+import type { PolicyIssue, PolicyPath } from '../diagnostics.js';
+import { compileLinearPattern } from '../patterns/linear-pattern.js';
+import type { Inference, InferenceBudget } from '../schema/schema-extensions.js';
 
 /** Provider types an inline route (one with an `endpoint`) may name. */
 export const PROVIDER_TYPES = [

@@ -1,8 +1,8 @@
 /** The questions a compiled policy answers, and the shape of its answers. */
 import type { BinaryMatch } from './binary-matcher.js';
 import type { QueryInput, RuleView } from './request-rules.js';
-import type { Access, Enforcement } from './schema.js';
-import type { Inference } from './schema-extensions.js';
+import type { Access, Enforcement } from '../schema/schema.js';
+import type { Inference } from '../schema/schema-extensions.js';
 
 export interface ConnectQuery {
   /** The host the agent asked for (CONNECT authority or Host header); any case, trailing dot allowed. */

@@ -3,9 +3,10 @@
  * `host:port[:access[:protocol[:enforcement]]]`, `host:port`, and `host:port:METHOD:path`.
  * (An IPv6 literal cannot be written in these specs; edit the file for those.)
  */
-import { policyErrorAt } from './diagnostics.js';
-import { parseHostPattern } from './host-pattern.js';
-import type { Access, Enforcement } from './schema.js';
+import { policyErrorAt } from '../diagnostics.js';
+import { parseHostPattern } from '../patterns/host-pattern.js';
+import { methodProblem } from '../load/http-methods.js';
+import type { Access, Enforcement } from '../schema/schema.js';
 
 export interface EndpointSpec {
   host: string;
@@ -82,8 +83,8 @@ export function parseRuleSpec(spec: string, flag = '--add-rule'): RuleSpec {
   if (parts.length < 4) throw policyErrorAt(flag, `expects host:port:METHOD:path, got "${spec}"`);
   const method = (parts[2] ?? '').trim().toUpperCase();
   const path = parts.slice(3).join(':').trim();
-  if (!/^(\*|[A-Z_]+)$/.test(method))
-    throw policyErrorAt(flag, `"${spec}": "${method}" is not an HTTP method (or "*")`);
+  const problem = methodProblem(method);
+  if (problem !== null) throw policyErrorAt(flag, `"${spec}": ${problem}`);
   if (!(path.startsWith('/') || path === '**'))
     throw policyErrorAt(flag, `"${spec}": the path must start with "/"`);
   return { host: parseHost(flag, spec, parts[0] ?? ''), port: parsePort(flag, spec, parts[1]), method, path };

@@ -17,8 +17,8 @@
  * admits none (its tools and NemoClaw's comments assume "any"; see NVIDIA/OpenShell#3476); an
  * explicit empty list is rejected by the loader so the two cannot be confused.
  */
-import { compilePathGlob, isGlob } from './glob.js';
-import type { Binary } from './schema.js';
+import { compilePathGlob, isGlob } from '../patterns/glob.js';
+import type { Binary } from '../schema/schema.js';
 
 export interface BinaryMatch {
   /** The policy pattern that matched, or null when the entry admits any program. */

@@ -15,10 +15,10 @@ import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
-import { policyErrorAt } from './diagnostics.js';
-import { loadPresetFile } from './loader.js';
-import { closest } from './schema-issues.js';
-import type { NetworkPolicy, Policy, Preset } from './schema.js';
+import { policyErrorAt } from '../diagnostics.js';
+import { loadPresetFile } from '../load/loader.js';
+import { closest } from '../load/schema-issues.js';
+import type { NetworkPolicy, Policy, Preset } from '../schema/schema.js';
 
 export interface PresetSummary {
   name: string;

@@ -6,7 +6,7 @@
  * are hot-reloaded: a new generation is compiled and swapped in atomically.
  */
 import { isDeepStrictEqual } from 'node:util';
-import type { Policy } from './schema.js';
+import type { Policy } from '../schema/schema.js';
 
 export const STATIC_SECTIONS = [
   'filesystem_policy',

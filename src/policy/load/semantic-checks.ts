@@ -7,10 +7,10 @@
  * grant much more than the author meant.
  */
 import { posix } from 'node:path';
-import type { PolicyIssue, PolicyPath } from './diagnostics.js';
-import { parseHostPattern } from './host-pattern.js';
-import { allowedIpProblem } from './ip-ranges.js';
-import { parseCpuMillis, parseMemoryBytes } from './limits.js';
+import type { PolicyIssue, PolicyPath } from '../diagnostics.js';
+import { parseHostPattern } from '../patterns/host-pattern.js';
+import { allowedIpProblem } from '../patterns/ip-ranges.js';
+import { parseCpuMillis, parseMemoryBytes } from '../schema/limits.js';
 import { checkEndpointInspection } from './endpoint-mode.js';
 import { z } from 'zod';
 import {
@@ -22,12 +22,12 @@ import {
   ProcessSchema,
   type Endpoint,
   type Policy,
-} from './schema.js';
-import { InferenceSchema, LimitsSchema, type Limits } from './schema-extensions.js';
+} from '../schema/schema.js';
+import { InferenceSchema, LimitsSchema, type Limits } from '../schema/schema-extensions.js';
 import { checkInference } from './inference-checks.js';
+import { methodProblem } from './http-methods.js';
 
 const CREDENTIAL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const METHOD = /^(\*|[A-Za-z_]+)$/;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -217,12 +217,8 @@ function checkHttpMatch(
   path: PolicyPath,
   issues: PolicyIssue[],
 ): void {
-  if (!METHOD.test(m.method)) {
-    issues.push({
-      path: [...path, 'method'],
-      message: `method "${m.method}" must be an HTTP method such as GET, or "*"`,
-    });
-  }
+  const problem = methodProblem(m.method);
+  if (problem !== null) issues.push({ path: [...path, 'method'], message: problem });
   if (!(m.path.startsWith('/') || m.path === '**' || m.path.startsWith('**/'))) {
     issues.push({
       path: [...path, 'path'],

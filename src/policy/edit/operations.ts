@@ -7,14 +7,14 @@
  * readable diff.
  */
 import { isMap, type Document, type YAMLMap } from 'yaml';
-import { PolicyError, policyErrorAt } from './diagnostics.js';
+import { PolicyError, policyErrorAt } from '../diagnostics.js';
 import { diffPolicies, formatChanges, type PolicyChange } from './diff.js';
-import { normalizeHost } from './host-pattern.js';
-import { parsePolicy } from './loader.js';
+import { normalizeHost } from '../patterns/host-pattern.js';
+import { parsePolicy } from '../load/loader.js';
 import type { EndpointSpec, HostPortSpec, RuleSpec } from './op-specs.js';
 import { planPresetMerge, planPresetRemoval } from './presets.js';
-import { ACCESS_METHODS } from './request-rules.js';
-import type { Endpoint, NetworkPolicy, Policy, Preset } from './schema.js';
+import { ACCESS_METHODS } from '../compile/request-rules.js';
+import type { Endpoint, NetworkPolicy, Policy, Preset } from '../schema/schema.js';
 import { changedSections, type SectionChanges } from './sections.js';
 
 export type PolicyOperation =

@@ -4,7 +4,7 @@
  *
  * The schema checks shape and types only; rules that need several fields or a whole policy at once
  * (wildcards, paths, `access` vs `rules`, CIDRs, references between sections) live in
- * semantic-checks.ts, so each message can point at the offending node. Every object is strict:
+ * load/semantic-checks.ts, so each message can point at the offending node. Every object is strict:
  * an unknown key is an error, never silently ignored, because a misspelt guardrail (`acess:`)
  * must not quietly become no guardrail.
  */
@@ -74,7 +74,11 @@ const QueryMapSchema = z
   .describe('Query parameters by decoded name; every listed parameter must be present and match.');
 
 const HttpMatchFields = {
-  method: z.string().describe('HTTP method, case-insensitive; `*` matches every method.'),
+  method: z
+    .string()
+    .describe(
+      'HTTP method: any RFC 9110 token (GET, M-SEARCH, …), case-insensitive; `*` alone matches every method.',
+    ),
   path: z
     .string()
     .describe('URL path glob: `*` matches within one segment (also `/bot*/…`), `**` any number of segments.'),

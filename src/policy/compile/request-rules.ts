@@ -13,8 +13,8 @@
  * a deny rule for `/admin/**` also refuses `/ADMIN/x` and `/Admin/x` (the stricter reading on both
  * sides: an allow rule never admits more than it spells).
  */
-import { compilePathGlob, compileValueGlob } from './glob.js';
-import type { Access, AllowRule, DenyRule, QueryMatcher } from './schema.js';
+import { compilePathGlob, compileValueGlob } from '../patterns/glob.js';
+import type { Access, AllowRule, DenyRule, QueryMatcher } from '../schema/schema.js';
 
 export interface RuleView {
   kind: 'access' | 'allow' | 'deny';

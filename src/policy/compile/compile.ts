@@ -27,17 +27,17 @@ import type {
   RequestDecision,
   RequestQuery,
 } from './decisions.js';
-import { endpointMode } from './endpoint-mode.js';
-import { normalizeHost, parseHostPattern } from './host-pattern.js';
-import { validatePolicy } from './loader.js';
+import { endpointMode } from '../load/endpoint-mode.js';
+import { normalizeHost, parseHostPattern } from '../patterns/host-pattern.js';
+import { validatePolicy } from '../load/loader.js';
 import {
   canonicalRequestPath,
   compileEndpointRules,
   queryValues,
   type EndpointRules,
 } from './request-rules.js';
-import type { Endpoint, Policy } from './schema.js';
-import type { Inference } from './schema-extensions.js';
+import type { Endpoint, Policy } from '../schema/schema.js';
+import type { Inference } from '../schema/schema-extensions.js';
 
 interface Entry {
   view: EndpointView;

@@ -11,11 +11,12 @@ import {
   sortDiagnostics,
   type Diagnostic,
   type PolicyIssue,
-} from './diagnostics.js';
-import { PolicySchema, PresetSchema, type Policy, type Preset } from './schema.js';
-import type { Inference } from './schema-extensions.js';
+} from '../diagnostics.js';
+import { PolicySchema, PresetSchema, type Policy, type Preset } from '../schema/schema.js';
+import type { Inference } from '../schema/schema-extensions.js';
 import { issuesFromZod } from './schema-issues.js';
 import { checkNetworkPolicyData, checkPolicyData, startWarnings } from './semantic-checks.js';
+import { methodWarnings } from './http-methods.js';
 import {
   conversionFailure,
   conversionIssues,
@@ -25,15 +26,20 @@ import {
   type SourceDocument,
 } from './yaml-source.js';
 
-/** `warnings`: what keeps a valid policy from starting a sandbox as written (startWarnings). */
+/**
+ * `warnings`: what a valid file may not mean as written, said but not refused: what keeps a
+ * policy from starting a sandbox here (startWarnings), and a rule's method no server is likely to
+ * know (a typo such as GTE, http-methods.ts).
+ */
 export type ParseResult =
   | { ok: true; policy: Policy; document: Document; warnings: Diagnostic[] }
   | { ok: false; diagnostics: Diagnostic[] };
 export type PresetParseResult =
-  { ok: true; preset: Preset; document: Document } | { ok: false; diagnostics: Diagnostic[] };
+  | { ok: true; preset: Preset; document: Document; warnings: Diagnostic[] }
+  | { ok: false; diagnostics: Diagnostic[] };
 export type AnyParseResult =
   | { ok: true; kind: 'policy'; policy: Policy; document: Document; warnings: Diagnostic[] }
-  | { ok: true; kind: 'preset'; preset: Preset; document: Document }
+  | { ok: true; kind: 'preset'; preset: Preset; document: Document; warnings: Diagnostic[] }
   | { ok: false; diagnostics: Diagnostic[] };
 
 type Kind = 'policy' | 'preset';
@@ -119,7 +125,12 @@ export function parsePolicy(text: string, file: string): ParseResult {
 }
 
 function warningsOf(source: SourceDocument, policy: Policy): Diagnostic[] {
-  return startWarnings(policy).map((issue) => issueToDiagnostic(source, issue));
+  const issues = [...startWarnings(policy), ...methodWarnings(policy.network_policies)];
+  return sortDiagnostics(issues.map((issue) => issueToDiagnostic(source, issue)));
+}
+
+function presetWarnings(source: SourceDocument, preset: Preset): Diagnostic[] {
+  return methodWarnings(preset.network_policies).map((issue) => issueToDiagnostic(source, issue));
 }
 
 /** Parses and validates a preset file (`preset: {name, description}` + `network_policies`). */
@@ -127,7 +138,8 @@ export function parsePreset(text: string, file: string): PresetParseResult {
   const { source, errors } = parseSource(text, file);
   const { data, diagnostics } = validateSource(source, errors, 'preset');
   if (diagnostics.length > 0) return { ok: false, diagnostics };
-  return { ok: true, preset: data as Preset, document: source.document };
+  const preset = data as Preset;
+  return { ok: true, preset, document: source.document, warnings: presetWarnings(source, preset) };
 }
 
 /** A file with a top-level `preset:` key is a preset; anything else is a policy. */
@@ -147,7 +159,13 @@ export function parsePolicyOrPreset(text: string, file: string): AnyParseResult 
         document: source.document,
         warnings: warningsOf(source, data as Policy),
       }
-    : { ok: true, kind, preset: data as Preset, document: source.document };
+    : {
+        ok: true,
+        kind,
+        preset: data as Preset,
+        document: source.document,
+        warnings: presetWarnings(source, data as Preset),
+      };
 }
 
 export type InferenceParseResult =

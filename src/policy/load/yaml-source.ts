@@ -22,7 +22,7 @@ import {
   type Pair,
   type YAMLMap,
 } from 'yaml';
-import type { Diagnostic, PolicyIssue, PolicyPath } from './diagnostics.js';
+import type { Diagnostic, PolicyIssue, PolicyPath } from '../diagnostics.js';
 import { describeContext } from './schema-issues.js';
 
 export interface SourceDocument {
