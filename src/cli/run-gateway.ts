@@ -40,8 +40,11 @@ export function gatewayCanServe(a: RunArgs): boolean {
   );
 }
 
-/** The upgraded connection, or null when no gateway serves runs here (none answers, or it declined). */
-function openRun(socketPath: string): Promise<Socket | null> {
+/**
+ * The upgraded connection, with the exec's request line sent, or null when no gateway serves runs
+ * here (none answers, or it declined).
+ */
+function openRun(socketPath: string, requestLine: string): Promise<Socket | null> {
   return new Promise((resolve) => {
     const socket = connect(socketPath);
     let head = Buffer.alloc(0);
@@ -78,8 +81,11 @@ function openRun(socketPath: string): Promise<Socket | null> {
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);
+    // The exec's request line rides with the upgrade (the gateway reads it after its 101): one
+    // round trip fewer. A gateway that declines closes the connection and ignores it.
     socket.write(
-      'GET /v1/runs HTTP/1.1\r\nHost: carapace\r\nConnection: Upgrade\r\nUpgrade: carapace-stream\r\n\r\n',
+      'GET /v1/runs HTTP/1.1\r\nHost: carapace\r\nConnection: Upgrade\r\nUpgrade: carapace-stream\r\n\r\n' +
+        requestLine,
     );
   });
 }
@@ -87,20 +93,17 @@ function openRun(socketPath: string): Promise<Socket | null> {
 /** Runs the command through the caller's gateway: its exit status, or null when none serves it. */
 export async function runThroughGateway(a: RunArgs, env: NodeJS.ProcessEnv): Promise<number | null> {
   const vars = parseEnv(a.env); // a bad --env is refused here, as in this process's own run
-  const socket = await openRun(gatewayEndpoint(env).socket);
-  if (socket === null) return null;
-  const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
   if (env.TERM !== undefined && vars.TERM === undefined) vars.TERM = env.TERM;
-  const proc = execOver(
-    socket,
-    {
-      argv: a.command,
-      env: vars,
-      tty,
-      ...(tty ? { cols: process.stdout.columns, rows: process.stdout.rows } : {}),
-    },
-    'the gateway',
-  );
+  const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  const request = {
+    argv: a.command,
+    env: vars,
+    tty,
+    ...(tty ? { cols: process.stdout.columns, rows: process.stdout.rows } : {}),
+  };
+  const socket = await openRun(gatewayEndpoint(env).socket, `${JSON.stringify(request)}\n`);
+  if (socket === null) return null;
+  const proc = execOver(socket, null, 'the gateway');
   try {
     return await withTerminal(proc, { tty, stdin: true, detachable: false }, (err) => {
       if (err instanceof ControlError && err.code === 'CONTROL_CLOSED')
