@@ -8,7 +8,7 @@
 import { lifecycle, type AuditSink } from '../audit/index.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { UpgradedStream } from './api/server.js';
-import { bridgeExec, readRequestLine } from './exec-bridge.js';
+import { answerExec } from './exec-bridge.js';
 import type { OneOffRuns } from './one-off-runs.js';
 
 export function runRoutes(runs: OneOffRuns, audit: AuditSink): Route[] {
@@ -28,30 +28,16 @@ export function runRoutes(runs: OneOffRuns, audit: AuditSink): Route[] {
           sb.end();
           return { streamed: true };
         }
-        socket.write(
-          'HTTP/1.1 101 Switching Protocols\r\nUpgrade: carapace-stream\r\nConnection: Upgrade\r\n\r\n',
+        await answerExec(socket, head, sb.controlPath, (request) =>
+          audit.emit(
+            lifecycle({
+              sandbox: sb.name,
+              activity: 'update',
+              message: `run by uid ${caller.uid}: ${request.argv.join(' ')}`.slice(0, 512),
+              details: { exec: { uid: caller.uid, argv: request.argv, tty: request.tty } },
+            }),
+          ),
         );
-        let read;
-        try {
-          read = await readRequestLine(socket, head);
-        } catch (err) {
-          const text = Buffer.from((err as Error).message);
-          const frame = Buffer.alloc(5);
-          frame[0] = 0x14;
-          frame.writeUInt32BE(text.length, 1);
-          socket.end(Buffer.concat([frame, text]));
-          return { streamed: true };
-        }
-        const { request, rest } = read;
-        audit.emit(
-          lifecycle({
-            sandbox: sb.name,
-            activity: 'update',
-            message: `run by uid ${caller.uid}: ${request.argv.join(' ')}`.slice(0, 512),
-            details: { exec: { uid: caller.uid, argv: request.argv, tty: request.tty } },
-          }),
-        );
-        bridgeExec(socket, sb.controlPath, request, rest);
         return { streamed: true };
       },
     }),
