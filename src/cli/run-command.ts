@@ -5,7 +5,8 @@
  */
 import type { Command } from 'commander';
 import { parseArgs } from 'node:util';
-import { runHost, runRequest, type RunArgs } from './run-options.js';
+import { gatewayCanServe, runThroughGateway } from './run-gateway.js';
+import type { RunArgs } from './run-options.js';
 
 const RUN_OPTIONS = {
   policy: {
@@ -139,14 +140,14 @@ export function parseRunArgs(args: readonly string[]): RunArgs | null {
  * run (run-gateway.ts), else its input checked, the host's settings read, one sandbox here.
  */
 export async function run(args: RunArgs): Promise<number> {
-  if (args.gateway && args.command.length > 0) {
-    const viaGateway = await import('./run-gateway.js');
-    if (viaGateway.gatewayCanServe(args)) {
-      const code = await viaGateway.runThroughGateway(args, process.env);
-      if (code !== null) return code;
-    }
+  if (args.gateway && args.command.length > 0 && gatewayCanServe(args)) {
+    const code = await runThroughGateway(args, process.env);
+    if (code !== null) return code;
   }
-  const { runOneOff } = await import('../runtime/one-off-run.js');
+  const [{ runOneOff }, { runHost, runRequest }] = await Promise.all([
+    import('../runtime/one-off-run.js'),
+    import('./run-options.js'),
+  ]);
   return runOneOff(runRequest(args), runHost());
 }
 

@@ -19,7 +19,8 @@ import { execOver } from '../sandbox/control-exec.js';
 import { printable } from '../proxy/printable.js';
 import { withTerminal } from './exec-terminal.js';
 import { gatewayEndpoint } from './gateway-endpoint.js';
-import { parseEnv, type RunArgs } from './run-options.js';
+import { parseEnv } from './run-env.js';
+import type { RunArgs } from './run-options.js';
 
 /** How long a gateway may take to take a sandbox for the run before this process runs it itself. */
 const PATIENCE_MS = 15_000;
