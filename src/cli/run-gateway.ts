@@ -105,17 +105,15 @@ export async function runThroughGateway(a: RunArgs, env: NodeJS.ProcessEnv): Pro
   const socket = await openRun(gatewayEndpoint(env).socket, `${JSON.stringify(request)}\n`);
   if (socket === null) return null;
   const proc = execOver(socket, null, 'the gateway');
-  try {
-    return await withTerminal(proc, { tty, stdin: true, detachable: false }, (err) => {
-      if (err instanceof ControlError && err.code === 'CONTROL_CLOSED')
-        throw new ControlError(
-          'CONTROL_CLOSED',
-          'the gateway went away (stopped or restarted) before the command ended: the run was killed',
-        );
-      throw err;
-    });
-  } finally {
-    // Why the command could not start (not found, not executable), as the init says it.
-    if (proc.failure) process.stderr.write(`${printable(proc.failure)}\n`);
-  }
+  const code = await withTerminal(proc, { tty, stdin: true, detachable: false }, (err) => {
+    if (err instanceof ControlError && err.code === 'CONTROL_CLOSED')
+      throw new ControlError(
+        'CONTROL_CLOSED',
+        'the gateway went away (stopped or restarted) before the command ended: the run was killed',
+      );
+    throw err; // EXEC_REFUSED: the init's reason, said once by the caller
+  });
+  // Why the command could not start (not found, not executable), as the init says it.
+  if (proc.failure) process.stderr.write(`${printable(proc.failure)}\n`);
+  return code;
 }
