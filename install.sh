@@ -86,9 +86,11 @@ if [ "$(id -u)" -eq 0 ] && [ -w "$ehash" ] && [ "$(cat "$ehash")" = 0 ]; then
   echo "install.sh: each sandbox gets its own TCP hash table (net.ipv4.tcp_child_ehash_entries, /etc/sysctl.d/60-carapace.conf)"
 fi
 
-# The launcher's first line names Carapace's Node by absolute path (scripts/build-cli.ts): the kernel
-# starts it directly, with no shell in front and whatever `node` PATH has.
-as_root ln -sfn "$PWD/dist/cli/carapace.js" /usr/local/bin/carapace
+# The command on PATH is native/carapace (native/carapace-front.c): a plain `carapace run` goes to a
+# running gateway from C, everything else to the CLI, dist/cli/carapace.js, whose first line names
+# Carapace's Node by absolute path (scripts/build-cli.ts): the kernel starts it directly, with no
+# shell in front and whatever `node` PATH has.
+as_root ln -sfn "$PWD/native/carapace" /usr/local/bin/carapace
 echo "install.sh: carapace $(/usr/local/bin/carapace --version) is at /usr/local/bin/carapace, on Node.js $node_version ($(readlink -f "$node"))"
 
 # The system gateway (docs/gateway.md): as root, the groups that may use it, then the daemon itself

@@ -15,8 +15,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { readGate } from '../src/proxy/read-gate.js';
-import { TlsAuthority } from '../src/proxy/tls-authority.js';
+import { readGate } from '../src/proxy/budget/read-gate.js';
+import { TlsAuthority } from '../src/proxy/tls/tls-authority.js';
 
 export interface FloodUpstreams {
   echoPort: number;

@@ -21,8 +21,12 @@ import { join } from 'node:path';
 import { JsonlAuditLog } from '../src/audit/index.js';
 import { compilePolicy, parsePolicy } from '../src/policy/index.js';
 import { EgressProxy, type SandboxProxy } from '../src/proxy/egress-proxy.js';
-import { COST, PER_CONNECTION_BYTES, PER_CONNECTION_KERNEL_BYTES } from '../src/proxy/sandbox-budget.js';
-import { TlsAuthority } from '../src/proxy/tls-authority.js';
+import {
+  COST,
+  PER_CONNECTION_BYTES,
+  PER_CONNECTION_KERNEL_BYTES,
+} from '../src/proxy/budget/sandbox-budget.js';
+import { TlsAuthority } from '../src/proxy/tls/tls-authority.js';
 import { SandboxCgroup } from '../src/sandbox/cgroup.js';
 import { percentiles, type BenchModule, type BenchRow } from './framework.js';
 import type { FloodStats, FloodTask, FloodUpstreams } from './proxy-flood-peer.js';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { parentPort, workerData } from 'node:worker_threads';
-import { TlsAuthority } from '../src/proxy/tls-authority.js';
+import { TlsAuthority } from '../src/proxy/tls/tls-authority.js';
 
 export interface UpstreamInfo {
   echoPort: number;

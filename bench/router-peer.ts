@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { parentPort } from 'node:worker_threads';
-import { TlsAuthority } from '../src/proxy/tls-authority.js';
+import { TlsAuthority } from '../src/proxy/tls/tls-authority.js';
 import { FakeProvider } from '../test/helpers/fake-providers.js';
 
 export interface ProviderInfo {

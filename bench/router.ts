@@ -21,7 +21,7 @@ import { Worker } from 'node:worker_threads';
 import { JsonlAuditLog } from '../src/audit/index.js';
 import { compilePolicy, parsePolicy } from '../src/policy/index.js';
 import { EgressProxy } from '../src/proxy/egress-proxy.js';
-import { TlsAuthority } from '../src/proxy/tls-authority.js';
+import { TlsAuthority } from '../src/proxy/tls/tls-authority.js';
 import { InferenceRouter } from '../src/router/index.js';
 import { sharedUpstreamTrust } from '../src/proxy/index.js';
 import { classify, compileRules, contentStrings } from '../src/router/privacy/classify.js';

@@ -51,7 +51,7 @@ function pathWithoutNode(): string {
   const bwrap = onPath('bwrap')[0];
   if (!bwrap) throw new Error('bwrap is not on PATH (./install.sh installs bubblewrap)');
   symlinkSync(bwrap, join(bin, 'bwrap'));
-  symlinkSync(LAUNCHER, join(bin, 'carapace')); // as ./install.sh links /usr/local/bin/carapace
+  symlinkSync(join(REPO, 'native', 'carapace'), join(bin, 'carapace')); // as ./install.sh links /usr/local/bin/carapace
   return bin;
 }
 

@@ -1,27 +1,17 @@
 /**
  * The CLI's side of the gateway API: which gateway to talk to, starting one on first use when none
  * answers, and HTTP+JSON over its Unix socket (one-shot requests, JSON-line streams, upgraded
- * streams). Errors keep the gateway's stable code.
- *
- * Which gateway: root talks to the system gateway (`<run>/gateway.sock`). A normal user talks to
- * the system gateway through their own socket (`<system run>/users/<uid>.sock`, present when they
- * are in the `carapace` group), and otherwise to a rootless gateway of their own under their XDG
- * directories. `CARAPACE_HOME` moves both (tests).
+ * streams). Errors keep the gateway's stable code. Which gateway: gateway-endpoint.ts.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { request, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { stateDirs, type StateDirs } from '../sandbox/state-dirs.js';
+import { gatewayEndpoint, type GatewayEndpoint } from './gateway-endpoint.js';
 
-export interface GatewayEndpoint {
-  socket: string;
-  /** True when this is a gateway the caller runs (and may start): root's, or a user's rootless one. */
-  own: boolean;
-  dirs: StateDirs;
-}
+export { gatewayEndpoint, type GatewayEndpoint };
 
 export class GatewayError extends Error {
   override name = 'GatewayError';
@@ -34,16 +24,6 @@ export class GatewayError extends Error {
   ) {
     super(message);
   }
-}
-
-export function gatewayEndpoint(env: NodeJS.ProcessEnv = process.env): GatewayEndpoint {
-  const dirs = stateDirs(env);
-  const uid = process.getuid?.() ?? 0;
-  const own = { socket: join(dirs.run, 'gateway.sock'), own: true, dirs };
-  if (uid === 0) return own;
-  const systemRun = env.CARAPACE_HOME ? dirs.run : '/run/carapace';
-  const mine = join(systemRun, 'users', `${uid}.sock`);
-  return existsSync(mine) ? { socket: mine, own: false, dirs } : own;
 }
 
 export class GatewayClient {

@@ -41,7 +41,7 @@ export async function checkProviderAnswers(
 ): Promise<void> {
   const [{ probeProvider }, { sharedUpstreamTrust }] = await Promise.all([
     import('../router/probe.js'),
-    import('../proxy/upstream.js'),
+    import('../proxy/net/upstream.js'),
   ]);
   const trust = sharedUpstreamTrust(ctx.upstreamCa);
   const r = await probeProvider(

@@ -36,7 +36,8 @@ function validate(files: string[]): void {
     try {
       const loaded = loadAny(file);
       process.stdout.write(`ok  ${file} (${summary(loaded)})\n`);
-      // Valid, but cannot start a sandbox as written: said, not refused (it may suit another host).
+      // Valid, but may not do what it says here (it cannot start a sandbox on this host, or a
+      // rule names a method no server knows): said, not refused.
       for (const w of loaded.warnings) {
         process.stderr.write(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
       }

@@ -32,5 +32,5 @@ export function loadAny(file: string): LoadedFile {
   if (!r.ok) throw new PolicyError(r.diagnostics);
   return r.kind === 'policy'
     ? { kind: 'policy', policy: r.policy, warnings: r.warnings }
-    : { kind: 'preset', preset: r.preset, warnings: [] };
+    : { kind: 'preset', preset: r.preset, warnings: r.warnings };
 }

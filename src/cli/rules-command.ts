@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
+import { METHOD_PATTERN } from '../policy/index.js';
 import { UsageError } from './errors.js';
 import { GatewayClient } from './gateway-client.js';
 import { outputOption } from './output-option.js';
@@ -195,8 +196,8 @@ function checkEdit(e: Record<string, unknown>): Record<string, unknown> {
     (!Array.isArray(e.binaries) || e.binaries.some((b) => typeof b !== 'string' || !b.startsWith('/')))
   )
     throw bad(`binaries ${show(e.binaries)}: expected a list of absolute paths, such as [/usr/bin/curl]`);
-  if ('method' in e && (typeof e.method !== 'string' || !/^(\*|[A-Za-z_]+)$/.test(e.method)))
-    throw bad(`method ${show(e.method)}: expected an HTTP method such as GET, or *`);
+  if ('method' in e && (typeof e.method !== 'string' || !METHOD_PATTERN.test(e.method)))
+    throw bad(`method ${show(e.method)}: expected an HTTP method such as GET or M-SEARCH, or *`);
   if ('path' in e && (typeof e.path !== 'string' || !(e.path.startsWith('/') || e.path === '**')))
     throw bad(`path ${show(e.path)}: expected a path starting with /, such as /v1/**`);
   return e;

@@ -5,8 +5,8 @@
  */
 import type { Command } from 'commander';
 import { parseArgs } from 'node:util';
-import { runOneOff } from '../runtime/one-off-run.js';
-import { runHost, runRequest, type RunArgs } from './run-options.js';
+import { gatewayCanServe, runThroughGateway } from './run-gateway.js';
+import type { RunArgs } from './run-options.js';
 
 const RUN_OPTIONS = {
   policy: {
@@ -69,6 +69,11 @@ const RUN_OPTIONS = {
     flags: '--credential <name>',
     help: 'pass the environment variable NAME as a credential: the sandbox sees a placeholder, the proxy sends the value only to endpoints the policy binds it to (repeatable)',
   },
+  'no-gateway': {
+    type: 'boolean',
+    flags: '--no-gateway',
+    help: 'start the sandbox in this process even when a running gateway has one ready (it has, for runs with none of --policy, --workspace, --mount, --name, --audit and the network options)',
+  },
 } as const;
 
 type Parsed = {
@@ -83,6 +88,8 @@ type Parsed = {
   allowLocal?: string[] | undefined;
   upstreamCa?: string | undefined;
   credential?: string[] | undefined;
+  /** False with --no-gateway (commander's name for it). */
+  gateway?: boolean | undefined;
 };
 
 function toRunArgs(opts: Parsed, command: string[]): RunArgs {
@@ -99,6 +106,7 @@ function toRunArgs(opts: Parsed, command: string[]): RunArgs {
     allowLocal: opts.allowLocal ?? [],
     upstreamCa: opts.upstreamCa,
     credentials: opts.credential ?? [],
+    gateway: opts.gateway !== false,
   };
 }
 
@@ -118,6 +126,7 @@ export function parseRunArgs(args: readonly string[]): RunArgs | null {
         bestEffortLimits: values['best-effort-limits'],
         allowLocal: values['allow-local'],
         upstreamCa: values['upstream-ca'],
+        gateway: values['no-gateway'] !== true,
       },
       args.slice(end + 1),
     );
@@ -126,8 +135,19 @@ export function parseRunArgs(args: readonly string[]): RunArgs | null {
   }
 }
 
-/** Runs the parsed command line: its input checked, the host's settings read, one sandbox. */
-export function run(args: RunArgs): Promise<number> {
+/**
+ * Runs the parsed command line: in a sandbox a running gateway has ready when it can serve the
+ * run (run-gateway.ts), else its input checked, the host's settings read, one sandbox here.
+ */
+export async function run(args: RunArgs): Promise<number> {
+  if (args.gateway && args.command.length > 0 && gatewayCanServe(args)) {
+    const code = await runThroughGateway(args, process.env);
+    if (code !== null) return code;
+  }
+  const [{ runOneOff }, { runHost, runRequest }] = await Promise.all([
+    import('../runtime/one-off-run.js'),
+    import('./run-options.js'),
+  ]);
   return runOneOff(runRequest(args), runHost());
 }
 
@@ -136,7 +156,7 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 export function registerRun(program: Command): void {
   const command = program
     .command('run')
-    .description("run one command in a one-off sandbox (no gateway); its exit code is the command's")
+    .description("run one command in a one-off sandbox; its exit code is the command's")
     .usage('[options] -- CMD [ARGS…]')
     .argument('<command...>', 'the command to run inside the sandbox, after --');
   for (const option of Object.values(RUN_OPTIONS)) {

@@ -12,6 +12,9 @@ import type { NetworkInput } from '../runtime/run-network.js';
 import { ENV_NAME, RunInputError } from '../runtime/sandbox-spec-from-policy.js';
 import type { HostMount } from '../sandbox/spec.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
+import { parseEnv } from './run-env.js';
+
+export { parseEnv };
 import { storedProviders } from './run-providers.js';
 
 /** What the command line says, as written. */
@@ -28,6 +31,8 @@ export interface RunArgs {
   allowLocal: string[];
   upstreamCa?: string | undefined;
   credentials: string[];
+  /** Let a running gateway serve the run when it can (false: --no-gateway). */
+  gateway: boolean;
 }
 
 export function runRequest(args: RunArgs, env: NodeJS.ProcessEnv = process.env): RunRequest {
@@ -78,21 +83,6 @@ function networkInput(args: RunArgs, env: NodeJS.ProcessEnv): NetworkInput {
     credentials: credentialValues(args.credentials, env),
     providers: storedProviders(stateDirs(env), process.getuid?.() ?? 0),
   };
-}
-
-export function parseEnv(pairs: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf('=');
-    const name = eq < 0 ? pair : pair.slice(0, eq);
-    if (eq < 0 || !ENV_NAME.test(name)) {
-      throw new RunInputError(
-        `--env "${pair}": expected NAME=VALUE with NAME made of letters, digits and '_'`,
-      );
-    }
-    out[name] = pair.slice(eq + 1);
-  }
-  return out;
 }
 
 export function parseMount(text: string): HostMount {

@@ -12,6 +12,7 @@ import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
 import { ControlError } from '../sandbox/control-common.js';
 import { execOver } from '../sandbox/control-exec.js';
 import type { ExecProcess } from '../sandbox/control.js';
+import { withTerminal } from './exec-terminal.js';
 import { GatewayClient, GatewayError } from './gateway-client.js';
 import { parseForward } from './sandbox-command.js';
 import { parseEnv } from './run-options.js';
@@ -28,9 +29,6 @@ interface ExecArgs {
   owner?: string | undefined;
 }
 
-/** Ctrl-P Ctrl-Q, as in docker: leave the session (the shell is hung up), the sandbox runs on. */
-const DETACH = Buffer.from([0x10, 0x11]);
-
 async function openExec(client: GatewayClient, a: ExecArgs): Promise<ExecProcess> {
   const q = a.owner !== undefined ? `?owner=${encodeURIComponent(a.owner)}` : '';
   const socket = await client.upgrade(`/v1/sandboxes/${encodeURIComponent(a.name)}/exec${q}`);
@@ -46,58 +44,22 @@ async function openExec(client: GatewayClient, a: ExecArgs): Promise<ExecProcess
 /** Runs an exec with this terminal: raw mode and resizes with a tty, signals forwarded without. */
 async function interactive(client: GatewayClient, a: ExecArgs, detachable: boolean): Promise<number> {
   const proc = await openExec(client, a);
-  const stdin = process.stdin;
-  const raw = a.tty && stdin.isTTY;
-  if (raw) stdin.setRawMode(true);
-  const onResize = () => proc.resize(process.stdout.columns, process.stdout.rows);
-  if (a.tty) process.stdout.on('resize', onResize);
-  const signals = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
-    const h = () => proc.signal(sig);
-    process.on(sig, h);
-    return [sig, h] as const;
-  });
-  let detached = false;
-  if (a.stdin) {
-    let last = -1;
-    stdin.on('data', (chunk: Buffer) => {
-      if (detachable && raw) {
-        for (let i = 0; i < chunk.length; i++) {
-          if (last === DETACH[0] && chunk[i] === DETACH[1]) {
-            detached = true;
-            proc.close();
-            return;
-          }
-          last = chunk[i]!;
-        }
-      }
-      proc.stdin.write(chunk);
-    });
-    stdin.on('end', () => proc.stdin.end());
-  } else {
-    proc.stdin.end();
-  }
-  proc.stdout.pipe(process.stdout, { end: false });
-  proc.stderr.pipe(process.stderr, { end: false });
   try {
-    return await proc.exited;
-  } catch (err) {
-    if (detached) {
-      process.stderr.write('\r\n[detached: the sandbox runs on]\r\n');
-      return 0;
-    }
-    // Cut by a gateway that stopped (docs/gateway.md): say that, not the control protocol's words.
-    if (err instanceof ControlError && err.code === 'CONTROL_CLOSED' && !(await client.answers()))
-      throw new GatewayError(
-        'GATEWAY_UNAVAILABLE',
-        `the gateway at ${client.endpoint.socket} went away (stopped or restarted) before the command ended: the command was hung up; sandbox ${a.name} runs on`,
-        503,
-      );
-    throw err;
+    return await withTerminal(proc, { tty: a.tty, stdin: a.stdin, detachable }, async (err, detached) => {
+      if (detached) {
+        process.stderr.write('\r\n[detached: the sandbox runs on]\r\n');
+        return 0;
+      }
+      // Cut by a gateway that stopped (docs/gateway.md): say that, not the control protocol's words.
+      if (err instanceof ControlError && err.code === 'CONTROL_CLOSED' && !(await client.answers()))
+        throw new GatewayError(
+          'GATEWAY_UNAVAILABLE',
+          `the gateway at ${client.endpoint.socket} went away (stopped or restarted) before the command ended: the command was hung up; sandbox ${a.name} runs on`,
+          503,
+        );
+      throw err;
+    });
   } finally {
-    if (raw) stdin.setRawMode(false);
-    stdin.pause();
-    process.stdout.off('resize', onResize);
-    for (const [sig, h] of signals) process.off(sig, h);
     if (proc.failure) process.stderr.write(`carapace: ${printable(proc.failure)}\n`);
   }
 }

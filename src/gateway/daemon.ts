@@ -15,6 +15,8 @@ import { Runtime, type ProxySettings } from '../runtime/runtime.js';
 import { hostIdentities } from '../sandbox/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns } from '../sandbox/sweep.js';
+import { OneOffRuns, RUNS_AUDIT_ID } from './one-off-runs.js';
+import { runRoutes } from './run-routes.js';
 import { ApiServer } from './api/server.js';
 import { GatewaySockets } from './api/sockets.js';
 import { AuditRouter } from './audit-router.js';
@@ -81,6 +83,7 @@ export class Gateway {
       proposals: ProposalService;
       events: OperatorEvents;
       dashboard: Dashboard;
+      runs: OneOffRuns;
     },
     readonly socket: string,
     private readonly log: (entry: Record<string, unknown>) => void,
@@ -173,6 +176,10 @@ export class Gateway {
         defaultPolicy: readFileSync(defaultPolicyPath(), 'utf8'),
         quotas: cfg.quotas,
       });
+      // `carapace run` through this gateway: a sandbox waiting for each owner's next run. Their
+      // events share one audit file, runs.jsonl (one per run would pile up files and fds).
+      const runsAudit = audit.forSandbox(RUNS_AUDIT_ID);
+      const runs = new OneOffRuns({ runtime, dirs, audit: runsAudit, log });
       const logs = new LogService((id) => launcher.logPath(id), audit);
       const server = new ApiServer([], {
         onInternalError: (err, req) =>
@@ -252,6 +259,7 @@ export class Gateway {
             ...providerRoutes({ providers, inference }),
             ...proposalRoutes(proposals),
             ...operatorRoutes(events, dashboard),
+            ...runRoutes(runs, runsAudit),
           ],
         }),
       );
@@ -270,6 +278,7 @@ export class Gateway {
           proposals,
           events,
           dashboard,
+          runs,
         },
         sockets.mainPath,
         log,
@@ -309,8 +318,11 @@ export class Gateway {
       proposals,
       events,
       dashboard,
+      runs,
     } = this.parts;
-    // Live streams first: the API sockets wait for their connections to end.
+    // Live streams first: the API sockets wait for their connections to end. A run's sandbox
+    // would die with this process; it goes now, and its connection with it.
+    await runs.close();
     events.close();
     await dashboard.close();
     await sockets.close();

@@ -104,3 +104,34 @@ export function bridgeExec(client: Duplex, controlPath: string, request: ExecReq
   if (rest.length) init.write(rest);
   splice(client, init);
 }
+
+const SWITCHING =
+  'HTTP/1.1 101 Switching Protocols\r\nUpgrade: carapace-stream\r\nConnection: Upgrade\r\n\r\n';
+
+/**
+ * Answers an upgraded exec: the 101, the client's request line, then the bridge to the control
+ * socket at `controlPath`. A request line that is missing or malformed is refused after the 101
+ * as an ERROR frame, which the client reads like the init's own refusals. `onRequest` puts the
+ * request on the record before anything runs.
+ */
+export async function answerExec(
+  socket: Duplex,
+  head: Buffer,
+  controlPath: string,
+  onRequest: (request: ExecRequest) => void,
+): Promise<void> {
+  socket.write(SWITCHING);
+  let read;
+  try {
+    read = await readRequestLine(socket, head);
+  } catch (err) {
+    const text = Buffer.from((err as Error).message);
+    const frame = Buffer.alloc(5);
+    frame[0] = 0x14;
+    frame.writeUInt32BE(text.length, 1);
+    socket.end(Buffer.concat([frame, text]));
+    return;
+  }
+  onRequest(read.request);
+  bridgeExec(socket, controlPath, read.request, read.rest);
+}

@@ -1,6 +1,6 @@
 /**
  * `policy.local`: the policy advisor inside every gateway sandbox, served through the proxy's
- * internal-host port (src/proxy/internal-host.ts) as the router serves `inference.local`. The agent
+ * internal-host port (src/proxy/session/internal-host.ts) as the router serves `inference.local`. The agent
  * can read its current policy and its own recent denials, and submit a proposal with a rationale:
  *
  *   GET  http://policy.local/v1/policy     {"revision": 3, "policy": "<YAML>"}

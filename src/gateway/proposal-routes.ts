@@ -6,6 +6,7 @@
  * the policy revision is the caller the socket says.
  */
 import { z } from 'zod';
+import { METHOD_PATTERN } from '../policy/index.js';
 import { owner } from './route-params.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { ProposalService } from './proposals.js';
@@ -111,10 +112,7 @@ export function proposalRoutes(proposals: ProposalService): Route[] {
             host: z.string().min(1).max(253).optional(),
             port: z.number().int().min(1).max(65535).optional(),
             binaries: z.array(z.string().startsWith('/').max(4096)).max(64).optional(),
-            method: z
-              .string()
-              .regex(/^(\*|[A-Za-z_]+)$/)
-              .optional(),
+            method: z.string().regex(METHOD_PATTERN).optional(),
             path: z.string().max(2048).optional(),
           })
           .optional()

@@ -2,7 +2,9 @@
  * What a starting gateway does with the sandboxes it finds stored (docs/gateway.md, "Reboots" and
  * "Sandboxes outlive the gateway"): re-adopts the ones still running, records how the others
  * ended while no gateway held them (their init's exit.json), hands those to their restart policy,
- * and starts again every one that should run.
+ * and starts again every one that should run. A policy revision an earlier Carapace stored in a
+ * form this one refuses is read as what it meant then (src/policy/load/stored-text.ts), and the log
+ * says so once per start.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,6 +25,16 @@ export async function resumeSandboxes(opts: {
   const { store, launcher, exits, log } = opts;
   for (const rec of store.list()) {
     try {
+      for (const note of store.policy(rec.id, rec.spec.policyRev)?.notes ?? []) {
+        log({
+          level: 'info',
+          msg: 'stored policy revision read as this version reads it',
+          sandbox: rec.name,
+          owner: rec.ownerUid,
+          revision: rec.spec.policyRev,
+          note,
+        });
+      }
       if (await launcher.adopt(rec)) {
         log({ level: 'info', msg: 'sandbox re-adopted', sandbox: rec.name, owner: rec.ownerUid });
         continue;

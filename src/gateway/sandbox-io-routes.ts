@@ -8,7 +8,7 @@ import { ApiError } from './api/errors.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { UpgradedStream } from './api/server.js';
 import type { AuditRouter } from './audit-router.js';
-import { bridgeExec, readRequestLine } from './exec-bridge.js';
+import { answerExec } from './exec-bridge.js';
 import type { SandboxService } from './sandbox-service.js';
 
 const params = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/) });
@@ -36,31 +36,16 @@ export function sandboxIoRoutes(sandboxes: SandboxService, audit: AuditRouter): 
       handler: async ({ caller, params: p, query, body }) => {
         const { socket, head } = body as UpgradedStream;
         const { rec, socket: control } = sandboxes.controlOf(caller, p.name, query.owner);
-        socket.write(
-          'HTTP/1.1 101 Switching Protocols\r\nUpgrade: carapace-stream\r\nConnection: Upgrade\r\n\r\n',
+        await answerExec(socket, head, control, (request) =>
+          audit.emit(
+            lifecycle({
+              sandbox: rec.id,
+              activity: 'update',
+              message: `exec by uid ${caller.uid}: ${request.argv.join(' ')}`.slice(0, 512),
+              details: { exec: { uid: caller.uid, argv: request.argv, tty: request.tty } },
+            }),
+          ),
         );
-        let read;
-        try {
-          read = await readRequestLine(socket, head);
-        } catch (err) {
-          // After the 101 the answer is a frame the client reads like the init's own refusals.
-          const text = Buffer.from((err as Error).message);
-          const frame = Buffer.alloc(5);
-          frame[0] = 0x14;
-          frame.writeUInt32BE(text.length, 1);
-          socket.end(Buffer.concat([frame, text]));
-          return { streamed: true };
-        }
-        const { request, rest } = read;
-        audit.emit(
-          lifecycle({
-            sandbox: rec.id,
-            activity: 'update',
-            message: `exec by uid ${caller.uid}: ${request.argv.join(' ')}`.slice(0, 512),
-            details: { exec: { uid: caller.uid, argv: request.argv, tty: request.tty } },
-          }),
-        );
-        bridgeExec(socket, control, request, rest);
         return { streamed: true };
       },
     }),

@@ -1,6 +1,9 @@
 /**
  * The policy engine: the only entry point other folders import (docs/architecture.md).
- * `policy/` imports nothing else of ours.
+ * `policy/` imports nothing else of ours. Inside, each folder imports only those before it:
+ * schema/ (the format) and patterns/ (globs, host wildcards, IP ranges, linear patterns), then
+ * load/ (text → typed policy with every problem's position), compile/ (policy → generation and
+ * decisions), edit/ (operations, presets, diffs).
  */
 export { PolicyError, formatDiagnostic, type Diagnostic } from './diagnostics.js';
 export {
@@ -16,8 +19,8 @@ export {
   type PresetParseResult,
   type AnyParseResult,
   type InferenceParseResult,
-} from './loader.js';
-export { compilePolicy } from './compile.js';
+} from './load/loader.js';
+export { compilePolicy } from './compile/compile.js';
 export type {
   PolicyGeneration,
   ConnectQuery,
@@ -25,11 +28,13 @@ export type {
   ConnectDecision,
   RequestDecision,
   EndpointView,
-} from './decisions.js';
-export type { RuleView, QueryInput } from './request-rules.js';
-export { canonicalRequestPath } from './request-rules.js';
-export type { BinaryMatch } from './binary-matcher.js';
-export { resolveLimits, parseMemoryBytes, parseCpuMillis, type ResolvedLimits } from './limits.js';
+} from './compile/decisions.js';
+export type { RuleView, QueryInput } from './compile/request-rules.js';
+export { canonicalRequestPath } from './compile/request-rules.js';
+export { METHOD_PATTERN, KNOWN_METHODS, methodProblem } from './load/http-methods.js';
+export { readStoredPolicyText, type StoredTextReading } from './load/stored-text.js';
+export type { BinaryMatch } from './compile/binary-matcher.js';
+export { resolveLimits, parseMemoryBytes, parseCpuMillis, type ResolvedLimits } from './schema/limits.js';
 export {
   changedSections,
   STATIC_SECTIONS,
@@ -37,8 +42,8 @@ export {
   type SectionChanges,
   type StaticSection,
   type DynamicSection,
-} from './sections.js';
-export { diffPolicies, formatChanges, type PolicyChange } from './diff.js';
+} from './edit/sections.js';
+export { diffPolicies, formatChanges, type PolicyChange } from './edit/diff.js';
 export {
   builtinPoliciesDir,
   listPresets,
@@ -48,13 +53,13 @@ export {
   removePreset,
   type PresetSummary,
   type PresetMergeOptions,
-} from './presets.js';
+} from './edit/presets.js';
 export {
   applyPolicyOperations,
   generatedPolicyKey,
   type PolicyOperation,
   type PolicyEditResult,
-} from './operations.js';
+} from './edit/operations.js';
 export {
   parseEndpointSpec,
   parseHostPortSpec,
@@ -62,8 +67,8 @@ export {
   type EndpointSpec,
   type HostPortSpec,
   type RuleSpec,
-} from './op-specs.js';
-export { PolicySchema, PresetSchema } from './schema.js';
+} from './edit/op-specs.js';
+export { PolicySchema, PresetSchema } from './schema/schema.js';
 export type {
   Policy,
   Preset,
@@ -77,7 +82,7 @@ export type {
   Access,
   Enforcement,
   Protocol,
-} from './schema.js';
+} from './schema/schema.js';
 export type {
   Limits,
   Inference,
@@ -85,16 +90,16 @@ export type {
   InferenceBudget,
   PrivacyRule,
   BuiltinDetector,
-} from './schema-extensions.js';
-export { BUILTIN_DETECTORS } from './schema-extensions.js';
+} from './schema/schema-extensions.js';
+export { BUILTIN_DETECTORS } from './schema/schema-extensions.js';
 export {
   PROVIDER_TYPES,
   PROVIDER_NAME,
   parseDurationMs,
   linearPatternProblem,
   type ProviderType,
-} from './inference-checks.js';
-export { compileLinearPattern, type LinearPattern } from './linear-pattern.js';
+} from './load/inference-checks.js';
+export { compileLinearPattern, type LinearPattern } from './patterns/linear-pattern.js';
 // The YAML location helpers, for other YAML formats that report `file:line:col` as policies do
 // (blueprints: src/blueprint/manifest.ts).
 export {
@@ -104,6 +109,6 @@ export {
   conversionFailure,
   issueToDiagnostic,
   type SourceDocument,
-} from './yaml-source.js';
-export { issuesFromZod } from './schema-issues.js';
+} from './load/yaml-source.js';
+export { issuesFromZod } from './load/schema-issues.js';
 export { sortDiagnostics, type PolicyIssue } from './diagnostics.js';

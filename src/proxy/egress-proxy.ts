@@ -9,11 +9,11 @@
  *   which this file holds;
  * - the rest (the socket's mode, policy swaps, raw tunnels re-judged) is SandboxProxy's: see there.
  */
-import { AddressGuard, type Resolver } from './address-guard.js';
+import { AddressGuard, type Resolver } from './net/address-guard.js';
 import type { AuditSink } from '../audit/index.js';
-import { type InternalHost, InternalHosts } from './internal-host.js';
+import { type InternalHost, InternalHosts } from './session/internal-host.js';
 import { type AttachOptions, ProxyError, SandboxProxy } from './sandbox-proxy.js';
-import { sharedUpstreamTrust, type UpstreamTrust } from './upstream.js';
+import { sharedUpstreamTrust, type UpstreamTrust } from './net/upstream.js';
 
 export {
   type AttachOptions,

@@ -14,8 +14,8 @@ export {
   type ProxyBudgets,
   type BudgetLimits,
   type BudgetStats,
-} from './sandbox-budget.js';
-export { TlsAuthority, TlsAuthorityError, type TlsAuthorityOptions } from './tls-authority.js';
+} from './budget/sandbox-budget.js';
+export { TlsAuthority, TlsAuthorityError, type TlsAuthorityOptions } from './tls/tls-authority.js';
 export {
   sandboxProxyEnv,
   buildCaBundle,
@@ -33,9 +33,9 @@ export {
   type CallerIdentity,
   type CallerResult,
   type ProcCallerResolverOptions,
-} from './caller-identity.js';
-export { BinaryTrust } from './binary-trust.js';
-export { AddressGuardConfigError } from './address-guard.js';
+} from './identity/caller-identity.js';
+export { BinaryTrust } from './identity/binary-trust.js';
+export { AddressGuardConfigError } from './net/address-guard.js';
 export { PLACEHOLDER_PREFIX } from './credentials.js';
-export { INTERNAL_PORTS, type InternalHost, type InternalHostCaller } from './internal-host.js';
-export { sharedUpstreamTrust, type UpstreamTrust } from './upstream.js';
+export { INTERNAL_PORTS, type InternalHost, type InternalHostCaller } from './session/internal-host.js';
+export { sharedUpstreamTrust, type UpstreamTrust } from './net/upstream.js';

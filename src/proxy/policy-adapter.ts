@@ -12,7 +12,7 @@
  * not allowed with enforcement `audit`, so the proxy records it as `audited` and forwards it.
  */
 import type { PolicyGeneration } from '../policy/index.js';
-import { isHostLocalName } from './address-guard.js';
+import { isHostLocalName } from './net/address-guard.js';
 import type {
   ConnectQuery,
   ConnectVerdict,

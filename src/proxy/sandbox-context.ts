@@ -5,15 +5,15 @@
  */
 import type net from 'node:net';
 import type tls from 'node:tls';
-import type { AddressGuard } from './address-guard.js';
+import type { AddressGuard } from './net/address-guard.js';
 import type { PolicyGeneration } from '../policy/index.js';
-import type { CallerIdentity, CallerResolver } from './caller-identity.js';
-import type { InternalHost } from './internal-host.js';
+import type { CallerIdentity, CallerResolver } from './identity/caller-identity.js';
+import type { InternalHost } from './session/internal-host.js';
 import type { ProxyPolicy } from './policy-port.js';
 import type { ProxyAudit } from './proxy-audit.js';
-import type { SandboxBudget } from './sandbox-budget.js';
-import type { StreamReader } from './stream-reader.js';
-import type { TlsAuthority } from './tls-authority.js';
+import type { SandboxBudget } from './budget/sandbox-budget.js';
+import type { StreamReader } from './http/stream-reader.js';
+import type { TlsAuthority } from './tls/tls-authority.js';
 
 export interface PinnedGeneration {
   policy: ProxyPolicy;
@@ -75,6 +75,6 @@ export interface ClientConnection {
 /** Where an L7 session sends its requests. */
 export type SessionMode =
   | { kind: 'forward' }
-  | { kind: 'tunnel'; host: import('./host-name.js').CanonicalHost; port: number; tls: boolean };
+  | { kind: 'tunnel'; host: import('./net/host-name.js').CanonicalHost; port: number; tls: boolean };
 
 export const UNKNOWN_BINARY = '(unknown)';

@@ -13,10 +13,10 @@
 import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { type AuditSink, configChange, lifecycle } from '../audit/index.js';
-import { type AddressGuard, isHostLocalName } from './address-guard.js';
-import type { CallerResolver } from './caller-identity.js';
-import { handleConnection } from './connection.js';
-import type { InternalHosts } from './internal-host.js';
+import { type AddressGuard, isHostLocalName } from './net/address-guard.js';
+import type { CallerResolver } from './identity/caller-identity.js';
+import { handleConnection } from './session/connection.js';
+import type { InternalHosts } from './session/internal-host.js';
 import type { PolicyGeneration } from '../policy/index.js';
 import { proxyPolicyOf } from './policy-adapter.js';
 import {
@@ -25,12 +25,12 @@ import {
   type ProxyBudgets,
   SandboxBudget,
   budgetsFor,
-} from './sandbox-budget.js';
+} from './budget/sandbox-budget.js';
 import type { ProxyPolicy } from './policy-port.js';
 import { ProxyAudit } from './proxy-audit.js';
 import type { OpenTunnel, PinnedGeneration, SandboxContext } from './sandbox-context.js';
-import type { TlsAuthority } from './tls-authority.js';
-import type { UpstreamTrust } from './upstream.js';
+import type { TlsAuthority } from './tls/tls-authority.js';
+import type { UpstreamTrust } from './net/upstream.js';
 
 export interface AttachOptions {
   name: string;

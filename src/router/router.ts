@@ -83,7 +83,7 @@ export class InferenceRouter {
   /** What one try at a provider needs (provider-call.ts). */
   private readonly calls: ProviderCallContext;
 
-  /** The proxy's internal-host handler for inference.local (src/proxy/internal-host.ts). */
+  /** The proxy's internal-host handler for inference.local (src/proxy/session/internal-host.ts). */
   readonly internalHost: { readonly names: readonly string[]; open(caller: RouterCaller): Duplex };
 
   constructor(private readonly opts: InferenceRouterOptions) {

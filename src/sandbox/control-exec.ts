@@ -88,11 +88,12 @@ export function startExec(socketPath: string, opts: ExecOptions): ExecProcess {
 /**
  * The client's side of an exec on a stream that is already open: the control socket, or a
  * gateway connection upgraded for exec (which forwards the same frames, src/gateway/exec-bridge.ts).
- * `request` is the first line, as the other end expects it.
+ * `request` is the first line, as the other end expects it; null when the caller already sent it
+ * (with the upgrade request, saving a round trip).
  */
-export function execOver(socket: Socket, request: object, where: string): ExecProcess {
+export function execOver(socket: Socket, request: object | null, where: string): ExecProcess {
   const socketPath = where;
-  socket.write(`${JSON.stringify(request)}\n`);
+  if (request !== null) socket.write(`${JSON.stringify(request)}\n`);
 
   let failure: string | null = null;
   let settled = false;

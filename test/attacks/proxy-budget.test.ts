@@ -24,8 +24,8 @@ import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TLSSocket } from 'node:tls';
 import type { SandboxProxy } from '../../src/proxy/egress-proxy.js';
-import { COST, type ProxyBudgets } from '../../src/proxy/sandbox-budget.js';
-import { TlsAuthority } from '../../src/proxy/tls-authority.js';
+import { COST, type ProxyBudgets } from '../../src/proxy/budget/sandbox-budget.js';
+import { TlsAuthority } from '../../src/proxy/tls/tls-authority.js';
 import {
   HttpReader,
   type Rig,

@@ -6,7 +6,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { describe, expect, it } from 'vitest';
 import { Database, MIGRATIONS } from '../../src/gateway/store/database.js';
 import { PolicyRevisionStore } from '../../src/gateway/store/policy-revisions.js';
-import { SandboxStore, type StoredSpec } from '../../src/gateway/store/sandbox-store.js';
+import { policyHash, SandboxStore, type StoredSpec } from '../../src/gateway/store/sandbox-store.js';
 import { SecretBox } from '../../src/gateway/store/secret-box.js';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'carapace-store-'));
@@ -59,7 +59,7 @@ describe('gateway store', () => {
     expect(store.list(1001).map((r) => r.id)).toEqual(['sb-a1']);
     expect(store.list().map((r) => r.id)).toEqual(['sb-a1', 'sb-b1']);
     expect(store.byName(1002, 'agent')?.id).toBe('sb-b1');
-    expect(store.policy('sb-a1')).toMatchObject({ rev: 1, text: 'version: 1\n', authorUid: 1001 });
+    expect(store.policy('sb-a1')).toMatchObject({ rev: 1, text: 'version: 1\n', authorUid: 1001, notes: [] });
   });
 
   it('refuses a change made against an old version (compare-and-swap)', () => {
@@ -119,6 +119,21 @@ describe('gateway store', () => {
       restores: null,
     });
     expect(store.get('sb-old')?.restarts).toBe(0);
+  });
+
+  it('reads a revision an earlier Carapace stored in a form refused now as what it meant, keeping the stored row', () => {
+    const db = new Database(join(dir(), 'state.db'));
+    const store = new SandboxStore(db);
+    const old = 'version: 1\ninference:\n  routes: {}\n';
+    store.create(record('sb-legacy', 1001, 'legacy'), old);
+    const note =
+      'an inference section without routes (routes: {}), accepted before, is read as no inference section: as then, every model call is refused';
+    const read = { text: `# carapace: ${note}.\nversion: 1\n`, hash: policyHash(old), notes: [note] };
+    expect(store.policy('sb-legacy')).toMatchObject(read);
+    expect(new PolicyRevisionStore(db, store).get('sb-legacy', 1)).toMatchObject(read);
+    expect(new PolicyRevisionStore(db, store).list('sb-legacy')).toMatchObject([read]);
+    const row = db.db.prepare("SELECT text FROM policy_revisions WHERE sandbox_id = 'sb-legacy'").get();
+    expect(row).toEqual({ text: old });
   });
 
   it('appends policy revisions only on the latest one and the current record version', () => {

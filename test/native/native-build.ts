@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { REPO } from '../helpers/cli.js';
 
 export type NativeBuild = 'release' | 'sanitize';
-export type NativeProgram = 'carapace-init' | 'carapace-pump';
+export type NativeProgram = 'carapace-init' | 'carapace-pump' | 'carapace';
 
 export const NATIVE_DIR = join(REPO, 'native');
 

@@ -44,6 +44,17 @@ describe('built-in policies', () => {
     expect(g.decideConnect({ host: 'github.com', port: 443, binary: node }).allowed).toBe(false);
     expect(p.inference?.default).toBe('nvidia');
     expect(resolveLimits(p)).toEqual({ memoryBytes: 4 * 2 ** 30, pids: 4096, openFiles: 8192 });
+    // ClawHub at both its names: this OpenClaw's client goes to clawhub.ai.
+    for (const host of ['clawhub.com', 'clawhub.ai'])
+      expect(
+        g.decideRequest({ host, port: 443, binary: node, method: 'GET', path: '/api/v1/skills' }).allowed,
+      ).toBe(true);
+  });
+
+  it("openclaw.yaml is the OpenClaw blueprint's policy with inference routes", () => {
+    const { inference, ...shipped } = loadPolicyFile(join(POLICIES, 'openclaw.yaml'));
+    expect(inference).toBeDefined();
+    expect(shipped).toEqual(loadPolicyFile(join(REPO, 'blueprints', 'openclaw', 'policy.yaml')));
   });
 
   it('lists the nine presets', () => {

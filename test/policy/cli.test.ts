@@ -65,6 +65,29 @@ describe('carapace policy validate', () => {
     ]);
   });
 
+  it('takes any token method, and warns about one no server knows, naming the nearest', () => {
+    const rules =
+      '        rules:\n' +
+      '          - allow: { method: M-SEARCH, path: "/**" }\n' +
+      '          - allow: { method: GTE, path: "/**" }\n' +
+      '          - allow: { method: brew, path: "/**" }\n' +
+      '          - allow: { method: "*", path: "/x" }\n' +
+      '        deny_rules:\n' +
+      '          - { method: delte, path: "/x" }\n';
+    const head =
+      'network_policies:\n  a:\n    endpoints:\n      - host: a.test\n        port: 80\n        protocol: rest\n';
+    const policy = tempFile('methods.yaml', `version: 1\n${head}${rules}`);
+    const preset = tempFile('methods-preset.yaml', `preset: { name: m }\n${head}${rules}`);
+    const r = carapace(['policy', 'validate', policy, preset]);
+    expect(r.status).toBe(0);
+    const warnings = (file: string, first: number) => [
+      `${file}:${first}:30: warning: method "GTE" is not a registered or common HTTP method (did you mean "GET"?): the rule matches only requests whose method is GTE`,
+      `${file}:${first + 1}:30: warning: method "brew" is not a registered or common HTTP method: the rule matches only requests whose method is BREW`,
+      `${file}:${first + 4}:23: warning: method "delte" is not a registered or common HTTP method (did you mean "DELETE"?): the rule matches only requests whose method is DELTE`,
+    ];
+    expect(r.stderr.trim().split('\n')).toEqual([...warnings(policy, 10), ...warnings(preset, 10)]);
+  });
+
   it('says when a file cannot be read', () => {
     const r = carapace(['policy', 'validate', '/nonexistent/policy.yaml']);
     expect(r.status).toBe(2);
@@ -195,7 +218,7 @@ describe('carapace policy diff', () => {
     const r = carapace(['policy', 'diff', join(POLICIES, 'default.yaml'), join(POLICIES, 'openclaw.yaml')]);
     expect(r.status).toBe(0);
     expect(r.stdout).toContain(
-      '+ network_policies.clawhub: clawhub.com:443 rest allow GET /**, POST /** — for any program',
+      '+ network_policies.clawhub: clawhub.com:443 rest allow GET /**, POST /**; clawhub.ai:443 rest allow GET /**, POST /** — for any program',
     );
     expect(r.stdout).toContain(
       'static sections changed (the sandbox must be recreated): filesystem_policy, limits',

@@ -65,6 +65,16 @@ network_policies:
   internal_db:
     endpoints:
       - { port: 5432, allowed_ips: [10.0.0.0/8] }
+  ssdp:
+    endpoints:
+      - host: upnp.test
+        port: 443
+        protocol: rest
+        rules:
+          - allow: { method: M-SEARCH, path: "/**" }
+          - allow: { method: notify, path: "/**" }
+        deny_rules:
+          - { method: NOTIFY, path: "/private/**" }
 `;
 
 const gen = compilePolicy(policyOf(POLICY));
@@ -312,6 +322,12 @@ const requestCases: RequestCase[] = [
     'cannot be read unambiguously',
   ],
   ['unknown host', R('nope.com', 'GET', '/'), false, 'no policy allows nope.com:443'],
+  // Any RFC 9110 token is a method; rules and requests compare case-insensitively.
+  ['a token method with a hyphen', R('upnp.test', 'M-SEARCH', '/'), true, 'allow M-SEARCH /**'],
+  ['a token method in another case', R('upnp.test', 'm-search', '/'), true, 'allow M-SEARCH /**'],
+  ['a rule method written in lower case', R('upnp.test', 'NOTIFY', '/events'), true, 'allow NOTIFY /**'],
+  ['a deny rule for a token method', R('upnp.test', 'notify', '/private/x'), false, 'deny NOTIFY'],
+  ['a token method no rule names', R('upnp.test', 'SUBSCRIBE', '/events'), false, 'matches no allow rule'],
 ];
 
 describe('decideRequest', () => {

@@ -252,6 +252,25 @@ const cases: Case[] = [
     message: 'must start with "/"',
   },
   {
+    name: 'rule method with a "*" inside (methods are not patterns)',
+    yaml: EP(
+      '      - host: a.com\n        port: 443\n        rules:\n          - allow: { method: "GE*", path: "/**" }\n',
+    ),
+    line: 8,
+    col: 30,
+    message: 'method "GE*": "*" stands alone for every method; a method is not a pattern',
+  },
+  {
+    name: 'deny rule method that is not a token',
+    yaml: EP(
+      '      - host: a.com\n        port: 443\n        access: full\n        deny_rules:\n          - { method: "GET /x", path: "/**" }\n',
+    ),
+    line: 9,
+    col: 23,
+    message:
+      'method "GET /x" must be an HTTP method (a token such as GET or M-SEARCH), or "*" for every method',
+  },
+  {
     name: 'memory with an unknown unit',
     yaml: 'version: 1\nlimits:\n  memory: 2GB\n',
     line: 3,

@@ -1,13 +1,13 @@
 /** The building blocks: globs, host patterns, IP ranges, limits, request paths. */
 import { describe, expect, it } from 'vitest';
-import { compilePathGlob, compileValueGlob } from '../../src/policy/glob.js';
+import { compilePathGlob, compileValueGlob } from '../../src/policy/patterns/glob.js';
 import {
   hostMatches,
   normalizeHost,
   parseHostPattern,
   type HostPattern,
-} from '../../src/policy/host-pattern.js';
-import { allowedIpProblem, parseIpRange } from '../../src/policy/ip-ranges.js';
+} from '../../src/policy/patterns/host-pattern.js';
+import { allowedIpProblem, parseIpRange } from '../../src/policy/patterns/ip-ranges.js';
 import {
   canonicalRequestPath,
   parseCpuMillis,

@@ -126,6 +126,11 @@ describe('operation specs', () => {
     });
     expect(parseHostPortSpec('a.com:80')).toEqual({ host: 'a.com', port: 80 });
     expect(() => parseRuleSpec('api.x.com:443:GET')).toThrow(/host:port:METHOD:path/);
+    // Any RFC 9110 token is a method; "*" stands alone.
+    expect(parseRuleSpec('upnp.test:80:m-search:/**').method).toBe('M-SEARCH');
+    expect(parseRuleSpec('upnp.test:80:*:/**').method).toBe('*');
+    expect(() => parseRuleSpec('upnp.test:80:GE*:/**')).toThrow(/"\*" stands alone for every method/);
+    expect(() => parseRuleSpec('upnp.test:80:GET /:/**')).toThrow(/must be an HTTP method \(a token/);
   });
 });
 

@@ -1,7 +1,7 @@
 /** The SSRF guard: every resolved address is checked; operator trust and allowed_ips are exact. */
 import { describe, expect, it } from 'vitest';
-import { AddressGuard, AddressGuardConfigError } from '../../src/proxy/address-guard.js';
-import { classifyIp, parseIp } from '../../src/proxy/ip.js';
+import { AddressGuard, AddressGuardConfigError } from '../../src/proxy/net/address-guard.js';
+import { classifyIp, parseIp } from '../../src/proxy/net/ip.js';
 
 const dns = (answers: Record<string, string[]>) => async (host: string) => {
   const a = answers[host];

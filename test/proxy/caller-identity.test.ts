@@ -14,8 +14,12 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BinaryTrust } from '../../src/proxy/binary-trust.js';
-import { type CallerQuery, ProcCallerResolver, findSocketInode } from '../../src/proxy/caller-identity.js';
+import { BinaryTrust } from '../../src/proxy/identity/binary-trust.js';
+import {
+  type CallerQuery,
+  ProcCallerResolver,
+  findSocketInode,
+} from '../../src/proxy/identity/caller-identity.js';
 import { MERGED_USR_ROOT } from '../../src/sandbox/bwrap-minimal.js';
 
 const children: ChildProcess[] = [];

@@ -1,8 +1,12 @@
 /** Host names, IP literals, request paths and the relay header in their canonical forms. */
 import { describe, expect, it } from 'vitest';
-import { HostNameError, canonicalHost, parseAuthority } from '../../src/proxy/host-name.js';
-import { canonicalTarget } from '../../src/proxy/path-canon.js';
-import { ProxyHeaderError, findProxyHeaderEnd, parseProxyHeader } from '../../src/proxy/proxy-protocol.js';
+import { HostNameError, canonicalHost, parseAuthority } from '../../src/proxy/net/host-name.js';
+import { canonicalTarget } from '../../src/proxy/http/path-canon.js';
+import {
+  ProxyHeaderError,
+  findProxyHeaderEnd,
+  parseProxyHeader,
+} from '../../src/proxy/identity/proxy-protocol.js';
 
 describe('canonicalHost', () => {
   it('lower-cases names and drops one trailing dot', () => {

@@ -2,7 +2,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
-import { parseClientHello } from '../../src/proxy/client-hello.js';
+import { parseClientHello } from '../../src/proxy/tls/client-hello.js';
 
 /** The first bytes a real Node TLS client sends, captured by a plain TCP server. */
 async function captureHello(servername: string | undefined): Promise<Buffer> {

@@ -14,14 +14,14 @@ import tls from 'node:tls';
 import { Writable } from 'node:stream';
 import { MemoryAuditLog, type OcsfEvent } from '../../src/audit/index.js';
 import { compilePolicy, parsePolicy, type PolicyGeneration } from '../../src/policy/index.js';
-import { forwardBody } from '../../src/proxy/body-forward.js';
-import type { Resolver } from '../../src/proxy/address-guard.js';
-import type { CallerIdentity, CallerResolver } from '../../src/proxy/caller-identity.js';
+import { forwardBody } from '../../src/proxy/http/body-forward.js';
+import type { Resolver } from '../../src/proxy/net/address-guard.js';
+import type { CallerIdentity, CallerResolver } from '../../src/proxy/identity/caller-identity.js';
 import { EgressProxy, type SandboxProxy } from '../../src/proxy/egress-proxy.js';
-import type { InternalHost } from '../../src/proxy/internal-host.js';
-import { parseResponseHead } from '../../src/proxy/http-response.js';
-import { StreamReader } from '../../src/proxy/stream-reader.js';
-import { TlsAuthority } from '../../src/proxy/tls-authority.js';
+import type { InternalHost } from '../../src/proxy/session/internal-host.js';
+import { parseResponseHead } from '../../src/proxy/http/http-response.js';
+import { StreamReader } from '../../src/proxy/http/stream-reader.js';
+import { TlsAuthority } from '../../src/proxy/tls/tls-authority.js';
 
 export function compile(yaml: string): PolicyGeneration {
   const r = parsePolicy(yaml, 'test.yaml');
@@ -145,7 +145,7 @@ export interface RigOptions {
   maxConnections?: number;
   /** native/carapace-pump (or a wrapper): bulk raw tunnels are handed to it. */
   tunnelPump?: string;
-  /** Names served inside the proxy's process (src/proxy/internal-host.ts). */
+  /** Names served inside the proxy's process (src/proxy/session/internal-host.ts). */
   internalHosts?: InternalHost[];
   audit?: MemoryAuditLog;
   /** DNS for names outside `hosts` (default: the system's; tests never send queries off the host). */

@@ -6,9 +6,9 @@ import {
   MAX_HEAD_BYTES,
   parseRequestHead,
   tryParseRequestHead,
-} from '../../src/proxy/http-head.js';
-import { findHeadEnd } from '../../src/proxy/http-fields.js';
-import { parseResponseHead } from '../../src/proxy/http-response.js';
+} from '../../src/proxy/http/http-head.js';
+import { findHeadEnd } from '../../src/proxy/http/http-fields.js';
+import { parseResponseHead } from '../../src/proxy/http/http-response.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 const parse = (s: string, ctx: 'proxy' | 'tunnel' = 'proxy') => parseRequestHead(b(s), ctx);

@@ -1,12 +1,12 @@
 /**
- * The internal-host port (src/proxy/internal-host.ts): a name no policy grants, served by a handler
+ * The internal-host port (src/proxy/session/internal-host.ts): a name no policy grants, served by a handler
  * inside the proxy's process. Here the handler is a plain node:http server fed through a duplex
  * pair, answering with what it saw, so the tests pin down what the proxy hands it.
  */
 import http from 'node:http';
 import { duplexPair } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { InternalHost, InternalHostCaller } from '../../src/proxy/internal-host.js';
+import type { InternalHost, InternalHostCaller } from '../../src/proxy/session/internal-host.js';
 import {
   HttpReader,
   type Rig,

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JsonlAuditLog } from '../../src/audit/index.js';
 import { EgressProxy } from '../../src/proxy/egress-proxy.js';
-import { TlsAuthority } from '../../src/proxy/tls-authority.js';
+import { TlsAuthority } from '../../src/proxy/tls/tls-authority.js';
 import {
   HttpReader,
   type Rig,

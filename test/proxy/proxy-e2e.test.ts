@@ -7,7 +7,7 @@ import { realpathSync } from 'node:fs';
 import net from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ProcCallerResolver } from '../../src/proxy/caller-identity.js';
+import { ProcCallerResolver } from '../../src/proxy/identity/caller-identity.js';
 import { type Rig, type Upstreams, lastEvent, startRig, startUpstreams } from './harness.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,13 +1,13 @@
 /**
- * What the proxy may spend on one sandbox (src/proxy/sandbox-budget.ts): the defaults derived from
+ * What the proxy may spend on one sandbox (src/proxy/budget/sandbox-budget.ts): the defaults derived from
  * its limits, byte accounts, the work bucket's order and its debts, and the read gates that stop a
  * real socket at its handle. Timers are waited for by the state they change, never by a fixed sleep.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { readGate } from '../../src/proxy/read-gate.js';
-import { COST, SandboxBudget, budgetsFor } from '../../src/proxy/sandbox-budget.js';
+import { readGate } from '../../src/proxy/budget/read-gate.js';
+import { COST, SandboxBudget, budgetsFor } from '../../src/proxy/budget/sandbox-budget.js';
 
 const MiB = 1024 * 1024;
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { buildCaBundle, sandboxProxyEnv, writeTrustFiles } from '../../src/proxy/sandbox-env.js';
-import { TlsAuthority } from '../../src/proxy/tls-authority.js';
+import { TlsAuthority } from '../../src/proxy/tls/tls-authority.js';
 
 describe('TlsAuthority', () => {
   it('issues leaves that chain to the sandbox CA, with the host as SAN', () => {

@@ -8,7 +8,12 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UpstreamTrust, sharedUpstreamTrust, startTls, upstreamContext } from '../../src/proxy/upstream.js';
+import {
+  UpstreamTrust,
+  sharedUpstreamTrust,
+  startTls,
+  upstreamContext,
+} from '../../src/proxy/net/upstream.js';
 import { startUpstreams, type Upstreams } from './harness.js';
 
 let up: Upstreams;

@@ -4,7 +4,8 @@
  * it was (the policy at creation, a set, an update by operations, a rollback and the revision it
  * restores), how it took effect (live, at the next start, by a restart), and the diff against the
  * revision before it. Rolling back appends a new revision with the old text: history is never
- * rewritten.
+ * rewritten. A revision is read as this version reads it (revisionOf): a form an earlier version
+ * stored and this one refuses is read as what it meant then, and the stored row stays as it was.
  *
  * Appending is compare-and-swap twice over, in one transaction: on the latest revision (the one
  * the change was based on: a change based on a stale one is refused, so two writers never lose
@@ -13,6 +14,7 @@
 import type { Database } from './database.js';
 import {
   policyHash,
+  revisionOf,
   SandboxStoreError,
   type PolicyRevision,
   type SandboxRecord,
@@ -59,11 +61,7 @@ interface Row {
 }
 
 const fromRow = (r: Row): RevisionRecord => ({
-  rev: Number(r.rev),
-  text: r.text,
-  hash: r.hash,
-  authorUid: Number(r.author_uid),
-  createdAt: Number(r.created_at),
+  ...revisionOf(r),
   action: r.action,
   effect: r.effect,
   diff: JSON.parse(r.diff) as string[],

@@ -5,6 +5,7 @@
  * (compare-and-swap), so two clients never overwrite each other unknowingly.
  */
 import { createHash } from 'node:crypto';
+import { readStoredPolicyText } from '../../policy/index.js';
 import type { SandboxState } from '../../runtime/driver.js';
 import type { HostMount } from '../../sandbox/spec.js';
 import type { Database } from './database.js';
@@ -48,10 +49,34 @@ export interface SandboxRecord {
 
 export interface PolicyRevision {
   rev: number;
+  /** The text as this version reads it: as stored, unless an earlier version stored a form that
+   * is refused now (src/policy/load/stored-text.ts; then `notes` says what was read differently). */
   text: string;
+  /** The sha256 of the text as stored: the revision's identity, whatever `text` reads. */
   hash: string;
   authorUid: number;
   createdAt: number;
+  /** What was read differently from the stored text; empty for most revisions. */
+  notes: string[];
+}
+
+/** A stored revision's columns as a PolicyRevision: its text read as this version reads it. */
+export function revisionOf(row: {
+  rev: number;
+  text: string;
+  hash: string;
+  author_uid: number;
+  created_at: number;
+}): PolicyRevision {
+  const { text, notes } = readStoredPolicyText(row.text);
+  return {
+    rev: Number(row.rev),
+    text,
+    hash: row.hash,
+    authorUid: Number(row.author_uid),
+    createdAt: Number(row.created_at),
+    notes,
+  };
 }
 
 export interface Forward {
@@ -230,16 +255,8 @@ export class SandboxStore {
       rev === undefined
         ? this.db.sql('SELECT * FROM policy_revisions WHERE sandbox_id = ? ORDER BY rev DESC LIMIT 1').get(id)
         : this.db.sql('SELECT * FROM policy_revisions WHERE sandbox_id = ? AND rev = ?').get(id, rev)
-    ) as { rev: number; text: string; hash: string; author_uid: number; created_at: number } | undefined;
-    return row
-      ? {
-          rev: Number(row.rev),
-          text: row.text,
-          hash: row.hash,
-          authorUid: Number(row.author_uid),
-          createdAt: Number(row.created_at),
-        }
-      : null;
+    ) as Parameters<typeof revisionOf>[0] | undefined;
+    return row ? revisionOf(row) : null;
   }
 
   forwards(id: string): Forward[] {

@@ -1,0 +1,120 @@
+/**
+ * native/carapace, the command ./install.sh puts on PATH (native/carapace-front.c): a plain
+ * `carapace run` goes to a running gateway from C; everything else, and every run it cannot send
+ * (another option, bytes that are not UTF-8, no gateway), reaches the Node CLI with its arguments
+ * untouched. Runs against the release and the ASan + UBSan builds (native-build.ts). The run's own
+ * behaviour through the gateway is test/gateway/run.test.ts's, for both clients.
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, freshHome } from '../helpers/cli.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { holds } from '../helpers/premises.js';
+import { nativeProgram } from './native-build.js';
+
+const front = nativeProgram('carapace');
+
+function runs(home: string): number {
+  const dir = join(home, 'state', 'audit');
+  let n = 0;
+  for (const f of readdirSync(dir)) n += readFileSync(join(dir, f), 'utf8').match(/run by uid/g)?.length ?? 0;
+  return n;
+}
+
+describe('the native front hands the CLI what is not a plain run', () => {
+  const home = freshHome();
+  const env = { PATH: process.env.PATH, CARAPACE_HOME: home };
+  const both = (args: string[]) => {
+    const ours = spawnSync(front, args, { encoding: 'utf8', env });
+    const cli = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env });
+    return { ours, cli };
+  };
+
+  it('passes --version, help and errors through unchanged', () => {
+    for (const args of [['--version'], ['run', '--help'], ['no-such-command'], ['run', '--']]) {
+      const { ours, cli } = both(args);
+      expect({ status: ours.status, stdout: ours.stdout, stderr: ours.stderr }).toEqual({
+        status: cli.status,
+        stdout: cli.stdout,
+        stderr: cli.stderr,
+      });
+    }
+  });
+
+  it('passes arguments with spaces, quotes and newlines as they are', () => {
+    const file = join(home, 'a policy "with"\nodd name.yaml');
+    writeFileSync(file, 'version: 1\nfilesystem_policy:\n  read_only: [/usr]\n');
+    const { ours, cli } = both(['policy', 'validate', file]);
+    expect(ours.status).toBe(0);
+    expect(ours.stdout).toBe(cli.stdout);
+  });
+
+  it.skipIf(!holds('root'))('runs in the process when no gateway answers', () => {
+    const r = spawnSync(front, ['run', '--', 'sh', '-c', 'echo alone; exit 3'], { encoding: 'utf8', env });
+    expect(r.stdout).toBe('alone\n');
+    expect(r.status).toBe(3);
+  });
+});
+
+describe.skipIf(!holds('root'))('the native front sends a plain run to the gateway', () => {
+  let gw: TestGateway;
+  const run = (args: string[], input?: string) =>
+    spawnSync(front, ['run', ...args], {
+      encoding: 'utf8',
+      input,
+      env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home, TERM: 'xterm-test' },
+    });
+  beforeAll(async () => {
+    gw = await startTestGateway();
+  });
+  afterAll(async () => {
+    await gw?.stop();
+  });
+
+  it('sends the command, its stdin, --env and TERM, and returns its output and status', () => {
+    const before = runs(gw.home);
+    const r = run(
+      [
+        '--env',
+        'A=1',
+        '--env=B=two words',
+        '--env',
+        'A=last',
+        '--',
+        'sh',
+        '-c',
+        'read l; echo "$l|$A|$B|$TERM"; echo e >&2; exit 4',
+      ],
+      'in\n',
+    );
+    expect(r.stdout).toBe('in|last|two words|xterm-test\n');
+    expect(r.stderr).toBe('e\n');
+    expect(r.status).toBe(4);
+    expect(runs(gw.home)).toBe(before + 1);
+  });
+
+  it('escapes what JSON must: quotes, backslashes, control characters, non-ASCII', () => {
+    const arg = 'q"b\\s\tt\u0001é✓';
+    const r = run(['--', 'printf', '%s', arg]);
+    expect(r.stdout).toBe(arg);
+  });
+
+  it('leaves bytes that are not UTF-8 to the CLI, which reads them as Node does', () => {
+    // Node passes arguments as UTF-8 text: a host shell makes the byte 0xff.
+    const r = spawnSync(
+      'sh',
+      ['-c', `exec "$0" run -- sh -c 'printf %s "$1" | od -An -tx1' sh "$(printf 'a\\377b')"`, front],
+      { encoding: 'utf8', env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home } },
+    );
+    // Node's argv is text: the byte arrives as U+FFFD, as it would from `node carapace.js run`.
+    expect(r.stdout.trim()).toBe('61 ef bf bd 62');
+  });
+
+  it('says why a command cannot start, with exit 127', () => {
+    const r = run(['--', '/nonexistent']);
+    expect(r.status).toBe(127);
+    expect(r.stderr).toMatch(/\/nonexistent: No such file or directory/);
+  });
+});
