@@ -14,7 +14,7 @@
 import type { OcsfEvent } from '../audit/index.js';
 import type { PolicyGeneration } from '../policy/index.js';
 import { allowedBy, proposalKey, redactPath, type DenialFacts } from './proposal-rules.js';
-import type { ProposalView } from './proposals.js';
+import type { ProposalView } from './proposal-views.js';
 import type { ProposalRecord, ProposalSample, ProposalStore } from './store/proposal-store.js';
 import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
 
