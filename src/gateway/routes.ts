@@ -7,11 +7,11 @@ import { forward, forwardView, owner, sandboxName as name } from './route-params
 import { ApiError } from './api/errors.js';
 import { openApiDocument } from './api/openapi.js';
 import { defineRoute, type Route } from './api/router.js';
-import type { LogService } from './log-service.js';
+import type { LogService } from './sandboxes/log-service.js';
 import { METRICS_CONTENT_TYPE, type GatewayMetrics } from './metrics.js';
-import { policyRoutes } from './policy-routes.js';
-import type { PolicyService } from './policy-service.js';
-import type { SandboxService } from './sandbox-service.js';
+import { policyRoutes } from './policy/policy-routes.js';
+import type { PolicyService } from './policy/policy-service.js';
+import type { SandboxService } from './sandboxes/sandbox-service.js';
 import type { AuditRouter } from './audit-router.js';
 import { sandboxIoRoutes } from './sandbox-io-routes.js';
 

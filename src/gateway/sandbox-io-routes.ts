@@ -8,8 +8,8 @@ import { ApiError } from './api/errors.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { UpgradedStream } from './api/server.js';
 import type { AuditRouter } from './audit-router.js';
-import { bridgeExec, readRequestLine } from './exec-bridge.js';
-import type { SandboxService } from './sandbox-service.js';
+import { bridgeExec, readRequestLine } from './sandbox-io/exec-bridge.js';
+import type { SandboxService } from './sandboxes/sandbox-service.js';
 import { forward, forwardView } from './route-params.js';
 
 const params = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/) });

@@ -6,8 +6,8 @@
  * the policy revision is the caller the socket says.
  */
 import { z } from 'zod';
-import { owner } from './route-params.js';
-import { defineRoute, type Route } from './api/router.js';
+import { owner } from '../route-params.js';
+import { defineRoute, type Route } from '../api/router.js';
 import type { ProposalService } from './proposals.js';
 
 const sandbox = z

@@ -3,15 +3,15 @@
  * the smallest rule that would allow it with that rule's risk notes, computed against the
  * sandbox's latest policy revision (proposal-rules.ts), which is compiled once per revision.
  */
-import type { PolicyGeneration } from '../policy/index.js';
-import { ApiError } from './api/errors.js';
+import type { PolicyGeneration } from '../../policy/index.js';
+import { ApiError } from '../api/errors.js';
 import { factsOf, pathsOf } from './proposal-intake.js';
 import { allowedBy, riskNotes, smallestRule, type ProposedRule } from './proposal-rules.js';
-import type { PolicyRevisionStore } from './store/policy-revisions.js';
-import type { ProposalRecord } from './store/proposal-store.js';
-import type { SandboxRecord } from './store/sandbox-store.js';
+import type { PolicyRevisionStore } from '../store/policy-revisions.js';
+import type { ProposalRecord } from '../store/proposal-store.js';
+import type { SandboxRecord } from '../store/sandbox-store.js';
 
-type Engine = typeof import('../policy/index.js');
+type Engine = typeof import('../../policy/index.js');
 
 /** A proposal as the API shows it. */
 export interface ProposalView {
@@ -54,7 +54,7 @@ export class ProposalViews {
 
   /** Loads the policy engine. */
   async start(): Promise<void> {
-    this.engine = await import('../policy/index.js');
+    this.engine = await import('../../policy/index.js');
   }
 
   /** Whether a sandbox's latest revision is kept compiled. */

@@ -8,19 +8,24 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { IdentityRegistry } from '../sandbox/identity.js';
-import { assertSandboxName } from '../sandbox/identity.js';
-import type { StateDirs } from '../sandbox/state-dirs.js';
-import { ApiError } from './api/errors.js';
-import type { JsonText } from './api/server.js';
-import type { Caller } from './api/router.js';
-import type { AuditRouter } from './audit-router.js';
+import type { IdentityRegistry } from '../../sandbox/identity.js';
+import { assertSandboxName } from '../../sandbox/identity.js';
+import type { StateDirs } from '../../sandbox/state-dirs.js';
+import { ApiError } from '../api/errors.js';
+import type { JsonText } from '../api/server.js';
+import type { Caller } from '../api/router.js';
+import type { AuditRouter } from '../audit-router.js';
 import type { SandboxLauncher } from './sandbox-launcher.js';
-import type { Forward, RestartPolicy, SandboxRecord, SandboxStore } from './store/sandbox-store.js';
-import type { SecretBox } from './store/secret-box.js';
-import { assertListenable, checkPolicyText, policyMemoryLimit } from './policy-text.js';
-import { ForwardBindError, freeHostPortNear, probeHostPort, type ForwardSet } from './forwards.js';
-import { lifecycle } from '../audit/index.js';
+import type { Forward, RestartPolicy, SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
+import type { SecretBox } from '../store/secret-box.js';
+import { assertListenable, checkPolicyText, policyMemoryLimit } from '../policy-text.js';
+import {
+  ForwardBindError,
+  freeHostPortNear,
+  probeHostPort,
+  type ForwardSet,
+} from '../sandbox-io/forwards.js';
+import { lifecycle } from '../../audit/index.js';
 import { DEFAULT_QUOTAS, UserQuotas, type Quotas } from './quotas.js';
 import { SandboxViews, type SandboxView } from './sandbox-views.js';
 

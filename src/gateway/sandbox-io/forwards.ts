@@ -14,10 +14,10 @@
  * seen by the host's users.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { lifecycle, type OcsfEvent } from '../audit/index.js';
-import type { SandboxControl } from '../sandbox/control.js';
+import { lifecycle, type OcsfEvent } from '../../audit/index.js';
+import type { SandboxControl } from '../../sandbox/control.js';
 import { splice } from './splice.js';
-import type { Forward } from './store/sandbox-store.js';
+import type { Forward } from '../store/sandbox-store.js';
 
 /** How often a kept forward that could not be bound is tried again (docs/gateway.md). */
 export const FORWARD_RETRY_MS = 5_000;

@@ -2,9 +2,9 @@
  * A sandbox as the API shows it (`sandbox get`, `sandbox list`): its record, its forwards, and
  * what only the launcher knows: when its current run started, whether each forward listens.
  */
-import { JsonText } from './api/server.js';
+import { JsonText } from '../api/server.js';
 import type { SandboxLauncher } from './sandbox-launcher.js';
-import type { Forward, RestartPolicy, SandboxRecord, SandboxStore } from './store/sandbox-store.js';
+import type { Forward, RestartPolicy, SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
 
 /** A forward as the API shows it: whether it listens (its sandbox running), and why not. */
 export interface ForwardView extends Forward {

@@ -18,31 +18,31 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { lifecycle } from '../audit/index.js';
-import type { SandboxProxy } from '../proxy/index.js';
-import type { AdoptedSandbox } from '../runtime/adopted-sandbox.js';
-import type { BubblewrapSandbox } from '../runtime/bubblewrap-driver.js';
-import { directConnectEvent, parseDirectConnect } from '../runtime/direct-connect-audit.js';
-import type { DriverSandbox } from '../runtime/driver.js';
-import type { ManagedSandbox } from '../runtime/managed-sandbox.js';
-import type { Runtime } from '../runtime/runtime.js';
-import { specFromSettings } from '../runtime/sandbox-spec-from-policy.js';
-import { SandboxCgroup } from '../sandbox/cgroup.js';
-import { processStartedAt, UsageMeter, type TreeUsage } from '../sandbox/processes.js';
-import { SandboxControl } from '../sandbox/control.js';
-import type { IdentityRegistry } from '../sandbox/identity.js';
-import type { InitEvent } from '../sandbox/launch.js';
-import type { NetworkAttachment } from '../sandbox/sandbox.js';
-import type { StateDirs } from '../sandbox/state-dirs.js';
-import { ApiError } from './api/errors.js';
-import type { AuditRouter } from './audit-router.js';
-import { forwardEvent, ForwardSet, type ForwardState } from './forwards.js';
+import { lifecycle } from '../../audit/index.js';
+import type { SandboxProxy } from '../../proxy/index.js';
+import type { AdoptedSandbox } from '../../runtime/adopted-sandbox.js';
+import type { BubblewrapSandbox } from '../../runtime/bubblewrap-driver.js';
+import { directConnectEvent, parseDirectConnect } from '../../runtime/direct-connect-audit.js';
+import type { DriverSandbox } from '../../runtime/driver.js';
+import type { ManagedSandbox } from '../../runtime/managed-sandbox.js';
+import type { Runtime } from '../../runtime/runtime.js';
+import { specFromSettings } from '../../runtime/sandbox-spec-from-policy.js';
+import { SandboxCgroup } from '../../sandbox/cgroup.js';
+import { processStartedAt, UsageMeter, type TreeUsage } from '../../sandbox/processes.js';
+import { SandboxControl } from '../../sandbox/control.js';
+import type { IdentityRegistry } from '../../sandbox/identity.js';
+import type { InitEvent } from '../../sandbox/launch.js';
+import type { NetworkAttachment } from '../../sandbox/sandbox.js';
+import type { StateDirs } from '../../sandbox/state-dirs.js';
+import { ApiError } from '../api/errors.js';
+import type { AuditRouter } from '../audit-router.js';
+import { forwardEvent, ForwardSet, type ForwardState } from '../sandbox-io/forwards.js';
 import { egressOf, identityOf, policyOf } from './sandbox-inputs.js';
 import type { RestartSettings, Run } from './restart-policy.js';
 import { RestartScheduler } from './restart-scheduler.js';
 import { checkedPaths, handBackWorkspace } from './sandbox-paths.js';
-import type { Forward, SandboxRecord, SandboxStore } from './store/sandbox-store.js';
-import type { SecretBox } from './store/secret-box.js';
+import type { Forward, SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
+import type { SecretBox } from '../store/secret-box.js';
 
 export interface SandboxLauncherOptions {
   runtime: Runtime;
@@ -349,7 +349,8 @@ export class SandboxLauncher {
     try {
       for await (const e of events) {
         const refused = parseDirectConnect(e as InitEvent);
-        if (refused) this.opts.audit.emit(directConnectEvent(await import('../audit/index.js'), id, refused));
+        if (refused)
+          this.opts.audit.emit(directConnectEvent(await import('../../audit/index.js'), id, refused));
       }
     } catch {
       // the sandbox ended, or the gateway closes: its events wait for the next subscriber

@@ -5,16 +5,16 @@
  * (sandbox-launcher.ts).
  */
 import { join } from 'node:path';
-import type { SandboxProxy } from '../proxy/index.js';
-import { settingsFromPolicy } from '../runtime/policy-settings.js';
-import type { Runtime } from '../runtime/runtime.js';
-import { egressNetwork } from '../runtime/sandbox-network.js';
-import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from '../sandbox/identity.js';
-import type { StateDirs } from '../sandbox/state-dirs.js';
-import { ApiError } from './api/errors.js';
-import { checkPolicyText } from './policy-text.js';
-import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
-import type { SecretBox } from './store/secret-box.js';
+import type { SandboxProxy } from '../../proxy/index.js';
+import { settingsFromPolicy } from '../../runtime/policy-settings.js';
+import type { Runtime } from '../../runtime/runtime.js';
+import { egressNetwork } from '../../runtime/sandbox-network.js';
+import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from '../../sandbox/identity.js';
+import type { StateDirs } from '../../sandbox/state-dirs.js';
+import { ApiError } from '../api/errors.js';
+import { checkPolicyText } from '../policy-text.js';
+import type { SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
+import type { SecretBox } from '../store/secret-box.js';
 
 /** The sandbox's policy revision, its settings (with the user's default memory limit), and the engine that compiles it. */
 export async function policyOf(store: SandboxStore, rec: SandboxRecord) {
@@ -22,7 +22,7 @@ export async function policyOf(store: SandboxStore, rec: SandboxRecord) {
   if (!revision)
     throw new ApiError('INTERNAL', `sandbox ${rec.name} has no policy revision ${rec.spec.policyRev}`);
   const policy = await checkPolicyText(revision.text, `${rec.name}.yaml`);
-  const engine = await import('../policy/index.js');
+  const engine = await import('../../policy/index.js');
   const settings = settingsFromPolicy(policy, engine.resolveLimits(policy));
   if (settings.limits.memoryBytes === undefined && rec.spec.memoryBytes !== null) {
     settings.limits.memoryBytes = rec.spec.memoryBytes;
@@ -36,7 +36,7 @@ export function egressOf(
   /** Where each sandbox's CA key is kept (`<state>/ca`). */
   caDir: string,
   rec: SandboxRecord,
-  generation: import('../policy/index.js').PolicyGeneration,
+  generation: import('../../policy/index.js').PolicyGeneration,
   limits: { memoryBytes?: number | undefined; cpuMillis?: number | undefined },
   reattach: boolean,
 ) {

@@ -22,11 +22,11 @@
  * proposal-intake.ts. What the operator sees of a proposal (its rule and risk notes against the
  * latest revision, proposal-rules.ts): proposal-views.ts. Here: what the operator decides.
  */
-import type { OcsfEvent } from '../audit/index.js';
-import { ApiError } from './api/errors.js';
-import type { Caller } from './api/router.js';
-import type { AuditRouter } from './audit-router.js';
-import type { PolicyService } from './policy-service.js';
+import type { OcsfEvent } from '../../audit/index.js';
+import { ApiError } from '../api/errors.js';
+import type { Caller } from '../api/router.js';
+import type { AuditRouter } from '../audit-router.js';
+import type { PolicyService } from '../policy/policy-service.js';
 import { factsOf, pathsOf, ProposalIntake } from './proposal-intake.js';
 import { ProposalViews, type ProposalView } from './proposal-views.js';
 import {
@@ -40,9 +40,9 @@ import {
 } from './proposal-rules.js';
 
 export type { RuleEdit } from './proposal-rules.js';
-import type { PolicyRevisionStore } from './store/policy-revisions.js';
-import type { ProposalRecord, ProposalStore } from './store/proposal-store.js';
-import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
+import type { PolicyRevisionStore } from '../store/policy-revisions.js';
+import type { ProposalRecord, ProposalStore } from '../store/proposal-store.js';
+import type { SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
 
 export interface ApprovalResult {
   proposal: ProposalView;
