@@ -203,7 +203,7 @@ describe('a host file replaced while the sandbox runs', () => {
 import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
 import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
 import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
-import { agentStarted } from ${dist('sandbox/launch.js')};
+import { agentStarted } from ${dist('sandbox/running-sandbox.js')};
 import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
 import { stateDirs } from ${dist('sandbox/state-dirs.js')};
 const dirs = stateDirs({ CARAPACE_HOME: ${JSON.stringify(join(home, 'state'))} });
@@ -272,7 +272,7 @@ import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
 import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
 import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
 import { hostIdentities } from ${dist('sandbox/identity.js')};
-import { agentStarted } from ${dist('sandbox/launch.js')};
+import { agentStarted } from ${dist('sandbox/running-sandbox.js')};
 import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
 import { stateDirs } from ${dist('sandbox/state-dirs.js')};
 const home = ${JSON.stringify(home)};

@@ -223,7 +223,7 @@ describe('the mask guard after the host replaced a directory', () => {
 import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
 import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
 import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
-import { agentStarted } from ${dist('sandbox/launch.js')};
+import { agentStarted } from ${dist('sandbox/running-sandbox.js')};
 import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
 import { stateDirs } from ${dist('sandbox/state-dirs.js')};
 const dirs = stateDirs({ CARAPACE_HOME: ${JSON.stringify(join(home, 'b'))} });

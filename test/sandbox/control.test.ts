@@ -136,7 +136,7 @@ import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
 import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
 import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
 import { hostIdentities } from ${dist('sandbox/identity.js')};
-import { agentStarted } from ${dist('sandbox/launch.js')};
+import { agentStarted } from ${dist('sandbox/running-sandbox.js')};
 import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
 import { stateDirs } from ${dist('sandbox/state-dirs.js')};
 const home = ${JSON.stringify(home)};
