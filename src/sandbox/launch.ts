@@ -49,6 +49,7 @@ import {
   type LaunchRequest,
 } from './launch-args.js';
 import { bwrapBinary, nativeLauncher } from './native-paths.js';
+import { processStart } from './processes.js';
 import { agentStarted, RunningSandbox, StartLog, type InitEvent } from './running-sandbox.js';
 
 export class SandboxStartError extends Error {
@@ -151,6 +152,13 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
     if (log.text.trim() !== '') throw new SandboxStartError(`the sandbox did not start: ${log.reason(null)}`);
     throw new SandboxStartError(`${what}: ${(err as Error).message}`);
   };
+  // Read while the init is held on --block-fd: it cannot have exited, and if it was killed it is
+  // a zombie bwrap has not reaped, its pid still its own. Once released it may exit at once and
+  // its pid be reused: a start time read then could be another process's, which the mask guard
+  // would enter and a sweep would take for the sandbox alive.
+  const initStart = processStart(initPid);
+  if (initStart === null)
+    return refuse("cannot read the sandbox's start time", new Error(`/proc/${initPid}/stat is gone`));
   try {
     req.cgroup?.enter(initPid);
   } catch (err) {
@@ -176,7 +184,7 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   const exited = Promise.all([exitedRaw, eventsRead]).then(([{ code, signal }]) => ({
     code: code ?? 128 + (signal ? signalNumber(signal) : 0),
   }));
-  const sandbox = new RunningSandbox(child, initPid, exited, log);
+  const sandbox = new RunningSandbox(child, initPid, initStart, exited, log);
   readLines(pipes[FD_STATUS] as Readable, (e) => sandbox.events.push(e));
   if (pipes[FD_EVENTS]) readLines(pipes[FD_EVENTS] as Readable, (e) => sandbox.deliver(e));
   // Once the agent runs, anything bwrap still says is not a start failure: pass it on.

@@ -31,6 +31,8 @@ export class RunningSandbox {
   constructor(
     readonly child: ChildProcess,
     readonly initPid: number,
+    /** The init's start time (/proc/<pid>/stat field 22), read before it ran: with the pid, who it is. */
+    readonly initStart: number,
     exited: Promise<SandboxExit>,
     private readonly bwrapLog: StartLog,
   ) {

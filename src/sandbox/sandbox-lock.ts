@@ -98,10 +98,11 @@ export class SandboxLock {
   /**
    * Makes `pid` (a detached sandbox's init, on the host) the record's owner: the sandbox outlives
    * the process that started it, so a sweep must see the record alive for as long as the sandbox
-   * runs, and sweep what it left once it is gone.
+   * runs, and sweep what it left once it is gone. `start` is its start time, read while it could
+   * not have exited yet (launch.ts).
    */
-  handOver(pid: number): void {
-    this.record = { ...this.record, pid, start: processStart(pid) ?? 0 };
+  handOver(pid: number, start: number): void {
+    this.record = { ...this.record, pid, start };
     this.note({});
   }
 

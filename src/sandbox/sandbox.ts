@@ -12,7 +12,6 @@ import type { RunningSandbox } from './running-sandbox.js';
 import { planMounts, tmpSizeBytes, type MountPlan } from './mount-plan.js';
 import { guardMasks, type MaskCheck, type MaskGuard } from './mask-guard.js';
 import { makeOwnDir } from './own-dir.js';
-import { processStart } from './processes.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
@@ -257,8 +256,8 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     closeAll(hostFds);
     hostFds = [];
     // The sandbox's init owns the run record from now on: it may outlive us.
-    if (opts.detached) lock.handOver(process.initPid);
-    guard?.attach(process.initPid, processStart(process.initPid) ?? 0);
+    if (opts.detached) lock.handOver(process.initPid, process.initStart);
+    guard?.attach(process.initPid, process.initStart);
     network?.started(process.initPid, cgroup);
     // One cleanup, however many callers: each waits for it to finish (a second caller returning at
     // once would find the lock still held, and a start right after would be refused).
