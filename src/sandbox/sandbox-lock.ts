@@ -42,21 +42,26 @@ export interface RunRecord {
   startedAt?: string;
 }
 
+/** What a run made, written to its record. */
+type Facts = Partial<Omit<RunRecord, 'pid' | 'start' | 'name'>>;
+
 export class SandboxLock {
   private record: RunRecord;
 
   private constructor(
     private readonly path: string,
     name: string,
+    facts: Facts,
   ) {
-    this.record = { pid: process.pid, start: processStart(process.pid) ?? 0, name };
+    this.record = { pid: process.pid, start: processStart(process.pid) ?? 0, name, ...facts };
   }
 
-  static acquire(dir: string, name: string): SandboxLock {
+  /** Takes the lock of `name`, its record holding `facts` from the first write. */
+  static acquire(dir: string, name: string, facts: Facts = {}): SandboxLock {
     mkdirSync(dir, { recursive: true });
     const path = join(dir, `${name}.lock`);
     for (let attempt = 0; attempt < 2; attempt++) {
-      const lock = new SandboxLock(path, name);
+      const lock = new SandboxLock(path, name, facts);
       try {
         const fd = openSync(path, 'wx', 0o600);
         writeSync(fd, JSON.stringify(lock.record) + '\n');
@@ -83,7 +88,7 @@ export class SandboxLock {
   }
 
   /** Adds what the run made to its record, before it is used (so a crash after it is covered). */
-  note(facts: Partial<Omit<RunRecord, 'pid' | 'start' | 'name'>>): void {
+  note(facts: Facts): void {
     this.record = { ...this.record, ...facts };
     const tmp = `${this.path}.${process.pid}.tmp`;
     const fd = openSync(tmp, 'w', 0o600);
