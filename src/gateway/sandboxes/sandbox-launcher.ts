@@ -31,7 +31,7 @@ import { SandboxCgroup } from '../../sandbox/cgroup.js';
 import { processStartedAt, UsageMeter, type TreeUsage } from '../../sandbox/processes.js';
 import { SandboxControl } from '../../sandbox/control.js';
 import type { IdentityRegistry } from '../../sandbox/identity.js';
-import type { InitEvent } from '../../sandbox/launch.js';
+import type { InitEvent } from '../../sandbox/running-sandbox.js';
 import type { NetworkAttachment } from '../../sandbox/sandbox.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
 import { ApiError } from '../api/errors.js';
