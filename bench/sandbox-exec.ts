@@ -7,7 +7,7 @@
  * a fresh sandbox.
  */
 import { SandboxControl } from '../src/sandbox/control.js';
-import { agentStarted } from '../src/sandbox/launch.js';
+import { agentStarted } from '../src/sandbox/running-sandbox.js';
 import type { BenchModule, BenchRow } from './framework.js';
 import { BARE_BWRAP, BARE_UID, benchHome, median, startIn, timeSpawn } from './sandbox-harness.js';
 

@@ -12,7 +12,7 @@ import { defaultPolicyPath } from '../src/runtime/one-off-run.js';
 import { loadSandboxSettings } from '../src/runtime/policy-settings.js';
 import { specFromSettings, type SandboxSettings } from '../src/runtime/sandbox-spec-from-policy.js';
 import { MERGED_USR_ROOT } from '../src/sandbox/bwrap-minimal.js';
-import { agentStarted } from '../src/sandbox/launch.js';
+import { agentStarted } from '../src/sandbox/running-sandbox.js';
 import {
   newSandboxName,
   sandboxPaths,

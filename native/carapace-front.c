@@ -5,7 +5,7 @@
  *   carapace ANYTHING ELSE                                  execs dist/cli/carapace.js (Node), unchanged
  *
  * Why: a gateway keeps a one-off sandbox of the default policy ready for each user's next
- * `carapace run` (src/gateway/one-off-runs.ts). What is left of such a run is a socket round trip
+ * `carapace run` (src/gateway/sandboxes/one-off-runs.ts). What is left of such a run is a socket round trip
  * and an exec in that sandbox, a few milliseconds; starting Node to send it costs 30 (the
  * `startup` rows of docs/benchmarks.md). So the plain run, the one a user types most, is sent from
  * here, exactly as src/cli/run-gateway.ts sends it: `GET /v1/runs` upgraded, the exec's JSON line,

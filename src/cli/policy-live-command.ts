@@ -13,7 +13,7 @@ import { GatewayClient, printedPolicyProblems, readCallerFile } from './gateway-
 import { addOperationOptions, type OpsOptions } from './policy-ops-command.js';
 import { printable, withSpinner } from './terminal.js';
 
-/** A revision as the gateway shows it (src/gateway/policy-routes.ts). */
+/** A revision as the gateway shows it (src/gateway/policy/policy-routes.ts). */
 interface RevisionView {
   rev: number;
   hash: string;

@@ -14,12 +14,13 @@ import { METHOD_PATTERN } from '../policy/index.js';
 import { UsageError } from './errors.js';
 import { GatewayClient } from './gateway-client.js';
 import { outputOption } from './output-option.js';
-import type { ApprovalResult, ProposalView } from '../gateway/proposals.js';
+import type { ProposalView } from '../gateway/proposals/proposal-views.js';
+import type { ApprovalResult } from '../gateway/proposals/proposals.js';
 import { printable, table } from './terminal.js';
 import { proposalOrigin } from './term/model.js';
 
 /** A proposal and an approval as the gateway's API answers them: the gateway's own types. */
-export type { ProposalView } from '../gateway/proposals.js';
+export type { ProposalView } from '../gateway/proposals/proposal-views.js';
 
 interface Common {
   owner?: string;

@@ -2,7 +2,7 @@
  * `carapace run` served by a running gateway: when one answers for the caller, a run of the
  * default policy with a temporary workspace (no --policy, --workspace, --mount, --name, --audit
  * or network option) runs its command in a one-off sandbox the gateway started ahead of time
- * (src/gateway/one-off-runs.ts), so the run costs Node's start-up and one round trip instead of a
+ * (src/gateway/sandboxes/one-off-runs.ts), so the run costs Node's start-up and one round trip instead of a
  * sandbox's whole set-up in this process (docs/benchmarks.md, `startup`). The command gets what it
  * would get in this process's own sandbox: the same policy, workspace, uid and confinement, this
  * process's stdin, stdout and stderr (a pty when both ends are a terminal), its exit status, and

@@ -1,53 +1,22 @@
 /**
- * `carapace sandbox …`: always-on sandboxes held by the gateway. Tables for people, `-o json` for
- * scripts, a spinner on stderr for what may take a while (only on a terminal). The gateway starts
- * on first use when the caller may run one (gateway-client.ts).
+ * `carapace sandbox …`: always-on sandboxes held by the gateway. Tables for people
+ * (sandbox-print.ts), `-o json` for scripts, a spinner on stderr for what may take a while (only
+ * on a terminal). The gateway starts on first use when the caller may run one (gateway-client.ts).
  */
 import type { Command } from 'commander';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
+import { packageRoot } from '../sandbox/native-paths.js';
 import { RunInputError } from '../runtime/sandbox-spec-from-policy.js';
 import { GatewayClient, GatewayError, printedPolicyProblems, readCallerFile } from './gateway-client.js';
 import { parseEnv, parseMount } from './run-options.js';
 import { outputOption } from './output-option.js';
 import { registerSandboxIo } from './sandbox-io-command.js';
-import { printable, table, withSpinner } from './terminal.js';
-
-/** A sandbox as the gateway shows it (src/gateway/routes.ts, sandboxView). */
-export interface SandboxView {
-  name: string;
-  id: string;
-  owner: number;
-  state: string;
-  desired: string;
-  command: string[];
-  workspace: string;
-  restart: string;
-  labels: Record<string, string>;
-  forwards: { hostPort: number; sandboxPort: number }[];
-  policyRev: number;
-  restarts: number;
-  exitCode: number | null;
-  reason: string | null;
-  createdAt: string;
-  updatedAt: string;
-  startedAt?: string | null;
-  version: number;
-}
+import { withSpinner } from './terminal.js';
+import { forwardTrouble, print, printDetails, type SandboxView } from './sandbox-print.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 const path = (name: string, owner?: string, op = '') =>
   `/v1/sandboxes/${encodeURIComponent(name)}${op}${owner !== undefined ? `?owner=${encodeURIComponent(owner)}` : ''}`;
-
-function age(iso: string): string {
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-  return s < 120
-    ? `${s}s`
-    : s < 7200
-      ? `${Math.round(s / 60)}m`
-      : s < 172800
-        ? `${Math.round(s / 3600)}h`
-        : `${Math.round(s / 86400)}d`;
-}
 
 export function parseForward(text: string): { hostPort: number; sandboxPort: number } {
   const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(text);
@@ -67,74 +36,6 @@ function parseLabels(pairs: string[]): Record<string, string> {
     out[p.slice(0, eq)] = p.slice(eq + 1);
   }
   return out;
-}
-
-function print(view: SandboxView | SandboxView[], output: string | undefined, wide = false): void {
-  if (output === 'json') {
-    process.stdout.write(JSON.stringify(view, null, 2) + '\n');
-    return;
-  }
-  const rows = Array.isArray(view) ? view : [view];
-  if (rows.length === 0) {
-    process.stdout.write('no sandboxes (create one: carapace sandbox create --name NAME -- CMD)\n');
-    return;
-  }
-  const head = [
-    'NAME',
-    'STATE',
-    'RESTARTS',
-    'AGE',
-    'COMMAND',
-    ...(wide ? ['OWNER', 'ID', 'RESTART', 'FORWARDS', 'WORKSPACE'] : []),
-  ];
-  process.stdout.write(
-    table(
-      head,
-      rows.map((v) => [
-        v.name,
-        v.state === 'stopped' && v.exitCode !== null ? `stopped (${v.exitCode})` : v.state,
-        String(v.restarts),
-        age(v.createdAt),
-        v.command.join(' '),
-        ...(wide
-          ? [
-              String(v.owner),
-              v.id,
-              v.restart,
-              v.forwards.map((f) => `${f.hostPort}→${f.sandboxPort}`).join(',') || '-',
-              v.workspace,
-            ]
-          : []),
-      ]),
-    ),
-  );
-}
-
-/** One sandbox for people: each field on its line, the reason for its state under it. */
-function printDetails(v: SandboxView): void {
-  const rows: [string, string][] = [
-    ['name', v.name],
-    ['id', v.id],
-    ['owner', `uid ${v.owner}`],
-    ['state', v.exitCode !== null && v.state !== 'running' ? `${v.state} (status ${v.exitCode})` : v.state],
-    ...(v.reason ? ([['reason', v.reason]] as [string, string][]) : []),
-    ['should run', v.desired === 'running' ? 'yes' : 'no'],
-    ['restart', `${v.restart} (${v.restarts} restart${v.restarts === 1 ? '' : 's'} so far)`],
-    ['command', v.command.join(' ')],
-    ['workspace', v.workspace],
-    ['forwards', v.forwards.map((f) => `127.0.0.1:${f.hostPort} → ${f.sandboxPort}`).join(', ') || '-'],
-    ['policy', `revision ${v.policyRev} (carapace policy history ${v.name})`],
-    [
-      'labels',
-      Object.entries(v.labels)
-        .map(([k, val]) => `${k}=${val}`)
-        .join(', ') || '-',
-    ],
-    ['created', `${v.createdAt} (${age(v.createdAt)} ago)`],
-    ...(v.startedAt ? ([['started', `${v.startedAt} (${age(v.startedAt)} ago)`]] as [string, string][]) : []),
-  ];
-  const width = Math.max(...rows.map(([k]) => k.length)) + 2;
-  for (const [k, val] of rows) process.stdout.write(`${`${k}:`.padEnd(width)}${printable(val)}\n`);
 }
 
 export function registerSandbox(program: Command): void {
@@ -207,7 +108,7 @@ export function registerSandbox(program: Command): void {
       } catch (err) {
         // The gateway names the text after the sandbox; the caller knows it as their file.
         if (printedPolicyProblems(err, `${body.name}.yaml`, o.policy as string | undefined)) return;
-        throw err;
+        throw notListenable(err, body.name, o.policy as string | undefined);
       }
       if (o.output === 'json') print(view, 'json');
       else process.stdout.write(`${view.name} ${view.state}\n`);
@@ -284,6 +185,11 @@ export function registerSandbox(program: Command): void {
           }),
         );
         process.stdout.write(`${view.name} ${view.state}\n`);
+        // It runs, but a forward someone else's program holds does not listen: said, not hidden.
+        for (const f of view.forwards.filter((f) => f.reason !== null))
+          process.stderr.write(
+            `carapace: ${view.name}: forward 127.0.0.1:${f.hostPort} → ${f.sandboxPort}${forwardTrouble(f)}\n`,
+          );
       });
   }
 
@@ -361,6 +267,25 @@ export function registerSandbox(program: Command): void {
         (rec.s === 'err' ? process.stderr : process.stdout).write(text);
       }
     },
+  );
+}
+
+/**
+ * A forward to a port the new sandbox's policy does not let it listen on, said with where to add
+ * the port: the caller's --policy file, or a policy to write (the default lists none). Any other
+ * error as it is.
+ */
+function notListenable(err: unknown, name: string, policyFile: string | undefined): unknown {
+  if (!(err instanceof GatewayError) || err.code !== 'FORWARD_NOT_LISTENABLE') return err;
+  const { sandboxPort: port, listenPorts } = err.details as { sandboxPort: number; listenPorts: number[] };
+  const list = listenPorts.length ? listenPorts.join(', ') : 'none';
+  return new GatewayError(
+    err.code,
+    policyFile !== undefined
+      ? `port ${port} is not one ${name} may listen on (listen_ports in ${policyFile}: ${list}): add ${port} to listen_ports in ${policyFile}`
+      : `port ${port} is not one ${name} may listen on (the default policy's listen_ports: ${list}): give --policy FILE with listen_ports: [${port}] (e.g. a copy of ${join(packageRoot(), 'policies', 'default.yaml')} with it added)`,
+    err.status,
+    err.details,
   );
 }
 

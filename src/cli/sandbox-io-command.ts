@@ -15,6 +15,7 @@ import type { ExecProcess } from '../sandbox/control.js';
 import { withTerminal } from './exec-terminal.js';
 import { GatewayClient, GatewayError } from './gateway-client.js';
 import { parseForward } from './sandbox-command.js';
+import { forwardTrouble, type ForwardView } from './sandbox-print.js';
 import { parseEnv } from './run-options.js';
 import { printable } from './terminal.js';
 
@@ -173,7 +174,7 @@ export function registerSandboxIo(sandbox: Command): void {
         const client = await GatewayClient.connect();
         const base = `/v1/sandboxes/${encodeURIComponent(name)}/forwards`;
         const q = o.owner !== undefined ? `?owner=${encodeURIComponent(o.owner)}` : '';
-        let list: { hostPort: number; sandboxPort: number }[];
+        let list: ForwardView[];
         if (o.remove !== undefined && !/^\d{1,5}$/.test(o.remove))
           throw new RunInputError(`--remove ${o.remove}: expected the host port of a forward`);
         if (o.remove !== undefined)
@@ -181,7 +182,8 @@ export function registerSandboxIo(sandbox: Command): void {
         else if (ports !== undefined) {
           list = await client.call('POST', `${base}${q}`, parseForward(ports));
         } else list = await client.call('GET', `${base}${q}`);
-        for (const f of list) process.stdout.write(`127.0.0.1:${f.hostPort} → ${name}:${f.sandboxPort}\n`);
+        for (const f of list)
+          process.stdout.write(`127.0.0.1:${f.hostPort} → ${name}:${f.sandboxPort}${forwardTrouble(f)}\n`);
         if (list.length === 0) process.stdout.write(`no forwards for ${name}\n`);
       },
     );

@@ -16,7 +16,7 @@ import { getHeapSpaceStatistics } from 'node:v8';
 import { readdir } from 'node:fs/promises';
 import { monitorEventLoopDelay, type ELDHistogram } from 'node:perf_hooks';
 import type { Caller } from './api/router.js';
-import type { SandboxLauncher } from './sandbox-launcher.js';
+import type { SandboxLauncher } from './sandboxes/sandbox-launcher.js';
 import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';

@@ -13,8 +13,9 @@
 import type { OcsfEvent } from '../audit/index.js';
 import type { Caller } from './api/router.js';
 import type { AuditRouter } from './audit-router.js';
-import { redactPath } from './proposal-rules.js';
-import type { ProposalService, ProposalView } from './proposals.js';
+import { redactPath } from './proposals/proposal-rules.js';
+import type { ProposalView } from './proposals/proposal-views.js';
+import type { ProposalService } from './proposals/proposals.js';
 import type { SandboxStore } from './store/sandbox-store.js';
 
 const MAX_BUFFERED = 1 << 20;

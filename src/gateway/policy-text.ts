@@ -27,13 +27,29 @@ export async function policyMemoryLimit(policy: Policy): Promise<number | undefi
 /**
  * A forward reaches a listener inside, and the agent may listen only on its policy's listen_ports
  * (Landlock refuses any other bind): a forward to another port could never be answered, and
- * nothing would say why (a connection refused inside, no audit line).
+ * nothing would say why (a connection refused inside, no audit line). Where to add the port
+ * depends on where the policy is: `creating` a sandbox, in the policy it is created with (or one
+ * to write: the default lists none); else in its stored policy, set again with a restart
+ * (listen_ports are fixed at its start). `details` lets a client name the file (the CLI does).
  */
-export function assertListenable(name: string, f: Forward, listenPorts: readonly number[] | undefined): void {
+export function assertListenable(
+  name: string,
+  f: Forward,
+  listenPorts: readonly number[] | undefined,
+  creating?: 'given' | 'default',
+): void {
   if (listenPorts?.includes(f.sandboxPort)) return;
+  const list = listenPorts?.length ? listenPorts.join(', ') : 'none';
+  const port = f.sandboxPort;
+  const [whose, fix] =
+    creating === 'given'
+      ? ["its policy's", `add ${port} to the listen_ports of the policy it is created with`]
+      : creating === 'default'
+        ? ["the default policy's", `create it with a policy whose listen_ports lists ${port}`]
+        : ["its policy's", `add it to listen_ports (carapace policy set ${name} FILE --restart)`];
   throw new ApiError(
-    'INVALID_INPUT',
-    `port ${f.sandboxPort} is not one ${name} may listen on (its policy's listen_ports: ${listenPorts?.length ? listenPorts.join(', ') : 'none'}): ` +
-      `add it to listen_ports (carapace policy set ${name} FILE --restart)`,
+    'FORWARD_NOT_LISTENABLE',
+    `port ${port} is not one ${name} may listen on (${whose} listen_ports: ${list}): ${fix}`,
+    { sandboxPort: port, listenPorts: listenPorts ?? [] },
   );
 }

@@ -3,15 +3,15 @@
  * its contract: they validate requests and make the OpenAPI document at /openapi.json.
  */
 import { z } from 'zod';
-import { owner, sandboxName as name } from './route-params.js';
+import { forward, forwardView, owner, sandboxName as name } from './route-params.js';
 import { ApiError } from './api/errors.js';
 import { openApiDocument } from './api/openapi.js';
 import { defineRoute, type Route } from './api/router.js';
-import type { LogService } from './log-service.js';
+import type { LogService } from './sandboxes/log-service.js';
 import { METRICS_CONTENT_TYPE, type GatewayMetrics } from './metrics.js';
-import { policyRoutes } from './policy-routes.js';
-import type { PolicyService } from './policy-service.js';
-import type { SandboxService } from './sandbox-service.js';
+import { policyRoutes } from './policy/policy-routes.js';
+import type { PolicyService } from './policy/policy-service.js';
+import type { SandboxService } from './sandboxes/sandbox-service.js';
 import type { AuditRouter } from './audit-router.js';
 import { sandboxIoRoutes } from './sandbox-io-routes.js';
 
@@ -28,11 +28,6 @@ export interface GatewayInfo {
 const sandboxParams = z.object({ name });
 const ownerQuery = z.object({ owner });
 
-const forward = z.object({
-  hostPort: z.number().int().min(1).max(65535).describe('port on the host loopback'),
-  sandboxPort: z.number().int().min(1).max(65535).describe('port of a listener inside the sandbox'),
-});
-
 const sandboxView = z.object({
   name: z.string(),
   id: z.string().describe('opaque id: the key of the sandbox on the host'),
@@ -43,7 +38,7 @@ const sandboxView = z.object({
   workspace: z.string(),
   restart: z.enum(['never', 'on-failure', 'always']),
   labels: z.record(z.string(), z.string()),
-  forwards: z.array(forward),
+  forwards: z.array(forwardView),
   policyRev: z.number().int(),
   restarts: z.number().int().describe('how often its restart policy started it again'),
   exitCode: z.number().int().nullable(),

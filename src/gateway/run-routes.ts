@@ -1,6 +1,6 @@
 /**
  * `carapace run` through the gateway: `GET /v1/runs` upgrades like exec, takes a
- * one-off sandbox of the caller's (one-off-runs.ts), and joins the connection to an exec of the
+ * one-off sandbox of the caller's (sandboxes/one-off-runs.ts), and joins the connection to an exec of the
  * client's command there. When the connection ends (the command exited, or the client went away)
  * the sandbox is killed and removed. A refusal before the upgrade (too many runs, a sandbox that
  * did not start) tells the client to run the sandbox in its own process instead.
@@ -8,8 +8,8 @@
 import { lifecycle, type AuditSink } from '../audit/index.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { UpgradedStream } from './api/server.js';
-import { answerExec } from './exec-bridge.js';
-import type { OneOffRuns } from './one-off-runs.js';
+import { answerExec } from './sandbox-io/exec-bridge.js';
+import type { OneOffRuns } from './sandboxes/one-off-runs.js';
 
 export function runRoutes(runs: OneOffRuns, audit: AuditSink): Route[] {
   return [

@@ -8,8 +8,9 @@ import { ApiError } from './api/errors.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { UpgradedStream } from './api/server.js';
 import type { AuditRouter } from './audit-router.js';
-import { answerExec } from './exec-bridge.js';
-import type { SandboxService } from './sandbox-service.js';
+import { answerExec } from './sandbox-io/exec-bridge.js';
+import type { SandboxService } from './sandboxes/sandbox-service.js';
+import { forward, forwardView } from './route-params.js';
 
 const params = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/) });
 const owner = z.coerce
@@ -18,10 +19,6 @@ const owner = z.coerce
   .min(0)
   .optional()
   .describe('the owner uid (root and carapace-admin only)');
-const forward = z.object({
-  hostPort: z.number().int().min(1).max(65535),
-  sandboxPort: z.number().int().min(1).max(65535),
-});
 
 export function sandboxIoRoutes(sandboxes: SandboxService, audit: AuditRouter): Route[] {
   return [
@@ -55,7 +52,7 @@ export function sandboxIoRoutes(sandboxes: SandboxService, audit: AuditRouter): 
       summary: "the sandbox's port forwards",
       params,
       query: z.object({ owner }),
-      response: z.array(forward),
+      response: z.array(forwardView),
       handler: ({ caller, params: p, query }) =>
         Promise.resolve(sandboxes.view(sandboxes.resolve(caller, p.name, query.owner)).forwards),
     }),
@@ -66,7 +63,7 @@ export function sandboxIoRoutes(sandboxes: SandboxService, audit: AuditRouter): 
       params,
       query: z.object({ owner }),
       body: forward,
-      response: z.array(forward),
+      response: z.array(forwardView),
       handler: ({ caller, params: p, query, body }) =>
         sandboxes.addForward(caller, p.name, query.owner, body),
     }),
@@ -76,7 +73,7 @@ export function sandboxIoRoutes(sandboxes: SandboxService, audit: AuditRouter): 
       summary: 'remove a port forward',
       params: params.extend({ hostPort: z.coerce.number().int().min(1).max(65535) }),
       query: z.object({ owner }),
-      response: z.array(forward),
+      response: z.array(forwardView),
       handler: ({ caller, params: p, query }) =>
         sandboxes.removeForward(caller, p.name, query.owner, p.hostPort),
     }),

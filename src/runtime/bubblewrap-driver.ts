@@ -4,7 +4,7 @@
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentStarted } from '../sandbox/launch.js';
+import { agentStarted } from '../sandbox/running-sandbox.js';
 import { ownerAlive, readRunRecord } from '../sandbox/sandbox-lock.js';
 import { adoptGuard, type MaskCheck } from '../sandbox/mask-guard.js';
 import { releaseRun } from '../sandbox/sweep.js';

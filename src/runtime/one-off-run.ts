@@ -4,7 +4,8 @@
  */
 import { join, resolve } from 'node:path';
 import type { AuditSink, OcsfEvent } from '../audit/index.js';
-import { agentStarted, SandboxStartError, startFailure, type InitEvent } from '../sandbox/launch.js';
+import { SandboxStartError } from '../sandbox/launch.js';
+import { agentStarted, startFailure, type InitEvent } from '../sandbox/running-sandbox.js';
 import type { SandboxTrees } from '../sandbox/host-path.js';
 import { directConnectEvent, parseDirectConnect } from './direct-connect-audit.js';
 import { packageRoot } from '../sandbox/native-paths.js';

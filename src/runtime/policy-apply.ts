@@ -1,7 +1,7 @@
 /**
  * Applying a policy change to a sandbox: the one place that decides whether a new policy text can
  * take effect, and makes it so. `carapace run --policy FILE` uses it for each save of the file
- * (policy-watch.ts); the gateway for each policy revision (src/gateway/policy-service.ts).
+ * (policy-watch.ts); the gateway for each policy revision (src/gateway/policy/policy-service.ts).
  *
  * Rules (docs/policy.md, "Live changes"):
  * - a text that does not parse is refused; the policy in force stays;

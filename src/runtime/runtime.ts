@@ -6,12 +6,13 @@
  * shared by every sandbox: each sandbox's own socket tells the proxy who is calling, and each
  * sandbox's budgets bound what the proxy does for it.
  */
-import { finding, type AuditSink } from '../audit/index.js';
+import type { AuditSink } from '../audit/index.js';
 import type { MaskCheck } from '../sandbox/mask-guard.js';
 import type { EgressProxy, InternalHost } from '../proxy/index.js';
 import { nativeTunnelPump } from '../sandbox/native-paths.js';
 import type { DriverSandbox, DriverStartRequest, SandboxDriver } from './driver.js';
 import { ManagedSandbox } from './managed-sandbox.js';
+import { MaskFindings } from './mask-findings.js';
 import { RuntimeError } from './driver.js';
 
 export interface ProxySettings {
@@ -80,34 +81,25 @@ export class Runtime {
     // A sandbox that ended starts again as a new state machine: its old one's listeners are done.
     const managed = new ManagedSandbox(id, req.spec.name, req.ownerUid);
     this.sandboxes.set(id, managed);
-    const onMaskCheck = (c: MaskCheck) => this.maskChecked(req.spec.name, c);
-    const started = await managed.run(() => this.opts.driver.start({ ...req, onMaskCheck }), onSpawned);
+    const findings = this.maskFindings(req.spec.name);
+    const onMaskCheck = (c: MaskCheck) => findings.checked(c);
+    let started: DriverSandbox;
+    try {
+      started = await managed.run(() => this.opts.driver.start({ ...req, onMaskCheck }), onSpawned);
+    } catch (err) {
+      findings.flush();
+      throw err;
+    }
+    void started.exited.then(() => findings.flush());
     return { managed, started };
   }
 
-  /** A host's replacement of a masked file, on the record: masked again, or not (mask-guard.ts). */
-  private maskChecked(sandbox: string, c: MaskCheck): void {
-    if (c.restored.length > 0)
-      this.opts.audit.emit(
-        finding({
-          sandbox,
-          kind: 'mask-restored',
-          severity: 'low',
-          title: `sandbox ${sandbox}: the host replaced ${c.restored.join(', ')}; masked again`,
-          details: { restored: c.restored },
-        }),
-      );
-    const lost = [...c.failed, ...(c.error !== undefined ? [`every mask: ${c.error}`] : [])];
-    if (lost.length > 0)
-      this.opts.audit.emit(
-        finding({
-          sandbox,
-          kind: 'mask-lost',
-          severity: 'high',
-          title: `sandbox ${sandbox}: a mask the host's rename detached could not be bound again (${lost.join('; ')}); restart the sandbox to mask it`,
-          details: { failed: lost },
-        }),
-      );
+  /**
+   * A host's replacement of a masked file, on the record (mask-findings.ts): one per sandbox run,
+   * flushed when the sandbox ends.
+   */
+  private maskFindings(sandbox: string): MaskFindings {
+    return new MaskFindings(sandbox, (e) => this.opts.audit.emit(e));
   }
 
   /** Takes over a sandbox an earlier process started and that still runs; null if none runs. */
@@ -116,8 +108,10 @@ export class Runtime {
     name: string,
     ownerUid: number,
   ): { managed: ManagedSandbox; started: DriverSandbox } | null {
-    const started = this.opts.driver.adopt(id, (c) => this.maskChecked(name, c));
+    const findings = this.maskFindings(name);
+    const started = this.opts.driver.adopt(id, (c) => findings.checked(c));
     if (!started) return null;
+    void started.exited.then(() => findings.flush());
     const managed = new ManagedSandbox(id, name, ownerUid);
     this.sandboxes.set(id, managed);
     managed.adopt(started);

@@ -87,7 +87,7 @@ export function startExec(socketPath: string, opts: ExecOptions): ExecProcess {
 
 /**
  * The client's side of an exec on a stream that is already open: the control socket, or a
- * gateway connection upgraded for exec (which forwards the same frames, src/gateway/exec-bridge.ts).
+ * gateway connection upgraded for exec (which forwards the same frames, src/gateway/sandbox-io/exec-bridge.ts).
  * `request` is the first line, as the other end expects it; null when the caller already sent it
  * (with the upgrade request, saving a round trip).
  */

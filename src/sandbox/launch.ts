@@ -33,18 +33,24 @@
  * environment goes to the init on a pipe (--env-fd), which hands it to the agent's execve alone;
  * never in argv, which /proc/<pid>/cmdline shows to every process of the same uid.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import { spawn } from 'node:child_process';
 import { closeSync, constants, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
-import type { SandboxCgroup } from './cgroup.js';
-import type { SandboxIdentity } from './identity.js';
-import { SANDBOX_UID_INSIDE } from './identity.js';
-import { mountArgs } from './mount-args.js';
-import type { MountOp, MountPlan } from './mount-plan.js';
+import {
+  bindFds,
+  bwrapArgs,
+  FD_BLOCK,
+  FD_ENV,
+  FD_EVENTS,
+  FD_INFO,
+  FD_SECCOMP,
+  FD_STATUS,
+  type LaunchRequest,
+} from './launch-args.js';
 import { bwrapBinary, nativeLauncher } from './native-paths.js';
-import { INIT_PATH, WORKSPACE_PATH } from './spec.js';
+import { processStart } from './processes.js';
+import { agentStarted, RunningSandbox, StartLog, type InitEvent } from './running-sandbox.js';
 
 export class SandboxStartError extends Error {
   override name = 'SandboxStartError';
@@ -54,222 +60,6 @@ export class SandboxStartError extends Error {
   ) {
     super(message);
   }
-}
-
-/** One JSON object the init wrote on its status fd. */
-export interface InitEvent {
-  event: string;
-  [key: string]: unknown;
-}
-
-export interface LaunchRequest {
-  name: string;
-  identity: SandboxIdentity;
-  plan: MountPlan;
-  env: Record<string, string>;
-  command: string[];
-  landlock: 'best_effort' | 'hard_requirement';
-  landlockAbiMax?: number | undefined;
-  listenPorts: number[];
-  openFiles?: number | undefined;
-  nproc?: number | undefined;
-  seccomp: Buffer;
-  /** Host directory holding the sandbox's proxy socket; enables the relay. */
-  relay?: { dir: number; socketName: string } | undefined;
-  cgroup: SandboxCgroup | null;
-  stdio: 'inherit' | 'pipe';
-  /** fd-binds the sandbox's uid cannot reach by path: fd → alias (bound by carapace-launch). */
-  aliases?: Map<number, string> | undefined;
-  /** An O_PATH fd of the control directory (control-files.ts): the init serves control.sock there. */
-  controlDir?: number | undefined;
-  /** A log file open for appending: the agent's stdout and stderr go there as JSON lines. */
-  logFile?: number | undefined;
-  /** Survive the death of the process that starts it (see above). */
-  detached?: boolean | undefined;
-}
-
-export interface SandboxExit {
-  /** The agent's exit code, 128+signal when it was killed, 125-127 when the start failed. */
-  code: number;
-}
-
-/** Events kept for a listener that has not subscribed yet; beyond this, the oldest are dropped. */
-const UNHEARD_EVENTS_KEPT = 1024;
-
-export class RunningSandbox {
-  /** What the init applied, from its status fd (complete once `agentStarted` resolves). */
-  readonly events: InitEvent[] = [];
-  readonly exited: Promise<SandboxExit>;
-  private readonly listeners = new Set<(e: InitEvent) => void>();
-  private unheard: InitEvent[] = [];
-
-  constructor(
-    readonly child: ChildProcess,
-    readonly initPid: number,
-    exited: Promise<SandboxExit>,
-    private readonly bwrapLog: StartLog,
-  ) {
-    this.exited = exited;
-  }
-
-  /**
-   * Events the init reports while the sandbox runs, from its event fd: `connect`, a connection the
-   * sandbox refused (docs/architecture.md, "Event lines"). Those that came before the first
-   * listener are replayed to it. Returns the unsubscribe function.
-   */
-  onEvent(listener: (e: InitEvent) => void): () => void {
-    this.listeners.add(listener);
-    const earlier = this.unheard;
-    this.unheard = [];
-    for (const e of earlier) listener(e);
-    return () => this.listeners.delete(listener);
-  }
-
-  /** @internal launchSandbox's reader of the event fd. */
-  deliver(e: InitEvent): void {
-    if (this.listeners.size === 0) {
-      if (this.unheard.length === UNHEARD_EVENTS_KEPT) this.unheard.shift();
-      this.unheard.push(e);
-      return;
-    }
-    for (const l of this.listeners) l(e);
-  }
-
-  get stdout(): Readable | null {
-    return this.child.stdout;
-  }
-  /** The agent's stderr (with stdio 'pipe'). */
-  get stderr(): Readable | null {
-    return ((this.child.stdio as unknown as (Readable | null)[])[FD_AGENT_STDERR] ?? null) as Readable | null;
-  }
-  /** What bwrap (or, before --stderr-fd took effect, the init) wrote on its own stderr. */
-  get bwrapMessages(): string {
-    return this.bwrapLog.text;
-  }
-  /** The first line bwrap wrote, or what its exit status says. */
-  startReason(status: number | string | null): string {
-    return this.bwrapLog.reason(status);
-  }
-  get stdin(): Writable | null {
-    return this.child.stdin;
-  }
-
-  /**
-   * Lets the sandbox go: nothing of ours (the bwrap child, its pipes) keeps this process alive any
-   * more, so it may exit while the sandbox runs on. `exited` still resolves if it lives to see it.
-   */
-  release(): void {
-    this.child.unref();
-    for (const stream of this.child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
-  }
-
-  /** Sends a signal to the init (PID 1 inside), which forwards SIGTERM/SIGINT/SIGHUP to the agent. */
-  signal(sig: NodeJS.Signals): void {
-    try {
-      process.kill(this.initPid, sig);
-    } catch {
-      // already gone
-    }
-  }
-}
-
-const FD_INFO = 3;
-const FD_BLOCK = 4;
-const FD_STATUS = 5;
-const FD_SECCOMP = 6;
-const FD_ENV = 7;
-const FD_EVENTS = 8;
-const FD_RELAY = 9;
-/** The agent's stderr; bwrap's own fd 2 is the start-log pipe. */
-const FD_AGENT_STDERR = 10;
-const FD_CONTROL = 11;
-const FD_LOG = 12;
-/** The first of the fds bwrap binds (--bind-fd), one per fd-bind, in plan order. */
-const FD_FIRST_BIND = 13;
-
-type FdBind = Extract<MountOp, { kind: 'fd-bind' }>;
-
-/** The fd each fd-bind has in bwrap (or in carapace-launch, for the aliased ones). */
-function bindFds(plan: MountPlan): Map<number, number> {
-  const fds = new Map<number, number>();
-  for (const op of plan.ops) if (op.kind === 'fd-bind') fds.set(op.fd, FD_FIRST_BIND + fds.size);
-  return fds;
-}
-
-function fdBindArgs(req: LaunchRequest, fds: Map<number, number>): (op: FdBind) => string[] {
-  return (op) => {
-    const alias = req.aliases?.get(op.fd);
-    if (alias !== undefined) return [op.readOnly ? '--ro-bind' : '--bind', alias, op.path];
-    return [op.readOnly ? '--ro-bind-fd' : '--bind-fd', String(fds.get(op.fd)), op.path];
-  };
-}
-
-export function bwrapArgs(req: LaunchRequest): string[] {
-  const args = [
-    '--unshare-all',
-    '--unshare-user',
-    '--disable-userns',
-    '--uid',
-    String(SANDBOX_UID_INSIDE),
-    '--gid',
-    String(SANDBOX_UID_INSIDE),
-    '--hostname',
-    req.name,
-    '--cap-drop',
-    'ALL',
-    ...(req.detached ? [] : ['--die-with-parent']),
-    '--new-session',
-    '--as-pid-1',
-    '--info-fd',
-    String(FD_INFO),
-    '--block-fd',
-    String(FD_BLOCK),
-    // The plan binds the init at INIT_PATH, with Carapace's own directory (own-dir.ts).
-    ...mountArgs(req.plan, fdBindArgs(req, bindFds(req.plan))),
-    // Last: bwrap's root tmpfs (where the mount points live) becomes read-only and unfillable.
-    '--remount-ro',
-    '/',
-    '--chdir',
-    WORKSPACE_PATH,
-    '--',
-    INIT_PATH,
-    ...initArgs(req),
-    '--',
-    ...req.command,
-  ];
-  return args;
-}
-
-export function initArgs(req: LaunchRequest): string[] {
-  const args = [
-    '--status-fd',
-    String(FD_STATUS),
-    '--seccomp-fd',
-    String(FD_SECCOMP),
-    '--env-fd',
-    String(FD_ENV),
-    // Detached, the events go to the control socket only: a pipe to us would die with us.
-    ...(req.detached ? [] : ['--event-fd', String(FD_EVENTS)]),
-    '--stderr-fd',
-    String(FD_AGENT_STDERR),
-    '--landlock',
-    req.landlock,
-  ];
-  if (req.landlockAbiMax !== undefined) args.push('--landlock-abi-max', String(req.landlockAbiMax));
-  for (const p of req.plan.landlockReadOnly) args.push('--ro', p);
-  for (const p of req.plan.landlockReadWrite) args.push('--rw', p);
-  for (const p of req.plan.landlockListDirs) args.push('--list', p);
-  // Shells write /proc/self/oom_score_adj on every command; the kernel alone decides what such a
-  // write may change (docs/security.md, "Writable /proc": nothing outside the sandbox's own
-  // processes, /proc/sys read-only, PID 1's files root's).
-  if (req.plan.landlockReadOnly.includes('/proc')) args.push('--write-files', '/proc');
-  for (const p of req.listenPorts) args.push('--bind-port', String(p));
-  if (req.openFiles !== undefined) args.push('--nofile', String(req.openFiles));
-  if (req.nproc !== undefined) args.push('--nproc', String(req.nproc));
-  if (req.relay) args.push('--relay-dir-fd', String(FD_RELAY), '--relay-socket', req.relay.socketName);
-  if (req.controlDir !== undefined) args.push('--control-dir-fd', String(FD_CONTROL));
-  if (req.logFile !== undefined) args.push('--log-fd', String(FD_LOG));
-  return args;
 }
 
 export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox> {
@@ -362,6 +152,13 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
     if (log.text.trim() !== '') throw new SandboxStartError(`the sandbox did not start: ${log.reason(null)}`);
     throw new SandboxStartError(`${what}: ${(err as Error).message}`);
   };
+  // Read while the init is held on --block-fd: it cannot have exited, and if it was killed it is
+  // a zombie bwrap has not reaped, its pid still its own. Once released it may exit at once and
+  // its pid be reused: a start time read then could be another process's, which the mask guard
+  // would enter and a sweep would take for the sandbox alive.
+  const initStart = processStart(initPid);
+  if (initStart === null)
+    return refuse("cannot read the sandbox's start time", new Error(`/proc/${initPid}/stat is gone`));
   try {
     req.cgroup?.enter(initPid);
   } catch (err) {
@@ -387,7 +184,7 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   const exited = Promise.all([exitedRaw, eventsRead]).then(([{ code, signal }]) => ({
     code: code ?? 128 + (signal ? signalNumber(signal) : 0),
   }));
-  const sandbox = new RunningSandbox(child, initPid, exited, log);
+  const sandbox = new RunningSandbox(child, initPid, initStart, exited, log);
   readLines(pipes[FD_STATUS] as Readable, (e) => sandbox.events.push(e));
   if (pipes[FD_EVENTS]) readLines(pipes[FD_EVENTS] as Readable, (e) => sandbox.deliver(e));
   // Once the agent runs, anything bwrap still says is not a start failure: pass it on.
@@ -401,63 +198,6 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
     void agentStarted(sandbox).then(() => sandbox.release());
   }
   return sandbox;
-}
-
-/**
- * bwrap's stderr: kept (bounded) until the agent runs, for the reason of a failed start. Nothing
- * of the agent's ever arrives here: the init moves the agent's stderr to fd 2 first thing.
- */
-class StartLog {
-  text = '';
-  readonly ended: Promise<void>;
-  private sink: Writable | null = null;
-  private static readonly LIMIT = 16 * 1024;
-
-  constructor(stream: Readable) {
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      if (this.sink) this.sink.write(chunk);
-      else if (this.text.length < StartLog.LIMIT)
-        this.text += chunk.slice(0, StartLog.LIMIT - this.text.length);
-    });
-    stream.on('error', () => {});
-    this.ended = once(stream, 'close').then(
-      () => undefined,
-      () => undefined,
-    );
-  }
-
-  forwardTo(sink: Writable): void {
-    if (this.text) sink.write(this.text);
-    this.sink = sink;
-  }
-
-  /** The one line that says why the start failed: bwrap's (or the launcher's) own. */
-  reason(status: number | string | null): string {
-    const line = this.text
-      .split('\n')
-      .map((l) => l.trim())
-      .find((l) => l !== '');
-    return line ?? `bwrap exited with status ${status} before the sandbox's init ran`;
-  }
-}
-
-/**
- * Why a sandbox whose agent never started did not, as one line: what bwrap said (its stderr is
- * ours until the init runs), or null when the init itself failed and has already said why on the
- * agent's stderr (its status line is on record too).
- */
-export function startFailure(sandbox: RunningSandbox, status: number): string | null {
-  const initSaidWhy = sandbox.events.some((e) => e.event === 'error');
-  if (initSaidWhy && sandbox.bwrapMessages.trim() === '') return null;
-  return sandbox.startReason(status);
-}
-
-/** Resolves when the init has exec'd the agent (true) or failed before it could (false). */
-export async function agentStarted(sandbox: RunningSandbox): Promise<boolean> {
-  const status = (sandbox.child.stdio as unknown as Readable[])[FD_STATUS] as Readable;
-  if (!status.readableEnded) await once(status, 'close').catch(() => {});
-  return sandbox.events.some((e) => e.event === 'exec');
 }
 
 /**

@@ -18,7 +18,15 @@
  * A guard is armed before the sandbox exists (its watches then see a rename that comes while bwrap
  * lays the masks) and attached to the init once it runs; a rename seen before that is checked at
  * once. A guard taken over by a process that did not start the sandbox (a restarted gateway)
- * checks at once too: nothing watched while no one held it.
+ * checks at once too: nothing watched while no one held it. What it needs for that is written in
+ * the sandbox's runtime directory only for a sandbox that can outlive its starter (`detached`):
+ * a file is a start's most expensive step (docs/benchmarks.md), and no one adopts the others.
+ *
+ * carapace-mask that cannot be started at all (a spawn error: the process table or memory full,
+ * the binary replaced under us) is said once and tried again, sooner at first, then once a minute,
+ * until it runs: the masks stay off meanwhile, which a guard that gave up would leave them for
+ * good. One that runs and cannot do its work (a kernel without open_tree) stops the guard: trying
+ * again would not change the kernel.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
@@ -29,9 +37,16 @@ import { nativeMasker } from './native-paths.js';
 /** What one check did: targets bound again, and those that could not be (with why). */
 export interface MaskCheck {
   restored: string[];
+  /**
+   * Targets the host made another kind of file (a directory where a masked file was, or the
+   * reverse): masked by an empty one of their kind (carapace-mask.c), the host's content hidden.
+   */
+  emptied?: string[];
   failed: string[];
   /** The check could not run at all (a kernel without open_tree or openat2): guarding stops. */
   error?: string;
+  /** carapace-mask could not be started (why): the guard tries again (RETRY_FIRST_MS on). */
+  unavailable?: string;
 }
 
 /**
@@ -42,6 +57,10 @@ const CHECK_DELAY_MS = 0;
 
 /** carapace-mask's exit when the pid is not the sandbox any more. */
 const EXIT_GONE = 3;
+
+/** The first retry of a carapace-mask that could not be started; each next one waits twice as long. */
+export const RETRY_FIRST_MS = 1_000;
+const RETRY_MAX_MS = 60_000;
 
 /**
  * What is watched for whom: host directory → name in it → the guards it matters to. A directory
@@ -135,6 +154,8 @@ export class MaskGuard {
   private running = false;
   private again = false;
   private closed = false;
+  /** The wait before the next try while carapace-mask cannot be started; 0 when it can. */
+  private retryMs = 0;
   /** [host directory, name] of every watch this guard wants. */
   private readonly held: [string, string][] = [];
 
@@ -143,8 +164,13 @@ export class MaskGuard {
    * `report` hears every check that restored or failed something, and a directory that cannot be
    * watched.
    */
-  static arm(hostRoot: string, masks: GuardedMask[], report: (c: MaskCheck) => void): MaskGuard {
-    const guard = new MaskGuard(masks, report);
+  static arm(
+    hostRoot: string,
+    masks: GuardedMask[],
+    report: (c: MaskCheck) => void,
+    opts: GuardOptions = {},
+  ): MaskGuard {
+    const guard = new MaskGuard(masks, report, opts);
     const wanted = new Set<string>();
     for (const { target } of masks) {
       // The name itself, and each directory on the way to it below the top (/etc/ssh for
@@ -165,6 +191,7 @@ export class MaskGuard {
   private constructor(
     readonly masks: GuardedMask[],
     private readonly report: (c: MaskCheck) => void,
+    private readonly opts: GuardOptions,
   ) {}
 
   private hold(dir: string, name: string): string | null {
@@ -216,40 +243,79 @@ export class MaskGuard {
   private async check(): Promise<void> {
     this.running = true;
     this.again = false;
-    const result = await runMasker(this.pid, this.start, this.masks);
+    const result = await runMasker(
+      this.opts.masker ?? nativeMasker(),
+      this.pid,
+      this.start,
+      this.masks,
+      this.opts.fileMask,
+    );
     this.running = false;
     if (this.closed) return;
     if (result === 'gone') return this.close();
+    if (result.unavailable !== undefined) {
+      // Said once per run of failures; renames meanwhile wait for the retry, which checks them all.
+      if (this.retryMs === 0) this.report(result);
+      this.retryMs = Math.min(this.retryMs === 0 ? RETRY_FIRST_MS : this.retryMs * 2, RETRY_MAX_MS);
+      return this.schedule(this.retryMs);
+    }
+    this.retryMs = 0;
     if (result.error !== undefined) this.close(); // cannot be done here: say so once
-    if (result.error !== undefined || result.restored.length > 0 || result.failed.length > 0)
+    if (
+      result.error !== undefined ||
+      result.restored.length > 0 ||
+      (result.emptied?.length ?? 0) > 0 ||
+      result.failed.length > 0
+    )
       this.report(result);
     if (this.again && !this.closed) this.schedule(CHECK_DELAY_MS);
   }
 }
 
+export interface GuardOptions {
+  /** The file mask, in-sandbox (MountPlan.fileMask): a guarded directory the host made a file gets it. */
+  fileMask?: string | undefined;
+  /** carapace-mask's path; the package's own when not given. */
+  masker?: string | undefined;
+}
+
 /** Runs carapace-mask once over every mask of one sandbox. */
-function runMasker(pid: number, start: number, masks: GuardedMask[]): Promise<MaskCheck | 'gone'> {
-  const args = ['--pid', String(pid), '--start', String(start), '--'];
+function runMasker(
+  masker: string,
+  pid: number,
+  start: number,
+  masks: GuardedMask[],
+  fileMask: string | undefined,
+): Promise<MaskCheck | 'gone'> {
+  const args = ['--pid', String(pid), '--start', String(start)];
+  if (fileMask !== undefined) args.push('--file-mask', fileMask);
+  args.push('--');
   for (const m of masks) args.push(m.source, m.target);
   return new Promise((resolve) => {
     // An empty environment, like every helper of ours that acts on a sandbox's namespaces.
-    const child = spawn(nativeMasker(), args, { env: {}, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(masker, args, { env: {}, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    child.on('error', (e) => resolve({ restored: [], failed: [], error: e.message }));
+    // Not started at all (ENOENT, EAGAIN, ENOMEM, …): the first settlement wins over 'close'.
+    child.on('error', (e) =>
+      resolve({ restored: [], failed: [], unavailable: `cannot run ${masker}: ${e.message}` }),
+    );
     child.on('close', (code) => {
       if (code === EXIT_GONE) return resolve('gone');
       const restored: string[] = [];
+      const emptied: string[] = [];
       const failed: string[] = [];
       for (const line of out.split('\n')) {
-        // `kept`, `absent` and `renamed` (renamed over again under it: a check follows) are neither.
+        // `kept`, `absent` and `renamed` (renamed over again under it: a check follows) are none.
         if (line.startsWith('masked ')) restored.push(line.slice('masked '.length));
+        else if (line.startsWith('emptied ')) emptied.push(line.slice('emptied '.length));
         else if (line.startsWith('failed ')) failed.push(line.slice('failed '.length));
       }
-      if (code === 0 || code === 1) resolve({ restored, failed });
-      else resolve({ restored, failed, error: err.trim() || `carapace-mask exited ${String(code)}` });
+      if (code === 0 || code === 1) resolve({ restored, emptied, failed });
+      else
+        resolve({ restored, emptied, failed, error: err.trim() || `carapace-mask exited ${String(code)}` });
     });
   });
 }
@@ -258,18 +324,27 @@ function runMasker(pid: number, start: number, masks: GuardedMask[]): Promise<Ma
 const GUARD_FILE = 'guarded.json';
 
 /**
- * Arms the guard of a sandbox about to start (null when it has no mask over a host tree), and
- * writes down what it guards for a process that takes the sandbox over (adoptGuard).
+ * Arms the guard of a sandbox about to start (null when it has no mask over a host tree). With
+ * `adoptable` (a sandbox that may outlive this process), writes down what it guards for a process
+ * that takes the sandbox over (adoptGuard).
  */
 export function guardMasks(
   plan: MountPlan,
   runtime: string,
   hostRoot: string,
   report: ((c: MaskCheck) => void) | undefined,
+  opts: { adoptable: boolean; masker?: string | undefined },
 ): MaskGuard | null {
   if (plan.guarded.length === 0) return null;
-  writeFileSync(join(runtime, GUARD_FILE), JSON.stringify({ hostRoot, masks: plan.guarded }));
-  return MaskGuard.arm(hostRoot, plan.guarded, report ?? (() => {}));
+  if (opts.adoptable)
+    writeFileSync(
+      join(runtime, GUARD_FILE),
+      JSON.stringify({ hostRoot, masks: plan.guarded, fileMask: plan.fileMask }),
+    );
+  return MaskGuard.arm(hostRoot, plan.guarded, report ?? (() => {}), {
+    fileMask: plan.fileMask,
+    masker: opts.masker,
+  });
 }
 
 /** Guards again a running sandbox this process did not start; checks it at once. */
@@ -279,7 +354,7 @@ export function adoptGuard(
   start: number,
   report: ((c: MaskCheck) => void) | undefined,
 ): MaskGuard | null {
-  let saved: { hostRoot?: unknown; masks?: unknown };
+  let saved: { hostRoot?: unknown; masks?: unknown; fileMask?: unknown };
   try {
     // Our own file, in the host's runtime directory of the sandbox (not one it can write).
     saved = JSON.parse(readFileSync(join(runtime, GUARD_FILE), 'utf8')) as typeof saved;
@@ -296,7 +371,8 @@ export function adoptGuard(
       )
     : [];
   if (masks.length === 0 || typeof saved.hostRoot !== 'string') return null;
-  const guard = MaskGuard.arm(saved.hostRoot, masks, report ?? (() => {}));
+  const fileMask = typeof saved.fileMask === 'string' ? saved.fileMask : undefined;
+  const guard = MaskGuard.arm(saved.hostRoot, masks, report ?? (() => {}), { fileMask });
   guard.attach(pid, start, true);
   return guard;
 }

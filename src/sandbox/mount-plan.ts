@@ -24,11 +24,12 @@
  *   (tmpSizeBytes), /dev/shm its own 64 MiB tmpfs, and bwrap's /dev and root tmpfs are remounted
  *   read-only once everything is in place - without Landlock (an old kernel, best_effort) they
  *   would otherwise be writable and unbounded.
- * - Secrets in /etc are masked by an unreadable empty file even though the user namespace already
- *   hides their owner; /etc/passwd and /etc/group are synthesized with the `sandbox` user. Those
- *   binds sit on the host's names: a host that renames a new file over one detaches the bind in
- *   every other namespace, so each mask laid over a host tree is `guarded` (its source is also
- *   under /.carapace, read-only, where carapace-mask finds it to bind it again: mask-guard.ts).
+ * - Secrets in /etc are masked by an unreadable empty file (a directory of them by an empty
+ *   read-only tmpfs) even though the user namespace already hides their owner; /etc/passwd and
+ *   /etc/group are synthesized with the `sandbox` user. Those masks sit on the host's names: a
+ *   host that renames a new file over one detaches the mask in every other namespace, so each one
+ *   laid over a host tree is `guarded` (a file's source is also under /.carapace, read-only, where
+ *   carapace-mask finds it to bind it again; a directory's is a fresh tmpfs: mask-guard.ts).
  * - /.carapace is Carapace's own directory of the sandbox (OwnDir): the init, the trust files and
  *   the masks' sources, one read-only bind of a directory the host made and the sandbox cannot
  *   write.
@@ -78,9 +79,15 @@ export type MountOp =
   | { kind: 'proc' | 'dev'; path: string }
   | { kind: 'dir'; path: string };
 
+/**
+ * The source of a guarded mask over a directory: not a path but a fresh empty read-only tmpfs,
+ * which carapace-mask mounts itself (bwrap lays the first one: a `tmpfs` op, read-only).
+ */
+export const EMPTY_DIR_MASK = 'empty-dir';
+
 /** A mask the host keeps in place (mask-guard.ts): in-sandbox paths. */
 export interface GuardedMask {
-  /** Under /.carapace: the same inode the mask was bound from. */
+  /** Under /.carapace: the same inode the mask was bound from; or EMPTY_DIR_MASK. */
   source: string;
   /** The masked name, in a tree bound from the host. */
   target: string;
@@ -90,6 +97,8 @@ export interface MountPlan {
   ops: MountOp[];
   /** The masks over names of host trees, which a host rename would detach. */
   guarded: GuardedMask[];
+  /** The unreadable empty file, in-sandbox: a guarded directory the host makes a file gets it. */
+  fileMask: string;
   /** The Landlock allowlist, repeating the mount allowlist as a second layer. */
   landlockReadOnly: string[];
   landlockReadWrite: string[];
@@ -127,11 +136,9 @@ export interface OwnDir {
   dir: string;
   /** The unreadable empty file laid over secrets. */
   mask: string;
-  /** An empty directory laid over secret directories. */
-  emptyDir: string;
   /**
-   * What the agent reads in it, in-sandbox paths (the trust files, the synthesized files' sources).
-   * Not the init, nor the masks: those are bound, never read by the agent.
+   * What the agent reads in it, in-sandbox paths (the trust files). Not the init, the masks nor the
+   * synthesized files' sources: those are bound, and read at the names they are bound on.
    */
   readable: string[];
 }
@@ -178,9 +185,11 @@ export function planMounts(input: MountPlanInput): MountPlan {
   const hostRoot = input.hostRoot ?? '/';
   const onHost = (p: string) => join(hostRoot, p);
   const { own } = input;
+  const inside = (host: string) => posix.join(OWN_DIR_PATH, relative(own.dir, host));
   const plan: MountPlan = {
     ops: [],
     guarded: [],
+    fileMask: inside(own.mask),
     landlockReadOnly: [],
     landlockReadWrite: [],
     landlockListDirs: ['/'],
@@ -239,29 +248,28 @@ export function planMounts(input: MountPlanInput): MountPlan {
   plan.ops = plan.ops.filter((o) => !(o.kind === 'ro-bind' && o.listed === true && input.files.has(o.path)));
   // A mask over a name of a tree bound from the host: kept in place while the sandbox runs.
   const hostTrees = plan.ops.filter((o) => o.kind === 'ro-bind' && o.listed === true).map((o) => o.path);
-  const inside = (host: string) => posix.join(OWN_DIR_PATH, relative(own.dir, host));
-  const guard = (target: string, host: string) => {
-    if (hostTrees.some((t) => within(target, t))) plan.guarded.push({ source: inside(host), target });
+  const guard = (target: string, source: string) => {
+    if (hostTrees.some((t) => within(target, t))) plan.guarded.push({ source, target });
   };
   const etcBound = plan.ops.some((o) => o.path === '/etc');
   if (etcBound) {
     for (const p of MASKED_ETC) {
       if (lstatOrNull(onHost(p))) plan.ops.push({ kind: 'ro-bind', host: own.mask, path: p });
       // Guarded even when absent now: a secret the host makes later is masked once it appears.
-      guard(p, own.mask);
+      guard(p, inside(own.mask));
     }
     for (const p of MASKED_ETC_DIRS) {
-      if (lstatOrNull(onHost(p))) plan.ops.push({ kind: 'ro-bind', host: own.emptyDir, path: p });
-      guard(p, own.emptyDir);
+      if (lstatOrNull(onHost(p))) plan.ops.push({ kind: 'tmpfs', path: p, readOnly: true });
+      guard(p, EMPTY_DIR_MASK);
     }
     for (const key of readdirSshKeys(onHost('/etc/ssh'))) {
       plan.ops.push({ kind: 'ro-bind', host: own.mask, path: `/etc/ssh/${key}` });
-      guard(`/etc/ssh/${key}`, own.mask);
+      guard(`/etc/ssh/${key}`, inside(own.mask));
     }
   }
   for (const [path, host] of input.files) {
     plan.ops.push({ kind: 'ro-bind', host, path });
-    guard(path, host);
+    guard(path, inside(host));
     if (!plan.landlockReadOnly.some((r) => within(path, r))) plan.landlockReadOnly.push(path);
   }
   return plan;

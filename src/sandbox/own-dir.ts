@@ -1,10 +1,14 @@
 /**
  * Carapace's own directory of a sandbox, `<runtime>/own`, bound read-only at /.carapace: the
- * init, the trust files, and the sources of every synthesized file and mask (`files/` mirrors the
- * in-sandbox paths: files/etc/passwd is bound at /etc/passwd; `masked` is the unreadable empty
- * file, `empty` the empty directory laid over secrets). One bind for all of it, and the masks'
- * sources stay reachable inside, where carapace-mask finds them to bind a detached mask again
- * (mask-guard.ts).
+ * init, the trust files, and the sources of every synthesized file and mask. One flat directory:
+ * a synthesized file's source is named after its in-sandbox path, `/` written `%2F` and `%` `%25`
+ * (`%2Fetc%2Fpasswd` is bound at /etc/passwd); `masked` is the unreadable empty file laid over
+ * secrets. One bind for all of it, and the masks' sources stay reachable inside, where
+ * carapace-mask finds them to bind a detached mask again (mask-guard.ts).
+ *
+ * Flat because every directory made here costs a start: a directory or a file with content needs
+ * a block, which on a journaled filesystem whose run directory sees a sandbox come and go is a
+ * fifth of a millisecond or more (docs/benchmarks.md); links and names cost next to nothing.
  *
  * Trust: the directory is the host's (root's, as root), made fresh at every start; the sandbox
  * sees it read-only and owns nothing in it. Nothing in it is secret: the sandbox reads the same
@@ -36,6 +40,11 @@ const PASSWD =
   'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n';
 const GROUP = 'root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n';
 
+/** The name in the own directory of the source of a synthesized file outside it. */
+export function sourceName(inside: string): string {
+  return inside.replace(/%/g, '%25').replace(/\//g, '%2F');
+}
+
 /**
  * Makes the directory (replacing what an earlier start left); returns it and the synthesized files
  * to bind outside /.carapace: in-sandbox path → host file in it.
@@ -50,19 +59,15 @@ export function makeOwnDir(
   mkdirSync(runtime, { recursive: true, mode: 0o711 });
   chmodSync(runtime, 0o711);
   const dir = join(runtime, 'own');
-  const made = new Set<string>();
+  // Whatever our umask: bwrap, as the sandbox's uid, must reach everything in here.
   const mkdir = (d: string) => {
-    if (made.has(d)) return;
     mkdirSync(d, { recursive: true, mode: 0o755 });
-    // Whatever our umask: bwrap, as the sandbox's uid, must reach everything in here.
-    for (let p = d; p !== runtime && !made.has(p); p = dirname(p)) {
-      chmodSync(p, 0o755);
-      made.add(p);
-    }
+    for (let p = d; p !== runtime; p = dirname(p)) chmodSync(p, 0o755);
   };
   mkdir(dir);
   const files = new Map<string, string>();
-  const readable = [`${OWN_DIR_PATH}/files`];
+  const readable: string[] = [];
+  const taken = new Set(['init', 'masked']);
   const place = (inside: string) => {
     // The host path is made from the in-sandbox one: never a `..` that would lead out of `dir`.
     if (!posix.isAbsolute(inside) || posix.normalize(inside) !== inside || inside.endsWith('/'))
@@ -70,10 +75,17 @@ export function makeOwnDir(
         `a sandbox file's path must be absolute and normal, got ${JSON.stringify(inside)}`,
       );
     const own = within(inside, OWN_DIR_PATH);
-    const host = own ? join(dir, inside.slice(OWN_DIR_PATH.length)) : join(dir, 'files', inside);
-    mkdir(dirname(host));
-    if (own) readable.push(inside);
-    else files.set(inside, host);
+    const name = own ? inside.slice(OWN_DIR_PATH.length + 1) : sourceName(inside);
+    if (name === '' || taken.has(name))
+      throw new SandboxStartError(`two sandbox files would be one: ${JSON.stringify(inside)}`);
+    taken.add(name);
+    const host = join(dir, name);
+    if (own) {
+      if (name.includes('/')) mkdir(dirname(host));
+      readable.push(inside);
+    } else {
+      files.set(inside, host);
+    }
     return host;
   };
   const shared = (inside: string, name: string, content: string, mode: number) =>
@@ -87,15 +99,12 @@ export function makeOwnDir(
   linkOrCopy(installInit(runDir), join(dir, 'init'));
   const mask = join(dir, 'masked');
   linkOrWrite(sharedFile(runDir, 'masked', '', 0), mask, '', 0);
-  const emptyDir = join(dir, 'empty');
-  mkdirSync(emptyDir, { mode: 0o555 });
-  chmodSync(emptyDir, 0o555);
   shared('/etc/passwd', 'etc_passwd', PASSWD, 0o644);
   shared('/etc/group', 'etc_group', GROUP, 0o644);
   write('/etc/hostname', `${spec.name}\n`);
   write('/etc/hosts', `127.0.0.1\tlocalhost ${spec.name}\n::1\tlocalhost ip6-localhost ${spec.name}\n`);
   for (const f of [...spec.files, ...extra]) write(f.path, f.content);
-  return { own: { dir, mask, emptyDir, readable }, files };
+  return { own: { dir, mask, readable }, files };
 }
 
 function linkOrWrite(source: string, target: string, content: string, mode: number): void {

@@ -42,21 +42,26 @@ export interface RunRecord {
   startedAt?: string;
 }
 
+/** What a run made, written to its record. */
+type Facts = Partial<Omit<RunRecord, 'pid' | 'start' | 'name'>>;
+
 export class SandboxLock {
   private record: RunRecord;
 
   private constructor(
     private readonly path: string,
     name: string,
+    facts: Facts,
   ) {
-    this.record = { pid: process.pid, start: processStart(process.pid) ?? 0, name };
+    this.record = { pid: process.pid, start: processStart(process.pid) ?? 0, name, ...facts };
   }
 
-  static acquire(dir: string, name: string): SandboxLock {
+  /** Takes the lock of `name`, its record holding `facts` from the first write. */
+  static acquire(dir: string, name: string, facts: Facts = {}): SandboxLock {
     mkdirSync(dir, { recursive: true });
     const path = join(dir, `${name}.lock`);
     for (let attempt = 0; attempt < 2; attempt++) {
-      const lock = new SandboxLock(path, name);
+      const lock = new SandboxLock(path, name, facts);
       try {
         const fd = openSync(path, 'wx', 0o600);
         writeSync(fd, JSON.stringify(lock.record) + '\n');
@@ -83,7 +88,7 @@ export class SandboxLock {
   }
 
   /** Adds what the run made to its record, before it is used (so a crash after it is covered). */
-  note(facts: Partial<Omit<RunRecord, 'pid' | 'start' | 'name'>>): void {
+  note(facts: Facts): void {
     this.record = { ...this.record, ...facts };
     const tmp = `${this.path}.${process.pid}.tmp`;
     const fd = openSync(tmp, 'w', 0o600);
@@ -98,10 +103,11 @@ export class SandboxLock {
   /**
    * Makes `pid` (a detached sandbox's init, on the host) the record's owner: the sandbox outlives
    * the process that started it, so a sweep must see the record alive for as long as the sandbox
-   * runs, and sweep what it left once it is gone.
+   * runs, and sweep what it left once it is gone. `start` is its start time, read while it could
+   * not have exited yet (launch.ts).
    */
-  handOver(pid: number): void {
-    this.record = { ...this.record, pid, start: processStart(pid) ?? 0 };
+  handOver(pid: number, start: number): void {
+    this.record = { ...this.record, pid, start };
     this.note({});
   }
 

@@ -7,11 +7,11 @@ import { dirname, join } from 'node:path';
 import { openBinds } from './bind-sources.js';
 import { SandboxCgroup } from './cgroup.js';
 import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from './identity.js';
-import { launchSandbox, type RunningSandbox } from './launch.js';
+import { launchSandbox } from './launch.js';
+import type { RunningSandbox } from './running-sandbox.js';
 import { planMounts, tmpSizeBytes, type MountPlan } from './mount-plan.js';
 import { guardMasks, type MaskCheck, type MaskGuard } from './mask-guard.js';
 import { makeOwnDir } from './own-dir.js';
-import { processStart } from './processes.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
@@ -51,6 +51,8 @@ export interface StartOptions {
   control?: boolean | undefined;
   /** Hears each time the host replaced a masked file and its mask was bound again (or could not be). */
   onMaskCheck?: ((check: MaskCheck) => void) | undefined;
+  /** carapace-mask's path (mask-guard.ts): the package's own when not given. */
+  masker?: string | undefined;
   /** The agent's stdout and stderr go to this file as JSON lines (its stdin is /dev/null). */
   logFile?: string | undefined;
   /**
@@ -140,7 +142,20 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   const id = sandboxId(spec);
   const paths = sandboxPaths(opts.dirs, id);
   prepareStateDirs(opts.dirs);
-  const lock = SandboxLock.acquire(join(opts.dirs.run, 'sandboxes'), id);
+  // Cgroups are host-wide, state directories are not: each start gets its own cgroup directory,
+  // so two sandboxes of one name (two users, two state directories) never share or remove one.
+  const cgroupKey = `${id}.${randomHex(4)}`;
+  // Written down with the lock, before any of it exists: a crash from here on leaves a record to
+  // sweep (one file made, not a second to replace it: each is a start's costliest step).
+  const lock = SandboxLock.acquire(join(opts.dirs.run, 'sandboxes'), id, {
+    state: opts.dirs.state,
+    runtime: paths.runtime,
+    cgroupKey,
+    ...(opts.removeWorkspace ? { tempWorkspace: spec.workspace } : {}),
+    ...(opts.ephemeral ? { ephemeralStorage: paths.storage } : {}),
+    ...(opts.auditFile !== undefined ? { audit: opts.auditFile } : {}),
+    startedAt: new Date().toISOString(),
+  });
   const registry = opts.identities;
   const owner = { state: opts.dirs.state, name: id };
   let identity: SandboxIdentity | null = null;
@@ -167,19 +182,6 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     lock.release();
   };
   try {
-    // Cgroups are host-wide, state directories are not: each start gets its own cgroup directory,
-    // so two sandboxes of one name (two users, two state directories) never share or remove one.
-    const cgroupKey = `${id}.${randomHex(4)}`;
-    // Written down before any of it exists: a crash from here on leaves a record to sweep.
-    lock.note({
-      state: opts.dirs.state,
-      runtime: paths.runtime,
-      cgroupKey,
-      ...(opts.removeWorkspace ? { tempWorkspace: spec.workspace } : {}),
-      ...(opts.ephemeral ? { ephemeralStorage: paths.storage } : {}),
-      ...(opts.auditFile !== undefined ? { audit: opts.auditFile } : {}),
-      startedAt: new Date().toISOString(),
-    });
     identity = registry
       ? await registry.acquire(
           owner,
@@ -205,7 +207,10 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       hostRoot: opts.hostRoot,
     });
     // Armed before bwrap lays the masks: a rename from here on is seen (mask-guard.ts).
-    guard = guardMasks(plan, paths.runtime, opts.hostRoot ?? '/', opts.onMaskCheck);
+    guard = guardMasks(plan, paths.runtime, opts.hostRoot ?? '/', opts.onMaskCheck, {
+      adoptable: opts.detached === true,
+      masker: opts.masker,
+    });
     // Everything bound from a tree a sandbox can write, opened without following its symlinks
     // (and the workspace made and handed over on the way).
     const binds = openBinds({
@@ -256,8 +261,8 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     closeAll(hostFds);
     hostFds = [];
     // The sandbox's init owns the run record from now on: it may outlive us.
-    if (opts.detached) lock.handOver(process.initPid);
-    guard?.attach(process.initPid, processStart(process.initPid) ?? 0);
+    if (opts.detached) lock.handOver(process.initPid, process.initStart);
+    guard?.attach(process.initPid, process.initStart);
     network?.started(process.initPid, cgroup);
     // One cleanup, however many callers: each waits for it to finish (a second caller returning at
     // once would find the lock still held, and a start right after would be refused).

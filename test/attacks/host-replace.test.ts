@@ -6,7 +6,7 @@
  * then on. The guard (src/sandbox/mask-guard.ts, native/carapace-mask.c) binds it again and says so
  * in the audit trail: as root, rootless, and for a sandbox a restarted gateway takes over.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -17,9 +17,10 @@ import { SandboxControl } from '../../src/sandbox/control.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
 import { CLI, freshHome, REPO } from '../helpers/cli.js';
 import { hostUserCommand } from '../helpers/host-users.js';
+import { hostTree, replaceOnHost, restoredWithin, runStarter, writeStarter } from '../helpers/mask-guard.js';
 import { requires } from '../helpers/premises.js';
 import { readAudit, sharedTempDir, startInSandbox } from '../helpers/sandbox.js';
-import { collect, run, startHeld, type HeldSandbox } from '../sandbox/control-helpers.js';
+import { run, startHeld, type HeldSandbox } from '../sandbox/control-helpers.js';
 
 let held: HeldSandbox | undefined;
 afterEach(async () => {
@@ -32,53 +33,6 @@ afterEach(async () => {
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * The first check from index `from` on that restored `target`, or null after `ms` (a bound on the
- * wait, not a timing assertion). `checks` is the live array the guard's callback fills.
- */
-function restoredWithin(
-  checks: MaskCheck[],
-  target: string,
-  ms: number,
-  from = 0,
-): Promise<MaskCheck | null> {
-  return new Promise((resolve) => {
-    const deadline = Date.now() + ms;
-    const look = () => {
-      const hit = checks.slice(from).find((c) => c.restored.includes(target));
-      if (hit || Date.now() > deadline) resolve(hit ?? null);
-      else setTimeout(look, 20);
-    };
-    look();
-  });
-}
-
-/** A host directory the policy lists read-only, with a file the sandbox gets its own copy of. */
-function hostTree(): { dir: string; policy: string } {
-  const dir = sharedTempDir('carapace-hostetc-');
-  chmodSync(dir, 0o755);
-  writeFileSync(join(dir, 'conf'), 'the host\n', { mode: 0o644 });
-  const policy = join(sharedTempDir(), 'policy.yaml');
-  writeFileSync(
-    policy,
-    [
-      'version: 1',
-      'filesystem_policy:',
-      `  read_only: [/usr, /lib, /lib64, /bin, /etc, ${dir}]`,
-      '  read_write: [/sandbox, /tmp]',
-      '',
-    ].join('\n'),
-  );
-  return { dir, policy };
-}
-
-/** What a rename by the host does: a new file under a temporary name, renamed over the old one. */
-function replaceOnHost(path: string, content: string, mode = 0o644): void {
-  writeFileSync(`${path}.new`, content, { mode });
-  chmodSync(`${path}.new`, mode);
-  renameSync(`${path}.new`, path);
-}
 
 describe('a host file replaced while the sandbox runs', () => {
   it('useradd on the host during `carapace run`: the agent keeps its passwd and shadow mask, and the audit says so', async (ctx) => {
@@ -195,62 +149,37 @@ describe('a host file replaced while the sandbox runs', () => {
     const home = freshHome();
     chmodSync(home, 0o755);
     spawnSync('chown', ['-R', '65534:65534', home]);
-    const script = join(home, 'rootless.mjs');
-    const dist = (p: string) => JSON.stringify(join(REPO, 'dist', 'src', p));
-    writeFileSync(
-      script,
-      `
-import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
-import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
-import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
-import { agentStarted } from ${dist('sandbox/launch.js')};
-import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
-import { stateDirs } from ${dist('sandbox/state-dirs.js')};
-const dirs = stateDirs({ CARAPACE_HOME: ${JSON.stringify(join(home, 'state'))} });
-const policy = loadPolicyFile(${JSON.stringify(policy)});
-const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
-  name: 'rootless', workspace: sandboxPaths(dirs, 'rootless').defaultWorkspace, env: {}, mounts: [],
-  command: ['sleep', '600'],
-});
-spec.files.push({ path: ${JSON.stringify(conf)}, content: 'the sandbox\\n' });
-let done;
-const restored = new Promise((resolve) => (done = resolve));
-const started = await startSandbox(spec, {
-  dirs, identities: null, ephemeral: true, removeWorkspace: true, bestEffortLimits: true,
-  stdio: 'pipe', control: true, onMaskCheck: (c) => done(c),
-});
-if (!(await agentStarted(started.process))) process.exit(3);
-console.log('ready');
-const check = await Promise.race([restored, new Promise((r) => setTimeout(() => r(null), 10000))]);
-const exec = started.control.exec({ argv: ['cat', ${JSON.stringify(conf)}] });
-let seen = '';
-for await (const chunk of exec.stdout) seen += chunk;
-console.log(JSON.stringify({ check, seen, uid: process.getuid() }));
-started.process.signal('SIGKILL');
-await started.cleanup();
-process.exit(0);
-`,
+    const script = writeStarter(
+      join(home, 'rootless.mjs'),
+      {
+        home: join(home, 'state'),
+        name: 'rootless',
+        command: ['sleep', '600'],
+        policy,
+        files: [{ path: conf, content: 'the sandbox\n' }],
+        rootless: true,
+        control: true,
+      },
+      `console.log('ready');
+const check = checks[0] ?? (await nextCheck(10000));
+const seen = await execOut(['cat', ${JSON.stringify(conf)}]);
+console.log(JSON.stringify({ check, seen, uid: process.getuid() }));`,
     );
-    chmodSync(script, 0o644);
-    const child = spawn(process.execPath, [script], {
-      uid: 65534,
-      gid: 65534,
+    const r = await runStarter(script, {
+      as: { uid: 65534, gid: 65534 },
       cwd: home,
       env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: home },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      onStdout: (out) => {
+        if (out === 'ready\n') replaceOnHost(conf, 'the host, replaced\n');
+      },
     });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      if (out === 'ready\n') replaceOnHost(conf, 'the host, replaced\n');
-    });
-    const [err, code] = await Promise.all([
-      collect(child.stderr),
-      new Promise<number | null>((resolve) => child.on('exit', resolve)),
-    ]);
-    expect(err).toBe('');
-    expect(code).toBe(0);
-    const result = JSON.parse(out.split('\n')[1]!) as { check: MaskCheck | null; seen: string; uid: number };
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const result = JSON.parse(r.stdout.split('\n')[1]!) as {
+      check: MaskCheck | null;
+      seen: string;
+      uid: number;
+    };
     expect(result.uid).toBe(65534);
     expect(result.check?.restored).toEqual([conf]);
     expect(result.seen).toBe('the sandbox\n');
@@ -261,43 +190,22 @@ process.exit(0);
     const { dir, policy } = hostTree();
     const conf = join(dir, 'conf');
     const home = freshHome();
-    const out = sharedTempDir();
-    const script = join(out, 'start.mjs');
-    const dist = (p: string) => JSON.stringify(join(REPO, 'dist', 'src', p));
-    writeFileSync(
-      script,
-      `
-import { chmodSync } from 'node:fs';
-import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
-import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
-import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
-import { hostIdentities } from ${dist('sandbox/identity.js')};
-import { agentStarted } from ${dist('sandbox/launch.js')};
-import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
-import { stateDirs } from ${dist('sandbox/state-dirs.js')};
-const home = ${JSON.stringify(home)};
-chmodSync(home, 0o711);
-const dirs = stateDirs({ CARAPACE_HOME: home });
-const policy = loadPolicyFile(${JSON.stringify(policy)});
-const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
-  name: 'adopted', workspace: sandboxPaths(dirs, 'adopted').defaultWorkspace, env: {}, mounts: [],
-  command: ['sleep', '600'],
-});
-spec.files.push({ path: ${JSON.stringify(conf)}, content: 'the sandbox\\n' });
-const started = await startSandbox(spec, {
-  dirs, identities: hostIdentities(), ephemeral: false, removeWorkspace: false, bestEffortLimits: false,
-  stdio: 'inherit', control: true, detached: true,
-});
-if (!(await agentStarted(started.process))) process.exit(3);
-console.log(JSON.stringify({ socket: started.control.socketPath, initPid: started.process.initPid }));
-`,
+    chmodSync(home, 0o711); // the sandbox uids pass through it to their runtime files
+    const script = writeStarter(
+      join(sharedTempDir(), 'start.mjs'),
+      {
+        home,
+        name: 'adopted',
+        command: ['sleep', '600'],
+        policy,
+        files: [{ path: conf, content: 'the sandbox\n' }],
+        ephemeral: false,
+        detached: true,
+        control: true,
+      },
+      'console.log(JSON.stringify({ socket: started.control.socketPath, initPid: started.process.initPid }));',
     );
-    const starter = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const [stdout, stderr, code] = await Promise.all([
-      collect(starter.stdout),
-      collect(starter.stderr),
-      new Promise<number | null>((resolve) => starter.on('exit', resolve)),
-    ]);
+    const { stdout, stderr, code } = await runStarter(script);
     expect(stderr).toBe('');
     expect(code).toBe(0);
     const { socket, initPid } = JSON.parse(stdout) as { socket: string; initPid: number };
@@ -351,16 +259,29 @@ describe("the sandbox's own directory (/.carapace)", () => {
       { encoding: 'utf8', env: { ...process.env, CARAPACE_HOME: home }, timeout: 60_000 },
     );
     expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
-    expect(r.stdout.split('\n')).toEqual(expect.arrayContaining(['empty', 'files', 'init', 'masked']));
+    // One flat directory: the init, the file mask, and each synthesized file's source by its path.
+    const listed = r.stdout.split('\n').filter((l) => l !== '' && !l.startsWith('run-'));
+    expect(listed.sort()).toEqual(
+      ['%2Fetc%2Fgroup', '%2Fetc%2Fhostname', '%2Fetc%2Fhosts', '%2Fetc%2Fpasswd', 'init', 'masked'].sort(),
+    );
   });
 
   it('a synthesized file whose path leads out of it with `..` is refused before anything is written', async () => {
     const outside = join(sharedTempDir(), 'escaped');
-    // own/files/<path>: `..` enough to climb out of the run directory to this test's directory.
-    const path = `/etc/${'../'.repeat(12)}${outside.slice(1)}`;
-    await expect(startHeld(['true'], { files: [{ path, content: 'x' }] })).rejects.toThrow(
-      /a sandbox file's path must be absolute and normal/,
-    );
+    // A file under /.carapace keeps its name in the own directory: `..` enough to climb out of the
+    // run directory to this test's directory. (Elsewhere its `/` are written %2F: no way out.)
+    for (const root of ['/.carapace', '/etc']) {
+      const path = `${root}/${'../'.repeat(12)}${outside.slice(1)}`;
+      await expect(startHeld(['true'], { files: [{ path, content: 'x' }] })).rejects.toThrow(
+        /a sandbox file's path must be absolute and normal/,
+      );
+    }
     expect(existsSync(outside)).toBe(false);
+  });
+
+  it('a synthesized file that would take the name of another (the init) is refused', async () => {
+    await expect(
+      startHeld(['true'], { files: [{ path: '/.carapace/init', content: '#!/bin/sh\n' }] }),
+    ).rejects.toThrow(/two sandbox files would be one: "\/.carapace\/init"/);
   });
 });

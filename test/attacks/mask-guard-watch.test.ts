@@ -11,9 +11,16 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MaskCheck } from '../../src/sandbox/mask-guard.js';
 import { freshHome, REPO } from '../helpers/cli.js';
+import {
+  hostTreePolicy,
+  replaceOnHost,
+  restoredWithin,
+  runStarter,
+  writeStarter,
+} from '../helpers/mask-guard.js';
 import { requires } from '../helpers/premises.js';
 import { sharedTempDir } from '../helpers/sandbox.js';
-import { collect, run, startHeld, type HeldSandbox } from '../sandbox/control-helpers.js';
+import { run, startHeld, type HeldSandbox } from '../sandbox/control-helpers.js';
 
 let held: HeldSandbox | undefined;
 afterEach(async () => {
@@ -24,29 +31,6 @@ afterEach(async () => {
   }
   held = undefined;
 });
-
-/** The first check from index `from` on that restored `target`, or null after `ms` (a bound, not a timing assertion). */
-function restoredWithin(
-  checks: MaskCheck[],
-  target: string,
-  ms: number,
-  from: number,
-): Promise<MaskCheck | null> {
-  return new Promise((resolve) => {
-    const deadline = Date.now() + ms;
-    const look = () => {
-      const hit = checks.slice(from).find((c) => c.restored.includes(target));
-      if (hit || Date.now() > deadline) resolve(hit ?? null);
-      else setTimeout(look, 20);
-    };
-    look();
-  });
-}
-
-function replaceOnHost(path: string, content: string): void {
-  writeFileSync(`${path}.new`, content, { mode: 0o644 });
-  renameSync(`${path}.new`, path);
-}
 
 describe('the mask guard after the host replaced a directory', () => {
   it('a directory moved away and a new one moved in: a later rename in the new one is masked again', async (ctx) => {
@@ -59,17 +43,7 @@ describe('the mask guard after the host replaced a directory', () => {
     const other = join(dir, 'other');
     writeFileSync(conf, 'the host\n', { mode: 0o644 });
     writeFileSync(other, 'the host\n', { mode: 0o644 });
-    const policy = join(sharedTempDir(), 'policy.yaml');
-    writeFileSync(
-      policy,
-      [
-        'version: 1',
-        'filesystem_policy:',
-        `  read_only: [/usr, /lib, /lib64, /bin, /etc, ${dir}]`,
-        '  read_write: [/sandbox, /tmp]',
-        '',
-      ].join('\n'),
-    );
+    const policy = hostTreePolicy(dir);
     const checks: MaskCheck[] = [];
     held = await startHeld(['sleep', '600'], {
       policy,
@@ -111,17 +85,7 @@ describe('the mask guard after the host replaced a directory', () => {
     const conf = join(dir, 'a', 'b', 'conf');
     mkdirSync(join(dir, 'a', 'b'), { recursive: true, mode: 0o755 });
     writeFileSync(conf, 'the host\n', { mode: 0o644 });
-    const policy = join(sharedTempDir(), 'policy.yaml');
-    writeFileSync(
-      policy,
-      [
-        'version: 1',
-        'filesystem_policy:',
-        `  read_only: [/usr, /lib, /lib64, /bin, /etc, ${dir}]`,
-        '  read_write: [/sandbox, /tmp]',
-        '',
-      ].join('\n'),
-    );
+    const policy = hostTreePolicy(dir);
     const checks: MaskCheck[] = [];
     held = await startHeld(['sleep', '600'], {
       policy,
@@ -162,18 +126,7 @@ describe('the mask guard after the host replaced a directory', () => {
     chmodSync(dir, 0o755);
     const conf = join(dir, 'conf');
     writeFileSync(conf, 'the host\n', { mode: 0o644 });
-    const policy = join(home, 'policy.yaml');
-    writeFileSync(
-      policy,
-      [
-        'version: 1',
-        'filesystem_policy:',
-        `  read_only: [/usr, /lib, /lib64, /bin, /etc, ${dir}]`,
-        '  read_write: [/sandbox, /tmp]',
-        '',
-      ].join('\n'),
-      { mode: 0o644 },
-    );
+    const policy = hostTreePolicy(dir, join(home, 'policy.yaml'));
     const env = (name: string) => ({
       PATH: '/usr/local/bin:/usr/bin:/bin',
       HOME: home,
@@ -215,52 +168,22 @@ describe('the mask guard after the host replaced a directory', () => {
 
       // A later sandbox of the same user, started by a process of its own (as a second
       // `carapace run` or a gateway restart would be), with a mask over the host tree.
-      const dist = (p: string) => JSON.stringify(join(REPO, 'dist', 'src', p));
-      const script = join(home, 'later.mjs');
-      writeFileSync(
-        script,
-        `
-import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
-import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
-import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
-import { agentStarted } from ${dist('sandbox/launch.js')};
-import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
-import { stateDirs } from ${dist('sandbox/state-dirs.js')};
-const dirs = stateDirs({ CARAPACE_HOME: ${JSON.stringify(join(home, 'b'))} });
-const policy = loadPolicyFile(${JSON.stringify(policy)});
-const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
-  name: 'later', workspace: sandboxPaths(dirs, 'later').defaultWorkspace, env: {}, mounts: [],
-  command: ['sleep', '600'],
-});
-spec.files.push({ path: ${JSON.stringify(conf)}, content: 'the sandbox\\n' });
-const checks = [];
-const started = await startSandbox(spec, {
-  dirs, identities: null, ephemeral: true, removeWorkspace: true, bestEffortLimits: true,
-  stdio: 'pipe', onMaskCheck: (c) => checks.push(c),
-});
-const ok = await agentStarted(started.process);
-console.log(JSON.stringify({ ok, checks }));
-started.process.signal('SIGKILL');
-await started.cleanup();
-process.exit(0);
-`,
-        { mode: 0o644 },
+      const script = writeStarter(
+        join(home, 'later.mjs'),
+        {
+          home: join(home, 'b'),
+          name: 'later',
+          command: ['sleep', '600'],
+          policy,
+          files: [{ path: conf, content: 'the sandbox\n' }],
+          rootless: true,
+        },
+        'console.log(JSON.stringify({ checks }));',
       );
-      const later = spawn(process.execPath, [script], {
-        ...as,
-        cwd: home,
-        env: env('b'),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const [out, err, code] = await Promise.all([
-        collect(later.stdout),
-        collect(later.stderr),
-        new Promise<number | null>((resolve) => later.on('exit', resolve)),
-      ]);
+      const { stdout: out, stderr: err, code } = await runStarter(script, { as, cwd: home, env: env('b') });
       expect(err).toBe('');
       expect(code).toBe(0);
-      const result = JSON.parse(out) as { ok: boolean; checks: MaskCheck[] };
-      expect(result.ok).toBe(true);
+      const result = JSON.parse(out) as { checks: MaskCheck[] };
       // Said at the start: the masks there are not kept (the audit's mask-lost).
       expect(result.checks.flatMap((c) => c.failed)).toEqual(
         expect.arrayContaining([
@@ -314,17 +237,7 @@ describe('the host renaming one masked name over and over', () => {
     chmodSync(dir, 0o755);
     const conf = join(dir, 'conf');
     writeFileSync(conf, 'the host\n', { mode: 0o644 });
-    const policy = join(sharedTempDir(), 'policy.yaml');
-    writeFileSync(
-      policy,
-      [
-        'version: 1',
-        'filesystem_policy:',
-        `  read_only: [/usr, /lib, /lib64, /bin, /etc, ${dir}]`,
-        '  read_write: [/sandbox, /tmp]',
-        '',
-      ].join('\n'),
-    );
+    const policy = hostTreePolicy(dir);
     const checks: MaskCheck[] = [];
     held = await startHeld(['sleep', '600'], {
       policy,

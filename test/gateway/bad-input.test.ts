@@ -124,9 +124,28 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
         ['sandbox', 'forward', 'keep', '18913:8080'],
         /^carapace: port 8080 is not one keep may listen on \(its policy's listen_ports: 18911, 18912\): add it to listen_ports \(carapace policy set keep FILE --restart\)$/,
       ],
+      // Creating, the port is added where the sandbox's policy comes from: the --policy file, or one
+      // to write (the default lists none), not a sandbox that does not exist yet.
       [
         ['sandbox', 'create', '--name', 'new', '--forward', '18914', '--', 'true'],
-        /^carapace: port 18914 is not one new may listen on \(its policy's listen_ports: none\)/,
+        /^carapace: port 18914 is not one new may listen on \(the default policy's listen_ports: none\): give --policy FILE with listen_ports: \[18914\] \(e\.g\. a copy of \/.*\/policies\/default\.yaml with it added\)$/,
+      ],
+      [
+        [
+          'sandbox',
+          'create',
+          '--name',
+          'new',
+          '--policy',
+          join(dir, 'listening.yaml'),
+          '--forward',
+          '18914:8080',
+          '--',
+          'true',
+        ],
+        new RegExp(
+          `^carapace: port 8080 is not one new may listen on \\(listen_ports in ${join(dir, 'listening.yaml')}: 18911, 18912\\): add 8080 to listen_ports in ${join(dir, 'listening.yaml')}$`,
+        ),
       ],
       [
         ['sandbox', 'forward', 'keep', '--remove', 'abc'],

@@ -4,7 +4,7 @@
  */
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { readRequestLine } from '../../src/gateway/exec-bridge.js';
+import { readRequestLine } from '../../src/gateway/sandbox-io/exec-bridge.js';
 
 const client = () => new Duplex({ read() {}, write: (_c, _e, done) => done() });
 

@@ -169,7 +169,10 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
     // A client that half-closes after its request still gets the reply.
     expect(await halfClosedGet(18901)).toMatch(/^HTTP\/1\.0 200 [^]*\r\n\r\nhello from the host\n$/);
     expect(cli(['sandbox', 'forward', 'web', '--list']).stdout).toBe('127.0.0.1:18901 → web:18901\n');
-    expect(listed()).toMatchObject({ state: 'running', forwards: [{ hostPort: 18901, sandboxPort: 18901 }] });
+    expect(listed()).toMatchObject({
+      state: 'running',
+      forwards: [{ hostPort: 18901, sandboxPort: 18901, listening: true, reason: null }],
+    });
     // An exec left open (a `sandbox connect` nobody closed) does not hold the gateway's stop.
     const open = spawn(process.execPath, [CLI, 'sandbox', 'exec', '-i', 'web', '--', 'cat'], {
       env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
@@ -195,7 +198,9 @@ describe.skipIf(!holds('root'))('exec, files and forwards through the gateway', 
     // A port below 1024 is not a user's to forward; root's is (as an admin it may).
     expect(cli(['sandbox', 'forward', 'web', '18902:18901']).status).toBe(0);
     expect(await httpGet(18902)).toBe('hello from the host\n');
-    expect(listed()?.forwards).toEqual([{ hostPort: 18902, sandboxPort: 18901 }]);
+    expect(listed()?.forwards).toEqual([
+      { hostPort: 18902, sandboxPort: 18901, listening: true, reason: null },
+    ]);
   });
 
   it('exec on a stopped sandbox: one line, no hang', () => {

@@ -1,5 +1,5 @@
 /**
- * Providers in the gateway (src/gateway/provider-service.ts, store/provider-store.ts): per user,
+ * Providers in the gateway (src/gateway/inference/provider-service.ts, store/provider-store.ts): per user,
  * keys sealed and shown only as fingerprints, a sandbox resolving its owner's providers only, bad
  * input refused with one line and nothing stored; usage rows that add up and go with their sandbox.
  */
@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ProviderService } from '../../src/gateway/provider-service.js';
+import { ProviderService } from '../../src/gateway/inference/provider-service.js';
 import { Database } from '../../src/gateway/store/database.js';
 import { ProviderStore, keyFingerprint } from '../../src/gateway/store/provider-store.js';
 import { SandboxStore } from '../../src/gateway/store/sandbox-store.js';

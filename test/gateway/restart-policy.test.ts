@@ -1,6 +1,6 @@
-/** The restart policy's decisions (src/gateway/restart-policy.ts), on their own. */
+/** The restart policy's decisions (src/gateway/sandboxes/restart-policy.ts), on their own. */
 import { describe, expect, it } from 'vitest';
-import { nextStep, type Run } from '../../src/gateway/restart-policy.js';
+import { nextStep, type Run } from '../../src/gateway/sandboxes/restart-policy.js';
 
 const s = { minBackoffMs: 1000, maxBackoffMs: 8000, crashLoopRuns: 5, stableMs: 60_000 };
 const quick = (code: number, at = 0): Run => ({ startedAt: at, exitedAt: at + 100, exitCode: code });

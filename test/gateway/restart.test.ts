@@ -115,6 +115,14 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
     expect(shown).toMatch(
       /^state: +stopped \(status 1\)\nreason: +restarting in 60m \(status 1\)\nshould run: +yes\n/m,
     );
+    // A restart by hand is not one of its restart policy's: the count stays, and its end (at once,
+    // while the command may still be returning) waits for the policy's restart again.
+    expect(cliAs(gw.home, ['sandbox', 'restart', 'waits']).status).toBe(0);
+    expect(await until(gw, 'waits', (v) => v.reason !== null)).toMatchObject({
+      state: 'stopped',
+      restarts: 0,
+      reason: 'restarting in 60m (status 1)',
+    });
     expect(cliAs(gw.home, ['sandbox', 'stop', 'waits']).status).toBe(0);
     expect(get(gw, 'waits')).toMatchObject({ state: 'stopped', desired: 'stopped', reason: null });
   });

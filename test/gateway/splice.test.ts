@@ -8,7 +8,7 @@ import { createServer, connect, Socket, type Server } from 'node:net';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { splice } from '../../src/gateway/splice.js';
+import { splice } from '../../src/gateway/sandbox-io/splice.js';
 import { freshHome } from '../helpers/cli.js';
 
 const servers: Server[] = [];

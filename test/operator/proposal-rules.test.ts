@@ -8,7 +8,7 @@ import {
   redactPath,
   riskNotes,
   smallestRule,
-} from '../../src/gateway/proposal-rules.js';
+} from '../../src/gateway/proposals/proposal-rules.js';
 
 function gen(network: string) {
   const r = parsePolicy(`version: 1\nnetwork_policies:\n${network}`, 'p.yaml');

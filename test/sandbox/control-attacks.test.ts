@@ -23,7 +23,7 @@ afterEach(async () => {
   held = undefined;
 });
 
-/** The fd by which the init holds the control directory (launch.ts: FD_CONTROL). */
+/** The fd by which the init holds the control directory (launch-args.ts: FD_CONTROL). */
 const INIT_CONTROL_FD = 11;
 
 function probe(socketPath: string): string[] {

@@ -9,7 +9,7 @@ import { specFromSettings } from '../../src/runtime/sandbox-spec-from-policy.js'
 import { loadPolicyFile, resolveLimits } from '../../src/policy/index.js';
 import type { ExecProcess } from '../../src/sandbox/control.js';
 import { hostIdentities } from '../../src/sandbox/identity.js';
-import { agentStarted } from '../../src/sandbox/launch.js';
+import { agentStarted } from '../../src/sandbox/running-sandbox.js';
 import {
   newSandboxName,
   sandboxPaths,

@@ -3,8 +3,7 @@
  * driven through its control socket: what it runs there is as confined as the agent, its output
  * goes to the log file, its end to exit.json, and it outlives the process that started it.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SandboxControl } from '../../src/sandbox/control.js';
@@ -13,9 +12,10 @@ import { hostIdentities } from '../../src/sandbox/identity.js';
 import { sweepDeadRuns } from '../../src/sandbox/sweep.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
 import { freshHome, REPO } from '../helpers/cli.js';
+import { runStarter, writeStarter } from '../helpers/mask-guard.js';
 import { requires } from '../helpers/premises.js';
 import { pySyscall, runOnHost, sharedTempDir } from '../helpers/sandbox.js';
-import { collect, run, startHeld, type HeldSandbox } from './control-helpers.js';
+import { run, startHeld, type HeldSandbox } from './control-helpers.js';
 
 let held: HeldSandbox | undefined;
 afterEach(async () => {
@@ -125,43 +125,21 @@ describe('detached', () => {
     const home = freshHome();
     const out = sharedTempDir();
     const logFile = join(out, 'agent.log');
-    const script = join(out, 'start.mjs');
-    const dist = (p: string) => JSON.stringify(join(REPO, 'dist', 'src', p));
-    writeFileSync(
-      script,
-      `
-import { chmodSync } from 'node:fs';
-import { defaultPolicyPath } from ${dist('runtime/one-off-run.js')};
-import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
-import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
-import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
-import { hostIdentities } from ${dist('sandbox/identity.js')};
-import { agentStarted } from ${dist('sandbox/launch.js')};
-import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
-import { stateDirs } from ${dist('sandbox/state-dirs.js')};
-const home = ${JSON.stringify(home)};
-chmodSync(home, 0o711);
-const dirs = stateDirs({ CARAPACE_HOME: home });
-const policy = loadPolicyFile(defaultPolicyPath());
-const spec = specFromSettings(settingsFromPolicy(policy, resolveLimits(policy)), {
-  name: 'detached', workspace: sandboxPaths(dirs, 'detached').defaultWorkspace, env: {}, mounts: [],
-  command: ['sh', '-c', 'echo started; while :; do sleep 1; done'],
-});
-const started = await startSandbox(spec, {
-  dirs, identities: hostIdentities(), ephemeral: true, removeWorkspace: true, bestEffortLimits: false,
-  stdio: 'inherit', control: true, detached: true, logFile: ${JSON.stringify(logFile)},
-});
-if (!(await agentStarted(started.process))) process.exit(3);
-console.log(JSON.stringify({ socket: started.control.socketPath, initPid: started.process.initPid }));
-// No exit(): nothing of the sandbox's may keep this process alive.
-`,
+    chmodSync(home, 0o711); // the sandbox uids pass through it to their runtime files
+    const script = writeStarter(
+      join(out, 'start.mjs'),
+      {
+        home,
+        name: 'detached',
+        command: ['sh', '-c', 'echo started; while :; do sleep 1; done'],
+        detached: true,
+        control: true,
+        logFile,
+      },
+      'console.log(JSON.stringify({ socket: started.control.socketPath, initPid: started.process.initPid }));',
     );
-    const starter = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const [stdout, stderr, code] = await Promise.all([
-      collect(starter.stdout),
-      collect(starter.stderr),
-      new Promise<number | null>((resolve) => starter.on('exit', resolve)),
-    ]);
+    // It exits by itself: nothing of the sandbox's may keep it alive.
+    const { stdout, stderr, code } = await runStarter(script);
     expect(stderr).toBe('');
     expect(code).toBe(0);
     const { socket, initPid } = JSON.parse(stdout) as { socket: string; initPid: number };

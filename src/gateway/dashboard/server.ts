@@ -23,10 +23,10 @@ import type { AddressInfo } from 'node:net';
 import { toApiError } from '../api/errors.js';
 import type { Caller } from '../api/router.js';
 import type { OperatorEvents } from '../operator-events.js';
-import type { ProposalService } from '../proposals.js';
+import type { ProposalService } from '../proposals/proposals.js';
 import type { TreeUsage } from '../../sandbox/processes.js';
-import type { SandboxLauncher } from '../sandbox-launcher.js';
-import type { SandboxService } from '../sandbox-service.js';
+import type { SandboxLauncher } from '../sandboxes/sandbox-launcher.js';
+import type { SandboxService } from '../sandboxes/sandbox-service.js';
 import { DASHBOARD_PAGE } from './page.js';
 
 export interface DashboardParts {

@@ -49,7 +49,7 @@ export const MIGRATIONS: readonly string[] = [
      sealed BLOB NOT NULL,
      PRIMARY KEY (sandbox_id, name)
    );`,
-  // Restart policies (gateway/restart-policy.ts): how often a sandbox was started again.
+  // Restart policies (gateway/sandboxes/restart-policy.ts): how often a sandbox was started again.
   `ALTER TABLE sandboxes ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;`,
   // 3: policy revisions say what they were (create, set, update, rollback), how they took effect
   // (live, at the next start, by a restart), what changed against the one before, and for a
@@ -85,7 +85,7 @@ export const MIGRATIONS: readonly string[] = [
   // 5: none. Reserved for the blueprints, which needed no table in the end (installed blueprints
   // and images are files, stored by digest); kept as a no-op so the numbers stores have met stay.
   `SELECT 1;`,
-  // 6: proposals (gateway/proposals.ts): denials turned into rules for the operator to approve,
+  // 6: proposals (gateway/proposals/proposals.ts): denials turned into rules for the operator to approve,
   // deduplicated per sandbox by `key` (host, port, binary, method and path pattern). IF NOT EXISTS:
   // a store that met this migration under another number keeps its table.
   `CREATE TABLE IF NOT EXISTS proposals (

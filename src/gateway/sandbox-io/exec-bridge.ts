@@ -8,8 +8,8 @@
  */
 import type { Duplex } from 'node:stream';
 import { z } from 'zod';
-import { connectControl } from '../sandbox/control-common.js';
-import { ApiError } from './api/errors.js';
+import { connectControl } from '../../sandbox/control-common.js';
+import { ApiError } from '../api/errors.js';
 import { splice } from './splice.js';
 
 /** The request line is JSON, small: a command line and its environment. */

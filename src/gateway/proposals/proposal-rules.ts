@@ -18,7 +18,7 @@
  *   placeholders) are replaced before they are stored or shown.
  */
 import { BlockList, isIP } from 'node:net';
-import type { ConnectDecision, PolicyGeneration } from '../policy/index.js';
+import type { ConnectDecision, PolicyGeneration } from '../../policy/index.js';
 
 /** The facts of one denial, as the audit event gives them. */
 export interface DenialFacts {

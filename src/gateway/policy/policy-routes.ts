@@ -5,8 +5,8 @@
  * socket says, never a field of the request.
  */
 import { z } from 'zod';
-import { owner, sandboxName as name } from './route-params.js';
-import { defineRoute, type Route } from './api/router.js';
+import { owner, sandboxName as name } from '../route-params.js';
+import { defineRoute, type Route } from '../api/router.js';
 import type { PolicyService } from './policy-service.js';
 
 const params = z.object({ name });

@@ -22,11 +22,11 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { duplexPair, type Duplex } from 'node:stream';
-import type { InternalHost, InternalHostCaller } from '../proxy/index.js';
+import type { InternalHost, InternalHostCaller } from '../../proxy/index.js';
 import { redactPath } from './proposal-rules.js';
 import type { ProposalService } from './proposals.js';
-import type { PolicyRevisionStore } from './store/policy-revisions.js';
-import type { SandboxStore } from './store/sandbox-store.js';
+import type { PolicyRevisionStore } from '../store/policy-revisions.js';
+import type { SandboxStore } from '../store/sandbox-store.js';
 
 export const POLICY_HOST = 'policy.local';
 const SUBMIT_PER_MINUTE = 30;

@@ -9,7 +9,7 @@
  * sandbox's next request uses them, no restart, and no other sandbox is touched.
  */
 import { parseDocument } from 'yaml';
-import type { Inference } from '../policy/index.js';
+import type { Inference } from '../../policy/index.js';
 import {
   hourOf,
   probeProvider,
@@ -17,16 +17,16 @@ import {
   type InferenceRouter,
   type ProbeResult,
   type TrustSource,
-} from '../router/index.js';
-import { ApiError } from './api/errors.js';
-import type { Caller } from './api/router.js';
-import { checkPolicyText } from './policy-text.js';
-import type { PolicyService } from './policy-service.js';
+} from '../../router/index.js';
+import { ApiError } from '../api/errors.js';
+import type { Caller } from '../api/router.js';
+import { checkPolicyText } from '../policy-text.js';
+import type { PolicyService } from '../policy/policy-service.js';
 import type { ProviderService } from './provider-service.js';
-import type { SandboxLauncher } from './sandbox-launcher.js';
-import type { SandboxService } from './sandbox-service.js';
-import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
-import type { Counts, SqliteUsageStore } from './store/usage-store.js';
+import type { SandboxLauncher } from '../sandboxes/sandbox-launcher.js';
+import type { SandboxService } from '../sandboxes/sandbox-service.js';
+import type { SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
+import type { Counts, SqliteUsageStore } from '../store/usage-store.js';
 
 export interface RouteView {
   name: string;
@@ -137,7 +137,7 @@ export class InferenceService {
     inference: unknown,
     before: Inference | null,
   ): Promise<void> {
-    const engine = await import('../policy/index.js');
+    const engine = await import('../../policy/index.js');
     let section: Inference;
     try {
       section = engine.validatePolicy({ version: 1, inference }, 'inference').inference!;

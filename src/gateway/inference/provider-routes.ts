@@ -3,9 +3,9 @@
  * A provider's key goes in (create, update) and never comes out: views carry its fingerprint.
  */
 import { z } from 'zod';
-import { owner, sandboxName } from './route-params.js';
-import { PROVIDER_TYPES } from '../policy/index.js';
-import { defineRoute, type Route } from './api/router.js';
+import { owner, sandboxName } from '../route-params.js';
+import { PROVIDER_TYPES } from '../../policy/index.js';
+import { defineRoute, type Route } from '../api/router.js';
 import type { InferenceService } from './inference-service.js';
 import type { ProviderService } from './provider-service.js';
 

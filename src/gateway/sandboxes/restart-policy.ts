@@ -7,7 +7,7 @@
  * before the next start (from `minBackoffMs` up to `maxBackoffMs`), and more than `crashLoopRuns`
  * of them is a crash loop. One run that lasts `stableMs` starts the count again.
  */
-import type { RestartPolicy } from './store/sandbox-store.js';
+import type { RestartPolicy } from '../store/sandbox-store.js';
 
 export interface RestartSettings {
   minBackoffMs: number;

@@ -13,7 +13,7 @@
  * A rootless gateway runs as its user: the kernel already checks everything it opens.
  */
 import { spawn } from 'node:child_process';
-import { ApiError } from './api/errors.js';
+import { ApiError } from '../api/errors.js';
 
 export interface PathRequest {
   path: string;

@@ -6,9 +6,9 @@
  * the policy revision is the caller the socket says.
  */
 import { z } from 'zod';
-import { METHOD_PATTERN } from '../policy/index.js';
-import { owner } from './route-params.js';
-import { defineRoute, type Route } from './api/router.js';
+import { METHOD_PATTERN } from '../../policy/index.js';
+import { owner } from '../route-params.js';
+import { defineRoute, type Route } from '../api/router.js';
 import type { ProposalService } from './proposals.js';
 
 const sandbox = z

@@ -12,37 +12,37 @@
  *
  * Paths a user named (`--workspace`, `--mount`) are checked as that user at every start
  * (sandbox-paths.ts); the sandbox binds them only if they are still the inodes the check saw.
- * Its restart policy, when the agent ends by itself, is restart-scheduler.ts's.
+ * Its restart policy, when the agent ends by itself, is restart-scheduler.ts's; what a record
+ * starts with (policy settings, proxy attachment, host uid), sandbox-inputs.ts's; its forwards,
+ * forwards.ts's.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { lifecycle } from '../audit/index.js';
-import type { SandboxProxy } from '../proxy/index.js';
-import type { AdoptedSandbox } from '../runtime/adopted-sandbox.js';
-import type { BubblewrapSandbox } from '../runtime/bubblewrap-driver.js';
-import { directConnectEvent, parseDirectConnect } from '../runtime/direct-connect-audit.js';
-import type { DriverSandbox } from '../runtime/driver.js';
-import { settingsFromPolicy } from '../runtime/policy-settings.js';
-import type { ManagedSandbox } from '../runtime/managed-sandbox.js';
-import type { Runtime } from '../runtime/runtime.js';
-import { egressNetwork } from '../runtime/sandbox-network.js';
-import { specFromSettings } from '../runtime/sandbox-spec-from-policy.js';
-import { SandboxCgroup } from '../sandbox/cgroup.js';
-import { processStartedAt, UsageMeter, type TreeUsage } from '../sandbox/processes.js';
-import { SandboxControl } from '../sandbox/control.js';
-import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from '../sandbox/identity.js';
-import type { InitEvent } from '../sandbox/launch.js';
-import type { NetworkAttachment } from '../sandbox/sandbox.js';
-import type { StateDirs } from '../sandbox/state-dirs.js';
-import { ApiError } from './api/errors.js';
-import type { AuditRouter } from './audit-router.js';
-import { ForwardSet } from './forwards.js';
-import { checkPolicyText } from './policy-text.js';
+import { lifecycle } from '../../audit/index.js';
+import type { SandboxProxy } from '../../proxy/index.js';
+import type { AdoptedSandbox } from '../../runtime/adopted-sandbox.js';
+import type { BubblewrapSandbox } from '../../runtime/bubblewrap-driver.js';
+import { directConnectEvent, parseDirectConnect } from '../../runtime/direct-connect-audit.js';
+import type { DriverSandbox } from '../../runtime/driver.js';
+import type { ManagedSandbox } from '../../runtime/managed-sandbox.js';
+import type { Runtime } from '../../runtime/runtime.js';
+import { specFromSettings } from '../../runtime/sandbox-spec-from-policy.js';
+import { SandboxCgroup } from '../../sandbox/cgroup.js';
+import { processStartedAt, UsageMeter, type TreeUsage } from '../../sandbox/processes.js';
+import { SandboxControl } from '../../sandbox/control.js';
+import type { IdentityRegistry } from '../../sandbox/identity.js';
+import type { InitEvent } from '../../sandbox/running-sandbox.js';
+import type { NetworkAttachment } from '../../sandbox/sandbox.js';
+import type { StateDirs } from '../../sandbox/state-dirs.js';
+import { ApiError } from '../api/errors.js';
+import type { AuditRouter } from '../audit-router.js';
+import { forwardEvent, ForwardSet, type ForwardState } from '../sandbox-io/forwards.js';
+import { egressOf, identityOf, policyOf } from './sandbox-inputs.js';
 import type { RestartSettings, Run } from './restart-policy.js';
 import { RestartScheduler } from './restart-scheduler.js';
 import { checkedPaths, handBackWorkspace } from './sandbox-paths.js';
-import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
-import type { SecretBox } from './store/secret-box.js';
+import type { Forward, SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
+import type { SecretBox } from '../store/secret-box.js';
 
 export interface SandboxLauncherOptions {
   runtime: Runtime;
@@ -133,10 +133,42 @@ export class SandboxLauncher {
     return [...this.held.values()];
   }
 
-  async start(rec: SandboxRecord): Promise<void> {
+  /**
+   * Listens on the host ports of a sandbox being created, before anything of it is stored: a port
+   * someone else holds is refused (ForwardBindError) and nothing is kept. The set is the caller's
+   * to hand to start(), or to close.
+   */
+  async reserveForwards(forwards: readonly Forward[]): Promise<ForwardSet> {
+    const set = new ForwardSet();
+    try {
+      for (const f of forwards) await set.add(f);
+    } catch (err) {
+      await set.close();
+      throw err;
+    }
+    return set;
+  }
+
+  /**
+   * Starts a record's sandbox. Its stored forwards listen before this returns, or are shown as
+   * not listening and tried again (forwards.ts); `reserved` are ports already listened on for it
+   * (reserveForwards), closed if it does not start.
+   */
+  async start(rec: SandboxRecord, reserved?: ForwardSet): Promise<void> {
+    let entry: Held;
+    try {
+      entry = await this.launch(rec, reserved);
+    } catch (err) {
+      await reserved?.close();
+      throw err;
+    }
+    await this.bindForwards(rec, entry);
+  }
+
+  private async launch(rec: SandboxRecord, reserved: ForwardSet | undefined): Promise<Held> {
     if (this.held.has(rec.id)) throw new ApiError('SANDBOX_BUSY', `sandbox ${rec.name} is already running`);
     this.restarts.cancel(rec.id);
-    const { policy, settings, engine } = await this.policyOf(rec);
+    const { policy, settings, engine } = await policyOf(this.opts.store, rec);
     const { workspace, mounts, expected } = await checkedPaths(rec, this.opts);
     const spec = specFromSettings(settings, {
       name: rec.name,
@@ -147,7 +179,14 @@ export class SandboxLauncher {
     });
     spec.id = rec.id;
     let attachment: NetworkAttachment | null = null;
-    const network = this.network(rec, engine.compilePolicy(policy), settings.limits, false);
+    const network = egressOf(
+      this.opts,
+      this.caDir,
+      rec,
+      engine.compilePolicy(policy),
+      settings.limits,
+      false,
+    );
     const { managed, started } = await this.opts.runtime.start({
       spec,
       ownerUid: rec.ownerUid,
@@ -163,7 +202,7 @@ export class SandboxLauncher {
     });
     const bw = (started as BubblewrapSandbox).started;
     if (!bw.control) throw new ApiError('INTERNAL', `sandbox ${rec.name} has no control socket`);
-    this.hold(rec, started, bw.control, network.proxy(), attachment, managed);
+    return this.hold(rec, started, bw.control, network.proxy(), attachment, managed, false, reserved);
   }
 
   /**
@@ -178,13 +217,21 @@ export class SandboxLauncher {
     // sandbox's with it): closed here when it ends, or the proxy keeps it ("already attached").
     let attachment: NetworkAttachment | null = null;
     try {
-      const { policy, settings, engine } = await this.policyOf(rec);
-      const network = this.network(rec, engine.compilePolicy(policy), settings.limits, true);
-      attachment = await network.provider(rec.id, this.identityOf(rec));
+      const { policy, settings, engine } = await policyOf(this.opts.store, rec);
+      const network = egressOf(
+        this.opts,
+        this.caDir,
+        rec,
+        engine.compilePolicy(policy),
+        settings.limits,
+        true,
+      );
+      attachment = await network.provider(rec.id, identityOf(this.opts, rec));
       const cgroup = sb.record.cgroupKey ? SandboxCgroup.existing(sb.record.cgroupKey) : null;
       attachment.started(sb.pid, cgroup);
       const control = new SandboxControl(join(sb.controlDir, 'control.sock'));
-      this.hold(rec, sb, control, network.proxy(), attachment, adopted.managed, true);
+      const entry = this.hold(rec, sb, control, network.proxy(), attachment, adopted.managed, true);
+      await this.bindForwards(rec, entry);
     } catch (err) {
       // Running, but not ours to serve: stop it rather than leave it without its proxy.
       this.opts.log?.({
@@ -220,15 +267,18 @@ export class SandboxLauncher {
     managed: ManagedSandbox,
     /** The launcher made `network` (an adopted sandbox): it closes it when the sandbox ends. */
     ownsNetwork = false,
-  ): void {
+    /** Ports already listened on for it (reserveForwards). */
+    forwards = new ForwardSet(),
+  ): Held {
     const events = control.events();
+    forwards.attach(control, (f, state) => this.forwardChanged(rec, f, state));
     const entry: Held = {
       id: rec.id,
       sandbox,
       control,
       proxy,
       network,
-      forwards: new ForwardSet(control),
+      forwards,
       startedAt: Date.now(),
       stopping: false,
       closeEvents: () => events.close(),
@@ -237,17 +287,6 @@ export class SandboxLauncher {
     };
     this.held.set(rec.id, entry);
     void this.followEvents(rec.id, events);
-    for (const f of this.opts.store.forwards(rec.id)) {
-      entry.forwards.add(f).catch((err: unknown) =>
-        this.opts.log?.({
-          level: 'warn',
-          msg: 'forward not listening',
-          sandbox: rec.name,
-          port: f.hostPort,
-          error: (err as Error).message,
-        }),
-      );
-    }
     managed.onChange((c) => {
       if (!this.opts.store.get(rec.id)) return;
       this.opts.store.update(rec.id, {
@@ -275,6 +314,34 @@ export class SandboxLauncher {
       if (!entry.stopping)
         this.ended(rec.id, { startedAt: entry.startedAt, exitedAt: Date.now(), exitCode: code });
     });
+    return entry;
+  }
+
+  /**
+   * The stored forwards of a sandbox it holds listen, or are kept not listening (a host port
+   * someone else took while it was stopped or the gateway down): the sandbox runs either way, and
+   * says so (forwardChanged).
+   */
+  private async bindForwards(rec: SandboxRecord, entry: Held): Promise<void> {
+    for (const f of this.opts.store.forwards(rec.id)) await entry.forwards.keep(f);
+  }
+
+  /** A kept forward stopped or started listening: the sandbox's audit trail and the gateway's log say so. */
+  private forwardChanged(rec: SandboxRecord, f: Forward, state: ForwardState): void {
+    this.opts.audit.emit(forwardEvent(rec.id, rec.name, f, state));
+    this.opts.log?.({
+      level: state.listening ? 'info' : 'warn',
+      msg: state.listening ? 'forward listening' : 'forward not listening',
+      sandbox: rec.name,
+      port: f.hostPort,
+      ...(state.reason !== null ? { error: state.reason } : {}),
+    });
+  }
+
+  /** The state of each forward of a running sandbox by host port; null when it does not run. */
+  forwardStates(id: string): ((hostPort: number) => ForwardState | null) | null {
+    const held = this.held.get(id);
+    return held ? (hostPort) => held.forwards.state(hostPort) : null;
   }
 
   /** Connections the kernel refused inside the sandbox, as 4001 events in its audit trail. */
@@ -282,7 +349,8 @@ export class SandboxLauncher {
     try {
       for await (const e of events) {
         const refused = parseDirectConnect(e as InitEvent);
-        if (refused) this.opts.audit.emit(directConnectEvent(await import('../audit/index.js'), id, refused));
+        if (refused)
+          this.opts.audit.emit(directConnectEvent(await import('../../audit/index.js'), id, refused));
       }
     } catch {
       // the sandbox ended, or the gateway closes: its events wait for the next subscriber
@@ -338,52 +406,5 @@ export class SandboxLauncher {
    */
   handBack(rec: SandboxRecord, ownWorkspace: boolean): Promise<string> {
     return handBackWorkspace(rec, ownWorkspace, this.opts.rootless);
-  }
-
-  private async policyOf(rec: SandboxRecord) {
-    const revision = this.opts.store.policy(rec.id, rec.spec.policyRev);
-    if (!revision)
-      throw new ApiError('INTERNAL', `sandbox ${rec.name} has no policy revision ${rec.spec.policyRev}`);
-    const policy = await checkPolicyText(revision.text, `${rec.name}.yaml`);
-    const engine = await import('../policy/index.js');
-    const settings = settingsFromPolicy(policy, engine.resolveLimits(policy));
-    if (settings.limits.memoryBytes === undefined && rec.spec.memoryBytes !== null) {
-      settings.limits.memoryBytes = rec.spec.memoryBytes;
-    }
-    return { policy, settings, engine };
-  }
-
-  /** The sandbox's attachment to the shared proxy (its credentials unsealed for the proxy only). */
-  private network(
-    rec: SandboxRecord,
-    generation: import('../policy/index.js').PolicyGeneration,
-    limits: { memoryBytes?: number | undefined; cpuMillis?: number | undefined },
-    reattach: boolean,
-  ) {
-    const credentials = new Map<string, string>();
-    for (const [name, sealed] of this.opts.store.secrets(rec.id)) {
-      credentials.set(name, this.opts.secrets.unseal(sealed, `${rec.id}/${name}`));
-    }
-    let proxy: SandboxProxy | null = null;
-    const provider = async (name: string, identity: SandboxIdentity) =>
-      egressNetwork({
-        proxy: await this.opts.runtime.proxy(),
-        runDir: this.opts.dirs.run,
-        generation,
-        credentials,
-        // What the proxy may spend on it derives from its limits (docs/proxy.md, budgets).
-        limits,
-        caDir: join(this.caDir, rec.id),
-        onAttached: (sb) => (proxy = sb),
-        reattach,
-      })(name, identity);
-    return { provider, proxy: () => proxy };
-  }
-
-  private identityOf(rec: SandboxRecord): SandboxIdentity {
-    if (this.opts.rootless || !this.opts.identities) return rootlessIdentity();
-    const uid = this.opts.identities.lookup({ state: this.opts.dirs.state, name: rec.id });
-    if (uid === null) throw new ApiError('INTERNAL', `sandbox ${rec.name} has no uid record`);
-    return { uid, gid: uid, rootless: false };
   }
 }

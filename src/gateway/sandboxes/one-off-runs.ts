@@ -18,15 +18,15 @@
  * what they left, as it does for a one-off `carapace run` whose process died. What a run does is
  * charged to its sandbox (its cgroup and uid), not to the gateway.
  */
-import { lifecycle, type AuditSink } from '../audit/index.js';
-import { BubblewrapSandbox } from '../runtime/bubblewrap-driver.js';
-import { defaultPolicyPath } from '../runtime/one-off-run.js';
-import { loadSandboxSettings } from '../runtime/policy-settings.js';
-import type { Runtime } from '../runtime/runtime.js';
-import { specFromSettings } from '../runtime/sandbox-spec-from-policy.js';
-import { newSandboxName, sandboxPaths } from '../sandbox/sandbox.js';
-import type { StateDirs } from '../sandbox/state-dirs.js';
-import { ApiError } from './api/errors.js';
+import { lifecycle, type AuditSink } from '../../audit/index.js';
+import { BubblewrapSandbox } from '../../runtime/bubblewrap-driver.js';
+import { defaultPolicyPath } from '../../runtime/one-off-run.js';
+import { loadSandboxSettings } from '../../runtime/policy-settings.js';
+import type { Runtime } from '../../runtime/runtime.js';
+import { specFromSettings } from '../../runtime/sandbox-spec-from-policy.js';
+import { newSandboxName, sandboxPaths } from '../../sandbox/sandbox.js';
+import type { StateDirs } from '../../sandbox/state-dirs.js';
+import { ApiError } from '../api/errors.js';
 
 /** The audit trail's file for every run's events: `<state>/audit/runs.jsonl` (ids are `sb-…`). */
 export const RUNS_AUDIT_ID = 'runs';

@@ -4,10 +4,10 @@
  * text), turned into the policy engine's operations. A spec or preset that is wrong is a
  * POLICY_INVALID error with every diagnostic.
  */
-import type { PolicyOperation, Preset } from '../policy/index.js';
-import { ApiError } from './api/errors.js';
+import type { PolicyOperation, Preset } from '../../policy/index.js';
+import { ApiError } from '../api/errors.js';
 
-type Engine = typeof import('../policy/index.js');
+type Engine = typeof import('../../policy/index.js');
 
 /** An operation as the API takes it: the specs `carapace policy apply-ops` takes on its command line. */
 export type WireOperation =

@@ -8,18 +8,24 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { IdentityRegistry } from '../sandbox/identity.js';
-import { assertSandboxName } from '../sandbox/identity.js';
-import type { StateDirs } from '../sandbox/state-dirs.js';
-import { ApiError } from './api/errors.js';
-import type { JsonText } from './api/server.js';
-import type { Caller } from './api/router.js';
-import type { AuditRouter } from './audit-router.js';
+import type { IdentityRegistry } from '../../sandbox/identity.js';
+import { assertSandboxName } from '../../sandbox/identity.js';
+import type { StateDirs } from '../../sandbox/state-dirs.js';
+import { ApiError } from '../api/errors.js';
+import type { JsonText } from '../api/server.js';
+import type { Caller } from '../api/router.js';
+import type { AuditRouter } from '../audit-router.js';
 import type { SandboxLauncher } from './sandbox-launcher.js';
-import type { Forward, RestartPolicy, SandboxRecord, SandboxStore } from './store/sandbox-store.js';
-import type { SecretBox } from './store/secret-box.js';
-import { assertListenable, checkPolicyText, policyMemoryLimit } from './policy-text.js';
-import { lifecycle } from '../audit/index.js';
+import type { Forward, RestartPolicy, SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
+import type { SecretBox } from '../store/secret-box.js';
+import { assertListenable, checkPolicyText, policyMemoryLimit } from '../policy-text.js';
+import {
+  ForwardBindError,
+  freeHostPortNear,
+  probeHostPort,
+  type ForwardSet,
+} from '../sandbox-io/forwards.js';
+import { lifecycle } from '../../audit/index.js';
 import { DEFAULT_QUOTAS, UserQuotas, type Quotas } from './quotas.js';
 import { SandboxViews, type SandboxView } from './sandbox-views.js';
 
@@ -116,20 +122,51 @@ export class SandboxService {
     }
     const policyText = req.policy ?? this.opts.defaultPolicy;
     const policy = await checkPolicyText(policyText, `${req.name}.yaml`);
-    for (const f of req.forwards) assertListenable(req.name, f, policy.listen_ports);
+    for (const f of req.forwards)
+      assertListenable(req.name, f, policy.listen_ports, req.policy === undefined ? 'default' : 'given');
     // A user's sandbox always has a memory limit: the policy's, or the default one, which counts
     // against the user's quota like any other.
     const declared = await policyMemoryLimit(policy);
     const memoryBytes = declared ?? (caller.admin ? null : this.quotas.defaultMemory(caller));
     this.quotas.check(caller, memoryBytes ?? undefined);
-    // Checked before the record exists (nothing awaits from here to the forwards' rows): a taken
-    // host port stored nothing, rather than a record left `creating` that never started.
-    const taken = new Set([...this.opts.store.allForwards().values()].flat().map((f) => f.hostPort));
-    for (const f of req.forwards) {
-      if (taken.has(f.hostPort))
-        throw new ApiError('FORWARD_PORT_TAKEN', `host port ${f.hostPort} is already forwarded`);
-      taken.add(f.hostPort);
+    this.assertNotForwarded(req.forwards);
+    // Its host ports are listened on now (a sandbox started now keeps them) or tried (--no-start),
+    // before anything is stored: a port another program holds is refused, and nothing is kept.
+    let reserved: ForwardSet | undefined;
+    try {
+      if (req.start) reserved = await this.opts.launcher.reserveForwards(req.forwards);
+      else for (const f of req.forwards) await probeHostPort(f.hostPort);
+    } catch (err) {
+      throw await this.unbindable(err, req.forwards, (p, f) => `--forward ${p}:${f.sandboxPort}`);
     }
+    let rec: SandboxRecord;
+    try {
+      rec = this.record(caller, req, policyText, memoryBytes);
+    } catch (err) {
+      await reserved?.close();
+      throw err;
+    }
+    if (!req.start) return rec;
+    try {
+      await this.opts.launcher.start(rec, reserved);
+    } catch (err) {
+      // Recorded as failed, with the reason; the caller hears the same.
+      this.opts.store.update(rec.id, { state: 'failed', reason: (err as Error).message });
+      throw err;
+    }
+    return this.opts.store.get(rec.id)!;
+  }
+
+  /** A new sandbox's record, sealed credentials and forwards, stored with nothing awaited between. */
+  private record(
+    caller: Caller,
+    req: CreateRequest,
+    policyText: string,
+    memoryBytes: number | null,
+  ): SandboxRecord {
+    // Again, now that nothing awaits until the forwards' rows: another create may have taken a
+    // host port while this one listened on its own.
+    this.assertNotForwarded(req.forwards);
     const id = `sb-${randomBytes(5).toString('hex')}`;
     const ownWorkspace = req.workspace === undefined;
     const workspace = req.workspace ?? join(this.opts.dirs.state, 'sandboxes', id, 'workspace');
@@ -169,15 +206,38 @@ export class SandboxService {
         details: { name: rec.name, owner: rec.ownerUid, command: req.command },
       }),
     );
-    if (!req.start) return rec;
-    try {
-      await this.opts.launcher.start(rec);
-    } catch (err) {
-      // Recorded as failed, with the reason; the caller hears the same.
-      this.opts.store.update(id, { state: 'failed', reason: (err as Error).message });
-      throw err;
+    return rec;
+  }
+
+  /** A host port one of the gateway's forwards has (its sandbox running or not) is refused. */
+  private assertNotForwarded(forwards: readonly Forward[]): void {
+    const taken = this.forwardedPorts();
+    for (const f of forwards) {
+      if (taken.has(f.hostPort))
+        throw new ApiError('FORWARD_PORT_TAKEN', `host port ${f.hostPort} is already forwarded`);
+      taken.add(f.hostPort);
     }
-    return this.opts.store.get(id)!;
+  }
+
+  private forwardedPorts(): Set<number> {
+    return new Set([...this.opts.store.allForwards().values()].flat().map((f) => f.hostPort));
+  }
+
+  /**
+   * A host port that could not be listened on, as one line: which, why, and how to forward
+   * another (`instead`, with a port free now when one near it is). Anything else is returned as is.
+   */
+  private async unbindable(
+    err: unknown,
+    forwards: readonly Forward[],
+    instead: (hostPort: number | string, f: Forward) => string,
+  ): Promise<unknown> {
+    if (!(err instanceof ForwardBindError)) return err;
+    const f = forwards.find((x) => x.hostPort === err.hostPort)!;
+    const taken = this.forwardedPorts();
+    for (const x of forwards) taken.add(x.hostPort);
+    const free = await freeHostPortNear(err.hostPort, taken);
+    return new ApiError(err.code, `${err.message}: pick another, e.g. ${instead(free ?? 'HOSTPORT', f)}`);
   }
 
   async start(caller: Caller, name: string, owner?: number): Promise<SandboxRecord> {
@@ -209,14 +269,17 @@ export class SandboxService {
         `host port ${f.hostPort} is privileged: forward a port of 1024 or above`,
       );
     }
+    // Stored first (a port another forward has is refused as such), then listened on (running)
+    // or tried (stopped): a port another program holds is refused, and the row goes again.
     this.opts.store.addForward(rec.id, f);
     try {
-      await this.opts.launcher.get(rec.id)?.forwards.add(f);
+      const held = this.opts.launcher.get(rec.id);
+      await (held ? held.forwards.add(f) : probeHostPort(f.hostPort));
     } catch (err) {
       this.opts.store.removeForward(rec.id, f.hostPort);
-      throw err;
+      throw await this.unbindable(err, [f], (p) => `carapace sandbox forward ${name} ${p}:${f.sandboxPort}`);
     }
-    return this.opts.store.forwards(rec.id);
+    return this.view(this.opts.store.get(rec.id)!).forwards;
   }
 
   async removeForward(
@@ -230,7 +293,7 @@ export class SandboxService {
       throw new ApiError('NOT_FOUND', `sandbox ${name} has no forward from host port ${hostPort}`);
     }
     await this.opts.launcher.get(rec.id)?.forwards.remove(hostPort);
-    return this.opts.store.forwards(rec.id);
+    return this.view(this.opts.store.get(rec.id)!).forwards;
   }
 
   /** The control socket of a running sandbox, for exec; the caller's own sandboxes only. */

@@ -16,21 +16,21 @@
  * the latest revision and on the record's version holds anyway, and a client that sends the
  * revision it based its change on (`baseRev`) gets VERSION_CONFLICT when it is no longer the latest.
  */
-import type { Policy } from '../policy/index.js';
-import type { LivePolicy, PolicyProvenance } from '../runtime/policy-apply.js';
-import type { Runtime } from '../runtime/runtime.js';
-import type { SandboxProxy } from '../proxy/index.js';
-import { ApiError } from './api/errors.js';
-import type { Caller } from './api/router.js';
-import type { AuditRouter } from './audit-router.js';
-import type { SandboxLauncher } from './sandbox-launcher.js';
-import type { SandboxService } from './sandbox-service.js';
-import type { PolicyRevisionStore, RevisionAction, RevisionRecord } from './store/policy-revisions.js';
-import type { SandboxRecord } from './store/sandbox-store.js';
+import type { Policy } from '../../policy/index.js';
+import type { LivePolicy, PolicyProvenance } from '../../runtime/policy-apply.js';
+import type { Runtime } from '../../runtime/runtime.js';
+import type { SandboxProxy } from '../../proxy/index.js';
+import { ApiError } from '../api/errors.js';
+import type { Caller } from '../api/router.js';
+import type { AuditRouter } from '../audit-router.js';
+import type { SandboxLauncher } from '../sandboxes/sandbox-launcher.js';
+import type { SandboxService } from '../sandboxes/sandbox-service.js';
+import type { PolicyRevisionStore, RevisionAction, RevisionRecord } from '../store/policy-revisions.js';
+import type { SandboxRecord } from '../store/sandbox-store.js';
 import { asApiError, operationOf, type WireOperation } from './policy-wire.js';
 
-type Engine = typeof import('../policy/index.js');
-type ApplyModule = typeof import('../runtime/policy-apply.js');
+type Engine = typeof import('../../policy/index.js');
+type ApplyModule = typeof import('../../runtime/policy-apply.js');
 
 export interface ChangeOptions {
   /** The revision the change was based on: refused with VERSION_CONFLICT when no longer the latest. */
@@ -172,8 +172,8 @@ export class PolicyService {
   ): Promise<ChangeResult> {
     // The only awaits before the change is stored: from here to the store, nothing yields.
     const [engine, apply] = await Promise.all([
-      import('../policy/index.js'),
-      import('../runtime/policy-apply.js'),
+      import('../../policy/index.js'),
+      import('../../runtime/policy-apply.js'),
     ]);
     const rec = this.opts.sandboxes.resolve(caller, name, owner);
     const latest = this.latest(rec);

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SandboxLauncher } from './sandbox-launcher.js';
-import type { SandboxStore } from './store/sandbox-store.js';
+import type { SandboxStore } from '../store/sandbox-store.js';
 
 /**
  * Sandboxes that should run are started again (the previous gateway's died with it), and the

@@ -11,12 +11,12 @@
  * second. Pending proposals per sandbox are capped (MAX_OPEN); beyond the cap new keys are counted
  * as dropped, never stored.
  */
-import type { OcsfEvent } from '../audit/index.js';
-import type { PolicyGeneration } from '../policy/index.js';
+import type { OcsfEvent } from '../../audit/index.js';
+import type { PolicyGeneration } from '../../policy/index.js';
 import { allowedBy, proposalKey, redactPath, type DenialFacts } from './proposal-rules.js';
-import type { ProposalView } from './proposals.js';
-import type { ProposalRecord, ProposalSample, ProposalStore } from './store/proposal-store.js';
-import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
+import type { ProposalView } from './proposal-views.js';
+import type { ProposalRecord, ProposalSample, ProposalStore } from '../store/proposal-store.js';
+import type { SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
 
 /** Open proposals one sandbox may have; new keys beyond it are dropped (and counted). */
 export const MAX_OPEN = 500;

@@ -9,7 +9,7 @@
  * its fingerprint. The router gets providers through `directory()`, which maps a sandbox id to its
  * owner's providers.
  */
-import { PROVIDER_NAME, PROVIDER_TYPES, type ProviderType } from '../policy/index.js';
+import { PROVIDER_NAME, PROVIDER_TYPES, type ProviderType } from '../../policy/index.js';
 import {
   PROVIDER_INFO,
   probeProvider,
@@ -17,12 +17,12 @@ import {
   type ProviderConfig,
   type ProviderDirectory,
   type TrustSource,
-} from '../router/index.js';
-import { ApiError } from './api/errors.js';
-import type { Caller } from './api/router.js';
-import type { ProviderRecord, ProviderStore } from './store/provider-store.js';
-import type { SandboxStore } from './store/sandbox-store.js';
-import type { SecretBox } from './store/secret-box.js';
+} from '../../router/index.js';
+import { ApiError } from '../api/errors.js';
+import type { Caller } from '../api/router.js';
+import type { ProviderRecord, ProviderStore } from '../store/provider-store.js';
+import type { SandboxStore } from '../store/sandbox-store.js';
+import type { SecretBox } from '../store/secret-box.js';
 
 export interface ProviderView {
   name: string;

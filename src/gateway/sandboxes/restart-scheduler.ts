@@ -6,10 +6,10 @@
  * The runs it counts are this gateway's lifetime only: a gateway restart starts every count again,
  * and a crash loop's `failed` is stored (`desired: stopped`), so it is not forgotten with them.
  */
-import { lifecycle } from '../audit/index.js';
-import type { AuditRouter } from './audit-router.js';
+import { lifecycle } from '../../audit/index.js';
+import type { AuditRouter } from '../audit-router.js';
 import { nextStep, type RestartSettings, type Run } from './restart-policy.js';
-import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
+import type { SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
 
 export interface RestartSchedulerOptions {
   store: SandboxStore;

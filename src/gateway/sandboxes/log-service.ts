@@ -7,9 +7,9 @@
 import { createReadStream, existsSync, statSync, watch } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
-import type { OcsfEvent } from '../audit/index.js';
-import type { AuditRouter } from './audit-router.js';
-import type { SandboxRecord } from './store/sandbox-store.js';
+import type { OcsfEvent } from '../../audit/index.js';
+import type { AuditRouter } from '../audit-router.js';
+import type { SandboxRecord } from '../store/sandbox-store.js';
 
 export interface LogQuery {
   follow?: 'true' | 'false' | undefined;

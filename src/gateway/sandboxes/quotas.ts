@@ -4,9 +4,9 @@
  * limit gets `--default-memory` (at most what is left), so it counts like any other. Root and
  * members of carapace-admin are not limited.
  */
-import { ApiError } from './api/errors.js';
-import type { Caller } from './api/router.js';
-import type { SandboxStore } from './store/sandbox-store.js';
+import { ApiError } from '../api/errors.js';
+import type { Caller } from '../api/router.js';
+import type { SandboxStore } from '../store/sandbox-store.js';
 
 export interface Quotas {
   /** Sandboxes one user may hold (admins are not limited). */

@@ -19,16 +19,16 @@
  * no rule would let them through.
  *
  * From the audit stream to stored rows (dedup, batching, the cap on open proposals): the intake,
- * proposal-intake.ts. Here: what the operator sees of a proposal (its rule and risk notes against
- * the latest revision, proposal-rules.ts) and what the operator decides.
+ * proposal-intake.ts. What the operator sees of a proposal (its rule and risk notes against the
+ * latest revision, proposal-rules.ts): proposal-views.ts. Here: what the operator decides.
  */
-import type { OcsfEvent } from '../audit/index.js';
-import type { PolicyGeneration } from '../policy/index.js';
-import { ApiError } from './api/errors.js';
-import type { Caller } from './api/router.js';
-import type { AuditRouter } from './audit-router.js';
-import type { PolicyService } from './policy-service.js';
+import type { OcsfEvent } from '../../audit/index.js';
+import { ApiError } from '../api/errors.js';
+import type { Caller } from '../api/router.js';
+import type { AuditRouter } from '../audit-router.js';
+import type { PolicyService } from '../policy/policy-service.js';
 import { factsOf, pathsOf, ProposalIntake } from './proposal-intake.js';
+import { ProposalViews, type ProposalView } from './proposal-views.js';
 import {
   allowedBy,
   editRule,
@@ -36,46 +36,13 @@ import {
   smallestRule,
   wireOps,
   type DenialFacts,
-  type ProposedRule,
   type RuleEdit,
 } from './proposal-rules.js';
 
 export type { RuleEdit } from './proposal-rules.js';
-import type { PolicyRevisionStore } from './store/policy-revisions.js';
-import type { ProposalRecord, ProposalStore } from './store/proposal-store.js';
-import type { SandboxRecord, SandboxStore } from './store/sandbox-store.js';
-
-type Engine = typeof import('../policy/index.js');
-
-/** A proposal as the API shows it. */
-export interface ProposalView {
-  id: number;
-  sandbox: string;
-  owner: number;
-  status: ProposalRecord['status'];
-  source: ProposalRecord['source'];
-  level: ProposalRecord['level'];
-  host: string;
-  port: number;
-  binary: string;
-  ancestors: string[];
-  method: string | null;
-  pathPattern: string | null;
-  hits: number;
-  firstSeen: string;
-  lastSeen: string;
-  samples: { t: string; method?: string | undefined; path?: string | undefined }[];
-  policyRev: number;
-  /** The smallest rule that would allow it, against the latest revision (null: nothing to allow). */
-  rule: ProposedRule | null;
-  risks: string[];
-  rationale: string | null;
-  decidedBy: number | null;
-  decidedAt: string | null;
-  quietUntil: string | null;
-  appliedRev: number | null;
-  outcome: string | null;
-}
+import type { PolicyRevisionStore } from '../store/policy-revisions.js';
+import type { ProposalRecord, ProposalStore } from '../store/proposal-store.js';
+import type { SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
 
 export interface ApprovalResult {
   proposal: ProposalView;
@@ -96,20 +63,17 @@ export interface ProposalServiceOptions {
 }
 
 export class ProposalService {
-  private engine: Engine | null = null;
-  private readonly compiled = new Map<
-    string,
-    { hash: string; gen: PolicyGeneration; entries: Set<string> }
-  >();
+  private readonly views: ProposalViews;
   private readonly intake: ProposalIntake;
   private readonly listeners = new Set<(p: ProposalView) => void>();
   private unsubscribe: (() => void) | null = null;
 
   constructor(private readonly opts: ProposalServiceOptions) {
+    this.views = new ProposalViews(opts.revisions);
     this.intake = new ProposalIntake({
       proposals: opts.proposals,
       store: opts.store,
-      generationOf: (rec) => this.generationOf(rec),
+      generationOf: (rec) => this.views.generationOf(rec),
       published: (ids) => this.published(ids),
     });
   }
@@ -121,7 +85,7 @@ export class ProposalService {
 
   /** Loads the policy engine and starts listening to the audit stream. */
   async start(): Promise<void> {
-    this.engine = await import('../policy/index.js');
+    await this.views.start();
     this.unsubscribe = this.opts.audit.subscribe((id, e) => this.onEvent(id, e));
   }
 
@@ -139,8 +103,8 @@ export class ProposalService {
   /** The audit listener: runs on the proxy's turn, so it only queues (proposal-intake.ts). */
   private onEvent(sandboxId: string, e: OcsfEvent): void {
     // A sandbox's lifecycle event after its deletion: what was kept for it goes too.
-    if (e.class_uid === 6002 && this.compiled.has(sandboxId) && !this.opts.store.get(sandboxId)) {
-      this.compiled.delete(sandboxId);
+    if (e.class_uid === 6002 && this.views.knows(sandboxId) && !this.opts.store.get(sandboxId)) {
+      this.views.forget(sandboxId);
       this.intake.forgetSandbox(sandboxId);
       return;
     }
@@ -162,7 +126,7 @@ export class ProposalService {
       const p = this.opts.proposals.get(id);
       const rec = p && this.opts.store.get(p.sandboxId);
       if (!p || !rec) continue;
-      const v = this.view(p, rec);
+      const v = this.views.view(p, rec);
       views.push(v);
       for (const l of this.listeners) l(v);
     }
@@ -177,12 +141,14 @@ export class ProposalService {
   ): ProposalView[] {
     const recs = this.sandboxesOf(caller, filter);
     const byId = new Map(recs.map((r) => [r.id, r]));
-    return this.opts.proposals.list([...byId.keys()], which).map((p) => this.view(p, byId.get(p.sandboxId)!));
+    return this.opts.proposals
+      .list([...byId.keys()], which)
+      .map((p) => this.views.view(p, byId.get(p.sandboxId)!));
   }
 
   get(caller: Caller, id: number): ProposalView {
     const { p, rec } = this.owned(caller, id);
-    return this.view(p, rec);
+    return this.views.view(p, rec);
   }
 
   /** Approves: the rule (edited, when `edit` is given) becomes a policy revision, applied live. */
@@ -211,7 +177,7 @@ export class ProposalService {
       }
       const latest = this.opts.revisions.get(rec.id);
       if (!latest) throw new ApiError('INTERNAL', `sandbox ${rec.name} has no policy revision`);
-      const { gen, entries } = this.generationOf(rec);
+      const { gen, entries } = this.views.generationOf(rec);
       const facts = factsOf(p);
       if (edit === undefined && allowedBy(gen, facts)) {
         this.decide(p, rec, caller, {
@@ -306,7 +272,7 @@ export class ProposalService {
       outcome: d.outcome,
       ...(risks !== undefined && risks.length > 0 ? { risks } : {}),
     });
-    const v = this.view(this.opts.proposals.get(p.id)!, rec);
+    const v = this.views.view(this.opts.proposals.get(p.id)!, rec);
     for (const l of this.listeners) l(v);
   }
 
@@ -338,70 +304,6 @@ export class ProposalService {
       return [rec];
     }
     return this.opts.store.list(f.all === true ? undefined : (f.owner ?? caller.uid));
-  }
-
-  /** The compiled latest revision of a sandbox, compiled once per revision. */
-  private generationOf(rec: SandboxRecord): { gen: PolicyGeneration; rev: number; entries: Set<string> } {
-    const engine = this.engine;
-    if (!engine) throw new ApiError('INTERNAL', 'proposals are not started');
-    const latest = this.opts.revisions.get(rec.id);
-    if (!latest) throw new ApiError('INTERNAL', `sandbox ${rec.name} has no policy revision`);
-    const cached = this.compiled.get(rec.id);
-    if (cached && cached.hash === latest.hash) return { ...cached, rev: latest.rev };
-    const parsed = engine.parsePolicy(latest.text, `${rec.name}.yaml`);
-    if (!parsed.ok) throw new ApiError('INTERNAL', `the stored policy of ${rec.name} does not parse`);
-    const entry = {
-      hash: latest.hash,
-      gen: engine.compilePolicy(parsed.policy),
-      entries: new Set(Object.keys(parsed.policy.network_policies ?? {})),
-    };
-    this.compiled.set(rec.id, entry);
-    return { ...entry, rev: latest.rev };
-  }
-
-  private view(p: ProposalRecord, rec: SandboxRecord): ProposalView {
-    let rule: ProposedRule | null = null;
-    let risks: string[] = [];
-    if (p.status === 'pending' || p.status === 'rejected') {
-      try {
-        const { gen, entries } = this.generationOf(rec);
-        const facts = factsOf(p);
-        if (!allowedBy(gen, facts)) {
-          rule = smallestRule(gen, facts, pathsOf(p), entries);
-          risks = riskNotes(rule, facts);
-        }
-      } catch {
-        // a sandbox being deleted: shown without a rule
-      }
-    }
-    const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
-    return {
-      id: p.id,
-      sandbox: rec.name,
-      owner: rec.ownerUid,
-      status: p.status,
-      source: p.source,
-      level: p.level,
-      host: p.host,
-      port: p.port,
-      binary: p.binary,
-      ancestors: p.ancestors,
-      method: p.method,
-      pathPattern: p.pathPattern,
-      hits: p.hits,
-      firstSeen: new Date(p.firstSeen).toISOString(),
-      lastSeen: new Date(p.lastSeen).toISOString(),
-      samples: p.samples.map((s) => ({ t: new Date(s.t).toISOString(), method: s.method, path: s.path })),
-      policyRev: p.policyRev,
-      rule,
-      risks,
-      rationale: p.rationale,
-      decidedBy: p.decidedBy,
-      decidedAt: iso(p.decidedAt),
-      quietUntil: iso(p.quietUntil),
-      appliedRev: p.appliedRev,
-      outcome: p.outcome,
-    };
   }
 }
 
