@@ -19,7 +19,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { GATEWAY_NODE_FLAGS, GatewayClient } from '../src/cli/gateway-client.js';
+import { GATEWAY_NODE_FLAGS, GatewayClient } from '../src/cli/gateway/gateway-client.js';
 import { execOver } from '../src/sandbox/control-exec.js';
 import { SandboxControl } from '../src/sandbox/control.js';
 import { packageRoot } from '../src/sandbox/native-paths.js';

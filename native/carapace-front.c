@@ -8,7 +8,7 @@
  * `carapace run` (src/gateway/sandboxes/one-off-runs.ts). What is left of such a run is a socket round trip
  * and an exec in that sandbox, a few milliseconds; starting Node to send it costs 30 (the
  * `startup` rows of docs/benchmarks.md). So the plain run, the one a user types most, is sent from
- * here, exactly as src/cli/run-gateway.ts sends it: `GET /v1/runs` upgraded, the exec's JSON line,
+ * here, exactly as src/cli/run/run-gateway.ts sends it: `GET /v1/runs` upgraded, the exec's JSON line,
  * then the init's exec frames both ways (docs/gateway.md, "carapace run and the gateway").
  *
  * Anything else - another option, a value that is not valid UTF-8, no gateway answering, one that
@@ -288,7 +288,7 @@ static bool format(char *out, size_t size, const char *fmt, ...)
 	return n >= 0 && (size_t)n < size;
 }
 
-/* The socket of the caller's gateway, as src/cli/gateway-endpoint.ts finds it; false if none fits. */
+/* The socket of the caller's gateway, as src/cli/gateway/gateway-endpoint.ts finds it; false if none fits. */
 static bool gateway_socket(char *out, size_t size)
 {
 	const char *home = getenv("CARAPACE_HOME");

@@ -24,7 +24,7 @@ import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
 import { openAuditFile, readPolicyText, runTrees, SandboxWritableFileError } from './run-files.js';
 import { RunInputError, specFromSettings, type SandboxSettings } from './sandbox-spec-from-policy.js';
 
-/** A one-off run, as the CLI parsed it (src/cli/run-options.ts): nothing here is read again. */
+/** A one-off run, as the CLI parsed it (src/cli/run/run-options.ts): nothing here is read again. */
 export interface RunRequest {
   /** The policy file; without one, the built-in default policy (no network). */
   policy?: string | undefined;

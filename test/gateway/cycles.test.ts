@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LIMIT_CONTROLLERS, readCgroupLayout } from '../../src/sandbox/cgroup-layout.js';
 import { cgroupParent } from '../../src/sandbox/cgroup.js';
-import { GatewayClient } from '../../src/cli/gateway-client.js';
+import { GatewayClient } from '../../src/cli/gateway/gateway-client.js';
 import { execOver } from '../../src/sandbox/control-exec.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';

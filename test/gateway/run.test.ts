@@ -1,5 +1,5 @@
 /**
- * `carapace run` served by a running gateway (src/gateway/sandboxes/one-off-runs.ts, src/cli/run-gateway.ts):
+ * `carapace run` served by a running gateway (src/gateway/sandboxes/one-off-runs.ts, src/cli/run/run-gateway.ts):
  * the command gets what a one-off run gives it (stdout, stderr, stdin, exit status, --env, the
  * init's reason when it cannot start), each run has a sandbox of its own that nothing of an
  * earlier run reaches, the sandboxes are not the API's to name, and nothing is left once the run
