@@ -1,5 +1,5 @@
 /**
- * The host's sandbox uid registry (src/sandbox/identity.ts) on its own: what it reads is
+ * The host's sandbox uid registry (src/sandbox/identity/identity.ts) on its own: what it reads is
  * validated, changes from many processes at once never hand out one uid twice, and a uid is freed
  * only once nothing of it is left at its paths' roots.
  */
@@ -9,7 +9,7 @@ import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { IdentityError, IdentityRegistry } from '../../src/sandbox/identity.js';
+import { IdentityError, IdentityRegistry } from '../../src/sandbox/identity/identity.js';
 import { requires } from '../helpers/premises.js';
 
 const BASE = 4_000_000;

@@ -7,7 +7,7 @@ import { request } from 'node:http';
 import { resolveInImage } from '../../blueprint/sandbox-plan.js';
 import type { AgentImage } from '../../blueprint/image.js';
 import type { VerifiedBlueprint } from '../../blueprint/store.js';
-import { execOver } from '../../sandbox/control-exec.js';
+import { execOver } from '../../sandbox/control/control-exec.js';
 import { GatewayError, type GatewayClient } from '../gateway/gateway-client.js';
 import type { SandboxView, StepContext } from './onboard-steps.js';
 

@@ -14,8 +14,8 @@
  * the fastest path a user's command takes.
  */
 import { connect, type Socket } from 'node:net';
-import { ControlError } from '../../sandbox/control-common.js';
-import { execOver } from '../../sandbox/control-exec.js';
+import { ControlError } from '../../sandbox/control/control-common.js';
+import { execOver } from '../../sandbox/control/control-exec.js';
 import { printable } from '../../proxy/printable.js';
 import { withTerminal } from '../sandbox/exec-terminal.js';
 import { gatewayEndpoint } from '../gateway/gateway-endpoint.js';

@@ -4,7 +4,7 @@
  * comes, stdout and stderr written as they come. Shared by `sandbox exec`/`connect` and by a
  * `carapace run` that a gateway serves; kept small, since `run` loads it on its fastest path.
  */
-import type { ExecProcess } from '../../sandbox/control-exec.js';
+import type { ExecProcess } from '../../sandbox/control/control-exec.js';
 
 /** Ctrl-P Ctrl-Q, as in docker: leave the session (the shell is hung up), the sandbox runs on. */
 const DETACH = Buffer.from([0x10, 0x11]);

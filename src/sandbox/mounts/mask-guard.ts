@@ -32,7 +32,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, join, posix } from 'node:path';
 import type { GuardedMask, MountPlan } from './mount-plan.js';
-import { nativeMasker } from './native-paths.js';
+import { nativeMasker } from '../native-paths.js';
 
 /** What one check did: targets bound again, and those that could not be (with why). */
 export interface MaskCheck {

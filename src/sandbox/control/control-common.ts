@@ -3,7 +3,7 @@ import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { connect, Socket } from 'node:net';
 import { basename, dirname } from 'node:path';
 import { constants } from 'node:os';
-import { at, O_PATH } from './untrusted-tree.js';
+import { at, O_PATH } from '../host-paths/untrusted-tree.js';
 
 export type ControlErrorCode =
   /** The socket is not there, or nobody listens (the sandbox is gone, or never started). */

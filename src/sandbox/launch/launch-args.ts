@@ -2,12 +2,12 @@
  * bwrap's and carapace-init's arguments for one launch (launch.ts starts them): the fds each of them
  * is handed, the mount plan as bwrap options, and what the init applies before it execs the agent.
  */
-import type { SandboxCgroup } from './cgroup.js';
-import type { SandboxIdentity } from './identity.js';
-import { SANDBOX_UID_INSIDE } from './identity.js';
-import { mountArgs } from './mount-args.js';
-import type { MountOp, MountPlan } from './mount-plan.js';
-import { INIT_PATH, WORKSPACE_PATH } from './spec.js';
+import type { SandboxCgroup } from '../cgroup/cgroup.js';
+import type { SandboxIdentity } from '../identity/identity.js';
+import { SANDBOX_UID_INSIDE } from '../identity/identity.js';
+import { mountArgs } from '../mounts/mount-args.js';
+import type { MountOp, MountPlan } from '../mounts/mount-plan.js';
+import { INIT_PATH, WORKSPACE_PATH } from '../spec.js';
 
 export interface LaunchRequest {
   name: string;

@@ -15,10 +15,10 @@
  */
 import { chownSync, closeSync, constants, fstatSync, mkdirSync, openSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { HostPathError, openHostPath, realPathOf, type SandboxTrees } from './host-path.js';
-import type { SandboxIdentity } from './identity.js';
-import { SandboxStartError } from './launch.js';
-import { at, O_PATH } from './untrusted-tree.js';
+import { HostPathError, openHostPath, realPathOf, type SandboxTrees } from '../host-paths/host-path.js';
+import type { SandboxIdentity } from '../identity/identity.js';
+import { SandboxStartError } from '../launch/launch.js';
+import { at, O_PATH } from '../host-paths/untrusted-tree.js';
 
 export type LogFileErrorCode = 'log-file-in-sandbox-tree' | 'log-file-not-regular' | 'log-file-path';
 

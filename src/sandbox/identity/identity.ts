@@ -42,8 +42,8 @@ import {
   writeRegistry,
   type RegistryFile,
 } from './identity-file.js';
-import { randomHex } from './keys.js';
-import { runningUids } from './processes.js';
+import { randomHex } from '../keys.js';
+import { runningUids } from '../processes.js';
 
 export const SANDBOX_UID_INSIDE = 1000;
 export const DEFAULT_UID_BASE = 3_000_000;

@@ -5,7 +5,7 @@
  */
 import { chownSync, closeSync, constants, lstatSync, mkdirSync, openSync, readlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { SandboxStartError } from './launch.js';
+import { SandboxStartError } from '../launch/launch.js';
 import { at, errnoOf, O_PATH, type TreeOwner } from './untrusted-tree.js';
 
 /** Sandbox-writable trees, by real path: every entry beneath one may have been made by a sandbox. */

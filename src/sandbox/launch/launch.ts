@@ -48,8 +48,8 @@ import {
   FD_STATUS,
   type LaunchRequest,
 } from './launch-args.js';
-import { bwrapBinary, nativeLauncher } from './native-paths.js';
-import { processStart } from './processes.js';
+import { bwrapBinary, nativeLauncher } from '../native-paths.js';
+import { processStart } from '../processes.js';
 import { agentStarted, RunningSandbox, StartLog, type InitEvent } from './running-sandbox.js';
 
 export class SandboxStartError extends Error {

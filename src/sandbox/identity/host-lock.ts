@@ -1,7 +1,7 @@
 /** A host-wide lock file (the uid registry's): who holds it, and taking it over from the dead. */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { processStart } from './processes.js';
+import { processStart } from '../processes.js';
 
 /**
  * A lock file shared by every Carapace process on the host: created with O_EXCL, holding the

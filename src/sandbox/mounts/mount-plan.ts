@@ -43,8 +43,8 @@
  */
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { join, posix, relative } from 'node:path';
-import type { HostMount } from './spec.js';
-import { WORKSPACE_PATH } from './spec.js';
+import type { HostMount } from '../spec.js';
+import { WORKSPACE_PATH } from '../spec.js';
 
 /** What to do when a bind's source inside a sandbox-writable tree does not exist. */
 export type MissingSource =

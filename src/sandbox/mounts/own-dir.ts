@@ -29,10 +29,10 @@ import {
 } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import { OWN_DIR_PATH, within, type OwnDir } from './mount-plan.js';
-import { nativeBinary } from './native-paths.js';
-import { SandboxStartError } from './launch.js';
-import { sharedFile } from './shared-files.js';
-import type { SandboxSpec } from './spec.js';
+import { nativeBinary } from '../native-paths.js';
+import { SandboxStartError } from '../launch/launch.js';
+import { sharedFile } from '../shared-files.js';
+import type { SandboxSpec } from '../spec.js';
 
 const PASSWD =
   'root:x:0:0:root:/root:/usr/sbin/nologin\n' +

@@ -25,7 +25,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { SandboxIdentity } from './identity.js';
+import type { SandboxIdentity } from '../identity/identity.js';
 import type { MountOp, MountPlan } from './mount-plan.js';
 import {
   HostPathError,
@@ -33,10 +33,10 @@ import {
   sandboxTrees,
   type OpenedHostPath,
   type SandboxTrees,
-} from './host-path.js';
-import { handOverTree, type TreeOwner } from './untrusted-tree.js';
-import type { WritableTreeRegistry } from './writable-trees.js';
-import { WORKSPACE_PATH } from './spec.js';
+} from '../host-paths/host-path.js';
+import { handOverTree, type TreeOwner } from '../host-paths/untrusted-tree.js';
+import type { WritableTreeRegistry } from '../host-paths/writable-trees.js';
+import { WORKSPACE_PATH } from '../spec.js';
 
 type FdBind = Extract<MountOp, { kind: 'fd-bind' }>;
 

@@ -31,9 +31,9 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import type { StateDirs } from './state-dirs.js';
+import type { StateDirs } from '../state-dirs.js';
 import { sandboxTrees, type SandboxTrees } from './host-path.js';
-import { contentKey } from './keys.js';
+import { contentKey } from '../keys.js';
 
 interface TreeRecord {
   path: string;

@@ -1,12 +1,12 @@
 /**
- * The host's uid registry on disk (src/sandbox/identity.ts decides what goes in it): read and
+ * The host's uid registry on disk (src/sandbox/identity/identity.ts decides what goes in it): read and
  * validated whole, fail closed; written whole to a temporary file and renamed into place, flushed
  * (file and directory) only when asked (the fence: see identity.ts's header).
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import type { IdentityRecord } from './identity.js';
-import { randomHex } from './keys.js';
+import { randomHex } from '../keys.js';
 
 /** Below this, uids belong to the host's own users and services. */
 export const LOWEST_SANDBOX_UID = 1000;
