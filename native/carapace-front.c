@@ -446,11 +446,22 @@ static void window_size(unsigned *cols, unsigned *rows)
 	}
 }
 
-/* Output the sandbox sent, to fd 1 or 2; once one cannot take it (closed), what follows is dropped. */
-static void deliver(int fd, bool *broken, const unsigned char *bytes, size_t len)
+/*
+ * Output the sandbox sent, to fd 1 or 2; once one cannot take it, what follows is dropped. A
+ * closed pipe (`| head -1`) is what SIGPIPE tells a local process: the command gets SIGPIPE, as
+ * it would have writing to that pipe itself, rather than run on writing into nothing.
+ */
+static void deliver(int fd, bool *broken, struct out *o, const unsigned char *bytes, size_t len)
 {
-	if (!*broken && !write_all(fd, bytes, len))
-		*broken = true;
+	if (*broken || write_all(fd, bytes, len))
+		return;
+	*broken = true;
+	if (errno == EPIPE) {
+		uint32_t s = SIGPIPE;
+		unsigned char sig[4] = { (unsigned char)(s >> 24), (unsigned char)(s >> 16), (unsigned char)(s >> 8),
+					 (unsigned char)s };
+		queue_frame(o, FRAME_SIGNAL, sig, 4);
+	}
 }
 
 static int run_exec(int sock, bool tty, const char *rest, size_t rest_len)
@@ -488,10 +499,10 @@ static int run_exec(int sock, bool tty, const char *rest, size_t rest_len)
 			const unsigned char *payload = in + FRAME_HEADER;
 			switch (in[0]) {
 			case FRAME_STDOUT:
-				deliver(STDOUT_FILENO, &out_broken, payload, len);
+				deliver(STDOUT_FILENO, &out_broken, &out, payload, len);
 				break;
 			case FRAME_STDERR:
-				deliver(STDERR_FILENO, &err_broken, payload, len);
+				deliver(STDERR_FILENO, &err_broken, &out, payload, len);
 				break;
 			case FRAME_ERROR:
 				free(failure);

@@ -95,6 +95,20 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
       expect(bad.stderr).toMatch(/--env "1X=y": expected NAME=VALUE/);
     });
 
+    it('gives a command whose output pipe closed SIGPIPE, as a one-off run does (| head -1)', () => {
+      const r = spawnSync(
+        'bash',
+        ['-c', `${client.join(' ')} run -- yes | head -1; echo "status \${PIPESTATUS[0]}"`],
+        {
+          encoding: 'utf8',
+          env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
+          timeout: 60_000,
+        },
+      );
+      expect(r.stdout).toBe('y\nstatus 141\n');
+      expect(r.stderr).not.toMatch(/EPIPE|carapace/);
+    });
+
     it('says why a command cannot start, with the exit status a one-off run gives', () => {
       const missing = run(['--', '/nonexistent']);
       expect(missing.status).toBe(127);

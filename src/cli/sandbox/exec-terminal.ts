@@ -56,8 +56,19 @@ export async function withTerminal(
   } else {
     proc.stdin.end();
   }
-  proc.stdout.pipe(process.stdout, { end: false });
-  proc.stderr.pipe(process.stderr, { end: false });
+  // A closed pipe (`| head -1`) is what SIGPIPE tells a local process: the command gets SIGPIPE,
+  // as it would have writing to that pipe itself, rather than run on writing into nothing.
+  for (const [from, to] of [
+    [proc.stdout, process.stdout],
+    [proc.stderr, process.stderr],
+  ] as const) {
+    to.on('error', (err: NodeJS.ErrnoException) => {
+      from.unpipe(to);
+      from.resume(); // what follows is dropped
+      if (err.code === 'EPIPE') proc.signal('SIGPIPE');
+    });
+    from.pipe(to, { end: false });
+  }
   try {
     return await proc.exited;
   } catch (err) {
