@@ -464,7 +464,7 @@ static void deliver(int fd, bool *broken, struct out *o, const unsigned char *by
 	}
 }
 
-static int run_exec(int sock, bool tty, const char *rest, size_t rest_len)
+static int run_exec(int sock, bool tty, bool background, const char *rest, size_t rest_len)
 {
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -483,8 +483,10 @@ static int run_exec(int sock, bool tty, const char *rest, size_t rest_len)
 	size_t in_len = rest_len;
 	memcpy(in, rest, rest_len);
 	struct out out = { 0 };
-	bool stdin_open = true, out_broken = false, err_broken = false;
+	bool stdin_open = !background, out_broken = false, err_broken = false;
 	char *failure = NULL;
+	if (background)
+		queue_frame(&out, FRAME_STDIN_EOF, NULL, 0);
 
 	for (;;) {
 		/* Frames that arrived: output written, the exit taken. */
@@ -602,7 +604,11 @@ int main(int argc, char **argv)
 	if (argc < 4 || strcmp(argv[1], "run") != 0)
 		exec_cli();
 
-	bool tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+	/* In the background of its terminal (`carapace run -- job &`), reading the terminal or making it
+	 * raw would stop this process (SIGTTIN, SIGTTOU): the command's stdin then ends at once, as
+	 * src/cli/run/run-gateway.ts does too. */
+	bool background = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) != getpgrp();
+	bool tty = !background && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
 	unsigned cols = 80, rows = 24;
 	if (tty)
 		window_size(&cols, &rows);
@@ -628,5 +634,5 @@ int main(int argc, char **argv)
 		if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) < 0)
 			fail("tcsetattr");
 	}
-	return run_exec(sock, tty, rest, rest_len);
+	return run_exec(sock, tty, background, rest, rest_len);
 }

@@ -205,6 +205,29 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
       },
     );
 
+    it.skipIf(!holds('tmux'))('runs as a background job of a terminal without being stopped', async () => {
+      const session = `cbg${process.pid}`;
+      const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+      const screen = () => tmux('capture-pane', '-p', '-J', '-t', session).stdout;
+      expect(tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', 'bash --norc').status).toBe(0);
+      try {
+        // The job reads its stdin: in the background it must end (EOF), not stop the client (SIGTTIN).
+        tmux(
+          'send-keys',
+          '-t',
+          session,
+          `CARAPACE_HOME=${gw.home} ${client.join(' ')} run -- sh -c 'cat; echo bg-done' & wait $!; echo "waited $?"`,
+          'Enter',
+        );
+        await until(`the job ends: ${screen()}`, () =>
+          /bg-done\s+(\[1\]\+\s+Done.*\s+)?waited 0/.test(screen()),
+        );
+        expect(screen()).not.toMatch(/Stopped/);
+      } finally {
+        tmux('kill-session', '-t', session);
+      }
+    });
+
     it('leaves runs it cannot serve, and --no-gateway, to the process', () => {
       const before = runsServed();
       const named = run(['--name', 'inproc', '--', 'hostname']);

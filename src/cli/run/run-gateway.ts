@@ -13,6 +13,7 @@
  * slower. `--no-gateway` asks for that. This file loads only `node:net` and the exec framing: it is
  * the fastest path a user's command takes.
  */
+import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { ControlError } from '../../sandbox/control/control-common.js';
 import { execOver } from '../../sandbox/control/control-exec.js';
@@ -91,11 +92,29 @@ function openRun(socketPath: string, requestLine: string): Promise<Socket | null
   });
 }
 
+/**
+ * Whether this process is a background job of its terminal (`carapace run -- job &`): reading the
+ * terminal or making it raw would stop it (SIGTTIN, SIGTTOU), so the command's stdin ends at once
+ * instead, as native/carapace-front.c does. /proc/self/stat's pgrp and tpgid (the terminal's
+ * foreground group) differ then.
+ */
+function inBackground(): boolean {
+  if (!process.stdin.isTTY) return false;
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[2] !== fields[5];
+  } catch {
+    return false;
+  }
+}
+
 /** Runs the command through the caller's gateway: its exit status, or null when none serves it. */
 export async function runThroughGateway(a: RunArgs, env: NodeJS.ProcessEnv): Promise<number | null> {
   const vars = parseEnv(a.env); // a bad --env is refused here, as in this process's own run
   if (env.TERM !== undefined && vars.TERM === undefined) vars.TERM = env.TERM;
-  const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  const background = inBackground();
+  const tty = !background && Boolean(process.stdin.isTTY && process.stdout.isTTY);
   const request = {
     argv: a.command,
     env: vars,
@@ -105,7 +124,7 @@ export async function runThroughGateway(a: RunArgs, env: NodeJS.ProcessEnv): Pro
   const socket = await openRun(gatewayEndpoint(env).socket, `${JSON.stringify(request)}\n`);
   if (socket === null) return null;
   const proc = execOver(socket, null, 'the gateway');
-  const code = await withTerminal(proc, { tty, stdin: true, detachable: false }, (err) => {
+  const code = await withTerminal(proc, { tty, stdin: !background, detachable: false }, (err) => {
     if (err instanceof ControlError && err.code === 'CONTROL_CLOSED')
       throw new ControlError(
         'CONTROL_CLOSED',
