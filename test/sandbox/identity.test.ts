@@ -72,7 +72,7 @@ describe('the uid registry', () => {
   it('hands out distinct uids to many processes changing it at once', async () => {
     const dir = fresh();
     const script = `
-      import { IdentityRegistry } from ${JSON.stringify(join(import.meta.dirname, '../../dist/src/sandbox/identity.js'))};
+      import { IdentityRegistry } from ${JSON.stringify(join(import.meta.dirname, '../../dist/src/sandbox/identity/identity.js'))};
       const r = new IdentityRegistry({ dir: process.argv[1], base: ${BASE}, size: 1000 });
       const ids = [];
       for (let i = 0; i < 10; i++) ids.push((await r.acquire({ state: '/s', name: 'p' + process.pid + '-' + i }, [])).uid);
