@@ -109,7 +109,7 @@ After=network.target
 [Service]
 ExecStart=/usr/local/bin/carapace gateway run
 # A young generation of 2 x 16 MiB instead of V8's 2 x 64 MiB: the RSS of an idle gateway stays flat
-# (GATEWAY_NODE_FLAGS in src/cli/gateway-client.ts; docs/gateway.md, "Memory").
+# (GATEWAY_NODE_FLAGS in src/cli/gateway/gateway-client.ts; docs/gateway.md, "Memory").
 Environment=NODE_OPTIONS=--max-semi-space-size=16
 Restart=on-failure
 # Sandboxes are the gateway's to stop (it stops them with itself, SIGTERM then SIGKILL).

@@ -18,7 +18,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GatewayClient } from '../src/cli/gateway-client.js';
+import { GatewayClient } from '../src/cli/gateway/gateway-client.js';
 import { stateDirs } from '../src/sandbox/state-dirs.js';
 import { percentiles, type BenchModule, type BenchRow } from './framework.js';
 import { startGateway } from './gateway.js';

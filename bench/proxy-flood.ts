@@ -27,7 +27,7 @@ import {
   PER_CONNECTION_KERNEL_BYTES,
 } from '../src/proxy/budget/sandbox-budget.js';
 import { TlsAuthority } from '../src/proxy/tls/tls-authority.js';
-import { SandboxCgroup } from '../src/sandbox/cgroup.js';
+import { SandboxCgroup } from '../src/sandbox/cgroup/cgroup.js';
 import { percentiles, type BenchModule, type BenchRow } from './framework.js';
 import type { FloodStats, FloodTask, FloodUpstreams } from './proxy-flood-peer.js';
 

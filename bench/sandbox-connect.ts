@@ -13,7 +13,7 @@ import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { MERGED_USR_ROOT } from '../src/sandbox/bwrap-minimal.js';
+import { MERGED_USR_ROOT } from '../src/sandbox/launch/bwrap-minimal.js';
 import { nativeBinary } from '../src/sandbox/native-paths.js';
 import { percentiles, type BenchModule, type BenchRow } from './framework.js';
 import { BARE_UID, statusKiB } from './sandbox-harness.js';

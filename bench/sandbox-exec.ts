@@ -1,13 +1,13 @@
 /**
- * `exec -- true` in a running sandbox through its control socket (src/sandbox/control.ts: connect,
+ * `exec -- true` in a running sandbox through its control socket (src/sandbox/control/control.ts: connect,
  * request, fork, the agent's restrictions, execve, EXIT), the round trip a gateway pays for each
  * `sandbox exec`, against what it would cost otherwise, measured in the same run and interleaved:
  * a fresh bare `bwrap … /bin/true` (a new sandbox per command), and a plain fork+exec of
  * /bin/true on the host (Node's spawn to exit, no sandbox at all). Target: an exec costs less than
  * a fresh sandbox.
  */
-import { SandboxControl } from '../src/sandbox/control.js';
-import { agentStarted } from '../src/sandbox/running-sandbox.js';
+import { SandboxControl } from '../src/sandbox/control/control.js';
+import { agentStarted } from '../src/sandbox/launch/running-sandbox.js';
 import type { BenchModule, BenchRow } from './framework.js';
 import { BARE_BWRAP, BARE_UID, benchHome, median, startIn, timeSpawn } from './sandbox-harness.js';
 

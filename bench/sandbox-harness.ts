@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { defaultPolicyPath } from '../src/runtime/one-off-run.js';
 import { loadSandboxSettings } from '../src/runtime/policy-settings.js';
 import { specFromSettings, type SandboxSettings } from '../src/runtime/sandbox-spec-from-policy.js';
-import { MERGED_USR_ROOT } from '../src/sandbox/bwrap-minimal.js';
-import { agentStarted } from '../src/sandbox/running-sandbox.js';
+import { MERGED_USR_ROOT } from '../src/sandbox/launch/bwrap-minimal.js';
+import { agentStarted } from '../src/sandbox/launch/running-sandbox.js';
 import {
   newSandboxName,
   sandboxPaths,
@@ -21,7 +21,7 @@ import {
   type StartOptions,
 } from '../src/sandbox/sandbox.js';
 import { stateDirs, type StateDirs } from '../src/sandbox/state-dirs.js';
-import { hostIdentities } from '../src/sandbox/identity.js';
+import { hostIdentities } from '../src/sandbox/identity/identity.js';
 
 /** The unprivileged uid bare bwrap runs as when the bench runs as root (sandboxes get their own). */
 export const BARE_UID = 65534;

@@ -13,7 +13,7 @@ import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { relayOnly, type StartedSandbox } from '../src/sandbox/sandbox.js';
-import { agentStarted } from '../src/sandbox/running-sandbox.js';
+import { agentStarted } from '../src/sandbox/launch/running-sandbox.js';
 import type { BenchModule, BenchRow } from './framework.js';
 import {
   benchHome,

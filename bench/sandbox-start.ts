@@ -8,7 +8,7 @@
  * cgroup costs the kernel one RCU grace period (cgroup_threadgroup_rwsem) unless a hierarchy is
  * mounted with favordynmods, which ./install.sh sets; the row says which case this host is in.
  */
-import { readCgroupLayout } from '../src/sandbox/cgroup-layout.js';
+import { readCgroupLayout } from '../src/sandbox/cgroup/cgroup-layout.js';
 import type { BenchModule, BenchRow } from './framework.js';
 import { BARE_BWRAP, BARE_UID, benchHome, median, timeSpawn, timeStart } from './sandbox-harness.js';
 

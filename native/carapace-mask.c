@@ -8,7 +8,7 @@
  * /etc/passwd and the like are mounts on those names. When the host replaces one through a rename
  * (useradd, passwd, a package upgrade), the kernel detaches every mount on the old name in every
  * other mount namespace: the sandbox would see the host's new file there until it restarts. The
- * host notices (src/sandbox/mask-guard.ts) and runs this, which enters the sandbox's mount
+ * host notices (src/sandbox/mounts/mask-guard.ts) and runs this, which enters the sandbox's mount
  * namespace and masks each TARGET again. A SOURCE is a file or directory Carapace bound read-only
  * under /.carapace, inside the sandbox: open_tree(2) clones exactly the source's mount, read-only
  * as it is, and move_mount(2) attaches it on the target's inode. SOURCE `empty-dir` is no path: a

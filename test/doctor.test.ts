@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { readCgroupLayout } from '../src/sandbox/cgroup-layout.js';
+import { readCgroupLayout } from '../src/sandbox/cgroup/cgroup-layout.js';
 import { carapace } from './helpers/cli.js';
 
 describe('carapace doctor', () => {

@@ -24,7 +24,7 @@ export function registerDoctor(program: Command): void {
       const dirs = stateDirs();
       const [{ sweepDeadRuns }, { hostIdentities }, { reportLostRuns }] = await Promise.all([
         import('../sandbox/sweep.js'),
-        import('../sandbox/identity.js'),
+        import('../sandbox/identity/identity.js'),
         import('../runtime/one-off-run.js'),
       ]);
       await reportLostRuns(await sweepDeadRuns(dirs, hostIdentities()), dirs);

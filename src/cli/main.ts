@@ -51,18 +51,18 @@ enableCodeCache();
  * unknown command load them all (the help lists them, the error suggests one).
  */
 const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
-  dashboard: async () => (await import('./dashboard-command.js')).registerDashboard,
-  blueprint: async () => (await import('./blueprint-command.js')).registerBlueprint,
+  dashboard: async () => (await import('./operator/dashboard-command.js')).registerDashboard,
+  blueprint: async () => (await import('./blueprint/blueprint-command.js')).registerBlueprint,
   doctor: async () => (await import('./doctor-command.js')).registerDoctor,
-  gateway: async () => (await import('./gateway-command.js')).registerGateway,
-  inference: async () => (await import('./inference-command.js')).registerInference,
-  onboard: async () => (await import('./onboard-command.js')).registerOnboard,
-  policy: async () => (await import('./policy-command.js')).registerPolicy,
-  provider: async () => (await import('./provider-command.js')).registerProvider,
-  rules: async () => (await import('./rules-command.js')).registerRules,
-  run: async () => (await import('./run-command.js')).registerRun,
-  sandbox: async () => (await import('./sandbox-command.js')).registerSandbox,
-  term: async () => (await import('./term-command.js')).registerTerm,
+  gateway: async () => (await import('./gateway/gateway-command.js')).registerGateway,
+  inference: async () => (await import('./models/inference-command.js')).registerInference,
+  onboard: async () => (await import('./onboard/onboard-command.js')).registerOnboard,
+  policy: async () => (await import('./policy/policy-command.js')).registerPolicy,
+  provider: async () => (await import('./models/provider-command.js')).registerProvider,
+  rules: async () => (await import('./operator/rules-command.js')).registerRules,
+  run: async () => (await import('./run/run-command.js')).registerRun,
+  sandbox: async () => (await import('./sandbox/sandbox-command.js')).registerSandbox,
+  term: async () => (await import('./operator/term-command.js')).registerTerm,
 };
 
 /**
@@ -105,7 +105,7 @@ async function main(argv: string[]): Promise<number> {
     }
     if (argv[2] === 'run') {
       // A well-formed `carapace run [options] -- CMD` starts without loading commander.
-      const run = await import('./run-command.js');
+      const run = await import('./run/run-command.js');
       const opts = run.parseRunArgs(argv.slice(3));
       if (opts !== null) return await run.run(opts);
     }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { BubblewrapDriver } from '../runtime/bubblewrap-driver.js';
 import { defaultPolicyPath } from '../runtime/one-off-run.js';
 import { Runtime, type ProxySettings } from '../runtime/runtime.js';
-import { hostIdentities } from '../sandbox/identity.js';
+import { hostIdentities } from '../sandbox/identity/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns } from '../sandbox/sweep.js';
 import { OneOffRuns, RUNS_AUDIT_ID } from './sandboxes/one-off-runs.js';

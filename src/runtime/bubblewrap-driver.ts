@@ -4,13 +4,13 @@
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentStarted } from '../sandbox/running-sandbox.js';
+import { agentStarted } from '../sandbox/launch/running-sandbox.js';
 import { ownerAlive, readRunRecord } from '../sandbox/sandbox-lock.js';
-import { adoptGuard, type MaskCheck } from '../sandbox/mask-guard.js';
+import { adoptGuard, type MaskCheck } from '../sandbox/mounts/mask-guard.js';
 import { releaseRun } from '../sandbox/sweep.js';
 import { AdoptedSandbox } from './adopted-sandbox.js';
 import { startSandbox, type StartedSandbox } from '../sandbox/sandbox.js';
-import type { IdentityRegistry } from '../sandbox/identity.js';
+import type { IdentityRegistry } from '../sandbox/identity/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import type { DriverSandbox, DriverStartRequest, SandboxDriver } from './driver.js';
 

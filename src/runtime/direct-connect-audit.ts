@@ -14,7 +14,7 @@
  */
 import { isIP } from 'node:net';
 import type { OcsfEvent } from '../audit/index.js';
-import type { InitEvent } from '../sandbox/running-sandbox.js';
+import type { InitEvent } from '../sandbox/launch/running-sandbox.js';
 
 type AuditModule = typeof import('../audit/index.js');
 

@@ -4,7 +4,7 @@
  * does not judge policy or keep the gateway's records. Bubblewrap on this host is the one driver
  * today (bubblewrap-driver.ts); a Kubernetes driver would implement the same interface.
  */
-import type { MaskCheck } from '../sandbox/mask-guard.js';
+import type { MaskCheck } from '../sandbox/mounts/mask-guard.js';
 import type { SandboxSpec } from '../sandbox/spec.js';
 import type { NetworkProvider } from '../sandbox/sandbox.js';
 

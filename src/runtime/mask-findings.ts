@@ -1,5 +1,5 @@
 /**
- * A sandbox's mask checks (src/sandbox/mask-guard.ts) as audit findings, at a pace a reader can
+ * A sandbox's mask checks (src/sandbox/mounts/mask-guard.ts) as audit findings, at a pace a reader can
  * follow. Each host rename over a masked name is a check, and a host that changes its users often
  * (120 useradd/userdel made 251 `mask-restored` findings per running sandbox) would bury the trail
  * in them. So, per sandbox and per path, the first restoration is a finding at once, and further
@@ -10,7 +10,7 @@
  * A mask that could not be bound again (`mask-lost`, high) is never held back.
  */
 import { finding, type OcsfEvent } from '../audit/index.js';
-import type { MaskCheck } from '../sandbox/mask-guard.js';
+import type { MaskCheck } from '../sandbox/mounts/mask-guard.js';
 
 /** At most one `mask-restored` finding per path per this long, per sandbox. */
 export const RESTORED_EVERY_MS = 60_000;

@@ -4,9 +4,9 @@
  */
 import { join, resolve } from 'node:path';
 import type { AuditSink, OcsfEvent } from '../audit/index.js';
-import { SandboxStartError } from '../sandbox/launch.js';
-import { agentStarted, startFailure, type InitEvent } from '../sandbox/running-sandbox.js';
-import type { SandboxTrees } from '../sandbox/host-path.js';
+import { SandboxStartError } from '../sandbox/launch/launch.js';
+import { agentStarted, startFailure, type InitEvent } from '../sandbox/launch/running-sandbox.js';
+import type { SandboxTrees } from '../sandbox/host-paths/host-path.js';
 import { directConnectEvent, parseDirectConnect } from './direct-connect-audit.js';
 import { packageRoot } from '../sandbox/native-paths.js';
 import { newSandboxName, sandboxPaths, type StartedSandbox } from '../sandbox/sandbox.js';
@@ -14,17 +14,17 @@ import type { EgressProxy } from '../proxy/index.js';
 import type { InferenceRouter } from '../router/index.js';
 import { BubblewrapDriver, type BubblewrapSandbox } from './bubblewrap-driver.js';
 import { Runtime } from './runtime.js';
-import { assertSandboxName, hostIdentities } from '../sandbox/identity.js';
+import { assertSandboxName, hostIdentities } from '../sandbox/identity/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import { sweepDeadRuns, type LostRun } from '../sandbox/sweep.js';
-import { WritableTreeRegistry } from '../sandbox/writable-trees.js';
+import { WritableTreeRegistry } from '../sandbox/host-paths/writable-trees.js';
 import type { NetworkInput, RunNetwork } from './run-network.js';
 import type { HostMount } from '../sandbox/spec.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
 import { openAuditFile, readPolicyText, runTrees, SandboxWritableFileError } from './run-files.js';
 import { RunInputError, specFromSettings, type SandboxSettings } from './sandbox-spec-from-policy.js';
 
-/** A one-off run, as the CLI parsed it (src/cli/run-options.ts): nothing here is read again. */
+/** A one-off run, as the CLI parsed it (src/cli/run/run-options.ts): nothing here is read again. */
 export interface RunRequest {
   /** The policy file; without one, the built-in default policy (no network). */
   policy?: string | undefined;

@@ -10,8 +10,13 @@
  */
 import { closeSync, constants, fstatSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { HostPathError, openHostPath, realPathOf, type SandboxTrees } from '../sandbox/host-path.js';
-import { WritableTreeRegistry } from '../sandbox/writable-trees.js';
+import {
+  HostPathError,
+  openHostPath,
+  realPathOf,
+  type SandboxTrees,
+} from '../sandbox/host-paths/host-path.js';
+import { WritableTreeRegistry } from '../sandbox/host-paths/writable-trees.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
 import type { HostMount } from '../sandbox/spec.js';
 import { RunInputError } from './sandbox-spec-from-policy.js';

@@ -12,7 +12,7 @@ import { LivePolicy } from './policy-apply.js';
 import { PolicyWatch } from './policy-watch.js';
 import { egressNetwork } from './sandbox-network.js';
 
-/** The network inputs of a run, parsed and checked by the CLI (src/cli/run-options.ts). */
+/** The network inputs of a run, parsed and checked by the CLI (src/cli/run/run-options.ts). */
 export interface NetworkInput {
   /** The proxy's hosts map (`--resolve HOST=IP`). */
   hosts: Record<string, string>;
@@ -23,7 +23,7 @@ export interface NetworkInput {
   credentials: Map<string, string>;
   /**
    * Stored providers by name, as the caller may use them (the CLI reads the caller's own
-   * gateway's store, src/cli/run-providers.ts); null when there is no such provider.
+   * gateway's store, src/cli/run/run-providers.ts); null when there is no such provider.
    */
   providers?: ((name: string) => Promise<ProviderConfig | null>) | undefined;
 }

@@ -7,7 +7,7 @@
  * sandbox's budgets bound what the proxy does for it.
  */
 import type { AuditSink } from '../audit/index.js';
-import type { MaskCheck } from '../sandbox/mask-guard.js';
+import type { MaskCheck } from '../sandbox/mounts/mask-guard.js';
 import type { EgressProxy, InternalHost } from '../proxy/index.js';
 import { nativeTunnelPump } from '../sandbox/native-paths.js';
 import type { DriverSandbox, DriverStartRequest, SandboxDriver } from './driver.js';

@@ -25,7 +25,7 @@ import {
   type EgressProxy,
   type SandboxProxy,
 } from '../proxy/index.js';
-import type { SandboxIdentity } from '../sandbox/identity.js';
+import type { SandboxIdentity } from '../sandbox/identity/identity.js';
 import type { NetworkAttachment } from '../sandbox/sandbox.js';
 
 const O_PATH = 0o10000000;

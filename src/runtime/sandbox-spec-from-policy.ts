@@ -3,7 +3,7 @@
  * plain data (policy-settings.ts makes them from a policy, or reads them back from its cache), so
  * this file does not load the policy engine.
  */
-import type { ResourceLimits } from '../sandbox/cgroup.js';
+import type { ResourceLimits } from '../sandbox/cgroup/cgroup.js';
 import type { HostMount, SandboxSpec } from '../sandbox/spec.js';
 
 /** Input a user can correct (a malformed option, a file in the wrong place): exit 2, API 400. */

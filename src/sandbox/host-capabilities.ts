@@ -7,10 +7,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statfsSync } from 'node:fs';
-import { cgroupParent } from './cgroup.js';
-import { LIMIT_CONTROLLERS, readCgroupLayout, type CgroupLayout } from './cgroup-layout.js';
+import { cgroupParent } from './cgroup/cgroup.js';
+import { LIMIT_CONTROLLERS, readCgroupLayout, type CgroupLayout } from './cgroup/cgroup-layout.js';
 import { nativeBinary } from './native-paths.js';
-import { MERGED_USR_ROOT } from './bwrap-minimal.js';
+import { MERGED_USR_ROOT } from './launch/bwrap-minimal.js';
 
 export type CapabilityStatus = 'ok' | 'degraded' | 'missing';
 

@@ -4,22 +4,22 @@
  */
 import { chmodSync, closeSync, constants, fchownSync, mkdirSync, openSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { openBinds } from './bind-sources.js';
-import { SandboxCgroup } from './cgroup.js';
-import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from './identity.js';
-import { launchSandbox } from './launch.js';
-import type { RunningSandbox } from './running-sandbox.js';
-import { planMounts, tmpSizeBytes, type MountPlan } from './mount-plan.js';
-import { guardMasks, type MaskCheck, type MaskGuard } from './mask-guard.js';
-import { makeOwnDir } from './own-dir.js';
+import { openBinds } from './mounts/bind-sources.js';
+import { SandboxCgroup } from './cgroup/cgroup.js';
+import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from './identity/identity.js';
+import { launchSandbox } from './launch/launch.js';
+import type { RunningSandbox } from './launch/running-sandbox.js';
+import { planMounts, tmpSizeBytes, type MountPlan } from './mounts/mount-plan.js';
+import { guardMasks, type MaskCheck, type MaskGuard } from './mounts/mask-guard.js';
+import { makeOwnDir } from './mounts/own-dir.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
 import { randomHex } from './keys.js';
 import { seccompProgram } from './shared-files.js';
-import { closeAll, WritableTreeRegistry } from './writable-trees.js';
-import { SandboxControl } from './control.js';
-import { makeControlDir, openLogFile } from './control-files.js';
+import { closeAll, WritableTreeRegistry } from './host-paths/writable-trees.js';
+import { SandboxControl } from './control/control.js';
+import { makeControlDir, openLogFile } from './control/control-files.js';
 
 export interface StartOptions {
   dirs: StateDirs;

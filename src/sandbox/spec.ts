@@ -1,5 +1,5 @@
 /** What a sandbox is made of, already resolved from the policy and the command line. */
-import type { ResourceLimits } from './cgroup.js';
+import type { ResourceLimits } from './cgroup/cgroup.js';
 
 export interface HostMount {
   /** Absolute host path. */

@@ -15,9 +15,9 @@
  */
 import { readdirSync, rmSync } from 'node:fs';
 import { join, relative, sep, isAbsolute } from 'node:path';
-import { cgroupParent, destroyCgroupDir } from './cgroup.js';
-import { LIMIT_CONTROLLERS, readCgroupLayout } from './cgroup-layout.js';
-import type { IdentityRegistry } from './identity.js';
+import { cgroupParent, destroyCgroupDir } from './cgroup/cgroup.js';
+import { LIMIT_CONTROLLERS, readCgroupLayout } from './cgroup/cgroup-layout.js';
+import type { IdentityRegistry } from './identity/identity.js';
 import { ownerAlive, readRunRecord, type RunRecord } from './sandbox-lock.js';
 import type { StateDirs } from './state-dirs.js';
 

@@ -3,7 +3,7 @@
  * while a sandbox runs"). The masks over /etc/shadow, the synthesized /etc/passwd and the like are
  * binds on the host's names; a rename over one (useradd, passwd, a package upgrade) detaches the
  * bind in every other namespace, and without the guard the sandbox reads the host's new file from
- * then on. The guard (src/sandbox/mask-guard.ts, native/carapace-mask.c) binds it again and says so
+ * then on. The guard (src/sandbox/mounts/mask-guard.ts, native/carapace-mask.c) binds it again and says so
  * in the audit trail: as root, rootless, and for a sandbox a restarted gateway takes over.
  */
 import { spawnSync } from 'node:child_process';
@@ -11,9 +11,9 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BubblewrapDriver } from '../../src/runtime/bubblewrap-driver.js';
-import { hostIdentities } from '../../src/sandbox/identity.js';
-import type { MaskCheck } from '../../src/sandbox/mask-guard.js';
-import { SandboxControl } from '../../src/sandbox/control.js';
+import { hostIdentities } from '../../src/sandbox/identity/identity.js';
+import type { MaskCheck } from '../../src/sandbox/mounts/mask-guard.js';
+import { SandboxControl } from '../../src/sandbox/control/control.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
 import { CLI, freshHome, REPO } from '../helpers/cli.js';
 import { hostUserCommand } from '../helpers/host-users.js';

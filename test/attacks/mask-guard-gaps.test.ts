@@ -1,5 +1,5 @@
 /**
- * Where the mask guard (src/sandbox/mask-guard.ts, native/carapace-mask.c) could let go of a mask
+ * Where the mask guard (src/sandbox/mounts/mask-guard.ts, native/carapace-mask.c) could let go of a mask
  * for good or say too much (docs/security.md, "A host file replaced while a sandbox runs"):
  * - the host puts another kind of file where a mask was (a directory for a masked file, a file for
  *   a masked directory): no source of that kind could be bound, and the host's content showed;
@@ -26,9 +26,9 @@ import { BubblewrapDriver } from '../../src/runtime/bubblewrap-driver.js';
 import { settingsFromPolicy } from '../../src/runtime/policy-settings.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 import { specFromSettings } from '../../src/runtime/sandbox-spec-from-policy.js';
-import { SandboxControl } from '../../src/sandbox/control.js';
-import { hostIdentities } from '../../src/sandbox/identity.js';
-import type { MaskCheck } from '../../src/sandbox/mask-guard.js';
+import { SandboxControl } from '../../src/sandbox/control/control.js';
+import { hostIdentities } from '../../src/sandbox/identity/identity.js';
+import type { MaskCheck } from '../../src/sandbox/mounts/mask-guard.js';
 import { nativeMasker } from '../../src/sandbox/native-paths.js';
 import { processStart } from '../../src/sandbox/processes.js';
 import { readRunRecord } from '../../src/sandbox/sandbox-lock.js';

@@ -1,5 +1,5 @@
 /**
- * The mask guard's watches follow the host's directories (src/sandbox/mask-guard.ts). A masked
+ * The mask guard's watches follow the host's directories (src/sandbox/mounts/mask-guard.ts). A masked
  * name below a directory the host replaces in two steps (moved away, then a new one moved in: an
  * `mv` of a backup, a package that swaps a configuration directory) must still be watched in the
  * new directory, or the next rename there detaches the mask for good and the sandbox reads the
@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { MaskCheck } from '../../src/sandbox/mask-guard.js';
+import type { MaskCheck } from '../../src/sandbox/mounts/mask-guard.js';
 import { freshHome, REPO } from '../helpers/cli.js';
 import {
   hostTreePolicy,

@@ -1,5 +1,5 @@
 /**
- * The one-shot start-up takes two shortcuts (src/runtime/policy-settings.ts, src/cli/run-command.ts):
+ * The one-shot start-up takes two shortcuts (src/runtime/policy-settings.ts, src/cli/run/run-command.ts):
  * a policy validated once is not validated again (for the built-in default policy, which has no
  * network: a --policy file is always loaded whole), and a well-formed `carapace run` command line
  * is read without commander. Neither may ever run a sandbox with settings its policy does not say: an

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayClient } from '../../src/cli/gateway-client.js';
+import { GatewayClient } from '../../src/cli/gateway/gateway-client.js';
 import { CLI } from '../helpers/cli.js';
 import { REQUEST_AGENT, requester } from '../helpers/gateway-agent.js';
 import { cliAs, makeUser, startTestGateway, type TestGateway, type TestUser } from '../helpers/gateway.js';

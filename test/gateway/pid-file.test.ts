@@ -9,7 +9,7 @@ import { chmodSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GATEWAY_NODE_FLAGS } from '../../src/cli/gateway-client.js';
+import { GATEWAY_NODE_FLAGS } from '../../src/cli/gateway/gateway-client.js';
 import { CLI, freshHome } from '../helpers/cli.js';
 import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';

@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayClient, type GatewayError } from '../../src/cli/gateway-client.js';
+import { GatewayClient, type GatewayError } from '../../src/cli/gateway/gateway-client.js';
 import { CLI } from '../helpers/cli.js';
 import { REQUEST_AGENT, requester } from '../helpers/gateway-agent.js';
 import { cliAs, makeUser, startTestGateway, type TestGateway, type TestUser } from '../helpers/gateway.js';

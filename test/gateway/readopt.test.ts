@@ -7,7 +7,7 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayClient } from '../../src/cli/gateway-client.js';
+import { GatewayClient } from '../../src/cli/gateway/gateway-client.js';
 import { processStart } from '../../src/sandbox/processes.js';
 import { REQUEST_AGENT, requester } from '../helpers/gateway-agent.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';

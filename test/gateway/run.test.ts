@@ -1,5 +1,5 @@
 /**
- * `carapace run` served by a running gateway (src/gateway/sandboxes/one-off-runs.ts, src/cli/run-gateway.ts):
+ * `carapace run` served by a running gateway (src/gateway/sandboxes/one-off-runs.ts, src/cli/run/run-gateway.ts):
  * the command gets what a one-off run gives it (stdout, stderr, stdin, exit status, --env, the
  * init's reason when it cannot start), each run has a sandbox of its own that nothing of an
  * earlier run reaches, the sandboxes are not the API's to name, and nothing is left once the run
@@ -93,6 +93,20 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
       const bad = run(['--env', '1X=y', '--', 'true']);
       expect(bad.status).toBe(2);
       expect(bad.stderr).toMatch(/--env "1X=y": expected NAME=VALUE/);
+    });
+
+    it('gives a command whose output pipe closed SIGPIPE, as a one-off run does (| head -1)', () => {
+      const r = spawnSync(
+        'bash',
+        ['-c', `${client.join(' ')} run -- yes | head -1; echo "status \${PIPESTATUS[0]}"`],
+        {
+          encoding: 'utf8',
+          env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
+          timeout: 60_000,
+        },
+      );
+      expect(r.stdout).toBe('y\nstatus 141\n');
+      expect(r.stderr).not.toMatch(/EPIPE|carapace/);
     });
 
     it('says why a command cannot start, with the exit status a one-off run gives', () => {
@@ -190,6 +204,29 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
         }
       },
     );
+
+    it.skipIf(!holds('tmux'))('runs as a background job of a terminal without being stopped', async () => {
+      const session = `cbg${process.pid}`;
+      const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+      const screen = () => tmux('capture-pane', '-p', '-J', '-t', session).stdout;
+      expect(tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', 'bash --norc').status).toBe(0);
+      try {
+        // The job reads its stdin: in the background it must end (EOF), not stop the client (SIGTTIN).
+        tmux(
+          'send-keys',
+          '-t',
+          session,
+          `CARAPACE_HOME=${gw.home} ${client.join(' ')} run -- sh -c 'cat; echo bg-done' & wait $!; echo "waited $?"`,
+          'Enter',
+        );
+        await until(`the job ends: ${screen()}`, () =>
+          /bg-done\s+(\[1\]\+\s+Done.*\s+)?waited 0/.test(screen()),
+        );
+        expect(screen()).not.toMatch(/Stopped/);
+      } finally {
+        tmux('kill-session', '-t', session);
+      }
+    });
 
     it('leaves runs it cannot serve, and --no-gateway, to the process', () => {
       const before = runsServed();

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GatewayClient } from '../../src/cli/gateway-client.js';
+import { GatewayClient } from '../../src/cli/gateway/gateway-client.js';
 import { startUpstreams, type Upstreams } from '../proxy/harness.js';
 import { CLI } from './cli.js';
 import { startTestGateway, type TestGateway } from './gateway.js';

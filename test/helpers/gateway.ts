@@ -1,6 +1,6 @@
 /** A real gateway daemon for tests, and the CLI run as any user against it. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { GATEWAY_NODE_FLAGS } from '../../src/cli/gateway-client.js';
+import { GATEWAY_NODE_FLAGS } from '../../src/cli/gateway/gateway-client.js';
 import { chmodSync } from 'node:fs';
 import { CLI, freshHome, type CliResult } from './cli.js';
 import { hostUserCommand } from './host-users.js';

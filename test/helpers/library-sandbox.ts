@@ -17,7 +17,7 @@ import {
   type StartedSandbox,
 } from '../../src/sandbox/sandbox.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
-import { hostIdentities } from '../../src/sandbox/identity.js';
+import { hostIdentities } from '../../src/sandbox/identity/identity.js';
 import { freshHome } from './cli.js';
 
 export interface LibrarySandboxOptions {

@@ -1,5 +1,5 @@
 /**
- * What the mask guard's tests share (src/sandbox/mask-guard.ts, docs/security.md "A host file
+ * What the mask guard's tests share (src/sandbox/mounts/mask-guard.ts, docs/security.md "A host file
  * replaced while a sandbox runs"): a host tree a policy lists, the host's rename of a file in it,
  * waiting for the guard to say it masked a name again, and a sandbox started through the library
  * by a process of its own (a starter script): as another user (rootless), or detached for a later
@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { MaskCheck } from '../../src/sandbox/mask-guard.js';
+import type { MaskCheck } from '../../src/sandbox/mounts/mask-guard.js';
 import { REPO } from './cli.js';
 import { sharedTempDir } from './sandbox.js';
 
@@ -102,8 +102,8 @@ import { defaultPolicyPath } from ${dist('runtime/one-off-run.js')};
 import { settingsFromPolicy } from ${dist('runtime/policy-settings.js')};
 import { specFromSettings } from ${dist('runtime/sandbox-spec-from-policy.js')};
 import { loadPolicyFile, resolveLimits } from ${dist('policy/index.js')};
-import { hostIdentities } from ${dist('sandbox/identity.js')};
-import { agentStarted } from ${dist('sandbox/running-sandbox.js')};
+import { hostIdentities } from ${dist('sandbox/identity/identity.js')};
+import { agentStarted } from ${dist('sandbox/launch/running-sandbox.js')};
 import { sandboxPaths, startSandbox } from ${dist('sandbox/sandbox.js')};
 import { stateDirs } from ${dist('sandbox/state-dirs.js')};
 const dirs = stateDirs({ CARAPACE_HOME: ${JSON.stringify(o.home)} });

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hostIdentities, type IdentityRecord } from '../../src/sandbox/identity.js';
+import { hostIdentities, type IdentityRecord } from '../../src/sandbox/identity/identity.js';
 import {
   carapace,
   carapaceAsync,

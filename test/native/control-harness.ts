@@ -1,10 +1,10 @@
 /**
  * A sandbox run by the native harness with a control socket (--control-dir-fd), and optionally
- * --log-fd, driven by the library's client (src/sandbox/control.ts) as a gateway would.
+ * --log-fd, driven by the library's client (src/sandbox/control/control.ts) as a gateway would.
  */
 import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SandboxControl } from '../../src/sandbox/control.js';
+import { SandboxControl } from '../../src/sandbox/control/control.js';
 import {
   FIRST_EXTRA_FD,
   sandboxOwnedDir,

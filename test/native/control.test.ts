@@ -7,9 +7,9 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connectControl } from '../../src/sandbox/control-common.js';
-import { FRAME } from '../../src/sandbox/control-exec.js';
-import { type ControlEvent, type ExecProcess } from '../../src/sandbox/control.js';
+import { connectControl } from '../../src/sandbox/control/control-common.js';
+import { FRAME } from '../../src/sandbox/control/control-exec.js';
+import { type ControlEvent, type ExecProcess } from '../../src/sandbox/control/control.js';
 import { collect, startControlled, type ControlledSandbox } from './control-harness.js';
 import { USUAL_PATHS, python } from './harness.js';
 

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MERGED_USR_ROOT } from '../../src/sandbox/bwrap-minimal.js';
+import { MERGED_USR_ROOT } from '../../src/sandbox/launch/bwrap-minimal.js';
 import { nativeProgram } from './native-build.js';
 
 export const SANDBOX_UID = 200_000;

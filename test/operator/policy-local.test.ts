@@ -8,7 +8,7 @@ import { realpathSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayClient } from '../../src/cli/gateway-client.js';
+import { GatewayClient } from '../../src/cli/gateway/gateway-client.js';
 import { CLI } from '../helpers/cli.js';
 import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { FS_POLICY } from '../helpers/network.js';

@@ -10,7 +10,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayClient } from '../../src/cli/gateway-client.js';
+import { GatewayClient } from '../../src/cli/gateway/gateway-client.js';
 import { REQUEST_AGENT, requester } from '../helpers/gateway-agent.js';
 import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { FS_POLICY } from '../helpers/network.js';

@@ -20,7 +20,7 @@ import {
   ProcCallerResolver,
   findSocketInode,
 } from '../../src/proxy/identity/caller-identity.js';
-import { MERGED_USR_ROOT } from '../../src/sandbox/bwrap-minimal.js';
+import { MERGED_USR_ROOT } from '../../src/sandbox/launch/bwrap-minimal.js';
 
 const children: ChildProcess[] = [];
 const servers: net.Server[] = [];

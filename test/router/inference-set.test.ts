@@ -1,5 +1,5 @@
 /**
- * `carapace inference set`'s command line (src/cli/inference-command.ts), in process: the section
+ * `carapace inference set`'s command line (src/cli/models/inference-command.ts), in process: the section
  * a set of flags or a `--from` file describes, and the one line a user gets for a bad one. A
  * `--from` file's problems are reported at their place in that file (not in the sandbox's policy,
  * which the user never sees), and flags that `--from` or `--clear` would ignore are refused.
@@ -8,9 +8,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { sectionFromFlags } from '../../src/cli/inference-command.js';
+import { sectionFromFlags } from '../../src/cli/models/inference-command.js';
 import { formatDiagnostic, parsePolicy } from '../../src/policy/index.js';
-import { readCredential } from '../../src/cli/provider-command.js';
+import { readCredential } from '../../src/cli/models/provider-command.js';
 import { UsageError } from '../../src/cli/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'carapace-inference-set-'));

@@ -12,7 +12,7 @@ import { defaultPolicyPath } from '../../src/runtime/one-off-run.js';
 import { settingsFromPolicy } from '../../src/runtime/policy-settings.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 import { specFromSettings } from '../../src/runtime/sandbox-spec-from-policy.js';
-import { hostIdentities } from '../../src/sandbox/identity.js';
+import { hostIdentities } from '../../src/sandbox/identity/identity.js';
 import { newSandboxName, sandboxPaths } from '../../src/sandbox/sandbox.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
 import { freshHome } from '../helpers/cli.js';

@@ -7,9 +7,9 @@ import { defaultPolicyPath } from '../../src/runtime/one-off-run.js';
 import { settingsFromPolicy } from '../../src/runtime/policy-settings.js';
 import { specFromSettings } from '../../src/runtime/sandbox-spec-from-policy.js';
 import { loadPolicyFile, resolveLimits } from '../../src/policy/index.js';
-import type { ExecProcess } from '../../src/sandbox/control.js';
-import { hostIdentities } from '../../src/sandbox/identity.js';
-import { agentStarted } from '../../src/sandbox/running-sandbox.js';
+import type { ExecProcess } from '../../src/sandbox/control/control.js';
+import { hostIdentities } from '../../src/sandbox/identity/identity.js';
+import { agentStarted } from '../../src/sandbox/launch/running-sandbox.js';
 import {
   newSandboxName,
   sandboxPaths,

@@ -6,9 +6,9 @@
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SandboxControl } from '../../src/sandbox/control.js';
-import { LogFileError } from '../../src/sandbox/control-files.js';
-import { hostIdentities } from '../../src/sandbox/identity.js';
+import { SandboxControl } from '../../src/sandbox/control/control.js';
+import { LogFileError } from '../../src/sandbox/control/control-files.js';
+import { hostIdentities } from '../../src/sandbox/identity/identity.js';
 import { sweepDeadRuns } from '../../src/sandbox/sweep.js';
 import { stateDirs } from '../../src/sandbox/state-dirs.js';
 import { freshHome, REPO } from '../helpers/cli.js';

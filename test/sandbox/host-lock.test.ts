@@ -1,5 +1,5 @@
 /**
- * The host-wide lock file (src/sandbox/host-lock.ts) within one process: takers queue for it in
+ * The host-wide lock file (src/sandbox/identity/host-lock.ts) within one process: takers queue for it in
  * turn and get it as soon as it is released, instead of polling their own process's lock file (a
  * gateway that stops one sandbox while starting another, or a start right after a run's clean-up).
  */
@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HostLock } from '../../src/sandbox/host-lock.js';
+import { HostLock } from '../../src/sandbox/identity/host-lock.js';
 
 const dirs: string[] = [];
 afterEach(() => {

@@ -1,5 +1,5 @@
 /**
- * The host's sandbox uid registry (src/sandbox/identity.ts) on its own: what it reads is
+ * The host's sandbox uid registry (src/sandbox/identity/identity.ts) on its own: what it reads is
  * validated, changes from many processes at once never hand out one uid twice, and a uid is freed
  * only once nothing of it is left at its paths' roots.
  */
@@ -9,7 +9,7 @@ import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { IdentityError, IdentityRegistry } from '../../src/sandbox/identity.js';
+import { IdentityError, IdentityRegistry } from '../../src/sandbox/identity/identity.js';
 import { requires } from '../helpers/premises.js';
 
 const BASE = 4_000_000;
@@ -72,7 +72,7 @@ describe('the uid registry', () => {
   it('hands out distinct uids to many processes changing it at once', async () => {
     const dir = fresh();
     const script = `
-      import { IdentityRegistry } from ${JSON.stringify(join(import.meta.dirname, '../../dist/src/sandbox/identity.js'))};
+      import { IdentityRegistry } from ${JSON.stringify(join(import.meta.dirname, '../../dist/src/sandbox/identity/identity.js'))};
       const r = new IdentityRegistry({ dir: process.argv[1], base: ${BASE}, size: 1000 });
       const ids = [];
       for (let i = 0; i < 10; i++) ids.push((await r.acquire({ state: '/s', name: 'p' + process.pid + '-' + i }, [])).uid);

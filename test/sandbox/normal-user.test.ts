@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { accessSync, constants, mkdirSync, chownSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readCgroupLayout } from '../../src/sandbox/cgroup-layout.js';
+import { readCgroupLayout } from '../../src/sandbox/cgroup/cgroup-layout.js';
 import { CLI } from '../helpers/cli.js';
 import { hostUserCommand } from '../helpers/host-users.js';
 import { requires } from '../helpers/premises.js';

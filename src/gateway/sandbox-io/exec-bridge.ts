@@ -8,7 +8,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { z } from 'zod';
-import { connectControl } from '../../sandbox/control-common.js';
+import { connectControl } from '../../sandbox/control/control-common.js';
 import { ApiError } from '../api/errors.js';
 import { splice } from './splice.js';
 

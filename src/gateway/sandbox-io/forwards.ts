@@ -15,7 +15,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { lifecycle, type OcsfEvent } from '../../audit/index.js';
-import type { SandboxControl } from '../../sandbox/control.js';
+import type { SandboxControl } from '../../sandbox/control/control.js';
 import { splice } from './splice.js';
 import type { Forward } from '../store/sandbox-store.js';
 

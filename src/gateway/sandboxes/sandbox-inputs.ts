@@ -9,7 +9,11 @@ import type { SandboxProxy } from '../../proxy/index.js';
 import { settingsFromPolicy } from '../../runtime/policy-settings.js';
 import type { Runtime } from '../../runtime/runtime.js';
 import { egressNetwork } from '../../runtime/sandbox-network.js';
-import { rootlessIdentity, type IdentityRegistry, type SandboxIdentity } from '../../sandbox/identity.js';
+import {
+  rootlessIdentity,
+  type IdentityRegistry,
+  type SandboxIdentity,
+} from '../../sandbox/identity/identity.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
 import { ApiError } from '../api/errors.js';
 import { checkPolicyText } from '../policy-text.js';

@@ -6,9 +6,9 @@
  */
 import { constants, closeSync, fchownSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import type { IdentityRegistry } from '../../sandbox/identity.js';
+import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
-import { handOverTree } from '../../sandbox/untrusted-tree.js';
+import { handOverTree } from '../../sandbox/host-paths/untrusted-tree.js';
 import { checkAsCaller, type PathRequest } from './caller-paths.js';
 import { primaryGid } from '../host-groups.js';
 import type { SandboxRecord } from '../store/sandbox-store.js';

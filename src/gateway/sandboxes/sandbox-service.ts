@@ -8,8 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { IdentityRegistry } from '../../sandbox/identity.js';
-import { assertSandboxName } from '../../sandbox/identity.js';
+import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
+import { assertSandboxName } from '../../sandbox/identity/identity.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
 import { ApiError } from '../api/errors.js';
 import type { JsonText } from '../api/server.js';

@@ -1,7 +1,7 @@
 /**
  * The `method` of an L7 rule. RFC 9110 §9.1 makes a method any token (`tchar`s: letters, digits
  * and ``!#$%&'*+-.^_`|~``), so a rule may name `M-SEARCH` (SSDP) or a server's own method; the
- * proxy reads any token method too (src/proxy/http-head.ts). `*` alone matches every method; a `*`
+ * proxy reads any token method too (src/proxy/http/http-head.ts). `*` alone matches every method; a `*`
  * inside a method is refused, because it would read as a wildcard and match only itself.
  *
  * Methods compare case-insensitively, the rule's and the request's both upper-cased

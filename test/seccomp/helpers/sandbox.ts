@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MERGED_USR_ROOT } from '../../../src/sandbox/bwrap-minimal.js';
+import { MERGED_USR_ROOT } from '../../../src/sandbox/launch/bwrap-minimal.js';
 
 export interface SandboxResult {
   status: number | null;

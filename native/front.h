@@ -1,0 +1,25 @@
+/* carapace (the front): what its three files share. See carapace-front.c. */
+#ifndef CARAPACE_FRONT_H
+#define CARAPACE_FRONT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define PATIENCE_MS 15000
+#define HEAD_MAX (16 * 1024)
+
+/* Ends the run with a line saying which step failed; the terminal is put back first. */
+_Noreturn void front_fail(const char *step);
+
+/* The exec's request line for `carapace run [--env N=V]... -- CMD...`, or NULL for the CLI. */
+char *front_request_line(int argc, char **argv, bool tty, unsigned cols, unsigned rows);
+
+/* The socket of the caller's gateway, as src/cli/gateway/gateway-endpoint.ts finds it. */
+bool front_gateway_socket(char *out, size_t size);
+
+/* The upgraded socket with the request sent (what followed the 101 in `rest`), or -1. */
+int front_open_run(const char *path, const char *line, char *rest, size_t *rest_len);
+
+bool front_write_all(int fd, const void *buf, size_t len);
+
+#endif
