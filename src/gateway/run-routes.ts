@@ -8,7 +8,7 @@
 import { lifecycle, type AuditSink } from '../audit/index.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { UpgradedStream } from './api/server.js';
-import { bridgeExec, readRequestLine } from './exec-bridge.js';
+import { bridgeExec, readRequestLine, refuseExec } from './exec-bridge.js';
 import type { OneOffRuns } from './one-off-runs.js';
 
 export function runRoutes(runs: OneOffRuns, audit: AuditSink): Route[] {
@@ -24,7 +24,7 @@ export function runRoutes(runs: OneOffRuns, audit: AuditSink): Route[] {
         const sb = await runs.take(caller.uid);
         // The connection is the run: when it ends, so does the sandbox (already, if the client left).
         socket.once('close', sb.end);
-        if (socket.destroyed) {
+        if (socket.destroyed || !socket.writable) {
           sb.end();
           return { streamed: true };
         }
@@ -35,11 +35,9 @@ export function runRoutes(runs: OneOffRuns, audit: AuditSink): Route[] {
         try {
           read = await readRequestLine(socket, head);
         } catch (err) {
-          const text = Buffer.from((err as Error).message);
-          const frame = Buffer.alloc(5);
-          frame[0] = 0x14;
-          frame.writeUInt32BE(text.length, 1);
-          socket.end(Buffer.concat([frame, text]));
+          // No run: its sandbox goes now, not when the client lets go of the connection.
+          sb.end();
+          refuseExec(socket, (err as Error).message);
           return { streamed: true };
         }
         const { request, rest } = read;

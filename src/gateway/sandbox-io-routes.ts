@@ -8,7 +8,7 @@ import { ApiError } from './api/errors.js';
 import { defineRoute, type Route } from './api/router.js';
 import type { UpgradedStream } from './api/server.js';
 import type { AuditRouter } from './audit-router.js';
-import { bridgeExec, readRequestLine } from './exec-bridge.js';
+import { bridgeExec, readRequestLine, refuseExec } from './exec-bridge.js';
 import type { SandboxService } from './sandbox-service.js';
 
 const params = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/) });
@@ -43,12 +43,7 @@ export function sandboxIoRoutes(sandboxes: SandboxService, audit: AuditRouter): 
         try {
           read = await readRequestLine(socket, head);
         } catch (err) {
-          // After the 101 the answer is a frame the client reads like the init's own refusals.
-          const text = Buffer.from((err as Error).message);
-          const frame = Buffer.alloc(5);
-          frame[0] = 0x14;
-          frame.writeUInt32BE(text.length, 1);
-          socket.end(Buffer.concat([frame, text]));
+          refuseExec(socket, (err as Error).message);
           return { streamed: true };
         }
         const { request, rest } = read;

@@ -7,6 +7,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../helpers/cli.js';
@@ -35,6 +36,44 @@ function auditText(gw: TestGateway): string {
   };
   walk(dir);
   return text;
+}
+
+const UPGRADE =
+  'GET /v1/runs HTTP/1.1\r\nHost: carapace\r\nConnection: Upgrade\r\nUpgrade: carapace-stream\r\n\r\n';
+
+/**
+ * A raw client of `GET /v1/runs`: leaves before the 101, right after it, or never (keeping its end
+ * open, after sending `send`); resolves with the refusal frame's text it read, if any.
+ */
+function upgradeRun(
+  path: string,
+  o: { leave: 'before-101' | 'after-101' | 'never'; send?: string },
+): Promise<{ socket: Socket; refusal: string }> {
+  return new Promise((resolve) => {
+    const socket = connect({ path, allowHalfOpen: true });
+    socket.on('error', () => {});
+    let got = Buffer.alloc(0);
+    const refusal = () => {
+      const at = got.indexOf('\r\n\r\n');
+      return at < 0 || got.length < at + 9 ? '' : got.subarray(at + 9).toString('utf8');
+    };
+    socket.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (!got.includes('\r\n\r\n')) return;
+      if (o.leave === 'after-101') {
+        socket.end();
+        resolve({ socket, refusal: '' });
+      } else if (o.send !== undefined) {
+        socket.write(o.send);
+        o.send = undefined;
+      } else if (refusal() !== '') resolve({ socket, refusal: refusal() });
+    });
+    socket.write(UPGRADE, () => {
+      if (o.leave !== 'before-101') return;
+      socket.destroy();
+      resolve({ socket, refusal: '' });
+    });
+  });
 }
 
 async function until(what: string, check: () => boolean, ms = 30_000): Promise<void> {
@@ -185,6 +224,28 @@ describe.skipIf(!holds('root'))('carapace run through a running gateway', () => 
     expect(named.stdout.trim()).toBe('inproc');
     expect(run(['--no-gateway', '--', 'true']).status).toBe(0);
     expect(runsServed()).toBe(before);
+  });
+
+  it('outlives clients that leave around the upgrade, and ends the run of one that sends no request', async () => {
+    const socket = join(gw.home, 'run', 'gateway.sock');
+    // Left before the 101 (the gateway writes it to a closed socket: EPIPE), and left right after
+    // it (the refusal is written after the socket ended): either, unheard, ended the gateway.
+    const early = Array.from({ length: 4 }, () => upgradeRun(socket, { leave: 'before-101' }));
+    await Promise.all(early);
+    for (let i = 0; i < 3; i++) (await upgradeRun(socket, { leave: 'after-101' })).socket.destroy();
+    // A client that keeps its end open but sends a bad request: refused, and its sandbox ended
+    // at once, not when the client lets go.
+    const ended = () => auditText(gw).match(/ended: its run is over/g)?.length ?? 0;
+    await until('no run sandbox still starting', () => sandboxesOnHost(gw).length <= 1);
+    const before = ended();
+    const held = await upgradeRun(socket, { leave: 'never', send: 'not json\n' });
+    expect(held.refusal).toMatch(/the exec request is not JSON/);
+    // Well before the 30 s after which the gateway cuts off a refused client that holds on.
+    await until("the refused run's sandbox ended while its client holds on", () => ended() > before, 20_000);
+    held.socket.destroy();
+    expect(gw.child.exitCode).toBeNull();
+    expect(gw.child.signalCode).toBeNull();
+    expect(run(['--', 'sh', '-c', 'echo still']).stdout).toBe('still\n');
   });
 
   it('removes every run sandbox when the gateway stops', async () => {
