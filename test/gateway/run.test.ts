@@ -6,8 +6,9 @@
  * (or its client) is gone. Runs the gateway cannot serve, and --no-gateway, run in the process.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, truncateSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../helpers/cli.js';
@@ -74,6 +75,11 @@ function upgradeRun(
       resolve({ socket, refusal: '' });
     });
   });
+}
+
+function openAndClose(path: string): string {
+  closeSync(openSync(path, 'w'));
+  return path;
 }
 
 async function until(what: string, check: () => boolean, ms = 30_000): Promise<void> {
@@ -246,6 +252,59 @@ describe.skipIf(!holds('root'))('carapace run through a running gateway', () => 
     expect(gw.child.exitCode).toBeNull();
     expect(gw.child.signalCode).toBeNull();
     expect(run(['--', 'sh', '-c', 'echo still']).stdout).toBe('still\n');
+  });
+
+  it('ends the command as a closed pipe would when its reader goes, as a one-off run does', () => {
+    // A real pipe, as a shell makes (a child's 'pipe' stdio is a socket, where the reader's close
+    // is a reset, not a broken pipe).
+    const status = (args: string[]) =>
+      spawnSync(
+        'sh',
+        [
+          '-c',
+          '{ "$@"; echo "status $?" >&2; } | head -c 2 > /dev/null',
+          'sh',
+          process.execPath,
+          CLI,
+          'run',
+          ...args,
+          '--',
+          'yes',
+        ],
+        {
+          encoding: 'utf8',
+          env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
+          timeout: 60_000,
+        },
+      ).stderr;
+    const inProcess = status(['--no-gateway']);
+    expect(inProcess).toBe('status 141\n');
+    expect(status([])).toBe(inProcess);
+  });
+
+  it('reads its stdin only as fast as the command does', async () => {
+    // A sparse file far larger than any buffer on the way: the client's reads of it advance the
+    // offset this process shares with it, which says how much it took in.
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-run-stdin-'));
+    const big = join(dir, 'big');
+    const size = 1024 * 2 ** 20;
+    truncateSync(openAndClose(big), size);
+    const fd = openSync(big, 'r');
+    try {
+      const r = spawnSync(process.execPath, [CLI, 'run', '--', 'sh', '-c', 'sleep 3; echo done'], {
+        encoding: 'utf8',
+        stdio: [fd, 'pipe', 'pipe'],
+        env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
+        timeout: 60_000,
+      });
+      expect(r.stdout).toBe('done\n');
+      expect(r.status).toBe(0);
+      const pos = Number(/^pos:\s+(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]);
+      expect(pos).toBeLessThan(64 * 2 ** 20);
+    } finally {
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('removes every run sandbox when the gateway stops', async () => {
