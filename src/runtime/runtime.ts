@@ -64,10 +64,14 @@ export class Runtime {
     return [...this.sandboxes.values()];
   }
 
-  /** Starts a sandbox through the driver; the returned handle follows it until it ends. */
+  /**
+   * Starts a sandbox through the driver; the returned handle follows it until it ends. Its own
+   * findings (a host's replacement of a masked file) go to `audit`, by default the runtime's.
+   */
   async start(
     req: DriverStartRequest,
     onSpawned?: (sb: DriverSandbox) => void,
+    audit: AuditSink = this.opts.audit,
   ): Promise<{ managed: ManagedSandbox; started: DriverSandbox }> {
     const id = req.spec.id ?? req.spec.name;
     const existing = this.sandboxes.get(id);
@@ -80,15 +84,15 @@ export class Runtime {
     // A sandbox that ended starts again as a new state machine: its old one's listeners are done.
     const managed = new ManagedSandbox(id, req.spec.name, req.ownerUid);
     this.sandboxes.set(id, managed);
-    const onMaskCheck = (c: MaskCheck) => this.maskChecked(req.spec.name, c);
+    const onMaskCheck = (c: MaskCheck) => this.maskChecked(req.spec.name, c, audit);
     const started = await managed.run(() => this.opts.driver.start({ ...req, onMaskCheck }), onSpawned);
     return { managed, started };
   }
 
   /** A host's replacement of a masked file, on the record: masked again, or not (mask-guard.ts). */
-  private maskChecked(sandbox: string, c: MaskCheck): void {
+  private maskChecked(sandbox: string, c: MaskCheck, audit: AuditSink = this.opts.audit): void {
     if (c.restored.length > 0)
-      this.opts.audit.emit(
+      audit.emit(
         finding({
           sandbox,
           kind: 'mask-restored',
@@ -99,7 +103,7 @@ export class Runtime {
       );
     const lost = [...c.failed, ...(c.error !== undefined ? [`every mask: ${c.error}`] : [])];
     if (lost.length > 0)
-      this.opts.audit.emit(
+      audit.emit(
         finding({
           sandbox,
           kind: 'mask-lost',

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../helpers/cli.js';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { makeUser, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -305,6 +305,19 @@ describe.skipIf(!holds('root'))('carapace run through a running gateway', () => 
       closeSync(fd);
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("files a waiting sandbox's findings with the runs, not in a file of its own", async () => {
+    expect(run(['--', 'true']).status).toBe(0);
+    await until('a sandbox waiting for the next run', () => sandboxesOnHost(gw).length === 1);
+    // Adding a host user replaces /etc/passwd, which every sandbox masks: a finding for each.
+    const user = makeUser('cprun');
+    try {
+      await until('the finding recorded', () => auditText(gw).includes('mask-restored'));
+    } finally {
+      user.remove();
+    }
+    expect(readdirSync(join(gw.home, 'state', 'audit'))).toEqual(['runs.jsonl']);
   });
 
   it('removes every run sandbox when the gateway stops', async () => {
