@@ -6,7 +6,17 @@
  * (or its client) is gone. Runs the gateway cannot serve, and --no-gateway, run in the process.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+} from 'node:fs';
+import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -74,6 +84,18 @@ function upgradeRun(
       socket.destroy();
       resolve({ socket, refusal: '' });
     });
+  });
+}
+
+/** One GET on the gateway's socket, resolved once answered. */
+function apiGet(socketPath: string, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path, method: 'GET' }, (res) => {
+      res.resume();
+      res.once('end', () => resolve());
+    });
+    req.once('error', reject);
+    req.end();
   });
 }
 
@@ -318,6 +340,36 @@ describe.skipIf(!holds('root'))('carapace run through a running gateway', () => 
       user.remove();
     }
     expect(readdirSync(join(gw.home, 'state', 'audit'))).toEqual(['runs.jsonl']);
+  });
+
+  it("removes a run's workspace without holding up the gateway", async () => {
+    const files = 50_000;
+    const r = run([
+      '--',
+      'sh',
+      '-c',
+      `mkdir /sandbox/many && cd /sandbox/many && seq 1 ${files} | xargs touch && hostname`,
+    ]);
+    expect(r.status).toBe(0);
+    const many = join(gw.home, 'state', 'sandboxes', r.stdout.trim(), 'workspace', 'many');
+    // Removed in one synchronous call, no request could be answered between its first file and
+    // its last: a count seen part-way, then an answer, would find the directory gone.
+    let answeredMidway = false;
+    while (!answeredMidway) {
+      let left: number;
+      try {
+        left = readdirSync(many).length;
+      } catch {
+        break; // gone
+      }
+      if (left === files) {
+        await sleep(20); // not begun yet
+        continue;
+      }
+      await apiGet(join(gw.home, 'run', 'gateway.sock'), '/v1/sandboxes');
+      answeredMidway = existsSync(many);
+    }
+    expect(answeredMidway).toBe(true);
   });
 
   it('removes every run sandbox when the gateway stops', async () => {
