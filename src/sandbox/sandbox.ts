@@ -2,17 +2,7 @@
  * A sandbox's whole life on the host: identity, directories, cgroup, launch, and a cleanup that
  * leaves nothing behind (processes, cgroups, temporary workspace, runtime files).
  */
-import { spawn } from 'node:child_process';
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  fchownSync,
-  mkdirSync,
-  openSync,
-  rmdirSync,
-  statSync,
-} from 'node:fs';
+import { chmodSync, closeSync, constants, fchownSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { openBinds } from './mounts/bind-sources.js';
@@ -29,6 +19,7 @@ import { SandboxLock } from './sandbox-lock.js';
 import { randomHex } from './keys.js';
 import { seccompProgram } from './shared-files.js';
 import { closeAll, WritableTreeRegistry } from './host-paths/writable-trees.js';
+import { removeTree } from './host-paths/remove-tree.js';
 import { SandboxControl } from './control/control.js';
 import { makeControlDir, openLogFile } from './control/control-files.js';
 
@@ -292,30 +283,6 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     await undo();
     throw err;
   }
-}
-
-/**
- * Removes a tree the sandbox could write into. Neither rmSync nor fs/promises' rm: a command may
- * leave any number of files there, and a gateway's event loop would wait on them (every user's
- * requests, every sandbox's connections): 200,000 files held it 2.5 s with rmSync, and 100,000
- * in one directory held a timer up 0.6 s with rm, which answers each entry in this process. An
- * empty directory (a run that wrote nothing) goes at once; anything else goes by rm(1) in a
- * process of its own (which does not follow symlinks), and by rm here only where that failed.
- */
-async function removeTree(path: string): Promise<void> {
-  try {
-    rmdirSync(path);
-    return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-  }
-  const removed = await new Promise<boolean>((resolve) => {
-    const child = spawn('rm', ['-rf', '--', path], { stdio: 'ignore' });
-    child.once('error', () => resolve(false));
-    child.once('close', (code) => resolve(code === 0));
-  });
-  // What rm(1) could not do (or no rm(1)), with the error that says why.
-  if (!removed) await rm(path, { recursive: true, force: true });
 }
 
 function prepareStateDirs(dirs: StateDirs): void {

@@ -4,7 +4,7 @@
  * a waiting sandbox's findings, and a workspace of many files removed while the gateway serves
  * others. What a run gives its command is test/gateway/run.test.ts's.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -111,6 +111,28 @@ async function until(what: string, check: () => boolean, ms = 30_000): Promise<v
   }
 }
 
+/**
+ * Whether the gateway answered a request while `dir` (of `files` entries) was part-way removed.
+ * Removed in one synchronous call, no request could be answered between its first file and its
+ * last: a count seen part-way, then an answer, would find the directory gone.
+ */
+async function answeredWhileRemoving(gw: TestGateway, dir: string, files: number): Promise<boolean> {
+  for (;;) {
+    let left: number;
+    try {
+      left = readdirSync(dir).length;
+    } catch {
+      return false; // gone
+    }
+    if (left === files) {
+      await sleep(20); // not begun yet
+      continue;
+    }
+    await apiGet(join(gw.home, 'run', 'gateway.sock'), '/v1/sandboxes');
+    if (existsSync(dir)) return true;
+  }
+}
+
 describe.skipIf(!holds('root'))('carapace run through a running gateway, under attack', () => {
   let gw: TestGateway;
   const run = (args: string[], input?: string) =>
@@ -198,23 +220,31 @@ describe.skipIf(!holds('root'))('carapace run through a running gateway, under a
     ]);
     expect(r.status).toBe(0);
     const many = join(gw.home, 'state', 'sandboxes', r.stdout.trim(), 'workspace', 'many');
-    // Removed in one synchronous call, no request could be answered between its first file and
-    // its last: a count seen part-way, then an answer, would find the directory gone.
-    let answeredMidway = false;
-    while (!answeredMidway) {
-      let left: number;
+    expect(await answeredWhileRemoving(gw, many, files)).toBe(true);
+  });
+
+  it("removes a deleted sandbox's workspace without holding up the gateway", async () => {
+    const files = 50_000;
+    const env = { PATH: process.env.PATH, CARAPACE_HOME: gw.home };
+    const cli = (args: string[]) =>
+      spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 120_000 });
+    const script = `mkdir /sandbox/many && cd /sandbox/many && seq 1 ${files} | xargs touch && exec sleep 1000`;
+    expect(cli(['sandbox', 'create', '--name', 'many', '--', 'sh', '-c', script]).status).toBe(0);
+    const { workspace } = JSON.parse(cli(['sandbox', 'get', 'many', '-o', 'json']).stdout) as {
+      workspace: string;
+    };
+    const many = join(workspace, 'many');
+    const made = () => {
       try {
-        left = readdirSync(many).length;
+        return readdirSync(many).length === files;
       } catch {
-        break; // gone
+        return false;
       }
-      if (left === files) {
-        await sleep(20); // not begun yet
-        continue;
-      }
-      await apiGet(join(gw.home, 'run', 'gateway.sock'), '/v1/sandboxes');
-      answeredMidway = existsSync(many);
-    }
-    expect(answeredMidway).toBe(true);
+    };
+    await until('the files made', made, 120_000);
+    const deleting = spawn(process.execPath, [CLI, 'sandbox', 'delete', 'many'], { env, stdio: 'ignore' });
+    const exited = new Promise((resolve) => deleting.once('exit', resolve));
+    expect(await answeredWhileRemoving(gw, many, files)).toBe(true);
+    expect(await exited).toBe(0);
   });
 });
