@@ -24,19 +24,25 @@ export function runRoutes(runs: OneOffRuns, audit: AuditSink): Route[] {
         const sb = await runs.take(caller.uid);
         // The connection is the run: when it ends, so does the sandbox (already, if the client left).
         socket.once('close', sb.end);
-        if (socket.destroyed) {
+        if (socket.destroyed || !socket.writable) {
           sb.end();
           return { streamed: true };
         }
-        await answerExec(socket, head, sb.controlPath, (request) =>
-          audit.emit(
-            lifecycle({
-              sandbox: sb.name,
-              activity: 'update',
-              message: `run by uid ${caller.uid}: ${request.argv.join(' ')}`.slice(0, 512),
-              details: { exec: { uid: caller.uid, argv: request.argv, tty: request.tty } },
-            }),
-          ),
+        await answerExec(
+          socket,
+          head,
+          sb.controlPath,
+          (request) =>
+            audit.emit(
+              lifecycle({
+                sandbox: sb.name,
+                activity: 'update',
+                message: `run by uid ${caller.uid}: ${request.argv.join(' ')}`.slice(0, 512),
+                details: { exec: { uid: caller.uid, argv: request.argv, tty: request.tty } },
+              }),
+            ),
+          // No run: its sandbox goes now, not when the client lets go of the connection.
+          sb.end,
         );
         return { streamed: true };
       },

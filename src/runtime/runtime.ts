@@ -65,10 +65,14 @@ export class Runtime {
     return [...this.sandboxes.values()];
   }
 
-  /** Starts a sandbox through the driver; the returned handle follows it until it ends. */
+  /**
+   * Starts a sandbox through the driver; the returned handle follows it until it ends. Its own
+   * findings (a host's replacement of a masked file) go to `audit`, by default the runtime's.
+   */
   async start(
     req: DriverStartRequest,
     onSpawned?: (sb: DriverSandbox) => void,
+    audit: AuditSink = this.opts.audit,
   ): Promise<{ managed: ManagedSandbox; started: DriverSandbox }> {
     const id = req.spec.id ?? req.spec.name;
     const existing = this.sandboxes.get(id);
@@ -81,7 +85,7 @@ export class Runtime {
     // A sandbox that ended starts again as a new state machine: its old one's listeners are done.
     const managed = new ManagedSandbox(id, req.spec.name, req.ownerUid);
     this.sandboxes.set(id, managed);
-    const findings = this.maskFindings(req.spec.name);
+    const findings = this.maskFindings(req.spec.name, audit);
     const onMaskCheck = (c: MaskCheck) => findings.checked(c);
     let started: DriverSandbox;
     try {
@@ -98,8 +102,8 @@ export class Runtime {
    * A host's replacement of a masked file, on the record (mask-findings.ts): one per sandbox run,
    * flushed when the sandbox ends.
    */
-  private maskFindings(sandbox: string): MaskFindings {
-    return new MaskFindings(sandbox, (e) => this.opts.audit.emit(e));
+  private maskFindings(sandbox: string, audit: AuditSink): MaskFindings {
+    return new MaskFindings(sandbox, (e) => audit.emit(e));
   }
 
   /** Takes over a sandbox an earlier process started and that still runs; null if none runs. */
@@ -108,7 +112,7 @@ export class Runtime {
     name: string,
     ownerUid: number,
   ): { managed: ManagedSandbox; started: DriverSandbox } | null {
-    const findings = this.maskFindings(name);
+    const findings = this.maskFindings(name, this.opts.audit);
     const started = this.opts.driver.adopt(id, (c) => findings.checked(c));
     if (!started) return null;
     void started.exited.then(() => findings.flush());

@@ -2,7 +2,8 @@
  * A sandbox's whole life on the host: identity, directories, cgroup, launch, and a cleanup that
  * leaves nothing behind (processes, cgroups, temporary workspace, runtime files).
  */
-import { chmodSync, closeSync, constants, fchownSync, mkdirSync, openSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fchownSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { openBinds } from './mounts/bind-sources.js';
 import { SandboxCgroup } from './cgroup/cgroup.js';
@@ -18,6 +19,7 @@ import { SandboxLock } from './sandbox-lock.js';
 import { randomHex } from './keys.js';
 import { seccompProgram } from './shared-files.js';
 import { closeAll, WritableTreeRegistry } from './host-paths/writable-trees.js';
+import { removeTree } from './host-paths/remove-tree.js';
 import { SandboxControl } from './control/control.js';
 import { makeControlDir, openLogFile } from './control/control-files.js';
 
@@ -172,10 +174,10 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
     hostFds = [];
     cgroup?.destroy();
     await network?.close();
-    rmSync(paths.runtime, { recursive: true, force: true });
-    if (opts.removeWorkspace) rmSync(spec.workspace, { recursive: true, force: true });
+    await rm(paths.runtime, { recursive: true, force: true });
+    if (opts.removeWorkspace) await removeTree(spec.workspace);
     if (opts.ephemeral) {
-      rmSync(paths.storage, { recursive: true, force: true });
+      await removeTree(paths.storage);
       // Freed only if nothing of the uid is left at the workspace's or storage's root.
       await registry?.release(owner);
     }

@@ -37,6 +37,7 @@ export async function withTerminal(
     return [sig, h] as const;
   });
   let detached = false;
+  let over = false;
   if (o.stdin) {
     let last = -1;
     stdin.on('data', (chunk: Buffer) => {
@@ -50,22 +51,34 @@ export async function withTerminal(
           last = chunk[i]!;
         }
       }
-      proc.stdin.write(chunk);
+      // Read only as fast as the command reads: a command that never reads its stdin must not
+      // have all of ours (`yes |`, a large file) held in this process's memory.
+      if (!proc.stdin.write(chunk)) {
+        stdin.pause();
+        proc.stdin.once('drain', () => {
+          if (!over) stdin.resume();
+        });
+      }
     });
     stdin.on('end', () => proc.stdin.end());
   } else {
     proc.stdin.end();
   }
-  // A closed pipe (`| head -1`) is what SIGPIPE tells a local process: the command gets SIGPIPE,
-  // as it would have writing to that pipe itself, rather than run on writing into nothing.
+  // The reader of our stdout or stderr went away (`| head`): as a writer to a closed pipe would,
+  // the command gets SIGPIPE (its process group does), and what it writes there after is dropped.
+  // Left listening once the command is over: a late write's EPIPE must not end this process.
+  let broken = false;
   for (const [from, to] of [
     [proc.stdout, process.stdout],
     [proc.stderr, process.stderr],
   ] as const) {
     to.on('error', (err: NodeJS.ErrnoException) => {
       from.unpipe(to);
-      from.resume(); // what follows is dropped
-      if (err.code === 'EPIPE') proc.signal('SIGPIPE');
+      from.resume();
+      if (err.code === 'EPIPE' && !broken) {
+        broken = true;
+        proc.signal('SIGPIPE');
+      }
     });
     from.pipe(to, { end: false });
   }
@@ -74,6 +87,7 @@ export async function withTerminal(
   } catch (err) {
     return await onCut(err, detached);
   } finally {
+    over = true;
     if (raw) stdin.setRawMode(false);
     stdin.pause();
     process.stdout.off('resize', onResize);

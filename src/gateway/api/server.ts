@@ -103,6 +103,10 @@ export class ApiServer {
   }
 
   private async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    // The caller may leave at any moment, and a write to its socket then fails (EPIPE before the
+    // 101, write-after-end once it hung up): unheard, that 'error' would end the gateway. 'close'
+    // follows every error and is what the routes act on.
+    socket.on('error', () => {});
     try {
       const caller = this.callerOf(req);
       const url = new URL(req.url ?? '/', 'http://gateway');

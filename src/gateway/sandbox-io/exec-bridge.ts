@@ -88,6 +88,29 @@ export function readRequestLine(
   });
 }
 
+/** How long a refused client may take to read the refusal and hang up before it is cut off. */
+const REFUSAL_GRACE_MS = 30_000;
+
+/**
+ * Answers a client whose request line did not come, or was not an exec request, after the 101: a
+ * frame it reads like the init's own refusals (ERROR), then the end. A client that has already
+ * hung up gets nothing; one that keeps its end open is cut off after `graceMs`.
+ */
+export function refuseExec(socket: Duplex, message: string, graceMs = REFUSAL_GRACE_MS): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const text = Buffer.from(message);
+  const frame = Buffer.alloc(5);
+  frame[0] = 0x14;
+  frame.writeUInt32BE(text.length, 1);
+  socket.end(Buffer.concat([frame, text]));
+  const timer = setTimeout(() => socket.destroy(), graceMs);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
 /** Joins the client's socket to an exec on the control socket at `controlPath`. */
 export function bridgeExec(client: Duplex, controlPath: string, request: ExecRequest, rest: Buffer): void {
   const init = connectControl(controlPath);
@@ -111,25 +134,23 @@ const SWITCHING =
 /**
  * Answers an upgraded exec: the 101, the client's request line, then the bridge to the control
  * socket at `controlPath`. A request line that is missing or malformed is refused after the 101
- * as an ERROR frame, which the client reads like the init's own refusals. `onRequest` puts the
- * request on the record before anything runs.
+ * as an ERROR frame, which the client reads like the init's own refusals (refuseExec); `onRefused`
+ * hears of it first. `onRequest` puts the request on the record before anything runs.
  */
 export async function answerExec(
   socket: Duplex,
   head: Buffer,
   controlPath: string,
   onRequest: (request: ExecRequest) => void,
+  onRefused?: () => void,
 ): Promise<void> {
   socket.write(SWITCHING);
   let read;
   try {
     read = await readRequestLine(socket, head);
   } catch (err) {
-    const text = Buffer.from((err as Error).message);
-    const frame = Buffer.alloc(5);
-    frame[0] = 0x14;
-    frame.writeUInt32BE(text.length, 1);
-    socket.end(Buffer.concat([frame, text]));
+    onRefused?.();
+    refuseExec(socket, (err as Error).message);
     return;
   }
   onRequest(read.request);

@@ -173,16 +173,22 @@ export class OneOffRuns {
       mounts: [],
       command: HOLD_COMMAND,
     });
-    const { started } = await runtime.start({
-      spec,
-      ownerUid: owner,
-      ephemeral: true,
-      removeWorkspace: true,
-      // As a one-off run of the default policy: where no cgroup can be had, its rlimits hold.
-      bestEffortLimits: true,
-      stdio: 'pipe',
-      control: true,
-    });
+    const { started } = await runtime.start(
+      {
+        spec,
+        ownerUid: owner,
+        ephemeral: true,
+        removeWorkspace: true,
+        // As a one-off run of the default policy: where no cgroup can be had, its rlimits hold.
+        bestEffortLimits: true,
+        stdio: 'pipe',
+        control: true,
+      },
+      undefined,
+      // Its findings too (a host's /etc/passwd replaced while it runs): a file of its own per
+      // sandbox would pile up, each held open by the gateway for good.
+      this.opts.audit,
+    );
     const sb = started as BubblewrapSandbox;
     let alive = true;
     let cleaned: Promise<void> | null = null;

@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
+import { removeTree } from '../../sandbox/host-paths/remove-tree.js';
 import { join } from 'node:path';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
 import { assertSandboxName } from '../../sandbox/identity/identity.js';
@@ -363,7 +364,8 @@ export class SandboxService {
     if (!rec.spec.ownWorkspace || keepWorkspace) {
       kept = await this.opts.launcher.handBack(rec, keepWorkspace && rec.spec.ownWorkspace);
     }
-    if (kept === null || !kept.startsWith(storage)) rmSync(storage, { recursive: true, force: true });
+    // Off the event loop: a workspace may hold any number of files (remove-tree.ts).
+    if (kept === null || !kept.startsWith(storage)) await removeTree(storage);
     this.opts.store.delete(rec.id);
     this.views.forget(rec.id);
     this.opts.audit.close(rec.id);

@@ -1,0 +1,31 @@
+/**
+ * Removing what a sandbox could write into (its workspace, its storage), for one-off runs and
+ * `sandbox delete` alike.
+ */
+import { spawn } from 'node:child_process';
+import { rmdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+
+/**
+ * Removes a tree the sandbox could write into. Neither rmSync nor fs/promises' rm: a command may
+ * leave any number of files there, and a gateway's event loop would wait on them (every user's
+ * requests, every sandbox's connections): 200,000 files held it 2.5 s with rmSync, and 100,000
+ * in one directory held a timer up 0.6 s with rm, which answers each entry in this process. An
+ * empty directory (a run that wrote nothing) goes at once; anything else goes by rm(1) in a
+ * process of its own (which does not follow symlinks), and by rm here only where that failed.
+ */
+export async function removeTree(path: string): Promise<void> {
+  try {
+    rmdirSync(path);
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+  }
+  const removed = await new Promise<boolean>((resolve) => {
+    const child = spawn('rm', ['-rf', '--', path], { stdio: 'ignore' });
+    child.once('error', () => resolve(false));
+    child.once('close', (code) => resolve(code === 0));
+  });
+  // What rm(1) could not do (or no rm(1)), with the error that says why.
+  if (!removed) await rm(path, { recursive: true, force: true });
+}
