@@ -65,7 +65,11 @@ function mergeRows(doc: string, fresh: string[], ran: string[]): string[] {
   const start = lines.findIndex((l) => l.startsWith('| module '));
   const table = start < 0 ? [] : lines.slice(start + 2);
   const end = table.findIndex((l) => !l.startsWith('| '));
-  const kept = (end < 0 ? table : table.slice(0, end)).filter((l) => !ran.includes(moduleOf(l)));
+  // Rows only: a rule line that slipped into the table (a merge) would otherwise be kept for good.
+  const isRule = (l: string) => /^\| -+ \|/.test(l);
+  const kept = (end < 0 ? table : table.slice(0, end)).filter(
+    (l) => !isRule(l) && !ran.includes(moduleOf(l)),
+  );
   const rows = [...kept, ...fresh.slice(2)];
   const order = (l: string) => MODULES.findIndex((m) => m.name === moduleOf(l));
   return [
