@@ -73,13 +73,13 @@ static void restore_terminal(void)
 	termios_saved = false;
 }
 
-/* Ends the run with a line saying which step failed (the command's own status otherwise). */
+/* Ends the run with RUN_LOST and a line saying which step failed. */
 _Noreturn void front_fail(const char *step)
 {
 	int saved = errno;
 	restore_terminal();
 	fprintf(stderr, "carapace: run through the gateway: %s: %s\n", step, strerror(saved));
-	exit(1);
+	exit(RUN_LOST);
 }
 
 /* Hands the untouched arguments to the CLI: dist/cli/carapace.js, beside this program's native/. */
@@ -300,7 +300,7 @@ static int run_exec(int sock, bool tty, bool background, const char *rest, size_
 				} else {
 					fprintf(stderr, "carapace: the gateway went away (stopped or restarted) before the command ended: the run was killed\n");
 				}
-				return 1;
+				return RUN_LOST;
 			}
 			in_len += (size_t)n;
 		}

@@ -7,8 +7,11 @@
 
 #define PATIENCE_MS 15000
 #define HEAD_MAX (16 * 1024)
+/* The status of a run Carapace lost (the gateway went away, a step of the exec failed): 125, as a
+ * sandbox that could not start, never a status the command itself could have given. */
+#define RUN_LOST 125
 
-/* Ends the run with a line saying which step failed; the terminal is put back first. */
+/* Ends the run (RUN_LOST) with a line saying which step failed; the terminal is put back first. */
 _Noreturn void front_fail(const char *step);
 
 /* The exec's request line for `carapace run [--env N=V]... -- CMD...`, or NULL for the CLI. */

@@ -236,9 +236,22 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
       expect(runsServed()).toBe(before);
     });
 
-    it('removes every run sandbox when the gateway stops', async () => {
+    it('removes every run sandbox when the gateway stops, and a run cut off by it exits 125', async () => {
       expect(run(['--', 'true']).status).toBe(0);
+      // A run still going when the gateway stops: its client says so and exits 125 (Carapace's
+      // failure, as a sandbox that could not start), never a status the command could have given.
+      const child = spawn(file, [...pre, 'run', '--', 'sh', '-c', 'echo started; exec sleep 600'], {
+        env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
+      });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      await until('the run started in its sandbox', () => out.includes('started'));
       await gw.stop();
+      expect(await exited).toBe(125);
+      expect(err).toMatch(/the gateway went away \(stopped or restarted\) before the command ended/);
       expect(sandboxesOnHost(gw)).toEqual([]);
       // With no gateway, the run is the process's own.
       const r = run(['--', 'sh', '-c', 'echo alone']);

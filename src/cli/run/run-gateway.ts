@@ -26,6 +26,16 @@ import type { RunArgs } from './run-options.js';
 /** How long a gateway may take to take a sandbox for the run before this process runs it itself. */
 const PATIENCE_MS = 15_000;
 
+/**
+ * A run Carapace lost after the gateway took it (the gateway went away, or refused the exec after its
+ * 101): 125, as a sandbox that could not start, never a status the command itself could have given.
+ * native/carapace-front.c exits the same (RUN_LOST).
+ */
+export class RunLost extends ControlError {
+  override name = 'RunLost';
+  readonly exitCode = 125;
+}
+
 /** A run whose every setting is the default one a gateway's one-off sandboxes have. */
 export function gatewayCanServe(a: RunArgs): boolean {
   return (
@@ -126,11 +136,13 @@ export async function runThroughGateway(a: RunArgs, env: NodeJS.ProcessEnv): Pro
   const proc = execOver(socket, null, 'the gateway');
   const code = await withTerminal(proc, { tty, stdin: !background, detachable: false }, (err) => {
     if (err instanceof ControlError && err.code === 'CONTROL_CLOSED')
-      throw new ControlError(
+      throw new RunLost(
         'CONTROL_CLOSED',
         'the gateway went away (stopped or restarted) before the command ended: the run was killed',
       );
-    throw err; // EXEC_REFUSED: the init's reason, said once by the caller
+    // EXEC_REFUSED: the init's reason, said once by the caller
+    if (err instanceof ControlError) throw new RunLost(err.code, err.message);
+    throw err;
   });
   // Why the command could not start (not found, not executable), as the init says it.
   if (proc.failure) process.stderr.write(`${printable(proc.failure)}\n`);
