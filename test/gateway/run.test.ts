@@ -6,44 +6,12 @@
  * (or its client) is gone. Runs the gateway cannot serve, and --no-gateway, run in the process.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, REPO } from '../helpers/cli.js';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { auditText, sandboxesOnHost, startTestGateway, until, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-
-/** The sandboxes that exist on the host under this gateway's run directory. */
-function sandboxesOnHost(gw: TestGateway): string[] {
-  try {
-    return readdirSync(join(gw.home, 'run', 'sandboxes')).filter((n) => !n.endsWith('.lock'));
-  } catch {
-    return [];
-  }
-}
-
-/** Every audit line the gateway wrote, whatever sandbox it was about. */
-function auditText(gw: TestGateway): string {
-  const dir = join(gw.home, 'state', 'audit');
-  let text = '';
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) walk(join(d, e.name));
-      else text += readFileSync(join(d, e.name), 'utf8');
-    }
-  };
-  walk(dir);
-  return text;
-}
-
-async function until(what: string, check: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`still not so after ${ms / 1000} s: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /**
  * Both clients a user may run: the Node CLI (dist/cli/carapace.js) and the native front that
