@@ -49,7 +49,10 @@ function hostResponsive(): void {
 
 describe('processes', () => {
   it('a fork bomb under the default policy stops at its pids limit (4096), and the host lives on', () => {
-    // Each child execs sleep at once, so the bomb costs the host little memory while it lasts.
+    // Each child is a sleep, so the bomb costs the host little memory while it lasts. posix_spawn
+    // (a vfork-like clone) rather than os.fork: what is counted is the processes, and a fork of
+    // Python copies its page tables, 13–30 ms a fork on a loaded VM (4,096 of them outlived the
+    // timeout). A bound on the wait, not a timing assertion.
     const bomb = [
       'python3',
       '-c',
@@ -58,21 +61,20 @@ describe('processes', () => {
         'n = 0',
         'try:',
         '    while n < 100000:',
-        '        if os.fork() == 0:',
-        '            os.execv("/bin/sleep", ["sleep", "60"])',
+        '        os.posix_spawn("/bin/sleep", ["sleep", "60"], {})',
         '        n += 1',
         'except OSError as e:',
         '    print(n, errno.errorcode[e.errno])',
       ].join('\n'),
     ];
-    const r = runInSandbox(bomb);
+    const r = carapace(['run', '--', ...bomb], { home: freshHome(), timeout: 280_000 });
     expect(r.stderr).toBe('');
     const [count, err] = r.stdout.trim().split(' ');
     expect(err).toBe('EAGAIN');
     expect(Number(count)).toBeGreaterThan(100);
     expect(Number(count)).toBeLessThan(4096);
     hostResponsive();
-  });
+  }, 300_000);
 });
 
 describe('memory', () => {
