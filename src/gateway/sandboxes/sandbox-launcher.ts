@@ -362,6 +362,14 @@ export class SandboxLauncher {
     this.restarts.ended(id, run);
   }
 
+  /**
+   * A start the gateway made by itself (not a caller's) failed: its restart policy treats it as a
+   * crash (restart-scheduler.ts).
+   */
+  startFailed(id: string, startedAt: number, err: unknown): void {
+    this.restarts.startFailed(id, startedAt, err);
+  }
+
   /** Forgets the restart history of a sandbox (started by hand: a fresh count). */
   resetRuns(id: string): void {
     this.restarts.resetRuns(id);
