@@ -238,6 +238,10 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
       expect(failed.desired).toBe('stopped');
       expect(failed.reason).toMatch(/^crash loop: 3 runs in a row .*last start failed: .*does not exist/);
       expect(failed.restarts).toBe(2);
+      // Started by hand, it says why it does not start, in one line (not an internal error).
+      const start = cliAs(gw.home, ['sandbox', 'start', 'gone']);
+      expect(start.status).not.toBe(0);
+      expect(start.stderr).toMatch(/^carapace: --mount .*does not exist\n$/);
     } finally {
       cliAs(gw.home, ['sandbox', 'delete', 'gone']);
       mount.remove();
