@@ -8,6 +8,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { printable } from '../../src/policy/printable.js';
 import { CLI, REPO } from '../helpers/cli.js';
 import { auditText, sandboxesOnHost, startTestGateway, until, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
@@ -83,6 +84,16 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
       expect(missing.stderr).toMatch(/\/nonexistent: No such file or directory/);
       const inProcess = run(['--no-gateway', '--', '/nonexistent']);
       expect(inProcess.status).toBe(missing.status);
+    });
+
+    it("shows the gateway's word on a run that cannot start escaped: an escape sequence, C1 and bidi never reach the terminal", () => {
+      // The name is the caller's, but the message is the gateway's (the init's reason): each
+      // client escapes it as src/policy/printable.ts does, the native front in C.
+      const name = '/nonexistent\x1b[2J\x9b1m\u202eexe\u200b\x7f';
+      const r = run(['--', name]);
+      expect(r.status).toBe(127);
+      expect(r.stderr).toBe(`carapace-init: exec: ${printable(name)}: No such file or directory\n`);
+      expect(r.stderr).toContain('/nonexistent\\x1b[2J\\x9b1m\\u{202e}exe\\u{200b}\\x7f:');
     });
 
     it('gives each run a sandbox of its own: nothing an earlier run left reaches the next', () => {

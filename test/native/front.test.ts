@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { printable } from '../../src/policy/printable.js';
 import { CLI, freshHome } from '../helpers/cli.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
@@ -110,6 +111,15 @@ describe.skipIf(!holds('root'))('the native front sends a plain run to the gatew
     );
     // Node's argv is text: the byte arrives as U+FFFD, as it would from `node carapace.js run`.
     expect(r.stdout.trim()).toBe('61 ef bf bd 62');
+  });
+
+  it("escapes the gateway's word on a command that cannot start as the Node CLI does (printable.ts)", () => {
+    // C0, an OSC, C1, bidi and zero-width characters escaped; é, ✓ and a 4-byte character kept.
+    const name = '/nonexistent\x1b]0;t\x07é✓\u{1f600}\u202e\u2066\ufeff\x9b\x01';
+    const r = run(['--', name]);
+    expect(r.status).toBe(127);
+    expect(r.stderr).toBe(`carapace-init: exec: ${printable(name)}: No such file or directory\n`);
+    expect(r.stderr).toContain('\\x1b]0;t\\x07é✓\u{1f600}\\u{202e}\\u{2066}\\u{feff}\\x9b\\x01');
   });
 
   it('says why a command cannot start, with exit 127', () => {

@@ -28,6 +28,7 @@ import { UsageError } from '../errors.js';
 import { outputOption } from '../output-option.js';
 import { table } from '../terminal.js';
 import { carapaceVersion } from '../version.js';
+import { printableJson } from '../../policy/printable.js';
 
 interface TrustOptions {
   trustedKeys?: string;
@@ -198,7 +199,7 @@ export function registerBlueprint(program: Command): void {
       }
     }
     if (o.output === 'json') {
-      process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+      process.stdout.write(printableJson(rows, 2) + '\n');
       return;
     }
     const installedNames = new Set(rows.map((r) => r.name));

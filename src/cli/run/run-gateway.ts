@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { ControlError } from '../../sandbox/control/control-common.js';
 import { execOver } from '../../sandbox/control/control-exec.js';
-import { printable } from '../../proxy/printable.js';
+import { printable } from '../../policy/printable.js';
 import { withTerminal } from '../sandbox/exec-terminal.js';
 import { gatewayEndpoint } from '../gateway/gateway-endpoint.js';
 import { parseEnv } from './run-env.js';

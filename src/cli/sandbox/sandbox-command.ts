@@ -18,6 +18,7 @@ import { outputOption } from '../output-option.js';
 import { registerSandboxIo } from './sandbox-io-command.js';
 import { withSpinner } from '../terminal.js';
 import { forwardTrouble, print, printDetails, type SandboxView } from './sandbox-print.js';
+import { printableJson } from '../../policy/printable.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 const path = (name: string, owner?: string, op = '') =>
@@ -264,7 +265,7 @@ export function registerSandbox(program: Command): void {
         `/v1/sandboxes/${encodeURIComponent(name)}/logs?${q}`,
       )) {
         if (o.audit || o.output === 'json') {
-          process.stdout.write(JSON.stringify(rec) + '\n');
+          process.stdout.write(printableJson(rec) + '\n');
           continue;
         }
         const text =
