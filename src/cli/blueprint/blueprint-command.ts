@@ -25,6 +25,7 @@ import {
 } from '../../blueprint/store.js';
 import { ImageStore } from '../../blueprint/image.js';
 import { UsageError } from '../errors.js';
+import { say } from '../say.js';
 import { outputOption } from '../output-option.js';
 import { table } from '../terminal.js';
 import { carapaceVersion } from '../version.js';
@@ -218,8 +219,7 @@ export function registerBlueprint(program: Command): void {
         ]),
       ),
     );
-    for (const r of rows.filter(refused))
-      process.stderr.write(`carapace: ${r.name} ${r.digest}: ${r.status.slice('REFUSED: '.length)}\n`);
+    for (const r of rows.filter(refused)) say(`${r.name} ${r.digest}: ${r.status.slice('REFUSED: '.length)}`);
     if (available.length > 0) process.stdout.write(`built-in, not installed yet: ${available.join(', ')}\n`);
   });
 
