@@ -131,7 +131,9 @@ int front_open_run(const char *path, const char *line, char *rest, size_t *rest_
 		}
 		if (len < 13 || memcmp(head, "HTTP/1.1 101 ", 13) != 0) {
 			close(fd);
-			return -1; /* declined (or an older gateway): the CLI runs it */
+			/* Declined (or an older gateway): the CLI runs it. Nothing is said here: the CLI
+			 * asks again and says why in one line (src/cli/run/run-gateway.ts), once a run. */
+			return -1;
 		}
 		size_t used = (size_t)(end + 4 - head);
 		*rest_len = len - used;

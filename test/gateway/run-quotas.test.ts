@@ -6,11 +6,11 @@
  * What a run gives its command is test/gateway/run.test.ts's.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI } from '../helpers/cli.js';
+import { CLI, freshHome, REPO } from '../helpers/cli.js';
 import { cliAs, makeUser, startTestGateway, type TestGateway, type TestUser } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 
@@ -18,6 +18,14 @@ const reachable = () =>
   spawnSync(process.execPath, [CLI, '--version'], { uid: 65534, gid: 65534, encoding: 'utf8' }).status === 0;
 
 const MiB = 2 ** 20;
+
+/** Both clients a user may run: the Node CLI, and the native front on PATH (native/carapace). */
+const CLIENTS: [string, string[]][] = [
+  ['the Node CLI', [process.execPath, CLI]],
+  ['the native front on PATH', [join(REPO, 'native', 'carapace')]],
+];
+
+const DECLINED = /^carapace: the gateway declined the run \((.*)\): running it in this process$/;
 
 interface AuditLine {
   message?: string;
@@ -101,6 +109,21 @@ describe.skipIf(!holds('root') || !reachable())("carapace run and its user's quo
     await new Promise((r) => child.once('exit', r));
   };
 
+  /**
+   * A CARAPACE_HOME of alice's: a run in her own process needs state of her own (the gateway's is
+   * root's). `gateway`, her socket on the test's gateway, is linked in where she would find it.
+   */
+  const homeOfAlice = (gateway: string | null) => {
+    const home = freshHome();
+    mkdirSync(join(home, 'run', 'users'), { recursive: true });
+    for (const d of [home, join(home, 'run'), join(home, 'run', 'users')]) {
+      chownSync(d, alice.uid, alice.gid);
+      chmodSync(d, 0o711);
+    }
+    if (gateway !== null) symlinkSync(gateway, join(home, 'run', 'users', `${alice.uid}.sock`));
+    return home;
+  };
+
   beforeAll(async () => {
     alice = makeUser('cpquota', ['carapace']);
     gw = await startTestGateway([
@@ -156,6 +179,49 @@ describe.skipIf(!holds('root') || !reachable())("carapace run and its user's quo
     });
     expect(as(['sandbox', 'delete', 'big']).status).toBe(0);
   });
+
+  /**
+   * A declined run runs in the client's own process (docs/gateway.md), and says so once, with the
+   * gateway's reason: the native front hands the run to the Node CLI without a word, which asks
+   * again and says it. No gateway at all is not a decline: nothing is said.
+   */
+  it.each(CLIENTS)(
+    'a run declined for a user at their limit runs in its own process, said once: %s',
+    (_, client) => {
+      const [file, ...pre] = client as [string, ...string[]];
+      const run = (home: string) =>
+        spawnSync(file, [...pre, 'run', '--', 'sh', '-c', 'echo ran'], {
+          encoding: 'utf8',
+          cwd: '/',
+          env: { PATH: process.env.PATH, CARAPACE_HOME: home, LANG: 'C.UTF-8' },
+          uid: alice.uid,
+          gid: alice.gid,
+          timeout: 120_000,
+        });
+      expect(as(['sandbox', 'create', '--name', 'q1', '--no-start', '--', 'true']).status).toBe(0);
+      expect(as(['sandbox', 'create', '--name', 'q2', '--no-start', '--', 'true']).status).toBe(0);
+      try {
+        const before = runEvents(gw).length;
+        const r = run(homeOfAlice(socket()));
+        expect({ status: r.status, stdout: r.stdout }).toEqual({ status: 0, stdout: 'ran\n' });
+        const said = r.stderr.split('\n').filter((l) => l.includes('declined'));
+        expect(said).toEqual([expect.stringMatching(DECLINED)]);
+        expect(DECLINED.exec(said[0]!)![1]).toMatch(/you hold 2 sandboxes/);
+        // Not the gateway's run: nothing of it in the runs' audit.
+        expect(
+          runEvents(gw)
+            .slice(before)
+            .filter((e) => e.message?.includes('run by uid')),
+        ).toEqual([]);
+      } finally {
+        expect(as(['sandbox', 'delete', 'q2']).status).toBe(0);
+        expect(as(['sandbox', 'delete', 'q1']).status).toBe(0);
+      }
+      const none = run(homeOfAlice(null));
+      expect({ status: none.status, stdout: none.stdout }).toEqual({ status: 0, stdout: 'ran\n' });
+      expect(none.stderr).not.toMatch(/declined/);
+    },
+  );
 
   it('counts a run in progress against the sandboxes and memory a create is checked against', async () => {
     const first = await holdingRun();

@@ -9,8 +9,9 @@
  * SIGINT/SIGTERM/SIGHUP forwarded.
  *
  * No gateway answering, an older one, or one that declines (too many runs of the caller's at once,
- * a sandbox that did not start) leaves the run to this process: the result is the same, only
- * slower. `--no-gateway` asks for that. This file loads only `node:net` and the exec framing: it is
+ * a user at a quota, a sandbox that did not start) leaves the run to this process: the result is
+ * the same, only slower. A decline is said in one line with the gateway's reason (the C front says
+ * nothing: it hands the run to this CLI, which asks again and says it). `--no-gateway` asks for that. This file loads only `node:net` and the exec framing: it is
  * the fastest path a user's command takes.
  */
 import { readFileSync } from 'node:fs';
@@ -53,8 +54,30 @@ export function gatewayCanServe(a: RunArgs): boolean {
 }
 
 /**
+ * Why a gateway that answered declined the run, from its error body (`{"error":{"code","message"}}`,
+ * src/gateway/api/server.ts): its message, or null when there is nothing to say. An older gateway
+ * without `/v1/runs` (404) is not a refusal: its runs were always this process's.
+ */
+function declineReason(head: Buffer, end: number): string | null {
+  const status = head.subarray(9, 12).toString('latin1');
+  if (status === '404') return null;
+  try {
+    const body = JSON.parse(head.subarray(end + 4).toString('utf8')) as {
+      error?: { code?: unknown; message?: unknown };
+    };
+    const e = body.error;
+    if (typeof e?.message === 'string') return e.message;
+    if (typeof e?.code === 'string') return e.code;
+  } catch {
+    // not JSON, or cut short: said with its status alone
+  }
+  return `HTTP ${status}`;
+}
+
+/**
  * The upgraded connection, with the exec's request line sent, or null when no gateway serves runs
- * here (none answers, or it declined).
+ * here (none answers, or it declined). A gateway that declines says why, and that is said once on
+ * stderr, escaped (the reason is the gateway's text): the run goes on in this process.
  */
 function openRun(socketPath: string, requestLine: string): Promise<Socket | null> {
   return new Promise((resolve) => {
@@ -68,25 +91,43 @@ function openRun(socketPath: string, requestLine: string): Promise<Socket | null
       if (value === null) socket.destroy();
       resolve(value);
     };
+    /** A refusal's head is in `head` up to `end`: its body is read to its length (or the close). */
+    let refusal: { end: number; length: number } | null = null;
+    const declined = () => {
+      const reason = declineReason(head, refusal!.end);
+      if (reason !== null)
+        process.stderr.write(
+          `carapace: the gateway declined the run (${printable(reason)}): running it in this process\n`,
+        );
+      done(null);
+    };
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
+      if (refusal !== null) {
+        if (head.length >= refusal.end + 4 + refusal.length || head.length > 64 * 1024) declined();
+        return;
+      }
       const end = head.indexOf('\r\n\r\n');
       if (end < 0) {
         if (head.length > 16 * 1024) done(null);
         return;
       }
       const ok = head.subarray(0, 13).toString('latin1') === 'HTTP/1.1 101 ';
-      if (!ok) return done(null);
+      if (!ok) {
+        const length = /\r\ncontent-length: *(\d+)/i.exec(head.subarray(0, end).toString('latin1'));
+        refusal = { end, length: length ? Number(length[1]) : Infinity };
+        return onData(Buffer.alloc(0));
+      }
       socket.pause();
       const rest = head.subarray(end + 4);
       if (rest.length > 0) socket.unshift(rest);
       done(socket);
     };
-    const onError = () => done(null);
-    const onClose = () => done(null);
+    const onError = () => (refusal !== null ? declined() : done(null));
+    const onClose = () => (refusal !== null ? declined() : done(null));
     const timer = setTimeout(() => {
       process.stderr.write(
-        `carapace: the gateway at ${socketPath} did not answer within ${PATIENCE_MS / 1000} s: running the sandbox in this process\n`,
+        `carapace: the gateway at ${printable(socketPath)} did not answer within ${PATIENCE_MS / 1000} s: running the sandbox in this process\n`,
       );
       done(null);
     }, PATIENCE_MS);
