@@ -85,7 +85,7 @@ _Noreturn void front_fail(const char *step)
 }
 
 /* Hands the untouched arguments to the CLI: dist/cli/carapace.js, beside this program's native/. */
-static void exec_cli(void)
+static _Noreturn void exec_cli(void)
 {
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -108,6 +108,27 @@ static void exec_cli(void)
 	execv(cli, cli_argv);
 	fprintf(stderr, "carapace: cannot run the CLI %s: %s (run npm run build)\n", cli, strerror(errno));
 	exit(127);
+}
+
+/*
+ * Hands the run to the CLI with --no-gateway after `run`: the gateway took the connection and said
+ * nothing for PATIENCE_MS (already said on stderr), and the CLI would otherwise ask it again and
+ * wait as long before running the sandbox itself.
+ */
+static _Noreturn void exec_cli_without_gateway(int argc, char **argv)
+{
+	char **args = calloc((size_t)argc + 2, sizeof *args);
+	if (args == NULL) {
+		perror("carapace: calloc");
+		exit(127);
+	}
+	args[0] = argv[0];
+	args[1] = argv[1]; /* run */
+	args[2] = (char *)"--no-gateway";
+	for (int i = 2; i < argc; i++)
+		args[i + 1] = argv[i];
+	cli_argv = args;
+	exec_cli();
 }
 
 /* ---- the exec ------------------------------------------------------------------------------- */
@@ -416,6 +437,8 @@ int main(int argc, char **argv)
 	size_t rest_len = 0;
 	int sock = front_open_run(path, line, rest, &rest_len);
 	free(line);
+	if (sock == FRONT_NO_ANSWER)
+		exec_cli_without_gateway(argc, argv);
 	if (sock < 0)
 		exec_cli();
 

@@ -20,7 +20,12 @@ char *front_request_line(int argc, char **argv, bool tty, unsigned cols, unsigne
 /* The socket of the caller's gateway, as src/cli/gateway/gateway-endpoint.ts finds it. */
 bool front_gateway_socket(char *out, size_t size);
 
-/* The upgraded socket with the request sent (what followed the 101 in `rest`), or -1. */
+/* front_open_run's answer when the gateway took the connection but did not answer in PATIENCE_MS
+ * (said on stderr): the CLI is told not to wait for it again (--no-gateway). */
+#define FRONT_NO_ANSWER (-2)
+
+/* The upgraded socket with the request sent (what followed the 101 in `rest`), FRONT_NO_ANSWER,
+ * or -1 (no gateway, or it declined: the CLI asks again and says why). */
 int front_open_run(const char *path, const char *line, char *rest, size_t *rest_len);
 
 bool front_write_all(int fd, const void *buf, size_t len);

@@ -11,8 +11,10 @@
  * No gateway answering, an older one, or one that declines (too many runs of the caller's at once,
  * a user at a quota, a sandbox that did not start) leaves the run to this process: the result is
  * the same, only slower. A decline is said in one line with the gateway's reason (the C front says
- * nothing: it hands the run to this CLI, which asks again and says it). `--no-gateway` asks for that. This file loads only `node:net` and the exec framing: it is
- * the fastest path a user's command takes.
+ * nothing: it hands the run to this CLI, which asks again and says it; a gateway that did not
+ * answer it, it says itself and hands over with --no-gateway, so that no one waits twice).
+ * `--no-gateway` asks for that. This file loads only `node:net` and the exec framing: it is the
+ * fastest path a user's command takes.
  */
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
