@@ -267,9 +267,16 @@ network_policies:
       }
       expect(pumps).toHaveLength(1);
       // /proc/<pid>/cgroup names the sandbox's own cgroup (the pids hierarchy's line on a v1 host,
-      // the one line on a v2 host); a pump left in the proxy's cgroup would name another.
-      const cgroups = readFileSync(`/proc/${pumps[0]}/cgroup`, 'utf8');
-      expect(cgroups).toMatch(new RegExp(`^\\d+:[^:]*:/(.*/)?carapace/${name}\\.[0-9a-f]{8}$`, 'm'));
+      // the one line on a v2 host); a pump left in the proxy's cgroup would name another. The
+      // proxy moves it there once it is spawned, before it lets it deliver a byte (raw-relay.ts):
+      // seen a moment after its spawn, it may not be there yet, so the test waits (a bound).
+      const own = new RegExp(`^\\d+:[^:]*:/(.*/)?carapace/${name}\\.[0-9a-f]{8}$`, 'm');
+      let cgroups = '';
+      for (let i = 0; i < 200 && !own.test(cgroups); i++) {
+        if (i > 0) await new Promise((d) => setTimeout(d, 50));
+        cgroups = readFileSync(`/proc/${pumps[0]}/cgroup`, 'utf8');
+      }
+      expect(cgroups).toMatch(own);
     } finally {
       for (const s of held) s.destroy();
       sink.close();
