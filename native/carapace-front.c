@@ -20,7 +20,9 @@
  * Security: this runs as the calling user and does what they could do with the CLI; the gateway
  * decides who the caller is (the kernel, by the socket they can connect to), never this program.
  * Bytes from the sandbox go to this process's stdout and stderr as they are, as the sandbox's own
- * output would in an in-process run. The terminal is put back as it was on every way out.
+ * output would in an in-process run; the gateway's own word (why a command could not start) is
+ * escaped as the Node CLI escapes it (printable_text). The terminal is put back as it was on every
+ * way out.
  *
  * This file: main, the hand-over to the CLI, and the exec's frames. The request line is made in
  * front-request.c, the gateway found and the upgrade sent in front-gateway.c.
@@ -73,17 +75,17 @@ static void restore_terminal(void)
 	termios_saved = false;
 }
 
-/* Ends the run with a line saying which step failed (the command's own status otherwise). */
+/* Ends the run with RUN_LOST and a line saying which step failed. */
 _Noreturn void front_fail(const char *step)
 {
 	int saved = errno;
 	restore_terminal();
 	fprintf(stderr, "carapace: run through the gateway: %s: %s\n", step, strerror(saved));
-	exit(1);
+	exit(RUN_LOST);
 }
 
 /* Hands the untouched arguments to the CLI: dist/cli/carapace.js, beside this program's native/. */
-static void exec_cli(void)
+static _Noreturn void exec_cli(void)
 {
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -106,6 +108,27 @@ static void exec_cli(void)
 	execv(cli, cli_argv);
 	fprintf(stderr, "carapace: cannot run the CLI %s: %s (run npm run build)\n", cli, strerror(errno));
 	exit(127);
+}
+
+/*
+ * Hands the run to the CLI with --no-gateway after `run`: the gateway took the connection and said
+ * nothing for PATIENCE_MS (already said on stderr), and the CLI would otherwise ask it again and
+ * wait as long before running the sandbox itself.
+ */
+static _Noreturn void exec_cli_without_gateway(int argc, char **argv)
+{
+	char **args = calloc((size_t)argc + 2, sizeof *args);
+	if (args == NULL) {
+		perror("carapace: calloc");
+		exit(127);
+	}
+	args[0] = argv[0];
+	args[1] = argv[1]; /* run */
+	args[2] = (char *)"--no-gateway";
+	for (int i = 2; i < argc; i++)
+		args[i + 1] = argv[i];
+	cli_argv = args;
+	exec_cli();
 }
 
 /* ---- the exec ------------------------------------------------------------------------------- */
@@ -173,6 +196,89 @@ static void deliver(int fd, bool *broken, struct out *o, const unsigned char *by
 	}
 }
 
+/*
+ * The gateway's word on a run that failed, made safe to print. It quotes what the caller or the
+ * sandbox chose (a command's name; one could hold `\e[2J` or a right-to-left override), so it is
+ * shown as src/policy/printable.ts shows such text in the Node CLI: C0, DEL and the C1 controls as
+ * \xNN, Unicode's invisible and bidirectional format characters as \u{N}. A byte that is not part
+ * of well-formed UTF-8 (Node would have shown U+FFFD) is shown as \xNN too. Every character
+ * escaped is at most 3 bytes that become at most 8, or 1 byte that becomes 4: 4 * len + 1 holds it.
+ */
+static bool unsafe_code_point(uint32_t c)
+{
+	return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0xad || c == 0x61c || c == 0x180e ||
+	       (c >= 0x200b && c <= 0x200f) || (c >= 0x2028 && c <= 0x202e) || (c >= 0x2060 && c <= 0x2069) ||
+	       c == 0xfeff || (c >= 0xfff9 && c <= 0xfffb);
+}
+
+/* The length of the well-formed UTF-8 sequence at s (its code point in *c), or 0. */
+static size_t utf8_sequence(const unsigned char *s, size_t left, uint32_t *c)
+{
+	size_t n;
+	uint32_t min;
+	if (s[0] < 0x80) {
+		*c = s[0];
+		return 1;
+	} else if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+		min = 0x80;
+		*c = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		min = 0x800;
+		*c = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		min = 0x10000;
+		*c = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (left < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		*c = (*c << 6) | (s[i] & 0x3f);
+	}
+	if (*c < min || *c > 0x10ffff || (*c >= 0xd800 && *c <= 0xdfff))
+		return 0;
+	return n;
+}
+
+static char *printable_text(const unsigned char *s, size_t len)
+{
+	size_t cap = 4 * len + 1, o = 0;
+	char *out = malloc(cap);
+	if (out == NULL)
+		front_fail("allocate the gateway's message");
+	for (size_t i = 0; i < len;) {
+		uint32_t c;
+		size_t n = utf8_sequence(s + i, len - i, &c);
+		int wrote;
+		if (n == 0) {
+			n = 1;
+			wrote = snprintf(out + o, cap - o, "\\x%02x", (unsigned)s[i]);
+		} else if (unsafe_code_point(c)) {
+			wrote = c <= 0xff ? snprintf(out + o, cap - o, "\\x%02x", (unsigned)c)
+					  : snprintf(out + o, cap - o, "\\u{%x}", (unsigned)c);
+		} else if (n < cap - o) {
+			memcpy(out + o, s + i, n);
+			wrote = (int)n;
+		} else {
+			wrote = -1;
+		}
+		if (wrote < 0 || (size_t)wrote >= cap - o) {
+			errno = EOVERFLOW;
+			front_fail("escape the gateway's message");
+		}
+		o += (size_t)wrote;
+		i += n;
+	}
+	out[o] = '\0';
+	return out;
+}
+
 static int run_exec(int sock, bool tty, bool background, const char *rest, size_t rest_len)
 {
 	sigset_t mask;
@@ -217,7 +323,7 @@ static int run_exec(int sock, bool tty, bool background, const char *rest, size_
 				break;
 			case FRAME_ERROR:
 				free(failure);
-				failure = strndup((const char *)payload, len);
+				failure = printable_text(payload, len);
 				break;
 			case FRAME_EXIT:
 				if (len != 4) {
@@ -300,7 +406,7 @@ static int run_exec(int sock, bool tty, bool background, const char *rest, size_
 				} else {
 					fprintf(stderr, "carapace: the gateway went away (stopped or restarted) before the command ended: the run was killed\n");
 				}
-				return 1;
+				return RUN_LOST;
 			}
 			in_len += (size_t)n;
 		}
@@ -331,6 +437,8 @@ int main(int argc, char **argv)
 	size_t rest_len = 0;
 	int sock = front_open_run(path, line, rest, &rest_len);
 	free(line);
+	if (sock == FRONT_NO_ANSWER)
+		exec_cli_without_gateway(argc, argv);
 	if (sock < 0)
 		exec_cli();
 

@@ -79,7 +79,8 @@ bool front_write_all(int fd, const void *buf, size_t len)
 
 /*
  * Connects, sends the upgrade and the request line, and reads the answer's head. Returns the
- * socket after a 101 (with what followed the head in `rest`), or -1 when no gateway serves it.
+ * socket after a 101 (with what followed the head in `rest`), FRONT_NO_ANSWER when the gateway
+ * says nothing within PATIENCE_MS, or -1 when no gateway serves it.
  */
 int front_open_run(const char *path, const char *line, char *rest, size_t *rest_len)
 {
@@ -111,7 +112,7 @@ int front_open_run(const char *path, const char *line, char *rest, size_t *rest_
 			fprintf(stderr, "carapace: the gateway at %s did not answer within %d s: running the sandbox in this process\n",
 				path, PATIENCE_MS / 1000);
 			close(fd);
-			return -1;
+			return FRONT_NO_ANSWER;
 		}
 		ssize_t n = read(fd, head + len, sizeof head - len);
 		if (n < 0 && errno == EINTR)
@@ -131,7 +132,9 @@ int front_open_run(const char *path, const char *line, char *rest, size_t *rest_
 		}
 		if (len < 13 || memcmp(head, "HTTP/1.1 101 ", 13) != 0) {
 			close(fd);
-			return -1; /* declined (or an older gateway): the CLI runs it */
+			/* Declined (or an older gateway): the CLI runs it. Nothing is said here: the CLI
+			 * asks again and says why in one line (src/cli/run/run-gateway.ts), once a run. */
+			return -1;
 		}
 		size_t used = (size_t)(end + 4 - head);
 		*rest_len = len - used;

@@ -3,7 +3,13 @@
  * on)`), with commander's suggestion when it has one: it used to print `error: …` and cut the
  * "(Did you mean …?)" line off with the rest.
  */
-import { describe, expect, it } from 'vitest';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { describe, expect, it, vi } from 'vitest';
+import { imageHost } from '../src/cli/blueprint/blueprint-host.js';
+import { say } from '../src/cli/say.js';
+import { GatewayError, printedPolicyProblems } from '../src/cli/gateway/gateway-client.js';
 import { carapace } from './helpers/cli.js';
 
 describe('a mistyped command line', () => {
@@ -27,3 +33,123 @@ describe('a mistyped command line', () => {
     });
   });
 });
+
+/**
+ * An error's message can carry text a sandbox chose (a path it planted, a gateway's message about
+ * its sandbox): the top-level printer escapes every line it prints (src/policy/printable.ts),
+ * whatever the error, and keeps the lines a message has (a policy's diagnostics, one a line).
+ */
+describe('an error line with control or bidi characters', () => {
+  it('a path with an escape sequence, a C1 control and a right-to-left override: shown escaped', () => {
+    const r = carapace(['run', '--policy', '/nonexistent/a\x1b[2J\x9bb\u202ec.yaml', '--', 'true']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/^carapace: [^\n]*\n$/);
+    expect(r.stderr).toContain('/nonexistent/a\\x1b[2J\\x9bb\\u{202e}c.yaml');
+  });
+
+  it("a policy's diagnostics: one line each, each escaped", () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'carapace-errors-')), 'a\x1b]0;x\x07b');
+    mkdirSync(dir);
+    const file = join(dir, 'policy.yaml');
+    writeFileSync(file, 'version: 1\nfoo: 1\nnetwork_policies: 3\n');
+    const r = carapace(['run', '--policy', file, '--', 'true']);
+    const shown = file.replace('\x1b', '\\x1b').replace('\x07', '\\x07');
+    expect(r.stderr.split('\n')).toEqual([
+      expect.stringMatching(new RegExp(`^carapace: ${escapeRegExp(shown)}:2:1: unknown key "foo"`)),
+      expect.stringMatching(new RegExp(`^${escapeRegExp(shown)}:3:19: "network_policies" must be a map`)),
+      '',
+    ]);
+    rmSync(dirname(dir), { recursive: true });
+  });
+});
+
+/**
+ * `carapace policy validate` prints a file's problems itself, `file:line:col: message`, one a line:
+ * the path and the key a message quotes are escaped, the form and the lines kept.
+ */
+describe('policy validate, of a file whose path and keys hold control characters', () => {
+  it('one line a problem, each escaped', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'carapace-validate-')), 'a\x1b]0;x\x07\u202eb');
+    mkdirSync(dir);
+    const file = join(dir, 'policy.yaml');
+    writeFileSync(file, 'version: 1\n"k\\e[2J\\u202ey": 1\nnetwork_policies: 3\n');
+    const r = carapace(['policy', 'validate', file]);
+    const shown = file.replace('\x1b', '\\x1b').replace('\x07', '\\x07').replace('\u202e', '\\u{202e}');
+    expect({ status: r.status, stdout: r.stdout }).toEqual({ status: 2, stdout: '' });
+    expect(r.stderr.split('\n')).toEqual([
+      expect.stringMatching(
+        new RegExp(`^${escapeRegExp(`${shown}:2:1: unknown key "k\\x1b[2J\\u{202e}y"`)}`),
+      ),
+      expect.stringMatching(new RegExp(`^${escapeRegExp(shown)}:3:19: "network_policies" must be a map`)),
+      '',
+    ]);
+    rmSync(dirname(dir), { recursive: true });
+  });
+
+  it('ok: the path escaped on stdout', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'carapace-validate-')), 'a\x9bb');
+    mkdirSync(dir);
+    const file = join(dir, 'policy.yaml');
+    writeFileSync(file, 'version: 1\n');
+    const r = carapace(['policy', 'validate', file]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe(`ok  ${file.replace('\x9b', '\\x9b')} (policy, 0 network policies, 0 endpoints)\n`);
+    rmSync(dirname(dir), { recursive: true });
+  });
+
+  it('a policy the gateway refused: its problems, each escaped', async () => {
+    const err = new GatewayError('POLICY_INVALID', 'invalid', 400, [
+      { file: 'sent.yaml', line: 2, col: 1, message: 'unknown key "k\x1b[2Jy"' },
+      { file: 'sent.yaml', line: 0, col: 0, message: 'a\u202eb' },
+    ]);
+    let out = '';
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+      out += String(chunk);
+      return true;
+    });
+    try {
+      expect(printedPolicyProblems(err, 'sent.yaml', '/p/x\x07.yaml')).toBe(true);
+    } finally {
+      spy.mockRestore();
+      process.exitCode = undefined;
+    }
+    expect(out).toBe('/p/x\\x07.yaml:2:1: unknown key "k\\x1b[2Jy"\n/p/x\\x07.yaml: a\\u{202e}b\n');
+  });
+});
+
+/**
+ * The CLI's own lines that quote text not its own (onboard's steps, an agent image's progress, a
+ * forward in trouble, a refused blueprint): escaped as the error lines are.
+ */
+describe("the CLI's progress and notice lines", () => {
+  const captured = async (write: () => unknown): Promise<string> => {
+    let out = '';
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+      out += String(chunk);
+      return true;
+    });
+    try {
+      await write();
+    } finally {
+      spy.mockRestore();
+    }
+    return out;
+  };
+
+  it('say: one line, escaped', async () => {
+    expect(await captured(() => say('sandbox a\x1b[2J\u202eb started\nforged'))).toBe(
+      'carapace: sandbox a\\x1b[2J\\u{202e}b started\\x0aforged\n',
+    );
+  });
+
+  it("an agent image's progress line (a path under the state directory)", async () => {
+    const host = await imageHost({});
+    expect(await captured(() => host.progress('agent image ready: /s/a\x1b]0;t\x07b'))).toBe(
+      'carapace: agent image ready: /s/a\\x1b]0;t\\x07b\n',
+    );
+  });
+});
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

@@ -5,6 +5,7 @@
  */
 import { closeSync, fdatasyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { printableJson } from '../policy/printable.js';
 import type { OcsfEvent } from './ocsf.js';
 
 export interface AuditSink {
@@ -28,17 +29,11 @@ export function emitAhead(sink: AuditSink, event: OcsfEvent): Promise<void> | un
  * One event as one line of JSON. JSON.stringify escapes C0 controls only; DEL, the C1 controls and
  * Unicode's invisible and bidirectional format characters would reach a terminal that shows the
  * file (`tail -f`, `less`) raw, and a sandbox chooses some of these strings (its executables'
- * names). They are written as `\uXXXX` escapes: the same JSON value, nothing a terminal acts on
- * (they only occur inside strings: JSON's own syntax is ASCII).
+ * names). They are written as `\uXXXX` escapes (src/policy/printable.ts, the rule every view of
+ * Carapace's uses): the same JSON value, nothing a terminal acts on.
  */
-const TERMINAL_UNSAFE =
-  /[\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]/g;
-
 function jsonLine(event: OcsfEvent): string {
-  const json = JSON.stringify(event);
-  TERMINAL_UNSAFE.lastIndex = 0;
-  if (!TERMINAL_UNSAFE.test(json)) return json + '\n';
-  return json.replace(TERMINAL_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
+  return printableJson(event) + '\n';
 }
 
 /**

@@ -98,7 +98,10 @@ export async function installPackages(
             '/sandbox/.npm-cache',
             '--progress=false',
             // Silent on the terminal (the caller's output is its own lines); everything npm
-            // says, at every level, is in its log file, kept beside the image.
+            // says, at every level, is in its log file, kept beside the image. What still
+            // reaches the terminal (the sandbox's stdio is the caller's, as in any `carapace
+            // run`) is not escaped: it is the install's own output stream, as a run's command's
+            // or `sandbox logs`'s is, not a line of Carapace's quoting it.
             '--loglevel=silent',
             '--logs-dir',
             `/sandbox/${LOGS}`,

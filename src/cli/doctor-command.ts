@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { probeHost, type Capability } from '../sandbox/host-capabilities.js';
 import { stateDirs } from '../sandbox/state-dirs.js';
 import { carapaceVersion } from './version.js';
+import { printableJson } from '../policy/printable.js';
 
 const MARK: Record<Capability['status'], string> = { ok: 'ok  ', degraded: 'warn', missing: 'FAIL' };
 
@@ -36,7 +37,7 @@ export function registerDoctor(program: Command): void {
         capabilities: [nodeRuntime(version), ...host.capabilities],
       };
       if (opts.json) {
-        process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+        process.stdout.write(printableJson(report, 2) + '\n');
       } else {
         const width = Math.max(...report.capabilities.map((c) => c.title.length));
         for (const c of report.capabilities) {

@@ -1,4 +1,5 @@
 /** Maps the typed errors of the library to one line and an exit code. */
+import { printable } from '../policy/printable.js';
 
 /** An error whose message is already the one line a user should read. */
 export class UsageError extends Error {
@@ -19,9 +20,19 @@ function hasExitCode(err: unknown): err is ErrorWithExitCode {
   return typeof err === 'object' && err !== null && typeof (err as ErrorWithExitCode).exitCode === 'number';
 }
 
+/**
+ * What the user reads of an error: its message, every line of it escaped. A message can carry
+ * text a sandbox chose (a name it planted, a gateway's word about its sandbox), and whoever made
+ * the message may not have escaped it; a message's own lines (a policy's diagnostics, one a line)
+ * stay lines.
+ */
 export function messageFor(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
+  return printableLines(err instanceof Error ? err.message : String(err));
+}
+
+/** `text` with each of its lines made printable (src/policy/printable.ts), the newlines kept. */
+export function printableLines(text: string): string {
+  return text.split('\n').map(printable).join('\n');
 }
 
 export function exitCodeFor(err: unknown): number {

@@ -12,7 +12,7 @@ import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import nodeModule from 'node:module';
 import { join } from 'node:path';
 import { packageRoot } from '../sandbox/native-paths.js';
-import { exitCodeFor, messageFor } from './errors.js';
+import { exitCodeFor, messageFor, printableLines } from './errors.js';
 import { carapaceVersion, NODE_MAJOR } from './version.js';
 
 // Older Node.js releases lack what the bundle uses (and their security fixes): one line, not a
@@ -79,7 +79,7 @@ function commanderLine(text: string): string {
       : /^unknown (option|command)/.test(what)
         ? ' (--help lists them)'
         : '';
-  return `carapace: ${what}${hint}\n`;
+  return `carapace: ${printableLines(what)}${hint}\n`;
 }
 
 async function buildProgram(argv: readonly string[] = []): Promise<Command> {
@@ -137,7 +137,8 @@ main(process.argv).then(
     process.exit(code);
   },
   (err: unknown) => {
-    process.stderr.write(`carapace: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
+    const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    process.stderr.write(`carapace: internal error: ${printableLines(text)}\n`);
     process.exit(70);
   },
 );

@@ -3,6 +3,7 @@
  * take a while — only on a terminal, so scripts and pipes get plain lines.
  */
 import Table from 'cli-table3';
+import { printable } from '../policy/printable.js';
 
 const NO_BORDERS = {
   top: '',
@@ -22,7 +23,10 @@ const NO_BORDERS = {
   middle: '   ',
 };
 
-/** Columns padded to their widest cell, a header row first; control characters shown escaped. */
+/**
+ * Columns padded to their widest cell, a header row first; every cell made printable (control,
+ * bidi and invisible characters escaped: src/policy/printable.ts, the rule of every view).
+ */
 export function table(head: string[], rows: string[][]): string {
   const t = new Table({
     head,
@@ -36,15 +40,6 @@ export function table(head: string[], rows: string[][]): string {
       .split('\n')
       .map((l) => l.trimEnd())
       .join('\n') + '\n'
-  );
-}
-
-/** Text that came from a sandbox or a user, safe to print: control characters escaped. */
-export function printable(text: string): string {
-  return text.replace(
-    // eslint-disable-next-line no-control-regex -- control characters are what it escapes
-    /[\u0000-\u001f\u007f-\u009f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
   );
 }
 

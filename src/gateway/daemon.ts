@@ -27,7 +27,8 @@ import { gatewayRoutes } from './routes.js';
 import { releasePidFile, takePidFile } from './pid-file.js';
 import { readExits, resumeSandboxes } from './sandboxes/resume.js';
 import { SandboxLauncher } from './sandboxes/sandbox-launcher.js';
-import { SandboxService, type Quotas } from './sandboxes/sandbox-service.js';
+import { SandboxService } from './sandboxes/sandbox-service.js';
+import { DEFAULT_QUOTAS, UserQuotas, type Quotas } from './sandboxes/quotas.js';
 import type { RestartSettings } from './sandboxes/restart-policy.js';
 import { Database } from './store/database.js';
 import { PolicyRevisionStore } from './store/policy-revisions.js';
@@ -166,6 +167,8 @@ export class Gateway {
         restart: cfg.restart,
         log,
       });
+      // One account per user, of the sandboxes they create and of their runs' (quotas.ts).
+      const quotas = new UserQuotas(store, cfg.quotas ?? DEFAULT_QUOTAS);
       const sandboxes = new SandboxService({
         store,
         launcher,
@@ -174,12 +177,12 @@ export class Gateway {
         dirs,
         identities,
         defaultPolicy: readFileSync(defaultPolicyPath(), 'utf8'),
-        quotas: cfg.quotas,
+        quotas,
       });
       // `carapace run` through this gateway: a sandbox waiting for each owner's next run. Their
       // events share one audit file, runs.jsonl (one per run would pile up files and fds).
       const runsAudit = audit.forSandbox(RUNS_AUDIT_ID);
-      const runs = new OneOffRuns({ runtime, dirs, audit: runsAudit, log });
+      const runs = new OneOffRuns({ runtime, dirs, audit: runsAudit, quotas, log });
       const logs = new LogService((id) => launcher.logPath(id), audit);
       const server = new ApiServer([], {
         onInternalError: (err, req) =>

@@ -21,7 +21,7 @@ export function runRoutes(runs: OneOffRuns, audit: AuditSink): Route[] {
       stream: 'upgrade',
       handler: async ({ caller, body }) => {
         const { socket, head } = body as UpgradedStream;
-        const sb = await runs.take(caller.uid);
+        const sb = await runs.take(caller);
         // The connection is the run: when it ends, so does the sandbox (already, if the client left).
         socket.once('close', sb.end);
         if (socket.destroyed || !socket.writable) {

@@ -6,7 +6,7 @@
  * what the sandbox controls (an executable's path, an SNI): they are made printable here
  * (printable.ts), once for every event; the structured fields keep exact values.
  */
-import { printable } from './printable.js';
+import { printable } from '../policy/printable.js';
 import {
   emitAhead,
   type AuditSink,

@@ -6,7 +6,6 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Api } from './providers.js';
-import type { RouteTable } from './route-table.js';
 
 /** Largest request body the router takes (prompts with images included). */
 export const MAX_REQUEST_BYTES = 32 * 2 ** 20;
@@ -158,13 +157,12 @@ export function waitText(ms: number): string {
 }
 
 /**
- * `GET /v1/models`: the routes and aliases, in Anthropic's list shape when the request carries
- * `anthropic-version`, else OpenAI's.
+ * `GET /v1/models`: the routes and aliases (`RouteTable.advertised`; none without an inference
+ * section), in Anthropic's list shape when the request carries `anthropic-version`, else OpenAI's.
  */
-export function sendModels(req: IncomingMessage, res: ServerResponse, table: RouteTable): void {
+export function sendModels(req: IncomingMessage, res: ServerResponse, ids: readonly string[]): void {
   const created = Math.floor(Date.now() / 1000);
   const anthropic = typeof req.headers['anthropic-version'] === 'string';
-  const ids = table.advertised;
   const body = anthropic
     ? {
         data: ids.map((id) => ({

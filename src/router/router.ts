@@ -71,6 +71,13 @@ export interface InferenceRouterOptions {
   now?: (() => number) | undefined;
 }
 
+/**
+ * On what the policy refuses (no inference section, a privacy rule's denial, a model that selects no
+ * route, a call a privacy rule keeps on local routes that are down): the OpenAI and Anthropic SDKs
+ * obey it before their own rules, which retry a 5xx twice (inbound.ts, budgetRetryHeaders).
+ */
+const NO_RETRY: Readonly<Record<string, string>> = { 'x-should-retry': 'false' };
+
 /** Fallbacks followed for one call at most (a chain, never a loop). */
 const MAX_HOPS = 4;
 
@@ -182,16 +189,19 @@ export class InferenceRouter {
       return refuse('invalid_request', `${API_NAMES[api]} takes ${method}, not ${req.method}`);
     // One generation judges the whole call.
     const inference = caller.policy().inference;
+    // An agent probing for models gets the list, empty without a section; its calls are refused.
+    if (api === 'models') {
+      sendModels(req, res, inference === null ? [] : routeTable(inference).advertised);
+      return this.audit(caller, startedAt, { api: 'models', disposition: 'allowed', status: 200 });
+    }
     if (inference === null)
       return refuse(
         'unavailable',
         "this sandbox's policy has no inference section: add routes to it (docs/router.md) or use carapace inference set",
+        {},
+        NO_RETRY,
       );
     const table = routeTable(inference);
-    if (api === 'models') {
-      sendModels(req, res, table);
-      return this.audit(caller, startedAt, { api: 'models', disposition: 'allowed', status: 200 });
-    }
 
     let body: Json;
     try {
@@ -224,6 +234,7 @@ export class InferenceRouter {
         'denied',
         `privacy rule "${deny.name}" refuses requests that carry what it detects`,
         base,
+        NO_RETRY,
       );
     const routeRule = fired.find((r) => r.action === 'route');
     let route: Route;
@@ -233,7 +244,7 @@ export class InferenceRouter {
       selectedBy = `privacy rule ${routeRule.name}`;
     } else {
       const sel = table.select(requestedModel);
-      if (sel.kind === 'none') return refuse('invalid_request', sel.reason, base);
+      if (sel.kind === 'none') return refuse('invalid_request', sel.reason, base, NO_RETRY);
       route = sel.route;
       selectedBy = sel.by;
     }
@@ -327,12 +338,14 @@ export class InferenceRouter {
       selectedBy = `fallback (${route.name} unavailable)`;
       route = next;
     }
-    refuse('unavailable', `route ${route.name} is unavailable (${lastFailure}); failing closed`, {
-      ...base,
-      route,
-      selectedBy,
-      fallbackFrom: firstRoute,
-    });
+    // A call a privacy rule keeps on local routes is refused by the policy, not by an outage alone:
+    // an SDK's retry (seconds later) would only be refused again. An outage stays retryable.
+    refuse(
+      'unavailable',
+      `route ${route.name} is unavailable (${lastFailure}); failing closed`,
+      { ...base, route, selectedBy, fallbackFrom: firstRoute },
+      routeRule !== undefined ? NO_RETRY : {},
+    );
   }
 
   /** Writes pending usage to the store (before reading it back). */

@@ -23,6 +23,17 @@ import type { HostMount } from '../sandbox/spec.js';
 import { loadSandboxSettings, settingsFromPolicy } from './policy-settings.js';
 import { openAuditFile, readPolicyText, runTrees, SandboxWritableFileError } from './run-files.js';
 import { RunInputError, specFromSettings, type SandboxSettings } from './sandbox-spec-from-policy.js';
+import { printable } from '../policy/printable.js';
+
+/**
+ * One line on stderr, `carapace: …`, escaped (src/policy/printable.ts): what this file says quotes
+ * text it did not write (a policy file's path and route names, a save refused with the file's
+ * position, the router's and the watch's errors, names and paths a swept run left), which may
+ * carry control and bidi characters. The sandbox's own output is not this: it is inherited.
+ */
+function say(line: string): void {
+  process.stderr.write(`carapace: ${printable(line)}\n`);
+}
 
 /** A one-off run, as the CLI parsed it (src/cli/run/run-options.ts): nothing here is read again. */
 export interface RunRequest {
@@ -104,9 +115,9 @@ async function loadRunPolicy(
   for (const [route, r] of Object.entries(policy.inference?.routes ?? {})) {
     const key = r.endpoint !== undefined ? r.credential_env : undefined;
     if (key !== undefined && !opts.network.credentials.has(key))
-      process.stderr.write(
-        `carapace: warning: inference route ${route} takes its key from ${key}, which this run was not given: ` +
-          `every call to it fails (pass --credential ${key})\n`,
+      say(
+        `warning: inference route ${route} takes its key from ${key}, which this run was not given: ` +
+          `every call to it fails (pass --credential ${key})`,
       );
   }
   return {
@@ -114,8 +125,7 @@ async function loadRunPolicy(
     network: (proxy, audit) =>
       new runNetwork.RunNetwork(proxy, opts.network.credentials, policy, audit, dirs.run),
     // inference.local: every run with a policy file has it (a save may add routes later).
-    router: (audit) =>
-      runNetwork.runRouter(audit, opts.network, (line) => process.stderr.write(`carapace: ${line}\n`)),
+    router: (audit) => runNetwork.runRouter(audit, opts.network, say),
   };
 }
 
@@ -204,9 +214,9 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
   }
   const skipped = started.cgroup?.report.skipped ?? [];
   if (opts.policy === undefined && !opts.bestEffortLimits && skipped.length > 0) {
-    process.stderr.write(
-      `carapace: warning: no cgroup for the default policy's limits (${skipped.join('; ')}); ` +
-        `RLIMIT_NPROC caps the sandbox's processes instead (carapace doctor says how to get cgroups)\n`,
+    say(
+      `warning: no cgroup for the default policy's limits (${skipped.join('; ')}); ` +
+        `RLIMIT_NPROC caps the sandbox's processes instead (carapace doctor says how to get cgroups)`,
     );
   }
   // Connections the kernel refused before the proxy saw them: 4001 refusals with a hint.
@@ -220,7 +230,7 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
     process.on(sig, h);
     return [sig, h] as const;
   });
-  network?.watch(resolve(opts.policy!), name, (line) => process.stderr.write(`carapace: ${line}\n`));
+  network?.watch(resolve(opts.policy!), name, say);
   try {
     audit.emit((a) =>
       a.lifecycle({
@@ -278,10 +288,9 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
  */
 export async function reportLostRuns(lost: LostRun[], dirs: StateDirs): Promise<void> {
   for (const { record, left } of lost) {
-    process.stderr.write(
-      `carapace: swept sandbox ${record.name} left by a carapace process that died (pid ${record.pid})` +
-        (left.length > 0 ? `; could not remove: ${left.join('; ')}` : '') +
-        '\n',
+    say(
+      `swept sandbox ${record.name} left by a carapace process that died (pid ${record.pid})` +
+        (left.length > 0 ? `; could not remove: ${left.join('; ')}` : ''),
     );
     if (record.audit === undefined) continue;
     // Opened as a run opens it: never through a symlink a sandbox planted, never inside its trees.
@@ -289,7 +298,7 @@ export async function reportLostRuns(lost: LostRun[], dirs: StateDirs): Promise<
     try {
       fd = openAuditFile(record.audit, new WritableTreeRegistry(dirs).trees());
     } catch (err) {
-      process.stderr.write(`carapace: the lost run's audit file is not written: ${(err as Error).message}\n`);
+      say(`the lost run's audit file is not written: ${(err as Error).message}`);
       continue;
     }
     const audit = await import('../audit/index.js');

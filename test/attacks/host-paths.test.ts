@@ -83,6 +83,20 @@ describe('symlinks a sandbox planted, in paths the user names later', () => {
     expectUntouched(victim);
   });
 
+  it('a planted symlink whose target holds a terminal escape and a newline: the refusal shows it escaped, on one line', () => {
+    const ws = sharedTempDir('carapace-ws-');
+    const home = freshHome();
+    // The target the agent chose: clear the operator's screen, then forge a line of its own.
+    plant(ws, home, `ln -s "$(printf '/x\\033[2J\\ncarapace: all fine')" /sandbox/data`);
+    const r = runInSandbox(['true'], ['--mount', `${join(ws, 'data')}:/data:ro`], home);
+    expect(r.status).toBe(125);
+    expect(r.stderr).not.toContain('\x1b');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(
+      `${join(ws, 'data')} is a symlink (to /x\\x1b[2J\\x0acarapace: all fine) inside ${ws}`,
+    );
+  });
+
   it("a read_only path a policy lists in another sandbox's workspace, through its symlink: refused, not bound", () => {
     const victim = victimDir();
     const ws = sharedTempDir('carapace-ws-');

@@ -4,6 +4,7 @@ import {
   chmodSync,
   cpSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -157,5 +158,23 @@ describe('carapace blueprint', () => {
     expect(listed.stderr).toMatch(
       /^carapace: myshell sha256:[0-9a-f]{64}: .*do not match the recorded digest/,
     );
+  });
+
+  it("list's line for a REFUSED copy escapes the path it quotes (a state directory with an escape sequence)", () => {
+    const home = join(freshHome(), 'h\x1b]0;t\x07\u202ei');
+    mkdirSync(home);
+    const dir = copyOfShell();
+    expect(carapace(['blueprint', 'sign', dir], { home }).status).toBe(0);
+    expect(carapace(['blueprint', 'install', dir], { home }).status).toBe(0);
+    const stored = join(home, 'state', 'blueprints');
+    const [copy] = readdirSync(stored).filter((n) => n.startsWith('sha256-'));
+    chmodSync(join(stored, copy!), 0o755);
+    chmodSync(join(stored, copy!, 'policy.yaml'), 0o644);
+    appendFileSync(join(stored, copy!, 'policy.yaml'), '# changed\n');
+    const listed = carapace(['blueprint', 'list'], { home });
+    expect(listed.status).toBe(0);
+    expect(listed.stderr).toMatch(/^carapace: myshell sha256:[0-9a-f]{64}: [^\n]*\n$/);
+    expect(listed.stderr).toContain('h\\x1b]0;t\\x07\\u{202e}i');
+    for (const c of ['\x1b', '\x07', '\u202e']) expect(listed.stderr).not.toContain(c);
   });
 });

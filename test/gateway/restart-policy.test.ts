@@ -33,4 +33,14 @@ describe('restart policy', () => {
     const runs: Run[] = [quick(1), quick(1), quick(1), { startedAt: 0, exitedAt: 120_000, exitCode: 1 }];
     expect(nextStep('always', runs, s)).toEqual({ kind: 'restart', delayMs: 1000 });
   });
+
+  it('counts a start that failed as a failure: restarted under on-failure, and part of a crash loop', () => {
+    const failedStart: Run = { startedAt: 0, exitedAt: 50, exitCode: null, error: 'the workspace is gone' };
+    expect(nextStep('on-failure', [failedStart], s)).toEqual({ kind: 'restart', delayMs: 1000 });
+    expect(nextStep('never', [failedStart], s)).toEqual({ kind: 'stay-stopped' });
+    const loop = nextStep('always', [...Array<Run>(5).fill(quick(1)), failedStart], s);
+    expect((loop as { reason: string }).reason).toMatch(
+      /^crash loop: 6 runs in a row .*\(last start failed: the workspace is gone\)/,
+    );
+  });
 });

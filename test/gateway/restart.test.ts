@@ -9,7 +9,17 @@ import { freshHome } from '../helpers/cli.js';
 import { cliAs, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 import { policyFile } from '../helpers/sandbox.js';
-import { readdirSync, readFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 
 /** GET a path on the host's loopback, retried while the listener inside comes up. */
 async function fetchText(port: number, path: string): Promise<string> {
@@ -151,6 +161,134 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
       restarts: 0,
       desired: 'stopped',
     });
+  });
+
+  /**
+   * A sandbox whose agent waits for /data/stop, then fails; /data is a host directory the test
+   * moves away first, so that every restart's start fails (its mount source is gone) until it is
+   * put back.
+   */
+  const withMissingMount = (gw: TestGateway, name: string) => {
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-mount-'));
+    chmodSync(dir, 0o755);
+    const create = cliAs(gw.home, [
+      'sandbox',
+      'create',
+      '--name',
+      name,
+      '--restart',
+      'always',
+      '--mount',
+      `${dir}:/data:ro`,
+      '--',
+      'sh',
+      '-c',
+      'while [ ! -e /data/stop ]; do sleep 0.1; done; exit 1',
+    ]);
+    expect(create.status).toBe(0);
+    // Moved away while the agent runs (its mount holds the directory), then the agent ends.
+    renameSync(dir, `${dir}.away`);
+    writeFileSync(`${dir}.away/stop`, '');
+    return {
+      putBack: () => {
+        rmSync(`${dir}.away/stop`);
+        renameSync(`${dir}.away`, dir);
+      },
+      remove: () => rmSync(existsSync(dir) ? dir : `${dir}.away`, { recursive: true, force: true }),
+    };
+  };
+
+  it('a restart whose start fails is a crash: tried again after its backoff until it starts', async () => {
+    const gw = await startTestGateway(['--restart-backoff', '50ms:100ms', '--crash-loop', '1000']);
+    gateways.push(gw);
+    const mount = withMissingMount(gw, 'unmounted');
+    try {
+      // Failed, and to be started again (not failed for good, as it was before).
+      const waiting = await until(gw, 'unmounted', (v) => v.state === 'failed');
+      expect(waiting.desired).toBe('running');
+      expect(waiting.reason).toMatch(/^restarting in \d+ms \(its start failed: .*does not exist\)$/);
+      mount.putBack();
+      const back = await until(gw, 'unmounted', (v) => v.state === 'running');
+      expect(back.restarts).toBeGreaterThanOrEqual(2);
+      const ends = cliAs(gw.home, ['sandbox', 'logs', 'unmounted', '--audit', '--type', 'lifecycle'])
+        .stdout.trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { message: string }).message);
+      expect(ends).toContainEqual(
+        expect.stringMatching(
+          /^unmounted did not start again: .*does not exist \(restart always\): restarting in \d+ms$/,
+        ),
+      );
+    } finally {
+      cliAs(gw.home, ['sandbox', 'delete', 'unmounted']);
+      mount.remove();
+    }
+  });
+
+  it('a restart that keeps failing to start ends in its crash loop, failed with the reason', async () => {
+    const gw = await startTestGateway(['--restart-backoff', '10ms:10ms', '--crash-loop', '2']);
+    gateways.push(gw);
+    const mount = withMissingMount(gw, 'gone');
+    try {
+      const failed = await until(
+        gw,
+        'gone',
+        (v) => v.state === 'failed' && !/^restarting/.test(v.reason ?? ''),
+      );
+      expect(failed.desired).toBe('stopped');
+      expect(failed.reason).toMatch(/^crash loop: 3 runs in a row .*last start failed: .*does not exist/);
+      expect(failed.restarts).toBe(2);
+      // Started by hand, it says why it does not start, in one line (not an internal error).
+      const start = cliAs(gw.home, ['sandbox', 'start', 'gone']);
+      expect(start.status).not.toBe(0);
+      expect(start.stderr).toMatch(/^carapace: --mount .*does not exist\n$/);
+    } finally {
+      cliAs(gw.home, ['sandbox', 'delete', 'gone']);
+      mount.remove();
+    }
+  });
+
+  it('a sandbox that should run and does not start when the gateway starts (a mount not there yet at boot) is tried again until it starts', async () => {
+    const home = freshHome();
+    const options = ['--restart-backoff', '50ms:100ms', '--crash-loop', '1000'];
+    const first = await startTestGateway(options, home);
+    gateways.push(first);
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-mount-'));
+    chmodSync(dir, 0o755);
+    try {
+      const create = cliAs(home, [
+        'sandbox',
+        'create',
+        '--name',
+        'boot',
+        '--restart',
+        'on-failure',
+        '--mount',
+        `${dir}:/data:ro`,
+        '--',
+        'sleep',
+        '300',
+      ]);
+      expect(create.status, create.stderr).toBe(0);
+      await first.stop();
+      // A reboot: the sandbox killed with the host, and its mount source not there yet.
+      const runs = join(home, 'run', 'sandboxes');
+      for (const lock of readdirSync(runs).filter((f) => f.endsWith('.lock'))) {
+        const { pid } = JSON.parse(readFileSync(join(runs, lock), 'utf8')) as { pid: number };
+        process.kill(pid, 'SIGKILL');
+      }
+      renameSync(dir, `${dir}.away`);
+      const second = await startTestGateway(options, home);
+      gateways.push(second);
+      const failed = get(second, 'boot');
+      expect(failed).toMatchObject({ state: 'failed', desired: 'running' });
+      expect(failed.reason).toMatch(/^restarting in \d+ms \(its start failed: .*does not exist\)$/);
+      renameSync(`${dir}.away`, dir);
+      expect(await until(second, 'boot', (v) => v.state === 'running')).toMatchObject({ desired: 'running' });
+      cliAs(home, ['sandbox', 'delete', 'boot']);
+    } finally {
+      rmSync(existsSync(dir) ? dir : `${dir}.away`, { recursive: true, force: true });
+    }
   });
 
   it('a reboot (gateway and sandboxes gone, the gateway started again) brings back exactly what should run, with its workspace, forward and policy revisions', async () => {

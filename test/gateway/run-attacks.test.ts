@@ -21,32 +21,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../helpers/cli.js';
-import { makeUser, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import {
+  auditText,
+  makeUser,
+  sandboxesOnHost,
+  startTestGateway,
+  until,
+  type TestGateway,
+} from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-
-/** The sandboxes that exist on the host under this gateway's run directory. */
-function sandboxesOnHost(gw: TestGateway): string[] {
-  try {
-    return readdirSync(join(gw.home, 'run', 'sandboxes')).filter((n) => !n.endsWith('.lock'));
-  } catch {
-    return [];
-  }
-}
-
-/** Every audit line the gateway wrote, whatever sandbox it was about. */
-function auditText(gw: TestGateway): string {
-  const dir = join(gw.home, 'state', 'audit');
-  let text = '';
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) walk(join(d, e.name));
-      else text += readFileSync(join(d, e.name), 'utf8');
-    }
-  };
-  walk(dir);
-  return text;
-}
 
 const UPGRADE =
   'GET /v1/runs HTTP/1.1\r\nHost: carapace\r\nConnection: Upgrade\r\nUpgrade: carapace-stream\r\n\r\n';
@@ -101,14 +85,6 @@ function apiGet(socketPath: string, path: string): Promise<void> {
 function openAndClose(path: string): string {
   closeSync(openSync(path, 'w'));
   return path;
-}
-
-async function until(what: string, check: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`still not so after ${ms / 1000} s: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /**

@@ -6,44 +6,13 @@
  * (or its client) is gone. Runs the gateway cannot serve, and --no-gateway, run in the process.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { printable } from '../../src/policy/printable.js';
 import { CLI, REPO } from '../helpers/cli.js';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { auditText, sandboxesOnHost, startTestGateway, until, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-
-/** The sandboxes that exist on the host under this gateway's run directory. */
-function sandboxesOnHost(gw: TestGateway): string[] {
-  try {
-    return readdirSync(join(gw.home, 'run', 'sandboxes')).filter((n) => !n.endsWith('.lock'));
-  } catch {
-    return [];
-  }
-}
-
-/** Every audit line the gateway wrote, whatever sandbox it was about. */
-function auditText(gw: TestGateway): string {
-  const dir = join(gw.home, 'state', 'audit');
-  let text = '';
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) walk(join(d, e.name));
-      else text += readFileSync(join(d, e.name), 'utf8');
-    }
-  };
-  walk(dir);
-  return text;
-}
-
-async function until(what: string, check: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`still not so after ${ms / 1000} s: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /**
  * Both clients a user may run: the Node CLI (dist/cli/carapace.js) and the native front that
@@ -115,6 +84,16 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
       expect(missing.stderr).toMatch(/\/nonexistent: No such file or directory/);
       const inProcess = run(['--no-gateway', '--', '/nonexistent']);
       expect(inProcess.status).toBe(missing.status);
+    });
+
+    it("shows the gateway's word on a run that cannot start escaped: an escape sequence, C1 and bidi never reach the terminal", () => {
+      // The name is the caller's, but the message is the gateway's (the init's reason): each
+      // client escapes it as src/policy/printable.ts does, the native front in C.
+      const name = '/nonexistent\x1b[2J\x9b1m\u202eexe\u200b\x7f';
+      const r = run(['--', name]);
+      expect(r.status).toBe(127);
+      expect(r.stderr).toBe(`carapace-init: exec: ${printable(name)}: No such file or directory\n`);
+      expect(r.stderr).toContain('/nonexistent\\x1b[2J\\x9b1m\\u{202e}exe\\u{200b}\\x7f:');
     });
 
     it('gives each run a sandbox of its own: nothing an earlier run left reaches the next', () => {
@@ -236,9 +215,22 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
       expect(runsServed()).toBe(before);
     });
 
-    it('removes every run sandbox when the gateway stops', async () => {
+    it('removes every run sandbox when the gateway stops, and a run cut off by it exits 125', async () => {
       expect(run(['--', 'true']).status).toBe(0);
+      // A run still going when the gateway stops: its client says so and exits 125 (Carapace's
+      // failure, as a sandbox that could not start), never a status the command could have given.
+      const child = spawn(file, [...pre, 'run', '--', 'sh', '-c', 'echo started; exec sleep 600'], {
+        env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
+      });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      await until('the run started in its sandbox', () => out.includes('started'));
       await gw.stop();
+      expect(await exited).toBe(125);
+      expect(err).toMatch(/the gateway went away \(stopped or restarted\) before the command ended/);
       expect(sandboxesOnHost(gw)).toEqual([]);
       // With no gateway, the run is the process's own.
       const r = run(['--', 'sh', '-c', 'echo alone']);

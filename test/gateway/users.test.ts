@@ -84,6 +84,24 @@ describe.skipIf(!holds('root') || !reachable())('the system gateway and its user
     expect(a1.state).toBe('running');
   });
 
+  it.skipIf(!holds('tmux'))('connect, in a terminal, reaches only the caller’s own sandbox', async () => {
+    // In a real terminal (connect needs one): bob's connect to alice's a1 finds no such sandbox.
+    const session = `cpusers${process.pid}`;
+    const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+    const command = `su -s /bin/sh ${bob.name} -c 'CARAPACE_HOME=${gw.home} ${process.execPath} ${CLI} sandbox connect a1; echo exit-$?'; sleep 60`;
+    expect(tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', command).status).toBe(0);
+    try {
+      const screen = () => tmux('capture-pane', '-p', '-J', '-t', session).stdout;
+      const end = Date.now() + 30_000;
+      while (!/exit-\d+/.test(screen()) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      expect(screen()).toMatch(/no sandbox named "a1"[\s\S]*exit-3/);
+    } finally {
+      tmux('kill-session', '-t', session);
+    }
+    const a1 = JSON.parse(as(alice, ['sandbox', 'get', 'a1', '-o', 'json']).stdout) as { state: string };
+    expect(a1.state).toBe('running');
+  });
+
   it('a request that claims another uid in its body changes nothing', () => {
     const script = `
       const http = require('node:http');

@@ -1,7 +1,8 @@
 /** A real gateway daemon for tests, and the CLI run as any user against it. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { GATEWAY_NODE_FLAGS } from '../../src/cli/gateway/gateway-client.js';
-import { chmodSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CLI, freshHome, type CliResult } from './cli.js';
 import { hostUserCommand } from './host-users.js';
 
@@ -87,4 +88,36 @@ export function makeUser(prefix: string, groups: string[] = []): TestUser {
   const uid = Number(spawnSync('id', ['-u', name], { encoding: 'utf8' }).stdout.trim());
   const gid = Number(spawnSync('id', ['-g', name], { encoding: 'utf8' }).stdout.trim());
   return { name, uid, gid, remove: () => void hostUserCommand('userdel', ['--remove', name]) };
+}
+
+/** The sandboxes that exist on the host under this gateway's run directory. */
+export function sandboxesOnHost(gw: TestGateway): string[] {
+  try {
+    return readdirSync(join(gw.home, 'run', 'sandboxes')).filter((n) => !n.endsWith('.lock'));
+  } catch {
+    return [];
+  }
+}
+
+/** Every audit line the gateway wrote, whatever sandbox it was about. */
+export function auditText(gw: TestGateway): string {
+  const dir = join(gw.home, 'state', 'audit');
+  let text = '';
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else text += readFileSync(join(d, e.name), 'utf8');
+    }
+  };
+  walk(dir);
+  return text;
+}
+
+/** Waits until `check` holds, polling; fails naming `what` after `ms`. */
+export async function until(what: string, check: () => boolean, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`still not so after ${ms / 1000} s: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

@@ -5,10 +5,12 @@
  * untouched. Runs against the release and the ASan + UBSan builds (native-build.ts). The run's own
  * behaviour through the gateway is test/gateway/run.test.ts's, for both clients.
  */
-import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { printable } from '../../src/policy/printable.js';
 import { CLI, freshHome } from '../helpers/cli.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
@@ -50,6 +52,38 @@ describe('the native front hands the CLI what is not a plain run', () => {
     expect(ours.status).toBe(0);
     expect(ours.stdout).toBe(cli.stdout);
   });
+
+  it.skipIf(!holds('root'))(
+    'a gateway that takes the connection and says nothing is waited for once, by the front alone',
+    async () => {
+      // A stand-in that accepts and never answers (a gateway frozen, or busy past PATIENCE_MS):
+      // the front says so and hands the run to the CLI with --no-gateway, which does not ask (and
+      // wait 15 s) again.
+      const silent = freshHome();
+      mkdirSync(join(silent, 'run'), { recursive: true });
+      const held: Socket[] = [];
+      const server = createServer((s) => held.push(s));
+      await new Promise<void>((r) => server.listen(join(silent, 'run', 'gateway.sock'), r));
+      try {
+        const child = spawn(front, ['run', '--', 'sh', '-c', 'echo alone'], {
+          env: { PATH: process.env.PATH, CARAPACE_HOME: silent },
+        });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        const status = await new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+        expect(out).toBe('alone\n');
+        expect(status).toBe(0);
+        expect(err.match(/did not answer within 15 s/g)).toHaveLength(1);
+        expect(held).toHaveLength(1);
+      } finally {
+        for (const s of held) s.destroy();
+        server.close();
+      }
+    },
+    90_000,
+  );
 
   it.skipIf(!holds('root'))('runs in the process when no gateway answers', () => {
     const r = spawnSync(front, ['run', '--', 'sh', '-c', 'echo alone; exit 3'], { encoding: 'utf8', env });
@@ -110,6 +144,15 @@ describe.skipIf(!holds('root'))('the native front sends a plain run to the gatew
     );
     // Node's argv is text: the byte arrives as U+FFFD, as it would from `node carapace.js run`.
     expect(r.stdout.trim()).toBe('61 ef bf bd 62');
+  });
+
+  it("escapes the gateway's word on a command that cannot start as the Node CLI does (printable.ts)", () => {
+    // C0, an OSC, C1, bidi and zero-width characters escaped; é, ✓ and a 4-byte character kept.
+    const name = '/nonexistent\x1b]0;t\x07é✓\u{1f600}\u202e\u2066\ufeff\x9b\x01';
+    const r = run(['--', name]);
+    expect(r.status).toBe(127);
+    expect(r.stderr).toBe(`carapace-init: exec: ${printable(name)}: No such file or directory\n`);
+    expect(r.stderr).toContain('\\x1b]0;t\\x07é✓\u{1f600}\\u{202e}\\u{2066}\\u{feff}\\x9b\\x01');
   });
 
   it('says why a command cannot start, with exit 127', () => {

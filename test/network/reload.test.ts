@@ -3,7 +3,7 @@
  * removed while a kept-alive L7 connection is open is refused on its next request; an open raw
  * tunnel to it is closed. Changes to static sections, and invalid files, are refused with a warning.
  */
-import { chmodSync, copyFileSync, existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startUpstreams, type Upstreams } from '../proxy/harness.js';
@@ -182,3 +182,49 @@ describe('hot reload of the network policy', () => {
     ).toBe(true);
   });
 });
+
+/**
+ * The watch's warning quotes the policy file's path (a save that does not parse is refused at its
+ * file:line:col): a path with an escape sequence and a right-to-left override is shown escaped
+ * (src/policy/printable.ts), on one line.
+ */
+describe('a refused save of a policy file whose path has control characters', () => {
+  it('warns with the path escaped', async () => {
+    const dir = join(sharedTempDir(), 'p\x1b]0;x\x07\u202eq');
+    mkdirSync(dir, { mode: 0o711 });
+    const policy = join(dir, 'policy.yaml');
+    const audit = join(sharedTempDir(), 'audit.jsonl');
+    const ws = sharedTempDir('carapace-ws-');
+    const original = `${FS_POLICY}network_policies: {}\n`;
+    writeFileSync(policy, original);
+    const run = runCli([
+      'run',
+      '--policy',
+      policy,
+      '--workspace',
+      ws,
+      '--audit',
+      audit,
+      '--',
+      'sh',
+      '-c',
+      'touch /sandbox/ready; while [ ! -e /sandbox/go ]; do sleep 0.02; done',
+    ]);
+    await waitFor('the agent', () => existsSync(join(ws, 'ready')));
+    writeFileSync(policy, original.replace('network_policies: {}', 'network_policies:\n  bad: [unclosed'));
+    await waitFor('the refusal', () => readAudit(audit).some((e) => e.class_uid === 5019));
+    writeFileSync(join(ws, 'go'), '');
+    const r = await run;
+    expect(r.status).toBe(0);
+    const shown = policy.replace('\x1b', '\\x1b').replace('\x07', '\\x07').replace('\u202e', '\\u{202e}');
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^carapace: policy change refused, the running policy stays: ${escapeRegExp(shown)}:\\d+:\\d+: [^\\n]*\\n$`,
+      ),
+    );
+  });
+});
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

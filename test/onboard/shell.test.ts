@@ -1,7 +1,7 @@
 /**
  * Onboarding the `shell` blueprint (nothing to download): in a real terminal (tmux) through the
- * prompts, with the provider's key typed into a hidden prompt; without one; rerun; and refused
- * when the installed blueprint was changed on disk.
+ * prompts, with the provider's key typed into a hidden prompt; without one; rerun (an approved
+ * rule kept); and refused when the installed blueprint was changed on disk.
  */
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, readdirSync } from 'node:fs';
@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { CLI } from '../helpers/cli.js';
 import { startFake, type FakeProvider } from '../helpers/fake-providers.js';
 import { holds, requires } from '../helpers/premises.js';
@@ -276,6 +277,53 @@ describe('onboard shell', () => {
     const bare = await cli(home, ['onboard', '--non-interactive', '--name', 'box']);
     expect(bare.stderr).not.toContain('policy tier');
     expect(await revisions()).toBe(3);
+  }, 600_000);
+
+  it('an approved rule survives a rerun, a preset added and a tier changed either way', async (ctx) => {
+    requires(ctx, 'unprivileged-userns');
+    const home = onboardHome();
+    homes.push(home);
+    const onboard = (...extra: string[]) =>
+      cli(home, ['onboard', '--non-interactive', '--agent', 'shell', '--name', 'box', ...extra]);
+    expect((await onboard()).status).toBe(0);
+    // The agent is refused a host its policy does not list: a proposal, which the operator approves.
+    const host = 'approved.example.com';
+    const refused = await cli(home, [
+      'sandbox',
+      'exec',
+      'box',
+      '--',
+      'curl',
+      '-sS',
+      '-m',
+      '10',
+      `https://${host}/`,
+    ]);
+    expect(refused.status).not.toBe(0);
+    type Listed = { id: number; host: string; status: string };
+    let proposal: Listed | undefined;
+    for (let i = 0; i < 200 && proposal === undefined; i++) {
+      const listed = JSON.parse((await cli(home, ['rules', 'list', 'box', '-o', 'json'])).stdout) as Listed[];
+      proposal = listed.find((p) => p.host === host);
+      if (proposal === undefined) await sleep(25);
+    }
+    expect(proposal).toMatchObject({ host, status: 'pending' });
+    expect((await cli(home, ['rules', 'approve', String(proposal!.id)])).status).toBe(0);
+    const policy = async () => (await cli(home, ['policy', 'get', 'box'])).stdout;
+    /** The hosts of the policy's network entries (not merely its text: a comment could name one). */
+    const hosts = async () =>
+      Object.values(
+        (parse(await policy()) as { network_policies: Record<string, { endpoints: { host: string }[] }> })
+          .network_policies,
+      ).flatMap((e) => e.endpoints.map((ep) => ep.host));
+    expect(await hosts()).toContain(host);
+
+    for (const extra of [[], ['--preset', 'pypi'], ['--tier', 'restricted'], ['--tier', 'open'], []]) {
+      const r = await onboard(...extra);
+      expect(r.status, `onboard ${extra.join(' ')}: ${r.stderr}`).toBe(0);
+      expect(await hosts(), `after onboard ${extra.join(' ')}`).toContain(host);
+    }
+    expect(await hosts()).toContain('pypi.org');
   }, 600_000);
 
   it('a provider that does not answer, or an unknown preset: one line, exit 1 or 2, nothing made or changed', async (ctx) => {

@@ -14,7 +14,7 @@ import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { OcsfEvent } from '../../src/audit/index.js';
 import { FakeProvider, startFake } from '../helpers/fake-providers.js';
-import { policy, startRouterRig, type RouterRig } from './harness.js';
+import { policy, sdkFetch, startRouterRig, type RouterRig } from './harness.js';
 
 const KEY = 'sk-budget-provider-key-0123456789abcdef';
 let fake: FakeProvider;
@@ -49,31 +49,18 @@ const chat = { model: 'cloud', messages: [{ role: 'user' as const, content: 'hi'
 const statusOf = (e: OcsfEvent): unknown => (e.http_response as { code?: number } | undefined)?.code;
 
 /**
- * A fetch for the SDKs that goes through the proxy's socket, as the sandbox's relay would carry
- * it; the router's clock moves on by the real time between two requests (an SDK's wait included).
+ * The SDKs' fetch through the proxy's socket (harness.ts); the router's clock moves on by the real
+ * time between two requests (an SDK's wait included).
  */
-function viaProxy(r: RouterRig): { fetch: typeof fetch; requests: number } {
-  const seen = { requests: 0, last: 0 };
-  const f = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const url = new URL(input instanceof Request ? input.url : String(input));
+function viaProxy(r: RouterRig): ReturnType<typeof sdkFetch> {
+  let last = 0;
+  let first = true;
+  return sdkFetch(r, () => {
     const now = Date.now();
-    if (seen.requests > 0) clock += now - seen.last;
-    seen.last = now;
-    seen.requests++;
-    const headers = Object.fromEntries(new Headers(init?.headers).entries());
-    const body = typeof init?.body === 'string' ? (JSON.parse(init.body) as unknown) : undefined;
-    const res = await r.call(url.pathname, body, headers);
-    const out = new Headers();
-    for (const [k, v] of Object.entries(res.headers))
-      if (v !== undefined) out.set(k, Array.isArray(v) ? v.join(', ') : v);
-    return new Response(res.text, { status: res.status, headers: out });
-  };
-  return {
-    fetch: f as typeof fetch,
-    get requests() {
-      return seen.requests;
-    },
-  };
+    if (!first) clock += now - last;
+    first = false;
+    last = now;
+  });
 }
 
 describe('a spent budget’s 429', () => {

@@ -111,6 +111,36 @@ export function callThrough(
   });
 }
 
+/**
+ * A fetch for the official SDKs (`new OpenAI({ fetch })`, `new Anthropic({ fetch })`) that carries
+ * each request through the proxy's socket, as the sandbox's relay would; `requests` counts what the
+ * SDK sent (its retries included). `onRequest` runs before each request is sent.
+ */
+export function sdkFetch(
+  r: Pick<RouterRig, 'call'>,
+  onRequest?: () => void,
+): { fetch: typeof fetch; readonly requests: number } {
+  let requests = 0;
+  const f = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    onRequest?.();
+    requests++;
+    const headers = Object.fromEntries(new Headers(init?.headers).entries());
+    const body = typeof init?.body === 'string' ? (JSON.parse(init.body) as unknown) : undefined;
+    const res = await r.call(url.pathname, body, headers);
+    const out = new Headers();
+    for (const [k, v] of Object.entries(res.headers))
+      if (v !== undefined) out.set(k, Array.isArray(v) ? v.join(', ') : v);
+    return new Response(res.text, { status: res.status, headers: out });
+  };
+  return {
+    fetch: f as typeof fetch,
+    get requests() {
+      return requests;
+    },
+  };
+}
+
 export function parseSse(text: string): { event?: string; data: unknown }[] {
   return text
     .split('\n\n')

@@ -35,3 +35,19 @@ describe('an inline route whose credential was not passed', () => {
     expect({ status: given.status, stderr: given.stderr }).toEqual({ status: 0, stderr: '' });
   });
 });
+
+/**
+ * The warning quotes the route's name, which the policy file chose: a name with an escape
+ * sequence and a right-to-left override is shown escaped (src/policy/printable.ts), on one line.
+ */
+describe("the warning quotes the route's name", () => {
+  it('escaped: an escape sequence and a bidi override act on nothing', () => {
+    const policy = policyFile(POLICY.replace('    cloud:', '    "c\\e[2J\\u202eloud":'));
+    const r = carapace(['run', '--policy', policy, '--', 'true']);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toBe(
+      'carapace: warning: inference route c\\x1b[2J\\u{202e}loud takes its key from EXAMPLE_API_KEY, ' +
+        'which this run was not given: every call to it fails (pass --credential EXAMPLE_API_KEY)\n',
+    );
+  });
+});

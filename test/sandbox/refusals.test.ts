@@ -4,7 +4,8 @@
  */
 import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { createServer } from 'node:net';
+import type { EventEmitter } from 'node:events';
+import { createServer, Socket } from 'node:net';
 import { chmodSync, linkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -30,6 +31,18 @@ const NR = X86_64
       perf_event_open: 241,
       setns: 268,
     };
+
+/** Resolves once `done()` holds, looked at after each `event` of `emitter` (its own listeners first). */
+function arrived(emitter: EventEmitter, event: string, done: () => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    const look = () => {
+      if (!done()) return;
+      emitter.off(event, look);
+      resolve();
+    };
+    emitter.on(event, look);
+  });
+}
 
 function errnoOf(body: string): string {
   const r = runInSandbox(pySyscall(body));
@@ -140,18 +153,22 @@ describe('refused by the sandbox (default policy)', () => {
   });
 
   it('cannot connect over TCP to any address, nor send UDP out', async () => {
+    // What reached the host, in the order it came: the peer's port of each connection, each datagram.
     const connections: number[] = [];
     const server = createServer((s) => {
-      connections.push(1);
+      connections.push(s.remotePort ?? -1);
       s.destroy();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as { port: number }).port;
     const udp = createSocket('udp4');
-    const datagrams: Buffer[] = [];
-    udp.on('message', (m) => datagrams.push(m));
+    const datagrams: string[] = [];
+    udp.on('message', (m) => datagrams.push(m.toString()));
     await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
     const udpPort = udp.address().port;
+    const sender = createSocket('udp4');
+    const mine = new Socket();
+    mine.on('error', () => {}); // the server hangs up at once
     try {
       const body = [
         `attempt(lambda: socket.create_connection(("127.0.0.1", ${port}), timeout=5))`,
@@ -166,10 +183,19 @@ describe('refused by the sandbox (default policy)', () => {
       expect(lines[2]).toBe('ENETUNREACH');
       // Inside, 127.0.0.1 is the sandbox's own loopback: the datagram may be sent, but never arrives here.
       expect(['ok', 'ECONNREFUSED']).toContain(lines[3]);
-      await new Promise((r) => setTimeout(r, 200));
-      expect(connections).toEqual([]);
-      expect(datagrams).toEqual([]);
+      // The host's own connection and datagram, made once the sandbox's attempts are over: the
+      // kernel hands connections (the accept queue) and datagrams (the receive queue) over in the
+      // order they came, so when the host's own have arrived, anything of the sandbox's had too.
+      const ownConnection = arrived(server, 'connection', () => connections.includes(mine.localPort ?? -2));
+      const ownDatagram = arrived(udp, 'message', () => datagrams.includes('host'));
+      await new Promise<void>((r) => mine.connect(port, '127.0.0.1', r));
+      sender.send('host', udpPort, '127.0.0.1');
+      await Promise.all([ownConnection, ownDatagram]);
+      expect(connections).toEqual([mine.localPort]);
+      expect(datagrams).toEqual(['host']);
     } finally {
+      mine.destroy();
+      sender.close();
       server.close();
       udp.close();
     }

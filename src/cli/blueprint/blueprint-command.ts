@@ -25,9 +25,11 @@ import {
 } from '../../blueprint/store.js';
 import { ImageStore } from '../../blueprint/image.js';
 import { UsageError } from '../errors.js';
+import { say } from '../say.js';
 import { outputOption } from '../output-option.js';
 import { table } from '../terminal.js';
 import { carapaceVersion } from '../version.js';
+import { printableJson } from '../../policy/printable.js';
 
 interface TrustOptions {
   trustedKeys?: string;
@@ -198,7 +200,7 @@ export function registerBlueprint(program: Command): void {
       }
     }
     if (o.output === 'json') {
-      process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+      process.stdout.write(printableJson(rows, 2) + '\n');
       return;
     }
     const installedNames = new Set(rows.map((r) => r.name));
@@ -217,8 +219,7 @@ export function registerBlueprint(program: Command): void {
         ]),
       ),
     );
-    for (const r of rows.filter(refused))
-      process.stderr.write(`carapace: ${r.name} ${r.digest}: ${r.status.slice('REFUSED: '.length)}\n`);
+    for (const r of rows.filter(refused)) say(`${r.name} ${r.digest}: ${r.status.slice('REFUSED: '.length)}`);
     if (available.length > 0) process.stdout.write(`built-in, not installed yet: ${available.join(', ')}\n`);
   });
 

@@ -8,6 +8,7 @@ import { delimiter, dirname, join } from 'node:path';
 import type { ImageHost, OwnRuntime } from '../../blueprint/image.js';
 import { packageRoot } from '../../sandbox/native-paths.js';
 import { UsageError } from '../errors.js';
+import { say } from '../say.js';
 
 function ownRuntime(): OwnRuntime {
   const arch = process.arch === 'arm64' ? 'arm64' : 'x64';
@@ -64,7 +65,8 @@ export async function imageHost(o: { upstreamCa?: string | undefined; quiet?: bo
     own: ownRuntime(),
     upstreamCaFile: o.upstreamCa ?? process.env.CARAPACE_UPSTREAM_CA,
     progress: (line) => {
-      if (!o.quiet) process.stderr.write(`carapace: ${line}\n`);
+      // Names and versions the blueprint chose, and paths: escaped (say.ts).
+      if (!o.quiet) say(line);
     },
     downloaded: (bytes) => {
       if (spinner === null) return;

@@ -10,6 +10,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gatewayEndpoint, type GatewayEndpoint } from './gateway-endpoint.js';
+import { printable } from '../../policy/printable.js';
 
 export { gatewayEndpoint, type GatewayEndpoint };
 
@@ -231,7 +232,9 @@ export function printedPolicyProblems(err: unknown, sentAs: string, shownAs: str
     return false;
   for (const d of err.details as { file: string; line: number; col: number; message: string }[]) {
     const file = shownAs !== undefined && d.file === sentAs ? shownAs : d.file;
-    process.stderr.write(`${d.line > 0 ? `${file}:${d.line}:${d.col}` : file}: ${d.message}\n`);
+    process.stderr.write(
+      `${printable(`${d.line > 0 ? `${file}:${d.line}:${d.col}` : file}: ${d.message}`)}\n`,
+    );
   }
   process.exitCode = 2;
   return true;

@@ -21,6 +21,7 @@ import {
   type GatewayOptionValues,
 } from './gateway-options.js';
 import { carapaceVersion } from '../version.js';
+import { printableJson } from '../../policy/printable.js';
 
 interface GatewayStatus {
   version: string;
@@ -156,7 +157,7 @@ export function registerGateway(program: Command): void {
       return;
     }
     const status = await client.call<GatewayStatus>('GET', '/v1/gateway');
-    if (opts.output === 'json') process.stdout.write(JSON.stringify(status, null, 2) + '\n');
+    if (opts.output === 'json') process.stdout.write(printableJson(status, 2) + '\n');
     else printStatus(status, client.endpoint.socket);
   });
 }

@@ -43,7 +43,7 @@ const OPTIONS: readonly OptionDef[] = [
   {
     key: 'maxSandboxes',
     flags: '--max-sandboxes <n>',
-    help: "sandboxes one user may hold (root's and carapace-admin's are not limited)",
+    help: "sandboxes one user may hold, carapace runs in progress included (root's and carapace-admin's are not limited)",
     default: '32',
   },
   {
@@ -55,7 +55,7 @@ const OPTIONS: readonly OptionDef[] = [
   {
     key: 'defaultMemory',
     flags: '--default-memory <size>',
-    help: "memory limit of a user's sandbox whose policy sets none",
+    help: "memory limit of a user's sandbox whose policy sets none, and of a user's carapace run",
     default: '2Gi',
   },
   {

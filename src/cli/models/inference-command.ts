@@ -18,6 +18,7 @@ import { UsageError } from '../errors.js';
 import { outputOption } from '../output-option.js';
 import { printProbe } from './provider-command.js';
 import { table } from '../terminal.js';
+import { printableJson } from '../../policy/printable.js';
 
 type Json = Record<string, unknown>;
 
@@ -149,7 +150,7 @@ export function sectionFromFlags(current: Json | null, o: Record<string, unknown
 
 function printView(v: InferenceView, output?: string): void {
   if (output === 'json') {
-    process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+    process.stdout.write(printableJson(v, 2) + '\n');
     return;
   }
   if (v.inference === null) {
@@ -257,7 +258,7 @@ export function registerInference(program: Command): void {
     const results = await client.call<
       (Parameters<typeof printProbe>[1] & { route: string; provider: string })[]
     >('POST', `/v1/sandboxes/${encodeURIComponent(sandbox)}/inference/test${q.size > 0 ? `?${q}` : ''}`);
-    if (o.output === 'json') process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+    if (o.output === 'json') process.stdout.write(printableJson(results, 2) + '\n');
     else for (const r of results) printProbe(`${r.route} (${r.provider})`, r);
     if (results.some((r) => !r.ok)) process.exitCode = 1;
   });
@@ -281,7 +282,7 @@ export function registerInference(program: Command): void {
         { sandbox: string; route: string; local: boolean; hour: Counts; day: Counts; total: Counts }[]
       >('GET', `/v1/inference/usage${q.size > 0 ? `?${q}` : ''}`);
       if (o.output === 'json') {
-        process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+        process.stdout.write(printableJson(rows, 2) + '\n');
         return;
       }
       if (rows.length === 0) {

@@ -10,6 +10,7 @@ import { GatewayClient } from '../gateway/gateway-client.js';
 import { UsageError } from '../errors.js';
 import { outputOption } from '../output-option.js';
 import { table } from '../terminal.js';
+import { printableJson } from '../../policy/printable.js';
 
 interface ProviderView {
   name: string;
@@ -104,7 +105,7 @@ function checkType(t: string | undefined): void {
 
 function print(views: ProviderView | ProviderView[], output?: string): void {
   if (output === 'json') {
-    process.stdout.write(JSON.stringify(views, null, 2) + '\n');
+    process.stdout.write(printableJson(views, 2) + '\n');
     return;
   }
   const rows = Array.isArray(views) ? views : [views];
@@ -242,7 +243,7 @@ export function registerProvider(program: Command): void {
   ).action(async (name: string, o: { owner?: string; output: 'text' | 'json' }) => {
     const client = await GatewayClient.connect();
     const r = await client.call<ProbeView>('POST', providerPath(name, o.owner, '/test'));
-    if (o.output === 'json') process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    if (o.output === 'json') process.stdout.write(printableJson(r, 2) + '\n');
     else printProbe(name, r);
     if (!r.ok) process.exitCode = 1;
   });

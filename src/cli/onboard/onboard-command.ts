@@ -17,6 +17,7 @@ import { latestAnswers, loadAnswers, type OnboardAnswers } from '../../blueprint
 import { TIERS, type Tier } from '../../blueprint/sandbox-plan.js';
 import { blueprintStore, trustSettings } from '../blueprint/blueprint-command.js';
 import { UsageError } from '../errors.js';
+import { say } from '../say.js';
 import { GatewayClient } from '../gateway/gateway-client.js';
 import { healthStep } from './onboard-health.js';
 import {
@@ -186,7 +187,6 @@ async function onboard(raw: OnboardOptions): Promise<void> {
     throw new UsageError('--resume: no onboarding to resume (run carapace onboard first)');
 
   const { preflight } = await import('./onboard-preflight.js');
-  const say = (line: string) => process.stderr.write(`carapace: ${line}\n`);
   const store = blueprintStore();
   const trust = trustSettings(o);
   let answers: OnboardAnswers;

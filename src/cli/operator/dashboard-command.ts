@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { GatewayClient } from '../gateway/gateway-client.js';
 import { outputOption } from '../output-option.js';
+import { printableJson } from '../../policy/printable.js';
 
 export function registerDashboard(program: Command): void {
   outputOption(
@@ -16,7 +17,7 @@ export function registerDashboard(program: Command): void {
   ).action(async (o: { output: 'text' | 'json' }) => {
     const client = await GatewayClient.connect();
     const d = await client.call<{ url: string; port: number; token: string }>('POST', '/v1/dashboard');
-    if (o.output === 'json') return void process.stdout.write(JSON.stringify(d, null, 2) + '\n');
+    if (o.output === 'json') return void process.stdout.write(printableJson(d, 2) + '\n');
     process.stdout.write(
       `${d.url}\n` +
         'Open it in a browser on this host (over SSH: ssh -L ' +

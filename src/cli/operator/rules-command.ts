@@ -16,7 +16,8 @@ import { GatewayClient } from '../gateway/gateway-client.js';
 import { outputOption } from '../output-option.js';
 import type { ProposalView } from '../../gateway/proposals/proposal-views.js';
 import type { ApprovalResult } from '../../gateway/proposals/proposals.js';
-import { printable, table } from '../terminal.js';
+import { printable, printableJson } from '../../policy/printable.js';
+import { table } from '../terminal.js';
 import { proposalOrigin } from './term/model.js';
 
 /** A proposal and an approval as the gateway's API answers them: the gateway's own types. */
@@ -126,7 +127,7 @@ function printOne(p: ProposalView): void {
 }
 
 function json(v: unknown): void {
-  process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+  process.stdout.write(printableJson(v, 2) + '\n');
 }
 
 /** The rule in an editor: the fields the operator may change, as YAML; null when left unchanged. */

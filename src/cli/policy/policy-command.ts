@@ -12,11 +12,11 @@ import {
   diffPolicies,
   findPreset,
   formatChanges,
-  formatDiagnostic,
   listPresets,
   PolicyError,
 } from '../../policy/index.js';
-import { loadAny, reportingPolicyErrors, type LoadedFile } from './policy-files.js';
+import { loadAny, printDiagnostic, reportingPolicyErrors, type LoadedFile } from './policy-files.js';
+import { printable } from '../../policy/printable.js';
 import { registerPolicyExplain } from './policy-explain.js';
 import { registerPolicyLive } from './policy-live-command.js';
 import { registerPolicyApplyOps } from './policy-ops-command.js';
@@ -35,16 +35,16 @@ function validate(files: string[]): void {
   for (const file of files) {
     try {
       const loaded = loadAny(file);
-      process.stdout.write(`ok  ${file} (${summary(loaded)})\n`);
+      process.stdout.write(`ok  ${printable(file)} (${printable(summary(loaded))})\n`);
       // Valid, but may not do what it says here (it cannot start a sandbox on this host, or a
       // rule names a method no server knows): said, not refused.
       for (const w of loaded.warnings) {
-        process.stderr.write(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
+        printDiagnostic({ ...w, message: `warning: ${w.message}` });
       }
     } catch (err) {
       if (!(err instanceof PolicyError)) throw err;
       failed = true;
-      for (const d of err.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
+      for (const d of err.diagnostics) printDiagnostic(d);
     }
   }
   if (failed) process.exitCode = 2;

@@ -8,6 +8,7 @@ import {
 } from '../../policy/index.js';
 import { UsageError } from '../errors.js';
 import { loadAny, reportingPolicyErrors } from './policy-files.js';
+import { printableJson } from '../../policy/printable.js';
 
 interface ExplainOptions {
   host: string;
@@ -93,12 +94,12 @@ function explain(file: string, opts: ExplainOptions): void {
   const base = { host: opts.host, port, binary: opts.binary, ancestors: opts.ancestor ?? [] };
   if (opts.method !== undefined && opts.path !== undefined) {
     const d = generation.decideRequest({ ...base, method: opts.method, path: opts.path, query: opts.query });
-    if (opts.json === true) process.stdout.write(`${JSON.stringify(d, null, 2)}\n`);
+    if (opts.json === true) process.stdout.write(`${printableJson(d, 2)}\n`);
     else printRequest(d);
     return;
   }
   const d = generation.decideConnect(base);
-  if (opts.json === true) process.stdout.write(`${JSON.stringify(d, null, 2)}\n`);
+  if (opts.json === true) process.stdout.write(`${printableJson(d, 2)}\n`);
   else printConnect(d);
 }
 

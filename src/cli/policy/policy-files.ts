@@ -8,6 +8,16 @@ import {
   type Policy,
   type Preset,
 } from '../../policy/index.js';
+import { printable } from '../../policy/printable.js';
+
+/**
+ * One problem of a policy on stderr, `file:line:col: message` (the form editors and CI annotate),
+ * escaped (src/policy/printable.ts): the path and what the message quotes of the file (a key, a
+ * value) may hold control and bidi characters. One line each, whatever they hold.
+ */
+export function printDiagnostic(d: Diagnostic): void {
+  process.stderr.write(`${printable(formatDiagnostic(d))}\n`);
+}
 
 /** Runs a policy command; a PolicyError becomes its diagnostics on stderr and exit code 2. */
 export function reportingPolicyErrors<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void {
@@ -16,7 +26,7 @@ export function reportingPolicyErrors<A extends unknown[]>(fn: (...args: A) => v
       fn(...args);
     } catch (err) {
       if (!(err instanceof PolicyError)) throw err;
-      for (const d of err.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
+      for (const d of err.diagnostics) printDiagnostic(d);
       process.exitCode = err.exitCode;
     }
   };

@@ -11,7 +11,8 @@ import { UsageError } from '../errors.js';
 import { outputOption } from '../output-option.js';
 import { GatewayClient, printedPolicyProblems, readCallerFile } from '../gateway/gateway-client.js';
 import { addOperationOptions, type OpsOptions } from './policy-ops-command.js';
-import { printable, withSpinner } from '../terminal.js';
+import { printable, printableJson } from '../../policy/printable.js';
+import { withSpinner } from '../terminal.js';
 
 /** A revision as the gateway shows it (src/gateway/policy/policy-routes.ts). */
 interface RevisionView {
@@ -93,7 +94,7 @@ async function sendChange(
     throw err;
   }
   if (o.output === 'json') {
-    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    process.stdout.write(printableJson(result, 2) + '\n');
     return;
   }
   const r = result.revision;
@@ -255,7 +256,7 @@ export function registerPolicyLive(policy: Command): void {
     if (o.rev !== undefined) q.set('rev', String(wholeNumber(o.rev, '--rev', 1)));
     const client = await GatewayClient.connect();
     const r = await client.call<RevisionView>('GET', policyPath(name, '', q));
-    if (o.output === 'json') process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    if (o.output === 'json') process.stdout.write(printableJson(r, 2) + '\n');
     else process.stdout.write(r.text ?? '');
   });
 
@@ -270,7 +271,7 @@ export function registerPolicyLive(policy: Command): void {
   ).action(async (name: string, o: Common) => {
     const client = await GatewayClient.connect();
     const list = await client.call<RevisionView[]>('GET', policyPath(name, '/revisions', ownerQuery(o)));
-    if (o.output === 'json') process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+    if (o.output === 'json') process.stdout.write(printableJson(list, 2) + '\n');
     else printHistory(list);
   });
 }

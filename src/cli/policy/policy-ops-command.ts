@@ -20,6 +20,7 @@ import {
   type Preset,
 } from '../../policy/index.js';
 import { UsageError } from '../errors.js';
+import { printable } from '../../policy/printable.js';
 import { reportingPolicyErrors } from './policy-files.js';
 
 /** The operation flags, as commander parses them (shared with `policy update`). */
@@ -114,7 +115,7 @@ function applyOps(file: string, o: OpsOptions): void {
   }
   if (o.write === true && result.changes.length > 0) {
     writeAtomically(file, result.text);
-    process.stderr.write(`wrote ${file}\n`);
+    process.stderr.write(`wrote ${printable(file)}\n`);
   } else if (o.write !== true && o.print !== true && result.changes.length > 0) {
     process.stderr.write('dry run: nothing written; add --write to save the changes\n');
   }

@@ -9,15 +9,18 @@
  * SIGINT/SIGTERM/SIGHUP forwarded.
  *
  * No gateway answering, an older one, or one that declines (too many runs of the caller's at once,
- * a sandbox that did not start) leaves the run to this process: the result is the same, only
- * slower. `--no-gateway` asks for that. This file loads only `node:net` and the exec framing: it is
- * the fastest path a user's command takes.
+ * a user at a quota, a sandbox that did not start) leaves the run to this process: the result is
+ * the same, only slower. A decline is said in one line with the gateway's reason (the C front says
+ * nothing: it hands the run to this CLI, which asks again and says it; a gateway that did not
+ * answer it, it says itself and hands over with --no-gateway, so that no one waits twice).
+ * `--no-gateway` asks for that. This file loads only `node:net` and the exec framing: it is the
+ * fastest path a user's command takes.
  */
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { ControlError } from '../../sandbox/control/control-common.js';
 import { execOver } from '../../sandbox/control/control-exec.js';
-import { printable } from '../../proxy/printable.js';
+import { printable } from '../../policy/printable.js';
 import { withTerminal } from '../sandbox/exec-terminal.js';
 import { gatewayEndpoint } from '../gateway/gateway-endpoint.js';
 import { parseEnv } from './run-env.js';
@@ -25,6 +28,16 @@ import type { RunArgs } from './run-options.js';
 
 /** How long a gateway may take to take a sandbox for the run before this process runs it itself. */
 const PATIENCE_MS = 15_000;
+
+/**
+ * A run Carapace lost after the gateway took it (the gateway went away, or refused the exec after its
+ * 101): 125, as a sandbox that could not start, never a status the command itself could have given.
+ * native/carapace-front.c exits the same (RUN_LOST).
+ */
+export class RunLost extends ControlError {
+  override name = 'RunLost';
+  readonly exitCode = 125;
+}
 
 /** A run whose every setting is the default one a gateway's one-off sandboxes have. */
 export function gatewayCanServe(a: RunArgs): boolean {
@@ -43,8 +56,30 @@ export function gatewayCanServe(a: RunArgs): boolean {
 }
 
 /**
+ * Why a gateway that answered declined the run, from its error body (`{"error":{"code","message"}}`,
+ * src/gateway/api/server.ts): its message, or null when there is nothing to say. An older gateway
+ * without `/v1/runs` (404) is not a refusal: its runs were always this process's.
+ */
+function declineReason(head: Buffer, end: number): string | null {
+  const status = head.subarray(9, 12).toString('latin1');
+  if (status === '404') return null;
+  try {
+    const body = JSON.parse(head.subarray(end + 4).toString('utf8')) as {
+      error?: { code?: unknown; message?: unknown };
+    };
+    const e = body.error;
+    if (typeof e?.message === 'string') return e.message;
+    if (typeof e?.code === 'string') return e.code;
+  } catch {
+    // not JSON, or cut short: said with its status alone
+  }
+  return `HTTP ${status}`;
+}
+
+/**
  * The upgraded connection, with the exec's request line sent, or null when no gateway serves runs
- * here (none answers, or it declined).
+ * here (none answers, or it declined). A gateway that declines says why, and that is said once on
+ * stderr, escaped (the reason is the gateway's text): the run goes on in this process.
  */
 function openRun(socketPath: string, requestLine: string): Promise<Socket | null> {
   return new Promise((resolve) => {
@@ -58,25 +93,43 @@ function openRun(socketPath: string, requestLine: string): Promise<Socket | null
       if (value === null) socket.destroy();
       resolve(value);
     };
+    /** A refusal's head is in `head` up to `end`: its body is read to its length (or the close). */
+    let refusal: { end: number; length: number } | null = null;
+    const declined = () => {
+      const reason = declineReason(head, refusal!.end);
+      if (reason !== null)
+        process.stderr.write(
+          `carapace: the gateway declined the run (${printable(reason)}): running it in this process\n`,
+        );
+      done(null);
+    };
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
+      if (refusal !== null) {
+        if (head.length >= refusal.end + 4 + refusal.length || head.length > 64 * 1024) declined();
+        return;
+      }
       const end = head.indexOf('\r\n\r\n');
       if (end < 0) {
         if (head.length > 16 * 1024) done(null);
         return;
       }
       const ok = head.subarray(0, 13).toString('latin1') === 'HTTP/1.1 101 ';
-      if (!ok) return done(null);
+      if (!ok) {
+        const length = /\r\ncontent-length: *(\d+)/i.exec(head.subarray(0, end).toString('latin1'));
+        refusal = { end, length: length ? Number(length[1]) : Infinity };
+        return onData(Buffer.alloc(0));
+      }
       socket.pause();
       const rest = head.subarray(end + 4);
       if (rest.length > 0) socket.unshift(rest);
       done(socket);
     };
-    const onError = () => done(null);
-    const onClose = () => done(null);
+    const onError = () => (refusal !== null ? declined() : done(null));
+    const onClose = () => (refusal !== null ? declined() : done(null));
     const timer = setTimeout(() => {
       process.stderr.write(
-        `carapace: the gateway at ${socketPath} did not answer within ${PATIENCE_MS / 1000} s: running the sandbox in this process\n`,
+        `carapace: the gateway at ${printable(socketPath)} did not answer within ${PATIENCE_MS / 1000} s: running the sandbox in this process\n`,
       );
       done(null);
     }, PATIENCE_MS);
@@ -126,11 +179,13 @@ export async function runThroughGateway(a: RunArgs, env: NodeJS.ProcessEnv): Pro
   const proc = execOver(socket, null, 'the gateway');
   const code = await withTerminal(proc, { tty, stdin: !background, detachable: false }, (err) => {
     if (err instanceof ControlError && err.code === 'CONTROL_CLOSED')
-      throw new ControlError(
+      throw new RunLost(
         'CONTROL_CLOSED',
         'the gateway went away (stopped or restarted) before the command ended: the run was killed',
       );
-    throw err; // EXEC_REFUSED: the init's reason, said once by the caller
+    // EXEC_REFUSED: the init's reason, said once by the caller
+    if (err instanceof ControlError) throw new RunLost(err.code, err.message);
+    throw err;
   });
   // Why the command could not start (not found, not executable), as the init says it.
   if (proc.failure) process.stderr.write(`${printable(proc.failure)}\n`);

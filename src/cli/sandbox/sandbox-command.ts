@@ -17,7 +17,9 @@ import { parseEnv, parseMount } from '../run/run-options.js';
 import { outputOption } from '../output-option.js';
 import { registerSandboxIo } from './sandbox-io-command.js';
 import { withSpinner } from '../terminal.js';
+import { say } from '../say.js';
 import { forwardTrouble, print, printDetails, type SandboxView } from './sandbox-print.js';
+import { printableJson } from '../../policy/printable.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 const path = (name: string, owner?: string, op = '') =>
@@ -192,9 +194,7 @@ export function registerSandbox(program: Command): void {
         process.stdout.write(`${view.name} ${view.state}\n`);
         // It runs, but a forward someone else's program holds does not listen: said, not hidden.
         for (const f of view.forwards.filter((f) => f.reason !== null))
-          process.stderr.write(
-            `carapace: ${view.name}: forward 127.0.0.1:${f.hostPort} → ${f.sandboxPort}${forwardTrouble(f)}\n`,
-          );
+          say(`${view.name}: forward 127.0.0.1:${f.hostPort} → ${f.sandboxPort}${forwardTrouble(f)}`);
       });
   }
 
@@ -264,9 +264,11 @@ export function registerSandbox(program: Command): void {
         `/v1/sandboxes/${encodeURIComponent(name)}/logs?${q}`,
       )) {
         if (o.audit || o.output === 'json') {
-          process.stdout.write(JSON.stringify(rec) + '\n');
+          process.stdout.write(printableJson(rec) + '\n');
           continue;
         }
+        // The agent's output as it wrote it, escape codes included (as `docker logs`): it is the
+        // agent's terminal output, colours and cursor moves part of it. -o json escapes.
         const text =
           typeof rec.d === 'string' ? rec.d : Buffer.from(String(rec.b ?? ''), 'base64').toString();
         (rec.s === 'err' ? process.stderr : process.stdout).write(text);

@@ -17,7 +17,7 @@ import { GatewayClient, GatewayError } from '../gateway/gateway-client.js';
 import { parseForward } from './sandbox-command.js';
 import { forwardTrouble, type ForwardView } from './sandbox-print.js';
 import { parseEnv } from '../run/run-options.js';
-import { printable } from '../terminal.js';
+import { printable } from '../../policy/printable.js';
 
 interface ExecArgs {
   name: string;

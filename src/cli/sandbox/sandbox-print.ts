@@ -3,7 +3,8 @@
  * columns), `sandbox get` (a field a line, the reason for its state under it), and a forward's
  * state where it is not what the sandbox's state implies.
  */
-import { printable, table } from '../terminal.js';
+import { printable, printableJson } from '../../policy/printable.js';
+import { table } from '../terminal.js';
 
 /** A forward as the gateway shows it: whether it listens, and why not (src/gateway/route-params.ts). */
 export interface ForwardView {
@@ -58,7 +59,7 @@ function age(iso: string): string {
 
 export function print(view: SandboxView | SandboxView[], output: string | undefined, wide = false): void {
   if (output === 'json') {
-    process.stdout.write(JSON.stringify(view, null, 2) + '\n');
+    process.stdout.write(printableJson(view, 2) + '\n');
     return;
   }
   const rows = Array.isArray(view) ? view : [view];

@@ -17,6 +17,13 @@
  * in the store: they die with the gateway (bwrap's --die-with-parent) and its next start sweeps
  * what they left, as it does for a one-off `carapace run` whose process died. What a run does is
  * charged to its sandbox (its cgroup and uid), not to the gateway.
+ *
+ * Quotas: a run's sandbox counts against its owner's quotas while the run lasts, in the account
+ * their created sandboxes count in (quotas.ts): a user at their limit is refused a run
+ * (QUOTA_EXCEEDED), and a run's sandbox gets the memory limit a created one of the default policy
+ * would (`--default-memory`, at most what the user has left). The one waiting is the gateway's,
+ * not counted: it is started only for a user the quotas would let run, and a run takes it only if
+ * its memory limit is the one the run gets now (else another is started).
  */
 import { lifecycle, type AuditSink } from '../../audit/index.js';
 import { BubblewrapSandbox } from '../../runtime/bubblewrap-driver.js';
@@ -27,6 +34,8 @@ import { specFromSettings } from '../../runtime/sandbox-spec-from-policy.js';
 import { newSandboxName, sandboxPaths } from '../../sandbox/sandbox.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
 import { ApiError } from '../api/errors.js';
+import type { Caller } from '../api/router.js';
+import type { UserQuotas } from './quotas.js';
 
 /** The audit trail's file for every run's events: `<state>/audit/runs.jsonl` (ids are `sb-…`). */
 export const RUNS_AUDIT_ID = 'runs';
@@ -48,6 +57,8 @@ export interface RunSandbox {
 interface Started extends RunSandbox {
   /** False once it ended, by end() or on its own (killed from outside): it can serve no run. */
   alive(): boolean;
+  /** Its memory limit (none: an admin's). */
+  memoryBytes: number | null;
 }
 
 interface Waiting {
@@ -59,6 +70,8 @@ export interface OneOffRunsOptions {
   runtime: Runtime;
   dirs: StateDirs;
   audit: AuditSink;
+  /** The per-user account a run's sandbox counts in, as a created one does. */
+  quotas: UserQuotas;
   log: (entry: Record<string, unknown>) => void;
   idleMs?: number;
 }
@@ -75,10 +88,12 @@ export class OneOffRuns {
   constructor(private readonly opts: OneOffRunsOptions) {}
 
   /**
-   * A sandbox for one run of `owner`'s: the one waiting, else one started now. Refused
-   * (QUOTA_EXCEEDED) past MAX_RUNS_PER_OWNER at once; a start that fails throws its own error.
+   * A sandbox for one run of the caller's: the one waiting, else one started now. Refused
+   * (QUOTA_EXCEEDED) past MAX_RUNS_PER_OWNER at once or past the caller's quotas, which it counts
+   * against until it ends; a start that fails throws its own error.
    */
-  async take(owner: number): Promise<RunSandbox> {
+  async take(caller: Caller): Promise<RunSandbox> {
+    const owner = caller.uid;
     if (this.closed) throw new ApiError('SANDBOX_NOT_RUNNING', 'the gateway is stopping');
     const count = this.running.get(owner) ?? 0;
     if (count >= MAX_RUNS_PER_OWNER)
@@ -86,8 +101,12 @@ export class OneOffRuns {
         'QUOTA_EXCEEDED',
         `${MAX_RUNS_PER_OWNER} runs of uid ${owner} are already running through the gateway`,
       );
+    // Checked and counted now, before anything is awaited (quotas.ts).
+    const memoryBytes = this.opts.quotas.defaultMemory(caller);
+    const release = this.opts.quotas.hold(caller, memoryBytes);
     this.running.set(owner, count + 1);
     const done = () => {
+      release();
       const n = (this.running.get(owner) ?? 1) - 1;
       if (n > 0) this.running.set(owner, n);
       else this.running.delete(owner);
@@ -98,7 +117,9 @@ export class OneOffRuns {
       this.waiting.delete(owner);
       if (w?.timer) clearTimeout(w.timer);
       sb = w ? await w.ready : null;
-      if (sb === null || !sb.alive()) sb = await this.start(owner);
+      // One made for another limit (the user's sandboxes changed since) is not this run's.
+      if (sb !== null && sb.memoryBytes !== memoryBytes) sb.end();
+      if (sb === null || !sb.alive()) sb = await this.start(owner, memoryBytes);
     } catch (err) {
       done();
       throw err;
@@ -115,16 +136,23 @@ export class OneOffRuns {
         taken.end();
         // The next one once this run is over, not while it runs: its start would compete with
         // the run for the gateway's CPU (a run that comes sooner waits for it, or starts its own).
-        this.prepare(owner);
+        this.prepare(caller);
       },
     };
   }
 
-  /** Starts the owner's next sandbox, to wait for their next run. */
-  private prepare(owner: number): void {
+  /** Starts the caller's next sandbox, to wait for their next run, if their quotas would allow it. */
+  private prepare(caller: Caller): void {
+    const owner = caller.uid;
     if (this.closed || this.waiting.has(owner)) return;
+    const memoryBytes = this.opts.quotas.defaultMemory(caller);
+    try {
+      this.opts.quotas.check(caller, memoryBytes ?? undefined);
+    } catch {
+      return; // its run would be refused: nothing to start
+    }
     const w: Waiting = {
-      ready: this.start(owner).catch((err: unknown) => {
+      ready: this.start(owner, memoryBytes).catch((err: unknown) => {
         this.opts.log({
           level: 'warn',
           msg: 'a sandbox for the next carapace run did not start',
@@ -151,8 +179,8 @@ export class OneOffRuns {
   }
 
   /** Starts one, followed by close() until it is ready (or refused). */
-  private start(owner: number): Promise<Started> {
-    const starting = this.startOne(owner);
+  private start(owner: number, memoryBytes: number | null): Promise<Started> {
+    const starting = this.startOne(owner, memoryBytes);
     const settled = starting.then(
       () => {},
       () => {},
@@ -162,10 +190,13 @@ export class OneOffRuns {
     return starting;
   }
 
-  private async startOne(owner: number): Promise<Started> {
+  private async startOne(owner: number, memoryBytes: number | null): Promise<Started> {
     const { dirs, runtime } = this.opts;
     const name = newSandboxName();
     const settings = await loadSandboxSettings(defaultPolicyPath(), dirs.state);
+    // The default policy sets none: a user's run gets the gateway's default, as a created sandbox.
+    if (settings.limits.memoryBytes === undefined && memoryBytes !== null)
+      settings.limits.memoryBytes = memoryBytes;
     const spec = specFromSettings(settings, {
       name,
       workspace: sandboxPaths(dirs, name).defaultWorkspace,
@@ -235,7 +266,7 @@ export class OneOffRuns {
         details: { uid: sb.started.identity.uid, owner, limits: sb.started.cgroup?.report },
       }),
     );
-    return { name, controlPath: control.socketPath, end, alive: () => alive };
+    return { name, controlPath: control.socketPath, end, alive: () => alive, memoryBytes };
   }
 
   /**

@@ -6,6 +6,10 @@
  * A run counts as quick when it lasted less than `stableMs`: quick runs in a row double the wait
  * before the next start (from `minBackoffMs` up to `maxBackoffMs`), and more than `crashLoopRuns`
  * of them is a crash loop. One run that lasts `stableMs` starts the count again.
+ *
+ * A restart whose start fails (its workspace, a mount or its policy unusable for now) is a run
+ * too: a quick one that failed, so it is tried again after its backoff, and a start that keeps
+ * failing ends in the same crash loop.
  */
 import type { RestartPolicy } from '../store/sandbox-store.js';
 
@@ -28,7 +32,9 @@ export const DEFAULT_RESTART: RestartSettings = {
 export interface Run {
   startedAt: number;
   exitedAt: number;
-  exitCode: number;
+  /** Its agent's exit status; null when it did not start (`error` says why). */
+  exitCode: number | null;
+  error?: string | undefined;
 }
 
 export type RestartStep =
@@ -50,7 +56,8 @@ export function nextStep(
       kind: 'crash-loop',
       reason:
         `crash loop: ${quick} runs in a row ended within ${Math.round(s.stableMs / 1000)}s of their start ` +
-        `(last status ${last.exitCode}); see carapace sandbox logs, then sandbox start`,
+        `(last ${last.exitCode === null ? `start failed: ${last.error}` : `status ${last.exitCode}`}); ` +
+        'see carapace sandbox logs, then sandbox start',
     };
   }
   return {

@@ -2,6 +2,9 @@
  * What follows a sandbox's agent ending by itself: its restart policy (restart-policy.ts) decides,
  * the end and the decision go to the sandbox's audit trail, and a restart waits for its backoff
  * here until it is due or called off (`sandbox stop`, a start by hand, the gateway stopping).
+ * A start of its policy's (or the gateway's, of a sandbox that should run) that fails is a crash
+ * like any other: it waits for its backoff and is tried again, until it starts or its crash loop
+ * ends it `failed` (startFailed).
  *
  * The runs it counts are this gateway's lifetime only: a gateway restart starts every count again,
  * and a crash loop's `failed` is stored (`desired: stopped`), so it is not forgotten with them.
@@ -45,13 +48,18 @@ export class RestartScheduler {
         : step.kind === 'crash-loop'
           ? `${step.reason}; it is failed`
           : 'it stays stopped';
+    const what =
+      run.exitCode === null
+        ? `${rec.name} did not start again: ${run.error}`
+        : `agent of ${rec.name} ended with status ${run.exitCode} after ${formatMs(run.exitedAt - run.startedAt)}`;
     this.opts.audit.emit(
       lifecycle({
         sandbox: id,
         activity: 'stop',
-        message: `agent of ${rec.name} ended with status ${run.exitCode} after ${formatMs(run.exitedAt - run.startedAt)} (restart ${rec.spec.restart}): ${next}`,
+        message: `${what} (restart ${rec.spec.restart}): ${next}`,
         details: {
           exit_code: run.exitCode,
+          ...(run.exitCode === null ? { start_error: run.error } : {}),
           restart: rec.spec.restart,
           next: step.kind,
           ...(step.kind === 'restart' ? { delay_ms: step.delayMs } : {}),
@@ -74,7 +82,7 @@ export class RestartScheduler {
       return;
     }
     this.opts.store.update(id, {
-      reason: `restarting in ${formatMs(step.delayMs)} (status ${run.exitCode})`,
+      reason: `restarting in ${formatMs(step.delayMs)} (${run.exitCode === null ? `its start failed: ${run.error}` : `status ${run.exitCode}`})`,
     });
     this.pending.set(
       id,
@@ -83,11 +91,34 @@ export class RestartScheduler {
         const cur = this.opts.store.get(id);
         if (!cur || cur.desired !== 'running' || this.opts.isRunning(id)) return;
         this.opts.store.update(id, { restarts: cur.restarts + 1 });
+        const startedAt = Date.now();
         this.opts.start(this.opts.store.get(id)!).catch((err: unknown) => {
-          this.opts.store.update(id, { state: 'failed', reason: (err as Error).message });
+          this.startFailed(id, startedAt, err);
         });
       }, step.delayMs),
     );
+  }
+
+  /**
+   * A start the gateway made by itself failed (a restart of its policy's, or at the gateway's own
+   * start): stored as `failed` with the reason, and, unless its policy is `never`, counted as a
+   * crash: tried again after its backoff, or ended by its crash loop. Never left down for good
+   * while its policy would have it run.
+   */
+  startFailed(id: string, startedAt: number, err: unknown): void {
+    const error = err instanceof Error ? err.message : String(err);
+    const rec = this.opts.store.get(id);
+    if (!rec) return;
+    this.opts.store.update(id, { state: 'failed', reason: error });
+    this.opts.log?.({
+      level: 'warn',
+      msg: 'sandbox could not be started again',
+      sandbox: rec.name,
+      owner: rec.ownerUid,
+      error,
+    });
+    if (rec.spec.restart === 'never') return;
+    this.ended(id, { startedAt, exitedAt: Date.now(), exitCode: null, error });
   }
 
   /** Calls off a restart waiting for its backoff; returns whether one was waiting. */

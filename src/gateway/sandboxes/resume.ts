@@ -57,7 +57,15 @@ export async function resumeSandboxes(opts: {
         }
       }
       if (store.get(rec.id)?.desired !== 'running') continue;
-      await launcher.start(store.get(rec.id)!);
+      const startedAt = Date.now();
+      try {
+        await launcher.start(store.get(rec.id)!);
+      } catch (err) {
+        // As a crash: its restart policy tries again after its backoff (a workspace on a
+        // filesystem not mounted yet at boot), or its crash loop ends it failed; the log says so.
+        launcher.startFailed(rec.id, startedAt, err);
+        continue;
+      }
       log({ level: 'info', msg: 'sandbox started again', sandbox: rec.name, owner: rec.ownerUid });
     } catch (err) {
       store.update(rec.id, { state: 'failed', reason: (err as Error).message });

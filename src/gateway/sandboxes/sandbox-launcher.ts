@@ -31,6 +31,7 @@ import { SandboxCgroup } from '../../sandbox/cgroup/cgroup.js';
 import { processStartedAt, UsageMeter, type TreeUsage } from '../../sandbox/processes.js';
 import { SandboxControl } from '../../sandbox/control/control.js';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
+import { SandboxStartError } from '../../sandbox/launch/launch.js';
 import type { InitEvent } from '../../sandbox/launch/running-sandbox.js';
 import type { NetworkAttachment } from '../../sandbox/sandbox.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
@@ -152,7 +153,8 @@ export class SandboxLauncher {
   /**
    * Starts a record's sandbox. Its stored forwards listen before this returns, or are shown as
    * not listening and tried again (forwards.ts); `reserved` are ports already listened on for it
-   * (reserveForwards), closed if it does not start.
+   * (reserveForwards), closed if it does not start. A start the sandbox layer refuses (a mount
+   * source gone, bwrap failing) is SANDBOX_START_FAILED with its reason, not an internal error.
    */
   async start(rec: SandboxRecord, reserved?: ForwardSet): Promise<void> {
     let entry: Held;
@@ -160,7 +162,7 @@ export class SandboxLauncher {
       entry = await this.launch(rec, reserved);
     } catch (err) {
       await reserved?.close();
-      throw err;
+      throw err instanceof SandboxStartError ? new ApiError('SANDBOX_START_FAILED', err.message) : err;
     }
     await this.bindForwards(rec, entry);
   }
@@ -360,6 +362,14 @@ export class SandboxLauncher {
   /** The agent ended by itself: its restart policy says what next (restart-scheduler.ts). */
   ended(id: string, run: Run): void {
     this.restarts.ended(id, run);
+  }
+
+  /**
+   * A start the gateway made by itself (not a caller's) failed: its restart policy treats it as a
+   * crash (restart-scheduler.ts).
+   */
+  startFailed(id: string, startedAt: number, err: unknown): void {
+    this.restarts.startFailed(id, startedAt, err);
   }
 
   /** Forgets the restart history of a sandbox (started by hand: a fresh count). */

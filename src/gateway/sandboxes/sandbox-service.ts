@@ -27,10 +27,9 @@ import {
   type ForwardSet,
 } from '../sandbox-io/forwards.js';
 import { lifecycle } from '../../audit/index.js';
-import { DEFAULT_QUOTAS, UserQuotas, type Quotas } from './quotas.js';
+import type { UserQuotas } from './quotas.js';
 import { SandboxViews, type SandboxView } from './sandbox-views.js';
 
-export { DEFAULT_QUOTAS, type Quotas } from './quotas.js';
 export type { SandboxView } from './sandbox-views.js';
 
 export interface CreateRequest {
@@ -58,15 +57,14 @@ export interface SandboxServiceOptions {
   dirs: StateDirs;
   identities: IdentityRegistry | null;
   defaultPolicy: string;
-  quotas?: Quotas;
+  /** The gateway's per-user account, shared with `carapace run`'s sandboxes (one-off-runs.ts). */
+  quotas: UserQuotas;
 }
 
 export class SandboxService {
-  private readonly quotas: UserQuotas;
   private readonly views: SandboxViews;
 
   constructor(private readonly opts: SandboxServiceOptions) {
-    this.quotas = new UserQuotas(opts.store, opts.quotas ?? DEFAULT_QUOTAS);
     this.views = new SandboxViews(opts.store, opts.launcher);
   }
 
@@ -128,8 +126,8 @@ export class SandboxService {
     // A user's sandbox always has a memory limit: the policy's, or the default one, which counts
     // against the user's quota like any other.
     const declared = await policyMemoryLimit(policy);
-    const memoryBytes = declared ?? (caller.admin ? null : this.quotas.defaultMemory(caller));
-    this.quotas.check(caller, memoryBytes ?? undefined);
+    const memoryBytes = declared ?? this.opts.quotas.defaultMemory(caller);
+    this.opts.quotas.check(caller, memoryBytes ?? undefined);
     this.assertNotForwarded(req.forwards);
     // Its host ports are listened on now (a sandbox started now keeps them) or tried (--no-start),
     // before anything is stored: a port another program holds is refused, and nothing is kept.

@@ -6,7 +6,7 @@
  * as anything that allows more.
  *
  * - `inference: { routes: {} }` (refused since an inference section must have a route): with no
- *   route, every model call was answered 400, as it is without an inference section; read as no
+ *   route, every model call was refused (400), as it is (503) without one; read as no
  *   section. Nothing else the section could hold then changes that (every name it uses had to be
  *   a route, and there was none).
  *

@@ -24,7 +24,7 @@ import type { PolicyGeneration } from '../../policy/index.js';
 import type { Authority } from '../net/host-name.js';
 import type { RequestHead } from '../http/http-head.js';
 import { L7Session } from './l7-session.js';
-import { printable } from '../printable.js';
+import { printable } from '../../policy/printable.js';
 import { sniffProtocol } from '../http/protocol-sniff.js';
 import { CONNECT_ESTABLISHED, forbidden } from './responses.js';
 import { COST } from '../budget/sandbox-budget.js';

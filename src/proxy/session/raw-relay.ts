@@ -98,7 +98,8 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
     const released = (): void => {
       pumpsRunning.set(sb, (pumpsRunning.get(sb) ?? 1) - 1);
     };
-    void handToKernel(sb.tunnelPump, client, upstream, () => closed || ends > 0).then(
+    const adopt = (pid: number) => sb.adoptPump(pid);
+    void handToKernel(sb.tunnelPump, client, upstream, () => closed || ends > 0, adopt).then(
       (child) => {
         if (!child) {
           // The tunnel stays here: its reads are the budget's again.
@@ -115,13 +116,6 @@ export function spliceRaw(conn: ClientConnection, spec: RawRelaySpec): void {
           released();
           teardown();
         });
-        // A pump that cannot join the sandbox's cgroups (they are gone: the sandbox is stopping)
-        // would run on the host's account: end the tunnel instead.
-        try {
-          if (child.pid !== undefined) sb.adoptPump(child.pid);
-        } catch {
-          teardown();
-        }
       },
       () => {
         released();
@@ -188,7 +182,8 @@ function isPlainSocket(s: Duplex): s is net.Socket {
 /**
  * Hands both sockets to carapace-pump: stops reading them here, lets what this process already
  * read reach its destination, then starts the pump with the sockets as its fds 3 and 4. Returns the
- * pump, or null when the tunnel ended meanwhile or the pump could not start (the caller resumes).
+ * pump, or null when the tunnel ended meanwhile or the pump could not start (the caller resumes);
+ * rejects when the pump could not join the sandbox's cgroups (the caller ends the tunnel).
  *
  * Correctness rests on one rule: once the pump runs, this process never reads either socket again,
  * or bytes could reach their destination out of order. `pause()` alone does not stop a net.Socket
@@ -201,6 +196,7 @@ async function handToKernel(
   client: net.Socket,
   upstream: net.Socket,
   gone: () => boolean,
+  adopt: (pid: number) => void,
 ): Promise<ChildProcess | null> {
   const fromClient = stopReading(client);
   const fromUpstream = stopReading(upstream);
@@ -229,6 +225,17 @@ async function handToKernel(
     fromClient.restart();
     fromUpstream.restart();
     return null;
+  }
+  // Into the sandbox's cgroups before it is told to deliver a byte (the control writes below): the
+  // pump's work is the sandbox's from its first write on (before, it can have read at most one chunk
+  // per direction, then it waits for its control byte). One that cannot join them (they are gone:
+  // the sandbox is stopping) would run on the host's account: it is killed, and the tunnel ends
+  // (the rejection reaches the caller).
+  try {
+    if (child.pid !== undefined) adopt(child.pid);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
   }
   // The pump holds each direction's bytes until this process's queued writes on that side are out
   // (see native/carapace-pump.c); waiting for them here, before starting it, could deadlock: the

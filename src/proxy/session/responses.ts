@@ -15,7 +15,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import { HOST_LOCAL_NAMES } from '../net/address-guard.js';
-import { printable } from '../printable.js';
+import { printable } from '../../policy/printable.js';
 
 const HOST_LOCAL_NAME = HOST_LOCAL_NAMES[0];
 

@@ -21,7 +21,7 @@ import { type Authority, HostNameError, canonicalHost, parseAuthority } from '..
 import type { RequestHead } from '../http/http-head.js';
 import { L7Session, type UpstreamSlot } from './l7-session.js';
 import type { ConnectVerdict, EndpointTreatment } from '../policy-port.js';
-import { printable } from '../printable.js';
+import { printable } from '../../policy/printable.js';
 import { sniffProtocol } from '../http/protocol-sniff.js';
 import { spliceRaw } from './raw-relay.js';
 import { COST } from '../budget/sandbox-budget.js';

@@ -5,6 +5,7 @@
  */
 import { chownSync, closeSync, constants, lstatSync, mkdirSync, openSync, readlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { printable } from '../../policy/printable.js';
 import { SandboxStartError } from '../launch/launch.js';
 import { at, errnoOf, O_PATH, type TreeOwner } from './untrusted-tree.js';
 
@@ -170,10 +171,12 @@ export function openHostPath(path: string, opts: OpenHostPathOptions): OpenedHos
       if (st.isSymbolicLink()) {
         const target = symlinkTarget(fd, name);
         if (tree !== null) {
+          // The target is the sandbox's to choose (an escape sequence, a newline and a forged
+          // line): shown escaped. The path named and the tree are the user's.
           throw new HostPathError(
             'symlink',
             here,
-            `${here} is a symlink (to ${target}) inside ${tree}, which a sandbox can write: it may ` +
+            `${here} is a symlink (to ${printable(target)}) inside ${tree}, which a sandbox can write: it may ` +
               `have been planted to reach a host path; remove it (rm ${here}) or name another path`,
           );
         }

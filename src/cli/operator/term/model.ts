@@ -4,6 +4,7 @@
  * the terminal's width. Kept free of ink so that it reads (and is tested) as plain data.
  */
 import type { OperatorEvent } from '../../../gateway/operator-events.js';
+import { printable } from '../../../policy/printable.js';
 import type { ProposalView } from '../rules-command.js';
 
 export interface SandboxRow {
@@ -22,10 +23,14 @@ export type Decision = Omit<Extract<OperatorEvent, { type: 'decision' }>, 'type'
 
 export const MAX_DECISIONS = 200;
 
-/** One line, cut to `width` columns (an ellipsis marks the cut). */
+/**
+ * One line, cut to `width` columns (an ellipsis marks the cut). What a sandbox chose (its name, a
+ * host, a path, a rationale, its output) is made printable first, by the rule of every view
+ * (src/policy/printable.ts): a bidi override or a zero-width character would make one line read as
+ * another on the operator's screen, where one key approves what it shows.
+ */
 export function fit(text: string, width: number): string {
-  // eslint-disable-next-line no-control-regex -- control characters from a sandbox never reach the terminal
-  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  const clean = printable(text);
   return clean.length <= width ? clean : `${clean.slice(0, Math.max(0, width - 1))}…`;
 }
 

@@ -28,3 +28,18 @@ export function printable(s: string): string {
   UNSAFE.lastIndex = 0;
   return UNSAFE.test(s) ? s.replace(UNSAFE, escape) : s;
 }
+
+/**
+ * `value` as JSON (`indent` as JSON.stringify takes it) with the same characters escaped, as
+ * `\uXXXX`: the same JSON value, nothing a terminal acts on. JSON.stringify escapes C0 controls
+ * itself (and lone surrogates), and C0 outside strings is only its own indentation's newlines.
+ */
+export function printableJson(value: unknown, indent?: number): string {
+  const json = JSON.stringify(value, null, indent) ?? 'null';
+  UNSAFE.lastIndex = 0;
+  if (!UNSAFE.test(json)) return json;
+  return json.replace(UNSAFE, (c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x20 ? c : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
