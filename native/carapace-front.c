@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "front.h"
+#include "utf8.h"
 
 /* The CLI, from this program's directory (the sanitizer build lives deeper: it says so). */
 #ifndef CLI_FROM_SELF
@@ -209,41 +210,6 @@ static bool unsafe_code_point(uint32_t c)
 	return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0xad || c == 0x61c || c == 0x180e ||
 	       (c >= 0x200b && c <= 0x200f) || (c >= 0x2028 && c <= 0x202e) || (c >= 0x2060 && c <= 0x2069) ||
 	       c == 0xfeff || (c >= 0xfff9 && c <= 0xfffb);
-}
-
-/* The length of the well-formed UTF-8 sequence at s (its code point in *c), or 0. */
-static size_t utf8_sequence(const unsigned char *s, size_t left, uint32_t *c)
-{
-	size_t n;
-	uint32_t min;
-	if (s[0] < 0x80) {
-		*c = s[0];
-		return 1;
-	} else if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		n = 2;
-		min = 0x80;
-		*c = s[0] & 0x1f;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		n = 3;
-		min = 0x800;
-		*c = s[0] & 0x0f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		n = 4;
-		min = 0x10000;
-		*c = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (left < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		*c = (*c << 6) | (s[i] & 0x3f);
-	}
-	if (*c < min || *c > 0x10ffff || (*c >= 0xd800 && *c <= 0xdfff))
-		return 0;
-	return n;
 }
 
 static char *printable_text(const unsigned char *s, size_t len)

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "init.h"
+#include "utf8.h"
 
 #define CONTROL_STEP "control"
 #define CONTROL_SOCKET "control.sock"
@@ -50,8 +51,6 @@ struct json_object {
 int json_parse_object(const char *text, size_t len, struct json_object *object, char *error, size_t error_size);
 void json_object_free(struct json_object *object);
 const struct json_field *json_get(const struct json_object *object, const char *key);
-/* The length of the valid UTF-8 sequence at p (1 to 4 bytes), 0 when there is none. */
-size_t utf8_sequence(const unsigned char *p, size_t available);
 
 /* ---- control-request.c ---- */
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "front.h"
+#include "utf8.h"
 
 /* ---- the request ----------------------------------------------------------------------------- */
 
@@ -43,33 +44,13 @@ static void append_str(struct text *t, const char *s)
 /* Whether `s` is valid UTF-8 (JSON carries text: other bytes would reach the command changed). */
 static bool valid_utf8(const unsigned char *s)
 {
-	while (*s) {
-		int extra;
-		uint32_t cp;
-		if (*s < 0x80) {
-			s++;
-			continue;
-		} else if ((*s & 0xe0) == 0xc0) {
-			extra = 1;
-			cp = *s & 0x1f;
-		} else if ((*s & 0xf0) == 0xe0) {
-			extra = 2;
-			cp = *s & 0x0f;
-		} else if ((*s & 0xf8) == 0xf0) {
-			extra = 3;
-			cp = *s & 0x07;
-		} else {
+	size_t left = strlen((const char *)s);
+	while (left > 0) {
+		size_t n = utf8_sequence(s, left, NULL);
+		if (n == 0)
 			return false;
-		}
-		s++;
-		for (int i = 0; i < extra; i++, s++) {
-			if ((*s & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (*s & 0x3f);
-		}
-		static const uint32_t least[] = { 0, 0x80, 0x800, 0x10000 };
-		if (cp < least[extra] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
+		s += n;
+		left -= n;
 	}
 	return true;
 }

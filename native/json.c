@@ -35,39 +35,6 @@ static void skip_space(struct reader *r)
 		r->p++;
 }
 
-/* The length of the valid UTF-8 sequence at p (1-4), or 0 when it is not one (overlong forms,
- * surrogates and code points beyond U+10FFFF are not). */
-size_t utf8_sequence(const unsigned char *p, size_t available)
-{
-	unsigned char c = p[0];
-	if (c < 0x80)
-		return 1;
-	size_t len;
-	unsigned cp;
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (available < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 static int hex4(struct reader *r, unsigned *value)
 {
 	if (r->end - r->p < 4)
@@ -150,7 +117,7 @@ static int read_string(struct reader *r, char **out)
 			return fail(r, "a control character in a string (escape it)");
 		}
 		if (c != '\\') {
-			size_t len = utf8_sequence((const unsigned char *)r->p, (size_t)(r->end - r->p));
+			size_t len = utf8_sequence((const unsigned char *)r->p, (size_t)(r->end - r->p), NULL);
 			if (len == 0) {
 				free(text);
 				return fail(r, "invalid UTF-8 in a string");

@@ -154,7 +154,7 @@ static void log_chunk(struct log_stream *s, unsigned char *data, size_t len, boo
 {
 	size_t valid = 0;
 	while (valid < len) {
-		size_t n = utf8_sequence(data + valid, len - valid);
+		size_t n = utf8_sequence(data + valid, len - valid, NULL);
 		if (n == 0)
 			break;
 		valid += n;

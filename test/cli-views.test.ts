@@ -6,11 +6,15 @@
  * host `evil.test` shown as `tset.live`, a proposal's rationale hiding a word), nor did the JSON
  * the CLI printed, which the audit file does escape.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decisionLine, fit, proposalDetail, type Decision } from '../src/cli/operator/term/model.js';
 import type { ProposalView } from '../src/cli/operator/rules-command.js';
 import { table } from '../src/cli/terminal.js';
 import { printable, printableJson } from '../src/policy/printable.js';
+import { carapace } from './helpers/cli.js';
+import { sharedTempDir } from './helpers/sandbox.js';
 
 /** One of each: bidi embeddings and overrides, isolates, zero-width and marks, the BOM; ESC; C1 CSI. */
 const TRICKS = [
@@ -83,5 +87,31 @@ describe('one escaping rule for every view', () => {
     }
     expect(printableJson(rec)).toContain('a\\u202a\\u202b');
     expect(printableJson(rec, 2).split('\n')).toHaveLength(6);
+  });
+
+  it("policy diff's and policy apply-ops' lines: a policy's value shown, none of the characters raw", () => {
+    const dir = sharedTempDir();
+    const base = join(dir, 'base.yaml');
+    const tricked = join(dir, 'tricked.yaml');
+    writeFileSync(base, 'version: 1\nfilesystem_policy:\n  read_only: [/usr]\n');
+    writeFileSync(
+      tricked,
+      `version: 1\nfilesystem_policy:\n  read_only: [/usr, ${JSON.stringify(`/opt/${NAME}`)}]\n`,
+    );
+    const diff = carapace(['policy', 'diff', base, tricked]);
+    expect(diff.status).toBe(0);
+    expect(diff.stdout).toContain('read_only');
+    expectNoneRaw(diff.stdout);
+    const ops = carapace([
+      'policy',
+      'apply-ops',
+      base,
+      '--add-endpoint',
+      'a.test:443',
+      '--binary',
+      `/opt/${NAME}`,
+    ]);
+    expect(ops.stdout).toContain('a.test');
+    expectNoneRaw(ops.stdout);
   });
 });

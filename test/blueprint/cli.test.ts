@@ -24,6 +24,18 @@ function copyOfShell(name = 'myshell'): string {
   return dir;
 }
 
+/** A signed copy of the shell blueprint installed in `home`, then its policy changed on disk there. */
+function installThenChange(home: string): void {
+  const dir = copyOfShell();
+  expect(carapace(['blueprint', 'sign', dir], { home }).status).toBe(0);
+  expect(carapace(['blueprint', 'install', dir], { home }).status).toBe(0);
+  const stored = join(home, 'state', 'blueprints');
+  const [copy] = readdirSync(stored).filter((n) => n.startsWith('sha256-'));
+  chmodSync(join(stored, copy!), 0o755);
+  chmodSync(join(stored, copy!, 'policy.yaml'), 0o644);
+  appendFileSync(join(stored, copy!, 'policy.yaml'), '# changed\n');
+}
+
 describe('carapace blueprint', () => {
   it('every built-in blueprint verifies against its recorded digest (re-sign after editing one)', () => {
     for (const name of readdirSync(join(REPO, 'blueprints'))) {
@@ -141,14 +153,7 @@ describe('carapace blueprint', () => {
 
   it('list shows an installed copy changed on disk as REFUSED, its reason on one line of stderr', () => {
     const home = freshHome();
-    const dir = copyOfShell();
-    expect(carapace(['blueprint', 'sign', dir], { home }).status).toBe(0);
-    expect(carapace(['blueprint', 'install', dir], { home }).status).toBe(0);
-    const stored = join(home, 'state', 'blueprints');
-    const [copy] = readdirSync(stored).filter((n) => n.startsWith('sha256-'));
-    chmodSync(join(stored, copy!), 0o755);
-    chmodSync(join(stored, copy!, 'policy.yaml'), 0o644);
-    appendFileSync(join(stored, copy!, 'policy.yaml'), '# changed\n');
+    installThenChange(home);
     const listed = carapace(['blueprint', 'list'], { home });
     expect(listed.status).toBe(0);
     const row = listed.stdout.split('\n').find((l) => l.startsWith('myshell '))!;
@@ -163,14 +168,7 @@ describe('carapace blueprint', () => {
   it("list's line for a REFUSED copy escapes the path it quotes (a state directory with an escape sequence)", () => {
     const home = join(freshHome(), 'h\x1b]0;t\x07\u202ei');
     mkdirSync(home);
-    const dir = copyOfShell();
-    expect(carapace(['blueprint', 'sign', dir], { home }).status).toBe(0);
-    expect(carapace(['blueprint', 'install', dir], { home }).status).toBe(0);
-    const stored = join(home, 'state', 'blueprints');
-    const [copy] = readdirSync(stored).filter((n) => n.startsWith('sha256-'));
-    chmodSync(join(stored, copy!), 0o755);
-    chmodSync(join(stored, copy!, 'policy.yaml'), 0o644);
-    appendFileSync(join(stored, copy!, 'policy.yaml'), '# changed\n');
+    installThenChange(home);
     const listed = carapace(['blueprint', 'list'], { home });
     expect(listed.status).toBe(0);
     expect(listed.stderr).toMatch(/^carapace: myshell sha256:[0-9a-f]{64}: [^\n]*\n$/);

@@ -72,7 +72,8 @@ function diff(a: string, b: string): void {
     process.stdout.write('no differences\n');
     return;
   }
-  for (const line of lines) process.stdout.write(`${line}\n`);
+  // A policy's values, shown by the one rule every view uses (printable.ts).
+  for (const line of lines) process.stdout.write(`${printable(line)}\n`);
   if (left.kind === 'policy' && right.kind === 'policy') {
     const s = changedSections(left.policy, right.policy);
     if (s.static.length > 0) {

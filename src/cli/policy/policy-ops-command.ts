@@ -105,7 +105,7 @@ function applyOps(file: string, o: OpsOptions): void {
   if (o.print === true) {
     process.stdout.write(result.text);
   } else {
-    for (const line of result.diff) process.stdout.write(`${line}\n`);
+    for (const line of result.diff) process.stdout.write(`${printable(line)}\n`);
     if (result.diff.length === 0) process.stdout.write('no changes\n');
     if (result.sections.static.length > 0) {
       process.stdout.write(
