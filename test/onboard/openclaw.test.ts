@@ -74,7 +74,7 @@ describe.skipIf(unreachable !== null)('onboard openclaw', () => {
       ],
       { ONBOARD_TEST_KEY: KEY },
     );
-    expect(r.stderr + r.stdout).toContain('openclaw is running openclaw 1.0.0');
+    expect(r.stderr + r.stdout).toContain('openclaw is running openclaw 1.0.1');
     expect(r.status).toBe(0);
     const m = /forwarded: http:\/\/127\.0\.0\.1:(\d+)\/ → port 18789 inside/.exec(r.stdout);
     expect(m).not.toBeNull();

@@ -45,6 +45,9 @@ describe.skipIf(!holds('root', 'tmux'))('carapace term, in a terminal at 80×24'
     // the view insists on the terminal it has checked it has.
     const env = `CARAPACE_HOME=${gw.home} TERM=xterm-256color CI=true`;
     const command = `env ${env} ${process.execPath} ${CLI} term`;
+    // A session that outlives the tests' own: a tmux server exits with its last session, and a
+    // test's new-session racing that exit (the one before quit its term) failed in CI.
+    expect(tmux('new-session', '-d', '-s', 'keep', 'sleep 3600').status).toBe(0);
     expect(tmux('new-session', '-d', '-s', session, '-x', '80', '-y', '24', command).status).toBe(0);
   });
   afterAll(async () => {
