@@ -21,11 +21,12 @@
  * decides who the caller is (the kernel, by the socket they can connect to), never this program.
  * Bytes from the sandbox go to this process's stdout and stderr as they are, as the sandbox's own
  * output would in an in-process run; the gateway's own word (why a command could not start) is
- * escaped as the Node CLI escapes it (printable_text). The terminal is put back as it was on every
+ * escaped as the Node CLI escapes it (front-text.c). The terminal is put back as it was on every
  * way out.
  *
  * This file: main, the hand-over to the CLI, and the exec's frames. The request line is made in
- * front-request.c, the gateway found and the upgrade sent in front-gateway.c.
+ * front-request.c, the gateway found and the upgrade sent in front-gateway.c, the gateway's word
+ * escaped for the terminal in front-text.c.
  */
 #include <errno.h>
 #include <limits.h>
@@ -45,7 +46,6 @@
 #include <unistd.h>
 
 #include "front.h"
-#include "utf8.h"
 
 /* The CLI, from this program's directory (the sanitizer build lives deeper: it says so). */
 #ifndef CLI_FROM_SELF
@@ -197,54 +197,6 @@ static void deliver(int fd, bool *broken, struct out *o, const unsigned char *by
 	}
 }
 
-/*
- * The gateway's word on a run that failed, made safe to print. It quotes what the caller or the
- * sandbox chose (a command's name; one could hold `\e[2J` or a right-to-left override), so it is
- * shown as src/policy/printable.ts shows such text in the Node CLI: C0, DEL and the C1 controls as
- * \xNN, Unicode's invisible and bidirectional format characters as \u{N}. A byte that is not part
- * of well-formed UTF-8 (Node would have shown U+FFFD) is shown as \xNN too. Every character
- * escaped is at most 3 bytes that become at most 8, or 1 byte that becomes 4: 4 * len + 1 holds it.
- */
-static bool unsafe_code_point(uint32_t c)
-{
-	return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0xad || c == 0x61c || c == 0x180e ||
-	       (c >= 0x200b && c <= 0x200f) || (c >= 0x2028 && c <= 0x202e) || (c >= 0x2060 && c <= 0x2069) ||
-	       c == 0xfeff || (c >= 0xfff9 && c <= 0xfffb);
-}
-
-static char *printable_text(const unsigned char *s, size_t len)
-{
-	size_t cap = 4 * len + 1, o = 0;
-	char *out = malloc(cap);
-	if (out == NULL)
-		front_fail("allocate the gateway's message");
-	for (size_t i = 0; i < len;) {
-		uint32_t c;
-		size_t n = utf8_sequence(s + i, len - i, &c);
-		int wrote;
-		if (n == 0) {
-			n = 1;
-			wrote = snprintf(out + o, cap - o, "\\x%02x", (unsigned)s[i]);
-		} else if (unsafe_code_point(c)) {
-			wrote = c <= 0xff ? snprintf(out + o, cap - o, "\\x%02x", (unsigned)c)
-					  : snprintf(out + o, cap - o, "\\u{%x}", (unsigned)c);
-		} else if (n < cap - o) {
-			memcpy(out + o, s + i, n);
-			wrote = (int)n;
-		} else {
-			wrote = -1;
-		}
-		if (wrote < 0 || (size_t)wrote >= cap - o) {
-			errno = EOVERFLOW;
-			front_fail("escape the gateway's message");
-		}
-		o += (size_t)wrote;
-		i += n;
-	}
-	out[o] = '\0';
-	return out;
-}
-
 static int run_exec(int sock, bool tty, bool background, const char *rest, size_t rest_len)
 {
 	sigset_t mask;
@@ -289,7 +241,7 @@ static int run_exec(int sock, bool tty, bool background, const char *rest, size_
 				break;
 			case FRAME_ERROR:
 				free(failure);
-				failure = printable_text(payload, len);
+				failure = front_printable_text(payload, len);
 				break;
 			case FRAME_EXIT:
 				if (len != 4) {

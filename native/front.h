@@ -1,4 +1,4 @@
-/* carapace (the front): what its three files share. See carapace-front.c. */
+/* carapace (the front): what its files share. See carapace-front.c. */
 #ifndef CARAPACE_FRONT_H
 #define CARAPACE_FRONT_H
 
@@ -29,5 +29,9 @@ bool front_gateway_socket(char *out, size_t size);
 int front_open_run(const char *path, const char *line, char *rest, size_t *rest_len);
 
 bool front_write_all(int fd, const void *buf, size_t len);
+
+/* The gateway's word (`len` bytes, not NUL-ended) escaped as the Node CLI escapes such text, in a
+ * new NUL-ended string; ends the run (front_fail) when it cannot be allocated. */
+char *front_printable_text(const unsigned char *s, size_t len);
 
 #endif

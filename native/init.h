@@ -14,6 +14,7 @@
  *   connect-watch.c  reporting the connects the sandbox refuses
  *   connect-judge.c  whether one connect() is refused, and by what
  *   events.c      the event lines' queue, to --event-fd and to the control socket's subscriber
+ *   events-subscriber.c  that subscriber (events.h: what the two share)
  *   relay.c       the network relay's listeners and its connections to the host socket
  *   relay-pump.c  copying bytes both ways with splice, half-close included
  *   logs.c        the agent's stdout and stderr as JSON lines on --log-fd

@@ -50,6 +50,7 @@ export type ErrorKind =
   | 'not_found'
   | 'too_large'
   | 'denied'
+  | 'not_allowed'
   | 'budget'
   | 'provider'
   | 'unavailable'
@@ -60,6 +61,7 @@ const STATUS: Record<ErrorKind, number> = {
   not_found: 404,
   too_large: 413,
   denied: 403,
+  not_allowed: 403,
   budget: 429,
   provider: 502,
   unavailable: 503,
@@ -71,6 +73,7 @@ const ANTHROPIC_TYPE: Record<ErrorKind, string> = {
   not_found: 'not_found_error',
   too_large: 'request_too_large',
   denied: 'permission_error',
+  not_allowed: 'permission_error',
   budget: 'rate_limit_error',
   provider: 'api_error',
   unavailable: 'overloaded_error',
@@ -82,6 +85,7 @@ const OPENAI: Record<ErrorKind, { type: string; code: string }> = {
   not_found: { type: 'invalid_request_error', code: 'not_found' },
   too_large: { type: 'invalid_request_error', code: 'request_too_large' },
   denied: { type: 'permission_error', code: 'privacy_rule_denied' },
+  not_allowed: { type: 'permission_error', code: 'inference_not_allowed' },
   budget: { type: 'rate_limit_error', code: 'budget_exhausted' },
   provider: { type: 'api_error', code: 'provider_error' },
   unavailable: { type: 'api_error', code: 'route_unavailable' },

@@ -194,9 +194,10 @@ export class InferenceRouter {
       sendModels(req, res, inference === null ? [] : routeTable(inference).advertised);
       return this.audit(caller, startedAt, { api: 'models', disposition: 'allowed', status: 200 });
     }
+    // No section: the policy allows no model calls (403), not a route that is down (503).
     if (inference === null)
       return refuse(
-        'unavailable',
+        'not_allowed',
         "this sandbox's policy has no inference section: add routes to it (docs/router.md) or use carapace inference set",
         {},
         NO_RETRY,

@@ -42,6 +42,7 @@ interface View {
   exitCode: number | null;
   reason: string | null;
   workspace: string;
+  restartAt: string | null;
 }
 
 describe.skipIf(!holds('root'))('restart policies and reboots', () => {
@@ -120,6 +121,9 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
       desired: 'running',
       reason: 'restarting in 60m (status 1)',
     });
+    // When it is due; `sandbox list` shows it restarting, not merely stopped.
+    expect(Date.parse(waiting.restartAt ?? '') - Date.now()).toBeGreaterThan(50 * 60_000);
+    expect(cliAs(gw.home, ['sandbox', 'list']).stdout).toMatch(/^waits +restarting \(1\) +0 /m);
     // `sandbox get` says why it is stopped and that it should run.
     const shown = cliAs(gw.home, ['sandbox', 'get', 'waits']).stdout;
     expect(shown).toMatch(
@@ -134,7 +138,13 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
       reason: 'restarting in 60m (status 1)',
     });
     expect(cliAs(gw.home, ['sandbox', 'stop', 'waits']).status).toBe(0);
-    expect(get(gw, 'waits')).toMatchObject({ state: 'stopped', desired: 'stopped', reason: null });
+    expect(get(gw, 'waits')).toMatchObject({
+      state: 'stopped',
+      desired: 'stopped',
+      reason: null,
+      restartAt: null,
+    });
+    expect(cliAs(gw.home, ['sandbox', 'list']).stdout).toMatch(/^waits +stopped \(1\) +0 /m);
   });
 
   it('on-failure restarts a failure and not a clean exit; never restarts nothing', async () => {
@@ -221,6 +231,24 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
       );
     } finally {
       cliAs(gw.home, ['sandbox', 'delete', 'unmounted']);
+      mount.remove();
+    }
+  });
+
+  it('a sandbox whose start failed and waits for its backoff is listed restarting, not failed', async () => {
+    // 2 s, then 4 s: the second wait is the one seen (the first start after the end fails).
+    const gw = await startTestGateway(['--restart-backoff', '2s:1h', '--crash-loop', '1000']);
+    gateways.push(gw);
+    const mount = withMissingMount(gw, 'later');
+    try {
+      const waiting = await until(gw, 'later', (v) => v.state === 'failed' && v.restartAt !== null);
+      expect(waiting).toMatchObject({
+        desired: 'running',
+        reason: expect.stringMatching(/its start failed/),
+      });
+      expect(cliAs(gw.home, ['sandbox', 'list']).stdout).toMatch(/^later +restarting\b/m);
+    } finally {
+      cliAs(gw.home, ['sandbox', 'delete', 'later']);
       mount.remove();
     }
   });

@@ -89,6 +89,12 @@ describe('gateway store', () => {
     store.addForward('sb-e', { hostPort: 18789, sandboxPort: 80 });
   });
 
+  it('has each migration set its own schema version, as literal SQL', () => {
+    MIGRATIONS.forEach((sql, i) =>
+      expect(sql.trimEnd().endsWith(`PRAGMA user_version = ${i + 1};`)).toBe(true),
+    );
+  });
+
   it('migrates a schema-1 file with its records: revisions and restarts get their defaults', () => {
     const path = join(dir(), 'state.db');
     const raw = new DatabaseSync(path);

@@ -3,7 +3,7 @@
  * `@anthropic-ai/sdk` clients retry a 5xx (and 408, 409, 429) on their own, twice by default, and
  * obey the non-standard `x-should-retry` before anything else. A refusal by the policy cannot turn
  * into an answer a second later, so the router says `x-should-retry: false` on it: without it, a
- * sandbox with no inference section (503) or a call a privacy rule keeps on a local route that is
+ * sandbox with no inference section (a 403, which they would not retry anyway) or a call a privacy rule keeps on a local route that is
  * down (503) cost three requests and seconds of backoff before the agent saw why.
  *
  * And an agent that probes for models (`GET /v1/models`, as agents do at start) in a sandbox with no
@@ -103,16 +103,20 @@ describe('a sandbox whose policy has no inference section', () => {
     await withRig('version: 1\n', async (r) => {
       const res = await r.call('/v1/chat/completions', chat('hi'));
       expect({ status: res.status, shouldRetry: res.headers['x-should-retry'] }).toEqual({
-        status: 503,
+        status: 403,
         shouldRetry: 'false',
       });
       expect(res.json()).toMatchObject({
-        error: { message: expect.stringContaining('no inference section') },
+        error: {
+          message: expect.stringContaining('no inference section'),
+          type: 'permission_error',
+          code: 'inference_not_allowed',
+        },
       });
       const sdks = await bySdks(r, 'hi');
-      expect(sdks.openai.err).toBeInstanceOf(OpenAI.APIError);
-      expect(sdks.openai.err).toMatchObject({ status: 503 });
-      expect(sdks.anthropic.err).toMatchObject({ status: 503 });
+      expect(sdks.openai.err).toBeInstanceOf(OpenAI.PermissionDeniedError);
+      expect(sdks.anthropic.err).toBeInstanceOf(Anthropic.PermissionDeniedError);
+      expect(sdks.anthropic.err).toMatchObject({ error: { error: { type: 'permission_error' } } });
       expect([sdks.openai.requests, sdks.anthropic.requests]).toEqual([1, 1]);
       expect(r.inferenceEvents().every((e) => e.disposition === 'Blocked')).toBe(true);
     });

@@ -43,6 +43,8 @@ export interface SandboxView {
   createdAt: string;
   updatedAt: string;
   startedAt?: string | null;
+  /** When its restart policy starts it again (a restart waiting for its backoff). */
+  restartAt?: string | null;
   version: number;
 }
 
@@ -55,6 +57,16 @@ function age(iso: string): string {
       : s < 172800
         ? `${Math.round(s / 3600)}h`
         : `${Math.round(s / 86400)}d`;
+}
+
+/**
+ * The STATE column: a sandbox waiting for its restart's backoff shows as `restarting` (its stored
+ * state is the end's: `stopped`, or `failed` when its start failed, which would read as given up).
+ */
+function listState(v: SandboxView): string {
+  const code = v.exitCode !== null ? ` (${v.exitCode})` : '';
+  if (v.restartAt) return `restarting${code}`;
+  return v.state === 'stopped' ? `stopped${code}` : v.state;
 }
 
 export function print(view: SandboxView | SandboxView[], output: string | undefined, wide = false): void {
@@ -80,7 +92,7 @@ export function print(view: SandboxView | SandboxView[], output: string | undefi
       head,
       rows.map((v) => [
         v.name,
-        v.state === 'stopped' && v.exitCode !== null ? `stopped (${v.exitCode})` : v.state,
+        listState(v),
         String(v.restarts),
         age(v.createdAt),
         v.command.join(' '),

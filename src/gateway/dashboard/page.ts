@@ -83,7 +83,7 @@ function renderSandboxes(list) {
   for (const s of list) {
     const links = document.createElement("span");
     for (const f of s.forwards) { const a = el("a", "127.0.0.1:" + f.hostPort + " → " + f.sandboxPort); a.href = "http://127.0.0.1:" + f.hostPort + "/"; a.rel = "noopener noreferrer"; a.target = "_blank"; links.appendChild(a); links.appendChild(document.createTextNode(f.reason ? " (not listening: " + f.reason + ") " : " ")); }
-    const tr = row([s.name, s.state, s.restarts, cpuOf(s, now), s.usage ? bytes(s.usage.memoryBytes) : "-", "rev " + s.policyRev, s.updatedAt.replace("T", " ").replace(/\\..*/, ""), links]);
+    const tr = row([s.name, s.restartAt ? "restarting" : s.state, s.restarts, cpuOf(s, now), s.usage ? bytes(s.usage.memoryBytes) : "-", "rev " + s.policyRev, s.updatedAt.replace("T", " ").replace(/\\..*/, ""), links]);
     tr.dataset.sandbox = s.name; body.appendChild(tr);
   }
 }

@@ -29,8 +29,8 @@ export interface RestartSchedulerOptions {
 export class RestartScheduler {
   /** Recent runs of each sandbox, for its restart policy (this gateway's lifetime only). */
   private readonly runs = new Map<string, Run[]>();
-  /** Restarts waiting for their backoff. */
-  private readonly pending = new Map<string, NodeJS.Timeout>();
+  /** Restarts waiting for their backoff, and when each is due. */
+  private readonly pending = new Map<string, { timer: NodeJS.Timeout; at: number }>();
 
   constructor(private readonly opts: RestartSchedulerOptions) {}
 
@@ -84,19 +84,22 @@ export class RestartScheduler {
     this.opts.store.update(id, {
       reason: `restarting in ${formatMs(step.delayMs)} (${run.exitCode === null ? `its start failed: ${run.error}` : `status ${run.exitCode}`})`,
     });
-    this.pending.set(
-      id,
-      setTimeout(() => {
-        this.pending.delete(id);
-        const cur = this.opts.store.get(id);
-        if (!cur || cur.desired !== 'running' || this.opts.isRunning(id)) return;
-        this.opts.store.update(id, { restarts: cur.restarts + 1 });
-        const startedAt = Date.now();
-        this.opts.start(this.opts.store.get(id)!).catch((err: unknown) => {
-          this.startFailed(id, startedAt, err);
-        });
-      }, step.delayMs),
-    );
+    const timer = setTimeout(() => {
+      this.pending.delete(id);
+      const cur = this.opts.store.get(id);
+      if (!cur || cur.desired !== 'running' || this.opts.isRunning(id)) return;
+      this.opts.store.update(id, { restarts: cur.restarts + 1 });
+      const startedAt = Date.now();
+      this.opts.start(this.opts.store.get(id)!).catch((err: unknown) => {
+        this.startFailed(id, startedAt, err);
+      });
+    }, step.delayMs);
+    this.pending.set(id, { timer, at: Date.now() + step.delayMs });
+  }
+
+  /** When a restart waiting for its backoff is due (ms since the epoch); null: none waits. */
+  restartAt(id: string): number | null {
+    return this.pending.get(id)?.at ?? null;
   }
 
   /**
@@ -124,7 +127,7 @@ export class RestartScheduler {
   /** Calls off a restart waiting for its backoff; returns whether one was waiting. */
   cancel(id: string): boolean {
     const t = this.pending.get(id);
-    if (t) clearTimeout(t);
+    if (t) clearTimeout(t.timer);
     return this.pending.delete(id);
   }
 

@@ -372,6 +372,11 @@ export class SandboxLauncher {
     this.restarts.startFailed(id, startedAt, err);
   }
 
+  /** When its restart waiting for its backoff is due (ms since the epoch); null: none waits. */
+  restartAt(id: string): number | null {
+    return this.restarts.restartAt(id);
+  }
+
   /** Forgets the restart history of a sandbox (started by hand: a fresh count). */
   resetRuns(id: string): void {
     this.restarts.resetRuns(id);

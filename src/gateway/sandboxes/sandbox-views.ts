@@ -33,6 +33,12 @@ export interface SandboxView {
   updatedAt: string;
   /** When its current run started (running sandboxes; null otherwise). */
   startedAt: string | null;
+  /**
+   * When its restart policy starts it again (a restart waiting for its backoff; null: none waits).
+   * Its state is still the end's (`stopped`, or `failed` for a start that failed); the views show
+   * it as `restarting`.
+   */
+  restartAt: string | null;
   version: number;
 }
 
@@ -48,7 +54,7 @@ export class SandboxViews {
   /**
    * The sandboxes of `owner` (undefined: everyone's) as a JSON array of views. Each view's JSON is kept
    * for the record's version and forwards (whether each listens changes no version: it is in the
-   * key too), so a list reads only ids and versions and serializes
+   * key too, as is a restart waiting), so a list reads only ids and versions and serializes
    * what changed since the last one (1,000 sandboxes: ~1 ms instead of ~10, and ~400 KB less
    * garbage per list).
    */
@@ -57,9 +63,12 @@ export class SandboxViews {
     const forwards = this.store.allForwards();
     const keyOf = (id: string, version: number) => {
       const list = forwards.get(id);
-      if (!list) return `${version}`;
+      // A restart waiting is in the view (restartAt) and changes no version either.
+      const at = this.launcher.restartAt(id);
+      const base = at === null ? `${version}` : `${version}@${at}`;
+      if (!list) return base;
       const states = this.launcher.forwardStates(id);
-      return `${version}/${list
+      return `${base}/${list
         .map((f) => {
           const s = states?.(f.hostPort);
           return `${f.hostPort}:${f.sandboxPort}:${s ? (s.listening ? 'l' : s.reason) : '-'}`;
@@ -78,6 +87,7 @@ export class SandboxViews {
 
   view(rec: SandboxRecord, forwards = this.store.forwards(rec.id)): SandboxView {
     const started = rec.state === 'running' ? this.launcher.startedAt(rec.id) : null;
+    const restartAt = this.launcher.restartAt(rec.id);
     const states = this.launcher.forwardStates(rec.id);
     return {
       name: rec.name,
@@ -103,6 +113,7 @@ export class SandboxViews {
       // same in every gateway process: a re-adopted sandbox keeps its startedAt): up to a second
       // early, it is never put before the record it was started from.
       startedAt: started === null ? null : new Date(Math.max(started, rec.createdAt)).toISOString(),
+      restartAt: restartAt === null ? null : new Date(restartAt).toISOString(),
       version: rec.version,
     };
   }

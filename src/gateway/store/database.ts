@@ -12,7 +12,11 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { dirname } from 'node:path';
 
-/** Schema changes, in order; entry n takes the schema from version n to n+1. Never edit one. */
+/**
+ * Schema changes, in order; entry n takes the schema from version n to n+1 and ends by setting
+ * that version itself, as literal text (a PRAGMA takes no bound parameter, and no SQL here is built
+ * from values). Never change one's effect.
+ */
 export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE sandboxes (
      id TEXT PRIMARY KEY,
@@ -48,9 +52,11 @@ export const MIGRATIONS: readonly string[] = [
      name TEXT NOT NULL,
      sealed BLOB NOT NULL,
      PRIMARY KEY (sandbox_id, name)
-   );`,
+   );
+   PRAGMA user_version = 1;`,
   // Restart policies (gateway/sandboxes/restart-policy.ts): how often a sandbox was started again.
-  `ALTER TABLE sandboxes ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;`,
+  `ALTER TABLE sandboxes ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;
+   PRAGMA user_version = 2;`,
   // 3: policy revisions say what they were (create, set, update, rollback), how they took effect
   // (live, at the next start, by a restart), what changed against the one before, and for a
   // rollback which revision they restore.
@@ -58,7 +64,8 @@ export const MIGRATIONS: readonly string[] = [
    ALTER TABLE policy_revisions ADD COLUMN effect TEXT NOT NULL DEFAULT 'start';
    ALTER TABLE policy_revisions ADD COLUMN diff TEXT NOT NULL DEFAULT '[]';
    ALTER TABLE policy_revisions ADD COLUMN sections TEXT NOT NULL DEFAULT '[]';
-   ALTER TABLE policy_revisions ADD COLUMN restores INTEGER;`,
+   ALTER TABLE policy_revisions ADD COLUMN restores INTEGER;
+   PRAGMA user_version = 3;`,
   // 4: the router (src/router): providers per user, their key sealed (store/provider-store.ts), and
   // inference usage per sandbox, route and clock hour (store/usage-store.ts).
   `CREATE TABLE providers (
@@ -81,10 +88,12 @@ export const MIGRATIONS: readonly string[] = [
      tokens_in INTEGER NOT NULL DEFAULT 0,
      tokens_out INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (sandbox_id, route, hour)
-   );`,
+   );
+   PRAGMA user_version = 4;`,
   // 5: none. Reserved for the blueprints, which needed no table in the end (installed blueprints
   // and images are files, stored by digest); kept as a no-op so the numbers stores have met stay.
-  `SELECT 1;`,
+  `SELECT 1;
+   PRAGMA user_version = 5;`,
   // 6: proposals (gateway/proposals/proposals.ts): denials turned into rules for the operator to approve,
   // deduplicated per sandbox by `key` (host, port, binary, method and path pattern). IF NOT EXISTS:
   // a store that met this migration under another number keeps its table.
@@ -113,13 +122,14 @@ export const MIGRATIONS: readonly string[] = [
      applied_rev INTEGER,
      outcome TEXT
    );
-   CREATE INDEX IF NOT EXISTS proposals_by_key ON proposals (sandbox_id, key, status);`,
+   CREATE INDEX IF NOT EXISTS proposals_by_key ON proposals (sandbox_id, key, status);
+   PRAGMA user_version = 6;`,
 ];
 
 export class StoreError extends Error {
   override name = 'StoreError';
   constructor(
-    readonly code: 'STORE_TOO_NEW' | 'STORE_UNAVAILABLE',
+    readonly code: 'STORE_TOO_NEW' | 'STORE_UNAVAILABLE' | 'STORE_MIGRATION',
     message: string,
   ) {
     super(message);
@@ -159,9 +169,15 @@ export class Database {
     }
     if (from === MIGRATIONS.length) return;
     this.transaction(() => {
-      for (let v = from; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]!);
-      // A PRAGMA takes no bound parameter; the value is this file's own count, an integer.
-      this.db.exec(`PRAGMA user_version = ${Math.trunc(MIGRATIONS.length)}`);
+      for (let v = from; v < MIGRATIONS.length; v++) {
+        this.db.exec(MIGRATIONS[v]!);
+        if (this.schemaVersion !== v + 1) {
+          throw new StoreError(
+            'STORE_MIGRATION',
+            `migration ${v + 1} did not set the schema version to ${v + 1}`,
+          );
+        }
+      }
     });
   }
 

@@ -15,6 +15,8 @@ export interface SandboxRow {
   updatedAt: string;
   /** When its current run started (null: not running, or not known). */
   startedAt?: string | null;
+  /** When its restart policy starts it again (null or absent: no restart waits). */
+  restartAt?: string | null;
   policyRev: number;
 }
 
@@ -105,7 +107,7 @@ export function sandboxLines(
   gauges: ReadonlyMap<string, Gauges>,
   width: number,
 ): string[] {
-  const head = `${pad('NAME', 16)} ${pad('STATE', 9)} ${pad('UPTIME', 7)} ${pad('RESTARTS', 8)} ${pad('CPU', 5)} ${pad('MEM', 6)} ${pad('CONNS', 5)} POLICY`;
+  const head = `${pad('NAME', 16)} ${pad('STATE', 10)} ${pad('UPTIME', 7)} ${pad('RESTARTS', 8)} ${pad('CPU', 5)} ${pad('MEM', 6)} ${pad('CONNS', 5)} POLICY`;
   return [
     fit(head, width),
     ...rows.map((r) => {
@@ -114,7 +116,7 @@ export function sandboxLines(
       const mem = g?.memoryBytes === undefined ? '-' : bytes(g.memoryBytes);
       const conns = g?.conns === undefined ? '-' : String(g.conns);
       return fit(
-        `${pad(r.name, 16)} ${pad(r.state, 9)} ${pad(uptime(r), 7)} ${pad(String(r.restarts), 8)} ${pad(cpu, 5)} ${pad(mem, 6)} ${pad(conns, 5)} rev ${r.policyRev}`,
+        `${pad(r.name, 16)} ${pad(r.restartAt ? 'restarting' : r.state, 10)} ${pad(uptime(r), 7)} ${pad(String(r.restarts), 8)} ${pad(cpu, 5)} ${pad(mem, 6)} ${pad(conns, 5)} rev ${r.policyRev}`,
         width,
       );
     }),
