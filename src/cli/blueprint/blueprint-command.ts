@@ -188,7 +188,7 @@ export function registerBlueprint(program: Command): void {
           version: v.blueprint.version,
           digest,
           status: signed,
-          image: images.has(imageId(v.blueprint, ownArch())),
+          image: images.installed(v, ownArch()),
         });
       } catch (err) {
         rows.push({

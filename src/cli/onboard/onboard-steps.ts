@@ -15,7 +15,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { resolveBlueprint, isBuiltinDigest } from '../../blueprint/catalog.js';
-import { ImageStore, imageId, type AgentImage } from '../../blueprint/image.js';
+import { ImageStore, type AgentImage } from '../../blueprint/image.js';
 import { saveAnswers, type OnboardAnswers } from '../../blueprint/onboard-answers.js';
 import { planSandbox, type PlanChoices } from '../../blueprint/sandbox-plan.js';
 import { tierChange, tierOperations } from '../../blueprint/tier-change.js';
@@ -61,7 +61,7 @@ export async function blueprintStep(
     `${installedNow ? 'installed' : 'verified'} blueprint ${v.blueprint.name} ${v.blueprint.version} (${v.digest})`,
   );
   const images = new ImageStore(ctx.state);
-  const cached = images.has(imageId(v.blueprint, ownArch())) || v.blueprint.agent.packages.length === 0;
+  const cached = images.installed(v, ownArch()) || v.blueprint.agent.packages.length === 0;
   const image = await images.ensure(v, await imageHost({ upstreamCa: ctx.upstreamCa }));
   if (cached) ctx.say('agent image: cached');
   return { v, image };
