@@ -188,6 +188,29 @@ describe('audit rotation', () => {
     held.close();
   });
 
+  it('with one file kept, starts it again and says what went', async () => {
+    const { dir, audit } = router(64 * KiB, 1);
+    const drops: Line[] = [];
+    audit.subscribe((_id, e) => {
+      if (e.class_uid === 2004) drops.push(e as unknown as Line);
+    });
+    const sink = audit.forSandbox('sb-one');
+    for (let n = 1; n <= 400; n++) sink.emit(refusal(n));
+    await audit.dropsCounted();
+    expect(readdirSync(dir)).toEqual(['sb-one.jsonl']);
+    expect(lstatSync(join(dir, 'sb-one.jsonl')).size).toBeLessThanOrEqual(64 * KiB);
+    const lines = readHistory(audit.history('sb-one'));
+    expect(
+      lines
+        .map(hostNumber)
+        .filter((n) => !Number.isNaN(n))
+        .at(-1),
+    ).toBe(400);
+    expect(drops.length).toBeGreaterThan(0);
+    expect(drops[0]!.unmapped).toMatchObject({ file: 'sb-one.jsonl' });
+    expect(lines.length + drops.reduce((sum, d) => sum + d.unmapped.lines!, 0)).toBe(400 + drops.length);
+  });
+
   it('removes a deleted sandbox’s files, every generation of them', async () => {
     const { dir, audit } = router(64 * KiB, 3);
     const sink = audit.forSandbox('sb-gone');
