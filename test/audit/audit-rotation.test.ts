@@ -13,6 +13,7 @@ import {
   readdirSync,
   readFileSync,
   readSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -24,12 +25,24 @@ import { AuditRouter, type AuditHistoryFile } from '../../src/gateway/audit-rout
 
 const KiB = 1024;
 const routers: AuditRouter[] = [];
-afterEach(() => {
-  for (const r of routers.splice(0)) r.close();
+const temps: string[] = [];
+afterEach(async () => {
+  for (const r of routers.splice(0)) {
+    await r.dropsCounted();
+    r.close();
+  }
+  for (const t of temps.splice(0)) rmSync(t, { recursive: true, force: true });
 });
 
+/** A temporary directory, removed after the test. */
+function temp(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  temps.push(dir);
+  return dir;
+}
+
 function router(maxFileBytes: number, files: number): { dir: string; audit: AuditRouter } {
-  const dir = join(mkdtempSync(join(tmpdir(), 'carapace-audit-rot-')), 'audit');
+  const dir = join(temp('carapace-audit-rot-'), 'audit');
   const audit = new AuditRouter(dir, { rotation: { maxFileBytes, files } });
   routers.push(audit);
   return { dir, audit };
@@ -147,7 +160,7 @@ describe('audit rotation', () => {
 
   it('never follows a symlink planted where a generation, or the next file, goes', async () => {
     const { dir, audit } = router(64 * KiB, 3);
-    const outside = mkdtempSync(join(tmpdir(), 'carapace-audit-victim-'));
+    const outside = temp('carapace-audit-victim-');
     const victim = join(outside, 'host-file');
     const victimText = 'the host’s own file\n'.repeat(7);
     writeFileSync(victim, victimText);
@@ -174,7 +187,7 @@ describe('audit rotation', () => {
 
   it('refuses a current file that is a symlink instead of appending to its target', () => {
     const { dir, audit } = router(64 * KiB, 3);
-    const outside = mkdtempSync(join(tmpdir(), 'carapace-audit-victim-'));
+    const outside = temp('carapace-audit-victim-');
     const victim = join(outside, 'host-file');
     writeFileSync(victim, 'host\n');
     symlinkSync(victim, join(dir, 'sb-cur.jsonl'));
