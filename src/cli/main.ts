@@ -131,9 +131,20 @@ const unfinished = () => {
 };
 process.once('beforeExit', unfinished);
 
+/**
+ * Resolves once what was written to `stream` has left the process. Writes to a pipe that is full
+ * (its reader slower than we are: `| grep`, a script) wait in a queue, which process.exit throws
+ * away: `sandbox logs --audit | …` lost all it printed past the pipe's 64 KiB.
+ */
+function drained(stream: NodeJS.WriteStream): Promise<void> {
+  if (stream.writableLength === 0) return Promise.resolve();
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
+
 main(process.argv).then(
-  (code) => {
+  async (code) => {
     process.off('beforeExit', unfinished);
+    await Promise.all([drained(process.stdout), drained(process.stderr)]);
     process.exit(code);
   },
   (err: unknown) => {
