@@ -12,10 +12,12 @@
  * JSON line, then the init's exec frames both ways (docs/gateway.md, "carapace run and the
  * gateway").
  *
- * Anything else - another option, a value that is not valid UTF-8, no gateway answering, one that
- * declines or does not answer within PATIENCE_MS - and the arguments go to the CLI untouched, which
- * runs the sandbox in its own process (its --help, its errors). The command is never sent twice:
- * a gateway that declines has not run it, and once it answered 101 there is no going back.
+ * Anything else - another option, no gateway answering, one that declines or does not answer
+ * within PATIENCE_MS - and the arguments go to the CLI untouched, which runs the sandbox in its own
+ * process (its --help, its errors). An argument that is not valid UTF-8 is refused, for every
+ * command (refuse_non_utf8): neither Node nor the gateway's JSON could pass it on unchanged. The
+ * command is never sent twice: a gateway that declines has not run it, and once it answered 101
+ * there is no going back.
  *
  * Security: this runs as the calling user and does what they could do with the CLI; the gateway
  * decides who the caller is (the kernel, by the socket they can connect to), never this program.
@@ -331,9 +333,30 @@ static int run_exec(int sock, bool tty, bool background, const char *rest, size_
 	}
 }
 
+/*
+ * An argument that is not valid UTF-8 is refused, whatever the command: Node reads arguments as
+ * text (a byte it cannot decode becomes U+FFFD), and the gateway's requests are JSON text, so such
+ * a file name or command argument would be used changed, silently. One line, exit 2 (a usage
+ * error, as the CLI's), before anything runs.
+ */
+static void refuse_non_utf8(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (front_valid_utf8(argv[i]))
+			continue;
+		char *shown = front_printable_text((const unsigned char *)argv[i], strlen(argv[i]));
+		fprintf(stderr,
+			"carapace: argument %d (\"%s\") is not valid UTF-8: Carapace reads its arguments as text and "
+			"would use another name; rename it, or let a shell inside the sandbox name it (sh -c 'cmd ./*')\n",
+			i, shown);
+		exit(2);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	cli_argv = argv;
+	refuse_non_utf8(argc, argv);
 	if (argc < 4 || strcmp(argv[1], "run") != 0)
 		exec_cli();
 

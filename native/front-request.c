@@ -1,7 +1,7 @@
 /*
  * carapace (the front): the exec's request line for a plain `carapace run`, as JSON text. Every
- * argument must be valid UTF-8 (JSON carries text: other bytes would reach the command changed),
- * and the run is left to the CLI otherwise. See carapace-front.c.
+ * argument is valid UTF-8 by now (main refused any other: JSON carries text, other bytes would
+ * reach the command changed); checked again here all the same. See carapace-front.c.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -39,20 +39,6 @@ static void append(struct text *t, const char *bytes, size_t len)
 static void append_str(struct text *t, const char *s)
 {
 	append(t, s, strlen(s));
-}
-
-/* Whether `s` is valid UTF-8 (JSON carries text: other bytes would reach the command changed). */
-static bool valid_utf8(const unsigned char *s)
-{
-	size_t left = strlen((const char *)s);
-	while (left > 0) {
-		size_t n = utf8_sequence(s, left, NULL);
-		if (n == 0)
-			return false;
-		s += n;
-		left -= n;
-	}
-	return true;
 }
 
 /* A JSON string of `s` (valid UTF-8): quotes, backslashes and control characters escaped. */
@@ -106,14 +92,14 @@ char *front_request_line(int argc, char **argv, bool tty, unsigned cols, unsigne
 			pair = argv[i] + 6;
 		else
 			return NULL; /* any other option: the CLI's */
-		if (!env_pair(pair) || !valid_utf8((const unsigned char *)pair))
+		if (!env_pair(pair) || !front_valid_utf8(pair))
 			return NULL; /* the CLI says what is wrong with it */
 		envs[nenv++] = pair;
 	}
 	if (i >= argc - 1)
 		return NULL; /* no `--`, or no command after it */
 	for (int j = i + 1; j < argc; j++)
-		if (!valid_utf8((const unsigned char *)argv[j]))
+		if (!front_valid_utf8(argv[j]))
 			return NULL;
 
 	struct text t = { 0 };
@@ -146,7 +132,7 @@ char *front_request_line(int argc, char **argv, bool tty, unsigned cols, unsigne
 		append_json(&t, eq + 1);
 	}
 	const char *term = getenv("TERM");
-	if (!term_given && term != NULL && valid_utf8((const unsigned char *)term)) {
+	if (!term_given && term != NULL && front_valid_utf8(term)) {
 		if (t.data[t.len - 1] != '{')
 			append_str(&t, ",");
 		append_str(&t, "\"TERM\":");

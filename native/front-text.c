@@ -1,4 +1,4 @@
-/* carapace (the front): the gateway's word made safe to print. See front.h. */
+/* carapace (the front): text — what is valid UTF-8, and the gateway's word made safe to print. See front.h. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -8,6 +8,20 @@
 
 #include "front.h"
 #include "utf8.h"
+
+bool front_valid_utf8(const char *text)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	size_t left = strlen(text);
+	while (left > 0) {
+		size_t n = utf8_sequence(s, left, NULL);
+		if (n == 0)
+			return false;
+		s += n;
+		left -= n;
+	}
+	return true;
+}
 
 /*
  * The gateway's word on a run that failed, made safe to print. It quotes what the caller or the

@@ -30,6 +30,9 @@ int front_open_run(const char *path, const char *line, char *rest, size_t *rest_
 
 bool front_write_all(int fd, const void *buf, size_t len);
 
+/* Whether `s` is well-formed UTF-8 (utf8.h's rules). */
+bool front_valid_utf8(const char *s);
+
 /* The gateway's word (`len` bytes, not NUL-ended) escaped as the Node CLI escapes such text, in a
  * new NUL-ended string; ends the run (front_fail) when it cannot be allocated. */
 char *front_printable_text(const unsigned char *s, size_t len);

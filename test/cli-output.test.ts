@@ -5,8 +5,9 @@
  * `sandbox create -o yaml` created the sandbox first. Real CLI processes; a real gateway for the
  * commands that change state.
  */
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { carapace, freshHome } from './helpers/cli.js';
+import { carapace, CLI, freshHome } from './helpers/cli.js';
 import { cliAs, startTestGateway, type TestGateway } from './helpers/gateway.js';
 
 describe('an -o the command cannot print', () => {
@@ -84,5 +85,24 @@ describe('an -o the command cannot print changes nothing', () => {
   it('sandbox rm is not the place of -o: commander refuses it as an unknown option', () => {
     expect(cli(['sandbox', 'rm', 'w', '-o', 'json'])).toMatchObject({ status: 1, stdout: '' });
     expect(names()).toEqual(['w']);
+  });
+});
+
+describe('a reader of the output that goes away (| head)', () => {
+  it('ends the command as SIGPIPE would (141), without a stack trace', () => {
+    // The reader closes its end at once; the CLI writes its list some 40 ms later, into a pipe
+    // nobody reads: EPIPE.
+    const closed = spawnSync(
+      'bash',
+      [
+        '-c',
+        '"$0" "$1" policy presets 2>"$2" | (exec 0<&-; sleep 0.5); echo "status ${PIPESTATUS[0]}"; cat "$2"',
+        process.execPath,
+        CLI,
+        `${freshHome()}/stderr`,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(closed.stdout).toBe('status 141\n');
   });
 });

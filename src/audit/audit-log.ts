@@ -51,30 +51,62 @@ function writeWhole(fd: number, text: string): void {
   }
 }
 
+/**
+ * Where a log's lines are written: a file open for appending (`AppendOnlyFile`), or one rotated by
+ * size (`RotatingAuditFile`, audit-files.ts).
+ */
+export interface AuditFile {
+  /** Appends the lines whole and in order, or throws. */
+  append(lines: readonly string[]): void;
+  /** Flushes what was appended to the disk (a host crash then loses none of it). */
+  sync(): void;
+  close(): void;
+}
+
+/** A file open for appending, never rotated (`carapace run --audit FILE`'s). */
+export class AppendOnlyFile implements AuditFile {
+  constructor(private readonly fd: number) {}
+  append(lines: readonly string[]): void {
+    writeWhole(this.fd, lines.join(''));
+  }
+  sync(): void {
+    fdatasyncSync(this.fd);
+  }
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
 export class JsonlAuditLog implements AuditSink {
-  private fd: number | null;
+  private file: AuditFile | null;
   private readonly listeners = new Set<(e: OcsfEvent) => void>();
   /** Lines of emitAhead waiting for this turn's write, and who waits for them. */
   private queued: string[] = [];
   private waiting: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   private flushScheduled = false;
 
-  /** `fd`: the file already open for appending (the caller resolved `path` its own way). */
+  /**
+   * `file`: the file already open for appending (the caller resolved `path` its own way), as a
+   * descriptor or as an AuditFile (a rotated one); without it, `path` is opened for appending.
+   */
   constructor(
     readonly path: string,
-    fd?: number,
+    file?: number | AuditFile,
   ) {
-    if (fd !== undefined) {
-      this.fd = fd;
+    if (typeof file === 'object') {
+      this.file = file;
       return;
     }
-    mkdirSync(dirname(path), { recursive: true });
-    this.fd = openSync(path, 'a', 0o600);
+    if (file === undefined) {
+      mkdirSync(dirname(path), { recursive: true });
+      file = openSync(path, 'a', 0o600);
+    }
+    this.file = new AppendOnlyFile(file);
   }
 
   emit(event: OcsfEvent): void {
     this.writeQueued(); // lines stay in the order they were emitted
-    if (this.fd !== null) writeWhole(this.fd, jsonLine(event));
+    this.file?.append([jsonLine(event)]);
     for (const l of this.listeners) l(event);
   }
 
@@ -94,15 +126,16 @@ export class JsonlAuditLog implements AuditSink {
     return done;
   }
 
-  private writeQueued(): void {
+  /** Writes the lines emitAhead queued this turn (readers of the file then see every line emitted). */
+  writeQueued(): void {
     this.flushScheduled = false;
     if (this.queued.length === 0) return;
-    const text = this.queued.join('');
+    const lines = this.queued;
     const waiting = this.waiting;
     this.queued = [];
     this.waiting = [];
     try {
-      if (this.fd !== null) writeWhole(this.fd, text);
+      this.file?.append(lines);
     } catch (err) {
       for (const w of waiting) w.reject(err);
       return;
@@ -113,7 +146,7 @@ export class JsonlAuditLog implements AuditSink {
   /** Flushes what was appended to the disk (fdatasync): a host crash then loses none of it. */
   sync(): void {
     this.writeQueued();
-    if (this.fd !== null) fdatasyncSync(this.fd);
+    this.file?.sync();
   }
 
   subscribe(listener: (e: OcsfEvent) => void): () => void {
@@ -123,8 +156,8 @@ export class JsonlAuditLog implements AuditSink {
 
   close(): void {
     this.writeQueued();
-    if (this.fd !== null) closeSync(this.fd);
-    this.fd = null;
+    this.file?.close();
+    this.file = null;
   }
 }
 

@@ -1,2 +1,3 @@
 export * from './ocsf.js';
 export * from './audit-log.js';
+export * from './audit-files.js';

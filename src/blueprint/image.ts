@@ -1,14 +1,20 @@
 /**
- * Agent images: a blueprint's npm packages, installed once into `<state>/images/sha256-<hex>/`
- * (the blueprint's digest), read-only, and bound read-only into every sandbox made from it, so N
- * sandboxes of one blueprint share one copy on disk.
+ * Agent images: a blueprint's npm packages, installed once into `<state>/images/image-<hex>/`,
+ * read-only, and bound read-only into every sandbox made from it, so N sandboxes of one blueprint
+ * share one copy on disk.
+ *
+ * An image is named by its id (imageId): sha256 over what is installed into it and nothing else:
+ * the packages as pinned (name, version, integrity, in order) and the Node.js that installs them
+ * (version and integrity for the host's architecture). A blueprint whose policy, description or
+ * config files change, or a new version of it with the same pins, uses the image it had: an edit
+ * of a comment no longer downloads the agent again (OpenClaw: ~200 MiB, ~650 MiB unpacked).
  *
  * The install runs npm inside a Carapace sandbox that reaches only the registry, and checks what
  * it installed against the blueprint's pinned versions and integrities (npm-install.ts). A
  * mismatch, a failed npm, or an interruption leaves no image: the install fills a staging
- * directory, and only a complete, checked one is renamed to the digest's name (rename is atomic;
+ * directory, and only a complete, checked one is renamed to the image's name (rename is atomic;
  * a staging directory left by a dead process is removed by the next install). npm's log of the
- * last install is kept beside it (`sha256-<hex>.npm.log`).
+ * last install is kept beside it (`image-<hex>.npm.log`).
  *
  * The Node.js runtime is not copied when Carapace's own (the node-linux-<arch> package npm ci
  * installed for it) is the version and integrity the blueprint pins: that directory is bound
@@ -25,9 +31,9 @@ import {
   renameSync,
   writeFileSync,
 } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { RunHost, RunRequest } from '../runtime/one-off-run.js';
-import { digestDirName } from './digest.js';
 import { BlueprintError } from './errors.js';
 import { installPackages } from './npm-install.js';
 import type { Blueprint, BlueprintPackage } from './schema.js';
@@ -65,7 +71,8 @@ export interface ImageHost {
 }
 
 export interface AgentImage {
-  digest: string;
+  /** imageId: `sha256:<hex>` over the packages and the runtime that installs them. */
+  id: string;
   /** Host directory of the packages (bound at IMAGE_MOUNT), null for a blueprint without any. */
   dir: string | null;
   /** Host directory of the runtime (bound at RUNTIME_MOUNT), null without one. */
@@ -73,11 +80,29 @@ export interface AgentImage {
 }
 
 interface ImageRecord {
-  digest: string;
+  /** The image's id (imageId); '' for a runtime. */
+  id: string;
+  /** The blueprint it was installed for first (others with the same pins share it). */
   name: string;
   version: string;
   packages: BlueprintPackage[];
   runtimeDir: string | null;
+}
+
+/**
+ * An agent image's id: sha256 over the canonical JSON of what goes into the image (the
+ * blueprint's packages, in order, and the Node.js that installs them for `arch`), so that two
+ * blueprints (or two versions of one) with the same pins share one image.
+ */
+export function imageId(b: Blueprint, arch: OwnRuntime['arch']): string {
+  const node = b.agent.runtime?.node;
+  const canonical = JSON.stringify({
+    form: 'carapace-image-v1',
+    arch,
+    node: node === undefined ? null : { version: node.version, integrity: node.integrity[arch] ?? null },
+    packages: b.agent.packages.map((p) => ({ name: p.name, version: p.version, integrity: p.integrity })),
+  });
+  return `sha256:${createHash('sha256').update(canonical).digest('hex')}`;
 }
 
 export class ImageStore {
@@ -88,24 +113,54 @@ export class ImageStore {
     this.runtimes = join(stateDir, 'runtimes');
   }
 
-  path(digest: string): string {
-    return join(this.root, digestDirName(digest));
+  /** The directory of the image `id` (imageId). */
+  path(id: string): string {
+    return join(this.root, `image-${id.slice('sha256:'.length)}`);
   }
 
-  has(digest: string): boolean {
-    return existsSync(join(this.path(digest), IMAGE_RECORD));
+  has(id: string): boolean {
+    return existsSync(join(this.path(id), IMAGE_RECORD));
+  }
+
+  /** Whether the blueprint's image is there (its own, or one an earlier Carapace installed for it). */
+  installed(v: VerifiedBlueprint, arch: OwnRuntime['arch']): boolean {
+    return this.has(imageId(v.blueprint, arch)) || this.legacy(v, undefined) !== null;
+  }
+
+  /**
+   * The image an earlier Carapace installed for this very blueprint, named by its digest
+   * (`sha256-<hex>`), when its record holds the same pins (and runtime, when `runtimeDir` is
+   * given): used where it is, so an upgrade downloads nothing again, and sandboxes that bind it
+   * keep their path. Removed with the blueprint (removeLegacy).
+   */
+  private legacy(v: VerifiedBlueprint, runtimeDir: string | null | undefined): string | null {
+    const dir = join(this.root, v.digest.replace(':', '-'));
+    let record: { digest?: unknown; packages?: unknown; runtimeDir?: unknown };
+    try {
+      record = JSON.parse(readFileSync(join(dir, IMAGE_RECORD), 'utf8')) as typeof record;
+    } catch {
+      return null;
+    }
+    const same =
+      record.digest === v.digest &&
+      JSON.stringify(record.packages) === JSON.stringify(v.blueprint.agent.packages) &&
+      (runtimeDir === undefined || record.runtimeDir === runtimeDir);
+    return same ? dir : null;
   }
 
   /** The image of a verified blueprint, installed now unless it is already there (then instant). */
   async ensure(v: VerifiedBlueprint, host: ImageHost): Promise<AgentImage> {
     const b = v.blueprint;
+    const id = imageId(b, host.own.arch);
     const runtimeDir = b.agent.runtime === undefined ? null : await this.ensureRuntime(b, host);
-    if (b.agent.packages.length === 0) return { digest: v.digest, dir: null, runtimeDir };
-    const target = this.path(v.digest);
-    if (this.has(v.digest)) {
-      this.checkRecord(target, v);
-      return { digest: v.digest, dir: target, runtimeDir };
+    if (b.agent.packages.length === 0) return { id, dir: null, runtimeDir };
+    const target = this.path(id);
+    if (this.has(id)) {
+      this.checkRecord(target, id, v);
+      return { id, dir: target, runtimeDir };
     }
+    const legacy = this.legacy(v, runtimeDir);
+    if (legacy !== null) return { id, dir: legacy, runtimeDir };
     mkdirSync(this.root, { recursive: true, mode: 0o755 });
     this.sweepStaging(this.root);
     const list = b.agent.packages.map((p) => `${p.name}@${p.version}`).join(', ');
@@ -117,7 +172,7 @@ export class ImageStore {
       log: `${target}.npm.log`,
     });
     const record: ImageRecord = {
-      digest: v.digest,
+      id,
       name: b.name,
       version: b.version,
       packages: b.agent.packages,
@@ -126,16 +181,27 @@ export class ImageStore {
     writeFileSync(join(staging, IMAGE_RECORD), JSON.stringify(record, null, 2) + '\n');
     this.publish(staging, target);
     host.progress(`agent image ready: ${target}`);
-    return { digest: v.digest, dir: target, runtimeDir };
+    return { id, dir: target, runtimeDir };
   }
 
   /** Removes an image (a no-op when there is none). Sandboxes using it keep their open mount. */
-  remove(digest: string): void {
-    rmTree(this.path(digest));
-    rmTree(`${this.path(digest)}.npm.log`);
+  remove(id: string): void {
+    rmTree(this.path(id));
+    rmTree(`${this.path(id)}.npm.log`);
   }
 
-  private checkRecord(dir: string, v: VerifiedBlueprint): void {
+  /**
+   * Removes the image an earlier Carapace installed for the blueprint `digest` (named by the
+   * blueprint's digest, `sha256-<hex>`, before images were shared by their pins).
+   */
+  removeLegacy(digest: string): void {
+    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) return;
+    const dir = join(this.root, digest.replace(':', '-'));
+    rmTree(dir);
+    rmTree(`${dir}.npm.log`);
+  }
+
+  private checkRecord(dir: string, id: string, v: VerifiedBlueprint): void {
     let record: ImageRecord;
     try {
       record = JSON.parse(readFileSync(join(dir, IMAGE_RECORD), 'utf8')) as ImageRecord;
@@ -145,10 +211,10 @@ export class ImageStore {
         `${dir}: not an agent image; remove it (carapace blueprint remove ${v.blueprint.name})`,
       );
     }
-    if (record.digest !== v.digest)
+    if (record.id !== id)
       throw new BlueprintError(
         'IMAGE_INVALID',
-        `${dir}: the image of ${record.digest}, not ${v.digest}; remove it (carapace blueprint remove ${v.blueprint.name})`,
+        `${dir}: the image ${record.id}, not ${id}; remove it (carapace blueprint remove ${v.blueprint.name})`,
       );
   }
 
@@ -183,7 +249,7 @@ export class ImageStore {
       log: `${target}.npm.log`,
     });
     const rec: ImageRecord = {
-      digest: '',
+      id: '',
       name: pkg.name,
       version: pkg.version,
       packages: [pkg],
@@ -204,7 +270,7 @@ export class ImageStore {
       try {
         renameSync(staging, target);
       } catch (err) {
-        // Another install of the same digest finished first: its image is as good as ours.
+        // Another install of the same image finished first: its image is as good as ours.
         const code = (err as NodeJS.ErrnoException).code;
         if ((code !== 'ENOTEMPTY' && code !== 'EEXIST') || !existsSync(join(target, IMAGE_RECORD))) throw err;
         rmTree(staging);

@@ -127,8 +127,13 @@ export class BlueprintStore {
 
   /** The name an installed blueprint declares, read without verifying (to filter before `open`). */
   peekName(digest: string): string | null {
+    return this.peek(digest)?.name ?? null;
+  }
+
+  /** What an installed blueprint declares, read without verifying; null when it cannot be read. */
+  peek(digest: string): Blueprint | null {
     try {
-      return loadBlueprintManifest(join(this.root, digestDirName(digest))).blueprint.name;
+      return loadBlueprintManifest(join(this.root, digestDirName(digest))).blueprint;
     } catch {
       return null;
     }

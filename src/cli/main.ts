@@ -131,9 +131,35 @@ const unfinished = () => {
 };
 process.once('beforeExit', unfinished);
 
+/**
+ * The reader of our output went away (`carapace sandbox logs NAME --audit | head`): end as a
+ * program killed by SIGPIPE ends (status 141, what a shell reports for it), not with Node's stack
+ * trace of an unhandled EPIPE. A command that deals with it itself (exec, and a run through the
+ * gateway, send their command SIGPIPE and return its status) listens too, and this one leaves it
+ * to that command.
+ */
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (stream.listenerCount('error') > 1) return;
+    if (err.code === 'EPIPE') process.exit(141);
+    throw err;
+  });
+}
+
+/**
+ * Resolves once what was written to `stream` has left the process. Writes to a pipe that is full
+ * (its reader slower than we are: `| grep`, a script) wait in a queue, which process.exit throws
+ * away: `sandbox logs --audit | …` lost all it printed past the pipe's 64 KiB.
+ */
+function drained(stream: NodeJS.WriteStream): Promise<void> {
+  if (stream.writableLength === 0) return Promise.resolve();
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
+
 main(process.argv).then(
-  (code) => {
+  async (code) => {
     process.off('beforeExit', unfinished);
+    await Promise.all([drained(process.stdout), drained(process.stderr)]);
     process.exit(code);
   },
   (err: unknown) => {

@@ -14,6 +14,7 @@ import { defaultPolicyPath } from '../runtime/one-off-run.js';
 import { Runtime, type ProxySettings } from '../runtime/runtime.js';
 import { hostIdentities } from '../sandbox/identity/identity.js';
 import type { StateDirs } from '../sandbox/state-dirs.js';
+import type { AuditRotation } from '../audit/index.js';
 import { sweepDeadRuns } from '../sandbox/sweep.js';
 import { OneOffRuns, RUNS_AUDIT_ID } from './sandboxes/one-off-runs.js';
 import { runRoutes } from './run-routes.js';
@@ -62,6 +63,8 @@ export interface GatewayConfig {
    * upstreams, extra upstream CAs (as `carapace run --resolve/--allow-local/--upstream-ca`).
    */
   proxy?: ProxySettings | undefined;
+  /** Size and number of each sandbox's audit files (default 16 MiB × 4: src/audit/audit-files.ts). */
+  audit?: AuditRotation | undefined;
   /** The options it was given, as typed (`gateway status` shows them). */
   options?: readonly string[] | undefined;
   /** Where the gateway's own log lines go (JSON objects, one per line). */
@@ -117,7 +120,7 @@ export class Gateway {
           log({ level: 'warn', msg: 'swept what a dead run left', sandbox: l.record.name, left: l.left });
       }
       const secrets = SecretBox.open(join(dirs.state, 'secret.key'));
-      const audit = new AuditRouter(join(dirs.state, 'audit'));
+      const audit = new AuditRouter(join(dirs.state, 'audit'), { rotation: cfg.audit });
       // inference.local for every sandbox: the router reads each sandbox's routes from its policy,
       // its owner's providers and its credentials from this store, and keeps usage here.
       // Providers' TLS trusts what the proxy's upstream TLS does: one context for both.
@@ -335,6 +338,7 @@ export class Gateway {
     await launcher.letGo();
     await runtime.close();
     await router.close(); // writes the usage it holds
+    await audit.dropsCounted(); // a dropped generation's event is written before the files close
     audit.close();
     db.close();
     releasePidFile(pidFile);

@@ -14,13 +14,18 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ImageStore, imageId } from '../../src/blueprint/image.js';
+import { loadBlueprintManifest } from '../../src/blueprint/manifest.js';
 import { carapace, freshHome, REPO } from '../helpers/cli.js';
 
-function copyOfShell(name = 'myshell'): string {
+function copyOfShell(name = 'myshell', base = 'shell'): string {
   const dir = join(mkdtempSync(join(tmpdir(), 'carapace-bp-')), name);
-  cpSync(join(REPO, 'blueprints', 'shell'), dir, { recursive: true });
+  cpSync(join(REPO, 'blueprints', base), dir, { recursive: true });
   const manifest = join(dir, 'blueprint.yaml');
-  writeFileSync(manifest, readFileSync(manifest, 'utf8').replace(/^name: shell$/m, `name: ${name}`));
+  writeFileSync(
+    manifest,
+    readFileSync(manifest, 'utf8').replace(new RegExp(`^name: ${base}$`, 'm'), `name: ${name}`),
+  );
   return dir;
 }
 
@@ -101,6 +106,57 @@ describe('carapace blueprint', () => {
     const removed = carapace(['blueprint', 'remove', 'myshell'], { home });
     expect(removed.status).toBe(0);
     expect(existsSync(stored)).toBe(false);
+  });
+
+  it('shares one agent image between blueprints with the same pins, removed with the last of them', () => {
+    const home = freshHome();
+    const state = join(home, 'state');
+    // Two blueprints that differ in name and description only: two digests, one image.
+    const one = copyOfShell('claw-one', 'openclaw');
+    const two = copyOfShell('claw-two', 'openclaw');
+    const manifest = join(two, 'blueprint.yaml');
+    writeFileSync(
+      manifest,
+      readFileSync(manifest, 'utf8').replace(/^description: .*$/m, 'description: another'),
+    );
+    const digests = [one, two].map((dir) => {
+      const signed = carapace(['blueprint', 'sign', dir], { home });
+      expect(signed.status).toBe(0);
+      expect(carapace(['blueprint', 'install', dir], { home }).status).toBe(0);
+      return signed.stdout.split(' ')[0]!.trim();
+    });
+    expect(new Set(digests).size).toBe(2);
+    const id = imageId(loadBlueprintManifest(one).blueprint, process.arch === 'arm64' ? 'arm64' : 'x64');
+    expect(imageId(loadBlueprintManifest(two).blueprint, 'x64')).toBe(
+      imageId(loadBlueprintManifest(one).blueprint, 'x64'),
+    );
+    // The image as an install leaves it (its record), and one an earlier Carapace named by the
+    // first blueprint's digest.
+    const image = new ImageStore(state).path(id);
+    mkdirSync(image, { recursive: true });
+    writeFileSync(join(image, '.carapace-image.json'), JSON.stringify({ id }));
+    const legacy = join(state, 'images', digests[0]!.replace(':', '-'));
+    mkdirSync(legacy);
+    const images = () =>
+      (
+        JSON.parse(carapace(['blueprint', 'list', '-o', 'json'], { home }).stdout) as {
+          name: string;
+          image: boolean;
+        }[]
+      )
+        .filter((b) => b.name.startsWith('claw-'))
+        .map((b) => [b.name, b.image]);
+    expect(images().sort()).toEqual([
+      ['claw-one', true],
+      ['claw-two', true],
+    ]);
+
+    expect(carapace(['blueprint', 'remove', 'claw-one'], { home }).status).toBe(0);
+    expect(existsSync(image)).toBe(true); // claw-two still has it
+    expect(existsSync(legacy)).toBe(false);
+    expect(images()).toEqual([['claw-two', true]]);
+    expect(carapace(['blueprint', 'remove', 'claw-two'], { home }).status).toBe(0);
+    expect(existsSync(image)).toBe(false);
   });
 
   it('refuses a tampered blueprint with one line, exit 1, and installs nothing', () => {

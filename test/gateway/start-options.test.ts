@@ -46,6 +46,12 @@ describe.skipIf(!holds('root'))('gateway start with options', () => {
         ['--upstream-ca', '/nonexistent.pem'],
         'carapace: --upstream-ca /nonexistent.pem: cannot read that file\n',
       ],
+      [['--audit-rotate', '16Mi'], 'carapace: --audit-rotate 16Mi: expected SIZE:FILES, like 16Mi:4\n'],
+      [
+        ['--audit-rotate', '4Ki:4'],
+        'carapace: --audit-rotate 4Ki:4: a file of at least 64Ki (a few hundred lines)\n',
+      ],
+      [['--audit-rotate', '16Mi:0'], 'carapace: --audit-rotate 16Mi:0: keep from 1 to 1000 files\n'],
     ] as const) {
       const r = cli(['gateway', 'start', ...args]);
       expect(r.stderr).toBe(line);

@@ -1,9 +1,10 @@
 /**
  * native/carapace, the command ./install.sh puts on PATH (native/carapace-front.c): a plain
  * `carapace run` goes to a running gateway from C; everything else, and every run it cannot send
- * (another option, bytes that are not UTF-8, no gateway), reaches the Node CLI with its arguments
- * untouched. Runs against the release and the ASan + UBSan builds (native-build.ts). The run's own
- * behaviour through the gateway is test/gateway/run.test.ts's, for both clients.
+ * (another option, no gateway), reaches the Node CLI with its arguments untouched; an argument
+ * that is not UTF-8 is refused. Runs against the release and the ASan + UBSan builds
+ * (native-build.ts). The run's own behaviour through the gateway is test/gateway/run.test.ts's, for
+ * both clients.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -135,15 +136,26 @@ describe.skipIf(!holds('root'))('the native front sends a plain run to the gatew
     expect(r.stdout).toBe(arg);
   });
 
-  it('leaves bytes that are not UTF-8 to the CLI, which reads them as Node does', () => {
-    // Node passes arguments as UTF-8 text: a host shell makes the byte 0xff.
-    const r = spawnSync(
-      'sh',
-      ['-c', `exec "$0" run -- sh -c 'printf %s "$1" | od -An -tx1' sh "$(printf 'a\\377b')"`, front],
-      { encoding: 'utf8', env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home } },
-    );
-    // Node's argv is text: the byte arrives as U+FFFD, as it would from `node carapace.js run`.
-    expect(r.stdout.trim()).toBe('61 ef bf bd 62');
+  it('refuses an argument that is not UTF-8 with one line, exit 2, before anything runs', () => {
+    // Node and the gateway's JSON read arguments as text: the byte 0xff would arrive as U+FFFD, a
+    // name the caller did not give. A host shell makes the byte.
+    const before = runs(gw.home);
+    for (const args of [
+      `run -- sh -c 'printf %s "$1" | od -An -tx1' sh "$(printf 'a\\377b')"`,
+      `policy validate "$(printf 'p\\351.yaml')"`,
+    ]) {
+      const r = spawnSync('sh', ['-c', `exec "$0" ${args}`, front], {
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, CARAPACE_HOME: gw.home },
+      });
+      expect(r.status).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(
+        /^carapace: argument \d+ \("(a\\xffb|p\\xe9\.yaml)"\) is not valid UTF-8: .*rename it/,
+      );
+    }
+    expect(runs(gw.home)).toBe(before);
   });
 
   it("escapes the gateway's word on a command that cannot start as the Node CLI does (printable.ts)", () => {

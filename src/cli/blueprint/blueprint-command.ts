@@ -23,7 +23,8 @@ import {
   type TrustSettings,
   type VerifiedBlueprint,
 } from '../../blueprint/store.js';
-import { ImageStore } from '../../blueprint/image.js';
+import { ImageStore, imageId } from '../../blueprint/image.js';
+import { ownArch } from './blueprint-host.js';
 import { UsageError } from '../errors.js';
 import { say } from '../say.js';
 import { outputOption } from '../output-option.js';
@@ -187,7 +188,7 @@ export function registerBlueprint(program: Command): void {
           version: v.blueprint.version,
           digest,
           status: signed,
-          image: images.has(digest),
+          image: images.installed(v, ownArch()),
         });
       } catch (err) {
         rows.push({
@@ -256,7 +257,9 @@ export function registerBlueprint(program: Command): void {
   trustOptions(
     bp
       .command('remove')
-      .description('remove an installed blueprint and its agent image (refused while a sandbox uses it)')
+      .description(
+        'remove an installed blueprint and its agent image, unless another blueprint shares it (refused while a sandbox uses it)',
+      )
       .argument('<blueprint>', 'NAME or sha256:…'),
   ).action(async (ref: string, o: TrustOptions) => {
     const store = blueprintStore();
@@ -288,9 +291,22 @@ export function registerBlueprint(program: Command): void {
           1,
         );
     }
+    // An image is shared by every blueprint with the same pins (imageId): it goes with the last.
     const images = new ImageStore(stateDirs().state);
+    const idOf = (d: string) => {
+      const b = store.peek(d);
+      return b === null ? null : imageId(b, ownArch());
+    };
+    const kept = new Set(
+      store
+        .digests()
+        .filter((d) => !digests.includes(d))
+        .map(idOf),
+    );
     for (const d of digests) {
-      images.remove(d);
+      const id = idOf(d);
+      if (id !== null && !kept.has(id)) images.remove(id);
+      images.removeLegacy(d);
       store.remove(d);
       process.stdout.write(`removed ${ref.startsWith('sha256:') ? '' : `${ref} `}${d}\n`);
     }

@@ -10,8 +10,13 @@ import { packageRoot } from '../../sandbox/native-paths.js';
 import { UsageError } from '../errors.js';
 import { say } from '../say.js';
 
+/** The architecture Carapace's Node runs on, as agent images name it. */
+export function ownArch(): OwnRuntime['arch'] {
+  return process.arch === 'arm64' ? 'arm64' : 'x64';
+}
+
 function ownRuntime(): OwnRuntime {
-  const arch = process.arch === 'arm64' ? 'arm64' : 'x64';
+  const arch = ownArch();
   const dir = join(packageRoot(), 'node_modules', `node-linux-${arch}`);
   let integrity: string | null = null;
   try {

@@ -13,6 +13,7 @@
 import type { Command } from 'commander';
 import { accessSync, constants, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { AuditRotation } from '../../audit/index.js';
 import type { GatewayConfig } from '../../gateway/daemon.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
 import { UsageError } from '../errors.js';
@@ -34,6 +35,7 @@ export interface GatewayOptionValues {
   defaultMemory: string;
   restartBackoff: string;
   crashLoop: string;
+  auditRotate: string;
   resolve: string[];
   allowLocal: string[];
   upstreamCa?: string | undefined;
@@ -69,6 +71,12 @@ const OPTIONS: readonly OptionDef[] = [
     flags: '--crash-loop <runs>',
     help: 'quick runs in a row (under 10 minutes each) that make a crash loop',
     default: '5',
+  },
+  {
+    key: 'auditRotate',
+    flags: '--audit-rotate <size:files>',
+    help: "each sandbox's audit trail: a file passing SIZE is rotated, FILES of them are kept (the oldest dropped, and that audited)",
+    default: '16Mi:4',
   },
   {
     key: 'resolve',
@@ -171,6 +179,7 @@ const RUN_DEFAULTS: GatewayOptionValues = {
   defaultMemory: '2Gi',
   restartBackoff: '1s:5m',
   crashLoop: '5',
+  auditRotate: '16Mi:4',
   resolve: [],
   allowLocal: [],
 };
@@ -178,7 +187,7 @@ const RUN_DEFAULTS: GatewayOptionValues = {
 /** The daemon's settings from its options; one line on what is wrong (UsageError, exit 2). */
 export function gatewayConfigOf(
   opts: GatewayOptionValues,
-): Pick<GatewayConfig, 'quotas' | 'restart' | 'proxy'> {
+): Pick<GatewayConfig, 'quotas' | 'restart' | 'proxy' | 'audit'> {
   const sandboxes = Number(opts.maxSandboxes);
   if (!/^\d+$/.test(opts.maxSandboxes) || !Number.isSafeInteger(sandboxes))
     throw new UsageError(`--max-sandboxes ${opts.maxSandboxes}: expected a whole number`);
@@ -189,6 +198,7 @@ export function gatewayConfigOf(
       defaultMemoryBytes: bytes(opts.defaultMemory, '--default-memory'),
     },
     restart: restartSettings(opts.restartBackoff, opts.crashLoop),
+    audit: auditRotation(opts.auditRotate),
     proxy: {
       // The same checks, and the same lines, as `carapace run`'s.
       hosts: asGatewayInput(() => parseResolve(opts.resolve)),
@@ -226,6 +236,19 @@ function duration(text: string, option: string): number {
   const m = /^(\d+)(ms|s|m|h)$/.exec(text);
   if (!m) throw new UsageError(`${option} ${text}: expected a duration like 500ms, 1s, 5m`);
   return Number(m[1]) * { ms: 1, s: 1e3, m: 6e4, h: 3.6e6 }[m[2] as 'ms']!;
+}
+
+/** `SIZE:FILES`: at least 64Ki a file (a few lines), and 1 to 1000 files. */
+function auditRotation(text: string): AuditRotation {
+  const [size, files] = text.split(':');
+  const count = Number(files);
+  if (size === undefined || files === undefined || !/^\d+$/.test(files))
+    throw new UsageError(`--audit-rotate ${text}: expected SIZE:FILES, like 16Mi:4`);
+  const maxFileBytes = bytes(size, '--audit-rotate');
+  if (maxFileBytes < 64 * 1024)
+    throw new UsageError(`--audit-rotate ${text}: a file of at least 64Ki (a few hundred lines)`);
+  if (count < 1 || count > 1000) throw new UsageError(`--audit-rotate ${text}: keep from 1 to 1000 files`);
+  return { maxFileBytes, files: count };
 }
 
 function restartSettings(backoff: string, crashLoop: string) {

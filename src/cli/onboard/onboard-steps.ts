@@ -25,7 +25,7 @@ import { PROVIDER_INFO } from '../../router/providers.js';
 import { UsageError } from '../errors.js';
 import { checkProviderAnswers } from './onboard-preflight.js';
 import { GatewayError, type GatewayClient } from '../gateway/gateway-client.js';
-import { imageHost } from '../blueprint/blueprint-host.js';
+import { imageHost, ownArch } from '../blueprint/blueprint-host.js';
 
 export interface StepContext {
   state: string;
@@ -61,7 +61,7 @@ export async function blueprintStep(
     `${installedNow ? 'installed' : 'verified'} blueprint ${v.blueprint.name} ${v.blueprint.version} (${v.digest})`,
   );
   const images = new ImageStore(ctx.state);
-  const cached = images.has(v.digest) || v.blueprint.agent.packages.length === 0;
+  const cached = images.installed(v, ownArch()) || v.blueprint.agent.packages.length === 0;
   const image = await images.ensure(v, await imageHost({ upstreamCa: ctx.upstreamCa }));
   if (cached) ctx.say('agent image: cached');
   return { v, image };

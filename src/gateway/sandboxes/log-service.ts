@@ -1,10 +1,11 @@
 /**
  * `sandbox logs`: a sandbox's agent output (JSON lines `{"t","s","d"|"b"}`, kept per sandbox in
  * `<state>/logs/<id>.log` and one rotated generation `.1`, surviving restarts of the sandbox) and
- * its audit trail (`<state>/audit/<id>.jsonl`), filtered, as JSON lines; with `follow`, what is
- * appended afterwards too, until the client goes away.
+ * its audit trail (`<state>/audit/<id>.jsonl` and its rotated generations `.1` … , oldest first:
+ * AuditRouter.history), filtered, as JSON lines; with `follow`, what is appended afterwards too,
+ * until the client goes away.
  */
-import { createReadStream, existsSync, statSync, watch } from 'node:fs';
+import { closeSync, createReadStream, existsSync, statSync, watch } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
 import type { OcsfEvent } from '../../audit/index.js';
@@ -38,36 +39,78 @@ export class LogService {
     res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' });
     const audit = q.audit === 'true';
     const keep = audit ? auditFilter(q) : (line: LogLine) => q.since === undefined || line.t >= q.since;
-    const files = audit ? [this.audit.pathOf(rec.id)] : [`${this.logPath(rec.id)}.1`, this.logPath(rec.id)];
-    // The last `tail` kept lines of what is there now.
+    // The audit's files and the live events are taken in one turn: every line once, none missed
+    // by a rotation or a write between reading the files and following.
+    let live: string[] | null = [];
+    const stopAudit =
+      audit && q.follow === 'true'
+        ? this.audit.subscribe((id, e) => {
+            if (id !== rec.id || !keep(e as LogLine & OcsfEvent)) return;
+            const text = JSON.stringify(e) + '\n';
+            if (live) live.push(text);
+            else res.write(text);
+          })
+        : null;
+    try {
+      const kept = await this.lastLines(rec, audit, keep, q.tail);
+      if (kept.length) res.write(kept.join('\n') + '\n');
+      if (q.follow !== 'true') {
+        res.end();
+        return;
+      }
+      if (live.length) res.write(live.join(''));
+      live = null;
+      const stopFile = audit
+        ? null
+        : followFile(this.logPath(rec.id), (text) => {
+            const parsed = parseLine(text);
+            if (parsed !== null && keep(parsed as LogLine & OcsfEvent)) res.write(text + '\n');
+          });
+      await new Promise<void>((resolve) => {
+        req.on('close', resolve);
+        res.on('close', resolve);
+      });
+      stopFile?.();
+    } finally {
+      stopAudit?.();
+    }
+  }
+
+  /** The last `tail` lines `keep` keeps of what is there now (the agent's log, or the audit's files). */
+  private async lastLines(
+    rec: SandboxRecord,
+    audit: boolean,
+    keep: (line: LogLine & OcsfEvent) => boolean,
+    tail: number | undefined,
+  ): Promise<string[]> {
+    const inputs = audit
+      ? this.audit.history(rec.id)
+      : [`${this.logPath(rec.id)}.1`, this.logPath(rec.id)].filter((file) => existsSync(file));
     const kept: string[] = [];
-    for (const file of files) {
-      if (!existsSync(file)) continue;
-      for await (const text of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) {
-        const parsed = parseLine(text);
-        if (parsed === null || !keep(parsed as LogLine & OcsfEvent)) continue;
-        kept.push(text);
-        if (q.tail !== undefined && kept.length > q.tail) kept.shift();
+    let next = 0;
+    try {
+      for (; next < inputs.length; next++) {
+        const file = inputs[next]!;
+        if (typeof file !== 'string' && file.size === 0) continue;
+        // A descriptor is read up to the size it had when taken: what came after is followed live.
+        const input =
+          typeof file === 'string'
+            ? createReadStream(file)
+            : createReadStream('', { fd: file.fd, start: 0, end: file.size - 1, autoClose: true });
+        for await (const text of createInterface({ input, crlfDelay: Infinity })) {
+          const parsed = parseLine(text);
+          if (parsed === null || !keep(parsed as LogLine & OcsfEvent)) continue;
+          kept.push(text);
+          if (tail !== undefined && kept.length > tail) kept.shift();
+        }
+      }
+    } finally {
+      // A stream closes its descriptor; those of empty files and of files not reached are closed here.
+      for (const [i, file] of inputs.entries()) {
+        if (typeof file !== 'string' && (file.size === 0 || i > next)) closeSync(file.fd);
       }
     }
-    if (kept.length) res.write(kept.join('\n') + '\n');
-    if (q.follow !== 'true') {
-      res.end();
-      return;
-    }
-    const stop = audit
-      ? this.audit.subscribe((id, e) => {
-          if (id === rec.id && keep(e as LogLine & OcsfEvent)) res.write(JSON.stringify(e) + '\n');
-        })
-      : followFile(this.logPath(rec.id), (text) => {
-          const parsed = parseLine(text);
-          if (parsed !== null && keep(parsed as LogLine & OcsfEvent)) res.write(text + '\n');
-        });
-    await new Promise<void>((resolve) => {
-      req.on('close', resolve);
-      res.on('close', resolve);
-    });
-    stop();
+    return kept;
   }
 }
 

@@ -366,8 +366,7 @@ export class SandboxService {
     if (kept === null || !kept.startsWith(storage)) await removeTree(storage);
     this.opts.store.delete(rec.id);
     this.views.forget(rec.id);
-    this.opts.audit.close(rec.id);
-    rmSync(this.opts.audit.pathOf(rec.id), { force: true });
+    await this.opts.audit.remove(rec.id); // and its rotated generations
     for (const log of [this.opts.launcher.logPath(rec.id), `${this.opts.launcher.logPath(rec.id)}.1`]) {
       rmSync(log, { force: true });
     }
