@@ -2,7 +2,8 @@
  * `sandbox logs --tail N`: the last N lines a filter keeps, read from the end of the files
  * backwards, so that the cost is the lines shown and the ones skipped after them, not the whole
  * history (an audit trail keeps up to 64 MiB per sandbox, "The audit trail's size" in
- * docs/gateway.md; reading it all for the last 20 lines took ~0.5 s of the gateway's CPU).
+ * docs/gateway.md). Measured on 64 MiB of 565-byte JSON lines, the last 20: 0.5–1.7 ms, against
+ * 400–650 ms of the gateway's CPU to read it all forwards.
  *
  * Lines are split on the byte `\n` (never inside a UTF-8 sequence) and a `\r` before it is dropped,
  * as node:readline reads them forwards (`crlfDelay: Infinity`); a last line without its `\n` (a
