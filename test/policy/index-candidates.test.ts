@@ -286,6 +286,9 @@ describe('decisions that need every candidate', () => {
     expect(several.endpoints.map((v) => `${v.policy}#${v.index}`)).toEqual(['a_first#2', 'b_second#1']);
     expect(several.allowedIps).toEqual(['10.0.0.0/8', '10.1.0.0/16']);
     for (const host of HOSTS) gen.decideConnect({ host, port: 8443, binary: '/usr/bin/curl' });
+    expect(
+      gen.decideConnect({ host: 'x.a.shared.com', port: 443, binary: '/usr/bin/curl' }).endpoints,
+    ).toHaveLength(3);
     gen.decideRequest({ host: 'x.shared.com', port: 443, method: 'GET', path: '/', binary: '/usr/bin/git' });
     expect(JSON.stringify(several)).toBe(before);
   });
