@@ -15,13 +15,12 @@
  * checks the index against a scan of every endpoint).
  *
  * Cost: the proxy asks once per connection and once per request of every agent, and the tail of
- * that time is what agents feel. Measured on a 2-core machine, the tail came from what a decision
- * allocated, not from the search: each allocation lands on young-generation memory, and after a
- * policy compile (which leaves that memory freshly mapped) every new 4 KiB page is a page fault of
- * several microseconds inside some decision, then every few megabytes a scavenge. So the search
- * writes its matches into buffers the index owns (decisions are synchronous and never re-enter),
- * builds the diagnostics of a denial only when there is a denial, and the text and arrays of a
- * decision are made at compile time where they do not depend on the query.
+ * that time is what agents feel. What a decision allocates is what costs in the tail: every few
+ * megabytes a scavenge, and whenever V8 has just grown its young generation, a first touch of a
+ * fresh page (tens of microseconds on a VM whose host backs memory lazily) inside whichever
+ * decision allocates into it. So the search writes its matches into buffers the index owns
+ * (decisions are synchronous and never re-enter), the diagnostics of a denial are gathered only
+ * for a denial, and what does not depend on the query is made at compile time.
  */
 import { isIP } from 'node:net';
 import type { BinaryHit, BinaryMatcher } from './binary-matcher.js';
