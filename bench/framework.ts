@@ -7,6 +7,7 @@
  * never one run.
  */
 import { cpus, release, totalmem } from 'node:os';
+import { getHeapSpaceStatistics } from 'node:v8';
 
 export interface BenchTarget {
   /** The value must be at most this (timings). */
@@ -68,6 +69,37 @@ export function timeEach(
   }
   if (sink < 0) throw new Error('unreachable');
   return percentiles(out);
+}
+
+/**
+ * Calls `fn(i)` until V8's young generation has stopped growing and all of it has been used, so
+ * that samples timed next see the heap a long-running process has. Returns the number of calls.
+ *
+ * Why: V8 sizes its young generation by how much survived recent collections, so a run that has
+ * just built large structures (a compiled 5,000-endpoint policy) gets its young generation doubled
+ * at one of the next collections, and the code timed after that allocates into memory the
+ * process has never touched. On this VM the first touch of a page costs ~27 µs (the host backs
+ * guest memory lazily): 64 MiB of it put ~16,000 such faults into one timed loop, whichever loop
+ * came first, and made its p99 25–50 µs. A process that has run for a while has paid that once.
+ * Ends after three collections with no growth and every page of the young generation committed,
+ * or after `maxMs`.
+ */
+export function settleYoungGeneration(fn: (i: number) => unknown, maxMs = 5_000): number {
+  const young = () => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space');
+  const start = performance.now();
+  let calls = 0;
+  let stable = 0;
+  let last = young();
+  while (last !== undefined && performance.now() - start < maxMs) {
+    for (let k = 0; k < 1_000; k++) fn(calls++);
+    const now = young();
+    if (now === undefined) break;
+    if (now.space_size !== last.space_size) stable = 0;
+    else if (now.space_used_size < last.space_used_size) stable++; // a collection emptied it
+    last = now;
+    if (stable >= 3 && now.physical_space_size >= now.space_size) break;
+  }
+  return calls;
 }
 
 export function machineDescription(): string[] {

@@ -12,10 +12,13 @@
  * description is shared with the proxy, whose event loop must never block on them. Both stay
  * non-blocking; this program waits in poll(2).
  *
- * fd 5 is a control pipe from the proxy. The proxy may still hold bytes it had read before the
- * hand-over, queued for writing to either socket; until it sends 'c' (its writes to the sandbox side
- * are done) or 'u' (to the upstream), this program reads that direction's source but does not write
- * its destination, so no byte can overtake one queued before it. End of file on fd 5 releases both.
+ * fd 5 is a control pipe from the proxy. Nothing is read before its first byte, 'j': the proxy has
+ * moved this process into the sandbox's cgroups, so the buffers' memory and the copying are the
+ * sandbox's from the first byte on (Node cannot start a process inside a cgroup; the proxy moves it
+ * once it runs). The proxy may still hold bytes it had read before the hand-over, queued for writing
+ * to either socket; until it sends 'c' (its writes to the sandbox side are done) or 'u' (to the
+ * upstream), this program reads that direction's source but does not write its destination, so no
+ * byte can overtake one queued before it. End of file on fd 5 releases everything.
  *
  * Each direction alternates: read a chunk from the source, write it all to the destination. End of
  * file on a source becomes shutdown(SHUT_WR) on the destination once its chunk is out, so half-close
@@ -129,7 +132,11 @@ static void report(const struct flow flows[2])
 	}
 }
 
-/* Reads the control pipe: 'u' releases writes to the upstream, 'c' to the sandbox side. */
+/* Set by 'j' on the control pipe (or its end, or no pipe): reading may start. */
+static bool joined;
+
+/* Reads the control pipe: 'j' lets reading start, 'u' releases writes to the upstream, 'c' to the
+ * sandbox side. */
 static int read_control(int *control, struct flow flows[2])
 {
 	char buf[16];
@@ -137,12 +144,15 @@ static int read_control(int *control, struct flow flows[2])
 	if (n < 0)
 		return (errno == EINTR || errno == EAGAIN) ? 0 : -1;
 	for (ssize_t k = 0; k < n; k++) {
-		if (buf[k] == 'u')
+		if (buf[k] == 'j')
+			joined = true;
+		else if (buf[k] == 'u')
 			flows[0].may_write = true;
 		else if (buf[k] == 'c')
 			flows[1].may_write = true;
 	}
 	if (n == 0) {
+		joined = true;
 		flows[0].may_write = flows[1].may_write = true;
 		close(*control);
 		*control = -1;
@@ -166,12 +176,13 @@ int main(int argc, char **argv)
 	int control = CONTROL_FD;
 	if (fcntl(control, F_GETFD) < 0) {
 		flows[0].may_write = flows[1].may_write = true; /* no control pipe: nothing is queued */
+		joined = true;
 		control = -1;
 	}
 	while (!flows[0].done || !flows[1].done) {
 		/* fds[0]: the sandbox side, fds[1]: the upstream, fds[2]: the control pipe. */
 		struct pollfd fds[3] = { { .fd = SANDBOX_FD }, { .fd = UPSTREAM_FD }, { .fd = control, .events = POLLIN } };
-		for (int i = 0; i < 2; i++) {
+		for (int i = 0; i < 2 && joined; i++) {
 			bool wait_in, wait_out;
 			if (advance(&flows[i], &wait_in, &wait_out) < 0) {
 				report(flows);

@@ -81,6 +81,7 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
     expect(failed.restarts).toBe(3);
     expect(failed.desired).toBe('stopped');
     expect(cliAs(gw.home, ['sandbox', 'logs', 'flaky']).stdout).toBe('run\nrun\nrun\nrun\n');
+    expect(cliAs(gw.home, ['sandbox', 'logs', 'flaky', '--tail', '2']).stdout).toBe('run\nrun\n');
     // Its audit trail says each end and what came of it.
     const ends = cliAs(gw.home, ['sandbox', 'logs', 'flaky', '--audit', '--type', 'lifecycle'])
       .stdout.trim()
@@ -88,6 +89,18 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
       .map((l) => (JSON.parse(l) as { message: string }).message)
       .filter((m) => m.startsWith('agent of flaky ended'));
     expect(ends).toHaveLength(4);
+    // The last of them, read from the end of the trail.
+    const last = cliAs(gw.home, [
+      'sandbox',
+      'logs',
+      'flaky',
+      '--audit',
+      '--type',
+      'lifecycle',
+      '--tail',
+      '1',
+    ]);
+    expect((JSON.parse(last.stdout) as { message: string }).message).toMatch(/crash loop/);
     expect(ends[0]).toMatch(
       /^agent of flaky ended with status 1 after \d+m?s \(restart always\): restarting in 50ms$/,
     );

@@ -8,9 +8,11 @@
  * covers the pump behind the real proxy.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
+import type { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildVariant } from './native-build.js';
@@ -98,5 +100,44 @@ describe('carapace-pump, when a call is interrupted (EINTR)', () => {
       down: 'from the upstream',
       code: 0,
     });
+  }, 20_000);
+});
+
+/** The pump's anonymous memory (its buffers, once touched), in KiB. */
+function rssAnon(pid: number): number {
+  const m = /^RssAnon:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m![1]);
+}
+
+describe('carapace-pump, started before the proxy moves it into the sandbox cgroups', () => {
+  it("reads nothing until the control pipe's 'j', so its buffers are the sandbox's memory", async () => {
+    const pump = buildVariant('carapace-pump');
+    const sandbox = await pair();
+    const upstream = await pair();
+    const child = spawn(pump, [], {
+      stdio: ['ignore', 'ignore', 'ignore', sandbox.given, upstream.given, 'pipe'],
+      env: { ASAN_OPTIONS: 'verify_asan_link_order=0' },
+    });
+    pumps.push(child);
+    await new Promise<void>((resolve) => child.once('spawn', () => resolve()));
+    sandbox.given.destroy();
+    upstream.given.destroy();
+    const control = (child.stdio as unknown as Writable[])[5]!;
+    await sleep(200);
+    const before = rssAnon(child.pid!);
+    // 2 MiB wait on the sandbox side: a pump that reads touches its buffer at once.
+    sandbox.kept.write(Buffer.alloc(2 * 1024 * 1024, 1));
+    await sleep(400); // what must not happen gets this long
+    // Held: not a page of its buffers touched (one recv of what the socket holds is ~128 KiB).
+    expect(rssAnon(child.pid!) - before).toBeLessThan(32);
+    control.write('j');
+    // Joined: it reads (and holds what it read until 'u').
+    while (rssAnon(child.pid!) - before < 64) await sleep(20);
+    // Released, the bytes arrive upstream.
+    let got = 0;
+    upstream.kept.on('data', (d: Buffer) => (got += d.length));
+    control.end('uc');
+    while (got < 2 * 1024 * 1024) await sleep(20);
+    child.kill('SIGKILL');
   }, 20_000);
 });

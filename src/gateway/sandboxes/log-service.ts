@@ -5,12 +5,22 @@
  * AuditRouter.history), filtered, as JSON lines; with `follow`, what is appended afterwards too,
  * until the client goes away.
  */
-import { closeSync, createReadStream, existsSync, statSync, watch } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  createReadStream,
+  existsSync,
+  fstatSync,
+  openSync,
+  statSync,
+  watch,
+} from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
 import type { OcsfEvent } from '../../audit/index.js';
 import type { AuditRouter } from '../audit-router.js';
 import type { SandboxRecord } from '../store/sandbox-store.js';
+import { lastLines, type SizedFile } from './last-lines.js';
 
 export interface LogQuery {
   follow?: 'true' | 'false' | undefined;
@@ -86,6 +96,7 @@ export class LogService {
     const inputs = audit
       ? this.audit.history(rec.id)
       : [`${this.logPath(rec.id)}.1`, this.logPath(rec.id)].filter((file) => existsSync(file));
+    if (tail !== undefined) return tailOf(inputs, (text) => keepText(text, keep), tail);
     const kept: string[] = [];
     let next = 0;
     try {
@@ -111,6 +122,39 @@ export class LogService {
       }
     }
     return kept;
+  }
+}
+
+function keepText(text: string, keep: (line: LogLine & OcsfEvent) => boolean): boolean {
+  const parsed = parseLine(text);
+  return parsed !== null && keep(parsed as LogLine & OcsfEvent);
+}
+
+/** `--tail`: read from the end (last-lines.ts); every descriptor is closed after. */
+async function tailOf(
+  inputs: readonly (string | SizedFile)[],
+  keep: (text: string) => boolean,
+  tail: number,
+): Promise<string[]> {
+  const files: SizedFile[] = [];
+  try {
+    for (const input of inputs) {
+      if (typeof input !== 'string') {
+        files.push(input);
+        continue;
+      }
+      let fd: number;
+      try {
+        fd = openSync(input, constants.O_RDONLY | constants.O_NOFOLLOW);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // rotated away since
+        throw err;
+      }
+      files.push({ fd, size: fstatSync(fd).size });
+    }
+    return await lastLines(files, keep, tail);
+  } finally {
+    for (const f of files) closeSync(f.fd);
   }
 }
 

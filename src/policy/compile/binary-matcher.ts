@@ -17,7 +17,7 @@
  * admits none (its tools and NemoClaw's comments assume "any"; see NVIDIA/OpenShell#3476); an
  * explicit empty list is rejected by the loader so the two cannot be confused.
  */
-import { compilePathGlob, isGlob } from '../patterns/glob.js';
+import { GlobCache, isGlob } from '../patterns/glob.js';
 import type { Binary } from '../schema/schema.js';
 
 export interface BinaryMatch {
@@ -28,10 +28,20 @@ export interface BinaryMatch {
   viaAncestor: boolean;
 }
 
+/** A match and how a decision's reason names it, e.g. `"/usr/bin/git"` or `any program`. */
+export interface BinaryHit {
+  readonly match: BinaryMatch;
+  readonly text: string;
+}
+
 export interface BinaryMatcher {
   readonly anyBinary: boolean;
   readonly patterns: readonly string[];
-  match(binary: string | undefined, ancestors: readonly string[] | undefined): BinaryMatch | null;
+  /**
+   * The pattern that admits the caller, or null. A hit on an exact path or on an entry for any
+   * program is made at compile time and shared (frozen): a decision allocates nothing for it.
+   */
+  match(binary: string | undefined, ancestors: readonly string[] | undefined): BinaryHit | null;
   /**
    * For a caller `match` refused: the first ancestor that a listed binary WITHOUT `descendants`
    * matches (it would have admitted the caller had it opted in), or null. For the denial's reason.
@@ -39,34 +49,61 @@ export interface BinaryMatcher {
   heldBack(ancestors: readonly string[] | undefined): string | null;
 }
 
-const ANY: BinaryMatch = Object.freeze({ pattern: null, path: null, viaAncestor: false });
+function hit(pattern: string | null, path: string | null, viaAncestor: boolean): BinaryHit {
+  const match: BinaryMatch = Object.freeze({ pattern, path, viaAncestor });
+  return Object.freeze({ match, text: describeBinaryMatch(match) });
+}
+
+function describeBinaryMatch(b: BinaryMatch): string {
+  if (b.pattern === null) return 'any program';
+  const who = b.viaAncestor ? `a child of "${b.path}"` : `"${b.path}"`;
+  return b.pattern === b.path ? who : `${who} (matches "${b.pattern}")`;
+}
+
+const ANY: BinaryHit = hit(null, null, false);
 
 interface Compiled {
-  exact: Set<string>;
+  /** Exact path → its hit (the path matched itself). */
+  exact: Map<string, BinaryHit>;
   globs: { pattern: string; re: RegExp }[];
 }
 
-function compileSet(binaries: readonly Binary[]): Compiled {
-  const out: Compiled = { exact: new Set(), globs: [] };
+function compileSet(binaries: readonly Binary[], viaAncestor: boolean, globs: GlobCache): Compiled {
+  const out: Compiled = { exact: new Map(), globs: [] };
   for (const b of binaries) {
-    if (isGlob(b.path)) out.globs.push({ pattern: b.path, re: compilePathGlob(b.path) });
-    else out.exact.add(b.path);
+    if (isGlob(b.path)) out.globs.push({ pattern: b.path, re: globs.path(b.path, false) });
+    else if (!out.exact.has(b.path)) out.exact.set(b.path, hit(b.path, b.path, viaAncestor));
   }
   return out;
 }
 
-function find(set: Compiled, path: string): string | null {
-  if (set.exact.has(path)) return path;
-  for (const g of set.globs) if (g.re.test(path)) return g.pattern;
+/** The hit for `path`: exact paths first, then globs in the order listed (as before the split). */
+function find(set: Compiled, path: string, viaAncestor: boolean): BinaryHit | null {
+  const exact = set.exact.get(path);
+  if (exact !== undefined) return exact;
+  for (const g of set.globs) if (g.re.test(path)) return hit(g.pattern, path, viaAncestor);
   return null;
 }
 
-export function compileBinaryMatcher(binaries: readonly Binary[] | undefined): BinaryMatcher {
+function matches(set: Compiled, path: string): boolean {
+  if (set.exact.has(path)) return true;
+  for (const g of set.globs) if (g.re.test(path)) return true;
+  return false;
+}
+
+export function compileBinaryMatcher(
+  binaries: readonly Binary[] | undefined,
+  globs: GlobCache = new GlobCache(),
+): BinaryMatcher {
   if (binaries === undefined) {
     return { anyBinary: true, patterns: [], match: () => ANY, heldBack: () => null };
   }
-  const all = compileSet(binaries);
-  const parents = compileSet(binaries.filter((b) => b.descendants === true));
+  const all = compileSet(binaries, false, globs);
+  const parents = compileSet(
+    binaries.filter((b) => b.descendants === true),
+    true,
+    globs,
+  );
   const hasParents = parents.exact.size > 0 || parents.globs.length > 0;
   const patterns = Object.freeze(binaries.map((b) => b.path));
   return {
@@ -74,19 +111,19 @@ export function compileBinaryMatcher(binaries: readonly Binary[] | undefined): B
     patterns,
     match(binary, ancestors) {
       if (binary !== undefined && binary !== '') {
-        const pattern = find(all, binary);
-        if (pattern !== null) return { pattern, path: binary, viaAncestor: false };
+        const h = find(all, binary, false);
+        if (h !== null) return h;
       }
       if (hasParents && ancestors !== undefined) {
         for (const a of ancestors) {
-          const pattern = find(parents, a);
-          if (pattern !== null) return { pattern, path: a, viaAncestor: true };
+          const h = find(parents, a, true);
+          if (h !== null) return h;
         }
       }
       return null;
     },
     heldBack(ancestors) {
-      for (const a of ancestors ?? []) if (find(all, a) !== null) return a;
+      for (const a of ancestors ?? []) if (matches(all, a)) return a;
       return null;
     },
   };

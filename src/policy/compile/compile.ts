@@ -6,10 +6,8 @@
  * flight. A generation is built once and frozen; a policy reload builds a new one and the proxy
  * swaps the reference, so each connection is judged by exactly one generation.
  *
- * Index: exact hosts in a hash map; `*.x` patterns in a map by suffix (one lookup, for the
- * host's immediate parent domain); `**.x` patterns in a map by suffix (one lookup per parent
- * domain, so a decision costs a handful of hash lookups whatever the number of endpoints);
- * hostless `allowed_ips` endpoints by port.
+ * Index: see endpoint-index.ts (hash lookups by host and by parent domain, whatever the number of
+ * endpoints; the allowed path allocates little more than the decision itself).
  *
  * Semantics: entries grant, never take away — a connection is allowed when any entry has an
  * endpoint matching host and port AND admits the caller's binary. Deny rules are the exception:
@@ -17,8 +15,7 @@
  * entry allows. Several admitting entries → the lexicographically first key decides and is
  * reported, as in OpenShell.
  */
-import { isIP } from 'node:net';
-import { compileBinaryMatcher, type BinaryMatch, type BinaryMatcher } from './binary-matcher.js';
+import { compileBinaryMatcher, type BinaryHit, type BinaryMatcher } from './binary-matcher.js';
 import type {
   ConnectDecision,
   ConnectQuery,
@@ -27,43 +24,14 @@ import type {
   RequestDecision,
   RequestQuery,
 } from './decisions.js';
+import { EndpointIndex, type Entry, type Found, type IndexKey } from './endpoint-index.js';
 import { endpointMode } from '../load/endpoint-mode.js';
+import { GlobCache } from '../patterns/glob.js';
 import { normalizeHost, parseHostPattern } from '../patterns/host-pattern.js';
 import { validatePolicy } from '../load/loader.js';
-import {
-  canonicalRequestPath,
-  compileEndpointRules,
-  queryValues,
-  type EndpointRules,
-} from './request-rules.js';
-import type { Endpoint, Policy } from '../schema/schema.js';
+import { canonicalRequestPath, compileEndpointRules, queryValues } from './request-rules.js';
+import type { Binary, Endpoint, Policy } from '../schema/schema.js';
 import type { Inference } from '../schema/schema-extensions.js';
-
-interface Entry {
-  view: EndpointView;
-  /** `host:ports in policy "key"`, for reasons (made once: decisions are hot). */
-  where: string;
-  /** `[view]`, the decision's endpoints when this entry alone matched. */
-  alone: readonly EndpointView[];
-  /** Single-port endpoints (the common case) compare a number; others use the set. */
-  port: number;
-  ports: ReadonlySet<number> | null;
-  binaries: BinaryMatcher;
-  rules: EndpointRules | null;
-  order: number;
-}
-
-interface Index {
-  exact: Map<string, Entry[]>;
-  oneLabel: Map<string, Entry[]>;
-  anyDepth: Map<string, Entry[]>;
-  hostless: Entry[];
-}
-
-interface Match {
-  entry: Entry;
-  binary: BinaryMatch;
-}
 
 function freezeView(policy: string, name: string, index: number, ep: Endpoint): EndpointView {
   const mode = endpointMode(ep);
@@ -85,20 +53,34 @@ function freezeView(policy: string, name: string, index: number, ep: Endpoint): 
   });
 }
 
-function push(map: Map<string, Entry[]>, key: string, entry: Entry): void {
-  const list = map.get(key);
-  if (list === undefined) map.set(key, [entry]);
-  else list.push(entry);
+/**
+ * One matcher per distinct `binaries` list: entries that list the same programs share it (a
+ * matcher is pure), which keeps what a decision reads in few places.
+ */
+function matcherCache(globs: GlobCache): (binaries: readonly Binary[] | undefined) => BinaryMatcher {
+  const seen = new Map<string, BinaryMatcher>();
+  return (binaries) => {
+    const key = JSON.stringify(binaries?.map((b) => [b.path, b.descendants === true]) ?? null);
+    let m = seen.get(key);
+    if (m === undefined) {
+      m = compileBinaryMatcher(binaries, globs);
+      seen.set(key, m);
+    }
+    return m;
+  };
 }
 
-function buildIndex(policy: Policy): { index: Index; all: Entry[] } {
-  const index: Index = { exact: new Map(), oneLabel: new Map(), anyDepth: new Map(), hostless: [] };
+function buildIndex(policy: Policy): { index: EndpointIndex; all: Entry[] } {
+  const indexed: { entry: Entry; pattern: IndexKey | null }[] = [];
   const all: Entry[] = [];
+  const globs = new GlobCache();
+  const matcherOf = matcherCache(globs);
   const keys = Object.keys(policy.network_policies ?? {}).sort();
   for (const key of keys) {
     const np = policy.network_policies?.[key];
     if (np === undefined) continue;
-    const binaries = compileBinaryMatcher(np.binaries);
+    const binaries = matcherOf(np.binaries);
+    const binaryNote = `"${key}" allows ${binaries.patterns.join(', ')}`;
     np.endpoints.forEach((ep, i) => {
       const view = freezeView(key, np.name ?? key, i, ep);
       const ports = view.ports;
@@ -109,107 +91,64 @@ function buildIndex(policy: Policy): { index: Index; all: Entry[] } {
         port: ports.length === 1 ? (ports[0] as number) : -1,
         ports: ports.length === 1 ? null : new Set(ports),
         binaries,
-        rules: view.inspect ? compileEndpointRules(ep.access, ep.rules, ep.deny_rules) : null,
+        binaryNote,
+        rules: view.inspect ? compileEndpointRules(ep.access, ep.rules, ep.deny_rules, globs) : null,
         order: all.length,
+        next: null,
       };
       all.push(entry);
       if (ep.host === undefined) {
-        index.hostless.push(entry);
+        indexed.push({ entry, pattern: null });
         return;
       }
       const pattern = parseHostPattern(ep.host);
       if ('error' in pattern) return; // unreachable: validatePolicy rejected it
-      if (pattern.kind === 'exact') push(index.exact, pattern.host, entry);
-      else push(pattern.kind === 'one-label' ? index.oneLabel : index.anyDepth, pattern.suffix, entry);
+      indexed.push({
+        entry,
+        pattern:
+          pattern.kind === 'exact'
+            ? { kind: 'exact', key: pattern.host }
+            : { kind: pattern.kind, key: pattern.suffix },
+      });
     });
   }
-  return { index, all };
+  return { index: new EndpointIndex(indexed), all };
 }
 
-function portMatches(e: Entry, port: number): boolean {
-  return e.ports === null ? e.port === port : e.ports.has(port);
-}
-
-/** Diagnostics gathered while matching, for the reason of a denial. */
-interface Misses {
-  hostPorts: Set<number> | null;
-  binaryPolicies: Map<string, readonly string[]> | null;
-  /** An ancestor of the caller that a listed binary without `descendants: true` matches. */
-  heldBack: string | null;
-}
-
-function consider(list: Entry[] | undefined, q: ConnectQuery, out: Match[], misses: Misses): void {
-  if (list === undefined) return;
-  for (const e of list) {
-    if (!portMatches(e, q.port)) {
-      (misses.hostPorts ??= new Set()).add(e.port >= 0 ? e.port : (e.view.ports[0] ?? 0));
-      continue;
-    }
-    const b = e.binaries.match(q.binary, q.ancestors);
-    if (b === null) {
-      (misses.binaryPolicies ??= new Map()).set(e.view.policy, e.binaries.patterns);
-      misses.heldBack ??= e.binaries.heldBack(q.ancestors);
-    } else out.push({ entry: e, binary: b });
-  }
-}
-
-function gather(index: Index, host: string, q: ConnectQuery, misses: Misses): Match[] {
-  const out: Match[] = [];
-  consider(index.exact.get(host), q, out, misses);
-  // A wildcard names domains; it never matches an IP literal, however it is spelt.
-  if ((index.oneLabel.size > 0 || index.anyDepth.size > 0) && isIP(host) === 0) {
-    let dot = host.indexOf('.');
-    let parent = true;
-    while (dot >= 0) {
-      const suffix = host.slice(dot + 1);
-      if (parent) consider(index.oneLabel.get(suffix), q, out, misses);
-      consider(index.anyDepth.get(suffix), q, out, misses);
-      parent = false;
-      dot = host.indexOf('.', dot + 1);
-    }
-  }
-  if (index.hostless.length > 0) consider(index.hostless, q, out, misses);
-  if (out.length > 1) out.sort((a, b) => a.entry.order - b.entry.order);
+/** The found entries' views, or the one entry's (made at compile time). */
+function viewsOf(found: Found): readonly EndpointView[] {
+  if (found.count === 1) return (found.entries[0] as Entry).alone;
+  const out: EndpointView[] = [];
+  for (let i = 0; i < found.count; i++) out.push((found.entries[i] as Entry).view);
   return out;
 }
 
-function describeCaller(q: ConnectQuery): string {
-  const who = q.binary === undefined || q.binary === '' ? 'an unidentified program' : `"${q.binary}"`;
-  const chain =
-    q.ancestors !== undefined && q.ancestors.length > 0 ? ` (ancestors: ${q.ancestors.join(' → ')})` : '';
-  return `${who}${chain}`;
-}
-
-function denialReason(host: string, q: ConnectQuery, misses: Misses): string {
-  if (misses.binaryPolicies !== null) {
-    const parts = [...misses.binaryPolicies].map(([p, pats]) => `"${p}" allows ${pats.join(', ')}`);
-    const lineage = misses.heldBack
-      ? `; it runs under "${misses.heldBack}", but the programs a binary starts count only with descendants: true`
-      : '';
-    return `${host}:${q.port} is allowed only for other programs, not ${describeCaller(q)}: ${parts.join('; ')}${lineage}`;
-  }
-  if (misses.hostPorts !== null) {
-    return `no policy allows ${host}:${q.port}; ${host} is allowed on port ${[...misses.hostPorts].sort((a, b) => a - b).join(', ')}`;
-  }
-  return `no policy allows ${host}:${q.port}`;
-}
-
-function describeBinaryMatch(b: BinaryMatch): string {
-  if (b.pattern === null) return 'any program';
-  const who = b.viaAncestor ? `a child of "${b.path}"` : `"${b.path}"`;
-  return b.pattern === b.path ? who : `${who} (matches "${b.pattern}")`;
-}
-
-function union(matches: Match[], pick: (v: EndpointView) => readonly string[]): readonly string[] {
-  return Object.freeze([...new Set(matches.flatMap((m) => pick(m.entry.view)))]);
+/** The union of the found entries' lists, in order, each value once. */
+function union(found: Found, pick: (v: EndpointView) => readonly string[]): readonly string[] {
+  const out = new Set<string>();
+  for (let i = 0; i < found.count; i++) for (const x of pick((found.entries[i] as Entry).view)) out.add(x);
+  return Object.freeze([...out]);
 }
 
 const pickAllowedIps = (v: EndpointView): readonly string[] => v.allowedIps;
 const pickCredentials = (v: EndpointView): readonly string[] => v.credentials;
 
+function denied(reason: string, view: EndpointView | null): RequestDecision {
+  return {
+    allowed: false,
+    verdict: 'deny',
+    policy: view?.policy ?? null,
+    name: view?.name ?? null,
+    reason,
+    enforcement: 'enforce',
+    endpoint: view,
+    rule: null,
+  };
+}
+
 class Generation implements PolicyGeneration {
   readonly endpointCount: number;
-  readonly #index: Index;
+  readonly #index: EndpointIndex;
   readonly #all: readonly EndpointView[];
   readonly inference: Inference | null;
 
@@ -226,22 +165,16 @@ class Generation implements PolicyGeneration {
     return this.#all;
   }
 
-  #match(q: ConnectQuery): { host: string; matches: Match[]; misses: Misses } {
-    const host = normalizeHost(q.host);
-    const misses: Misses = { hostPorts: null, binaryPolicies: null, heldBack: null };
-    return { host, matches: gather(this.#index, host, q, misses), misses };
-  }
-
   decideConnect(q: ConnectQuery): ConnectDecision {
-    const { host, matches, misses } = this.#match(q);
-    const first = matches[0];
-    if (first === undefined) {
+    const host = normalizeHost(q.host);
+    const found = this.#index.search(host, q);
+    if (found.count === 0) {
       return {
         allowed: false,
         verdict: 'deny',
         policy: null,
         name: null,
-        reason: denialReason(host, q, misses),
+        reason: this.#index.denialReason(host, q),
         enforcement: 'enforce',
         endpoint: null,
         endpoints: [],
@@ -251,42 +184,34 @@ class Generation implements PolicyGeneration {
         binary: null,
       };
     }
-    const v = first.entry.view;
-    const via = describeBinaryMatch(first.binary);
+    const first = found.entries[0] as Entry;
+    const hit = found.hits[0] as BinaryHit;
+    const v = first.view;
     // One match is the common case: nothing to merge, and its arrays were made at compile time.
-    const one = matches.length === 1;
+    const one = found.count === 1;
     let inspect = false;
-    for (const m of matches) inspect ||= m.entry.view.inspect;
+    for (let i = 0; i < found.count; i++) inspect ||= (found.entries[i] as Entry).view.inspect;
     return {
       allowed: true,
       verdict: 'allow',
       policy: v.policy,
       name: v.name,
-      reason: `${host}:${q.port} allowed by ${first.entry.where} for ${via}`,
+      reason: `${host}:${q.port} allowed by ${first.where} for ${hit.text}`,
       enforcement: v.enforcement,
       endpoint: v,
-      endpoints: one ? first.entry.alone : matches.map((m) => m.entry.view),
+      endpoints: viewsOf(found),
       inspect,
-      allowedIps: one ? v.allowedIps : union(matches, pickAllowedIps),
-      credentials: one ? v.credentials : union(matches, pickCredentials),
-      binary: first.binary,
+      allowedIps: one ? v.allowedIps : union(found, pickAllowedIps),
+      credentials: one ? v.credentials : union(found, pickCredentials),
+      binary: hit.match,
     };
   }
 
   decideRequest(q: RequestQuery): RequestDecision {
-    const { host, matches, misses } = this.#match(q);
-    const first = matches[0];
-    const deny = (reason: string, view: EndpointView | null): RequestDecision => ({
-      allowed: false,
-      verdict: 'deny',
-      policy: view?.policy ?? null,
-      name: view?.name ?? null,
-      reason,
-      enforcement: 'enforce',
-      endpoint: view,
-      rule: null,
-    });
-    if (first === undefined) return deny(denialReason(host, q, misses), null);
+    const host = normalizeHost(q.host);
+    const found = this.#index.search(host, q);
+    if (found.count === 0) return denied(this.#index.denialReason(host, q), null);
+    const first = found.entries[0] as Entry;
     const method = q.method.toUpperCase();
     let rawPath = q.path;
     let rawQuery = q.query;
@@ -297,14 +222,15 @@ class Generation implements PolicyGeneration {
     }
     const path = canonicalRequestPath(rawPath);
     if (path === null) {
-      return deny(
+      return denied(
         `${method} ${rawPath}: the path cannot be read unambiguously (bad escape, NUL or ".." above the root)`,
-        first.entry.view,
+        first.view,
       );
     }
     const query = queryValues(rawQuery);
     const request = `${method} ${path}`;
-    for (const { entry } of matches) {
+    for (let i = 0; i < found.count; i++) {
+      const entry = found.entries[i] as Entry;
       const d = entry.rules?.denying(method, path, query);
       if (d !== undefined && d !== null) {
         const audit = entry.view.enforcement === 'audit';
@@ -320,8 +246,11 @@ class Generation implements PolicyGeneration {
         };
       }
     }
-    for (const { entry } of matches) {
+    let audit = true;
+    for (let i = 0; i < found.count; i++) {
+      const entry = found.entries[i] as Entry;
       const v = entry.view;
+      if (v.enforcement !== 'audit') audit = false;
       if (entry.rules === null) {
         return {
           allowed: true,
@@ -348,14 +277,13 @@ class Generation implements PolicyGeneration {
         };
       }
     }
-    const audit = matches.every((m) => m.entry.view.enforcement === 'audit');
-    const v = first.entry.view;
+    const v = first.view;
     return {
       allowed: audit,
       verdict: 'deny',
       policy: v.policy,
       name: v.name,
-      reason: `${request} matches no allow rule of ${first.entry.where}${audit ? ' (audit: allowed and logged)' : ''}`,
+      reason: `${request} matches no allow rule of ${first.where}${audit ? ' (audit: allowed and logged)' : ''}`,
       enforcement: audit ? 'audit' : 'enforce',
       endpoint: v,
       rule: null,

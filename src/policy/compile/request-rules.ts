@@ -13,7 +13,7 @@
  * a deny rule for `/admin/**` also refuses `/ADMIN/x` and `/Admin/x` (the stricter reading on both
  * sides: an allow rule never admits more than it spells).
  */
-import { compilePathGlob, compileValueGlob } from '../patterns/glob.js';
+import { GlobCache } from '../patterns/glob.js';
 import type { Access, AllowRule, DenyRule, QueryMatcher } from '../schema/schema.js';
 
 export interface RuleView {
@@ -51,22 +51,19 @@ function compileMatch(
   kind: 'allow' | 'deny',
   index: number,
   m: { method: string; path: string; query?: Record<string, QueryMatcher> | undefined },
+  globs: GlobCache,
 ): CompiledMatch {
   const query = Object.entries(m.query ?? {}).map(([key, matcher]) => ({
     key,
-    globs: (typeof matcher === 'string' ? [matcher] : matcher.any).map(compileValueGlob),
+    globs: (typeof matcher === 'string' ? [matcher] : matcher.any).map((v) => globs.value(v)),
   }));
   const q = Object.keys(m.query ?? {}).length > 0 ? ` ?${Object.keys(m.query ?? {}).join('&')}` : '';
   return {
     view: Object.freeze({ kind, index, text: `${kind} ${m.method.toUpperCase()} ${m.path}${q}` }),
     method: m.method.toUpperCase(),
-    path: kind === 'deny' ? caseless(compilePathGlob(m.path)) : compilePathGlob(m.path),
+    path: globs.path(m.path, kind === 'deny'),
     query,
   };
-}
-
-function caseless(re: RegExp): RegExp {
-  return new RegExp(re.source, `${re.flags}i`);
 }
 
 function methodMatches(rule: string, method: string): boolean {
@@ -77,9 +74,10 @@ export function compileEndpointRules(
   access: Access | undefined,
   rules: readonly AllowRule[] | undefined,
   denyRules: readonly DenyRule[] | undefined,
+  globs: GlobCache = new GlobCache(),
 ): EndpointRules {
-  const allows = (rules ?? []).map((r, i) => compileMatch('allow', i, r.allow));
-  const denies = (denyRules ?? []).map((r, i) => compileMatch('deny', i, r));
+  const allows = (rules ?? []).map((r, i) => compileMatch('allow', i, r.allow, globs));
+  const denies = (denyRules ?? []).map((r, i) => compileMatch('deny', i, r, globs));
   const presetMethods = access === undefined ? undefined : ACCESS_METHODS[access];
   const presetView: RuleView | null =
     access === undefined

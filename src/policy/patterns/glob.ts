@@ -54,3 +54,34 @@ export function compileValueGlob(pattern: string): RegExp {
   for (const ch of pattern) out += ch === '*' ? '.*' : escapeRegExp(ch);
   return new RegExp(`${out}$`, 's');
 }
+
+/**
+ * Compiled globs shared by the endpoints of one generation. Policies repeat their rules (`/**`,
+ * the same API paths on many hosts), and each RegExp gets its own machine code once it runs: at
+ * thousands of endpoints, one object per endpoint filled the processor's caches with copies of the
+ * same code. None of these has the `g` or `y` flag, so `test` keeps no state between calls.
+ */
+export class GlobCache {
+  readonly #compiled = new Map<string, RegExp>();
+
+  #get(key: string, make: () => RegExp): RegExp {
+    let re = this.#compiled.get(key);
+    if (re === undefined) {
+      re = make();
+      this.#compiled.set(key, re);
+    }
+    return re;
+  }
+
+  /** A path glob; `caseless` for deny rules. */
+  path(pattern: string, caseless: boolean): RegExp {
+    return this.#get(`${caseless ? 'i' : 'p'}${pattern}`, () => {
+      const re = compilePathGlob(pattern);
+      return caseless ? new RegExp(re.source, `${re.flags}i`) : re;
+    });
+  }
+
+  value(pattern: string): RegExp {
+    return this.#get(`v${pattern}`, () => compileValueGlob(pattern));
+  }
+}

@@ -226,22 +226,22 @@ async function handToKernel(
     fromUpstream.restart();
     return null;
   }
-  // Into the sandbox's cgroups before it is told to deliver a byte (the control writes below): the
-  // pump's work is the sandbox's from its first write on (before, it can have read at most one chunk
-  // per direction, then it waits for its control byte). One that cannot join them (they are gone:
-  // the sandbox is stopping) would run on the host's account: it is killed, and the tunnel ends
-  // (the rejection reaches the caller).
+  // Into the sandbox's cgroups before it reads a byte: the pump waits for 'j' on its control pipe,
+  // so its buffers' memory and its copying are the sandbox's from the first byte on. One that cannot
+  // join them (they are gone: the sandbox is stopping) would run on the host's account: it is
+  // killed, and the tunnel ends (the rejection reaches the caller).
+  const control = (child.stdio as unknown as Writable[])[5] as Writable;
+  control.on('error', () => {});
   try {
     if (child.pid !== undefined) adopt(child.pid);
   } catch (err) {
     child.kill('SIGKILL');
     throw err;
   }
+  control.write('j');
   // The pump holds each direction's bytes until this process's queued writes on that side are out
   // (see native/carapace-pump.c); waiting for them here, before starting it, could deadlock: the
   // upstream may not read until someone reads what it sends.
-  const control = (child.stdio as unknown as Writable[])[5] as Writable;
-  control.on('error', () => {});
   void Promise.all([
     flushed(upstream).then(() => control.write('u')),
     flushed(client).then(() => control.write('c')),
