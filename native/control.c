@@ -7,7 +7,10 @@
  * control.sock there, mode 0600, through /proc/self/fd/<fd>/ as the relay reaches its socket, and
  * serves it from its event loop. Each connection sends one request line, {"op":...}\n, and then
  * follows that op's protocol: exec (exec.c), connect (control-connect.c), events (events.c),
- * status and signal (here: one answer line, then the connection closes).
+ * status, signal and log (here: one answer line, then the connection closes). `log` is the one
+ * op that comes with a file descriptor (SCM_RIGHTS, sent with the request line): the agent's next
+ * log file (logs.c). An fd sent with any other op, or more than one, is closed and the request
+ * refused.
  *
  * When the agent exits, PID 1 finishes what it owes (the exit line to the events subscriber, the
  * execs' EXIT frames, the agent's last output to --log-fd; at most DRAIN_MS), then writes
@@ -212,18 +215,85 @@ static void reply_signal(int fd, int signo)
 
 /* ---- requests ---- */
 
-static void dispatch(int fd, const char *line, size_t len)
+/* ---- fds sent with a request line (SCM_RIGHTS) ---- */
+
+#define PASSED_FDS_MAX 4
+
+struct passed_fds {
+	int fds[PASSED_FDS_MAX];
+	size_t count;
+	bool truncated; /* more came than there was room for: the kernel closed the rest */
+};
+
+static void take_passed_fds(struct msghdr *message, struct passed_fds *passed)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(message); c; c = CMSG_NXTHDR(message, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int passed_fd;
+			memcpy(&passed_fd, CMSG_DATA(c) + i * sizeof(int), sizeof passed_fd);
+			if (passed->count < PASSED_FDS_MAX)
+				passed->fds[passed->count++] = passed_fd;
+			else
+				close(passed_fd);
+		}
+	}
+}
+
+static void close_passed_fds(struct passed_fds *passed)
+{
+	for (size_t i = 0; i < passed->count; i++)
+		close(passed->fds[i]);
+	passed->count = 0;
+}
+
+/* {"op":"log"[,"limit":N]} with one fd: the agent's output goes to that file from the next line. */
+static void reply_log(int fd, const struct control_request *request, struct passed_fds *passed)
+{
+	if (passed->count != 1 || passed->truncated) {
+		size_t count = passed->count;
+		close_passed_fds(passed);
+		control_reply_error_and_close(fd, EINVAL, "log: expected one file descriptor with the request (SCM_RIGHTS), got %s",
+					      count == 0 ? "none" : "more");
+		return;
+	}
+	char why[200];
+	int log_fd = passed->fds[0];
+	passed->count = 0;
+	if (logs_switch(log_fd, request->log_limit, why, sizeof why) < 0)
+		control_reply_error_and_close(fd, errno, "log: %s", why);
+	else
+		control_reply_and_close(fd, "{\"ok\":true}\n");
+}
+
+static void dispatch(int fd, const char *line, size_t len, struct passed_fds *passed)
 {
 	struct control_request request;
 	char error[256];
 	if (control_request_parse(line, len, &request, error, sizeof error) < 0) {
+		close_passed_fds(passed);
 		if (request.op_known && request.op == OP_EXEC)
 			exec_refuse(fd, "carapace-init: exec: bad request: %s", error);
 		else
 			control_reply_error_and_close(fd, EINVAL, "bad request: %s", error);
 		return;
 	}
+	if (request.op != OP_LOG && (passed->count > 0 || passed->truncated)) {
+		/* An fd where none belongs: refused, so that a client's mistake is seen, not ignored. */
+		close_passed_fds(passed);
+		if (request.op == OP_EXEC)
+			exec_refuse(fd, "carapace-init: exec: bad request: op \"exec\" takes no file descriptor");
+		else
+			control_reply_error_and_close(fd, EINVAL, "bad request: op takes no file descriptor");
+		control_request_free(&request);
+		return;
+	}
 	switch (request.op) {
+	case OP_LOG:
+		reply_log(fd, &request, passed);
+		break;
 	case OP_STATUS:
 		reply_status(fd);
 		break;
@@ -279,17 +349,31 @@ static void on_request(struct watch *self, uint32_t events)
 		return; /* more to come: the next edge */
 	}
 	size_t len = (size_t)(newline - buffer) + 1;
+	/* Consumed with room for the fds that may come with the line (the `log` op's file): a plain
+	 * recv would have the kernel close them unseen. Close-on-exec at once: no exec'd process or
+	 * agent may inherit a host file. */
+	union {
+		struct cmsghdr align;
+		char space[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
+	} control;
+	struct iovec iov = { buffer, len };
+	struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+				  .msg_controllen = sizeof control.space };
 	ssize_t taken;
 	do
-		taken = recv(conn->fd, buffer, len, MSG_DONTWAIT);
+		taken = recvmsg(conn->fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	while (taken < 0 && errno == EINTR);
 	int fd = conn->fd;
 	request_done(conn, false);
+	struct passed_fds passed = { .count = 0, .truncated = taken >= 0 && (message.msg_flags & MSG_CTRUNC) };
+	if (taken >= 0)
+		take_passed_fds(&message, &passed);
 	if (taken != (ssize_t)len) {
+		close_passed_fds(&passed);
 		close(fd);
 		return;
 	}
-	dispatch(fd, buffer, len - 1);
+	dispatch(fd, buffer, len - 1, &passed);
 }
 
 static void set_accepting(bool accepting)

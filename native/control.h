@@ -54,7 +54,7 @@ const struct json_field *json_get(const struct json_object *object, const char *
 
 /* ---- control-request.c ---- */
 
-enum control_op { OP_EXEC, OP_CONNECT, OP_EVENTS, OP_STATUS, OP_SIGNAL };
+enum control_op { OP_EXEC, OP_CONNECT, OP_EVENTS, OP_STATUS, OP_SIGNAL, OP_LOG };
 
 struct control_request {
 	enum control_op op;
@@ -72,6 +72,8 @@ struct control_request {
 	bool ack;
 	/* signal */
 	int signal;
+	/* log: the new file's limit in bytes (0: none), -1 when not given (the current one stays) */
+	long log_limit;
 	struct json_object json; /* owns the strings above */
 };
 
