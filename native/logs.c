@@ -75,12 +75,13 @@ static void ask_for_new_file(void);
 
 static void on_stream(struct watch *self, uint32_t events);
 
-/* One line; `dropped` > 0 adds the count of dropped bytes (the line that says so). */
-static void write_line_counting(const char *tag, const unsigned char *data, size_t len, bool text,
+/* One line; `dropped` > 0 adds the count of dropped bytes (the line that says so). Whether it
+ * was written. */
+static bool write_line_counting(const char *tag, const unsigned char *data, size_t len, bool text,
 				unsigned long long dropped)
 {
 	if (logs.failed)
-		return;
+		return false;
 	struct status_line line;
 	line_open(&line);
 	line_number(&line, "t", now_ms());
@@ -96,15 +97,17 @@ static void write_line_counting(const char *tag, const unsigned char *data, size
 	if (!out) {
 		logs.failed = true;
 		report_warning(LOGS_STEP, ENOMEM, "build a log line (later output is dropped)");
-		return;
+		return false;
 	}
 	if (logs.limit > 0 && logs.size + (long long)size > logs.limit) {
-		/* Full: the line is dropped whole (never cut), counted, and the host asked again. */
+		/* Full: the line is dropped whole (never cut), counted (the count line itself is kept for
+		 * the next file), and the host asked again. */
 		free(out);
-		logs.dropped += len;
+		if (dropped == 0)
+			logs.dropped += len;
 		if (logs.asked < 2)
 			ask_for_new_file();
-		return;
+		return false;
 	}
 	for (size_t off = 0; off < size;) {
 		ssize_t n = write(logs.fd, out + off, size - off);
@@ -115,7 +118,7 @@ static void write_line_counting(const char *tag, const unsigned char *data, size
 			free(out);
 			logs.failed = true; /* first, so that the warning is not logged where it failed */
 			report_warning(LOGS_STEP, err, "append to --log-fd %d (later output is dropped)", logs.fd);
-			return;
+			return false;
 		}
 		off += (size_t)n;
 		logs.size += n;
@@ -123,11 +126,12 @@ static void write_line_counting(const char *tag, const unsigned char *data, size
 	free(out);
 	if (logs.limit > 0 && logs.asked == 0 && logs.size >= logs.limit / 2)
 		ask_for_new_file();
+	return true;
 }
 
 static void write_line(const char *tag, const unsigned char *data, size_t len, bool text)
 {
-	write_line_counting(tag, data, len, text, 0);
+	(void)write_line_counting(tag, data, len, text, 0);
 }
 
 /* The event that asks the host for a new file (control-only: --event-fd's format predates it). */
@@ -203,13 +207,13 @@ int logs_switch(int fd, long limit, char *why, size_t why_size)
 	if (limit >= 0)
 		logs.limit = limit;
 	if (logs.dropped > 0) {
+		/* Kept until said: a file handed over full (the same one again) says it in the next. */
 		char text[200];
 		int n = snprintf(text, sizeof text,
 				 "carapace-init: logs: %llu bytes of output dropped: the log file was full before the next one came",
 				 logs.dropped);
-		unsigned long long dropped = logs.dropped;
-		logs.dropped = 0;
-		write_line_counting("init", (const unsigned char *)text, (size_t)n, true, dropped);
+		if (write_line_counting("init", (const unsigned char *)text, (size_t)n, true, logs.dropped))
+			logs.dropped = 0;
 	}
 	if (logs.limit > 0 && logs.asked == 0 && logs.size >= logs.limit / 2)
 		ask_for_new_file();
