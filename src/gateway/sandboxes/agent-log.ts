@@ -117,6 +117,24 @@ export class AgentLogs {
     return rotate;
   }
 
+  /**
+   * A re-adopted sandbox's log, settled before its events are read: rotated when the current file
+   * is past half (a request lost to a failed answer, or to a gateway that died before it
+   * acknowledged one), else the current file handed over again. Either way the init then has this
+   * gateway's SIZE, and a file whose rotation a killed gateway left half done.
+   */
+  async resume(id: string, control: SandboxControl): Promise<boolean> {
+    const base = this.base(id);
+    let size = 0;
+    try {
+      size = lstatSync(this.dir.at(base)).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const full = size >= this.rotation.maxFileBytes / 2;
+    return this.answer(id, control, { file: full ? (this.identity(base) ?? '') : '' });
+  }
+
   /** Removes a sandbox's log files, every generation (whatever FILES was) and a leftover `.new`. */
   remove(id: string): Promise<void> {
     return this.dir.remove(this.base(id));

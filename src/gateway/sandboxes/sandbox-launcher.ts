@@ -30,7 +30,7 @@ import type { Runtime } from '../../runtime/runtime.js';
 import { specFromSettings } from '../../runtime/sandbox-spec-from-policy.js';
 import { SandboxCgroup } from '../../sandbox/cgroup/cgroup.js';
 import { processStartedAt, UsageMeter, type TreeUsage } from '../../sandbox/processes.js';
-import { SandboxControl, type ControlEvent, type ControlLogEvent } from '../../sandbox/control/control.js';
+import { SandboxControl, type ControlEvent } from '../../sandbox/control/control.js';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
 import { SandboxStartError } from '../../sandbox/launch/launch.js';
 import type { InitEvent } from '../../sandbox/launch/running-sandbox.js';
@@ -292,7 +292,7 @@ export class SandboxLauncher {
       policyRev: rec.spec.policyRev,
     };
     this.held.set(rec.id, entry);
-    void this.followEvents(rec, control, events);
+    void this.followEvents(rec, control, events, ownsNetwork); // ownsNetwork: an adopted sandbox
     managed.onChange((c) => {
       if (!this.opts.store.get(rec.id)) return;
       this.opts.store.update(rec.id, {
@@ -358,12 +358,14 @@ export class SandboxLauncher {
     rec: SandboxRecord,
     control: SandboxControl,
     events: AsyncIterable<ControlEvent>,
+    adopted: boolean,
   ): Promise<void> {
     const id = rec.id;
+    if (adopted) await this.answerLog(rec, () => this.logs.resume(rec.id, control));
     try {
       for await (const e of events) {
         if (e.event === 'log') {
-          await this.answerLog(rec, control, e);
+          if (typeof e.file === 'string') await this.answerLog(rec, () => this.logs.answer(id, control, e));
           continue;
         }
         const refused = parseDirectConnect(e as unknown as InitEvent);
@@ -377,12 +379,12 @@ export class SandboxLauncher {
 
   /**
    * A new log file for the sandbox's init. A failure is the gateway log's: the init, full, drops
-   * its agent's output and asks once more; a gateway restart asks again for what was not answered.
+   * its agent's output and asks once more; the next gateway settles the log when it re-adopts the
+   * sandbox (AgentLogs.resume).
    */
-  private async answerLog(rec: SandboxRecord, control: SandboxControl, e: ControlLogEvent): Promise<void> {
-    if (typeof e.file !== 'string') return;
+  private async answerLog(rec: SandboxRecord, answer: () => Promise<boolean>): Promise<void> {
     try {
-      await this.logs.answer(rec.id, control, e);
+      await answer();
     } catch (err) {
       this.opts.log?.({
         level: 'warn',
