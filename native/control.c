@@ -215,65 +215,12 @@ static void reply_signal(int fd, int signo)
 
 /* ---- requests ---- */
 
-/* ---- fds sent with a request line (SCM_RIGHTS) ---- */
-
-#define PASSED_FDS_MAX 4
-
-struct passed_fds {
-	int fds[PASSED_FDS_MAX];
-	size_t count;
-	bool truncated; /* more came than there was room for: the kernel closed the rest */
-};
-
-static void take_passed_fds(struct msghdr *message, struct passed_fds *passed)
-{
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(message); c; c = CMSG_NXTHDR(message, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < n; i++) {
-			int passed_fd;
-			memcpy(&passed_fd, CMSG_DATA(c) + i * sizeof(int), sizeof passed_fd);
-			if (passed->count < PASSED_FDS_MAX)
-				passed->fds[passed->count++] = passed_fd;
-			else
-				close(passed_fd);
-		}
-	}
-}
-
-static void close_passed_fds(struct passed_fds *passed)
-{
-	for (size_t i = 0; i < passed->count; i++)
-		close(passed->fds[i]);
-	passed->count = 0;
-}
-
-/* {"op":"log"[,"limit":N]} with one fd: the agent's output goes to that file from the next line. */
-static void reply_log(int fd, const struct control_request *request, struct passed_fds *passed)
-{
-	if (passed->count != 1 || passed->truncated) {
-		size_t count = passed->count;
-		close_passed_fds(passed);
-		control_reply_error_and_close(fd, EINVAL, "log: expected one file descriptor with the request (SCM_RIGHTS), got %s",
-					      count == 0 ? "none" : "more");
-		return;
-	}
-	char why[200];
-	int log_fd = passed->fds[0];
-	passed->count = 0;
-	if (logs_switch(log_fd, request->log_limit, why, sizeof why) < 0)
-		control_reply_error_and_close(fd, errno, "log: %s", why);
-	else
-		control_reply_and_close(fd, "{\"ok\":true}\n");
-}
-
 static void dispatch(int fd, const char *line, size_t len, struct passed_fds *passed)
 {
 	struct control_request request;
 	char error[256];
 	if (control_request_parse(line, len, &request, error, sizeof error) < 0) {
-		close_passed_fds(passed);
+		passed_fds_close(passed);
 		if (request.op_known && request.op == OP_EXEC)
 			exec_refuse(fd, "carapace-init: exec: bad request: %s", error);
 		else
@@ -282,7 +229,7 @@ static void dispatch(int fd, const char *line, size_t len, struct passed_fds *pa
 	}
 	if (request.op != OP_LOG && (passed->count > 0 || passed->truncated)) {
 		/* An fd where none belongs: refused, so that a client's mistake is seen, not ignored. */
-		close_passed_fds(passed);
+		passed_fds_close(passed);
 		if (request.op == OP_EXEC)
 			exec_refuse(fd, "carapace-init: exec: bad request: op \"exec\" takes no file descriptor");
 		else
@@ -292,7 +239,7 @@ static void dispatch(int fd, const char *line, size_t len, struct passed_fds *pa
 	}
 	switch (request.op) {
 	case OP_LOG:
-		reply_log(fd, &request, passed);
+		control_log_op(fd, &request, passed);
 		break;
 	case OP_STATUS:
 		reply_status(fd);
@@ -367,9 +314,9 @@ static void on_request(struct watch *self, uint32_t events)
 	request_done(conn, false);
 	struct passed_fds passed = { .count = 0, .truncated = taken >= 0 && (message.msg_flags & MSG_CTRUNC) };
 	if (taken >= 0)
-		take_passed_fds(&message, &passed);
+		passed_fds_take(&message, &passed);
 	if (taken != (ssize_t)len) {
-		close_passed_fds(&passed);
+		passed_fds_close(&passed);
 		close(fd);
 		return;
 	}

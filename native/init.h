@@ -18,7 +18,7 @@
  *   relay.c       the network relay's listeners and its connections to the host socket
  *   relay-pump.c  copying bytes both ways with splice, half-close included
  *   logs.c        the agent's stdout and stderr as JSON lines on --log-fd
- *   control.c, control-request.c, control-connect.c, json.c, exec.c, exec-session.c,
+ *   control.c, control-request.c, control-log.c, control-connect.c, json.c, exec.c, exec-session.c,
  *   exec-input.c, exec-child.c
  *                 the control socket (--control-dir-fd): see control.h
  */

@@ -8,6 +8,7 @@
 import { closeSync, createReadStream, fstatSync, read, watch } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
 import type { OcsfEvent } from '../../audit/index.js';
 import type { AuditRouter } from '../audit-router.js';
 import type { AgentLogs } from './agent-log.js';
@@ -172,6 +173,8 @@ function followAgentLog(
   let fd = from?.fd ?? null;
   let offset = from?.size ?? 0;
   let partial = '';
+  // A character cut by the end of a read is kept for the next: the lines hold raw UTF-8.
+  let decoder = new StringDecoder('utf8');
   let stopped = false;
   let reading: Promise<void> | null = null;
   let again = false;
@@ -185,7 +188,7 @@ function followAgentLog(
       );
       if (n === 0 || stopped) return;
       offset += n;
-      partial += buf.subarray(0, n).toString('utf8');
+      partial += decoder.write(buf.subarray(0, n));
       let nl: number;
       while ((nl = partial.indexOf('\n')) >= 0) {
         onLine(partial.slice(0, nl));
@@ -228,6 +231,7 @@ function followAgentLog(
         fd = next.fd;
         offset = 0;
         partial = '';
+        decoder = new StringDecoder('utf8');
         again = true;
       }
     } while (again && !stopped);
