@@ -54,6 +54,7 @@ function writer(lines: number, width: number): string[] {
 
 const parse = (file: string): LogLine[] =>
   readFileSync(file, 'utf8')
+    .replace(/[^\n]*$/, '') // whole lines only: one may be being written
     .split('\n')
     .filter(Boolean)
     .map((l) => JSON.parse(l) as LogLine & { dropped?: number });
