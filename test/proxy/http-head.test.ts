@@ -244,3 +244,39 @@ describe('totality (bounded fuzz, fixed seed)', () => {
     expect(accepted).toBeGreaterThan(100);
   }, 60_000);
 });
+
+describe('Content-Length and the field count (the one-field fast path reads as the general rule)', () => {
+  const cl = (...values: string[]): number | string => {
+    const head = `HTTP/1.1 200 OK\r\n${values.map((v) => `Content-Length: ${v}\r\n`).join('')}\r\n`;
+    try {
+      const body = parseResponseHead(b(head), 'GET').body;
+      return body.kind === 'length' ? body.length : body.kind;
+    } catch (e) {
+      if (e instanceof HttpHeadError) return e.reason;
+      throw e;
+    }
+  };
+  it('reads one field of digits, leading zeros included, up to 15 digits', () => {
+    expect(cl('11')).toBe(11);
+    expect(cl('007')).toBe(7);
+    expect(cl('0')).toBe('none');
+    expect(cl('999999999999999')).toBe(999999999999999);
+  });
+  it('refuses what the general rule refuses, and reads its lists and duplicates', () => {
+    expect(cl('1234567890123456')).toBe('invalid Content-Length');
+    expect(cl('+1')).toBe('invalid Content-Length');
+    expect(cl('0x10')).toBe('invalid Content-Length');
+    expect(cl('1 1')).toBe('invalid Content-Length');
+    expect(cl('')).toBe('invalid Content-Length');
+    expect(cl('3, 3')).toBe(3);
+    expect(cl('3, 4')).toBe('differing Content-Length values');
+    expect(cl('05', '5')).toBe(5);
+    expect(cl('5', '6')).toBe('differing Content-Length values');
+  });
+  it('counts the header fields after the start line against the limit', () => {
+    const fields = (n: number): string =>
+      `GET http://a/ HTTP/1.1\r\nHost: a\r\n${'X: 1\r\n'.repeat(n - 1)}\r\n`;
+    expect(reason(fields(128))).toBe('accepted');
+    expect(reason(fields(129))).toBe('too many header fields');
+  });
+});
