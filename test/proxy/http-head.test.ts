@@ -86,6 +86,22 @@ describe('parseRequestHead refuses', () => {
       'POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n',
       /invalid Content-Length/,
     ],
+    // A no-break space (0xA0, obs-text) is not whitespace to HTTP: String.trim would have read 5.
+    [
+      'CL with a no-break space',
+      'POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\xa0\r\n\r\n',
+      /invalid Content-Length/,
+    ],
+    [
+      'CL list with a no-break space',
+      'POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5,\xa05\r\n\r\n',
+      /invalid Content-Length/,
+    ],
+    [
+      'TE chunked with a no-break space',
+      'POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\xa0\r\n\r\n',
+      /Transfer-Encoding/,
+    ],
     ['several Host', 'GET http://a/ HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n', /several Host/],
     ['no Host on 1.1', 'GET http://a/ HTTP/1.1\r\n\r\n', /missing Host/],
     ['NUL in value', 'GET http://a/ HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n', /control character/],

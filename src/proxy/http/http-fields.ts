@@ -96,7 +96,12 @@ function valueIsClean(v: string): boolean {
 export const MAX_HEADER_FIELDS = 128;
 
 /** Remove optional whitespace (SP, HTAB) at both ends. */
-function trimOws(v: string): string {
+/**
+ * Strips HTTP's optional whitespace (space and tab) from both ends. Never String.trim: it also
+ * strips a no-break space (0xA0 read as latin1) and other Unicode spaces, which a server does not,
+ * so `Transfer-Encoding: chunked\xa0` would frame as chunked here and as something else there.
+ */
+export function trimOws(v: string): string {
   let a = 0;
   let b = v.length;
   while (a < b && (v.charCodeAt(a) === 0x20 || v.charCodeAt(a) === 0x09)) a++;
@@ -129,7 +134,7 @@ export function listValues(headers: readonly HeaderField[], lname: string): stri
   for (const h of headers) {
     if (h.lname !== lname) continue;
     for (const part of h.value.split(',')) {
-      const t = part.trim();
+      const t = trimOws(part);
       if (t) out.push(t);
     }
   }
@@ -171,7 +176,7 @@ export function contentLengthOf(headers: readonly HeaderField[]): number | null 
   let value: string | null = null;
   for (const f of fields) {
     for (const part of f.value.split(',')) {
-      const t = part.trim();
+      const t = trimOws(part);
       if (!/^[0-9]{1,15}$/.test(t)) throw new HttpHeadError('invalid Content-Length');
       const norm = String(Number(t));
       if (value !== null && value !== norm) throw new HttpHeadError('differing Content-Length values');
