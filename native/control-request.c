@@ -23,6 +23,7 @@ static const struct op_fields ops[] = {
 	{ "events", OP_EVENTS, "ack" },
 	{ "status", OP_STATUS, "" },
 	{ "signal", OP_SIGNAL, "signal" },
+	{ "log", OP_LOG, "limit" },
 };
 
 static bool listed(const char *fields, const char *key)
@@ -161,7 +162,7 @@ int control_request_parse(const char *line, size_t len, struct control_request *
 	if (bad)
 		goto fail;
 	if (!op) {
-		snprintf(error, error_size, "\"op\" is required (exec, connect, events, status or signal)");
+		snprintf(error, error_size, "\"op\" is required (exec, connect, events, status, signal or log)");
 		goto fail;
 	}
 	const struct op_fields *known = NULL;
@@ -169,7 +170,7 @@ int control_request_parse(const char *line, size_t len, struct control_request *
 		if (strcmp(op->string, ops[i].name) == 0)
 			known = &ops[i];
 	if (!known) {
-		snprintf(error, error_size, "unknown op \"%.64s\" (exec, connect, events, status or signal)", op->string);
+		snprintf(error, error_size, "unknown op \"%.64s\" (exec, connect, events, status, signal or log)", op->string);
 		goto fail;
 	}
 	request->op = known->op;
@@ -209,6 +210,20 @@ int control_request_parse(const char *line, size_t len, struct control_request *
 		if (!number_in(f, 1, SIGRTMAX, error, error_size))
 			goto fail;
 		request->signal = (int)f->number;
+		break;
+	case OP_LOG:
+		f = field(request, "limit", JSON_NUMBER, error, error_size, &bad);
+		if (bad)
+			goto fail;
+		request->log_limit = -1;
+		if (f) {
+			if (f->number != 0 && !number_in(f, LOG_LIMIT_MIN, LOG_LIMIT_MAX, error, error_size)) {
+				snprintf(error, error_size, "\"limit\" must be 0 (none) or from %ld to %ld, got %lld",
+					 LOG_LIMIT_MIN, LOG_LIMIT_MAX, f->number);
+				goto fail;
+			}
+			request->log_limit = (long)f->number;
+		}
 		break;
 	case OP_STATUS:
 		break;

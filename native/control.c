@@ -7,7 +7,10 @@
  * control.sock there, mode 0600, through /proc/self/fd/<fd>/ as the relay reaches its socket, and
  * serves it from its event loop. Each connection sends one request line, {"op":...}\n, and then
  * follows that op's protocol: exec (exec.c), connect (control-connect.c), events (events.c),
- * status and signal (here: one answer line, then the connection closes).
+ * status, signal and log (here: one answer line, then the connection closes). `log` is the one
+ * op that comes with a file descriptor (SCM_RIGHTS, sent with the request line): the agent's next
+ * log file (logs.c). An fd sent with any other op, or more than one, is closed and the request
+ * refused.
  *
  * When the agent exits, PID 1 finishes what it owes (the exit line to the events subscriber, the
  * execs' EXIT frames, the agent's last output to --log-fd; at most DRAIN_MS), then writes
@@ -212,18 +215,32 @@ static void reply_signal(int fd, int signo)
 
 /* ---- requests ---- */
 
-static void dispatch(int fd, const char *line, size_t len)
+static void dispatch(int fd, const char *line, size_t len, struct passed_fds *passed)
 {
 	struct control_request request;
 	char error[256];
 	if (control_request_parse(line, len, &request, error, sizeof error) < 0) {
+		passed_fds_close(passed);
 		if (request.op_known && request.op == OP_EXEC)
 			exec_refuse(fd, "carapace-init: exec: bad request: %s", error);
 		else
 			control_reply_error_and_close(fd, EINVAL, "bad request: %s", error);
 		return;
 	}
+	if (request.op != OP_LOG && (passed->count > 0 || passed->truncated)) {
+		/* An fd where none belongs: refused, so that a client's mistake is seen, not ignored. */
+		passed_fds_close(passed);
+		if (request.op == OP_EXEC)
+			exec_refuse(fd, "carapace-init: exec: bad request: op \"exec\" takes no file descriptor");
+		else
+			control_reply_error_and_close(fd, EINVAL, "bad request: op takes no file descriptor");
+		control_request_free(&request);
+		return;
+	}
 	switch (request.op) {
+	case OP_LOG:
+		control_log_op(fd, &request, passed);
+		break;
 	case OP_STATUS:
 		reply_status(fd);
 		break;
@@ -279,17 +296,31 @@ static void on_request(struct watch *self, uint32_t events)
 		return; /* more to come: the next edge */
 	}
 	size_t len = (size_t)(newline - buffer) + 1;
+	/* Consumed with room for the fds that may come with the line (the `log` op's file): a plain
+	 * recv would have the kernel close them unseen. Close-on-exec at once: no exec'd process or
+	 * agent may inherit a host file. */
+	union {
+		struct cmsghdr align;
+		char space[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
+	} control;
+	struct iovec iov = { buffer, len };
+	struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+				  .msg_controllen = sizeof control.space };
 	ssize_t taken;
 	do
-		taken = recv(conn->fd, buffer, len, MSG_DONTWAIT);
+		taken = recvmsg(conn->fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	while (taken < 0 && errno == EINTR);
 	int fd = conn->fd;
 	request_done(conn, false);
+	struct passed_fds passed = { .count = 0, .truncated = taken >= 0 && (message.msg_flags & MSG_CTRUNC) };
+	if (taken >= 0)
+		passed_fds_take(&message, &passed);
 	if (taken != (ssize_t)len) {
+		passed_fds_close(&passed);
 		close(fd);
 		return;
 	}
-	dispatch(fd, buffer, len - 1);
+	dispatch(fd, buffer, len - 1, &passed);
 }
 
 static void set_accepting(bool accepting)

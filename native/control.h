@@ -4,6 +4,7 @@
  *   control-request.c  a request line → struct control_request, every field checked
  *   control.c          the socket in the control directory, requests, status, signal, the exit record
  *   control-connect.c  the `connect` op: a port inside, forwarded with the relay's pump
+ *   control-log.c      descriptors sent with a request (SCM_RIGHTS), and the `log` op that takes one
  *   exec.c             the `exec` op in PID 1: a session's start, and its process's end
  *   exec-session.c     a session's traffic: output frames, the setup socket, EXIT (exec.h)
  *   exec-input.c       a session's frames from the client: stdin, EOF, resize, signal
@@ -54,7 +55,7 @@ const struct json_field *json_get(const struct json_object *object, const char *
 
 /* ---- control-request.c ---- */
 
-enum control_op { OP_EXEC, OP_CONNECT, OP_EVENTS, OP_STATUS, OP_SIGNAL };
+enum control_op { OP_EXEC, OP_CONNECT, OP_EVENTS, OP_STATUS, OP_SIGNAL, OP_LOG };
 
 struct control_request {
 	enum control_op op;
@@ -72,6 +73,8 @@ struct control_request {
 	bool ack;
 	/* signal */
 	int signal;
+	/* log: the new file's limit in bytes (0: none), -1 when not given (the current one stays) */
+	long log_limit;
 	struct json_object json; /* owns the strings above */
 };
 
@@ -87,6 +90,23 @@ long long now_ms(void);
 void control_reply_and_close(int fd, const char *line);
 void control_reply_error_and_close(int fd, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 bool control_agent_running(void);
+
+/* ---- control-log.c ---- */
+
+#define PASSED_FDS_MAX 4
+
+/* Descriptors that came with a request line. */
+struct passed_fds {
+	int fds[PASSED_FDS_MAX];
+	size_t count;
+	bool truncated; /* more came than there was room for: the kernel closed the rest */
+};
+
+struct msghdr;
+void passed_fds_take(struct msghdr *message, struct passed_fds *passed);
+void passed_fds_close(struct passed_fds *passed);
+/* The log op: answers on fd and closes it; takes the one passed descriptor. */
+void control_log_op(int fd, const struct control_request *request, struct passed_fds *passed);
 
 /* ---- control-connect.c ---- */
 

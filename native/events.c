@@ -15,8 +15,9 @@
  * event fd has not taken the newest line whole, events_publish answers "wait", and the connect
  * watch holds the caller's connect() (and receives no other) until events_ready() says so. With
  * the control socket and no subscriber, that is after EVENTS_QUEUE_MAX refused connects: a
- * gateway keeps a subscriber. The exit line is queued whatever the count (the agent is gone; there
- * is nobody left to hold).
+ * gateway keeps a subscriber. The control-only lines are queued whatever the count: the exit line
+ * (the agent is gone; there is nobody left to hold), and the log file's requests for a new file
+ * (logs.c: at most two per file, and a file changes only when the host hands over a new one).
  *
  * When PID 1 exits, what the subscriber has not acknowledged (or been sent) is written to
  * events.jsonl in the control directory, next to exit.json, for the gateway that comes back.
@@ -195,15 +196,20 @@ bool events_publish(const char *text, size_t len)
 	return !wait;
 }
 
-void events_publish_exit(int code)
+void events_publish_control(const char *text, size_t len)
 {
 	if (!ev.control)
 		return;
+	if (!append(text, len, true))
+		report_warning(EVENTS_STEP, ENOMEM, "queue a control event line");
+	events_subscriber_flush();
+}
+
+void events_publish_exit(int code)
+{
 	char text[64];
 	int n = snprintf(text, sizeof text, "{\"event\":\"exit\",\"code\":%d}\n", code);
-	if (!append(text, (size_t)n, true))
-		report_warning(EVENTS_STEP, ENOMEM, "queue the exit line");
-	events_subscriber_flush();
+	events_publish_control(text, (size_t)n);
 }
 
 /* ---- the end ---- */

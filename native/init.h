@@ -18,7 +18,7 @@
  *   relay.c       the network relay's listeners and its connections to the host socket
  *   relay-pump.c  copying bytes both ways with splice, half-close included
  *   logs.c        the agent's stdout and stderr as JSON lines on --log-fd
- *   control.c, control-request.c, control-connect.c, json.c, exec.c, exec-session.c,
+ *   control.c, control-request.c, control-log.c, control-connect.c, json.c, exec.c, exec-session.c,
  *   exec-input.c, exec-child.c
  *                 the control socket (--control-dir-fd): see control.h
  */
@@ -66,10 +66,15 @@ struct init_config {
 	int stderr_fd;    /* -1: keep fd 2; else made the agent's (and our) fd 2 at once */
 	int control_dir_fd; /* -1: no control socket */
 	int log_fd;         /* -1: the agent's stdout and stderr are fds 1 and 2 as given */
+	long log_limit;     /* bytes one log file may hold (logs.c); 0: no limit */
 	const char *relay_socket;
 	unsigned relay_port;
 	char **command; /* NULL-terminated argv of the agent */
 };
+
+/* --log-limit's range: a file of at least a few of the longest lines, at most 1 TiB. */
+#define LOG_LIMIT_MIN (1L << 20)
+#define LOG_LIMIT_MAX (1L << 40)
 
 void options_parse(int argc, char **argv, struct init_config *cfg);
 
@@ -196,6 +201,8 @@ bool events_wanted(void); /* is anyone to be told? (--event-fd or the control so
 bool events_publish(const char *text, size_t len);
 void events_on_ready(void (*ready)(void));
 void events_publish_exit(int code);
+/* A line for the control socket's subscriber only ("{...}\n"), queued whatever the count. */
+void events_publish_control(const char *text, size_t len);
 void events_subscribe(int fd, bool ack);
 bool events_drained(void);
 void events_write_undelivered(int dir_fd);
@@ -215,6 +222,9 @@ void logs_in_agent(void); /* the agent child's fds 0, 1, 2 */
 void logs_start(void);    /* PID 1, after the fork */
 bool logs_drained(void);
 void logs_flush_all(void); /* reads what the pipes hold, to their end, at exit */
+/* The control socket's `log` op: later lines go to fd (a new file the host made), whose limit is
+ * `limit` (0: no limit; -1: the current one). Takes fd; 0, or -1 with errno and a message in why. */
+int logs_switch(int fd, long limit, char *why, size_t why_size);
 
 /* ---- control.c ---------------------------------------------------------------------------- */
 

@@ -19,11 +19,25 @@
  * file does not block for long. If a write fails (a full disk), one warning goes to stderr and
  * later output is read and dropped, so that the agent never blocks on a pipe nobody reads.
  *
+ * Size (--log-limit BYTES, docs/gateway.md "The agent's output log"): the agent decides how much it
+ * writes, the host's disk is shared, and the host rotates the file by name, which PID 1 has no part
+ * in. So PID 1 counts the bytes of its current file (its size when it was handed over, plus every
+ * line written since) and never takes it past the limit: a line that would is dropped, and its
+ * bytes counted. Past half the limit it asks the host for a new file, once, with a control-only
+ * event, {"event":"log","bytes":N,"limit":L,"file":"DEV:INO","dropped":D} (and once more when it
+ * starts dropping); the host renames the file away, makes a new one and hands it over with the
+ * control socket's `log` op (an fd with SCM_RIGHTS): from the next line on, output goes there,
+ * and its first line says how many bytes were dropped meanwhile, if any. Lines are written whole,
+ * one write each, by this one thread: a switch always falls between two lines. The file stays the
+ * host's: PID 1 never opens or renames anything by name, and a file's identity (DEV:INO) lets the
+ * host tell which one is meant when an event comes twice (after a gateway restart).
+ *
  * Security: nothing of the sandbox's is parsed here; its bytes are escaped or encoded, never
  * interpreted, and each line is built in memory bounded by LOG_CHUNK (six bytes per byte at worst).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -48,15 +62,26 @@ static struct {
 	int fd; /* -1: no --log-fd */
 	int devnull;
 	bool failed;
+	long long limit;        /* bytes the current file may hold; 0: no limit */
+	long long size;         /* bytes it holds: its size when it came, plus what we wrote */
+	int asked;              /* events sent for this file: 0, 1 (past half), 2 (dropping) */
+	unsigned long long dropped; /* the agent's bytes dropped since the last file came */
+	dev_t dev;              /* the current file's identity, for the host */
+	ino_t ino;
 	struct log_stream streams[2];
 } logs = { .fd = -1, .devnull = -1 };
 
+static void ask_for_new_file(void);
+
 static void on_stream(struct watch *self, uint32_t events);
 
-static void write_line(const char *tag, const unsigned char *data, size_t len, bool text)
+/* One line; `dropped` > 0 adds the count of dropped bytes (the line that says so). Whether it
+ * was written. */
+static bool write_line_counting(const char *tag, const unsigned char *data, size_t len, bool text,
+				unsigned long long dropped)
 {
 	if (logs.failed)
-		return;
+		return false;
 	struct status_line line;
 	line_open(&line);
 	line_number(&line, "t", now_ms());
@@ -65,12 +90,24 @@ static void write_line(const char *tag, const unsigned char *data, size_t len, b
 		line_string_bytes(&line, "d", (const char *)data, len);
 	else
 		line_base64(&line, "b", data, len);
+	if (dropped > 0)
+		line_number(&line, "dropped", (long long)dropped);
 	size_t size;
 	char *out = line_finish(&line, &size);
 	if (!out) {
 		logs.failed = true;
 		report_warning(LOGS_STEP, ENOMEM, "build a log line (later output is dropped)");
-		return;
+		return false;
+	}
+	if (logs.limit > 0 && logs.size + (long long)size > logs.limit) {
+		/* Full: the line is dropped whole (never cut), counted (the count line itself is kept for
+		 * the next file), and the host asked again. */
+		free(out);
+		if (dropped == 0)
+			logs.dropped += len;
+		if (logs.asked < 2)
+			ask_for_new_file();
+		return false;
 	}
 	for (size_t off = 0; off < size;) {
 		ssize_t n = write(logs.fd, out + off, size - off);
@@ -81,11 +118,106 @@ static void write_line(const char *tag, const unsigned char *data, size_t len, b
 			free(out);
 			logs.failed = true; /* first, so that the warning is not logged where it failed */
 			report_warning(LOGS_STEP, err, "append to --log-fd %d (later output is dropped)", logs.fd);
-			return;
+			return false;
 		}
 		off += (size_t)n;
+		logs.size += n;
 	}
 	free(out);
+	if (logs.limit > 0 && logs.asked == 0 && logs.size >= logs.limit / 2)
+		ask_for_new_file();
+	return true;
+}
+
+static void write_line(const char *tag, const unsigned char *data, size_t len, bool text)
+{
+	(void)write_line_counting(tag, data, len, text, 0);
+}
+
+/* The event that asks the host for a new file (control-only: --event-fd's format predates it). */
+static void ask_for_new_file(void)
+{
+	logs.asked++;
+	if (!control_enabled())
+		return;
+	char file[64];
+	snprintf(file, sizeof file, "%llu:%llu", (unsigned long long)logs.dev, (unsigned long long)logs.ino);
+	struct status_line line;
+	line_open(&line);
+	line_string(&line, "event", "log");
+	line_number(&line, "bytes", logs.size);
+	line_number(&line, "limit", logs.limit);
+	line_string(&line, "file", file);
+	line_number(&line, "dropped", (long long)logs.dropped);
+	size_t len;
+	char *text = line_finish(&line, &len);
+	if (!text) {
+		report_warning(LOGS_STEP, ENOMEM, "ask the host for a new log file");
+		return;
+	}
+	events_publish_control(text, len);
+	free(text);
+}
+
+/* The file's identity and size as it comes, or -1 with errno and a message. */
+static int check_log_fd(int fd, struct stat *st, char *why, size_t why_size)
+{
+	int flags = fcntl(fd, F_GETFL);
+	if (fstat(fd, st) < 0 || flags < 0) {
+		snprintf(why, why_size, "fd %d: %s", fd, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st->st_mode) || (flags & O_ACCMODE) == O_RDONLY || !(flags & O_APPEND)) {
+		snprintf(why, why_size, "fd %d must be a regular file opened for appending (O_WRONLY|O_APPEND)", fd);
+		errno = EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
+static void take_file(int fd, const struct stat *st)
+{
+	logs.fd = fd;
+	logs.size = st->st_size;
+	logs.dev = st->st_dev;
+	logs.ino = st->st_ino;
+	logs.asked = 0;
+	logs.failed = false;
+}
+
+int logs_switch(int fd, long limit, char *why, size_t why_size)
+{
+	if (logs.fd < 0) {
+		close(fd);
+		snprintf(why, why_size, "this sandbox has no --log-fd");
+		errno = ENOENT;
+		return -1;
+	}
+	struct stat st;
+	if (check_log_fd(fd, &st, why, why_size) < 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	/* Every line so far is written whole (one thread, one write each): nothing is torn here. */
+	if (fd != logs.fd && close(logs.fd) < 0)
+		report_warning(LOGS_STEP, errno, "close the previous log file");
+	take_file(fd, &st);
+	if (limit >= 0)
+		logs.limit = limit;
+	if (logs.dropped > 0) {
+		/* Kept until said: a file handed over full (the same one again) says it in the next. */
+		char text[200];
+		int n = snprintf(text, sizeof text,
+				 "carapace-init: logs: %llu bytes of output dropped: the log file was full before the next one came",
+				 logs.dropped);
+		if (write_line_counting("init", (const unsigned char *)text, (size_t)n, true, logs.dropped))
+			logs.dropped = 0;
+	}
+	if (logs.limit > 0 && logs.asked == 0 && logs.size >= logs.limit / 2)
+		ask_for_new_file();
+	return 0;
 }
 
 /* PID 1's own warnings (report_warning), once the agent runs. */
@@ -98,16 +230,12 @@ void logs_prepare(const struct init_config *cfg)
 {
 	if (cfg->log_fd < 0)
 		return;
-	logs.fd = cfg->log_fd;
 	struct stat st;
-	if (fstat(logs.fd, &st) < 0)
-		die(LOGS_STEP, errno, "--log-fd %d", logs.fd);
-	int flags = fcntl(logs.fd, F_GETFL);
-	if (flags < 0)
-		die(LOGS_STEP, errno, "--log-fd %d", logs.fd);
-	if (!S_ISREG(st.st_mode) || (flags & O_ACCMODE) == O_RDONLY || !(flags & O_APPEND))
-		die(LOGS_STEP, 0, "--log-fd %d must be a regular file opened for appending (O_WRONLY|O_APPEND)",
-		    logs.fd);
+	char why[160];
+	if (check_log_fd(cfg->log_fd, &st, why, sizeof why) < 0)
+		die(LOGS_STEP, 0, "--log-%s", why);
+	take_file(cfg->log_fd, &st);
+	logs.limit = cfg->log_limit;
 	logs.devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (logs.devnull < 0)
 		die(LOGS_STEP, errno, "open /dev/null for the agent's stdin");
@@ -147,6 +275,9 @@ void logs_start(void)
 			die(LOGS_STEP, errno, "watch the agent's std%s", s->tag);
 	}
 	report_set_log(log_warning);
+	/* A file that is already past half its limit (a restart appends to the last run's). */
+	if (logs.limit > 0 && logs.size >= logs.limit / 2)
+		ask_for_new_file();
 }
 
 /* One chunk: text when it is valid UTF-8 (a sequence cut at its end is kept for the next). */

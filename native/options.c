@@ -100,7 +100,8 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 
 	bool seen_status = false, seen_seccomp = false, seen_env = false, seen_event = false, seen_mode = false, seen_abi_max = false,
 	     seen_nofile = false, seen_nproc = false, seen_dir = false, seen_socket = false,
-	     seen_port = false, seen_stderr = false, seen_control = false, seen_log = false;
+	     seen_port = false, seen_stderr = false, seen_control = false, seen_log = false,
+	     seen_log_limit = false;
 
 	for (int i = 1; i < end; i += 2) {
 		const char *option = argv[i];
@@ -166,6 +167,9 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 		} else if (strcmp(option, "--log-fd") == 0) {
 			once(&seen_log, option);
 			cfg->log_fd = parse_fd(option, value);
+		} else if (strcmp(option, "--log-limit") == 0) {
+			once(&seen_log_limit, option);
+			cfg->log_limit = parse_number(option, value, LOG_LIMIT_MIN, LOG_LIMIT_MAX);
 		} else if (strcmp(option, "--relay-port") == 0) {
 			once(&seen_port, option);
 			cfg->relay_port = (unsigned)parse_number(option, value, 1, 65535);
@@ -179,6 +183,8 @@ void options_parse(int argc, char **argv, struct init_config *cfg)
 	if (end + 1 >= argc)
 		die(OPTIONS_STEP, 0, "missing the command after '--'");
 	cfg->command = &argv[end + 1];
+	if (seen_log_limit && cfg->log_fd < 0)
+		die(OPTIONS_STEP, 0, "--log-limit needs --log-fd");
 
 	/* One fd cannot serve two purposes: each is consumed (read to EOF, closed) on its own. */
 	int fds[] = { cfg->status_fd,	 cfg->seccomp_fd,     cfg->env_fd, cfg->event_fd,

@@ -21,6 +21,7 @@ import { runRoutes } from './run-routes.js';
 import { ApiServer } from './api/server.js';
 import { GatewaySockets } from './api/sockets.js';
 import { AuditRouter } from './audit-router.js';
+import type { LogRotation } from './sandboxes/agent-log.js';
 import { LogService } from './sandboxes/log-service.js';
 import { GatewayMetrics } from './metrics.js';
 import { PolicyService } from './policy/policy-service.js';
@@ -65,6 +66,8 @@ export interface GatewayConfig {
   proxy?: ProxySettings | undefined;
   /** Size and number of each sandbox's audit files (default 16 MiB × 4: src/audit/audit-files.ts). */
   audit?: AuditRotation | undefined;
+  /** Size and number of each sandbox's agent log files (default 16 MiB × 2: sandboxes/agent-log.ts). */
+  logs?: LogRotation | undefined;
   /** The options it was given, as typed (`gateway status` shows them). */
   options?: readonly string[] | undefined;
   /** Where the gateway's own log lines go (JSON objects, one per line). */
@@ -168,6 +171,7 @@ export class Gateway {
         identities,
         rootless,
         restart: cfg.restart,
+        logRotation: cfg.logs,
         log,
       });
       // One account per user, of the sandboxes they create and of their runs' (quotas.ts).
@@ -186,7 +190,7 @@ export class Gateway {
       // events share one audit file, runs.jsonl (one per run would pile up files and fds).
       const runsAudit = audit.forSandbox(RUNS_AUDIT_ID);
       const runs = new OneOffRuns({ runtime, dirs, audit: runsAudit, quotas, log });
-      const logs = new LogService((id) => launcher.logPath(id), audit);
+      const logs = new LogService(launcher.logs, audit);
       const server = new ApiServer([], {
         onInternalError: (err, req) =>
           log({

@@ -72,6 +72,7 @@ export class BubblewrapDriver implements SandboxDriver {
       expectedInodes: req.expectedInodes,
       control: req.control,
       logFile: req.logFile,
+      logLimitBytes: req.logLimitBytes,
       detached: req.detached,
       onMaskCheck: req.onMaskCheck,
     });

@@ -42,6 +42,8 @@ export interface DriverStartRequest {
   /** A sandbox a gateway holds: a control socket, its output in `logFile`, and it outlives us. */
   control?: boolean | undefined;
   logFile?: string | undefined;
+  /** The bytes one log file may hold (the init asks for the next one past half: agent-log.ts). */
+  logLimitBytes?: number | undefined;
   detached?: boolean | undefined;
   /** Hears each time the host replaced a masked file while the sandbox ran (mask-guard.ts). */
   onMaskCheck?: ((check: MaskCheck) => void) | undefined;

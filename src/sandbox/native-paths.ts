@@ -63,3 +63,8 @@ export function nativeLauncher(): string {
 export function nativeMasker(): string {
   return join(packageRoot(), 'native', 'carapace-mask');
 }
+
+/** Sends a control request with a file descriptor, which Node cannot (control-log.ts). */
+export function nativeFdSender(): string {
+  return join(packageRoot(), 'native', 'carapace-sendfd');
+}

@@ -57,6 +57,8 @@ export interface StartOptions {
   masker?: string | undefined;
   /** The agent's stdout and stderr go to this file as JSON lines (its stdin is /dev/null). */
   logFile?: string | undefined;
+  /** The bytes that file may hold (native/logs.c: past half, the init asks for a new one). */
+  logLimitBytes?: number | undefined;
   /**
    * The sandbox survives the process that starts it: no --die-with-parent, nothing tied to this
    * process once the agent runs, and the run record is handed to the sandbox's init. Its exit is
@@ -255,6 +257,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       aliases: binds.aliases,
       controlDir: controlFd,
       logFile: logFd,
+      logLimitBytes: opts.logLimitBytes,
       detached: opts.detached,
     });
     // bwrap holds its own copies (or has bound them already).

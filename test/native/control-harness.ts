@@ -64,14 +64,20 @@ export async function startControlled(opts: SandboxOptions & { log?: boolean }):
     dir,
     logFile,
     initPid,
+    // Whole lines only: a reader can see a line the init is still writing.
     logLines: () =>
       logFile
-        ? readFileSync(logFile, 'utf8')
+        ? wholeLines(readFileSync(logFile, 'utf8'))
             .split('\n')
             .filter((l) => l !== '')
             .map((l) => JSON.parse(l) as LogLine)
         : [],
   };
+}
+
+/** `text` up to its last newline. */
+function wholeLines(text: string): string {
+  return text.slice(0, text.lastIndexOf('\n') + 1);
 }
 
 /** Everything a stream gives until its end. */

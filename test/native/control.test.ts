@@ -504,7 +504,8 @@ describe('the control socket: events, status, signal, the end', () => {
     expect(JSON.parse(await ask('{"op":"reboot"}\n'))).toEqual({
       ok: false,
       errno: 22,
-      message: 'bad request: unknown op "reboot" (exec, connect, events, status or signal): Invalid argument',
+      message:
+        'bad request: unknown op "reboot" (exec, connect, events, status, signal or log): Invalid argument',
     });
     expect(JSON.parse(await ask('{"op":"status","x":1}\n'))).toMatchObject({
       message: 'bad request: op "status" has no field "x": Invalid argument',

@@ -86,6 +86,22 @@ describe('parseRequestHead refuses', () => {
       'POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n',
       /invalid Content-Length/,
     ],
+    // A no-break space (0xA0, obs-text) is not whitespace to HTTP: String.trim would have read 5.
+    [
+      'CL with a no-break space',
+      'POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\xa0\r\n\r\n',
+      /invalid Content-Length/,
+    ],
+    [
+      'CL list with a no-break space',
+      'POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5,\xa05\r\n\r\n',
+      /invalid Content-Length/,
+    ],
+    [
+      'TE chunked with a no-break space',
+      'POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\xa0\r\n\r\n',
+      /Transfer-Encoding/,
+    ],
     ['several Host', 'GET http://a/ HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n', /several Host/],
     ['no Host on 1.1', 'GET http://a/ HTTP/1.1\r\n\r\n', /missing Host/],
     ['NUL in value', 'GET http://a/ HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n', /control character/],
@@ -243,4 +259,40 @@ describe('totality (bounded fuzz, fixed seed)', () => {
     }
     expect(accepted).toBeGreaterThan(100);
   }, 60_000);
+});
+
+describe('Content-Length and the field count (the one-field fast path reads as the general rule)', () => {
+  const cl = (...values: string[]): number | string => {
+    const head = `HTTP/1.1 200 OK\r\n${values.map((v) => `Content-Length: ${v}\r\n`).join('')}\r\n`;
+    try {
+      const body = parseResponseHead(b(head), 'GET').body;
+      return body.kind === 'length' ? body.length : body.kind;
+    } catch (e) {
+      if (e instanceof HttpHeadError) return e.reason;
+      throw e;
+    }
+  };
+  it('reads one field of digits, leading zeros included, up to 15 digits', () => {
+    expect(cl('11')).toBe(11);
+    expect(cl('007')).toBe(7);
+    expect(cl('0')).toBe('none');
+    expect(cl('999999999999999')).toBe(999999999999999);
+  });
+  it('refuses what the general rule refuses, and reads its lists and duplicates', () => {
+    expect(cl('1234567890123456')).toBe('invalid Content-Length');
+    expect(cl('+1')).toBe('invalid Content-Length');
+    expect(cl('0x10')).toBe('invalid Content-Length');
+    expect(cl('1 1')).toBe('invalid Content-Length');
+    expect(cl('')).toBe('invalid Content-Length');
+    expect(cl('3, 3')).toBe(3);
+    expect(cl('3, 4')).toBe('differing Content-Length values');
+    expect(cl('05', '5')).toBe(5);
+    expect(cl('5', '6')).toBe('differing Content-Length values');
+  });
+  it('counts the header fields after the start line against the limit', () => {
+    const fields = (n: number): string =>
+      `GET http://a/ HTTP/1.1\r\nHost: a\r\n${'X: 1\r\n'.repeat(n - 1)}\r\n`;
+    expect(reason(fields(128))).toBe('accepted');
+    expect(reason(fields(129))).toBe('too many header fields');
+  });
 });

@@ -15,6 +15,7 @@ import { accessSync, constants, mkdirSync, readFileSync, renameSync, writeFileSy
 import { join, resolve } from 'node:path';
 import type { AuditRotation } from '../../audit/index.js';
 import type { GatewayConfig } from '../../gateway/daemon.js';
+import type { LogRotation } from '../../gateway/sandboxes/agent-log.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
 import { UsageError } from '../errors.js';
 import { parseAllowLocal, parseResolve } from '../run/run-options.js';
@@ -36,6 +37,7 @@ export interface GatewayOptionValues {
   restartBackoff: string;
   crashLoop: string;
   auditRotate: string;
+  logRotate: string;
   resolve: string[];
   allowLocal: string[];
   upstreamCa?: string | undefined;
@@ -77,6 +79,12 @@ const OPTIONS: readonly OptionDef[] = [
     flags: '--audit-rotate <size:files>',
     help: "each sandbox's audit trail: a file passing SIZE is rotated, FILES of them are kept (the oldest dropped, and that audited)",
     default: '16Mi:4',
+  },
+  {
+    key: 'logRotate',
+    flags: '--log-rotate <size:files>',
+    help: "each sandbox's agent output log: no file passes SIZE (past half, it is rotated; full, output is dropped and counted), FILES of them are kept",
+    default: '16Mi:2',
   },
   {
     key: 'resolve',
@@ -180,6 +188,7 @@ const RUN_DEFAULTS: GatewayOptionValues = {
   restartBackoff: '1s:5m',
   crashLoop: '5',
   auditRotate: '16Mi:4',
+  logRotate: '16Mi:2',
   resolve: [],
   allowLocal: [],
 };
@@ -187,7 +196,7 @@ const RUN_DEFAULTS: GatewayOptionValues = {
 /** The daemon's settings from its options; one line on what is wrong (UsageError, exit 2). */
 export function gatewayConfigOf(
   opts: GatewayOptionValues,
-): Pick<GatewayConfig, 'quotas' | 'restart' | 'proxy' | 'audit'> {
+): Pick<GatewayConfig, 'quotas' | 'restart' | 'proxy' | 'audit' | 'logs'> {
   const sandboxes = Number(opts.maxSandboxes);
   if (!/^\d+$/.test(opts.maxSandboxes) || !Number.isSafeInteger(sandboxes))
     throw new UsageError(`--max-sandboxes ${opts.maxSandboxes}: expected a whole number`);
@@ -199,6 +208,7 @@ export function gatewayConfigOf(
     },
     restart: restartSettings(opts.restartBackoff, opts.crashLoop),
     audit: auditRotation(opts.auditRotate),
+    logs: logRotation(opts.logRotate),
     proxy: {
       // The same checks, and the same lines, as `carapace run`'s.
       hosts: asGatewayInput(() => parseResolve(opts.resolve)),
@@ -248,6 +258,23 @@ function auditRotation(text: string): AuditRotation {
   if (maxFileBytes < 64 * 1024)
     throw new UsageError(`--audit-rotate ${text}: a file of at least 64Ki (a few hundred lines)`);
   if (count < 1 || count > 1000) throw new UsageError(`--audit-rotate ${text}: keep from 1 to 1000 files`);
+  return { maxFileBytes, files: count };
+}
+
+/**
+ * `SIZE:FILES` for the agent's log: at least 1Mi a file (the init's --log-limit: a few of its
+ * longest lines), and 2 to 1000 files (one alone would have the lines written between the rename
+ * and the init's switch go to a file already dropped).
+ */
+function logRotation(text: string): LogRotation {
+  const [size, files] = text.split(':');
+  const count = Number(files);
+  if (size === undefined || files === undefined || !/^\d+$/.test(files))
+    throw new UsageError(`--log-rotate ${text}: expected SIZE:FILES, like 16Mi:2`);
+  const maxFileBytes = bytes(size, '--log-rotate');
+  if (maxFileBytes < 1024 * 1024 || maxFileBytes > 1024 ** 4)
+    throw new UsageError(`--log-rotate ${text}: a file of 1Mi to 1Ti`);
+  if (count < 2 || count > 1000) throw new UsageError(`--log-rotate ${text}: keep from 2 to 1000 files`);
   return { maxFileBytes, files: count };
 }
 

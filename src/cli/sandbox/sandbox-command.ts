@@ -271,7 +271,9 @@ export function registerSandbox(program: Command): void {
         // agent's terminal output, colours and cursor moves part of it. -o json escapes.
         const text =
           typeof rec.d === 'string' ? rec.d : Buffer.from(String(rec.b ?? ''), 'base64').toString();
-        (rec.s === 'err' ? process.stderr : process.stdout).write(text);
+        // The init's own lines (a warning, output it dropped) are not the agent's: a line of their own.
+        if (rec.s === 'init') process.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
+        else (rec.s === 'err' ? process.stderr : process.stdout).write(text);
       }
     },
   );

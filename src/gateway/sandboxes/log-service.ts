@@ -1,26 +1,19 @@
 /**
  * `sandbox logs`: a sandbox's agent output (JSON lines `{"t","s","d"|"b"}`, kept per sandbox in
- * `<state>/logs/<id>.log` and one rotated generation `.1`, surviving restarts of the sandbox) and
- * its audit trail (`<state>/audit/<id>.jsonl` and its rotated generations `.1` … , oldest first:
- * AuditRouter.history), filtered, as JSON lines; with `follow`, what is appended afterwards too,
- * until the client goes away.
+ * `<state>/logs/<id>.log` and its rotated generations `.1` …, oldest first: agent-log.ts, surviving
+ * restarts of the sandbox) and its audit trail (`<state>/audit/<id>.jsonl` and its rotated
+ * generations `.1` … , oldest first: AuditRouter.history), filtered, as JSON lines; with `follow`,
+ * what is appended afterwards too, across rotations, until the client goes away.
  */
-import {
-  closeSync,
-  constants,
-  createReadStream,
-  existsSync,
-  fstatSync,
-  openSync,
-  statSync,
-  watch,
-} from 'node:fs';
+import { closeSync, createReadStream, fstatSync, read, watch } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
 import type { OcsfEvent } from '../../audit/index.js';
 import type { AuditRouter } from '../audit-router.js';
+import type { AgentLogs } from './agent-log.js';
 import type { SandboxRecord } from '../store/sandbox-store.js';
-import { lastLines, type SizedFile } from './last-lines.js';
+import { lastLines } from './last-lines.js';
 
 export interface LogQuery {
   follow?: 'true' | 'false' | undefined;
@@ -41,7 +34,7 @@ export interface LogLine {
 
 export class LogService {
   constructor(
-    private readonly logPath: (id: string) => string,
+    private readonly logs: AgentLogs,
     private readonly audit: AuditRouter,
   ) {}
 
@@ -61,8 +54,11 @@ export class LogService {
             else res.write(text);
           })
         : null;
+    // The agent's current file is kept open when following: the follower goes on from where the
+    // reading ended, in that file, and from there into the next one after a rotation.
+    let current: { fd: number; size: number } | null = null;
     try {
-      const kept = await this.lastLines(rec, audit, keep, q.tail);
+      const kept = await this.lastLines(rec, audit, keep, q.tail, q.follow === 'true', (c) => (current = c));
       if (kept.length) res.write(kept.join('\n') + '\n');
       if (q.follow !== 'true') {
         res.end();
@@ -72,10 +68,11 @@ export class LogService {
       live = null;
       const stopFile = audit
         ? null
-        : followFile(this.logPath(rec.id), (text) => {
+        : followAgentLog(this.logs, rec.id, current, (text) => {
             const parsed = parseLine(text);
             if (parsed !== null && keep(parsed as LogLine & OcsfEvent)) res.write(text + '\n');
           });
+      current = null; // the follower's now
       await new Promise<void>((resolve) => {
         req.on('close', resolve);
         res.on('close', resolve);
@@ -83,6 +80,7 @@ export class LogService {
       stopFile?.();
     } finally {
       stopAudit?.();
+      if (current !== null) closeSync((current as { fd: number }).fd);
     }
   }
 
@@ -92,35 +90,49 @@ export class LogService {
     audit: boolean,
     keep: (line: LogLine & OcsfEvent) => boolean,
     tail: number | undefined,
+    follow: boolean,
+    keepCurrent: (file: { fd: number; size: number }) => void,
   ): Promise<string[]> {
-    const inputs = audit
-      ? this.audit.history(rec.id)
-      : [`${this.logPath(rec.id)}.1`, this.logPath(rec.id)].filter((file) => existsSync(file));
-    if (tail !== undefined) return tailOf(inputs, (text) => keepText(text, keep), tail);
+    const agent = audit ? null : this.logs.openAll(rec.id);
+    const inputs: { fd: number; size: number }[] = agent ?? this.audit.history(rec.id);
+    // The agent's current file (the last, when it is there) stays open for the follower.
+    const last = agent?.at(-1);
+    const held = follow && last?.name === this.logs.base(rec.id) ? last : null;
+    if (tail !== undefined) {
+      // Read from the end backwards (last-lines.ts): the cost is what is shown, not the history.
+      try {
+        return await lastLines(inputs, (text) => keepText(text, keep), tail);
+      } finally {
+        for (const file of inputs) if (file !== held) closeSync(file.fd);
+        if (held) keepCurrent(held);
+      }
+    }
     const kept: string[] = [];
     let next = 0;
     try {
       for (; next < inputs.length; next++) {
         const file = inputs[next]!;
-        if (typeof file !== 'string' && file.size === 0) continue;
+        if (file.size === 0) continue;
         // A descriptor is read up to the size it had when taken: what came after is followed live.
-        const input =
-          typeof file === 'string'
-            ? createReadStream(file)
-            : createReadStream('', { fd: file.fd, start: 0, end: file.size - 1, autoClose: true });
+        const input = createReadStream('', {
+          fd: file.fd,
+          start: 0,
+          end: file.size - 1,
+          autoClose: file !== held,
+        });
         for await (const text of createInterface({ input, crlfDelay: Infinity })) {
           const parsed = parseLine(text);
           if (parsed === null || !keep(parsed as LogLine & OcsfEvent)) continue;
           kept.push(text);
-          if (tail !== undefined && kept.length > tail) kept.shift();
         }
       }
     } finally {
       // A stream closes its descriptor; those of empty files and of files not reached are closed here.
       for (const [i, file] of inputs.entries()) {
-        if (typeof file !== 'string' && (file.size === 0 || i > next)) closeSync(file.fd);
+        if (file !== held && (file.size === 0 || i > next)) closeSync(file.fd);
       }
     }
+    if (held) keepCurrent(held);
     return kept;
   }
 }
@@ -128,34 +140,6 @@ export class LogService {
 function keepText(text: string, keep: (line: LogLine & OcsfEvent) => boolean): boolean {
   const parsed = parseLine(text);
   return parsed !== null && keep(parsed as LogLine & OcsfEvent);
-}
-
-/** `--tail`: read from the end (last-lines.ts); every descriptor is closed after. */
-async function tailOf(
-  inputs: readonly (string | SizedFile)[],
-  keep: (text: string) => boolean,
-  tail: number,
-): Promise<string[]> {
-  const files: SizedFile[] = [];
-  try {
-    for (const input of inputs) {
-      if (typeof input !== 'string') {
-        files.push(input);
-        continue;
-      }
-      let fd: number;
-      try {
-        fd = openSync(input, constants.O_RDONLY | constants.O_NOFOLLOW);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // rotated away since
-        throw err;
-      }
-      files.push({ fd, size: fstatSync(fd).size });
-    }
-    return await lastLines(files, keep, tail);
-  } finally {
-    for (const f of files) closeSync(f.fd);
-  }
 }
 
 function parseLine(text: string): Record<string, unknown> | null {
@@ -186,53 +170,98 @@ function auditFilter(q: LogQuery): (e: OcsfEvent) => boolean {
 }
 
 /**
- * Calls `onLine` for every complete line appended to `path` from now on (a rotation, which makes
- * the file shorter, starts again from its beginning). Returns the function that stops it.
+ * Calls `onLine` for every complete line the agent's log gets from now on: from `from` (its current
+ * file, open, and how much of it was read), and across rotations (agent-log.ts). The file is read
+ * to its end when the directory says something of the log changed; when the name has gone to a new
+ * file, the old one is read to its end once the new one has a line (the init writes the old one
+ * until it switches, and the new one only after), then the new one from its start. Every name is
+ * opened through the directory's descriptor, never through a symlink. Returns the stop function.
  */
-function followFile(path: string, onLine: (text: string) => void): () => void {
-  let offset = existsSync(path) ? statSync(path).size : 0;
+function followAgentLog(
+  logs: AgentLogs,
+  id: string,
+  from: { fd: number; size: number } | null,
+  onLine: (text: string) => void,
+): () => void {
+  const base = logs.base(id);
+  let fd = from?.fd ?? null;
+  let offset = from?.size ?? 0;
   let partial = '';
-  let reading = false;
+  // A character cut by the end of a read is kept for the next: the lines hold raw UTF-8.
+  let decoder = new StringDecoder('utf8');
+  let stopped = false;
+  let reading: Promise<void> | null = null;
   let again = false;
-  const read = () => {
-    if (reading) {
-      again = true;
-      return;
-    }
-    reading = true;
-    let size: number;
-    try {
-      size = statSync(path).size;
-    } catch {
-      reading = false;
-      return;
-    }
-    if (size < offset) offset = 0;
-    if (size === offset) {
-      reading = false;
-      return;
-    }
-    const stream = createReadStream(path, { start: offset, end: size - 1 });
-    offset = size;
-    stream.on('data', (chunk) => {
-      partial += String(chunk);
+  const buf = Buffer.allocUnsafe(64 * 1024);
+  const readToEnd = async (): Promise<void> => {
+    if (fd === null) return;
+    const held = fd;
+    for (;;) {
+      const n = await new Promise<number>((resolve) =>
+        read(held, buf, 0, buf.length, offset, (err, bytes) => resolve(err ? 0 : bytes)),
+      );
+      if (n === 0 || stopped) return;
+      offset += n;
+      partial += decoder.write(buf.subarray(0, n));
       let nl: number;
       while ((nl = partial.indexOf('\n')) >= 0) {
         onLine(partial.slice(0, nl));
         partial = partial.slice(nl + 1);
       }
-    });
-    stream.on('close', () => {
-      reading = false;
-      if (again) {
-        again = false;
-        read();
-      }
-    });
+    }
   };
-  const watcher = watch(path.slice(0, path.lastIndexOf('/')), (_e, file) => {
-    if (file !== null && path.endsWith(`/${file}`)) read();
+  /** The current name's file when it is not the one held and already has a line; else null. */
+  const successor = (): { fd: number; size: number } | null => {
+    const now = logs.dir.openForReading(base);
+    if (!now) return null;
+    const same =
+      fd !== null &&
+      (() => {
+        const a = fstatSync(fd, { bigint: true });
+        const b = fstatSync(now.fd, { bigint: true });
+        return a.dev === b.dev && a.ino === b.ino;
+      })();
+    if (same || (fd !== null && now.size === 0)) {
+      closeSync(now.fd);
+      return null;
+    }
+    return now;
+  };
+  const update = (): void => {
+    if (reading) {
+      again = true;
+      return;
+    }
+    reading = drain().finally(() => (reading = null));
+  };
+  const drain = async (): Promise<void> => {
+    do {
+      again = false;
+      await readToEnd();
+      const next = stopped ? null : successor();
+      if (next) {
+        await readToEnd(); // what the init wrote to the old file before it switched
+        if (fd !== null) closeSync(fd);
+        fd = next.fd;
+        offset = 0;
+        partial = '';
+        decoder = new StringDecoder('utf8');
+        again = true;
+      }
+    } while (again && !stopped);
+  };
+  const watcher = watch(logs.dir.path, (_e, file) => {
+    if (file !== null && (file === base || file.startsWith(`${base}.`))) update();
   });
   watcher.on('error', () => {});
-  return () => watcher.close();
+  update(); // what came between the reading and the watch
+  return () => {
+    stopped = true;
+    watcher.close();
+    // A read in progress holds the descriptor until it returns.
+    void (reading ?? Promise.resolve()).then(() => {
+      if (fd !== null) closeSync(fd);
+      fd = null;
+    });
+  };
 }

@@ -5,7 +5,8 @@
  * policy says).
  *
  * Sandboxes outlive the gateway: each is started detached, with a control socket (exec, port
- * forwards, events) and its output written by its own init to `<state>/logs/<id>.log`. When the
+ * forwards, events) and its output written by its own init to `<state>/logs/<id>.log`, rotated
+ * when the init asks (agent-log.ts). When the
  * gateway stops it lets them be (its proxy sockets close; their relays fail until it is back);
  * when it starts it re-adopts the ones still running (runtime.adopt: by the run record's pid and
  * start time) and listens on their proxy sockets again.
@@ -29,7 +30,7 @@ import type { Runtime } from '../../runtime/runtime.js';
 import { specFromSettings } from '../../runtime/sandbox-spec-from-policy.js';
 import { SandboxCgroup } from '../../sandbox/cgroup/cgroup.js';
 import { processStartedAt, UsageMeter, type TreeUsage } from '../../sandbox/processes.js';
-import { SandboxControl } from '../../sandbox/control/control.js';
+import { SandboxControl, type ControlEvent } from '../../sandbox/control/control.js';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
 import { SandboxStartError } from '../../sandbox/launch/launch.js';
 import type { InitEvent } from '../../sandbox/launch/running-sandbox.js';
@@ -38,6 +39,7 @@ import type { StateDirs } from '../../sandbox/state-dirs.js';
 import { ApiError } from '../api/errors.js';
 import type { AuditRouter } from '../audit-router.js';
 import { forwardEvent, ForwardSet, type ForwardState } from '../sandbox-io/forwards.js';
+import { AgentLogs, type LogRotation } from './agent-log.js';
 import { egressOf, identityOf, policyOf } from './sandbox-inputs.js';
 import type { RestartSettings, Run } from './restart-policy.js';
 import { RestartScheduler } from './restart-scheduler.js';
@@ -55,6 +57,8 @@ export interface SandboxLauncherOptions {
   /** True for a rootless gateway: every sandbox is the gateway's user, no path checks. */
   rootless: boolean;
   restart?: RestartSettings | undefined;
+  /** Size and number of each sandbox's agent log files (default 16 MiB × 2: agent-log.ts). */
+  logRotation?: LogRotation | undefined;
   /** The gateway's own log. */
   log?: (entry: Record<string, unknown>) => void;
 }
@@ -83,6 +87,8 @@ export class SandboxLauncher {
   private readonly usages = new UsageMeter();
   /** Its restart policy, for each sandbox whose agent ends by itself. */
   private readonly restarts: RestartScheduler;
+  /** The agents' output logs, rotated at their inits' request. */
+  readonly logs: AgentLogs;
 
   constructor(private readonly opts: SandboxLauncherOptions) {
     this.restarts = new RestartScheduler({
@@ -93,11 +99,8 @@ export class SandboxLauncher {
       start: (rec) => this.start(rec),
       isRunning: (id) => this.held.has(id),
     });
-    for (const d of [this.logDir, this.caDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
-  }
-
-  get logDir(): string {
-    return join(this.opts.dirs.state, 'logs');
+    mkdirSync(this.caDir, { recursive: true, mode: 0o700 });
+    this.logs = new AgentLogs(join(this.opts.dirs.state, 'logs'), opts.logRotation);
   }
 
   private get caDir(): string {
@@ -105,7 +108,7 @@ export class SandboxLauncher {
   }
 
   logPath(id: string): string {
-    return join(this.logDir, `${id}.log`);
+    return this.logs.path(id);
   }
 
   isRunning(id: string): boolean {
@@ -200,6 +203,7 @@ export class SandboxLauncher {
       expectedInodes: expected,
       control: true,
       logFile: this.logPath(rec.id),
+      logLimitBytes: this.logs.rotation.maxFileBytes,
       detached: true,
     });
     const bw = (started as BubblewrapSandbox).started;
@@ -288,7 +292,7 @@ export class SandboxLauncher {
       policyRev: rec.spec.policyRev,
     };
     this.held.set(rec.id, entry);
-    void this.followEvents(rec.id, events);
+    void this.followEvents(rec, control, events, ownsNetwork); // ownsNetwork: an adopted sandbox
     managed.onChange((c) => {
       if (!this.opts.store.get(rec.id)) return;
       this.opts.store.update(rec.id, {
@@ -346,16 +350,48 @@ export class SandboxLauncher {
     return held ? (hostPort) => held.forwards.state(hostPort) : null;
   }
 
-  /** Connections the kernel refused inside the sandbox, as 4001 events in its audit trail. */
-  private async followEvents(id: string, events: AsyncIterable<unknown>): Promise<void> {
+  /**
+   * Connections the kernel refused inside the sandbox, as 4001 events in its audit trail; and its
+   * init's requests for a new log file, answered (agent-log.ts) before the event is acknowledged.
+   */
+  private async followEvents(
+    rec: SandboxRecord,
+    control: SandboxControl,
+    events: AsyncIterable<ControlEvent>,
+    adopted: boolean,
+  ): Promise<void> {
+    const id = rec.id;
+    if (adopted) await this.answerLog(rec, () => this.logs.resume(rec.id, control));
     try {
       for await (const e of events) {
-        const refused = parseDirectConnect(e as InitEvent);
+        if (e.event === 'log') {
+          if (typeof e.file === 'string') await this.answerLog(rec, () => this.logs.answer(id, control, e));
+          continue;
+        }
+        const refused = parseDirectConnect(e as unknown as InitEvent);
         if (refused)
           this.opts.audit.emit(directConnectEvent(await import('../../audit/index.js'), id, refused));
       }
     } catch {
       // the sandbox ended, or the gateway closes: its events wait for the next subscriber
+    }
+  }
+
+  /**
+   * A new log file for the sandbox's init. A failure is the gateway log's: the init, full, drops
+   * its agent's output and asks once more; the next gateway settles the log when it re-adopts the
+   * sandbox (AgentLogs.resume).
+   */
+  private async answerLog(rec: SandboxRecord, answer: () => Promise<boolean>): Promise<void> {
+    try {
+      await answer();
+    } catch (err) {
+      this.opts.log?.({
+        level: 'warn',
+        msg: 'cannot rotate a sandbox log',
+        sandbox: rec.name,
+        error: (err as Error).message,
+      });
     }
   }
 

@@ -6,7 +6,6 @@
  * (sandbox-launcher.ts); the records are the store's; what the API shows of one, sandbox-views.ts's.
  */
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import { removeTree } from '../../sandbox/host-paths/remove-tree.js';
 import { join } from 'node:path';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
@@ -367,9 +366,7 @@ export class SandboxService {
     this.opts.store.delete(rec.id);
     this.views.forget(rec.id);
     await this.opts.audit.remove(rec.id); // and its rotated generations
-    for (const log of [this.opts.launcher.logPath(rec.id), `${this.opts.launcher.logPath(rec.id)}.1`]) {
-      rmSync(log, { force: true });
-    }
+    await this.opts.launcher.logs.remove(rec.id); // every generation of its agent log
     await this.opts.identities?.release({ state: this.opts.dirs.state, name: rec.id });
     return { kept };
   }

@@ -175,12 +175,22 @@ export function forwardBodyNow(
         // The rest (a pipelined next message) stays for the next read.
         if (chunk.length > framing.length) reader.unshift(chunk.subarray(framing.length));
         const body = chunk.length > framing.length ? chunk.subarray(0, framing.length) : chunk;
-        return writeNow(dest, prefix ? Buffer.concat([prefix, body]) : body, account);
+        return writeNow(dest, prefix ? joined(prefix, body) : body, account);
       }
       reader.unshift(chunk);
     }
   }
   return forwardBody(reader, dest, framing, prefix, account);
+}
+
+/**
+ * `head` followed by `body`: the one view over both when they lie next to each other in one buffer
+ * (a response's head and body read in one chunk, as they usually are), else a copy of both.
+ */
+export function joined(head: Buffer, body: Buffer): Buffer {
+  if (head.buffer === body.buffer && head.byteOffset + head.length === body.byteOffset)
+    return Buffer.from(head.buffer, head.byteOffset, head.length + body.length);
+  return Buffer.concat([head, body]);
 }
 
 const CRLF = Buffer.from('\r\n');

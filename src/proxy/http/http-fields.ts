@@ -96,7 +96,12 @@ function valueIsClean(v: string): boolean {
 export const MAX_HEADER_FIELDS = 128;
 
 /** Remove optional whitespace (SP, HTAB) at both ends. */
-function trimOws(v: string): string {
+/**
+ * Strips HTTP's optional whitespace (space and tab) from both ends. Never String.trim: it also
+ * strips a no-break space (0xA0 read as latin1) and other Unicode spaces, which a server does not,
+ * so `Transfer-Encoding: chunked\xa0` would frame as chunked here and as something else there.
+ */
+export function trimOws(v: string): string {
   let a = 0;
   let b = v.length;
   while (a < b && (v.charCodeAt(a) === 0x20 || v.charCodeAt(a) === 0x09)) a++;
@@ -104,10 +109,12 @@ function trimOws(v: string): string {
   return a === 0 && b === v.length ? v : v.slice(a, b);
 }
 
-export function parseHeaderLines(lines: readonly string[]): HeaderField[] {
-  if (lines.length > MAX_HEADER_FIELDS) throw new HttpHeadError('too many header fields', 431);
+/** The header fields of `lines` from index `from` (a head's lines after its start line). */
+export function parseHeaderLines(lines: readonly string[], from = 0): HeaderField[] {
+  if (lines.length - from > MAX_HEADER_FIELDS) throw new HttpHeadError('too many header fields', 431);
   const out: HeaderField[] = [];
-  for (const line of lines) {
+  for (let i = from; i < lines.length; i++) {
+    const line = lines[i] as string;
     const c0 = line.charCodeAt(0);
     if (c0 === 0x20 || c0 === 0x09) throw new HttpHeadError('obsolete line folding (obs-fold) in header');
     const colon = line.indexOf(':');
@@ -127,7 +134,7 @@ export function listValues(headers: readonly HeaderField[], lname: string): stri
   for (const h of headers) {
     if (h.lname !== lname) continue;
     for (const part of h.value.split(',')) {
-      const t = part.trim();
+      const t = trimOws(part);
       if (t) out.push(t);
     }
   }
@@ -149,12 +156,27 @@ export interface BodyFraming {
  * Returns null when absent.
  */
 export function contentLengthOf(headers: readonly HeaderField[]): number | null {
+  // The common case, one field of 1–15 digits, read without the general walk's split, trim, regex
+  // and string round trip (every response of a kept-alive connection has one): same result.
+  let only: HeaderField | null = null;
+  for (const h of headers) {
+    if (h.lname !== 'content-length') continue;
+    if (only !== null) {
+      only = null;
+      break;
+    }
+    only = h;
+  }
+  if (only !== null) {
+    const n = digitsValue(only.value);
+    if (n >= 0) return n;
+  }
   const fields = fieldsNamed(headers, 'content-length');
   if (fields.length === 0) return null;
   let value: string | null = null;
   for (const f of fields) {
     for (const part of f.value.split(',')) {
-      const t = part.trim();
+      const t = trimOws(part);
       if (!/^[0-9]{1,15}$/.test(t)) throw new HttpHeadError('invalid Content-Length');
       const norm = String(Number(t));
       if (value !== null && value !== norm) throw new HttpHeadError('differing Content-Length values');
@@ -163,6 +185,18 @@ export function contentLengthOf(headers: readonly HeaderField[]): number | null 
   }
   if (value === null) throw new HttpHeadError('empty Content-Length');
   return Number(value);
+}
+
+/** The value of 1–15 ASCII digits, else -1. */
+function digitsValue(v: string): number {
+  if (v.length === 0 || v.length > 15) return -1;
+  let n = 0;
+  for (let i = 0; i < v.length; i++) {
+    const d = v.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
 }
 
 /** True when Transfer-Encoding is exactly `chunked`; false when absent; throws on anything else. */

@@ -111,7 +111,7 @@ export function parseRequestHead(bytes: Buffer, context: HeadContext = 'proxy'):
   if (line.method === 'CONNECT' && bytes.length > MAX_CONNECT_HEAD_BYTES) {
     throw new HttpHeadError('CONNECT head too large', 431);
   }
-  const headers = parseHeaderLines(lines.slice(1));
+  const headers = parseHeaderLines(lines, 1);
 
   // One pass to find the fields that matter; the strict helpers run only when a field is present.
   let hostCount = 0;

@@ -35,7 +35,7 @@ export function parseResponseHead(bytes: Buffer, requestMethod: string): Respons
   const version = m[1] === '1' ? '1.1' : '1.0';
   const status = Number(m[2]);
   if (status < 100) throw new HttpHeadError('invalid status code');
-  const headers = parseHeaderLines(lines.slice(1));
+  const headers = parseHeaderLines(lines, 1);
   let te = false;
   let hasConnection = false;
   for (const h of headers) {

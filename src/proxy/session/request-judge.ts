@@ -20,6 +20,7 @@
 import { type CredentialScope, substituteHeader, substituteUrlPart } from '../credentials.js';
 import { type CanonicalHost, HostNameError, formatAuthority, parseAuthority } from '../net/host-name.js';
 import type { RequestHead } from '../http/http-head.js';
+import { trimOws } from '../http/http-fields.js';
 import { canonicalTarget } from '../http/path-canon.js';
 import type { EndpointTreatment } from '../policy-port.js';
 import type { ProxyFindingKind } from '../proxy-audit.js';
@@ -360,7 +361,7 @@ function rebuildHead(
     ? new Set(
         head.headers
           .filter((h) => h.lname === 'connection')
-          .flatMap((h) => h.value.split(',').map((t) => t.trim().toLowerCase())),
+          .flatMap((h) => h.value.split(',').map((t) => trimOws(t).toLowerCase())),
       )
     : NO_TOKENS;
   const hasQuery = target.pathAndQuery.includes('?');

@@ -10,6 +10,7 @@
  *   const sock = await control.connect(8080);                     // a Duplex to 127.0.0.1:8080 inside
  *   for await (const e of control.events()) …                     // refused connects, the exit
  *   await control.status(); await control.signal('SIGTERM');
+ *   await control.log(fd, limitBytes);                             // the agent's next log file
  *
  * Security: whoever can connect to the socket controls the sandbox (runs anything in it, as
  * confined as the agent). The directory is the sandbox uid's, 0700, and the socket 0600; nothing
@@ -19,6 +20,7 @@
 import type { Socket } from 'node:net';
 import { connectControl, ControlError, signalNumber } from './control-common.js';
 import { startExec, type ExecOptions, type ExecProcess } from './control-exec.js';
+import { handOverLog } from './control-log.js';
 
 export { ControlError, type ControlErrorCode } from './control-common.js';
 export type { ExecOptions, ExecProcess } from './control-exec.js';
@@ -54,7 +56,21 @@ export interface ControlExitEvent {
   code: number;
 }
 
-export type ControlEvent = ControlConnectEvent | ControlExitEvent;
+/**
+ * The agent's log file is past half its limit, or full (`dropped` > 0: bytes of output dropped
+ * since): the init asks for a new one (control.log). `file` is the full file's identity,
+ * "DEV:INO", as fstat gives it.
+ */
+export interface ControlLogEvent {
+  seq: number;
+  event: 'log';
+  bytes: number;
+  limit: number;
+  file: string;
+  dropped: number;
+}
+
+export type ControlEvent = ControlConnectEvent | ControlExitEvent | ControlLogEvent;
 
 export interface EventStream extends AsyncIterable<ControlEvent> {
   /** Stops listening (the event last delivered was not acknowledged: the next subscriber gets it). */
@@ -110,6 +126,14 @@ export class SandboxControl {
   async signal(sig: NodeJS.Signals | number): Promise<void> {
     const { answer } = await this.request({ op: 'signal', signal: signalNumber(sig) });
     refusedUnlessOk(answer);
+  }
+
+  /**
+   * Hands the init `fd` (a regular file open for appending) as its agent's log file from the next
+   * line on, with the bytes it may hold (0: no limit); the caller keeps its own copy of `fd`.
+   */
+  log(fd: number, limitBytes: number): Promise<void> {
+    return handOverLog(this.socketPath, fd, limitBytes);
   }
 
   /**

@@ -31,6 +31,8 @@ export interface LaunchRequest {
   controlDir?: number | undefined;
   /** A log file open for appending: the agent's stdout and stderr go there as JSON lines. */
   logFile?: number | undefined;
+  /** The bytes that file may hold before the init drops lines and asks for a new one (0/absent: no limit). */
+  logLimitBytes?: number | undefined;
   /** Survive the death of the process that starts it (see above). */
   detached?: boolean | undefined;
 }
@@ -131,5 +133,6 @@ export function initArgs(req: LaunchRequest): string[] {
   if (req.relay) args.push('--relay-dir-fd', String(FD_RELAY), '--relay-socket', req.relay.socketName);
   if (req.controlDir !== undefined) args.push('--control-dir-fd', String(FD_CONTROL));
   if (req.logFile !== undefined) args.push('--log-fd', String(FD_LOG));
+  if (req.logFile !== undefined && req.logLimitBytes) args.push('--log-limit', String(req.logLimitBytes));
   return args;
 }
