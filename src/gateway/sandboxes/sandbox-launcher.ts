@@ -23,17 +23,15 @@ import { lifecycle } from '../../audit/index.js';
 import type { SandboxProxy } from '../../proxy/index.js';
 import type { AdoptedSandbox } from '../../runtime/adopted-sandbox.js';
 import type { BubblewrapSandbox } from '../../runtime/bubblewrap-driver.js';
-import { directConnectEvent, parseDirectConnect } from '../../runtime/direct-connect-audit.js';
 import type { DriverSandbox } from '../../runtime/driver.js';
 import type { ManagedSandbox } from '../../runtime/managed-sandbox.js';
 import type { Runtime } from '../../runtime/runtime.js';
 import { specFromSettings } from '../../runtime/sandbox-spec-from-policy.js';
 import { SandboxCgroup } from '../../sandbox/cgroup/cgroup.js';
 import { processStartedAt, UsageMeter, type TreeUsage } from '../../sandbox/processes.js';
-import { SandboxControl, type ControlEvent } from '../../sandbox/control/control.js';
+import { SandboxControl } from '../../sandbox/control/control.js';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
 import { SandboxStartError } from '../../sandbox/launch/launch.js';
-import type { InitEvent } from '../../sandbox/launch/running-sandbox.js';
 import type { NetworkAttachment } from '../../sandbox/sandbox.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
 import { ApiError } from '../api/errors.js';
@@ -41,6 +39,7 @@ import type { AuditRouter } from '../audit-router.js';
 import { forwardEvent, ForwardSet, type ForwardState } from '../sandbox-io/forwards.js';
 import { AgentLogs, type LogRotation } from './agent-log.js';
 import { egressOf, identityOf, policyOf } from './sandbox-inputs.js';
+import { followEvents } from './sandbox-events.js';
 import type { RestartSettings, Run } from './restart-policy.js';
 import { RestartScheduler } from './restart-scheduler.js';
 import { checkedPaths, handBackWorkspace } from './sandbox-paths.js';
@@ -292,7 +291,16 @@ export class SandboxLauncher {
       policyRev: rec.spec.policyRev,
     };
     this.held.set(rec.id, entry);
-    void this.followEvents(rec, control, events, ownsNetwork); // ownsNetwork: an adopted sandbox
+    // ownsNetwork: an adopted sandbox, whose log is settled first.
+    void followEvents({
+      rec,
+      control,
+      events,
+      adopted: ownsNetwork,
+      logs: this.logs,
+      audit: this.opts.audit,
+      log: this.opts.log,
+    });
     managed.onChange((c) => {
       if (!this.opts.store.get(rec.id)) return;
       this.opts.store.update(rec.id, {
@@ -348,51 +356,6 @@ export class SandboxLauncher {
   forwardStates(id: string): ((hostPort: number) => ForwardState | null) | null {
     const held = this.held.get(id);
     return held ? (hostPort) => held.forwards.state(hostPort) : null;
-  }
-
-  /**
-   * Connections the kernel refused inside the sandbox, as 4001 events in its audit trail; and its
-   * init's requests for a new log file, answered (agent-log.ts) before the event is acknowledged.
-   */
-  private async followEvents(
-    rec: SandboxRecord,
-    control: SandboxControl,
-    events: AsyncIterable<ControlEvent>,
-    adopted: boolean,
-  ): Promise<void> {
-    const id = rec.id;
-    if (adopted) await this.answerLog(rec, () => this.logs.resume(rec.id, control));
-    try {
-      for await (const e of events) {
-        if (e.event === 'log') {
-          if (typeof e.file === 'string') await this.answerLog(rec, () => this.logs.answer(id, control, e));
-          continue;
-        }
-        const refused = parseDirectConnect(e as unknown as InitEvent);
-        if (refused)
-          this.opts.audit.emit(directConnectEvent(await import('../../audit/index.js'), id, refused));
-      }
-    } catch {
-      // the sandbox ended, or the gateway closes: its events wait for the next subscriber
-    }
-  }
-
-  /**
-   * A new log file for the sandbox's init. A failure is the gateway log's: the init, full, drops
-   * its agent's output and asks once more; the next gateway settles the log when it re-adopts the
-   * sandbox (AgentLogs.resume).
-   */
-  private async answerLog(rec: SandboxRecord, answer: () => Promise<boolean>): Promise<void> {
-    try {
-      await answer();
-    } catch (err) {
-      this.opts.log?.({
-        level: 'warn',
-        msg: 'cannot rotate a sandbox log',
-        sandbox: rec.name,
-        error: (err as Error).message,
-      });
-    }
   }
 
   /** The agent ended by itself: its restart policy says what next (restart-scheduler.ts). */
