@@ -118,6 +118,47 @@ export class AuditDirectory {
     }
   }
 
+  /**
+   * `base` becomes `.1`, each `.k` becomes `.k+1`, the oldest is dropped, and a new empty `base` is
+   * in place, opened with `flags` (plus O_CREAT|O_EXCL, 0600); returns its descriptor, and, with
+   * `readDropped`, the dropped generation open for reading (renamed over, still readable). The new
+   * file is made first, under a name of its own: a failure there changes nothing, and a failure
+   * later leaves the writer on its old file. Shared by the audit's files and the agents' logs.
+   */
+  rotate(
+    base: string,
+    rotation: AuditRotation,
+    flags: number,
+    readDropped: boolean,
+  ): { fd: number; dropped: { name: string; fd: number; size: number } | null } {
+    const names = generationNames(base, rotation); // oldest first
+    const fresh = `${base}.new`;
+    try {
+      unlinkSync(this.at(fresh)); // a crash's leftover; unlink never follows a symlink
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const fd = openSync(this.at(fresh), flags | constants.O_CREAT | constants.O_EXCL, 0o600);
+    const oldest = names[0]!;
+    const dropped = readDropped ? this.openForReading(oldest) : null;
+    try {
+      // The oldest is renamed over first, the current file last.
+      for (let k = 1; k < names.length; k++) {
+        try {
+          renameSync(this.at(names[k]!), this.at(names[k - 1]!));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        }
+      }
+      renameSync(this.at(fresh), this.at(base));
+    } catch (err) {
+      closeSync(fd);
+      if (dropped) closeSync(dropped.fd);
+      throw err;
+    }
+    return { fd, dropped: dropped && { name: oldest, ...dropped } };
+  }
+
   close(): void {
     closeSync(this.fd);
   }
@@ -227,37 +268,12 @@ export class RotatingAuditFile {
    * changes nothing, and a failure later leaves the writer on its old file.
    */
   private rotate(): void {
-    const names = generationNames(this.base, this.rotation); // oldest first
-    const fresh = `${this.base}.new`;
-    try {
-      unlinkSync(this.dir.at(fresh)); // a crash's leftover; unlink never follows a symlink
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-    const next = openSync(this.dir.at(fresh), APPEND | constants.O_CREAT | constants.O_EXCL, 0o600);
-    // The oldest is read through a descriptor: renamed over below, its lines are counted after.
-    const oldest = names[0]!;
-    const dropped = this.dir.openForReading(oldest);
-    try {
-      for (let k = 1; k < names.length; k++) {
-        // The oldest is renamed over first, the current file last.
-        try {
-          renameSync(this.dir.at(names[k]!), this.dir.at(names[k - 1]!));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        }
-      }
-      renameSync(this.dir.at(fresh), this.dir.at(this.base));
-    } catch (err) {
-      closeSync(next);
-      if (dropped) closeSync(dropped.fd);
-      throw err;
-    }
+    const { fd, dropped } = this.dir.rotate(this.base, this.rotation, APPEND, true);
     this.renamed = true;
     this.unsynced.push(this.fd);
-    this.fd = next;
+    this.fd = fd;
     this.size = 0;
-    if (dropped) this.countDropped(oldest, dropped.fd, dropped.size);
+    if (dropped) this.countDropped(dropped.name, dropped.fd, dropped.size);
   }
 
   /** Off the event loop: a dropped generation holds up to the limit, ~10 ms of reading at 16 MiB. */

@@ -25,7 +25,7 @@
  * writes (DEV:INO): when `<id>.log` is not that file any more, it was rotated already, and the init
  * only needs it handed over (again), which changes nothing when it has it already.
  */
-import { closeSync, constants, fstatSync, lstatSync, openSync, renameSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
 import { AuditDirectory, generationNames, type AuditRotation } from '../../audit/index.js';
 import type { ControlLogEvent, SandboxControl } from '../../sandbox/control/control.js';
 
@@ -163,27 +163,6 @@ export class AgentLogs {
    * its own: a failure there changes nothing.
    */
   private rotate(base: string): number {
-    const names = generationNames(base, this.rotation); // oldest first
-    const fresh = `${base}.new`;
-    try {
-      unlinkSync(this.dir.at(fresh)); // a crash's leftover; unlink never follows a symlink
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-    const next = openSync(this.dir.at(fresh), APPEND | constants.O_CREAT | constants.O_EXCL, 0o600);
-    try {
-      for (let k = 1; k < names.length; k++) {
-        try {
-          renameSync(this.dir.at(names[k]!), this.dir.at(names[k - 1]!));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        }
-      }
-      renameSync(this.dir.at(fresh), this.dir.at(base));
-    } catch (err) {
-      closeSync(next);
-      throw err;
-    }
-    return next;
+    return this.dir.rotate(base, this.rotation, APPEND, false).fd;
   }
 }
