@@ -11,17 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readCgroupLayout } from '../../src/sandbox/cgroup/cgroup-layout.js';
 import { CLI } from '../helpers/cli.js';
 import { hostUserCommand } from '../helpers/host-users.js';
-import { requires } from '../helpers/premises.js';
+import { holds, requires } from '../helpers/premises.js';
 
 const user = `cpt${process.pid % 100000}`;
 let uid = -1;
 let home = '';
-
-/** Whether an unprivileged user can run the CLI from here (a checkout under /root cannot). */
-function cliReachable(): boolean {
-  const r = spawnSync(process.execPath, [CLI, '--version'], { uid: 65534, gid: 65534, encoding: 'utf8' });
-  return r.status === 0;
-}
 
 function asUser(args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], {
@@ -37,7 +31,7 @@ function asUser(args: string[]) {
 
 describe('a freshly created normal user', () => {
   beforeAll(() => {
-    if (process.getuid?.() !== 0 || !cliReachable()) return;
+    if (!holds('root', 'checkout-reachable')) return;
     const made = hostUserCommand('useradd', ['--create-home', '--shell', '/bin/sh', user]);
     if (made.status !== 0) throw new Error(`useradd ${user}: ${made.stderr}`);
     uid = Number(spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim());
@@ -48,11 +42,7 @@ describe('a freshly created normal user', () => {
   });
 
   const premise = (ctx: Parameters<typeof requires>[0]) => {
-    requires(ctx, 'root'); // to create the user
-    if (uid < 0)
-      ctx.skip(
-        `the CLI at ${CLI} is not reachable by an unprivileged user (a checkout under a private directory)`,
-      );
+    requires(ctx, 'root', 'checkout-reachable'); // to create the user, who then runs this checkout
   };
 
   it('runs the default policy, with one warning line when no cgroup can be had, and a workspace in its home', (ctx) => {
