@@ -43,6 +43,7 @@ export function runRoutes(runs: OneOffRuns, audit: AuditSink): Route[] {
             ),
           // No run: its sandbox goes now, not when the client lets go of the connection.
           sb.end,
+          sb.notice,
         );
         return { streamed: true };
       },

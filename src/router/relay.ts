@@ -5,15 +5,16 @@
  * last ones — and is never held whole; only an unfinished event is.
  */
 import type { ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { Conversion } from './conversion.js';
 import { errorBody, statusOf, type ErrorKind } from './inbound.js';
 import { EventRestorer } from './privacy/restore-events.js';
 import type { Restoration } from './privacy/redact.js';
 import type { Api } from './providers.js';
-import { arr, isObject, num, str, type Json } from './translate/chat.js';
+import { AnswerObserver } from './answer-observer.js';
+import { arr, isObject, str, type Json } from './translate/chat.js';
 import type { OutEvent } from './translate/responses.js';
 import type { UpstreamResponse } from './upstream.js';
+import { batches } from './wire/batches.js';
 import { formatSse, SseParser, type SseEvent } from './wire/sse.js';
 
 /** Largest non-streamed answer the router reads (it must parse it whole to translate or restore). */
@@ -46,81 +47,6 @@ export interface RelayOutcome {
   ttftMs: number | undefined;
   /** Why the answer ended early, if it did. */
   error: string | undefined;
-}
-
-class Observer {
-  tokensIn: number | undefined;
-  tokensOut: number | undefined;
-  ttftMs: number | undefined;
-
-  constructor(
-    private readonly api: Api,
-    private readonly startedAt: number,
-  ) {}
-
-  private output(): void {
-    if (this.ttftMs === undefined) this.ttftMs = performance.now() - this.startedAt;
-  }
-
-  /** Usage of a whole answer in the agent's format. */
-  whole(body: Json): void {
-    this.usage(body.usage);
-    this.output();
-  }
-
-  private usage(u: unknown): void {
-    if (!isObject(u)) return;
-    const input =
-      num(u.prompt_tokens) ??
-      (num(u.input_tokens) !== undefined
-        ? (num(u.input_tokens) ?? 0) +
-          (num(u.cache_read_input_tokens) ?? 0) +
-          (num(u.cache_creation_input_tokens) ?? 0)
-        : undefined);
-    const output = num(u.completion_tokens) ?? num(u.output_tokens);
-    if (input !== undefined && (input > 0 || this.tokensIn === undefined)) this.tokensIn = input;
-    if (output !== undefined) this.tokensOut = output;
-  }
-
-  /** One streamed event in the agent's format. */
-  event(data: Json): void {
-    switch (this.api) {
-      case 'chat':
-      case 'completions':
-        this.usage(data.usage);
-        for (const c of arr(data.choices)) {
-          if (!isObject(c)) continue;
-          const d = isObject(c.delta) ? c.delta : {};
-          if (
-            (typeof c.text === 'string' && c.text !== '') ||
-            (typeof d.content === 'string' && d.content !== '')
-          )
-            this.output();
-          else if (
-            arr(d.tool_calls).length > 0 ||
-            (typeof d.reasoning_content === 'string' && d.reasoning_content !== '')
-          )
-            this.output();
-        }
-        return;
-      case 'responses': {
-        const type = str(data.type) ?? '';
-        if (type.endsWith('.delta')) this.output();
-        if (type === 'response.completed' || type === 'response.incomplete')
-          this.usage(isObject(data.response) ? data.response.usage : undefined);
-        return;
-      }
-      case 'messages': {
-        const type = str(data.type);
-        if (type === 'content_block_delta') this.output();
-        if (type === 'message_start' && isObject(data.message)) this.usage(data.message.usage);
-        if (type === 'message_delta') this.usage(data.usage);
-        return;
-      }
-      default:
-        return;
-    }
-  }
 }
 
 /** Replaces each secret in `text` (a provider that echoes the key in an error, say). */
@@ -165,7 +91,7 @@ function kindOfStatus(status: number): ErrorKind {
 
 export async function relayResponse(input: RelayInput): Promise<RelayOutcome> {
   const { res, up, api, conversion, secrets } = input;
-  const observer = new Observer(api, input.startedAt);
+  const observer = new AnswerObserver(api, input.startedAt);
   const outcome = (status: number, error?: string): RelayOutcome => ({
     status,
     tokensIn: observer.tokensIn,
@@ -350,50 +276,6 @@ export async function relayResponse(input: RelayInput): Promise<RelayOutcome> {
     up.abort();
     res.destroy();
     return outcome(up.status, (err as Error).message);
-  }
-}
-
-/**
- * A readable stream's bytes in batches: each batch is everything buffered when it is taken (one
- * `read()`), so a slow stream gives each chunk as it comes and a fast one coalesces.
- */
-async function* batches(stream: Readable): AsyncGenerator<Buffer> {
-  let wake: (() => void) | null = null;
-  let failure: Error | null = null;
-  let ended = false;
-  const notify = (): void => {
-    const w = wake;
-    wake = null;
-    w?.();
-  };
-  const onEnd = (): void => {
-    ended = true;
-    notify();
-  };
-  const onError = (err: Error): void => {
-    failure = err;
-    notify();
-  };
-  stream.on('readable', notify);
-  stream.on('end', onEnd);
-  stream.on('close', onEnd);
-  stream.on('error', onError);
-  try {
-    for (;;) {
-      const chunk = stream.read() as Buffer | null;
-      if (chunk !== null) {
-        yield chunk;
-        continue;
-      }
-      if (failure !== null) throw failure;
-      if (ended || stream.readableEnded || stream.destroyed) return;
-      await new Promise<void>((resolve) => (wake = resolve));
-    }
-  } finally {
-    stream.off('readable', notify);
-    stream.off('end', onEnd);
-    stream.off('close', onEnd);
-    stream.off('error', onError);
   }
 }
 

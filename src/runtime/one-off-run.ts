@@ -26,6 +26,23 @@ import { RunInputError, specFromSettings, type SandboxSettings } from './sandbox
 import { printable } from '../policy/printable.js';
 
 /**
+ * The one line a run of the default policy gets when its limits could not all have a cgroup
+ * (`skipped`: the cgroup report's, "CONTROLLER: why"): what holds instead, and where to look.
+ * Said by a run in its own process and, as a STDERR frame, by a gateway's run (one-off-runs.ts).
+ */
+export function skippedLimitsWarning(skipped: readonly string[]): string {
+  const instead: string[] = [];
+  if (skipped.some((s) => s.startsWith('pids:')))
+    instead.push("RLIMIT_NPROC caps the sandbox's processes instead");
+  if (skipped.some((s) => s.startsWith('memory:'))) instead.push('its memory is not limited');
+  if (skipped.some((s) => s.startsWith('cpu:'))) instead.push('its CPU is not limited');
+  return (
+    `warning: no cgroup for the default policy's limits (${skipped.join('; ')}); ` +
+    `${instead.join('; ')} (carapace doctor says how to get cgroups)`
+  );
+}
+
+/**
  * One line on stderr, `carapace: …`, escaped (src/policy/printable.ts): what this file says quotes
  * text it did not write (a policy file's path and route names, a save refused with the file's
  * position, the router's and the watch's errors, names and paths a swept run left), which may
@@ -213,12 +230,8 @@ export async function runOneOff(opts: RunRequest, host: RunHost): Promise<number
     throw err;
   }
   const skipped = started.cgroup?.report.skipped ?? [];
-  if (opts.policy === undefined && !opts.bestEffortLimits && skipped.length > 0) {
-    say(
-      `warning: no cgroup for the default policy's limits (${skipped.join('; ')}); ` +
-        `RLIMIT_NPROC caps the sandbox's processes instead (carapace doctor says how to get cgroups)`,
-    );
-  }
+  if (opts.policy === undefined && !opts.bestEffortLimits && skipped.length > 0)
+    say(skippedLimitsWarning(skipped));
   // Connections the kernel refused before the proxy saw them: 4001 refusals with a hint.
   started.process.onEvent((e) => {
     const refused = parseDirectConnect(e);

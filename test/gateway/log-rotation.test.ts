@@ -13,9 +13,11 @@ import { spawn } from 'node:child_process';
 import {
   existsSync,
   lstatSync,
+  mkdirSync,
   readdirSync,
   readFileSync,
   readlinkSync,
+  rmdirSync,
   symlinkSync,
   unlinkSync,
   writeFileSync,
@@ -88,6 +90,7 @@ describe.skipIf(!holds('root'))('agent log rotation in a gateway', () => {
   });
   afterAll(async () => {
     cliAs(gw.home, ['sandbox', 'delete', 'chatty']);
+    cliAs(gw.home, ['sandbox', 'delete', 'stuck']);
     await gw.stop();
   });
 
@@ -206,4 +209,55 @@ describe.skipIf(!holds('root'))('agent log rotation in a gateway', () => {
     expect(cliAs(home, ['sandbox', 'delete', 'chatty']).status).toBe(0);
     expect(files()).toEqual([]);
   }, 600_000);
+  it('tries a failed rotation again until it succeeds: the full init gets its new file without a restart', async () => {
+    const api = new GatewayClient({
+      socket: join(home, 'run', 'gateway.sock'),
+      own: false,
+      dirs: { state: join(home, 'state'), run: join(home, 'run') },
+    });
+    const agent = [
+      'import os, time',
+      'line = "x" * 99 + "\\n"',
+      `for _ in range(${Math.floor((3 * MiB) / 100)}): os.write(1, line.encode())`,
+      'open("/sandbox/burst", "w").close()',
+      'while not os.path.exists("/sandbox/go"): time.sleep(0.02)',
+      'os.write(1, b"after\\n")',
+      'time.sleep(1e9)',
+    ].join('\n');
+    const logs = join(home, 'state', 'logs');
+    // What the gateway makes first when it rotates, taken: every answer fails until it is gone.
+    const view0 = await api.call<{ id: string; workspace: string }>('POST', '/v1/sandboxes', {
+      name: 'stuck',
+      command: [
+        'sh',
+        '-c',
+        'while [ ! -e /sandbox/start ]; do sleep 0.02; done; exec python3 -c "$0"',
+        agent,
+      ],
+      policy: FS_POLICY,
+    });
+    const current = join(logs, `${view0.id}.log`);
+    mkdirSync(`${current}.new`);
+    writeFileSync(join(view0.workspace, 'start'), '');
+    await until('the burst written', () => existsSync(join(view0.workspace, 'burst')), 120_000);
+    await until(
+      'both requests refused',
+      () => gw.output().split('cannot rotate a sandbox log').length > 2,
+      60_000,
+    );
+    expect(existsSync(`${current}.1`)).toBe(false);
+    expect(lstatSync(current).size).toBeLessThanOrEqual(MiB);
+
+    rmdirSync(`${current}.new`);
+    await until('rotated by a retry', () => existsSync(`${current}.1`), 60_000);
+    writeFileSync(join(view0.workspace, 'go'), '');
+    await until('the line after logged', () =>
+      parse(readFileSync(current, 'utf8')).some((l) => l.d === 'after\n'),
+    );
+    const lines = parse(readFileSync(current, 'utf8'));
+    expect(lines[0]).toMatchObject({ s: 'init' });
+    expect(lines[0]!.dropped).toBeGreaterThan(MiB);
+    expect(lines.at(-1)).toMatchObject({ s: 'out', d: 'after\n' });
+    for (const f of [current, `${current}.1`]) expect(lstatSync(f).size).toBeLessThanOrEqual(MiB);
+  }, 300_000);
 });

@@ -55,6 +55,7 @@ describe.skipIf(!holds('root'))('gateway start with options', () => {
       [['--log-rotate', '16Mi'], 'carapace: --log-rotate 16Mi: expected SIZE:FILES, like 16Mi:2\n'],
       [['--log-rotate', '512Ki:2'], 'carapace: --log-rotate 512Ki:2: a file of 1Mi to 1Ti\n'],
       [['--log-rotate', '16Mi:1'], 'carapace: --log-rotate 16Mi:1: keep from 2 to 1000 files\n'],
+      [['--log-rotate', '16Mi:2:3'], 'carapace: --log-rotate 16Mi:2:3: expected SIZE:FILES, like 16Mi:2\n'],
     ] as const) {
       const r = cli(['gateway', 'start', ...args]);
       expect(r.stderr).toBe(line);

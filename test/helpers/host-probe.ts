@@ -9,6 +9,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+/** The built CLI (as test/helpers/cli.ts has it; not imported, to keep the probe's imports few). */
+const CLI = join(resolve(import.meta.dirname, '..', '..'), 'dist', 'cli', 'carapace.js');
 
 export const PREMISE_NAMES = [
   'root',
@@ -26,6 +30,7 @@ export const PREMISE_NAMES = [
   'cap-sys-resource',
   'merged-usr',
   'proc-children',
+  'checkout-reachable',
 ] as const;
 export type PremiseName = (typeof PREMISE_NAMES)[number];
 
@@ -102,6 +107,11 @@ export function probeHost(): HostPremises {
   // CAP_SYS_RESOURCE (bit 24) in the suite's own effective set: a container may drop it from root.
   const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readTrimmed('/proc/self/status') ?? '')?.[1];
   const sysResource = capEff !== undefined && (BigInt(`0x${capEff}`) & (1n << 24n)) !== 0n;
+  // The built CLI run by an unprivileged uid: a checkout under a private directory (/root) is not.
+  const reachable = spawnSync(process.execPath, [CLI, '--version'], {
+    ...(asRoot ? { uid: NOBODY, gid: NOBODY } : {}),
+    encoding: 'utf8',
+  });
 
   return {
     root: result(asRoot, asRoot ? 'the tests run as root' : `the tests run as uid ${process.getuid?.()}`),
@@ -157,6 +167,12 @@ export function probeHost(): HostPremises {
     'merged-usr': result(
       binLink !== null && binLink.replace(/^\//, '') === 'usr/bin',
       binLink === null ? '/bin is not a symlink (/usr is not merged)' : `/bin → ${binLink}`,
+    ),
+    'checkout-reachable': result(
+      reachable.status === 0,
+      reachable.status === 0
+        ? `an unprivileged uid runs ${CLI}`
+        : `an unprivileged uid cannot run ${CLI} (a checkout under a private directory, or not built): ${String(reachable.stderr).trim().split('\n')[0] ?? ''}`,
     ),
   };
 }

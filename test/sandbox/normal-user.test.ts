@@ -4,40 +4,52 @@
  * warning line), a workspace in their home works, `carapace doctor` says limits cannot be
  * enforced and how to get them, and a cgroup subtree root makes for them is then used.
  */
-import { spawnSync } from 'node:child_process';
-import { accessSync, constants, mkdirSync, chownSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  accessSync,
+  constants,
+  mkdirSync,
+  chownSync,
+  existsSync,
+  readFileSync,
+  rmdirSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readCgroupLayout } from '../../src/sandbox/cgroup/cgroup-layout.js';
 import { CLI } from '../helpers/cli.js';
+import { until } from '../helpers/gateway.js';
 import { hostUserCommand } from '../helpers/host-users.js';
-import { requires } from '../helpers/premises.js';
+import { holds, requires } from '../helpers/premises.js';
 
 const user = `cpt${process.pid % 100000}`;
 let uid = -1;
 let home = '';
 
-/** Whether an unprivileged user can run the CLI from here (a checkout under /root cannot). */
-function cliReachable(): boolean {
-  const r = spawnSync(process.execPath, [CLI, '--version'], { uid: 65534, gid: 65534, encoding: 'utf8' });
-  return r.status === 0;
-}
+const userEnv = (extra: Record<string, string> = {}) => ({
+  PATH: '/usr/local/bin:/usr/bin:/bin',
+  HOME: home,
+  LANG: 'C.UTF-8',
+  USER: user,
+  ...extra,
+});
 
-function asUser(args: string[]) {
+function asUser(args: string[], extra: Record<string, string> = {}) {
   const r = spawnSync(process.execPath, [CLI, ...args], {
     uid,
     gid: uid,
     cwd: home,
     encoding: 'utf8',
     timeout: 60_000,
-    env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: home, LANG: 'C.UTF-8', USER: user },
+    env: userEnv(extra),
   });
   return { status: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
 describe('a freshly created normal user', () => {
   beforeAll(() => {
-    if (process.getuid?.() !== 0 || !cliReachable()) return;
+    if (!holds('root', 'checkout-reachable')) return;
     const made = hostUserCommand('useradd', ['--create-home', '--shell', '/bin/sh', user]);
     if (made.status !== 0) throw new Error(`useradd ${user}: ${made.stderr}`);
     uid = Number(spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim());
@@ -48,11 +60,7 @@ describe('a freshly created normal user', () => {
   });
 
   const premise = (ctx: Parameters<typeof requires>[0]) => {
-    requires(ctx, 'root'); // to create the user
-    if (uid < 0)
-      ctx.skip(
-        `the CLI at ${CLI} is not reachable by an unprivileged user (a checkout under a private directory)`,
-      );
+    requires(ctx, 'root', 'checkout-reachable'); // to create the user, who then runs this checkout
   };
 
   it('runs the default policy, with one warning line when no cgroup can be had, and a workspace in its home', (ctx) => {
@@ -108,6 +116,39 @@ describe('a freshly created normal user', () => {
       expect(r.stdout).toMatch(new RegExp(`pids:.*/carapace/user-${uid}/run-[0-9a-f]+\\.[0-9a-f]{8}$`, 'm'));
     } finally {
       rmdirSync(dir);
+    }
+  });
+  it("gets the same warning from its own rootless gateway's run, which has no cgroup either", async (ctx) => {
+    premise(ctx);
+    const runtimeDir = join(home, 'xdg-run');
+    mkdirSync(runtimeDir, { mode: 0o700 });
+    chownSync(runtimeDir, uid, uid);
+    const env = { XDG_RUNTIME_DIR: runtimeDir };
+    const gateway = spawn(process.execPath, [CLI, 'gateway', 'run'], {
+      uid,
+      gid: uid,
+      cwd: home,
+      env: userEnv(env),
+      stdio: 'ignore',
+    });
+    try {
+      await until('the rootless gateway listens', () =>
+        existsSync(join(runtimeDir, 'carapace', 'gateway.sock')),
+      );
+      const r = asUser(['run', '--', 'id', '-u'], env);
+      expect(r.stdout.trim()).toBe('1000');
+      expect(r.status).toBe(0);
+      const warnings = r.stderr.split('\n').filter(Boolean);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(
+        /^carapace: warning: no cgroup for the default policy's limits \(.*pids: .*RLIMIT_NPROC caps the sandbox's processes instead/,
+      );
+      // Served by the gateway, not by a sandbox of the command's own process.
+      const runs = readFileSync(join(home, '.local', 'state', 'carapace', 'audit', 'runs.jsonl'), 'utf8');
+      expect(runs).toContain(`run by uid ${uid}: id -u`);
+    } finally {
+      gateway.kill('SIGTERM');
+      await new Promise((resolve) => gateway.once('exit', resolve));
     }
   });
 });

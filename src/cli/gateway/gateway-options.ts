@@ -248,35 +248,55 @@ function duration(text: string, option: string): number {
   return Number(m[1]) * { ms: 1, s: 1e3, m: 6e4, h: 3.6e6 }[m[2] as 'ms']!;
 }
 
-/** `SIZE:FILES`: at least 64Ki a file (a few lines), and 1 to 1000 files. */
-function auditRotation(text: string): AuditRotation {
-  const [size, files] = text.split(':');
+interface RotationBounds {
+  option: string;
+  example: string;
+  minBytes: number;
+  maxBytes: number;
+  sizeHint: string;
+  minFiles: number;
+}
+
+/** `SIZE:FILES` within `bounds`: what the audit's and the agents' logs' rotation options share. */
+function rotation(text: string, bounds: RotationBounds): { maxFileBytes: number; files: number } {
+  const { option } = bounds;
+  const [size, files, extra] = text.split(':');
+  if (size === undefined || files === undefined || extra !== undefined || !/^\d+$/.test(files))
+    throw new UsageError(`${option} ${text}: expected SIZE:FILES, like ${bounds.example}`);
+  const maxFileBytes = bytes(size, option);
+  if (maxFileBytes < bounds.minBytes || maxFileBytes > bounds.maxBytes)
+    throw new UsageError(`${option} ${text}: ${bounds.sizeHint}`);
   const count = Number(files);
-  if (size === undefined || files === undefined || !/^\d+$/.test(files))
-    throw new UsageError(`--audit-rotate ${text}: expected SIZE:FILES, like 16Mi:4`);
-  const maxFileBytes = bytes(size, '--audit-rotate');
-  if (maxFileBytes < 64 * 1024)
-    throw new UsageError(`--audit-rotate ${text}: a file of at least 64Ki (a few hundred lines)`);
-  if (count < 1 || count > 1000) throw new UsageError(`--audit-rotate ${text}: keep from 1 to 1000 files`);
+  if (count < bounds.minFiles || count > 1000)
+    throw new UsageError(`${option} ${text}: keep from ${bounds.minFiles} to 1000 files`);
   return { maxFileBytes, files: count };
 }
 
+/** The audit: at least 64Ki a file (a few hundred lines), 1 to 1000 files. */
+const auditRotation = (text: string): AuditRotation =>
+  rotation(text, {
+    option: '--audit-rotate',
+    example: '16Mi:4',
+    minBytes: 64 * 1024,
+    maxBytes: Number.MAX_SAFE_INTEGER,
+    sizeHint: 'a file of at least 64Ki (a few hundred lines)',
+    minFiles: 1,
+  });
+
 /**
- * `SIZE:FILES` for the agent's log: at least 1Mi a file (the init's --log-limit: a few of its
- * longest lines), and 2 to 1000 files (one alone would have the lines written between the rename
- * and the init's switch go to a file already dropped).
+ * The agent's log: at least 1Mi a file (the init's --log-limit: a few of its longest lines), and 2
+ * to 1000 files (one alone would have the lines written between the rename and the init's switch
+ * go to a file already dropped).
  */
-function logRotation(text: string): LogRotation {
-  const [size, files] = text.split(':');
-  const count = Number(files);
-  if (size === undefined || files === undefined || !/^\d+$/.test(files))
-    throw new UsageError(`--log-rotate ${text}: expected SIZE:FILES, like 16Mi:2`);
-  const maxFileBytes = bytes(size, '--log-rotate');
-  if (maxFileBytes < 1024 * 1024 || maxFileBytes > 1024 ** 4)
-    throw new UsageError(`--log-rotate ${text}: a file of 1Mi to 1Ti`);
-  if (count < 2 || count > 1000) throw new UsageError(`--log-rotate ${text}: keep from 2 to 1000 files`);
-  return { maxFileBytes, files: count };
-}
+const logRotation = (text: string): LogRotation =>
+  rotation(text, {
+    option: '--log-rotate',
+    example: '16Mi:2',
+    minBytes: 1024 * 1024,
+    maxBytes: 1024 ** 4,
+    sizeHint: 'a file of 1Mi to 1Ti',
+    minFiles: 2,
+  });
 
 function restartSettings(backoff: string, crashLoop: string) {
   const [min, max] = backoff.split(':');

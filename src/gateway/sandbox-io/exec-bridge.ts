@@ -9,6 +9,7 @@
 import type { Duplex } from 'node:stream';
 import { z } from 'zod';
 import { connectControl } from '../../sandbox/control/control-common.js';
+import { FRAME } from '../../sandbox/control/control-exec.js';
 import { ApiError } from '../api/errors.js';
 import { splice } from './splice.js';
 
@@ -101,18 +102,33 @@ export function refuseExec(socket: Duplex, message: string, graceMs = REFUSAL_GR
     socket.destroy();
     return;
   }
-  const text = Buffer.from(message);
-  const frame = Buffer.alloc(5);
-  frame[0] = 0x14;
-  frame.writeUInt32BE(text.length, 1);
-  socket.end(Buffer.concat([frame, text]));
+  socket.end(frame(FRAME.ERROR, message));
   const timer = setTimeout(() => socket.destroy(), graceMs);
   timer.unref();
   socket.once('close', () => clearTimeout(timer));
 }
 
-/** Joins the client's socket to an exec on the control socket at `controlPath`. */
-export function bridgeExec(client: Duplex, controlPath: string, request: ExecRequest, rest: Buffer): void {
+/** A frame of the init's protocol (type, u32 length, payload), as the gateway writes its own. */
+function frame(type: number, text: string): Buffer {
+  const payload = Buffer.from(text);
+  const head = Buffer.alloc(5);
+  head[0] = type;
+  head.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([head, payload]);
+}
+
+/**
+ * Joins the client's socket to an exec on the control socket at `controlPath`. A `notice` goes to
+ * the client first, as a STDERR frame: the gateway's word, ahead of everything the command says.
+ */
+export function bridgeExec(
+  client: Duplex,
+  controlPath: string,
+  request: ExecRequest,
+  rest: Buffer,
+  notice: string | null = null,
+): void {
+  if (notice !== null) client.write(frame(FRAME.STDERR, `${notice}\n`));
   const init = connectControl(controlPath);
   const line = {
     op: 'exec',
@@ -135,7 +151,8 @@ const SWITCHING =
  * Answers an upgraded exec: the 101, the client's request line, then the bridge to the control
  * socket at `controlPath`. A request line that is missing or malformed is refused after the 101
  * as an ERROR frame, which the client reads like the init's own refusals (refuseExec); `onRefused`
- * hears of it first. `onRequest` puts the request on the record before anything runs.
+ * hears of it first. `onRequest` puts the request on the record before anything runs; `notice`, if
+ * any, reaches the client's stderr before the command's output.
  */
 export async function answerExec(
   socket: Duplex,
@@ -143,6 +160,7 @@ export async function answerExec(
   controlPath: string,
   onRequest: (request: ExecRequest) => void,
   onRefused?: () => void,
+  notice: string | null = null,
 ): Promise<void> {
   socket.write(SWITCHING);
   let read;
@@ -154,5 +172,5 @@ export async function answerExec(
     return;
   }
   onRequest(read.request);
-  bridgeExec(socket, controlPath, read.request, read.rest);
+  bridgeExec(socket, controlPath, read.request, read.rest, notice);
 }

@@ -27,7 +27,7 @@
  */
 import { lifecycle, type AuditSink } from '../../audit/index.js';
 import { BubblewrapSandbox } from '../../runtime/bubblewrap-driver.js';
-import { defaultPolicyPath } from '../../runtime/one-off-run.js';
+import { defaultPolicyPath, skippedLimitsWarning } from '../../runtime/one-off-run.js';
 import { loadSandboxSettings } from '../../runtime/policy-settings.js';
 import type { Runtime } from '../../runtime/runtime.js';
 import { specFromSettings } from '../../runtime/sandbox-spec-from-policy.js';
@@ -52,6 +52,8 @@ export interface RunSandbox {
   controlPath: string;
   /** Kills the sandbox and removes what it had on the host. Safe to call twice. */
   end(): void;
+  /** A line for the run's stderr before its command's output (limits without a cgroup), or null. */
+  notice: string | null;
 }
 
 interface Started extends RunSandbox {
@@ -129,6 +131,7 @@ export class OneOffRuns {
     return {
       name: taken.name,
       controlPath: taken.controlPath,
+      notice: taken.notice,
       end: () => {
         if (over) return;
         over = true;
@@ -266,7 +269,9 @@ export class OneOffRuns {
         details: { uid: sb.started.identity.uid, owner, limits: sb.started.cgroup?.report },
       }),
     );
-    return { name, controlPath: control.socketPath, end, alive: () => alive, memoryBytes };
+    const skipped = sb.started.cgroup?.report.skipped ?? [];
+    const notice = skipped.length > 0 ? `carapace: ${skippedLimitsWarning(skipped)}` : null;
+    return { name, controlPath: control.socketPath, end, alive: () => alive, memoryBytes, notice };
   }
 
   /**

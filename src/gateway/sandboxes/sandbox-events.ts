@@ -26,11 +26,12 @@ export interface FollowedSandbox {
 /** Follows the sandbox's events until they end (the sandbox ended, or the gateway closes them). */
 export async function followEvents(f: FollowedSandbox): Promise<void> {
   const { rec, control, logs } = f;
-  if (f.adopted) await answerLog(f, () => logs.resume(rec.id, control));
+  const answers = new LogAnswers(f);
   try {
+    if (f.adopted) await answers.run(() => logs.resume(rec.id, control));
     for await (const e of f.events) {
       if (e.event === 'log') {
-        if (typeof e.file === 'string') await answerLog(f, () => logs.answer(rec.id, control, e));
+        if (typeof e.file === 'string') await answers.run(() => logs.answer(rec.id, control, e));
         continue;
       }
       const refused = parseDirectConnect(e as unknown as InitEvent);
@@ -38,23 +39,64 @@ export async function followEvents(f: FollowedSandbox): Promise<void> {
     }
   } catch {
     // the sandbox ended, or the gateway closes: its events wait for the next subscriber
+  } finally {
+    answers.stop();
   }
 }
 
+/** The first retry of a failed answer; each next one waits twice as long, up to a minute. */
+const FIRST_RETRY_MS = 1_000;
+const LAST_RETRY_MS = 60_000;
+
 /**
- * A new log file for the sandbox's init. A failure is the gateway log's: the init, full, drops
- * its agent's output and asks once more; the next gateway settles the log when it re-adopts the
- * sandbox (AgentLogs.resume).
+ * New log files for the sandbox's init. A failure (a full disk, a spawn refused) is a warning in
+ * the gateway's log and is tried again after 1 s, 2 s, 4 s … up to every minute, until an answer
+ * succeeds, a newer request comes (its answer replaces the retry), or the events end: the init,
+ * full, drops its agent's output until it has a new file, and it asks only twice per file. An
+ * answer is idempotent (agent-log.ts: the request names the file the init writes), so a retry of
+ * a request that a later one already answered only hands over the current file again.
  */
-async function answerLog(f: FollowedSandbox, answer: () => Promise<boolean>): Promise<void> {
-  try {
-    await answer();
-  } catch (err) {
-    f.log?.({
-      level: 'warn',
-      msg: 'cannot rotate a sandbox log',
-      sandbox: f.rec.name,
-      error: (err as Error).message,
-    });
+class LogAnswers {
+  private timer: NodeJS.Timeout | null = null;
+  /** The latest request's number: an older one's failure schedules nothing. */
+  private latest = 0;
+  private stopped = false;
+
+  constructor(private readonly f: FollowedSandbox) {}
+
+  run(answer: () => Promise<boolean>): Promise<void> {
+    this.cancel();
+    return this.attempt(++this.latest, answer, FIRST_RETRY_MS);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.cancel();
+  }
+
+  private cancel(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private async attempt(n: number, answer: () => Promise<boolean>, waitMs: number): Promise<void> {
+    try {
+      await answer();
+    } catch (err) {
+      if (this.stopped || n !== this.latest) return;
+      this.f.log?.({
+        level: 'warn',
+        msg: 'cannot rotate a sandbox log',
+        sandbox: this.f.rec.name,
+        error: (err as Error).message,
+        retryInMs: waitMs,
+      });
+      this.cancel();
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        void this.attempt(n, answer, Math.min(waitMs * 2, LAST_RETRY_MS));
+      }, waitMs);
+      this.timer.unref();
+    }
   }
 }
