@@ -5,14 +5,14 @@
  * generations `.1` … , oldest first: AuditRouter.history), filtered, as JSON lines; with `follow`,
  * what is appended afterwards too, across rotations, until the client goes away.
  */
-import { closeSync, createReadStream, fstatSync, read, watch } from 'node:fs';
+import { closeSync, createReadStream } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
-import { StringDecoder } from 'node:string_decoder';
 import type { OcsfEvent } from '../../audit/index.js';
 import type { AuditRouter } from '../audit-router.js';
 import type { AgentLogs } from './agent-log.js';
 import type { SandboxRecord } from '../store/sandbox-store.js';
+import { followAgentLog } from './agent-log-follower.js';
 import { lastLines } from './last-lines.js';
 
 export interface LogQuery {
@@ -166,102 +166,5 @@ function auditFilter(q: LogQuery): (e: OcsfEvent) => boolean {
       default:
         return true;
     }
-  };
-}
-
-/**
- * Calls `onLine` for every complete line the agent's log gets from now on: from `from` (its current
- * file, open, and how much of it was read), and across rotations (agent-log.ts). The file is read
- * to its end when the directory says something of the log changed; when the name has gone to a new
- * file, the old one is read to its end once the new one has a line (the init writes the old one
- * until it switches, and the new one only after), then the new one from its start. Every name is
- * opened through the directory's descriptor, never through a symlink. Returns the stop function.
- */
-function followAgentLog(
-  logs: AgentLogs,
-  id: string,
-  from: { fd: number; size: number } | null,
-  onLine: (text: string) => void,
-): () => void {
-  const base = logs.base(id);
-  let fd = from?.fd ?? null;
-  let offset = from?.size ?? 0;
-  let partial = '';
-  // A character cut by the end of a read is kept for the next: the lines hold raw UTF-8.
-  let decoder = new StringDecoder('utf8');
-  let stopped = false;
-  let reading: Promise<void> | null = null;
-  let again = false;
-  const buf = Buffer.allocUnsafe(64 * 1024);
-  const readToEnd = async (): Promise<void> => {
-    if (fd === null) return;
-    const held = fd;
-    for (;;) {
-      const n = await new Promise<number>((resolve) =>
-        read(held, buf, 0, buf.length, offset, (err, bytes) => resolve(err ? 0 : bytes)),
-      );
-      if (n === 0 || stopped) return;
-      offset += n;
-      partial += decoder.write(buf.subarray(0, n));
-      let nl: number;
-      while ((nl = partial.indexOf('\n')) >= 0) {
-        onLine(partial.slice(0, nl));
-        partial = partial.slice(nl + 1);
-      }
-    }
-  };
-  /** The current name's file when it is not the one held and already has a line; else null. */
-  const successor = (): { fd: number; size: number } | null => {
-    const now = logs.dir.openForReading(base);
-    if (!now) return null;
-    const same =
-      fd !== null &&
-      (() => {
-        const a = fstatSync(fd, { bigint: true });
-        const b = fstatSync(now.fd, { bigint: true });
-        return a.dev === b.dev && a.ino === b.ino;
-      })();
-    if (same || (fd !== null && now.size === 0)) {
-      closeSync(now.fd);
-      return null;
-    }
-    return now;
-  };
-  const update = (): void => {
-    if (reading) {
-      again = true;
-      return;
-    }
-    reading = drain().finally(() => (reading = null));
-  };
-  const drain = async (): Promise<void> => {
-    do {
-      again = false;
-      await readToEnd();
-      const next = stopped ? null : successor();
-      if (next) {
-        await readToEnd(); // what the init wrote to the old file before it switched
-        if (fd !== null) closeSync(fd);
-        fd = next.fd;
-        offset = 0;
-        partial = '';
-        decoder = new StringDecoder('utf8');
-        again = true;
-      }
-    } while (again && !stopped);
-  };
-  const watcher = watch(logs.dir.path, (_e, file) => {
-    if (file !== null && (file === base || file.startsWith(`${base}.`))) update();
-  });
-  watcher.on('error', () => {});
-  update(); // what came between the reading and the watch
-  return () => {
-    stopped = true;
-    watcher.close();
-    // A read in progress holds the descriptor until it returns.
-    void (reading ?? Promise.resolve()).then(() => {
-      if (fd !== null) closeSync(fd);
-      fd = null;
-    });
   };
 }
