@@ -18,6 +18,7 @@ import { TlsAuthority } from '../../src/proxy/tls/tls-authority.js';
 import { HttpReader, compile, connectTunnel, eventsOf, fixedCaller, send, tlsOverTunnel } from './harness.js';
 
 const HOST = 'api.example.test';
+const OTHER = 'other.example.test';
 
 interface Upstream {
   port: number;
@@ -63,7 +64,7 @@ beforeAll(async () => {
   audit = new MemoryAuditLog();
   proxy = new EgressProxy({
     audit,
-    hosts: { [HOST]: '127.0.0.1' },
+    hosts: { [HOST]: '127.0.0.1', [OTHER]: '127.0.0.1' },
     allowLocal: [`127.0.0.1:${up.port}`],
     upstreamCaFile: caFile,
     onError: (err) => {
@@ -76,6 +77,7 @@ network_policies:
   api:
     endpoints:
       - { host: ${HOST}, port: ${up.port}, protocol: rest, access: read-only }
+      - { host: ${OTHER}, port: ${up.port}, protocol: rest, access: read-only }
 `);
   for (const name of ['a', 'b'] as const) {
     const authority = TlsAuthority.create({ sandbox: `sessions-${name}` });
@@ -193,6 +195,47 @@ describe('upstream TLS session resumption', () => {
     // The failed handshakes removed the session: the next connection is a full one, verified.
     expect(await request('a')).toBe(200);
     expect(up.resumed).toEqual([false]);
+  });
+});
+
+describe("the agent's TLS with the proxy", () => {
+  /** A tunnel from sandbox `name` to `host`, TLS with the proxy offering `session`; reused or not. */
+  async function agentTls(
+    name: 'a' | 'b',
+    host: string,
+    session?: Buffer,
+  ): Promise<{ reused: boolean; session: Buffer | null }> {
+    const { socketPath, authority } = sandboxes[name];
+    const t = await connectTunnel(socketPath, `${host}:${up.port}`);
+    const rest = t.reader.reader.detach();
+    if (rest.length) t.socket.unshift(rest);
+    const s = tls.connect({ socket: t.socket, servername: host, ca: authority.caPem, session });
+    let got: Buffer | null = null;
+    s.on('session', (ticket: Buffer) => {
+      got = ticket;
+    });
+    await new Promise<void>((resolve, reject) => {
+      s.once('secureConnect', resolve);
+      s.once('error', reject);
+    });
+    const reused = s.isSessionReused();
+    const res = await send(new HttpReader(s), `GET /item HTTP/1.1\r\nHost: ${host}:${up.port}\r\n\r\n`);
+    expect(res.status).toBe(200);
+    s.destroy();
+    return { reused, session: got };
+  }
+
+  it("resumes with the sandbox's own leaf for the same host, never across hosts or sandboxes", async () => {
+    const first = await agentTls('a', HOST);
+    expect(first.reused).toBe(false);
+    const ticket = first.session ?? undefined;
+    expect(ticket).toBeDefined();
+    // The leaf's context (cached per sandbox and host) issues tickets: a client that keeps them resumes.
+    expect((await agentTls('a', HOST, ticket)).reused).toBe(true);
+    // Its ticket keys are that context's own: another host's, or another sandbox's, cannot read it,
+    // and the handshake is a full one with that leaf (verified by the client against its own CA).
+    expect((await agentTls('a', OTHER, ticket)).reused).toBe(false);
+    expect((await agentTls('b', HOST, ticket)).reused).toBe(false);
   });
 });
 
