@@ -267,5 +267,15 @@ describe('UpstreamSessions', () => {
     now = 5 * 60_000 + 1;
     expect(cache.get('z')).toBeUndefined();
     expect(cache.size).toBe(1);
+    // Keeping a session also drops the ones expired, asked for or not.
+    now += 60_000;
+    cache.set('w', Buffer.from('4'));
+    now = 2 * 5 * 60_000 + 2;
+    cache.set('v', Buffer.from('5'));
+    expect(cache.size).toBe(2);
+    now = 3 * 5 * 60_000;
+    cache.set('u', Buffer.from('6'));
+    expect(cache.size).toBe(2);
+    expect(cache.get('w')).toBeUndefined();
   });
 });

@@ -21,7 +21,8 @@
  *   holds the same ticket keys (then it is the same operator, as for any TLS client that resumes);
  *   otherwise the handshake is a full one and the new certificate is verified;
  * - entries live at most SESSION_LIFETIME_MS and a cache holds at most `max` (least recently used
- *   go first): bounded memory per sandbox (a session with its peer's chain is a few KB).
+ *   go first, and expired ones whenever one is kept): bounded memory per sandbox (a session holds
+ *   the server's certificate: ~0.9 KB with the tests' P-256 leaf, a few KB with RSA).
  */
 import type tls from 'node:tls';
 import type { CanonicalHost } from './host-name.js';
@@ -75,8 +76,14 @@ export class UpstreamSessions {
 
   /** Keep `session` (from a verified connection) as the one to offer for `key`. */
   set(key: string, session: Buffer): void {
+    const now = this.now();
     this.entries.delete(key);
-    this.entries.set(key, { session, received: this.now() });
+    this.entries.set(key, { session, received: now });
+    // The map is in the order sessions were received: the expired ones are at its front.
+    for (const [k, e] of this.entries) {
+      if (now - e.received <= SESSION_LIFETIME_MS) break;
+      this.entries.delete(k);
+    }
     while (this.entries.size > this.max) {
       const oldest = this.entries.keys().next().value as string;
       this.entries.delete(oldest);
