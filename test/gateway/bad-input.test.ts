@@ -75,6 +75,15 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
         ['sandbox', 'create', '--name', 'new', '--forward', '70000', '--', 'true'],
         /^carapace: --forward "70000": expected HOSTPORT or HOSTPORT:SANDBOXPORT, each 1-65535$/,
       ],
+      // A name the gateway cannot use: what a name may be, not the schema's pattern.
+      [
+        ['sandbox', 'create', '--name', 'New One', '--', 'true'],
+        /^carapace: body\.name: "New One" is not a sandbox name: use 1-63 lower-case letters, digits, '\.', '_' or '-', starting with a letter or digit$/,
+      ],
+      [
+        ['sandbox', 'get', 'Keep'],
+        /^carapace: path\.name: "Keep" is not a sandbox name: use 1-63 lower-case letters/,
+      ],
       [['sandbox', 'get', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'stop', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'exec', 'nosuch', '--', 'true'], /^carapace: no sandbox named "nosuch"$/],
