@@ -84,6 +84,16 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
         ['sandbox', 'get', 'Keep'],
         /^carapace: path\.name: "Keep" is not a sandbox name: use 1-63 lower-case letters/,
       ],
+      // A host path found wrong only when the sandbox starts: refused, and nothing kept (a sandbox
+      // left `failed` under that name made the corrected create fail as "already have").
+      [
+        ['sandbox', 'create', '--name', 'new', '--mount', `${join(dir, 'none')}:/data`, '--', 'true'],
+        new RegExp(`^carapace: --mount ${join(dir, 'none')}:/data: ${join(dir, 'none')} does not exist$`),
+      ],
+      [
+        ['sandbox', 'create', '--name', 'new', '--workspace', join(dir, 'listening.yaml'), '--', 'true'],
+        /^carapace: workspace .*listening\.yaml is not a directory: give a directory \(or a path to create\)$/,
+      ],
       [['sandbox', 'get', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'stop', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'exec', 'nosuch', '--', 'true'], /^carapace: no sandbox named "nosuch"$/],

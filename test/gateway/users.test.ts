@@ -150,7 +150,8 @@ describe.skipIf(!holds('root') || !reachable())('the system gateway and its user
       expect(r.status, opt.join(' ')).not.toBe(0);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(/is not yours to (read|write) \(checked as uid \d+\)/);
-      as(alice, ['sandbox', 'delete', 'p1']);
+      // Nothing kept: the same create, corrected, is not refused as "already have".
+      expect(as(alice, ['sandbox', 'get', 'p1']).stderr).toMatch(/no sandbox named "p1"/);
     }
     // Her own: a new workspace in her home, and a read-only mount of a directory of hers.
     const own = as(alice, [
