@@ -98,6 +98,12 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
       [['sandbox', 'stop', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'exec', 'nosuch', '--', 'true'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'update', 'keep', '--restart', 'sometimes'], /^carapace: --restart sometimes: /],
+      // Nothing to change: said, not an exit 0 that changed nothing.
+      [
+        ['sandbox', 'update', 'keep'],
+        /^carapace: nothing to change: give --restart never\|on-failure\|always, or --label KEY=VALUE \(repeatable; the labels given replace the old ones\)$/,
+      ],
+
       [
         ['sandbox', 'forward', 'keep', '99999'],
         /^carapace: "99999": expected HOSTPORT or HOSTPORT:SANDBOXPORT, each 1-65535$/,
@@ -199,5 +205,14 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
       expect(r.stderr.trimEnd(), what).toMatch(line);
     }
     expect(everything()).toBe(before);
+  });
+
+  it('sandbox update says what the sandbox has now: its restart policy and its labels', () => {
+    const r = cli(['sandbox', 'update', 'keep', '--label', 'team=infra', '--label', 'tier=dev']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('keep restart=never labels=team=infra,tier=dev\n');
+    expect(cli(['sandbox', 'update', 'keep', '--restart', 'on-failure']).stdout).toBe(
+      'keep restart=on-failure labels=team=infra,tier=dev\n',
+    );
   });
 });

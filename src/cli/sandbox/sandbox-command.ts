@@ -162,12 +162,17 @@ export function registerSandbox(program: Command): void {
       if (o.restart !== undefined && !['never', 'on-failure', 'always'].includes(o.restart)) {
         throw new RunInputError(`--restart ${o.restart}: expected never, on-failure or always`);
       }
+      if (o.restart === undefined && o.label.length === 0)
+        throw new RunInputError(
+          'nothing to change: give --restart never|on-failure|always, or --label KEY=VALUE (repeatable; the labels given replace the old ones)',
+        );
       const client = await GatewayClient.connect();
       const view = await client.call<SandboxView>('PATCH', path(name, o.owner), {
         ...(o.restart ? { restart: o.restart } : {}),
         ...(o.label.length ? { labels: parseLabels(o.label) } : {}),
       });
-      process.stdout.write(`${view.name} restart=${view.restart}\n`);
+      const labels = Object.entries(view.labels).map(([k, v]) => `${k}=${v}`);
+      process.stdout.write(`${view.name} restart=${view.restart} labels=${labels.join(',') || '-'}\n`);
     });
 
   for (const [op, what] of [
