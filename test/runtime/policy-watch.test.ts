@@ -67,7 +67,12 @@ describe('watching the policy file of carapace run', () => {
   it('applies a save made before the watch began, at once', async () => {
     const started = policyText(['api.example.test']);
     rig.sb.setGeneration(compile(started));
-    const live = new LivePolicy({ sandbox: 'sb1', current: parsed(started), audit: rig.audit, target: rig.sb });
+    const live = new LivePolicy({
+      sandbox: 'sb1',
+      current: parsed(started),
+      audit: rig.audit,
+      target: rig.sb,
+    });
     // Saved after the run read the file, before it watched.
     const file = join(dir, 'saved-early.yaml');
     writeFileSync(file, policyText(['api.example.test', 'other.example.test']));
@@ -86,7 +91,12 @@ describe('watching the policy file of carapace run', () => {
     rig.sb.setGeneration(compile(started));
     const generation = rig.sb.generation;
     const events = eventsOf(rig.audit, 5019).length;
-    const live = new LivePolicy({ sandbox: 'sb1', current: parsed(started), audit: rig.audit, target: rig.sb });
+    const live = new LivePolicy({
+      sandbox: 'sb1',
+      current: parsed(started),
+      audit: rig.audit,
+      target: rig.sb,
+    });
     const file = join(dir, 'unchanged.yaml');
     writeFileSync(file, started);
     const warnings: string[] = [];
