@@ -94,6 +94,10 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
         ['sandbox', 'create', '--name', 'new', '--workspace', join(dir, 'listening.yaml'), '--', 'true'],
         /^carapace: workspace .*listening\.yaml is not a directory: give a directory \(or a path to create\)$/,
       ],
+      [
+        ['provider', 'create', 'p2', '--type', 'openai-compatible', '--credential-env', 'PATH'],
+        /^carapace: an openai-compatible provider needs --base-url \(e\.g\. http:\/\/127\.0\.0\.1:8000\/v1\)$/,
+      ],
       [['sandbox', 'get', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'stop', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'exec', 'nosuch', '--', 'true'], /^carapace: no sandbox named "nosuch"$/],
