@@ -14,10 +14,13 @@ import type { AgentLogs } from './agent-log.js';
 import type { SandboxRecord } from '../store/sandbox-store.js';
 import { followAgentLog } from './agent-log-follower.js';
 import { lastLines } from './last-lines.js';
+import { cutLines, LineWeigher } from './output-lines.js';
 
 export interface LogQuery {
   follow?: 'true' | 'false' | undefined;
   tail?: number | undefined;
+  /** With `tail`, of the agent's output: N lines of output, not N records (output-lines.ts). */
+  lines?: 'true' | 'false' | undefined;
   since?: number | undefined;
   audit?: 'true' | 'false' | undefined;
   type?: 'denied' | 'allowed' | 'lifecycle' | 'all' | undefined;
@@ -27,7 +30,7 @@ export interface LogQuery {
 /** One line of agent output as the log keeps it. */
 export interface LogLine {
   t: number;
-  s: 'out' | 'err';
+  s: 'out' | 'err' | 'init';
   d?: string;
   b?: string;
 }
@@ -58,7 +61,15 @@ export class LogService {
     // reading ended, in that file, and from there into the next one after a rotation.
     let current: { fd: number; size: number } | null = null;
     try {
-      const kept = await this.lastLines(rec, audit, keep, q.tail, q.follow === 'true', (c) => (current = c));
+      const kept = await this.lastLines(
+        rec,
+        audit,
+        keep,
+        q.tail,
+        q.follow === 'true',
+        (c) => (current = c),
+        !audit && q.lines === 'true',
+      );
       if (kept.length) res.write(kept.join('\n') + '\n');
       if (q.follow !== 'true') {
         res.end();
@@ -92,6 +103,7 @@ export class LogService {
     tail: number | undefined,
     follow: boolean,
     keepCurrent: (file: { fd: number; size: number }) => void,
+    byLines = false,
   ): Promise<string[]> {
     const agent = audit ? null : this.logs.openAll(rec.id);
     const inputs: { fd: number; size: number }[] = agent ?? this.audit.history(rec.id);
@@ -101,7 +113,8 @@ export class LogService {
     if (tail !== undefined) {
       // Read from the end backwards (last-lines.ts): the cost is what is shown, not the history.
       try {
-        return await lastLines(inputs, (text) => keepText(text, keep), tail);
+        if (!byLines) return await lastLines(inputs, (text) => keepText(text, keep), tail);
+        return await lastOutputLines(inputs, keep, tail);
       } finally {
         for (const file of inputs) if (file !== held) closeSync(file.fd);
         if (held) keepCurrent(held);
@@ -135,6 +148,30 @@ export class LogService {
     if (held) keepCurrent(held);
     return kept;
   }
+}
+
+/** The records holding the last `tail` lines of output, the oldest cut where the first begins. */
+async function lastOutputLines(
+  inputs: { fd: number; size: number }[],
+  keep: (line: LogLine & OcsfEvent) => boolean,
+  tail: number,
+): Promise<string[]> {
+  const weigher = new LineWeigher();
+  let weight = 0;
+  const texts = await lastLines(
+    inputs,
+    (text) => {
+      const parsed = parseLine(text);
+      if (parsed === null || !keep(parsed as LogLine & OcsfEvent)) return false;
+      const w = weigher.weigh(parsed as unknown as LogLine);
+      weight += w;
+      return w;
+    },
+    tail,
+  );
+  if (weight < tail || texts.length === 0) return texts; // all there is
+  const oldest = cutLines(JSON.parse(texts[0]!) as LogLine, weight - tail);
+  return oldest ? [JSON.stringify(oldest), ...texts.slice(1)] : texts.slice(1);
 }
 
 function keepText(text: string, keep: (line: LogLine & OcsfEvent) => boolean): boolean {
