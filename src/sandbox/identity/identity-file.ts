@@ -208,10 +208,13 @@ function linkTarget(file: string): string | null {
   }
 }
 
-/** This boot's id; '' where the kernel does not say. */
+let thisBoot = '';
+
+/** This boot's id; '' where the kernel does not say. Read once: a process never outlives its boot. */
 export function bootId(): string {
+  if (thisBoot !== '') return thisBoot;
   try {
-    return readFileSync(BOOT_ID_FILE, 'utf8').trim();
+    return (thisBoot = readFileSync(BOOT_ID_FILE, 'utf8').trim());
   } catch {
     return '';
   }
