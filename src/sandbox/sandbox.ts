@@ -12,7 +12,7 @@ import { launchSandbox } from './launch/launch.js';
 import type { RunningSandbox } from './launch/running-sandbox.js';
 import { planMounts, tmpSizeBytes, type MountPlan } from './mounts/mount-plan.js';
 import { guardMasks, type MaskCheck, type MaskGuard } from './mounts/mask-guard.js';
-import { makeRuntimeDir, planOwnDir } from './mounts/own-dir.js';
+import { makeOwnDir } from './mounts/own-dir.js';
 import { baseEnvironment, type SandboxSpec } from './spec.js';
 import type { StateDirs } from './state-dirs.js';
 import { SandboxLock } from './sandbox-lock.js';
@@ -167,8 +167,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
   let network: NetworkAttachment | null = null;
   let bindFds: number[] = [];
   let hostFds: number[] = [];
-  // Armed in `prepare`, a callback: typed so that it is not taken for null after it.
-  let guard = null as MaskGuard | null;
+  let guard: MaskGuard | null = null;
   const undo = async () => {
     guard?.close();
     closeAll(bindFds);
@@ -199,10 +198,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       network = await opts.network(id, identity);
       if (network.hostDir !== undefined) lock.note({ net: network.hostDir });
     }
-    makeRuntimeDir(paths.runtime);
-    // Its files are made while bwrap starts (launch.ts: `prepare`); their paths are known now.
-    const ownDir = planOwnDir(opts.dirs.run, paths.runtime, spec, network?.files() ?? []);
-    const { own, files } = ownDir;
+    const { own, files } = makeOwnDir(opts.dirs.run, paths.runtime, spec, network?.files() ?? []);
     const plan = planMounts({
       readOnly: spec.readOnly,
       readWrite: spec.readWrite,
@@ -213,6 +209,11 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       own,
       tmpBytes: tmpSizeBytes(spec.limits.memoryBytes),
       hostRoot: opts.hostRoot,
+    });
+    // Armed before bwrap lays the masks: a rename from here on is seen (mask-guard.ts).
+    guard = guardMasks(plan, paths.runtime, opts.hostRoot ?? '/', opts.onMaskCheck, {
+      adoptable: opts.detached === true,
+      masker: opts.masker,
     });
     // Everything bound from a tree a sandbox can write, opened without following its symlinks
     // (and the workspace made and handed over on the way).
@@ -250,16 +251,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       nproc: spec.limits.pids,
       seccomp,
       relay: network ? { dir: network.relayDir, socketName: network.socketName } : undefined,
-      // Both while bwrap starts (launch.ts); undo closes and destroys what a failed start made.
-      prepare: () => {
-        ownDir.make();
-        // Armed before bwrap lays the masks (it has not read them yet): a rename from here on is
-        // seen (mask-guard.ts).
-        guard = guardMasks(plan, paths.runtime, opts.hostRoot ?? '/', opts.onMaskCheck, {
-          adoptable: opts.detached === true,
-          masker: opts.masker,
-        });
-      },
+      // Made while bwrap starts (launch.ts); undo destroys it if the start fails after.
       cgroup: () => (cgroup = SandboxCgroup.create(cgroupKey, spec.limits, opts.bestEffortLimits)),
       stdio: opts.stdio,
       aliases: binds.aliases,

@@ -28,11 +28,6 @@ export interface LaunchRequest {
    * overlaps bwrap's own start; they are entered when bwrap reports the init's pid.
    */
   cgroup: () => SandboxCgroup | null;
-  /**
-   * Makes what bwrap will bind and no earlier step needs (Carapace's own directory, the mask
-   * guard): called once bwrap runs, before it is given its arguments (see bwrapArgs).
-   */
-  prepare?: (() => void) | undefined;
   stdio: 'inherit' | 'pipe';
   /** fd-binds the sandbox's uid cannot reach by path: fd → alias (bound by carapace-launch). */
   aliases?: Map<number, string> | undefined;
@@ -57,10 +52,8 @@ export const FD_RELAY = 9;
 export const FD_AGENT_STDERR = 10;
 export const FD_CONTROL = 11;
 export const FD_LOG = 12;
-/** bwrap's options (--args), written once `prepare` has run. */
-export const FD_ARGS = 13;
 /** The first of the fds bwrap binds (--bind-fd), one per fd-bind, in plan order. */
-export const FD_FIRST_BIND = 14;
+export const FD_FIRST_BIND = 13;
 
 type FdBind = Extract<MountOp, { kind: 'fd-bind' }>;
 
@@ -79,13 +72,8 @@ function fdBindArgs(req: LaunchRequest, fds: Map<number, number>): (op: FdBind) 
   };
 }
 
-/**
- * bwrap's command line and its options. The options go on FD_ARGS (--args), which bwrap reads
- * first thing: it is spawned before the files it binds exist, and its exec and dynamic loading
- * overlap the making of them (launch.ts). The init and the agent's command stay in argv.
- */
-export function bwrapArgs(req: LaunchRequest): { argv: string[]; options: string[] } {
-  const options = [
+export function bwrapArgs(req: LaunchRequest): string[] {
+  const args = [
     '--unshare-all',
     '--unshare-user',
     '--disable-userns',
@@ -111,11 +99,13 @@ export function bwrapArgs(req: LaunchRequest): { argv: string[]; options: string
     '/',
     '--chdir',
     WORKSPACE_PATH,
+    '--',
+    INIT_PATH,
+    ...initArgs(req),
+    '--',
+    ...req.command,
   ];
-  return {
-    argv: ['--args', String(FD_ARGS), '--', INIT_PATH, ...initArgs(req), '--', ...req.command],
-    options,
-  };
+  return args;
 }
 
 export function initArgs(req: LaunchRequest): string[] {

@@ -2,11 +2,8 @@
  * Starts one sandbox: bwrap → carapace-init (PID 1) → the agent.
  *
  * Order of events, and why:
- * 1. bwrap is spawned with its options still to come (--args): its exec and dynamic loading
- *    overlap our making of what it binds and no earlier step needs (`prepare`: Carapace's own
- *    directory, the mask guard), ~0.5 ms of host work on a quiet machine. Then it reads them,
- *    creates every namespace, mounts the plan and runs the init, which blocks on --block-fd before
- *    it does anything else (bwrap reads that fd before exec'ing it).
+ * 1. bwrap creates every namespace, mounts the plan and runs the init, which blocks on
+ *    --block-fd before it does anything else (bwrap reads that fd before exec'ing it).
  * 2. While bwrap starts, we make the sandbox's cgroups (they are needed no sooner, and making them
  *    costs a start with limits ~0.2 ms, hidden there behind bwrap's own start).
  *    bwrap reports the init's host pid on --info-fd; we move that pid into the sandbox's cgroups,
@@ -45,7 +42,6 @@ import type { Readable, Writable } from 'node:stream';
 import {
   bindFds,
   bwrapArgs,
-  FD_ARGS,
   FD_BLOCK,
   FD_ENV,
   FD_EVENTS,
@@ -86,10 +82,10 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   // 'ignore' leaves an fd above 2 closed: the agent's stderr, detached, is an fd of /dev/null.
   const devNull = req.detached ? openSync('/dev/null', constants.O_WRONLY) : null;
   stdio.push(req.relay ? req.relay.dir : 'ignore', devNull ?? (io === 'inherit' ? 2 : io));
-  stdio.push(req.controlDir ?? 'ignore', req.logFile ?? 'ignore', 'pipe'); // FD_ARGS
+  stdio.push(req.controlDir ?? 'ignore', req.logFile ?? 'ignore');
   const fds = bindFds(req.plan);
   for (const fd of fds.keys()) stdio.push(fd);
-  const { argv: args, options } = bwrapArgs(req);
+  const args = bwrapArgs(req);
   const identity = req.identity.rootless ? {} : { uid: req.identity.uid, gid: req.identity.gid };
   // With aliases, carapace-launch (root, static, an empty environment like bwrap's) binds them in
   // a mount namespace of its own, becomes the sandbox's uid and execs bwrap: the same process, so
@@ -140,10 +136,6 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
 
   let cgroup: SandboxCgroup | null;
   try {
-    req.prepare?.();
-    const argsPipe = pipes[FD_ARGS] as Writable;
-    argsPipe.on('error', () => {});
-    argsPipe.end(Buffer.from(options.map((o) => `${o}\0`).join(''), 'utf8'));
     cgroup = req.cgroup();
   } catch (err) {
     // The caller's error as it is (its code says why): bwrap, held on --block-fd, is gone first.

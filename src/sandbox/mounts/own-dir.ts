@@ -45,31 +45,26 @@ export function sourceName(inside: string): string {
   return inside.replace(/%/g, '%25').replace(/\//g, '%2F');
 }
 
-/** Makes the sandbox's runtime directory afresh (replacing what an earlier start left). */
-export function makeRuntimeDir(runtime: string): void {
-  rmSync(runtime, { recursive: true, force: true });
-  mkdirSync(runtime, { recursive: true, mode: 0o711 });
-  chmodSync(runtime, 0o711);
-}
-
 /**
- * The own directory in `runtime` (made by makeRuntimeDir) as it will be: its paths, and the
- * synthesized files to bind outside /.carapace (in-sandbox path → host file in it). Nothing is made
- * until `make()`: a start calls it while bwrap starts, before bwrap reads its mounts (launch.ts).
+ * Makes the directory (replacing what an earlier start left); returns it and the synthesized files
+ * to bind outside /.carapace: in-sandbox path → host file in it.
  */
-export function planOwnDir(
+export function makeOwnDir(
   runDir: string,
   runtime: string,
   spec: SandboxSpec,
   extra: { path: string; content: string }[],
-): { own: OwnDir; files: Map<string, string>; make(): void } {
+): { own: OwnDir; files: Map<string, string> } {
+  rmSync(runtime, { recursive: true, force: true });
+  mkdirSync(runtime, { recursive: true, mode: 0o711 });
+  chmodSync(runtime, 0o711);
   const dir = join(runtime, 'own');
   // Whatever our umask: bwrap, as the sandbox's uid, must reach everything in here.
   const mkdir = (d: string) => {
     mkdirSync(d, { recursive: true, mode: 0o755 });
     for (let p = d; p !== runtime; p = dirname(p)) chmodSync(p, 0o755);
   };
-  const steps: (() => void)[] = [() => mkdir(dir)];
+  mkdir(dir);
   const files = new Map<string, string>();
   const readable: string[] = [];
   const taken = new Set(['init', 'masked']);
@@ -86,40 +81,30 @@ export function planOwnDir(
     taken.add(name);
     const host = join(dir, name);
     if (own) {
-      if (name.includes('/')) steps.push(() => mkdir(dirname(host)));
+      if (name.includes('/')) mkdir(dirname(host));
       readable.push(inside);
     } else {
       files.set(inside, host);
     }
     return host;
   };
-  const shared = (inside: string, name: string, content: string, mode: number) => {
-    const host = place(inside);
-    steps.push(() => linkOrWrite(sharedFile(runDir, name, content, mode), host, content, mode));
-  };
+  const shared = (inside: string, name: string, content: string, mode: number) =>
+    linkOrWrite(sharedFile(runDir, name, content, mode), place(inside), content, mode);
   const write = (inside: string, content: string, mode = 0o644) => {
     const host = place(inside);
-    steps.push(() => {
-      writeFileSync(host, content, { mode });
-      chmodSync(host, mode);
-    });
+    writeFileSync(host, content, { mode });
+    chmodSync(host, mode);
   };
 
-  steps.push(() => linkOrCopy(installInit(runDir), join(dir, 'init')));
+  linkOrCopy(installInit(runDir), join(dir, 'init'));
   const mask = join(dir, 'masked');
-  steps.push(() => linkOrWrite(sharedFile(runDir, 'masked', '', 0), mask, '', 0));
+  linkOrWrite(sharedFile(runDir, 'masked', '', 0), mask, '', 0);
   shared('/etc/passwd', 'etc_passwd', PASSWD, 0o644);
   shared('/etc/group', 'etc_group', GROUP, 0o644);
   write('/etc/hostname', `${spec.name}\n`);
   write('/etc/hosts', `127.0.0.1\tlocalhost ${spec.name}\n::1\tlocalhost ip6-localhost ${spec.name}\n`);
   for (const f of [...spec.files, ...extra]) write(f.path, f.content);
-  return {
-    own: { dir, mask, readable },
-    files,
-    make: () => {
-      for (const step of steps) step();
-    },
-  };
+  return { own: { dir, mask, readable }, files };
 }
 
 function linkOrWrite(source: string, target: string, content: string, mode: number): void {
