@@ -237,6 +237,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
         ? openLogFile(opts.logFile, new WritableTreeRegistry(opts.dirs).trees())
         : undefined;
     if (logFd !== undefined) hostFds.push(logFd);
+    cgroup = SandboxCgroup.create(cgroupKey, spec.limits, opts.bestEffortLimits);
     const seccomp = await seccompProgram(opts.dirs.run);
     const process = await launchSandbox({
       name: spec.name,
@@ -251,8 +252,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       nproc: spec.limits.pids,
       seccomp,
       relay: network ? { dir: network.relayDir, socketName: network.socketName } : undefined,
-      // Made while bwrap starts (launch.ts); undo destroys it if the start fails after.
-      cgroup: () => (cgroup = SandboxCgroup.create(cgroupKey, spec.limits, opts.bestEffortLimits)),
+      cgroup,
       stdio: opts.stdio,
       aliases: binds.aliases,
       controlDir: controlFd,

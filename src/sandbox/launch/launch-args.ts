@@ -23,11 +23,7 @@ export interface LaunchRequest {
   seccomp: Buffer;
   /** Host directory holding the sandbox's proxy socket; enables the relay. */
   relay?: { dir: number; socketName: string } | undefined;
-  /**
-   * Makes the sandbox's cgroups (null: no limits). Called once bwrap runs, so that their making
-   * overlaps bwrap's own start; they are entered when bwrap reports the init's pid.
-   */
-  cgroup: () => SandboxCgroup | null;
+  cgroup: SandboxCgroup | null;
   stdio: 'inherit' | 'pipe';
   /** fd-binds the sandbox's uid cannot reach by path: fd → alias (bound by carapace-launch). */
   aliases?: Map<number, string> | undefined;

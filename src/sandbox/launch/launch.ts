@@ -4,9 +4,7 @@
  * Order of events, and why:
  * 1. bwrap creates every namespace, mounts the plan and runs the init, which blocks on
  *    --block-fd before it does anything else (bwrap reads that fd before exec'ing it).
- * 2. While bwrap starts, we make the sandbox's cgroups (they are needed no sooner, and making them
- *    costs a start with limits ~0.2 ms, hidden there behind bwrap's own start).
- *    bwrap reports the init's host pid on --info-fd; we move that pid into the sandbox's cgroups,
+ * 2. bwrap reports the init's host pid on --info-fd; we move that pid into the sandbox's cgroups,
  *    so that every process the sandbox will ever have is born inside them, and set its
  *    oom_score_adj floor (setOomScoreFloor).
  * 3. We release --block-fd; the init starts the relay, forks the agent, and in the agent's process
@@ -50,7 +48,6 @@ import {
   FD_STATUS,
   type LaunchRequest,
 } from './launch-args.js';
-import type { SandboxCgroup } from '../cgroup/cgroup.js';
 import { bwrapBinary, nativeLauncher } from '../native-paths.js';
 import { processStart } from '../processes.js';
 import { agentStarted, RunningSandbox, StartLog, type InitEvent } from './running-sandbox.js';
@@ -134,16 +131,6 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   envPipe.on('error', () => {});
   envPipe.end(environment);
 
-  let cgroup: SandboxCgroup | null;
-  try {
-    cgroup = req.cgroup();
-  } catch (err) {
-    // The caller's error as it is (its code says why): bwrap, held on --block-fd, is gone first.
-    child.kill('SIGKILL');
-    await exitedRaw;
-    throw err;
-  }
-
   const info = await Promise.race([
     readInfo(pipes[FD_INFO] as Readable),
     spawnError,
@@ -173,7 +160,7 @@ export async function launchSandbox(req: LaunchRequest): Promise<RunningSandbox>
   if (initStart === null)
     return refuse("cannot read the sandbox's start time", new Error(`/proc/${initPid}/stat is gone`));
   try {
-    cgroup?.enter(initPid);
+    req.cgroup?.enter(initPid);
   } catch (err) {
     return refuse('cannot move the sandbox into its cgroup', err);
   }
