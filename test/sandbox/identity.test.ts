@@ -14,6 +14,7 @@ import {
   readlinkSync,
   rmSync,
   symlinkSync,
+  unlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -182,6 +183,34 @@ describe('the uid registry', () => {
     // handed out.
     expect((await r.acquire(owner('d'), [])).uid).toBe(BASE + 65);
     expect(r.records().map((x) => x.name)).toEqual(['a', 'd']);
+  });
+
+  it('trusts no generation file once an earlier Carapace wrote the registry as a regular file (an upgrade in progress)', async () => {
+    const dir = fresh();
+    const file = join(dir, 'registry.json');
+    let boot = 'before-the-cut';
+    const r = new IdentityRegistry({ dir, base: BASE, size: 1000, bootId: () => boot });
+    await r.acquire(owner('a'), []); // durable: registry.1.durable.json, fence BASE + 65
+    // An earlier Carapace (an old gateway during an upgrade) writes as it always did: a regular
+    // file renamed over the link, having handed out far past the fence above.
+    const records = Array.from({ length: 100 }, (_, i) => ({ name: `old-${i}`, uid: BASE + 1 + i }));
+    const old = {
+      ...JSON.parse(readFileSync(join(dir, 'registry.1.durable.json'), 'utf8')),
+      next: BASE + 101,
+    };
+    unlinkSync(file);
+    writeFileSync(file, JSON.stringify({ ...old, records: [...old.records, ...records] }));
+    // Then a power cut empties its write. The stale durable generation must not be read instead:
+    // it would hand out uids the old records hold.
+    writeFileSync(file, '');
+    boot = 'after-the-cut';
+    await rejectsWith(r.acquire(owner('b'), []), 'UID_REGISTRY_INVALID', /is not valid \(empty\)/);
+    // And the next write of a registry found as a regular file leaves no stale generation behind.
+    writeFileSync(file, JSON.stringify(old));
+    await r.acquire(owner('c'), []);
+    expect(readdirSync(dir).filter((n) => n !== 'registry.json' && !n.startsWith('.'))).toEqual([
+      readlinkSync(file),
+    ]);
   });
 
   it('never reads a link to a generation that is gone as an empty registry', async () => {

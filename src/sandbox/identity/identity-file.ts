@@ -17,7 +17,8 @@
  * its fence, past every uid handed out after it (identity.ts). In the same boot, such a file is
  * someone's doing, and every allocation stops as for any invalid registry. A registry.json that is
  * a regular file (written by an earlier Carapace) is read as it is and replaced by a link at the next
- * change.
+ * change; while it is one, no generation beside it is trusted (an earlier Carapace may have handed
+ * out uids past any of them), and taking it over removes them.
  */
 import {
   closeSync,
@@ -115,6 +116,9 @@ function readCurrent(file: string): string | null {
 /** The newest durable generation beside `file` other than the one in force, or null. */
 function lastDurable(file: string): string | null {
   const current = linkTarget(file);
+  // A regular file in force was written by an earlier Carapace (an upgrade in progress), which
+  // knows nothing of generations: any beside it may be older than uids it handed out since.
+  if (current === null) return null;
   let best: { n: number; name: string } | null = null;
   for (const name of readdirSync(dirname(file))) {
     const m = GENERATION.exec(name);
@@ -177,6 +181,9 @@ export function writeRegistry(dir: string, file: string, text: string, flush: bo
   const current = linkTarget(file);
   const m = current !== null ? GENERATION.exec(current) : null;
   const name = `registry.${m ? Number(m[1]) + 1 : 1}${flush ? '.durable' : ''}.json`;
+  // Taking over from a regular file (an earlier Carapace's): generations beside it are stale.
+  if (current === null)
+    for (const other of readdirSync(dir)) if (GENERATION.test(other)) unlinkSync(join(dir, other));
   // Nothing names a generation past the one in force: one there was left by a writer that died.
   const fd = openSync(join(dir, name), 'w', 0o600);
   try {
