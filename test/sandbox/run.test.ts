@@ -244,6 +244,23 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     expectNothingLeft(home);
   });
 
+  it('an --audit file in a directory that does not exist, or one that takes no lines (procfs): said, nothing made', () => {
+    const home = freshHome();
+    const parent = join(sharedTempDir(), 'no-such-dir');
+    const missing = carapace(['run', '--audit', join(parent, 'a.jsonl'), '--', 'true'], { home });
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toBe(
+      `carapace: --audit ${join(parent, 'a.jsonl')}: ${parent} does not exist (make the directory first)\n`,
+    );
+    expect(existsSync(parent)).toBe(false);
+    const proc = carapace(['run', '--audit', '/proc/version', '--', 'true'], { home });
+    expect(proc.status).toBe(2);
+    expect(proc.stderr).toBe(
+      'carapace: --audit /proc/version: /proc/version is in /proc, which takes no audit lines: name a file on a disk\n',
+    );
+    expectNothingLeft(home);
+  });
+
   it('a policy with errors: file:line:col', () => {
     const home = freshHome();
     const bad = policyFile('version: 1\nfilesystem_policy:\n  read_only: [usr]\n');
