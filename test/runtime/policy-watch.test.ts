@@ -35,6 +35,12 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
 
 const status = (host: string) => statusOf(rig.socketPath, host, up.httpPort);
 
+/** The sandbox running `text` as the run read it: its generation in the proxy, its LivePolicy. */
+function runningOn(text: string): LivePolicy {
+  rig.sb.setGeneration(compile(text));
+  return new LivePolicy({ sandbox: 'sb1', current: parsed(text), audit: rig.audit, target: rig.sb });
+}
+
 beforeAll(async () => {
   up = await startUpstreams();
   rig = await startRig({ up, policy: policyText(['api.example.test']) });
@@ -46,14 +52,7 @@ afterAll(async () => {
 
 describe('watching the policy file of carapace run', () => {
   it('applies a save made before the watch began, at once', async () => {
-    const started = policyText(['api.example.test']);
-    rig.sb.setGeneration(compile(started));
-    const live = new LivePolicy({
-      sandbox: 'sb1',
-      current: parsed(started),
-      audit: rig.audit,
-      target: rig.sb,
-    });
+    const live = runningOn(policyText(['api.example.test']));
     // Saved after the run read the file, before it watched.
     const file = join(dir, 'saved-early.yaml');
     writeFileSync(file, policyText(['api.example.test', 'other.example.test']));
@@ -69,15 +68,9 @@ describe('watching the policy file of carapace run', () => {
 
   it('a file as the run read it: nothing applied, no event, no warning', async () => {
     const started = policyText(['api.example.test']);
-    rig.sb.setGeneration(compile(started));
+    const live = runningOn(started);
     const generation = rig.sb.generation;
     const events = eventsOf(rig.audit, 5019).length;
-    const live = new LivePolicy({
-      sandbox: 'sb1',
-      current: parsed(started),
-      audit: rig.audit,
-      target: rig.sb,
-    });
     const file = join(dir, 'unchanged.yaml');
     writeFileSync(file, started);
     const warnings: string[] = [];
