@@ -36,7 +36,6 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { readdir, unlink } from 'node:fs/promises';
 
 /** How big an audit file grows, and how many are kept (the current one included). */
@@ -75,6 +74,13 @@ export class AuditFileError extends Error {
 
 /** What a dropped generation's name gets while its lines are counted: `<name>.3.dropped-1a2b3c4d`. */
 const DROPPED_SUFFIX = '.dropped-';
+let droppedSeq = 0;
+/**
+ * A name of its own for each dropped generation: the time and a count, in hex (one gateway per
+ * state directory, so unique). Not node:crypto: a one-off `carapace run` loads this file, and
+ * loading OpenSSL costs its start ~5 ms (test/attacks/startup-shortcuts.test.ts).
+ */
+const droppedId = () => `${Date.now().toString(16)}${(++droppedSeq).toString(16).padStart(4, '0')}`;
 
 const READ = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const APPEND = constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW;
@@ -150,7 +156,7 @@ export class AuditDirectory {
     const dropped = readDropped ? this.openForReading(oldest) : null;
     // Counted under a name of its own until its event is out (RotatingAuditFile): a process killed
     // before that leaves the name, and the next one counts it (leftoverDrops).
-    const held = dropped && `${oldest}${DROPPED_SUFFIX}${randomBytes(4).toString('hex')}`;
+    const held = dropped && `${oldest}${DROPPED_SUFFIX}${droppedId()}`;
     try {
       if (held) renameSync(this.at(oldest), this.at(held));
       // The oldest is renamed over first, the current file last.
