@@ -27,7 +27,7 @@ describe('a mistyped command line', () => {
   ])('%j', (args, line) => {
     const r = carapace(args);
     expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({
-      status: 1,
+      status: 2, // bad input, as a bad option value or file
       stdout: '',
       stderr: line,
     });

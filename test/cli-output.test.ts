@@ -83,7 +83,7 @@ describe('an -o the command cannot print changes nothing', () => {
   });
 
   it('sandbox rm is not the place of -o: commander refuses it as an unknown option', () => {
-    expect(cli(['sandbox', 'rm', 'w', '-o', 'json'])).toMatchObject({ status: 1, stdout: '' });
+    expect(cli(['sandbox', 'rm', 'w', '-o', 'json'])).toMatchObject({ status: 2, stdout: '' });
     expect(names()).toEqual(['w']);
   });
 });

@@ -31,6 +31,7 @@ import {
   mkdirSync,
   openSync,
   read,
+  readdirSync,
   renameSync,
   unlinkSync,
   writeSync,
@@ -71,12 +72,24 @@ export class AuditFileError extends Error {
   }
 }
 
+/** What a dropped generation's name gets while its lines are counted: `<name>.3.dropped-1a2b3c4d`. */
+const DROPPED_SUFFIX = '.dropped-';
+let droppedSeq = 0;
+/**
+ * A name of its own for each dropped generation: the time and a count, in hex (one gateway per
+ * state directory, so unique). Not node:crypto: a one-off `carapace run` loads this file, and
+ * loading OpenSSL costs its start ~5 ms (test/attacks/startup-shortcuts.test.ts).
+ */
+const droppedId = () => `${Date.now().toString(16)}${(++droppedSeq).toString(16).padStart(4, '0')}`;
+
 const READ = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const APPEND = constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW;
 
 /** A directory of audit files, held open: every name in it is reached through its descriptor. */
 export class AuditDirectory {
   readonly fd: number;
+  /** Dropped generations left by an earlier process, by base name: listed on first use. */
+  private leftovers: Map<string, { name: string; held: string }[]> | null = null;
 
   constructor(readonly path: string) {
     mkdirSync(path, { recursive: true, mode: 0o700 });
@@ -109,7 +122,7 @@ export class AuditDirectory {
   /** Removes `base` and every generation of it (`base.N`), whatever `files` was when they were made. */
   async remove(base: string): Promise<void> {
     const names = await readdir(this.at(''));
-    const ours = new RegExp(`^${base.replace(/[.]/g, '\\.')}(\\.\\d+|\\.new)?$`);
+    const ours = new RegExp(`^${base.replace(/[.]/g, '\\.')}(\\.\\d+(\\.dropped-[0-9a-f]+)?|\\.new)?$`);
     for (const name of names) {
       if (!ours.test(name)) continue;
       await unlink(this.at(name)).catch((err: NodeJS.ErrnoException) => {
@@ -130,7 +143,7 @@ export class AuditDirectory {
     rotation: AuditRotation,
     flags: number,
     readDropped: boolean,
-  ): { fd: number; dropped: { name: string; fd: number; size: number } | null } {
+  ): { fd: number; dropped: { name: string; held: string; fd: number; size: number } | null } {
     const names = generationNames(base, rotation); // oldest first
     const fresh = `${base}.new`;
     try {
@@ -141,7 +154,11 @@ export class AuditDirectory {
     const fd = openSync(this.at(fresh), flags | constants.O_CREAT | constants.O_EXCL, 0o600);
     const oldest = names[0]!;
     const dropped = readDropped ? this.openForReading(oldest) : null;
+    // Counted under a name of its own until its event is out (RotatingAuditFile): a process killed
+    // before that leaves the name, and the next one counts it (leftoverDrops).
+    const held = dropped && `${oldest}${DROPPED_SUFFIX}${droppedId()}`;
     try {
+      if (held) renameSync(this.at(oldest), this.at(held));
       // The oldest is renamed over first, the current file last.
       for (let k = 1; k < names.length; k++) {
         try {
@@ -156,7 +173,42 @@ export class AuditDirectory {
       if (dropped) closeSync(dropped.fd);
       throw err;
     }
-    return { fd, dropped: dropped && { name: oldest, ...dropped } };
+    return { fd, dropped: dropped && { name: oldest, held: held!, ...dropped } };
+  }
+
+  /**
+   * Dropped generations of `base` that a process killed while counting them left (see rotate),
+   * each opened for reading, with the name it was dropped as. The directory is listed once, on the
+   * first call: only a process before this one can have left any.
+   */
+  leftoverDrops(base: string): { name: string; held: string; fd: number; size: number }[] {
+    if (this.leftovers === null) {
+      this.leftovers = new Map();
+      for (const held of readdirSync(this.at(''))) {
+        const at = held.lastIndexOf(DROPPED_SUFFIX);
+        if (at < 0 || !/^[0-9a-f]+$/.test(held.slice(at + DROPPED_SUFFIX.length))) continue;
+        const name = held.slice(0, at);
+        const of = name.replace(/\.\d+$/, '');
+        this.leftovers.set(of, [...(this.leftovers.get(of) ?? []), { name, held }]);
+      }
+    }
+    const found = this.leftovers.get(base) ?? [];
+    this.leftovers.delete(base);
+    const out = [];
+    for (const f of found) {
+      const file = this.openForReading(f.held);
+      if (file) out.push({ ...f, ...file });
+    }
+    return out;
+  }
+
+  /** Removes a dropped generation once its event is out (a name that is gone already is fine). */
+  forgetDrop(held: string): void {
+    try {
+      unlinkSync(this.at(held));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
   }
 
   close(): void {
@@ -194,6 +246,7 @@ export class RotatingAuditFile {
       throw new AuditFileError('audit-not-regular', `audit file ${dir.path}/${base} is not a regular file`);
     }
     this.size = st.size;
+    for (const d of dir.leftoverDrops(base)) this.countDropped(d.name, d.held, d.fd, d.size);
   }
 
   /**
@@ -273,11 +326,15 @@ export class RotatingAuditFile {
     this.unsynced.push(this.fd);
     this.fd = fd;
     this.size = 0;
-    if (dropped) this.countDropped(dropped.name, dropped.fd, dropped.size);
+    if (dropped) this.countDropped(dropped.name, dropped.held, dropped.fd, dropped.size);
   }
 
-  /** Off the event loop: a dropped generation holds up to the limit, ~10 ms of reading at 16 MiB. */
-  private countDropped(file: string, fd: number, bytes: number): void {
+  /**
+   * Off the event loop: a dropped generation holds up to the limit, ~10 ms of reading at 16 MiB.
+   * Its file goes (`held`, its name meanwhile) only once the event is written: a process killed
+   * before leaves it for the next one to count.
+   */
+  private countDropped(file: string, held: string, fd: number, bytes: number): void {
     let done!: () => void;
     const counted = new Promise<void>((resolve) => (done = resolve));
     this.counting.add(counted);
@@ -290,6 +347,7 @@ export class RotatingAuditFile {
       this.counting.delete(counted);
       try {
         this.onDropped({ file, lines, bytes });
+        this.dir.forgetDrop(held);
       } finally {
         done();
       }

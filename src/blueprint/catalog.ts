@@ -33,6 +33,42 @@ function isDirectory(path: string): boolean {
   }
 }
 
+/** Where a blueprint named on a command line is: a directory, a built-in one, or installed ones. */
+type BlueprintLocation =
+  | { kind: 'directory'; dir: string }
+  | { kind: 'builtin'; dir: string }
+  | { kind: 'installed'; digests: string[] };
+
+/**
+ * Finds what `ref` names without verifying or installing anything, or throws BLUEPRINT_NOT_FOUND
+ * (exit 3) saying what exists: cheap enough to check a command line before any other work.
+ */
+export function locateBlueprint(ref: string, store: BlueprintStore): BlueprintLocation {
+  if (ref.includes('/') || ref.startsWith('.')) {
+    if (!isDirectory(ref) || !existsSync(join(ref, MANIFEST)))
+      throw new BlueprintError('BLUEPRINT_NOT_FOUND', `${ref}: not a blueprint directory (no ${MANIFEST})`);
+    return { kind: 'directory', dir: resolve(ref) };
+  }
+  const builtin = join(builtinBlueprintsDir(), ref);
+  // The shipped version wins over an older installed copy of the same name: an upgrade of
+  // Carapace upgrades its built-in blueprints.
+  if (!ref.startsWith('sha256:') && existsSync(join(builtin, MANIFEST)))
+    return { kind: 'builtin', dir: builtin };
+  const digests = store
+    .digests()
+    .filter((d) =>
+      ref.startsWith('sha256:') ? d.startsWith(ref) && ref.length >= 15 : store.peekName(d) === ref,
+    );
+  if (digests.length === 0) {
+    const names = builtinBlueprintNames();
+    throw new BlueprintError(
+      'BLUEPRINT_NOT_FOUND',
+      `no blueprint "${ref}": built-in ones are ${names.join(', ')}; install another with carapace blueprint install DIR`,
+    );
+  }
+  return { kind: 'installed', digests };
+}
+
 /**
  * A reference as a user types it: a directory (`./my-agent`, containing blueprint.yaml), a digest
  * (`sha256:…`, installed), or a name (installed, else built-in, installed now). Returns the
@@ -44,28 +80,15 @@ export function resolveBlueprint(
   store: BlueprintStore,
   trust: TrustSettings,
 ): { blueprint: VerifiedBlueprint; installedNow: boolean } {
-  if (ref.includes('/') || ref.startsWith('.')) {
-    if (!isDirectory(ref) || !existsSync(join(ref, MANIFEST)))
-      throw new BlueprintError('BLUEPRINT_NOT_FOUND', `${ref}: not a blueprint directory (no ${MANIFEST})`);
-    const { installed, fresh } = store.install(resolve(ref), trust);
-    return { blueprint: installed, installedNow: fresh };
-  }
-  const builtin = join(builtinBlueprintsDir(), ref);
-  if (!ref.startsWith('sha256:') && existsSync(join(builtin, MANIFEST))) {
-    // The shipped version wins over an older installed copy of the same name: an upgrade of
-    // Carapace upgrades its built-in blueprints.
-    const { installed, fresh } = store.install(builtin, { ...trust, requireSigned: false });
-    return { blueprint: installed, installedNow: fresh };
-  }
-  const found = store.find(ref, trust);
-  if (found.length === 0) {
-    const names = builtinBlueprintNames();
-    throw new BlueprintError(
-      'BLUEPRINT_NOT_FOUND',
-      `no blueprint "${ref}": built-in ones are ${names.join(', ')}; install another with carapace blueprint install DIR`,
+  const where = locateBlueprint(ref, store);
+  if (where.kind !== 'installed') {
+    const { installed, fresh } = store.install(
+      where.dir,
+      where.kind === 'builtin' ? { ...trust, requireSigned: false } : trust,
     );
+    return { blueprint: installed, installedNow: fresh };
   }
-  return { blueprint: found[0]!, installedNow: false };
+  return { blueprint: store.find(ref, trust)[0]!, installedNow: false };
 }
 
 /**

@@ -28,7 +28,8 @@ export class BlueprintError extends Error {
   constructor(
     readonly code: BlueprintErrorCode,
     message: string,
-    readonly exitCode = code === 'BLUEPRINT_INVALID' ? 2 : 1,
+    // As every CLI error: 2 bad input, 3 not there, 1 a failure (docs/architecture.md).
+    readonly exitCode = code === 'BLUEPRINT_INVALID' ? 2 : code === 'BLUEPRINT_NOT_FOUND' ? 3 : 1,
   ) {
     super(message);
   }

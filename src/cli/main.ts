@@ -115,8 +115,9 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const { CommanderError } = await import('commander');
     if (err instanceof CommanderError) {
-      // Commander already printed its one line (or the help/version text, with exit code 0).
-      return err.exitCode;
+      // Commander already printed its one line (or the help/version text, with exit code 0). A
+      // mistyped command line is bad input, exit 2, as every other (an option's value, a file).
+      return err.exitCode === 0 ? 0 : 2;
     }
     process.stderr.write(`carapace: ${messageFor(err)}\n`);
     return exitCodeFor(err);

@@ -5,9 +5,13 @@
  */
 import { z } from 'zod';
 
+/** What a sandbox name may be, said as the identity layer says it (assertSandboxName). */
 export const sandboxName = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/)
+  .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, {
+    error: (iss) =>
+      `${JSON.stringify(iss.input)} is not a sandbox name: use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit`,
+  })
   .describe('the sandbox name (unique per owner)');
 
 export const owner = z.coerce

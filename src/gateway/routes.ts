@@ -219,6 +219,10 @@ export function gatewayRoutes(opts: {
         owner,
         follow: z.enum(['true', 'false']).optional(),
         tail: z.coerce.number().int().min(0).optional(),
+        lines: z
+          .enum(['true', 'false'])
+          .optional()
+          .describe("with tail, of the agent's output: the last N lines of it, not the last N records"),
         since: z.coerce.number().int().min(0).optional().describe('unix milliseconds'),
         audit: z.enum(['true', 'false']).optional(),
         type: z.enum(['denied', 'allowed', 'lifecycle', 'all']).optional(),

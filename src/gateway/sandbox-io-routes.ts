@@ -10,9 +10,9 @@ import type { UpgradedStream } from './api/server.js';
 import type { AuditRouter } from './audit-router.js';
 import { answerExec } from './sandbox-io/exec-bridge.js';
 import type { SandboxService } from './sandboxes/sandbox-service.js';
-import { forward, forwardView } from './route-params.js';
+import { forward, forwardView, sandboxName } from './route-params.js';
 
-const params = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/) });
+const params = z.object({ name: sandboxName });
 const owner = z.coerce
   .number()
   .int()

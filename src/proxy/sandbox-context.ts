@@ -14,6 +14,7 @@ import type { ProxyAudit } from './proxy-audit.js';
 import type { SandboxBudget } from './budget/sandbox-budget.js';
 import type { StreamReader } from './http/stream-reader.js';
 import type { TlsAuthority } from './tls/tls-authority.js';
+import type { UpstreamSessions } from './net/upstream-sessions.js';
 
 export interface PinnedGeneration {
   policy: ProxyPolicy;
@@ -43,6 +44,8 @@ export interface SandboxContext {
   readonly audit: ProxyAudit;
   readonly guard: AddressGuard;
   readonly upstreamTls: tls.SecureContext;
+  /** This sandbox's upstream TLS sessions, offered again to the same host, port and trust. */
+  readonly upstreamSessions: UpstreamSessions;
   readonly authority: TlsAuthority;
   readonly callerResolver: CallerResolver;
   current(): PinnedGeneration;

@@ -31,6 +31,7 @@ import { ProxyAudit } from './proxy-audit.js';
 import type { OpenTunnel, PinnedGeneration, SandboxContext } from './sandbox-context.js';
 import type { TlsAuthority } from './tls/tls-authority.js';
 import type { UpstreamTrust } from './net/upstream.js';
+import { UpstreamSessions } from './net/upstream-sessions.js';
 
 export interface AttachOptions {
   name: string;
@@ -138,6 +139,8 @@ export class SandboxProxy {
       get upstreamTls() {
         return shared.upstreamTrust.context;
       },
+      // Never shared between sandboxes (upstream-sessions.ts).
+      upstreamSessions: new UpstreamSessions(),
       authority: options.authority,
       callerResolver: options.callerResolver,
       current: () => this.pinned,

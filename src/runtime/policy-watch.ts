@@ -6,7 +6,8 @@
  * policy stays. This file only watches.
  *
  * The directory is watched, not the file: editors often save by writing a new file and renaming it
- * over the old one, which a watch on the old inode would miss.
+ * over the old one, which a watch on the old inode would miss. The file is read once more when the
+ * watch begins: a save between the run's first reading and the watch would be missed otherwise.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
@@ -35,6 +36,10 @@ export class PolicyWatch {
       this.pending = setTimeout(() => this.reload(), 15);
     });
     this.watcher.on('error', (err) => opts.warn(`policy watch on ${opts.file} stopped: ${err.message}`));
+    // The run read the file before the sandbox started, and a save between that reading and this
+    // watch made no event: read it once now, so the sandbox never runs a policy the file no longer
+    // says. A file as it was read changes nothing (no generation, no event).
+    this.reload();
   }
 
   /** Reads the file again and hands it to the apply unit if it changed. */

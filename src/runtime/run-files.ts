@@ -96,7 +96,13 @@ export function readPolicyText(path: string, trees: SandboxTrees): string | null
   }
 }
 
-/** The audit file at `path`, open for appending (created 0600 if missing). */
+/** Kernel filesystems whose files take no appended lines (a write fails, or means something else). */
+const NOT_A_DISK = ['/proc', '/sys'];
+
+/**
+ * The audit file at `path`, open for appending (created 0600 if missing, in a directory that must
+ * exist: a typo'd path is said, not made).
+ */
 export function openAuditFile(path: string, trees: SandboxTrees): number {
   let opened;
   try {
@@ -104,15 +110,22 @@ export function openAuditFile(path: string, trees: SandboxTrees): number {
     const real = realPathOf(resolve(path), trees);
     const tree = trees.treeOf(real);
     if (tree !== null) refuseInTree('--audit', path, real, tree);
+    const kernel = NOT_A_DISK.find((d) => real === d || real.startsWith(`${d}/`));
+    if (kernel !== undefined)
+      throw new RunInputError(
+        `--audit ${path}: ${real} is in ${kernel}, which takes no audit lines: name a file on a disk`,
+      );
     opened = openHostPath(resolve(path), {
       trees,
       expect: 'any',
-      create: { owner: null },
       fileFlags: constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK,
       fileMode: 0o600,
     });
   } catch (err) {
-    if (err instanceof HostPathError) throw new RunInputError(`--audit ${path}: ${err.message}`);
+    if (err instanceof HostPathError)
+      throw new RunInputError(
+        `--audit ${path}: ${err.message}${err.code === 'not-found' ? ' (make the directory first)' : ''}`,
+      );
     throw err;
   }
   if (opened.tree !== null) {

@@ -28,6 +28,14 @@ export function processStart(pid: number): number | null {
   }
 }
 
+let own: { pid: number; start: number | null } | null = null;
+
+/** This process's own start time: it never changes, so it is read once (a start used to read it twice). */
+export function ownStart(): number | null {
+  if (own?.pid !== process.pid) own = { pid: process.pid, start: processStart(process.pid) };
+  return own.start;
+}
+
 /** What a tree of processes uses: CPU time so far and resident memory now. */
 export interface TreeUsage {
   /** User + system CPU seconds of every live process in the tree and of every child it reaped. */

@@ -10,7 +10,7 @@
  */
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { processStart } from './processes.js';
+import { ownStart, processStart } from './processes.js';
 
 export class SandboxBusyError extends Error {
   override name = 'SandboxBusyError';
@@ -53,7 +53,7 @@ export class SandboxLock {
     name: string,
     facts: Facts,
   ) {
-    this.record = { pid: process.pid, start: processStart(process.pid) ?? 0, name, ...facts };
+    this.record = { pid: process.pid, start: ownStart() ?? 0, name, ...facts };
   }
 
   /** Takes the lock of `name`, its record holding `facts` from the first write. */

@@ -39,13 +39,28 @@ export function sharedFile(runDir: string, name: string, content: string, mode: 
   return path;
 }
 
+/**
+ * Files this process read and found right, by path: the inode and change time they had then. A
+ * file still that inode, unchanged since, is not read again (two reads of every start, for passwd
+ * and group). Only a change time a second old is trusted: a write in the same clock tick as the
+ * read could leave it as it was.
+ */
+const checked = new Map<string, { ino: number; ctimeMs: number; content: string }>();
+const SETTLED_MS = 1000;
+
 function holds(path: string, content: string, mode: number): boolean {
   try {
     // An empty file is not read: the mask is mode 0, which a rootless start cannot open (it was
     // rewritten at every start).
     const st = statSync(path);
     if ((st.mode & 0o7777) !== mode || st.size !== Buffer.byteLength(content)) return false;
-    return st.size === 0 || readFileSync(path, 'utf8') === content;
+    if (st.size === 0) return true;
+    const seen = checked.get(path);
+    if (seen && seen.ino === st.ino && seen.ctimeMs === st.ctimeMs && seen.content === content) return true;
+    if (readFileSync(path, 'utf8') !== content) return false;
+    if (Date.now() - st.ctimeMs >= SETTLED_MS)
+      checked.set(path, { ino: st.ino, ctimeMs: st.ctimeMs, content });
+    return true;
   } catch {
     return false;
   }

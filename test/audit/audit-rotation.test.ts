@@ -6,6 +6,7 @@
  * generation goes is never followed. The end-to-end flood through a gateway and `sandbox logs` is
  * test/gateway/audit-rotation.test.ts.
  */
+import { spawnSync } from 'node:child_process';
 import {
   closeSync,
   lstatSync,
@@ -22,6 +23,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AuditDirectory, networkActivity, RotatingAuditFile, type OcsfEvent } from '../../src/audit/index.js';
 import { AuditRouter, type AuditHistoryFile } from '../../src/gateway/audit-router.js';
+import { REPO } from '../helpers/cli.js';
 
 const KiB = 1024;
 const routers: AuditRouter[] = [];
@@ -115,6 +117,55 @@ describe('audit rotation', () => {
     expect(drops[0]!.unmapped.bytes).toBeGreaterThan(60 * KiB);
     // The trail says so itself: the latest drop is in the history a reader gets.
     expect(lines.filter((l) => l.finding_info?.uid === 'audit-dropped').length).toBeGreaterThan(0);
+  });
+
+  it('a process killed while it counts a dropped generation leaves it to the next, which says the drop', async () => {
+    const dir = join(temp('carapace-audit-kill-'), 'audit');
+    // A gateway's router in a process of its own, killed (SIGKILL) in the turn of a rotation that
+    // drops a generation: its count has not begun.
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `
+        import { AuditRouter } from ${JSON.stringify(join(REPO, 'dist/src/gateway/audit-router.js'))};
+        import { networkActivity } from ${JSON.stringify(join(REPO, 'dist/src/audit/index.js'))};
+        import { readdirSync } from 'node:fs';
+        const audit = new AuditRouter(${JSON.stringify(dir)}, { rotation: { maxFileBytes: ${64 * KiB}, files: 2 } });
+        const sink = audit.forSandbox('sb-killed');
+        let rotations = 0;
+        for (let n = 1; n < 20000; n++) {
+          const before = readdirSync(${JSON.stringify(dir)}).join();
+          sink.emit(networkActivity({ sandbox: 'x', disposition: 'blocked', host: 'd' + n + '.test', port: 443, reason: 'no policy' }));
+          // The first change is the file made, the second a rotation, the third one that drops.
+          if (readdirSync(${JSON.stringify(dir)}).join() !== before && ++rotations === 3) {
+            process.stdout.write(String(n));
+            process.kill(process.pid, 'SIGKILL');
+          }
+        }
+        `,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(child.signal).toBe('SIGKILL');
+    const total = Number(child.stdout);
+    expect(total).toBeGreaterThan(100);
+
+    const audit = new AuditRouter(dir, { rotation: { maxFileBytes: 64 * KiB, files: 2 } });
+    routers.push(audit);
+    const drops: Line[] = [];
+    audit.subscribe((_id, e) => {
+      if (e.class_uid === 2004) drops.push(e as unknown as Line);
+    });
+    audit.forSandbox('sb-killed').emit(refusal(total + 1));
+    await audit.dropsCounted();
+    expect(drops).toHaveLength(1);
+    expect(drops[0]!.unmapped).toMatchObject({ file: 'sb-killed.jsonl.1' });
+    // Every line the killed process wrote is still there or counted in the drop, none both.
+    const kept = readHistory(audit.history('sb-killed')).filter((l) => l.class_uid === 4001);
+    expect(kept.length - 1 + drops[0]!.unmapped.lines!).toBe(total);
+    expect(readdirSync(dir).sort()).toEqual(['sb-killed.jsonl', 'sb-killed.jsonl.1']);
   });
 
   it('reads the history across a rotation: the lines before it and after it, once each', async () => {
@@ -229,8 +280,10 @@ describe('audit rotation', () => {
     const sink = audit.forSandbox('sb-gone');
     for (let n = 1; n <= 800; n++) sink.emit(refusal(n));
     audit.forSandbox('sb-kept').emit(refusal(1));
-    expect(readdirSync(dir).filter((n) => n.startsWith('sb-gone')).length).toBe(3);
-    await audit.remove('sb-gone');
+    const generations = readdirSync(dir).filter((n) => n.startsWith('sb-gone') && !n.includes('.dropped-'));
+    expect(generations.length).toBe(3);
+    await audit.remove('sb-gone'); // dropped generations still being counted too
+    await audit.dropsCounted();
     expect(readdirSync(dir)).toEqual(['sb-kept.jsonl']);
   });
 });

@@ -174,6 +174,14 @@ describe('carapace blueprint', () => {
     expect(carapace(['blueprint', 'list', '-o', 'json'], { home }).stdout.trim()).toBe('[]');
   });
 
+  it('a blueprint that is not there: exit 3, as every other thing that is not there', () => {
+    const r = carapace(['blueprint', 'verify', 'no-such-blueprint']);
+    expect(r.status).toBe(3);
+    expect(r.stderr).toBe(
+      'carapace: no installed blueprint "no-such-blueprint" (carapace blueprint list shows them)\n',
+    );
+  });
+
   it('the fixes its messages name are real: sign for a missing digest; a stray key is "in the blueprint"', () => {
     const dir = copyOfShell();
     rmSync(join(dir, 'blueprint.digest'));

@@ -75,10 +75,39 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
         ['sandbox', 'create', '--name', 'new', '--forward', '70000', '--', 'true'],
         /^carapace: --forward "70000": expected HOSTPORT or HOSTPORT:SANDBOXPORT, each 1-65535$/,
       ],
+      // A name the gateway cannot use: what a name may be, not the schema's pattern.
+      [
+        ['sandbox', 'create', '--name', 'New One', '--', 'true'],
+        /^carapace: body\.name: "New One" is not a sandbox name: use 1-63 lower-case letters, digits, '\.', '_' or '-', starting with a letter or digit$/,
+      ],
+      [
+        ['sandbox', 'get', 'Keep'],
+        /^carapace: path\.name: "Keep" is not a sandbox name: use 1-63 lower-case letters/,
+      ],
+      // A host path found wrong only when the sandbox starts: refused, and nothing kept (a sandbox
+      // left `failed` under that name made the corrected create fail as "already have").
+      [
+        ['sandbox', 'create', '--name', 'new', '--mount', `${join(dir, 'none')}:/data`, '--', 'true'],
+        new RegExp(`^carapace: --mount ${join(dir, 'none')}:/data: ${join(dir, 'none')} does not exist$`),
+      ],
+      [
+        ['sandbox', 'create', '--name', 'new', '--workspace', join(dir, 'listening.yaml'), '--', 'true'],
+        /^carapace: workspace .*listening\.yaml is not a directory: give a directory \(or a path to create\)$/,
+      ],
+      [
+        ['provider', 'create', 'p2', '--type', 'openai-compatible', '--credential-env', 'PATH'],
+        /^carapace: an openai-compatible provider needs --base-url \(e\.g\. http:\/\/127\.0\.0\.1:8000\/v1\)$/,
+      ],
       [['sandbox', 'get', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'stop', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'exec', 'nosuch', '--', 'true'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'update', 'keep', '--restart', 'sometimes'], /^carapace: --restart sometimes: /],
+      // Nothing to change: said, not an exit 0 that changed nothing.
+      [
+        ['sandbox', 'update', 'keep'],
+        /^carapace: nothing to change: give --restart never\|on-failure\|always, or --label KEY=VALUE \(repeatable; the labels given replace the old ones\)$/,
+      ],
+
       [
         ['sandbox', 'forward', 'keep', '99999'],
         /^carapace: "99999": expected HOSTPORT or HOSTPORT:SANDBOXPORT, each 1-65535$/,
@@ -180,5 +209,14 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
       expect(r.stderr.trimEnd(), what).toMatch(line);
     }
     expect(everything()).toBe(before);
+  });
+
+  it('sandbox update says what the sandbox has now: its restart policy and its labels', () => {
+    const r = cli(['sandbox', 'update', 'keep', '--label', 'team=infra', '--label', 'tier=dev']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('keep restart=never labels=team=infra,tier=dev\n');
+    expect(cli(['sandbox', 'update', 'keep', '--restart', 'on-failure']).stdout).toBe(
+      'keep restart=on-failure labels=team=infra,tier=dev\n',
+    );
   });
 });

@@ -5,7 +5,9 @@
  * another uid changes nothing; a user's quota refuses with one line.
  */
 import { spawnSync } from 'node:child_process';
-import { chownSync, mkdirSync, symlinkSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../helpers/cli.js';
 import { cliAs, makeUser, startTestGateway, type TestGateway, type TestUser } from '../helpers/gateway.js';
@@ -148,7 +150,8 @@ describe.skipIf(!holds('root') || !reachable())('the system gateway and its user
       expect(r.status, opt.join(' ')).not.toBe(0);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(/is not yours to (read|write) \(checked as uid \d+\)/);
-      as(alice, ['sandbox', 'delete', 'p1']);
+      // Nothing kept: the same create, corrected, is not refused as "already have".
+      expect(as(alice, ['sandbox', 'get', 'p1']).stderr).toMatch(/no sandbox named "p1"/);
     }
     // Her own: a new workspace in her home, and a read-only mount of a directory of hers.
     const own = as(alice, [
@@ -173,6 +176,23 @@ describe.skipIf(!holds('root') || !reachable())('the system gateway and its user
     // Handed back to her once the sandbox is gone.
     const st = spawnSync('stat', ['-c', '%u', `/home/${alice.name}/ws/f`], { encoding: 'utf8' });
     expect(Number(st.stdout.trim())).toBe(alice.uid);
+  });
+
+  it('a workspace refused to the user is never handed to them: not by the create, not by a delete', () => {
+    // Root's directory (0700), with a file of root's: alice names it as her workspace.
+    const rootDir = mkdtempSync(join(tmpdir(), 'carapace-root-ws-'));
+    writeFileSync(join(rootDir, 'secret'), 'root only\n', { mode: 0o600 });
+    try {
+      const r = as(alice, ['sandbox', 'create', '--name', 'p3', '--workspace', rootDir, '--', 'true']);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(/is not yours to write \(checked as uid \d+\)/);
+      // Whatever is left of the create, its removal hands nothing of root's to her.
+      as(alice, ['sandbox', 'delete', 'p3']);
+      expect(statSync(rootDir).uid).toBe(0);
+      expect(statSync(join(rootDir, 'secret')).uid).toBe(0);
+    } finally {
+      rmSync(rootDir, { recursive: true, force: true });
+    }
   });
 
   it('deleting removes a sandbox for good; an admin may delete anyone’s', () => {

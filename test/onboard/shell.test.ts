@@ -326,7 +326,7 @@ describe('onboard shell', () => {
     expect(await hosts()).toContain('pypi.org');
   }, 600_000);
 
-  it('a provider that does not answer, or an unknown preset: one line, exit 1 or 2, nothing made or changed', async (ctx) => {
+  it('a provider that does not answer, an unknown preset or agent: one line, exit 1, 2 or 3, nothing made or changed', async (ctx) => {
     requires(ctx, 'unprivileged-userns');
     const home = onboardHome();
     homes.push(home);
@@ -409,6 +409,19 @@ describe('onboard shell', () => {
     expect(typo.stderr).toContain('no-such-preset');
     expect(readdirSync(join(home, 'state', 'onboard'))).not.toContain('typo.json');
     expect((await cli(home, ['sandbox', 'list'])).stdout).not.toMatch(/^typo\s/m);
+
+    // A blueprint that is not there: its one line first (no preflight before it), exit 3.
+    const nope = await cli(home, [
+      'onboard',
+      '--non-interactive',
+      '--agent',
+      'no-such-agent',
+      '--name',
+      'nope',
+    ]);
+    expect(nope.status).toBe(3);
+    expect(nope.stderr).toMatch(/^carapace: no blueprint "no-such-agent": built-in ones are [^\n]*\n$/);
+    expect(readdirSync(join(home, 'state', 'onboard'))).not.toContain('nope.json');
   }, 600_000);
 
   it('blueprint remove refuses a blueprint a sandbox was made from, and changes nothing', async (ctx) => {

@@ -292,11 +292,25 @@ const cases: Case[] = [
     message: 'is root',
   },
   {
-    name: 'unclosed flow sequence',
+    name: 'unclosed flow sequence: said so, at its "["',
     yaml: 'version: 1\nfilesystem_policy:\n  read_only: [/usr, /lib\n',
     line: 3,
-    col: 25,
-    message: /Flow sequence|missing/,
+    col: 14,
+    message: 'this list is not closed: add the "]" at its end (or check the indentation)',
+  },
+  {
+    name: 'unclosed flow sequence followed by another key',
+    yaml: 'version: 1\nfilesystem_policy:\n  read_only: [/usr, "/a]b", /lib\n  read_write: [/tmp]\n',
+    line: 3,
+    col: 14,
+    message: 'this list is not closed: add the "]"',
+  },
+  {
+    name: 'unclosed flow map, a closed one inside it',
+    yaml: 'version: 1\nfilesystem_policy: { read_only: [/usr], read_write: [/tmp]\nlandlock: {}\n',
+    line: 2,
+    col: 20,
+    message: 'this map is not closed: add the "}" at its end (or check the indentation)',
   },
   {
     name: 'empty file',

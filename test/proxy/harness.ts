@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { Writable } from 'node:stream';
 import { MemoryAuditLog, type OcsfEvent } from '../../src/audit/index.js';
-import { compilePolicy, parsePolicy, type PolicyGeneration } from '../../src/policy/index.js';
+import { compilePolicy, parsePolicy, type Policy, type PolicyGeneration } from '../../src/policy/index.js';
 import { forwardBody } from '../../src/proxy/http/body-forward.js';
 import type { Resolver } from '../../src/proxy/net/address-guard.js';
 import type { CallerIdentity, CallerResolver } from '../../src/proxy/identity/caller-identity.js';
@@ -23,10 +23,15 @@ import { parseResponseHead } from '../../src/proxy/http/http-response.js';
 import { StreamReader } from '../../src/proxy/http/stream-reader.js';
 import { TlsAuthority } from '../../src/proxy/tls/tls-authority.js';
 
-export function compile(yaml: string): PolicyGeneration {
+/** The policy of `yaml`, parsed; its diagnostics thrown. */
+export function parsed(yaml: string): Policy {
   const r = parsePolicy(yaml, 'test.yaml');
   if (!r.ok) throw new Error(r.diagnostics.map((d) => `${d.line}:${d.col} ${d.message}`).join('\n'));
-  return compilePolicy(r.policy);
+  return r.policy;
+}
+
+export function compile(yaml: string): PolicyGeneration {
+  return compilePolicy(parsed(yaml));
 }
 
 export function fixedCaller(
@@ -278,6 +283,20 @@ function dechunk(raw: Buffer): Buffer {
 export async function send(r: HttpReader, text: string, method = 'GET'): Promise<Response> {
   r.socket.write(text);
   return r.response(method);
+}
+
+/** The status a plain GET of `http://host:port/x` gets through the sandbox socket at `socketPath`. */
+export async function statusOf(socketPath: string, host: string, port: number): Promise<number> {
+  const s = await relayConnect(socketPath);
+  try {
+    const res = await send(
+      new HttpReader(s),
+      `GET http://${host}:${port}/x HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`,
+    );
+    return res.status;
+  } finally {
+    s.destroy();
+  }
 }
 
 /** CONNECT through the relay socket; returns the socket and the proxy's answer to CONNECT. */

@@ -106,6 +106,18 @@ describe('inference set --from', () => {
   });
 });
 
+describe('inference set without anything to set', () => {
+  it('is refused, not a silent success that changed nothing', () => {
+    const current = { routes: { a: { provider: 'one', model: 'm' } } };
+    expect(refusal(current, {})).toBe(
+      'nothing to set: give --route NAME=PROVIDER/MODEL (repeatable), --default, --local, --alias, --fallback, --timeout, --idle-timeout, --from FILE or --clear (carapace inference get shows the routes)',
+    );
+    expect(refusal(null, {})).toMatch(/^nothing to set: give --route/);
+    // One piece on the current routes is something to set.
+    expect(sectionFromFlags(current, flags({ default: 'a' }))).toMatchObject({ default: 'a' });
+  });
+});
+
 describe('provider create --credential-env', () => {
   it('never echoes what was given in place of a variable name (it is most likely the key)', async () => {
     const key = 'sk-proj-pasted-in-by-mistake-0123456789';

@@ -5,15 +5,13 @@
  * through real sandboxes: test/network/reload.test.ts (carapace run) and test/gateway/policy.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parsePolicy, type Policy } from '../../src/policy/index.js';
 import { LivePolicy, PolicyApplyError } from '../../src/runtime/policy-apply.js';
 import {
   compile,
   eventsOf,
-  HttpReader,
-  relayConnect,
-  send,
+  parsed,
   startRig,
+  statusOf,
   startUpstreams,
   type Rig,
   type Upstreams,
@@ -38,24 +36,7 @@ const network = (hosts: string[]) =>
 ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, access: full }`).join('\n')}
 `;
 
-function parsed(text: string): Policy {
-  const r = parsePolicy(text, 'test.yaml');
-  if (!r.ok) throw new Error(r.diagnostics[0]!.message);
-  return r.policy;
-}
-
-async function status(host: string): Promise<number> {
-  const s = await relayConnect(rig.socketPath);
-  try {
-    const res = await send(
-      new HttpReader(s),
-      `GET http://${host}:${up.httpPort}/x HTTP/1.1\r\nHost: ${host}:${up.httpPort}\r\n\r\n`,
-    );
-    return res.status;
-  } finally {
-    s.destroy();
-  }
-}
+const status = (host: string) => statusOf(rig.socketPath, host, up.httpPort);
 
 beforeAll(async () => {
   up = await startUpstreams();

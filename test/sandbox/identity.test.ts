@@ -5,7 +5,18 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -138,6 +149,78 @@ describe('the uid registry', () => {
     // A fence outside the range is refused like any other bad value.
     write({ fence: BASE + 1000 });
     await rejectsWith(r.acquire(owner('h'), []), 'UID_REGISTRY_INVALID', /fence 4001000 is outside/);
+  });
+
+  it('writes generations behind a link: the last durable one stays, an earlier regular file is taken over', async () => {
+    const dir = fresh();
+    const file = join(dir, 'registry.json');
+    // An earlier Carapace's registry: a regular file, read as it is.
+    writeFileSync(file, JSON.stringify({ version: 1, base: BASE, size: 1000, next: BASE + 7, records: [] }));
+    const r = new IdentityRegistry({ dir, base: BASE, size: 1000, bootId: () => 'this-boot' });
+    expect((await r.acquire(owner('a'), [])).uid).toBe(BASE + 7); // no fence yet: flushed
+    expect(readlinkSync(file)).toBe('registry.1.durable.json');
+    await r.acquire(owner('b'), []);
+    await r.acquire(owner('c'), []);
+    // The generation in force and the durable one a lost write falls back to; nothing else.
+    expect(readlinkSync(file)).toBe('registry.3.json');
+    expect(readdirSync(dir).sort()).toEqual(['registry.1.durable.json', 'registry.3.json', 'registry.json']);
+    expect(r.records().map((x) => x.name)).toEqual(['a', 'b', 'c']);
+  });
+
+  it('reads a generation a power cut emptied as the last durable one, resuming at its fence, only after a reboot', async () => {
+    const dir = fresh();
+    let boot = 'before-the-cut';
+    const r = new IdentityRegistry({ dir, base: BASE, size: 1000, bootId: () => boot });
+    await r.acquire(owner('a'), []); // durable: the fence is BASE + 65
+    for (const name of ['b', 'c']) await r.acquire(owner(name), []);
+    const current = join(dir, readlinkSync(join(dir, 'registry.json')));
+    // What ext4 may leave of a write whose blocks were never allocated: an empty file.
+    writeFileSync(current, '');
+    // In the same boot that is no power cut: every allocation stops.
+    await rejectsWith(r.acquire(owner('d'), []), 'UID_REGISTRY_INVALID', /is not valid \(empty\)/);
+    boot = 'after-the-cut';
+    // b and c are lost with the write; the cursor goes past every uid the lost writes could have
+    // handed out.
+    expect((await r.acquire(owner('d'), [])).uid).toBe(BASE + 65);
+    expect(r.records().map((x) => x.name)).toEqual(['a', 'd']);
+  });
+
+  it('trusts no generation file once an earlier Carapace wrote the registry as a regular file (an upgrade in progress)', async () => {
+    const dir = fresh();
+    const file = join(dir, 'registry.json');
+    let boot = 'before-the-cut';
+    const r = new IdentityRegistry({ dir, base: BASE, size: 1000, bootId: () => boot });
+    await r.acquire(owner('a'), []); // durable: registry.1.durable.json, fence BASE + 65
+    // An earlier Carapace (an old gateway during an upgrade) writes as it always did: a regular
+    // file renamed over the link, having handed out far past the fence above.
+    const records = Array.from({ length: 100 }, (_, i) => ({ name: `old-${i}`, uid: BASE + 1 + i }));
+    const old = {
+      ...JSON.parse(readFileSync(join(dir, 'registry.1.durable.json'), 'utf8')),
+      next: BASE + 101,
+    };
+    unlinkSync(file);
+    writeFileSync(file, JSON.stringify({ ...old, records: [...old.records, ...records] }));
+    // Then a power cut empties its write. The stale durable generation must not be read instead:
+    // it would hand out uids the old records hold.
+    writeFileSync(file, '');
+    boot = 'after-the-cut';
+    await rejectsWith(r.acquire(owner('b'), []), 'UID_REGISTRY_INVALID', /is not valid \(empty\)/);
+    // And the next write of a registry found as a regular file leaves no stale generation behind.
+    writeFileSync(file, JSON.stringify(old));
+    await r.acquire(owner('c'), []);
+    expect(readdirSync(dir).filter((n) => n !== 'registry.json' && !n.startsWith('.'))).toEqual([
+      readlinkSync(file),
+    ]);
+  });
+
+  it('never reads a link to a generation that is gone as an empty registry', async () => {
+    const dir = fresh();
+    symlinkSync('registry.9.json', join(dir, 'registry.json'));
+    await rejectsWith(
+      registryIn(dir).acquire(owner('a'), []),
+      'UID_REGISTRY_INVALID',
+      /names a file that does not exist/,
+    );
   });
 
   it('keeps a uid while its workspace still belongs to it, and frees it once the workspace is gone or handed on', async (ctx) => {

@@ -197,7 +197,6 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     ['a missing command', ['run'], /missing required argument 'command'/],
     ['a bad --env', ['run', '--env', 'NOEQUALS', '--', 'true'], /--env "NOEQUALS": expected NAME=VALUE/],
     ['a bad --mount', ['run', '--mount', 'relative', '--', 'true'], /--mount "relative": expected HOST:PATH/],
-    ['a bad --name', ['run', '--name', 'Bad Name', '--', 'true'], /invalid sandbox name "Bad Name"/],
     [
       'a network option without --policy',
       ['run', '--resolve', 'a.test=127.0.0.1', '--', 'true'],
@@ -232,6 +231,33 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     expect(r.status).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(message);
+    expectNothingLeft(home);
+  });
+
+  it('a bad --name: said with the option, exit 2 as every other bad option (it was 1)', () => {
+    const home = freshHome();
+    const r = carapace(['run', '--name', 'Bad Name', '--', 'true'], { home });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(
+      `carapace: --name "Bad Name": use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit\n`,
+    );
+    expectNothingLeft(home);
+  });
+
+  it('an --audit file in a directory that does not exist, or one that takes no lines (procfs): said, nothing made', () => {
+    const home = freshHome();
+    const parent = join(sharedTempDir(), 'no-such-dir');
+    const missing = carapace(['run', '--audit', join(parent, 'a.jsonl'), '--', 'true'], { home });
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toBe(
+      `carapace: --audit ${join(parent, 'a.jsonl')}: ${parent} does not exist (make the directory first)\n`,
+    );
+    expect(existsSync(parent)).toBe(false);
+    const proc = carapace(['run', '--audit', '/proc/version', '--', 'true'], { home });
+    expect(proc.status).toBe(2);
+    expect(proc.stderr).toBe(
+      'carapace: --audit /proc/version: /proc/version is in /proc, which takes no audit lines: name a file on a disk\n',
+    );
     expectNothingLeft(home);
   });
 

@@ -21,6 +21,18 @@ describe('shared files', () => {
     expect(readFileSync(path, 'utf8')).toBe('sandbox:x:1000:1000::/sandbox:/bin/sh\n');
   });
 
+  it('reads a file it found right again once it changed, even with the same size', async () => {
+    const run = mkdtempSync(join(tmpdir(), 'carapace-shared-'));
+    const right = 'sandbox:x:1000:1000::/sandbox:/bin/sh\n';
+    const path = sharedFile(run, 'etc_passwd', right, 0o644);
+    // Past the second after which a file found right is remembered, not read at every start.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect(sharedFile(run, 'etc_passwd', right, 0o644)).toBe(path);
+    writeFileSync(path, right.replace('sandbox', 'rootbox'));
+    expect(sharedFile(run, 'etc_passwd', right, 0o644)).toBe(path);
+    expect(readFileSync(path, 'utf8')).toBe(right);
+  });
+
   const root = process.getuid?.() === 0;
   it.skipIf(!root)('keeps the mode-0 mask for a rootless start (it was rewritten at every start)', () => {
     if (!root) console.log('skipped: needs root to run a child as another user');

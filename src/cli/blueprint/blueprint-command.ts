@@ -62,7 +62,7 @@ function isDir(ref: string): boolean {
 function installedRef(ref: string, store: BlueprintStore, trust: TrustSettings): VerifiedBlueprint {
   const found = store.find(ref, trust);
   if (found.length === 0)
-    throw new UsageError(`no installed blueprint "${ref}" (carapace blueprint list shows them)`, 1);
+    throw new UsageError(`no installed blueprint "${ref}" (carapace blueprint list shows them)`, 3);
   if (found.length > 1 && ref.startsWith('sha256:'))
     throw new UsageError(`"${ref}" names ${found.length} blueprints; give more of the digest`);
   return found[0]!;
@@ -267,7 +267,7 @@ export function registerBlueprint(program: Command): void {
       ? store.digests().filter((d) => d.startsWith(ref))
       : store.digests().filter((d) => store.peekName(d) === ref);
     if (digests.length === 0)
-      throw new UsageError(`no installed blueprint "${ref}" (carapace blueprint list shows them)`, 1);
+      throw new UsageError(`no installed blueprint "${ref}" (carapace blueprint list shows them)`, 3);
     if (digests.length > 1 && ref.startsWith('sha256:'))
       throw new UsageError(`"${ref}" names ${digests.length} blueprints; give more of the digest`);
     void o;

@@ -106,6 +106,13 @@ export function sectionFromFlags(current: Json | null, o: Record<string, unknown
       );
     return sectionFromFile(o.from);
   }
+  // Nothing given would send the section back as it is: a "set" that exits 0 having set nothing.
+  if (given.length === 0)
+    throw new UsageError(
+      `nothing to set: give --route NAME=PROVIDER/MODEL (repeatable), ${PIECE_FLAGS.slice(1)
+        .map(([, flag]) => flag)
+        .join(', ')}, --from FILE or --clear (carapace inference get shows the routes)`,
+    );
   const routes: Record<string, Json> = {};
   const flagRoutes = pairs(o.route as string[], '--route', 'NAME=PROVIDER/MODEL');
   const base: Json = { ...(current ?? {}) };

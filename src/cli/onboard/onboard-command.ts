@@ -212,6 +212,9 @@ async function onboard(raw: OnboardOptions): Promise<void> {
     upstreamCa: o.upstreamCa,
     say,
   };
+  // A blueprint that is not there is said before anything else is checked or started.
+  const { locateBlueprint } = await import('../../blueprint/catalog.js');
+  locateBlueprint(answers.agent, store);
   preflight(state, say);
   const client = await GatewayClient.connect({ start: true });
   const { v, image } = await blueprintStep(ctx, answers);

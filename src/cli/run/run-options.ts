@@ -11,6 +11,7 @@ import type { RunHost, RunRequest } from '../../runtime/one-off-run.js';
 import type { NetworkInput } from '../../runtime/run-network.js';
 import { ENV_NAME, RunInputError } from '../../runtime/sandbox-spec-from-policy.js';
 import type { HostMount } from '../../sandbox/spec.js';
+import { assertSandboxName } from '../../sandbox/identity/identity.js';
 import { stateDirs } from '../../sandbox/state-dirs.js';
 import { parseEnv } from './run-env.js';
 
@@ -48,6 +49,15 @@ export function runRequest(args: RunArgs, env: NodeJS.ProcessEnv = process.env):
     throw new RunInputError(
       `${networkOption} needs --policy: the built-in default policy has no network (give a policy that allows hosts)`,
     );
+  }
+  if (args.name !== undefined) {
+    try {
+      assertSandboxName(args.name);
+    } catch {
+      throw new RunInputError(
+        `--name ${JSON.stringify(args.name)}: use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit`,
+      );
+    }
   }
   return {
     policy: args.policy,

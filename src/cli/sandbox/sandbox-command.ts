@@ -162,12 +162,17 @@ export function registerSandbox(program: Command): void {
       if (o.restart !== undefined && !['never', 'on-failure', 'always'].includes(o.restart)) {
         throw new RunInputError(`--restart ${o.restart}: expected never, on-failure or always`);
       }
+      if (o.restart === undefined && o.label.length === 0)
+        throw new RunInputError(
+          'nothing to change: give --restart never|on-failure|always, or --label KEY=VALUE (repeatable; the labels given replace the old ones)',
+        );
       const client = await GatewayClient.connect();
       const view = await client.call<SandboxView>('PATCH', path(name, o.owner), {
         ...(o.restart ? { restart: o.restart } : {}),
         ...(o.label.length ? { labels: parseLabels(o.label) } : {}),
       });
-      process.stdout.write(`${view.name} restart=${view.restart}\n`);
+      const labels = Object.entries(view.labels).map(([k, v]) => `${k}=${v}`);
+      process.stdout.write(`${view.name} restart=${view.restart} labels=${labels.join(',') || '-'}\n`);
     });
 
   for (const [op, what] of [
@@ -235,7 +240,7 @@ export function registerSandbox(program: Command): void {
     .description("the agent's output (--audit: its audit events)")
     .argument('<name>')
     .option('-f, --follow', 'keep printing what comes')
-    .option('--tail <n>', 'only the last N lines')
+    .option('--tail <n>', 'only the last N lines (-o json: the last N records)')
     .option('--since <time>', 'only since TIME: an ISO date, or a duration ago like 10m, 2h, 1d')
     .option('--audit', 'the audit events (OCSF JSON) instead of the output')
     .option('--type <type>', 'with --audit: denied | allowed | lifecycle | all')
@@ -249,6 +254,8 @@ export function registerSandbox(program: Command): void {
         if (!/^\d+$/.test(o.tail as string))
           throw new RunInputError(`--tail ${o.tail as string}: expected a whole number of lines`);
         q.set('tail', o.tail as string);
+        // Text shows lines; -o json the records as kept, one per read of the agent's output.
+        if (!o.audit && o.output !== 'json') q.set('lines', 'true');
       }
       if (o.type !== undefined && !['denied', 'allowed', 'lifecycle', 'all'].includes(o.type as string))
         throw new RunInputError(`--type ${o.type as string}: expected denied, allowed, lifecycle or all`);

@@ -235,7 +235,7 @@ export function registerSandboxIo(sandbox: Command): void {
     .description('copy a file or directory out of a running sandbox (default: into the current directory)')
     .argument('<name>')
     .argument('<remote>')
-    .argument('[local]', 'a host directory', '.')
+    .argument('[dir]', 'an existing host directory to copy into', '.')
     .option('--owner <uid>', "another user's (root and carapace-admin)")
     .action(async (name: string, remote: string, local: string, o: { owner?: string }) => {
       // Where it goes is checked first: tar's "Cannot open" came only after the copy inside.

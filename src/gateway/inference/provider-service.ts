@@ -144,14 +144,14 @@ export class ProviderService {
       if (!PROVIDER_INFO[type].keyOptional)
         throw new ApiError(
           'INVALID_INPUT',
-          `a ${type} provider needs a key; give a new one instead of removing it`,
+          `${aProvider(type)} needs a key; give a new one instead of removing it`,
         );
       key = null;
     } else if (patch.credential !== undefined) key = checkedKey(type, patch.credential);
     else if (cur.fingerprint === null && !PROVIDER_INFO[type].keyOptional)
       throw new ApiError(
         'INVALID_INPUT',
-        `a ${type} provider needs a key: add --credential-env VAR or --credential-stdin`,
+        `${aProvider(type)} needs a key: add --credential-env VAR or --credential-stdin`,
       );
     const rec = this.opts.providers.update(cur.ownerUid, name, {
       type: patch.type,
@@ -210,7 +210,7 @@ function checkedBaseUrl(type: ProviderType, given: string | undefined): string {
   if (url === null)
     throw new ApiError(
       'INVALID_INPUT',
-      `a ${type} provider needs --base-url (e.g. http://127.0.0.1:8000/v1)`,
+      `${aProvider(type)} needs --base-url (e.g. http://127.0.0.1:8000/v1)`,
     );
   let parsed: URL;
   try {
@@ -249,10 +249,15 @@ function checkedKey(type: ProviderType, key: string | undefined): string | null 
     if (PROVIDER_INFO[type].keyOptional) return null;
     throw new ApiError(
       'INVALID_INPUT',
-      `a ${type} provider needs a key: --credential-env VAR (the key in $VAR) or --credential-stdin`,
+      `${aProvider(type)} needs a key: --credential-env VAR (the key in $VAR) or --credential-stdin`,
     );
   }
   if (/[\r\n\0]/.test(key) || key.length > 4096)
     throw new ApiError('INVALID_INPUT', 'the key must be one line of at most 4096 characters');
   return key;
+}
+
+/** "an openai provider", "a vllm provider": the article the type's first letter takes. */
+function aProvider(type: string): string {
+  return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type} provider`;
 }

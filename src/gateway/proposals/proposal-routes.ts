@@ -7,15 +7,11 @@
  */
 import { z } from 'zod';
 import { METHOD_PATTERN } from '../../policy/index.js';
-import { owner } from '../route-params.js';
+import { owner, sandboxName } from '../route-params.js';
 import { defineRoute, type Route } from '../api/router.js';
 import type { ProposalService } from './proposals.js';
 
-const sandbox = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/)
-  .optional()
-  .describe('only the proposals of this sandbox');
+const sandbox = sandboxName.optional().describe('only the proposals of this sandbox');
 const params = z.object({ id: z.coerce.number().int().min(1).describe('the proposal id') });
 
 const rule = z.object({

@@ -27,15 +27,17 @@ function readAt(fd: number, buf: Buffer, length: number, position: number): Prom
 
 /**
  * The last `tail` lines of `files` (oldest first, each read backwards) that `keep` keeps, oldest
- * first. The descriptors stay open (the caller's).
+ * first. The descriptors stay open (the caller's). `keep` may weigh a line instead (a number: kept,
+ * counting that many towards `tail`, 0 included): the reading stops once the weights reach `tail`.
  */
 export async function lastLines(
   files: readonly SizedFile[],
-  keep: (text: string) => boolean,
+  keep: (text: string) => boolean | number,
   tail: number,
 ): Promise<string[]> {
   const out: string[] = []; // newest first
   if (tail <= 0) return out;
+  let weight = 0;
   const buf = Buffer.allocUnsafe(CHUNK);
   for (let f = files.length - 1; f >= 0; f--) {
     const { fd, size } = files[f]!;
@@ -50,8 +52,11 @@ export async function lastLines(
         lastInFile = false;
         if (line.length === 0) return false; // the file ends with `\n`: no line after it
       }
-      if (keep(text)) out.push(text);
-      return out.length >= tail;
+      const kept = keep(text);
+      if (kept === false) return false;
+      out.push(text);
+      weight += kept === true ? 1 : kept;
+      return weight >= tail;
     };
     while (end > 0) {
       const length = Math.min(CHUNK, end);

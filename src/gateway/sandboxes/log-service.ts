@@ -5,19 +5,22 @@
  * generations `.1` … , oldest first: AuditRouter.history), filtered, as JSON lines; with `follow`,
  * what is appended afterwards too, across rotations, until the client goes away.
  */
-import { closeSync, createReadStream, fstatSync, read, watch } from 'node:fs';
+import { closeSync, createReadStream } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
-import { StringDecoder } from 'node:string_decoder';
 import type { OcsfEvent } from '../../audit/index.js';
 import type { AuditRouter } from '../audit-router.js';
 import type { AgentLogs } from './agent-log.js';
 import type { SandboxRecord } from '../store/sandbox-store.js';
+import { followAgentLog } from './agent-log-follower.js';
 import { lastLines } from './last-lines.js';
+import { cutLines, LineWeigher } from './output-lines.js';
 
 export interface LogQuery {
   follow?: 'true' | 'false' | undefined;
   tail?: number | undefined;
+  /** With `tail`, of the agent's output: N lines of output, not N records (output-lines.ts). */
+  lines?: 'true' | 'false' | undefined;
   since?: number | undefined;
   audit?: 'true' | 'false' | undefined;
   type?: 'denied' | 'allowed' | 'lifecycle' | 'all' | undefined;
@@ -27,7 +30,7 @@ export interface LogQuery {
 /** One line of agent output as the log keeps it. */
 export interface LogLine {
   t: number;
-  s: 'out' | 'err';
+  s: 'out' | 'err' | 'init';
   d?: string;
   b?: string;
 }
@@ -58,7 +61,15 @@ export class LogService {
     // reading ended, in that file, and from there into the next one after a rotation.
     let current: { fd: number; size: number } | null = null;
     try {
-      const kept = await this.lastLines(rec, audit, keep, q.tail, q.follow === 'true', (c) => (current = c));
+      const kept = await this.lastLines(
+        rec,
+        audit,
+        keep,
+        q.tail,
+        q.follow === 'true',
+        (c) => (current = c),
+        !audit && q.lines === 'true',
+      );
       if (kept.length) res.write(kept.join('\n') + '\n');
       if (q.follow !== 'true') {
         res.end();
@@ -92,6 +103,7 @@ export class LogService {
     tail: number | undefined,
     follow: boolean,
     keepCurrent: (file: { fd: number; size: number }) => void,
+    byLines = false,
   ): Promise<string[]> {
     const agent = audit ? null : this.logs.openAll(rec.id);
     const inputs: { fd: number; size: number }[] = agent ?? this.audit.history(rec.id);
@@ -101,7 +113,8 @@ export class LogService {
     if (tail !== undefined) {
       // Read from the end backwards (last-lines.ts): the cost is what is shown, not the history.
       try {
-        return await lastLines(inputs, (text) => keepText(text, keep), tail);
+        if (!byLines) return await lastLines(inputs, (text) => keepText(text, keep), tail);
+        return await lastOutputLines(inputs, keep, tail);
       } finally {
         for (const file of inputs) if (file !== held) closeSync(file.fd);
         if (held) keepCurrent(held);
@@ -137,6 +150,30 @@ export class LogService {
   }
 }
 
+/** The records holding the last `tail` lines of output, the oldest cut where the first begins. */
+async function lastOutputLines(
+  inputs: { fd: number; size: number }[],
+  keep: (line: LogLine & OcsfEvent) => boolean,
+  tail: number,
+): Promise<string[]> {
+  const weigher = new LineWeigher();
+  let weight = 0;
+  const texts = await lastLines(
+    inputs,
+    (text) => {
+      const parsed = parseLine(text);
+      if (parsed === null || !keep(parsed as LogLine & OcsfEvent)) return false;
+      const w = weigher.weigh(parsed as unknown as LogLine);
+      weight += w;
+      return w;
+    },
+    tail,
+  );
+  if (weight < tail || texts.length === 0) return texts; // all there is
+  const oldest = cutLines(JSON.parse(texts[0]!) as LogLine, weight - tail);
+  return oldest ? [JSON.stringify(oldest), ...texts.slice(1)] : texts.slice(1);
+}
+
 function keepText(text: string, keep: (line: LogLine & OcsfEvent) => boolean): boolean {
   const parsed = parseLine(text);
   return parsed !== null && keep(parsed as LogLine & OcsfEvent);
@@ -166,102 +203,5 @@ function auditFilter(q: LogQuery): (e: OcsfEvent) => boolean {
       default:
         return true;
     }
-  };
-}
-
-/**
- * Calls `onLine` for every complete line the agent's log gets from now on: from `from` (its current
- * file, open, and how much of it was read), and across rotations (agent-log.ts). The file is read
- * to its end when the directory says something of the log changed; when the name has gone to a new
- * file, the old one is read to its end once the new one has a line (the init writes the old one
- * until it switches, and the new one only after), then the new one from its start. Every name is
- * opened through the directory's descriptor, never through a symlink. Returns the stop function.
- */
-function followAgentLog(
-  logs: AgentLogs,
-  id: string,
-  from: { fd: number; size: number } | null,
-  onLine: (text: string) => void,
-): () => void {
-  const base = logs.base(id);
-  let fd = from?.fd ?? null;
-  let offset = from?.size ?? 0;
-  let partial = '';
-  // A character cut by the end of a read is kept for the next: the lines hold raw UTF-8.
-  let decoder = new StringDecoder('utf8');
-  let stopped = false;
-  let reading: Promise<void> | null = null;
-  let again = false;
-  const buf = Buffer.allocUnsafe(64 * 1024);
-  const readToEnd = async (): Promise<void> => {
-    if (fd === null) return;
-    const held = fd;
-    for (;;) {
-      const n = await new Promise<number>((resolve) =>
-        read(held, buf, 0, buf.length, offset, (err, bytes) => resolve(err ? 0 : bytes)),
-      );
-      if (n === 0 || stopped) return;
-      offset += n;
-      partial += decoder.write(buf.subarray(0, n));
-      let nl: number;
-      while ((nl = partial.indexOf('\n')) >= 0) {
-        onLine(partial.slice(0, nl));
-        partial = partial.slice(nl + 1);
-      }
-    }
-  };
-  /** The current name's file when it is not the one held and already has a line; else null. */
-  const successor = (): { fd: number; size: number } | null => {
-    const now = logs.dir.openForReading(base);
-    if (!now) return null;
-    const same =
-      fd !== null &&
-      (() => {
-        const a = fstatSync(fd, { bigint: true });
-        const b = fstatSync(now.fd, { bigint: true });
-        return a.dev === b.dev && a.ino === b.ino;
-      })();
-    if (same || (fd !== null && now.size === 0)) {
-      closeSync(now.fd);
-      return null;
-    }
-    return now;
-  };
-  const update = (): void => {
-    if (reading) {
-      again = true;
-      return;
-    }
-    reading = drain().finally(() => (reading = null));
-  };
-  const drain = async (): Promise<void> => {
-    do {
-      again = false;
-      await readToEnd();
-      const next = stopped ? null : successor();
-      if (next) {
-        await readToEnd(); // what the init wrote to the old file before it switched
-        if (fd !== null) closeSync(fd);
-        fd = next.fd;
-        offset = 0;
-        partial = '';
-        decoder = new StringDecoder('utf8');
-        again = true;
-      }
-    } while (again && !stopped);
-  };
-  const watcher = watch(logs.dir.path, (_e, file) => {
-    if (file !== null && (file === base || file.startsWith(`${base}.`))) update();
-  });
-  watcher.on('error', () => {});
-  update(); // what came between the reading and the watch
-  return () => {
-    stopped = true;
-    watcher.close();
-    // A read in progress holds the descriptor until it returns.
-    void (reading ?? Promise.resolve()).then(() => {
-      if (fd !== null) closeSync(fd);
-      fd = null;
-    });
   };
 }

@@ -419,6 +419,7 @@ export class SandboxLauncher {
    * Returns its path.
    */
   handBack(rec: SandboxRecord, ownWorkspace: boolean): Promise<string> {
-    return handBackWorkspace(rec, ownWorkspace, this.opts.rootless);
+    const sandboxUid = this.opts.identities?.lookup({ state: this.opts.dirs.state, name: rec.id }) ?? null;
+    return handBackWorkspace(rec, ownWorkspace, this.opts.rootless, sandboxUid);
   }
 }

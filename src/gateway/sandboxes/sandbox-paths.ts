@@ -4,7 +4,7 @@
  * if they are still the inodes the check saw), and a workspace kept past its sandbox, handed back
  * to the owner (the sandbox's uid owned it).
  */
-import { constants, closeSync, fchownSync, openSync } from 'node:fs';
+import { constants, closeSync, fchownSync, fstatSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
@@ -56,11 +56,19 @@ export async function checkedPaths(rec: SandboxRecord, host: PathHost) {
 /**
  * A workspace kept past its sandbox, handed back to the sandbox's owner (the sandbox's uid owned
  * it). Returns its path.
+ *
+ * Threat: the path of a workspace the owner gave is theirs to name, and a path they may not use
+ * (root's `/etc`, another user's home) is refused at the start, but the record stays until the
+ * create is undone or the sandbox deleted. Handing such a path "back" would give the user root's
+ * tree. So a workspace the owner gave is handed back only when the directory opened is the
+ * sandbox's uid's (`sandboxUid`): one the sandbox's first start took over from the owner. Anything
+ * else is left as it is. The gateway's own workspace (in the sandbox's storage) is always handed.
  */
 export async function handBackWorkspace(
   rec: SandboxRecord,
   ownWorkspace: boolean,
   rootless: boolean,
+  sandboxUid: number | null,
 ): Promise<string> {
   if (rootless) return rec.spec.workspace;
   const gid = (await primaryGid(rec.ownerUid)) ?? rec.ownerUid;
@@ -71,6 +79,10 @@ export async function handBackWorkspace(
     return rec.spec.workspace; // gone, or replaced by a symlink: nothing to hand back
   }
   try {
+    // fstat of the fd handed over: the very directory checked, whatever the path points at now.
+    if (!rec.spec.ownWorkspace && (sandboxUid === null || fstatSync(fd).uid !== sandboxUid)) {
+      return rec.spec.workspace;
+    }
     handOverTree(fd, { uid: rec.ownerUid, gid });
   } finally {
     closeSync(fd);

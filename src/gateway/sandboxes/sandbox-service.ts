@@ -148,8 +148,10 @@ export class SandboxService {
     try {
       await this.opts.launcher.start(rec, reserved);
     } catch (err) {
-      // Recorded as failed, with the reason; the caller hears the same.
-      this.opts.store.update(rec.id, { state: 'failed', reason: (err as Error).message });
+      // A first start that fails (a --mount source or a --workspace that is not what it must be,
+      // found only by the start's checks) is a create refused: nothing of it is kept, so the same
+      // create, corrected, is not refused as "already have" by a `failed` leftover.
+      await this.discard(rec, false);
       throw err;
     }
     return this.opts.store.get(rec.id)!;
@@ -353,7 +355,11 @@ export class SandboxService {
     owner?: number,
     keepWorkspace = false,
   ): Promise<{ kept: string | null }> {
-    const rec = this.resolve(caller, name, owner);
+    return this.discard(this.resolve(caller, name, owner), keepWorkspace);
+  }
+
+  /** delete() of a record: stops it and removes everything of it (see there). */
+  private async discard(rec: SandboxRecord, keepWorkspace: boolean): Promise<{ kept: string | null }> {
     await this.opts.launcher.stop(rec.id, 0);
     await this.opts.launcher.forget(rec);
     const storage = join(this.opts.dirs.state, 'sandboxes', rec.id);

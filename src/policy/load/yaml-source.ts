@@ -65,10 +65,52 @@ export function parseSource(text: string, file: string): { source: SourceDocumen
     seen.add(err.pos[0]);
     const hint = SYNTAX_HINTS[err.code];
     const detail = err.message.split('\n')[0] ?? '';
+    // A flow list or map left open: the parser says "indentation" where its input ended or the
+    // next key began; the mistake is the opening bracket, so say that, and point there.
+    const unclosed = / end with a ([\]}])$/.exec(detail)?.[1];
+    const opener =
+      unclosed === undefined ? null : unclosedOpener(text, err.pos[0], unclosed === ']' ? '[' : '{');
+    if (unclosed !== undefined && opener !== null) {
+      const what = unclosed === ']' ? 'list' : 'map';
+      errors.push(
+        at(
+          source,
+          opener,
+          `this ${what} is not closed: add the "${unclosed}" at its end (or check the indentation)`,
+        ),
+      );
+      continue;
+    }
     const message = hint === undefined ? `YAML syntax error: ${detail}` : `${hint} (${detail})`;
     errors.push(at(source, firstVisible(text, err.pos[0]), message));
   }
   return { source, errors };
+}
+
+/**
+ * The offset of the innermost `open` bracket before `end` that nothing closes, or null. Brackets in
+ * quotes and comments do not count; one in a plain value (`/a[1]`) is unlikely to be left open,
+ * and then the parser's own position is used.
+ */
+function unclosedOpener(text: string, end: number, open: '[' | '{'): number | null {
+  const stack: { ch: string; at: number }[] = [];
+  let quote: string | null = null;
+  for (let i = 0; i < end && i < text.length; i++) {
+    const ch = text[i]!;
+    if (quote !== null) {
+      if (ch === '\\' && quote === '"') i++;
+      else if (ch === quote) quote = null;
+      continue;
+    }
+    if (ch === '"' || ch === "'") quote = ch;
+    else if (ch === '#' && (i === 0 || /\s/.test(text[i - 1]!))) {
+      const nl = text.indexOf('\n', i);
+      i = nl === -1 ? text.length : nl;
+    } else if (ch === '[' || ch === '{') stack.push({ ch, at: i });
+    else if ((ch === ']' || ch === '}') && stack.length > 0) stack.pop();
+  }
+  for (let i = stack.length - 1; i >= 0; i--) if (stack[i]!.ch === open) return stack[i]!.at;
+  return null;
 }
 
 /** Every alias of the document (`*name`), keys included. */

@@ -12,6 +12,7 @@ import tls from 'node:tls';
 import type { CheckedAddress } from './address-guard.js';
 import type { CanonicalHost } from './host-name.js';
 import { DEFAULT_SYSTEM_BUNDLE } from '../sandbox-env.js';
+import { UpstreamSessions } from './upstream-sessions.js';
 
 export class UpstreamError extends Error {
   constructor(readonly reason: string) {
@@ -145,22 +146,48 @@ export async function connectChecked(
   throw last ?? new UpstreamError('no address to connect to');
 }
 
-/** TLS client over an established socket, verified for `host`. */
+/** Where startTls keeps and finds sessions to resume (upstream-sessions.ts): one sandbox's cache. */
+export interface SessionResumption {
+  sessions: UpstreamSessions;
+  /** The server's port (part of the key: the socket is the caller's). */
+  port: number;
+}
+
+/**
+ * TLS client over an established socket, verified for `host`. With `resume`, the session a verified
+ * connection of the same cache got for the same host, SNI, port and `context` is offered, and this
+ * connection's sessions are kept once it is verified (a resumed handshake is not verified again:
+ * upstream-sessions.ts says why that is sound).
+ */
 export function startTls(
   socket: net.Socket,
   host: CanonicalHost,
   context: tls.SecureContext,
+  resume?: SessionResumption,
 ): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
+    // IP literals carry no SNI (RFC 6066); the certificate must then name the IP.
+    const servername = host.kind === 'dns' ? host.host : '';
+    const key = resume ? UpstreamSessions.keyOf(host, servername, resume.port, context) : '';
     const options: tls.ConnectionOptions = {
       socket,
       secureContext: context,
       ALPNProtocols: ['http/1.1'],
-      // IP literals carry no SNI (RFC 6066); the certificate must then name the IP.
-      servername: host.kind === 'dns' ? host.host : '',
+      servername,
       checkServerIdentity: (_name, cert) => tls.checkServerIdentity(host.host, cert),
+      session: resume?.sessions.get(key),
     };
     const t = tls.connect(options);
+    let verified = false;
+    let early: Buffer | null = null;
+    if (resume) {
+      // TLS 1.3 tickets come after the handshake; a TLS 1.2 session may come before the checks
+      // ran, so it waits for them.
+      t.on('session', (session: Buffer) => {
+        if (verified) resume.sessions.set(key, session);
+        else early = session;
+      });
+    }
     const timer = setTimeout(() => {
       t.destroy();
       reject(new UpstreamError(`TLS handshake with ${host.host} timed out`));
@@ -168,6 +195,9 @@ export function startTls(
     const onError = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
       socket.destroy();
+      early = null;
+      // The session offered (if any) is not offered again: the server may have refused it.
+      resume?.sessions.delete(key);
       const code = err.code ?? err.message;
       // A certificate from a CA neither Node's roots nor the host's store holds (a local mirror's).
       const hint = UNTRUSTED.has(code) ? '; to trust its CA, give it with --upstream-ca FILE' : '';
@@ -178,6 +208,11 @@ export function startTls(
       clearTimeout(timer);
       t.off('error', onError);
       t.on('error', () => t.destroy());
+      // 'secureConnect' comes only after the chain and the name were verified (rejectUnauthorized
+      // is Node's default); `authorized` says so once more before anything is kept.
+      verified = t.authorized;
+      if (verified && early !== null) resume?.sessions.set(key, early);
+      early = null;
       resolve(t);
     });
   });

@@ -292,7 +292,9 @@ export class L7Session {
         const turn = sb.budget.spend(COST.tlsHandshake);
         if (turn) await turn;
       }
-      const s = tls ? await startTls(socket, a.host, sb.upstreamTls) : socket;
+      const s = tls
+        ? await startTls(socket, a.host, sb.upstreamTls, { sessions: sb.upstreamSessions, port: a.port })
+        : socket;
       this.upstream = {
         key,
         socket: s,

@@ -267,7 +267,10 @@ async function terminateTunnel(conn: ClientConnection, up: UpstreamSlot, target:
     return closeBoth(conn, up);
   }
   try {
-    upstreamTls = await startTls(up.socket as import('node:net').Socket, target, sb.upstreamTls);
+    upstreamTls = await startTls(up.socket as import('node:net').Socket, target, sb.upstreamTls, {
+      sessions: sb.upstreamSessions,
+      port: target.port,
+    });
   } catch (err) {
     sb.audit.closed({
       host: target.host,

@@ -1,7 +1,7 @@
 /** A host-wide lock file (the uid registry's): who holds it, and taking it over from the dead. */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { processStart } from '../processes.js';
+import { ownStart, processStart } from '../processes.js';
 
 /**
  * A lock file shared by every Carapace process on the host: created with O_EXCL, holding the
@@ -50,7 +50,7 @@ export class HostLock {
     busy: () => Error,
     leave: () => void,
   ): Promise<HostLock> {
-    const me = `${process.pid} ${processStart(process.pid) ?? 0}\n`;
+    const me = `${process.pid} ${ownStart() ?? 0}\n`;
     for (;;) {
       try {
         const fd = openSync(path, 'wx', 0o600);

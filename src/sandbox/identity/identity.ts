@@ -13,7 +13,8 @@
  * old sandbox's there, is enough). So:
  * - The registry is one per host, not per state directory: two state directories (two users'
  *   CARAPACE_HOME, or tests) never hand out the same uid. It lives in a root-only directory and is
- *   changed under a host-wide lock file, written whole to a temporary file and renamed into place.
+ *   changed under a host-wide lock file, written whole as a new generation that a link is renamed
+ *   onto (identity-file.ts).
  * - Each record binds a uid to its owner (state directory + sandbox name) and to the paths it was
  *   handed (workspace, storage). A record is dropped only once none of those paths still holds
  *   anything of the uid at its root (gone, or handed over to another uid): until then the uid is
@@ -217,7 +218,8 @@ export class IdentityRegistry {
 
   private read(): RegistryFile {
     try {
-      return readRegistry(this.file, this, (name) => NAME_RE.test(name) || name.startsWith(RELEASED));
+      const validName = (name: string) => NAME_RE.test(name) || name.startsWith(RELEASED);
+      return readRegistry(this.file, this, validName, this.bootId);
     } catch (err) {
       if (err instanceof RegistryFileError) throw new IdentityError(err.message, 'UID_REGISTRY_INVALID');
       throw err;
