@@ -120,6 +120,7 @@ describe('a freshly created normal user', () => {
   });
   it("gets the same warning from its own rootless gateway's run, which has no cgroup either", async (ctx) => {
     premise(ctx);
+    requires(ctx, 'unprivileged-userns'); // a rootless gateway's sandboxes are the user's own bwrap
     const runtimeDir = join(home, 'xdg-run');
     mkdirSync(runtimeDir, { mode: 0o700 });
     chownSync(runtimeDir, uid, uid);
