@@ -1,0 +1,140 @@
+/**
+ * Attacks by one user of a system gateway (root, many users over SO_PEERCRED) on what the gateway
+ * does for them as root: a real gateway, real host users, the real CLI and raw API requests.
+ *
+ * A user may have the gateway do for them only what they could do themselves, or what the gateway's
+ * rules give every user: a host port below 1024 is root's to bind, so root's gateway binds one for
+ * root and carapace-admin only, whichever route asks (`sandbox create --forward` as well as
+ * `sandbox forward`).
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI } from '../helpers/cli.js';
+import { cliAs, makeUser, startTestGateway, type TestGateway, type TestUser } from '../helpers/gateway.js';
+import { holds } from '../helpers/premises.js';
+
+const INSIDE = 8080;
+
+const reachable = () =>
+  spawnSync(process.execPath, [CLI, '--version'], { uid: 65534, gid: 65534, encoding: 'utf8' }).status === 0;
+
+/** A privileged loopback port nothing listens on now (root may bind it; a user may not). */
+async function freePrivilegedPort(): Promise<number> {
+  for (let port = 1023; port > 900; port--) {
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error('no free port between 901 and 1023');
+}
+
+/** Whether something accepts connections on 127.0.0.1:port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection({ host: '127.0.0.1', port });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
+describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, against root', () => {
+  let gw: TestGateway;
+  let mallory: TestUser;
+  let policy: string;
+  const as = (u: TestUser | null, args: string[]) => cliAs(gw.home, args, u?.uid ?? 0, u?.gid ?? 0);
+
+  beforeAll(async () => {
+    mallory = makeUser('cpmal', ['carapace']);
+    gw = await startTestGateway();
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-gw-attacks-'));
+    chmodSync(dir, 0o755);
+    policy = join(dir, 'listening.yaml');
+    writeFileSync(
+      policy,
+      `version: 1\nfilesystem_policy:\n  read_only: [/usr, /lib, /lib64, /bin, /etc]\n  read_write: [/sandbox, /tmp]\nlisten_ports: [${INSIDE}]\n`,
+      { mode: 0o644 },
+    );
+  });
+  afterAll(async () => {
+    await gw?.stop();
+    mallory?.remove();
+  });
+
+  it('a privileged host port in sandbox create --forward: refused to a user as sandbox forward refuses it, nothing bound or kept', async () => {
+    const port = await freePrivilegedPort();
+    // Baseline: the user cannot bind it themselves.
+    const own = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `require('node:net').createServer().listen(${port}, '127.0.0.1').on('error', (e) => { console.log(e.code); process.exit(0); })`,
+      ],
+      { uid: mallory.uid, gid: mallory.gid, encoding: 'utf8' },
+    );
+    expect(own.stdout.trim()).toBe('EACCES');
+
+    for (const extra of [[], ['--no-start']]) {
+      const r = as(mallory, [
+        'sandbox',
+        'create',
+        '--name',
+        'low',
+        '--policy',
+        policy,
+        '--forward',
+        `${port}:${INSIDE}`,
+        ...extra,
+        '--',
+        'sleep',
+        'infinity',
+      ]);
+      const what = `create ${extra.join(' ')} → ${r.status}: ${r.stdout}${r.stderr}`;
+      const bound = await listening(port);
+      // Undo what a gateway without the check did, so that the next case starts clean.
+      if (r.status === 0) as(mallory, ['sandbox', 'delete', 'low']);
+      expect(bound, what).toBe(false);
+      expect(r.status, what).toBe(2);
+      expect(r.stderr, what).toBe(
+        `carapace: host port ${port} is privileged: forward a port of 1024 or above\n`,
+      );
+      expect(as(mallory, ['sandbox', 'list', '-o', 'json']).stdout.trim()).toBe('[]');
+    }
+    // The same as sandbox forward refuses it.
+    expect(
+      as(mallory, ['sandbox', 'create', '--name', 'low', '--policy', policy, '--', 'sleep', 'infinity'])
+        .status,
+    ).toBe(0);
+    const added = as(mallory, ['sandbox', 'forward', 'low', `${port}:${INSIDE}`]);
+    expect(added.stderr).toBe(`carapace: host port ${port} is privileged: forward a port of 1024 or above\n`);
+    expect(await listening(port)).toBe(false);
+    expect(as(mallory, ['sandbox', 'delete', 'low']).status).toBe(0);
+
+    // Root, an admin, may.
+    const root = as(null, [
+      'sandbox',
+      'create',
+      '--name',
+      'low',
+      '--policy',
+      policy,
+      '--forward',
+      `${port}:${INSIDE}`,
+      '--',
+      'sleep',
+      'infinity',
+    ]);
+    expect(root.status, root.stderr).toBe(0);
+    expect(await listening(port)).toBe(true);
+    expect(as(null, ['sandbox', 'delete', 'low']).status).toBe(0);
+  });
+});
