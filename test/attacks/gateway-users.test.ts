@@ -8,7 +8,7 @@
  * `sandbox forward`).
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,11 +50,13 @@ function listening(port: number): Promise<boolean> {
 describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, against root', () => {
   let gw: TestGateway;
   let mallory: TestUser;
+  let victim: TestUser;
   let policy: string;
   const as = (u: TestUser | null, args: string[]) => cliAs(gw.home, args, u?.uid ?? 0, u?.gid ?? 0);
 
   beforeAll(async () => {
     mallory = makeUser('cpmal', ['carapace']);
+    victim = makeUser('cpvic');
     gw = await startTestGateway();
     const dir = mkdtempSync(join(tmpdir(), 'carapace-gw-attacks-'));
     chmodSync(dir, 0o755);
@@ -68,6 +70,7 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
   afterAll(async () => {
     await gw?.stop();
     mallory?.remove();
+    victim?.remove();
   });
 
   it('a privileged host port in sandbox create --forward: refused to a user as sandbox forward refuses it, nothing bound or kept', async () => {
@@ -136,5 +139,47 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
     expect(root.status, root.stderr).toBe(0);
     expect(await listening(port)).toBe(true);
     expect(as(null, ['sandbox', 'delete', 'low']).status).toBe(0);
+  });
+
+  it('a shared directory (world-writable, sticky: /tmp, /var/tmp, /dev/shm) as a workspace: refused, nothing of its files handed to the sandbox or back to the user', () => {
+    // Like /tmp: root's, 1777, with a file of root's and a directory of another user's in it.
+    const shared = mkdtempSync(join(tmpdir(), 'carapace-shared-'));
+    chmodSync(shared, 0o1777);
+    writeFileSync(join(shared, 'roots'), 'root only\n', { mode: 0o600 });
+    mkdirSync(join(shared, 'theirs'), { mode: 0o700 });
+    writeFileSync(join(shared, 'theirs', 'secret'), 'the victim only\n', { mode: 0o600 });
+    chownSync(join(shared, 'theirs'), victim.uid, victim.gid);
+    chownSync(join(shared, 'theirs', 'secret'), victim.uid, victim.gid);
+    const owners = () =>
+      [shared, join(shared, 'roots'), join(shared, 'theirs'), join(shared, 'theirs', 'secret')].map(
+        (p) => `${statSync(p).uid}:${(statSync(p).mode & 0o7777).toString(8)}`,
+      );
+    const before = owners();
+    expect(before).toEqual(['0:1777', '0:600', `${victim.uid}:700`, `${victim.uid}:600`]);
+    try {
+      // The user may write there (everyone may), but the directory and what is in it are not theirs.
+      const r = as(mallory, [
+        'sandbox',
+        'create',
+        '--name',
+        'shared',
+        '--workspace',
+        shared,
+        '--',
+        'cat',
+        '/sandbox/theirs/secret',
+      ]);
+      const after = owners();
+      // Undo what a gateway without the check did: the delete hands the tree to the user.
+      const del = as(mallory, ['sandbox', 'delete', 'shared']);
+      const handedBack = owners();
+      expect(after, `create → ${r.status}: ${r.stdout}${r.stderr}`).toEqual(before);
+      expect(handedBack, `delete → ${del.status}: ${del.stdout}${del.stderr}`).toEqual(before);
+      expect(r.status).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/--workspace .* is not yours/);
+    } finally {
+      rmSync(shared, { recursive: true, force: true });
+    }
   });
 });
