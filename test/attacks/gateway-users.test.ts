@@ -182,4 +182,38 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
       rmSync(shared, { recursive: true, force: true });
     }
   });
+
+  it('a file of another user moved into the user’s own workspace: neither handed to the sandbox nor, at delete, to the user', () => {
+    // Mallory's own directory, with the victim's file in it (moved there from a shared directory
+    // without the sticky bit, say: a rename needs no right on the file itself).
+    const ws = `/home/${mallory.name}/ws-moved`;
+    mkdirSync(ws, { mode: 0o755 });
+    chownSync(ws, mallory.uid, mallory.gid);
+    writeFileSync(join(ws, 'mine'), 'mine\n', { mode: 0o644 });
+    chownSync(join(ws, 'mine'), mallory.uid, mallory.gid);
+    mkdirSync(join(ws, 'theirs'), { mode: 0o700 });
+    writeFileSync(join(ws, 'theirs', 'secret'), 'the victim only\n', { mode: 0o600 });
+    for (const p of ['theirs', 'theirs/secret']) chownSync(join(ws, p), victim.uid, victim.gid);
+    const owners = () => ['mine', 'theirs', 'theirs/secret'].map((p) => statSync(join(ws, p)).uid);
+
+    const r = as(mallory, [
+      'sandbox',
+      'create',
+      '--name',
+      'moved',
+      '--workspace',
+      ws,
+      '--',
+      'sleep',
+      'infinity',
+    ]);
+    expect(r.stdout, r.stderr).toBe('moved running\n');
+    const sandboxUid = statSync(ws).uid;
+    expect(sandboxUid).not.toBe(mallory.uid);
+    // Hers went to the sandbox; the victim's stayed the victim's.
+    expect(owners()).toEqual([sandboxUid, victim.uid, victim.uid]);
+    expect(as(mallory, ['sandbox', 'delete', 'moved']).status).toBe(0);
+    expect(statSync(ws).uid).toBe(mallory.uid);
+    expect(owners()).toEqual([mallory.uid, victim.uid, victim.uid]);
+  });
 });
