@@ -216,4 +216,53 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
     expect(statSync(ws).uid).toBe(mallory.uid);
     expect(owners()).toEqual([mallory.uid, victim.uid, victim.uid]);
   });
+
+  it('a host path the user cannot reach, listed read_only in their policy: never bound into their sandbox', async () => {
+    // The victim's private directory (0700) with a file anyone could read, were they let in.
+    const home = `/home/${victim.name}`;
+    const priv = join(home, 'private');
+    mkdirSync(priv, { mode: 0o700 });
+    writeFileSync(join(priv, 'notes'), 'the victim only\n', { mode: 0o644 });
+    for (const p of [priv, join(priv, 'notes')]) chownSync(p, victim.uid, victim.gid);
+    chmodSync(home, 0o700);
+    // Baseline: the user cannot read it on the host.
+    const own = spawnSync('cat', [join(priv, 'notes')], {
+      uid: mallory.uid,
+      gid: mallory.gid,
+      encoding: 'utf8',
+    });
+    expect(own.status).not.toBe(0);
+    expect(own.stderr).toMatch(/Permission denied/);
+
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-gw-ro-'));
+    chmodSync(dir, 0o755);
+    const file = join(dir, 'reach.yaml');
+    writeFileSync(
+      file,
+      `version: 1\nfilesystem_policy:\n  read_only: [/usr, /lib, /lib64, /bin, /etc, ${priv}]\n  read_write: [/sandbox, /tmp]\n`,
+      { mode: 0o644 },
+    );
+    const r = as(mallory, [
+      'sandbox',
+      'create',
+      '--name',
+      'reach',
+      '--policy',
+      file,
+      '--',
+      'sh',
+      '-c',
+      `cat ${priv}/notes; echo exit=$?`,
+    ]);
+    let out = '';
+    if (r.status === 0) {
+      const end = Date.now() + 30_000;
+      while (!/exit=/.test(out) && Date.now() < end) {
+        out = as(mallory, ['sandbox', 'logs', 'reach']).stdout;
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      as(mallory, ['sandbox', 'delete', 'reach']);
+    }
+    expect(out, `create → ${r.status}: ${r.stdout}${r.stderr}`).not.toContain('the victim only');
+  });
 });
