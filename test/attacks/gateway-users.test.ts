@@ -265,4 +265,34 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
     }
     expect(out, `create → ${r.status}: ${r.stdout}${r.stderr}`).not.toContain('the victim only');
   });
+
+  it('the workspace the gateway made, kept at delete: what the sandbox wrote is handed to the user', () => {
+    const r = as(mallory, [
+      'sandbox',
+      'create',
+      '--name',
+      'kept',
+      '--',
+      'sh',
+      '-c',
+      'mkdir -p /sandbox/d && echo mine > /sandbox/d/f && sleep infinity',
+    ]);
+    expect(r.stdout, r.stderr).toBe('kept running\n');
+    let out = '';
+    const end = Date.now() + 30_000;
+    while (Date.now() < end) {
+      out = as(mallory, ['sandbox', 'exec', 'kept', '--', 'cat', '/sandbox/d/f']).stdout;
+      if (out === 'mine\n') break;
+    }
+    expect(out).toBe('mine\n');
+    const del = as(mallory, ['sandbox', 'delete', 'kept', '--keep-workspace']);
+    const kept = /workspace kept at (\S+)/.exec(del.stdout)?.[1];
+    expect(kept, del.stdout + del.stderr).toBeDefined();
+    expect([kept!, join(kept!, 'd'), join(kept!, 'd', 'f')].map((p) => statSync(p).uid)).toEqual([
+      mallory.uid,
+      mallory.uid,
+      mallory.uid,
+    ]);
+    rmSync(join(kept!, '..'), { recursive: true, force: true });
+  });
 });
