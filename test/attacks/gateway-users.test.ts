@@ -8,13 +8,29 @@
  * `sandbox forward`).
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../helpers/cli.js';
-import { cliAs, makeUser, startTestGateway, type TestGateway, type TestUser } from '../helpers/gateway.js';
+import {
+  cliAs,
+  makeUser,
+  startTestGateway,
+  until,
+  type TestGateway,
+  type TestUser,
+} from '../helpers/gateway.js';
 import { holds } from '../helpers/premises.js';
 
 const INSIDE = 8080;
@@ -294,5 +310,32 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
       mallory.uid,
     ]);
     rmSync(join(kept!, '..'), { recursive: true, force: true });
+  });
+
+  it('an admin removed from carapace-admin (still in carapace) loses the admin’s rights at once, not at the next gateway start', async () => {
+    const demoted = makeUser('cpdem', ['carapace', 'carapace-admin']);
+    const joiner = makeUser('cpjoin');
+    try {
+      // Wait for the group watch to give both their sockets (demoted: an admin's).
+      await until('the demoted user has a socket', () =>
+        existsSync(`${gw.home}/run/users/${demoted.uid}.sock`),
+      );
+      expect(as(demoted, ['sandbox', 'list', '--all']).status).toBe(0);
+      // Demoted leaves carapace-admin; then joiner enters carapace (the groups' own tool, locking
+      // the file as useradd does): a refresh that sees the joiner has seen the demotion too.
+      expect(spawnSync('gpasswd', ['-d', demoted.name, 'carapace-admin'], { encoding: 'utf8' }).status).toBe(
+        0,
+      );
+      expect(spawnSync('gpasswd', ['-a', joiner.name, 'carapace'], { encoding: 'utf8' }).status).toBe(0);
+      // The joiner's socket says the gateway has read the new group file.
+      await until('the joiner has a socket', () => existsSync(`${gw.home}/run/users/${joiner.uid}.sock`));
+      const r = as(demoted, ['sandbox', 'list', '--all']);
+      expect(r.status, r.stdout).not.toBe(0);
+      expect(r.stderr).toMatch(/only root and members of carapace-admin/);
+      expect(as(demoted, ['sandbox', 'list']).status).toBe(0);
+    } finally {
+      demoted.remove();
+      joiner.remove();
+    }
   });
 });

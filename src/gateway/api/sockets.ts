@@ -50,7 +50,7 @@ export function userSocketPath(runDir: string, uid: number): string {
 
 export class GatewaySockets {
   /** Each socket's server and the connections it accepted (upgraded exec streams included). */
-  private readonly servers = new Map<string, { server: Server; connections: Set<Socket> }>();
+  private readonly servers = new Map<string, { server: Server; connections: Set<Socket>; caller: Caller }>();
   private watcher: FSWatcher | null = null;
   private refreshing: Promise<void> = Promise.resolve();
 
@@ -83,12 +83,17 @@ export class GatewaySockets {
     }
   }
 
-  /** Makes the per-user sockets match the group file (added members get one, removed lose it). */
+  /**
+   * Makes the per-user sockets match the group file (added members get one, removed lose it). A
+   * member who joined or left carapace-admin gets a new socket with the new rights: the caller is
+   * fixed per socket, so the old one (and its open connections) would keep the old rights.
+   */
   async refresh(): Promise<void> {
     const users = gatewayUsers(this.opts.accounts ?? HOST_ACCOUNTS);
     const wanted = new Map(users.map((u) => [userSocketPath(this.opts.runDir, u.uid), u]));
     for (const [path, entry] of this.servers) {
-      if (path === this.mainPath || wanted.has(path)) continue;
+      if (path === this.mainPath) continue;
+      if (wanted.get(path)?.admin === entry.caller.admin) continue;
       // A member no longer: their open connections (a `sandbox connect` too) end with the right.
       await closeServer(entry);
       this.servers.delete(path);
@@ -125,7 +130,7 @@ export class GatewaySockets {
     if (owner !== (process.getuid?.() ?? 0)) chownSync(tmp, owner, -1);
     removeStaleSocket(path);
     renameSync(tmp, path);
-    this.servers.set(path, { server, connections });
+    this.servers.set(path, { server, connections, caller });
   }
 
   async close(): Promise<void> {
