@@ -312,7 +312,7 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
     rmSync(join(kept!, '..'), { recursive: true, force: true });
   });
 
-  it('an admin removed from carapace-admin (still in carapace) loses the admin’s rights at once, not at the next gateway start', async () => {
+  it('an admin removed from carapace-admin (still in carapace) loses the admin’s rights at once (socket and dashboard token), not at the next gateway start', async () => {
     const demoted = makeUser('cpdem', ['carapace', 'carapace-admin']);
     const joiner = makeUser('cpjoin');
     try {
@@ -321,6 +321,11 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
         existsSync(`${gw.home}/run/users/${demoted.uid}.sock`),
       );
       expect(as(demoted, ['sandbox', 'list', '--all']).status).toBe(0);
+      // And a dashboard token, made while an admin.
+      const url = /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.exec(as(demoted, ['dashboard']).stdout)?.[0];
+      expect(url).toBeDefined();
+      const api = (u: string) => u.replace('/?token=', '/api/sandboxes?token=');
+      expect((await fetch(api(url!))).status).toBe(200);
       // Demoted leaves carapace-admin; then joiner enters carapace (the groups' own tool, locking
       // the file as useradd does): a refresh that sees the joiner has seen the demotion too.
       expect(spawnSync('gpasswd', ['-d', demoted.name, 'carapace-admin'], { encoding: 'utf8' }).status).toBe(
@@ -333,6 +338,11 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
       expect(r.status, r.stdout).not.toBe(0);
       expect(r.stderr).toMatch(/only root and members of carapace-admin/);
       expect(as(demoted, ['sandbox', 'list']).status).toBe(0);
+      // The token made with the admin's rights is gone with them; a new one has the user's.
+      expect((await fetch(api(url!))).status).toBe(401);
+      const again = /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.exec(as(demoted, ['dashboard']).stdout)?.[0];
+      expect(again).not.toBe(url);
+      expect((await fetch(api(again!))).status).toBe(200);
     } finally {
       demoted.remove();
       joiner.remove();

@@ -28,7 +28,7 @@ import {
 } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { gatewayUsers, HOST_ACCOUNTS, type HostAccounts } from '../host-groups.js';
+import { gatewayUsers, HOST_ACCOUNTS, type GatewayUser, type HostAccounts } from '../host-groups.js';
 import type { Caller } from './router.js';
 
 export interface GatewaySocketsOptions {
@@ -39,6 +39,8 @@ export interface GatewaySocketsOptions {
   accounts?: HostAccounts;
   /** Receives every accepted connection with its caller. */
   onConnection(socket: Socket, caller: Caller): void;
+  /** Told the members after every read of the group file (the dashboard drops others' tokens). */
+  onMembers?(users: readonly GatewayUser[]): void;
 }
 
 export const GATEWAY_SOCKET = 'gateway.sock';
@@ -102,6 +104,7 @@ export class GatewaySockets {
     for (const [path, user] of wanted) {
       if (!this.servers.has(path)) await this.listen(path, user.uid, { uid: user.uid, admin: user.admin });
     }
+    this.opts.onMembers?.(users);
   }
 
   private scheduleRefresh(): void {
