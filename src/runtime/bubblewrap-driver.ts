@@ -70,6 +70,7 @@ export class BubblewrapDriver implements SandboxDriver {
       auditFile: req.auditFile,
       hostRoot: req.hostRoot,
       expectedInodes: req.expectedInodes,
+      handOverFrom: req.handOverFrom,
       control: req.control,
       logFile: req.logFile,
       logLimitBytes: req.logLimitBytes,

@@ -39,6 +39,11 @@ export interface DriverStartRequest {
   hostRoot?: string | undefined;
   /** Host paths the caller checked, and the inode each must still be. */
   expectedInodes?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
+  /**
+   * Whose files a workspace handed to the sandbox's uid gives it (the gateway's caller): another
+   * uid's file in it (moved in from a shared directory) stays theirs. Unset: everything in it.
+   */
+  handOverFrom?: number | undefined;
   /** A sandbox a gateway holds: a control socket, its output in `logFile`, and it outlives us. */
   control?: boolean | undefined;
   logFile?: string | undefined;

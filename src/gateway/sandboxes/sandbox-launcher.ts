@@ -200,6 +200,8 @@ export class SandboxLauncher {
       bestEffortLimits: false,
       stdio: 'pipe',
       expectedInodes: expected,
+      // The caller's own files in a workspace they gave go to the sandbox, nobody else's.
+      handOverFrom: this.opts.rootless || rec.ownerUid === 0 ? undefined : rec.ownerUid,
       control: true,
       logFile: this.logPath(rec.id),
       logLimitBytes: this.logs.rotation.maxFileBytes,
