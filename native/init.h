@@ -16,10 +16,11 @@
  *   events.c      the event lines' queue, to --event-fd and to the control socket's subscriber
  *   events-subscriber.c  that subscriber (events.h: what the two share)
  *   relay.c       the network relay's listeners and its connections to the host socket
+ *   relay-header.c   the PROXY line each connection starts with: who is calling
  *   relay-pump.c  copying bytes both ways with splice, half-close included
  *   logs.c        the agent's stdout and stderr as JSON lines on --log-fd
- *   control.c, control-request.c, control-log.c, control-connect.c, json.c, exec.c, exec-session.c,
- *   exec-input.c, exec-child.c
+ *   control.c, control-dispatch.c, control-request.c, control-log.c, control-connect.c, json.c,
+ *   exec.c, exec-session.c, exec-input.c, exec-child.c
  *                 the control socket (--control-dir-fd): see control.h
  */
 #ifndef CARAPACE_INIT_H

@@ -1,8 +1,8 @@
 /**
  * What a held sandbox's init says on its control socket's event stream, acted on: connections the
  * kernel refused inside the sandbox, as 4001 events in its audit trail; and the init's requests for
- * a new log file, answered (agent-log.ts) before the event is acknowledged. The launcher follows
- * each sandbox it holds with this, from its start or its re-adoption to its end.
+ * a new log file, answered (agent-log.ts) before the event is acknowledged. Each held sandbox is
+ * followed with this (held-sandboxes.ts), from its start or its re-adoption to its end.
  */
 import { directConnectEvent, parseDirectConnect } from '../../runtime/direct-connect-audit.js';
 import type { ControlEvent, SandboxControl } from '../../sandbox/control/control.js';
