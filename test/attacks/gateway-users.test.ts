@@ -14,6 +14,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -310,6 +311,46 @@ describe.skipIf(!holds('root') || !reachable())('a user of the system gateway, a
       mallory.uid,
     ]);
     rmSync(join(kept!, '..'), { recursive: true, force: true });
+  });
+
+  it('the workspace the gateway made, kept at delete, is all that is kept: the read_write trees beside it (still the released uid’s) are removed', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carapace-gw-keep-'));
+    chmodSync(dir, 0o755);
+    const withData = join(dir, 'data.yaml');
+    writeFileSync(
+      withData,
+      'version: 1\nfilesystem_policy:\n  read_only: [/usr, /lib, /lib64, /bin, /etc]\n  read_write: [/sandbox, /tmp, /data]\n',
+      { mode: 0o644 },
+    );
+    const r = as(mallory, [
+      'sandbox',
+      'create',
+      '--name',
+      'keepdata',
+      '--policy',
+      withData,
+      '--',
+      'sh',
+      '-c',
+      'echo w > /sandbox/w && echo secret > /data/s && chmod 644 /data/s && sleep infinity',
+    ]);
+    expect(r.stdout, r.stderr).toBe('keepdata running\n');
+    let out = '';
+    const end = Date.now() + 30_000;
+    while (Date.now() < end) {
+      out = as(mallory, ['sandbox', 'exec', 'keepdata', '--', 'cat', '/data/s']).stdout;
+      if (out === 'secret\n') break;
+    }
+    expect(out).toBe('secret\n');
+    const del = as(mallory, ['sandbox', 'delete', 'keepdata', '--keep-workspace']);
+    const kept = /workspace kept at (\S+)/.exec(del.stdout)?.[1];
+    expect(kept, del.stdout + del.stderr).toBeDefined();
+    const storage = join(kept!, '..');
+    expect(statSync(storage).uid).toBe(mallory.uid);
+    expect(readdirSync(storage)).toEqual(['workspace']);
+    expect(statSync(join(kept!, 'w')).uid).toBe(mallory.uid);
+    rmSync(storage, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('an admin removed from carapace-admin (still in carapace) loses the admin’s rights at once (socket and dashboard token), not at the next gateway start', async () => {

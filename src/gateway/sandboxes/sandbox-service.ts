@@ -6,8 +6,8 @@
  * (sandbox-launcher.ts); the records are the store's; what the API shows of one, sandbox-views.ts's.
  */
 import { randomBytes } from 'node:crypto';
-import { removeTree } from '../../sandbox/host-paths/remove-tree.js';
-import { join } from 'node:path';
+import { removeAllBut, removeTree } from '../../sandbox/host-paths/remove-tree.js';
+import { basename, join } from 'node:path';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
 import { assertSandboxName } from '../../sandbox/identity/identity.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
@@ -360,10 +360,15 @@ export class SandboxService {
     await this.opts.launcher.forget(rec);
     const storage = join(this.opts.dirs.state, 'sandboxes', rec.id);
     let kept: string | null = null;
+    const keepsStorage = keepWorkspace && rec.spec.ownWorkspace;
+    // What is kept of the gateway's own workspace is the workspace: the storage's other trees (the
+    // policy's read_write paths) go first, or they would be reachable under a directory handed to
+    // the user, still owned by a uid the registry then frees for another sandbox.
+    // Off the event loop: a tree may hold any number of files (remove-tree.ts).
+    if (keepsStorage) await removeAllBut(storage, basename(rec.spec.workspace));
     if (!rec.spec.ownWorkspace || keepWorkspace) {
-      kept = await this.opts.launcher.handBack(rec, keepWorkspace && rec.spec.ownWorkspace);
+      kept = await this.opts.launcher.handBack(rec, keepsStorage);
     }
-    // Off the event loop: a workspace may hold any number of files (remove-tree.ts).
     if (kept === null || !kept.startsWith(storage)) await removeTree(storage);
     this.opts.store.delete(rec.id);
     this.views.forget(rec.id);
