@@ -219,7 +219,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     expect(refused.stdout).toBe('');
     expect(refused.stderr).toBe(
       'carapace: policy not changed: filesystem_policy cannot change while sandbox fs runs (it is fixed when the sandbox starts). ' +
-        'Repeat with --restart to store the change and restart the sandbox with it (carapace sandbox restart fs), or stop the sandbox first\n',
+        'Repeat it with --restart to store the change and restart the sandbox with it, or stop the sandbox first (carapace sandbox stop fs)\n',
     );
     // Nothing stored, nothing applied (the network part of the change included); the refusal audited.
     expect(history(alice, 'fs').map((r) => r.rev)).toEqual([1]);
