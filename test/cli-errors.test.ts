@@ -23,6 +23,10 @@ describe('a mistyped command line', () => {
       "carapace: unknown option '--api-key' (--help lists them)\n",
     ],
     [['sandboxx', 'list'], "carapace: unknown command 'sandboxx' (did you mean sandbox?)\n"],
+    [
+      ['provider', 'create', 'p', '--type', 'opnai', '--credential-env', 'K'],
+      'carapace: --type opnai: expected one of openai, anthropic, nvidia, ollama, vllm, openai-compatible (did you mean openai?)\n',
+    ],
     [['policy', 'validate'], "carapace: missing required argument 'files'\n"],
   ])('%j', (args, line) => {
     const r = carapace(args);
