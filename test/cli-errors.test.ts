@@ -10,7 +10,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { imageHost } from '../src/cli/blueprint/blueprint-host.js';
 import { say } from '../src/cli/say.js';
 import { GatewayError, printedPolicyProblems } from '../src/cli/gateway/gateway-client.js';
-import { carapace } from './helpers/cli.js';
+import { carapace, freshHome } from './helpers/cli.js';
 
 describe('a mistyped command line', () => {
   it.each([
@@ -23,6 +23,10 @@ describe('a mistyped command line', () => {
       "carapace: unknown option '--api-key' (--help lists them)\n",
     ],
     [['sandboxx', 'list'], "carapace: unknown command 'sandboxx' (did you mean sandbox?)\n"],
+    [
+      ['provider', 'create', 'p', '--type', 'opnai', '--credential-env', 'K'],
+      'carapace: --type opnai: expected one of openai, anthropic, nvidia, ollama, vllm, openai-compatible (did you mean openai?)\n',
+    ],
     [['policy', 'validate'], "carapace: missing required argument 'files'\n"],
   ])('%j', (args, line) => {
     const r = carapace(args);
@@ -153,3 +157,21 @@ describe("the CLI's progress and notice lines", () => {
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+/**
+ * `sandbox create --name` with a name the gateway refuses: the run's line, naming the option (it
+ * used to be the API's `body.name: …`), and no gateway started for a command that did nothing.
+ */
+describe('sandbox create --name that is not a sandbox name', () => {
+  it('one line naming --name, exit 2, no gateway started', () => {
+    const home = freshHome();
+    const r = carapace(['sandbox', 'create', '--name', 'Bad name', '--', 'true'], { home });
+    expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({
+      status: 2,
+      stdout: '',
+      stderr:
+        "carapace: --name \"Bad name\": use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit\n",
+    });
+    expect(carapace(['gateway', 'status'], { home }).status).toBe(3);
+  });
+});

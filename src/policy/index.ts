@@ -110,5 +110,5 @@ export {
   issueToDiagnostic,
   type SourceDocument,
 } from './load/yaml-source.js';
-export { issuesFromZod } from './load/schema-issues.js';
+export { closest, issuesFromZod } from './load/schema-issues.js';
 export { sortDiagnostics, type PolicyIssue } from './diagnostics.js';

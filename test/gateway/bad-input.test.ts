@@ -78,11 +78,12 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
       // A name the gateway cannot use: what a name may be, not the schema's pattern.
       [
         ['sandbox', 'create', '--name', 'New One', '--', 'true'],
-        /^carapace: body\.name: "New One" is not a sandbox name: use 1-63 lower-case letters, digits, '\.', '_' or '-', starting with a letter or digit$/,
+        /^carapace: --name "New One": use 1-63 lower-case letters, digits, '\.', '_' or '-', starting with a letter or digit$/,
       ],
       [
         ['sandbox', 'get', 'Keep'],
-        /^carapace: path\.name: "Keep" is not a sandbox name: use 1-63 lower-case letters/,
+        // The name the user typed, not the API's place for it (path.name).
+        /^carapace: "Keep" is not a sandbox name: use 1-63 lower-case letters/,
       ],
       // A host path found wrong only when the sandbox starts: refused, and nothing kept (a sandbox
       // left `failed` under that name made the corrected create fail as "already have").

@@ -127,7 +127,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     ]);
     expect(update.stderr).toBe('');
     expect(update.status).toBe(0);
-    expect(update.stdout).toMatch(/^web: policy revision 2 applied \(network policy generation 2\)\n/);
+    expect(update.stdout).toMatch(/^web: policy revision 2, applied live \(network policy generation 2\)\n/);
     expect(update.stdout).toContain(
       `+ network_policies.allow_host_openshell_internal_${up.httpPort}: host.openshell.internal:${up.httpPort} rest access full`,
     );
@@ -136,7 +136,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     // Revision 3: revision 1 again, live. The host's service is refused again; a.test still answers.
     const back = as(alice, ['policy', 'rollback', 'web', '--to', '1']);
     expect(back.stderr).toBe('');
-    expect(back.stdout).toMatch(/^web: policy revision 3 applied \(network policy generation 3\)\n/);
+    expect(back.stdout).toMatch(/^web: policy revision 3, applied live \(network policy generation 3\)\n/);
     expect(back.stdout).toContain(`- network_policies.allow_host_openshell_internal_${up.httpPort}:`);
     expect(await ask('host.openshell.internal')).toBe('403');
     expect(await ask('a.test')).toBe('200');
@@ -219,7 +219,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     expect(refused.stdout).toBe('');
     expect(refused.stderr).toBe(
       'carapace: policy not changed: filesystem_policy cannot change while sandbox fs runs (it is fixed when the sandbox starts). ' +
-        'Repeat with --restart to store the change and restart the sandbox with it (carapace sandbox restart fs), or stop the sandbox first\n',
+        'Repeat it with --restart to store the change and restart the sandbox with it, or stop the sandbox first (carapace sandbox stop fs)\n',
     );
     // Nothing stored, nothing applied (the network part of the change included); the refusal audited.
     expect(history(alice, 'fs').map((r) => r.rev)).toEqual([1]);
@@ -305,7 +305,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
       '--base-rev',
       '5',
     ]);
-    expect(fresh.stdout).toMatch(/^race: policy revision 6 applied/);
+    expect(fresh.stdout).toMatch(/^race: policy revision 6, applied live/);
     expect(as(alice, ['sandbox', 'delete', 'race']).status).toBe(0);
   });
 

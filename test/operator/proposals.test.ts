@@ -240,6 +240,8 @@ describe.skipIf(!holds('root') || !hasPython())('proposals: denials the operator
     const body = JSON.parse(r.stdout) as { error: string; hint: string };
     expect(body.error).toBe('policy_denied');
     expect(body.hint).toContain('carapace rules list');
+    // …and only the gateway's commands: a gateway sandbox has no policy file of a run.
+    expect(body.hint).not.toContain('POLICY_FILE');
     // …and that command exists.
     expect(spawnSync(process.execPath, [CLI, 'rules', 'list', '--help']).status).toBe(0);
   });

@@ -167,9 +167,12 @@ function unreachable(endpoint: GatewayEndpoint, err: Error): GatewayError {
 
 function errorFrom(status: number, body: unknown): GatewayError {
   const e = (body as { error?: { code?: string; message?: string; details?: unknown } } | null)?.error;
+  // A name the user typed as the command's argument, which the API calls `path.name`: the user
+  // reads the name, not the API's place for it.
+  const message = e?.code === 'INVALID_INPUT' ? e.message?.replace(/^path\.name: /, '') : e?.message;
   return new GatewayError(
     e?.code ?? 'INTERNAL',
-    e?.message ?? `the gateway answered ${status}`,
+    message ?? `the gateway answered ${status}`,
     status,
     e?.details,
   );

@@ -102,7 +102,8 @@ async function sendChange(
     result.outcome === 'unchanged'
       ? `${name}: policy unchanged (revision ${r.rev})`
       : result.outcome === 'applied'
-        ? `${name}: policy revision ${r.rev} applied` +
+        ? // The words of `rules approve` and of `policy history` (EFFECT below) for the same effect.
+          `${name}: policy revision ${r.rev}, applied live` +
           (result.generation !== null
             ? ` (network policy generation ${result.generation}` +
               (result.closedTunnels > 0

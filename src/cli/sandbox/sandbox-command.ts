@@ -13,7 +13,7 @@ import {
   printedPolicyProblems,
   readCallerFile,
 } from '../gateway/gateway-client.js';
-import { parseEnv, parseMount } from '../run/run-options.js';
+import { checkNameOption, parseEnv, parseMount } from '../run/run-options.js';
 import { outputOption } from '../output-option.js';
 import { registerSandboxIo } from './sandbox-io-command.js';
 import { withSpinner } from '../terminal.js';
@@ -79,6 +79,7 @@ export function registerSandbox(program: Command): void {
   outputOption(create, ['text', 'json'])
     .passThroughOptions()
     .action(async (command: string[], o: Record<string, unknown>) => {
+      if (o.name !== undefined) checkNameOption(o.name as string);
       const credentials: Record<string, string> = {};
       for (const name of o.credential as string[]) {
         const value = process.env[name];

@@ -220,7 +220,7 @@ export class PolicyService {
       throw new ApiError(
         'POLICY_NEEDS_RESTART',
         `policy not changed: ${plan.static.join(', ')} cannot change while sandbox ${name} runs (it is fixed when the sandbox starts). ` +
-          `Repeat with --restart to store the change and restart the sandbox with it (carapace sandbox restart ${name}), or stop the sandbox first`,
+          `Repeat it with --restart to store the change and restart the sandbox with it, or stop the sandbox first (carapace sandbox stop ${name})`,
       );
     }
     // The diff is against the latest stored revision, whatever runs (most often what runs).

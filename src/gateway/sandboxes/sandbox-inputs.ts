@@ -52,6 +52,7 @@ export function egressOf(
   const provider = async (name: string, identity: SandboxIdentity) =>
     egressNetwork({
       proxy: await opts.runtime.proxy(),
+      heldBy: 'gateway',
       runDir: opts.dirs.run,
       generation,
       credentials,
