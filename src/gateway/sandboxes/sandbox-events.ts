@@ -1,7 +1,9 @@
 /**
  * What a held sandbox's init says on its control socket's event stream, acted on: connections the
  * kernel refused inside the sandbox, as 4001 events in its audit trail; and the init's requests for
- * a new log file, answered (agent-log.ts) before the event is acknowledged. The launcher follows
+ * a new log file, answered (agent-log.ts) before the event is acknowledged, or put off to the end
+ * of MIN_ANSWER_INTERVAL_MS (a gateway that dies meanwhile leaves it to the next one's
+ * AgentLogs.resume, which rotates a file past half). The launcher follows
  * each sandbox it holds with this, from its start or its re-adoption to its end.
  */
 import { directConnectEvent, parseDirectConnect } from '../../runtime/direct-connect-audit.js';
