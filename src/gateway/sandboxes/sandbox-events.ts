@@ -1,9 +1,8 @@
 /**
  * What a held sandbox's init says on its control socket's event stream, acted on: connections the
  * kernel refused inside the sandbox, as 4001 events in its audit trail; and the init's requests for
- * a new log file, answered (agent-log.ts) before the event is acknowledged, or put off to the end
- * of MIN_ANSWER_INTERVAL_MS (a gateway that dies meanwhile leaves it to the next one's
- * AgentLogs.resume, which rotates a file past half). The launcher follows
+ * a new log file, answered (agent-log.ts) before the event is acknowledged, at most once per
+ * MIN_ANSWER_INTERVAL_MS. The launcher follows
  * each sandbox it holds with this, from its start or its re-adoption to its end.
  */
 import { directConnectEvent, parseDirectConnect } from '../../runtime/direct-connect-audit.js';
@@ -69,8 +68,8 @@ export const MIN_ANSWER_INTERVAL_MS = 1_000;
  * a request that a later one already answered only hands over the current file again.
  *
  * No answer starts within MIN_ANSWER_INTERVAL_MS of the previous one: a request that comes sooner
- * is answered when the interval is over (the events go on being read meanwhile; requests that come
- * in between are answered by that one answer, the latest request's). Each answer is one line in
+ * is answered when the interval is over, before its event is acknowledged (only this sandbox's
+ * events wait meanwhile). Each answer is one line in
  * the gateway's log, with the requests it answered late (`deferred`).
  */
 class LogAnswers {
@@ -82,17 +81,25 @@ class LogAnswers {
   private nextAt = 0;
   /** Requests that came within the interval since the last answer. */
   private deferred = 0;
+  /** Ends the wait of a deferred request (stop). */
+  private wake: (() => void) | null = null;
 
   constructor(private readonly f: FollowedSandbox) {}
 
-  run(answer: () => Promise<boolean>): Promise<void> {
+  async run(answer: () => Promise<boolean>): Promise<void> {
     this.cancel();
     const n = ++this.latest;
     const wait = this.nextAt - performance.now();
     if (wait > 0) {
+      // Waited for here, before the event is acknowledged: only this sandbox's events wait.
       this.deferred++;
-      this.schedule(n, answer, wait, FIRST_RETRY_MS);
-      return Promise.resolve();
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        this.timer = setTimeout(resolve, wait);
+        this.timer.unref();
+      });
+      this.timer = null;
+      this.wake = null;
     }
     return this.attempt(n, answer, FIRST_RETRY_MS);
   }
@@ -100,6 +107,7 @@ class LogAnswers {
   stop(): void {
     this.stopped = true;
     this.cancel();
+    this.wake?.();
   }
 
   private cancel(): void {
