@@ -255,7 +255,7 @@ export function registerSandbox(program: Command): void {
         if (!/^\d+$/.test(o.tail as string))
           throw new RunInputError(`--tail ${o.tail as string}: expected a whole number of lines`);
         q.set('tail', o.tail as string);
-        // Text shows lines; -o json the records as kept, one per read of the agent's output.
+        // Text shows lines; -o json the records as kept, one per short window of the agent's output.
         if (!o.audit && o.output !== 'json') q.set('lines', 'true');
       }
       if (o.type !== undefined && !['denied', 'allowed', 'lifecycle', 'all'].includes(o.type as string))
