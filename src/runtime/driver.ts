@@ -66,6 +66,11 @@ export interface DriverSandbox {
   readonly ready: Promise<boolean>;
   /** Resolves with the agent's exit status once the sandbox is gone. */
   readonly exited: Promise<number>;
+  /**
+   * Why the agent never ran, as one line (the init's own report, or what bwrap said), once `ready`
+   * resolved false and `exited` with `status`.
+   */
+  whyNotStarted(status: number): string;
   /** Forwards a signal to the agent (through the init). */
   signal(sig: NodeJS.Signals): void;
   /** Kills every process of the sandbox at once. */

@@ -53,6 +53,11 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
     // A YAML error: the caller's own file, line and column, and nothing created.
     const yaml = join(dir, 'broken.yaml');
     writeFileSync(yaml, 'version: 1\nnetwork_policies:\n  a: {name: a\n');
+    const rootReadOnly = join(dir, 'root-read-only.yaml');
+    writeFileSync(
+      rootReadOnly,
+      'version: 1\nfilesystem_policy:\n  read_only: [/]\n  read_write: [/sandbox, /tmp]\n',
+    );
     const before = everything();
     const cases: [string[], RegExp][] = [
       [
@@ -94,6 +99,12 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
       [
         ['sandbox', 'create', '--name', 'new', '--workspace', join(dir, 'listening.yaml'), '--', 'true'],
         /^carapace: workspace .*listening\.yaml is not a directory: give a directory \(or a path to create\)$/,
+      ],
+      // A start bwrap itself refuses (/ read-only: no /sandbox to make): bwrap's own line, and
+      // nothing kept (it was `new failed`, exit 0, the reason only "did not start (exit 1)").
+      [
+        ['sandbox', 'create', '--name', 'new', '--policy', rootReadOnly, '--', 'true'],
+        /^carapace: the sandbox did not start: bwrap: Can't mkdir \/sandbox: Read-only file system$/,
       ],
       [
         ['provider', 'create', 'p2', '--type', 'openai-compatible', '--credential-env', 'PATH'],

@@ -189,6 +189,15 @@ export class SandboxLauncher {
       logLimitBytes: this.logs.rotation.maxFileBytes,
       detached: true,
     });
+    if (managed.state === 'failed') {
+      // The agent never ran (bwrap or the init refused the start, and said why): a start that
+      // failed, as one whose checks failed, not a sandbox left `failed` with a create that
+      // succeeded. Create keeps nothing of it; a restart counts it as a crash (restart-scheduler.ts).
+      await started.exited;
+      await started.release();
+      this.opts.runtime.forget(rec.id);
+      throw new SandboxStartError(managed.reason ?? 'the sandbox did not start');
+    }
     const bw = (started as BubblewrapSandbox).started;
     if (!bw.control) throw new ApiError('INTERNAL', `sandbox ${rec.name} has no control socket`);
     return this.held.hold({
