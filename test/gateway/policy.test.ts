@@ -34,6 +34,8 @@ interface Revision {
   rev: number;
   author: number;
   action: string;
+  source: string;
+  proposal: number | null;
   effect: string;
   diff: string[];
   restores: number | null;
@@ -147,10 +149,12 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
 
     // History: every revision, its author (alice, whoever asks), what it was, and its diff.
     const revs = history(alice, 'web');
-    expect(revs.map((r) => [r.rev, r.author, r.action, r.effect, r.restores, r.current])).toEqual([
-      [1, alice.uid, 'create', 'start', null, false],
-      [2, alice.uid, 'update', 'live', null, false],
-      [3, alice.uid, 'rollback', 'live', 1, true],
+    expect(
+      revs.map((r) => [r.rev, r.author, r.action, r.source, r.proposal, r.effect, r.restores, r.current]),
+    ).toEqual([
+      [1, alice.uid, 'create', 'create', null, 'start', null, false],
+      [2, alice.uid, 'update', 'update', null, 'live', null, false],
+      [3, alice.uid, 'rollback', 'rollback', null, 'live', 1, true],
     ]);
     expect(revs[1]!.diff).toEqual([
       `+ network_policies.allow_host_openshell_internal_${up.httpPort}: host.openshell.internal:${up.httpPort} rest access full — for any program`,
@@ -335,12 +339,21 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
       policy: policy(['a.test', 'b.test']),
       author: 0,
       authorUid: 0,
+      // Nor does a body that claims the change approves a proposal: only approving one says so.
+      source: 'approve',
+      proposal: 1,
+      origin: { source: 'approve', proposal: 1 },
     });
     // Root, an admin, acts on hers with --owner, as root.
     expect(as(null, ['policy', 'rollback', 'mine', '--to', '1', '--owner', String(alice.uid)]).status).toBe(
       0,
     );
     expect(history(alice, 'mine').map((x) => x.author)).toEqual([alice.uid, alice.uid, 0]);
+    expect(history(alice, 'mine').map((x) => [x.source, x.proposal])).toEqual([
+      ['create', null],
+      ['set', null],
+      ['rollback', null],
+    ]);
     expect(history(null, 'mine', ['--owner', String(alice.uid)])).toHaveLength(3);
 
     // Bad input: one line (or the policy's own diagnostics), nothing stored, the sandbox untouched.
