@@ -28,6 +28,19 @@ describe('a mistyped command line', () => {
       'carapace: --type opnai: expected one of openai, anthropic, nvidia, ollama, vllm, openai-compatible (did you mean openai?)\n',
     ],
     [['policy', 'validate'], "carapace: missing required argument 'files'\n"],
+    // An unknown preset is what is wrong, not a file named after it (it printed `slak: unknown preset "slak" …`).
+    [
+      ['policy', 'show-preset', 'slak'],
+      'carapace: unknown preset "slak" (did you mean "slack"? carapace policy presets lists them)\n',
+    ],
+    [
+      ['policy', 'apply-ops', 'policies/default.yaml', '--add-preset', 'nmp'],
+      'carapace: unknown preset "nmp" (did you mean "npm"? carapace policy presets lists them)\n',
+    ],
+    [
+      ['policy', 'apply-ops', 'policies/default.yaml', '--remove-preset', 'zzzzzzzz'],
+      'carapace: unknown preset "zzzzzzzz" (carapace policy presets lists them)\n',
+    ],
   ])('%j', (args, line) => {
     const r = carapace(args);
     expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({

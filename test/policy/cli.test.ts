@@ -208,7 +208,7 @@ describe('carapace policy presets / show-preset', () => {
     const r = carapace(['policy', 'show-preset', 'slak']);
     expect(r.status).toBe(2);
     expect(r.stderr).toBe(
-      'slak: unknown preset "slak" (did you mean "slack"?); "carapace policy presets" lists them\n',
+      'carapace: unknown preset "slak" (did you mean "slack"? carapace policy presets lists them)\n',
     );
   });
 });
