@@ -48,6 +48,7 @@ export {
   builtinPoliciesDir,
   listPresets,
   findPreset,
+  UnknownPresetError,
   loadBuiltinPreset,
   mergePreset,
   removePreset,

@@ -110,6 +110,15 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
         ['provider', 'create', 'p2', '--type', 'openai-compatible', '--credential-env', 'PATH'],
         /^carapace: an openai-compatible provider needs --base-url \(e\.g\. http:\/\/127\.0\.0\.1:8000\/v1\)$/,
       ],
+      // A field the gateway's schema refuses reads as the flag typed, not the API's body.labels.
+      [
+        ['sandbox', 'create', '--name', 'new', '--label', 'bad key=v', '--', 'true'],
+        /^carapace: --label "bad key": Invalid key in record$/,
+      ],
+      [
+        ['sandbox', 'update', 'keep', '--label', `k=${'v'.repeat(300)}`],
+        /^carapace: --label "k": Too big: expected string to have <=256 characters$/,
+      ],
       [['sandbox', 'get', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'stop', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'exec', 'nosuch', '--', 'true'], /^carapace: no sandbox named "nosuch"$/],
