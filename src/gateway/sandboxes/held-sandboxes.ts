@@ -130,6 +130,7 @@ export class HeldSandboxes {
       logs: this.opts.logs,
       audit: this.opts.audit,
       log: this.opts.log,
+      ended: sandbox.exited,
     });
     managed.onChange((c) => {
       if (!this.opts.store.get(rec.id)) return;

@@ -22,12 +22,18 @@ export interface FollowedSandbox {
   audit: AuditRouter;
   /** The gateway's own log. */
   log?: ((entry: Record<string, unknown>) => void) | undefined;
+  /**
+   * Resolves when the sandbox is gone: a request still waiting for its interval is then never
+   * answered (its answer would make a log file after `sandbox delete` removed them).
+   */
+  ended?: Promise<unknown> | undefined;
 }
 
 /** Follows the sandbox's events until they end (the sandbox ended, or the gateway closes them). */
 export async function followEvents(f: FollowedSandbox): Promise<void> {
   const { rec, control, logs } = f;
   const answers = new LogAnswers(f);
+  void f.ended?.then(() => answers.stop());
   try {
     if (f.adopted) await answers.run(() => logs.resume(rec.id, control));
     for await (const e of f.events) {
