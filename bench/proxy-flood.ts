@@ -115,6 +115,7 @@ network_policies:
     const authority = TlsAuthority.create({ sandbox: name });
     const sb = await proxy.attachSandbox({
       name,
+      heldBy: 'run',
       socketPath: join(dir, `${name}.sock`),
       generation: compilePolicy(parsed.policy),
       callerResolver: { resolve: async () => ({ ok: true, caller }) },

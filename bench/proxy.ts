@@ -146,6 +146,7 @@ async function run(): Promise<BenchRow[]> {
   const caller = { pid: process.pid, binary: '/usr/bin/curl', ancestors: [] };
   const sb = await proxy.attachSandbox({
     name: 'bench',
+    heldBy: 'run',
     socketPath,
     generation: compile(policyText(info)),
     callerResolver: { resolve: async () => ({ ok: true, caller }) },

@@ -90,6 +90,7 @@ async function run(): Promise<BenchRow[]> {
   const caller = { pid: process.pid, binary: '/usr/bin/node', ancestors: [] };
   await proxy.attachSandbox({
     name: 'bench',
+    heldBy: 'run',
     socketPath,
     generation: compilePolicy(parsed.policy),
     callerResolver: { resolve: async () => ({ ok: true, caller }) },

@@ -3,10 +3,10 @@
  * {"op":"log"[,"limit":N]} with the agent's next log file (logs.c; docs/architecture.md, "The
  * control socket").
  *
- * control.c consumes each request line with room for a few descriptors (a plain recv would have
- * the kernel close them unseen), received close-on-exec so that no exec'd process or agent
- * inherits a host file. Here: taking them out of the message, and the log op. Any other op that
- * came with one closes it and refuses the request (control.c's dispatch).
+ * control-dispatch.c consumes each request line with room for a few descriptors (a plain recv
+ * would have the kernel close them unseen), received close-on-exec so that no exec'd process or
+ * agent inherits a host file. Here: taking them out of the message, and the log op. Any other op
+ * that came with one closes it and refuses the request (control-dispatch.c's dispatch).
  *
  * Security: the descriptor is the host's choice, trusted as the request is; PID 1 checks only
  * that it is a regular file open for appending, as it checks --log-fd, and never opens a path.

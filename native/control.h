@@ -2,7 +2,8 @@
  * The control socket's internals (docs/architecture.md, "The control socket"), shared by:
  *   json.c             reading one JSON object (request lines, acknowledgements)
  *   control-request.c  a request line → struct control_request, every field checked
- *   control.c          the socket in the control directory, requests, status, signal, the exit record
+ *   control.c          the socket in the control directory, status, signal, the exit record
+ *   control-dispatch.c a connection's request line read and handed to its op; the one-line answers
  *   control-connect.c  the `connect` op: a port inside, forwarded with the relay's pump
  *   control-log.c      descriptors sent with a request (SCM_RIGHTS), and the `log` op that takes one
  *   exec.c             the `exec` op in PID 1: a session's start, and its process's end
@@ -86,10 +87,18 @@ void control_request_free(struct control_request *request);
 /* ---- control.c ---- */
 
 long long now_ms(void);
+bool control_agent_running(void);
+/* The status and signal ops: answer on fd and close it. */
+void control_status_op(int fd);
+void control_signal_op(int fd, int signo);
+
+/* ---- control-dispatch.c ---- */
+
+/* A connection control.c accepted: its request line is read and handed to its op. Takes fd. */
+void control_request_start(int fd);
 /* Sends a short line on a connection whose send buffer is empty (never blocks), then closes it. */
 void control_reply_and_close(int fd, const char *line);
 void control_reply_error_and_close(int fd, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-bool control_agent_running(void);
 
 /* ---- control-log.c ---- */
 

@@ -16,10 +16,11 @@
  *   events.c      the event lines' queue, to --event-fd and to the control socket's subscriber
  *   events-subscriber.c  that subscriber (events.h: what the two share)
  *   relay.c       the network relay's listeners and its connections to the host socket
+ *   relay-header.c   the PROXY line each connection starts with: who is calling
  *   relay-pump.c  copying bytes both ways with splice, half-close included
  *   logs.c        the agent's stdout and stderr as JSON lines on --log-fd
- *   control.c, control-request.c, control-log.c, control-connect.c, json.c, exec.c, exec-session.c,
- *   exec-input.c, exec-child.c
+ *   control.c, control-dispatch.c, control-request.c, control-log.c, control-connect.c, json.c,
+ *   exec.c, exec-session.c, exec-input.c, exec-child.c
  *                 the control socket (--control-dir-fd): see control.h
  */
 #ifndef CARAPACE_INIT_H
@@ -221,7 +222,9 @@ void logs_prepare(const struct init_config *cfg);
 void logs_in_agent(void); /* the agent child's fds 0, 1, 2 */
 void logs_start(void);    /* PID 1, after the fork */
 bool logs_drained(void);
-void logs_flush_all(void); /* reads what the pipes hold, to their end, at exit */
+void logs_flush_all(void); /* reads what the pipes hold, to their end, and writes it, at exit */
+int logs_wait_timeout(void);  /* ms until a pending record is due; -1: none */
+void logs_after_round(void);  /* writes the records that are due */
 /* The control socket's `log` op: later lines go to fd (a new file the host made), whose limit is
  * `limit` (0: no limit; -1: the current one). Takes fd; 0, or -1 with errno and a message in why. */
 int logs_switch(int fd, long limit, char *why, size_t why_size);

@@ -3,16 +3,27 @@
  *
  * A sandbox that outlives the process that started it (a gateway's) cannot hand the agent a pipe
  * to that process: the pipe would break with it. So with --log-fd the agent's stdin is /dev/null
- * and its stdout and stderr are pipes PID 1 reads; each read (at most LOG_CHUNK bytes) becomes one
- * line appended to the file:
+ * and its stdout and stderr are pipes PID 1 reads; what one stream brings within LOG_WINDOW_MS of
+ * its first byte (at most LOG_CHUNK bytes) becomes one line appended to the file:
  *
  *   {"t":<unix ms>,"s":"out"|"err","d":"<the bytes as a JSON string>"}
  *   {"t":<unix ms>,"s":"out"|"err","b":"<base64>"}       when the bytes are not valid UTF-8
  *   {"t":<unix ms>,"s":"init","d":"carapace-init: ..."}  PID 1's own warnings, once the agent runs
  *
- * A UTF-8 sequence cut by the end of a read is carried over to the next (at most three bytes), so
- * text is never base64 merely because of where a read ended. Lines of one stream are in the order
- * the agent wrote; across the two streams, in the order PID 1 read them.
+ * Why a window: a record costs some 40 bytes of framing, and an agent decides how it writes. One
+ * that writes a byte at a time (curl's progress, a REPL echoing keys) would make a record of each
+ * byte, ~40 times the bytes it wrote, and so ~40 times the rotations it makes the host answer. So
+ * a stream's bytes wait in a fixed buffer per stream (LOG_CHUNK: no memory grows with the agent's
+ * output) until LOG_WINDOW_MS after the first of them, or until the buffer is full, then go out
+ * as one record: at most 1000 / LOG_WINDOW_MS records a second per stream for a dribbling writer,
+ * and no complete line waits longer than the window, whether or not more comes after it. Bytes of
+ * one stream are flushed before the other stream's next bytes are taken, and before PID 1's own
+ * warnings, so records stay in the order PID 1 read them; and everything pending is written when
+ * the pipes reach their end (the agent and all it started are gone) and at exit.
+ *
+ * A UTF-8 sequence cut at the end of a record waits for the rest in the buffer (at most three
+ * bytes), so text is never base64 merely because of where a write ended. Lines of one stream are
+ * in the order the agent wrote; across the two streams, in the order PID 1 read them.
  *
  * The file is the host's (the gateway opened it O_WRONLY|O_APPEND; it must be a regular file, so
  * that a write never waits for a reader). It is written with ordinary blocking writes: a regular
@@ -34,6 +45,7 @@
  *
  * Security: nothing of the sandbox's is parsed here; its bytes are escaped or encoded, never
  * interpreted, and each line is built in memory bounded by LOG_CHUNK (six bytes per byte at worst).
+ * The buffers are static: PID 1's memory for the log is the same whatever the agent writes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,19 +54,22 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
 
 #define LOGS_STEP "logs"
 #define LOG_CHUNK (16 * 1024)
+#define LOG_WINDOW_MS 10
 
 struct log_stream {
 	struct watch watch;
 	const char *tag;
 	int pipe[2]; /* read end (PID 1's), write end (the agent's) */
-	unsigned char carry[4];
-	size_t carry_len;
+	unsigned char pending[LOG_CHUNK]; /* read, not yet written: the next record */
+	size_t pending_len;
+	long long deadline; /* CLOCK_MONOTONIC ms by which `pending` is written; 0: none */
 	bool done;
 };
 
@@ -74,6 +89,7 @@ static struct {
 static void ask_for_new_file(void);
 
 static void on_stream(struct watch *self, uint32_t events);
+static void streams_flush(void);
 
 /* One line; `dropped` > 0 adds the count of dropped bytes (the line that says so). Whether it
  * was written. */
@@ -220,9 +236,10 @@ int logs_switch(int fd, long limit, char *why, size_t why_size)
 	return 0;
 }
 
-/* PID 1's own warnings (report_warning), once the agent runs. */
+/* PID 1's own warnings (report_warning), once the agent runs: after what the agent wrote before. */
 static void log_warning(const char *text, size_t len)
 {
+	streams_flush();
 	write_line("init", (const unsigned char *)text, len, true);
 }
 
@@ -280,9 +297,22 @@ void logs_start(void)
 		ask_for_new_file();
 }
 
-/* One chunk: text when it is valid UTF-8 (a sequence cut at its end is kept for the next). */
-static void log_chunk(struct log_stream *s, unsigned char *data, size_t len, bool last)
+static long long monotonic_ms(void)
 {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The stream's pending bytes as one record: text when they are valid UTF-8. A sequence cut at
+ * their end stays pending for its end, unless `last` (the pipe's end: nothing more comes). */
+static void stream_flush(struct log_stream *s, bool last)
+{
+	s->deadline = 0;
+	size_t len = s->pending_len;
+	if (len == 0)
+		return;
+	unsigned char *data = s->pending;
 	size_t valid = 0;
 	while (valid < len) {
 		size_t n = utf8_sequence(data + valid, len - valid, NULL);
@@ -291,41 +321,46 @@ static void log_chunk(struct log_stream *s, unsigned char *data, size_t len, boo
 		valid += n;
 	}
 	size_t rest = len - valid;
-	/* A tail that is the start of a sequence, cut by the end of the read, waits for its end. */
-	bool cut = !last && rest > 0 && rest < 4 && valid + rest == len && (data[valid] & 0xc0) == 0xc0;
+	bool cut = !last && rest > 0 && rest < 4 && (data[valid] & 0xc0) == 0xc0;
+	for (size_t k = 1; cut && k < rest; k++)
+		cut = (data[valid + k] & 0xc0) == 0x80;
+	size_t out = cut ? valid : len;
+	/* Emptied first: a warning while writing (a full disk) flushes the streams again. */
+	s->pending_len = 0;
+	if (out > 0)
+		write_line(s->tag, data, out, out == valid);
 	if (cut) {
-		for (size_t k = 1; k < rest; k++)
-			cut = cut && (data[valid + k] & 0xc0) == 0x80;
+		memmove(data, data + valid, rest);
+		s->pending_len = rest;
 	}
-	if (cut) {
-		memcpy(s->carry, data + valid, rest);
-		s->carry_len = rest;
-		if (valid > 0)
-			write_line(s->tag, data, valid, true);
-		return;
-	}
-	s->carry_len = 0;
-	if (len > 0)
-		write_line(s->tag, data, len, rest == 0);
+}
+
+static void streams_flush(void)
+{
+	for (int i = 0; i < 2; i++)
+		stream_flush(&logs.streams[i], false);
 }
 
 static void stream_end(struct log_stream *s)
 {
-	if (s->carry_len > 0)
-		log_chunk(s, s->carry, s->carry_len, true);
-	s->carry_len = 0;
+	stream_flush(s, true);
 	s->done = true;
 	loop_unwatch(s->pipe[0]);
 	close(s->pipe[0]);
 }
 
-/* Reads what the pipe holds (at most `rounds` chunks); stops at its end or when it is empty. */
+/* Reads what the pipe holds (at most `rounds` reads) into the pending record; stops at its end or
+ * when it is empty. A full record is written at once; else by its deadline (logs_after_round). */
 static void stream_read(struct log_stream *s, int rounds)
 {
-	static unsigned char buffer[LOG_CHUNK];
+	struct log_stream *other = &logs.streams[s == &logs.streams[0] ? 1 : 0];
+	/* What the other stream brought before this read is written before what it brings. */
+	if (other->deadline != 0)
+		stream_flush(other, false);
 	for (int i = 0; i < rounds && !s->done; i++) {
-		memcpy(buffer, s->carry, s->carry_len);
-		ssize_t n = read(s->pipe[0], buffer + s->carry_len, LOG_CHUNK - s->carry_len);
+		if (s->pending_len == LOG_CHUNK)
+			stream_flush(s, false); /* leaves at most three bytes */
+		ssize_t n = read(s->pipe[0], s->pending + s->pending_len, LOG_CHUNK - s->pending_len);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -339,15 +374,47 @@ static void stream_read(struct log_stream *s, int rounds)
 			stream_end(s);
 			return;
 		}
-		log_chunk(s, buffer, s->carry_len + (size_t)n, false);
+		if (s->pending_len == 0 || s->deadline == 0)
+			s->deadline = monotonic_ms() + LOG_WINDOW_MS;
+		s->pending_len += (size_t)n;
+		if (s->pending_len == LOG_CHUNK)
+			stream_flush(s, false);
 	}
 }
 
 static void on_stream(struct watch *self, uint32_t events)
 {
 	(void)events;
-	/* A few chunks, then the other fds get a turn (level-triggered: we come back). */
+	/* A few reads, then the other fds get a turn (level-triggered: we come back). */
 	stream_read(container_of(self, struct log_stream, watch), 4);
+}
+
+int logs_wait_timeout(void)
+{
+	if (logs.fd < 0)
+		return -1;
+	long long first = 0;
+	for (int i = 0; i < 2; i++) {
+		long long d = logs.streams[i].deadline;
+		if (d != 0 && (first == 0 || d < first))
+			first = d;
+	}
+	if (first == 0)
+		return -1;
+	long long left = first - monotonic_ms();
+	return left < 0 ? 0 : (int)left;
+}
+
+void logs_after_round(void)
+{
+	if (logs.fd < 0)
+		return;
+	long long now = monotonic_ms();
+	for (int i = 0; i < 2; i++) {
+		struct log_stream *s = &logs.streams[i];
+		if (s->deadline != 0 && s->deadline <= now)
+			stream_flush(s, false);
+	}
 }
 
 bool logs_drained(void)
@@ -359,6 +426,8 @@ void logs_flush_all(void)
 {
 	if (logs.fd < 0)
 		return;
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 2; i++) {
 		stream_read(&logs.streams[i], 1 << 20);
+		stream_flush(&logs.streams[i], true);
+	}
 }

@@ -157,6 +157,7 @@ static void run_round(struct relay *relay, int timeout)
 	if (relay)
 		relay_after_round(relay);
 	control_after_round();
+	logs_after_round();
 	free_what_waits();
 }
 
@@ -164,7 +165,9 @@ static int round_timeout(struct relay *relay)
 {
 	int a = relay ? relay_wait_timeout(relay) : -1;
 	int b = control_wait_timeout();
-	return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+	int c = logs_wait_timeout();
+	int ab = a < 0 ? b : b < 0 ? a : a < b ? a : b;
+	return ab < 0 ? c : c < 0 ? ab : ab < c ? ab : c;
 }
 
 /* Kills every process left in the namespace and reaps them all. kill(-1) from the init of a pid

@@ -4,9 +4,9 @@
  * The sandbox's network namespace has nothing but lo. The relay listens on 127.0.0.1:<port> and
  * [::1]:<port> (3128 by default) and, for each connection, connects to the host proxy's Unix
  * socket, writes one PROXY protocol v1 line carrying the client's address and port (and, as a
- * seventh field of our own, the inode of the client's socket), then copies bytes both ways
- * (relay-pump.c). The host knows the sandbox from the socket and the calling program from the
- * client's socket: the inode saves it reading the sandbox's whole TCP table to find it.
+ * seventh field of our own, the inode of the client's socket: relay-header.c), then copies bytes
+ * both ways (relay-pump.c). The host knows the sandbox from the socket and the calling program
+ * from the client's socket: the inode saves it reading the sandbox's whole TCP table to find it.
  *
  * The host socket's directory is not mounted in the sandbox: it is reachable only through the
  * O_PATH directory fd PID 1 inherited (--relay-dir-fd), which is close-on-exec, so the agent
@@ -21,7 +21,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <net/if.h>
@@ -38,12 +37,6 @@
 #include "relay.h"
 
 #define ACCEPTS_PER_ROUND 64 /* then let the other fds have a turn */
-
-/* The longest PROXY line: two IPv6 addresses, two 5-digit ports and a 20-digit inode fit with room
- * to spare. A test build sets it smaller to check that a line which does not fit is refused. */
-#ifndef RELAY_HEADER_MAX
-#define RELAY_HEADER_MAX (sizeof "PROXY TCP6   65535 65535 18446744073709551615\r\n" + 2 * INET6_ADDRSTRLEN)
-#endif
 
 /* bwrap brings lo up in a new network namespace; make sure, since 127.0.0.1 exists only then. */
 static void loopback_ensure_up(void)
@@ -225,116 +218,12 @@ static int prepare_spare(struct relay *relay)
 	return 0;
 }
 
-static void address_text(const struct sockaddr_storage *address, char *text, size_t size, unsigned *port)
-{
-	if (address->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)address;
-		inet_ntop(AF_INET, &in->sin_addr, text, (socklen_t)size);
-		*port = ntohs(in->sin_port);
-	} else {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;
-		inet_ntop(AF_INET6, &in6->sin6_addr, text, (socklen_t)size);
-		*port = ntohs(in6->sin6_port);
-	}
-}
-
-/* Copies an address and port into a sock_diag socket id (both stay in network byte order). */
-static void diag_endpoint(const struct sockaddr_storage *address, __be32 ip[4], __be16 *port)
-{
-	if (address->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)address;
-		ip[0] = in->sin_addr.s_addr;
-		*port = in->sin_port;
-	} else {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;
-		memcpy(ip, &in6->sin6_addr, 16);
-		*port = in6->sin6_port;
-	}
-}
-
-/*
- * The inode of the client's own socket (local end = peer, remote end = local), by an exact
- * sock_diag lookup in this network namespace: one hash lookup in the kernel, where reading
- * /proc/net/tcp walks every socket. 0 when it cannot be had (the client already closed, or no
- * sock_diag); the host then reads the table. The reply comes while send() runs, so the recv
- * does not wait.
- */
-static unsigned long client_socket_inode(struct relay *relay, const struct sockaddr_storage *peer,
-					 const struct sockaddr_storage *local)
-{
-	if (relay->diag_fd < 0)
-		return 0;
-	struct {
-		struct nlmsghdr header;
-		struct inet_diag_req_v2 request;
-	} message = { 0 };
-	message.header.nlmsg_len = sizeof message;
-	message.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	message.header.nlmsg_flags = NLM_F_REQUEST;
-	message.header.nlmsg_seq = ++relay->diag_seq;
-	message.request.sdiag_family = (__u8)peer->ss_family;
-	message.request.sdiag_protocol = IPPROTO_TCP;
-	message.request.idiag_states = ~0U;
-	diag_endpoint(peer, message.request.id.idiag_src, &message.request.id.idiag_sport);
-	diag_endpoint(local, message.request.id.idiag_dst, &message.request.id.idiag_dport);
-	message.request.id.idiag_cookie[0] = message.request.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-	if (send(relay->diag_fd, &message, sizeof message, 0) != (ssize_t)sizeof message)
-		return 0;
-	union {
-		struct nlmsghdr header;
-		char bytes[1024];
-	} reply;
-	/* Read every queued reply and keep only this request's: a stray one (none is expected) must
-	 * not name another connection's socket. */
-	unsigned long inode = 0;
-	for (;;) {
-		ssize_t n = recv(relay->diag_fd, &reply, sizeof reply, MSG_DONTWAIT);
-		if (n < 0)
-			return inode;
-		if (!NLMSG_OK(&reply.header, (size_t)n) || reply.header.nlmsg_seq != relay->diag_seq ||
-		    reply.header.nlmsg_type != SOCK_DIAG_BY_FAMILY ||
-		    reply.header.nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
-			continue;
-		const struct inet_diag_msg *found = NLMSG_DATA(&reply.header);
-		inode = found->idiag_inode;
-	}
-}
-
-/* "PROXY TCP4 <src> <dst> <src port> <dst port> <client socket inode>\r\n": PROXY protocol v1
- * and one field of ours (0 when unknown). Returns its length, or -1 with errno set and *what
- * naming the step. The line is sent from a buffer of RELAY_HEADER_MAX bytes: snprintf returns the
- * length the line would have had, so a line that did not fit is refused here (EMSGSIZE) rather
- * than sent with that length, which would read past the buffer. */
-static int proxy_header(struct relay *relay, int client_fd, const struct sockaddr_storage *peer, char *header,
-			size_t size, const char **what)
-{
-	struct sockaddr_storage local;
-	socklen_t len = sizeof local;
-	if (getsockname(client_fd, (struct sockaddr *)&local, &len) < 0) {
-		*what = "getsockname of an accepted connection";
-		return -1;
-	}
-	char source[INET6_ADDRSTRLEN], destination[INET6_ADDRSTRLEN];
-	unsigned source_port, destination_port;
-	address_text(peer, source, sizeof source, &source_port);
-	address_text(&local, destination, sizeof destination, &destination_port);
-	int n = snprintf(header, size, "PROXY %s %s %s %u %u %lu\r\n", peer->ss_family == AF_INET ? "TCP4" : "TCP6",
-			 source, destination, source_port, destination_port, client_socket_inode(relay, peer, &local));
-	if (n < 0 || (size_t)n >= size) {
-		*what = "format the PROXY line";
-		if (n >= 0)
-			errno = EMSGSIZE;
-		return -1;
-	}
-	return n;
-}
-
 /* Connects the prepared socket to the host and sends the header. Returns -1 after a warning. */
 static int open_upstream(struct relay *relay, int upstream_fd, int client_fd, const struct sockaddr_storage *peer)
 {
 	char header[RELAY_HEADER_MAX];
 	const char *what = "";
-	int header_len = proxy_header(relay, client_fd, peer, header, sizeof header, &what);
+	int header_len = relay_proxy_header(relay, client_fd, peer, header, sizeof header, &what);
 	if (header_len < 0) {
 		report_warning(RELAY_STEP, errno, "%s (the client's connection is closed)", what);
 		return -1;

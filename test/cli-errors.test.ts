@@ -10,7 +10,8 @@ import { describe, expect, it, vi } from 'vitest';
 import { imageHost } from '../src/cli/blueprint/blueprint-host.js';
 import { say } from '../src/cli/say.js';
 import { GatewayError, printedPolicyProblems } from '../src/cli/gateway/gateway-client.js';
-import { carapace } from './helpers/cli.js';
+import { inFlagWords } from '../src/cli/gateway/body-errors.js';
+import { carapace, freshHome } from './helpers/cli.js';
 
 describe('a mistyped command line', () => {
   it.each([
@@ -23,7 +24,24 @@ describe('a mistyped command line', () => {
       "carapace: unknown option '--api-key' (--help lists them)\n",
     ],
     [['sandboxx', 'list'], "carapace: unknown command 'sandboxx' (did you mean sandbox?)\n"],
+    [
+      ['provider', 'create', 'p', '--type', 'opnai', '--credential-env', 'K'],
+      'carapace: --type opnai: expected one of openai, anthropic, nvidia, ollama, vllm, openai-compatible (did you mean openai?)\n',
+    ],
     [['policy', 'validate'], "carapace: missing required argument 'files'\n"],
+    // An unknown preset is what is wrong, not a file named after it (it printed `slak: unknown preset "slak" …`).
+    [
+      ['policy', 'show-preset', 'slak'],
+      'carapace: unknown preset "slak" (did you mean "slack"? carapace policy presets lists them)\n',
+    ],
+    [
+      ['policy', 'apply-ops', 'policies/default.yaml', '--add-preset', 'nmp'],
+      'carapace: unknown preset "nmp" (did you mean "npm"? carapace policy presets lists them)\n',
+    ],
+    [
+      ['policy', 'apply-ops', 'policies/default.yaml', '--remove-preset', 'zzzzzzzz'],
+      'carapace: unknown preset "zzzzzzzz" (carapace policy presets lists them)\n',
+    ],
   ])('%j', (args, line) => {
     const r = carapace(args);
     expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({
@@ -153,3 +171,145 @@ describe("the CLI's progress and notice lines", () => {
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+/**
+ * `sandbox create --name` with a name the gateway refuses: the run's line, naming the option (it
+ * used to be the API's `body.name: …`), and no gateway started for a command that did nothing.
+ */
+describe('sandbox create --name that is not a sandbox name', () => {
+  it('one line naming --name, exit 2, no gateway started', () => {
+    const home = freshHome();
+    const r = carapace(['sandbox', 'create', '--name', 'Bad name', '--', 'true'], { home });
+    expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({
+      status: 2,
+      stdout: '',
+      stderr:
+        "carapace: --name \"Bad name\": use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit\n",
+    });
+    expect(carapace(['gateway', 'status'], { home }).status).toBe(3);
+  });
+});
+
+/**
+ * The API names a bad field of a request body by zod's path (`body.workspace: …`); the user typed a
+ * flag. Each create/update flag that becomes a body field is named as the flag; a field no flag
+ * sets reads as its path without the API's `body.` (the sandbox name argument: 2273f80).
+ */
+describe('a request body the gateway refused, in the words of the flags', () => {
+  const issue = (path: (string | number)[], message: string) => [{ path, message }];
+  it.each([
+    [
+      'POST',
+      '/v1/sandboxes',
+      'body.workspace: Invalid string: must start with "/"',
+      issue(['workspace'], 'Invalid string: must start with "/"'),
+      '--workspace: Invalid string: must start with "/"',
+    ],
+    [
+      'POST',
+      '/v1/sandboxes',
+      'body.command: Too small: expected array to have >=1 items',
+      issue(['command'], 'Too small: expected array to have >=1 items'),
+      'the command (after --): Too small: expected array to have >=1 items',
+    ],
+    [
+      'POST',
+      '/v1/sandboxes',
+      'body.labels.bad key: Invalid key in record',
+      issue(['labels', 'bad key'], 'Invalid key in record'),
+      '--label "bad key": Invalid key in record',
+    ],
+    [
+      'POST',
+      '/v1/sandboxes?owner=7',
+      'body.mounts.0.host: Invalid string: must start with "/"',
+      issue(['mounts', 0, 'host'], 'Invalid string: must start with "/"'),
+      '--mount (the 1st) host: Invalid string: must start with "/"',
+    ],
+    [
+      'POST',
+      '/v1/sandboxes',
+      'body.env.A-B: Invalid key in record',
+      issue(['env', 'A-B'], 'Invalid key in record'),
+      '--env "A-B": Invalid key in record',
+    ],
+    [
+      'POST',
+      '/v1/sandboxes',
+      'body.credentials.K: Too small',
+      issue(['credentials', 'K'], 'Too small'),
+      '--credential "K": Too small',
+    ],
+    [
+      'POST',
+      '/v1/sandboxes',
+      'body.forwards.1.host: x',
+      issue(['forwards', 1, 'host'], 'x'),
+      '--forward (the 2nd) host: x',
+    ],
+    ['POST', '/v1/sandboxes', 'body.policy: Too big', issue(['policy'], 'Too big'), '--policy: Too big'],
+    [
+      'PATCH',
+      '/v1/sandboxes/keep',
+      'body.labels.k: Too big: expected string to have <=256 characters',
+      issue(['labels', 'k'], 'Too big: expected string to have <=256 characters'),
+      '--label "k": Too big: expected string to have <=256 characters',
+    ],
+    [
+      'PATCH',
+      '/v1/sandboxes/keep?owner=0',
+      'body.restart: Invalid option',
+      issue(['restart'], 'Invalid option'),
+      '--restart: Invalid option',
+    ],
+    ['POST', '/v1/providers', 'body.baseUrl: Invalid', issue(['baseUrl'], 'Invalid'), '--base-url: Invalid'],
+    [
+      'PATCH',
+      '/v1/providers/p',
+      'body.type: Invalid option',
+      issue(['type'], 'Invalid option'),
+      '--type: Invalid option',
+    ],
+    [
+      'PUT',
+      '/v1/sandboxes/keep/policy',
+      'body.baseRev: Too small',
+      issue(['baseRev'], 'Too small'),
+      '--base-rev: Too small',
+    ],
+    [
+      'POST',
+      '/v1/sandboxes/keep/policy/rollback',
+      'body.to: Too small',
+      issue(['to'], 'Too small'),
+      '--to: Too small',
+    ],
+    // No flag sets it: its path, no `body.`.
+    ['POST', '/v1/sandboxes', 'body.extra.x: Invalid', issue(['extra', 'x'], 'Invalid'), 'extra.x: Invalid'],
+    [
+      'POST',
+      '/v1/sandboxes',
+      'body: Unrecognized key: "extra"',
+      issue([], 'Unrecognized key: "extra"'),
+      'Unrecognized key: "extra"',
+    ],
+    // The sandbox name argument (path.name), as before.
+    [
+      'GET',
+      '/v1/sandboxes/Keep',
+      'path.name: "Keep" is not a sandbox name',
+      issue(['name'], '"Keep" is not a sandbox name'),
+      '"Keep" is not a sandbox name',
+    ],
+    // Not a body field error: unchanged.
+    [
+      'POST',
+      '/v1/sandboxes',
+      'you already have a sandbox named "keep"',
+      undefined,
+      'you already have a sandbox named "keep"',
+    ],
+  ])('%s %s %s', (method, path, message, issues, shown) => {
+    expect(inFlagWords(method, path, message, issues)).toBe(shown);
+  });
+});

@@ -83,14 +83,25 @@ function commanderLine(text: string): string {
 }
 
 async function buildProgram(argv: readonly string[] = []): Promise<Command> {
-  const { Command } = await import('commander');
+  const { Command, Help } = await import('commander');
+  const plain = new Help();
   const program = new Command('carapace')
     .description('A secure, sandboxed runtime for always-on AI agents.')
     .version(carapaceVersion(), '-V, --version', 'print the version')
     .showSuggestionAfterError(true)
     .enablePositionalOptions()
     .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(commanderLine(str)) });
+    .configureOutput({ outputError: (str, write) => write(commanderLine(str)) })
+    // A repeatable option starts as an empty list: "(default: [])" says nothing to a reader. Set
+    // before the commands are added, which copy it (test/cli-help.test.ts).
+    .configureHelp({
+      optionDescription: (option) =>
+        plain.optionDescription(
+          Array.isArray(option.defaultValue) && option.defaultValue.length === 0
+            ? Object.assign(Object.create(option) as typeof option, { defaultValue: undefined })
+            : option,
+        ),
+    });
   const asked = argv[2] === 'sb' ? 'sandbox' : argv[2]; // commander knows the alias; the loader too
   const names = asked !== undefined && asked in COMMANDS ? [asked] : Object.keys(COMMANDS);
   for (const register of await Promise.all(names.map((n) => COMMANDS[n]!()))) register(program);

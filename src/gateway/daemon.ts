@@ -211,6 +211,8 @@ export class Gateway {
         runDir: dirs.run,
         rootless,
         onConnection: (s, caller) => server.accept(s, caller),
+        // Called from start() on, once the dashboard below exists.
+        onMembers: (users) => dashboard.keepMembers(users),
       });
       const info = {
         version: cfg.version,

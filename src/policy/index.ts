@@ -48,6 +48,7 @@ export {
   builtinPoliciesDir,
   listPresets,
   findPreset,
+  UnknownPresetError,
   loadBuiltinPreset,
   mergePreset,
   removePreset,
@@ -110,5 +111,5 @@ export {
   issueToDiagnostic,
   type SourceDocument,
 } from './load/yaml-source.js';
-export { issuesFromZod } from './load/schema-issues.js';
+export { closest, issuesFromZod } from './load/schema-issues.js';
 export { sortDiagnostics, type PolicyIssue } from './diagnostics.js';

@@ -39,3 +39,4 @@ export { AddressGuardConfigError } from './net/address-guard.js';
 export { PLACEHOLDER_PREFIX } from './credentials.js';
 export { INTERNAL_PORTS, type InternalHost, type InternalHostCaller } from './session/internal-host.js';
 export { sharedUpstreamTrust, type UpstreamTrust } from './net/upstream.js';
+export type { HeldBy } from './session/responses.js';

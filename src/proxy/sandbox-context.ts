@@ -15,6 +15,7 @@ import type { SandboxBudget } from './budget/sandbox-budget.js';
 import type { StreamReader } from './http/stream-reader.js';
 import type { TlsAuthority } from './tls/tls-authority.js';
 import type { UpstreamSessions } from './net/upstream-sessions.js';
+import type { HeldBy } from './session/responses.js';
 
 export interface PinnedGeneration {
   policy: ProxyPolicy;
@@ -41,6 +42,8 @@ export interface OpenTunnel {
 
 export interface SandboxContext {
   readonly name: string;
+  /** Who holds the sandbox: what a denial's hint tells to do (responses.ts). */
+  readonly heldBy: HeldBy;
   readonly audit: ProxyAudit;
   readonly guard: AddressGuard;
   readonly upstreamTls: tls.SecureContext;

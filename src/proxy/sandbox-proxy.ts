@@ -32,9 +32,12 @@ import type { OpenTunnel, PinnedGeneration, SandboxContext } from './sandbox-con
 import type { TlsAuthority } from './tls/tls-authority.js';
 import type { UpstreamTrust } from './net/upstream.js';
 import { UpstreamSessions } from './net/upstream-sessions.js';
+import type { HeldBy } from './session/responses.js';
 
 export interface AttachOptions {
   name: string;
+  /** A `carapace run` (its policy a file) or a gateway's sandbox (revisions, proposals): what a denial's hint names. */
+  heldBy: HeldBy;
   socketPath: string;
   socketOwner?: { uid: number; gid: number } | undefined;
   /** The compiled network policy (`compilePolicy(policy)` from src/policy). */
@@ -134,6 +137,7 @@ export class SandboxProxy {
     );
     this.context = {
       name: options.name,
+      heldBy: options.heldBy,
       audit: this.audit,
       guard: shared.guard,
       get upstreamTls() {

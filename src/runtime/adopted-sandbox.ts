@@ -57,6 +57,11 @@ export class AdoptedSandbox implements DriverSandbox {
     return this.record.pid;
   }
 
+  /** Never asked: an adopted sandbox's agent ran (`ready` is true). */
+  whyNotStarted(status: number): string {
+    return `the init failed (exit ${status})`;
+  }
+
   /** Whether the pid is still the init that owns the record. */
   alive(): boolean {
     return processStart(this.record.pid) === this.record.start;

@@ -4,7 +4,7 @@
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentStarted } from '../sandbox/launch/running-sandbox.js';
+import { agentStarted, startFailure } from '../sandbox/launch/running-sandbox.js';
 import { ownerAlive, readRunRecord } from '../sandbox/sandbox-lock.js';
 import { adoptGuard, type MaskCheck } from '../sandbox/mounts/mask-guard.js';
 import { releaseRun } from '../sandbox/sweep.js';
@@ -35,6 +35,14 @@ export class BubblewrapSandbox implements DriverSandbox {
 
   get pid(): number {
     return this.started.process.initPid;
+  }
+
+  whyNotStarted(status: number): string {
+    const process = this.started.process;
+    const said = process.events.find((e) => e.event === 'error')?.message;
+    return (
+      startFailure(process, status) ?? (typeof said === 'string' ? said : `the init failed (exit ${status})`)
+    );
   }
 
   signal(sig: NodeJS.Signals): void {
@@ -70,6 +78,7 @@ export class BubblewrapDriver implements SandboxDriver {
       auditFile: req.auditFile,
       hostRoot: req.hostRoot,
       expectedInodes: req.expectedInodes,
+      handOverFrom: req.handOverFrom,
       control: req.control,
       logFile: req.logFile,
       logLimitBytes: req.logLimitBytes,

@@ -39,6 +39,11 @@ export interface DriverStartRequest {
   hostRoot?: string | undefined;
   /** Host paths the caller checked, and the inode each must still be. */
   expectedInodes?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
+  /**
+   * Whose files a workspace handed to the sandbox's uid gives it (the gateway's caller): another
+   * uid's file in it (moved in from a shared directory) stays theirs. Unset: everything in it.
+   */
+  handOverFrom?: number | undefined;
   /** A sandbox a gateway holds: a control socket, its output in `logFile`, and it outlives us. */
   control?: boolean | undefined;
   logFile?: string | undefined;
@@ -61,6 +66,11 @@ export interface DriverSandbox {
   readonly ready: Promise<boolean>;
   /** Resolves with the agent's exit status once the sandbox is gone. */
   readonly exited: Promise<number>;
+  /**
+   * Why the agent never ran, as one line (the init's own report, or what bwrap said), once `ready`
+   * resolved false and `exited` with `status`.
+   */
+  whyNotStarted(status: number): string;
   /** Forwards a signal to the agent (through the init). */
   signal(sig: NodeJS.Signals): void;
   /** Kills every process of the sandbox at once. */

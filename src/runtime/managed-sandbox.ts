@@ -82,7 +82,7 @@ export class ManagedSandbox {
       // An agent quick enough to have exited already.
       if (this.exitCode !== null) this.move('stopped', { exitCode: this.exitCode });
     } else {
-      this.fail(`the sandbox did not start (exit ${await started.exited})`);
+      this.fail(`the sandbox did not start: ${started.whyNotStarted(await started.exited)}`);
     }
     return started;
   }

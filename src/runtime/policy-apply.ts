@@ -48,6 +48,9 @@ export interface PolicyProvenance {
   author?: number | undefined;
   /** set | update | rollback (the gateway's). */
   action?: string | undefined;
+  /** When not the policy command itself: approve (a proposal, `proposal`) or inference (the gateway's). */
+  origin?: string | undefined;
+  proposal?: number | undefined;
   /** The revision the change becomes, and the revision in force before it (the gateway's). */
   revision?: number | undefined;
   previousRevision?: number | undefined;
@@ -224,7 +227,9 @@ function describe(p: PolicyProvenance): string {
   if (p.revision !== undefined) parts.push(`policy revision ${p.revision}`);
   else if (p.source === 'file') parts.push(`a save of ${p.file ?? 'the policy file'}`);
   else parts.push('a policy change');
-  if (p.action === 'rollback' && p.restores !== undefined) parts.push(`(rollback to ${p.restores})`);
+  if (p.proposal !== undefined) parts.push(`(approve of proposal ${p.proposal})`);
+  else if (p.origin !== undefined) parts.push(`(${p.origin} ${p.action ?? 'change'})`);
+  else if (p.action === 'rollback' && p.restores !== undefined) parts.push(`(rollback to ${p.restores})`);
   else if (p.action !== undefined) parts.push(`(${p.action})`);
   if (p.author !== undefined) parts.push(`by uid ${p.author}`);
   return parts.join(' ');
@@ -235,6 +240,8 @@ function provenanceDetails(p: PolicyProvenance, inForce: number | undefined): Re
   if (p.file !== undefined) d.file = p.file;
   if (p.author !== undefined) d.author_uid = p.author;
   if (p.action !== undefined) d.action = p.action;
+  if (p.origin !== undefined) d.origin = p.origin;
+  if (p.proposal !== undefined) d.proposal_id = p.proposal;
   if (p.revision !== undefined) d.revision = p.revision;
   const previous = p.previousRevision ?? inForce;
   if (previous !== undefined) d.previous_revision = previous;

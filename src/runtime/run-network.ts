@@ -65,6 +65,7 @@ export class RunNetwork {
   ) {
     this.provider = egressNetwork({
       proxy,
+      heldBy: 'run',
       generation: compilePolicy(policy),
       credentials,
       limits: resolveLimits(policy),

@@ -23,6 +23,7 @@ import {
   type CallerResolver,
   type CallerResult,
   type EgressProxy,
+  type HeldBy,
   type SandboxProxy,
 } from '../proxy/index.js';
 import type { SandboxIdentity } from '../sandbox/identity/identity.js';
@@ -54,6 +55,8 @@ class SandboxCallerResolver implements CallerResolver {
 
 export interface SandboxNetworkOptions {
   proxy: EgressProxy;
+  /** A `carapace run` or a gateway's sandbox: which commands a denial's hint names. */
+  heldBy: HeldBy;
   /** Directory for the sandbox's socket directory (one subdirectory per sandbox). */
   runDir: string;
   generation: PolicyGeneration;
@@ -88,6 +91,7 @@ export function egressNetwork(opts: SandboxNetworkOptions) {
     const resolver = new SandboxCallerResolver();
     const attached = await opts.proxy.attachSandbox({
       name,
+      heldBy: opts.heldBy,
       socketPath: join(dir, SOCKET_NAME),
       socketOwner: identity.rootless ? undefined : { uid: identity.uid, gid: identity.gid },
       generation: opts.generation,

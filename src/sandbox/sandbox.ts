@@ -44,6 +44,8 @@ export interface StartOptions {
   hostRoot?: string | undefined;
   /** Workspace and --mount sources a caller checked: the inode each must still be (bind-sources.ts). */
   expectedInodes?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
+  /** Whose files a workspace handed to the sandbox's uid gives it (bind-sources.ts); unset: all. */
+  handOverFrom?: number | undefined;
 
   // A sandbox a gateway holds (control.ts, docs/architecture.md "The control socket"):
   /**
@@ -226,6 +228,7 @@ export async function startSandbox(spec: SandboxSpec, opts: StartOptions): Promi
       registry: new WritableTreeRegistry(opts.dirs),
       runtime: paths.runtime,
       expected: opts.expectedInodes,
+      handOverFrom: opts.handOverFrom,
     });
     bindFds = binds.fds;
     const controlDir = opts.control ? join(paths.runtime, 'control') : null;

@@ -159,6 +159,7 @@ async function attachPair(
   const authority = TlsAuthority.create({ sandbox: 'flooder' });
   const a = await rig.proxy.attachSandbox({
     name: 'flooder',
+    heldBy: 'run',
     socketPath: aSocket,
     generation: compile(policy()),
     callerResolver: fixedCaller(),

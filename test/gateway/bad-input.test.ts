@@ -53,6 +53,11 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
     // A YAML error: the caller's own file, line and column, and nothing created.
     const yaml = join(dir, 'broken.yaml');
     writeFileSync(yaml, 'version: 1\nnetwork_policies:\n  a: {name: a\n');
+    const rootReadOnly = join(dir, 'root-read-only.yaml');
+    writeFileSync(
+      rootReadOnly,
+      'version: 1\nfilesystem_policy:\n  read_only: [/]\n  read_write: [/sandbox, /tmp]\n',
+    );
     const before = everything();
     const cases: [string[], RegExp][] = [
       [
@@ -78,11 +83,12 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
       // A name the gateway cannot use: what a name may be, not the schema's pattern.
       [
         ['sandbox', 'create', '--name', 'New One', '--', 'true'],
-        /^carapace: body\.name: "New One" is not a sandbox name: use 1-63 lower-case letters, digits, '\.', '_' or '-', starting with a letter or digit$/,
+        /^carapace: --name "New One": use 1-63 lower-case letters, digits, '\.', '_' or '-', starting with a letter or digit$/,
       ],
       [
         ['sandbox', 'get', 'Keep'],
-        /^carapace: path\.name: "Keep" is not a sandbox name: use 1-63 lower-case letters/,
+        // The name the user typed, not the API's place for it (path.name).
+        /^carapace: "Keep" is not a sandbox name: use 1-63 lower-case letters/,
       ],
       // A host path found wrong only when the sandbox starts: refused, and nothing kept (a sandbox
       // left `failed` under that name made the corrected create fail as "already have").
@@ -94,9 +100,24 @@ describe.skipIf(!holds('root'))('bad input at the gateway CLI', () => {
         ['sandbox', 'create', '--name', 'new', '--workspace', join(dir, 'listening.yaml'), '--', 'true'],
         /^carapace: workspace .*listening\.yaml is not a directory: give a directory \(or a path to create\)$/,
       ],
+      // A start bwrap itself refuses (/ read-only: no /sandbox to make): bwrap's own line, and
+      // nothing kept (it was `new failed`, exit 0, the reason only "did not start (exit 1)").
+      [
+        ['sandbox', 'create', '--name', 'new', '--policy', rootReadOnly, '--', 'true'],
+        /^carapace: the sandbox did not start: bwrap: Can't mkdir \/sandbox: Read-only file system$/,
+      ],
       [
         ['provider', 'create', 'p2', '--type', 'openai-compatible', '--credential-env', 'PATH'],
         /^carapace: an openai-compatible provider needs --base-url \(e\.g\. http:\/\/127\.0\.0\.1:8000\/v1\)$/,
+      ],
+      // A field the gateway's schema refuses reads as the flag typed, not the API's body.labels.
+      [
+        ['sandbox', 'create', '--name', 'new', '--label', 'bad key=v', '--', 'true'],
+        /^carapace: --label "bad key": Invalid key in record$/,
+      ],
+      [
+        ['sandbox', 'update', 'keep', '--label', `k=${'v'.repeat(300)}`],
+        /^carapace: --label "k": Too big: expected string to have <=256 characters$/,
       ],
       [['sandbox', 'get', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],
       [['sandbox', 'stop', 'nosuch'], /^carapace: no sandbox named "nosuch"$/],

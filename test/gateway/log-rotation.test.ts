@@ -82,6 +82,19 @@ function numbers(lines: Line[]): number[] {
 
 const increasing = (ns: number[]) => ns.every((n, i) => i === 0 || n > ns[i - 1]!);
 
+/** Whether the init of the sandbox `id` under `home` holds `file` (its log fd). */
+function initHolds(home: string, id: string, file: string): boolean {
+  const lock = join(home, 'run', 'sandboxes', `${id}.lock`);
+  const { pid } = JSON.parse(readFileSync(lock, 'utf8')) as { pid: number };
+  return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`) === file;
+    } catch {
+      return false;
+    }
+  });
+}
+
 describe.skipIf(!holds('root'))('agent log rotation in a gateway', () => {
   let gw: TestGateway;
   const home = freshHome();
@@ -111,18 +124,7 @@ describe.skipIf(!holds('root'))('agent log rotation in a gateway', () => {
     const ws = (name: string) => join(view.workspace, name);
     const current = join(logs, `${view.id}.log`);
     const identity = (file: string) => `${lstatSync(file).dev}:${lstatSync(file).ino}`;
-    /** Whether the sandbox's init holds `file` (its log fd). */
-    const initWrites = (file: string) => {
-      const lock = join(home, 'run', 'sandboxes', `${view.id}.lock`);
-      const { pid } = JSON.parse(readFileSync(lock, 'utf8')) as { pid: number };
-      return readdirSync(`/proc/${pid}/fd`).some((fd) => {
-        try {
-          return readlinkSync(`/proc/${pid}/fd/${fd}`) === file;
-        } catch {
-          return false;
-        }
-      });
-    };
+    const initWrites = (file: string) => initHolds(home, view.id, file);
 
     // 1. A burst of three times the limit, the gateway answering: rotated, no file past 1 MiB.
     await until('the first burst', () => existsSync(ws('one')), 120_000);
@@ -250,6 +252,9 @@ describe.skipIf(!holds('root'))('agent log rotation in a gateway', () => {
 
     rmdirSync(`${current}.new`);
     await until('rotated by a retry', () => existsSync(`${current}.1`), 60_000);
+    // The rename comes first, then the new file is handed to the init: a line before that is
+    // dropped as the full file's, so the agent writes once the init holds the new one.
+    await until('the init holds the new file', () => initHolds(home, view0.id, current), 60_000);
     writeFileSync(join(view0.workspace, 'go'), '');
     await until('the line after logged', () =>
       parse(readFileSync(current, 'utf8')).some((l) => l.d === 'after\n'),

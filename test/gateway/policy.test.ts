@@ -34,6 +34,8 @@ interface Revision {
   rev: number;
   author: number;
   action: string;
+  source: string;
+  proposal: number | null;
   effect: string;
   diff: string[];
   restores: number | null;
@@ -127,7 +129,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     ]);
     expect(update.stderr).toBe('');
     expect(update.status).toBe(0);
-    expect(update.stdout).toMatch(/^web: policy revision 2 applied \(network policy generation 2\)\n/);
+    expect(update.stdout).toMatch(/^web: policy revision 2, applied live \(network policy generation 2\)\n/);
     expect(update.stdout).toContain(
       `+ network_policies.allow_host_openshell_internal_${up.httpPort}: host.openshell.internal:${up.httpPort} rest access full`,
     );
@@ -136,7 +138,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     // Revision 3: revision 1 again, live. The host's service is refused again; a.test still answers.
     const back = as(alice, ['policy', 'rollback', 'web', '--to', '1']);
     expect(back.stderr).toBe('');
-    expect(back.stdout).toMatch(/^web: policy revision 3 applied \(network policy generation 3\)\n/);
+    expect(back.stdout).toMatch(/^web: policy revision 3, applied live \(network policy generation 3\)\n/);
     expect(back.stdout).toContain(`- network_policies.allow_host_openshell_internal_${up.httpPort}:`);
     expect(await ask('host.openshell.internal')).toBe('403');
     expect(await ask('a.test')).toBe('200');
@@ -147,10 +149,12 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
 
     // History: every revision, its author (alice, whoever asks), what it was, and its diff.
     const revs = history(alice, 'web');
-    expect(revs.map((r) => [r.rev, r.author, r.action, r.effect, r.restores, r.current])).toEqual([
-      [1, alice.uid, 'create', 'start', null, false],
-      [2, alice.uid, 'update', 'live', null, false],
-      [3, alice.uid, 'rollback', 'live', 1, true],
+    expect(
+      revs.map((r) => [r.rev, r.author, r.action, r.source, r.proposal, r.effect, r.restores, r.current]),
+    ).toEqual([
+      [1, alice.uid, 'create', 'create', null, 'start', null, false],
+      [2, alice.uid, 'update', 'update', null, 'live', null, false],
+      [3, alice.uid, 'rollback', 'rollback', null, 'live', 1, true],
     ]);
     expect(revs[1]!.diff).toEqual([
       `+ network_policies.allow_host_openshell_internal_${up.httpPort}: host.openshell.internal:${up.httpPort} rest access full — for any program`,
@@ -219,7 +223,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     expect(refused.stdout).toBe('');
     expect(refused.stderr).toBe(
       'carapace: policy not changed: filesystem_policy cannot change while sandbox fs runs (it is fixed when the sandbox starts). ' +
-        'Repeat with --restart to store the change and restart the sandbox with it (carapace sandbox restart fs), or stop the sandbox first\n',
+        'Repeat it with --restart to store the change and restart the sandbox with it, or stop the sandbox first (carapace sandbox stop fs)\n',
     );
     // Nothing stored, nothing applied (the network part of the change included); the refusal audited.
     expect(history(alice, 'fs').map((r) => r.rev)).toEqual([1]);
@@ -305,7 +309,7 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
       '--base-rev',
       '5',
     ]);
-    expect(fresh.stdout).toMatch(/^race: policy revision 6 applied/);
+    expect(fresh.stdout).toMatch(/^race: policy revision 6, applied live/);
     expect(as(alice, ['sandbox', 'delete', 'race']).status).toBe(0);
   });
 
@@ -335,12 +339,21 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
       policy: policy(['a.test', 'b.test']),
       author: 0,
       authorUid: 0,
+      // Nor does a body that claims the change approves a proposal: only approving one says so.
+      source: 'approve',
+      proposal: 1,
+      origin: { source: 'approve', proposal: 1 },
     });
     // Root, an admin, acts on hers with --owner, as root.
     expect(as(null, ['policy', 'rollback', 'mine', '--to', '1', '--owner', String(alice.uid)]).status).toBe(
       0,
     );
     expect(history(alice, 'mine').map((x) => x.author)).toEqual([alice.uid, alice.uid, 0]);
+    expect(history(alice, 'mine').map((x) => [x.source, x.proposal])).toEqual([
+      ['create', null],
+      ['set', null],
+      ['rollback', null],
+    ]);
     expect(history(null, 'mine', ['--owner', String(alice.uid)])).toHaveLength(3);
 
     // Bad input: one line (or the policy's own diagnostics), nothing stored, the sandbox untouched.
@@ -353,9 +366,10 @@ ${hosts.map((h) => `      - { host: ${h}, port: ${up.httpPort}, protocol: rest, 
     expect(as(alice, ['policy', 'update', 'mine', '--add-endpoint', 'a.test']).stderr).toBe(
       '--add-endpoint: expects host:port[:access[:protocol[:enforcement]]], got "a.test"\n',
     );
-    expect(as(alice, ['policy', 'update', 'mine', '--add-preset', 'nosuch']).stderr).toMatch(
-      /^nosuch: unknown preset "nosuch"/,
-    );
+    expect(as(alice, ['policy', 'update', 'mine', '--add-preset', 'nosuch'])).toMatchObject({
+      status: 2,
+      stderr: 'carapace: unknown preset "nosuch" (carapace policy presets lists them)\n',
+    });
     expect(as(alice, ['policy', 'rollback', 'mine', '--to', '9']).stderr).toBe(
       'carapace: sandbox mine has no policy revision 9: its revisions are 1 to 3 (carapace policy history mine)\n',
     );

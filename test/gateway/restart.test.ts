@@ -101,6 +101,13 @@ describe.skipIf(!holds('root'))('restart policies and reboots', () => {
       '1',
     ]);
     expect((JSON.parse(last.stdout) as { message: string }).message).toMatch(/crash loop/);
+    // With -o text (as at a terminal): one readable line an event; -o json: the JSON lines as kept.
+    const lastOf = (o: string) =>
+      cliAs(gw.home, ['sandbox', 'logs', 'flaky', '--audit', '--type', 'lifecycle', '--tail', '1', '-o', o]);
+    expect(lastOf('text').stdout).toMatch(
+      /^\d{4}-\d\d-\d\dT[\d:.]+Z {2}lifecycle \w+ +- {8}- {2}\S[^\n]*\n$/,
+    );
+    expect(lastOf('json').stdout).toBe(last.stdout);
     expect(ends[0]).toMatch(
       /^agent of flaky ended with status 1 after \d+m?s \(restart always\): restarting in 50ms$/,
     );

@@ -159,8 +159,9 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
     it.skipIf(!holds('tmux'))(
       'runs in a terminal as a terminal: a tty of its size, keys typed, Ctrl-C',
       async () => {
-        const session = `crun${process.pid}`;
-        const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+        // A tmux server of its own, as below.
+        const session = `crun${process.pid}-${Date.now()}`;
+        const tmux = (...args: string[]) => spawnSync('tmux', ['-L', session, ...args], { encoding: 'utf8' });
         const screen = () => tmux('capture-pane', '-p', '-J', '-t', session).stdout;
         const shows = async (pattern: RegExp) => {
           await until(`the terminal shows ${String(pattern)}: ${screen()}`, () => pattern.test(screen()));
@@ -185,8 +186,10 @@ describe.skipIf(!holds('root')).each(CLIENTS)(
     );
 
     it.skipIf(!holds('tmux'))('runs as a background job of a terminal without being stopped', async () => {
-      const session = `cbg${process.pid}`;
-      const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+      // A tmux server of its own (-L): this test runs once per client, and a new session made on
+      // a server still exiting from the last one's kill-session fails ("server exited").
+      const session = `cbg${process.pid}-${Date.now()}`;
+      const tmux = (...args: string[]) => spawnSync('tmux', ['-L', session, ...args], { encoding: 'utf8' });
       const screen = () => tmux('capture-pane', '-p', '-J', '-t', session).stdout;
       expect(tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', 'bash --norc').status).toBe(0);
       try {

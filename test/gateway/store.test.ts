@@ -119,12 +119,93 @@ describe('gateway store', () => {
       rev: 1,
       authorUid: 1001,
       action: 'create',
+      source: 'create',
+      proposal: null,
       effect: 'start',
       diff: [],
       sections: [],
       restores: null,
     });
     expect(store.get('sb-old')?.restarts).toBe(0);
+  });
+
+  it('migrates a schema-6 file with its whole policy history: its action is its source, an approved proposal its own', () => {
+    const path = join(dir(), 'state.db');
+    const raw = new DatabaseSync(path);
+    for (const m of MIGRATIONS.slice(0, 6)) raw.exec(m);
+    expect(Number((raw.prepare('PRAGMA user_version').get() as { user_version: number }).user_version)).toBe(
+      6,
+    );
+    raw
+      .prepare(
+        `INSERT INTO sandboxes (id, owner_uid, name, desired, state, spec, version, created_at, updated_at)
+         VALUES ('sb-six', 1001, 'six', 'stopped', 'stopped', ?, 1, 1, 1)`,
+      )
+      .run(JSON.stringify(spec({ policyRev: 4 })));
+    const insert = raw.prepare(
+      `INSERT INTO policy_revisions (sandbox_id, rev, text, hash, author_uid, created_at, action, effect, diff, sections, restores)
+       VALUES ('sb-six', ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)`,
+    );
+    const rows: [number, string, number, string, string, string, number | null][] = [
+      [1, 'version: 1\n', 1001, 'create', 'start', '[]', null],
+      [2, 'version: 1\n# b\n', 1001, 'set', 'live', '["~ x"]', null],
+      // What an approval wrote before this version: an update like any other.
+      [3, 'version: 1\n# c\n', 0, 'update', 'live', '["+ y"]', null],
+      [4, 'version: 1\n', 1001, 'rollback', 'live', '["- y"]', 1],
+    ];
+    for (const [rev, text, author, action, effect, diff, restores] of rows)
+      insert.run(rev, text, policyHash(text), author, rev * 1000, action, effect, diff, restores);
+    // The proposal approved into revision 3 (its applied revision), by the revision's author; and
+    // one approved by someone else that names revision 2 (a set, not an approval's update).
+    const proposal = raw.prepare(
+      `INSERT INTO proposals (id, sandbox_id, key, status, source, level, host, port, binary, first_seen, last_seen, policy_rev, decided_by, decided_at, applied_rev)
+       VALUES (?, 'sb-six', ?, 'approved', 'denial', 'connect', 'b.test', 443, '/usr/bin/curl', 1, 1, 1, ?, 3500, ?)`,
+    );
+    proposal.run(12, 'k12', 0, 3);
+    proposal.run(13, 'k13', 1002, 2);
+    raw.close();
+
+    const db = new Database(path);
+    expect(db.schemaVersion).toBe(MIGRATIONS.length);
+    const store = new SandboxStore(db);
+    const revisions = new PolicyRevisionStore(db, store);
+    expect(
+      revisions
+        .list('sb-six')
+        .map((r) => [r.rev, r.authorUid, r.createdAt, r.action, r.source, r.proposal, r.diff]),
+    ).toEqual([
+      [1, 1001, 1000, 'create', 'create', null, []],
+      [2, 1001, 2000, 'set', 'set', null, ['~ x']],
+      [3, 0, 3000, 'update', 'approve', 12, ['+ y']],
+      [4, 1001, 4000, 'rollback', 'rollback', null, ['- y']],
+    ]);
+    expect(revisions.get('sb-six', 4)?.restores).toBe(1);
+    // And it takes new revisions after the old ones, an approval's with its proposal.
+    const next = revisions.append(store.get('sb-six')!, 4, {
+      text: 'version: 1\n# e\n',
+      authorUid: 0,
+      action: 'update',
+      source: 'approve',
+      proposal: 7,
+      effect: 'start',
+      diff: ['+ z'],
+      sections: ['network_policies'],
+    });
+    expect(next.revision).toMatchObject({ rev: 5, action: 'update', source: 'approve', proposal: 7 });
+    db.close();
+    // Opened again (already migrated): the same history.
+    const again = new Database(path);
+    expect(
+      new PolicyRevisionStore(again, new SandboxStore(again))
+        .list('sb-six')
+        .map((r) => [r.source, r.proposal]),
+    ).toEqual([
+      ['create', null],
+      ['set', null],
+      ['approve', 12],
+      ['rollback', null],
+      ['approve', 7],
+    ]);
   });
 
   it('reads a revision an earlier Carapace stored in a form refused now as what it meant, keeping the stored row', () => {
@@ -151,6 +232,7 @@ describe('gateway store', () => {
       text,
       authorUid: 1002,
       action: 'set' as const,
+      source: 'set' as const,
       effect: 'start' as const,
       diff: ['~ x'],
       sections: ['network_policies'],

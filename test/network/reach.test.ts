@@ -115,6 +115,8 @@ req.end();`;
     expect(String(body.hint)).toMatch(
       /^carapace policy explain POLICY_FILE --host elsewhere\.test --port 80 --binary \/usr\/bin\/curl /,
     );
+    // A run has no gateway: no proposal to approve (test/proxy/denial-hints.test.ts).
+    expect(String(body.hint)).not.toMatch(/rules|gateway/);
     const refused = readAudit(audit).find((e) => e.class_uid === 4001 && e.disposition_id === 2);
     expect(refused?.message).toMatch(/elsewhere\.test:80/);
   });

@@ -125,9 +125,18 @@ describe.skipIf(!holds('root') || !hasPython())('proposals: denials the operator
     expect(hist.find((h) => h.id === p.id)).toMatchObject({ status: 'approved', appliedRev: 2 });
     const revs = JSON.parse(cli(['policy', 'history', 'web', '-o', 'json']).stdout) as {
       action: string;
+      source: string;
+      proposal: number | null;
       diff: string[];
     }[];
-    expect(revs.at(-1)!.action).toBe('update');
+    expect(revs.at(-1)).toMatchObject({ action: 'update', source: 'approve', proposal: p.id });
+    expect(revs[0]).toMatchObject({ source: 'create', proposal: null });
+    // The table says so too: from the revision to the proposal (and back: appliedRev above).
+    expect(cli(['policy', 'history', 'web']).stdout).toMatch(
+      new RegExp(
+        `^rev 2 \\(current\\)  \\S+  uid \\d+( \\(\\S+\\))?  approve of proposal ${p.id}, applied live  sha256:`,
+      ),
+    );
     expect(revs.at(-1)!.diff.join('\n')).toContain(`b.test:${up.httpPort}`);
     expect(list().some((x) => x.host === 'b.test')).toBe(false);
   });
@@ -240,6 +249,8 @@ describe.skipIf(!holds('root') || !hasPython())('proposals: denials the operator
     const body = JSON.parse(r.stdout) as { error: string; hint: string };
     expect(body.error).toBe('policy_denied');
     expect(body.hint).toContain('carapace rules list');
+    // …and only the gateway's commands: a gateway sandbox has no policy file of a run.
+    expect(body.hint).not.toContain('POLICY_FILE');
     // …and that command exists.
     expect(spawnSync(process.execPath, [CLI, 'rules', 'list', '--help']).status).toBe(0);
   });

@@ -160,6 +160,32 @@ describe('carapace policy explain', () => {
     expect(d.reason).toContain('it runs under "/usr/bin/git", but the programs a binary starts count only');
   });
 
+  it('prints JSON with -o json, as every other command; --json stays as a hidden alias', () => {
+    const args = [
+      'policy',
+      'explain',
+      SANDBOX,
+      '--host',
+      'github.com',
+      '--port',
+      '443',
+      '--binary',
+      '/usr/bin/git',
+    ];
+    const o = carapace([...args, '-o', 'json']);
+    expect(o.status).toBe(0);
+    expect((JSON.parse(o.stdout) as { allowed: boolean }).allowed).toBe(true);
+    expect(carapace([...args, '--json']).stdout).toBe(o.stdout);
+    expect(carapace([...args, '-o', 'text']).stdout).toBe(carapace(args).stdout);
+    expect(carapace([...args, '-o', 'yaml'])).toMatchObject({
+      status: 2,
+      stderr: 'carapace: --output yaml is not one of text, json (leave -o out for text)\n',
+    });
+    const help = carapace(['policy', 'explain', '--help']).stdout;
+    expect(help).toContain('-o, --output <format>');
+    expect(help).not.toContain('--json');
+  });
+
   it('rejects bad input with one line and exit 2', () => {
     const noPath = carapace([
       'policy',
@@ -208,7 +234,7 @@ describe('carapace policy presets / show-preset', () => {
     const r = carapace(['policy', 'show-preset', 'slak']);
     expect(r.status).toBe(2);
     expect(r.stderr).toBe(
-      'slak: unknown preset "slak" (did you mean "slack"?); "carapace policy presets" lists them\n',
+      'carapace: unknown preset "slak" (did you mean "slack"? carapace policy presets lists them)\n',
     );
   });
 });

@@ -63,7 +63,14 @@ const cases: Case[] = [
     yaml: EP('      - host: api.github.com\n        port: "443"\n'),
     line: 6,
     col: 15,
-    message: '"port" must be a number, not the string "443"',
+    message: '"port" must be a number, not the string "443" (write it without quotes: port: 443)',
+  },
+  {
+    name: 'wrong value: version as a string',
+    yaml: 'version: "1"\n',
+    line: 1,
+    col: 10,
+    message: '"version" must be 1, not the string "1" (write it without quotes: version: 1)',
   },
   {
     name: 'wrong type: read_only as a string',

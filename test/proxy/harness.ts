@@ -184,6 +184,7 @@ export async function startRig(o: RigOptions): Promise<Rig> {
   const socketPath = join(mkdtempSync(join(tmpdir(), 'carapace-sock-')), 'proxy.sock');
   const sb = await proxy.attachSandbox({
     name: 'sb1',
+    heldBy: 'run',
     socketPath,
     generation: compile(o.policy),
     callerResolver: o.caller ?? fixedCaller(),

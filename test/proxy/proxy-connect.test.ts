@@ -230,9 +230,7 @@ network_policies:
       // A loopback refusal says how a host service is reached: the policy's host-local name, or the
       // operator's --allow-local.
       expect(body.hint).toContain(`host.openshell.internal:${up.httpsPort}`);
-      expect(body.hint).toContain(
-        `--allow-local 127.0.0.1:${up.httpsPort} (on carapace run, or carapace gateway start for a gateway's sandboxes)`,
-      );
+      expect(body.hint).toContain(`--allow-local 127.0.0.1:${up.httpsPort} on carapace run`);
       expect(lastEvent(strict.audit, 4001).dst_endpoint).toMatchObject({ ip: '127.0.0.1' });
     } finally {
       await strict.close();

@@ -134,6 +134,7 @@ describe('credential placeholders', () => {
     const socketPath = join(dir, 'proxy.sock');
     await proxy.attachSandbox({
       name: 'sb2',
+      heldBy: 'run',
       socketPath,
       generation: compile(policy(up)),
       callerResolver: fixedCaller(),

@@ -84,6 +84,7 @@ network_policies:
     const socketPath = join(mkdtempSync(join(tmpdir(), 'carapace-sock-')), 'proxy.sock');
     await proxy.attachSandbox({
       name,
+      heldBy: 'run',
       socketPath,
       generation: policy,
       callerResolver: fixedCaller(),

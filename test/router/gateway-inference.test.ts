@@ -233,6 +233,13 @@ describe.skipIf(!holds('root'))('the gateway’s router', () => {
       state: 'running',
     });
     expect(json<{ policyRev: number }>(['sandbox', 'get', 'left']).policyRev).toBe(2);
+    // The revision says it came from `inference set`, not from a `policy set`.
+    expect(json<{ rev: number }[]>(['policy', 'history', 'left']).at(-1)).toMatchObject({
+      rev: 2,
+      action: 'set',
+      source: 'inference',
+      proposal: null,
+    });
     const view = json<{ routes: { name: string; provider: string; model: string }[] }>([
       'inference',
       'get',

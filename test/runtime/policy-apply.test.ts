@@ -99,6 +99,24 @@ describe('applying a policy change to a running sandbox', () => {
     const last = eventsOf(rig.audit, 5019).at(-1)!;
     expect(last.message).toMatch(/^policy revision 3 \(rollback to 1\) by uid 0: /);
     expect(last.unmapped).toMatchObject({ restores: 1, previous_revision: 2, revision: 3 });
+
+    // An approved proposal's: the event names the proposal, the revision's source.
+    policy.apply(network(['api.example.test', 'other.example.test']), 'rev4.yaml', {
+      source: 'api',
+      author: 0,
+      action: 'update',
+      origin: 'approve',
+      proposal: 12,
+      revision: 4,
+    });
+    const approval = eventsOf(rig.audit, 5019).at(-1)!;
+    expect(approval.message).toMatch(/^policy revision 4 \(approve of proposal 12\) by uid 0: /);
+    expect(approval.unmapped).toMatchObject({
+      action: 'update',
+      origin: 'approve',
+      proposal_id: 12,
+      revision: 4,
+    });
   });
 
   it('refuses a change to any static section, or to version, on a running sandbox; nothing changes', async () => {

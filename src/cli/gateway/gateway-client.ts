@@ -10,6 +10,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gatewayEndpoint, type GatewayEndpoint } from './gateway-endpoint.js';
+import { inFlagWords } from './body-errors.js';
 import { printable } from '../../policy/printable.js';
 
 export { gatewayEndpoint, type GatewayEndpoint };
@@ -63,7 +64,7 @@ export class GatewayClient {
     const res = await this.send(method, path, body);
     const text = await readAll(res);
     const parsed = text ? (JSON.parse(text) as unknown) : null;
-    if ((res.statusCode ?? 500) >= 400) throw errorFrom(res.statusCode ?? 500, parsed);
+    if ((res.statusCode ?? 500) >= 400) throw errorFrom(res.statusCode ?? 500, parsed, method, path);
     return parsed as T;
   }
 
@@ -72,7 +73,7 @@ export class GatewayClient {
     const res = await this.send('GET', path);
     const text = await readAll(res);
     if ((res.statusCode ?? 500) >= 400)
-      throw errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null);
+      throw errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null, 'GET', path);
     return text;
   }
 
@@ -81,7 +82,7 @@ export class GatewayClient {
     const res = await this.send('GET', path);
     if ((res.statusCode ?? 500) >= 400) {
       const text = await readAll(res);
-      throw errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null);
+      throw errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null, 'GET', path);
     }
     let buffered = '';
     const chunks = (res as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
@@ -128,7 +129,7 @@ export class GatewayClient {
       });
       req.on('response', (res) => {
         void readAll(res).then((text) =>
-          reject(errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null)),
+          reject(errorFrom(res.statusCode ?? 500, text ? JSON.parse(text) : null, 'GET', path)),
         );
       });
       req.on('error', (err) => reject(unreachable(this.endpoint, err)));
@@ -165,11 +166,17 @@ function unreachable(endpoint: GatewayEndpoint, err: Error): GatewayError {
   );
 }
 
-function errorFrom(status: number, body: unknown): GatewayError {
+function errorFrom(status: number, body: unknown, method: string, path: string): GatewayError {
   const e = (body as { error?: { code?: string; message?: string; details?: unknown } } | null)?.error;
+  // The API names a bad field by its place in the request (`body.workspace`, `path.name`); the
+  // user reads the flag or argument they typed (body-errors.ts).
+  const message =
+    e?.code === 'INVALID_INPUT' && e.message !== undefined
+      ? inFlagWords(method, path, e.message, e.details)
+      : e?.message;
   return new GatewayError(
     e?.code ?? 'INTERNAL',
-    e?.message ?? `the gateway answered ${status}`,
+    message ?? `the gateway answered ${status}`,
     status,
     e?.details,
   );

@@ -151,7 +151,9 @@ export function registerGateway(program: Command): void {
       process.stdout.write(
         opts.output === 'json'
           ? JSON.stringify({ running: false, socket: client.endpoint.socket }, null, 2) + '\n'
-          : `no gateway answers at ${client.endpoint.socket}\n`,
+          : client.endpoint.own
+            ? `no gateway answers at ${client.endpoint.socket}: start one with carapace gateway start\n`
+            : `the system gateway does not answer at ${client.endpoint.socket}: ask the host's administrator (systemctl status carapace)\n`,
       );
       process.exitCode = 3;
       return;

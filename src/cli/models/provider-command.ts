@@ -5,7 +5,7 @@
  * over the caller's own socket; it is never printed again (`get` shows its fingerprint).
  */
 import type { Command } from 'commander';
-import { PROVIDER_TYPES } from '../../policy/index.js';
+import { closest, PROVIDER_TYPES } from '../../policy/index.js';
 import { GatewayClient } from '../gateway/gateway-client.js';
 import { UsageError } from '../errors.js';
 import { outputOption } from '../output-option.js';
@@ -99,8 +99,11 @@ async function promptHidden(): Promise<string> {
 }
 
 function checkType(t: string | undefined): void {
-  if (t !== undefined && !(PROVIDER_TYPES as readonly string[]).includes(t))
-    throw new UsageError(`--type ${t}: expected one of ${PROVIDER_TYPES.join(', ')}`);
+  if (t === undefined || (PROVIDER_TYPES as readonly string[]).includes(t)) return;
+  const guess = closest(t, PROVIDER_TYPES);
+  throw new UsageError(
+    `--type ${t}: expected one of ${PROVIDER_TYPES.join(', ')}${guess === null ? '' : ` (did you mean ${guess}?)`}`,
+  );
 }
 
 function print(views: ProviderView | ProviderView[], output?: string): void {

@@ -22,7 +22,7 @@ export function registerDashboard(program: Command): void {
       `${d.url}\n` +
         'Open it in a browser on this host (over SSH: ssh -L ' +
         `${d.port}:127.0.0.1:${d.port} HOST). The token in it is its only key: whoever has it acts as you, ` +
-        'until the gateway restarts.\n',
+        'until the gateway restarts or your membership of the carapace groups changes.\n',
     );
   });
 }

@@ -130,6 +130,23 @@ function json(v: unknown): void {
   process.stdout.write(printableJson(v, 2) + '\n');
 }
 
+/**
+ * The comment lines above the rule in the editor. What the sandbox chose (its binary's path, the
+ * host and path it asked for) is escaped: a newline in a binary's name would otherwise be a YAML
+ * line of its own, below the `#`, in the file the operator saves to approve.
+ */
+export function editorHead(p: ProposalView, r: NonNullable<ProposalView['rule']>): string[] {
+  return [
+    `# Proposal ${p.id} for sandbox ${p.sandbox}: ${whatWasDenied(p)} by ${p.binary || 'an unknown binary'}`,
+    `# ${r.kind === 'request' ? `An allow rule on network policy "${r.policyKey}".` : `A new network policy entry "${r.policyKey}".`}`,
+    ...p.risks.map((x) => `# risk: ${x}`),
+    ...(r.kind === 'endpoint'
+      ? ['# An empty binaries list ([]) lets every program in the sandbox use the endpoint.']
+      : []),
+    '# Save to approve this rule; delete every line to cancel.',
+  ].map(printable);
+}
+
 /** The rule in an editor: the fields the operator may change, as YAML; null when left unchanged. */
 function editRule(p: ProposalView): Record<string, unknown> | null {
   if (p.status === 'approved' || p.status === 'superseded')
@@ -140,15 +157,7 @@ function editRule(p: ProposalView): Record<string, unknown> | null {
     r.kind === 'request'
       ? { host: r.host, port: r.port, method: r.method, path: r.path }
       : { host: r.host, port: r.port, binaries: r.binaries };
-  const head = [
-    `# Proposal ${p.id} for sandbox ${p.sandbox}: ${whatWasDenied(p)} by ${p.binary || 'an unknown binary'}`,
-    `# ${r.kind === 'request' ? `An allow rule on network policy "${r.policyKey}".` : `A new network policy entry "${r.policyKey}".`}`,
-    ...p.risks.map((x) => `# risk: ${x}`),
-    ...(r.kind === 'endpoint'
-      ? ['# An empty binaries list ([]) lets every program in the sandbox use the endpoint.']
-      : []),
-    '# Save to approve this rule; delete every line to cancel.',
-  ];
+  const head = editorHead(p, r);
   const dir = mkdtempSync(join(tmpdir(), 'carapace-rule-'));
   const file = join(dir, `proposal-${p.id}.yaml`);
   try {

@@ -7,6 +7,7 @@ import {
   type RequestDecision,
 } from '../../policy/index.js';
 import { UsageError } from '../errors.js';
+import { outputOption } from '../output-option.js';
 import { loadAny, reportingPolicyErrors } from './policy-files.js';
 import { printableJson } from '../../policy/printable.js';
 
@@ -18,6 +19,8 @@ interface ExplainOptions {
   method?: string;
   path?: string;
   query?: string;
+  output: 'text' | 'json';
+  /** The old spelling of `-o json`, kept (hidden) for the scripts that use it. */
   json?: boolean;
 }
 
@@ -91,20 +94,21 @@ function explain(file: string, opts: ExplainOptions): void {
   const loaded = loadAny(file);
   if (loaded.kind !== 'policy') throw new UsageError(`${file} is a preset; explain needs a policy file`);
   const generation = compilePolicy(loaded.policy);
+  const json = opts.output === 'json' || opts.json === true;
   const base = { host: opts.host, port, binary: opts.binary, ancestors: opts.ancestor ?? [] };
   if (opts.method !== undefined && opts.path !== undefined) {
     const d = generation.decideRequest({ ...base, method: opts.method, path: opts.path, query: opts.query });
-    if (opts.json === true) process.stdout.write(`${printableJson(d, 2)}\n`);
+    if (json) process.stdout.write(`${printableJson(d, 2)}\n`);
     else printRequest(d);
     return;
   }
   const d = generation.decideConnect(base);
-  if (opts.json === true) process.stdout.write(`${printableJson(d, 2)}\n`);
+  if (json) process.stdout.write(`${printableJson(d, 2)}\n`);
   else printConnect(d);
 }
 
 export function registerPolicyExplain(policy: Command): void {
-  policy
+  const cmd = policy
     .command('explain')
     .description(
       'show what a policy decides for a connection (or an HTTP request) and the rule that decides it',
@@ -121,6 +125,7 @@ export function registerPolicyExplain(policy: Command): void {
     .option('--method <method>', 'HTTP method of a request')
     .option('--path <path>', 'HTTP path of a request')
     .option('--query <query>', 'query string of a request, e.g. "q=x&page=2"')
-    .option('--json', 'print the decision as JSON')
-    .action(reportingPolicyErrors(explain));
+    .addOption(new Option('--json', 'the same as -o json').hideHelp());
+  outputOption(cmd, ['text', 'json'], 'json: the decision, for scripts');
+  cmd.action(reportingPolicyErrors(explain));
 }

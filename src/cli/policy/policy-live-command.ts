@@ -25,6 +25,8 @@ interface RevisionView {
   diff: string[];
   sections: string[];
   restores: number | null;
+  source: 'create' | 'set' | 'update' | 'rollback' | 'approve' | 'inference';
+  proposal: number | null;
   current: boolean;
   text?: string;
 }
@@ -102,7 +104,8 @@ async function sendChange(
     result.outcome === 'unchanged'
       ? `${name}: policy unchanged (revision ${r.rev})`
       : result.outcome === 'applied'
-        ? `${name}: policy revision ${r.rev} applied` +
+        ? // The words of `rules approve` and of `policy history` (EFFECT below) for the same effect.
+          `${name}: policy revision ${r.rev}, applied live` +
           (result.generation !== null
             ? ` (network policy generation ${result.generation}` +
               (result.closedTunnels > 0
@@ -174,6 +177,8 @@ function userName(uid: number): string {
 }
 
 function describeAction(r: RevisionView): string {
+  if (r.source === 'approve' && r.proposal !== null) return `approve of proposal ${r.proposal}`;
+  if (r.source === 'inference') return `inference set`;
   if (r.action === 'rollback' && r.restores !== null) return `rollback to ${r.restores}`;
   return r.action;
 }
@@ -263,7 +268,9 @@ export function registerPolicyLive(policy: Command): void {
   outputOption(
     policy
       .command('history')
-      .description("every revision of a sandbox's policy, newest first: author, time, hash and diff")
+      .description(
+        "every revision of a sandbox's policy, newest first: author, time, source (an approval names its proposal), hash and diff",
+      )
       .argument('<name>', 'the sandbox')
       .option('--owner <uid>', "another user's sandbox (root and carapace-admin)"),
     ['table', 'json'],

@@ -50,15 +50,7 @@ export function runRequest(args: RunArgs, env: NodeJS.ProcessEnv = process.env):
       `${networkOption} needs --policy: the built-in default policy has no network (give a policy that allows hosts)`,
     );
   }
-  if (args.name !== undefined) {
-    try {
-      assertSandboxName(args.name);
-    } catch {
-      throw new RunInputError(
-        `--name ${JSON.stringify(args.name)}: use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit`,
-      );
-    }
-  }
+  if (args.name !== undefined) checkNameOption(args.name);
   return {
     policy: args.policy,
     workspace: args.workspace === undefined ? undefined : resolve(args.workspace),
@@ -73,6 +65,17 @@ export function runRequest(args: RunArgs, env: NodeJS.ProcessEnv = process.env):
 }
 
 /** The host-side settings of a run, from this process's environment. */
+/** `--name` of a run or a `sandbox create`: one line naming the option, before anything starts. */
+export function checkNameOption(name: string): void {
+  try {
+    assertSandboxName(name);
+  } catch {
+    throw new RunInputError(
+      `--name ${JSON.stringify(name)}: use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit`,
+    );
+  }
+}
+
 export function runHost(env: NodeJS.ProcessEnv = process.env): RunHost {
   const abi = env.CARAPACE_LANDLOCK_ABI_MAX;
   return {

@@ -13,8 +13,9 @@ import {
   printedPolicyProblems,
   readCallerFile,
 } from '../gateway/gateway-client.js';
-import { parseEnv, parseMount } from '../run/run-options.js';
+import { checkNameOption, parseEnv, parseMount } from '../run/run-options.js';
 import { outputOption } from '../output-option.js';
+import { auditLine } from './audit-line.js';
 import { registerSandboxIo } from './sandbox-io-command.js';
 import { withSpinner } from '../terminal.js';
 import { say } from '../say.js';
@@ -79,6 +80,7 @@ export function registerSandbox(program: Command): void {
   outputOption(create, ['text', 'json'])
     .passThroughOptions()
     .action(async (command: string[], o: Record<string, unknown>) => {
+      if (o.name !== undefined) checkNameOption(o.name as string);
       const credentials: Record<string, string> = {};
       for (const name of o.credential as string[]) {
         const value = process.env[name];
@@ -242,19 +244,22 @@ export function registerSandbox(program: Command): void {
     .option('-f, --follow', 'keep printing what comes')
     .option('--tail <n>', 'only the last N lines (-o json: the last N records)')
     .option('--since <time>', 'only since TIME: an ISO date, or a duration ago like 10m, 2h, 1d')
-    .option('--audit', 'the audit events (OCSF JSON) instead of the output')
+    .option(
+      '--audit',
+      'the audit events instead of the output: one line each at a terminal or with -o text, OCSF JSON lines otherwise',
+    )
     .option('--type <type>', 'with --audit: denied | allowed | lifecycle | all')
     .option('--host <host>', 'with --audit: only events about this host')
     .option('--owner <uid>', "another user's (root and carapace-admin)");
   outputOption(logs, ['text', 'json'], 'json: the records as the gateway keeps them').action(
-    async (name: string, o: Record<string, string | boolean | undefined>) => {
+    async (name: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
       const q = new URLSearchParams();
       if (o.follow) q.set('follow', 'true');
       if (o.tail !== undefined) {
         if (!/^\d+$/.test(o.tail as string))
           throw new RunInputError(`--tail ${o.tail as string}: expected a whole number of lines`);
         q.set('tail', o.tail as string);
-        // Text shows lines; -o json the records as kept, one per read of the agent's output.
+        // Text shows lines; -o json the records as kept, one per short window of the agent's output.
         if (!o.audit && o.output !== 'json') q.set('lines', 'true');
       }
       if (o.type !== undefined && !['denied', 'allowed', 'lifecycle', 'all'].includes(o.type as string))
@@ -266,10 +271,20 @@ export function registerSandbox(program: Command): void {
       if (o.type !== undefined) q.set('type', o.type as string);
       if (o.host !== undefined) q.set('host', o.host as string);
       if (o.owner !== undefined) q.set('owner', o.owner as string);
+      // Audit events as lines a person reads at a terminal (or asked for with -o text); a pipe or
+      // a file gets the OCSF JSON lines, as before.
+      const readable =
+        o.audit === true &&
+        o.output === 'text' &&
+        (process.stdout.isTTY || cmd.getOptionValueSource('output') === 'cli');
       const client = await GatewayClient.connect();
       for await (const rec of client.lines<Record<string, unknown>>(
         `/v1/sandboxes/${encodeURIComponent(name)}/logs?${q}`,
       )) {
+        if (readable) {
+          process.stdout.write(`${auditLine(rec)}\n`);
+          continue;
+        }
         if (o.audit || o.output === 'json') {
           process.stdout.write(printableJson(rec) + '\n');
           continue;

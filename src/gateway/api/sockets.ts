@@ -28,7 +28,7 @@ import {
 } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { gatewayUsers, HOST_ACCOUNTS, type HostAccounts } from '../host-groups.js';
+import { gatewayUsers, HOST_ACCOUNTS, type GatewayUser, type HostAccounts } from '../host-groups.js';
 import type { Caller } from './router.js';
 
 export interface GatewaySocketsOptions {
@@ -39,6 +39,8 @@ export interface GatewaySocketsOptions {
   accounts?: HostAccounts;
   /** Receives every accepted connection with its caller. */
   onConnection(socket: Socket, caller: Caller): void;
+  /** Told the members after every read of the group file (the dashboard drops others' tokens). */
+  onMembers?(users: readonly GatewayUser[]): void;
 }
 
 export const GATEWAY_SOCKET = 'gateway.sock';
@@ -50,7 +52,7 @@ export function userSocketPath(runDir: string, uid: number): string {
 
 export class GatewaySockets {
   /** Each socket's server and the connections it accepted (upgraded exec streams included). */
-  private readonly servers = new Map<string, { server: Server; connections: Set<Socket> }>();
+  private readonly servers = new Map<string, { server: Server; connections: Set<Socket>; caller: Caller }>();
   private watcher: FSWatcher | null = null;
   private refreshing: Promise<void> = Promise.resolve();
 
@@ -83,12 +85,17 @@ export class GatewaySockets {
     }
   }
 
-  /** Makes the per-user sockets match the group file (added members get one, removed lose it). */
+  /**
+   * Makes the per-user sockets match the group file (added members get one, removed lose it). A
+   * member who joined or left carapace-admin gets a new socket with the new rights: the caller is
+   * fixed per socket, so the old one (and its open connections) would keep the old rights.
+   */
   async refresh(): Promise<void> {
     const users = gatewayUsers(this.opts.accounts ?? HOST_ACCOUNTS);
     const wanted = new Map(users.map((u) => [userSocketPath(this.opts.runDir, u.uid), u]));
     for (const [path, entry] of this.servers) {
-      if (path === this.mainPath || wanted.has(path)) continue;
+      if (path === this.mainPath) continue;
+      if (wanted.get(path)?.admin === entry.caller.admin) continue;
       // A member no longer: their open connections (a `sandbox connect` too) end with the right.
       await closeServer(entry);
       this.servers.delete(path);
@@ -97,6 +104,7 @@ export class GatewaySockets {
     for (const [path, user] of wanted) {
       if (!this.servers.has(path)) await this.listen(path, user.uid, { uid: user.uid, admin: user.admin });
     }
+    this.opts.onMembers?.(users);
   }
 
   private scheduleRefresh(): void {
@@ -125,7 +133,7 @@ export class GatewaySockets {
     if (owner !== (process.getuid?.() ?? 0)) chownSync(tmp, owner, -1);
     removeStaleSocket(path);
     renameSync(tmp, path);
-    this.servers.set(path, { server, connections });
+    this.servers.set(path, { server, connections, caller });
   }
 
   async close(): Promise<void> {

@@ -14,12 +14,13 @@
  *   set it (no CSRF), and no CORS header is ever sent, so other origins cannot read answers;
  * - the Host header must be 127.0.0.1 or localhost with this port (no DNS rebinding);
  * - a token acts as the user it was made for, with that user's rights (an admin's sees everyone's);
- *   tokens live in the gateway's memory only: a restarted gateway forgets them;
+ *   tokens live in the gateway's memory only: a restarted gateway forgets them, and a user whose
+ *   membership changes (out of the groups, into or out of carapace-admin) loses theirs;
  * - the page loads nothing from elsewhere (inline script and style, a CSP that says so).
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { toApiError } from '../api/errors.js';
 import type { Caller } from '../api/router.js';
 import type { OperatorEvents } from '../operator-events.js';
@@ -51,6 +52,8 @@ export class Dashboard {
   private port = 0;
   /** token → the user it acts as; one token per uid. */
   private readonly tokens = new Map<string, Caller>();
+  /** The live event streams, with the caller each serves: ended when its token is. */
+  private readonly streams = new Set<{ caller: Caller; socket: Socket }>();
 
   constructor(private readonly parts: DashboardParts) {}
 
@@ -63,6 +66,17 @@ export class Dashboard {
       this.tokens.set(token, caller);
     }
     return { url: `http://127.0.0.1:${this.port}/?token=${token}`, port: this.port, token };
+  }
+
+  /**
+   * Keeps the tokens (and live streams) of the gateway's users as they are now, `members` (the
+   * group file's): a user who left the groups, or whose admin right changed, loses theirs (a token
+   * holds the rights it was made with). Root's stay.
+   */
+  keepMembers(members: readonly { uid: number; admin: boolean }[]): void {
+    const holds = (c: Caller) => c.uid === 0 || members.some((m) => m.uid === c.uid && m.admin === c.admin);
+    for (const [token, caller] of this.tokens) if (!holds(caller)) this.tokens.delete(token);
+    for (const s of this.streams) if (!holds(s.caller)) s.socket.destroy();
   }
 
   private async listen(): Promise<void> {
@@ -168,8 +182,11 @@ export class Dashboard {
       end: () => req.socket.destroy(),
     });
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+    const entry = { caller, socket: req.socket };
+    this.streams.add(entry);
     req.socket.once('close', () => {
       clearInterval(ping);
+      this.streams.delete(entry);
       detach();
     });
   }

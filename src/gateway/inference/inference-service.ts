@@ -120,7 +120,10 @@ export class InferenceService {
     if (inference === null) doc.delete('inference');
     else doc.set('inference', doc.createNode(inference));
     // Invalid routes are refused with every diagnostic; nothing is stored and nothing changes.
-    await this.opts.policies.set(caller, name, owner, doc.toString(), { baseRev: rev });
+    await this.opts.policies.set(caller, name, owner, doc.toString(), {
+      baseRev: rev,
+      origin: { source: 'inference' },
+    });
     return this.get(caller, name, owner);
   }
 

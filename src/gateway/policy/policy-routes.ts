@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { owner, sandboxName as name } from '../route-params.js';
 import { defineRoute, type Route } from '../api/router.js';
-import type { PolicyService } from './policy-service.js';
+import type { ChangeOptions, PolicyService } from './policy-service.js';
 
 const params = z.object({ name });
 const ownerQuery = z.object({ owner });
@@ -26,6 +26,12 @@ const revision = z.object({
   diff: z.array(z.string()).describe('one line per change against the revision before'),
   sections: z.array(z.string()).describe('top-level sections that changed'),
   restores: z.number().int().nullable().describe('for a rollback: the revision whose text it restores'),
+  source: z
+    .enum(['create', 'set', 'update', 'rollback', 'approve', 'inference'])
+    .describe(
+      'where it came from: the policy command (as action), an approved proposal (approve), or carapace inference set',
+    ),
+  proposal: z.number().int().nullable().describe('for an approval: the proposal it approved'),
   current: z.boolean().describe('the latest revision: what the sandbox runs, or starts with'),
   text: z.string().optional().describe('the policy YAML (GET of one revision)'),
 });
@@ -61,6 +67,12 @@ const change = {
       'when the change needs it (a static section of a running sandbox), store it and restart the sandbox',
     ),
 };
+
+/** The options a request may set: never `origin` (only approving a proposal makes an approval). */
+const fromRequest = (b: { baseRev?: number | undefined; restart: boolean }): ChangeOptions => ({
+  baseRev: b.baseRev,
+  restart: b.restart,
+});
 
 const policyKey = z.string().min(1).max(256).optional().describe('network policy entry to edit');
 const operation = z.discriminatedUnion('op', [
@@ -113,7 +125,8 @@ export function policyRoutes(policies: PolicyService): Route[] {
     defineRoute({
       method: 'GET',
       path: `${base}/revisions`,
-      summary: "a sandbox's policy history, oldest first: author, time, hash and diff of every revision",
+      summary:
+        "a sandbox's policy history, oldest first: author, time, source, hash and diff of every revision",
       params,
       query: ownerQuery,
       response: z.array(revision),
@@ -136,7 +149,7 @@ export function policyRoutes(policies: PolicyService): Route[] {
       }),
       response: changeResult,
       handler: ({ caller, params: p, query: q, body }) =>
-        policies.set(caller, p.name, q.owner, body.policy, body),
+        policies.set(caller, p.name, q.owner, body.policy, fromRequest(body)),
     }),
     defineRoute({
       method: 'POST',
@@ -148,7 +161,7 @@ export function policyRoutes(policies: PolicyService): Route[] {
       body: z.object({ operations: z.array(operation).min(1).max(256), ...change }),
       response: changeResult,
       handler: ({ caller, params: p, query: q, body }) =>
-        policies.update(caller, p.name, q.owner, body.operations, body),
+        policies.update(caller, p.name, q.owner, body.operations, fromRequest(body)),
     }),
     defineRoute({
       method: 'POST',
@@ -159,7 +172,7 @@ export function policyRoutes(policies: PolicyService): Route[] {
       body: z.object({ to: z.number().int().min(1).describe('the revision to restore'), ...change }),
       response: changeResult,
       handler: ({ caller, params: p, query: q, body }) =>
-        policies.rollback(caller, p.name, q.owner, body.to, body),
+        policies.rollback(caller, p.name, q.owner, body.to, fromRequest(body)),
     }),
   ];
 }

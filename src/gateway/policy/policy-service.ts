@@ -25,7 +25,12 @@ import type { Caller } from '../api/router.js';
 import type { AuditRouter } from '../audit-router.js';
 import type { SandboxLauncher } from '../sandboxes/sandbox-launcher.js';
 import type { SandboxService } from '../sandboxes/sandbox-service.js';
-import type { PolicyRevisionStore, RevisionAction, RevisionRecord } from '../store/policy-revisions.js';
+import type {
+  PolicyRevisionStore,
+  RevisionAction,
+  RevisionRecord,
+  RevisionSource,
+} from '../store/policy-revisions.js';
 import type { SandboxRecord } from '../store/sandbox-store.js';
 import { asApiError, operationOf, type WireOperation } from './policy-wire.js';
 
@@ -37,7 +42,15 @@ export interface ChangeOptions {
   baseRev?: number | undefined;
   /** When the change needs it (a static section on a running sandbox): store it and restart the sandbox. */
   restart?: boolean | undefined;
+  /**
+   * Where the change comes from when it is not the policy command itself: an approved proposal,
+   * or `carapace inference set`. Only the gateway's own services pass it (the routes never do):
+   * a request cannot claim to approve a proposal.
+   */
+  origin?: RevisionOrigin | undefined;
 }
+
+export type RevisionOrigin = { source: 'approve'; proposal: number } | { source: 'inference' };
 
 /** A revision as the API shows it. */
 export interface RevisionView {
@@ -50,6 +63,9 @@ export interface RevisionView {
   diff: string[];
   sections: string[];
   restores: number | null;
+  source: RevisionSource;
+  /** For an approval: the proposal it approved. */
+  proposal: number | null;
   /** The latest revision: what the sandbox runs, or starts with. */
   current: boolean;
   text?: string;
@@ -201,10 +217,13 @@ export class PolicyService {
       return { outcome: 'unchanged', revision: view(latest, latest.rev), generation: null, closedTunnels: 0 };
     }
     const live = this.liveFor(rec, latest, engine, apply);
+    const proposal = o.origin?.source === 'approve' ? o.origin.proposal : undefined;
     const provenance: PolicyProvenance = {
       source: 'api',
       author: caller.uid,
       action: made.action,
+      origin: o.origin?.source,
+      proposal,
       revision: latest.rev + 1,
       previousRevision: latest.rev,
       restores: made.restores,
@@ -220,7 +239,7 @@ export class PolicyService {
       throw new ApiError(
         'POLICY_NEEDS_RESTART',
         `policy not changed: ${plan.static.join(', ')} cannot change while sandbox ${name} runs (it is fixed when the sandbox starts). ` +
-          `Repeat with --restart to store the change and restart the sandbox with it (carapace sandbox restart ${name}), or stop the sandbox first`,
+          `Repeat it with --restart to store the change and restart the sandbox with it, or stop the sandbox first (carapace sandbox stop ${name})`,
       );
     }
     // The diff is against the latest stored revision, whatever runs (most often what runs).
@@ -231,6 +250,8 @@ export class PolicyService {
       text: made.text,
       authorUid: caller.uid,
       action: made.action,
+      source: o.origin?.source ?? made.action,
+      proposal,
       effect: restart ? 'restart' : live.running ? 'live' : 'start',
       diff: engine.formatChanges(engine.diffPolicies(before, after)),
       sections: [...sections.static, ...sections.dynamic],
@@ -243,6 +264,8 @@ export class PolicyService {
       owner: rec.ownerUid,
       revision: stored.revision.rev,
       action: made.action,
+      source: stored.revision.source,
+      ...(proposal !== undefined ? { proposal } : {}),
       author: caller.uid,
       effect: stored.revision.effect,
     });
@@ -327,6 +350,8 @@ function view(r: RevisionRecord, latest: number): RevisionView {
     diff: r.diff,
     sections: r.sections,
     restores: r.restores,
+    source: r.source,
+    proposal: r.proposal,
     current: r.rev === latest,
   };
 }

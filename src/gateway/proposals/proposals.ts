@@ -192,6 +192,7 @@ export class ProposalService {
       try {
         const result = await this.opts.policies.update(caller, rec.name, rec.ownerUid, wireOps(rule), {
           baseRev: latest.rev,
+          origin: { source: 'approve', proposal: p.id },
         });
         const outcome = result.outcome === 'stored' ? 'stored' : 'applied';
         this.decide(p, rec, caller, {

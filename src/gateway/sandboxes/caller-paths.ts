@@ -8,7 +8,9 @@
  * reachable only through a group is refused, never wrongly allowed) resolves each path and checks
  * it may read it (and write it, for a workspace or a writable mount); the gateway then uses the
  * resolved path only if what it opens is the very inode the caller's process saw (device and
- * inode compared), so a path swapped between the check and the start is refused.
+ * inode compared), so a path swapped between the check and the start is refused. A workspace must
+ * also be the caller's own directory (or the sandbox's, after its first start): the start hands
+ * it to the sandbox's uid with everything in it, and the delete hands it back to the caller.
  *
  * A rootless gateway runs as its user: the kernel already checks everything it opens.
  */
@@ -47,7 +49,7 @@ for (const { path, write, create } of JSON.parse(process.argv[1])) {
     const st = fs.statSync(real);
     try {
       fs.accessSync(real, fs.constants.R_OK | fs.constants.X_OK | (write ? fs.constants.W_OK : 0));
-      out.push({ real, dev: st.dev, ino: st.ino });
+      out.push({ real, dev: st.dev, ino: st.ino, owner: st.uid });
     } catch (e) {
       out.push({ error: e.code || String(e), real, dev: st.dev, ino: st.ino, owner: st.uid, dir: st.isDirectory() });
     }
@@ -71,7 +73,7 @@ export async function checkAsCaller(uid: number, gid: number, paths: PathRequest
   child.stdout.on('data', (d: Buffer) => (text += String(d)));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   let results: (
-    | { real: string; dev: number; ino: number }
+    | { real: string; dev: number; ino: number; owner: number }
     | { error: string; real?: string; dev?: number; ino?: number; owner?: number; dir?: boolean }
   )[];
   try {
@@ -99,6 +101,15 @@ export async function checkAsCaller(uid: number, gid: number, paths: PathRequest
             : r.error;
       throw new ApiError('FORBIDDEN', `${req.what} ${req.path} ${why} (checked as uid ${uid})`);
     }
-    return r;
+    // A workspace is handed to its sandbox whole (every file in it chowned to the sandbox's uid,
+    // and back to the user at delete): one the user may write but does not own (/tmp, /dev/shm, a
+    // group's shared directory) would give them everyone's files in it.
+    if (req.create && r.owner !== uid && (req.handedTo === undefined || r.owner !== req.handedTo)) {
+      throw new ApiError(
+        'FORBIDDEN',
+        `${req.what} ${req.path} is not yours: a workspace is handed to its sandbox whole, so give a directory you own (checked as uid ${uid})`,
+      );
+    }
+    return { real: r.real, dev: r.dev, ino: r.ino };
   });
 }

@@ -255,7 +255,9 @@ export class OneOffRuns {
     const control = sb.started.control;
     if (!(await sb.ready)) {
       end();
-      throw new ApiError('SANDBOX_START_FAILED', `sandbox ${name} did not start (exit ${await sb.exited})`);
+      // bwrap's own line (or the init's), as the run without a gateway says it.
+      const why = sb.whyNotStarted(await sb.exited);
+      throw new ApiError('SANDBOX_START_FAILED', `the sandbox did not start: ${why}`);
     }
     if (control === null || this.closed) {
       end();

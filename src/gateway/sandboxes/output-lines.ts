@@ -1,7 +1,7 @@
 /**
- * Lines of an agent's output, over the records its log keeps. The init writes one record per read
- * of a pipe (native/logs.c): a program that writes byte by byte (curl's stderr) makes one record of
- * each byte, and one read can hold many lines. `sandbox logs --tail N` means lines, so the records
+ * Lines of an agent's output, over the records its log keeps. The init writes one record per short
+ * window of a pipe's output (native/logs.c): a line can span records (a program that writes byte
+ * by byte, as curl's stderr does, slower than the window), and one record can hold many lines. `sandbox logs --tail N` means lines, so the records
  * are weighed by the line ends they hold, and the oldest one shown is cut to the lines asked for.
  *
  * The two streams are one sequence of lines, in the order the records are in (as the CLI prints

@@ -1,8 +1,8 @@
 /**
  * What a stored sandbox starts (or is re-adopted) with, besides its spec: its policy revision
  * parsed into the runtime's settings, its attachment to the shared proxy with its credentials
- * unsealed for the proxy only, and its host identity. The launcher's, at every start and adoption
- * (sandbox-launcher.ts).
+ * unsealed for the proxy only, and its host identity. Read at every start (sandbox-launcher.ts)
+ * and re-adoption (sandbox-adoption.ts).
  */
 import { join } from 'node:path';
 import type { SandboxProxy } from '../../proxy/index.js';
@@ -52,6 +52,7 @@ export function egressOf(
   const provider = async (name: string, identity: SandboxIdentity) =>
     egressNetwork({
       proxy: await opts.runtime.proxy(),
+      heldBy: 'gateway',
       runDir: opts.dirs.run,
       generation,
       credentials,

@@ -8,8 +8,9 @@
  * forwards, events) and its output written by its own init to `<state>/logs/<id>.log`, rotated
  * when the init asks (agent-log.ts). When the
  * gateway stops it lets them be (its proxy sockets close; their relays fail until it is back);
- * when it starts it re-adopts the ones still running (runtime.adopt: by the run record's pid and
- * start time) and listens on their proxy sockets again.
+ * when it starts it re-adopts the ones still running (sandbox-adoption.ts) and listens on their
+ * proxy sockets again. Started or re-adopted, a running sandbox is held the same way until it ends
+ * (held-sandboxes.ts).
  *
  * Paths a user named (`--workspace`, `--mount`) are checked as that user at every start
  * (sandbox-paths.ts); the sandbox binds them only if they are still the inodes the check saw.
@@ -19,27 +20,21 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { lifecycle } from '../../audit/index.js';
-import type { SandboxProxy } from '../../proxy/index.js';
-import type { AdoptedSandbox } from '../../runtime/adopted-sandbox.js';
 import type { BubblewrapSandbox } from '../../runtime/bubblewrap-driver.js';
-import type { DriverSandbox } from '../../runtime/driver.js';
-import type { ManagedSandbox } from '../../runtime/managed-sandbox.js';
 import type { Runtime } from '../../runtime/runtime.js';
 import { specFromSettings } from '../../runtime/sandbox-spec-from-policy.js';
-import { SandboxCgroup } from '../../sandbox/cgroup/cgroup.js';
-import { processStartedAt, UsageMeter, type TreeUsage } from '../../sandbox/processes.js';
-import { SandboxControl } from '../../sandbox/control/control.js';
+import type { TreeUsage } from '../../sandbox/processes.js';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
 import { SandboxStartError } from '../../sandbox/launch/launch.js';
 import type { NetworkAttachment } from '../../sandbox/sandbox.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
 import { ApiError } from '../api/errors.js';
 import type { AuditRouter } from '../audit-router.js';
-import { forwardEvent, ForwardSet, type ForwardState } from '../sandbox-io/forwards.js';
+import { ForwardSet, type ForwardState } from '../sandbox-io/forwards.js';
 import { AgentLogs, type LogRotation } from './agent-log.js';
-import { egressOf, identityOf, policyOf } from './sandbox-inputs.js';
-import { followEvents } from './sandbox-events.js';
+import { HeldSandboxes, type Held } from './held-sandboxes.js';
+import { adoptSandbox } from './sandbox-adoption.js';
+import { egressOf, policyOf } from './sandbox-inputs.js';
 import type { RestartSettings, Run } from './restart-policy.js';
 import { RestartScheduler } from './restart-scheduler.js';
 import { checkedPaths, handBackWorkspace } from './sandbox-paths.js';
@@ -62,28 +57,9 @@ export interface SandboxLauncherOptions {
   log?: (entry: Record<string, unknown>) => void;
 }
 
-/** A sandbox the gateway holds while it runs. */
-export interface Held {
-  id: string;
-  sandbox: DriverSandbox;
-  control: SandboxControl;
-  proxy: SandboxProxy | null;
-  network: NetworkAttachment | null;
-  forwards: ForwardSet;
-  startedAt: number;
-  /** Set when the gateway asked it to end: its end is not a reason to restart it. */
-  stopping: boolean;
-  closeEvents: () => void;
-  /** Resolves once its end has been dealt with (released, record updated). */
-  done: Promise<void>;
-  /** The policy revision it started with (live changes since are the policy service's). */
-  policyRev: number;
-}
-
 export class SandboxLauncher {
-  private readonly held = new Map<string, Held>();
-  /** The usage readings of the running sandboxes (usage()). */
-  private readonly usages = new UsageMeter();
+  /** The running sandboxes, started or re-adopted. */
+  private readonly held: HeldSandboxes;
   /** Its restart policy, for each sandbox whose agent ends by itself. */
   private readonly restarts: RestartScheduler;
   /** The agents' output logs, rotated at their inits' request. */
@@ -100,6 +76,14 @@ export class SandboxLauncher {
     });
     mkdirSync(this.caDir, { recursive: true, mode: 0o700 });
     this.logs = new AgentLogs(join(this.opts.dirs.state, 'logs'), opts.logRotation);
+    this.held = new HeldSandboxes({
+      runtime: opts.runtime,
+      store: opts.store,
+      audit: opts.audit,
+      logs: this.logs,
+      log: opts.log,
+      ended: (id, run) => this.ended(id, run),
+    });
   }
 
   private get caDir(): string {
@@ -116,24 +100,22 @@ export class SandboxLauncher {
 
   /** The running sandbox of a record (exec, forwards, policy changes); null when it is not running. */
   get(id: string): Held | null {
-    return this.held.get(id) ?? null;
+    return this.held.get(id);
   }
 
   /** When the running sandbox's init started (its run, whichever gateway started it); null if not running. */
   startedAt(id: string): number | null {
-    const held = this.held.get(id);
-    return held ? processStartedAt(held.sandbox.pid) : null;
+    return this.held.startedAt(id);
   }
 
   /** CPU so far and resident memory now of a running sandbox's processes (UsageMeter); null if not running. */
   usage(id: string): TreeUsage | null {
-    const held = this.held.get(id);
-    return held ? this.usages.read(id, held.sandbox.pid) : null;
+    return this.held.usage(id);
   }
 
   /** Every sandbox held now. */
   all(): Held[] {
-    return [...this.held.values()];
+    return this.held.all();
   }
 
   /**
@@ -166,7 +148,7 @@ export class SandboxLauncher {
       await reserved?.close();
       throw err instanceof SandboxStartError ? new ApiError('SANDBOX_START_FAILED', err.message) : err;
     }
-    await this.bindForwards(rec, entry);
+    await this.held.bindForwards(rec, entry);
   }
 
   private async launch(rec: SandboxRecord, reserved: ForwardSet | undefined): Promise<Held> {
@@ -200,162 +182,47 @@ export class SandboxLauncher {
       bestEffortLimits: false,
       stdio: 'pipe',
       expectedInodes: expected,
+      // The caller's own files in a workspace they gave go to the sandbox, nobody else's.
+      handOverFrom: this.opts.rootless || rec.ownerUid === 0 ? undefined : rec.ownerUid,
       control: true,
       logFile: this.logPath(rec.id),
       logLimitBytes: this.logs.rotation.maxFileBytes,
       detached: true,
     });
+    if (managed.state === 'failed') {
+      // The agent never ran (bwrap or the init refused the start, and said why): a start that
+      // failed, as one whose checks failed, not a sandbox left `failed` with a create that
+      // succeeded. Create keeps nothing of it; a restart counts it as a crash (restart-scheduler.ts).
+      await started.exited;
+      await started.release();
+      this.opts.runtime.forget(rec.id);
+      throw new SandboxStartError(managed.reason ?? 'the sandbox did not start');
+    }
     const bw = (started as BubblewrapSandbox).started;
     if (!bw.control) throw new ApiError('INTERNAL', `sandbox ${rec.name} has no control socket`);
-    return this.hold(rec, started, bw.control, network.proxy(), attachment, managed, false, reserved);
+    return this.held.hold({
+      rec,
+      sandbox: started,
+      control: bw.control,
+      proxy: network.proxy(),
+      network: attachment,
+      managed,
+      adopted: false,
+      forwards: reserved,
+    });
   }
 
   /**
    * Re-adopts a record's sandbox if it still runs (started by an earlier gateway); returns whether
-   * it did. Its proxy socket is served again in the directory its relay knows.
+   * it did (sandbox-adoption.ts).
    */
-  async adopt(rec: SandboxRecord): Promise<boolean> {
-    const adopted = this.opts.runtime.adopt(rec.id, rec.name, rec.ownerUid);
-    if (!adopted) return false;
-    const sb = adopted.started as AdoptedSandbox;
-    // Its attachment to the proxy is made here, not by the driver (which releases a started
-    // sandbox's with it): closed here when it ends, or the proxy keeps it ("already attached").
-    let attachment: NetworkAttachment | null = null;
-    try {
-      const { policy, settings, engine } = await policyOf(this.opts.store, rec);
-      const network = egressOf(
-        this.opts,
-        this.caDir,
-        rec,
-        engine.compilePolicy(policy),
-        settings.limits,
-        true,
-      );
-      attachment = await network.provider(rec.id, identityOf(this.opts, rec));
-      const cgroup = sb.record.cgroupKey ? SandboxCgroup.existing(sb.record.cgroupKey) : null;
-      attachment.started(sb.pid, cgroup);
-      const control = new SandboxControl(join(sb.controlDir, 'control.sock'));
-      const entry = this.hold(rec, sb, control, network.proxy(), attachment, adopted.managed, true);
-      await this.bindForwards(rec, entry);
-    } catch (err) {
-      // Running, but not ours to serve: stop it rather than leave it without its proxy.
-      this.opts.log?.({
-        level: 'warn',
-        msg: 'cannot re-adopt a sandbox',
-        sandbox: rec.name,
-        error: (err as Error).message,
-      });
-      sb.kill();
-      await sb.exited;
-      await attachment?.close();
-      await sb.release();
-      return false;
-    }
-    this.opts.audit.emit(
-      lifecycle({
-        sandbox: rec.id,
-        activity: 'update',
-        message: `sandbox ${rec.name} re-adopted: its gateway was lost (stopped or killed) and another took it over`,
-        details: { gateway_lost: true, pid: sb.pid },
-      }),
-    );
-    return true;
-  }
-
-  /** What follows a started or adopted sandbox: state, events, forwards, its end. */
-  private hold(
-    rec: SandboxRecord,
-    sandbox: DriverSandbox,
-    control: SandboxControl,
-    proxy: SandboxProxy | null,
-    network: NetworkAttachment | null,
-    managed: ManagedSandbox,
-    /** The launcher made `network` (an adopted sandbox): it closes it when the sandbox ends. */
-    ownsNetwork = false,
-    /** Ports already listened on for it (reserveForwards). */
-    forwards = new ForwardSet(),
-  ): Held {
-    const events = control.events();
-    forwards.attach(control, (f, state) => this.forwardChanged(rec, f, state));
-    const entry: Held = {
-      id: rec.id,
-      sandbox,
-      control,
-      proxy,
-      network,
-      forwards,
-      startedAt: Date.now(),
-      stopping: false,
-      closeEvents: () => events.close(),
-      done: Promise.resolve(),
-      policyRev: rec.spec.policyRev,
-    };
-    this.held.set(rec.id, entry);
-    // ownsNetwork: an adopted sandbox, whose log is settled first.
-    void followEvents({
-      rec,
-      control,
-      events,
-      adopted: ownsNetwork,
-      logs: this.logs,
-      audit: this.opts.audit,
-      log: this.opts.log,
-    });
-    managed.onChange((c) => {
-      if (!this.opts.store.get(rec.id)) return;
-      this.opts.store.update(rec.id, {
-        state: c.to,
-        ...(c.exitCode !== undefined ? { exitCode: c.exitCode } : {}),
-        ...(c.reason !== undefined ? { reason: c.reason } : {}),
-      });
-    });
-    // What happened before the listener was there (an agent that ended at once) is in `managed`.
-    this.opts.store.update(rec.id, {
-      state: managed.state,
-      exitCode: managed.exitCode,
-      reason: managed.reason,
-    });
-    entry.done = sandbox.exited.then(async (code) => {
-      entry.closeEvents();
-      await entry.forwards.close();
-      if (ownsNetwork) await network?.close();
-      await sandbox.release();
-      if (this.held.get(rec.id) === entry) {
-        this.held.delete(rec.id);
-        this.usages.forget(rec.id);
-      }
-      this.opts.runtime.forget(rec.id);
-      if (!entry.stopping)
-        this.ended(rec.id, { startedAt: entry.startedAt, exitedAt: Date.now(), exitCode: code });
-    });
-    return entry;
-  }
-
-  /**
-   * The stored forwards of a sandbox it holds listen, or are kept not listening (a host port
-   * someone else took while it was stopped or the gateway down): the sandbox runs either way, and
-   * says so (forwardChanged).
-   */
-  private async bindForwards(rec: SandboxRecord, entry: Held): Promise<void> {
-    for (const f of this.opts.store.forwards(rec.id)) await entry.forwards.keep(f);
-  }
-
-  /** A kept forward stopped or started listening: the sandbox's audit trail and the gateway's log say so. */
-  private forwardChanged(rec: SandboxRecord, f: Forward, state: ForwardState): void {
-    this.opts.audit.emit(forwardEvent(rec.id, rec.name, f, state));
-    this.opts.log?.({
-      level: state.listening ? 'info' : 'warn',
-      msg: state.listening ? 'forward listening' : 'forward not listening',
-      sandbox: rec.name,
-      port: f.hostPort,
-      ...(state.reason !== null ? { error: state.reason } : {}),
-    });
+  adopt(rec: SandboxRecord): Promise<boolean> {
+    return adoptSandbox(rec, { ...this.opts, caDir: this.caDir, held: this.held });
   }
 
   /** The state of each forward of a running sandbox by host port; null when it does not run. */
   forwardStates(id: string): ((hostPort: number) => ForwardState | null) | null {
-    const held = this.held.get(id);
-    return held ? (hostPort) => held.forwards.state(hostPort) : null;
+    return this.held.forwardStates(id);
   }
 
   /** The agent ended by itself: its restart policy says what next (restart-scheduler.ts). */
@@ -399,13 +266,7 @@ export class SandboxLauncher {
    */
   async letGo(): Promise<void> {
     this.restarts.cancelAll();
-    for (const entry of this.held.values()) {
-      entry.stopping = true; // what follows is this gateway's exit, not the sandbox's
-      entry.closeEvents();
-      await entry.forwards.close();
-      await entry.network?.suspend?.();
-    }
-    this.held.clear();
+    await this.held.letGo();
   }
 
   /** Forgets everything the launcher holds of a record (it is being deleted). */

@@ -83,7 +83,8 @@ export async function handBackWorkspace(
     if (!rec.spec.ownWorkspace && (sandboxUid === null || fstatSync(fd).uid !== sandboxUid)) {
       return rec.spec.workspace;
     }
-    handOverTree(fd, { uid: rec.ownerUid, gid });
+    // Only what the sandbox's uid owns: anything else in the tree was never the owner's to get.
+    handOverTree(fd, { uid: rec.ownerUid, gid }, sandboxUid ?? undefined);
   } finally {
     closeSync(fd);
   }

@@ -6,8 +6,8 @@
  * (sandbox-launcher.ts); the records are the store's; what the API shows of one, sandbox-views.ts's.
  */
 import { randomBytes } from 'node:crypto';
-import { removeTree } from '../../sandbox/host-paths/remove-tree.js';
-import { join } from 'node:path';
+import { removeAllBut, removeTree } from '../../sandbox/host-paths/remove-tree.js';
+import { basename, join } from 'node:path';
 import type { IdentityRegistry } from '../../sandbox/identity/identity.js';
 import { assertSandboxName } from '../../sandbox/identity/identity.js';
 import type { StateDirs } from '../../sandbox/state-dirs.js';
@@ -122,6 +122,7 @@ export class SandboxService {
     const policy = await checkPolicyText(policyText, `${req.name}.yaml`);
     for (const f of req.forwards)
       assertListenable(req.name, f, policy.listen_ports, req.policy === undefined ? 'default' : 'given');
+    assertMayBind(caller, req.forwards);
     // A user's sandbox always has a memory limit: the policy's, or the default one, which counts
     // against the user's quota like any other.
     const declared = await policyMemoryLimit(policy);
@@ -263,12 +264,7 @@ export class SandboxService {
       const policy = await checkPolicyText(revision.text, `${rec.name}.yaml`);
       assertListenable(name, f, policy.listen_ports);
     }
-    if (f.hostPort < 1024 && !caller.admin) {
-      throw new ApiError(
-        'FORBIDDEN',
-        `host port ${f.hostPort} is privileged: forward a port of 1024 or above`,
-      );
-    }
+    assertMayBind(caller, [f]);
     // Stored first (a port another forward has is refused as such), then listened on (running)
     // or tried (stopped): a port another program holds is refused, and the row goes again.
     this.opts.store.addForward(rec.id, f);
@@ -364,10 +360,15 @@ export class SandboxService {
     await this.opts.launcher.forget(rec);
     const storage = join(this.opts.dirs.state, 'sandboxes', rec.id);
     let kept: string | null = null;
+    const keepsStorage = keepWorkspace && rec.spec.ownWorkspace;
+    // What is kept of the gateway's own workspace is the workspace: the storage's other trees (the
+    // policy's read_write paths) go first, or they would be reachable under a directory handed to
+    // the user, still owned by a uid the registry then frees for another sandbox.
+    // Off the event loop: a tree may hold any number of files (remove-tree.ts).
+    if (keepsStorage) await removeAllBut(storage, basename(rec.spec.workspace));
     if (!rec.spec.ownWorkspace || keepWorkspace) {
-      kept = await this.opts.launcher.handBack(rec, keepWorkspace && rec.spec.ownWorkspace);
+      kept = await this.opts.launcher.handBack(rec, keepsStorage);
     }
-    // Off the event loop: a workspace may hold any number of files (remove-tree.ts).
     if (kept === null || !kept.startsWith(storage)) await removeTree(storage);
     this.opts.store.delete(rec.id);
     this.views.forget(rec.id);
@@ -375,5 +376,22 @@ export class SandboxService {
     await this.opts.launcher.logs.remove(rec.id); // every generation of its agent log
     await this.opts.identities?.release({ state: this.opts.dirs.state, name: rec.id });
     return { kept };
+  }
+}
+
+/**
+ * A host port below 1024 is root's to bind: the gateway (root) binds one for root and
+ * carapace-admin only, whichever route asks (create's forwards as well as `sandbox forward`).
+ * Threat: a user has root's gateway listen for them where only root may, on a port the host's
+ * own services (and their clients) take to be root's.
+ */
+function assertMayBind(caller: Caller, forwards: readonly Forward[]): void {
+  for (const f of forwards) {
+    if (f.hostPort < 1024 && !caller.admin) {
+      throw new ApiError(
+        'FORBIDDEN',
+        `host port ${f.hostPort} is privileged: forward a port of 1024 or above`,
+      );
+    }
   }
 }

@@ -124,6 +124,27 @@ export const MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX IF NOT EXISTS proposals_by_key ON proposals (sandbox_id, key, status);
    PRAGMA user_version = 6;`,
+  // 7: where a policy revision came from (its source): create, set, update and rollback as its
+  // action says; approve, an approved proposal (with its id); inference, `carapace inference set`.
+  // A revision stored before says what its action says, except that an approval then was stored as
+  // an update: an update is read as the approval whose proposal names it as its applied revision,
+  // decided by the revision's author, when exactly one does (docs/gateway.md, "Policy revisions").
+  `ALTER TABLE policy_revisions ADD COLUMN source TEXT NOT NULL DEFAULT 'create';
+   ALTER TABLE policy_revisions ADD COLUMN proposal_id INTEGER;
+   UPDATE policy_revisions SET source = action;
+   UPDATE policy_revisions
+      SET source = 'approve',
+          proposal_id = (SELECT p.id FROM proposals p
+                          WHERE p.sandbox_id = policy_revisions.sandbox_id AND p.status = 'approved'
+                            AND p.applied_rev = policy_revisions.rev)
+    WHERE action = 'update'
+      AND (SELECT count(*) FROM proposals p
+            WHERE p.sandbox_id = policy_revisions.sandbox_id AND p.status = 'approved'
+              AND p.applied_rev = policy_revisions.rev AND p.decided_by = policy_revisions.author_uid) = 1
+      AND (SELECT count(*) FROM proposals p
+            WHERE p.sandbox_id = policy_revisions.sandbox_id AND p.status = 'approved'
+              AND p.applied_rev = policy_revisions.rev) = 1;
+   PRAGMA user_version = 7;`,
 ];
 
 export class StoreError extends Error {

@@ -2,7 +2,8 @@
  * A sandbox's policy history: every revision ever in force, append-only. A revision records its
  * text, sha256 hash, author (the uid the API's caller was, never a claim in a request), time, what
  * it was (the policy at creation, a set, an update by operations, a rollback and the revision it
- * restores), how it took effect (live, at the next start, by a restart), and the diff against the
+ * restores), where it came from (its source: those, or an approved proposal and its id, or
+ * `carapace inference set`), how it took effect (live, at the next start, by a restart), and the diff against the
  * revision before it. Rolling back appends a new revision with the old text: history is never
  * rewritten. A revision is read as this version reads it (revisionOf): a form an earlier version
  * stored and this one refuses is read as what it meant then, and the stored row stays as it was.
@@ -22,6 +23,12 @@ import {
 } from './sandbox-store.js';
 
 export type RevisionAction = 'create' | 'set' | 'update' | 'rollback';
+/**
+ * Where a revision came from: the policy commands (create, set, update, rollback: as its action),
+ * an approved proposal (`carapace rules approve`, `approve-all --safe`, the dashboard, `term`), or
+ * `carapace inference set`. Set by the gateway's own services, never by a field of a request.
+ */
+export type RevisionSource = RevisionAction | 'approve' | 'inference';
 /** live: swapped into the running sandbox; start: in force when it (next) starts; restart: the
  * sandbox was restarted with it. */
 export type RevisionEffect = 'live' | 'start' | 'restart';
@@ -35,12 +42,17 @@ export interface RevisionRecord extends PolicyRevision {
   sections: string[];
   /** For a rollback: the revision whose text it restores. */
   restores: number | null;
+  source: RevisionSource;
+  /** For an approval: the proposal it approved (`carapace rules show ID`). */
+  proposal: number | null;
 }
 
 export interface NewRevision {
   text: string;
   authorUid: number;
   action: Exclude<RevisionAction, 'create'>;
+  source: Exclude<RevisionSource, 'create'>;
+  proposal?: number | undefined;
   effect: RevisionEffect;
   diff: string[];
   sections: string[];
@@ -58,6 +70,8 @@ interface Row {
   diff: string;
   sections: string;
   restores: number | null;
+  source: RevisionSource;
+  proposal_id: number | null;
 }
 
 const fromRow = (r: Row): RevisionRecord => ({
@@ -67,6 +81,8 @@ const fromRow = (r: Row): RevisionRecord => ({
   diff: JSON.parse(r.diff) as string[],
   sections: JSON.parse(r.sections) as string[],
   restores: r.restores === null ? null : Number(r.restores),
+  source: r.source,
+  proposal: r.proposal_id === null ? null : Number(r.proposal_id),
 });
 
 export class PolicyRevisionStore {
@@ -114,8 +130,8 @@ export class PolicyRevisionStore {
       const next = latest + 1;
       this.db
         .sql(
-          `INSERT INTO policy_revisions (sandbox_id, rev, text, hash, author_uid, created_at, action, effect, diff, sections, restores)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO policy_revisions (sandbox_id, rev, text, hash, author_uid, created_at, action, effect, diff, sections, restores, source, proposal_id)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           rec.id,
@@ -129,6 +145,8 @@ export class PolicyRevisionStore {
           JSON.stringify(rev.diff),
           JSON.stringify(rev.sections),
           rev.restores ?? null,
+          rev.source,
+          rev.proposal ?? null,
         );
       const record = this.sandboxes.update(rec.id, { spec: { ...rec.spec, policyRev: next } }, rec.version);
       return { record, revision: this.get(rec.id, next)! };

@@ -48,17 +48,36 @@ export function listPresets(dir = join(builtinPoliciesDir(), 'presets')): Preset
     });
 }
 
-/** Finds a built-in preset by name; throws PolicyError (with a suggestion) when there is none. */
+/**
+ * A preset name that names no built-in preset: bad input (exit 2, a 400 from the API), said in
+ * one line with a suggestion. Not a PolicyError: that one is `file: message`, and a name is no file
+ * (it printed `nmp: unknown preset "nmp" …`).
+ */
+export class UnknownPresetError extends Error {
+  override name = 'UnknownPresetError';
+  readonly code = 'UNKNOWN_PRESET';
+  readonly exitCode = 2;
+  constructor(
+    readonly preset: string,
+    readonly suggestion: string | null,
+  ) {
+    const hint = suggestion !== null ? `did you mean "${suggestion}"? ` : '';
+    super(`unknown preset "${preset}" (${hint}carapace policy presets lists them)`);
+  }
+}
+
+/** Finds a built-in preset by name; throws UnknownPresetError (with a suggestion) when there is none. */
 export function findPreset(name: string, dir?: string): PresetSummary {
   const all = listPresets(dir);
   const found = all.find((p) => p.name === name);
   if (found !== undefined) return found;
-  const guess = closest(
+  throw new UnknownPresetError(
     name,
-    all.map((p) => p.name),
+    closest(
+      name,
+      all.map((p) => p.name),
+    ),
   );
-  const hint = guess !== null ? ` (did you mean "${guess}"?)` : '';
-  throw policyErrorAt(name, `unknown preset "${name}"${hint}; "carapace policy presets" lists them`);
 }
 
 export function loadBuiltinPreset(name: string, dir?: string): Preset {

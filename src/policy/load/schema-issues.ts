@@ -221,12 +221,17 @@ export function issuesFromZod(issue: z.core.$ZodIssue, data: unknown, root: AnyS
           },
         ];
       }
-      return [{ path, message: `${fieldName(path)} must be ${expected}, not ${typeName(value)}` }];
+      const unquote = (issue.expected === 'number' || issue.expected === 'int') && isNumeral(value);
+      const hint = unquote ? withoutQuotes(path, value) : '';
+      return [{ path, message: `${fieldName(path)} must be ${expected}, not ${typeName(value)}${hint}` }];
     }
     case 'invalid_value': {
       const options = issue.values.map((v) => JSON.stringify(v));
-      const guess = typeof value === 'string' ? closest(value, issue.values.map(String)) : null;
-      const hint = guess !== null ? ` (did you mean "${guess}"?)` : '';
+      // `version: "1"`: the value is right but quoted; a "did you mean" would suggest the same text.
+      const quoted =
+        typeof value === 'string' && issue.values.some((v) => typeof v !== 'string' && String(v) === value);
+      const guess = typeof value === 'string' && !quoted ? closest(value, issue.values.map(String)) : null;
+      const hint = quoted ? withoutQuotes(path, value) : guess !== null ? ` (did you mean "${guess}"?)` : '';
       const list = options.length === 1 ? options[0] : `one of ${options.join(', ')}`;
       return [{ path, message: `${fieldName(path)} must be ${list}, not ${typeName(value)}${hint}` }];
     }
@@ -238,6 +243,18 @@ export function issuesFromZod(issue: z.core.$ZodIssue, data: unknown, root: AnyS
     default:
       return [{ path, message: `${fieldName(path)}: ${issue.message}` }];
   }
+}
+
+/** A string YAML would have read as a number had it not been quoted (`port: "443"`). */
+function isNumeral(value: unknown): value is string {
+  return typeof value === 'string' && /^-?[0-9]+(\.[0-9]+)?$/.test(value.trim());
+}
+
+function withoutQuotes(path: PolicyPath, value: string): string {
+  const key = path[path.length - 1];
+  return typeof key === 'string'
+    ? ` (write it without quotes: ${key}: ${value.trim()})`
+    : ' (write it without quotes)';
 }
 
 function unknownKey(root: AnySchema, path: PolicyPath, key: string): PolicyIssue {

@@ -134,13 +134,16 @@ export async function handleConnection(sb: SandboxContext, socket: net.Socket): 
         srcPort: header.srcPort,
       });
       return void socket.end(
-        forbidden({
-          host,
-          port,
-          binary: who.binary ?? UNKNOWN_BINARY,
-          reason: who.reason,
-          hint: { kind: 'identity' },
-        }),
+        forbidden(
+          {
+            host,
+            port,
+            binary: who.binary ?? UNKNOWN_BINARY,
+            reason: who.reason,
+            hint: { kind: 'identity' },
+          },
+          sb.heldBy,
+        ),
       );
     }
     const conn: ClientConnection = { sb, socket, reader, srcPort: header.srcPort, caller: who.caller };

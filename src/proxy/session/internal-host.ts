@@ -116,7 +116,7 @@ export async function connectInternal(
     });
     if (!conn.socket.destroyed)
       await new Promise<void>((resolve) =>
-        conn.socket.end(forbidden({ host, port, binary: caller.binary, reason }), resolve),
+        conn.socket.end(forbidden({ host, port, binary: caller.binary, reason }, sb.heldBy), resolve),
       );
     return;
   }

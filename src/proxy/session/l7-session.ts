@@ -181,7 +181,10 @@ export class L7Session {
       sb.audit.request({ ...base, disposition: 'blocked', method: r.method, path: r.path, status: r.status });
     const body =
       r.status === 403
-        ? forbidden({ host: r.host, port: r.port, binary: caller.binary, reason: r.reason, hint: r.hint })
+        ? forbidden(
+            { host: r.host, port: r.port, binary: caller.binary, reason: r.reason, hint: r.hint },
+            sb.heldBy,
+          )
         : badRequest(r.reason);
     await this.answerAndClose(body);
     return { kind: 'done' };
@@ -274,13 +277,16 @@ export class L7Session {
     if (!guarded.ok) {
       sb.audit.connect({ ...base, disposition: 'blocked', reason: guarded.reason, ip: guarded.address });
       await this.answerAndClose(
-        forbidden({
-          host: a.host.host,
-          port: a.port,
-          binary: caller.binary,
-          reason: guarded.reason,
-          hint: guardHint(guarded),
-        }),
+        forbidden(
+          {
+            host: a.host.host,
+            port: a.port,
+            binary: caller.binary,
+            reason: guarded.reason,
+            hint: guardHint(guarded),
+          },
+          sb.heldBy,
+        ),
       );
       return null;
     }

@@ -10,14 +10,22 @@
  * A denial's `hint` names only commands and policy fields that exist (`carapace policy explain`,
  * `carapace rules list|approve` (docs/operator.md), `--allow-local` of `carapace run` and of
  * `carapace gateway start`, `host.openshell.internal`, `allowed_ips`, `credentials`): it is read
- * by the agent and by the person who runs it, and a hint that names nothing real wastes both. The
- * proxy does not know which of the two runs it, so the local hint names both.
+ * by the agent and by the person who runs it, and a hint that names nothing real wastes both. It
+ * names the commands of the one who holds the sandbox (`HeldBy`): a hint naming a run's and a
+ * gateway's left each reader to guess which half was theirs (test/proxy/denial-hints.test.ts).
  */
 import { STATUS_CODES } from 'node:http';
 import { HOST_LOCAL_NAMES } from '../net/address-guard.js';
 import { printable } from '../../policy/printable.js';
 
 const HOST_LOCAL_NAME = HOST_LOCAL_NAMES[0];
+
+/**
+ * Who holds the sandbox, which decides what a denial's hint tells to do: `run`, a `carapace run`
+ * whose policy is a file it watches; `gateway`, a gateway sandbox whose policy is revisions and
+ * whose denials become proposals (docs/operator.md).
+ */
+export type HeldBy = 'run' | 'gateway';
 
 /** What a refusal was about, which decides the hint. */
 export type DenialHint =
@@ -58,15 +66,19 @@ function ipPort(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
-export function hintFor(d: Denial): string {
+export function hintFor(d: Denial, heldBy: HeldBy): string {
   const h = d.hint ?? { kind: 'policy' };
   switch (h.kind) {
-    case 'local':
+    case 'local': {
+      const allow = `--allow-local ${ipPort(h.address, d.port)}`;
       return (
         `${h.address} is an address of this host: to reach a service on the host's loopback, name ` +
         `${HOST_LOCAL_NAME}:${d.port} in the policy; or the operator trusts this one upstream with ` +
-        `--allow-local ${ipPort(h.address, d.port)} (on carapace run, or carapace gateway start for a gateway's sandboxes)`
+        (heldBy === 'run'
+          ? `${allow} on carapace run`
+          : `carapace gateway start ${allow} (after carapace gateway stop; its sandboxes run on)`)
       );
+    }
     case 'private':
       return `${h.address} is a private address: list it (or its range) in the endpoint's allowed_ips`;
     case 'credential':
@@ -76,22 +88,22 @@ export function hintFor(d: Denial): string {
     case 'identity':
       return 'make the connection from one process: the proxy names the caller by the process that holds it';
     case 'policy':
-      return (
-        `carapace policy explain POLICY_FILE --host ${shellWord(d.host)} --port ${d.port} ` +
-        `--binary ${shellWord(d.binary)} shows which entry decides; saved policy changes apply at once. ` +
-        'In a gateway sandbox this denial is a proposal for the operator: carapace rules list, carapace rules approve ID'
-      );
+      return heldBy === 'run'
+        ? `carapace policy explain POLICY_FILE --host ${shellWord(d.host)} --port ${d.port} ` +
+            `--binary ${shellWord(d.binary)} shows which entry decides; an edit of the policy file applies at once when saved`
+        : 'this denial is now a proposal for the operator: carapace rules list shows it, ' +
+            'carapace rules approve ID allows it (a new policy revision, live)';
   }
 }
 
-export function forbidden(d: Denial): string {
+export function forbidden(d: Denial, heldBy: HeldBy): string {
   return respond(403, 'Forbidden', {
     error: 'policy_denied',
     host: d.host,
     port: d.port,
     binary: printable(d.binary),
     reason: printable(d.reason),
-    hint: printable(hintFor(d)),
+    hint: printable(hintFor(d, heldBy)),
   });
 }
 

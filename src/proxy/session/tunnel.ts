@@ -101,7 +101,7 @@ export async function handleConnect(conn: ClientConnection, head: RequestHead): 
     });
   const deny = async (reason: string, ip?: string, hint?: DenialHint): Promise<void> => {
     record('blocked', reason, ip);
-    await answer(conn, forbidden({ host, port, binary: caller.binary, reason, hint }));
+    await answer(conn, forbidden({ host, port, binary: caller.binary, reason, hint }, sb.heldBy));
   };
   if (!verdict.allowed) return deny(verdict.reason);
   const treatment = verdict.endpoint ?? DEFAULT_TREATMENT;

@@ -3,7 +3,8 @@
  * `sandbox delete` alike.
  */
 import { spawn } from 'node:child_process';
-import { rmdirSync } from 'node:fs';
+import { readdirSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 
 /**
@@ -28,4 +29,18 @@ export async function removeTree(path: string): Promise<void> {
   });
   // What rm(1) could not do (or no rm(1)), with the error that says why.
   if (!removed) await rm(path, { recursive: true, force: true });
+}
+
+/**
+ * Removes every entry of the directory `dir` but `keep`, each as removeTree does. `dir` must be
+ * one no sandbox can write (its entries are named, then removed without following a link).
+ */
+export async function removeAllBut(dir: string, keep: string): Promise<void> {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return; // gone: nothing to keep or remove
+  }
+  for (const name of names) if (name !== keep) await removeTree(join(dir, name));
 }

@@ -65,8 +65,11 @@ function openSubdir(dirFd: number, name: string): number | null {
   }
 }
 
-/** Chowns one non-directory entry of `dirFd`, when it has a single link (or is a symlink). */
-function chownEntry(dirFd: number, name: string, owner: TreeOwner): void {
+/**
+ * Chowns one non-directory entry of `dirFd`, when it has a single link (or is a symlink) and
+ * belongs to `from` (when given).
+ */
+function chownEntry(dirFd: number, name: string, owner: TreeOwner, from: number | undefined): void {
   let fd: number;
   try {
     fd = openSync(at(dirFd, name), O_PATH | constants.O_NOFOLLOW);
@@ -81,6 +84,7 @@ function chownEntry(dirFd: number, name: string, owner: TreeOwner): void {
     // Only root can have made a device node here; given to the sandbox's uid, it would be that
     // uid's raw device on the host (inside, the workspace is mounted nodev anyway).
     if (st.isBlockDevice() || st.isCharacterDevice()) return;
+    if (from !== undefined && st.uid !== from) return;
     // Through the magic link of the O_PATH fd: this inode, even when it is a symlink (a symlink
     // reached this way is not followed again).
     chownSync(at(fd), owner.uid, owner.gid);
@@ -90,10 +94,12 @@ function chownEntry(dirFd: number, name: string, owner: TreeOwner): void {
 }
 
 /**
- * Hands the tree open as `rootFd` to `owner`: every directory, symlink and singly-linked file.
+ * Hands the tree open as `rootFd` to `owner`: every directory, symlink and singly-linked file, of
+ * `from` only when it is given (what the tree's owner owns: a file of another user or of root that
+ * was moved into it stays theirs, never handed to a sandbox nor from one to its owner).
  * Iterative, so a deep tree cannot exhaust the stack; it holds one fd per level.
  */
-export function handOverTree(rootFd: number, owner: TreeOwner): void {
+export function handOverTree(rootFd: number, owner: TreeOwner, from?: number): void {
   fchownSync(rootFd, owner.uid, owner.gid);
   const stack: { fd: number; entries: Dirent[]; next: number }[] = [];
   const push = (fd: number) =>
@@ -109,13 +115,13 @@ export function handOverTree(rootFd: number, owner: TreeOwner): void {
         continue;
       }
       if (!entry.isDirectory()) {
-        chownEntry(top.fd, entry.name, owner);
+        chownEntry(top.fd, entry.name, owner, from);
         continue;
       }
       const sub = openSubdir(top.fd, entry.name);
       if (sub === null) continue;
       try {
-        fchownSync(sub, owner.uid, owner.gid);
+        if (from === undefined || fstatSync(sub).uid === from) fchownSync(sub, owner.uid, owner.gid);
         push(sub);
       } catch (err) {
         closeSync(sub);

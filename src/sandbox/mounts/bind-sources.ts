@@ -54,6 +54,12 @@ export interface OpenBindsInput {
    * inode they saw, or the start is refused before anything is handed over.
    */
   expected?: ReadonlyMap<string, { dev: number; ino: number }> | undefined;
+  /**
+   * Whose files in a workspace handed to the sandbox's uid go with it: the gateway's caller (a file
+   * of another uid moved into their directory stays that uid's). Unset (a run by root on a path of
+   * root's choosing): everything in it.
+   */
+  handOverFrom?: number | undefined;
 }
 
 export interface OpenedBinds {
@@ -170,7 +176,7 @@ function openWorkspace(input: OpenBindsInput, trees: SandboxTrees, owner: TreeOw
   // One fd for the whole hand-over: what is checked, walked and chmod'ed is the same directory.
   const dir = openSync(`/proc/self/fd/${ws.fd}`, constants.O_RDONLY | constants.O_DIRECTORY);
   try {
-    if (fstatSync(dir).uid !== owner.uid) handOverTree(dir, owner);
+    if (fstatSync(dir).uid !== owner.uid) handOverTree(dir, owner, input.handOverFrom);
     fchmodSync(dir, 0o700);
   } catch (err) {
     closeSync(ws.fd);
